@@ -1,0 +1,1146 @@
+"""A fake Clio Manage API v4 that serves real HTTP.
+
+It behaves as ``docs/API_FACTS.md`` ("Clio Manage API v4") describes the real one: wrapped
+bodies, ``fields=`` selection (only ``id`` and ``etag`` without it), cursor paging with full
+``next`` URLs, ETags with ``If-Match``, per-token rate limits, OAuth with reusable refresh
+tokens, and every request checked against Clio's own OpenAPI document (``sandbox.openapi``).
+
+Tests and the demo seed data through the Python API (:class:`ClioSandbox`, :class:`ClioAccount`);
+clients only ever talk HTTP to it.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import itertools
+import json
+import math
+import os
+import re
+import secrets
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+import simplejson
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
+from sandbox.clock import SandboxClock
+from sandbox.faults import CallLog, Fault, FaultPlan, with_faults
+from sandbox.openapi import NO_BODY, OpenApiDocument, load_openapi
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+API_PREFIX = "/api/v4"
+API_VERSION = "4.0.13"
+ACCESS_TOKEN_SECONDS = 2_592_000
+RATE_WINDOW_SECONDS = 60
+DEFAULT_LIMIT = 200
+OFFSET_PAGING_CAP = 10_000
+SPEC_FILENAME = "clio-openapi-4.0.13.json"
+SPEC_ENV = "HARDCOST_CLIO_OPENAPI"
+JSON_TYPE = "application/json; charset=utf-8"
+
+ACTIVITY_TYPES = ("TimeEntry", "ExpenseEntry", "HardCostEntry", "SoftCostEntry")
+COST_TYPES = ("ExpenseEntry", "HardCostEntry", "SoftCostEntry")
+BILL_STATES = ("draft", "awaiting_approval", "awaiting_payment", "paid")
+BILLED_STATES = ("awaiting_payment", "paid")
+ASSOCIATIONS = {"matter": "Matter", "user": "User", "vendor": "Vendor",
+                "expense_category": "Expense category"}
+
+Record = dict[str, Any]
+FieldTree = list[tuple[str, "FieldTree | None"]]
+Predicate = Callable[[Record], bool]
+DEFAULT_FIELDS: FieldTree = [("id", None), ("etag", None)]
+
+# Which fields each resource has; a value names the resource a nested field renders as.
+FIELDS: dict[str, dict[str, str | None]] = {
+    "activity": {
+        "id": None, "etag": None, "type": None, "date": None, "price": None, "quantity": None,
+        "total": None, "note": None, "reference": None, "billed": None, "on_bill": None,
+        "created_at": None, "updated_at": None, "matter": "matter", "user": "user",
+        "vendor": "contact", "expense_category": "expense_category", "bill": "bill",
+    },
+    "matter": {
+        "id": None, "etag": None, "display_number": None, "description": None, "status": None,
+        "client": "contact", "client_reference": None, "open_date": None, "created_at": None,
+        "updated_at": None,
+    },
+    "contact": {
+        "id": None, "etag": None, "name": None, "type": None, "primary_email_address": None,
+        "first_name": None, "last_name": None, "created_at": None, "updated_at": None,
+    },
+    "user": {
+        "id": None, "etag": None, "name": None, "email": None, "account_owner": None,
+        "enabled": None, "first_name": None, "last_name": None, "created_at": None,
+        "updated_at": None,
+    },
+    "expense_category": {
+        "id": None, "etag": None, "name": None, "rate": None, "entry_type": None,
+        "created_at": None, "updated_at": None,
+    },
+    "bill": {"id": None, "etag": None, "state": None},
+}
+
+
+# -- errors and responses ----------------------------------------------------------------------
+
+class ApiError(Exception):
+    """An answer in Clio's error shape: ``{"error": {"type": ..., "message": ...}}``."""
+
+    def __init__(self, status: int, kind: str, message: str,
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.kind, self.message = status, kind, message
+        self.headers = dict(headers or {})
+
+    def response(self) -> Response:
+        body = {"error": {"type": self.kind, "message": self.message}}
+        return json_response(body, self.status, self.headers)
+
+
+def unprocessable(message: str) -> ApiError:
+    return ApiError(422, "UnprocessableEntity", message)
+
+
+def bad_argument(message: str) -> ApiError:
+    return ApiError(400, "ArgumentError", message)
+
+
+def json_response(body: object, status: int = 200,
+                  headers: Mapping[str, str] | None = None) -> Response:
+    return Response(simplejson.dumps(body, use_decimal=True), status=status,
+                    headers=dict(headers or {}), content_type=JSON_TYPE)
+
+
+def oauth_error(status: int, error: str, description: str | None = None) -> Response:
+    body = {"error": error} if description is None else {
+        "error": error, "error_description": description}
+    return json_response(body, status)
+
+
+# -- fault builders (arm with ``sandbox.faults.add(...)``) ---------------------------------------
+
+def rate_limit_fault(retry_after: int = 1, times: int = 1, path: str = r"/api/v4/") -> Fault:
+    """The next ``times`` matching requests get Clio's 429 with ``Retry-After``."""
+    body = {"error": {"type": "RateLimited",
+                      "message": f"Rate limit exceeded. Retry in {retry_after} seconds."}}
+    return Fault(path=path, status=429, times=times, body=json.dumps(body),
+                 headers={"Retry-After": str(retry_after)}, content_type=JSON_TYPE)
+
+
+def server_error_fault(status: int = 500, times: int = 1, path: str = r"/api/v4/") -> Fault:
+    """The next ``times`` matching requests fail with ``status`` and have no effect."""
+    body = {"error": {"type": "InternalServerError", "message": "Something went wrong"}}
+    return Fault(path=path, status=status, times=times, body=json.dumps(body),
+                 content_type=JSON_TYPE)
+
+
+def timeout_fault(delay: float, times: int = 1, path: str = r"/api/v4/") -> Fault:
+    """The next ``times`` matching requests hang ``delay`` seconds, then fail with 504 unapplied.
+
+    Make ``delay`` longer than the client's timeout to simulate a timeout. (For a reply lost
+    *after* the effect, arm ``Fault(after_handler=True, ...)`` instead.)
+    """
+    body = {"error": {"type": "GatewayTimeout", "message": "The request timed out"}}
+    return Fault(path=path, status=504, times=times, delay=delay, body=json.dumps(body),
+                 content_type=JSON_TYPE)
+
+
+# -- records -----------------------------------------------------------------------------------
+
+def new_etag() -> str:
+    return f'"{uuid.uuid4().hex}"'
+
+
+class Ledger:
+    """What every record of one sandbox shares: the id counter, the clock and the lock."""
+
+    def __init__(self, clock: SandboxClock) -> None:
+        self.clock = clock
+        self.lock = threading.RLock()
+        self._ids = itertools.count(1)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def now(self) -> str:
+        return self.clock.now().isoformat(timespec="seconds")
+
+    def new_record(self, **values: Any) -> Record:
+        now = self.now()
+        return {"id": self.next_id(), "etag": new_etag(), **values,
+                "created_at": now, "updated_at": now}
+
+    def touch(self, record: Record) -> None:
+        record["etag"] = new_etag()
+        record["updated_at"] = self.now()
+
+
+class ClioAccount:
+    """One Clio firm: its users, contacts, matters, expense categories and activities."""
+
+    def __init__(self, ledger: Ledger, *, name: str, hard_costs_enabled: bool) -> None:
+        self._ledger = ledger
+        self.id = ledger.next_id()
+        self.name = name
+        self.hard_costs_enabled = hard_costs_enabled
+        self.users: dict[int, Record] = {}
+        self.contacts: dict[int, Record] = {}
+        self.matters: dict[int, Record] = {}
+        self.expense_categories: dict[int, Record] = {}
+        self.activities: dict[int, Record] = {}
+        self._matter_numbers = itertools.count(1)
+        # Every firm has a primary subscriber; the first owner added takes this record over.
+        self._placeholder_owner = True
+        self.owner_id = self._store_user("Account Owner", None, owner=True, enabled=True)["id"]
+
+    @property
+    def owner(self) -> Record:
+        return self.users[self.owner_id]
+
+    def add_user(self, name: str, *, email: str | None = None, account_owner: bool = False,
+                 enabled: bool = True) -> Record:
+        with self._ledger.lock:
+            if not account_owner:
+                return self._store_user(name, email, owner=False, enabled=enabled)
+            if not self._placeholder_owner:
+                raise ValueError(f"account {self.id} already has an owner")
+            self._placeholder_owner = False
+            owner = self.owner
+            owner.update(_person_names(name), name=name, email=email, enabled=enabled)
+            self._ledger.touch(owner)
+            return owner
+
+    def add_contact(self, name: str, *, type: str = "Person", email: str | None = None) -> Record:
+        if type not in ("Person", "Company"):
+            raise ValueError(f"contact type must be Person or Company, not {type!r}")
+        names = _person_names(name) if type == "Person" else {
+            "first_name": None, "last_name": None}
+        with self._ledger.lock:
+            contact = self._ledger.new_record(name=name, type=type, primary_email_address=email,
+                                              **names)
+            self.contacts[contact["id"]] = contact
+            return contact
+
+    def add_matter(self, client_id: int, *, description: str, display_number: str | None = None,
+                   status: str = "Open", client_reference: str | None = None) -> Record:
+        if client_id not in self.contacts:
+            raise ValueError(f"contact {client_id} is not in account {self.id}")
+        if status.capitalize() not in ("Open", "Pending", "Closed"):
+            raise ValueError(f"matter status must be Open, Pending or Closed, not {status!r}")
+        with self._ledger.lock:
+            number = next(self._matter_numbers)
+            matter = self._ledger.new_record(
+                display_number=display_number or f"{number:05d}", description=description,
+                status=status.capitalize(), client={"id": client_id},
+                client_reference=client_reference,
+                open_date=self._ledger.clock.now().date().isoformat(),
+            )
+            self.matters[matter["id"]] = matter
+            return matter
+
+    def add_expense_category(self, name: str, *, entry_type: str = "hard_cost",
+                             rate: Decimal | str = "0") -> Record:
+        if entry_type not in ("hard_cost", "soft_cost", "unassociated"):
+            raise ValueError(f"unknown expense category entry_type {entry_type!r}")
+        with self._ledger.lock:
+            category = self._ledger.new_record(name=name, rate=Decimal(str(rate)),
+                                               entry_type=entry_type)
+            self.expense_categories[category["id"]] = category
+            return category
+
+    def mark_billed(self, activity_id: int, *, state: str = "awaiting_payment") -> None:
+        """Put the activity on a bill in ``state`` (``draft`` = on a bill but not billed)."""
+        if state not in BILL_STATES:
+            raise ValueError(f"bill state must be one of {BILL_STATES}, not {state!r}")
+        with self._ledger.lock:
+            activity = self.activities[activity_id]
+            activity["bill"] = {"id": self._ledger.next_id(), "etag": new_etag(), "state": state}
+            activity["on_bill"] = True
+            activity["billed"] = state in BILLED_STATES
+            self._ledger.touch(activity)
+
+    def store(self, resource: str) -> dict[int, Record]:
+        """The records of one resource kind (``activity``, ``matter``, ``contact``...)."""
+        return {
+            "activity": self.activities, "matter": self.matters, "contact": self.contacts,
+            "user": self.users, "expense_category": self.expense_categories,
+        }[resource]
+
+    def resolve(self, resource: str, reference: Record | None) -> Record | None:
+        """The record a nested reference (``{"id": 5}``) points at; bills are embedded."""
+        if reference is None or resource == "bill":
+            return reference
+        return self.store(resource).get(reference["id"], reference)
+
+    def _store_user(self, name: str, email: str | None, *, owner: bool, enabled: bool) -> Record:
+        with self._ledger.lock:
+            user = self._ledger.new_record(name=name, email=email, account_owner=owner,
+                                           enabled=enabled, **_person_names(name))
+            self.users[user["id"]] = user
+            return user
+
+
+def _person_names(name: str) -> dict[str, str | None]:
+    first, _, last = name.strip().partition(" ")
+    return {"first_name": first or None, "last_name": last or None}
+
+
+# -- fields= -----------------------------------------------------------------------------------
+
+def parse_fields(text: str) -> FieldTree:
+    """``id,matter{id,display_number}`` → ``[("id", None), ("matter", [...])]``."""
+    tree, rest = _parse_field_list(text.replace(" ", ""), 0)
+    if rest != len(text.replace(" ", "")):
+        raise bad_argument(f"Invalid fields parameter: {text}")
+    return tree
+
+
+def _parse_field_list(text: str, at: int) -> tuple[FieldTree, int]:
+    tree: FieldTree = []
+    while at < len(text) and text[at] != "}":
+        match = re.compile(r"[A-Za-z_][A-Za-z0-9_]*").match(text, at)
+        if match is None:
+            raise bad_argument(f"Invalid fields parameter: {text}")
+        name, at = match.group(), match.end()
+        children: FieldTree | None = None
+        if at < len(text) and text[at] == "{":
+            children, at = _parse_field_list(text, at + 1)
+            if at >= len(text) or text[at] != "}":
+                raise bad_argument(f"Invalid fields parameter: {text}")
+            at += 1
+        tree.append((name, children))
+        if at < len(text) and text[at] == ",":
+            at += 1
+    return tree, at
+
+
+def check_fields(resource: str, tree: FieldTree) -> None:
+    known = FIELDS[resource]
+    for name, children in tree:
+        if name not in known:
+            raise bad_argument(f"Invalid field: {name}")
+        nested = known[name]
+        if children is not None:
+            if nested is None:
+                raise bad_argument(f"Invalid field: {name}")
+            check_fields(nested, children)
+
+
+def render(resource: str, record: Record, tree: FieldTree, account: ClioAccount) -> Record:
+    shown: Record = {}
+    for name, children in tree:
+        nested = FIELDS[resource][name]
+        if nested is None:
+            shown[name] = record.get(name)
+            continue
+        target = account.resolve(nested, record.get(name))
+        shown[name] = None if target is None else render(
+            nested, target, children or DEFAULT_FIELDS, account)
+    return shown
+
+
+# -- query arguments ---------------------------------------------------------------------------
+
+def int_arg(args: MultiDict[str, str], name: str) -> int | None:
+    """An integer argument; ``None`` for the keyword ``null``."""
+    raw = args.get(name, "")
+    if raw == "null":
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise bad_argument(f"Invalid value for {name}: {raw!r}") from None
+
+
+def ids_arg(args: MultiDict[str, str]) -> set[int]:
+    try:
+        return {int(raw) for raw in args.getlist("ids[]")}
+    except ValueError:
+        raise bad_argument("Invalid value for ids[]") from None
+
+
+def date_arg(args: MultiDict[str, str], name: str) -> str:
+    raw = args.get(name, "")
+    try:
+        return date.fromisoformat(raw[:10]).isoformat()
+    except ValueError:
+        raise bad_argument(f"Invalid value for {name}: {raw!r}") from None
+
+
+def time_arg(args: MultiDict[str, str], name: str) -> datetime:
+    raw = args.get(name, "")
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise bad_argument(f"Invalid value for {name}: {raw!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def contains(haystack: object, needle: str) -> bool:
+    return isinstance(haystack, str) and needle.lower() in haystack.lower()
+
+
+def refers_to(key: str, wanted: int | None) -> Predicate:
+    def check(record: Record) -> bool:
+        reference = record.get(key)
+        return (reference or {}).get("id") == wanted
+    return check
+
+
+def changed_since(key: str, since: datetime) -> Predicate:
+    return lambda record: datetime.fromisoformat(record[key]) >= since
+
+
+def common_predicates(args: MultiDict[str, str]) -> list[Predicate]:
+    predicates: list[Predicate] = []
+    if "ids[]" in args:
+        ids = ids_arg(args)
+        predicates.append(lambda r: r["id"] in ids)
+    for name, key in (("updated_since", "updated_at"), ("created_since", "created_at")):
+        if name in args:
+            predicates.append(changed_since(key, time_arg(args, name)))
+    return predicates
+
+
+def activity_predicates(args: MultiDict[str, str]) -> list[Predicate]:
+    predicates = common_predicates(args)
+    for name, key in (("matter_id", "matter"), ("user_id", "user"),
+                      ("expense_category_id", "expense_category")):
+        if name in args:
+            predicates.append(refers_to(key, int_arg(args, name)))
+    if "type" in args:
+        wanted = {part.lower() for part in args["type"].split(",")}
+        predicates.append(lambda r: r["type"].lower() in wanted)
+    if "status" in args:
+        predicates.append(activity_status(args["status"]))
+    if "start_date" in args:
+        start = date_arg(args, "start_date")
+        predicates.append(lambda r: r["date"] >= start)
+    if "end_date" in args:
+        end = date_arg(args, "end_date")
+        predicates.append(lambda r: r["date"] <= end)
+    if "query" in args:
+        needle = args["query"]
+        predicates.append(lambda r: contains(r.get("note"), needle))
+    return predicates
+
+
+def activity_status(status: str) -> Predicate:
+    checks: dict[str, Predicate] = {
+        "billed": lambda r: r["billed"],
+        "draft": lambda r: r["on_bill"] and not r["billed"],
+        "unbilled": lambda r: not r["on_bill"],
+        "billable": lambda r: not r["on_bill"],
+        "non_billable": lambda r: False,
+        "written_off": lambda r: False,
+    }
+    if status not in checks:
+        raise bad_argument(f"Invalid value for status: {status!r}")
+    return checks[status]
+
+
+def matter_predicates(args: MultiDict[str, str], account: ClioAccount) -> list[Predicate]:
+    predicates = common_predicates(args)
+    if "client_id" in args:
+        predicates.append(refers_to("client", int_arg(args, "client_id")))
+    if "status" in args:
+        statuses = {part.strip().capitalize() for part in args["status"].split(",")}
+        if not statuses <= {"Open", "Pending", "Closed"}:
+            raise bad_argument(f"Invalid value for status: {args['status']!r}")
+        predicates.append(lambda r: r["status"] in statuses)
+    if "query" in args:
+        needle = args["query"]
+
+        def matches(matter: Record) -> bool:
+            client = account.resolve("contact", matter["client"]) or {}
+            return any(contains(text, needle) for text in (
+                matter["display_number"], matter["description"], client.get("name")))
+        predicates.append(matches)
+    return predicates
+
+
+def contact_predicates(args: MultiDict[str, str]) -> list[Predicate]:
+    predicates = common_predicates(args)
+    if "type" in args:
+        kind = args["type"].capitalize()
+        predicates.append(lambda r: r["type"] == kind)
+    if "query" in args:
+        needle = args["query"]
+        predicates.append(lambda r: contains(r["name"], needle)
+                          or contains(r["primary_email_address"], needle))
+    return predicates
+
+
+def user_predicates(args: MultiDict[str, str]) -> list[Predicate]:
+    predicates = common_predicates(args)
+    if "enabled" in args:
+        enabled = args["enabled"].lower() == "true"
+        predicates.append(lambda r: r["enabled"] == enabled)
+    if "name" in args:
+        needle = args["name"]
+        predicates.append(lambda r: contains(r["name"], needle))
+    return predicates
+
+
+def expense_category_predicates(args: MultiDict[str, str]) -> list[Predicate]:
+    predicates = common_predicates(args)
+    if "entry_type" in args:
+        entry_type = args["entry_type"]
+        predicates.append(lambda r: r["entry_type"] == entry_type)
+    if "query" in args:
+        needle = args["query"]
+        predicates.append(lambda r: contains(r["name"], needle))
+    return predicates
+
+
+@dataclass(frozen=True)
+class Collection:
+    resource: str
+    model: str
+    max_limit: int
+    predicates: Callable[[MultiDict[str, str], ClioAccount], list[Predicate]]
+
+
+COLLECTIONS: dict[str, Collection] = {
+    "activities": Collection("activity", "Activity", 200, lambda a, _: activity_predicates(a)),
+    "matters": Collection("matter", "Matter", 200, matter_predicates),
+    "contacts": Collection("contact", "Contact", 200, lambda a, _: contact_predicates(a)),
+    "users": Collection("user", "User", 2000, lambda a, _: user_predicates(a)),
+    "expense_categories": Collection("expense_category", "ExpenseCategory", 200,
+                                     lambda a, _: expense_category_predicates(a)),
+}
+
+
+# -- ordering and paging -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Page:
+    records: list[Record]
+    total: int
+    next_token: str | None
+
+
+def parse_order(raw: str | None) -> tuple[str, bool]:
+    """``name(desc)`` → ``("name", True)``; the default is ``id(asc)``."""
+    if not raw:
+        return "id", False
+    match = re.fullmatch(r"([a-z_.]+)\((asc|desc)\)", raw)
+    if match is None:
+        raise bad_argument(f"Invalid value for order: {raw!r}")
+    return match.group(1), match.group(2) == "desc"
+
+
+def sort_records(records: list[Record], resource: str, order: tuple[str, bool],
+                 account: ClioAccount) -> list[Record]:
+    key_path, descending = order
+
+    def key(record: Record) -> tuple[bool, Any, int]:
+        value: Any = record
+        kind: str | None = resource
+        for part in key_path.split("."):
+            nested = FIELDS.get(kind or "", {}).get(part)
+            value = value.get(part) if isinstance(value, dict) else None
+            if nested is not None:
+                value, kind = account.resolve(nested, value), nested
+        if isinstance(value, dict):
+            value = value.get("id")
+        return value is None, value if value is not None else 0, record["id"]
+
+    return sorted(records, key=key, reverse=descending)
+
+
+def filter_signature(args: MultiDict[str, str]) -> str:
+    kept = sorted((k, v) for k, v in args.items(multi=True)
+                  if k not in ("page_token", "limit", "fields"))
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
+
+
+def encode_token(position: Record) -> str:
+    return base64.urlsafe_b64encode(json.dumps(position).encode()).decode().rstrip("=")
+
+
+def decode_token(token: str, signature: str) -> Record:
+    try:
+        padded = token + "=" * (-len(token) % 4)
+        position = json.loads(base64.urlsafe_b64decode(padded))
+    except (binascii.Error, ValueError):
+        raise bad_argument("Invalid page_token") from None
+    if not isinstance(position, dict) or position.get("filters") != signature:
+        raise bad_argument("page_token does not belong to this query")
+    return position
+
+
+def page_limit(args: MultiDict[str, str], maximum: int) -> int:
+    if "limit" not in args:
+        return min(DEFAULT_LIMIT, maximum)
+    limit = int_arg(args, "limit")
+    if limit is None or not 1 <= limit <= maximum:
+        raise bad_argument(f"Limit must be between 1 and {maximum}")
+    return limit
+
+
+def paginate(records: list[Record], args: MultiDict[str, str], maximum: int,
+             by_id_cursor: bool) -> Page:
+    """One page of ``records`` (already filtered and sorted).
+
+    With ``order=id(asc)`` the cursor is the last id seen (unlimited); otherwise it is an offset,
+    and offsets past 10,000 records are refused, as Clio does.
+    """
+    limit = page_limit(args, maximum)
+    signature = filter_signature(args)
+    position = decode_token(args["page_token"], signature) if "page_token" in args else {}
+    if by_id_cursor:
+        after = int(position.get("after", 0))
+        rest = [r for r in records if r["id"] > after]
+        page = rest[:limit]
+        more = len(rest) > limit
+        following = {"after": page[-1]["id"] if page else after}
+    else:
+        offset = int(position.get("offset", 0))
+        if offset >= OFFSET_PAGING_CAP:
+            raise unprocessable("Offset pagination is limited to 10,000 records; "
+                                "use order=id(asc) to page through more")
+        page = records[offset:offset + limit]
+        more = len(records) > offset + limit
+        following = {"offset": offset + limit}
+    token = encode_token({**following, "filters": signature}) if more else None
+    return Page(page, len(records), token)
+
+
+def next_url(request: Request, token: str) -> str:
+    kept = [(k, v) for k, v in request.args.items(multi=True) if k != "page_token"]
+    return f"{request.base_url}?{urlencode([*kept, ('page_token', token)])}"
+
+
+# -- activities --------------------------------------------------------------------------------
+
+def body_data(body: Any) -> Record:
+    if body is NO_BODY or not isinstance(body, dict) or not isinstance(body.get("data"), dict):
+        raise ApiError(400, "InvalidRequest", 'The request body must be {"data": {...}}')
+    data: Record = body["data"]
+    return data
+
+
+def decimal_value(value: object, label: str) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise unprocessable(f"{label} is not a number")
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        raise unprocessable(f"{label} is not a number") from None
+
+
+def activity_changes(data: Mapping[str, Any]) -> Record:
+    """The stored form of the activity fields a request body sets (others are ignored)."""
+    changes: Record = {}
+    for key in ("type", "note", "reference"):
+        if key in data:
+            changes[key] = data[key]
+    if "date" in data:
+        try:
+            changes["date"] = date.fromisoformat(str(data["date"])).isoformat()
+        except ValueError:
+            raise unprocessable("Date is invalid") from None
+    for key in ("price", "quantity"):
+        if key in data:
+            changes[key] = decimal_value(data[key], key.capitalize())
+    for key, label in ASSOCIATIONS.items():
+        if key in data:
+            changes[key] = association(data[key], label)
+    return changes
+
+
+def association(value: object, label: str) -> Record | None:
+    if isinstance(value, dict) and "id" in value:
+        if value["id"] is None:
+            return None
+        if isinstance(value["id"], int) and not isinstance(value["id"], bool):
+            return {"id": value["id"]}
+    raise unprocessable(f"{label} is invalid")
+
+
+def check_activity(account: ClioAccount, activity: Record) -> None:
+    """Clio's rules for an activity as it would be saved; 422 naming what is wrong."""
+    kind = activity.get("type")
+    if not kind:
+        raise unprocessable("Type can't be blank")
+    if kind not in ACTIVITY_TYPES:
+        raise unprocessable(f"Type {kind} is not included in the list")
+    if not activity.get("date"):
+        raise unprocessable("Date can't be blank")
+    if kind in ("HardCostEntry", "SoftCostEntry") and not account.hard_costs_enabled:
+        cost = "Hard" if kind == "HardCostEntry" else "Soft"
+        raise unprocessable(f"{cost} costs are not enabled for this account")
+    if kind in COST_TYPES and activity.get("price") is None:
+        raise unprocessable("Price can't be blank")
+    if kind == "HardCostEntry" and activity.get("quantity") is not None:
+        raise unprocessable("Quantity is not applicable to a HardCostEntry")
+    check_references(account, activity)
+
+
+def check_references(account: ClioAccount, activity: Record) -> None:
+    matter = activity.get("matter")
+    unknown = matter is not None and matter["id"] not in account.matters
+    if unknown or (matter is None and activity["type"] in COST_TYPES):
+        raise unprocessable("Matter can't be blank")
+    user = activity.get("user")
+    if user is not None and not account.users.get(user["id"], {}).get("enabled"):
+        raise unprocessable("User is invalid")
+    vendor = activity.get("vendor")
+    if vendor is not None and vendor["id"] not in account.contacts:
+        raise unprocessable("Vendor is invalid")
+    category_ref = activity.get("expense_category")
+    if category_ref is None:
+        return
+    category = account.expense_categories.get(category_ref["id"])
+    if category is None:
+        raise unprocessable("Expense category is invalid")
+    for kind, entry_type in (("HardCostEntry", "soft_cost"), ("SoftCostEntry", "hard_cost")):
+        if activity["type"] == kind and category["entry_type"] == entry_type:
+            raise unprocessable(f"Expense category is a {entry_type.replace('_', ' ')} category")
+
+
+def activity_total(activity: Record) -> Decimal | None:
+    price: Decimal | None = activity.get("price")
+    quantity: Decimal | None = activity.get("quantity")
+    if price is None:
+        return None
+    if activity["type"] == "HardCostEntry":
+        return price
+    if activity["type"] == "TimeEntry":
+        return price * (quantity or Decimal(0)) / 3600
+    return price * (quantity if quantity is not None else Decimal(1))
+
+
+def same_etag(given: str, etag: str) -> bool:
+    def bare(tag: str) -> str:
+        return tag.strip().removeprefix("W/").strip('"')
+    return given.strip() == "*" or bare(given) == bare(etag)
+
+
+# -- OAuth and rate limits ---------------------------------------------------------------------
+
+@dataclass
+class Grant:
+    """One authorisation of the app by one firm; revoked by ``/oauth/deauthorize``."""
+
+    account: ClioAccount
+    user_id: int
+    refresh_token: str
+    revoked: bool = False
+
+
+@dataclass
+class AccessToken:
+    grant: Grant
+    expires_at: float
+
+
+@dataclass
+class RateWindow:
+    ends_at: float
+    used: int = 0
+
+
+@dataclass
+class Context:
+    """One authenticated API request."""
+
+    request: Request
+    account: ClioAccount
+    user_id: int
+    token: str
+    body: Any = NO_BODY
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+
+# -- the service -------------------------------------------------------------------------------
+
+URL_MAP = Map([
+    Rule("/oauth/authorize", methods=["GET"], endpoint="authorize"),
+    Rule("/oauth/token", methods=["POST"], endpoint="token"),
+    Rule("/oauth/deauthorize", methods=["POST"], endpoint="deauthorize"),
+    Rule("/api/v4/users/who_am_i.json", methods=["GET"], endpoint="who_am_i"),
+    Rule("/api/v4/activities.json", methods=["POST"], endpoint="create_activity"),
+    Rule("/api/v4/activities/<int:record_id>.json", methods=["PATCH"],
+         endpoint="update_activity"),
+    Rule("/api/v4/activities/<int:record_id>.json", methods=["DELETE"],
+         endpoint="delete_activity"),
+    Rule(f"/api/v4/<any({','.join(COLLECTIONS)}):collection>.json", methods=["GET"],
+         endpoint="index"),
+    Rule(f"/api/v4/<any({','.join(COLLECTIONS)}):collection>/<int:record_id>.json",
+         methods=["GET"], endpoint="show"),
+])
+
+
+def spec_candidates() -> list[Path]:
+    """Where the Clio OpenAPI document may be, in the order :func:`default_spec_path` looks."""
+    if os.environ.get(SPEC_ENV):
+        return [Path(os.environ[SPEC_ENV])]
+    repo_root = Path(__file__).resolve().parents[1]
+    return [repo_root.parent / "shared" / "specs" / SPEC_FILENAME,
+            Path.cwd().parent / "shared" / "specs" / SPEC_FILENAME]
+
+
+def default_spec_path() -> Path | None:
+    """``$HARDCOST_CLIO_OPENAPI``, else ``../shared/specs/`` beside the repo or the cwd."""
+    return next((path for path in spec_candidates() if path.is_file()), None)
+
+
+class ClioSandbox:
+    """A fake Clio Manage (API v4 + OAuth) as a WSGI app; serve it with ``serve_in_thread``."""
+
+    def __init__(self, *, client_id: str = "sandbox-clio-client",
+                 client_secret: str = "sandbox-clio-secret", clock: SandboxClock | None = None,
+                 rate_limit_per_minute: int = 50, spec_path: str | Path | None = None,
+                 validate: bool = True) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.clock = clock or SandboxClock()
+        self.rate_limit_per_minute = rate_limit_per_minute
+        self.faults = FaultPlan()
+        self.calls = CallLog()
+        self.schema_errors: list[str] = []
+        self.accounts: dict[int, ClioAccount] = {}
+        self._ledger = Ledger(self.clock)
+        self._access: dict[str, AccessToken] = {}
+        self._refresh: dict[str, Grant] = {}
+        self._codes: dict[str, tuple[ClioAccount, str | None]] = {}
+        self._windows: dict[str, RateWindow] = {}
+        self._spec: OpenApiDocument | None = None
+        self.validation_disabled_reason: str | None = None
+        self._load_spec(spec_path, validate)
+        self._dispatch = with_faults(self.faults, self.calls, self._handle)
+
+    @property
+    def validation_enabled(self) -> bool:
+        return self._spec is not None
+
+    @property
+    def spec(self) -> OpenApiDocument | None:
+        return self._spec
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse
+                 ) -> Iterable[bytes]:
+        return self._dispatch(Request(environ))(environ, start_response)
+
+    # -- seeding
+
+    def add_account(self, *, name: str = "Sandbox Law",
+                    hard_costs_enabled: bool = True) -> ClioAccount:
+        with self._ledger.lock:
+            account = ClioAccount(self._ledger, name=name, hard_costs_enabled=hard_costs_enabled)
+            self.accounts[account.id] = account
+            return account
+
+    def issue_tokens(self, account: ClioAccount) -> dict[str, Any]:
+        """Tokens as if the firm's owner had just connected the app."""
+        with self._ledger.lock:
+            grant = Grant(account, account.owner_id, secrets.token_urlsafe(32))
+            self._refresh[grant.refresh_token] = grant
+            return {**self._new_access(grant), "refresh_token": grant.refresh_token}
+
+    def authorization_code(self, account: ClioAccount, redirect_uri: str | None = None) -> str:
+        """A one-time code for ``POST /oauth/token`` (grant_type=authorization_code)."""
+        with self._ledger.lock:
+            code = secrets.token_urlsafe(16)
+            self._codes[code] = (account, redirect_uri)
+            return code
+
+    def expire_access_tokens(self) -> None:
+        with self._ledger.lock:
+            now = self.clock.timestamp()
+            for token in self._access.values():
+                token.expires_at = min(token.expires_at, now)
+
+    # -- set-up
+
+    def _load_spec(self, spec_path: str | Path | None, validate: bool) -> None:
+        if not validate:
+            self.validation_disabled_reason = "request validation was turned off (validate=False)"
+            return
+        path = Path(spec_path) if spec_path is not None else default_spec_path()
+        if path is None or not path.is_file():
+            looked = [str(path)] if path is not None else [str(p) for p in spec_candidates()]
+            self.validation_disabled_reason = (
+                f"Clio OpenAPI spec not found at {' or '.join(looked)}; "
+                "request validation is off")
+            return
+        self._spec = load_openapi(path)
+
+    def _new_access(self, grant: Grant) -> dict[str, Any]:
+        token = secrets.token_urlsafe(32)
+        self._access[token] = AccessToken(grant, self.clock.timestamp() + ACCESS_TOKEN_SECONDS)
+        return {"access_token": token, "token_type": "bearer",
+                "expires_in": ACCESS_TOKEN_SECONDS}
+
+    # -- dispatch
+
+    def _handle(self, request: Request) -> Response:
+        with self._ledger.lock:
+            if request.path.startswith(API_PREFIX + "/"):
+                return self._api(request)
+            try:
+                endpoint, _ = URL_MAP.bind_to_environ(request.environ).match()
+            except (NotFound, MethodNotAllowed) as error:
+                return oauth_error(error.code or 404, "not_found")
+            return getattr(self, f"_oauth_{endpoint}")(request)
+
+    def _api(self, request: Request) -> Response:
+        try:
+            self._check_version(request)
+            context = self._authenticate(request)
+        except ApiError as error:
+            return error.response()
+        except _Unauthorized as error:
+            return oauth_error(401, "invalid_token", str(error))
+        window, allowed = self._spend(context.token)
+        if allowed:
+            response = self._answer(context)
+        else:
+            retry = max(1, math.ceil(window.ends_at - self.clock.timestamp()))
+            response = ApiError(429, "RateLimited",
+                                f"Rate limit exceeded. Retry in {retry} seconds.",
+                                {"Retry-After": str(retry)}).response()
+        response.headers.update(self._rate_headers(window))
+        if response.status_code < 400:
+            response.headers["X-API-VERSION"] = request.headers.get("X-API-VERSION", API_VERSION)
+        return response
+
+    def _answer(self, context: Context) -> Response:
+        request = context.request
+        try:
+            context.body = self._read_body(request)
+            self._validate(request, context.body)
+            endpoint, context.args = URL_MAP.bind_to_environ(request.environ).match()
+            handler: Callable[[Context], Response] = getattr(self, f"_{endpoint}")
+            return handler(context)
+        except ApiError as error:
+            return error.response()
+        except NotFound:
+            return ApiError(404, "NotFound", f"No route matches {request.path}").response()
+        except MethodNotAllowed:
+            return ApiError(405, "MethodNotAllowed",
+                            f"{request.method} is not allowed on {request.path}").response()
+
+    def _check_version(self, request: Request) -> None:
+        version = request.headers.get("X-API-VERSION")
+        if version is None:
+            return
+        match = re.fullmatch(r"4\.0\.(\d+)", version.strip())
+        if match is None or int(match.group(1)) > int(API_VERSION.rsplit(".", 1)[1]):
+            raise ApiError(410, "Gone", f"API version {version} is not supported")
+
+    def _authenticate(self, request: Request) -> Context:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        access = self._access.get(token.strip()) if scheme.lower() == "bearer" else None
+        if access is None or access.grant.revoked:
+            raise _Unauthorized("The access token is invalid")
+        if access.expires_at <= self.clock.timestamp():
+            raise _Unauthorized("The access token expired")
+        grant = access.grant
+        return Context(request, grant.account, grant.user_id, token.strip())
+
+    def _spend(self, token: str) -> tuple[RateWindow, bool]:
+        now = self.clock.timestamp()
+        window = self._windows.get(token)
+        if window is None or now >= window.ends_at:
+            window = self._windows[token] = RateWindow(now + RATE_WINDOW_SECONDS)
+        if window.used >= self.rate_limit_per_minute:
+            return window, False
+        window.used += 1
+        return window, True
+
+    def _rate_headers(self, window: RateWindow) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": str(self.rate_limit_per_minute),
+            "X-RateLimit-Remaining": str(max(0, self.rate_limit_per_minute - window.used)),
+            "X-RateLimit-Reset": str(math.ceil(window.ends_at)),
+        }
+
+    def _read_body(self, request: Request) -> Any:
+        raw = request.get_data(cache=True)
+        if request.method not in ("POST", "PUT", "PATCH") or not raw.strip():
+            return NO_BODY
+        try:
+            return json.loads(raw, parse_float=Decimal)
+        except ValueError as error:
+            message = f"The request body is not valid JSON: {error}"
+            self.schema_errors.append(message)
+            raise ApiError(400, "InvalidRequest", message) from None
+
+    def _validate(self, request: Request, body: Any) -> None:
+        if self._spec is None:
+            return
+        errors = self._spec.validate_request(
+            request.method, request.path.removeprefix(API_PREFIX),
+            request.args.to_dict(flat=False), body)
+        if errors:
+            self.schema_errors.extend(errors)
+            raise ApiError(400, "InvalidRequest", "; ".join(errors))
+
+    # -- API endpoints
+
+    def _index(self, context: Context) -> Response:
+        request, account = context.request, context.account
+        collection = COLLECTIONS[context.args["collection"]]
+        tree = self._fields(request, collection.resource)
+        predicates = collection.predicates(request.args, account)
+        records = [r for r in account.store(collection.resource).values()
+                   if all(check(r) for check in predicates)]
+        order = parse_order(request.args.get("order"))
+        records = sort_records(records, collection.resource, order, account)
+        by_id_cursor = request.args.get("order") == "id(asc)"
+        page = paginate(records, request.args, collection.max_limit, by_id_cursor)
+        paging = {} if page.next_token is None else {"next": next_url(request, page.next_token)}
+        data = [render(collection.resource, r, tree, account) for r in page.records]
+        return json_response({"data": data, "meta": {"paging": paging, "records": page.total}})
+
+    def _show(self, context: Context) -> Response:
+        collection = COLLECTIONS[context.args["collection"]]
+        record = self._find(context, collection, context.args["record_id"])
+        return self._record_response(context, collection.resource, record)
+
+    def _who_am_i(self, context: Context) -> Response:
+        user = context.account.users[context.user_id]
+        return self._record_response(context, "user", user)
+
+    def _create_activity(self, context: Context) -> Response:
+        account = context.account
+        tree = self._fields(context.request, "activity")
+        activity: Record = {
+            "type": None, "date": None, "price": None, "quantity": None, "note": None,
+            "reference": None, "billed": False, "on_bill": False, "bill": None, "matter": None,
+            "user": {"id": context.user_id}, "vendor": None, "expense_category": None,
+            **activity_changes(body_data(context.body)),
+        }
+        check_activity(account, activity)
+        if activity["type"] in ("ExpenseEntry", "SoftCostEntry") and activity["quantity"] is None:
+            activity["quantity"] = Decimal(1)
+        activity["total"] = activity_total(activity)
+        stored = self._ledger.new_record(**activity)
+        account.activities[stored["id"]] = stored
+        data = render("activity", stored, tree, account)
+        return json_response({"data": data}, 201)
+
+    def _update_activity(self, context: Context) -> Response:
+        account = context.account
+        tree = self._fields(context.request, "activity")
+        activity = self._editable_activity(context)
+        changes = activity_changes(body_data(context.body))
+        check_activity(account, {**activity, **changes})
+        activity.update(changes)
+        activity["total"] = activity_total(activity)
+        self._ledger.touch(activity)
+        return json_response({"data": render("activity", activity, tree, account)})
+
+    def _delete_activity(self, context: Context) -> Response:
+        activity = self._editable_activity(context)
+        del context.account.activities[activity["id"]]
+        return Response(status=204)
+
+    def _editable_activity(self, context: Context) -> Record:
+        activity = self._find(context, COLLECTIONS["activities"], context.args["record_id"])
+        if_match = context.request.headers.get("If-Match")
+        if if_match is not None and not same_etag(if_match, activity["etag"]):
+            raise ApiError(412, "PreconditionFailed",
+                           "The resource has changed since it was read (ETag mismatch)")
+        if activity["on_bill"]:
+            # Unconfirmed in Clio's docs (its UI freezes billed entries); the sandbox refuses.
+            raise unprocessable("Activity is on a bill and can't be changed")
+        return activity
+
+    def _find(self, context: Context, collection: Collection, record_id: int) -> Record:
+        record = context.account.store(collection.resource).get(record_id)
+        if record is None:
+            raise ApiError(404, "RecordNotFound",
+                           f"Couldn't find {collection.model} with 'id'={record_id}")
+        return record
+
+    def _record_response(self, context: Context, resource: str, record: Record) -> Response:
+        tree = self._fields(context.request, resource)
+        return json_response({"data": render(resource, record, tree, context.account)})
+
+    @staticmethod
+    def _fields(request: Request, resource: str) -> FieldTree:
+        raw = request.args.get("fields")
+        tree = parse_fields(raw) if raw else DEFAULT_FIELDS
+        check_fields(resource, tree)
+        return tree
+
+    # -- OAuth endpoints
+
+    def _oauth_authorize(self, request: Request) -> Response:
+        """Auto-approves for the first account (the demo's "Connect Clio" button)."""
+        args = request.args
+        if args.get("client_id") != self.client_id:
+            return oauth_error(400, "invalid_client")
+        redirect_uri = args.get("redirect_uri")
+        if not redirect_uri or not self.accounts:
+            return oauth_error(400, "invalid_request", "redirect_uri and an account are needed")
+        query: dict[str, str] = {}
+        if args.get("response_type") != "code":
+            query["error"] = "unsupported_response_type"
+        else:
+            query["code"] = self.authorization_code(next(iter(self.accounts.values())),
+                                                    redirect_uri)
+        if "state" in args:
+            query["state"] = args["state"]
+        separator = "&" if "?" in redirect_uri else "?"
+        return Response(status=302, headers={"Location": redirect_uri + separator +
+                                             urlencode(query)})
+
+    def _oauth_token(self, request: Request) -> Response:
+        form = request.form
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        if request.authorization and request.authorization.type == "basic":
+            client_id, secret = request.authorization.username, request.authorization.password
+        if (client_id, secret) != (self.client_id, self.client_secret):
+            return oauth_error(401, "invalid_client")
+        grant_type = form.get("grant_type")
+        if grant_type == "authorization_code":
+            return self._exchange_code(form.get("code", ""), form.get("redirect_uri"))
+        if grant_type == "refresh_token":
+            grant = self._refresh.get(form.get("refresh_token", ""))
+            if grant is None or grant.revoked:
+                return oauth_error(400, "invalid_grant")
+            # Clio may answer a refresh without a new refresh token: clients keep the old one.
+            return json_response(self._new_access(grant))
+        return oauth_error(400, "unsupported_grant_type")
+
+    def _exchange_code(self, code: str, redirect_uri: str | None) -> Response:
+        issued = self._codes.get(code)
+        if issued is None or not redirect_uri or issued[1] not in (None, redirect_uri):
+            return oauth_error(400, "invalid_grant")
+        del self._codes[code]
+        return json_response(self.issue_tokens(issued[0]))
+
+    def _oauth_deauthorize(self, request: Request) -> Response:
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else request.form.get("token", "")
+        access = self._access.get(token)
+        if access is None or access.grant.revoked:
+            return oauth_error(401, "invalid_token", "The access token is invalid")
+        access.grant.revoked = True
+        return json_response({})
+
+
+class _Unauthorized(Exception):
+    """No valid access token; answered in the OAuth error shape."""

@@ -1,0 +1,267 @@
+"""Clio Manage v4 client: contacts, matters, users, categories and hard-cost entries."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import requests
+
+from sync.http import (
+    ApiError,
+    ApiSession,
+    ConfigError,
+    HeaderPacer,
+    NotFound,
+    ReconnectRequired,
+    RequestRejected,
+    RetryPolicy,
+    ServiceDown,
+    Throttled,
+    TokenSource,
+    TransientError,
+    parse_json,
+)
+
+log = logging.getLogger(__name__)
+
+API_VERSION = "4.0.13"
+PAGE_LIMIT = 200
+SERVICE = "Clio"
+
+CONTACT_FIELDS = "id,name,type,primary_email_address"
+MATTER_FIELDS = "id,display_number,description,status,client{id,name}"
+USER_FIELDS = "id,name,email,account_owner,enabled"
+CATEGORY_FIELDS = "id,name,rate,entry_type"
+ACTIVITY_FIELDS = ("id,etag,type,date,price,total,note,reference,billed,on_bill,"
+                   "matter{id,display_number},bill{id,state}")
+
+
+@dataclass(frozen=True)
+class Contact:
+    id: int
+    name: str
+    type: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class Matter:
+    id: int
+    display_number: str
+    description: str
+    status: str
+    client_id: int | None
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    email: str | None
+    account_owner: bool
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class ExpenseCategory:
+    id: int
+    name: str
+    entry_type: str
+
+
+@dataclass(frozen=True)
+class Activity:
+    id: int
+    etag: str | None
+    type: str | None
+    date: str | None
+    price: Decimal | None
+    note: str | None
+    billed: bool
+    on_bill: bool
+    matter_id: int | None
+
+
+def decode_error(response: requests.Response) -> ApiError:
+    status = response.status_code
+    request_id = response.headers.get("X-Request-Id")
+    message: str | None = None
+    error_type: str | None = None
+    try:
+        body = parse_json(response)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict):
+            message = error.get("message")
+            error_type = error.get("type")
+        elif isinstance(error, str):  # OAuth shape
+            error_type = error
+            message = body.get("error_description") or error
+    kwargs: dict[str, Any] = dict(status=status, code=error_type, detail=message,
+                                  request_id=request_id)
+    log.warning("Clio error %s %s: %s", status, error_type, message)
+    if status == 401:
+        return ReconnectRequired(SERVICE, "Clio refused our sign-in; reconnect Clio.", **kwargs)
+    if status == 403:
+        return ConfigError(SERVICE, "Clio says the connected user may not do this; reconnect "
+                           "Clio as a user with access to all matters.", **kwargs)
+    if status == 410:
+        return ConfigError(SERVICE, "Clio no longer accepts this API version; hardcost needs "
+                           "an update.", **kwargs)
+    if status == 429:
+        return Throttled(SERVICE, "Clio is limiting requests; the next run will try again.",
+                         **kwargs)
+    if status >= 500:
+        return ServiceDown(SERVICE, "Clio had an internal error.", **kwargs)
+    if status == 404:
+        return NotFound(SERVICE, message or "Clio could not find that record.", **kwargs)
+    if status == 422 and message and "hard cost" in message.lower():
+        return HardCostsDisabled(SERVICE, "Hard costs are not enabled in Clio (Settings → "
+                                 "Billing → enable recording of soft and hard costs).", **kwargs)
+    return RequestRejected(SERVICE, f"Clio rejected the entry: {message or status}", **kwargs)
+
+
+class HardCostsDisabled(ConfigError):
+    pass
+
+
+def _contact(row: Mapping[str, Any]) -> Contact:
+    email = row.get("primary_email_address")
+    return Contact(int(row["id"]), str(row.get("name") or ""), str(row.get("type") or ""),
+                   str(email) if email else None)
+
+
+def _matter(row: Mapping[str, Any]) -> Matter:
+    client = row.get("client") or {}
+    return Matter(int(row["id"]), str(row.get("display_number") or ""),
+                  str(row.get("description") or ""), str(row.get("status") or ""),
+                  int(client["id"]) if client.get("id") is not None else None)
+
+
+def _activity(row: Mapping[str, Any]) -> Activity:
+    matter = row.get("matter") or {}
+    price = row.get("price")
+    return Activity(
+        id=int(row["id"]), etag=row.get("etag"), type=row.get("type"), date=row.get("date"),
+        price=Decimal(str(price)) if price is not None else None, note=row.get("note"),
+        billed=bool(row.get("billed")), on_bill=bool(row.get("on_bill")),
+        matter_id=int(matter["id"]) if matter.get("id") is not None else None,
+    )
+
+
+class ClioClient:
+    """Talks to one Clio account through one access token."""
+
+    def __init__(self, *, host: str, tokens: TokenSource, retry: RetryPolicy | None = None,
+                 session: requests.Session | None = None,
+                 timeout: tuple[float, float] = (10.0, 60.0),
+                 pacer: HeaderPacer | None = None) -> None:
+        self.base = f"{host.rstrip('/')}/api/v4"
+        self.api = ApiSession(SERVICE, tokens=tokens, pacer=pacer or HeaderPacer(),
+                              decode_error=decode_error, retry=retry, timeout=timeout,
+                              default_headers={"X-API-VERSION": API_VERSION}, session=session)
+
+    @property
+    def calls(self) -> int:
+        return self.api.calls
+
+    def _json(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = parse_json(response)
+        except ValueError:
+            raise TransientError(SERVICE, "Clio sent an answer that is not JSON.",
+                                 status=response.status_code) from None
+        if not isinstance(body, dict):
+            raise TransientError(SERVICE, "Clio sent an unexpected answer.")
+        return body
+
+    def _paged(self, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
+        """Every record of an index, following ``meta.paging.next`` (cursor paging)."""
+        url: str | None = f"{self.base}/{path}"
+        query: Mapping[str, Any] | None = {"limit": PAGE_LIMIT, "order": "id(asc)", **params}
+        while url:
+            body = self._json(self.api.request("GET", url, params=query))
+            rows = body.get("data") or []
+            yield from rows
+            url = ((body.get("meta") or {}).get("paging") or {}).get("next")
+            query = None  # the next URL carries every parameter
+
+    def search_contacts(self, text: str) -> list[Contact]:
+        return [_contact(r) for r in self._paged("contacts.json",
+                                                  {"query": text, "fields": CONTACT_FIELDS})]
+
+    def all_contacts(self) -> list[Contact]:
+        return [_contact(r) for r in self._paged("contacts.json", {"fields": CONTACT_FIELDS})]
+
+    def contacts_by_id(self, ids: list[int]) -> list[Contact]:
+        if not ids:
+            return []
+        params = {"ids[]": ids, "fields": CONTACT_FIELDS}
+        return [_contact(r) for r in self._paged("contacts.json", params)]
+
+    def open_matters(self, client_id: int | None = None) -> list[Matter]:
+        """Open and pending matters, of one client or of the whole account."""
+        params: dict[str, Any] = {"status": "open,pending", "fields": MATTER_FIELDS}
+        if client_id is not None:
+            params["client_id"] = client_id
+        return [_matter(r) for r in self._paged("matters.json", params)]
+
+    def users(self) -> list[User]:
+        return [
+            User(int(r["id"]), str(r.get("name") or ""), r.get("email"),
+                 bool(r.get("account_owner")), bool(r.get("enabled", True)))
+            for r in self._paged("users.json", {"fields": USER_FIELDS})
+        ]
+
+    def account_owner(self) -> User | None:
+        owners = [u for u in self.users() if u.account_owner]
+        return owners[0] if owners else None
+
+    def hard_cost_categories(self) -> list[ExpenseCategory]:
+        params = {"entry_type": "hard_cost", "fields": CATEGORY_FIELDS}
+        return [ExpenseCategory(int(r["id"]), str(r.get("name") or ""),
+                                str(r.get("entry_type") or ""))
+                for r in self._paged("expense_categories.json", params)]
+
+    def create_entry(self, *, entry_type: str, on: date, price: Decimal, matter_id: int,
+                     note: str, reference: str | None, expense_category_id: int | None,
+                     user_id: int | None, vendor_id: int | None) -> Activity:
+        """POST one cost entry. Not retried on an ambiguous failure: see ``find_by_marker``."""
+        data: dict[str, Any] = {
+            "type": entry_type,
+            "date": on.isoformat(),
+            "price": price,
+            "matter": {"id": matter_id},
+            "note": note,
+        }
+        if reference:
+            data["reference"] = reference
+        if expense_category_id is not None:
+            data["expense_category"] = {"id": expense_category_id}
+        if user_id is not None:
+            data["user"] = {"id": user_id}
+        if vendor_id is not None and entry_type == "HardCostEntry":
+            data["vendor"] = {"id": vendor_id}
+        if entry_type == "ExpenseEntry":
+            data["quantity"] = Decimal("1")
+        response = self.api.request("POST", f"{self.base}/activities.json",
+                                    params={"fields": ACTIVITY_FIELDS},
+                                    json_body={"data": data}, idempotent=False)
+        return _activity(self._json(response)["data"])
+
+    def find_by_marker(self, marker: str) -> list[Activity]:
+        """Entries whose note contains ``marker`` (Clio's ``query`` searches notes)."""
+        rows = self._paged("activities.json", {"query": marker, "fields": ACTIVITY_FIELDS})
+        return [a for a in map(_activity, rows) if a.note and marker in a.note]
+
+    def get_activity(self, activity_id: int) -> Activity:
+        response = self.api.request("GET", f"{self.base}/activities/{activity_id}.json",
+                                    params={"fields": ACTIVITY_FIELDS})
+        return _activity(self._json(response)["data"])

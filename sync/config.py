@@ -1,0 +1,73 @@
+"""Process configuration from the environment (SPEC §6)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+INTUIT_AUTH_URL = "https://appcenter.intuit.com/connect/oauth2"
+INTUIT_TOKEN_URL = "https://oauth.platform.intuit.com/oauth2/v1/tokens/bearer"
+INTUIT_REVOKE_URL = "https://developer.api.intuit.com/v2/oauth2/tokens/revoke"
+QBO_PRODUCTION = "https://quickbooks.api.intuit.com"
+
+CLIO_REGIONS = {
+    "us": "https://app.clio.com",
+    "ca": "https://ca.app.clio.com",
+    "eu": "https://eu.app.clio.com",
+    "au": "https://au.app.clio.com",
+}
+DEFAULT_SQLITE_NAME = "hardcost.sqlite"
+
+
+class Settings(BaseSettings):
+    """Every variable SPEC §6 names, read once from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = Field(default="", alias="DATABASE_URL")
+    hardcost_secret_key: str | None = Field(default=None, alias="HARDCOST_SECRET_KEY")
+    public_url: str = Field(default="http://localhost:3000", alias="PUBLIC_URL")
+    port: int = Field(default=3000, alias="PORT")
+
+    slack_bot_token: str | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_client_id: str | None = Field(default=None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: str | None = Field(default=None, alias="SLACK_CLIENT_SECRET")
+    slack_app_token: str | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str = Field(default="https://slack.com/api/", alias="SLACK_API_URL")
+
+    qbo_client_id: str | None = Field(default=None, alias="QBO_CLIENT_ID")
+    qbo_client_secret: str | None = Field(default=None, alias="QBO_CLIENT_SECRET")
+    qbo_webhook_verifier: str | None = Field(default=None, alias="QBO_WEBHOOK_VERIFIER")
+    qbo_api_base: str = Field(default=QBO_PRODUCTION, alias="QBO_API_BASE")
+    qbo_auth_url: str = Field(default=INTUIT_AUTH_URL, alias="QBO_AUTH_URL")
+    qbo_token_url: str = Field(default=INTUIT_TOKEN_URL, alias="QBO_TOKEN_URL")
+    qbo_revoke_url: str = Field(default=INTUIT_REVOKE_URL, alias="QBO_REVOKE_URL")
+
+    clio_client_id: str | None = Field(default=None, alias="CLIO_CLIENT_ID")
+    clio_client_secret: str | None = Field(default=None, alias="CLIO_CLIENT_SECRET")
+    clio_base_url: str | None = Field(default=None, alias="CLIO_BASE_URL")
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path.cwd() / DEFAULT_SQLITE_NAME}"
+
+    def clio_host(self, region: str) -> str:
+        """The Clio host for a firm's region, unless ``CLIO_BASE_URL`` overrides it."""
+        if self.clio_base_url:
+            return self.clio_base_url.rstrip("/")
+        try:
+            return CLIO_REGIONS[region]
+        except KeyError:
+            raise ValueError(
+                f"Unknown Clio region {region!r}: use one of {', '.join(CLIO_REGIONS)}"
+            ) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

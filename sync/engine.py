@@ -1,0 +1,679 @@
+"""One import run for one firm: read QuickBooks, plan, resolve matters, write Clio, record.
+
+Delivery is at-least-once from QuickBooks and exactly-once into Clio:
+
+- the watermark lags to the moment QuickBooks answered the run's first query (minus a margin),
+  so anything changed during the run is read again next time; it advances only after every
+  entry of the run has been recorded;
+- each entry gets a ``pending`` link committed *before* the Clio POST and completed after it;
+  a run that finds a ``pending`` link first searches Clio for its note marker and only posts
+  again when the entry is really absent;
+- the link table is unique on the QuickBooks key, so re-reads create nothing.
+
+One bad purchase never stops the run: it becomes a recorded failure with a class (config,
+transient, data) and a sentence a bookkeeper understands.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.clio import ClioClient, HardCostsDisabled
+from sync.http import ApiError, ConfigError, ServiceDown, TransientError
+from sync.matching import CustomerInfo, MatterResolver, Resolution
+from sync.qbo import QboClient, transaction_url
+from sync.rules import (
+    ImportRules,
+    LineFailure,
+    PlannedEntry,
+    PurchasePlan,
+    QboKey,
+    plan_purchase,
+)
+from sync.store import (
+    ContactLink,
+    EntryLink,
+    Failure,
+    FailureKind,
+    Firm,
+    FirmSettings,
+    LinkState,
+    Run,
+    WaitingExpense,
+    Watermark,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+WATERMARK_STREAM = "purchases"
+WATERMARK_MARGIN = timedelta(seconds=60)
+CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
+DETAIL_LIMIT = 200
+
+
+@dataclass(frozen=True)
+class ImportedEntry:
+    marker: str
+    amount: Decimal
+    date: date
+    customer: str
+    matter: str
+    clio_id: int | None
+
+
+@dataclass(frozen=True)
+class WaitingItem:
+    marker: str
+    amount: Decimal
+    date: date
+    customer: str
+    reason: str
+    choices: int
+
+
+@dataclass(frozen=True)
+class FailureItem:
+    purchase_id: str
+    kind: str
+    message: str
+    url: str | None
+
+
+@dataclass
+class RunSummary:
+    """What one run did, for the CLI now and the Slack summary later."""
+
+    firm_id: int
+    run_id: int | None
+    dry_run: bool
+    started_at: datetime
+    imported: int = 0
+    imported_total: Decimal = Decimal("0.00")
+    waiting: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unchanged: int = 0
+    purchases_read: int = 0
+    duration_s: float = 0.0
+    error: str | None = None
+    imported_entries: list[ImportedEntry] = field(default_factory=list)
+    waiting_items: list[WaitingItem] = field(default_factory=list)
+    failures: list[FailureItem] = field(default_factory=list)
+    skips: list[str] = field(default_factory=list)
+    qbo_calls: int = 0
+    clio_calls: int = 0
+
+    @property
+    def did_something(self) -> bool:
+        return bool(self.imported or self.waiting or self.failed or self.error)
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "imported": [
+                {"marker": e.marker, "amount": str(e.amount), "date": e.date.isoformat(),
+                 "customer": e.customer, "matter": e.matter, "clio_id": e.clio_id}
+                for e in self.imported_entries[:DETAIL_LIMIT]],
+            "skipped": self.skips[:DETAIL_LIMIT],
+            "failures": [{"purchase_id": f.purchase_id, "kind": f.kind, "message": f.message}
+                         for f in self.failures[:DETAIL_LIMIT]],
+            "unchanged": self.unchanged,
+            "qbo_calls": self.qbo_calls,
+            "clio_calls": self.clio_calls,
+        }
+
+
+class FirmNotReady(Exception):
+    """The firm's settings do not allow a run yet; the message says what to set."""
+
+
+@dataclass
+class _RunState:
+    firm: Firm
+    settings: FirmSettings
+    summary: RunSummary
+    resolver: MatterResolver
+    entry_type: str
+    consecutive_transient: int = 0
+    clio_blocked: ApiError | None = None
+    raised: set[tuple[str, str, str, str]] = field(default_factory=set)
+
+
+class ImportEngine:
+    """Runs imports for one firm with the clients it is given."""
+
+    def __init__(self, sessions: sessionmaker[Session], firm_id: int, *, qbo: QboClient,
+                 clio: ClioClient, clock: Callable[[], datetime] = utcnow,
+                 sandbox_links: bool = False) -> None:
+        self.sessions = sessions
+        self.firm_id = firm_id
+        self.qbo = qbo
+        self.clio = clio
+        self.clock = clock
+        self.sandbox_links = sandbox_links
+
+    # -- the run --------------------------------------------------------------------------
+
+    def run(self, *, trigger: str = "manual", dry_run: bool = False) -> RunSummary:
+        started = time.monotonic()
+        qbo_calls, clio_calls = self.qbo.calls, self.clio.calls
+        with self.sessions() as session:
+            firm = session.get(Firm, self.firm_id)
+            settings = session.get(FirmSettings, self.firm_id)
+            if firm is None or settings is None:
+                raise FirmNotReady(f"There is no firm {self.firm_id}.")
+            _check_ready(firm, settings)
+            run_id = None
+            if not dry_run:
+                run = Run(firm_id=self.firm_id, trigger=trigger, dry_run=dry_run,
+                          started_at=self.clock())
+                session.add(run)
+                session.commit()
+                run_id = run.id
+            stored = {(link.qbo_type, link.qbo_id): link.clio_contact_id
+                      for link in session.scalars(select(ContactLink).where(
+                          ContactLink.firm_id == self.firm_id))}
+        summary = RunSummary(self.firm_id, run_id, dry_run, self.clock())
+        state = _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
+                          settings.clio_entry_type or "HardCostEntry")
+        try:
+            self._run(state, dry_run)
+        except (ApiError, FirmNotReady) as exc:
+            summary.error = str(exc)
+            log.warning("run for firm %s stopped: %s", self.firm_id, exc)
+        finally:
+            summary.duration_s = time.monotonic() - started
+            summary.qbo_calls = self.qbo.calls - qbo_calls
+            summary.clio_calls = self.clio.calls - clio_calls
+            if not dry_run:
+                self._finish_run(summary, state)
+        return summary
+
+    def _run(self, state: _RunState, dry_run: bool) -> None:
+        realm_id = state.firm.qbo_realm_id or ""
+        refetch = set() if dry_run else self._recover_pending(state)
+        refetch |= self._purchases_to_retry()
+        purchases, new_watermark = self._read_purchases(state.settings, refetch)
+        state.summary.purchases_read = len(purchases)
+        rules = self._rules(state.settings, purchases)
+
+        plans = [_plan_safely(p, realm_id, rules) for p in purchases]
+        existing = self._existing_links(realm_id, [p.purchase_id for p in plans])
+        to_resolve: list[PlannedEntry] = []
+        for plan in plans:
+            for skip in plan.skips:
+                state.summary.skipped += 1
+                state.summary.skips.append(skip.reason)
+            for failure in plan.failures:
+                self._record_failure(state, failure, FailureKind.DATA, dry_run)
+            for entry in plan.entries:
+                if _key_tuple(entry.key) in existing:
+                    state.summary.unchanged += 1
+                    # Still the same purchase: whatever failed before for it is settled.
+                    state.raised.add((entry.key.purchase_id, entry.key.customer_id,
+                                      entry.key.line_id, "*"))
+                else:
+                    to_resolve.append(entry)
+
+        self._resolve_and_write(state, to_resolve, dry_run)
+        if not dry_run:
+            self._close_settled_failures(state, [p.purchase_id for p in plans])
+            self._remember_contacts(state)
+            if new_watermark is not None:
+                self._save_watermark(new_watermark, state.settings.start_date)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def _read_purchases(self, settings: FirmSettings, refetch: set[str]) -> tuple[
+            list[dict[str, Any]], str | None]:
+        with self.sessions() as session:
+            mark = session.scalars(select(Watermark).where(
+                Watermark.firm_id == self.firm_id,
+                Watermark.stream == WATERMARK_STREAM)).one_or_none()
+            since = mark.value if mark else None
+            read_start = mark.start_date if mark else None
+        by_id: dict[str, dict[str, Any]] = {}
+        unkeyed: list[dict[str, Any]] = []
+        server_time: str | None = None
+        for page in self.qbo.purchases_changed_since(since, settings.start_date):
+            server_time = server_time or page.server_time
+            _collect(by_id, unkeyed, page.purchases)
+        if since and read_start and settings.start_date and settings.start_date < read_start:
+            # The start date moved earlier: read the newly included dates once (backfill).
+            for page in self.qbo.purchases_changed_since(None, settings.start_date,
+                                                         before_start=read_start):
+                _collect(by_id, unkeyed, page.purchases)
+        missing = refetch - by_id.keys()
+        if missing:
+            _collect(by_id, unkeyed, self.qbo.purchases_by_id(missing))
+        return [*by_id.values(), *unkeyed], _lagged(server_time, self.clock())
+
+    def _rules(self, settings: FirmSettings, purchases: list[dict[str, Any]]) -> ImportRules:
+        accounts = frozenset(str(a) for a in settings.import_account_ids or [])
+        item_accounts: dict[str, str] = {}
+        if settings.item_lines:
+            item_ids = {ref["value"] for p in purchases for line in p.get("Line") or []
+                        if isinstance(line, dict)
+                        for ref in [(line.get("ItemBasedExpenseLineDetail") or {}).get("ItemRef")]
+                        if isinstance(ref, dict) and ref.get("value")}
+            if item_ids:
+                for item in self.qbo.items(item_ids):
+                    account = item.get("ExpenseAccountRef") or {}
+                    if account.get("value"):
+                        item_accounts[str(item["Id"])] = str(account["value"])
+        return ImportRules(start_date=settings.start_date, import_account_ids=accounts,
+                           split_lines=bool(settings.split_lines),
+                           item_lines=bool(settings.item_lines),
+                           item_expense_accounts=item_accounts)
+
+    # -- resolving and writing -------------------------------------------------------------
+
+    def _resolve_and_write(self, state: _RunState, entries: list[PlannedEntry],
+                           dry_run: bool) -> None:
+        if not entries:
+            return
+        resolver = state.resolver
+        resolver.prepare(entries)
+        unsure = [e for e in entries if resolver.needs_customer_info(e)]
+        if unsure:
+            resolver.customer_info = self._customer_info({e.key.customer_id for e in unsure})
+        resolutions = [(entry, resolver.resolve_contact(entry.key.customer_id,
+                                                        entry.customer_name))
+                       for entry in entries]
+        resolver.prefetch_matters({r.contact.id for _, r in resolutions if r.contact})
+        for entry, found in resolutions:
+            resolution = found if found.contact is None else resolver.choose_matter(
+                entry, found.contact, found.contact_source)
+            if resolution.resolved:
+                self._write_entry(state, entry, resolution, dry_run)
+            else:
+                self._wait(state, entry, resolution, dry_run)
+
+    def _customer_info(self, customer_ids: set[str]) -> dict[str, CustomerInfo]:
+        """Emails of customers (and their parents) that names alone did not settle."""
+        customers = {str(c.get("Id")): c for c in self.qbo.customers(customer_ids)}
+        parent_ids = {str((c.get("ParentRef") or {}).get("value")) for c in customers.values()
+                      if (c.get("ParentRef") or {}).get("value")}
+        parents = {str(c.get("Id")): c for c in self.qbo.customers(parent_ids - customers.keys())} \
+            if parent_ids - customers.keys() else {}
+        everyone = {**customers, **parents}
+        info: dict[str, CustomerInfo] = {}
+        for customer_id, customer in customers.items():
+            parent = everyone.get(str((customer.get("ParentRef") or {}).get("value")))
+            info[customer_id] = CustomerInfo(email=_email(customer),
+                                             parent_email=_email(parent) if parent else None)
+        return info
+
+    def _write_entry(self, state: _RunState, entry: PlannedEntry, resolution: Resolution,
+                     dry_run: bool) -> None:
+        assert resolution.matter is not None
+        matter = resolution.matter
+        summary = state.summary
+        label = f"{matter.display_number} {matter.description}".strip()
+        if dry_run:
+            summary.imported += 1
+            summary.imported_total += entry.amount
+            summary.imported_entries.append(ImportedEntry(
+                entry.marker, entry.amount, entry.date, entry.customer_name, label, None))
+            return
+        if state.clio_blocked is not None:
+            self._record_write_failure(state, entry, state.clio_blocked)
+            return
+        link_id = self._insert_pending(entry, matter.id, summary.run_id)
+        if link_id is None:
+            summary.unchanged += 1  # another run recorded it first
+            return
+        try:
+            activity = self._post(state, entry, resolution)
+        except ApiError as exc:
+            ambiguous = isinstance(exc, ServiceDown) and exc.ambiguous
+            if not ambiguous:
+                self._drop_link(link_id)  # nothing was created: let a later run try afresh
+            self._record_write_failure(state, entry, exc)
+            if isinstance(exc, TransientError):
+                state.consecutive_transient += 1
+                if state.consecutive_transient >= CIRCUIT_BREAK_AFTER:
+                    state.clio_blocked = exc
+            elif isinstance(exc, ConfigError):
+                state.clio_blocked = exc
+            return
+        state.consecutive_transient = 0
+        with self.sessions() as session:
+            link = session.get(EntryLink, link_id)
+            assert link is not None
+            link.state = LinkState.CREATED
+            link.clio_activity_id = activity.id
+            link.clio_etag = activity.etag
+            session.execute(delete(WaitingExpense).where(*_waiting_key(self.firm_id, entry.key)))
+            session.commit()
+        summary.imported += 1
+        summary.imported_total += entry.amount
+        summary.imported_entries.append(ImportedEntry(
+            entry.marker, entry.amount, entry.date, entry.customer_name, label, activity.id))
+        state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
+
+    def _post(self, state: _RunState, entry: PlannedEntry, resolution: Resolution) -> Any:
+        assert resolution.matter is not None
+        resolver = state.resolver
+        kwargs = dict(on=entry.date, price=entry.amount, matter_id=resolution.matter.id,
+                      note=entry.note, reference=entry.reference,
+                      user_id=resolver.user_for(entry, state.settings.clio_user_id),
+                      vendor_id=resolver.vendor_for(entry))
+        category = state.settings.expense_category_id
+        try:
+            return self.clio.create_entry(
+                entry_type=state.entry_type,
+                expense_category_id=category if state.entry_type == "HardCostEntry" else None,
+                **kwargs)  # type: ignore[arg-type]
+        except HardCostsDisabled:
+            if state.entry_type != "HardCostEntry":
+                raise
+            # SPEC: fall back to an expense entry when the firm has not enabled hard costs.
+            log.warning("hard costs are off in Clio for firm %s; using ExpenseEntry",
+                        self.firm_id)
+            state.entry_type = "ExpenseEntry"
+            with self.sessions() as session:
+                settings = session.get(FirmSettings, self.firm_id)
+                if settings is not None:
+                    settings.clio_entry_type = "ExpenseEntry"
+                    session.commit()
+            return self.clio.create_entry(entry_type="ExpenseEntry", expense_category_id=None,
+                                          **kwargs)  # type: ignore[arg-type]
+
+    def _insert_pending(self, entry: PlannedEntry, matter_id: int,
+                        run_id: int | None) -> int | None:
+        key = entry.key
+        with self.sessions() as session:
+            link = EntryLink(firm_id=self.firm_id, realm_id=key.realm_id,
+                             purchase_id=key.purchase_id, customer_id=key.customer_id,
+                             line_id=key.line_id, state=LinkState.PENDING, marker=key.marker,
+                             sync_token=entry.sync_token, amount=entry.amount,
+                             txn_date=entry.date, clio_matter_id=matter_id, run_id=run_id)
+            session.add(link)
+            try:
+                session.commit()
+            except IntegrityError:
+                session.rollback()
+                return None
+            return link.id
+
+    def _drop_link(self, link_id: int) -> None:
+        with self.sessions() as session:
+            session.execute(delete(EntryLink).where(EntryLink.id == link_id,
+                                                    EntryLink.firm_id == self.firm_id))
+            session.commit()
+
+    def _wait(self, state: _RunState, entry: PlannedEntry, resolution: Resolution,
+              dry_run: bool) -> None:
+        assert resolution.reason is not None
+        summary = state.summary
+        summary.waiting += 1
+        summary.waiting_items.append(WaitingItem(
+            entry.marker, entry.amount, entry.date, entry.customer_name,
+            resolution.reason.value, len(resolution.candidates)))
+        state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
+        if dry_run:
+            return
+        with self.sessions() as session:
+            row = session.scalars(select(WaitingExpense).where(
+                *_waiting_key(self.firm_id, entry.key))).one_or_none()
+            if row is None:
+                row = WaitingExpense(firm_id=self.firm_id, realm_id=entry.key.realm_id,
+                                     purchase_id=entry.key.purchase_id,
+                                     customer_id=entry.key.customer_id,
+                                     line_id=entry.key.line_id)
+                session.add(row)
+            row.reason = resolution.reason.value
+            row.contact_id = resolution.contact.id if resolution.contact else None
+            row.candidates = list(resolution.candidates)
+            row.entry = entry.to_json()
+            row.amount = entry.amount
+            row.txn_date = entry.date
+            row.customer_name = entry.customer_name
+            row.run_id = summary.run_id
+            row.resolved_at = None
+            row.resolution = None
+            session.commit()
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def _recover_pending(self, state: _RunState) -> set[str]:
+        """Settle links left ``pending`` by a run that stopped between POST and record.
+
+        Found in Clio by marker → recorded as created. Not found → dropped, and the purchase
+        is read again this run so it is posted once.
+        """
+        with self.sessions() as session:
+            pending = list(session.scalars(select(EntryLink).where(
+                EntryLink.firm_id == self.firm_id, EntryLink.state == LinkState.PENDING)))
+        refetch: set[str] = set()
+        for link in pending:
+            found = self.clio.find_by_marker(link.marker)
+            with self.sessions() as session:
+                row = session.get(EntryLink, link.id)
+                if row is None:
+                    continue
+                if found:
+                    row.state = LinkState.CREATED
+                    row.clio_activity_id = found[0].id
+                    row.clio_etag = found[0].etag
+                    log.info("recovered %s as Clio activity %s", link.marker, found[0].id)
+                    if len(found) > 1:
+                        log.error("%s is in Clio %d times (ids %s)", link.marker, len(found),
+                                  [a.id for a in found])
+                else:
+                    session.delete(row)
+                    refetch.add(link.purchase_id)
+                session.commit()
+        return refetch
+
+    def _purchases_to_retry(self) -> set[str]:
+        """Purchases whose last failure was ours or a service's, not their data."""
+        with self.sessions() as session:
+            rows = session.scalars(select(Failure.purchase_id).where(
+                Failure.firm_id == self.firm_id, Failure.resolved_at.is_(None),
+                Failure.kind.in_([FailureKind.TRANSIENT.value, FailureKind.CONFIG.value]),
+                Failure.purchase_id != "?"))
+            return set(rows)
+
+    # -- recording --------------------------------------------------------------------------
+
+    def _existing_links(self, realm_id: str, purchase_ids: list[str]) -> set[
+            tuple[str, str, str, str]]:
+        found: set[tuple[str, str, str, str]] = set()
+        with self.sessions() as session:
+            for chunk in _chunks(sorted(set(purchase_ids)), 500):
+                rows = session.execute(select(
+                    EntryLink.realm_id, EntryLink.purchase_id, EntryLink.customer_id,
+                    EntryLink.line_id).where(EntryLink.firm_id == self.firm_id,
+                                             EntryLink.realm_id == realm_id,
+                                             EntryLink.purchase_id.in_(chunk)))
+                found.update((r[0], r[1], r[2], r[3]) for r in rows)
+        return found
+
+    def _record_write_failure(self, state: _RunState, entry: PlannedEntry,
+                              exc: ApiError) -> None:
+        message = f"{_entry_label(entry)} could not be written to Clio: {exc.message}"
+        failure = LineFailure(entry.key.purchase_id, f"clio_{exc.code or exc.status or 'error'}"
+                              .lower()[:60], message, entry.key.customer_id, entry.key.line_id)
+        self._record_failure(state, failure, exc.kind, False, detail=str(exc))
+
+    def _record_failure(self, state: _RunState, failure: LineFailure, kind: FailureKind,
+                        dry_run: bool, detail: str | None = None) -> None:
+        summary = state.summary
+        summary.failed += 1
+        url = transaction_url(failure.purchase_id, sandbox=self.sandbox_links) \
+            if failure.purchase_id != "?" else None
+        summary.failures.append(FailureItem(failure.purchase_id, kind.value, failure.message,
+                                            url))
+        state.raised.add((failure.purchase_id, failure.customer_id, failure.line_id,
+                          failure.code))
+        if dry_run:
+            return
+        now = self.clock()
+        with self.sessions() as session:
+            row = session.scalars(select(Failure).where(
+                Failure.firm_id == self.firm_id, Failure.resolved_at.is_(None),
+                Failure.purchase_id == failure.purchase_id,
+                Failure.customer_id == failure.customer_id,
+                Failure.line_id == failure.line_id, Failure.code == failure.code)).first()
+            if row is None:
+                row = Failure(firm_id=self.firm_id, realm_id=state.firm.qbo_realm_id or "",
+                              purchase_id=failure.purchase_id,
+                              customer_id=failure.customer_id, line_id=failure.line_id,
+                              code=failure.code, first_run_id=summary.run_id, first_seen=now,
+                              occurrences=0)
+                session.add(row)
+            row.kind = kind.value
+            row.message = failure.message
+            row.detail = detail
+            row.occurrences += 1
+            row.last_run_id = summary.run_id
+            row.last_seen = now
+            session.commit()
+
+    def _close_settled_failures(self, state: _RunState, purchase_ids: list[str]) -> None:
+        """Open failures of purchases read this run that did not recur are resolved."""
+        if not purchase_ids:
+            return
+        now = self.clock()
+        with self.sessions() as session:
+            for chunk in _chunks(sorted(set(purchase_ids)), 500):
+                rows = session.scalars(select(Failure).where(
+                    Failure.firm_id == self.firm_id, Failure.resolved_at.is_(None),
+                    Failure.purchase_id.in_(chunk)))
+                for row in rows:
+                    if (row.purchase_id, row.customer_id, row.line_id, row.code) in state.raised:
+                        continue
+                    row.resolved_at = now
+            session.commit()
+
+    def _remember_contacts(self, state: _RunState) -> None:
+        links = state.resolver.new_links
+        if not links:
+            return
+        with self.sessions() as session:
+            for (qbo_type, qbo_id), contact_id in links.items():
+                session.add(ContactLink(firm_id=self.firm_id, qbo_type=qbo_type, qbo_id=qbo_id,
+                                        clio_contact_id=contact_id, source="auto"))
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+
+    def _save_watermark(self, value: str, start_date: date | None) -> None:
+        with self.sessions() as session:
+            mark = session.scalars(select(Watermark).where(
+                Watermark.firm_id == self.firm_id,
+                Watermark.stream == WATERMARK_STREAM)).one_or_none()
+            if mark is None:
+                mark = Watermark(firm_id=self.firm_id, stream=WATERMARK_STREAM, value=value)
+                session.add(mark)
+            mark.value = value
+            mark.start_date = start_date
+            session.commit()
+
+    def _finish_run(self, summary: RunSummary, state: _RunState | None) -> None:
+        with self.sessions() as session:
+            run = session.get(Run, summary.run_id)
+            if run is None:
+                return
+            run.finished_at = self.clock()
+            run.status = "failed" if summary.error else "ok"
+            run.error = summary.error
+            run.imported = summary.imported
+            run.imported_total = summary.imported_total
+            run.waiting = summary.waiting
+            run.failed = summary.failed
+            run.skipped = summary.skipped
+            run.purchases_read = summary.purchases_read
+            run.details = summary.details()
+            session.commit()
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _collect(by_id: dict[str, dict[str, Any]], unkeyed: list[dict[str, Any]],
+             purchases: Iterable[Any]) -> None:
+    for purchase in purchases:
+        if isinstance(purchase, dict) and purchase.get("Id") is not None:
+            by_id[str(purchase["Id"])] = purchase
+        else:
+            unkeyed.append(purchase if isinstance(purchase, dict) else {"Id": None})
+
+
+def _plan_safely(purchase: dict[str, Any], realm_id: str, rules: ImportRules) -> PurchasePlan:
+    """``plan_purchase``, with any surprise turned into a failure of that purchase alone."""
+    try:
+        return plan_purchase(purchase, realm_id, rules)
+    except Exception:
+        purchase_id = str(purchase.get("Id") or "?")
+        log.exception("could not plan purchase %s", purchase_id)
+        return PurchasePlan(purchase_id, failures=[LineFailure(
+            purchase_id, "unreadable", f"Expense #{purchase_id} could not be read by hardcost "
+            "(an unexpected shape). Check it in QuickBooks; the details are in the server "
+            "log.")])
+
+
+def _lagged(server_time: str | None, now: datetime) -> str | None:
+    """The next watermark: QuickBooks' own clock at the first answer, less a margin."""
+    if server_time:
+        try:
+            moment = datetime.fromisoformat(server_time)
+        except ValueError:
+            moment = now
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+    else:
+        moment = now
+    return (moment - WATERMARK_MARGIN).isoformat(timespec="seconds")
+
+
+def _check_ready(firm: Firm, settings: FirmSettings) -> None:
+    missing = []
+    if not firm.qbo_realm_id:
+        missing.append("connect QuickBooks (/hardcost connect quickbooks)")
+    if not settings.import_account_ids:
+        missing.append("choose the import account (/hardcost set account <name>)")
+    if not settings.start_date:
+        missing.append("choose the start date (/hardcost set start-date YYYY-MM-DD)")
+    if missing:
+        raise FirmNotReady("Nothing was imported: first " + "; ".join(missing) + ".")
+
+
+def _key_tuple(key: QboKey) -> tuple[str, str, str, str]:
+    return (key.realm_id, key.purchase_id, key.customer_id, key.line_id)
+
+
+def _waiting_key(firm_id: int, key: QboKey) -> list[Any]:
+    return [WaitingExpense.firm_id == firm_id, WaitingExpense.realm_id == key.realm_id,
+            WaitingExpense.purchase_id == key.purchase_id,
+            WaitingExpense.customer_id == key.customer_id,
+            WaitingExpense.line_id == key.line_id]
+
+
+def _entry_label(entry: PlannedEntry) -> str:
+    what = f"Check {entry.reference}" if entry.reference else f"Expense #{entry.key.purchase_id}"
+    return f"{what} ({entry.amount} for {entry.customer_name}, {entry.date.isoformat()})"
+
+
+def _email(customer: dict[str, Any] | None) -> str | None:
+    if not customer:
+        return None
+    address = (customer.get("PrimaryEmailAddr") or {}).get("Address")
+    return str(address) if address else None
+
+
+def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]

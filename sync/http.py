@@ -1,0 +1,393 @@
+"""The one place that does HTTP for QuickBooks and Clio: pacing, retries, token refresh, errors.
+
+Both clients build an :class:`ApiSession` with their own pacer and error decoder and then speak
+only their domain. Failures come out as :class:`ApiError` subclasses whose ``kind`` tells the
+engine (and later Slack) what a person can do about them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+import requests
+import simplejson
+
+from sync.store import FailureKind
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "hardcost/0.1 (+https://github.com/hardcost)"
+
+
+class ApiError(Exception):
+    """A call to QuickBooks or Clio that did not succeed.
+
+    ``message`` is written for a bookkeeper; ``detail`` keeps what the service said; the
+    ``request_id`` (Intuit's ``intuit_tid``, Clio's ``X-Request-Id``) is for support tickets.
+    """
+
+    kind: FailureKind = FailureKind.DATA
+
+    def __init__(self, service: str, message: str, *, status: int | None = None,
+                 code: str | None = None, detail: str | None = None,
+                 request_id: str | None = None) -> None:
+        super().__init__(message)
+        self.service = service
+        self.message = message
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.request_id = request_id
+
+    def __str__(self) -> str:
+        parts = [self.message]
+        if self.detail and self.detail not in self.message:
+            parts.append(f"({self.detail})")
+        if self.request_id:
+            parts.append(f"[{self.service} request {self.request_id}]")
+        return " ".join(parts)
+
+
+class RequestRejected(ApiError):
+    """The service refused this request (4xx): the data or a setting is wrong."""
+
+
+class NotFound(RequestRejected):
+    pass
+
+
+class ConfigError(ApiError):
+    """The firm must act: reconnect, change a setting, enable a feature."""
+
+    kind = FailureKind.CONFIG
+
+
+class ReconnectRequired(ConfigError):
+    """The stored tokens no longer work; the firm has to connect the service again."""
+
+
+class TransientError(ApiError):
+    """Throttling, 5xx, timeouts, connection failures: worth trying again later."""
+
+    kind = FailureKind.TRANSIENT
+
+
+class Throttled(TransientError):
+    pass
+
+
+class ServiceDown(TransientError):
+    """5xx or no answer. ``ambiguous`` is true when a write may have happened anyway."""
+
+    def __init__(self, *args: Any, ambiguous: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ambiguous = ambiguous
+
+
+class TokenSource(Protocol):
+    def access_token(self) -> str: ...
+
+    def refresh(self, rejected: str) -> str:
+        """Return a working access token, given that ``rejected`` was refused."""
+        ...
+
+
+@dataclass
+class StaticTokens:
+    """A token that never refreshes (tests and one-off scripts)."""
+
+    token: str
+
+    def access_token(self) -> str:
+        return self.token
+
+    def refresh(self, rejected: str) -> str:
+        raise ReconnectRequired("token", "The access token was refused and cannot be refreshed.")
+
+
+class Pacer(Protocol):
+    def slot(self) -> Any:
+        """A context manager held around one request (concurrency and rate)."""
+        ...
+
+    def observe(self, response: requests.Response) -> None: ...
+
+
+class RatePacer:
+    """At most ``per_minute`` requests in any 60 s and ``concurrent`` at once (QBO: per realm).
+
+    One instance per realm is shared by every client of that realm in the process; see
+    :func:`rate_pacer_for`.
+    """
+
+    def __init__(self, per_minute: int = 500, concurrent: int = 10,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.per_minute = per_minute
+        self._slots = threading.BoundedSemaphore(concurrent)
+        self._sent: deque[float] = deque()
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._sleep = sleep
+
+    def _wait_for_rate(self) -> None:
+        while True:
+            with self._lock:
+                now = self._clock()
+                while self._sent and now - self._sent[0] >= 60.0:
+                    self._sent.popleft()
+                if len(self._sent) < self.per_minute:
+                    self._sent.append(now)
+                    return
+                wait = 60.0 - (now - self._sent[0])
+            self._sleep(max(wait, 0.01))
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._slots:
+            self._wait_for_rate()
+            yield
+
+    def observe(self, response: requests.Response) -> None:
+        return None
+
+
+_rate_pacers: dict[str, RatePacer] = {}
+_rate_pacers_lock = threading.Lock()
+
+
+def rate_pacer_for(key: str, per_minute: int = 500, concurrent: int = 10) -> RatePacer:
+    with _rate_pacers_lock:
+        pacer = _rate_pacers.get(key)
+        if pacer is None:
+            pacer = _rate_pacers[key] = RatePacer(per_minute, concurrent)
+        return pacer
+
+
+class HeaderPacer:
+    """Paces by the service's own ``X-RateLimit-Remaining``/``-Reset`` headers (Clio).
+
+    When the window is nearly spent, the next request waits for the window's end instead of
+    running into a 429.
+    """
+
+    def __init__(self, reserve: int = 1, max_wait: float = 65.0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.reserve = reserve
+        self.max_wait = max_wait
+        self._remaining: int | None = None
+        self._reset_at: float | None = None
+        self._lock = threading.Lock()
+        self._sleep = sleep
+        self._clock = clock
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._lock:
+            remaining, reset_at = self._remaining, self._reset_at
+        if remaining is not None and reset_at is not None and remaining <= self.reserve:
+            wait = min(max(reset_at - self._clock(), 0.0), self.max_wait)
+            if wait > 0:
+                log.info("rate limit nearly spent; waiting %.1fs for the window to reset", wait)
+                self._sleep(wait)
+            with self._lock:
+                self._remaining = None
+        yield
+
+    def observe(self, response: requests.Response) -> None:
+        remaining = response.headers.get("X-RateLimit-Remaining")
+        reset = response.headers.get("X-RateLimit-Reset")
+        with self._lock:
+            try:
+                self._remaining = int(remaining) if remaining is not None else None
+                self._reset_at = float(reset) if reset is not None else None
+            except ValueError:
+                self._remaining = self._reset_at = None
+
+
+@dataclass
+class RetryPolicy:
+    """How often and how long to retry. ``max_wait`` clamps any single wait."""
+
+    attempts: int = 5
+    backoff: float = 0.5
+    max_wait: float = 120.0
+    throttle_wait: float = 60.0  # QBO throttles without Retry-After: ~60 s, per Intuit
+    sleep: Callable[[float], None] = field(default=time.sleep)
+
+    def backoff_wait(self, attempt: int) -> float:
+        return min(self.backoff * (2 ** (attempt - 1)) * (1 + random.random() / 4), self.max_wait)
+
+    def clamp(self, seconds: float) -> float:
+        return min(max(seconds, 0.0), self.max_wait)
+
+
+def retry_after_seconds(headers: Mapping[str, str], now: float | None = None) -> float | None:
+    """Seconds to wait from ``Retry-After`` (or Clio's ``Retry-At``): a number or an HTTP date."""
+    value = headers.get("Retry-After") or headers.get("Retry-At")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - (time.time() if now is None else now), 0.0)
+
+
+def dumps(body: Any) -> str:
+    """JSON with ``Decimal`` written as exact numbers (never through float)."""
+    return simplejson.dumps(body, use_decimal=True)
+
+
+def loads(text: str) -> Any:
+    """JSON with every non-integer number read as ``Decimal``."""
+    return simplejson.loads(text, use_decimal=True)
+
+
+ErrorDecoder = Callable[[requests.Response], ApiError]
+
+
+class ApiSession:
+    """Sends requests for one service and one set of tokens."""
+
+    def __init__(self, service: str, *, tokens: TokenSource, pacer: Pacer,
+                 decode_error: ErrorDecoder, retry: RetryPolicy | None = None,
+                 timeout: tuple[float, float] = (10.0, 120.0),
+                 default_headers: Mapping[str, str] | None = None,
+                 is_throttle: Callable[[requests.Response], bool] | None = None,
+                 session: requests.Session | None = None) -> None:
+        self.service = service
+        self.tokens = tokens
+        self.pacer = pacer
+        self.decode_error = decode_error
+        self.retry = retry or RetryPolicy()
+        self.timeout = timeout
+        self.is_throttle = is_throttle or (lambda r: r.status_code == 429)
+        self.http = session or requests.Session()
+        self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
+        if default_headers:
+            self.http.headers.update(default_headers)
+        self.calls = 0  # requests actually sent, for benchmarks and logs
+
+    def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
+                json_body: Any = None, data: str | None = None,
+                headers: Mapping[str, str] | None = None,
+                idempotent: bool | None = None) -> requests.Response:
+        """Send once, retrying only where that cannot duplicate a write.
+
+        ``idempotent`` defaults to true for GET/PUT/DELETE. A non-idempotent request that times
+        out or gets a 5xx raises :class:`ServiceDown` with ``ambiguous=True``: the caller must
+        check whether the write happened before trying again.
+        """
+        if idempotent is None:
+            idempotent = method.upper() in {"GET", "HEAD", "PUT", "DELETE", "OPTIONS"}
+        send_headers = dict(headers or {})
+        if json_body is not None:
+            data = dumps(json_body)
+            send_headers.setdefault("Content-Type", "application/json")
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = self.tokens.access_token()
+            send_headers["Authorization"] = f"Bearer {token}"
+            try:
+                with self.pacer.slot():
+                    self.calls += 1
+                    response = self.http.request(method, url, params=params, data=data,
+                                                 headers=send_headers, timeout=self.timeout)
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                sent = not isinstance(exc, requests.ConnectTimeout) and \
+                    not _is_refused(exc)
+                if (idempotent or not sent) and attempt < self.retry.attempts:
+                    self.retry.sleep(self.retry.backoff_wait(attempt))
+                    continue
+                raise ServiceDown(
+                    self.service,
+                    f"{self.service} did not answer ({type(exc).__name__}).",
+                    detail=_redact(str(exc)), ambiguous=sent and not idempotent,
+                ) from None
+            self.pacer.observe(response)
+            if response.status_code == 401 and not refreshed:
+                refreshed = True
+                self.tokens.refresh(token)
+                attempt -= 1
+                continue
+            if self.is_throttle(response):
+                if attempt < self.retry.attempts:
+                    wait = retry_after_seconds(response.headers)
+                    self.retry.sleep(self.retry.clamp(
+                        self.retry.throttle_wait if wait is None else wait))
+                    continue
+                raise Throttled(self.service,
+                                f"{self.service} is limiting requests; the next run will "
+                                "try again.", status=response.status_code,
+                                request_id=_request_id(response))
+            if response.status_code >= 500:
+                if idempotent and attempt < self.retry.attempts:
+                    self.retry.sleep(self.retry.backoff_wait(attempt))
+                    continue
+                error = self.decode_error(response)
+                raise ServiceDown(self.service, error.message, status=response.status_code,
+                                  code=error.code, detail=error.detail,
+                                  request_id=error.request_id, ambiguous=not idempotent)
+            if response.status_code >= 400:
+                raise self.decode_error(response)
+            return response
+
+
+def _is_refused(exc: Exception) -> bool:
+    text = str(exc)
+    return "Connection refused" in text or "Failed to establish a new connection" in text
+
+
+def _request_id(response: requests.Response) -> str | None:
+    return response.headers.get("intuit_tid") or response.headers.get("X-Request-Id")
+
+
+def _redact(text: str) -> str:
+    """Strip anything that looks like a bearer token from text bound for logs or people."""
+    import re
+
+    return re.sub(r"(?i)(bearer\s+|access_token=|refresh_token=)[^\s&'\"]+", r"\1[redacted]",
+                  text)
+
+
+def parse_json(response: requests.Response) -> Any:
+    return loads(response.text)
+
+
+def as_decimal(value: Any) -> Decimal:
+    """A money value from JSON as ``Decimal``; raises ``ValueError`` for anything else."""
+    if isinstance(value, bool) or value is None:
+        raise ValueError(f"{value!r} is not an amount")
+    if isinstance(value, Decimal):
+        result = value
+    elif isinstance(value, int):
+        result = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            result = Decimal(value.strip())
+        except ArithmeticError:
+            raise ValueError(f"{value!r} is not an amount") from None
+    else:
+        raise ValueError(f"{value!r} is not an amount")
+    if not result.is_finite():
+        raise ValueError(f"{value!r} is not an amount")
+    return result

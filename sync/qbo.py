@@ -1,0 +1,264 @@
+"""QuickBooks Online client: purchases, names, preferences and CDC, in the domain's words."""
+
+from __future__ import annotations
+
+import logging
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+import requests
+
+from sync.http import (
+    ApiError,
+    ApiSession,
+    ConfigError,
+    NotFound,
+    ReconnectRequired,
+    RequestRejected,
+    RetryPolicy,
+    ServiceDown,
+    Throttled,
+    TokenSource,
+    TransientError,
+    parse_json,
+    rate_pacer_for,
+)
+
+log = logging.getLogger(__name__)
+
+MINOR_VERSION = "75"
+PAGE_SIZE = 1000  # QBO's maximum MAXRESULTS
+IDS_PER_QUERY = 200  # keeps an IN (...) list well inside QBO's statement limits
+SERVICE = "QuickBooks"
+
+
+@dataclass(frozen=True)
+class PurchasePage:
+    purchases: list[dict[str, Any]]
+    server_time: str | None  # the response's "time": QBO's clock, for the next watermark
+
+
+def quote(value: str) -> str:
+    """A string literal for QBO's query language."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def in_list(values: Iterable[str]) -> str:
+    return "(" + ", ".join(quote(v) for v in values) + ")"
+
+
+def _xml_fault(text: str) -> tuple[str | None, str | None, str | None]:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError:
+        return None, None, None
+    for element in root.iter():
+        if element.tag.endswith("Error"):
+            code = element.get("code")
+            message = detail = None
+            for child in element:
+                if child.tag.endswith("Message"):
+                    message = child.text
+                elif child.tag.endswith("Detail"):
+                    detail = child.text
+            return code, message, detail
+    return None, None, None
+
+
+def _fault_fields(response: requests.Response) -> tuple[str | None, str | None, str | None, str]:
+    """(code, message, detail, fault type) from a JSON or XML QBO fault body."""
+    text = response.text or ""
+    if text.lstrip().startswith("<"):
+        code, message, detail = _xml_fault(text)
+        return code, message, detail, ""
+    try:
+        body = parse_json(response)
+    except ValueError:
+        return None, None, text[:300] or None, ""
+    if not isinstance(body, dict):
+        return None, None, None, ""
+    fault = body.get("Fault") or body.get("fault") or {}
+    if not isinstance(fault, dict):
+        return None, None, None, ""
+    errors = fault.get("Error") or fault.get("error") or []
+    first = errors[0] if isinstance(errors, list) and errors and isinstance(errors[0], dict) \
+        else {}
+    code = first.get("code")
+    message = first.get("Message") or first.get("message")
+    detail = first.get("Detail") or first.get("detail")
+    return (str(code) if code is not None else None, message, detail,
+            str(fault.get("type") or ""))
+
+
+def is_throttle(response: requests.Response) -> bool:
+    if response.status_code == 429:
+        return True
+    # A throttle can come back as a fault with code 3001 under another status.
+    if response.status_code >= 400 and "3001" in (response.text or "")[:2000]:
+        code, *_ = _fault_fields(response)
+        return code == "3001"
+    return False
+
+
+def decode_error(response: requests.Response) -> ApiError:
+    code, message, detail, fault_type = _fault_fields(response)
+    tid = response.headers.get("intuit_tid")
+    status = response.status_code
+    kwargs: dict[str, Any] = dict(status=status, code=code, detail=detail, request_id=tid)
+    log.warning("QuickBooks error %s code=%s intuit_tid=%s: %s", status, code, tid, message)
+    if status == 401 or fault_type.upper().startswith("AUTHENTICATION"):
+        return ReconnectRequired(SERVICE, "QuickBooks refused our sign-in; reconnect "
+                                 "QuickBooks.", **kwargs)
+    if status == 403 or fault_type == "AuthorizationFault":
+        return ConfigError(SERVICE, "QuickBooks says this connection may not read that data; "
+                           "reconnect QuickBooks as an administrator.", **kwargs)
+    if status == 429 or code == "3001":
+        return Throttled(SERVICE, "QuickBooks is limiting requests; the next run will try "
+                         "again.", **kwargs)
+    if status >= 500:
+        return ServiceDown(SERVICE, "QuickBooks had an internal error.", **kwargs)
+    if code == "610" or status == 404:
+        return NotFound(SERVICE, message or "QuickBooks could not find that record.", **kwargs)
+    return RequestRejected(SERVICE, f"QuickBooks rejected the request: {message or status}",
+                           **kwargs)
+
+
+class QboClient:
+    """Reads one QuickBooks company (realm)."""
+
+    def __init__(self, *, base_url: str, realm_id: str, tokens: TokenSource,
+                 retry: RetryPolicy | None = None, session: requests.Session | None = None,
+                 timeout: tuple[float, float] = (10.0, 120.0)) -> None:
+        self.realm_id = realm_id
+        self.base = f"{base_url.rstrip('/')}/v3/company/{realm_id}"
+        self.api = ApiSession(SERVICE, tokens=tokens, pacer=rate_pacer_for(f"qbo:{realm_id}"),
+                              decode_error=decode_error, retry=retry, timeout=timeout,
+                              is_throttle=is_throttle, session=session)
+
+    @property
+    def calls(self) -> int:
+        return self.api.calls
+
+    def _get(self, path: str, **params: str) -> dict[str, Any]:
+        response = self.api.request("GET", f"{self.base}/{path}",
+                                    params={**params, "minorversion": MINOR_VERSION})
+        return self._body(response)
+
+    def _body(self, response: requests.Response) -> dict[str, Any]:
+        try:
+            body = parse_json(response)
+        except ValueError:
+            raise TransientError(SERVICE, "QuickBooks sent an answer that is not JSON.",
+                                 status=response.status_code,
+                                 request_id=response.headers.get("intuit_tid")) from None
+        if not isinstance(body, dict):
+            raise TransientError(SERVICE, "QuickBooks sent an unexpected answer.",
+                                 request_id=response.headers.get("intuit_tid"))
+        if "Fault" in body:  # a 200 can still carry a fault
+            raise decode_error(response)
+        return body
+
+    def query(self, statement: str) -> dict[str, Any]:
+        """Run one statement; returns the whole body (``QueryResponse`` and ``time``)."""
+        response = self.api.request(
+            "POST", f"{self.base}/query", params={"minorversion": MINOR_VERSION},
+            data=statement, headers={"Content-Type": "application/text"}, idempotent=True)
+        return self._body(response)
+
+    def _pages(self, entity: str, where: str = "", order_by: str = "Id") -> Iterator[
+            tuple[list[dict[str, Any]], str | None]]:
+        position = 1
+        while True:
+            statement = f"SELECT * FROM {entity}"
+            if where:
+                statement += f" WHERE {where}"
+            statement += f" ORDERBY {order_by} STARTPOSITION {position} MAXRESULTS {PAGE_SIZE}"
+            body = self.query(statement)
+            rows = body.get("QueryResponse", {}).get(entity, [])
+            if not isinstance(rows, list):
+                raise TransientError(SERVICE, f"QuickBooks sent {entity} in an unexpected shape.")
+            yield rows, body.get("time")
+            if len(rows) < PAGE_SIZE:
+                return
+            position += PAGE_SIZE
+
+    def purchases_changed_since(self, since: str | None, start_date: date | None,
+                                before_start: date | None = None) -> Iterator[PurchasePage]:
+        """Purchases updated at or after ``since`` (all when None) dated on/after ``start_date``.
+
+        ``before_start`` bounds ``TxnDate`` from above: used to backfill when the start date
+        moves earlier.
+        """
+        conditions = []
+        if since:
+            conditions.append(f"MetaData.LastUpdatedTime >= {quote(since)}")
+        if start_date:
+            conditions.append(f"TxnDate >= {quote(start_date.isoformat())}")
+        if before_start:
+            conditions.append(f"TxnDate < {quote(before_start.isoformat())}")
+        for rows, server_time in self._pages("Purchase", " AND ".join(conditions),
+                                             order_by="MetaData.LastUpdatedTime"):
+            yield PurchasePage(rows, server_time)
+
+    def purchases_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(set(ids)), IDS_PER_QUERY):
+            for rows, _ in self._pages("Purchase", f"Id IN {in_list(chunk)}"):
+                found.extend(rows)
+        return found
+
+    def customers(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """Customers by id (all when ``ids`` is None), inactive ones included."""
+        if ids is None:
+            return [r for rows, _ in self._pages("Customer", "Active IN (true, false)")
+                    for r in rows]
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(set(ids)), IDS_PER_QUERY):
+            where = f"Id IN {in_list(chunk)} AND Active IN (true, false)"
+            for rows, _ in self._pages("Customer", where):
+                found.extend(rows)
+        return found
+
+    def accounts(self) -> list[dict[str, Any]]:
+        return [r for rows, _ in self._pages("Account", "Active IN (true, false)") for r in rows]
+
+    def items(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+        for chunk in _chunks(sorted(set(ids)), IDS_PER_QUERY):
+            where = f"Id IN {in_list(chunk)} AND Active IN (true, false)"
+            for rows, _ in self._pages("Item", where):
+                found.extend(rows)
+        return found
+
+    def preferences(self) -> dict[str, Any]:
+        prefs = self._get("preferences").get("Preferences")
+        if not isinstance(prefs, dict):
+            raise TransientError(SERVICE, "QuickBooks sent preferences in an unexpected shape.")
+        return prefs
+
+    def tracks_expenses_by_customer(self) -> bool:
+        prefs = self.preferences().get("VendorAndPurchasesPrefs") or {}
+        return bool(prefs.get("TrackingByCustomer"))
+
+    def changed_purchases_cdc(self, changed_since: str) -> tuple[list[dict[str, Any]], str | None]:
+        """One CDC answer for Purchase (≤ 1000 objects, deletions as ``status: Deleted``)."""
+        body = self._get("cdc", entities="Purchase", changedSince=changed_since)
+        found: list[dict[str, Any]] = []
+        for block in body.get("CDCResponse") or []:
+            for response in block.get("QueryResponse") or []:
+                found.extend(response.get("Purchase") or [])
+        return found, body.get("time")
+
+
+def transaction_url(purchase_id: str, *, sandbox: bool = False) -> str:
+    host = "https://app.sandbox.qbo.intuit.com" if sandbox else "https://app.qbo.intuit.com"
+    return f"{host}/app/expense?txnId={re.sub(r'[^0-9A-Za-z-]', '', purchase_id)}"
+
+
+def _chunks(values: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(values), size):
+        yield values[i:i + size]

@@ -1,0 +1,438 @@
+"""SPEC §2 as pure functions: which purchases and lines count, and what each entry looks like.
+
+No HTTP, no database, no clock. Input is a QBO ``Purchase`` as decoded JSON (numbers as
+``Decimal``); output is a :class:`PurchasePlan` of planned entries, skips and failures.
+Anything malformed becomes a failure with a sentence a bookkeeper can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+CENT = Decimal("0.01")
+NOTE_LIMIT = 2000
+IMPORTABLE_PAYMENT_TYPES = frozenset({"Check", "Cash", "CreditCard"})
+ACCOUNT_LINE = "AccountBasedExpenseLineDetail"
+ITEM_LINE = "ItemBasedExpenseLineDetail"
+IGNORED_DETAIL_TYPES = frozenset({"TaxLineDetail", "SubTotalLineDetail", "DescriptionOnly",
+                                  "DiscountLineDetail"})
+
+ITEM_DETAILS_MESSAGE = ("Item details are not supported — re-enter this line under Category "
+                        "details in QuickBooks")
+
+
+@dataclass(frozen=True)
+class ImportRules:
+    """The firm's settings that decide what is imported."""
+
+    start_date: date | None
+    import_account_ids: frozenset[str]
+    split_lines: bool = False
+    item_lines: bool = False
+    item_expense_accounts: Mapping[str, str] = field(default_factory=dict)
+    """Item id → its expense account id; consulted only when ``item_lines`` is on."""
+
+
+@dataclass(frozen=True)
+class Payee:
+    id: str
+    name: str
+    type: str  # Vendor | Employee | Customer | ""
+
+
+@dataclass(frozen=True)
+class QboKey:
+    """Identifies one future Clio entry: the link table's unique key."""
+
+    realm_id: str
+    purchase_id: str
+    customer_id: str
+    line_id: str = ""  # "" = all the customer's lines of the purchase, merged
+
+    @property
+    def marker(self) -> str:
+        parts = [self.realm_id, self.purchase_id, self.customer_id]
+        if self.line_id:
+            parts.append(self.line_id)
+        return f"[qbo {'/'.join(parts)}]"
+
+
+@dataclass(frozen=True)
+class PlannedEntry:
+    """A Clio hard-cost entry to create, before its matter is known."""
+
+    key: QboKey
+    sync_token: str
+    date: date
+    amount: Decimal  # home currency, two places
+    reference: str | None
+    note: str
+    customer_name: str  # QBO FullyQualifiedName, "Parent:Child" for sub-customers
+    payee: Payee | None
+    memo: str | None
+    descriptions: tuple[str, ...]
+    payment_type: str
+
+    @property
+    def marker(self) -> str:
+        return self.key.marker
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "key": [self.key.realm_id, self.key.purchase_id, self.key.customer_id,
+                    self.key.line_id],
+            "sync_token": self.sync_token,
+            "date": self.date.isoformat(),
+            "amount": str(self.amount),
+            "reference": self.reference,
+            "note": self.note,
+            "customer_name": self.customer_name,
+            "payee": [self.payee.id, self.payee.name, self.payee.type] if self.payee else None,
+            "memo": self.memo,
+            "descriptions": list(self.descriptions),
+            "payment_type": self.payment_type,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlannedEntry:
+        payee = data.get("payee")
+        return cls(
+            key=QboKey(*data["key"]),
+            sync_token=data["sync_token"],
+            date=date.fromisoformat(data["date"]),
+            amount=Decimal(data["amount"]),
+            reference=data.get("reference"),
+            note=data["note"],
+            customer_name=data["customer_name"],
+            payee=Payee(*payee) if payee else None,
+            memo=data.get("memo"),
+            descriptions=tuple(data.get("descriptions") or ()),
+            payment_type=data.get("payment_type", ""),
+        )
+
+
+@dataclass(frozen=True)
+class Skip:
+    """Deliberately not imported, with the reason shown in the run's details."""
+
+    purchase_id: str
+    reason: str
+    customer_id: str = ""
+    line_id: str = ""
+
+
+@dataclass(frozen=True)
+class LineFailure:
+    """Could not be imported until someone fixes it in QuickBooks."""
+
+    purchase_id: str
+    code: str
+    message: str
+    customer_id: str = ""
+    line_id: str = ""
+
+
+@dataclass
+class PurchasePlan:
+    purchase_id: str
+    entries: list[PlannedEntry] = field(default_factory=list)
+    skips: list[Skip] = field(default_factory=list)
+    failures: list[LineFailure] = field(default_factory=list)
+    out_of_scope: bool = False  # before the start date: neither imported nor reported
+
+
+class _Malformed(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def to_amount(value: Any, what: str) -> Decimal:
+    """A QBO amount as ``Decimal``; never goes through float."""
+    if isinstance(value, bool) or value is None:
+        raise _Malformed("bad_amount", f"{what} has no amount")
+    if isinstance(value, Decimal | int):
+        amount = Decimal(value)
+    elif isinstance(value, str):
+        try:
+            amount = Decimal(value.strip())
+        except ArithmeticError:
+            raise _Malformed("bad_amount", f"{what} has an amount that is not a number "
+                             f"({value!r})") from None
+    else:  # floats only reach here if someone decoded JSON without Decimal
+        raise _Malformed("bad_amount", f"{what} has an amount that is not a number ({value!r})")
+    if not amount.is_finite():
+        raise _Malformed("bad_amount", f"{what} has an amount that is not a number ({value!r})")
+    return amount
+
+
+def _text(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def _ref(value: Any) -> tuple[str, str] | None:
+    """(value, name) of a QBO reference, or None when absent or empty."""
+    if not isinstance(value, Mapping):
+        return None
+    ref_id = _text(value.get("value"))
+    if ref_id is None:
+        return None
+    return ref_id, _text(value.get("name")) or ""
+
+
+def _txn_date(purchase: Mapping[str, Any]) -> date:
+    raw = purchase.get("TxnDate")
+    if not isinstance(raw, str):
+        raise _Malformed("bad_date", "has no transaction date")
+    try:
+        return date.fromisoformat(raw.strip()[:10])
+    except ValueError:
+        raise _Malformed("bad_date", f"has a transaction date QuickBooks should never send "
+                         f"({raw!r})") from None
+
+
+def home_amount(amount: Decimal, exchange_rate: Decimal | None) -> Decimal:
+    """Amount in the home currency, to the cent (QBO's own rounding: half up)."""
+    if exchange_rate is not None:
+        amount = amount * exchange_rate
+    return amount.quantize(CENT, rounding=ROUND_HALF_UP)
+
+
+@dataclass
+class _Group:
+    customer_id: str
+    customer_name: str
+    line_id: str
+    amount: Decimal = Decimal("0")
+    descriptions: list[str] = field(default_factory=list)
+    failed: bool = False
+
+
+def build_note(descriptions: list[str], memo: str | None, marker: str,
+               currency_note: str | None) -> str:
+    """Line descriptions (then the memo when it adds something), currency, and the marker.
+
+    Long text is cut so the marker always survives: it is how an entry is found again.
+    """
+    parts: list[str] = []
+    for text in [*descriptions, memo or ""]:
+        text = text.strip()
+        if text and text not in parts:
+            parts.append(text)
+    body = "; ".join(parts)
+    tail = "\n".join(x for x in (currency_note, marker) if x)
+    room = NOTE_LIMIT - len(tail) - 1
+    if len(body) > room:
+        body = body[: max(room - 1, 0)].rstrip() + "…"
+    return f"{body}\n{tail}" if body else tail
+
+
+def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
+                  rules: ImportRules) -> PurchasePlan:
+    """Turn one QBO purchase into the Clio entries it should become (SPEC §2)."""
+    purchase_id = _text(purchase.get("Id")) if isinstance(purchase, Mapping) else None
+    if purchase_id is None:
+        return PurchasePlan("?", failures=[LineFailure(
+            "?", "bad_purchase", "A QuickBooks expense came without an id; it cannot be "
+            "imported or tracked. Tell support with the run's date.")])
+    plan = PurchasePlan(purchase_id)
+    label = _label(purchase, purchase_id)
+    try:
+        txn_date = _txn_date(purchase)
+    except _Malformed as exc:
+        plan.failures.append(LineFailure(purchase_id, exc.code, f"{label} {exc.message}."))
+        return plan
+    if rules.start_date and txn_date < rules.start_date:
+        plan.out_of_scope = True
+        return plan
+
+    payment_type = _text(purchase.get("PaymentType")) or ""
+    if payment_type not in IMPORTABLE_PAYMENT_TYPES:
+        shown = payment_type or "no payment type"
+        plan.skips.append(Skip(purchase_id, f"{label} has payment type {shown!r}, which is "
+                               "not an expense, check or card charge"))
+        return plan
+    if payment_type == "CreditCard" and purchase.get("Credit") is True:
+        plan.skips.append(Skip(purchase_id, f"{label} is a credit card credit (a refund), "
+                               "not a cost"))
+        return plan
+
+    if is_voided(purchase):
+        plan.skips.append(Skip(purchase_id, f"{label} was voided in QuickBooks"))
+        return plan
+
+    lines = purchase.get("Line")
+    if not isinstance(lines, list) or not lines:
+        plan.failures.append(LineFailure(purchase_id, "no_lines", f"{label} has no lines, so "
+                                         "there is nothing to import. Check it in QuickBooks."))
+        return plan
+
+    try:
+        exchange_rate = _exchange_rate(purchase)
+    except _Malformed as exc:
+        plan.failures.append(LineFailure(purchase_id, exc.code, f"{label} {exc.message}."))
+        return plan
+
+    groups: dict[tuple[str, str], _Group] = {}
+    for index, line in enumerate(lines, start=1):
+        _plan_line(plan, groups, line, index, label, rules)
+
+    currency = _ref(purchase.get("CurrencyRef"))
+    memo = _text(purchase.get("PrivateNote"))
+    payee_ref = purchase.get("EntityRef")
+    payee = None
+    if (p := _ref(payee_ref)) is not None:
+        payee_type = str(payee_ref.get("type") or "") if isinstance(payee_ref, Mapping) else ""
+        payee = Payee(p[0], p[1], payee_type)
+    sync_token = _text(purchase.get("SyncToken")) or "0"
+    reference = _text(purchase.get("DocNumber"))
+
+    for group in groups.values():
+        if group.failed:
+            continue
+        key = QboKey(realm_id, purchase_id, group.customer_id, group.line_id)
+        amount = home_amount(group.amount, exchange_rate)
+        who = f"{label} for {group.customer_name or 'customer ' + group.customer_id}"
+        if amount == 0:
+            plan.skips.append(Skip(purchase_id, f"{who} comes to 0.00",
+                                   group.customer_id, group.line_id))
+            continue
+        if amount < 0:
+            plan.failures.append(LineFailure(
+                purchase_id, "negative_amount",
+                f"{who} comes to {amount}, a negative cost; Clio needs a positive amount. "
+                "Record refunds as a credit card credit or fix the lines in QuickBooks.",
+                group.customer_id, group.line_id))
+            continue
+        currency_note = None
+        if exchange_rate is not None and currency is not None:
+            currency_note = (f"Paid {group.amount.quantize(CENT, rounding=ROUND_HALF_UP)} "
+                             f"{currency[0]} at {exchange_rate}")
+        plan.entries.append(PlannedEntry(
+            key=key, sync_token=sync_token, date=txn_date, amount=amount,
+            reference=reference[:21] if reference else None,
+            note=build_note(group.descriptions, memo, key.marker, currency_note),
+            customer_name=group.customer_name, payee=payee, memo=memo,
+            descriptions=tuple(group.descriptions), payment_type=payment_type,
+        ))
+    return plan
+
+
+def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: Any,
+               index: int, label: str, rules: ImportRules) -> None:
+    purchase_id = plan.purchase_id
+    if not isinstance(line, Mapping):
+        plan.failures.append(LineFailure(purchase_id, "bad_line",
+                                         f"{label} line {index} is not a line QuickBooks "
+                                         "should send. Check the expense in QuickBooks."))
+        return
+    line_id = _text(line.get("Id")) or str(index)
+    detail_type = _text(line.get("DetailType")) or ""
+    line_label = f"{label} line {line_id}"
+    if detail_type in IGNORED_DETAIL_TYPES:
+        return
+    if detail_type not in (ACCOUNT_LINE, ITEM_LINE):
+        detail = line.get(detail_type) if detail_type else None
+        customer = _ref(detail.get("CustomerRef")) if isinstance(detail, Mapping) else None
+        plan.failures.append(LineFailure(
+            purchase_id, "unknown_line_type",
+            f"{line_label} is of a kind hardcost does not know "
+            f"({detail_type or 'no detail type'}); enter it under Category details.",
+            customer[0] if customer else "", line_id))
+        if customer:
+            _group(groups, customer, line_id, rules).failed = True
+        return
+    detail = line.get(detail_type)
+    if not isinstance(detail, Mapping):
+        plan.failures.append(LineFailure(purchase_id, "bad_line",
+                                         f"{line_label} has no details. Check the expense in "
+                                         "QuickBooks.", "", line_id))
+        return
+    customer = _ref(detail.get("CustomerRef"))
+
+    if detail_type == ITEM_LINE:
+        if customer is None:
+            return  # not a client cost
+        item = _ref(detail.get("ItemRef"))
+        item_account = rules.item_expense_accounts.get(item[0]) if item else None
+        if rules.item_lines and item_account in rules.import_account_ids:
+            account_ok = True
+        else:
+            plan.failures.append(LineFailure(purchase_id, "item_details",
+                                             f"{line_label}: {ITEM_DETAILS_MESSAGE}.",
+                                             customer[0], line_id))
+            _group(groups, customer, line_id, rules).failed = True
+            return
+    else:
+        account = _ref(detail.get("AccountRef"))
+        account_ok = account is not None and account[0] in rules.import_account_ids
+    if not account_ok:
+        return  # another account: not a client cost
+    if customer is None:
+        plan.skips.append(Skip(purchase_id, f"{line_label} is in the import account but has "
+                               "no customer, so no matter can be charged", "", line_id))
+        return
+    group = _group(groups, customer, line_id, rules)
+    try:
+        amount = to_amount(line.get("Amount"), line_label)
+    except _Malformed as exc:
+        plan.failures.append(LineFailure(purchase_id, exc.code,
+                                         f"{exc.message}. Fix the amount in QuickBooks.",
+                                         customer[0], line_id))
+        group.failed = True
+        return
+    group.amount += amount
+    description = _text(line.get("Description"))
+    if description and description not in group.descriptions:
+        group.descriptions.append(description)
+
+
+def _group(groups: dict[tuple[str, str], _Group], customer: tuple[str, str], line_id: str,
+           rules: ImportRules) -> _Group:
+    key = (customer[0], line_id if rules.split_lines else "")
+    group = groups.get(key)
+    if group is None:
+        group = groups[key] = _Group(customer[0], customer[1], key[1])
+    return group
+
+
+def _exchange_rate(purchase: Mapping[str, Any]) -> Decimal | None:
+    raw = purchase.get("ExchangeRate")
+    if raw is None:
+        return None
+    rate = to_amount(raw, "the exchange rate")
+    if rate <= 0:
+        raise _Malformed("bad_exchange_rate", f"has an exchange rate of {rate}")
+    if rate == 1:
+        return None
+    return rate
+
+
+def _label(purchase: Mapping[str, Any], purchase_id: str) -> str:
+    """How a person recognises the purchase: "Check 1042 to Acme Couriers"."""
+    kind = {"Check": "Check", "CreditCard": "Card expense", "Cash": "Expense"}.get(
+        str(purchase.get("PaymentType") or ""), "Expense")
+    doc = _text(purchase.get("DocNumber"))
+    payee = _ref(purchase.get("EntityRef"))
+    text = f"{kind} {doc}" if doc else f"{kind} #{purchase_id}"
+    if payee and payee[1]:
+        text += f" to {payee[1]}"
+    return text
+
+
+def is_voided(purchase: Mapping[str, Any]) -> bool:
+    """QBO voids zero the amounts and prefix the memo with "Voided"."""
+    try:
+        total = to_amount(purchase.get("TotalAmt"), "total")
+    except _Malformed:
+        return False
+    memo = _text(purchase.get("PrivateNote")) or ""
+    return total == 0 and memo.lower().startswith("voided")

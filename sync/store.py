@@ -1,0 +1,286 @@
+"""Database tables (SQLAlchemy 2) and the session factory.
+
+Every row that belongs to a firm carries ``firm_id``. The schema is created and changed only by
+the Alembic migrations in ``sync/migrations`` (``hardcost db upgrade``).
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+MONEY = Numeric(14, 2, asdecimal=True)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend (SQLite drops the zone; this puts UTC back)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), Decimal: MONEY, dict[str, Any]: JSON}
+
+
+class LinkState(enum.StrEnum):
+    PENDING = "pending"  # intent recorded, Clio POST may or may not have happened
+    CREATED = "created"  # Clio entry exists, id recorded
+
+
+class FailureKind(enum.StrEnum):
+    CONFIG = "config"  # the firm must act: reconnect, fix a setting
+    TRANSIENT = "transient"  # a service hiccup; retried by the next run
+    DATA = "data"  # this expense needs fixing in QuickBooks
+
+
+class WaitReason(enum.StrEnum):
+    NO_CONTACT = "no_contact"
+    SEVERAL_CONTACTS = "several_contacts"
+    SEVERAL_MATTERS = "several_matters"
+    NO_MATTER = "no_matter"
+
+
+class Firm(Base):
+    __tablename__ = "firms"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    slack_team_id: Mapped[str | None] = mapped_column(String(40), unique=True)
+    qbo_realm_id: Mapped[str | None] = mapped_column(String(40))
+    clio_region: Mapped[str] = mapped_column(String(8), default="us")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FirmSettings(Base):
+    """One row per firm: what and how to import (SPEC §5 ``set`` keys)."""
+
+    __tablename__ = "firm_settings"
+
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    start_date: Mapped[date | None] = mapped_column(Date)
+    import_account_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
+    expense_category_id: Mapped[int | None] = mapped_column(Integer)
+    clio_user_id: Mapped[int | None] = mapped_column(Integer)  # None = the account owner
+    clio_entry_type: Mapped[str] = mapped_column(String(20), default="HardCostEntry")
+    schedule_minutes: Mapped[int] = mapped_column(Integer, default=15)
+    split_lines: Mapped[bool] = mapped_column(Boolean, default=False)
+    item_lines: Mapped[bool] = mapped_column(Boolean, default=False)
+    deletions: Mapped[str] = mapped_column(String(10), default="delete")
+    approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    slack_channel_id: Mapped[str | None] = mapped_column(String(40))
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Connection(Base):
+    """OAuth tokens of one provider for one firm."""
+
+    __tablename__ = "connections"
+    __table_args__ = (UniqueConstraint("firm_id", "provider"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    provider: Mapped[str] = mapped_column(String(20))  # "quickbooks" | "clio"
+    access_token: Mapped[str] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)
+    access_expires_at: Mapped[datetime | None] = mapped_column()
+    refresh_expires_at: Mapped[datetime | None] = mapped_column()
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class ContactLink(Base):
+    """A QuickBooks name (customer, vendor, employee) resolved to a Clio contact."""
+
+    __tablename__ = "contact_links"
+    __table_args__ = (UniqueConstraint("firm_id", "qbo_type", "qbo_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    qbo_type: Mapped[str] = mapped_column(String(20))  # Customer | Vendor | Employee
+    qbo_id: Mapped[str] = mapped_column(String(40))
+    clio_contact_id: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(10))  # "auto" | "staff"
+    chosen_by: Mapped[str | None] = mapped_column(String(60))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class EntryLink(Base):
+    """One QBO purchase (+customer [+line]) and the Clio entry it became.
+
+    Written ahead of the Clio POST (``pending``) and completed after (``created``). The unique
+    key is what makes every re-read of a purchase harmless.
+    """
+
+    __tablename__ = "entry_links"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "realm_id", "purchase_id", "customer_id", "line_id",
+                         name="uq_entry_links_qbo_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    realm_id: Mapped[str] = mapped_column(String(40))
+    purchase_id: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    line_id: Mapped[str] = mapped_column(String(40), default="")  # "" = whole purchase
+    state: Mapped[str] = mapped_column(String(10))
+    marker: Mapped[str] = mapped_column(String(200))
+    sync_token: Mapped[str] = mapped_column(String(20))
+    amount: Mapped[Decimal] = mapped_column()
+    txn_date: Mapped[date] = mapped_column(Date)
+    clio_activity_id: Mapped[int | None] = mapped_column(Integer)
+    clio_matter_id: Mapped[int | None] = mapped_column(Integer)
+    clio_etag: Mapped[str | None] = mapped_column(String(100))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Watermark(Base):
+    """How far the firm's QBO purchases have been read (server time, with its offset)."""
+
+    __tablename__ = "watermarks"
+    __table_args__ = (UniqueConstraint("firm_id", "stream"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    stream: Mapped[str] = mapped_column(String(40))
+    value: Mapped[str] = mapped_column(String(40))  # ISO-8601 as QBO wrote it
+    start_date: Mapped[date | None] = mapped_column(Date)  # start date in force when read
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Run(Base):
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual | webhook | demo
+    dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(12), default="running")  # running|ok|failed
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    imported: Mapped[int] = mapped_column(Integer, default=0)
+    imported_total: Mapped[Decimal] = mapped_column(default=Decimal("0.00"))
+    waiting: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    skipped: Mapped[int] = mapped_column(Integer, default=0)
+    purchases_read: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Failure(Base):
+    """A sync failure people can act on. Open while ``resolved_at`` is null."""
+
+    __tablename__ = "failures"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    realm_id: Mapped[str] = mapped_column(String(40))
+    purchase_id: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[str] = mapped_column(String(40), default="")
+    line_id: Mapped[str] = mapped_column(String(40), default="")
+    kind: Mapped[str] = mapped_column(String(10))
+    code: Mapped[str] = mapped_column(String(60))
+    message: Mapped[str] = mapped_column(Text)
+    detail: Mapped[str | None] = mapped_column(Text)
+    occurrences: Mapped[int] = mapped_column(Integer, default=1)
+    first_run_id: Mapped[int | None] = mapped_column(Integer)
+    last_run_id: Mapped[int | None] = mapped_column(Integer)
+    first_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+
+
+class WaitingExpense(Base):
+    """An expense that needs a person to pick its contact or matter. Never dropped."""
+
+    __tablename__ = "waiting_expenses"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "realm_id", "purchase_id", "customer_id", "line_id",
+                         name="uq_waiting_qbo_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    realm_id: Mapped[str] = mapped_column(String(40))
+    purchase_id: Mapped[str] = mapped_column(String(40))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    line_id: Mapped[str] = mapped_column(String(40), default="")
+    reason: Mapped[str] = mapped_column(String(20))
+    contact_id: Mapped[int | None] = mapped_column(Integer)
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    entry: Mapped[dict[str, Any]] = mapped_column(JSON)  # the planned entry, serialised
+    amount: Mapped[Decimal] = mapped_column()
+    txn_date: Mapped[date] = mapped_column(Date)
+    customer_name: Mapped[str] = mapped_column(String(300))
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    resolution: Mapped[str | None] = mapped_column(String(40))
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the per-backend settings this app relies on."""
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    return create_engine(url, pool_pre_ping=True)
+
+
+def make_session_factory(engine: Engine) -> sessionmaker[Any]:
+    return sessionmaker(engine, expire_on_commit=False)

@@ -1,0 +1,185 @@
+"""OAuth tokens kept in the database, refreshed when refused or about to expire.
+
+QuickBooks rotates refresh tokens: the newest one must be stored before it is used again, and
+two refreshes of one realm must never race (the loser would send a superseded token). Here a
+refresh holds a process-wide lock per connection and the connection row's lock
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite serialises writers itself), re-reads the row,
+and only refreshes if nobody else already has. The new tokens are committed before returning.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import requests
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.http import ReconnectRequired, TransientError, loads
+from sync.store import Connection, utcnow
+
+log = logging.getLogger(__name__)
+
+EARLY_REFRESH = timedelta(minutes=2)
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    access_token: str
+    refresh_token: str | None  # None: keep the one we have (Clio may not send a new one)
+    expires_in: int | None
+    refresh_expires_in: int | None = None
+
+
+Refresher = Callable[[str], TokenGrant]
+
+_locks: dict[tuple[int, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock_for(firm_id: int, provider: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((firm_id, provider), threading.Lock())
+
+
+class StoredTokens:
+    """A ``TokenSource`` backed by the ``connections`` row of one firm and provider."""
+
+    def __init__(self, sessions: sessionmaker[Session], firm_id: int, provider: str,
+                 refresher: Refresher, clock: Callable[[], datetime] = utcnow) -> None:
+        self.sessions = sessions
+        self.firm_id = firm_id
+        self.provider = provider
+        self.refresher = refresher
+        self.clock = clock
+        self._access: str | None = None
+        self._expires_at: datetime | None = None
+
+    def _row(self, session: Session, *, lock: bool = False) -> Connection:
+        query = select(Connection).where(Connection.firm_id == self.firm_id,
+                                         Connection.provider == self.provider)
+        if lock:
+            query = query.with_for_update()
+        row = session.scalars(query).one_or_none()
+        if row is None:
+            raise ReconnectRequired(self.provider.title(),
+                                    f"{self._service()} is not connected for this firm.")
+        return row
+
+    def _service(self) -> str:
+        return {"quickbooks": "QuickBooks", "clio": "Clio"}.get(self.provider, self.provider)
+
+    def access_token(self) -> str:
+        if self._access is None:
+            with self.sessions() as session:
+                row = self._row(session)
+                self._access, self._expires_at = row.access_token, row.access_expires_at
+        assert self._access is not None
+        if self._expires_at is not None and self._expires_at - EARLY_REFRESH <= self.clock():
+            return self.refresh(self._access)
+        return self._access
+
+    def refresh(self, rejected: str) -> str:
+        with _lock_for(self.firm_id, self.provider), self.sessions() as session:
+            row = self._row(session, lock=True)
+            fresh = row.access_expires_at is None or \
+                row.access_expires_at - EARLY_REFRESH > self.clock()
+            if row.access_token != rejected and fresh:
+                # Another thread or process refreshed while we waited for the lock.
+                self._access, self._expires_at = row.access_token, row.access_expires_at
+                session.commit()
+                return row.access_token
+            if not row.refresh_token:
+                raise ReconnectRequired(self._service(), f"{self._service()} needs to be "
+                                        "connected again (no refresh token is stored).")
+            grant = self.refresher(row.refresh_token)
+            now = self.clock()
+            row.access_token = grant.access_token
+            if grant.refresh_token:
+                row.refresh_token = grant.refresh_token
+            row.access_expires_at = now + timedelta(seconds=grant.expires_in) \
+                if grant.expires_in else None
+            if grant.refresh_expires_in:
+                row.refresh_expires_at = now + timedelta(seconds=grant.refresh_expires_in)
+            session.commit()
+            log.info("refreshed %s tokens for firm %s", self.provider, self.firm_id)
+            self._access, self._expires_at = row.access_token, row.access_expires_at
+            return row.access_token
+
+
+def store_grant(session: Session, firm_id: int, provider: str, grant: TokenGrant,
+                now: datetime | None = None) -> Connection:
+    """Insert or replace a firm's tokens for ``provider`` (caller commits)."""
+    now = now or utcnow()
+    row = session.scalars(select(Connection).where(
+        Connection.firm_id == firm_id, Connection.provider == provider)).one_or_none()
+    if row is None:
+        row = Connection(firm_id=firm_id, provider=provider, access_token="")
+        session.add(row)
+    row.access_token = grant.access_token
+    row.refresh_token = grant.refresh_token or row.refresh_token
+    row.access_expires_at = now + timedelta(seconds=grant.expires_in) \
+        if grant.expires_in else None
+    row.refresh_expires_at = now + timedelta(seconds=grant.refresh_expires_in) \
+        if grant.refresh_expires_in else None
+    return row
+
+
+def _grant_from(response: requests.Response, service: str) -> TokenGrant:
+    try:
+        body: Any = loads(response.text)
+    except ValueError:
+        body = {}
+    if response.status_code >= 500:
+        raise TransientError(service, f"{service}'s sign-in service is unavailable; the next "
+                             "run will try again.", status=response.status_code)
+    if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
+        error = body.get("error") if isinstance(body, dict) else None
+        raise ReconnectRequired(service, f"{service} no longer accepts hardcost's connection "
+                                f"({error or response.status_code}); reconnect {service}.",
+                                status=response.status_code, code=error)
+    return TokenGrant(
+        access_token=str(body["access_token"]),
+        refresh_token=body.get("refresh_token"),
+        expires_in=int(body["expires_in"]) if body.get("expires_in") else None,
+        refresh_expires_in=int(body["x_refresh_token_expires_in"])
+        if body.get("x_refresh_token_expires_in") else None,
+    )
+
+
+def qbo_refresher(token_url: str, client_id: str, client_secret: str,
+                  timeout: float = 30.0) -> Refresher:
+    def refresh(refresh_token: str) -> TokenGrant:
+        try:
+            response = requests.post(
+                token_url, auth=(client_id, client_secret), timeout=timeout,
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token},
+                headers={"Accept": "application/json"})
+        except requests.RequestException:
+            raise TransientError("QuickBooks", "QuickBooks' sign-in service did not answer; "
+                                 "the next run will try again.") from None
+        return _grant_from(response, "QuickBooks")
+
+    return refresh
+
+
+def clio_refresher(host: str, client_id: str, client_secret: str,
+                   timeout: float = 30.0) -> Refresher:
+    def refresh(refresh_token: str) -> TokenGrant:
+        try:
+            response = requests.post(
+                f"{host.rstrip('/')}/oauth/token", timeout=timeout,
+                data={"grant_type": "refresh_token", "refresh_token": refresh_token,
+                      "client_id": client_id, "client_secret": client_secret},
+                headers={"Accept": "application/json"})
+        except requests.RequestException:
+            raise TransientError("Clio", "Clio's sign-in service did not answer; the next run "
+                                 "will try again.") from None
+        return _grant_from(response, "Clio")
+
+    return refresh
