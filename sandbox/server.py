@@ -39,7 +39,8 @@ class RunningServer:
 def serve_in_thread(app: WSGIApp, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start ``app`` on ``host:port`` (0 = any free port) and return once it accepts."""
     server = make_server(host, port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name=f"sandbox:{server.port}",
-                              daemon=True)
+    # A short poll interval: stop() waits for the serve loop to notice, once per test.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
+                              name=f"sandbox:{server.port}", daemon=True)
     thread.start()
     return RunningServer(url=f"http://{host}:{server.port}", _server=server, _thread=thread)

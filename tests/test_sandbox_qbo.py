@@ -171,7 +171,7 @@ def test_where_last_updated_time_compares_instants_across_offsets(qbo: Qbo, cost
     second = qbo.company.add_purchase(lines=[account_line(2, costs)])
     stamp = second["MetaData"]["LastUpdatedTime"]
     assert stamp.endswith(("-08:00", "-07:00"))
-    in_utc = (qbo.sandbox.clock.now() - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    in_utc = (qbo.sandbox.clock.now() - timedelta(minutes=15)).strftime("%Y-%m-%dT%H:%M:%SZ")
     newer = qbo.rows(f"SELECT * FROM Purchase WHERE MetaData.LastUpdatedTime >= '{in_utc}'",
                      "Purchase")
     assert [p["Id"] for p in newer] == [second["Id"]]
@@ -336,6 +336,7 @@ def test_cdc_reports_changes_and_deletions(qbo: Qbo, costs: str) -> None:
     qbo.sandbox.clock.advance(1800)
     since = qbo.ago(seconds=1)
     new = qbo.company.add_purchase(lines=[account_line(3, costs)])
+    qbo.sandbox.clock.advance(1)
     qbo.company.delete_purchase(gone["Id"])
     body = loads(qbo.cdc(since, "Purchase,Customer").text)
     purchases, customers = body["CDCResponse"][0]["QueryResponse"]

@@ -1,0 +1,90 @@
+"""The sandbox QuickBooks and Clio running together, and firms connected to them.
+
+Used by ``hardcost demo``, the tests and the benchmarks: everything talks real HTTP on loopback.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.clio import ClioAccount, ClioSandbox
+from sandbox.clock import SandboxClock
+from sandbox.qbo import QboCompany, QboSandbox
+from sandbox.server import RunningServer, serve_in_thread
+from sync.config import Settings
+from sync.engine import ImportEngine
+from sync.firms import FirmSetup, build_engine, create_firm
+from sync.http import RetryPolicy
+from sync.tokens import TokenGrant, store_grant
+
+
+@dataclass
+class SandboxWorld:
+    qbo: QboSandbox
+    clio: ClioSandbox
+    qbo_server: RunningServer
+    clio_server: RunningServer
+    clock: SandboxClock
+    retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(
+        attempts=4, backoff=0.01, max_wait=0.2, throttle_wait=0.05))
+
+    @classmethod
+    def start(cls, *, validate: bool = True, **clio_options: Any) -> SandboxWorld:
+        clock = SandboxClock()
+        qbo = QboSandbox(clock=clock)
+        clio = ClioSandbox(clock=clock, validate=validate, **clio_options)
+        return cls(qbo, clio, serve_in_thread(qbo), serve_in_thread(clio), clock)
+
+    def stop(self) -> None:
+        self.qbo_server.stop()
+        self.clio_server.stop()
+
+    def __enter__(self) -> SandboxWorld:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def settings(self) -> Settings:
+        """Process settings that point every client at the sandboxes."""
+        return Settings(
+            QBO_API_BASE=self.qbo_server.url,
+            QBO_TOKEN_URL=f"{self.qbo_server.url}/oauth2/v1/tokens/bearer",
+            QBO_AUTH_URL=f"{self.qbo_server.url}/connect/oauth2",
+            QBO_REVOKE_URL=f"{self.qbo_server.url}/v2/oauth2/tokens/revoke",
+            QBO_CLIENT_ID="sandbox-qbo-client", QBO_CLIENT_SECRET="sandbox-qbo-secret",
+            QBO_WEBHOOK_VERIFIER="sandbox-qbo-verifier",
+            CLIO_BASE_URL=self.clio_server.url,
+            CLIO_CLIENT_ID="sandbox-clio-client", CLIO_CLIENT_SECRET="sandbox-clio-secret",
+        )
+
+    def connect_firm(self, sessions: sessionmaker[Session], company: QboCompany,
+                     account: ClioAccount, *, start_date: date, import_account_ids: list[str],
+                     expense_category_id: int | None = None, name: str = "Sandbox Law",
+                     **options: Any) -> int:
+        """Create a firm whose QuickBooks and Clio are these sandbox ones; returns its id."""
+        qbo_grant = self.qbo.issue_tokens(company.realm_id)
+        clio_grant = self.clio.issue_tokens(account)
+        with sessions() as session:
+            firm = create_firm(session, FirmSetup(
+                name=name, qbo_realm_id=company.realm_id, start_date=start_date,
+                import_account_ids=tuple(import_account_ids),
+                expense_category_id=expense_category_id, **options))
+            store_grant(session, firm.id, "quickbooks", _grant(qbo_grant))
+            store_grant(session, firm.id, "clio", _grant(clio_grant))
+            session.commit()
+            return firm.id
+
+    def engine(self, sessions: sessionmaker[Session], firm_id: int) -> ImportEngine:
+        return build_engine(sessions, firm_id, self.settings(), retry=self.retry,
+                            sandbox_links=True)
+
+
+def _grant(body: dict[str, Any]) -> TokenGrant:
+    return TokenGrant(access_token=body["access_token"], refresh_token=body.get("refresh_token"),
+                      expires_in=body.get("expires_in"),
+                      refresh_expires_in=body.get("x_refresh_token_expires_in"))

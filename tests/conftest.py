@@ -1,0 +1,85 @@
+"""Shared fixtures: a migrated database per test (SQLite file or PostgreSQL), sandboxes.
+
+The database is chosen by ``HARDCOST_TEST_DATABASE_URL``: unset → a fresh SQLite file per
+test; a ``postgresql://`` URL → that server, schema migrated once, tables emptied per test.
+``scripts/test.sh`` runs the suite once each way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.db import upgrade
+from sync.store import Base, make_engine, make_session_factory
+
+POSTGRES_URL = os.environ.get("HARDCOST_TEST_DATABASE_URL", "")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "database: " + ("PostgreSQL " + POSTGRES_URL.rsplit("@", 1)[-1]
+                           if POSTGRES_URL else "SQLite files")
+
+
+@pytest.fixture(scope="session")
+def _migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if POSTGRES_URL:
+        engine = make_engine(POSTGRES_URL)
+        with engine.begin() as conn:
+            conn.execute(text("DROP SCHEMA public CASCADE"))
+            conn.execute(text("CREATE SCHEMA public"))
+        upgrade(engine)
+        engine.dispose()
+        yield POSTGRES_URL
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.sqlite"
+        engine = make_engine(f"sqlite:///{path}")
+        upgrade(engine)
+        engine.dispose()
+        yield str(path)
+
+
+@pytest.fixture
+def database_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
+    """A URL of an empty, fully migrated database for this test alone."""
+    if POSTGRES_URL:
+        engine = make_engine(POSTGRES_URL)
+        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        engine.dispose()
+        yield POSTGRES_URL
+    else:
+        path = tmp_path / "hardcost.sqlite"
+        shutil.copyfile(_migrated_template, path)
+        yield f"sqlite:///{path}"
+
+
+@pytest.fixture
+def db_engine(database_url: str) -> Iterator[Engine]:
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def sessions(db_engine: Engine) -> sessionmaker[Session]:
+    return make_session_factory(db_engine)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
+    if POSTGRES_URL:
+        return
+    skip = pytest.mark.skip(reason="needs PostgreSQL: set HARDCOST_TEST_DATABASE_URL "
+                            "(scripts/test.sh does)")
+    for item in items:
+        if "postgres" in item.keywords:
+            item.add_marker(skip)
