@@ -38,6 +38,9 @@ class Fault:
     passthrough: bool = False
     after_handler: bool = False
     """Run the real handler first (its effects happen), then answer with the fault: a lost reply."""
+    delay_after: float = 0.0
+    """Seconds slept after the real handler ran and before answering (with ``passthrough`` or
+    ``after_handler``): the work is done, the reply is late — a client may die waiting."""
 
     def matches(self, request: Request) -> bool:
         if self.method and request.method.upper() != self.method.upper():
@@ -131,6 +134,8 @@ def with_faults(
                 handler(request)
             response = Response(fault.body, status=fault.status, headers=fault.headers,
                                 content_type=fault.content_type)
+        if fault is not None and fault.delay_after:
+            time.sleep(fault.delay_after)
         calls.record(Call(request.method, request.path, request.query_string.decode(),
                           response.status_code, time.time()))
         return response

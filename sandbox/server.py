@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 WSGIApp = Callable[..., Any]
 
@@ -36,9 +36,16 @@ class RunningServer:
         self.stop()
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr: the sandboxes keep their own call log."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        return None
+
+
 def serve_in_thread(app: WSGIApp, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start ``app`` on ``host:port`` (0 = any free port) and return once it accepts."""
-    server = make_server(host, port, app, threaded=True)
+    server = make_server(host, port, app, threaded=True, request_handler=_QuietHandler)
     # A short poll interval: stop() waits for the serve loop to notice, once per test.
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02},
                               name=f"sandbox:{server.port}", daemon=True)

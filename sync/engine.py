@@ -80,6 +80,7 @@ class WaitingItem:
     customer: str
     reason: str
     choices: int
+    new: bool  # False: it was already waiting for the same choice before this run
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class FailureItem:
     kind: str
     message: str
     url: str | None
+    new: bool  # False: the same failure was already open before this run
 
 
 @dataclass
@@ -100,10 +102,12 @@ class RunSummary:
     started_at: datetime
     imported: int = 0
     imported_total: Decimal = Decimal("0.00")
-    waiting: int = 0
-    failed: int = 0
+    waiting: int = 0  # newly waiting this run
+    failed: int = 0  # new failures this run
     skipped: int = 0
-    unchanged: int = 0
+    unchanged: int = 0  # already in Clio
+    still_waiting: int = 0  # re-checked, still waiting for the same choice
+    still_failing: int = 0  # the same open failure seen again
     purchases_read: int = 0
     duration_s: float = 0.0
     error: str | None = None
@@ -128,6 +132,8 @@ class RunSummary:
             "failures": [{"purchase_id": f.purchase_id, "kind": f.kind, "message": f.message}
                          for f in self.failures[:DETAIL_LIMIT]],
             "unchanged": self.unchanged,
+            "still_waiting": self.still_waiting,
+            "still_failing": self.still_failing,
             "qbo_calls": self.qbo_calls,
             "clio_calls": self.clio_calls,
         }
@@ -417,16 +423,22 @@ class ImportEngine:
               dry_run: bool) -> None:
         assert resolution.reason is not None
         summary = state.summary
-        summary.waiting += 1
-        summary.waiting_items.append(WaitingItem(
-            entry.marker, entry.amount, entry.date, entry.customer_name,
-            resolution.reason.value, len(resolution.candidates)))
         state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
-        if dry_run:
-            return
         with self.sessions() as session:
             row = session.scalars(select(WaitingExpense).where(
                 *_waiting_key(self.firm_id, entry.key))).one_or_none()
+            new = row is None or row.resolved_at is not None or \
+                row.reason != resolution.reason.value or \
+                row.candidates != list(resolution.candidates)
+            if new:
+                summary.waiting += 1
+            else:
+                summary.still_waiting += 1
+            summary.waiting_items.append(WaitingItem(
+                entry.marker, entry.amount, entry.date, entry.customer_name,
+                resolution.reason.value, len(resolution.candidates), new))
+            if dry_run:
+                return
             if row is None:
                 row = WaitingExpense(firm_id=self.firm_id, realm_id=entry.key.realm_id,
                                      purchase_id=entry.key.purchase_id,
@@ -511,15 +523,10 @@ class ImportEngine:
     def _record_failure(self, state: _RunState, failure: LineFailure, kind: FailureKind,
                         dry_run: bool, detail: str | None = None) -> None:
         summary = state.summary
-        summary.failed += 1
         url = transaction_url(failure.purchase_id, sandbox=self.sandbox_links) \
             if failure.purchase_id != "?" else None
-        summary.failures.append(FailureItem(failure.purchase_id, kind.value, failure.message,
-                                            url))
         state.raised.add((failure.purchase_id, failure.customer_id, failure.line_id,
                           failure.code))
-        if dry_run:
-            return
         now = self.clock()
         with self.sessions() as session:
             row = session.scalars(select(Failure).where(
@@ -527,6 +534,14 @@ class ImportEngine:
                 Failure.purchase_id == failure.purchase_id,
                 Failure.customer_id == failure.customer_id,
                 Failure.line_id == failure.line_id, Failure.code == failure.code)).first()
+            if row is None:
+                summary.failed += 1
+            else:
+                summary.still_failing += 1
+            summary.failures.append(FailureItem(failure.purchase_id, kind.value,
+                                                failure.message, url, row is None))
+            if dry_run:
+                return
             if row is None:
                 row = Failure(firm_id=self.firm_id, realm_id=state.firm.qbo_realm_id or "",
                               purchase_id=failure.purchase_id,

@@ -1,0 +1,159 @@
+"""``hardcost demo``: a realistic small firm in the sandbox, imported twice, printed.
+
+Everything is real except the two services: the sandbox QuickBooks and Clio serve HTTP on
+loopback, the engine is the one ``hardcost serve`` runs, the database is a real SQLite file
+(a temporary one unless ``--database-url`` says otherwise).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TextIO
+
+from sandbox.clio import ClioAccount
+from sandbox.qbo import QboCompany, account_line, item_line
+from sandbox.world import SandboxWorld
+from sync.db import upgrade
+from sync.report import render_summary
+from sync.store import make_engine, make_session_factory
+
+START_DATE = date(2026, 10, 1)
+
+
+@dataclass(frozen=True)
+class DemoFirm:
+    company: QboCompany
+    account: ClioAccount
+    import_account_id: str
+    category_id: int
+
+
+def seed_demo(world: SandboxWorld) -> DemoFirm:
+    """Moss & Hale LLP: five clients, the usual payees, and a month of client costs."""
+    qbo = world.qbo.add_company(name="Moss & Hale LLP")
+    clio = world.clio.add_account(name="Moss & Hale LLP")
+
+    # Clio: people, matters, the hard-cost category.
+    clio.add_user("Dana Moss", email="dana@mosshale.example", account_owner=True)
+    clio.add_user("Maria Lopez", email="maria@mosshale.example")
+    jane = clio.add_contact("Jane Smith", email="jane.smith@example.com")
+    acme = clio.add_contact("Acme Holdings", type="Company", email="legal@acme.example")
+    clio.add_contact("Robert Brown", email="rbrown@example.com")  # no open matter yet
+    clio.add_contact("Speedy Couriers", type="Company")
+    clio.add_matter(jane["id"], description="Smith – Estate of Harold Smith")
+    clio.add_matter(acme["id"], description="Acme v. Beta Logistics")
+    clio.add_matter(acme["id"], description="Acme – Lease renewal, Dock 4")
+    clio.add_matter(acme["id"], description="Acme – Employment claim (Reyes)")
+    category = clio.add_expense_category("Court & filing fees", entry_type="hard_cost")
+
+    # QuickBooks: accounts, names, purchases.
+    reimbursable = qbo.add_account("Reimbursable Expenses", account_type="Expense")
+    office = qbo.add_account("Office Supplies", account_type="Expense")
+    checking = qbo.add_account("Operating Account", account_type="Bank")
+    card = qbo.add_account("Firm Amex", account_type="Credit Card")
+    courier_item = qbo.add_item("Courier service", expense_account_id=reimbursable["Id"])
+    c_jane = qbo.add_customer("Jane Smith", email="jane.smith@example.com")
+    c_acme = qbo.add_customer("Acme Holdings", email="legal@acme.example")
+    c_acme_beta = qbo.add_customer("Acme v. Beta Logistics", parent_id=c_acme["Id"])
+    c_brown = qbo.add_customer("Robert Brown")
+    c_garcia = qbo.add_customer("Garcia Family Trust")
+    court = qbo.add_vendor("Superior Court Clerk")
+    courier = qbo.add_vendor("Speedy Couriers")
+    expert = qbo.add_vendor("Dr. Alan Expert")
+    printer = qbo.add_vendor("Copy Center")
+    maria = qbo.add_employee("Maria Lopez")
+    ra, jid = reimbursable["Id"], c_jane["Id"]
+
+    qbo.add_purchase(  # one check, two clients, plus an office line that is not a client cost
+        payment_type="Check", doc_number="1042", txn_date="2026-10-06",
+        entity=(court["Id"], "Vendor"), paying_account_id=checking["Id"],
+        private_note="Filing fees, October calendar",
+        lines=[account_line("435.00", ra, customer_id=jid, description="Petition filing fee"),
+               account_line("12.50", ra, customer_id=jid, description="Certified copies"),
+               account_line("435.00", ra, customer_id=c_acme_beta["Id"],
+                            description="Complaint filing fee"),
+               account_line("30.00", office["Id"], description="Postage")])
+    qbo.add_purchase(  # Acme has three matters: staff will choose
+        payment_type="CreditCard", txn_date="2026-10-08", entity=(courier["Id"], "Vendor"),
+        paying_account_id=card["Id"],
+        lines=[account_line("48.75", ra, customer_id=c_acme["Id"],
+                            description="Same-day courier to opposing counsel")])
+    qbo.add_purchase(  # ...unless the memo names the matter
+        payment_type="CreditCard", txn_date="2026-10-09", entity=(courier["Id"], "Vendor"),
+        paying_account_id=card["Id"], private_note="Dock 4 lease docs, matter 00003",
+        lines=[account_line("36.20", ra, customer_id=c_acme["Id"],
+                            description="Courier, lease package")])
+    qbo.add_purchase(  # Robert Brown has no open matter yet
+        payment_type="Check", doc_number="1043", txn_date="2026-10-12",
+        entity=(expert["Id"], "Vendor"), paying_account_id=checking["Id"],
+        lines=[account_line("2500.00", ra, customer_id=c_brown["Id"],
+                            description="Expert report retainer")])
+    qbo.add_purchase(  # no Clio contact for this customer
+        payment_type="Cash", txn_date="2026-10-13", entity=(printer["Id"], "Vendor"),
+        lines=[account_line("84.15", ra, customer_id=c_garcia["Id"],
+                            description="Trust documents, 3 copies")])
+    qbo.add_purchase(  # entered under Item details: Clio's importer fails silently here
+        payment_type="CreditCard", txn_date="2026-10-14", entity=(courier["Id"], "Vendor"),
+        paying_account_id=card["Id"],
+        lines=[item_line("22.00", courier_item["Id"], customer_id=jid,
+                         description="Courier to probate court")])
+    qbo.add_purchase(  # a card refund is not a cost
+        payment_type="CreditCard", credit=True, txn_date="2026-10-15",
+        entity=(courier["Id"], "Vendor"), paying_account_id=card["Id"],
+        lines=[account_line("48.75", ra, customer_id=c_acme["Id"],
+                            description="Refund: duplicate courier charge")])
+    qbo.add_purchase(  # paid in euros: Clio gets dollars, the note keeps the euros
+        payment_type="CreditCard", txn_date="2026-10-16", currency="EUR",
+        exchange_rate="1.0850", paying_account_id=card["Id"],
+        entity=(printer["Id"], "Vendor"),
+        lines=[account_line("200.00", ra, customer_id=jid,
+                            description="Apostille, Paris registry")])
+    qbo.add_purchase(  # an employee paid and is reimbursed: the entry is hers in Clio
+        payment_type="Cash", txn_date="2026-10-19", entity=(maria["Id"], "Employee"),
+        lines=[account_line("61.40", ra, customer_id=jid, description="Mileage to deposition")])
+    qbo.add_purchase(  # an import-account line with no customer
+        payment_type="Check", doc_number="1044", txn_date="2026-10-20",
+        entity=(printer["Id"], "Vendor"), paying_account_id=checking["Id"],
+        lines=[account_line("19.99", ra, description="Binding supplies")])
+    qbo.add_purchase(  # before the start date: not this firm's concern
+        payment_type="Check", doc_number="0999", txn_date="2026-09-15",
+        entity=(court["Id"], "Vendor"), paying_account_id=checking["Id"],
+        lines=[account_line("120.00", ra, customer_id=jid, description="Old filing")])
+    return DemoFirm(qbo, clio, ra, category["id"])
+
+
+def run_demo(*, database_url: str | None, out: TextIO) -> int:
+    with tempfile.TemporaryDirectory(prefix="hardcost-demo-") as tmp:
+        url = database_url or f"sqlite:///{Path(tmp) / 'demo.sqlite'}"
+        db = make_engine(url)
+        upgrade(db)
+        sessions = make_session_factory(db)
+        with SandboxWorld.start() as world:
+            demo = seed_demo(world)
+            firm_id = world.connect_firm(
+                sessions, demo.company, demo.account, name="Moss & Hale LLP",
+                start_date=START_DATE, import_account_ids=[demo.import_account_id],
+                expense_category_id=demo.category_id)
+            out.write(
+                "hardcost demo — Moss & Hale LLP, on the built-in sandbox\n"
+                f"  QuickBooks sandbox: {world.qbo_server.url} (realm {demo.company.realm_id})\n"
+                f"  Clio sandbox:       {world.clio_server.url}\n"
+                f"  database:           {db.url.render_as_string()}\n"
+                f"  import account \"Reimbursable Expenses\", start date {START_DATE}\n\n")
+            world.clock.advance(5 * 60)  # the bookkeeper entered these a while ago
+            engine = world.engine(sessions, firm_id)
+            first = engine.run(trigger="demo")
+            out.write(render_summary(first) + "\n\n")
+            world.clock.advance(15 * 60)
+            second = engine.run(trigger="demo")
+            out.write("The next scheduled run, 15 minutes later, finds nothing new:\n")
+            out.write(render_summary(second) + "\n\n")
+            entries = demo.account.activities
+            out.write(f"Clio now holds {len(entries)} hard-cost entries; "
+                      f"{len(world.clio.schema_errors)} requests failed Clio's OpenAPI "
+                      "check.\n")
+        db.dispose()
+    return 0 if not first.error and not second.error and second.imported == 0 else 1

@@ -1,0 +1,98 @@
+"""``hardcost`` command line: db upgrade, sync, demo."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from sqlalchemy import select
+
+from sync.config import get_settings
+from sync.db import upgrade
+from sync.engine import FirmNotReady
+from sync.firms import build_engine
+from sync.http import ApiError
+from sync.report import render_summary
+from sync.store import Firm, FirmSettings, make_engine, make_session_factory
+
+
+def _cmd_db(args: argparse.Namespace) -> int:
+    url = get_settings().resolved_database_url()
+    upgrade(make_engine(url))
+    print(f"Database is up to date ({make_engine(url).url.render_as_string()}).")
+    return 0
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    config = get_settings()
+    engine = make_engine(config.resolved_database_url())
+    sessions = make_session_factory(engine)
+    with sessions() as session:
+        query = select(Firm.id).join(FirmSettings, FirmSettings.firm_id == Firm.id).where(
+            Firm.active.is_(True))
+        if args.firm is not None:
+            query = select(Firm.id).where(Firm.id == args.firm)
+        else:
+            query = query.where(FirmSettings.paused.is_(False))
+        firm_ids = list(session.scalars(query))
+    if not firm_ids:
+        print("No firm to run" + (f": there is no firm {args.firm}." if args.firm else "."),
+              file=sys.stderr)
+        return 1
+    status = 0
+    for firm_id in firm_ids:
+        try:
+            summary = build_engine(sessions, firm_id, config).run(
+                trigger="manual", dry_run=args.dry_run)
+        except (FirmNotReady, ApiError) as exc:
+            print(f"Firm {firm_id}: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(f"Firm {firm_id}: " + render_summary(summary))
+        if summary.error:
+            status = 1
+    return status
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from sandbox.demo import run_demo
+
+    return run_demo(database_url=args.database_url, out=sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hardcost", description="Import QuickBooks hard costs into Clio.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_commands.add_parser("upgrade", help="create or migrate the schema").set_defaults(
+        func=_cmd_db)
+
+    sync = commands.add_parser("sync", help="run one import now and print its summary")
+    sync.add_argument("--firm", type=int, help="the firm's id (default: every active firm)")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="show what would be imported; write nothing")
+    sync.set_defaults(func=_cmd_sync)
+
+    demo = commands.add_parser(
+        "demo", help="the whole flow against the built-in sandbox QuickBooks and Clio")
+    demo.add_argument("--database-url", help="keep the demo's data here (default: a "
+                      "temporary SQLite file)")
+    demo.set_defaults(func=_cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

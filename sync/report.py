@@ -1,0 +1,67 @@
+"""Plain-text rendering of a run for terminals (the CLI and the demo)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from decimal import Decimal
+
+from sync.engine import RunSummary
+
+REASONS = {
+    "no_contact": "no Clio contact matches the QuickBooks customer",
+    "several_contacts": "several Clio contacts match the QuickBooks customer",
+    "several_matters": "the client has several open matters",
+    "no_matter": "the client has no open or pending matter yet",
+}
+
+
+def money(amount: Decimal) -> str:
+    return f"${amount:,.2f}"
+
+
+def _table(rows: Iterable[tuple[str, ...]], indent: str = "  ") -> list[str]:
+    rows = list(rows)
+    if not rows:
+        return []
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [indent + "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip()
+            for r in rows]
+
+
+def render_summary(summary: RunSummary) -> str:
+    title = "Dry run (nothing written)" if summary.dry_run else f"Run {summary.run_id or ''}"
+    lines = [
+        f"{title.strip()}: imported {summary.imported} ({money(summary.imported_total)}), "
+        f"waiting {summary.waiting}, failed {summary.failed}, skipped {summary.skipped} "
+        f"— {summary.purchases_read} purchases read in {summary.duration_s:.1f}s",
+    ]
+    if summary.unchanged:
+        lines.append(f"  {summary.unchanged} already in Clio, left as they are")
+    if summary.still_waiting or summary.still_failing:
+        lines.append(f"  still waiting from earlier runs: {summary.still_waiting}; "
+                     f"failures still open: {summary.still_failing}")
+    if summary.error:
+        lines.append(f"  Stopped: {summary.error}")
+    if summary.imported_entries:
+        lines += ["", "Imported into Clio:"]
+        lines += _table(
+            (e.date.isoformat(), money(e.amount), e.customer, "→ " + e.matter,
+             f"#{e.clio_id}" if e.clio_id else "")
+            for e in summary.imported_entries)
+    if summary.waiting_items:
+        lines += ["", "Waiting for someone to choose:"]
+        lines += _table(
+            (w.date.isoformat(), money(w.amount), w.customer, REASONS.get(w.reason, w.reason)
+             + (f" ({w.choices} to choose from)" if w.choices else "")
+             + ("" if w.new else " — still"))
+            for w in summary.waiting_items)
+    if summary.failures:
+        lines += ["", "Failed (needs attention):"]
+        for f in summary.failures:
+            lines.append(f"  [{f.kind}{'' if f.new else ', still open'}] {f.message}")
+            if f.url:
+                lines.append(f"      open in QuickBooks: {f.url}")
+    if summary.skips:
+        lines += ["", "Skipped:"]
+        lines += [f"  {reason}" for reason in summary.skips]
+    return "\n".join(lines)
