@@ -23,15 +23,31 @@ BULK_THRESHOLD = 10
 """Above this many names (or clients) to look up, list everything once instead."""
 
 
-def normalise_name(name: str | None) -> str:
-    """Case, accents, punctuation and spacing do not make two names different."""
+def _words(name: str | None) -> list[str]:
     if not name:
-        return ""
+        return []
     text = unicodedata.normalize("NFKD", name)
     text = "".join(ch for ch in text if not unicodedata.combining(ch)).casefold()
     text = text.replace("&", " and ")
-    text = re.sub(r"[^\w\s]", " ", text)
-    return " ".join(text.split())
+    return re.sub(r"[^\w\s]", " ", text).split()
+
+
+def normalise_name(name: str | None) -> str:
+    """Case, accents, punctuation, spacing and word order do not make two names different.
+
+    "Smith, Jane" (a common QuickBooks display name) is the same as Clio's "Jane Smith".
+    """
+    return " ".join(sorted(_words(name)))
+
+
+def search_term(name: str) -> str:
+    """What to ask Clio's contact search for: the name's longest word.
+
+    Clio's ``query`` is a wildcard text search; one distinctive word finds the contact however
+    the rest is punctuated or ordered, and the exact comparison happens here.
+    """
+    words = _words(name)
+    return max(words, key=len) if words else name.strip()
 
 
 def normalise_email(email: str | None) -> str:
@@ -118,7 +134,7 @@ class MatterResolver:
             self._all_contacts_loaded = True
 
     def contact_candidates_by_name(self, name: str) -> list[Contact]:
-        self._lookup(name)
+        self._lookup(search_term(name))
         return list(self._contacts_by_name.get(normalise_name(name), []))
 
     def contact_candidates_by_email(self, email: str) -> list[Contact]:

@@ -1,0 +1,117 @@
+"""A small firm on the sandbox for integration tests: names, accounts, matters, and helpers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.clio import ClioAccount
+from sandbox.qbo import QboCompany, account_line
+from sandbox.world import SandboxWorld
+from sync.engine import ImportEngine, RunSummary
+from sync.store import EntryLink, Failure, FirmSettings, WaitingExpense
+
+START = date(2026, 1, 1)
+
+
+@dataclass
+class Firm:
+    world: SandboxWorld
+    sessions: sessionmaker[Session]
+    id: int
+    qbo: QboCompany
+    clio: ClioAccount
+    import_account: str
+    other_account: str
+    category_id: int
+    customers: dict[str, str] = field(default_factory=dict)  # name → QBO id
+    contacts: dict[str, int] = field(default_factory=dict)  # name → Clio id
+    matters: dict[str, int] = field(default_factory=dict)  # description → Clio id
+    _engine: ImportEngine | None = None
+
+    @property
+    def engine(self) -> ImportEngine:
+        if self._engine is None:
+            self._engine = self.world.engine(self.sessions, self.id)
+        return self._engine
+
+    def run(self, **kwargs: Any) -> RunSummary:
+        summary = self.engine.run(**kwargs)
+        assert self.world.clio.schema_errors == [], self.world.clio.schema_errors
+        return summary
+
+    def later(self, minutes: int = 15) -> None:
+        """Move both sandboxes' clock on, past the watermark's safety margin."""
+        self.world.clock.advance(minutes * 60)
+
+    def client(self, name: str, matters: list[str] | None = None, *,
+               email: str | None = None, contact: bool = True,
+               contact_email: str | None = None, parent: str | None = None) -> str:
+        """A QBO customer and (unless ``contact=False``) its Clio contact and matters."""
+        customer = self.qbo.add_customer(
+            name, email=email, parent_id=self.customers[parent] if parent else None)
+        self.customers[name] = customer["Id"]
+        if contact:
+            clio_contact = self.clio.add_contact(name, email=contact_email or email)
+            self.contacts[name] = clio_contact["id"]
+            for description in matters or []:
+                matter = self.clio.add_matter(clio_contact["id"], description=description)
+                self.matters[description] = matter["id"]
+        return customer["Id"]
+
+    def expense(self, *lines: tuple[str, str] | tuple[str, str, str], txn_date: str = "2026-02-03",
+                payment_type: str = "Check", **kwargs: Any) -> dict[str, Any]:
+        """A purchase with import-account lines given as (amount, customer name[, description])."""
+        built = [account_line(line[0], self.import_account, customer_id=self.customers[line[1]],
+                              description=line[2] if len(line) > 2 else None)
+                 for line in lines]
+        return self.qbo.add_purchase(payment_type=payment_type, txn_date=txn_date,
+                                     lines=built, **kwargs)
+
+    def entries(self) -> list[dict[str, Any]]:
+        return sorted(self.clio.activities.values(), key=lambda a: a["id"])
+
+    def links(self) -> list[EntryLink]:
+        with self.sessions() as session:
+            return list(session.scalars(select(EntryLink).where(EntryLink.firm_id == self.id)))
+
+    def waiting(self) -> list[WaitingExpense]:
+        with self.sessions() as session:
+            return list(session.scalars(select(WaitingExpense).where(
+                WaitingExpense.firm_id == self.id, WaitingExpense.resolved_at.is_(None))))
+
+    def open_failures(self) -> list[Failure]:
+        with self.sessions() as session:
+            return list(session.scalars(select(Failure).where(
+                Failure.firm_id == self.id, Failure.resolved_at.is_(None))))
+
+    def update_settings(self, **values: Any) -> None:
+        with self.sessions() as session:
+            settings = session.get(FirmSettings, self.id)
+            assert settings is not None
+            for key, value in values.items():
+                setattr(settings, key, value)
+            session.commit()
+
+
+def make_firm(world: SandboxWorld, sessions: sessionmaker[Session], **options: Any) -> Firm:
+    qbo = world.qbo.add_company()
+    clio = world.clio.add_account()
+    clio.add_user("Olivia Owner", email="owner@firm.example", account_owner=True)
+    reimbursable = qbo.add_account("Reimbursable Expenses")
+    office = qbo.add_account("Office Supplies")
+    category = clio.add_expense_category("Client costs", entry_type="hard_cost")
+    firm_id = world.connect_firm(sessions, qbo, clio, start_date=START,
+                                 import_account_ids=[reimbursable["Id"]],
+                                 expense_category_id=category["id"], **options)
+    return Firm(world, sessions, firm_id, qbo, clio, reimbursable["Id"], office["Id"],
+                category["id"])
+
+
+def price(entry: dict[str, Any]) -> Decimal:
+    return Decimal(str(entry["price"]))
