@@ -1,0 +1,145 @@
+"""Never a duplicate, never a lost expense: crashes, lost replies and outages mid-write."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.clio import server_error_fault
+from sandbox.faults import Fault
+from sandbox.world import SandboxWorld
+from sync.store import LinkState
+from tests.firmkit import Firm, make_firm
+
+POST_ACTIVITY = r"/api/v4/activities\.json$"
+
+
+@pytest.fixture
+def world() -> Iterator[SandboxWorld]:
+    with SandboxWorld.start() as w:
+        yield w
+
+
+@pytest.fixture
+def firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> Firm:
+    firm = make_firm(world, sessions)
+    firm.client("Jane Smith", ["Smith estate"])
+    return firm
+
+
+def _env_for(world: SandboxWorld, database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
+    for name, field in type(world.settings()).model_fields.items():
+        value = getattr(world.settings(), name)
+        if field.alias and value is not None:
+            env[field.alias] = str(value)
+    env["DATABASE_URL"] = database_url
+    return env
+
+
+def test_process_killed_between_clio_post_and_link_commit_leaves_one_entry(
+        firm: Firm, database_url: str) -> None:
+    """`hardcost sync` dies after Clio created the entry but before it heard back."""
+    firm.expense(("125.00", "Jane Smith", "Filing fee"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
+                                     delay_after=20))
+    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "sync", "--firm", str(firm.id)],
+                            env=_env_for(firm.world, database_url),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not firm.entries():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "Clio never received the entry"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    [pending] = firm.links()
+    assert pending.state == LinkState.PENDING  # the write-ahead record survived the crash
+
+    firm.world.clio.calls.clear()
+    summary = firm.run()
+
+    assert len(firm.entries()) == 1
+    assert firm.world.clio.calls.count("POST", POST_ACTIVITY) == 0
+    [link] = firm.links()
+    assert link.state == LinkState.CREATED
+    assert link.clio_activity_id == firm.entries()[0]["id"]
+    assert summary.imported == 0 and summary.error is None
+
+
+def test_lost_reply_from_clio_is_recovered_by_marker_not_posted_twice(firm: Firm) -> None:
+    firm.expense(("40.00", "Jane Smith"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", after_handler=True,
+                                     status=504, body='{"error": {"type": "GatewayTimeout"}}'))
+
+    first = firm.run()
+    assert first.failed == 1 and first.failures[0].kind == "transient"
+    assert [link.state for link in firm.links()] == [LinkState.PENDING]
+
+    firm.later()
+    second = firm.run()
+
+    assert len(firm.entries()) == 1
+    assert [link.state for link in firm.links()] == [LinkState.CREATED]
+    assert firm.open_failures() == []
+    assert second.error is None
+
+
+def test_post_that_failed_before_clio_saved_it_is_posted_again_next_run(firm: Firm) -> None:
+    firm.expense(("40.00", "Jane Smith"))
+    firm.world.clio.faults.add(server_error_fault(500, path=POST_ACTIVITY))
+
+    first = firm.run()
+    assert first.failed == 1 and firm.entries() == []
+
+    firm.later()  # past the watermark: only the open failure brings the purchase back
+    second = firm.run()
+
+    assert second.imported == 1
+    assert len(firm.entries()) == 1
+    assert firm.open_failures() == []
+
+
+def test_clio_outage_stops_writing_after_a_few_tries_and_loses_nothing(firm: Firm) -> None:
+    for n in range(8):
+        firm.expense((f"{n + 1}.00", "Jane Smith"))
+    firm.world.clio.faults.add(server_error_fault(503, times=100, path=POST_ACTIVITY))
+
+    down = firm.run()
+
+    posts = firm.world.clio.calls.count("POST", POST_ACTIVITY)
+    assert posts == 3  # then the run stops hammering a service that is down
+    assert down.failed == 8 and down.imported == 0
+    assert {f.kind for f in firm.open_failures()} == {"transient"}
+
+    firm.world.clio.faults.clear()
+    firm.later()
+    back = firm.run()
+
+    assert back.imported == 8
+    assert len(firm.entries()) == 8
+    assert firm.open_failures() == []
+
+
+def test_clio_rejection_is_a_readable_failure_and_the_run_goes_on(firm: Firm) -> None:
+    firm.client("Acme Holdings", ["Acme v. Beta"])
+    firm.expense(("10.00", "Jane Smith"))
+    firm.expense(("20.00", "Acme Holdings"))
+    firm.world.clio.faults.add(Fault(
+        path=POST_ACTIVITY, method="POST", status=422,
+        body='{"error": {"type": "UnprocessableEntity", "message": "Matter is closed"}}'))
+
+    summary = firm.run()
+
+    assert summary.imported == 1 and summary.failed == 1
+    assert "Matter is closed" in summary.failures[0].message
+    assert summary.failures[0].kind == "data"
+    assert len(firm.links()) == 1  # the rejected one left no pending link behind
