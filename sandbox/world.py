@@ -81,7 +81,7 @@ class SandboxWorld:
 
     def engine(self, sessions: sessionmaker[Session], firm_id: int) -> ImportEngine:
         return build_engine(sessions, firm_id, self.settings(), retry=self.retry,
-                            sandbox_links=True)
+                            sandbox_links=True, clock=self.clock.now)
 
 
 def _grant(body: dict[str, Any]) -> TokenGrant:

@@ -58,6 +58,9 @@ log = logging.getLogger(__name__)
 
 WATERMARK_STREAM = "purchases"
 WATERMARK_MARGIN = timedelta(seconds=60)
+PENDING_GRACE = timedelta(minutes=2)
+"""A pending link younger than this may be another process's write in flight (a POST waits at
+most 70 s for Clio): recovery leaves it alone."""
 CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
 DETAIL_LIMIT = 200
 
@@ -404,7 +407,8 @@ class ImportEngine:
                              purchase_id=key.purchase_id, customer_id=key.customer_id,
                              line_id=key.line_id, state=LinkState.PENDING, marker=key.marker,
                              sync_token=entry.sync_token, amount=entry.amount,
-                             txn_date=entry.date, clio_matter_id=matter_id, run_id=run_id)
+                             txn_date=entry.date, clio_matter_id=matter_id, run_id=run_id,
+                             created_at=self.clock(), updated_at=self.clock())
             session.add(link)
             try:
                 session.commit()
@@ -455,7 +459,10 @@ class ImportEngine:
             row.run_id = summary.run_id
             row.resolved_at = None
             row.resolution = None
-            session.commit()
+            try:
+                session.commit()
+            except IntegrityError:  # another process recorded the same wait a moment ago
+                session.rollback()
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -465,9 +472,11 @@ class ImportEngine:
         Found in Clio by marker → recorded as created. Not found → dropped, and the purchase
         is read again this run so it is posted once.
         """
+        settled_before = self.clock() - PENDING_GRACE
         with self.sessions() as session:
             pending = list(session.scalars(select(EntryLink).where(
-                EntryLink.firm_id == self.firm_id, EntryLink.state == LinkState.PENDING)))
+                EntryLink.firm_id == self.firm_id, EntryLink.state == LinkState.PENDING,
+                EntryLink.updated_at < settled_before)))
         refetch: set[str] = set()
         for link in pending:
             found = self.clio.find_by_marker(link.marker)

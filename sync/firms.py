@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -12,7 +13,7 @@ from sync.config import Settings
 from sync.engine import ImportEngine
 from sync.http import ConfigError, RetryPolicy
 from sync.qbo import QboClient
-from sync.store import Firm, FirmSettings
+from sync.store import Firm, FirmSettings, utcnow
 from sync.tokens import StoredTokens, clio_refresher, qbo_refresher
 
 
@@ -54,7 +55,8 @@ def _require(value: str | None, name: str) -> str:
 
 
 def build_engine(sessions: sessionmaker[Session], firm_id: int, config: Settings, *,
-                 retry: RetryPolicy | None = None, sandbox_links: bool = False) -> ImportEngine:
+                 retry: RetryPolicy | None = None, sandbox_links: bool = False,
+                 clock: Callable[[], datetime] = utcnow) -> ImportEngine:
     """The engine for one firm, with clients that refresh tokens stored in the database."""
     with sessions() as session:
         firm = session.get(Firm, firm_id)
@@ -73,4 +75,5 @@ def build_engine(sessions: sessionmaker[Session], firm_id: int, config: Settings
     qbo = QboClient(base_url=config.qbo_api_base, realm_id=realm_id, tokens=qbo_tokens,
                     retry=retry)
     clio = ClioClient(host=clio_host, tokens=clio_tokens, retry=retry)
-    return ImportEngine(sessions, firm_id, qbo=qbo, clio=clio, sandbox_links=sandbox_links)
+    return ImportEngine(sessions, firm_id, qbo=qbo, clio=clio, sandbox_links=sandbox_links,
+                        clock=clock)

@@ -65,6 +65,11 @@ def test_process_killed_between_clio_post_and_link_commit_leaves_one_entry(
     assert pending.state == LinkState.PENDING  # the write-ahead record survived the crash
 
     firm.world.clio.calls.clear()
+    soon = firm.run()  # the write may still be in flight in a live process: left alone
+    assert [link.state for link in firm.links()] == [LinkState.PENDING]
+    assert soon.imported == 0
+
+    firm.later()
     summary = firm.run()
 
     assert len(firm.entries()) == 1
