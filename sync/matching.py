@@ -40,6 +40,12 @@ def normalise_name(name: str | None) -> str:
     return " ".join(sorted(_words(name)))
 
 
+def normalise_text(text: str | None) -> str:
+    """Like :func:`normalise_name` but keeping word order: "Smith v. Jones" is not
+    "Jones v. Smith"."""
+    return " ".join(_words(text))
+
+
 def search_term(name: str) -> str:
     """What to ask Clio's contact search for: the name's longest word.
 
@@ -251,10 +257,10 @@ def matters_hinted(entry: PlannedEntry, matters: list[Matter]) -> list[Matter]:
     """Matters named by a sub-customer, or whose display number the memo/description quotes."""
     hits: list[Matter] = []
     if ":" in entry.customer_name:
-        leaf = normalise_name(leaf_name(entry.customer_name))
+        leaf = normalise_text(leaf_name(entry.customer_name))
         hits = [m for m in matters
-                if leaf and leaf in (normalise_name(m.display_number),
-                                     normalise_name(m.description))]
+                if leaf and leaf in (normalise_text(m.display_number),
+                                     normalise_text(m.description))]
         if len(hits) == 1:
             return hits
     texts = " ".join([entry.memo or "", *entry.descriptions])

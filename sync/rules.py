@@ -299,8 +299,15 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
         if group.failed:
             continue
         key = QboKey(realm_id, purchase_id, group.customer_id, group.line_id)
-        amount = home_amount(group.amount, exchange_rate)
         who = f"{label} for {group.customer_name or 'customer ' + group.customer_id}"
+        try:
+            amount = home_amount(group.amount, exchange_rate)
+        except ArithmeticError:
+            plan.failures.append(LineFailure(
+                purchase_id, "bad_amount", f"{who} has an amount too large to be real "
+                f"({group.amount}). Fix the amount in QuickBooks.",
+                group.customer_id, group.line_id))
+            continue
         if amount == 0:
             plan.skips.append(Skip(purchase_id, f"{who} comes to 0.00",
                                    group.customer_id, group.line_id))
