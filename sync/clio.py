@@ -193,12 +193,45 @@ class ClioClient:
             url = ((body.get("meta") or {}).get("paging") or {}).get("next")
             query = None  # the next URL carries every parameter
 
+    def _listed_within(self, path: str, params: Mapping[str, Any],
+                       max_pages: int) -> tuple[list[dict[str, Any]], bool]:
+        """Every record of an index if that takes at most ``max_pages`` pages.
+
+        The first page's ``meta.records`` tells the total; when listing would cost more than
+        ``max_pages`` calls, returns that first page and ``False``.
+        """
+        url: str | None = f"{self.base}/{path}"
+        query: Mapping[str, Any] | None = {"limit": PAGE_LIMIT, "order": "id(asc)", **params}
+        rows: list[dict[str, Any]] = []
+        first = True
+        while url:
+            body = self._json(self.api.request("GET", url, params=query))
+            rows.extend(body.get("data") or [])
+            meta = body.get("meta") or {}
+            url = (meta.get("paging") or {}).get("next")
+            query = None
+            if first and url:
+                total = meta.get("records")
+                if isinstance(total, int) and -(-total // PAGE_LIMIT) > max_pages:
+                    return rows, False
+            first = False
+        return rows, True
+
+    def contacts_within(self, max_pages: int) -> tuple[list[Contact], bool]:
+        """All contacts, unless that takes more than ``max_pages`` calls (then a first page)."""
+        rows, complete = self._listed_within("contacts.json", {"fields": CONTACT_FIELDS},
+                                             max_pages)
+        return [_contact(r) for r in rows], complete
+
+    def open_matters_within(self, max_pages: int) -> tuple[list[Matter], bool]:
+        """All open and pending matters, unless that takes more than ``max_pages`` calls."""
+        rows, complete = self._listed_within(
+            "matters.json", {"status": "open,pending", "fields": MATTER_FIELDS}, max_pages)
+        return [_matter(r) for r in rows], complete
+
     def search_contacts(self, text: str) -> list[Contact]:
         return [_contact(r) for r in self._paged("contacts.json",
                                                   {"query": text, "fields": CONTACT_FIELDS})]
-
-    def all_contacts(self) -> list[Contact]:
-        return [_contact(r) for r in self._paged("contacts.json", {"fields": CONTACT_FIELDS})]
 
     def contacts_by_id(self, ids: list[int]) -> list[Contact]:
         if not ids:

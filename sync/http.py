@@ -112,7 +112,8 @@ class StaticTokens:
         return self.token
 
     def refresh(self, rejected: str) -> str:
-        raise ReconnectRequired("token", "The access token was refused and cannot be refreshed.")
+        raise ReconnectRequired("token", "The access token was refused and cannot be "
+                                "refreshed; reconnect the service.")
 
 
 class Pacer(Protocol):

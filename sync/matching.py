@@ -20,7 +20,8 @@ from sync.rules import PlannedEntry
 from sync.store import WaitReason
 
 BULK_THRESHOLD = 10
-"""Above this many names (or clients) to look up, list everything once instead."""
+"""Above this many names (or clients) to look up, list everything once instead — provided the
+list takes fewer pages than there are names to search."""
 
 
 def _words(name: str | None) -> list[str]:
@@ -136,8 +137,10 @@ class MatterResolver:
                     ("Vendor", entry.payee.id) not in self.stored_contacts:
                 names.add(entry.payee.name)
         if len(names) > BULK_THRESHOLD and not self._all_contacts_loaded:
-            self._index(self.clio.all_contacts())
-            self._all_contacts_loaded = True
+            # Listing everything wins only while it takes fewer calls than searching each name.
+            contacts, complete = self.clio.contacts_within(max_pages=len(names))
+            self._index(contacts)
+            self._all_contacts_loaded = complete
 
     def contact_candidates_by_name(self, name: str) -> list[Contact]:
         self._lookup(search_term(name))
@@ -183,8 +186,11 @@ class MatterResolver:
     def prefetch_matters(self, contact_ids: set[int]) -> None:
         missing = contact_ids - self._matters.keys()
         if len(missing) > BULK_THRESHOLD:
+            matters, complete = self.clio.open_matters_within(max_pages=len(missing))
+            if not complete:
+                return  # cheaper to ask client by client (matters_of)
             grouped: dict[int, list[Matter]] = defaultdict(list)
-            for matter in self.clio.open_matters():
+            for matter in matters:
                 if matter.client_id is not None:
                     grouped[matter.client_id].append(matter)
             for contact_id in missing:

@@ -442,6 +442,29 @@ def test_rule_3_contacts_and_matters_are_looked_up_once_per_run(firm: Firm) -> N
     assert calls.count("POST", r"/activities\.json") == 5
 
 
+@pytest.mark.parametrize("other_contacts, expected_contact_calls", [
+    (300, 2),  # listing every contact takes 2 pages: cheaper than 12 searches
+    (2600, 1 + 12),  # 14 pages: one page tells the size, then each name is searched
+])
+def test_rule_3_many_new_clients_cost_the_fewest_clio_calls(
+        firm: Firm, other_contacts: int, expected_contact_calls: int) -> None:
+    for n in range(other_contacts):
+        firm.clio.add_contact(f"Someone Else {n:04d}")
+    names = ["Ava Thompson", "Ben Okafor", "Cara Lindqvist", "Dev Raman", "Eli Moreau",
+             "Fay Nakamura", "Gus Petrakis", "Hana Kowalski", "Ian Fitzgerald", "Jo Abernathy",
+             "Kai Mbeki", "Lia Castellano"]
+    for name in names:
+        firm.client(name, [f"{name} matter"])
+        firm.expense(("10.00", name))
+    firm.world.clio.calls.clear()
+
+    summary = firm.run()
+
+    assert summary.imported == 12
+    assert firm.world.clio.calls.count("GET", r"/contacts\.json") == expected_contact_calls
+    assert firm.world.clio.calls.count("GET", r"/matters\.json") == 1
+
+
 def test_rule_3_automatic_contact_match_is_remembered(firm: Firm) -> None:
     firm.client("Jane Smith", ["Smith estate"])
     firm.expense(("1.00", "Jane Smith"))
