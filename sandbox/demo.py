@@ -152,8 +152,12 @@ def run_demo(*, database_url: str | None, out: TextIO) -> int:
             out.write("The next scheduled run, 15 minutes later, finds nothing new:\n")
             out.write(render_summary(second) + "\n\n")
             entries = demo.account.activities
-            out.write(f"Clio now holds {len(entries)} hard-cost entries; "
-                      f"{len(world.clio.schema_errors)} requests failed Clio's OpenAPI "
-                      "check.\n")
+            if world.clio.validation_enabled:
+                check = (f"{len(world.clio.schema_errors)} requests failed the check "
+                         "against Clio's OpenAPI document")
+            else:
+                check = f"not checked against Clio's OpenAPI document: " \
+                        f"{world.clio.validation_disabled_reason}"
+            out.write(f"Clio now holds {len(entries)} hard-cost entries; {check}.\n")
         db.dispose()
     return 0 if not first.error and not second.error and second.imported == 0 else 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
@@ -111,6 +112,18 @@ def make_firm(world: SandboxWorld, sessions: sessionmaker[Session], **options: A
                                  expense_category_id=category["id"], **options)
     return Firm(world, sessions, firm_id, qbo, clio, reimbursable["Id"], office["Id"],
                 category["id"])
+
+
+def env_for(world: SandboxWorld, database_url: str) -> dict[str, str]:
+    """The environment a ``hardcost`` process needs to reach these sandboxes and database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
+    settings = world.settings()
+    for name, info in type(settings).model_fields.items():
+        value = getattr(settings, name)
+        if info.alias and value is not None:
+            env[info.alias] = str(value)
+    env["DATABASE_URL"] = database_url
+    return env
 
 
 def price(entry: dict[str, Any]) -> Decimal:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ from sandbox.clio import server_error_fault
 from sandbox.faults import Fault
 from sandbox.world import SandboxWorld
 from sync.store import LinkState
-from tests.firmkit import Firm, make_firm
+from tests.firmkit import Firm, env_for, make_firm
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"
 
@@ -33,16 +32,6 @@ def firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> Firm:
     return firm
 
 
-def _env_for(world: SandboxWorld, database_url: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
-    for name, field in type(world.settings()).model_fields.items():
-        value = getattr(world.settings(), name)
-        if field.alias and value is not None:
-            env[field.alias] = str(value)
-    env["DATABASE_URL"] = database_url
-    return env
-
-
 def test_process_killed_between_clio_post_and_link_commit_leaves_one_entry(
         firm: Firm, database_url: str) -> None:
     """`hardcost sync` dies after Clio created the entry but before it heard back."""
@@ -50,7 +39,7 @@ def test_process_killed_between_clio_post_and_link_commit_leaves_one_entry(
     firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
                                      delay_after=20))
     proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "sync", "--firm", str(firm.id)],
-                            env=_env_for(firm.world, database_url),
+                            env=env_for(firm.world, database_url),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30

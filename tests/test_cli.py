@@ -1,0 +1,104 @@
+"""The ``hardcost`` command line as a person runs it: separate processes, real environment."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import inspect
+from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.world import SandboxWorld
+from sync.store import make_engine
+from tests.firmkit import Firm, env_for, make_firm
+
+
+def hardcost(*args: str, env: dict[str, str] | None = None,
+             cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def world() -> Iterator[SandboxWorld]:
+    with SandboxWorld.start() as w:
+        yield w
+
+
+@pytest.fixture
+def firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> Firm:
+    firm = make_firm(world, sessions)
+    firm.client("Jane Smith", ["Smith estate"])
+    return firm
+
+
+def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
+    result = hardcost("demo")
+
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Run 1: imported 5 ($1,197.10), waiting 3, failed 1, skipped 2" in out
+    assert "Item details are not supported" in out
+    assert "finds nothing new" in out and "Run 2: imported 0" in out
+    assert "Clio now holds 5 hard-cost entries" in out
+    assert "Traceback" not in result.stderr
+
+
+def test_db_upgrade_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'fresh.sqlite'}"
+    env = {**os.environ, "DATABASE_URL": url}
+
+    first = hardcost("db", "upgrade", env=env)
+    second = hardcost("db", "upgrade", env=env)
+
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    tables = set(inspect(make_engine(url)).get_table_names())
+    assert {"firms", "entry_links", "failures", "waiting_expenses", "runs"} <= tables
+
+
+def test_default_database_is_a_sqlite_file_in_the_working_directory(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+
+    result = hardcost("db", "upgrade", env=env, cwd=tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "hardcost.sqlite").exists()
+
+
+def test_sync_runs_one_import_for_a_firm(firm: Firm, database_url: str) -> None:
+    firm.expense(("125.00", "Jane Smith", "Filing fee"))
+    env = env_for(firm.world, database_url)
+
+    dry = hardcost("sync", "--firm", str(firm.id), "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert "Dry run (nothing written): imported 1 ($125.00)" in dry.stdout
+    assert firm.entries() == []
+
+    real = hardcost("sync", "--firm", str(firm.id), env=env)
+    assert real.returncode == 0, real.stderr
+    assert "imported 1 ($125.00)" in real.stdout
+    assert len(firm.entries()) == 1
+
+
+def test_sync_of_an_unknown_firm_says_so(firm: Firm, database_url: str) -> None:
+    result = hardcost("sync", "--firm", "999", env=env_for(firm.world, database_url))
+
+    assert result.returncode == 1
+    assert "no firm 999" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_sync_without_app_credentials_names_the_missing_variable(
+        firm: Firm, database_url: str) -> None:
+    env = env_for(firm.world, database_url)
+    del env["QBO_CLIENT_SECRET"]
+
+    result = hardcost("sync", "--firm", str(firm.id), env=env)
+
+    assert result.returncode == 1
+    assert "QBO_CLIENT_SECRET is not set" in result.stderr
+    assert "Traceback" not in result.stderr
