@@ -75,6 +75,23 @@ def sessions(db_engine: Engine) -> sessionmaker[Session]:
     return make_session_factory(db_engine)
 
 
+@pytest.fixture
+def world() -> Iterator[Any]:
+    """The sandbox QuickBooks and Clio, serving on loopback for this test."""
+    from sandbox.world import SandboxWorld
+
+    with SandboxWorld.start() as started:
+        yield started
+
+
+@pytest.fixture
+def firm(world: Any, sessions: sessionmaker[Session]) -> Any:
+    """A firm connected to fresh sandbox companies (see tests/firmkit.py)."""
+    from tests.firmkit import make_firm
+
+    return make_firm(world, sessions)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
     if POSTGRES_URL:
         return

@@ -5,16 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
-from sqlalchemy.orm import Session, sessionmaker
 
-from sandbox.world import SandboxWorld
 from sync.store import make_engine
-from tests.firmkit import Firm, env_for, make_firm
+from tests.firmkit import Firm, env_for
 
 
 def hardcost(*args: str, env: dict[str, str] | None = None,
@@ -24,14 +21,8 @@ def hardcost(*args: str, env: dict[str, str] | None = None,
 
 
 @pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    with SandboxWorld.start() as w:
-        yield w
-
-
-@pytest.fixture
-def firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> Firm:
-    firm = make_firm(world, sessions)
+def firm(firm: Firm) -> Firm:
+    """The conftest firm with one client, Jane Smith, who has one matter."""
     firm.client("Jane Smith", ["Smith estate"])
     return firm
 

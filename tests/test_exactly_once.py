@@ -5,29 +5,20 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
-from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.clio import server_error_fault
 from sandbox.faults import Fault
-from sandbox.world import SandboxWorld
 from sync.store import LinkState
-from tests.firmkit import Firm, env_for, make_firm
+from tests.firmkit import Firm, env_for
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"
 
 
 @pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    with SandboxWorld.start() as w:
-        yield w
-
-
-@pytest.fixture
-def firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> Firm:
-    firm = make_firm(world, sessions)
+def firm(firm: Firm) -> Firm:
+    """The conftest firm with one client, Jane Smith, who has one matter."""
     firm.client("Jane Smith", ["Smith estate"])
     return firm
 

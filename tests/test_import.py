@@ -6,7 +6,6 @@ PostgreSQL server (see conftest); QuickBooks and Clio are the sandbox servers on
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 
@@ -18,18 +17,6 @@ from sandbox.world import SandboxWorld
 from sync.rules import ITEM_DETAILS_MESSAGE
 from sync.store import ContactLink, LinkState
 from tests.firmkit import Firm, make_firm, price
-
-
-@pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    with SandboxWorld.start() as w:
-        yield w
-
-
-@pytest.fixture
-def firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> Firm:
-    return make_firm(world, sessions)
-
 
 # -- §2.1 what counts as a purchase ------------------------------------------------------------
 

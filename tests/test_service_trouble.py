@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
 
@@ -28,14 +27,8 @@ from tests.firmkit import Firm, make_firm
 
 
 @pytest.fixture
-def world() -> Iterator[SandboxWorld]:
-    with SandboxWorld.start() as w:
-        yield w
-
-
-@pytest.fixture
-def firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> Firm:
-    firm = make_firm(world, sessions)
+def firm(firm: Firm) -> Firm:
+    """The conftest firm with one client, Jane Smith, who has one matter."""
     firm.client("Jane Smith", ["Smith estate"])
     return firm
 
