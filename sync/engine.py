@@ -24,11 +24,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.clio import ClioClient, HardCostsDisabled
+from sync.clio import Activity, ClioClient, HardCostsDisabled
 from sync.http import ApiError, ConfigError, ServiceDown, TransientError
 from sync.matching import CustomerInfo, MatterResolver, Resolution
 from sync.qbo import QboClient, transaction_url
@@ -142,6 +142,14 @@ class RunSummary:
         }
 
 
+class AlreadyImported(Exception):
+    """The entry's link exists: it was written (or is being written) already."""
+
+
+def matter_label(display_number: str, description: str) -> str:
+    return f"{display_number} {description}".strip()
+
+
 class FirmNotReady(Exception):
     """The firm's settings do not allow a run yet; the message says what to set."""
 
@@ -189,9 +197,7 @@ class ImportEngine:
                 session.add(run)
                 session.commit()
                 run_id = run.id
-            stored = {(link.qbo_type, link.qbo_id): link.clio_contact_id
-                      for link in session.scalars(select(ContactLink).where(
-                          ContactLink.firm_id == self.firm_id))}
+            stored = self._stored_contacts(session)
         summary = RunSummary(self.firm_id, run_id, dry_run, self.clock())
         state = _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
                           settings.clio_entry_type or "HardCostEntry")
@@ -328,7 +334,7 @@ class ImportEngine:
         assert resolution.matter is not None
         matter = resolution.matter
         summary = state.summary
-        label = f"{matter.display_number} {matter.description}".strip()
+        label = matter_label(matter.display_number, matter.description)
         if dry_run:
             summary.imported += 1
             summary.imported_total += entry.amount
@@ -338,16 +344,12 @@ class ImportEngine:
         if state.clio_blocked is not None:
             self._record_write_failure(state, entry, state.clio_blocked)
             return
-        link_id = self._insert_pending(entry, matter.id, summary.run_id)
-        if link_id is None:
+        try:
+            activity = self.write(state, entry, matter.id, resolution="imported")
+        except AlreadyImported:
             summary.unchanged += 1  # another run recorded it first
             return
-        try:
-            activity = self._post(state, entry, resolution)
         except ApiError as exc:
-            ambiguous = isinstance(exc, ServiceDown) and exc.ambiguous
-            if not ambiguous:
-                self._drop_link(link_id)  # nothing was created: let a later run try afresh
             self._record_write_failure(state, entry, exc)
             if isinstance(exc, TransientError):
                 state.consecutive_transient += 1
@@ -357,24 +359,63 @@ class ImportEngine:
                 state.clio_blocked = exc
             return
         state.consecutive_transient = 0
-        with self.sessions() as session:
-            link = session.get(EntryLink, link_id)
-            assert link is not None
-            link.state = LinkState.CREATED
-            link.clio_activity_id = activity.id
-            link.clio_etag = activity.etag
-            session.execute(delete(WaitingExpense).where(*_waiting_key(self.firm_id, entry.key)))
-            session.commit()
         summary.imported += 1
         summary.imported_total += entry.amount
         summary.imported_entries.append(ImportedEntry(
             entry.marker, entry.amount, entry.date, entry.customer_name, label, activity.id))
         state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
 
-    def _post(self, state: _RunState, entry: PlannedEntry, resolution: Resolution) -> Any:
-        assert resolution.matter is not None
+    def write(self, state: _RunState, entry: PlannedEntry, matter_id: int, *,
+              resolution: str, resolved_by: str | None = None) -> Activity:
+        """Write one entry exactly once: pending link, POST, record; settle its wait if any.
+
+        Raises :class:`AlreadyImported` when the link exists, and the client's ``ApiError``
+        when Clio did not take it (the link is dropped unless the POST may have happened).
+        """
+        link_id = self._insert_pending(entry, matter_id, state.summary.run_id)
+        if link_id is None:
+            raise AlreadyImported(entry.marker)
+        try:
+            activity = self._post(state, entry, matter_id)
+        except ApiError as exc:
+            if not (isinstance(exc, ServiceDown) and exc.ambiguous):
+                self._drop_link(link_id)  # nothing was created: let a later try start afresh
+            raise
+        now = self.clock()
+        with self.sessions() as session:
+            link = session.get(EntryLink, link_id)
+            assert link is not None
+            link.state = LinkState.CREATED
+            link.clio_activity_id = activity.id
+            link.clio_etag = activity.etag
+            link.updated_at = now
+            session.execute(update(WaitingExpense).where(
+                *_waiting_key(self.firm_id, entry.key), WaitingExpense.resolved_at.is_(None)
+            ).values(resolved_at=now, resolution=resolution, resolved_by=resolved_by,
+                     clio_activity_id=activity.id, clio_matter_id=matter_id))
+            session.commit()
+        return activity
+
+    def writer_state(self, trigger: str) -> _RunState:
+        """What ``write`` needs outside a run (a person's choice in Slack)."""
+        with self.sessions() as session:
+            firm = session.get(Firm, self.firm_id)
+            settings = session.get(FirmSettings, self.firm_id)
+            if firm is None or settings is None:
+                raise FirmNotReady(f"There is no firm {self.firm_id}.")
+            stored = self._stored_contacts(session)
+        summary = RunSummary(self.firm_id, None, False, self.clock())
+        return _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
+                         settings.clio_entry_type or "HardCostEntry")
+
+    def _stored_contacts(self, session: Session) -> dict[tuple[str, str], int]:
+        return {(link.qbo_type, link.qbo_id): link.clio_contact_id
+                for link in session.scalars(select(ContactLink).where(
+                    ContactLink.firm_id == self.firm_id))}
+
+    def _post(self, state: _RunState, entry: PlannedEntry, matter_id: int) -> Activity:
         resolver = state.resolver
-        kwargs = dict(on=entry.date, price=entry.amount, matter_id=resolution.matter.id,
+        kwargs = dict(on=entry.date, price=entry.amount, matter_id=matter_id,
                       note=entry.note, reference=entry.reference,
                       user_id=resolver.user_for(entry, state.settings.clio_user_id),
                       vendor_id=resolver.vendor_for(entry))

@@ -209,6 +209,34 @@ class Run(Base):
     purchases_read: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    slack_ts: Mapped[str | None] = mapped_column(String(40))  # the summary message
+
+
+class SlackOutbox(Base):
+    """A Slack call the firm must see, kept until Slack has taken it.
+
+    ``parent_id`` points at the message a thread reply belongs to: it is sent once the parent
+    has a ``ts``. ``ref_kind``/``ref_id`` say which row learns the ``ts`` (prompt, failure,
+    run), so a later ``chat.update`` can edit the message in place.
+    """
+
+    __tablename__ = "slack_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    method: Mapped[str] = mapped_column(String(40))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    parent_id: Mapped[int | None] = mapped_column(Integer)
+    ref_kind: Mapped[str | None] = mapped_column(String(20))
+    ref_id: Mapped[int | None] = mapped_column(Integer)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None] = mapped_column()
+    gave_up_at: Mapped[datetime | None] = mapped_column()
+    result_channel: Mapped[str | None] = mapped_column(String(40))
+    result_ts: Mapped[str | None] = mapped_column(String(40))
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Failure(Base):
@@ -232,6 +260,8 @@ class Failure(Base):
     first_seen: Mapped[datetime] = mapped_column(default=utcnow)
     last_seen: Mapped[datetime] = mapped_column(default=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column()
+    slack_channel: Mapped[str | None] = mapped_column(String(40))
+    slack_ts: Mapped[str | None] = mapped_column(String(40))
 
 
 class WaitingExpense(Base):
@@ -261,6 +291,14 @@ class WaitingExpense(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     resolved_at: Mapped[datetime | None] = mapped_column()
     resolution: Mapped[str | None] = mapped_column(String(40))
+    """imported (a run found the matter) | linked (a person chose) | not_client_cost;
+    ``claimed`` while a person's choice is being written."""
+    resolved_by: Mapped[str | None] = mapped_column(String(40))  # Slack user id
+    clio_activity_id: Mapped[int | None] = mapped_column(Integer)
+    clio_matter_id: Mapped[int | None] = mapped_column(Integer)
+    slack_channel: Mapped[str | None] = mapped_column(String(40))
+    slack_ts: Mapped[str | None] = mapped_column(String(40))
+    reminded_at: Mapped[datetime | None] = mapped_column()
 
 
 def make_engine(url: str) -> Engine:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-26 14:31:41.734148
+Create Date: 2026-11-26 14:52:35.893503
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import sync.store
 
 
 revision = '0001'
@@ -28,7 +27,7 @@ def upgrade() -> None:
     sa.Column('qbo_realm_id', sa.String(length=40), nullable=True),
     sa.Column('clio_region', sa.String(length=8), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('created_at', sync.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('slack_team_id')
     )
@@ -38,9 +37,9 @@ def upgrade() -> None:
     sa.Column('provider', sa.String(length=20), nullable=False),
     sa.Column('access_token', sa.Text(), nullable=False),
     sa.Column('refresh_token', sa.Text(), nullable=True),
-    sa.Column('access_expires_at', sync.store.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('refresh_expires_at', sync.store.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('updated_at', sync.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('access_expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('refresh_expires_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('firm_id', 'provider')
@@ -53,7 +52,7 @@ def upgrade() -> None:
     sa.Column('clio_contact_id', sa.Integer(), nullable=False),
     sa.Column('source', sa.String(length=10), nullable=False),
     sa.Column('chosen_by', sa.String(length=60), nullable=True),
-    sa.Column('created_at', sync.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('firm_id', 'qbo_type', 'qbo_id')
@@ -74,8 +73,8 @@ def upgrade() -> None:
     sa.Column('clio_matter_id', sa.Integer(), nullable=True),
     sa.Column('clio_etag', sa.String(length=100), nullable=True),
     sa.Column('run_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', sync.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sync.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('firm_id', 'realm_id', 'purchase_id', 'customer_id', 'line_id', name='uq_entry_links_qbo_key')
@@ -94,9 +93,11 @@ def upgrade() -> None:
     sa.Column('occurrences', sa.Integer(), nullable=False),
     sa.Column('first_run_id', sa.Integer(), nullable=True),
     sa.Column('last_run_id', sa.Integer(), nullable=True),
-    sa.Column('first_seen', sync.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('last_seen', sync.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('resolved_at', sync.store.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('first_seen', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('last_seen', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('slack_channel', sa.String(length=40), nullable=True),
+    sa.Column('slack_ts', sa.String(length=40), nullable=True),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -114,7 +115,7 @@ def upgrade() -> None:
     sa.Column('approvers', sa.JSON(), nullable=False),
     sa.Column('slack_channel_id', sa.String(length=40), nullable=True),
     sa.Column('paused', sa.Boolean(), nullable=False),
-    sa.Column('updated_at', sync.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('firm_id')
     )
@@ -124,8 +125,8 @@ def upgrade() -> None:
     sa.Column('trigger', sa.String(length=20), nullable=False),
     sa.Column('dry_run', sa.Boolean(), nullable=False),
     sa.Column('status', sa.String(length=12), nullable=False),
-    sa.Column('started_at', sync.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('finished_at', sync.store.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('started_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('finished_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('imported', sa.Integer(), nullable=False),
     sa.Column('imported_total', sa.Numeric(precision=14, scale=2), nullable=False),
     sa.Column('waiting', sa.Integer(), nullable=False),
@@ -134,6 +135,26 @@ def upgrade() -> None:
     sa.Column('purchases_read', sa.Integer(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('details', sa.JSON(), nullable=False),
+    sa.Column('slack_ts', sa.String(length=40), nullable=True),
+    sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id')
+    )
+    op.create_table('slack_outbox',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('firm_id', sa.Integer(), nullable=False),
+    sa.Column('method', sa.String(length=40), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('parent_id', sa.Integer(), nullable=True),
+    sa.Column('ref_kind', sa.String(length=20), nullable=True),
+    sa.Column('ref_id', sa.Integer(), nullable=True),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('sent_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('gave_up_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('result_channel', sa.String(length=40), nullable=True),
+    sa.Column('result_ts', sa.String(length=40), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id')
     )
@@ -152,10 +173,16 @@ def upgrade() -> None:
     sa.Column('txn_date', sa.Date(), nullable=False),
     sa.Column('customer_name', sa.String(length=300), nullable=False),
     sa.Column('run_id', sa.Integer(), nullable=True),
-    sa.Column('created_at', sync.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', sync.store.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('resolved_at', sync.store.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
+    sa.Column('resolved_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('resolution', sa.String(length=40), nullable=True),
+    sa.Column('resolved_by', sa.String(length=40), nullable=True),
+    sa.Column('clio_activity_id', sa.Integer(), nullable=True),
+    sa.Column('clio_matter_id', sa.Integer(), nullable=True),
+    sa.Column('slack_channel', sa.String(length=40), nullable=True),
+    sa.Column('slack_ts', sa.String(length=40), nullable=True),
+    sa.Column('reminded_at', sa.DateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('firm_id', 'realm_id', 'purchase_id', 'customer_id', 'line_id', name='uq_waiting_qbo_key')
@@ -166,7 +193,7 @@ def upgrade() -> None:
     sa.Column('stream', sa.String(length=40), nullable=False),
     sa.Column('value', sa.String(length=40), nullable=False),
     sa.Column('start_date', sa.Date(), nullable=True),
-    sa.Column('updated_at', sync.store.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['firm_id'], ['firms.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('firm_id', 'stream')
@@ -178,6 +205,7 @@ def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     op.drop_table('watermarks')
     op.drop_table('waiting_expenses')
+    op.drop_table('slack_outbox')
     op.drop_table('runs')
     op.drop_table('firm_settings')
     op.drop_table('failures')
