@@ -181,7 +181,10 @@ class ImportEngine:
 
     # -- the run --------------------------------------------------------------------------
 
-    def run(self, *, trigger: str = "manual", dry_run: bool = False) -> RunSummary:
+    def run(self, *, trigger: str = "manual", dry_run: bool = False,
+            purchase_ids: set[str] | None = None) -> RunSummary:
+        """One import. ``purchase_ids`` limits it to those purchases (a Retry button, a
+        webhook): they are read by id and the watermark is left where it is."""
         started = time.monotonic()
         qbo_calls, clio_calls = self.qbo.calls, self.clio.calls
         with self.sessions() as session:
@@ -202,7 +205,7 @@ class ImportEngine:
         state = _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
                           settings.clio_entry_type or "HardCostEntry")
         try:
-            self._run(state, dry_run)
+            self._run(state, dry_run, purchase_ids)
         except (ApiError, FirmNotReady) as exc:
             summary.error = str(exc)
             log.warning("run for firm %s stopped: %s", self.firm_id, exc)
@@ -214,11 +217,18 @@ class ImportEngine:
                 self._finish_run(summary, state)
         return summary
 
-    def _run(self, state: _RunState, dry_run: bool) -> None:
+    def _run(self, state: _RunState, dry_run: bool, purchase_ids: set[str] | None) -> None:
         realm_id = state.firm.qbo_realm_id or ""
         refetch = set() if dry_run else self._recover_pending(state)
-        refetch |= self._purchases_to_retry()
-        purchases, new_watermark = self._read_purchases(state.settings, refetch)
+        new_watermark: str | None = None
+        if purchase_ids is not None:
+            unkeyed: list[dict[str, Any]] = []
+            by_id: dict[str, dict[str, Any]] = {}
+            _collect(by_id, unkeyed, self.qbo.purchases_by_id(purchase_ids | refetch))
+            purchases = [*by_id.values(), *unkeyed]
+        else:
+            refetch |= self._purchases_to_retry()
+            purchases, new_watermark = self._read_purchases(state.settings, refetch)
         state.summary.purchases_read = len(purchases)
         rules = self._rules(state.settings, purchases)
 
@@ -472,6 +482,9 @@ class ImportEngine:
         with self.sessions() as session:
             row = session.scalars(select(WaitingExpense).where(
                 *_waiting_key(self.firm_id, entry.key))).one_or_none()
+            if row is not None and _answered_for_good(row, entry):
+                summary.unchanged += 1
+                return
             new = row is None or row.resolved_at is not None or \
                 row.reason != resolution.reason.value or \
                 row.candidates != list(resolution.candidates)
@@ -500,6 +513,11 @@ class ImportEngine:
             row.run_id = summary.run_id
             row.resolved_at = None
             row.resolution = None
+            row.resolved_by = None
+            if new:
+                row.slack_ts = row.slack_channel = None  # a new question: a new prompt
+                row.created_at = self.clock()
+                row.reminded_at = None
             try:
                 session.commit()
             except IntegrityError:  # another process recorded the same wait a moment ago
@@ -718,6 +736,15 @@ def _check_ready(firm: Firm, settings: FirmSettings) -> None:
 
 def _key_tuple(key: QboKey) -> tuple[str, str, str, str]:
     return (key.realm_id, key.purchase_id, key.customer_id, key.line_id)
+
+
+def _answered_for_good(row: WaitingExpense, entry: PlannedEntry) -> bool:
+    """A person is answering it now, or said "not a client cost" and the purchase is as it
+    was then (an edit in QuickBooks asks again)."""
+    if row.resolution == "claimed":
+        return True
+    return row.resolution == "not_client_cost" and \
+        row.entry.get("sync_token") == entry.sync_token
 
 
 def _waiting_key(firm_id: int, key: QboKey) -> list[Any]:

@@ -1,0 +1,205 @@
+"""A person's answer to a waiting expense, applied once: which matter, which contact, or none.
+
+Slack-free: the bot calls these with the clicking user's id and shows what comes back. The first
+answer wins; a prompt is claimed atomically in the database before anything is written to
+Clio, and released again if Clio refuses, so the prompt stays usable.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from sync.clio import Contact, Matter
+from sync.engine import AlreadyImported, ImportEngine, matter_label
+from sync.http import ApiError
+from sync.rules import PlannedEntry
+from sync.store import ContactLink, WaitingExpense, WaitReason, utcnow
+
+log = logging.getLogger(__name__)
+
+CLAIMED = "claimed"
+
+
+@dataclass(frozen=True)
+class ChoiceResult:
+    """What happened, for the message that replaces the prompt's buttons."""
+
+    outcome: str
+    """linked | not_client_cost | contact_remembered | already_answered | refused | failed"""
+    message: str
+    label: str | None = None
+    clio_entry_id: int | None = None
+    answered_by: str | None = None
+    still_waiting: WaitingExpense | None = None  # a new question (e.g. which matter) to ask
+
+
+class ChoiceError(Exception):
+    pass
+
+
+def _claim(engine: ImportEngine, waiting_id: int, user_id: str) -> WaitingExpense | None:
+    """Take the prompt for this user, or return None when someone else has it or it's done."""
+    with engine.sessions() as session:
+        taken = session.execute(update(WaitingExpense).where(
+            WaitingExpense.id == waiting_id, WaitingExpense.firm_id == engine.firm_id,
+            WaitingExpense.resolved_at.is_(None), WaitingExpense.resolution.is_(None),
+        ).values(resolution=CLAIMED, resolved_by=user_id))
+        session.commit()
+        if taken.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        return session.get(WaitingExpense, waiting_id)
+
+
+def _release(engine: ImportEngine, waiting_id: int) -> None:
+    with engine.sessions() as session:
+        session.execute(update(WaitingExpense).where(
+            WaitingExpense.id == waiting_id, WaitingExpense.resolution == CLAIMED,
+        ).values(resolution=None, resolved_by=None))
+        session.commit()
+
+
+def _answered(engine: ImportEngine, waiting_id: int) -> ChoiceResult:
+    with engine.sessions() as session:
+        row = session.get(WaitingExpense, waiting_id)
+    if row is None or row.firm_id != engine.firm_id:
+        return ChoiceResult("refused", "That expense is not one of this workspace's.")
+    if row.resolution == CLAIMED:
+        return ChoiceResult("already_answered", f"<@{row.resolved_by}> is answering this "
+                            "one right now.", answered_by=row.resolved_by)
+    who = f"<@{row.resolved_by}>" if row.resolved_by else "hardcost"
+    return ChoiceResult("already_answered", f"Already answered by {who}.",
+                        answered_by=row.resolved_by, clio_entry_id=row.clio_activity_id)
+
+
+def _matter_choices(row: WaitingExpense) -> dict[int, dict[str, Any]]:
+    return {int(c["id"]): c for c in row.candidates if c.get("kind") == "matter"}
+
+
+def choose_matter(engine: ImportEngine, waiting_id: int, matter_id: int,
+                  user_id: str) -> ChoiceResult:
+    """Write the waiting expense to Clio on ``matter_id`` (one of its candidates)."""
+    row = _claim(engine, waiting_id, user_id)
+    if row is None:
+        return _answered(engine, waiting_id)
+    candidates = _matter_choices(row)
+    if matter_id not in candidates:
+        _release(engine, waiting_id)
+        return ChoiceResult("refused", "That matter is not one of this expense's choices.")
+    chosen = candidates[matter_id]
+    label = matter_label(str(chosen.get("display_number") or ""),
+                         str(chosen.get("description") or ""))
+    entry = PlannedEntry.from_json(row.entry)
+    try:
+        activity = engine.write(engine.writer_state("choice"), entry, matter_id,
+                                resolution="linked", resolved_by=user_id)
+    except AlreadyImported:
+        _settle(engine, waiting_id, "linked", user_id)
+        return ChoiceResult("already_answered", "This expense is already in Clio.",
+                            label=label, answered_by=user_id)
+    except ApiError as exc:
+        _release(engine, waiting_id)
+        log.warning("choice for waiting %s failed: %s", waiting_id, exc)
+        return ChoiceResult("failed", f"Clio did not take the entry: {exc.message} "
+                            "Nothing was saved; you can choose again.", label=label)
+    if row.contact_id is not None:
+        _remember(engine, entry, row.contact_id, user_id, only_if_missing=True)
+    return ChoiceResult("linked", f"Linked to {label}.", label=label,
+                        clio_entry_id=activity.id, answered_by=user_id)
+
+
+def choose_contact(engine: ImportEngine, waiting_id: int, contact_id: int,
+                   user_id: str) -> ChoiceResult:
+    """Remember the QBO customer's Clio contact, then settle the matter if it is clear."""
+    row = _claim(engine, waiting_id, user_id)
+    if row is None:
+        return _answered(engine, waiting_id)
+    choices = {int(c["id"]): c for c in row.candidates if c.get("kind") == "contact"}
+    if choices and contact_id not in choices:
+        _release(engine, waiting_id)
+        return ChoiceResult("refused", "That contact is not one of this expense's choices.")
+    entry = PlannedEntry.from_json(row.entry)
+    name = str(choices.get(contact_id, {}).get("name") or f"contact {contact_id}")
+    _remember(engine, entry, contact_id, user_id, only_if_missing=False)
+    state = engine.writer_state("choice")
+    try:
+        resolution = state.resolver.choose_matter(entry, Contact(contact_id, name, "", None))
+    except ApiError as exc:
+        _release(engine, waiting_id)
+        return ChoiceResult("failed", f"Clio could not list {name}'s matters: {exc.message}")
+    if resolution.matter is not None:
+        matter: Matter = resolution.matter
+        label = matter_label(matter.display_number, matter.description)
+        try:
+            activity = engine.write(state, entry, matter.id, resolution="linked",
+                                    resolved_by=user_id)
+        except AlreadyImported:
+            _settle(engine, waiting_id, "linked", user_id)
+            return ChoiceResult("already_answered", "This expense is already in Clio.")
+        except ApiError as exc:
+            _release(engine, waiting_id)
+            return ChoiceResult("failed", f"Clio did not take the entry: {exc.message} "
+                                "Nothing was saved; you can choose again.")
+        return ChoiceResult("linked", f"{name} remembered; linked to {label}.", label=label,
+                            clio_entry_id=activity.id, answered_by=user_id)
+    # Still a question, now about the matter: the old prompt is answered, a new one is asked.
+    assert resolution.reason is not None
+    with engine.sessions() as session:
+        current = session.get(WaitingExpense, waiting_id)
+        assert current is not None
+        current.reason = resolution.reason.value
+        current.contact_id = contact_id
+        current.candidates = list(resolution.candidates)
+        current.resolution = None
+        current.resolved_by = None
+        current.slack_ts = None  # a new prompt will be posted
+        current.slack_channel = None
+        session.commit()
+        session.refresh(current)
+    reason = "has no open matter yet" if resolution.reason == WaitReason.NO_MATTER \
+        else "has several open matters"
+    return ChoiceResult("contact_remembered", f"{name} remembered; {name} {reason}.",
+                        label=name, answered_by=user_id, still_waiting=current)
+
+
+def not_client_cost(engine: ImportEngine, waiting_id: int, user_id: str) -> ChoiceResult:
+    row = _claim(engine, waiting_id, user_id)
+    if row is None:
+        return _answered(engine, waiting_id)
+    _settle(engine, waiting_id, "not_client_cost", user_id)
+    return ChoiceResult("not_client_cost", "Marked as not a client cost; it will not be "
+                        "imported.", answered_by=user_id)
+
+
+def _settle(engine: ImportEngine, waiting_id: int, resolution: str, user_id: str) -> None:
+    with engine.sessions() as session:
+        session.execute(update(WaitingExpense).where(
+            WaitingExpense.id == waiting_id, WaitingExpense.firm_id == engine.firm_id,
+        ).values(resolution=resolution, resolved_by=user_id, resolved_at=utcnow()))
+        session.commit()
+
+
+def _remember(engine: ImportEngine, entry: PlannedEntry, contact_id: int, user_id: str, *,
+              only_if_missing: bool) -> None:
+    customer_id = entry.key.customer_id
+    with engine.sessions() as session:
+        link = session.scalars(select(ContactLink).where(
+            ContactLink.firm_id == engine.firm_id, ContactLink.qbo_type == "Customer",
+            ContactLink.qbo_id == customer_id)).one_or_none()
+        if link is not None and only_if_missing:
+            return
+        if link is None:
+            link = ContactLink(firm_id=engine.firm_id, qbo_type="Customer", qbo_id=customer_id,
+                               clio_contact_id=contact_id, source="staff")
+            session.add(link)
+        link.clio_contact_id = contact_id
+        link.source = "staff"
+        link.chosen_by = user_id
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()

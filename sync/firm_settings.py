@@ -1,0 +1,170 @@
+"""Changing a firm's settings (SPEC §5 ``set``), each value checked against the real services.
+
+Slack-free: the bot turns ``/hardcost set <key> <value>`` and the settings modal into calls
+here. A bad value raises :class:`SettingError` with a sentence naming the problem and the
+usage line; nothing is saved then.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from sync.clio import ExpenseCategory, User
+from sync.store import FirmSettings
+
+USAGE = {
+    "channel": "/hardcost set channel #channel",
+    "start-date": "/hardcost set start-date YYYY-MM-DD",
+    "account": "/hardcost set account <QuickBooks account name or id>  (or +name / -name)",
+    "category": "/hardcost set category <Clio hard-cost category name or id>",
+    "user": "/hardcost set user <Clio user name or id | owner>",
+    "schedule": "/hardcost set schedule <minutes, 1 or more>",
+    "split-lines": "/hardcost set split-lines on|off",
+    "item-lines": "/hardcost set item-lines on|off",
+    "deletions": "/hardcost set deletions delete|alert",
+    "approvers": "/hardcost set approvers @someone @someone-else | anyone",
+}
+EXPENSE_ACCOUNT_TYPES = {"Expense", "Other Expense", "Cost of Goods Sold"}
+
+
+class SettingError(Exception):
+    def __init__(self, problem: str, key: str | None = None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.usage = USAGE.get(key or "", "/hardcost set <key> <value> — see /hardcost help")
+
+
+@dataclass
+class Lookups:
+    """Where names are checked; each is called only when its key is being set."""
+
+    qbo_accounts: Callable[[], list[dict[str, Any]]]
+    clio_categories: Callable[[], list[ExpenseCategory]]
+    clio_users: Callable[[], list[User]]
+
+
+def _on_off(raw: str, key: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"on", "yes", "true"}:
+        return True
+    if value in {"off", "no", "false"}:
+        return False
+    raise SettingError(f"“{raw}” is neither on nor off.", key)
+
+
+def _find_account(accounts: list[dict[str, Any]], wanted: str) -> dict[str, Any]:
+    text = wanted.strip().casefold()
+    matches = [a for a in accounts
+               if str(a.get("Id")) == wanted.strip()
+               or str(a.get("Name", "")).casefold() == text
+               or str(a.get("FullyQualifiedName", "")).casefold() == text]
+    if not matches:
+        raise SettingError(f"QuickBooks has no account named “{wanted}”.", "account")
+    if len(matches) > 1:
+        names = ", ".join(f"{a.get('FullyQualifiedName')} (id {a.get('Id')})" for a in matches)
+        raise SettingError(f"Several QuickBooks accounts are called “{wanted}”: {names}. "
+                           "Use the id.", "account")
+    account = matches[0]
+    if account.get("AccountType") not in EXPENSE_ACCOUNT_TYPES:
+        raise SettingError(f"“{account.get('FullyQualifiedName')}” is a "
+                           f"{account.get('AccountType')} account, not an expense account.",
+                           "account")
+    return account
+
+
+def account_ids(raw: str, current: Sequence[str], accounts: list[dict[str, Any]]) -> list[str]:
+    """``name`` replaces the list, ``+name`` adds, ``-name`` removes."""
+    raw = raw.strip()
+    if not raw:
+        raise SettingError("Name an account.", "account")
+    if raw[0] in "+-":
+        account = _find_account(accounts, raw[1:])
+        ids = [i for i in current if i != str(account["Id"])]
+        if raw[0] == "+":
+            ids.append(str(account["Id"]))
+        if not ids:
+            raise SettingError("At least one import account is needed.", "account")
+        return ids
+    return [str(_find_account(accounts, raw)["Id"])]
+
+
+def _find_by_name_or_id(items: Sequence[Any], raw: str, what: str, key: str) -> Any:
+    text = raw.strip().casefold()
+    matches = [i for i in items if str(i.id) == raw.strip() or i.name.casefold() == text]
+    if len(matches) != 1:
+        problem = (f"Clio has no {what} called “{raw}”." if not matches
+                   else f"Several Clio {what}s are called “{raw}”; use the id.")
+        raise SettingError(problem, key)
+    return matches[0]
+
+
+SLACK_USER = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+
+
+def apply_setting(session: Session, firm_id: int, key: str, raw: str,
+                  lookups: Lookups) -> str:
+    """Validate and store one setting; returns a sentence saying what is now in force."""
+    settings = session.get(FirmSettings, firm_id)
+    if settings is None:
+        raise SettingError("This workspace has no hardcost firm yet.")
+    raw = raw.strip()
+    if key == "start-date":
+        try:
+            settings.start_date = date.fromisoformat(raw)
+        except ValueError:
+            raise SettingError(f"“{raw}” is not a date like 2026-01-31.", key) from None
+        return f"Start date is now {settings.start_date.isoformat()}."
+    if key == "account":
+        accounts = lookups.qbo_accounts()
+        settings.import_account_ids = account_ids(raw, settings.import_account_ids or [],
+                                                  accounts)
+        names = {str(a["Id"]): a.get("FullyQualifiedName") for a in accounts}
+        shown = ", ".join(str(names.get(i, i)) for i in settings.import_account_ids)
+        return f"Import account(s): {shown}."
+    if key == "category":
+        categories = lookups.clio_categories()
+        category = _find_by_name_or_id(categories, raw, "hard-cost category", key)
+        if category.entry_type != "hard_cost":
+            raise SettingError(f"“{category.name}” is not a hard-cost category.", key)
+        settings.expense_category_id = category.id
+        return f"Expense category is now {category.name}."
+    if key == "user":
+        if raw.lower() == "owner":
+            settings.clio_user_id = None
+            return "Entries will belong to the Clio account owner."
+        user = _find_by_name_or_id([u for u in lookups.clio_users() if u.enabled], raw,
+                                   "user", key)
+        settings.clio_user_id = user.id
+        return f"Entries will belong to {user.name}."
+    if key == "schedule":
+        if not raw.isdigit() or int(raw) < 1:
+            raise SettingError(f"“{raw}” is not a number of minutes (1 or more).", key)
+        settings.schedule_minutes = int(raw)
+        return f"Imports run every {int(raw)} minutes."
+    if key in {"split-lines", "item-lines"}:
+        value = _on_off(raw, key)
+        setattr(settings, key.replace("-", "_"), value)
+        return f"{key} is now {'on' if value else 'off'}."
+    if key == "deletions":
+        if raw.lower() not in {"delete", "alert"}:
+            raise SettingError(f"“{raw}” is neither delete nor alert.", key)
+        settings.deletions = raw.lower()
+        return f"Deletions in QuickBooks will {'delete the Clio entry' if raw.lower() == 'delete' else 'only be reported'}."  # noqa: E501
+    if key == "approvers":
+        if raw.lower() == "anyone":
+            settings.approvers = []
+            return "Anyone in the channel may answer prompts."
+        users = SLACK_USER.findall(raw)
+        if not users:
+            raise SettingError("Mention the approvers, like @jane @sam, or say anyone.", key)
+        settings.approvers = sorted(set(users))
+        return "Approvers: " + " ".join(f"<@{u}>" for u in settings.approvers) + "."
+    if key == "channel":
+        raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
+    raise SettingError(f"There is no setting called “{key}”.")
