@@ -11,7 +11,7 @@ from datetime import UTC, date, datetime
 
 ELLIPSIS = "…"
 _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+_USER_ID = re.compile(r"[UW][A-Z0-9]+")
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
 
@@ -48,6 +48,27 @@ def mrkdwn(text: str, limit: int) -> str:
         out.append(piece)
         size += len(piece)
     return "".join(out).rstrip() + ELLIPSIS
+
+
+_TOKEN = re.compile(
+    r"<(?:@[UW][A-Z0-9]+|#[CG][A-Z0-9]{2,}(?:\|[^<>]*)?|!date\^[^<>|]+\|[^<>]*"
+    r"|https?://[^\s<>|]+(?:\|[^<>]*)?)>"
+    r"|&(?:amp|lt|gt);")
+
+
+def mrkdwn_keeping_tokens(text: str) -> str:
+    """Text the code composed, possibly around user data: user mentions, channel links,
+    ``<!date^…>`` and http(s) links, and entities already escaped, are kept; every other ``&``,
+    ``<`` and ``>`` is escaped (so ``<!channel>`` or ``<!here>`` in user data is shown, not
+    sent)."""
+    out: list[str] = []
+    pos = 0
+    for match in _TOKEN.finditer(text):
+        out.append(escape(text[pos:match.start()]))
+        out.append(match.group(0))
+        pos = match.end()
+    out.append(escape(text[pos:]))
+    return "".join(out)
 
 
 def name(text: str | None, limit: int = 100) -> str:

@@ -1,0 +1,93 @@
+"""The Slack app: one factory that builds the Bolt ``App`` and wires the listeners.
+
+Listeners ack at once and do slow work in Bolt's lazy listeners (after the ack). They read and
+act on the store through ``sync`` and post what ``bot.ui`` builds, through the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from slack_bolt import App
+from slack_sdk import WebClient
+from slack_sdk.http_retry.builtin_handlers import (
+    ConnectionErrorRetryHandler,
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.notify import Notifier
+from sync.config import Settings
+from sync.engine import ImportEngine
+from sync.store import Firm, FirmSettings, utcnow
+
+log = logging.getLogger(__name__)
+
+EngineFactory = Callable[[int], ImportEngine]
+
+
+def make_web_client(token: str | None, base_url: str, *, max_retry_wait: int = 30) -> WebClient:
+    """A WebClient that retries 429s (honouring Retry-After), 5xx and connection errors."""
+    client = WebClient(token=token, base_url=base_url)
+    client.retry_handlers.extend([
+        RateLimitErrorRetryHandler(max_retry_count=2),
+        ServerErrorRetryHandler(max_retry_count=2),
+    ])
+    if not any(isinstance(h, ConnectionErrorRetryHandler) for h in client.retry_handlers):
+        client.retry_handlers.append(ConnectionErrorRetryHandler())
+    return client
+
+
+@dataclass
+class BotContext:
+    """What every listener needs: the store, the engines, the notifier."""
+
+    sessions: sessionmaker[Session]
+    config: Settings
+    engine_for: EngineFactory
+    sandbox_links: bool = False
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    def firm_id_for_team(self, team_id: str | None) -> int | None:
+        if not team_id:
+            return None
+        with self.sessions() as session:
+            return session.scalars(select(Firm.id).where(
+                Firm.slack_team_id == team_id, Firm.active.is_(True))).first()
+
+    def settings(self, firm_id: int) -> FirmSettings:
+        with self.sessions() as session:
+            settings = session.get(FirmSettings, firm_id)
+            assert settings is not None
+            return settings
+
+    def notifier(self, client: WebClient) -> Notifier:
+        return Notifier(self.sessions, client, sandbox_links=self.sandbox_links,
+                        clock=self.clock)
+
+
+def build_app(ctx: BotContext, *, client: WebClient | None = None,
+              signing_secret: str | None = None) -> App:
+    """The Bolt app for single-workspace mode (``SLACK_BOT_TOKEN`` + signing secret)."""
+    from bot.listeners import actions, commands, events, views
+
+    config = ctx.config
+    secret = signing_secret or config.slack_signing_secret
+    if not secret:
+        raise RuntimeError("SLACK_SIGNING_SECRET is not set: Slack requests cannot be "
+                           "verified, so the app will not start.")
+    if client is None:
+        if not config.slack_bot_token:
+            raise RuntimeError("SLACK_BOT_TOKEN is not set (single-workspace mode).")
+        client = make_web_client(config.slack_bot_token, config.slack_api_url)
+    app = App(client=client, signing_secret=secret, process_before_response=False)
+    commands.register(app, ctx)
+    actions.register(app, ctx)
+    views.register(app, ctx)
+    events.register(app, ctx)
+    return app

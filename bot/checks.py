@@ -1,0 +1,56 @@
+"""``/hardcost check``: the prerequisites, each with a plain verdict."""
+
+from __future__ import annotations
+
+from slack_sdk import WebClient
+
+from bot import service
+from bot.app import BotContext
+from sync.firm_settings import SettingError
+from sync.http import ApiError
+
+
+def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> str:
+    settings = ctx.settings(firm_id)
+    engine = ctx.engine_for(firm_id)
+    lines: list[str] = []
+
+    def verdict(ok: bool, text: str) -> None:
+        lines.append(("✅ " if ok else "❌ ") + text)
+
+    try:
+        tracking = engine.qbo.tracks_expenses_by_customer()
+        verdict(tracking, "QuickBooks “Track expenses and items by customer” is "
+                + ("on" if tracking else "off: turn it on in Account and settings → Expenses"))
+        accounts = {str(a["Id"]): a for a in engine.qbo.accounts()}
+        chosen = settings.import_account_ids or []
+        missing = [i for i in chosen if i not in accounts]
+        verdict(bool(chosen) and not missing,
+                "import account: " + (", ".join(str(accounts[i].get("FullyQualifiedName"))
+                                                for i in chosen if i in accounts)
+                                      if chosen and not missing
+                                      else "not chosen or no longer in QuickBooks"))
+        verdict(True, "QuickBooks connection works")
+    except ApiError as exc:
+        verdict(False, f"QuickBooks: {exc.message}")
+    try:
+        categories = engine.clio.hard_cost_categories()
+        hard_costs_on = settings.clio_entry_type == "HardCostEntry"
+        verdict(hard_costs_on, "Clio hard costs are " + (
+            "enabled" if hard_costs_on else "off: entries go in as expenses; enable “soft "
+            "and hard costs” in Clio's billing settings"))
+        category = next((c for c in categories if c.id == settings.expense_category_id), None)
+        verdict(category is not None, "Clio category: " + (
+            category.name if category else "not chosen, or not a hard-cost category"))
+        verdict(True, "Clio connection works")
+    except ApiError as exc:
+        verdict(False, f"Clio: {exc.message}")
+    if settings.slack_channel_id:
+        try:
+            service.resolve_channel(client, f"<#{settings.slack_channel_id}>")
+            verdict(True, f"hardcost can post in <#{settings.slack_channel_id}>")
+        except SettingError as exc:
+            verdict(False, exc.problem)
+    else:
+        verdict(False, "no channel chosen: /hardcost set channel #channel")
+    return "\n".join(lines)

@@ -1,0 +1,249 @@
+"""Buttons and menus: matter and contact choices, Not a client cost, Retry, App Home buttons.
+
+Anyone in a channel can click, so every click is checked again here: the prompt must belong to
+the clicking workspace's firm, and when the firm lists approvers only they may answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from sqlalchemy import select
+
+from bot import service
+from bot.app import BotContext
+from bot.notify import failure_view, prompt_view
+from bot.ui import messages
+from bot.ui.views import (
+    ACTION_CHOOSE_CONTACT,
+    ACTION_CHOOSE_MATTER,
+    ACTION_NOT_CLIENT_COST,
+    ACTION_OPEN_QBO,
+    ACTION_OPEN_SETTINGS,
+    ACTION_RETRY_FAILURE,
+    ACTION_RUN_NOW,
+    ACTION_SEARCH_MATTER,
+    ACTION_SELECT_CONTACT,
+    ACTION_SELECT_MATTER,
+    ACTION_SHOW_PENDING,
+    PROMPT_BLOCK_PREFIX,
+    Choice,
+    PromptAnswer,
+)
+from sync import choices
+from sync.choices import ChoiceResult
+from sync.store import Failure, WaitingExpense
+
+log = logging.getLogger(__name__)
+
+CHOICE_VALUE = re.compile(r"^(\d+):(\d+)$")
+
+
+def _ephemeral(respond: Respond, text: str) -> None:
+    respond(text=text, response_type="ephemeral", replace_original=False)
+
+
+def _action_value(action: dict[str, Any]) -> str:
+    if "selected_option" in action and action["selected_option"]:
+        return str(action["selected_option"].get("value") or "")
+    return str(action.get("value") or "")
+
+
+def _prompt_of_team(ctx: BotContext, body: dict[str, Any], waiting_id: int) -> int | None:
+    """The firm id when the prompt belongs to the clicking team's firm; None otherwise."""
+    firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+    if firm_id is None:
+        return None
+    with ctx.sessions() as session:
+        row = session.get(WaitingExpense, waiting_id)
+        if row is None or row.firm_id != firm_id:
+            log.warning("team %s clicked prompt %s of another firm",
+                        (body.get("team") or {}).get("id"), waiting_id)
+            return None
+    return firm_id
+
+
+def register(app: App, ctx: BotContext) -> None:
+    def just_ack(ack: Ack) -> None:
+        ack()
+
+    def on_choice(body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                  client: WebClient) -> None:
+        action_id = str(action.get("action_id"))
+        value = _action_value(action)
+        user_id = str((body.get("user") or {}).get("id"))
+        if action_id == ACTION_NOT_CLIENT_COST:
+            waiting_id, target = (int(value), 0) if value.isdigit() else (0, 0)
+        else:
+            match = CHOICE_VALUE.match(value)
+            waiting_id, target = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        firm_id = _prompt_of_team(ctx, body, waiting_id) if waiting_id else None
+        if firm_id is None:
+            _ephemeral(respond, "That expense is not one this workspace can answer.")
+            return
+        settings = ctx.settings(firm_id)
+        if not service.may_choose(settings, user_id):
+            approvers = " ".join(f"<@{u}>" for u in settings.approvers)
+            _ephemeral(respond, f"Only the firm's approvers can choose: {approvers}.")
+            return
+        engine = ctx.engine_for(firm_id)
+        if action_id in (ACTION_CHOOSE_MATTER, ACTION_SELECT_MATTER, ACTION_SEARCH_MATTER):
+            result = choices.choose_matter(engine, waiting_id, target, user_id)
+        elif action_id in (ACTION_CHOOSE_CONTACT, ACTION_SELECT_CONTACT):
+            result = choices.choose_contact(engine, waiting_id, target, user_id)
+        else:
+            result = choices.not_client_cost(engine, waiting_id, user_id)
+        _show_result(ctx, client, respond, firm_id, waiting_id, result,
+                     ephemeral=bool((body.get("container") or {}).get("is_ephemeral")))
+
+    def on_search(ack: Ack, body: dict[str, Any], payload: dict[str, Any]) -> None:
+        block_id = str(payload.get("block_id") or body.get("block_id") or "")
+        waiting_id = int(block_id.removeprefix(PROMPT_BLOCK_PREFIX)) \
+            if block_id.startswith(PROMPT_BLOCK_PREFIX) and \
+            block_id.removeprefix(PROMPT_BLOCK_PREFIX).isdigit() else 0
+        firm_id = _prompt_of_team(ctx, body, waiting_id) if waiting_id else None
+        if firm_id is None:
+            ack(options=[])
+            return
+        with ctx.sessions() as session:
+            row = session.get(WaitingExpense, waiting_id)
+            assert row is not None
+            view = prompt_view(row, sandbox_links=ctx.sandbox_links)
+        ack(options=messages.matter_options(waiting_id, view.choices,
+                                            str(payload.get("value") or "")))
+
+    def on_retry(body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                 client: WebClient) -> None:
+        value = str(action.get("value") or "")
+        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        user_id = str((body.get("user") or {}).get("id"))
+        with ctx.sessions() as session:
+            failure = session.get(Failure, int(value)) if value.isdigit() else None
+            if failure is None or firm_id is None or failure.firm_id != firm_id:
+                _ephemeral(respond, "That failure is not one this workspace can retry.")
+                return
+            purchase_id = failure.purchase_id
+        summary = ctx.engine_for(firm_id).run(trigger="retry", purchase_ids={purchase_id})
+        with ctx.sessions() as session:
+            failure = session.get(Failure, int(value))
+            assert failure is not None
+            if not summary.error and summary.purchases_read == 0:
+                failure.resolved_at = ctx.clock()  # deleted in QuickBooks: nothing to import
+                failure.message += " (The expense is no longer in QuickBooks.)"
+            fixed = failure.resolved_at is not None
+            view = failure_view(failure, sandbox_links=ctx.sandbox_links)
+            if summary.error:
+                outcome = f"could not run: {summary.error}"
+            elif fixed:
+                outcome = "fixed" + (f", imported {summary.imported}" if summary.imported
+                                     else "")
+            else:
+                outcome = f"still failing: {failure.message}"
+            notifier = ctx.notifier(client)
+            if fixed:
+                notifier.update_message(session, firm_id, "failure", failure.id,
+                                        messages.failure_retried(view, by_user=user_id,
+                                                                 outcome=outcome))
+            session.commit()
+        notifier.after_run(firm_id, summary)
+        if not fixed:
+            _ephemeral(respond, f"Retried: {outcome}")
+
+    def on_run_now(body: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        if firm_id is None:
+            return
+        summary = ctx.engine_for(firm_id).run(trigger="slack")
+        ctx.notifier(client).after_run(firm_id, summary)
+        _publish_home(ctx, client, firm_id, str((body.get("user") or {}).get("id")))
+
+    def on_show_pending(body: dict[str, Any], client: WebClient) -> None:
+        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        user_id = str((body.get("user") or {}).get("id"))
+        if firm_id is None:
+            return
+        settings = ctx.settings(firm_id)
+        channel = settings.slack_channel_id
+        if not channel:
+            return
+        for message in messages.pending_list(service.open_prompts(ctx, firm_id)):
+            client.chat_postEphemeral(channel=channel, user=user_id, text=message.text,
+                                      blocks=message.blocks)
+
+    def on_open_settings(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
+        from bot.listeners.views import open_settings_modal
+
+        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        user_id = str((body.get("user") or {}).get("id"))
+        if firm_id is None:
+            return
+        if not service.is_settings_admin(client, ctx.settings(firm_id), user_id):
+            client.chat_postEphemeral(
+                channel=ctx.settings(firm_id).slack_channel_id or user_id, user=user_id,
+                text="Only workspace admins and hardcost's approvers can change settings.")
+            return
+        open_settings_modal(ctx, client, firm_id, str(body.get("trigger_id")))
+
+    for action_id in (ACTION_CHOOSE_MATTER, ACTION_SELECT_MATTER, ACTION_SEARCH_MATTER,
+                      ACTION_CHOOSE_CONTACT, ACTION_SELECT_CONTACT, ACTION_NOT_CLIENT_COST):
+        app.action(action_id)(ack=just_ack, lazy=[on_choice])
+    app.options(ACTION_SEARCH_MATTER)(on_search)
+    app.action(ACTION_RETRY_FAILURE)(ack=just_ack, lazy=[on_retry])
+    app.action(ACTION_RUN_NOW)(ack=just_ack, lazy=[on_run_now])
+    app.action(ACTION_SHOW_PENDING)(ack=just_ack, lazy=[on_show_pending])
+    app.action(ACTION_OPEN_SETTINGS)(ack=just_ack, lazy=[on_open_settings])
+    app.action(ACTION_OPEN_QBO)(just_ack)
+
+
+def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: int,
+                 waiting_id: int, result: ChoiceResult, *, ephemeral: bool) -> None:
+    """Update the prompt in place for a settled answer; tell only the clicker otherwise."""
+    if result.outcome in ("already_answered", "refused", "failed"):
+        _ephemeral(respond, result.message)
+        return
+    notifier = ctx.notifier(client)
+    with ctx.sessions() as session:
+        row = session.get(WaitingExpense, waiting_id)
+        assert row is not None
+        view = prompt_view(row, sandbox_links=ctx.sandbox_links)
+        answer = PromptAnswer(by_user=str(result.answered_by), outcome=result.outcome,
+                              label=result.label, clio_entry_id=result.clio_entry_id)
+        answered = messages.prompt_answered(view, answer)
+        if result.still_waiting is not None:
+            # The contact is settled, the matter is not: the old message records the answer
+            # and a new prompt asks the next question.
+            channel = row.slack_channel or ctx.settings(firm_id).slack_channel_id
+            previous = _previous_message(session, firm_id, waiting_id)
+            if previous is not None:
+                notifier.update_message_at(session, firm_id, previous, answered)
+            if channel:
+                notifier.queue_prompt(session, row, channel)
+        else:
+            notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
+        session.commit()
+    notifier.send(firm_id)
+    if ephemeral:  # clicked in a /hardcost pending list: that copy is replaced too
+        respond(text=answered.text, blocks=answered.blocks, replace_original=True)
+
+
+def _previous_message(session: Any, firm_id: int, waiting_id: int) -> tuple[str, str] | None:
+    from sync.store import SlackOutbox
+
+    row = session.scalars(select(SlackOutbox).where(
+        SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
+        SlackOutbox.ref_id == waiting_id, SlackOutbox.result_ts.is_not(None))
+        .order_by(SlackOutbox.id.desc()).limit(1)).first()
+    return (row.result_channel, row.result_ts) if row is not None else None
+
+
+def _publish_home(ctx: BotContext, client: WebClient, firm_id: int, user_id: str) -> None:
+    from bot.listeners.events import publish_home
+
+    publish_home(ctx, client, firm_id, user_id)
+
+
+__all__ = ["Choice", "register"]

@@ -1,0 +1,180 @@
+"""``/hardcost`` and its subcommands (SPEC §5). Ack at once; slow work after the ack."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot import service
+from bot.app import BotContext
+from bot.ui import messages
+from bot.ui.views import Message
+from sync.engine import FirmNotReady
+from sync.firm_settings import USAGE, SettingError, apply_setting
+from sync.http import ApiError
+from sync.store import FirmSettings
+
+log = logging.getLogger(__name__)
+
+SUBCOMMANDS = {"help", "status", "run", "pending", "failures", "connect", "disconnect",
+               "settings", "set", "pause", "resume", "check"}
+ADMIN_ONLY = {"set", "settings", "pause", "resume", "disconnect"}
+NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who installed "
+              "hardcost connects QuickBooks and Clio first.")
+
+
+def _parse(text: str | None) -> tuple[str, list[str]]:
+    words = (text or "").split()
+    return (words[0].lower(), words[1:]) if words else ("help", [])
+
+
+def _reply(respond: Respond, message: Message) -> None:
+    respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
+            replace_original=False)
+
+
+def register(app: App, ctx: BotContext) -> None:
+    def ack_command(ack: Ack, command: dict[str, Any]) -> None:
+        sub, args = _parse(command.get("text"))
+        if sub == "help":
+            help_message = messages.help_message()
+            ack(text=help_message.text, blocks=help_message.blocks)
+        elif sub not in SUBCOMMANDS:
+            usage = messages.usage_error(f"There is no /hardcost {sub}.", "/hardcost help")
+            ack(text=usage.text, blocks=usage.blocks)
+        elif sub == "run":
+            ack(text="Starting an import now; the summary follows in the channel.")
+        else:
+            ack()
+
+    def run_command(command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        sub, args = _parse(command.get("text"))
+        if sub == "help" or sub not in SUBCOMMANDS:
+            return  # answered in the ack
+        firm_id = ctx.firm_id_for_team(command.get("team_id"))
+        if firm_id is None:
+            _reply(respond, messages.notice(NOT_SET_UP))
+            return
+        user_id = str(command.get("user_id"))
+        settings = ctx.settings(firm_id)
+        if sub in ADMIN_ONLY and not service.is_settings_admin(client, settings, user_id):
+            _reply(respond, messages.notice(
+                "Only workspace admins and hardcost's approvers can change hardcost's "
+                "settings. Ask one of them."))
+            return
+        try:
+            HANDLERS[sub](ctx, firm_id, args, command, respond, client)
+        except SettingError as exc:
+            _reply(respond, messages.usage_error(exc.problem, exc.usage))
+        except (ApiError, FirmNotReady) as exc:
+            _reply(respond, messages.notice(str(exc)))
+
+    app.command("/hardcost")(ack=ack_command, lazy=[run_command])
+
+
+Handler = Any
+
+
+def _status(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+            respond: Respond, client: WebClient) -> None:
+    _reply(respond, messages.status_blocks(service.status_view(ctx, client, firm_id)))
+
+
+def _run(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+         respond: Respond, client: WebClient) -> None:
+    summary = ctx.engine_for(firm_id).run(trigger="slack")
+    ctx.notifier(client).after_run(firm_id, summary)
+    if summary.error:
+        _reply(respond, messages.notice(f"The import stopped: {summary.error}"))
+    elif not summary.did_something:
+        _reply(respond, messages.notice("Nothing new to import."))
+
+
+def _pending(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+             respond: Respond, client: WebClient) -> None:
+    for message in messages.pending_list(service.open_prompts(ctx, firm_id)):
+        _reply(respond, message)
+
+
+def _failures(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+              respond: Respond, client: WebClient) -> None:
+    for message in messages.failures_list(service.open_failures(ctx, firm_id)):
+        _reply(respond, message)
+
+
+def _settings(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+              respond: Respond, client: WebClient) -> None:
+    from bot.listeners.views import open_settings_modal
+
+    open_settings_modal(ctx, client, firm_id, str(command.get("trigger_id")))
+
+
+def _set(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+         respond: Respond, client: WebClient) -> None:
+    if len(args) < 2:
+        key = args[0].lower() if args else ""
+        raise SettingError("Say which setting and its new value.", key if key in USAGE else None)
+    key, raw = args[0].lower(), " ".join(args[1:])
+    if key not in USAGE:
+        raise SettingError(f"There is no setting called “{key}”. Settings: "
+                           + ", ".join(USAGE) + ".")
+    if key == "channel":
+        channel_id, name = service.resolve_channel(client, raw)
+        with ctx.sessions() as session:
+            settings = session.get(FirmSettings, firm_id)
+            assert settings is not None
+            settings.slack_channel_id = channel_id
+            session.commit()
+        done = f"hardcost will post in #{name}."
+    else:
+        engine = ctx.engine_for(firm_id)
+        with ctx.sessions() as session:
+            done = apply_setting(session, firm_id, key, raw, service.lookups(engine))
+            session.commit()
+    log.info("firm %s: %s set %s", firm_id, command.get("user_id"), key)
+    _reply(respond, messages.notice(done))
+
+
+def _pause(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+           respond: Respond, client: WebClient) -> None:
+    _set_paused(ctx, firm_id, True)
+    _reply(respond, messages.notice("Scheduled imports are paused. `/hardcost resume` "
+                                    "restarts them; `/hardcost run` still works."))
+
+
+def _resume(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+            respond: Respond, client: WebClient) -> None:
+    _set_paused(ctx, firm_id, False)
+    _reply(respond, messages.notice("Scheduled imports are running again."))
+
+
+def _set_paused(ctx: BotContext, firm_id: int, paused: bool) -> None:
+    with ctx.sessions() as session:
+        settings = session.get(FirmSettings, firm_id)
+        assert settings is not None
+        settings.paused = paused
+        session.commit()
+
+
+def _connect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+             respond: Respond, client: WebClient) -> None:
+    _reply(respond, messages.notice(
+        "Connecting from Slack is not available yet in this version. Until it is, the "
+        "person who runs hardcost connects QuickBooks and Clio for the firm."))
+
+
+def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+           respond: Respond, client: WebClient) -> None:
+    from bot.checks import run_checks
+
+    _reply(respond, messages.notice(run_checks(ctx, client, firm_id)))
+
+
+HANDLERS: dict[str, Handler] = {
+    "status": _status, "run": _run, "pending": _pending, "failures": _failures,
+    "settings": _settings, "set": _set, "pause": _pause, "resume": _resume,
+    "connect": _connect, "disconnect": _connect, "check": _check,
+}

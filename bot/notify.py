@@ -1,0 +1,156 @@
+"""What the firm's channel is told after a run, and reminders; all through the outbox.
+
+The database decides what to post, not the run's memory: every open failure without a
+message gets its alert, every waiting expense without a prompt gets one. A message that could
+not be posted is therefore posted later, and an identical failure seen again is not posted again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk import WebClient
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from bot.outbox import deliver, enqueue
+from bot.ui import messages
+from bot.ui.views import Choice, FailureView, Message, PromptView
+from sync.engine import RunSummary, matter_label
+from sync.qbo import transaction_url
+from sync.rules import PlannedEntry
+from sync.store import Failure, Firm, FirmSettings, SlackOutbox, WaitingExpense, utcnow
+
+REMIND_AFTER = timedelta(days=1)
+CONTACT_REASONS = {"no_contact", "several_contacts"}
+
+
+def prompt_view(row: WaitingExpense, *, sandbox_links: bool = False) -> PromptView:
+    entry = PlannedEntry.from_json(row.entry)
+    kind = "contact" if row.reason in CONTACT_REASONS else "matter"
+    choices = []
+    for candidate in row.candidates:
+        if candidate.get("kind") == "matter":
+            label = matter_label(str(candidate.get("display_number") or ""),
+                                 str(candidate.get("description") or ""))
+        else:
+            email = candidate.get("email")
+            label = str(candidate.get("name") or "") + (f" <{email}>" if email else "")
+        choices.append(Choice(int(candidate["id"]), label))
+    return PromptView(
+        id=row.id, kind=kind, reason=row.reason, amount=row.amount, txn_date=row.txn_date,
+        client=row.customer_name, payee=entry.payee.name if entry.payee else None,
+        memo=entry.memo, reference=entry.reference,
+        qbo_url=transaction_url(row.purchase_id, sandbox=sandbox_links),
+        choices=tuple(choices), waiting_since=row.created_at)
+
+
+def failure_view(row: Failure, *, sandbox_links: bool = False) -> FailureView:
+    url = transaction_url(row.purchase_id, sandbox=sandbox_links) \
+        if row.purchase_id != "?" else None
+    return FailureView(id=row.id, kind=row.kind, message=row.message, qbo_url=url,
+                       occurrences=row.occurrences, first_seen=row.first_seen)
+
+
+def _post(message: Message, channel: str, **extra: Any) -> dict[str, Any]:
+    return {"channel": channel, "text": message.text, "blocks": message.blocks,
+            "unfurl_links": False, "unfurl_media": False, **extra}
+
+
+class Notifier:
+    """Queues and sends a firm's messages."""
+
+    def __init__(self, sessions: sessionmaker[Session], client: WebClient, *,
+                 sandbox_links: bool = False, clock: Callable[[], datetime] = utcnow) -> None:
+        self.sessions = sessions
+        self.client = client
+        self.sandbox_links = sandbox_links
+        self.clock = clock
+
+    def after_run(self, firm_id: int, summary: RunSummary | None) -> int:
+        """Queue the run's summary (if it did something), new alerts and prompts; send."""
+        with self.sessions() as session:
+            firm = session.get(Firm, firm_id)
+            settings = session.get(FirmSettings, firm_id)
+            channel = settings.slack_channel_id if settings else None
+            if firm is None or not channel:
+                return 0
+            if summary is not None and summary.did_something and not summary.dry_run:
+                top = enqueue(session, firm_id, "chat.postMessage",
+                              _post(messages.run_summary(summary, firm_name=firm.name), channel),
+                              ref_kind="run", ref_id=summary.run_id)
+                for reply in messages.run_details(summary):
+                    enqueue(session, firm_id, "chat.postMessage", _post(reply, channel),
+                            parent=top)
+            self._queue_alerts(session, firm_id, channel)
+            self._queue_prompts(session, firm_id, channel)
+            self._queue_reminders(session, firm_id)
+            session.commit()
+        return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
+
+    def _queue_alerts(self, session: Session, firm_id: int, channel: str) -> None:
+        queued = _queued_refs(session, firm_id, "failure")
+        for row in session.scalars(select(Failure).where(
+                Failure.firm_id == firm_id, Failure.resolved_at.is_(None),
+                Failure.slack_ts.is_(None)).order_by(Failure.id)):
+            if row.id not in queued:
+                message = messages.failure_alert(failure_view(row,
+                                                              sandbox_links=self.sandbox_links))
+                enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
+                        ref_kind="failure", ref_id=row.id)
+
+    def _queue_prompts(self, session: Session, firm_id: int, channel: str) -> None:
+        queued = _queued_refs(session, firm_id, "prompt")
+        for row in session.scalars(select(WaitingExpense).where(
+                WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+                WaitingExpense.resolution.is_(None),
+                WaitingExpense.slack_ts.is_(None)).order_by(WaitingExpense.id)):
+            if row.id not in queued:
+                self.queue_prompt(session, row, channel)
+
+    def queue_prompt(self, session: Session, row: WaitingExpense, channel: str) -> None:
+        message = messages.prompt(prompt_view(row, sandbox_links=self.sandbox_links))
+        enqueue(session, row.firm_id, "chat.postMessage", _post(message, channel),
+                ref_kind="prompt", ref_id=row.id)
+
+    def _queue_reminders(self, session: Session, firm_id: int) -> None:
+        now = self.clock()
+        due = now - REMIND_AFTER
+        for row in session.scalars(select(WaitingExpense).where(
+                WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+                WaitingExpense.resolution.is_(None), WaitingExpense.slack_ts.is_not(None),
+                WaitingExpense.created_at <= due,
+                or_(WaitingExpense.reminded_at.is_(None), WaitingExpense.reminded_at <= due))):
+            message = messages.prompt_reminder(prompt_view(row,
+                                                           sandbox_links=self.sandbox_links),
+                                               now=now)
+            enqueue(session, firm_id, "chat.postMessage",
+                    _post(message, str(row.slack_channel), thread_ts=row.slack_ts))
+            row.reminded_at = now
+
+    def update_message(self, session: Session, firm_id: int, ref_kind: str, ref_id: int,
+                       message: Message) -> None:
+        """Edit a prompt's or alert's message in place (once it has been posted)."""
+        enqueue(session, firm_id, "chat.update",
+                {"text": message.text, "blocks": message.blocks},
+                ref_kind=ref_kind, ref_id=ref_id)
+
+    def update_message_at(self, session: Session, firm_id: int, where: tuple[str, str],
+                          message: Message) -> None:
+        """Edit a message known by its channel and ts."""
+        channel, ts = where
+        enqueue(session, firm_id, "chat.update",
+                {"channel": channel, "ts": ts, "text": message.text, "blocks": message.blocks})
+
+    def send(self, firm_id: int) -> int:
+        return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
+
+
+def _queued_refs(session: Session, firm_id: int, kind: str) -> set[int]:
+    """Refs with a post already waiting in the outbox (not to be queued twice)."""
+    return {ref for ref in session.scalars(select(SlackOutbox.ref_id).where(
+        SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == kind,
+        SlackOutbox.method == "chat.postMessage", SlackOutbox.sent_at.is_(None),
+        SlackOutbox.gave_up_at.is_(None))) if ref is not None}

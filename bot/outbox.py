@@ -1,0 +1,158 @@
+"""Everything the firm must see goes through the outbox: stored first, then sent.
+
+A message Slack does not take (429 past retries, 5xx, network down) stays in ``slack_outbox``
+and is sent by a later :func:`deliver` (after each run, each interaction, and on the
+scheduler's tick). Errors Slack will never accept (an unknown channel, bad blocks) are given up
+on and kept with the reason, for ``/hardcost status`` to show.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.store import Failure, Run, SlackOutbox, WaitingExpense, utcnow
+
+log = logging.getLogger(__name__)
+
+RETRYABLE_ERRORS = {"ratelimited", "service_unavailable", "fatal_error", "internal_error",
+                    "request_timeout"}
+MAX_BACKOFF = timedelta(minutes=30)
+GIVE_UP_AFTER = timedelta(days=3)
+REFS = {"prompt": WaitingExpense, "failure": Failure, "run": Run}
+
+
+def enqueue(session: Session, firm_id: int, method: str, payload: dict[str, Any], *,
+            parent: SlackOutbox | None = None, ref_kind: str | None = None,
+            ref_id: int | None = None, now: datetime | None = None) -> SlackOutbox:
+    """Add a Slack call to the outbox (the caller commits)."""
+    row = SlackOutbox(firm_id=firm_id, method=method, payload=payload,
+                      parent_id=parent.id if parent is not None else None,
+                      ref_kind=ref_kind, ref_id=ref_id, next_attempt_at=now or utcnow())
+    session.add(row)
+    session.flush()
+    return row
+
+
+def deliver(sessions: sessionmaker[Session], client: WebClient, *,
+            firm_id: int | None = None, clock: Callable[[], datetime] = utcnow,
+            limit: int = 200) -> int:
+    """Send what is due, oldest first; returns how many were sent."""
+    sent = 0
+    now = clock()
+    with sessions() as session:
+        query = select(SlackOutbox).where(SlackOutbox.sent_at.is_(None),
+                                          SlackOutbox.gave_up_at.is_(None),
+                                          SlackOutbox.next_attempt_at <= now)
+        if firm_id is not None:
+            query = query.where(SlackOutbox.firm_id == firm_id)
+        due = list(session.scalars(query.order_by(SlackOutbox.id).limit(limit)))
+    for row in due:
+        if _send(sessions, client, row, now):
+            sent += 1
+    return sent
+
+
+def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
+          now: datetime) -> bool:
+    payload = dict(row.payload)
+    with sessions() as session:
+        if row.parent_id is not None:
+            parent = session.get(SlackOutbox, row.parent_id)
+            if parent is None or parent.gave_up_at is not None:
+                _give_up(session, row.id, "its parent message could not be posted", now)
+                return False
+            if parent.result_ts is None:
+                return False  # the thread's first message is not out yet
+            payload["thread_ts"] = parent.result_ts
+            payload.setdefault("channel", parent.result_channel)
+        if row.method == "chat.update" and row.ref_kind and row.ref_id:
+            ts = _ref_ts(session, row.ref_kind, row.ref_id)
+            if ts is None:
+                return False  # the message to update has not been posted yet
+            payload["channel"], payload["ts"] = ts
+    try:
+        response = client.api_call(row.method, json=payload)
+    except SlackApiError as exc:
+        error = str(exc.response.get("error") or exc.response.status_code)
+        status = exc.response.status_code
+        retryable = error in RETRYABLE_ERRORS or status == 429 or status >= 500
+        _failed(sessions, row, error, now, retryable)
+        return False
+    except (SlackClientError, OSError) as exc:  # no answer at all
+        _failed(sessions, row, type(exc).__name__, now, True)
+        return False
+    channel = response.get("channel")
+    ts = response.get("ts") or (response.get("message") or {}).get("ts")
+    with sessions() as session:
+        stored = session.get(SlackOutbox, row.id)
+        assert stored is not None
+        stored.sent_at = now
+        stored.attempts += 1
+        stored.result_channel = channel
+        stored.result_ts = ts
+        stored.last_error = None
+        if row.method == "chat.postMessage" and row.ref_kind and row.ref_id and ts:
+            model = REFS.get(row.ref_kind)
+            if model is not None:
+                values: dict[str, Any] = {"slack_ts": ts}
+                if hasattr(model, "slack_channel"):
+                    values["slack_channel"] = channel
+                session.execute(update(model).where(model.id == row.ref_id,  # type: ignore
+                                                    model.firm_id == row.firm_id)  # type: ignore
+                                .values(**values))
+        session.commit()
+    return True
+
+
+def _ref_ts(session: Session, kind: str, ref_id: int) -> tuple[str, str] | None:
+    model = REFS.get(kind)
+    if model is None:
+        return None
+    row = session.get(model, ref_id)
+    channel = getattr(row, "slack_channel", None)
+    ts = getattr(row, "slack_ts", None)
+    return (channel, ts) if channel and ts else None
+
+
+def _failed(sessions: sessionmaker[Session], row: SlackOutbox, error: str, now: datetime,
+            retryable: bool) -> None:
+    with sessions() as session:
+        stored = session.get(SlackOutbox, row.id)
+        assert stored is not None
+        stored.attempts += 1
+        stored.last_error = error
+        if not retryable or now - stored.created_at > GIVE_UP_AFTER:
+            stored.gave_up_at = now
+            log.error("gave up on Slack %s for firm %s: %s", row.method, row.firm_id, error)
+        else:
+            wait = min(timedelta(seconds=15 * 2 ** min(stored.attempts, 10)), MAX_BACKOFF)
+            stored.next_attempt_at = now + wait
+            log.warning("Slack %s failed (%s); will retry in %s", row.method, error, wait)
+        session.commit()
+
+
+def _give_up(session: Session, row_id: int, reason: str, now: datetime) -> None:
+    stored = session.get(SlackOutbox, row_id)
+    if stored is not None:
+        stored.gave_up_at = now
+        stored.last_error = reason
+        session.commit()
+
+
+def undelivered(session: Session, firm_id: int) -> tuple[int, list[str]]:
+    """(messages still waiting to be sent, reasons messages were given up on)."""
+    waiting = session.scalars(select(SlackOutbox.id).where(
+        SlackOutbox.firm_id == firm_id, SlackOutbox.sent_at.is_(None),
+        SlackOutbox.gave_up_at.is_(None))).all()
+    given_up = session.scalars(select(SlackOutbox.last_error).where(
+        SlackOutbox.firm_id == firm_id, SlackOutbox.gave_up_at.is_not(None))
+        .order_by(SlackOutbox.id.desc()).limit(3)).all()
+    return len(waiting), [e or "unknown" for e in given_up]

@@ -1,0 +1,183 @@
+"""What listeners share: who may do what, the firm's status, settings lookups, the channel check."""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import timedelta
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import func, select
+
+from bot.app import BotContext
+from bot.notify import failure_view, prompt_view
+from bot.outbox import undelivered
+from bot.ui.views import Choice, FailureView, PromptView, SettingsView, StatusView
+from sync.engine import ImportEngine
+from sync.firm_settings import Lookups, SettingError
+from sync.http import ApiError
+from sync.store import Connection, Failure, Firm, FirmSettings, Run, WaitingExpense
+
+log = logging.getLogger(__name__)
+
+CHANNEL = re.compile(r"^<#([CG][A-Z0-9]+)(?:\|[^>]*)?>$|^#?([a-z0-9_\-]+)$")
+
+
+def is_settings_admin(client: WebClient, settings: FirmSettings, user_id: str) -> bool:
+    """Workspace admins and owners, and the firm's listed approvers."""
+    if user_id in (settings.approvers or []):
+        return True
+    try:
+        user = client.users_info(user=user_id)["user"]
+    except SlackApiError as exc:
+        log.warning("users.info for %s failed: %s", user_id, exc.response.get("error"))
+        return False
+    return bool(user.get("is_admin") or user.get("is_owner"))
+
+
+def may_choose(settings: FirmSettings, user_id: str) -> bool:
+    """With an approvers list, only they answer prompts; without one, anyone may."""
+    approvers = settings.approvers or []
+    return not approvers or user_id in approvers
+
+
+def lookups(engine: ImportEngine) -> Lookups:
+    return Lookups(qbo_accounts=engine.qbo.accounts,
+                   clio_categories=engine.clio.hard_cost_categories,
+                   clio_users=engine.clio.users)
+
+
+def resolve_channel(client: WebClient, raw: str) -> tuple[str, str]:
+    """(channel id, name) of a channel the bot can post in; SettingError otherwise."""
+    match = CHANNEL.match(raw.strip())
+    if not match:
+        raise SettingError(f"“{raw}” is not a channel.", "channel")
+    channel_id, name = match.group(1), match.group(2)
+    try:
+        if channel_id is None:
+            channel_id = _channel_id_by_name(client, name)
+        info = client.conversations_info(channel=channel_id)["channel"]
+    except SlackApiError as exc:
+        raise SettingError(f"Slack does not know the channel {raw} "
+                           f"({exc.response.get('error')}).", "channel") from None
+    if info.get("is_archived"):
+        raise SettingError(f"#{info.get('name')} is archived.", "channel")
+    if info.get("is_private") and not info.get("is_member"):
+        raise SettingError(f"#{info.get('name')} is private and hardcost is not in it: "
+                           f"invite @hardcost there first.", "channel")
+    return str(info["id"]), str(info.get("name") or channel_id)
+
+
+def _channel_id_by_name(client: WebClient, name: str) -> str:
+    cursor = None
+    while True:
+        page = client.conversations_list(types="public_channel,private_channel", limit=200,
+                                         cursor=cursor)
+        for channel in page["channels"]:
+            if channel.get("name") == name:
+                return str(channel["id"])
+        cursor = (page.get("response_metadata") or {}).get("next_cursor")
+        if not cursor:
+            raise SettingError(f"There is no channel #{name} that hardcost can see.",
+                               "channel")
+
+
+def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
+    with ctx.sessions() as session:
+        firm = session.get(Firm, firm_id)
+        settings = session.get(FirmSettings, firm_id)
+        assert firm is not None and settings is not None
+        providers = set(session.scalars(select(Connection.provider).where(
+            Connection.firm_id == firm_id)))
+        last = session.scalars(select(Run).where(Run.firm_id == firm_id, Run.dry_run.is_(False))
+                               .order_by(Run.id.desc()).limit(1)).first()
+        waiting = session.scalar(select(func.count()).select_from(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))) or 0
+        failures = session.scalar(select(func.count()).select_from(Failure).where(
+            Failure.firm_id == firm_id, Failure.resolved_at.is_(None))) or 0
+        unsent, given_up = undelivered(session, firm_id)
+    problems = []
+    if not settings.slack_channel_id:
+        problems.append("choose the channel: /hardcost set channel #channel")
+    if not settings.import_account_ids:
+        problems.append("choose the import account: /hardcost set account <name>")
+    if not settings.start_date:
+        problems.append("choose the start date: /hardcost set start-date YYYY-MM-DD")
+    if unsent:
+        problems.append(f"{unsent} Slack message(s) not delivered yet; hardcost keeps trying")
+    problems += [f"a Slack message could not be posted: {reason}" for reason in given_up]
+    last_line = None
+    if last is not None:
+        when = last.started_at.strftime("%Y-%m-%d %H:%M UTC")
+        if last.status == "failed":
+            last_line = f"{when} — stopped: {last.error}"
+        else:
+            last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}), "
+                         f"waiting {last.waiting}, failed {last.failed}")
+    next_line = None
+    if not settings.paused and last is not None:
+        upcoming = last.started_at + timedelta(minutes=settings.schedule_minutes)
+        next_line = f"about {upcoming.strftime('%Y-%m-%d %H:%M UTC')} " \
+                    "(scheduled runs need `hardcost serve`)"
+    return StatusView(
+        firm_name=firm.name,
+        quickbooks=(f"connected (company {firm.qbo_realm_id})" if "quickbooks" in providers
+                    else "not connected"),
+        clio=f"connected ({firm.clio_region.upper()})" if "clio" in providers
+        else "not connected",
+        channel_id=settings.slack_channel_id, paused=settings.paused,
+        schedule_minutes=settings.schedule_minutes, last_run=last_line, next_run=next_line,
+        waiting=int(waiting), open_failures=int(failures), problems=tuple(problems))
+
+
+def open_prompts(ctx: BotContext, firm_id: int, limit: int = 50) -> list[PromptView]:
+    with ctx.sessions() as session:
+        rows = session.scalars(select(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))
+            .order_by(WaitingExpense.txn_date, WaitingExpense.id).limit(limit))
+        return [prompt_view(r, sandbox_links=ctx.sandbox_links) for r in rows]
+
+
+def open_failures(ctx: BotContext, firm_id: int, limit: int = 50) -> list[FailureView]:
+    with ctx.sessions() as session:
+        rows = session.scalars(select(Failure).where(
+            Failure.firm_id == firm_id, Failure.resolved_at.is_(None))
+            .order_by(Failure.id).limit(limit))
+        return [failure_view(r, sandbox_links=ctx.sandbox_links) for r in rows]
+
+
+def settings_view(ctx: BotContext, firm_id: int) -> SettingsView:
+    """The modal's current values, with the choices read from QuickBooks and Clio.
+
+    A service that cannot be reached leaves its options empty (typed names then) rather than
+    keeping the modal from opening.
+    """
+    settings = ctx.settings(firm_id)
+    engine = ctx.engine_for(firm_id)
+    accounts: list[Choice] = []
+    categories: list[Choice] = []
+    users: list[Choice] = []
+    try:
+        accounts = [Choice(int(a["Id"]), str(a.get("FullyQualifiedName") or a.get("Name")))
+                    for a in engine.qbo.accounts()
+                    if a.get("AccountType") in {"Expense", "Other Expense",
+                                                "Cost of Goods Sold"}]
+    except ApiError as exc:
+        log.warning("settings: QuickBooks accounts unavailable: %s", exc)
+    try:
+        categories = [Choice(c.id, c.name) for c in engine.clio.hard_cost_categories()]
+        users = [Choice(u.id, u.name) for u in engine.clio.users() if u.enabled]
+    except ApiError as exc:
+        log.warning("settings: Clio lists unavailable: %s", exc)
+    chosen = set(settings.import_account_ids or [])
+    return SettingsView(
+        channel_id=settings.slack_channel_id, start_date=settings.start_date,
+        import_accounts=tuple(a for a in accounts if str(a.id) in chosen),
+        account_options=tuple(accounts),
+        category=next((c for c in categories if c.id == settings.expense_category_id), None),
+        category_options=tuple(categories),
+        user=next((u for u in users if u.id == settings.clio_user_id), None),
+        user_options=tuple(users), schedule_minutes=settings.schedule_minutes,
+        split_lines=settings.split_lines, item_lines=settings.item_lines,
+        deletions=settings.deletions, approvers=tuple(settings.approvers or []))

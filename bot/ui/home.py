@@ -1,0 +1,30 @@
+"""App Home: the same status as ``/hardcost status``, with buttons for settings, run, pending."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ContextBlock, MarkdownTextObject
+from slack_sdk.models.views import View
+
+from bot.ui.messages import status_blocks
+from bot.ui.views import (
+    ACTION_OPEN_SETTINGS,
+    ACTION_RUN_NOW,
+    ACTION_SHOW_PENDING,
+    StatusView,
+)
+
+
+def home_view(status: StatusView) -> dict[str, Any]:
+    """The view for ``views.publish`` (``type: home``)."""
+    blocks: list[Any] = list(status_blocks(status).blocks)
+    blocks.append(ActionsBlock(elements=[
+        ButtonElement(text="Settings", action_id=ACTION_OPEN_SETTINGS),
+        ButtonElement(text="Run now", action_id=ACTION_RUN_NOW, style="primary"),
+        ButtonElement(text=f"Waiting expenses ({status.waiting:,})",
+                      action_id=ACTION_SHOW_PENDING),
+    ]))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
+        text="`/hardcost help` in any channel lists every command.")]))
+    return View(type="home", blocks=blocks).to_dict()

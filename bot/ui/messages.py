@@ -1,0 +1,706 @@
+"""Every Slack message hardcost posts, as pure builders: plain data in, ``Message`` out.
+
+No HTTP, no database, no clock (``now`` is passed in). Blocks are built with
+``slack_sdk.models.blocks`` and returned as dicts (``to_dict()`` checks Slack's limits). User
+data (names, memos, messages) is escaped and clipped before it reaches mrkdwn; every message
+carries a ``text`` notification fallback.
+
+The settings modal lives in ``bot.ui.modals``, App Home in ``bot.ui.home``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    ExternalDataSelectElement,
+    HeaderBlock,
+    LinkButtonElement,
+    MarkdownTextObject,
+    Option,
+    SectionBlock,
+    StaticSelectElement,
+)
+
+from bot.ui.text import (
+    as_utc,
+    clip,
+    day,
+    duration,
+    escape,
+    fit,
+    is_http_url,
+    link,
+    mention,
+    mrkdwn,
+    mrkdwn_keeping_tokens,
+    name,
+    one_line,
+    plural,
+    slack_date,
+)
+from bot.ui.text import (
+    channel as channel_ref,
+)
+from bot.ui.views import (
+    ACTION_CHOOSE_CONTACT,
+    ACTION_CHOOSE_MATTER,
+    ACTION_NOT_CLIENT_COST,
+    ACTION_OPEN_QBO,
+    ACTION_RETRY_FAILURE,
+    ACTION_SEARCH_MATTER,
+    ACTION_SELECT_CONTACT,
+    ACTION_SELECT_MATTER,
+    PROMPT_BLOCK_PREFIX,
+    Choice,
+    FailureView,
+    Message,
+    PromptAnswer,
+    PromptView,
+    StatusView,
+)
+from sync.engine import RunSummary
+from sync.report import REASONS, money
+
+__all__ = [
+    "failure_alert",
+    "failure_retried",
+    "failures_list",
+    "help_message",
+    "matter_options",
+    "notice",
+    "pending_list",
+    "prompt",
+    "prompt_answered",
+    "prompt_reminder",
+    "run_details",
+    "run_summary",
+    "status_blocks",
+    "usage_error",
+]
+
+Block = dict[str, Any]
+
+# Slack's limits (API_FACTS "Slack") and the margins kept under them.
+SECTION_TEXT = 3000
+FIELD_TEXT = 2000
+CONTEXT_TEXT = 2000
+HEADER_TEXT = 150
+BUTTON_TEXT = 75
+OPTION_TEXT = 75
+CONFIRM_TEXT = 300
+STATIC_OPTIONS = 100
+FALLBACK_TEXT = 3000
+MESSAGE_BLOCKS = 45  # under the 50 a message may hold
+MESSAGE_CHARS = 12_000  # visible block text per message, under msg_blocks_too_long (~13k)
+DETAIL_LINES = 40  # lines per section block in the run details
+DETAIL_CHARS = 2500  # characters per section block in the run details
+DETAIL_ROWS = 200  # rows across all of a run's details; the rest is "and N more"
+LIST_ITEMS = 50  # prompts or failures listed by /hardcost pending|failures
+PROMPT_BUTTONS = 5  # up to this many choices are buttons; then a select
+MEMO_CHARS = 300
+QBO_LINK = "Open in QuickBooks"
+
+# ---------------------------------------------------------------------------------------------
+# small builders
+
+
+def _section(text: str, *, fields: Sequence[str] = (), block_id: str | None = None) -> Block:
+    return SectionBlock(
+        text=MarkdownTextObject(text=fit(text, SECTION_TEXT)) if text else None,
+        fields=[MarkdownTextObject(text=fit(f, FIELD_TEXT)) for f in fields] or None,
+        block_id=block_id,
+    ).to_dict()
+
+
+def _fields(fields: Sequence[str]) -> Block:
+    return SectionBlock(fields=[MarkdownTextObject(text=fit(f, FIELD_TEXT))
+                                for f in fields[:10]]).to_dict()
+
+
+def _context(*parts: str) -> Block:
+    return ContextBlock(elements=[MarkdownTextObject(text=fit(p, CONTEXT_TEXT))
+                                  for p in parts if p][:10]).to_dict()
+
+
+def _header(text: str) -> Block:
+    return HeaderBlock(text=clip(one_line(text), HEADER_TEXT)).to_dict()
+
+
+def _divider() -> Block:
+    return DividerBlock().to_dict()
+
+
+def _fallback(text: str) -> str:
+    return fit(text, FALLBACK_TEXT) or "hardcost"
+
+
+def _button_text(label: str) -> str:
+    return clip(one_line(label), BUTTON_TEXT) or "(no name)"
+
+
+def _option(label: str, value: str) -> Option:
+    return Option(value=value, text=clip(one_line(label), OPTION_TEXT) or "(no name)")
+
+
+def _qbo_button(url: str | None) -> LinkButtonElement | None:
+    if not is_http_url(url):
+        return None
+    return LinkButtonElement(text=QBO_LINK, url=str(url), action_id=ACTION_OPEN_QBO)
+
+
+def _block_chars(block: Block) -> int:
+    """The visible text of a block, for the per-message budget."""
+    size = 0
+    text = block.get("text")
+    if isinstance(text, dict):
+        size += len(text.get("text", ""))
+    for f in block.get("fields") or ():
+        size += len(f.get("text", ""))
+    if block.get("type") == "context":
+        size += sum(len(e.get("text", "")) for e in block.get("elements", ()))
+    return size
+
+
+def _pack(groups: Iterable[list[Block]], *, limit_blocks: int = MESSAGE_BLOCKS,
+          limit_chars: int = MESSAGE_CHARS, separator: bool = True) -> list[list[Block]]:
+    """Groups of blocks (one prompt, one failure...) packed into messages; a group is never
+    split. Dividers separate groups within a message."""
+    pages: list[list[Block]] = []
+    page: list[Block] = []
+    chars = 0
+    for group in groups:
+        size = sum(_block_chars(b) for b in group)
+        extra = 1 if (page and separator) else 0
+        if page and (len(page) + extra + len(group) > limit_blocks or chars + size > limit_chars):
+            pages.append(page)
+            page, chars, extra = [], 0, 0
+        if extra:
+            page.append(_divider())
+        page.extend(group)
+        chars += size
+    if page:
+        pages.append(page)
+    return pages
+
+
+def _part(text: str, index: int, count: int) -> str:
+    return text if count == 1 else f"{text} (part {index} of {count})"
+
+
+# ---------------------------------------------------------------------------------------------
+# run summary and details
+
+
+def _details_exist(summary: RunSummary) -> bool:
+    return bool(summary.imported_entries or summary.waiting_items or summary.failures
+                or summary.skips)
+
+
+def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
+    """One compact message per run: imported (count and total), waiting, failed, skipped,
+    duration. Details go in the thread (``run_details``)."""
+    firm = name(firm_name)
+    count = plural(summary.imported, "expense")
+    total = money(summary.imported_total)
+    if summary.dry_run:
+        head = (f"*{firm}* — dry run, nothing written: would import *{count}* into Clio, "
+                f"*{total}*")
+    else:
+        head = f"*{firm}* — imported *{count}* into Clio, *{total}*"
+    waiting = f"{summary.waiting:,} new"
+    if summary.still_waiting:
+        waiting += f", {summary.still_waiting:,} from earlier runs"
+    failed = f"{summary.failed:,} new"
+    if summary.still_failing:
+        failed += f", {summary.still_failing:,} still open"
+    fields = [f"*Waiting for a choice*\n{waiting}", f"*Failed*\n{failed}",
+              f"*Skipped*\n{summary.skipped:,}"]
+    if summary.unchanged:
+        fields.append(f"*Already in Clio*\n{summary.unchanged:,}")
+    blocks = [_section(head), _fields(fields)]
+    if summary.error:
+        blocks.append(_section(f":octagonal_sign: *Stopped early:* {mrkdwn(summary.error, 1000)}"))
+    facts = []
+    if summary.run_id is not None:
+        facts.append(f"Run #{summary.run_id}")
+    facts.append(f"{plural(summary.purchases_read, 'QuickBooks purchase')} read")
+    facts.append(f"took {duration(summary.duration_s)}")
+    if _details_exist(summary):
+        facts.append("details in the thread")
+    blocks.append(_context(" · ".join(facts)))
+    verb = "dry run, would import" if summary.dry_run else "imported"
+    text = (f"{firm}: {verb} {count} ({total}), {summary.waiting:,} waiting, "
+            f"{summary.failed:,} failed, {summary.skipped:,} skipped")
+    return Message(text=_fallback(text), blocks=blocks)
+
+
+_KIND_WORDS = {
+    "config": "setting or connection",
+    "transient": "temporary service trouble",
+    "data": "QuickBooks transaction needs a fix",
+}
+_KIND_HINTS = {
+    "config": "Someone with access must fix this setting or connection, then press Retry.",
+    "transient": "This looks temporary: hardcost will retry by itself. Retry tries now.",
+    "data": "Fix it in QuickBooks, then press Retry.",
+}
+
+
+def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
+    """(title, rows) per kind of detail, with DETAIL_ROWS shared across them: failures first,
+    then waiting, skips and imported entries, so problems are never crowded out."""
+    skips = Counter(summary.skips)
+    sizes = {"failed": len(summary.failures), "waiting": len(summary.waiting_items),
+             "skipped": len(skips), "imported": len(summary.imported_entries)}
+    room = DETAIL_ROWS
+    shown: dict[str, int] = {}
+    for key in ("failed", "waiting", "skipped", "imported"):
+        shown[key] = min(sizes[key], room)
+        room -= shown[key]
+
+    def more(key: str) -> list[str]:
+        hidden = sizes[key] - shown[key]
+        return [f"_…and {hidden:,} more_"] if hidden > 0 else []
+
+    out: list[tuple[str, list[str]]] = []
+    if sizes["imported"]:
+        rows = []
+        for e in summary.imported_entries[: shown["imported"]]:
+            row = f"• {day(e.date)} · *{money(e.amount)}* · {name(e.customer, 80)} → " \
+                  f"{name(e.matter, 100)}"
+            if e.clio_id:
+                row += f" · Clio #{e.clio_id}"
+            rows.append(row)
+        total = sum((e.amount for e in summary.imported_entries), Decimal("0.00"))
+        out.append((f"*Imported into Clio* — {plural(sizes['imported'], 'entry', 'entries')}, "
+                    f"{money(total)}", rows + more("imported")))
+    if sizes["waiting"]:
+        rows = []
+        for w in summary.waiting_items[: shown["waiting"]]:
+            row = (f"• {day(w.date)} · *{money(w.amount)}* · {name(w.customer, 80)} — "
+                   f"{escape(REASONS.get(w.reason, w.reason))}")
+            if w.choices:
+                row += f" ({w.choices:,} to choose from)"
+            if not w.new:
+                row += " · _still waiting from an earlier run_"
+            rows.append(row)
+        out.append((f"*Waiting for someone to choose* — {sizes['waiting']:,}",
+                    rows + more("waiting")))
+    if sizes["failed"]:
+        rows = []
+        for f in summary.failures[: shown["failed"]]:
+            row = f"• _{escape(_KIND_WORDS.get(f.kind, f.kind))}_: {mrkdwn(f.message, 300)}"
+            if is_http_url(f.url):
+                row += f" · {link(f.url, QBO_LINK)}"
+            if not f.new:
+                row += " · _still open_"
+            rows.append(row)
+        out.append((f"*Failed, needs attention* — {sizes['failed']:,}", rows + more("failed")))
+    if sizes["skipped"]:
+        rows = []
+        for reason, n in list(skips.items())[: shown["skipped"]]:
+            rows.append(f"• {mrkdwn(one_line(reason), 300)}" + (f" (×{n:,})" if n > 1 else ""))
+        out.append((f"*Skipped* — {sum(skips.values()):,}", rows + more("skipped")))
+    return out
+
+
+def _line_chunks(rows: list[str], max_lines: int, max_chars: int) -> list[list[str]]:
+    chunks: list[list[str]] = []
+    chunk: list[str] = []
+    size = 0
+    for row in rows:
+        row = fit(row, max_chars)
+        if chunk and (len(chunk) >= max_lines or size + len(row) + 1 > max_chars):
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(row)
+        size += len(row) + 1
+    if chunk:
+        chunks.append(chunk)
+    return chunks
+
+
+def run_details(summary: RunSummary) -> list[Message]:
+    """The thread under a run summary: imported entries, waiting expenses (why, in words),
+    failures (with a QuickBooks link) and skip reasons. Each section block stays within
+    DETAIL_LINES lines / DETAIL_CHARS characters, each message within MESSAGE_BLOCKS blocks."""
+    pages: list[list[Block]] = []
+    page: list[Block] = []
+    chars = 0
+    for title, rows in _detail_rows(summary):
+        # one line of each chunk is kept free for the title ("continued" after a page break)
+        for i, chunk in enumerate(_line_chunks(rows, DETAIL_LINES - 1,
+                                               DETAIL_CHARS - len(title) - 20)):
+            text = "\n".join(chunk)
+            if page and (len(page) >= MESSAGE_BLOCKS or chars + len(text) > MESSAGE_CHARS):
+                pages.append(page)
+                page, chars = [], 0
+            if i == 0:
+                text = f"{title}\n{text}"
+            elif not page:
+                text = f"{title} _(continued)_\n{text}"
+            page.append(_section(text))
+            chars += len(text)
+    if page:
+        pages.append(page)
+    label = f"Run #{summary.run_id} details" if summary.run_id is not None else "Run details"
+    return [Message(text=_part(label, i, len(pages)), blocks=blocks)
+            for i, blocks in enumerate(pages, start=1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# failures
+
+
+def _failure_blocks(failure: FailureView, *, actions: bool) -> list[Block]:
+    kind = escape(_KIND_WORDS.get(failure.kind, failure.kind))
+    blocks = [_section(f":warning: *Sync failure* — {kind}\n{mrkdwn(failure.message, 2500)}")]
+    seen = []
+    if failure.occurrences > 1:
+        seen.append(f"Seen {failure.occurrences:,} times"
+                    + (f" since {slack_date(failure.first_seen)}" if failure.first_seen else ""))
+    elif failure.first_seen:
+        seen.append(f"First seen {slack_date(failure.first_seen)}")
+    if actions:
+        blocks.append(_context(" · ".join(
+            [_KIND_HINTS.get(failure.kind, "Press Retry once it is fixed."), *seen])))
+        elements: list[Any] = []
+        qbo = _qbo_button(failure.qbo_url)
+        if qbo:
+            elements.append(qbo)
+        elements.append(ButtonElement(text="Retry", action_id=ACTION_RETRY_FAILURE,
+                                      value=str(failure.id), style="primary"))
+        blocks.append(ActionsBlock(elements=elements).to_dict())
+    elif seen:
+        blocks.append(_context(" · ".join(seen)))
+    return blocks
+
+
+def failure_alert(failure: FailureView) -> Message:
+    """What failed and why, a hint by kind, "Open in QuickBooks" (when linked) and Retry."""
+    return Message(text=_fallback(f"Sync failure: {escape(one_line(failure.message))}"),
+                   blocks=_failure_blocks(failure, actions=True))
+
+
+_RESOLVED = ("imported", "resolved", "fixed", "done")
+
+
+def failure_retried(failure: FailureView, *, by_user: str, outcome: str) -> Message:
+    """The alert updated in place after Retry. A success ("imported") drops the buttons; a
+    failure keeps them so someone can try again."""
+    line = f"Retried by {mention(by_user)}: {mrkdwn(one_line(outcome), 1000)}"
+    if outcome.strip().lower().startswith(_RESOLVED):
+        blocks = _failure_blocks(failure, actions=False)
+        blocks[0] = _section(f":white_check_mark: *Fixed* — {mrkdwn(failure.message, 2500)}")
+        qbo = link(failure.qbo_url, QBO_LINK) if is_http_url(failure.qbo_url) else ""
+        blocks.append(_context(" · ".join(p for p in (line, qbo) if p)))
+    else:
+        blocks = _failure_blocks(failure, actions=True)
+        blocks.insert(1, _context(line))
+    return Message(text=_fallback(line), blocks=blocks)
+
+
+def failures_list(failures: Sequence[FailureView]) -> list[Message]:
+    """``/hardcost failures``: each open failure with its buttons, at most LIST_ITEMS."""
+    if not failures:
+        return [notice("No open failures.")]
+    unique = list({f.id: f for f in reversed(failures)}.values())[::-1]
+    head = [_section(f"*{plural(len(unique), 'open failure')}*")]
+    groups = [head] + [_failure_blocks(f, actions=True) for f in unique[:LIST_ITEMS]]
+    if len(unique) > LIST_ITEMS:
+        groups.append([_context(f"…and {len(unique) - LIST_ITEMS:,} more; they are listed "
+                                "once these are fixed.")])
+    pages = _pack(groups)
+    return [Message(text=_part(f"{plural(len(unique), 'open failure')}", i, len(pages)),
+                    blocks=blocks) for i, blocks in enumerate(pages, start=1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# matter and contact prompts
+
+
+def _prompt_fields(p: PromptView) -> list[Block]:
+    fields = [f"*Amount*\n{money(p.amount)}", f"*Date*\n{day(p.txn_date)}",
+              f"*Client*\n{name(p.client, 200)}"]
+    if p.payee:
+        fields.append(f"*Payee*\n{name(p.payee, 200)}")
+    if p.reference:
+        fields.append(f"*Check no.*\n{name(p.reference, 50)}")
+    if p.memo and p.memo.strip():
+        fields.append(f"*Memo*\n{name(p.memo, MEMO_CHARS)}")
+    blocks = [_fields(fields)]
+    facts = []
+    if p.waiting_since:
+        facts.append(f"Waiting since {slack_date(p.waiting_since)}")
+    if is_http_url(p.qbo_url):
+        facts.append(link(p.qbo_url, QBO_LINK))
+    if facts:
+        blocks.append(_context(" · ".join(facts)))
+    return blocks
+
+
+def _prompt_question(p: PromptView) -> tuple[str, str]:
+    """(mrkdwn block text, plain notification text)."""
+    client = name(p.client, 200)
+    amount = f"{money(p.amount)} on {day(p.txn_date)}"
+    what = f"{amount} for {client}"
+    if p.kind == "contact":
+        if not p.choices:
+            return (f":bust_in_silhouette: *No Clio contact matches {client}*\n"
+                    "Staff can create the contact in Clio; the next run picks it up.",
+                    f"No Clio contact matches {client}: {amount}")
+        return (f":bust_in_silhouette: *Which Clio contact is {client}?*\n"
+                f"Waiting because {escape(REASONS.get(p.reason, p.reason))}.",
+                f"Which Clio contact is {client}? {what}")
+    if not p.choices:
+        return (f":hourglass: *No open or pending matter for {client} in Clio yet*; "
+                "it imports by itself once one exists.",
+                f"No matter yet for {client}: {amount}")
+    return (f":mag: *Which matter is this expense for?*\n"
+            f"Waiting because {escape(REASONS.get(p.reason, p.reason))}.",
+            f"Which matter? {what}")
+
+
+def _not_client_cost(p: PromptView) -> ButtonElement:
+    text = (f"{money(p.amount)} on {day(p.txn_date)} for {name(p.client, 80)} will not be "
+            "imported into Clio, and this prompt closes.")
+    return ButtonElement(
+        text="Not a client cost", action_id=ACTION_NOT_CLIENT_COST, value=str(p.id),
+        confirm=ConfirmObject(title="Not a client cost?", text=fit(text, CONFIRM_TEXT),
+                              confirm="Not a client cost", deny="Cancel"))
+
+
+def _prompt_actions(p: PromptView) -> list[Block]:
+    """The choice blocks, then the actions block (block_id ``hc_prompt:<id>``).
+
+    Up to PROMPT_BUTTONS choices are one section each with its button as the accessory: Slack
+    wants action_ids unique within a block, and every choice button shares one action_id. The
+    label shows in full there (a button's text is cut at 75)."""
+    contact = p.kind == "contact"
+    choose, select = ((ACTION_CHOOSE_CONTACT, ACTION_SELECT_CONTACT) if contact
+                      else (ACTION_CHOOSE_MATTER, ACTION_SELECT_MATTER))
+    noun = "contact" if contact else "matter"
+    blocks: list[Block] = []
+    elements: list[Any] = []
+    note = None
+    n = len(p.choices)
+    if 0 < n <= PROMPT_BUTTONS:
+        for c in p.choices:
+            blocks.append(SectionBlock(
+                text=MarkdownTextObject(text=name(c.label, 300) or "_(no name)_"),
+                accessory=ButtonElement(text="Choose", action_id=choose, value=f"{p.id}:{c.id}",
+                                        accessibility_label=_button_text(f"Choose {c.label}")),
+            ).to_dict())
+    elif n and (n <= STATIC_OPTIONS or contact):
+        elements.append(StaticSelectElement(
+            action_id=select, placeholder=f"Choose a {noun} ({n:,})",
+            options=[_option(c.label, f"{p.id}:{c.id}") for c in p.choices[:STATIC_OPTIONS]]))
+        if n > STATIC_OPTIONS:
+            note = (f"Showing the first {STATIC_OPTIONS} of {n:,} possible contacts. If the "
+                    "right one is missing, make its name in Clio match the QuickBooks customer; "
+                    "the next run picks it up.")
+    elif n:
+        elements.append(ExternalDataSelectElement(
+            action_id=ACTION_SEARCH_MATTER, placeholder=f"Search {n:,} matters",
+            min_query_length=1))
+    elements.append(_not_client_cost(p))
+    blocks.append(ActionsBlock(elements=elements,
+                               block_id=f"{PROMPT_BLOCK_PREFIX}{p.id}").to_dict())
+    if note:
+        blocks.append(_context(note))
+    return blocks
+
+
+def _prompt_blocks(p: PromptView) -> list[Block]:
+    question, _ = _prompt_question(p)
+    return [_section(question), *_prompt_fields(p), *_prompt_actions(p)]
+
+
+def prompt(prompt: PromptView) -> Message:
+    """The matter/contact prompt: the expense, why it waits, a QuickBooks link, the choices
+    (buttons ≤ 5, a select ≤ 100, a search above that) and "Not a client cost"."""
+    _, text = _prompt_question(prompt)
+    return Message(text=_fallback(text), blocks=_prompt_blocks(prompt))
+
+
+def _answer_line(answer: PromptAnswer) -> str:
+    who = mention(answer.by_user)
+    label = name(answer.label, 200) if answer.label else ""
+    if answer.outcome == "linked":
+        line = f"Linked to {label or 'the matter'} by {who}"
+        if answer.clio_entry_id:
+            line += f" — Clio entry #{answer.clio_entry_id}"
+        return line
+    if answer.outcome == "not_client_cost":
+        return f"Marked not a client cost by {who}"
+    if answer.outcome == "contact_remembered":
+        return f"Contact remembered: {label or 'the contact'} (chosen by {who})"
+    return f"{escape(answer.outcome)}{': ' + label if label else ''} by {who}"
+
+
+_ANSWER_ICONS = {"linked": ":white_check_mark:", "not_client_cost": ":heavy_minus_sign:",
+                 "contact_remembered": ":white_check_mark:"}
+
+
+def prompt_answered(prompt: PromptView, answer: PromptAnswer) -> Message:
+    """The prompt updated in place: its actions replaced by who chose what."""
+    line = _answer_line(answer)
+    icon = _ANSWER_ICONS.get(answer.outcome, ":white_check_mark:")
+    blocks = [_section(f"{icon} {line}"), *_prompt_fields(prompt)]
+    return Message(text=_fallback(line), blocks=blocks)
+
+
+def prompt_reminder(prompt: PromptView, *, now: datetime) -> Message:
+    """A thread reply under an unanswered prompt."""
+    what = f"{money(prompt.amount)} on {day(prompt.txn_date)} for {name(prompt.client, 200)}"
+    if prompt.waiting_since is None:
+        return Message(text=_fallback(f"Still waiting for a choice: {what}"),
+                       blocks=[_section(f":bell: Still waiting for a choice: {what}.")])
+    days = max((as_utc(now) - as_utc(prompt.waiting_since)).days, 0)
+    age = plural(days, "day") if days else "less than a day"
+    since_plain = day(as_utc(prompt.waiting_since).date())
+    text = f"Still waiting for a choice since {since_plain} ({age}): {what}"
+    block = (f":bell: Still waiting for a choice since {slack_date(prompt.waiting_since)} "
+             f"({age}): {what}.")
+    return Message(text=_fallback(text), blocks=[_section(block)])
+
+
+def matter_options(prompt_id: int, choices: Sequence[Choice], query: str) -> list[dict[str, Any]]:
+    """Options for the external matter select: labels containing the query (case-insensitive;
+    each word of a several-word query must appear), at most 100."""
+    words = query.casefold().split()
+    out: list[dict[str, Any]] = []
+    for c in choices:
+        label = c.label.casefold()
+        if all(w in label for w in words):
+            out.append(_option(c.label, f"{prompt_id}:{c.id}").to_dict())
+            if len(out) == STATIC_OPTIONS:
+                break
+    return out
+
+
+def pending_list(prompts: Sequence[PromptView]) -> list[Message]:
+    """``/hardcost pending``: each waiting expense with its buttons, at most LIST_ITEMS."""
+    if not prompts:
+        return [notice("Nothing is waiting.")]
+    unique = list({p.id: p for p in reversed(prompts)}.values())[::-1]
+    title = f"{plural(len(unique), 'expense')} waiting for a choice"
+    groups = [[_section(f"*{title}*")]] + [_prompt_blocks(p) for p in unique[:LIST_ITEMS]]
+    if len(unique) > LIST_ITEMS:
+        groups.append([_context(f"…and {len(unique) - LIST_ITEMS:,} more; they are listed "
+                                "once these are answered.")])
+    pages = _pack(groups)
+    return [Message(text=_part(title, i, len(pages)), blocks=blocks)
+            for i, blocks in enumerate(pages, start=1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# commands, status, notices
+
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("help", "this list"),
+    ("status", "connections, last and next run, waiting expenses, open failures"),
+    ("run", "start a run now; the summary follows in the channel"),
+    ("pending", "expenses waiting for a contact or matter choice, with their buttons"),
+    ("failures", "open sync failures, each with Retry"),
+    ("connect quickbooks|clio [us|ca|eu|au]",
+     "a link to connect QuickBooks, or Clio in its region (us if not given)"),
+    ("disconnect quickbooks|clio", "revoke access and forget the tokens"),
+    ("settings", "open the settings form"),
+    ("set <key> <value>", "change one setting (keys below)"),
+    ("pause", "stop scheduled runs"),
+    ("resume", "restart scheduled runs"),
+    ("check", "verify QuickBooks, Clio and Slack prerequisites"),
+)
+SET_KEYS: tuple[tuple[str, str], ...] = (
+    ("channel #name", "where summaries, alerts and prompts are posted"),
+    ("start-date YYYY-MM-DD", "import purchases dated on or after this day"),
+    ("account <QBO account name or id>",
+     "the QuickBooks expense account whose lines are client costs; "
+     "`account +name` adds one, `account -name` removes one"),
+    ("category <Clio category name or id>", "the Clio hard-cost category for new entries"),
+    ("user <Clio user name or id | owner>", "the Clio user entries are recorded under"),
+    ("schedule <minutes>", "how often scheduled runs happen"),
+    ("split-lines on|off", "one Clio entry per QuickBooks line, instead of per customer"),
+    ("item-lines on|off", "also import Item details lines whose item's expense account is an "
+                          "import account"),
+    ("deletions delete|alert", "when a purchase is deleted or voided in QuickBooks: delete the "
+                               "unbilled Clio entry, or only tell the channel"),
+    ("approvers @a @b | anyone", "who may change settings and answer prompts, besides "
+                                 "workspace admins"),
+)
+
+
+def help_message() -> Message:
+    """Every ``/hardcost`` subcommand and every ``set`` key, one line each."""
+    commands = "\n".join(f"• `/hardcost {escape(c)}` — {d}" for c, d in COMMANDS)
+    keys = "\n".join(f"• `{escape(k)}` — {d}" for k, d in SET_KEYS)
+    blocks = [
+        _section(f"*hardcost commands*\n{commands}"),
+        _section(f"*Settings for* `/hardcost set &lt;key&gt; &lt;value&gt;`\n{keys}"),
+        _context("Settings changes need a workspace admin or one of the firm's approvers."),
+    ]
+    names = ", ".join(c.split(" ")[0] for c, _ in COMMANDS)
+    return Message(text=f"hardcost commands: {names}", blocks=blocks)
+
+
+def usage_error(problem: str, usage: str) -> Message:
+    """A bad command: what is wrong, then how to write it."""
+    problem_text = fit(mrkdwn_keeping_tokens(one_line(problem)), 1500)
+    usage_text = fit(mrkdwn_keeping_tokens(one_line(usage).replace("`", "'")), 1000)
+    blocks = [_section(f":warning: {problem_text}\nUsage: `{usage_text}`"),
+              _context("`/hardcost help` lists every command.")]
+    return Message(text=_fallback(f"{problem_text} Usage: {usage_text}"), blocks=blocks)
+
+
+def status_blocks(status: StatusView) -> Message:
+    """``/hardcost status``: connections, channel, schedule, last/next run, waiting, failures,
+    and anything that needs attention."""
+    chan = channel_ref(status.channel_id) or "_not chosen_"
+    if status.paused:
+        schedule = ":double_vertical_bar: paused (`/hardcost resume` restarts it)"
+        next_run = name(status.next_run, 300) if status.next_run else "paused"
+    else:
+        schedule = f"every {plural(status.schedule_minutes, 'minute')}"
+        next_run = name(status.next_run, 300) if status.next_run else "not scheduled"
+    fields = [
+        f"*QuickBooks*\n{name(status.quickbooks, 300)}",
+        f"*Clio*\n{name(status.clio, 300)}",
+        f"*Channel*\n{chan}",
+        f"*Schedule*\n{schedule}",
+        f"*Last run*\n{name(status.last_run, 300) if status.last_run else 'never'}",
+        f"*Next run*\n{next_run}",
+        f"*Waiting for a choice*\n{status.waiting:,}",
+        f"*Open failures*\n{status.open_failures:,}",
+    ]
+    blocks = [_header(f"hardcost — {one_line(status.firm_name)}"), _fields(fields)]
+    if status.problems:
+        lines = "\n".join(f"• {name(p, 300)}" for p in status.problems[:20])
+        more = len(status.problems) - 20
+        if more > 0:
+            lines += f"\n_…and {more} more_"
+        blocks.append(_section(f":warning: *Needs attention*\n{lines}"))
+    text = (f"hardcost status for {name(status.firm_name)}: QuickBooks "
+            f"{name(status.quickbooks, 200)}; Clio {name(status.clio, 200)}; "
+            f"{status.waiting:,} waiting; {plural(status.open_failures, 'open failure')}")
+    if status.paused:
+        text += "; paused"
+    return Message(text=_fallback(text), blocks=blocks)
+
+
+def notice(text: str) -> Message:
+    """A one-section message ("QuickBooks connected", ...). Mentions (``<@U…>``), channels
+    (``<#C…>``), dates and http(s) links in ``text`` are kept; any other ``&``, ``<``, ``>``
+    is escaped, so user data in it is safe and ``<!here>`` never pings."""
+    body = fit(mrkdwn_keeping_tokens(text), SECTION_TEXT) or "(nothing to say)"
+    return Message(text=_fallback(body), blocks=[_section(body)])

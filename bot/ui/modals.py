@@ -1,0 +1,227 @@
+"""The settings modal and the reading of its submission. Pure: plain data in, dicts out.
+
+Block ids (and each element's action_id) are ``channel``, ``start_date``, ``accounts``,
+``category``, ``user``, ``schedule``, ``options``, ``deletions``, ``approvers``; the
+listener's validation errors refer to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from slack_sdk.models.blocks import (
+    CheckboxesElement,
+    ContextBlock,
+    ConversationFilter,
+    ConversationSelectElement,
+    DatePickerElement,
+    InputBlock,
+    MarkdownTextObject,
+    Option,
+    PlainTextInputElement,
+    RadioButtonsElement,
+    StaticMultiSelectElement,
+    StaticSelectElement,
+    UserMultiSelectElement,
+)
+from slack_sdk.models.views import View
+
+from bot.ui.text import clip, one_line
+from bot.ui.views import SETTINGS_CALLBACK, Choice, SettingsView
+
+MAX_OPTIONS = 100
+OPTION_TEXT = 75
+OWNER = "owner"
+FIELDS = ("channel", "start_date", "accounts", "category", "user", "schedule", "options",
+          "deletions", "approvers")
+
+
+def _option(label: str, value: str, description: str | None = None) -> Option:
+    return Option(value=value, text=clip(one_line(label), OPTION_TEXT) or value,
+                  description=description)
+
+
+def _options(choices: Iterable[Choice], selected: Iterable[Choice], limit: int = MAX_OPTIONS
+             ) -> tuple[list[Option], list[Option], int]:
+    """Options for a static select, at most ``limit``, no duplicate values, with the selected
+    choices always among them (Slack requires initial options to be options; a selected one
+    missing from the list goes first). Returns (options, selected options, how many were left
+    out)."""
+    picked = list({c.id: c for c in reversed(list(selected))}.values())[::-1]
+    listed = list({c.id: c for c in reversed(list(choices))}.values())[::-1]
+    listed_ids = {c.id for c in listed}
+    ordered = [c for c in picked if c.id not in listed_ids] + listed
+    keep = {c.id for c in picked[:limit]}
+    for c in ordered:
+        if len(keep) >= limit:
+            break
+        keep.add(c.id)
+    final = [c for c in ordered if c.id in keep]
+    by_id = {c.id: _option(c.label, str(c.id)) for c in final}
+    return ([by_id[c.id] for c in final], [by_id[c.id] for c in picked if c.id in by_id],
+            len(ordered) - len(final))
+
+
+def _input(block_id: str, label: str, element: Any, *, optional: bool = False,
+           hint: str | None = None) -> InputBlock:
+    return InputBlock(block_id=block_id, label=label, element=element, optional=optional,
+                      hint=hint)
+
+
+def settings_modal(settings: SettingsView) -> dict[str, Any]:
+    """The settings form (``views.open``). Nothing secret in it: no private_metadata."""
+    blocks: list[Any] = [ContextBlock(elements=[MarkdownTextObject(
+        text="Changes apply from the next run. Workspace admins and the firm's approvers "
+             "can save them.")])]
+
+    blocks.append(_input("channel", "Channel for summaries, alerts and prompts",
+                         ConversationSelectElement(
+                             action_id="channel", placeholder="Choose a channel",
+                             initial_conversation=settings.channel_id or None,
+                             filter=ConversationFilter(include=["public", "private"],
+                                                       exclude_bot_users=True))))
+
+    blocks.append(_input("start_date", "Import purchases dated on or after",
+                         DatePickerElement(action_id="start_date", placeholder="Start date",
+                                           initial_date=(settings.start_date.isoformat()
+                                                         if settings.start_date else None))))
+
+    if settings.account_options:
+        options, initial, left_out = _options(settings.account_options,
+                                              settings.import_accounts)
+        hint = "QuickBooks expense accounts whose lines are client costs."
+        if left_out:
+            hint += (f" {left_out} more accounts are not listed: "
+                     "use /hardcost set account +name.")
+        accounts: Any = StaticMultiSelectElement(
+            action_id="accounts", placeholder="Choose accounts", options=options,
+            initial_options=initial or None)
+    else:
+        typed = ", ".join(one_line(c.label) for c in settings.import_accounts)
+        hint = "QuickBooks expense account names, separated by commas."
+        accounts = PlainTextInputElement(
+            action_id="accounts", placeholder="Reimbursable Expenses",
+            initial_value=clip(typed, 3000) or None)
+    blocks.append(_input("accounts", "QuickBooks import accounts", accounts, hint=hint))
+
+    chosen_category = [settings.category] if settings.category else []
+    if settings.category_options:
+        options, initial, _ = _options(settings.category_options, chosen_category)
+        category: Any = StaticSelectElement(
+            action_id="category", placeholder="Choose a category", options=options,
+            initial_option=initial[0] if initial else None)
+    else:
+        category = PlainTextInputElement(
+            action_id="category", placeholder="Clio category name or id",
+            initial_value=(clip(one_line(settings.category.label), 3000)
+                           if settings.category else None))
+    blocks.append(_input("category", "Clio hard-cost category", category, optional=True))
+
+    chosen_user = [settings.user] if settings.user else []
+    user_options, user_initial, _ = _options(settings.user_options, chosen_user,
+                                             MAX_OPTIONS - 1)
+    owner = _option("Account owner", OWNER)
+    user_options = [owner, *user_options]
+    initial_user = user_initial[0] if user_initial else owner
+    blocks.append(_input("user", "Clio user the entries are recorded under",
+                         StaticSelectElement(action_id="user", placeholder="Choose a user",
+                                             options=user_options,
+                                             initial_option=initial_user)))
+
+    blocks.append(_input("schedule", "Run every (minutes)",
+                         PlainTextInputElement(action_id="schedule", placeholder="15",
+                                               initial_value=str(settings.schedule_minutes),
+                                               max_length=5)))
+
+    split = _option("One Clio entry per QuickBooks line", "split_lines",
+                    "Instead of one entry per purchase and customer")
+    items = _option("Import Item details lines", "item_lines",
+                    "When the item's expense account is an import account")
+    checked = [o for o, on in ((split, settings.split_lines), (items, settings.item_lines)) if on]
+    blocks.append(_input("options", "Options",
+                         CheckboxesElement(action_id="options", options=[split, items],
+                                           initial_options=checked or None),
+                         optional=True))
+
+    delete = _option("Delete the unbilled Clio entry", "delete")
+    alert = _option("Only tell the channel", "alert")
+    blocks.append(_input("deletions", "When a purchase is deleted or voided in QuickBooks",
+                         RadioButtonsElement(action_id="deletions", options=[delete, alert],
+                                             initial_option=(alert if settings.deletions
+                                                             == "alert" else delete))))
+
+    blocks.append(_input("approvers", "Approvers",
+                         UserMultiSelectElement(action_id="approvers",
+                                                placeholder="Anyone in the channel",
+                                                initial_users=list(settings.approvers) or None),
+                         optional=True,
+                         hint="Who may change settings and answer prompts, besides workspace "
+                              "admins. Empty: anyone."))
+
+    return View(type="modal", callback_id=SETTINGS_CALLBACK, title="hardcost settings",
+                submit="Save", close="Cancel", blocks=blocks).to_dict()
+
+
+def _values(view_state: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Accepts the view, ``view["state"]`` or ``view["state"]["values"]``."""
+    if isinstance(view_state.get("state"), Mapping):
+        view_state = view_state["state"]
+    values = view_state.get("values")
+    if isinstance(values, Mapping) and not any(f in view_state for f in FIELDS):
+        return values
+    return view_state
+
+
+def _element(values: Mapping[str, Any], block_id: str) -> Mapping[str, Any]:
+    block = values.get(block_id)
+    if not isinstance(block, Mapping) or not block:
+        return {}
+    element = block.get(block_id)
+    if not isinstance(element, Mapping):
+        element = next((v for v in block.values() if isinstance(v, Mapping)), {})
+    return element
+
+
+def _selected(element: Mapping[str, Any]) -> list[str]:
+    return [str(o["value"]) for o in element.get("selected_options") or () if "value" in o]
+
+
+def _single(element: Mapping[str, Any]) -> str | None:
+    """A one-value element's raw value, whatever its type."""
+    option = element.get("selected_option")
+    if isinstance(option, Mapping) and option.get("value") is not None:
+        return str(option["value"])
+    for key in ("selected_conversation", "selected_channel", "selected_date", "value"):
+        value = element.get(key)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def _split_names(text: str | None) -> list[str]:
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def settings_values(view_state: Mapping[str, Any]) -> dict[str, object]:
+    """A view_submission's state as raw strings: the caller validates them."""
+    values = _values(view_state)
+    accounts_el = _element(values, "accounts")
+    if "selected_options" in accounts_el:
+        accounts = _selected(accounts_el)
+    else:
+        accounts = _split_names(accounts_el.get("value"))
+    options = set(_selected(_element(values, "options")))
+    approvers: Sequence[Any] = _element(values, "approvers").get("selected_users") or ()
+    return {
+        "channel": _single(_element(values, "channel")),
+        "start_date": _single(_element(values, "start_date")),
+        "accounts": accounts,
+        "category": _single(_element(values, "category")),
+        "user": _single(_element(values, "user")),
+        "schedule": _single(_element(values, "schedule")) or "",
+        "split_lines": "split_lines" in options,
+        "item_lines": "item_lines" in options,
+        "deletions": _single(_element(values, "deletions")) or "",
+        "approvers": [str(u) for u in approvers],
+    }

@@ -1,0 +1,77 @@
+"""The HTTP side: a WSGI app routing ``/slack/events`` to Bolt, served by waitress.
+
+``hardcost serve`` runs this; tests run the very same app on a loopback port.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from slack_bolt import App
+from slack_bolt.adapter.wsgi import SlackRequestHandler
+from sqlalchemy import text
+from sqlalchemy.orm import Session, sessionmaker
+from waitress.server import create_server
+from werkzeug.wrappers import Request, Response
+
+StartResponse = Callable[..., Any]
+
+
+def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session]) -> Callable[..., Iterable[bytes]]:
+    slack = SlackRequestHandler(bolt_app, path="/slack/events")
+
+    def health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        try:
+            with sessions() as session:
+                session.execute(text("SELECT 1"))
+            response = Response('{"ok": true, "database": "ok"}', content_type="application/json")
+        except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
+            response = Response(f'{{"ok": false, "database": "{type(exc).__name__}"}}',
+                                status=503, content_type="application/json")
+        return response(environ, start_response)
+
+    def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = Request(environ).path
+        if path == "/slack/events":
+            return slack(environ, start_response)
+        if path == "/healthz":
+            return health(environ, start_response)
+        return Response("Not found", status=404)(environ, start_response)
+
+    return app
+
+
+@dataclass
+class WebServer:
+    """waitress serving the app on a port; ``stop`` shuts it down."""
+
+    url: str
+    _server: Any = field(repr=False)
+    _thread: threading.Thread = field(repr=False)
+
+    def stop(self) -> None:
+        self._server.close()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> WebServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1",
+                    port: int = 0, threads: int = 8) -> WebServer:
+    server = create_server(app, host=host, port=port, threads=threads, ident="hardcost")
+    actual = server.socket.getsockname()[1]
+    thread = threading.Thread(target=server.run, name=f"web:{actual}", daemon=True)
+    thread.start()
+    return WebServer(f"http://{host}:{actual}", server, thread)
+
+
+def serve_forever(app: Callable[..., Iterable[bytes]], host: str, port: int,
+                  threads: int = 8) -> None:
+    create_server(app, host=host, port=port, threads=threads, ident="hardcost").run()

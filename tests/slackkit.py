@@ -1,0 +1,171 @@
+"""The real Bolt app served over HTTP, a sandbox Slack, and signed requests like Slack sends."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import requests
+from slack_bolt import App
+from slack_sdk.signature import SignatureVerifier
+
+from bot.app import BotContext, build_app, make_web_client
+from bot.web import WebServer, make_wsgi_app, serve_in_thread
+from sandbox.server import RunningServer
+from sandbox.slack import SlackSandbox, SlackWorkspace
+from sync.store import Firm as FirmRow
+from sync.store import FirmSettings
+from tests.firmkit import Firm
+
+SIGNING_SECRET = "sandbox-signing-secret"
+TEAM = "T0001"
+
+
+@dataclass
+class SlackRig:
+    firm: Firm
+    slack: SlackSandbox
+    ws: SlackWorkspace
+    slack_server: RunningServer
+    app: App
+    ctx: BotContext
+    web: WebServer
+    channel: str
+    admin: str
+    staff: str
+    _timestamp: Callable[[], float] = field(default=time.time)
+
+    # -- requests as Slack sends them ----------------------------------------------------------
+
+    def post(self, body: str, content_type: str, *, secret: str = SIGNING_SECRET,
+             timestamp: float | None = None, signature: str | None = None) -> requests.Response:
+        ts = str(int(timestamp if timestamp is not None else self._timestamp()))
+        sig = signature or SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+        return requests.post(f"{self.web.url}/slack/events", data=body.encode(), timeout=10,
+                             headers={"Content-Type": content_type,
+                                      "X-Slack-Request-Timestamp": ts,
+                                      "X-Slack-Signature": sig})
+
+    def command_body(self, text: str, user: str | None = None, team: str = TEAM) -> str:
+        user = user or self.admin
+        return urlencode({
+            "token": "legacy", "team_id": team, "team_domain": "sandbox",
+            "channel_id": self.channel, "channel_name": "costs", "user_id": user,
+            "user_name": user, "command": "/hardcost", "text": text, "api_app_id": "A0APP",
+            "response_url": self.slack.response_url(team, user_id=user,
+                                                    channel_id=self.channel),
+            "trigger_id": self.ws.trigger_id()})
+
+    def command(self, text: str, user: str | None = None, team: str = TEAM) -> requests.Response:
+        return self.post(self.command_body(text, user, team),
+                         "application/x-www-form-urlencoded")
+
+    def interaction(self, payload: dict[str, Any], **kwargs: Any) -> requests.Response:
+        return self.post(urlencode({"payload": json.dumps(payload)}),
+                         "application/x-www-form-urlencoded", **kwargs)
+
+    def click(self, message: dict[str, Any], action_id: str, *, value: str | None = None,
+              selected: str | None = None, user: str | None = None, team: str = TEAM,
+              block_id: str = "b") -> requests.Response:
+        user = user or self.staff
+        action: dict[str, Any] = {"action_id": action_id, "block_id": block_id,
+                                  "type": "static_select" if selected else "button",
+                                  "action_ts": str(time.time())}
+        if selected is not None:
+            action["selected_option"] = {"value": selected,
+                                         "text": {"type": "plain_text", "text": selected}}
+        else:
+            action["value"] = value
+        return self.interaction({
+            "type": "block_actions", "team": {"id": team, "domain": "sandbox"},
+            "user": {"id": user, "team_id": team}, "api_app_id": "A0APP",
+            "trigger_id": self.ws.trigger_id(),
+            "container": {"type": "message", "message_ts": message["ts"],
+                          "channel_id": message["channel"],
+                          "is_ephemeral": message.get("ephemeral_user") is not None},
+            "channel": {"id": message["channel"]}, "message": {
+                "ts": message["ts"], "text": message["text"], "blocks": message["blocks"]},
+            "response_url": self.slack.response_url(team, user_id=user,
+                                                    channel_id=message["channel"],
+                                                    message_ts=message["ts"]),
+            "actions": [action]})
+
+    def options(self, block_id: str, action_id: str, value: str,
+                user: str | None = None) -> requests.Response:
+        return self.interaction({
+            "type": "block_suggestion", "team": {"id": TEAM}, "user": {"id": user or self.staff},
+            "api_app_id": "A0APP", "action_id": action_id, "block_id": block_id,
+            "value": value, "container": {"type": "message", "channel_id": self.channel}})
+
+    def submit_view(self, view: dict[str, Any], values: dict[str, Any],
+                    user: str | None = None) -> requests.Response:
+        return self.interaction({
+            "type": "view_submission", "team": {"id": TEAM}, "user": {"id": user or self.admin},
+            "api_app_id": "A0APP", "trigger_id": self.ws.trigger_id(),
+            "view": {**view, "id": view.get("id", "V1"), "state": {"values": values}}})
+
+    def event(self, event: dict[str, Any]) -> requests.Response:
+        body = json.dumps({"type": "event_callback", "team_id": TEAM, "api_app_id": "A0APP",
+                           "event": event, "event_id": f"Ev{time.time_ns()}",
+                           "event_time": int(time.time())})
+        return self.post(body, "application/json")
+
+    # -- what Slack shows ----------------------------------------------------------------------
+
+    def channel_messages(self) -> list[dict[str, Any]]:
+        return self.ws.channel_messages(self.channel)
+
+    def replies_to(self, user: str) -> list[dict[str, Any]]:
+        return [m for m in self.ws.messages if m.get("ephemeral_user") == user]
+
+    def prompts(self) -> list[dict[str, Any]]:
+        return [m for m in self.channel_messages() if _has_action(m, "hc_not_client_cost")]
+
+
+def _has_action(message: dict[str, Any], action_id: str) -> bool:
+    return action_id in json.dumps(message.get("blocks") or [])
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
+    """Poll until ``predicate()`` is truthy: lazy listeners finish after the ack."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or predicate}")
+        time.sleep(0.02)
+
+
+def make_rig(firm: Firm, slack: SlackSandbox, slack_server: RunningServer) -> SlackRig:
+    ws = slack.add_workspace(TEAM)
+    channel = ws.add_channel("costs")["id"]
+    admin = ws.add_user("Ada Admin", is_admin=True)["id"]
+    staff = ws.add_user("Sam Staff")["id"]
+    with firm.sessions() as session:
+        row = session.get(FirmRow, firm.id)
+        settings = session.get(FirmSettings, firm.id)
+        assert row is not None and settings is not None
+        row.slack_team_id = TEAM
+        settings.slack_channel_id = channel
+        session.commit()
+    world = firm.world
+    ctx = BotContext(sessions=firm.sessions, config=world.settings(),
+                     engine_for=lambda firm_id: world.engine(firm.sessions, firm_id),
+                     sandbox_links=True, clock=world.clock.now)
+    client = make_web_client(ws.bot_token, f"{slack_server.url}/api/")
+    for handler in client.retry_handlers:
+        handler.interval_calculator = _NoWait()  # type: ignore[attr-defined]
+    app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET)
+    web = serve_in_thread(make_wsgi_app(app, firm.sessions))
+    return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff)
+
+
+class _NoWait:
+    def calculate_sleep_duration(self, current_attempt: int) -> float:
+        return 0.01

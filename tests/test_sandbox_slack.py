@@ -1,0 +1,393 @@
+"""The Slack sandbox behaves like the Slack Web API (API_FACTS.md), over real HTTP, to slack_sdk."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import requests
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_handlers import (
+    RateLimitErrorRetryHandler,
+    ServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+
+from sandbox.server import RunningServer, serve_in_thread
+from sandbox.slack import (
+    SlackSandbox,
+    SlackWorkspace,
+    rate_limited_fault,
+    server_error_fault,
+)
+
+
+@dataclass
+class Slack:
+    sandbox: SlackSandbox
+    ws: SlackWorkspace
+    server: RunningServer
+    client: WebClient
+    general: str
+    private: str
+    admin: str
+    member: str
+
+    def client_for(self, token: str | None, **kwargs: Any) -> WebClient:
+        return WebClient(token=token, base_url=f"{self.server.url}/api/", **kwargs)
+
+
+@pytest.fixture
+def slack() -> Iterator[Slack]:
+    sandbox = SlackSandbox()
+    ws = sandbox.add_workspace()
+    general = ws.add_channel("general")["id"]
+    private = ws.add_channel("costs-private", is_private=True)["id"]
+    admin = ws.add_user("Ada Admin", is_admin=True)["id"]
+    member = ws.add_user("Max Member")["id"]
+    with serve_in_thread(sandbox) as server:
+        client = WebClient(token=ws.bot_token, base_url=f"{server.url}/api/")
+        yield Slack(sandbox, ws, server, client, general, private, admin, member)
+
+
+def error_of(call: Any, **kwargs: Any) -> str:
+    with pytest.raises(SlackApiError) as raised:
+        call(**kwargs)
+    return str(raised.value.response["error"])
+
+
+def section(text: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+
+
+def modal(title: str = "Import costs", blocks: int = 1) -> dict[str, Any]:
+    return {"type": "modal", "title": {"type": "plain_text", "text": title},
+            "blocks": [section(f"line {n}") for n in range(blocks)]}
+
+
+# --- auth and transport -----------------------------------------------------------------------
+
+
+def test_auth_test_names_the_bot_and_team(slack: Slack) -> None:
+    response = slack.client.auth_test()
+    assert response.status_code == 200
+    assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert response["team_id"] == "T0001" and response["team"] == "Sandbox Law"
+    assert response["user_id"] == slack.ws.bot_user_id and response["bot_id"] == slack.ws.bot_id
+    assert response["url"].startswith("https://")
+
+
+def test_unknown_token_missing_token_and_unknown_method(slack: Slack) -> None:
+    assert error_of(slack.client_for("xoxb-nope").auth_test) == "invalid_auth"
+    assert error_of(slack.client_for(None).auth_test) == "not_authed"
+    assert error_of(slack.client.api_call, api_method="files.upload") == "unknown_method"
+
+
+def test_token_as_form_parameter_and_content_type_on_every_answer(slack: Slack) -> None:
+    url = f"{slack.server.url}/api/auth.test"
+    ok = requests.post(url, data={"token": slack.ws.bot_token})
+    assert ok.json()["ok"] is True
+    slack.sandbox.faults.add(rate_limited_fault(retry_after=7))
+    limited = requests.post(url, data={"token": slack.ws.bot_token})
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "7"
+    assert limited.json() == {"ok": False, "error": "ratelimited"}
+    for response in (ok, limited, requests.post(f"{slack.server.url}/api/nope.nope")):
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+
+
+def test_revoked_token_and_missing_scope(slack: Slack) -> None:
+    slack.ws.scopes.discard("channels:join")
+    with pytest.raises(SlackApiError) as raised:
+        slack.client.conversations_join(channel=slack.general)
+    assert raised.value.response["error"] == "missing_scope"
+    assert raised.value.response["needed"] == "channels:join"
+    slack.ws.revoke_token()
+    assert error_of(slack.client.auth_test) == "token_revoked"
+
+
+# --- chat -------------------------------------------------------------------------------------
+
+
+def test_post_message_records_it_with_increasing_ts(slack: Slack) -> None:
+    blocks = [section("*3 costs* imported")]
+    first = slack.client.chat_postMessage(channel=slack.general, text="3 imported",
+                                          blocks=blocks, unfurl_links=False)
+    second = slack.client.chat_postMessage(channel="#general", text="again")
+    assert first["channel"] == second["channel"] == slack.general
+    assert first["message"]["blocks"] == blocks and first["message"]["bot_id"] == slack.ws.bot_id
+    assert float(first["ts"]) < float(second["ts"])
+    assert [m["ts"] for m in slack.ws.messages] == [first["ts"], second["ts"]]
+    assert slack.ws.messages[0] == {
+        "channel": slack.general, "ts": first["ts"], "thread_ts": None, "text": "3 imported",
+        "blocks": blocks, "user": slack.ws.bot_user_id, "updated": False,
+        "ephemeral_user": None}
+
+
+def test_form_encoded_blocks_are_json_strings(slack: Slack) -> None:
+    blocks = [section("from a form")]
+    response = slack.client.api_call("chat.postMessage", params={
+        "channel": slack.general, "text": "form", "blocks": json.dumps(blocks)})
+    assert response["ok"] is True
+    assert slack.ws.message(slack.general, response["ts"])["blocks"] == blocks  # type: ignore[index]
+    bad = slack.client.api_call  # the same string, not JSON
+    assert error_of(bad, api_method="chat.postMessage",
+                    params={"channel": slack.general, "blocks": "[{nope"}) == \
+        "invalid_blocks_format"
+
+
+def test_threads_and_history(slack: Slack) -> None:
+    parent = slack.client.chat_postMessage(channel=slack.general, text="summary")["ts"]
+    reply = slack.client.chat_postMessage(channel=slack.general, text="detail 1",
+                                          thread_ts=parent)
+    assert reply["message"]["thread_ts"] == parent
+    # a reply's ts as thread_ts lands in the parent's thread
+    slack.client.chat_postMessage(channel=slack.general, text="detail 2", thread_ts=reply["ts"])
+    assert [m["text"] for m in slack.ws.thread(slack.general, parent)] == \
+        ["summary", "detail 1", "detail 2"]
+    assert [m["text"] for m in slack.ws.channel_messages(slack.general)] == ["summary"]
+    assert len(slack.ws.channel_messages("#general", top_level_only=False)) == 3
+    assert error_of(slack.client.chat_postMessage, channel=slack.general, text="x",
+                    thread_ts="1.000001") == "invalid_thread_ts"
+
+
+def test_update_changes_the_stored_message(slack: Slack) -> None:
+    ts = slack.client.chat_postMessage(channel=slack.general, text="importing…",
+                                       blocks=[section("importing…")])["ts"]
+    updated = slack.client.chat_update(channel=slack.general, ts=ts, text="done")
+    assert updated["ts"] == ts and updated["text"] == "done"
+    message = slack.ws.message(slack.general, ts)
+    assert message is not None and message["updated"] is True
+    assert message["text"] == "done" and message["blocks"] == [section("importing…")]
+    slack.client.chat_update(channel=slack.general, ts=ts, text="done", blocks=[])
+    assert slack.ws.message(slack.general, ts)["blocks"] is None  # type: ignore[index]
+    assert len(slack.ws.messages) == 1
+    assert error_of(slack.client.chat_update, channel=slack.general, ts="1.000001",
+                    text="x") == "message_not_found"
+
+
+def test_ephemeral_messages(slack: Slack) -> None:
+    response = slack.client.chat_postEphemeral(channel=slack.general, user=slack.member,
+                                               text="only admins may import")
+    ts = response["message_ts"]
+    assert slack.ws.messages[-1]["ephemeral_user"] == slack.member
+    assert slack.ws.channel_messages(slack.general) == []
+    assert slack.ws.channel_messages(slack.general, include_ephemeral=True)[0]["ts"] == ts
+    assert [m["ts"] for m in slack.ws.ephemeral_messages(slack.member)] == [ts]
+    assert error_of(slack.client.chat_update, channel=slack.general, ts=ts,
+                    text="x") == "cant_update_message"
+    assert error_of(slack.client.chat_postEphemeral, channel=slack.general, user="U404",
+                    text="x") == "user_not_found"
+
+
+def test_dm_by_user_id(slack: Slack) -> None:
+    response = slack.client.chat_postMessage(channel=slack.admin, text="import failed")
+    assert response["channel"].startswith("D")
+    assert [m["text"] for m in slack.ws.channel_messages(slack.admin)] == ["import failed"]
+
+
+def test_channel_errors(slack: Slack) -> None:
+    post = slack.client.chat_postMessage
+    assert error_of(post, channel="C404", text="x") == "channel_not_found"
+    assert error_of(post, channel="#nope", text="x") == "channel_not_found"
+    hidden = slack.ws.add_channel("partners", is_private=True, bot_is_member=False)["id"]
+    assert error_of(post, channel=hidden, text="x") == "channel_not_found"
+    assert post(channel=slack.private, text="member of a private channel")["ok"]
+    public = slack.ws.add_channel("random", bot_is_member=False)["id"]
+    assert post(channel=public, text="chat:write.public")["ok"]
+    slack.ws.scopes.discard("chat:write.public")
+    assert error_of(post, channel=public, text="x") == "not_in_channel"
+    archived = slack.ws.add_channel("old", is_archived=True)["id"]
+    assert error_of(post, channel=archived, text="x") == "is_archived"
+
+
+@pytest.mark.filterwarnings("ignore:The top-level `text` argument is missing")
+def test_content_errors(slack: Slack) -> None:
+    post = slack.client.chat_postMessage
+    channel = slack.general
+    assert error_of(post, channel=channel) == "no_text"
+    assert error_of(post, channel=channel, text="x" * 40_001) == "msg_too_long"
+    assert post(channel=channel, text="x" * 40_000)["ok"]
+    assert error_of(post, channel=channel, text="x", blocks=[{"text": "no type"}]) == \
+        "invalid_blocks"
+    assert error_of(post, channel=channel, text="x", blocks=[section("a")] * 51) == \
+        "invalid_blocks"
+    assert post(channel=channel, text="x", blocks=[section("a")] * 50)["ok"]
+    with pytest.raises(SlackApiError) as raised:
+        post(channel=channel, text="x", blocks=[section("y" * 3001)])
+    assert raised.value.response["error"] == "invalid_blocks"
+    assert raised.value.response["response_metadata"]["messages"] == [
+        "[ERROR] must be less than 3001 characters [json-pointer:/blocks/0/text/text]"]
+    assert error_of(post, channel=channel, text="x", blocks=[section("y" * 2700)] * 5) == \
+        "msg_blocks_too_long"
+    assert post(channel=channel, text="x", blocks=[section("y" * 2600)] * 5)["ok"]
+
+
+# --- views ------------------------------------------------------------------------------------
+
+
+def test_views_open_exchanges_a_trigger_once_within_3_seconds(slack: Slack) -> None:
+    trigger = slack.ws.trigger_id()
+    opened = slack.client.views_open(trigger_id=trigger, view=modal())
+    view = opened["view"]
+    assert view["id"].startswith("V") and view["hash"] and view["type"] == "modal"
+    assert slack.ws.views_opened == [{"trigger_id": trigger, "view": view, "id": view["id"]}]
+    assert error_of(slack.client.views_open, trigger_id=trigger, view=modal()) == \
+        "exchanged_trigger_id"
+    assert error_of(slack.client.views_open, trigger_id="1.2.unknown", view=modal()) == \
+        "invalid_trigger_id"
+    stale = slack.ws.trigger_id()
+    slack.sandbox.clock.advance(4)
+    assert error_of(slack.client.views_open, trigger_id=stale, view=modal()) == \
+        "expired_trigger_id"
+    assert len(slack.ws.views_opened) == 1
+
+
+def test_views_are_validated(slack: Slack) -> None:
+    def open_(view: dict[str, Any]) -> str:
+        return error_of(slack.client.views_open, trigger_id=slack.ws.trigger_id(), view=view)
+
+    assert open_({"type": "modal", "blocks": []}) == "invalid_arguments"  # no title
+    assert open_(modal(blocks=101)) == "invalid_arguments"
+    assert open_(modal(title="t" * 25)) == "invalid_arguments"
+    assert open_({"type": "home", "blocks": []}) == "invalid_arguments"
+    assert slack.client.views_open(trigger_id=slack.ws.trigger_id(), view=modal(blocks=100))["ok"]
+
+
+def test_views_update_checks_id_and_hash(slack: Slack) -> None:
+    view = slack.client.views_open(trigger_id=slack.ws.trigger_id(), view=modal())["view"]
+    updated = slack.client.views_update(view_id=view["id"], hash=view["hash"],
+                                        view=modal(title="Imported", blocks=2))["view"]
+    assert updated["id"] == view["id"] and updated["title"]["text"] == "Imported"
+    assert slack.ws.view(view["id"]) == updated
+    assert error_of(slack.client.views_update, view_id=view["id"], hash="0.stale",
+                    view=modal()) == "hash_conflict"
+    assert error_of(slack.client.views_update, view_id="V404", view=modal()) == "not_found"
+
+
+def test_views_publish_stores_the_home_tab(slack: Slack) -> None:
+    home = {"type": "home", "blocks": [section("Last import: 3 costs")]}
+    published = slack.client.views_publish(user_id=slack.admin, view=home)["view"]
+    assert slack.ws.home_views[slack.admin] == published
+    assert published["blocks"] == home["blocks"]
+    again = slack.client.views_publish(user_id=slack.admin, view=home)["view"]
+    assert again["id"] == published["id"]
+    assert error_of(slack.client.views_publish, user_id=slack.admin, view=modal()) == \
+        "invalid_arguments"
+    assert error_of(slack.client.views_publish, user_id="U404", view=home) == "user_not_found"
+
+
+# --- users and conversations -----------------------------------------------------------------
+
+
+def test_users_info_admin_flags(slack: Slack) -> None:
+    owner = slack.ws.add_user("Olive Owner", is_owner=True)["id"]
+    gone = slack.ws.add_user("Gus Gone", deleted=True)["id"]
+    users = {u: slack.client.users_info(user=u)["user"]
+             for u in (slack.admin, slack.member, owner, gone)}
+    assert users[slack.admin]["is_admin"] is True and users[slack.admin]["is_owner"] is False
+    assert users[slack.member]["is_admin"] is False
+    assert users[owner]["is_owner"] is True
+    assert users[gone]["deleted"] is True
+    assert users[slack.admin]["profile"]["real_name"] == "Ada Admin"
+    assert users[slack.admin]["team_id"] == "T0001"
+    assert error_of(slack.client.users_info, user="U404") == "user_not_found"
+
+
+def test_conversations_info(slack: Slack) -> None:
+    info = slack.client.conversations_info(channel=slack.general)["channel"]
+    assert info["name"] == "general" and info["is_channel"] is True
+    assert info["is_private"] is False and info["is_member"] is True
+    assert slack.client.conversations_info(channel=slack.private)["channel"]["is_private"]
+    hidden = slack.ws.add_channel("partners", is_private=True, bot_is_member=False)["id"]
+    assert error_of(slack.client.conversations_info, channel=hidden) == "channel_not_found"
+    assert error_of(slack.client.conversations_info, channel="C404") == "channel_not_found"
+
+
+def test_conversations_list_pages(slack: Slack) -> None:
+    for n in range(5):
+        slack.ws.add_channel(f"matter-{n}", is_archived=n == 4)
+    slack.ws.add_channel("partners", is_private=True, bot_is_member=False)
+    names: list[str] = []
+    cursor = None
+    pages = 0
+    while True:
+        response = slack.client.conversations_list(limit=2, cursor=cursor,
+                                                   types="public_channel,private_channel")
+        names += [c["name"] for c in response["channels"]]
+        pages += 1
+        cursor = response["response_metadata"]["next_cursor"]
+        if not cursor:
+            break
+    assert pages == 4
+    assert names == ["general", "costs-private"] + [f"matter-{n}" for n in range(5)]
+    public = slack.client.conversations_list(exclude_archived=True)["channels"]
+    assert [c["name"] for c in public] == ["general"] + [f"matter-{n}" for n in range(4)]
+    assert error_of(slack.client.conversations_list, cursor="bm9wZQ==") == "invalid_cursor"
+
+
+def test_conversations_join(slack: Slack) -> None:
+    public = slack.ws.add_channel("random", bot_is_member=False)["id"]
+    assert slack.client.conversations_info(channel=public)["channel"]["is_member"] is False
+    joined = slack.client.conversations_join(channel=public)
+    assert joined["channel"]["is_member"] is True
+    assert slack.client.conversations_join(channel=public)["warning"] == "already_in_channel"
+    assert error_of(slack.client.conversations_join, channel=slack.private) == \
+        "method_not_supported_for_channel_type"
+
+
+def test_workspaces_are_isolated(slack: Slack) -> None:
+    other = slack.sandbox.add_workspace("T0002", name="Other Firm")
+    theirs = other.add_channel("general")["id"]
+    client = slack.client_for(other.bot_token)
+    assert client.auth_test()["team_id"] == "T0002"
+    assert theirs != slack.general
+    assert error_of(client.conversations_info, channel=slack.general) == "channel_not_found"
+    assert error_of(client.chat_postMessage, channel=slack.general, text="x") == \
+        "channel_not_found"
+    assert error_of(client.users_info, user=slack.admin) == "user_not_found"
+    assert error_of(client.views_open, trigger_id=slack.ws.trigger_id(), view=modal()) == \
+        "invalid_trigger_id"
+    assert [c["id"] for c in client.conversations_list()["channels"]] == [theirs]
+    client.chat_postMessage(channel="#general", text="theirs")
+    slack.client.chat_postMessage(channel="#general", text="ours")
+    assert [m["text"] for m in other.messages] == ["theirs"]
+    assert [m["text"] for m in slack.ws.messages] == ["ours"]
+
+
+# --- faults and slack_sdk retries -------------------------------------------------------------
+
+
+def test_rate_limit_is_retried_by_the_handler(slack: Slack) -> None:
+    slack.sandbox.faults.add(rate_limited_fault(retry_after=0, method="chat.postMessage"))
+    client = slack.client_for(slack.ws.bot_token,
+                              retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=1)])
+    assert client.auth_test()["ok"]  # the fault targets chat.postMessage only
+    assert client.chat_postMessage(channel=slack.general, text="after a 429")["ok"]
+    assert slack.sandbox.calls.count("POST", r"/api/chat\.postMessage$") == 2
+    assert len(slack.ws.messages) == 1
+
+
+def test_rate_limit_without_a_handler_raises(slack: Slack) -> None:
+    slack.sandbox.faults.add(rate_limited_fault(retry_after=3))
+    with pytest.raises(SlackApiError) as raised:
+        slack.client.chat_postMessage(channel=slack.general, text="x")
+    assert raised.value.response.status_code == 429
+    assert raised.value.response["error"] == "ratelimited"
+    assert raised.value.response.headers["Retry-After"] == "3"
+
+
+def test_server_error_is_retried_by_the_handler(slack: Slack) -> None:
+    slack.sandbox.faults.add(server_error_fault(503, method="users.info"))
+    fast = FixedValueRetryIntervalCalculator(fixed_internal=0.01)
+    client = slack.client_for(slack.ws.bot_token, retry_handlers=[
+        ServerErrorRetryHandler(max_retry_count=1, interval_calculator=fast)])
+    assert client.users_info(user=slack.admin)["user"]["id"] == slack.admin
+    assert [c.status for c in slack.sandbox.calls.all()] == [503, 200]
+    slack.sandbox.faults.add(server_error_fault(500, times=2))
+    with pytest.raises(SlackApiError) as raised:
+        client.auth_test()
+    assert raised.value.response.status_code == 500

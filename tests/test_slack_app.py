@@ -1,0 +1,553 @@
+"""The Slack app end to end: signed requests into the real Bolt app over HTTP, the sandbox
+Slack, QuickBooks and Clio behind it, and the store in between."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from sandbox.server import serve_in_thread
+from sandbox.slack import SlackSandbox, server_error_fault
+from sync.store import FirmSettings, SlackOutbox
+from tests.firmkit import Firm
+from tests.slackkit import SlackRig, make_rig, wait_for
+
+
+@pytest.fixture
+def rig(firm: Firm) -> Iterator[SlackRig]:
+    slack = SlackSandbox(clock=firm.world.clock)
+    server = serve_in_thread(slack)
+    slack.base_url = server.url
+    rig = make_rig(firm, slack, server)
+    yield rig
+    rig.web.stop()
+    server.stop()
+
+
+def _blocks_text(message: dict[str, Any]) -> str:
+    return json.dumps(message.get("blocks") or []) + message.get("text", "")
+
+
+def _reply(rig: SlackRig, user: str, contains: str) -> dict[str, Any]:
+    return wait_for(lambda: next((m for m in rig.replies_to(user)
+                                  if contains in _blocks_text(m)), None),
+                    what=f"a reply containing {contains!r}")
+
+
+def _settings(rig: SlackRig) -> FirmSettings:
+    with rig.firm.sessions() as session:
+        settings = session.get(FirmSettings, rig.firm.id)
+        assert settings is not None
+        return settings
+
+
+def _acme_waiting(rig: SlackRig) -> dict[str, Any]:
+    """Import one expense for a client with three matters; returns its prompt message."""
+    rig.firm.client("Acme Holdings", ["Lease", "Employment", "Litigation"])
+    rig.firm.expense(("48.75", "Acme Holdings", "Courier"), doc_number="2001")
+    assert rig.command("run").status_code == 200
+    return wait_for(lambda: rig.prompts()[0] if rig.prompts() else None, what="the prompt")
+
+
+def _button_value(message: dict[str, Any], label: str) -> str:
+    """The value of the button for ``label``: a section's accessory or an actions element."""
+    for block in message["blocks"]:
+        accessory = block.get("accessory") or {}
+        if "value" in accessory and label in json.dumps(block.get("text") or ""):
+            return str(accessory["value"])
+        for element in block.get("elements", []):
+            text = element.get("text")
+            if isinstance(text, dict) and str(text.get("text", "")).startswith(label) \
+                    and "value" in element:
+                return str(element["value"])
+    raise AssertionError(f"no button {label!r}")
+
+
+# -- signatures --------------------------------------------------------------------------------
+
+def test_forged_signature_gets_401_and_changes_nothing(rig: SlackRig) -> None:
+    body = rig.command_body("pause")
+    response = rig.post(body, "application/x-www-form-urlencoded", secret="not-the-secret")
+
+    assert response.status_code == 401
+    time.sleep(0.2)
+    assert _settings(rig).paused is False
+
+
+def test_stale_timestamp_gets_401(rig: SlackRig) -> None:
+    body = rig.command_body("pause")
+    response = rig.post(body, "application/x-www-form-urlencoded",
+                        timestamp=time.time() - 6 * 60)
+
+    assert response.status_code == 401
+    time.sleep(0.2)
+    assert _settings(rig).paused is False
+
+
+def test_missing_signature_gets_401(rig: SlackRig) -> None:
+    body = rig.command_body("pause")
+    response = rig.post(body, "application/x-www-form-urlencoded", signature="v0=00")
+
+    assert response.status_code == 401
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+def test_help_lists_every_subcommand_in_the_ack(rig: SlackRig) -> None:
+    response = rig.command("help")
+
+    assert response.status_code == 200
+    text = response.text
+    for sub in ("status", "run", "pending", "failures", "connect", "disconnect", "settings",
+                "set", "pause", "resume", "check"):
+        assert sub in text
+
+
+def test_unknown_subcommand_gets_usage_not_a_trace(rig: SlackRig) -> None:
+    response = rig.command("frobnicate")
+
+    assert response.status_code == 200
+    assert "frobnicate" in response.text and "/hardcost help" in response.text
+
+
+def test_status_shows_connections_and_counts(rig: SlackRig) -> None:
+    rig.command("status")
+
+    reply = _reply(rig, rig.admin, "QuickBooks")
+    assert "connected" in _blocks_text(reply)
+
+
+def test_run_acks_then_posts_the_summary_in_the_channel(rig: SlackRig) -> None:
+    rig.firm.client("Jane Smith", ["Smith estate"])
+    rig.firm.expense(("435.00", "Jane Smith", "Filing fee"))
+
+    started = time.monotonic()
+    response = rig.command("run")
+    ack_seconds = time.monotonic() - started
+
+    assert response.status_code == 200 and "Starting an import" in response.text
+    assert ack_seconds < 3
+    summary = wait_for(lambda: next((m for m in rig.channel_messages()
+                                     if "$435.00" in _blocks_text(m)), None))
+    wait_for(lambda: rig.ws.thread(rig.channel, summary["ts"])[1:], what="details in a thread")
+    assert len(rig.firm.entries()) == 1
+
+
+def test_quiet_run_posts_nothing_in_the_channel(rig: SlackRig) -> None:
+    rig.command("run")
+
+    _reply(rig, rig.admin, "Nothing new")
+    assert rig.channel_messages() == []
+
+
+def test_set_start_date_by_an_admin(rig: SlackRig) -> None:
+    rig.command("set start-date 2025-07-01")
+
+    _reply(rig, rig.admin, "2025-07-01")
+    assert _settings(rig).start_date == date(2025, 7, 1)
+
+
+def test_set_by_someone_who_is_not_an_admin_is_refused(rig: SlackRig) -> None:
+    rig.command("set start-date 2025-07-01", user=rig.staff)
+
+    _reply(rig, rig.staff, "Only workspace admins")
+    assert _settings(rig).start_date != date(2025, 7, 1)
+
+
+def test_listed_approver_may_change_settings(rig: SlackRig) -> None:
+    rig.firm.update_settings(approvers=[rig.staff])
+
+    rig.command("set schedule 5", user=rig.staff)
+
+    _reply(rig, rig.staff, "every 5 minutes")
+    assert _settings(rig).schedule_minutes == 5
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("set start-date 31/01/2026", "not a date"),
+    ("set account Nonexistent Account", "no account named"),
+    ("set category Filing", "no hard-cost category"),
+    ("set schedule 0", "not a number of minutes"),
+    ("set split-lines maybe", "neither on nor off"),
+    ("set deletions shred", "neither delete nor alert"),
+    ("set channel #no-such-channel", "no channel"),
+    ("set colour blue", "no setting called"),
+    ("set", "Say which setting"),
+])
+def test_bad_setting_values_get_a_usage_reply_naming_the_problem(
+        rig: SlackRig, text: str, problem: str) -> None:
+    before = _settings(rig)
+
+    rig.command(text)
+
+    reply = _reply(rig, rig.admin, problem)
+    assert "/hardcost" in _blocks_text(reply)
+    after = _settings(rig)
+    assert (after.start_date, after.import_account_ids, after.schedule_minutes) == \
+        (before.start_date, before.import_account_ids, before.schedule_minutes)
+
+
+def test_set_account_category_user_and_channel_by_name(rig: SlackRig) -> None:
+    firm = rig.firm
+    firm.qbo.add_account("Client Costs")
+    firm.clio.add_expense_category("Court fees", entry_type="hard_cost")
+    firm.clio.add_user("Pat Paralegal")
+    rig.ws.add_channel("billing")
+
+    for text, expected in [("set account +Client Costs", "Client Costs"),
+                           ("set category Court fees", "Court fees"),
+                           ("set user Pat Paralegal", "Pat Paralegal"),
+                           ("set channel #billing", "#billing")]:
+        rig.command(text)
+        _reply(rig, rig.admin, expected)
+
+    settings = _settings(rig)
+    assert len(settings.import_account_ids) == 2
+    assert settings.clio_user_id is not None
+    assert settings.slack_channel_id != rig.channel
+
+
+def test_soft_cost_category_is_refused(rig: SlackRig) -> None:
+    rig.firm.clio.add_expense_category("Photocopies", entry_type="soft_cost")
+
+    rig.command("set category Photocopies")
+
+    _reply(rig, rig.admin, "no hard-cost category")
+
+
+def test_pause_and_resume(rig: SlackRig) -> None:
+    rig.command("pause")
+    wait_for(lambda: _settings(rig).paused)
+    rig.command("resume")
+    wait_for(lambda: not _settings(rig).paused)
+
+
+def test_check_reports_each_prerequisite(rig: SlackRig) -> None:
+    rig.command("check")
+
+    reply = _reply(rig, rig.admin, "Track expenses")
+    text = _blocks_text(reply)
+    assert "import account" in text and "Clio category" in text and "can post" in text
+
+
+def test_connect_says_what_to_do_for_now(rig: SlackRig) -> None:
+    rig.command("connect quickbooks")
+
+    _reply(rig, rig.admin, "not available yet")
+
+
+def test_command_from_a_workspace_without_a_firm(rig: SlackRig) -> None:
+    other = rig.slack.add_workspace("T0002")
+    other.add_channel("general")
+    user = other.add_user("Olga Other")["id"]
+    rig.post(rig.command_body("status", user=user, team="T0002").replace(
+        f"channel_id={rig.channel}", "channel_id=C0"), "application/x-www-form-urlencoded")
+
+    wait_for(lambda: any("not set up" in _blocks_text(m) for m in other.messages))
+
+
+# -- prompts and choices -----------------------------------------------------------------------
+
+def test_full_flow_prompt_click_entry_on_chosen_matter_message_updated(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+    assert "$48.75" in _blocks_text(prompt)
+    employment = rig.firm.clio.matters[rig.firm.matters["Employment"]]
+
+    rig.click(prompt, "hc_choose_matter", value=_button_value(prompt, employment[
+        "display_number"]))
+
+    entry = wait_for(lambda: rig.firm.entries(), what="the Clio entry")[0]
+    assert entry["matter"]["id"] == employment["id"]
+    assert Decimal(str(entry["price"])) == Decimal("48.75")
+    updated = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                       and m["updated"] and m)
+    text = _blocks_text(updated)
+    assert "Employment" in text and rig.staff in text and str(entry["id"]) in text
+    assert "hc_choose_matter" not in text  # the buttons are gone
+    assert rig.firm.waiting() == []
+
+
+def test_double_click_at_once_makes_one_entry(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+    lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
+    value = _button_value(prompt, lease["display_number"])
+    other = rig.ws.add_user("Val Viewer")["id"]
+
+    threads = [threading.Thread(target=rig.click, args=(prompt, "hc_choose_matter"),
+                                kwargs={"value": value, "user": user})
+               for user in (rig.staff, other)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    wait_for(lambda: rig.firm.entries())
+    wait_for(lambda: any("answer" in _blocks_text(m).lower()
+                         for u in (rig.staff, other) for m in rig.replies_to(u)),
+             what="the second clicker is told")
+    time.sleep(0.3)
+    assert len(rig.firm.entries()) == 1
+
+
+def test_second_click_on_an_answered_prompt_is_told_who_answered(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+    lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
+    value = _button_value(prompt, lease["display_number"])
+    rig.click(prompt, "hc_choose_matter", value=value)
+    wait_for(lambda: rig.firm.entries())
+
+    late = rig.ws.add_user("Lou Late")["id"]
+    rig.click(prompt, "hc_choose_matter", value=value, user=late)
+
+    reply = _reply(rig, late, "Already answered")
+    assert rig.staff in _blocks_text(reply)
+    assert len(rig.firm.entries()) == 1
+
+
+def test_click_by_a_non_approver_is_refused_and_changes_nothing(rig: SlackRig) -> None:
+    rig.firm.update_settings(approvers=[rig.admin])
+    prompt = _acme_waiting(rig)
+    lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
+
+    rig.click(prompt, "hc_choose_matter", value=_button_value(prompt, lease["display_number"]),
+              user=rig.staff)
+
+    _reply(rig, rig.staff, "Only the firm's approvers")
+    assert rig.firm.entries() == [] and len(rig.firm.waiting()) == 1
+
+
+def test_click_from_another_workspace_is_refused(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+    lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
+    other = rig.slack.add_workspace("T0002")
+    intruder = other.add_user("Ivy Intruder")["id"]
+
+    rig.click(prompt, "hc_choose_matter", value=_button_value(prompt, lease["display_number"]),
+              user=intruder, team="T0002")
+
+    time.sleep(0.5)
+    assert rig.firm.entries() == [] and len(rig.firm.waiting()) == 1
+
+
+def test_clio_refusal_keeps_the_prompt_usable(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+    lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
+    value = _button_value(prompt, lease["display_number"])
+    from sandbox.faults import Fault
+
+    rig.firm.world.clio.faults.add(Fault(
+        path=r"/activities\.json$", method="POST", status=422,
+        body='{"error": {"type": "UnprocessableEntity", "message": "Matter is closed"}}'))
+
+    rig.click(prompt, "hc_choose_matter", value=value)
+    _reply(rig, rig.staff, "Matter is closed")
+    assert rig.firm.entries() == []
+
+    rig.click(prompt, "hc_choose_matter", value=value)  # the prompt still works
+    wait_for(lambda: rig.firm.entries())
+
+
+def test_not_a_client_cost_settles_the_prompt_and_it_stays_settled(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+
+    rig.click(prompt, "hc_not_client_cost", value=_button_value(prompt, "Not a client cost"))
+
+    wait_for(lambda: rig.firm.waiting() == [])
+    updated = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                       and m["updated"] and m)
+    assert "not a client cost" in _blocks_text(updated).lower()
+    posted = len(rig.channel_messages())
+    rig.firm.later()
+    rig.command("run")
+    _reply(rig, rig.admin, "Nothing new")
+    assert rig.firm.entries() == [] and len(rig.channel_messages()) == posted
+
+
+def test_static_select_for_six_to_a_hundred_matters(rig: SlackRig) -> None:
+    rig.firm.client("Big Client", [f"Matter {n}" for n in range(8)])
+    rig.firm.expense(("20.00", "Big Client"))
+    rig.command("run")
+    prompt = wait_for(lambda: rig.prompts()[0] if rig.prompts() else None)
+    assert "static_select" in _blocks_text(prompt)
+    target = rig.firm.matters["Matter 6"]
+    waiting_id = rig.firm.waiting()[0].id
+
+    rig.click(prompt, "hc_select_matter", selected=f"{waiting_id}:{target}")
+
+    entry = wait_for(lambda: rig.firm.entries())[0]
+    assert entry["matter"]["id"] == target
+
+
+def test_external_select_searches_matters_when_there_are_many(rig: SlackRig) -> None:
+    rig.firm.client("Huge Client", [f"Matter {n:03d}" for n in range(120)])
+    rig.firm.expense(("20.00", "Huge Client"))
+    rig.command("run")
+    prompt = wait_for(lambda: rig.prompts()[0] if rig.prompts() else None)
+    assert "external_select" in _blocks_text(prompt)
+    waiting_id = rig.firm.waiting()[0].id
+
+    response = rig.options(f"hc_prompt:{waiting_id}", "hc_search_matter", "Matter 11")
+
+    assert response.status_code == 200
+    options = response.json()["options"]
+    labels = [o["text"]["text"] for o in options]
+    assert any("Matter 011" in label for label in labels)
+    assert len(labels) < 20  # filtered, not the whole list
+    target = int(options[0]["value"].split(":")[1])
+    rig.click(prompt, "hc_search_matter", selected=options[0]["value"],
+              block_id=f"hc_prompt:{waiting_id}")
+    assert wait_for(lambda: rig.firm.entries())[0]["matter"]["id"] == target
+
+
+def test_contact_choice_is_remembered_then_the_matter_follows(rig: SlackRig) -> None:
+    rig.firm.client("J. Lee", contact=False)
+    first = rig.firm.clio.add_contact("John Lee")
+    rig.firm.clio.add_contact("Joan Lee")
+    matter = rig.firm.clio.add_matter(first["id"], description="Lee v. City")
+    rig.firm.client("J Lee Two", contact=False)  # unused: keeps names distinct
+    rig.firm.expense(("12.00", "J. Lee"))
+    rig.command("run")
+    prompt = wait_for(lambda: rig.prompts()[0] if rig.prompts() else None)
+    waiting_id = rig.firm.waiting()[0].id
+
+    rig.click(prompt, "hc_choose_contact", value=f"{waiting_id}:{first['id']}")
+
+    entry = wait_for(lambda: rig.firm.entries())[0]
+    assert entry["matter"]["id"] == matter["id"]
+    rig.firm.expense(("30.00", "J. Lee"))
+    rig.firm.later()
+    rig.command("run")
+    wait_for(lambda: len(rig.firm.entries()) == 2, what="the remembered contact is used")
+
+
+def test_failure_alert_with_retry_that_fixes_it(rig: SlackRig) -> None:
+    rig.firm.client("Jane Smith", ["Smith estate"])
+    purchase = rig.firm.expense(("10.00", "Jane Smith"))
+    purchase["Line"][0]["Amount"] = "ten"
+    rig.firm.qbo.put_purchase_raw(purchase)
+    rig.command("run")
+    alert = wait_for(lambda: next((m for m in rig.channel_messages()
+                                   if "hc_retry_failure" in _blocks_text(m)), None))
+    assert "qbo.intuit.com" in _blocks_text(alert)
+
+    rig.firm.later()
+    rig.command("run")  # the same failure again: not re-posted
+    _reply(rig, rig.admin, "Nothing new")
+    assert sum("hc_retry_failure" in _blocks_text(m) for m in rig.channel_messages()) == 1
+
+    purchase["Line"][0]["Amount"] = Decimal("10.00")
+    rig.firm.qbo.put_purchase_raw(purchase)
+    rig.click(alert, "hc_retry_failure", value=_button_value(alert, "Retry"))
+
+    wait_for(lambda: rig.firm.entries())
+    wait_for(lambda: rig.ws.message(rig.channel, alert["ts"])["updated"])
+    assert rig.firm.open_failures() == []
+
+
+def test_reminder_after_a_day_unanswered(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+
+    rig.firm.world.clock.advance(25 * 3600)
+    rig.command("run")
+
+    wait_for(lambda: len(rig.ws.thread(rig.channel, prompt["ts"])) > 1, what="a reminder")
+    rig.command("run")
+    time.sleep(0.5)
+    assert len(rig.ws.thread(rig.channel, prompt["ts"])) == 2  # not reminded every run
+
+
+# -- App Home and settings modal ---------------------------------------------------------------
+
+def test_app_home_shows_status_and_buttons(rig: SlackRig) -> None:
+    _acme_waiting(rig)
+
+    rig.event({"type": "app_home_opened", "user": rig.staff, "tab": "home",
+               "channel": "D0"})
+
+    view = wait_for(lambda: rig.ws.home_views.get(rig.staff))
+    text = json.dumps(view)
+    assert view["type"] == "home"
+    for action in ("hc_open_settings", "hc_run_now", "hc_show_pending"):
+        assert action in text
+
+
+def test_settings_modal_opens_and_saves(rig: SlackRig) -> None:
+    rig.firm.clio.add_user("Pat Paralegal")
+    rig.command("settings")
+    view = wait_for(lambda: next((v for v in rig.ws.views.values()
+                                  if "accounts" in json.dumps(v)), None),
+                    what="the filled settings modal")
+    values = {
+        "channel": {"channel": {"type": "conversations_select",
+                                "selected_conversation": rig.channel}},
+        "start_date": {"start_date": {"type": "datepicker", "selected_date": "2025-09-01"}},
+        "accounts": {"accounts": {"type": "multi_static_select", "selected_options": [
+            {"value": rig.firm.import_account}]}},
+        "category": {"category": {"type": "static_select", "selected_option": {
+            "value": str(rig.firm.category_id)}}},
+        "user": {"user": {"type": "static_select", "selected_option": {"value": "owner"}}},
+        "schedule": {"schedule": {"type": "plain_text_input", "value": "30"}},
+        "options": {"options": {"type": "checkboxes", "selected_options": [
+            {"value": "split_lines"}]}},
+        "deletions": {"deletions": {"type": "radio_buttons", "selected_option": {
+            "value": "alert"}}},
+        "approvers": {"approvers": {"type": "multi_users_select", "selected_users": []}},
+    }
+
+    response = rig.submit_view(view, values)
+
+    assert response.status_code == 200 and "errors" not in response.text
+    settings = _settings(rig)
+    assert settings.start_date == date(2025, 9, 1) and settings.schedule_minutes == 30
+    assert settings.split_lines and settings.deletions == "alert"
+
+
+def test_settings_modal_shows_errors_on_the_fields(rig: SlackRig) -> None:
+    values = {
+        "schedule": {"schedule": {"type": "plain_text_input", "value": "soon"}},
+        "accounts": {"accounts": {"type": "multi_static_select", "selected_options": []}},
+    }
+
+    response = rig.submit_view({"callback_id": "hc_settings", "type": "modal"}, values)
+
+    body = response.json()
+    assert body["response_action"] == "errors"
+    assert set(body["errors"]) == {"schedule", "accounts"}
+    assert _settings(rig).schedule_minutes == 15
+
+
+# -- Slack outages -----------------------------------------------------------------------------
+
+def test_message_that_slack_refused_is_delivered_after_recovery(rig: SlackRig) -> None:
+    from bot.outbox import deliver
+
+    rig.firm.client("Jane Smith", ["Smith estate"])
+    rig.firm.expense(("10.00", "Jane Smith"))
+    rig.slack.faults.add(server_error_fault(503, times=50, method="chat.postMessage"))
+
+    rig.command("run")
+    wait_for(lambda: rig.firm.entries())
+    wait_for(lambda: any(r.attempts for r in _outbox(rig)), what="a failed delivery")
+    assert rig.channel_messages() == []
+    assert all(r.sent_at is None and r.gave_up_at is None for r in _outbox(rig))
+
+    rig.slack.faults.clear()
+    rig.firm.world.clock.advance(3600)
+    deliver(rig.firm.sessions, rig.app.client, clock=rig.firm.world.clock.now)
+
+    assert any("$10.00" in _blocks_text(m) for m in rig.channel_messages())
+    assert all(r.sent_at is not None for r in _outbox(rig))
+
+
+def _outbox(rig: SlackRig) -> list[SlackOutbox]:
+    from sqlalchemy import select
+
+    with rig.firm.sessions() as session:
+        return list(session.scalars(select(SlackOutbox)))
