@@ -15,9 +15,9 @@ import pytest
 
 from sandbox.server import serve_in_thread
 from sandbox.slack import SlackSandbox, server_error_fault
+from sandbox.slack_rig import SlackRig, make_rig, wait_for
 from sync.store import FirmSettings, SlackOutbox
 from tests.firmkit import Firm
-from tests.slackkit import SlackRig, make_rig, wait_for
 
 
 @pytest.fixture

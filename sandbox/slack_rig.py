@@ -1,4 +1,8 @@
-"""The real Bolt app served over HTTP, a sandbox Slack, and signed requests like Slack sends."""
+"""The real Bolt app served over HTTP, a sandbox Slack, and signed requests like Slack sends.
+
+Used by the tests, the Slack benchmark and the demo: every request is signed with the signing
+secret exactly as Slack signs it, and goes over loopback HTTP into the production WSGI stack.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +23,6 @@ from sandbox.server import RunningServer
 from sandbox.slack import SlackSandbox, SlackWorkspace
 from sync.store import Firm as FirmRow
 from sync.store import FirmSettings
-from tests.firmkit import Firm
 
 SIGNING_SECRET = "sandbox-signing-secret"
 TEAM = "T0001"
@@ -27,7 +30,7 @@ TEAM = "T0001"
 
 @dataclass
 class SlackRig:
-    firm: Firm
+    firm: Any  # tests.firmkit.Firm or anything with .world/.sessions/.id
     slack: SlackSandbox
     ws: SlackWorkspace
     slack_server: RunningServer
@@ -142,7 +145,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = ""
         time.sleep(0.02)
 
 
-def make_rig(firm: Firm, slack: SlackSandbox, slack_server: RunningServer) -> SlackRig:
+def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> SlackRig:
     ws = slack.add_workspace(TEAM)
     channel = ws.add_channel("costs")["id"]
     admin = ws.add_user("Ada Admin", is_admin=True)["id"]
