@@ -15,6 +15,9 @@ from urllib.parse import urlencode
 
 import requests
 from slack_bolt import App
+from slack_sdk.http_retry.builtin_interval_calculators import (
+    FixedValueRetryIntervalCalculator,
+)
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import BotContext, build_app, make_web_client
@@ -163,12 +166,7 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> Sla
                      sandbox_links=True, clock=world.clock.now)
     client = make_web_client(ws.bot_token, f"{slack_server.url}/api/")
     for handler in client.retry_handlers:
-        handler.interval_calculator = _NoWait()  # type: ignore[attr-defined]
+        handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET)
     web = serve_in_thread(make_wsgi_app(app, firm.sessions))
     return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff)
-
-
-class _NoWait:
-    def calculate_sleep_duration(self, current_attempt: int) -> float:
-        return 0.01
