@@ -10,15 +10,24 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import TextIO
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from sandbox.clio import ClioAccount
 from sandbox.qbo import QboCompany, account_line, item_line
+from sandbox.server import RunningServer, serve_in_thread
+from sandbox.slack import SlackSandbox
+from sandbox.slack_render import render
+from sandbox.slack_rig import make_rig, wait_for
 from sandbox.world import SandboxWorld
 from sync.db import upgrade
 from sync.report import render_summary
-from sync.store import make_engine, make_session_factory
+from sync.store import WaitingExpense, make_engine, make_session_factory
 
 START_DATE = date(2026, 10, 1)
 
@@ -132,32 +141,81 @@ def run_demo(*, database_url: str | None, out: TextIO) -> int:
         upgrade(db)
         sessions = make_session_factory(db)
         with SandboxWorld.start() as world:
-            demo = seed_demo(world)
-            firm_id = world.connect_firm(
-                sessions, demo.company, demo.account, name="Moss & Hale LLP",
-                start_date=START_DATE, import_account_ids=[demo.import_account_id],
-                expense_category_id=demo.category_id)
-            out.write(
-                "hardcost demo — Moss & Hale LLP, on the built-in sandbox\n"
-                f"  QuickBooks sandbox: {world.qbo_server.url} (realm {demo.company.realm_id})\n"
-                f"  Clio sandbox:       {world.clio_server.url}\n"
-                f"  database:           {db.url.render_as_string()}\n"
-                f"  import account \"Reimbursable Expenses\", start date {START_DATE}\n\n")
-            world.clock.advance(5 * 60)  # the bookkeeper entered these a while ago
-            engine = world.engine(sessions, firm_id)
-            first = engine.run(trigger="demo")
-            out.write(render_summary(first) + "\n\n")
-            world.clock.advance(15 * 60)
-            second = engine.run(trigger="demo")
-            out.write("The next scheduled run, 15 minutes later, finds nothing new:\n")
-            out.write(render_summary(second) + "\n\n")
-            entries = demo.account.activities
-            if world.clio.validation_enabled:
-                check = (f"{len(world.clio.schema_errors)} requests failed the check "
-                         "against Clio's OpenAPI document")
-            else:
-                check = f"not checked against Clio's OpenAPI document: " \
-                        f"{world.clio.validation_disabled_reason}"
-            out.write(f"Clio now holds {len(entries)} hard-cost entries; {check}.\n")
-        db.dispose()
+            slack = SlackSandbox(clock=world.clock)
+            slack_server = serve_in_thread(slack)
+            slack.base_url = slack_server.url
+            try:
+                return _demo(world, slack, slack_server, sessions, db.url.render_as_string(),
+                             out)
+            finally:
+                slack_server.stop()
+                db.dispose()
+
+
+def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
+          sessions: sessionmaker[Session], database: str, out: TextIO) -> int:
+    demo = seed_demo(world)
+    firm_id = world.connect_firm(
+        sessions, demo.company, demo.account, name="Moss & Hale LLP", start_date=START_DATE,
+        import_account_ids=[demo.import_account_id], expense_category_id=demo.category_id)
+    rig = make_rig(SimpleNamespace(world=world, sessions=sessions, id=firm_id), slack,
+                   slack_server)
+    out.write(
+        "hardcost demo — Moss & Hale LLP, on the built-in sandbox\n"
+        f"  QuickBooks sandbox: {world.qbo_server.url} (realm {demo.company.realm_id})\n"
+        f"  Clio sandbox:       {world.clio_server.url}\n"
+        f"  Slack sandbox:      {slack_server.url} (the app itself at {rig.web.url})\n"
+        f"  database:           {database}\n"
+        f"  import account \"Reimbursable Expenses\", start date {START_DATE}\n\n")
+    try:
+        world.clock.advance(5 * 60)  # the bookkeeper entered these a while ago
+        engine = world.engine(sessions, firm_id)
+        first = engine.run(trigger="demo")
+        out.write(render_summary(first) + "\n\n")
+        rig.ctx.notifier(rig.app.client).after_run(firm_id, first)
+        out.write("What #costs sees in Slack:\n\n")
+        for message in rig.channel_messages():
+            out.write(render(message) + "\n")
+            replies = len(rig.ws.thread(rig.channel, message["ts"])) - 1
+            if replies > 0:
+                out.write(f"  └ {replies} repl{'y' if replies == 1 else 'ies'} in the thread "
+                          "with the details\n")
+            out.write("\n")
+
+        prompt = next(m for m in rig.prompts() if "48.75" in (m.get("text") or ""))
+        waiting = next(w for w in _waiting(sessions, firm_id) if w.amount == Decimal("48.75"))
+        matter = next(c for c in waiting.candidates if "Lease" not in c["description"]
+                      and "Reyes" in c["description"])
+        out.write(f"Sam Staff clicks {matter['display_number']} on the $48.75 courier prompt "
+                  "(a signed request into the Slack app)…\n")
+        rig.click(prompt, "hc_choose_matter", value=f"{waiting.id}:{matter['id']}")
+        wait_for(lambda: len(demo.account.activities) == first.imported + 1,
+                 what="the chosen entry in Clio")
+        updated = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                           and m["updated"] and m, what="the prompt updated")
+        names = {user_id: user["real_name"] for user_id, user in rig.ws.users.items()}
+        out.write(render(updated, names=names) + "\n\n")
+
+        world.clock.advance(15 * 60)
+        second = engine.run(trigger="demo")
+        rig.ctx.notifier(rig.app.client).after_run(firm_id, second)
+        out.write("The next scheduled run, 15 minutes later, finds nothing new "
+                  "(and posts nothing):\n")
+        out.write(render_summary(second) + "\n\n")
+        entries = demo.account.activities
+        if world.clio.validation_enabled:
+            check = (f"{len(world.clio.schema_errors)} requests failed the check against "
+                     "Clio's OpenAPI document")
+        else:
+            check = ("not checked against Clio's OpenAPI document: "
+                     f"{world.clio.validation_disabled_reason}")
+        out.write(f"Clio now holds {len(entries)} hard-cost entries; {check}.\n")
+    finally:
+        rig.web.stop()
     return 0 if not first.error and not second.error and second.imported == 0 else 1
+
+
+def _waiting(sessions: sessionmaker[Session], firm_id: int) -> list[WaitingExpense]:
+    with sessions() as session:
+        return list(session.scalars(select(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))))

@@ -56,6 +56,16 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from bot.server import SchemaOutOfDate, serve
+
+    try:
+        return serve(get_settings())
+    except (SchemaOutOfDate, RuntimeError) as exc:
+        print(f"hardcost serve: {exc}", file=sys.stderr)
+        return 1
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sandbox.demo import run_demo
 
@@ -78,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true",
                       help="show what would be imported; write nothing")
     sync.set_defaults(func=_cmd_sync)
+
+    serve = commands.add_parser(
+        "serve", help="the Slack app: /slack/events over HTTP (PORT), or Socket Mode with "
+        "SLACK_APP_TOKEN")
+    serve.set_defaults(func=_cmd_serve)
 
     demo = commands.add_parser(
         "demo", help="the whole flow against the built-in sandbox QuickBooks and Clio")

@@ -35,7 +35,9 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
     assert "Run 1: imported 5 ($1,197.10), waiting 3, failed 1, skipped 2" in out
     assert "Item details are not supported" in out
     assert "finds nothing new" in out and "Run 2: imported 0" in out
-    assert "Clio now holds 5 hard-cost entries" in out
+    assert "What #costs sees in Slack" in out and "Which matter is this expense for?" in out
+    assert "Linked to 00004 Acme – Employment claim (Reyes) by @Sam Staff" in out
+    assert "Clio now holds 6 hard-cost entries" in out
     assert "Traceback" not in result.stderr
 
 
@@ -93,3 +95,84 @@ def test_sync_without_app_credentials_names_the_missing_variable(
     assert result.returncode == 1
     assert "QBO_CLIENT_SECRET is not set" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_answers_signed_slack_requests_and_health(firm: Firm, database_url: str) -> None:
+    import signal
+    import time
+    from urllib.parse import urlencode
+
+    import requests
+    from slack_sdk.signature import SignatureVerifier
+
+    from sandbox.server import serve_in_thread
+    from sandbox.slack import SlackSandbox
+
+    slack = SlackSandbox()
+    slack_server = serve_in_thread(slack)
+    workspace = slack.add_workspace("T0001")
+    port = _free_port()
+    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
+           "SLACK_SIGNING_SECRET": "s3cret", "SLACK_API_URL": f"{slack_server.url}/api/",
+           "PORT": str(port)}
+    env.pop("SLACK_APP_TOKEN", None)
+    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                health = requests.get(f"{base}/healthz", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "hardcost serve never listened"
+                time.sleep(0.1)
+        assert health.status_code == 200 and health.json()["database"] == "ok"
+
+        body = urlencode({"team_id": "T0001", "user_id": "U1", "command": "/hardcost",
+                          "text": "help", "channel_id": "C1", "response_url": "http://x/"})
+        ts = str(int(time.time()))
+        signed = SignatureVerifier("s3cret").generate_signature(timestamp=ts, body=body)
+        headers = {"X-Slack-Request-Timestamp": ts,
+                   "Content-Type": "application/x-www-form-urlencoded"}
+        ok = requests.post(f"{base}/slack/events", data=body,
+                           headers={**headers, "X-Slack-Signature": signed}, timeout=5)
+        forged = requests.post(f"{base}/slack/events", data=body,
+                               headers={**headers, "X-Slack-Signature": "v0=bad"}, timeout=5)
+        assert ok.status_code == 200 and "pending" in ok.text
+        assert forged.status_code == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        slack_server.stop()
+    assert proc.returncode == 0
+
+
+def test_serve_refuses_a_database_that_is_not_migrated(tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.sqlite'}",
+           "SLACK_BOT_TOKEN": "xoxb-x", "SLACK_SIGNING_SECRET": "s"}
+
+    result = hardcost("serve", env=env)
+
+    assert result.returncode == 1
+    assert "run `hardcost db upgrade` first" in result.stderr
+
+
+def test_serve_without_a_signing_secret_says_so(database_url: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLACK_")}
+    env.update(DATABASE_URL=database_url, SLACK_BOT_TOKEN="xoxb-x")
+
+    result = hardcost("serve", env=env)
+
+    assert result.returncode == 1
+    assert "SLACK_SIGNING_SECRET is not set" in result.stderr
