@@ -237,6 +237,76 @@ def test_check_reports_each_prerequisite(rig: SlackRig) -> None:
     assert "import account" in text and "Clio category" in text and "can post" in text
 
 
+def test_pending_lists_waiting_expenses_with_their_buttons(rig: SlackRig) -> None:
+    _acme_waiting(rig)
+
+    rig.command("pending", user=rig.staff)
+
+    reply = _reply(rig, rig.staff, "Acme Holdings")
+    text = _blocks_text(reply)
+    assert "$48.75" in text and "hc_choose_matter" in text and "hc_not_client_cost" in text
+
+
+def test_pending_with_nothing_waiting(rig: SlackRig) -> None:
+    rig.command("pending")
+
+    _reply(rig, rig.admin, "Nothing is waiting")
+
+
+def test_click_in_the_pending_list_answers_the_channel_prompt_too(rig: SlackRig) -> None:
+    prompt = _acme_waiting(rig)
+    rig.command("pending", user=rig.staff)
+    listed = _reply(rig, rig.staff, "Acme Holdings")
+    lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
+
+    rig.click(listed, "hc_choose_matter", value=_button_value(listed, lease["display_number"]))
+
+    assert wait_for(lambda: rig.firm.entries())[0]["matter"]["id"] == lease["id"]
+    channel_copy = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                            and m["updated"] and m)
+    assert "Linked to" in _blocks_text(channel_copy)
+    wait_for(lambda: "Linked to" in _blocks_text(
+        next(m for m in rig.ws.messages if m["ts"] == listed["ts"])), what="the list copy")
+
+
+def test_failures_lists_open_failures_with_retry(rig: SlackRig) -> None:
+    rig.firm.client("Jane Smith", ["Smith estate"])
+    purchase = rig.firm.expense(("10.00", "Jane Smith"))
+    purchase["Line"][0]["Amount"] = "ten"
+    rig.firm.qbo.put_purchase_raw(purchase)
+    rig.command("run")
+    wait_for(lambda: rig.firm.open_failures())
+
+    rig.command("failures", user=rig.staff)
+
+    reply = _reply(rig, rig.staff, "not a number")
+    assert "hc_retry_failure" in _blocks_text(reply)
+
+
+def test_failures_with_none_open(rig: SlackRig) -> None:
+    rig.command("failures")
+
+    _reply(rig, rig.admin, "No open failures")
+
+
+def test_disconnect_is_for_admins_and_says_what_to_do_for_now(rig: SlackRig) -> None:
+    rig.command("disconnect quickbooks", user=rig.staff)
+    _reply(rig, rig.staff, "Only workspace admins")
+
+    rig.command("disconnect quickbooks")
+    _reply(rig, rig.admin, "not available yet")
+
+
+def test_private_channel_the_bot_is_not_in_is_refused(rig: SlackRig) -> None:
+    rig.ws.add_channel("partners", is_private=True, bot_is_member=False)
+
+    rig.command("set channel #partners")
+
+    reply = _reply(rig, rig.admin, "partners")
+    assert "hardcost can see" in _blocks_text(reply) or "not in it" in _blocks_text(reply)
+    assert _settings(rig).slack_channel_id == rig.channel
+
+
 def test_connect_says_what_to_do_for_now(rig: SlackRig) -> None:
     rig.command("connect quickbooks")
 
