@@ -1087,6 +1087,11 @@ class ClioSandbox:
 
     # -- OAuth endpoints
 
+    authorize_mode = "approve"
+    """The consent screen's answer: approve | decline | wrong_state (a tampered state)."""
+    authorize_account: ClioAccount | None = None
+    """The account whose user approves (default: the first one)."""
+
     def _oauth_authorize(self, request: Request) -> Response:
         """Auto-approves for the first account (the demo's "Connect Clio" button)."""
         args = request.args
@@ -1096,13 +1101,18 @@ class ClioSandbox:
         if not redirect_uri or not self.accounts:
             return oauth_error(400, "invalid_request", "redirect_uri and an account are needed")
         query: dict[str, str] = {}
+        state = args.get("state")
         if args.get("response_type") != "code":
             query["error"] = "unsupported_response_type"
+        elif self.authorize_mode == "decline":
+            query["error"] = "access_denied"
         else:
-            query["code"] = self.authorization_code(next(iter(self.accounts.values())),
-                                                    redirect_uri)
-        if "state" in args:
-            query["state"] = args["state"]
+            account = self.authorize_account or next(iter(self.accounts.values()))
+            query["code"] = self.authorization_code(account, redirect_uri)
+            if self.authorize_mode == "wrong_state" and state:
+                state = state[::-1]
+        if state is not None:
+            query["state"] = state
         separator = "&" if "?" in redirect_uri else "?"
         return Response(status=302, headers={"Location": redirect_uri + separator +
                                              urlencode(query)})

@@ -364,6 +364,11 @@ class QboSandbox:
         self._tokens.revoke(token)
         return Response("", status=200)
 
+    authorize_mode = "approve"
+    """The consent screen's answer: approve | decline | wrong_state (a tampered state)."""
+    authorize_realm: str | None = None
+    """The company the person picks on the consent screen (default: the first one)."""
+
     def _authorize(self, request: Request) -> Response:
         """The consent screen, auto-approved: redirect back with ``code``, ``state``, ``realmId``.
 
@@ -372,11 +377,18 @@ class QboSandbox:
         redirect_uri = request.args.get("redirect_uri")
         if request.args.get("client_id") != self.client_id or not redirect_uri:
             return Response("invalid client_id or redirect_uri", status=400)
-        realm_id = request.args.get("realm_id") or next(iter(self._companies), None)
+        realm_id = request.args.get("realm_id") or self.authorize_realm or \
+            next(iter(self._companies), None)
         if realm_id not in self._companies:
             return Response("no such company", status=400)
-        code = self._tokens.new_code(realm_id, redirect_uri, self.clock.timestamp())
-        params = {"code": code, "state": request.args.get("state", ""), "realmId": realm_id}
+        state = request.args.get("state", "")
+        if self.authorize_mode == "decline":
+            params = {"error": "access_denied", "state": state}
+        else:
+            code = self._tokens.new_code(realm_id, redirect_uri, self.clock.timestamp())
+            if self.authorize_mode == "wrong_state":
+                state = state[::-1] or "tampered"
+            params = {"code": code, "state": state, "realmId": realm_id}
         separator = "&" if "?" in redirect_uri else "?"
         return Response(status=302, headers={"Location": redirect_uri + separator +
                                              urlencode(params)})

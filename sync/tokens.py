@@ -130,7 +130,8 @@ def store_grant(session: Session, firm_id: int, provider: str, grant: TokenGrant
     return row
 
 
-def _grant_from(response: requests.Response, service: str) -> TokenGrant:
+def grant_from_response(response: requests.Response, service: str) -> TokenGrant:
+    """The tokens in an OAuth token endpoint's answer, or the error a person can act on."""
     try:
         body: Any = loads(response.text)
     except ValueError:
@@ -163,7 +164,7 @@ def qbo_refresher(token_url: str, client_id: str, client_secret: str,
         except requests.RequestException:
             raise TransientError("QuickBooks", "QuickBooks' sign-in service did not answer; "
                                  "the next run will try again.") from None
-        return _grant_from(response, "QuickBooks")
+        return grant_from_response(response, "QuickBooks")
 
     return refresh
 
@@ -180,6 +181,6 @@ def clio_refresher(host: str, client_id: str, client_secret: str,
         except requests.RequestException:
             raise TransientError("Clio", "Clio's sign-in service did not answer; the next run "
                                  "will try again.") from None
-        return _grant_from(response, "Clio")
+        return grant_from_response(response, "Clio")
 
     return refresh
