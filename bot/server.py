@@ -1,8 +1,8 @@
 """``hardcost serve``: the Slack app over HTTP (waitress) or Socket Mode, plus the outbox pump.
 
-What it serves today: ``/slack/events`` (commands, interactivity, options, events) and
-``/healthz``. The OAuth routes, QuickBooks webhooks and the import scheduler come with the
-connections and scheduling work (see the README).
+What it serves today: ``/slack/events`` (commands, interactivity, options, events),
+``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz``. Multi-workspace
+install, QuickBooks webhooks and the import scheduler come with later work (see the README).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 
 from bot.app import BotContext, build_app, make_web_client
+from bot.oauth_routes import oauth_routes
 from bot.outbox import deliver
 from bot.web import make_wsgi_app, serve_forever
 from sync.config import Settings
@@ -84,5 +85,6 @@ def serve(config: Settings) -> int:
         SocketModeHandler(app, config.slack_app_token).start()
         return 0
     log.info("hardcost: serving http://0.0.0.0:%s/slack/events", config.port)
-    serve_forever(make_wsgi_app(app, sessions), "0.0.0.0", config.port)
+    serve_forever(make_wsgi_app(app, sessions, routes=oauth_routes(ctx, client)), "0.0.0.0",
+                  config.port)
     return 0

@@ -20,8 +20,14 @@ from werkzeug.wrappers import Request, Response
 StartResponse = Callable[..., Any]
 
 
-def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session]) -> Callable[..., Iterable[bytes]]:
+WSGIApp = Callable[..., Iterable[bytes]]
+
+
+def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
+                  routes: dict[str, WSGIApp] | None = None) -> WSGIApp:
+    """``/slack/events`` (Bolt), ``/healthz`` and any extra ``routes`` by exact path."""
     slack = SlackRequestHandler(bolt_app, path="/slack/events")
+    extra = routes or {}
 
     def health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -39,6 +45,8 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session]) -> Callable[..
             return slack(environ, start_response)
         if path == "/healthz":
             return health(environ, start_response)
+        if path in extra:
+            return extra[path](environ, start_response)
         return Response("Not found", status=404)(environ, start_response)
 
     return app

@@ -21,6 +21,7 @@ from slack_sdk.http_retry.builtin_interval_calculators import (
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import BotContext, build_app, make_web_client
+from bot.oauth_routes import oauth_routes
 from bot.web import WebServer, make_wsgi_app, serve_in_thread
 from sandbox.server import RunningServer
 from sandbox.slack import SlackSandbox, SlackWorkspace
@@ -168,5 +169,8 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> Sla
     for handler in client.retry_handlers:
         handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET)
-    web = serve_in_thread(make_wsgi_app(app, firm.sessions))
+    web = serve_in_thread(make_wsgi_app(app, firm.sessions,
+                                        routes=oauth_routes(ctx, client)))
+    # OAuth redirects come back to this server: it is the app's PUBLIC_URL.
+    ctx.config = ctx.config.model_copy(update={"public_url": web.url})
     return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff)

@@ -1,4 +1,4 @@
-"""``hardcost`` command line: db upgrade, sync, demo."""
+"""``hardcost`` command line: db upgrade, keys, sync, serve, demo."""
 
 from __future__ import annotations
 
@@ -10,18 +10,46 @@ from collections.abc import Sequence
 from sqlalchemy import select
 
 from sync.config import get_settings
+from sync.crypto import (
+    ENV_VAR,
+    SecretDecryptError,
+    SecretKeyError,
+    generate_key,
+    install_log_redaction,
+    keyring_for,
+    rotate_secrets,
+)
 from sync.db import upgrade
 from sync.engine import FirmNotReady
 from sync.firms import build_engine
 from sync.http import ApiError
 from sync.report import render_summary
-from sync.store import Firm, FirmSettings, make_engine, make_session_factory
+from sync.store import Base, Firm, FirmSettings, make_engine, make_session_factory
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
     url = get_settings().resolved_database_url()
     upgrade(make_engine(url))
     print(f"Database is up to date ({make_engine(url).url.render_as_string()}).")
+    return 0
+
+
+def _cmd_keys_generate(args: argparse.Namespace) -> int:
+    print(generate_key())
+    return 0
+
+
+def _cmd_keys_rotate(args: argparse.Namespace) -> int:
+    engine = make_engine(get_settings().resolved_database_url())
+    ring = keyring_for(engine)
+    with engine.begin() as connection:
+        rows = rotate_secrets(connection, Base.metadata, ring)
+    engine.dispose()
+    print(f"Re-encrypted {rows} row{'s' if rows != 1 else ''} of stored secrets with the newest "
+          f"key of {ring.source}.")
+    if ring.size > 1:
+        print(f"Every process can now drop the older key{'s' if ring.size > 2 else ''} of "
+              f"{ENV_VAR}.")
     return 0
 
 
@@ -83,6 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands.add_parser("upgrade", help="create or migrate the schema").set_defaults(
         func=_cmd_db)
 
+    keys = commands.add_parser("keys", help=f"the key that encrypts stored tokens ({ENV_VAR})")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_commands.add_parser("generate", help=f"print a new key for {ENV_VAR}").set_defaults(
+        func=_cmd_keys_generate)
+    keys_commands.add_parser(
+        "rotate", help=f"re-encrypt every stored secret with the first key of {ENV_VAR} "
+        "(list the old key second, comma-separated)").set_defaults(func=_cmd_keys_rotate)
+
     sync = commands.add_parser("sync", help="run one import now and print its summary")
     sync.add_argument("--firm", type=int, help="the firm's id (default: every active firm)")
     sync.add_argument("--dry-run", action="store_true",
@@ -106,7 +142,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args))
+    install_log_redaction()
+    try:
+        return int(args.func(args))
+    except (SecretKeyError, SecretDecryptError) as exc:
+        print(f"hardcost: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

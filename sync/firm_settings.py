@@ -34,10 +34,11 @@ EXPENSE_ACCOUNT_TYPES = {"Expense", "Other Expense", "Cost of Goods Sold"}
 
 
 class SettingError(Exception):
-    def __init__(self, problem: str, key: str | None = None) -> None:
+    def __init__(self, problem: str, key: str | None = None, *, usage: str | None = None) -> None:
         super().__init__(problem)
         self.problem = problem
-        self.usage = USAGE.get(key or "", "/hardcost set <key> <value> — see /hardcost help")
+        self.usage = usage or USAGE.get(key or "",
+                                        "/hardcost set <key> <value> — see /hardcost help")
 
 
 @dataclass

@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
+from sync.crypto import EncryptedText, configure_encryption
+
 MONEY = Numeric(14, 2, asdecimal=True)
 
 
@@ -122,8 +124,8 @@ class Connection(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
     provider: Mapped[str] = mapped_column(String(20))  # "quickbooks" | "clio"
-    access_token: Mapped[str] = mapped_column(Text)
-    refresh_token: Mapped[str | None] = mapped_column(Text)
+    access_token: Mapped[str] = mapped_column(EncryptedText)  # encrypted at rest
+    refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
     access_expires_at: Mapped[datetime | None] = mapped_column()
     refresh_expires_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -301,10 +303,25 @@ class WaitingExpense(Base):
     reminded_at: Mapped[datetime | None] = mapped_column()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine with the per-backend settings this app relies on."""
+def make_engine(url: str, *, secret_key: str | None = None) -> Engine:
+    """An engine with the per-backend settings this app relies on.
+
+    Also sets up the key ring that encrypts stored secrets for this engine (and as the process
+    default): from ``secret_key`` if given, else ``HARDCOST_SECRET_KEY``, else — SQLite only —
+    the ``hardcost.key`` file beside the database. Raises ``SecretKeyError`` when there is none.
+    """
+    engine = _create_engine(url)
+    if secret_key is None:
+        configure_encryption(url, engine=engine)
+    else:
+        configure_encryption(url, secret_key, engine=engine)
+    return engine
+
+
+def _create_engine(url: str) -> Engine:
+    # hide_parameters: SQL errors and logs never show bound values, which may be secrets.
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -317,7 +334,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:

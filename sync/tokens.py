@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,8 +30,8 @@ EARLY_REFRESH = timedelta(minutes=2)
 
 @dataclass(frozen=True)
 class TokenGrant:
-    access_token: str
-    refresh_token: str | None  # None: keep the one we have (Clio may not send a new one)
+    access_token: str = field(repr=False)  # secrets stay out of reprs, logs and errors
+    refresh_token: str | None = field(repr=False)  # None: keep ours (Clio may not send one)
     expires_in: int | None
     refresh_expires_in: int | None = None
 

@@ -3,6 +3,10 @@
 The database is chosen by ``HARDCOST_TEST_DATABASE_URL``: unset → a fresh SQLite file per
 test; a ``postgresql://`` URL → that server, schema migrated once, tables emptied per test.
 ``scripts/test.sh`` runs the suite once each way.
+
+Stored tokens are encrypted: a SQLite test database gets its ``hardcost.key`` beside it; for
+PostgreSQL this session makes up a ``HARDCOST_SECRET_KEY`` unless one is set (child
+``hardcost`` processes inherit it).
 """
 
 from __future__ import annotations
@@ -18,10 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from sync.crypto import generate_key
 from sync.db import upgrade
 from sync.store import Base, make_engine, make_session_factory
 
 POSTGRES_URL = os.environ.get("HARDCOST_TEST_DATABASE_URL", "")
+if POSTGRES_URL and not os.environ.get("HARDCOST_SECRET_KEY"):
+    os.environ["HARDCOST_SECRET_KEY"] = generate_key()
 
 
 def pytest_report_header(config: pytest.Config) -> str:

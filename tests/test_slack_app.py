@@ -289,12 +289,11 @@ def test_failures_with_none_open(rig: SlackRig) -> None:
     _reply(rig, rig.admin, "No open failures")
 
 
-def test_disconnect_is_for_admins_and_says_what_to_do_for_now(rig: SlackRig) -> None:
+def test_disconnect_is_for_admins(rig: SlackRig) -> None:
     rig.command("disconnect quickbooks", user=rig.staff)
-    _reply(rig, rig.staff, "Only workspace admins")
 
-    rig.command("disconnect quickbooks")
-    _reply(rig, rig.admin, "not available yet")
+    _reply(rig, rig.staff, "Only workspace admins")
+    assert rig.firm.run().error is None  # still connected
 
 
 def test_private_channel_the_bot_is_not_in_is_refused(rig: SlackRig) -> None:
@@ -305,12 +304,6 @@ def test_private_channel_the_bot_is_not_in_is_refused(rig: SlackRig) -> None:
     reply = _reply(rig, rig.admin, "partners")
     assert "hardcost can see" in _blocks_text(reply) or "not in it" in _blocks_text(reply)
     assert _settings(rig).slack_channel_id == rig.channel
-
-
-def test_connect_says_what_to_do_for_now(rig: SlackRig) -> None:
-    rig.command("connect quickbooks")
-
-    _reply(rig, rig.admin, "not available yet")
 
 
 def test_command_from_a_workspace_without_a_firm(rig: SlackRig) -> None:

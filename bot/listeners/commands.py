@@ -7,21 +7,25 @@ from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy.exc import IntegrityError
 
 from bot import service
 from bot.app import BotContext
+from bot.outbox import enqueue
 from bot.ui import messages
 from bot.ui.views import Message
+from sync import oauth
 from sync.engine import FirmNotReady
 from sync.firm_settings import USAGE, SettingError, apply_setting
 from sync.http import ApiError
-from sync.store import FirmSettings
+from sync.store import Firm, FirmSettings
 
 log = logging.getLogger(__name__)
 
 SUBCOMMANDS = {"help", "status", "run", "pending", "failures", "connect", "disconnect",
                "settings", "set", "pause", "resume", "check"}
-ADMIN_ONLY = {"set", "settings", "pause", "resume", "disconnect"}
+ADMIN_ONLY = {"set", "settings", "pause", "resume", "connect", "disconnect"}
 NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who installed "
               "hardcost connects QuickBooks and Clio first.")
 
@@ -55,10 +59,12 @@ def register(app: App, ctx: BotContext) -> None:
         if sub == "help" or sub not in SUBCOMMANDS:
             return  # answered in the ack
         firm_id = ctx.firm_id_for_team(command.get("team_id"))
+        user_id = str(command.get("user_id"))
+        if firm_id is None and sub == "connect" and _is_workspace_admin(client, user_id):
+            firm_id = _create_firm(ctx, command)
         if firm_id is None:
             _reply(respond, messages.notice(NOT_SET_UP))
             return
-        user_id = str(command.get("user_id"))
         settings = ctx.settings(firm_id)
         if sub in ADMIN_ONLY and not service.is_settings_admin(client, settings, user_id):
             _reply(respond, messages.notice(
@@ -159,11 +165,71 @@ def _set_paused(ctx: BotContext, firm_id: int, paused: bool) -> None:
         session.commit()
 
 
+def _is_workspace_admin(client: WebClient, user_id: str) -> bool:
+    try:
+        user = client.users_info(user=user_id)["user"]
+    except SlackApiError:
+        return False
+    return bool(user.get("is_admin") or user.get("is_owner"))
+
+
+def _create_firm(ctx: BotContext, command: dict[str, Any]) -> int:
+    """The workspace's firm, created by its first ``connect`` (single-workspace mode)."""
+    team_id = str(command.get("team_id"))
+    with ctx.sessions() as session:
+        firm = Firm(name=str(command.get("team_domain") or team_id), slack_team_id=team_id)
+        session.add(firm)
+        session.flush()
+        session.add(FirmSettings(firm_id=firm.id, slack_channel_id=command.get("channel_id")))
+        try:
+            session.commit()
+        except IntegrityError:  # created by a simultaneous command
+            session.rollback()
+            existing = ctx.firm_id_for_team(team_id)
+            assert existing is not None
+            return existing
+        log.info("created firm %s for Slack team %s", firm.id, team_id)
+        return firm.id
+
+
+def _provider(args: list[str], usage: str) -> str:
+    wanted = args[0].lower() if args else ""
+    if wanted in ("quickbooks", "qbo"):
+        return "quickbooks"
+    if wanted == "clio":
+        return "clio"
+    raise SettingError(f"Connect what? “{wanted or 'nothing'}” is neither quickbooks nor clio.",
+                       None, usage=usage)
+
+
 def _connect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
              respond: Respond, client: WebClient) -> None:
-    _reply(respond, messages.notice(
-        "Connecting from Slack is not available yet in this version. Until it is, the "
-        "person who runs hardcost connects QuickBooks and Clio for the firm."))
+    provider = _provider(args, "/hardcost connect quickbooks | /hardcost connect clio "
+                         "[us|ca|eu|au]")
+    region = args[1].lower() if provider == "clio" and len(args) > 1 else "us"
+    link = oauth.start(ctx.sessions, ctx.config, firm_id, provider,
+                       slack_team_id=command.get("team_id"),
+                       slack_user_id=command.get("user_id"), region=region, now=ctx.clock())
+    _reply(respond, messages.connect_link(oauth.PROVIDERS[provider], link))
+
+
+def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+                respond: Respond, client: WebClient) -> None:
+    provider = _provider(args, "/hardcost disconnect quickbooks|clio")
+    done = oauth.disconnect(ctx.sessions, ctx.config, firm_id, provider)
+    _reply(respond, messages.notice(done))
+    notifier = ctx.notifier(client)
+    with ctx.sessions() as session:
+        settings = session.get(FirmSettings, firm_id)
+        if settings is not None and settings.slack_channel_id:
+            notice = messages.notice(f"{oauth.PROVIDERS[provider]} was disconnected by "
+                                     f"<@{command.get('user_id')}>: imports stop until it is "
+                                     "connected again.")
+            enqueue(session, firm_id, "chat.postMessage",
+                    {"channel": settings.slack_channel_id, "text": notice.text,
+                     "blocks": notice.blocks})
+            session.commit()
+    notifier.send(firm_id)
 
 
 def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
@@ -176,5 +242,5 @@ def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, An
 HANDLERS: dict[str, Handler] = {
     "status": _status, "run": _run, "pending": _pending, "failures": _failures,
     "settings": _settings, "set": _set, "pause": _pause, "resume": _resume,
-    "connect": _connect, "disconnect": _connect, "check": _check,
+    "connect": _connect, "disconnect": _disconnect, "check": _check,
 }

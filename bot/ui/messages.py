@@ -704,3 +704,15 @@ def notice(text: str) -> Message:
     is escaped, so user data in it is safe and ``<!here>`` never pings."""
     body = fit(mrkdwn_keeping_tokens(text), SECTION_TEXT) or "(nothing to say)"
     return Message(text=_fallback(body), blocks=[_section(body)])
+
+
+def connect_link(service: str, url: str, *, expires_minutes: int = 10) -> Message:
+    """The ephemeral answer to ``/hardcost connect``: a button that opens the consent screen."""
+    text = (f"Connect *{escape(service)}*: the button opens {escape(service)}'s sign-in, "
+            f"where you approve hardcost. The link works once, for {expires_minutes} minutes.")
+    blocks = [
+        _section(text),
+        ActionsBlock(elements=[LinkButtonElement(text=f"Connect {service}"[:75], url=url,
+                                                 action_id=ACTION_OPEN_QBO)]).to_dict(),
+    ]
+    return Message(text=_fallback(f"Connect {service}: {url}"), blocks=blocks)

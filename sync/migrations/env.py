@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from alembic import context
 
+from sync.crypto import EncryptedText
 from sync.store import Base, UTCDateTime, make_engine
 
 config = context.config
@@ -16,6 +17,8 @@ def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[Fal
     """Migrations spell columns in plain SQLAlchemy types, independent of today's models."""
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
+    if type_ == "type" and isinstance(obj, EncryptedText):
+        return "sa.Text()"  # ciphertext; converting existing values is a data migration
     return False
 
 

@@ -1,0 +1,54 @@
+"""``/oauth/quickbooks/callback`` and ``/oauth/clio/callback``: where the browser comes back."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from slack_sdk import WebClient
+from werkzeug.wrappers import Request, Response
+
+from bot.app import BotContext
+from bot.outbox import deliver, enqueue
+from bot.ui import messages
+from bot.ui.pages import oauth_page
+from sync.oauth import PROVIDERS, finish
+from sync.store import FirmSettings
+
+
+def oauth_callback(ctx: BotContext, client: WebClient,
+                   provider: str) -> Callable[..., Iterable[bytes]]:
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        args = Request(environ).args
+        outcome = finish(ctx.sessions, ctx.config, provider, state=args.get("state"),
+                         code=args.get("code"), error=args.get("error"),
+                         realm_id=args.get("realmId"), now=ctx.clock())
+        if outcome.ok and outcome.firm_id is not None:
+            _tell_channel(ctx, client, outcome.firm_id,
+                          f"{PROVIDERS[provider]} connected by "
+                          f"<@{outcome.slack_user_id}>." if outcome.slack_user_id
+                          else f"{PROVIDERS[provider]} connected.")
+        page = oauth_page(outcome.title, outcome.message, ok=outcome.ok)
+        response = Response(page, status=outcome.status, content_type="text/html; charset=utf-8",
+                            headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+        return response(environ, start_response)
+
+    return app
+
+
+def _tell_channel(ctx: BotContext, client: WebClient, firm_id: int, text: str) -> None:
+    with ctx.sessions() as session:
+        settings = session.get(FirmSettings, firm_id)
+        if settings is None or not settings.slack_channel_id:
+            return
+        message = messages.notice(text)
+        enqueue(session, firm_id, "chat.postMessage",
+                {"channel": settings.slack_channel_id, "text": message.text,
+                 "blocks": message.blocks})
+        session.commit()
+    deliver(ctx.sessions, client, firm_id=firm_id, clock=ctx.clock)
+
+
+def oauth_routes(ctx: BotContext, client: WebClient) -> dict[str, Callable[..., Iterable[bytes]]]:
+    return {f"/oauth/{provider}/callback": oauth_callback(ctx, client, provider)
+            for provider in PROVIDERS}
