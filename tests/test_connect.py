@@ -14,11 +14,11 @@ from sandbox.server import serve_in_thread
 from sandbox.slack import SlackSandbox
 from sandbox.slack_rig import SlackRig, make_rig, wait_for
 from sync.store import Connection, Firm, OAuthState
-from tests.firmkit import Firm as TestFirm
+from tests.firmkit import Firm as KitFirm
 
 
 @pytest.fixture
-def rig(firm: TestFirm) -> Iterator[SlackRig]:
+def rig(firm: KitFirm) -> Iterator[SlackRig]:
     slack = SlackSandbox(clock=firm.world.clock)
     server = serve_in_thread(slack)
     slack.base_url = server.url
