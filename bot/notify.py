@@ -21,9 +21,19 @@ from bot.ui.views import Choice, FailureView, Message, PromptView
 from sync.engine import RunSummary, matter_label
 from sync.qbo import transaction_url
 from sync.rules import PlannedEntry
-from sync.store import Failure, Firm, FirmSettings, SlackOutbox, WaitingExpense, utcnow
+from sync.store import (
+    Connection,
+    Failure,
+    Firm,
+    FirmSettings,
+    SlackOutbox,
+    WaitingExpense,
+    utcnow,
+)
 
 REMIND_AFTER = timedelta(days=1)
+EXPIRY_WARNING = timedelta(days=30)
+SERVICES = {"quickbooks": "QuickBooks", "clio": "Clio"}
 CONTACT_REASONS = {"no_contact", "several_contacts"}
 
 
@@ -84,11 +94,27 @@ class Notifier:
                 for reply in messages.run_details(summary):
                     enqueue(session, firm_id, "chat.postMessage", _post(reply, channel),
                             parent=top)
+            self._queue_connection_notices(session, firm_id, channel)
             self._queue_alerts(session, firm_id, channel)
             self._queue_prompts(session, firm_id, channel)
             self._queue_reminders(session, firm_id)
             session.commit()
         return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
+
+    def _queue_connection_notices(self, session: Session, firm_id: int, channel: str) -> None:
+        """"Reconnect" once per broken connection; a warning 30 days before a hard expiry."""
+        now = self.clock()
+        for row in session.scalars(select(Connection).where(Connection.firm_id == firm_id)):
+            service = SERVICES.get(row.provider, row.provider)
+            if row.broken_at is not None and row.broken_notified_at is None:
+                message = messages.reconnect_notice(service, row.provider, row.broken_reason)
+                enqueue(session, firm_id, "chat.postMessage", _post(message, channel))
+                row.broken_notified_at = now
+            if row.hard_expires_at is not None and row.expiry_warned_at is None and \
+                    row.hard_expires_at - now <= EXPIRY_WARNING:
+                message = messages.expiry_warning(service, row.provider, row.hard_expires_at)
+                enqueue(session, firm_id, "chat.postMessage", _post(message, channel))
+                row.expiry_warned_at = now
 
     def _queue_alerts(self, session: Session, firm_id: int, channel: str) -> None:
         queued = _queued_refs(session, firm_id, "failure")

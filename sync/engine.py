@@ -29,7 +29,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.clio import Activity, ClioClient, HardCostsDisabled
-from sync.http import ApiError, ConfigError, ServiceDown, TransientError
+from sync.http import ApiError, ConfigError, ReconnectRequired, ServiceDown, TransientError
 from sync.matching import CustomerInfo, MatterResolver, Resolution
 from sync.qbo import QboClient, transaction_url
 from sync.rules import (
@@ -41,6 +41,7 @@ from sync.rules import (
     plan_purchase,
 )
 from sync.store import (
+    Connection,
     ContactLink,
     EntryLink,
     Failure,
@@ -53,10 +54,12 @@ from sync.store import (
     Watermark,
     utcnow,
 )
+from sync.tokens import mark_broken
 
 log = logging.getLogger(__name__)
 
 WATERMARK_STREAM = "purchases"
+PROVIDER_KEYS = {"QuickBooks": "quickbooks", "Clio": "clio"}
 WATERMARK_MARGIN = timedelta(seconds=60)
 PENDING_GRACE = timedelta(minutes=2)
 """A pending link younger than this may be another process's write in flight (a POST waits at
@@ -192,7 +195,10 @@ class ImportEngine:
             settings = session.get(FirmSettings, self.firm_id)
             if firm is None or settings is None:
                 raise FirmNotReady(f"There is no firm {self.firm_id}.")
-            _check_ready(firm, settings)
+            broken = {c.provider: c.broken_reason for c in session.scalars(
+                select(Connection).where(Connection.firm_id == self.firm_id))
+                if c.broken_at is not None}
+            _check_ready(firm, settings, broken)
             run_id = None
             if not dry_run:
                 run = Run(firm_id=self.firm_id, trigger=trigger, dry_run=dry_run,
@@ -209,6 +215,9 @@ class ImportEngine:
         except (ApiError, FirmNotReady) as exc:
             summary.error = str(exc)
             log.warning("run for firm %s stopped: %s", self.firm_id, exc)
+            if isinstance(exc, ReconnectRequired) and exc.service in PROVIDER_KEYS:
+                mark_broken(self.sessions, self.firm_id, PROVIDER_KEYS[exc.service],
+                            exc.message, self.clock())
         finally:
             summary.duration_s = time.monotonic() - started
             summary.qbo_calls = self.qbo.calls - qbo_calls
@@ -722,10 +731,16 @@ def _lagged(server_time: str | None, now: datetime) -> str | None:
     return (moment - WATERMARK_MARGIN).isoformat(timespec="seconds")
 
 
-def _check_ready(firm: Firm, settings: FirmSettings) -> None:
+def _check_ready(firm: Firm, settings: FirmSettings, broken: dict[str, str | None]) -> None:
     missing = []
+    if not firm.active:
+        raise FirmNotReady("hardcost was removed from this firm's Slack workspace.")
     if not firm.qbo_realm_id:
         missing.append("connect QuickBooks (/hardcost connect quickbooks)")
+    for provider, reason in broken.items():
+        name = "QuickBooks" if provider == "quickbooks" else "Clio"
+        missing.append(f"reconnect {name}, which refused hardcost's connection ({reason}): "
+                       f"/hardcost connect {provider}")
     if not settings.import_account_ids:
         missing.append("choose the import account (/hardcost set account <name>)")
     if not settings.start_date:

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from sync.config import CLIO_REGIONS, Settings
 from sync.http import ApiError, ConfigError
 from sync.store import Connection, Firm, OAuthState, utcnow
-from sync.tokens import TokenGrant, grant_from_response, store_grant
+from sync.tokens import QBO_TOKEN_HEADERS, TokenGrant, grant_from_response, store_grant
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def _exchange(config: Settings, provider: str, code: str, region: str) -> TokenG
     try:
         if provider == "quickbooks":
             response = requests.post(
-                config.qbo_token_url, timeout=30, headers={"Accept": "application/json"},
+                config.qbo_token_url, timeout=30, headers=QBO_TOKEN_HEADERS,
                 auth=(_require(config.qbo_client_id, "QBO_CLIENT_ID"),
                       _require(config.qbo_client_secret, "QBO_CLIENT_SECRET")),
                 data={"grant_type": "authorization_code", "code": code,

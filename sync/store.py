@@ -128,6 +128,13 @@ class Connection(Base):
     refresh_token: Mapped[str | None] = mapped_column(EncryptedText)
     access_expires_at: Mapped[datetime | None] = mapped_column()
     refresh_expires_at: Mapped[datetime | None] = mapped_column()
+    hard_expires_at: Mapped[datetime | None] = mapped_column()  # QBO: 5 years, no renewal
+    broken_at: Mapped[datetime | None] = mapped_column()
+    """Set when the provider refused our tokens for good (invalid_grant, revoked): imports
+    wait for a reconnect, which clears it."""
+    broken_reason: Mapped[str | None] = mapped_column(Text)
+    broken_notified_at: Mapped[datetime | None] = mapped_column()
+    expiry_warned_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.http import ReconnectRequired, TransientError, loads
@@ -34,9 +34,12 @@ class TokenGrant:
     refresh_token: str | None = field(repr=False)  # None: keep ours (Clio may not send one)
     expires_in: int | None
     refresh_expires_in: int | None = None
+    hard_expires_in: int | None = None  # QBO's 5-year cap, when asked for
 
 
 Refresher = Callable[[str], TokenGrant]
+QBO_TOKEN_HEADERS = {"Accept": "application/json",
+                     "x-include-refresh-token-hard-expires-in": "true"}
 
 _locks: dict[tuple[int, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
@@ -61,11 +64,13 @@ class StoredTokens:
         self._expires_at: datetime | None = None
 
     def _row(self, session: Session, *, lock: bool = False) -> Connection:
-        query = select(Connection).where(Connection.firm_id == self.firm_id,
-                                         Connection.provider == self.provider)
+        where = (Connection.firm_id == self.firm_id, Connection.provider == self.provider)
         if lock:
-            query = query.with_for_update()
-        row = session.scalars(query).one_or_none()
+            # A write first: it takes the row lock on PostgreSQL and the database's write
+            # lock on SQLite, so refreshes of one connection queue up across processes too.
+            session.execute(update(Connection).where(*where).values(
+                updated_at=Connection.updated_at))
+        row = session.scalars(select(Connection).where(*where)).one_or_none()
         if row is None:
             raise ReconnectRequired(self.provider.title(),
                                     f"{self._service()} is not connected for this firm.")
@@ -94,10 +99,19 @@ class StoredTokens:
                 self._access, self._expires_at = row.access_token, row.access_expires_at
                 session.commit()
                 return row.access_token
+            if row.broken_at is not None:
+                raise ReconnectRequired(self._service(), f"{self._service()} needs to be "
+                                        f"connected again ({row.broken_reason}).")
             if not row.refresh_token:
                 raise ReconnectRequired(self._service(), f"{self._service()} needs to be "
                                         "connected again (no refresh token is stored).")
-            grant = self.refresher(row.refresh_token)
+            try:
+                grant = self.refresher(row.refresh_token)
+            except ReconnectRequired as exc:
+                session.rollback()
+                mark_broken(self.sessions, self.firm_id, self.provider, exc.message,
+                            self.clock())
+                raise
             now = self.clock()
             row.access_token = grant.access_token
             if grant.refresh_token:
@@ -106,10 +120,23 @@ class StoredTokens:
                 if grant.expires_in else None
             if grant.refresh_expires_in:
                 row.refresh_expires_at = now + timedelta(seconds=grant.refresh_expires_in)
+            if grant.hard_expires_in:
+                row.hard_expires_at = now + timedelta(seconds=grant.hard_expires_in)
             session.commit()
             log.info("refreshed %s tokens for firm %s", self.provider, self.firm_id)
             self._access, self._expires_at = row.access_token, row.access_expires_at
             return row.access_token
+
+
+def mark_broken(sessions: sessionmaker[Session], firm_id: int, provider: str, reason: str,
+                now: datetime) -> None:
+    """Record that the provider refused the connection for good (once; keeps the first time)."""
+    with sessions() as session:
+        session.execute(update(Connection).where(
+            Connection.firm_id == firm_id, Connection.provider == provider,
+            Connection.broken_at.is_(None)).values(broken_at=now, broken_reason=reason[:500]))
+        session.commit()
+    log.warning("%s connection of firm %s is broken: %s", provider, firm_id, reason)
 
 
 def store_grant(session: Session, firm_id: int, provider: str, grant: TokenGrant,
@@ -127,6 +154,10 @@ def store_grant(session: Session, firm_id: int, provider: str, grant: TokenGrant
         if grant.expires_in else None
     row.refresh_expires_at = now + timedelta(seconds=grant.refresh_expires_in) \
         if grant.refresh_expires_in else None
+    row.hard_expires_at = now + timedelta(seconds=grant.hard_expires_in) \
+        if grant.hard_expires_in else None
+    row.broken_at = row.broken_reason = row.broken_notified_at = None  # a fresh connection
+    row.expiry_warned_at = None
     return row
 
 
@@ -150,6 +181,8 @@ def grant_from_response(response: requests.Response, service: str) -> TokenGrant
         expires_in=int(body["expires_in"]) if body.get("expires_in") else None,
         refresh_expires_in=int(body["x_refresh_token_expires_in"])
         if body.get("x_refresh_token_expires_in") else None,
+        hard_expires_in=int(body["x_refresh_token_hard_expires_in"])
+        if body.get("x_refresh_token_hard_expires_in") else None,
     )
 
 
@@ -160,7 +193,7 @@ def qbo_refresher(token_url: str, client_id: str, client_secret: str,
             response = requests.post(
                 token_url, auth=(client_id, client_secret), timeout=timeout,
                 data={"grant_type": "refresh_token", "refresh_token": refresh_token},
-                headers={"Accept": "application/json"})
+                headers=QBO_TOKEN_HEADERS)
         except requests.RequestException:
             raise TransientError("QuickBooks", "QuickBooks' sign-in service did not answer; "
                                  "the next run will try again.") from None

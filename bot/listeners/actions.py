@@ -24,6 +24,7 @@ from bot.ui.views import (
     ACTION_NOT_CLIENT_COST,
     ACTION_OPEN_QBO,
     ACTION_OPEN_SETTINGS,
+    ACTION_RECONNECT,
     ACTION_RETRY_FAILURE,
     ACTION_RUN_NOW,
     ACTION_SEARCH_MATTER,
@@ -34,7 +35,7 @@ from bot.ui.views import (
     Choice,
     PromptAnswer,
 )
-from sync import choices
+from sync import choices, oauth
 from sync.choices import ChoiceResult
 from sync.store import Failure, WaitingExpense
 
@@ -174,6 +175,29 @@ def register(app: App, ctx: BotContext) -> None:
             client.chat_postEphemeral(channel=channel, user=user_id, text=message.text,
                                       blocks=message.blocks)
 
+    def on_reconnect(body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                     client: WebClient) -> None:
+        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        user_id = str((body.get("user") or {}).get("id"))
+        provider = str(action.get("value") or "")
+        if firm_id is None or provider not in oauth.PROVIDERS:
+            return
+        if not service.is_settings_admin(client, ctx.settings(firm_id), user_id):
+            _ephemeral(respond, "Only workspace admins and hardcost's approvers can connect "
+                                "QuickBooks or Clio.")
+            return
+        with ctx.sessions() as session:
+            from sync.store import Firm
+
+            firm = session.get(Firm, firm_id)
+            region = firm.clio_region if firm is not None else "us"
+        link = oauth.start(ctx.sessions, ctx.config, firm_id, provider,
+                           slack_team_id=(body.get("team") or {}).get("id"),
+                           slack_user_id=user_id, region=region, now=ctx.clock())
+        message = messages.connect_link(oauth.PROVIDERS[provider], link)
+        respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
+                replace_original=False)
+
     def on_open_settings(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         from bot.listeners.views import open_settings_modal
 
@@ -197,6 +221,7 @@ def register(app: App, ctx: BotContext) -> None:
     app.action(ACTION_SHOW_PENDING)(ack=just_ack, lazy=[on_show_pending])
     app.action(ACTION_OPEN_SETTINGS)(ack=just_ack, lazy=[on_open_settings])
     app.action(ACTION_OPEN_QBO)(just_ack)
+    app.action(ACTION_RECONNECT)(ack=just_ack, lazy=[on_reconnect])
 
 
 def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: int,

@@ -56,6 +56,7 @@ from bot.ui.views import (
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
     ACTION_OPEN_QBO,
+    ACTION_RECONNECT,
     ACTION_RETRY_FAILURE,
     ACTION_SEARCH_MATTER,
     ACTION_SELECT_CONTACT,
@@ -716,3 +717,27 @@ def connect_link(service: str, url: str, *, expires_minutes: int = 10) -> Messag
                                                  action_id=ACTION_OPEN_QBO)]).to_dict(),
     ]
     return Message(text=_fallback(f"Connect {service}: {url}"), blocks=blocks)
+
+
+def reconnect_notice(service: str, provider: str, reason: str | None) -> Message:
+    """Posted once when QuickBooks or Clio refuses hardcost's connection for good."""
+    why = f" ({mrkdwn(reason, 300)})" if reason else ""
+    text = (f":electric_plug: *Reconnect {escape(service)}.* {escape(service)} no longer "
+            f"accepts hardcost's connection{why}. Imports are paused; nothing is lost — once "
+            "reconnected, hardcost picks up where it stopped.")
+    blocks = [_section(text), ActionsBlock(elements=[ButtonElement(
+        text=f"Reconnect {service}"[:75], action_id=ACTION_RECONNECT, value=provider,
+        style="primary")]).to_dict()]
+    return Message(text=_fallback(f"Reconnect {service}: imports are paused"), blocks=blocks)
+
+
+def expiry_warning(service: str, provider: str, expires: datetime) -> Message:
+    """Posted once, 30 days before QuickBooks' 5-year limit on a connection."""
+    when = as_utc(expires).strftime("%B %-d, %Y")
+    text = (f":hourglass_flowing_sand: {escape(service)}'s connection to hardcost ends on "
+            f"*{when}* (QuickBooks limits a connection to five years). Reconnect before then "
+            "to keep imports running.")
+    blocks = [_section(text), ActionsBlock(elements=[ButtonElement(
+        text=f"Reconnect {service}"[:75], action_id=ACTION_RECONNECT,
+        value=provider)]).to_dict()]
+    return Message(text=_fallback(f"{service} connection ends on {when}"), blocks=blocks)

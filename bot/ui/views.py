@@ -19,6 +19,7 @@ ACTION_RETRY_FAILURE = "hc_retry_failure"  # button; value "<failure id>"
 ACTION_OPEN_SETTINGS = "hc_open_settings"  # button
 ACTION_RUN_NOW = "hc_run_now"  # button
 ACTION_SHOW_PENDING = "hc_show_pending"  # button
+ACTION_RECONNECT = "hc_reconnect"  # button; value "quickbooks" | "clio"
 ACTION_OPEN_QBO = "hc_open_qbo"  # link button (url), acknowledged and ignored
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"
