@@ -754,9 +754,10 @@ def _key_tuple(key: QboKey) -> tuple[str, str, str, str]:
 
 
 def _answered_for_good(row: WaitingExpense, entry: PlannedEntry) -> bool:
-    """A person is answering it now, or said "not a client cost" and the purchase is as it
-    was then (an edit in QuickBooks asks again)."""
-    if row.resolution == "claimed":
+    """Not a question any more: a person is answering it now; it went into Clio (a person's
+    choice or a later run, possibly since this run read its links); or someone said "not a
+    client cost" and the purchase is as it was then (an edit in QuickBooks asks again)."""
+    if row.resolution in ("claimed", "linked", "imported"):
         return True
     return row.resolution == "not_client_cost" and \
         row.entry.get("sync_token") == entry.sync_token

@@ -614,3 +614,54 @@ def _outbox(rig: SlackRig) -> list[SlackOutbox]:
 
     with rig.firm.sessions() as session:
         return list(session.scalars(select(SlackOutbox)))
+
+
+def test_concurrent_deliveries_post_each_message_once(rig: SlackRig) -> None:
+    from bot.outbox import deliver, enqueue
+
+    with rig.firm.sessions() as session:
+        for n in range(20):
+            enqueue(session, rig.firm.id, "chat.postMessage",
+                    {"channel": rig.channel, "text": f"message {n}"},
+                    now=rig.firm.world.clock.now())
+        session.commit()
+
+    threads = [threading.Thread(target=deliver, args=(rig.firm.sessions, rig.app.client),
+                                kwargs={"clock": rig.firm.world.clock.now}) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    texts = [m["text"] for m in rig.channel_messages()]
+    assert sorted(texts) == sorted(f"message {n}" for n in range(20))
+
+
+def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
+    """A click that links an expense while a run is between reading links and recording
+    waits must not reopen the prompt."""
+    from sync import choices
+    from sync.engine import ImportEngine
+
+    _acme_waiting(rig)
+    [waiting] = rig.firm.waiting()
+    lease = rig.firm.matters["Lease"]
+    firm = rig.firm
+
+    class ClickDuringRun(ImportEngine):
+        def _existing_links(self, realm_id: str, purchase_ids: list[str]) -> set[Any]:
+            found = super()._existing_links(realm_id, purchase_ids)
+            result = choices.choose_matter(firm.world.engine(firm.sessions, firm.id),
+                                           waiting.id, lease, rig.staff)
+            assert result.outcome == "linked"
+            return found
+
+    base = firm.world.engine(firm.sessions, firm.id)
+    engine = ClickDuringRun(firm.sessions, firm.id, qbo=base.qbo, clio=base.clio,
+                            clock=firm.world.clock.now, sandbox_links=True)
+    summary = engine.run(trigger="test")  # inside the margin: the purchase is read again
+
+    assert summary.waiting == 0
+    assert firm.waiting() == [] and len(firm.entries()) == 1
+    rig.ctx.notifier(rig.app.client).after_run(firm.id, summary)
+    assert len(rig.prompts()) <= 1  # no second "Which matter?" for it
