@@ -1,5 +1,8 @@
 """The Slack app: one factory that builds the Bolt ``App`` and wires the listeners.
 
+Single-workspace mode (``SLACK_BOT_TOKEN``) or multi-workspace mode (``SLACK_CLIENT_ID`` and
+``SLACK_CLIENT_SECRET``: installs through ``/slack/install``, see ``bot.install``).
+
 Listeners ack at once and do slow work in Bolt's lazy listeners (after the ack). They read and
 act on the store through ``sync`` and post what ``bot.ui`` builds, through the outbox.
 """
@@ -19,6 +22,7 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.notify import Notifier
@@ -72,8 +76,16 @@ class BotContext:
 
 
 def build_app(ctx: BotContext, *, client: WebClient | None = None,
-              signing_secret: str | None = None) -> App:
-    """The Bolt app for single-workspace mode (``SLACK_BOT_TOKEN`` + signing secret)."""
+              signing_secret: str | None = None, engine: Engine | None = None) -> App:
+    """The Bolt app.
+
+    Single-workspace mode (``SLACK_BOT_TOKEN``): one bot token for every request. Multi-workspace
+    mode (``SLACK_CLIENT_ID`` + ``SLACK_CLIENT_SECRET``, see ``bot.install``): ``/slack/install``
+    and ``/slack/oauth_redirect``, each request authorized with its workspace's token from the
+    installation store on ``engine`` (default: the database of ``ctx.sessions``). ``client``
+    (a tokenless one in multi-workspace mode) sets the Web API base URL and retries.
+    """
+    from bot import install
     from bot.listeners import actions, commands, events, views
 
     config = ctx.config
@@ -81,11 +93,23 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
     if not secret:
         raise RuntimeError("SLACK_SIGNING_SECRET is not set: Slack requests cannot be "
                            "verified, so the app will not start.")
-    if client is None:
-        if not config.slack_bot_token:
-            raise RuntimeError("SLACK_BOT_TOKEN is not set (single-workspace mode).")
-        client = make_web_client(config.slack_bot_token, config.slack_api_url)
-    app = App(client=client, signing_secret=secret, process_before_response=False)
+    if install.multi_workspace(config):
+        if client is None:
+            client = make_web_client(None, config.slack_api_url)
+        bind = engine if engine is not None else ctx.sessions.kw.get("bind")
+        if not isinstance(bind, Engine):
+            raise RuntimeError("multi-workspace mode needs the database engine")
+        settings = install.oauth_settings(ctx, bind)
+        app = App(client=client, signing_secret=secret, oauth_settings=settings,
+                  process_before_response=False)
+        install.register(app, ctx, settings.installation_store)
+    else:
+        if client is None:
+            if not config.slack_bot_token:
+                raise RuntimeError("Set SLACK_BOT_TOKEN (single workspace) or SLACK_CLIENT_ID "
+                                   "and SLACK_CLIENT_SECRET (install into any workspace).")
+            client = make_web_client(config.slack_bot_token, config.slack_api_url)
+        app = App(client=client, signing_secret=secret, process_before_response=False)
     commands.register(app, ctx)
     actions.register(app, ctx)
     views.register(app, ctx)

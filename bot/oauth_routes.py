@@ -1,22 +1,25 @@
-"""``/oauth/quickbooks/callback`` and ``/oauth/clio/callback``: where the browser comes back."""
+"""``/oauth/quickbooks/callback`` and ``/oauth/clio/callback``: where the browser comes back.
+
+``client`` is the one Slack client or, in multi-workspace mode, firm id → its workspace's client
+(``bot.install.slack_clients``): the channel notice goes out with the firm's own token.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from slack_sdk import WebClient
 from werkzeug.wrappers import Request, Response
 
 from bot.app import BotContext
-from bot.outbox import deliver, enqueue
+from bot.outbox import ClientFor, deliver, enqueue
 from bot.ui import messages
 from bot.ui.pages import oauth_page
 from sync.oauth import PROVIDERS, finish
 from sync.store import FirmSettings
 
 
-def oauth_callback(ctx: BotContext, client: WebClient,
+def oauth_callback(ctx: BotContext, client: ClientFor,
                    provider: str) -> Callable[..., Iterable[bytes]]:
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         args = Request(environ).args
@@ -36,7 +39,7 @@ def oauth_callback(ctx: BotContext, client: WebClient,
     return app
 
 
-def _tell_channel(ctx: BotContext, client: WebClient, firm_id: int, text: str) -> None:
+def _tell_channel(ctx: BotContext, client: ClientFor, firm_id: int, text: str) -> None:
     with ctx.sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         if settings is None or not settings.slack_channel_id:
@@ -49,6 +52,7 @@ def _tell_channel(ctx: BotContext, client: WebClient, firm_id: int, text: str) -
     deliver(ctx.sessions, client, firm_id=firm_id, clock=ctx.clock)
 
 
-def oauth_routes(ctx: BotContext, client: WebClient) -> dict[str, Callable[..., Iterable[bytes]]]:
+def oauth_routes(ctx: BotContext,
+                 client: ClientFor) -> dict[str, Callable[..., Iterable[bytes]]]:
     return {f"/oauth/{provider}/callback": oauth_callback(ctx, client, provider)
             for provider in PROVIDERS}

@@ -4,6 +4,10 @@ A message Slack does not take (429 past retries, 5xx, network down) stays in ``s
 and is sent by a later :func:`deliver` (after each run, each interaction, and on the
 scheduler's tick). Errors Slack will never accept (an unknown channel, bad blocks) are given up
 on and kept with the reason, for ``/hardcost status`` to show.
+
+Each firm's messages go out with its own workspace's bot token: :func:`deliver` takes either
+the one ``WebClient`` (single-workspace mode) or a function from a firm id to that firm's
+client (multi-workspace mode; ``None`` when the workspace has no installation).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ RETRYABLE_ERRORS = {"ratelimited", "service_unavailable", "fatal_error", "intern
 MAX_BACKOFF = timedelta(minutes=30)
 GIVE_UP_AFTER = timedelta(days=3)
 REFS = {"prompt": WaitingExpense, "failure": Failure, "run": Run}
+NOT_INSTALLED = "not_installed"
+
+ClientFor = WebClient | Callable[[int], WebClient | None]
+"""The one client for every firm, or firm id → that firm's workspace client (or None)."""
 
 
 def enqueue(session: Session, firm_id: int, method: str, payload: dict[str, Any], *,
@@ -41,10 +49,15 @@ def enqueue(session: Session, firm_id: int, method: str, payload: dict[str, Any]
     return row
 
 
-def deliver(sessions: sessionmaker[Session], client: WebClient, *,
+def deliver(sessions: sessionmaker[Session], client: ClientFor, *,
             firm_id: int | None = None, clock: Callable[[], datetime] = utcnow,
             limit: int = 200) -> int:
-    """Send what is due, oldest first; returns how many were sent."""
+    """Send what is due, oldest first; returns how many were sent.
+
+    ``client`` is a ``WebClient`` or a function firm id → ``WebClient | None``. A firm whose
+    workspace has no installation (uninstalled) keeps its messages, retried with backoff until
+    ``GIVE_UP_AFTER``: a reinstall soon after gets them out.
+    """
     sent = 0
     now = clock()
     with sessions() as session:
@@ -54,8 +67,18 @@ def deliver(sessions: sessionmaker[Session], client: WebClient, *,
         if firm_id is not None:
             query = query.where(SlackOutbox.firm_id == firm_id)
         due = list(session.scalars(query.order_by(SlackOutbox.id).limit(limit)))
+    clients: dict[int, WebClient | None] = {}
     for row in due:
-        if _send(sessions, client, row, now):
+        if isinstance(client, WebClient):
+            firm_client: WebClient | None = client
+        else:
+            if row.firm_id not in clients:
+                clients[row.firm_id] = client(row.firm_id)
+            firm_client = clients[row.firm_id]
+        if firm_client is None:
+            _failed(sessions, row, NOT_INSTALLED, now, True)
+            continue
+        if _send(sessions, firm_client, row, now):
             sent += 1
     return sent
 
@@ -78,6 +101,8 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
             if ts is None:
                 return False  # the message to update has not been posted yet
             payload["channel"], payload["ts"] = ts
+    if not _claim(sessions, row.id, now):
+        return False  # another thread or process is sending it
     try:
         response = client.api_call(row.method, json=payload)
     except SlackApiError as exc:
@@ -156,3 +181,18 @@ def undelivered(session: Session, firm_id: int) -> tuple[int, list[str]]:
         SlackOutbox.firm_id == firm_id, SlackOutbox.gave_up_at.is_not(None))
         .order_by(SlackOutbox.id.desc()).limit(3)).all()
     return len(waiting), [e or "unknown" for e in given_up]
+
+
+CLAIM_FOR = timedelta(minutes=2)
+
+
+def _claim(sessions: sessionmaker[Session], row_id: int, now: datetime) -> bool:
+    """Take the row for this sender: concurrent deliveries (a click's and a run's, or two
+    replicas') must not post the same message twice."""
+    with sessions() as session:
+        taken = session.execute(update(SlackOutbox).where(
+            SlackOutbox.id == row_id, SlackOutbox.sent_at.is_(None),
+            SlackOutbox.gave_up_at.is_(None), SlackOutbox.next_attempt_at <= now,
+        ).values(next_attempt_at=now + CLAIM_FOR))
+        session.commit()
+        return bool(taken.rowcount == 1)  # type: ignore[attr-defined]

@@ -1,8 +1,9 @@
 """``hardcost serve``: the Slack app over HTTP (waitress) or Socket Mode, plus the outbox pump.
 
 What it serves today: ``/slack/events`` (commands, interactivity, options, events),
-``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz``. Multi-workspace
-install, QuickBooks webhooks and the import scheduler come with later work (see the README).
+``/slack/install`` and ``/slack/oauth_redirect`` (multi-workspace mode),
+``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz``. QuickBooks webhooks
+and the import scheduler come with later work (see the README).
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from types import FrameType
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 
-from bot.app import BotContext, build_app, make_web_client
+from bot.app import BotContext, build_app
+from bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from bot.oauth_routes import oauth_routes
 from bot.outbox import deliver
 from bot.web import make_wsgi_app, serve_forever
@@ -68,9 +69,9 @@ def serve(config: Settings) -> int:
     sessions = make_session_factory(engine)
     ctx = BotContext(sessions=sessions, config=config,
                      engine_for=lambda firm_id: build_engine(sessions, firm_id, config))
-    client: WebClient = make_web_client(config.slack_bot_token, config.slack_api_url)
-    app = build_app(ctx, client=client)
-    pump = OutboxPump(lambda: deliver(sessions, client))
+    app = build_app(ctx, engine=engine)
+    clients = slack_clients(ctx, app)  # the one client, or each firm's workspace client
+    pump = OutboxPump(lambda: deliver(sessions, clients))
     pump.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
@@ -82,9 +83,15 @@ def serve(config: Settings) -> int:
         from slack_bolt.adapter.socket_mode import SocketModeHandler
 
         log.info("hardcost: Slack over Socket Mode")
+        if multi_workspace(config):
+            log.warning("hardcost: %s is served over HTTP only: install workspaces while "
+                        "serving over HTTP (without SLACK_APP_TOKEN)", INSTALL_PATH)
         SocketModeHandler(app, config.slack_app_token).start()
         return 0
     log.info("hardcost: serving http://0.0.0.0:%s/slack/events", config.port)
-    serve_forever(make_wsgi_app(app, sessions, routes=oauth_routes(ctx, client)), "0.0.0.0",
+    if multi_workspace(config):
+        log.info("hardcost: multi-workspace mode, install at %s%s",
+                 config.public_url.rstrip("/"), INSTALL_PATH)
+    serve_forever(make_wsgi_app(app, sessions, routes=oauth_routes(ctx, clients)), "0.0.0.0",
                   config.port)
     return 0

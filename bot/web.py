@@ -1,4 +1,5 @@
-"""The HTTP side: a WSGI app routing ``/slack/events`` to Bolt, served by waitress.
+"""The HTTP side: a WSGI app routing ``/slack/events`` (and, in multi-workspace mode,
+``/slack/install`` and ``/slack/oauth_redirect``) to Bolt, served by waitress.
 
 ``hardcost serve`` runs this; tests run the very same app on a loopback port.
 """
@@ -18,6 +19,8 @@ from waitress.server import create_server
 from werkzeug.wrappers import Request, Response
 
 StartResponse = Callable[..., Any]
+SLACK_PATHS = frozenset({"/slack/events", "/slack/install", "/slack/oauth_redirect"})
+"""Bolt's: the install paths answer only in multi-workspace mode (404 otherwise)."""
 
 
 WSGIApp = Callable[..., Iterable[bytes]]
@@ -25,7 +28,8 @@ WSGIApp = Callable[..., Iterable[bytes]]
 
 def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
                   routes: dict[str, WSGIApp] | None = None) -> WSGIApp:
-    """``/slack/events`` (Bolt), ``/healthz`` and any extra ``routes`` by exact path."""
+    """``/slack/events``, ``/slack/install``, ``/slack/oauth_redirect`` (Bolt), ``/healthz``
+    and any extra ``routes`` by exact path."""
     slack = SlackRequestHandler(bolt_app, path="/slack/events")
     extra = routes or {}
 
@@ -41,7 +45,7 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = Request(environ).path
-        if path == "/slack/events":
+        if path in SLACK_PATHS:
             return slack(environ, start_response)
         if path == "/healthz":
             return health(environ, start_response)

@@ -24,6 +24,15 @@ Where the sandbox follows Slack rather than the obvious guess:
 - a ``thread_ts`` naming no message → ``invalid_thread_ts`` (unconfirmed); naming a reply → the
   reply joins the reply's parent thread;
 - a user id as ``channel`` posts to the bot's DM with that user (a ``D...`` channel).
+
+Installing the app (OAuth v2, multi-workspace mode): ``GET /oauth/v2/authorize`` is Slack's
+consent screen, approved at once for the workspace named by the ``team`` query parameter (else
+``SlackSandbox.install_team``, else the only workspace) unless ``install_decision`` is
+``"deny"``; it redirects to ``redirect_uri`` with a ``code`` (single-use, 10 minutes) and the
+``state``. ``oauth.v2.access`` checks the client id and secret (HTTP Basic or form) and, when
+the consent had a ``redirect_uri``, that the same one is sent again; it answers with the
+workspace's bot token (re-enabled if it had been revoked by an uninstall), granting exactly the
+bot scopes asked for.
 """
 
 from __future__ import annotations
@@ -37,7 +46,9 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
@@ -68,7 +79,12 @@ DEFAULT_SCOPES = frozenset({
 """What a workspace's bot token is granted unless the test narrows ``SlackWorkspace.scopes``."""
 
 _URLS = Map([Rule("/api/<method>", endpoint="api", methods=["GET", "POST"]),
-             Rule("/response/<key>", endpoint="response", methods=["POST"])])
+             Rule("/response/<key>", endpoint="response", methods=["POST"]),
+             Rule("/oauth/v2/authorize", endpoint="authorize", methods=["GET"])])
+
+CODE_SECONDS = 600.0
+SANDBOX_CLIENT_ID = "sandbox-slack-client"
+SANDBOX_CLIENT_SECRET = "sandbox-slack-secret"
 
 _METHOD_SCOPE = {
     "chat.postMessage": "chat:write", "chat.postEphemeral": "chat:write",
@@ -402,6 +418,16 @@ class _Trigger:
     exchanged: bool = False
 
 
+@dataclass
+class _InstallCode:
+    team_id: str
+    scopes: tuple[str, ...]
+    redirect_uri: str | None
+    installer: str
+    issued: float
+    used: bool = False
+
+
 class SlackSandbox:
     """A WSGI app faking the Slack Web API for any number of workspaces."""
 
@@ -418,6 +444,18 @@ class SlackSandbox:
         self._last_ts_us = 0
         self._responses: dict[str, dict[str, Any]] = {}
         self.base_url = ""  # set by whoever serves it; response URLs are built on it
+        # the Slack app's OAuth credentials and its consent screen (multi-workspace installs)
+        self.client_id = SANDBOX_CLIENT_ID
+        self.client_secret = SANDBOX_CLIENT_SECRET
+        self.redirect_urls: list[str] = []
+        """The app's configured redirect URLs; empty = any ``redirect_uri`` is accepted."""
+        self.install_team: str | None = None
+        """The workspace the consent screen installs into when the URL names none."""
+        self.install_decision = "allow"
+        """``"deny"``: the installer presses Cancel (``error=access_denied``)."""
+        self.installs: list[dict[str, Any]] = []
+        """Every completed ``oauth.v2.access``: team id, scopes, installer."""
+        self._codes: dict[str, _InstallCode] = {}
         self._dispatch = with_faults(self.faults, self.calls, self._handle)
         self._methods: dict[str, Callable[[SlackWorkspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -513,10 +551,15 @@ class SlackSandbox:
         if _endpoint == "response":
             with self._lock:
                 return self._respond(request, str(matched["key"]))
+        if _endpoint == "authorize":
+            with self._lock:
+                return self._authorize(request)
         method = str(matched["method"])
         with self._lock:
             try:
                 args = _arguments(request)
+                if method == "oauth.v2.access":
+                    return _json({"ok": True, **self._oauth_access(request, args)})
                 workspace = self._authenticate(request, args)
                 handler = self._methods.get(method)
                 if handler is None:
@@ -541,6 +584,64 @@ class SlackSandbox:
         if workspace.token_revoked:
             raise _Refusal("token_revoked")
         return workspace
+
+    # --- installing the app (OAuth v2) ---------------------------------------------------------
+
+    def _authorize(self, request: Request) -> Response:
+        """Slack's consent screen, answered at once (see the module docstring)."""
+        args = request.args
+        if args.get("client_id") != self.client_id:
+            return _page("invalid_client_id", "This app is not known to Slack.", 400)
+        redirect_uri = args.get("redirect_uri") or None
+        target = redirect_uri or (self.redirect_urls[0] if self.redirect_urls else None)
+        if target is None or (self.redirect_urls and not any(
+                target.startswith(url) for url in self.redirect_urls)):
+            return _page("bad_redirect_uri", "The redirect URL does not match the app's "
+                         "configuration.", 400)
+        state = args.get("state")
+        extra = {"state": state} if state is not None else {}
+        if self.install_decision == "deny":
+            return _redirect(target, {"error": "access_denied", **extra})
+        team_id = args.get("team") or self.install_team or (
+            next(iter(self._workspaces)) if len(self._workspaces) == 1 else None)
+        ws = self._workspaces.get(team_id or "")
+        if ws is None:
+            return _page("team_not_found", "Choose a workspace to install the app into.", 400)
+        scopes = tuple(s for s in (args.get("scope") or "").split(",") if s)
+        installer = next((u["id"] for u in ws.users.values()
+                          if (u["is_admin"] or u["is_owner"]) and not u["is_bot"]
+                          and not u["deleted"]), f"U{ws._suffix}INSTALL")
+        code = f"{ws._suffix}.{secrets.token_hex(16)}"
+        self._codes[code] = _InstallCode(ws.team_id, scopes, redirect_uri, installer,
+                                         self.clock.timestamp())
+        return _redirect(target, {"code": code, **extra})
+
+    def _oauth_access(self, request: Request, args: dict[str, Any]) -> dict[str, Any]:
+        client_id, client_secret = args.get("client_id"), args.get("client_secret")
+        if request.authorization is not None and request.authorization.type == "basic":
+            client_id = request.authorization.username
+            client_secret = request.authorization.password
+        if client_id != self.client_id:
+            raise _Refusal("invalid_client_id")
+        if client_secret != self.client_secret:
+            raise _Refusal("bad_client_secret")
+        grant = self._codes.get(str(args.get("code") or ""))
+        if grant is None or grant.used or \
+                self.clock.timestamp() - grant.issued > CODE_SECONDS:
+            raise _Refusal("invalid_code")
+        if grant.redirect_uri is not None and args.get("redirect_uri") != grant.redirect_uri:
+            raise _Refusal("bad_redirect_uri")
+        grant.used = True
+        ws = self._workspaces[grant.team_id]
+        ws.scopes = set(grant.scopes)
+        ws.token_revoked = False
+        self.installs.append({"team_id": ws.team_id, "scopes": grant.scopes,
+                              "installer": grant.installer})
+        return {"access_token": ws.bot_token, "token_type": "bot",
+                "scope": ",".join(grant.scopes), "bot_user_id": ws.bot_user_id,
+                "app_id": ws.app_id, "team": {"id": ws.team_id, "name": ws.name},
+                "enterprise": None, "authed_user": {"id": grant.installer},
+                "is_enterprise_install": False}
 
     # --- auth ---------------------------------------------------------------------------------
 
@@ -832,6 +933,17 @@ class SlackSandbox:
                     "response_metadata": {"warnings": ["already_in_channel"]}}
         record["is_member"] = True
         return {"channel": ws._conversation(record)}
+
+
+def _redirect(target: str, params: dict[str, str]) -> Response:
+    joiner = "&" if "?" in target else "?"
+    return Response("", status=302, headers={"Location": target + joiner + urlencode(params)})
+
+
+def _page(error: str, message: str, status: int) -> Response:
+    body = (f"<!doctype html><title>Slack</title><h1>{escape(error)}</h1>"
+            f"<p>{escape(message)}</p>")
+    return Response(body, status=status, content_type="text/html; charset=utf-8")
 
 
 def _arguments(request: Request) -> dict[str, Any]:

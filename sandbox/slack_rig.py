@@ -2,14 +2,19 @@
 
 Used by the tests, the Slack benchmark and the demo: every request is signed with the signing
 secret exactly as Slack signs it, and goes over loopback HTTP into the production WSGI stack.
+
+:func:`make_rig` is single-workspace mode (one firm, one bot token); :func:`make_install_rig`
+is multi-workspace mode, where workspaces install the app through ``/slack/install`` in a
+browser-like :class:`requests.Session` and each becomes a firm.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from http.cookiejar import DefaultCookiePolicy
 from typing import Any
 from urllib.parse import urlencode
 
@@ -21,12 +26,14 @@ from slack_sdk.http_retry.builtin_interval_calculators import (
 from slack_sdk.signature import SignatureVerifier
 
 from bot.app import BotContext, build_app, make_web_client
+from bot.install import slack_clients
 from bot.oauth_routes import oauth_routes
-from bot.web import WebServer, make_wsgi_app, serve_in_thread
+from bot.outbox import ClientFor
+from bot.web import WebServer, WSGIApp, make_wsgi_app, serve_in_thread
 from sandbox.server import RunningServer
 from sandbox.slack import SlackSandbox, SlackWorkspace
 from sync.store import Firm as FirmRow
-from sync.store import FirmSettings
+from sync.store import FirmSettings, make_session_factory
 
 SIGNING_SECRET = "sandbox-signing-secret"
 TEAM = "T0001"
@@ -57,8 +64,9 @@ class SlackRig:
                                       "X-Slack-Request-Timestamp": ts,
                                       "X-Slack-Signature": sig})
 
-    def command_body(self, text: str, user: str | None = None, team: str = TEAM) -> str:
+    def command_body(self, text: str, user: str | None = None, team: str | None = None) -> str:
         user = user or self.admin
+        team = team or self.ws.team_id
         return urlencode({
             "token": "legacy", "team_id": team, "team_domain": "sandbox",
             "channel_id": self.channel, "channel_name": "costs", "user_id": user,
@@ -67,7 +75,8 @@ class SlackRig:
                                                     channel_id=self.channel),
             "trigger_id": self.ws.trigger_id()})
 
-    def command(self, text: str, user: str | None = None, team: str = TEAM) -> requests.Response:
+    def command(self, text: str, user: str | None = None,
+                team: str | None = None) -> requests.Response:
         return self.post(self.command_body(text, user, team),
                          "application/x-www-form-urlencoded")
 
@@ -76,9 +85,10 @@ class SlackRig:
                          "application/x-www-form-urlencoded", **kwargs)
 
     def click(self, message: dict[str, Any], action_id: str, *, value: str | None = None,
-              selected: str | None = None, user: str | None = None, team: str = TEAM,
+              selected: str | None = None, user: str | None = None, team: str | None = None,
               block_id: str = "b") -> requests.Response:
         user = user or self.staff
+        team = team or self.ws.team_id
         action: dict[str, Any] = {"action_id": action_id, "block_id": block_id,
                                   "type": "static_select" if selected else "button",
                                   "action_ts": str(time.time())}
@@ -104,19 +114,22 @@ class SlackRig:
     def options(self, block_id: str, action_id: str, value: str,
                 user: str | None = None) -> requests.Response:
         return self.interaction({
-            "type": "block_suggestion", "team": {"id": TEAM}, "user": {"id": user or self.staff},
-            "api_app_id": "A0APP", "action_id": action_id, "block_id": block_id,
-            "value": value, "container": {"type": "message", "channel_id": self.channel}})
+            "type": "block_suggestion", "team": {"id": self.ws.team_id},
+            "user": {"id": user or self.staff}, "api_app_id": "A0APP", "action_id": action_id,
+            "block_id": block_id, "value": value,
+            "container": {"type": "message", "channel_id": self.channel}})
 
     def submit_view(self, view: dict[str, Any], values: dict[str, Any],
                     user: str | None = None) -> requests.Response:
         return self.interaction({
-            "type": "view_submission", "team": {"id": TEAM}, "user": {"id": user or self.admin},
-            "api_app_id": "A0APP", "trigger_id": self.ws.trigger_id(),
+            "type": "view_submission", "team": {"id": self.ws.team_id},
+            "user": {"id": user or self.admin}, "api_app_id": "A0APP",
+            "trigger_id": self.ws.trigger_id(),
             "view": {**view, "id": view.get("id", "V1"), "state": {"values": values}}})
 
     def event(self, event: dict[str, Any]) -> requests.Response:
-        body = json.dumps({"type": "event_callback", "team_id": TEAM, "api_app_id": "A0APP",
+        body = json.dumps({"type": "event_callback", "team_id": self.ws.team_id,
+                           "api_app_id": "A0APP",
                            "event": event, "event_id": f"Ev{time.time_ns()}",
                            "event_time": int(time.time())})
         return self.post(body, "application/json")
@@ -174,3 +187,90 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> Sla
     # OAuth redirects come back to this server: it is the app's PUBLIC_URL.
     ctx.config = ctx.config.model_copy(update={"public_url": web.url})
     return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff)
+
+
+# --- multi-workspace mode ---------------------------------------------------------------------
+
+
+_LOOPBACK_POLICY = DefaultCookiePolicy(secure_protocols=("https", "wss", "http"))
+
+
+class _Browser(requests.Session):
+    """Keeps cookies across redirects and, like browsers on loopback (a secure context), sends
+    ``Secure`` cookies over plain http (requests alone would not)."""
+
+    def prepare_request(self, request: requests.Request) -> requests.PreparedRequest:
+        prepared = super().prepare_request(request)
+        jar = prepared._cookies  # type: ignore[attr-defined]  # copied along redirects
+        jar.set_policy(_LOOPBACK_POLICY)
+        prepared.headers.pop("Cookie", None)
+        prepared.prepare_cookies(jar)
+        return prepared
+
+
+def browser() -> requests.Session:
+    """A browser for the install flow (see :class:`_Browser`)."""
+    return _Browser()
+
+
+@dataclass
+class InstallRig:
+    """The app in multi-workspace mode over HTTP, with the sandbox Slack as its Slack."""
+
+    world: Any  # sandbox.world.SandboxWorld
+    sessions: Any  # sessionmaker[Session]
+    slack: SlackSandbox
+    slack_server: RunningServer
+    app: App
+    ctx: BotContext
+    web: WebServer
+    clients: ClientFor
+
+    def add_workspace(self, team_id: str, name: str) -> SlackRig:
+        """A Slack workspace (a #costs channel, an admin, a staff member), not installed yet;
+        the returned rig sends that workspace's signed requests."""
+        ws = self.slack.add_workspace(team_id, name=name)
+        channel = ws.add_channel("costs")["id"]
+        admin = ws.add_user(f"{name} Admin", is_admin=True)["id"]
+        staff = ws.add_user(f"{name} Staff")["id"]
+        return SlackRig(None, self.slack, ws, self.slack_server, self.app, self.ctx, self.web,
+                        channel, admin, staff)
+
+    def install(self, team_id: str, client: requests.Session | None = None) -> requests.Response:
+        """Open ``/slack/install`` in a browser and follow Slack's consent screen back."""
+        return (client or browser()).get(f"{self.web.url}/slack/install",
+                                         params={"team": team_id}, timeout=10)
+
+
+class _Late:
+    """A WSGI app set after the server is up (the app's redirect URL needs the server's port)."""
+
+    app: WSGIApp | None = None
+
+    def __call__(self, environ: dict[str, Any],
+                 start_response: Callable[..., Any]) -> Iterable[bytes]:
+        assert self.app is not None
+        return self.app(environ, start_response)
+
+
+def make_install_rig(world: Any, engine: Any, slack: SlackSandbox,
+                     slack_server: RunningServer) -> InstallRig:
+    """The real app in multi-workspace mode (``SLACK_CLIENT_ID``/``SECRET`` set, the sandbox
+    Slack as ``SLACK_API_URL``) on ``engine``'s database."""
+    sessions = make_session_factory(engine)
+    late = _Late()
+    web = serve_in_thread(late)
+    config = world.settings().model_copy(update={
+        "public_url": web.url, "slack_client_id": slack.client_id,
+        "slack_client_secret": slack.client_secret, "slack_signing_secret": SIGNING_SECRET,
+        "slack_api_url": f"{slack_server.url}/api/"})
+    ctx = BotContext(sessions=sessions, config=config,
+                     engine_for=lambda firm_id: world.engine(sessions, firm_id),
+                     sandbox_links=True, clock=world.clock.now)
+    client = make_web_client(None, config.slack_api_url)
+    for handler in client.retry_handlers:
+        handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
+    app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET, engine=engine)
+    clients = slack_clients(ctx, app)
+    late.app = make_wsgi_app(app, sessions, routes=oauth_routes(ctx, clients))
+    return InstallRig(world, sessions, slack, slack_server, app, ctx, web, clients)

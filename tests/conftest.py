@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from sync.crypto import generate_key
 from sync.db import upgrade
+from sync.slack_tables import SLACK_METADATA
 from sync.store import Base, make_engine, make_session_factory
 
 POSTGRES_URL = os.environ.get("HARDCOST_TEST_DATABASE_URL", "")
@@ -59,7 +60,8 @@ def database_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
     """A URL of an empty, fully migrated database for this test alone."""
     if POSTGRES_URL:
         engine = make_engine(POSTGRES_URL)
-        tables = ", ".join(t.name for t in Base.metadata.sorted_tables)
+        tables = ", ".join(t.name for t in [*Base.metadata.sorted_tables,
+                                            *SLACK_METADATA.sorted_tables])
         with engine.begin() as conn:
             conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         engine.dispose()

@@ -54,6 +54,11 @@ def test_app_home_and_scopes() -> None:
         set(manifest["oauth_config"]["scopes"]["bot"])
 
 
+def test_redirect_url_is_the_install_flows_route() -> None:
+    assert _manifest()["oauth_config"]["redirect_urls"] == [
+        "https://YOUR-HOST/slack/oauth_redirect"]
+
+
 def test_every_manifest_url_is_a_route_the_app_serves(rig_app: object) -> None:
     from werkzeug.test import Client
 
@@ -63,20 +68,28 @@ def test_every_manifest_url_is_a_route_the_app_serves(rig_app: object) -> None:
              if "https://YOUR-HOST" in line and not line.lstrip().startswith("#")}
     client = Client(rig_app)  # type: ignore[arg-type]
 
-    assert paths == {"/slack/events"}
-    for path in paths:
-        # unsigned: Bolt refuses it, which shows the route is Bolt's and not a 404
-        assert client.post(path, data="x").status_code == 401
+    assert paths == {"/slack/events", "/slack/oauth_redirect"}
+    # unsigned: Bolt refuses it, which shows the route is Bolt's and not a 404
+    assert client.post("/slack/events", data="x").status_code == 401
+    # the browser comes back here from Slack; without the install's state it is refused
+    redirect = client.get("/slack/oauth_redirect?code=c&state=s")
+    assert redirect.status_code == 400 and "hardcost" in redirect.get_data(as_text=True)
+    install = client.get("/slack/install")  # off to Slack's own consent page
+    assert install.status_code == 302
+    location = install.headers["Location"]
+    assert location.startswith("https://slack.com/oauth/v2/authorize?")
+    assert "redirect_uri=https://hardcost.example/slack/oauth_redirect" in location
     assert client.post("/not-a-route").status_code == 404
 
 
 @pytest.fixture
 def rig_app(sessions: sessionmaker[Session]) -> object:
-    from slack_bolt import App
-    from slack_sdk import WebClient
-
+    """The app in multi-workspace mode: it serves every route the manifest names."""
+    from bot.app import BotContext, build_app
     from bot.web import make_wsgi_app
+    from sync.config import Settings
 
-    app = App(client=WebClient(token="xoxb-test"), signing_secret="s",
-              token_verification_enabled=False)
-    return make_wsgi_app(app, sessions)
+    config = Settings(SLACK_CLIENT_ID="cid", SLACK_CLIENT_SECRET="secret",
+                      SLACK_SIGNING_SECRET="s", PUBLIC_URL="https://hardcost.example")
+    ctx = BotContext(sessions=sessions, config=config, engine_for=lambda firm_id: None)
+    return make_wsgi_app(build_app(ctx), sessions)

@@ -391,3 +391,69 @@ def test_server_error_is_retried_by_the_handler(slack: Slack) -> None:
     with pytest.raises(SlackApiError) as raised:
         client.auth_test()
     assert raised.value.response.status_code == 500
+
+
+# -- installing (OAuth v2) -----------------------------------------------------------------------
+
+def _consent(slack: Slack, **params: str) -> requests.Response:
+    query = {"client_id": slack.sandbox.client_id, "scope": "commands,chat:write",
+             "state": "st", "redirect_uri": "https://app.example/slack/oauth_redirect",
+             **params}
+    return requests.get(f"{slack.server.url}/oauth/v2/authorize", params=query,
+                        allow_redirects=False, timeout=5)
+
+
+def _code(response: requests.Response) -> str:
+    from urllib.parse import parse_qs, urlsplit
+
+    assert response.status_code == 302
+    location = response.headers["Location"]
+    assert location.startswith("https://app.example/slack/oauth_redirect?")
+    query = parse_qs(urlsplit(location).query)
+    assert query["state"] == ["st"]
+    return query["code"][0]
+
+
+def test_install_consent_then_token_exchange_gives_the_workspace_bot_token(
+        slack: Slack) -> None:
+    slack.ws.revoke_token()  # uninstalled earlier
+    code = _code(_consent(slack, team=slack.ws.team_id))
+    anonymous = slack.client_for(None)
+
+    grant = anonymous.oauth_v2_access(client_id=slack.sandbox.client_id,
+                                      client_secret=slack.sandbox.client_secret, code=code,
+                                      redirect_uri="https://app.example/slack/oauth_redirect")
+
+    assert grant["access_token"] == slack.ws.bot_token and grant["token_type"] == "bot"
+    assert grant["team"] == {"id": slack.ws.team_id, "name": slack.ws.name}
+    assert grant["authed_user"]["id"] == slack.admin and grant["is_enterprise_install"] is False
+    assert grant["scope"] == "commands,chat:write"
+    assert slack.client_for(grant["access_token"]).auth_test()["team_id"] == slack.ws.team_id
+    assert slack.ws.scopes == {"commands", "chat:write"}
+    # the code is single-use
+    assert error_of(anonymous.oauth_v2_access, client_id=slack.sandbox.client_id,
+                    client_secret=slack.sandbox.client_secret, code=code,
+                    redirect_uri="https://app.example/slack/oauth_redirect") == "invalid_code"
+
+
+def test_token_exchange_checks_the_client_and_the_redirect(slack: Slack) -> None:
+    anonymous = slack.client_for(None)
+    code = _code(_consent(slack))  # the only workspace when none is named
+    exchange = anonymous.oauth_v2_access
+    ids = {"client_id": slack.sandbox.client_id, "code": code}
+
+    assert error_of(exchange, client_id="other", client_secret="x",
+                    code=code) == "invalid_client_id"
+    assert error_of(exchange, **ids, client_secret="wrong") == "bad_client_secret"
+    assert error_of(exchange, **ids, client_secret=slack.sandbox.client_secret,
+                    redirect_uri="https://evil.example/") == "bad_redirect_uri"
+
+
+def test_consent_refusals(slack: Slack) -> None:
+    assert _consent(slack, client_id="unknown").status_code == 400
+    assert _consent(slack, team="T9999").status_code == 400
+    slack.sandbox.redirect_urls = ["https://app.example/"]
+    assert _consent(slack, redirect_uri="https://evil.example/cb").status_code == 400
+    slack.sandbox.install_decision = "deny"
+    denied = _consent(slack)
+    assert denied.status_code == 302 and "error=access_denied" in denied.headers["Location"]

@@ -7,10 +7,12 @@ from typing import Any, Literal
 from alembic import context
 
 from sync.crypto import EncryptedText
+from sync.slack_tables import SLACK_METADATA
 from sync.store import Base, UTCDateTime, make_engine
 
 config = context.config
-target_metadata = Base.metadata
+# The models, and the tables of slack-sdk's installation/state stores (multi-workspace mode).
+target_metadata = [Base.metadata, SLACK_METADATA]
 
 
 def render_item(type_: str, obj: Any, autogen_context: Any) -> str | Literal[False]:
