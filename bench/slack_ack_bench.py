@@ -979,9 +979,9 @@ def render_report(result: Result, *, command: str) -> str:
         "- **Server:** the production WSGI app (`bot.web.make_wsgi_app`: `/slack/events` → "
         f"Bolt, `/healthz`) served by waitress with {result.waitress_threads or '?'} threads "
         "on a loopback port, as `sandbox.slack_rig.make_rig` builds it; Bolt's `App` from "
-        "`bot.app.build_app` (`process_before_response=False`, Bolt's default listener "
-        f"executor of {workers or '?'} threads, which runs both the listeners' ack functions "
-        "and the lazy listeners).",
+        "`bot.app.build_app` (`process_before_response=True`: each ack function runs in the "
+        f"request's own thread; the lazy listeners run on a listener executor of "
+        f"{workers or '?'} threads; imports started from Slack run on their own pool).",
         "- **Services:** the built-in Slack, QuickBooks and Clio sandboxes over real HTTP on "
         f"loopback (Clio OpenAPI request validation {result.clio_validation}; Clio's rate "
         f"limit raised to {RATE_LIMIT:,}/min so that lazy work is not paced by it). "
@@ -1016,9 +1016,9 @@ def render_report(result: Result, *, command: str) -> str:
         "handed the request to the response being ready: it includes waiting for the ack. "
         "The rest of the client's time is HTTP on loopback and waiting for one of waitress's "
         f"{result.waitress_threads or '?'} threads (a thread is held for the whole dispatch). "
-        "*Waiting for a worker*: with `process_before_response=False` Bolt runs a listener's "
-        "ack function on the same executor as the lazy listeners, and the request thread "
-        "polls every 10 ms until it has run.",
+        "*Waiting for a worker*: only with `process_before_response=False` (the earlier "
+        "set-up, see the history of this file) does an ack function wait for the executor "
+        "that also runs the lazy listeners; now it runs at once in the request thread.",
         "",
         *where_summary(result),
         "## Throughput and lazy work",

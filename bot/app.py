@@ -10,9 +10,12 @@ act on the store through ``sync`` and post what ``bot.ui`` builds, through the o
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -27,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.notify import Notifier
 from sync.config import Settings
-from sync.engine import ImportEngine
+from sync.engine import ImportEngine, RunSummary
 from sync.store import Firm, FirmSettings, utcnow
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,44 @@ class BotContext:
         return Notifier(self.sessions, client, sandbox_links=self.sandbox_links,
                         clock=self.clock)
 
+    _runs: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=RUN_WORKERS, thread_name_prefix="hardcost-run"))
+    _running: set[int] = field(default_factory=set)
+    _running_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start_run(self, firm_id: int, *, trigger: str,
+                  then: Callable[[RunSummary], None]) -> bool:
+        """Start an import on the run pool (a long import must not hold a listener worker);
+        False when this firm's import is already under way here."""
+        with self._running_lock:
+            if firm_id in self._running:
+                return False
+            self._running.add(firm_id)
+
+        def job() -> None:
+            try:
+                then(self.engine_for(firm_id).run(trigger=trigger))
+            except Exception:  # noqa: BLE001 - a run's own errors are in its summary
+                log.exception("import for firm %s failed", firm_id)
+            finally:
+                with self._running_lock:
+                    self._running.discard(firm_id)
+
+        self._runs.submit(job)
+        return True
+
+
+LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
+RUN_WORKERS = 2  # imports started from Slack; a firm's second request waits for its first
+
+
+def _dispatch_options() -> dict[str, Any]:
+    """Acks run in the request's own thread (``process_before_response``), so they never queue
+    behind slow work; the slow work (lazy listeners) runs on its own pool."""
+    return {"process_before_response": True,
+            "listener_executor": ThreadPoolExecutor(max_workers=LAZY_WORKERS,
+                                                    thread_name_prefix="hardcost-work")}
+
 
 def build_app(ctx: BotContext, *, client: WebClient | None = None,
               signing_secret: str | None = None, engine: Engine | None = None) -> App:
@@ -101,7 +142,7 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
             raise RuntimeError("multi-workspace mode needs the database engine")
         settings = install.oauth_settings(ctx, bind)
         app = App(client=client, signing_secret=secret, oauth_settings=settings,
-                  process_before_response=False)
+                  **_dispatch_options())
         install.register(app, ctx, settings.installation_store)
     else:
         if client is None:
@@ -109,7 +150,7 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
                 raise RuntimeError("Set SLACK_BOT_TOKEN (single workspace) or SLACK_CLIENT_ID "
                                    "and SLACK_CLIENT_SECRET (install into any workspace).")
             client = make_web_client(config.slack_bot_token, config.slack_api_url)
-        app = App(client=client, signing_secret=secret, process_before_response=False)
+        app = App(client=client, signing_secret=secret, **_dispatch_options())
     commands.register(app, ctx)
     actions.register(app, ctx)
     views.register(app, ctx)

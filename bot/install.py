@@ -221,8 +221,12 @@ def register(app: App, ctx: BotContext, store: InstallationStore) -> None:
             forget_workspace(ctx, store, team_id=context.team_id,
                              enterprise_id=context.enterprise_id)
 
-    app.event("app_uninstalled")(on_app_uninstalled)
-    app.event("tokens_revoked")(on_tokens_revoked)
+    def just_ack(ack: Any) -> None:
+        ack()
+
+    # Revoking at QuickBooks and Clio takes HTTP calls: after the ack.
+    app.event("app_uninstalled")(ack=just_ack, lazy=[on_app_uninstalled])
+    app.event("tokens_revoked")(ack=just_ack, lazy=[on_tokens_revoked])
 
 
 # --- clients for sending outside a request ---------------------------------------------------

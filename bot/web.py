@@ -76,7 +76,7 @@ class WebServer:
 
 
 def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1",
-                    port: int = 0, threads: int = 8) -> WebServer:
+                    port: int = 0, threads: int = 32) -> WebServer:
     server = create_server(app, host=host, port=port, threads=threads, ident="hardcost")
     actual = server.socket.getsockname()[1]
     thread = threading.Thread(target=server.run, name=f"web:{actual}", daemon=True)
@@ -85,5 +85,5 @@ def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1"
 
 
 def serve_forever(app: Callable[..., Iterable[bytes]], host: str, port: int,
-                  threads: int = 8) -> None:
+                  threads: int = 32) -> None:
     create_server(app, host=host, port=port, threads=threads, ident="hardcost").run()

@@ -665,3 +665,20 @@ def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
     assert firm.waiting() == [] and len(firm.entries()) == 1
     rig.ctx.notifier(rig.app.client).after_run(firm.id, summary)
     assert len(rig.prompts()) <= 1  # no second "Which matter?" for it
+
+
+def test_a_second_run_while_one_is_under_way_is_told_so(rig: SlackRig) -> None:
+    from sandbox.faults import Fault
+
+    rig.firm.client("Jane Smith", ["Smith estate"])
+    rig.firm.expense(("10.00", "Jane Smith"))
+    rig.firm.world.qbo.faults.add(Fault(path=r"/query", passthrough=True, delay=1.5))
+
+    rig.command("run")
+    time.sleep(0.3)
+    rig.command("run")
+
+    _reply(rig, rig.admin, "already under way")
+    wait_for(lambda: rig.firm.entries())
+    time.sleep(0.5)
+    assert len(rig.firm.entries()) == 1

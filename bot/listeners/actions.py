@@ -37,6 +37,7 @@ from bot.ui.views import (
 )
 from sync import choices, oauth
 from sync.choices import ChoiceResult
+from sync.engine import RunSummary
 from sync.store import Failure, WaitingExpense
 
 log = logging.getLogger(__name__)
@@ -158,9 +159,13 @@ def register(app: App, ctx: BotContext) -> None:
         firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
         if firm_id is None:
             return
-        summary = ctx.engine_for(firm_id).run(trigger="slack")
-        ctx.notifier(client).after_run(firm_id, summary)
-        _publish_home(ctx, client, firm_id, str((body.get("user") or {}).get("id")))
+        user_id = str((body.get("user") or {}).get("id"))
+
+        def then(summary: RunSummary) -> None:
+            ctx.notifier(client).after_run(firm_id, summary)
+            _publish_home(ctx, client, firm_id, user_id)
+
+        ctx.start_run(firm_id, trigger="slack", then=then)
 
     def on_show_pending(body: dict[str, Any], client: WebClient) -> None:
         firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))

@@ -16,7 +16,7 @@ from bot.outbox import enqueue
 from bot.ui import messages
 from bot.ui.views import Message
 from sync import oauth
-from sync.engine import FirmNotReady
+from sync.engine import FirmNotReady, RunSummary
 from sync.firm_settings import USAGE, SettingError, apply_setting
 from sync.http import ApiError
 from sync.store import Firm, FirmSettings
@@ -91,12 +91,16 @@ def _status(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, A
 
 def _run(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
          respond: Respond, client: WebClient) -> None:
-    summary = ctx.engine_for(firm_id).run(trigger="slack")
-    ctx.notifier(client).after_run(firm_id, summary)
-    if summary.error:
-        _reply(respond, messages.notice(f"The import stopped: {summary.error}"))
-    elif not summary.did_something:
-        _reply(respond, messages.notice("Nothing new to import."))
+    def then(summary: RunSummary) -> None:
+        ctx.notifier(client).after_run(firm_id, summary)
+        if summary.error:
+            _reply(respond, messages.notice(f"The import stopped: {summary.error}"))
+        elif not summary.did_something:
+            _reply(respond, messages.notice("Nothing new to import."))
+
+    if not ctx.start_run(firm_id, trigger="slack", then=then):
+        _reply(respond, messages.notice("An import is already under way; its summary "
+                                        "follows in the channel."))
 
 
 def _pending(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],

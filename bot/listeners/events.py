@@ -31,4 +31,7 @@ def register(app: App, ctx: BotContext) -> None:
             return
         publish_home(ctx, client, firm_id, user_id)
 
-    app.event("app_home_opened")(on_home_opened)
+    def just_ack(ack: Any) -> None:
+        ack()
+
+    app.event("app_home_opened")(ack=just_ack, lazy=[on_home_opened])
