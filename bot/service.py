@@ -72,14 +72,17 @@ def resolve_channel(client: WebClient, raw: str) -> tuple[str, str]:
 def _channel_id_by_name(client: WebClient, name: str) -> str:
     cursor = None
     while True:
-        page = client.conversations_list(types="public_channel,private_channel", limit=200,
-                                         cursor=cursor)
+        # Public channels only: listing private ones needs a scope hardcost does not ask for;
+        # a private channel is named as a link (#channel, which Slack turns into <#C…>).
+        page = client.conversations_list(types="public_channel", exclude_archived=True,
+                                         limit=200, cursor=cursor)
         for channel in page["channels"]:
             if channel.get("name") == name:
                 return str(channel["id"])
         cursor = (page.get("response_metadata") or {}).get("next_cursor")
         if not cursor:
-            raise SettingError(f"There is no channel #{name} that hardcost can see.",
+            raise SettingError(f"There is no public channel #{name}. For a private channel, "
+                               "invite @hardcost there and pick it with # so Slack links it.",
                                "channel")
 
 
