@@ -177,7 +177,7 @@ def test_listed_approver_may_change_settings(rig: SlackRig) -> None:
     ("set schedule 0", "not a number of minutes"),
     ("set split-lines maybe", "neither on nor off"),
     ("set deletions shred", "neither delete nor alert"),
-    ("set channel #no-such-channel", "no channel"),
+    ("set channel #no-such-channel", "no public channel"),
     ("set colour blue", "no setting called"),
     ("set", "Say which setting"),
 ])
