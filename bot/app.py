@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -77,6 +78,7 @@ class BotContext:
         return Notifier(self.sessions, client, sandbox_links=self.sandbox_links,
                         clock=self.clock)
 
+    listener_executor: ThreadPoolExecutor | None = None
     _runs: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
         max_workers=RUN_WORKERS, thread_name_prefix="hardcost-run"))
     _running: set[int] = field(default_factory=set)
@@ -103,17 +105,32 @@ class BotContext:
         self._runs.submit(job)
         return True
 
+    def drain(self, seconds: float) -> bool:
+        """Stop taking work and wait up to ``seconds`` for what is running; True when done.
+
+        Runs stop between two entries once ``sync.engine.SHUTDOWN`` is set; a choice being
+        written finishes its one entry.
+        """
+        pools = [p for p in (self.listener_executor, self._runs) if p is not None]
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + seconds
+        threads = [t for pool in pools for t in list(getattr(pool, "_threads", ()))]
+        for thread in threads:
+            thread.join(max(deadline - time.monotonic(), 0))
+        return not any(t.is_alive() for t in threads)
+
 
 LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
 RUN_WORKERS = 2  # imports started from Slack; a firm's second request waits for its first
 
 
-def _dispatch_options() -> dict[str, Any]:
+def _dispatch_options(ctx: BotContext) -> dict[str, Any]:
     """Acks run in the request's own thread (``process_before_response``), so they never queue
     behind slow work; the slow work (lazy listeners) runs on its own pool."""
-    return {"process_before_response": True,
-            "listener_executor": ThreadPoolExecutor(max_workers=LAZY_WORKERS,
-                                                    thread_name_prefix="hardcost-work")}
+    ctx.listener_executor = ThreadPoolExecutor(max_workers=LAZY_WORKERS,
+                                               thread_name_prefix="hardcost-work")
+    return {"process_before_response": True, "listener_executor": ctx.listener_executor}
 
 
 def build_app(ctx: BotContext, *, client: WebClient | None = None,
@@ -142,7 +159,7 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
             raise RuntimeError("multi-workspace mode needs the database engine")
         settings = install.oauth_settings(ctx, bind)
         app = App(client=client, signing_secret=secret, oauth_settings=settings,
-                  **_dispatch_options())
+                  **_dispatch_options(ctx))
         install.register(app, ctx, settings.installation_store)
     else:
         if client is None:
@@ -150,7 +167,7 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
                 raise RuntimeError("Set SLACK_BOT_TOKEN (single workspace) or SLACK_CLIENT_ID "
                                    "and SLACK_CLIENT_SECRET (install into any workspace).")
             client = make_web_client(config.slack_bot_token, config.slack_api_url)
-        app = App(client=client, signing_secret=secret, **_dispatch_options())
+        app = App(client=client, signing_secret=secret, **_dispatch_options(ctx))
     commands.register(app, ctx)
     actions.register(app, ctx)
     views.register(app, ctx)

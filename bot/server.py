@@ -9,6 +9,7 @@ and the import scheduler come with later work (see the README).
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from types import FrameType
@@ -22,8 +23,11 @@ from bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from bot.oauth_routes import oauth_routes
 from bot.outbox import deliver
 from bot.web import make_wsgi_app, serve_forever
+from sandbox.demo import seed_demo
+from sandbox.world import SandboxWorld
 from sync.config import Settings
 from sync.db import alembic_config
+from sync.engine import SHUTDOWN
 from sync.firms import build_engine
 from sync.store import make_engine, make_session_factory
 
@@ -63,35 +67,78 @@ class OutboxPump(threading.Thread):
                 log.exception("outbox delivery failed; will try again")
 
 
-def serve(config: Settings) -> int:
+SHUTDOWN_GRACE = 25.0  # seconds; container platforms usually allow 30 after SIGTERM
+
+
+def serve(config: Settings, *, sandbox: bool = False) -> int:
+    world = None
+    if sandbox:
+        world, config = start_sandbox(config)
     engine = make_engine(config.resolved_database_url())
     check_schema(engine)
     sessions = make_session_factory(engine)
     ctx = BotContext(sessions=sessions, config=config,
-                     engine_for=lambda firm_id: build_engine(sessions, firm_id, config))
+                     engine_for=lambda firm_id: build_engine(
+                         sessions, firm_id, config, sandbox_links=sandbox))
+    ctx.sandbox_links = sandbox
     app = build_app(ctx, engine=engine)
     clients = slack_clients(ctx, app)  # the one client, or each firm's workspace client
     pump = OutboxPump(lambda: deliver(sessions, clients))
     pump.start()
 
     def stop(signum: int, frame: FrameType | None) -> None:
-        pump.stopped.set()
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    if config.slack_app_token:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+    signal.signal(signal.SIGINT, stop)
+    try:
+        if config.slack_app_token:
+            from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-        log.info("hardcost: Slack over Socket Mode")
+            log.info("hardcost: Slack over Socket Mode")
+            if multi_workspace(config):
+                log.warning("hardcost: %s is served over HTTP only: install workspaces while "
+                            "serving over HTTP (without SLACK_APP_TOKEN)", INSTALL_PATH)
+            SocketModeHandler(app, config.slack_app_token).start()
+            return 0
+        log.info("hardcost: serving http://0.0.0.0:%s/slack/events", config.port)
         if multi_workspace(config):
-            log.warning("hardcost: %s is served over HTTP only: install workspaces while "
-                        "serving over HTTP (without SLACK_APP_TOKEN)", INSTALL_PATH)
-        SocketModeHandler(app, config.slack_app_token).start()
+            log.info("hardcost: multi-workspace mode, install at %s%s",
+                     config.public_url.rstrip("/"), INSTALL_PATH)
+        serve_forever(make_wsgi_app(app, sessions, routes=oauth_routes(ctx, clients)),
+                      "0.0.0.0", config.port)
         return 0
-    log.info("hardcost: serving http://0.0.0.0:%s/slack/events", config.port)
-    if multi_workspace(config):
-        log.info("hardcost: multi-workspace mode, install at %s%s",
-                 config.public_url.rstrip("/"), INSTALL_PATH)
-    serve_forever(make_wsgi_app(app, sessions, routes=oauth_routes(ctx, clients)), "0.0.0.0",
-                  config.port)
-    return 0
+    finally:
+        shut_down(ctx, pump)
+        if world is not None:
+            world.stop()
+
+
+def shut_down(ctx: BotContext, pump: OutboxPump) -> None:
+    """Stop taking work, let imports stop between two entries and choices finish their one
+    write, then leave. Anything cut short is safe: entries are written ahead (a pending link
+    the next run looks up in Clio) and the watermark only moves after a complete run."""
+    SHUTDOWN.set()
+    pump.stopped.set()
+    log.info("hardcost: shutting down; waiting up to %.0f s for work under way", SHUTDOWN_GRACE)
+    if not ctx.drain(SHUTDOWN_GRACE):
+        log.warning("hardcost: work still running after %.0f s; leaving it to the write-ahead "
+                    "records (the next run recovers it)", SHUTDOWN_GRACE)
+        logging.shutdown()
+        os._exit(0)  # the executors' threads would otherwise keep the process alive
+    log.info("hardcost: stopped cleanly")
+
+
+def start_sandbox(config: Settings) -> tuple[SandboxWorld, Settings]:
+    """The built-in QuickBooks and Clio with the demo firm's books, for a real Slack."""
+    world = SandboxWorld.start()
+    seed_demo(world)
+    sandbox = world.settings()
+    overrides = {name: getattr(sandbox, name) for name in type(sandbox).model_fields
+                 if name.startswith(("qbo_", "clio_"))}
+    log.warning("hardcost: SANDBOX mode — QuickBooks at %s and Clio at %s hold the demo firm's "
+                "books; `/hardcost connect quickbooks` and `connect clio` approve at once. "
+                "Then: /hardcost set account Reimbursable Expenses, /hardcost set category "
+                "Court & filing fees, /hardcost set start-date 2026-10-01, /hardcost run.",
+                world.qbo_server.url, world.clio_server.url)
+    return world, config.model_copy(update=overrides)

@@ -88,7 +88,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from bot.server import SchemaOutOfDate, serve
 
     try:
-        return serve(get_settings())
+        return serve(get_settings(), sandbox=args.sandbox)
     except (SchemaOutOfDate, RuntimeError) as exc:
         print(f"hardcost serve: {exc}", file=sys.stderr)
         return 1
@@ -128,6 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve", help="the Slack app: /slack/events over HTTP (PORT), or Socket Mode with "
         "SLACK_APP_TOKEN")
+    serve.add_argument("--sandbox", action="store_true",
+                       help="use the built-in sandbox QuickBooks and Clio (the demo firm's "
+                       "books) instead of real ones: try hardcost in a real Slack first")
     serve.set_defaults(func=_cmd_serve)
 
     demo = commands.add_parser(

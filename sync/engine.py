@@ -17,6 +17,7 @@ transient, data) and a sentence a bookkeeper understands.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -145,6 +146,14 @@ class RunSummary:
         }
 
 
+SHUTDOWN = threading.Event()
+"""Set when the process is asked to stop: runs finish the entry they are writing, then stop."""
+
+
+class RunStopped(Exception):
+    pass
+
+
 class AlreadyImported(Exception):
     """The entry's link exists: it was written (or is being written) already."""
 
@@ -181,6 +190,7 @@ class ImportEngine:
         self.clio = clio
         self.clock = clock
         self.sandbox_links = sandbox_links
+        self.stopping: threading.Event = SHUTDOWN
 
     # -- the run --------------------------------------------------------------------------
 
@@ -212,7 +222,7 @@ class ImportEngine:
                           settings.clio_entry_type or "HardCostEntry")
         try:
             self._run(state, dry_run, purchase_ids)
-        except (ApiError, FirmNotReady) as exc:
+        except (ApiError, FirmNotReady, RunStopped) as exc:
             summary.error = str(exc)
             log.warning("run for firm %s stopped: %s", self.firm_id, exc)
             if isinstance(exc, ReconnectRequired) and exc.service in PROVIDER_KEYS:
@@ -326,6 +336,11 @@ class ImportEngine:
                        for entry in entries]
         resolver.prefetch_matters({r.contact.id for _, r in resolutions if r.contact})
         for entry, found in resolutions:
+            if self.stopping.is_set():
+                # Between two entries: every write so far is complete and recorded, and the
+                # watermark is not moved, so the next run carries on from here.
+                raise RunStopped("The server is shutting down; the next run carries on "
+                                 "where this one stopped.")
             resolution = found if found.contact is None else resolver.choose_matter(
                 entry, found.contact, found.contact_source)
             if resolution.resolved:

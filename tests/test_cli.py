@@ -176,3 +176,120 @@ def test_serve_without_a_signing_secret_says_so(database_url: str) -> None:
 
     assert result.returncode == 1
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
+
+
+def _start_serve(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[str]:
+    import time
+
+    import requests
+
+    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve", *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            return proc
+        except requests.ConnectionError:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "hardcost serve never listened"
+            time.sleep(0.1)
+
+
+def test_sigterm_mid_import_stops_between_entries_and_loses_nothing(
+        firm: Firm, database_url: str) -> None:
+    import signal
+    import time
+    from urllib.parse import urlencode
+
+    import requests
+    from slack_sdk.signature import SignatureVerifier
+
+    from sandbox.faults import Fault
+    from sandbox.server import serve_in_thread
+    from sandbox.slack import SlackSandbox
+    from sync.store import EntryLink, FirmSettings
+    from sync.store import Firm as FirmRow
+
+    slack = SlackSandbox()
+    slack_server = serve_in_thread(slack)
+    slack.base_url = slack_server.url
+    workspace = slack.add_workspace("T0001")
+    channel = workspace.add_channel("costs")["id"]
+    user = workspace.add_user("Ada Admin", is_admin=True)["id"]
+    with firm.sessions() as session:
+        row = session.get(FirmRow, firm.id)
+        settings = session.get(FirmSettings, firm.id)
+        assert row is not None and settings is not None
+        row.slack_team_id = "T0001"
+        settings.slack_channel_id = channel
+        session.commit()
+    for n in range(12):
+        firm.expense((f"{n + 1}.00", "Jane Smith"))
+    firm.world.clio.faults.add(Fault(path=r"/activities\.json$", method="POST",
+                                     passthrough=True, delay_after=0.4, times=100))
+    port = _free_port()
+    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
+           "SLACK_SIGNING_SECRET": "s3cret", "SLACK_API_URL": f"{slack_server.url}/api/",
+           "PORT": str(port)}
+    proc = _start_serve(env, port)
+    try:
+        body = urlencode({"team_id": "T0001", "user_id": user, "command": "/hardcost",
+                          "text": "run", "channel_id": channel,
+                          "response_url": slack.response_url("T0001", user_id=user,
+                                                             channel_id=channel)})
+        ts = str(int(time.time()))
+        signature = SignatureVerifier("s3cret").generate_signature(timestamp=ts, body=body)
+        ack = requests.post(f"http://127.0.0.1:{port}/slack/events", data=body, timeout=5,
+                            headers={"X-Slack-Request-Timestamp": ts,
+                                     "X-Slack-Signature": signature,
+                                     "Content-Type": "application/x-www-form-urlencoded"})
+        assert ack.status_code == 200
+        deadline = time.monotonic() + 30
+        while len(firm.entries()) < 2:
+            assert time.monotonic() < deadline, "the import never started writing"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        slack_server.stop()
+
+    assert proc.returncode == 0
+    written = len(firm.entries())
+    assert 2 <= written < 12, "the run stopped between entries, not at the end"
+    with firm.sessions() as session:
+        states = {link.state for link in session.query(EntryLink).all()}
+    assert states == {"created"}  # nothing half-recorded
+    firm.world.clio.faults.clear()
+    firm.later()
+    assert firm.run().imported == 12 - written
+    assert len(firm.entries()) == 12
+
+
+def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
+    import signal
+
+    import requests
+
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
+    env.update(DATABASE_URL=database_url, SLACK_BOT_TOKEN="xoxb-x",
+               SLACK_SIGNING_SECRET="s", PORT=str(port))
+    from sandbox.server import serve_in_thread
+    from sandbox.slack import SlackSandbox
+
+    slack = SlackSandbox()
+    server = serve_in_thread(slack)
+    slack.add_workspace("T0001", bot_token="xoxb-x")
+    env["SLACK_API_URL"] = f"{server.url}/api/"
+    proc = _start_serve(env, port, "--sandbox")
+    try:
+        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=20)
+        server.stop()
+    assert proc.returncode == 0
+    assert "SANDBOX mode" in err
