@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.orm import Session, sessionmaker
 
 from sync.store import make_engine
 from tests.firmkit import Firm, env_for
@@ -293,3 +294,20 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
         server.stop()
     assert proc.returncode == 0
     assert "SANDBOX mode" in err
+
+
+def test_quickbooks_webhook_route_answers_501_until_webhooks_are_built(
+        sessions: sessionmaker[Session]) -> None:
+    from slack_bolt import App
+    from slack_sdk import WebClient
+    from werkzeug.test import Client
+
+    from bot.web import make_wsgi_app
+
+    app = make_wsgi_app(App(client=WebClient(token="x"), signing_secret="s",
+                            token_verification_enabled=False), sessions)
+
+    response = Client(app).post("/webhooks/quickbooks", data="[]")  # type: ignore[arg-type]
+
+    assert response.status_code == 501
+    assert "not handled yet" in response.get_data(as_text=True)

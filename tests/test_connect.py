@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from sandbox.server import serve_in_thread
 from sandbox.slack import SlackSandbox
@@ -73,6 +73,10 @@ def test_connect_quickbooks_end_to_end_then_the_first_import_works(rig: SlackRig
     assert page.url.startswith(rig.web.url + "/oauth/quickbooks/callback")
     [connection] = _connections(rig, "quickbooks")
     assert connection.refresh_token
+    with rig.firm.sessions() as session:  # the raw database holds no token text
+        raw = session.execute(text("SELECT access_token, refresh_token FROM connections "
+                                   "WHERE provider = 'quickbooks'")).one()
+    assert connection.access_token not in raw[0] and connection.refresh_token not in raw[1]
     wait_for(lambda: any("QuickBooks connected by" in _text(m)
                          for m in rig.channel_messages()))
     rig.firm.client("Jane Smith", ["Smith estate"])
