@@ -34,6 +34,7 @@ MINOR_VERSION = "75"
 PAGE_SIZE = 1000  # QBO's maximum MAXRESULTS
 IDS_PER_QUERY = 200  # keeps an IN (...) list well inside QBO's statement limits
 SERVICE = "QuickBooks"
+ANY_STATUS = "Active IN (true, false)"  # name lists hide inactive rows unless asked
 
 
 @dataclass(frozen=True)
@@ -204,35 +205,32 @@ class QboClient:
                                              order_by="MetaData.LastUpdatedTime"):
             yield PurchasePage(rows, server_time)
 
-    def purchases_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+    def _by_ids(self, entity: str, ids: Iterable[str], also: str = "") -> list[dict[str, Any]]:
+        """Records of ``entity`` by id, a bounded ``IN`` list per query."""
         found: list[dict[str, Any]] = []
         for chunk in _chunks(sorted(set(ids)), IDS_PER_QUERY):
-            for rows, _ in self._pages("Purchase", f"Id IN {in_list(chunk)}"):
+            where = f"Id IN {in_list(chunk)}" + (f" AND {also}" if also else "")
+            for rows, _ in self._pages(entity, where):
                 found.extend(rows)
         return found
+
+    def _all(self, entity: str, where: str) -> list[dict[str, Any]]:
+        return [r for rows, _ in self._pages(entity, where) for r in rows]
+
+    def purchases_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        return self._by_ids("Purchase", ids)
 
     def customers(self, ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Customers by id (all when ``ids`` is None), inactive ones included."""
         if ids is None:
-            return [r for rows, _ in self._pages("Customer", "Active IN (true, false)")
-                    for r in rows]
-        found: list[dict[str, Any]] = []
-        for chunk in _chunks(sorted(set(ids)), IDS_PER_QUERY):
-            where = f"Id IN {in_list(chunk)} AND Active IN (true, false)"
-            for rows, _ in self._pages("Customer", where):
-                found.extend(rows)
-        return found
+            return self._all("Customer", ANY_STATUS)
+        return self._by_ids("Customer", ids, ANY_STATUS)
 
     def accounts(self) -> list[dict[str, Any]]:
-        return [r for rows, _ in self._pages("Account", "Active IN (true, false)") for r in rows]
+        return self._all("Account", ANY_STATUS)
 
     def items(self, ids: Iterable[str]) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = []
-        for chunk in _chunks(sorted(set(ids)), IDS_PER_QUERY):
-            where = f"Id IN {in_list(chunk)} AND Active IN (true, false)"
-            for rows, _ in self._pages("Item", where):
-                found.extend(rows)
-        return found
+        return self._by_ids("Item", ids, ANY_STATUS)
 
     def preferences(self) -> dict[str, Any]:
         prefs = self._get("preferences").get("Preferences")

@@ -101,6 +101,22 @@ def firm(world: Any, sessions: sessionmaker[Session]) -> Any:
     return make_firm(world, sessions)
 
 
+@pytest.fixture
+def rig(firm: Any) -> Iterator[Any]:
+    """The real Slack app over HTTP for ``firm``, with a sandbox Slack (sandbox/slack_rig.py)."""
+    from sandbox.server import serve_in_thread
+    from sandbox.slack import SlackSandbox
+    from sandbox.slack_rig import make_rig
+
+    slack = SlackSandbox(clock=firm.world.clock)
+    server = serve_in_thread(slack)
+    slack.base_url = server.url
+    started = make_rig(firm, slack, server)
+    yield started
+    started.web.stop()
+    server.stop()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
     if POSTGRES_URL:
         return

@@ -3,29 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
 import requests
 from sqlalchemy import select, text
 
-from sandbox.server import serve_in_thread
-from sandbox.slack import SlackSandbox
-from sandbox.slack_rig import SlackRig, make_rig, wait_for
+from sandbox.slack_rig import SlackRig, wait_for
 from sync.store import Connection, Firm, OAuthState
-from tests.firmkit import Firm as KitFirm
-
-
-@pytest.fixture
-def rig(firm: KitFirm) -> Iterator[SlackRig]:
-    slack = SlackSandbox(clock=firm.world.clock)
-    server = serve_in_thread(slack)
-    slack.base_url = server.url
-    rig = make_rig(firm, slack, server)
-    yield rig
-    rig.web.stop()
-    server.stop()
 
 
 def _text(message: dict[str, Any]) -> str:

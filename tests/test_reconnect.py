@@ -7,31 +7,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-import pytest
 import requests
 from sqlalchemy import select
 
-from sandbox.server import serve_in_thread
-from sandbox.slack import SlackSandbox
-from sandbox.slack_rig import SlackRig, make_rig, wait_for
+from sandbox.slack_rig import SlackRig, wait_for
 from sync.store import Connection
 from tests.firmkit import Firm as KitFirm
 from tests.firmkit import env_for
-
-
-@pytest.fixture
-def rig(firm: KitFirm) -> Iterator[SlackRig]:
-    slack = SlackSandbox(clock=firm.world.clock)
-    server = serve_in_thread(slack)
-    slack.base_url = server.url
-    rig = make_rig(firm, slack, server)
-    yield rig
-    rig.web.stop()
-    server.stop()
 
 
 def _text(message: dict[str, Any]) -> str:

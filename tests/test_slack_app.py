@@ -6,29 +6,15 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from sandbox.server import serve_in_thread
-from sandbox.slack import SlackSandbox, server_error_fault
-from sandbox.slack_rig import SlackRig, make_rig, wait_for
+from sandbox.slack import server_error_fault
+from sandbox.slack_rig import SlackRig, wait_for
 from sync.store import FirmSettings, SlackOutbox
-from tests.firmkit import Firm
-
-
-@pytest.fixture
-def rig(firm: Firm) -> Iterator[SlackRig]:
-    slack = SlackSandbox(clock=firm.world.clock)
-    server = serve_in_thread(slack)
-    slack.base_url = server.url
-    rig = make_rig(firm, slack, server)
-    yield rig
-    rig.web.stop()
-    server.stop()
 
 
 def _blocks_text(message: dict[str, Any]) -> str:
