@@ -150,6 +150,21 @@ def _has_action(message: dict[str, Any], action_id: str) -> bool:
     return action_id in json.dumps(message.get("blocks") or [])
 
 
+def button_value(message: dict[str, Any], label: str) -> str:
+    """The value of the button for ``label`` in a message: a section's accessory (its text
+    names the choice) or an actions element whose text starts with ``label``."""
+    for block in message["blocks"]:
+        accessory = block.get("accessory") or {}
+        if "value" in accessory and label in json.dumps(block.get("text") or ""):
+            return str(accessory["value"])
+        for element in block.get("elements", []):
+            text = element.get("text")
+            if isinstance(text, dict) and str(text.get("text", "")).startswith(label) \
+                    and "value" in element:
+                return str(element["value"])
+    raise AssertionError(f"no button {label!r}")
+
+
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "") -> Any:
     """Poll until ``predicate()`` is truthy: lazy listeners finish after the ack."""
     deadline = time.monotonic() + timeout

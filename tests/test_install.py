@@ -17,7 +17,14 @@ from sqlalchemy.engine import Engine
 from bot.outbox import deliver, enqueue
 from sandbox.server import serve_in_thread
 from sandbox.slack import SlackSandbox
-from sandbox.slack_rig import InstallRig, SlackRig, browser, make_install_rig, wait_for
+from sandbox.slack_rig import (
+    InstallRig,
+    SlackRig,
+    browser,
+    button_value,
+    make_install_rig,
+    wait_for,
+)
 from sandbox.world import SandboxWorld, _grant
 from sync.store import (
     Connection,
@@ -118,17 +125,6 @@ def _prompts(ws: SlackRig) -> list[dict[str, Any]]:
     return ws.prompts()
 
 
-def _button_value(message: dict[str, Any], label: str) -> str:
-    for block in message["blocks"]:
-        accessory = block.get("accessory") or {}
-        if "value" in accessory and label in json.dumps(block.get("text") or ""):
-            return str(accessory["value"])
-        for element in block.get("elements", []):
-            text_obj = element.get("text")
-            if isinstance(text_obj, dict) and str(text_obj.get("text", "")).startswith(label) \
-                    and "value" in element:
-                return str(element["value"])
-    raise AssertionError(f"no button {label!r}")
 
 
 # -- installing ----------------------------------------------------------------------------------
@@ -188,7 +184,7 @@ def test_a_workspace_cannot_answer_or_see_another_workspaces_prompt(
     alpha.command("run")
     prompt = wait_for(lambda: _prompts(alpha)[0] if _prompts(alpha) else None, what="prompt")
     lease = firm_a.clio.matters[firm_a.matters["Lease"]]
-    value = _button_value(prompt, lease["display_number"])
+    value = button_value(prompt, lease["display_number"])
 
     # a signed click from workspace B carrying A's prompt value
     response = beta.click(prompt, "hc_choose_matter", value=value, user=beta.staff)

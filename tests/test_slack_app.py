@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from sandbox.slack import server_error_fault
-from sandbox.slack_rig import SlackRig, wait_for
+from sandbox.slack_rig import SlackRig, button_value, wait_for
 from sync.store import FirmSettings, SlackOutbox
 
 
@@ -42,18 +42,6 @@ def _acme_waiting(rig: SlackRig) -> dict[str, Any]:
     return wait_for(lambda: rig.prompts()[0] if rig.prompts() else None, what="the prompt")
 
 
-def _button_value(message: dict[str, Any], label: str) -> str:
-    """The value of the button for ``label``: a section's accessory or an actions element."""
-    for block in message["blocks"]:
-        accessory = block.get("accessory") or {}
-        if "value" in accessory and label in json.dumps(block.get("text") or ""):
-            return str(accessory["value"])
-        for element in block.get("elements", []):
-            text = element.get("text")
-            if isinstance(text, dict) and str(text.get("text", "")).startswith(label) \
-                    and "value" in element:
-                return str(element["value"])
-    raise AssertionError(f"no button {label!r}")
 
 
 # -- signatures --------------------------------------------------------------------------------
@@ -245,7 +233,7 @@ def test_click_in_the_pending_list_answers_the_channel_prompt_too(rig: SlackRig)
     listed = _reply(rig, rig.staff, "Acme Holdings")
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
 
-    rig.click(listed, "hc_choose_matter", value=_button_value(listed, lease["display_number"]))
+    rig.click(listed, "hc_choose_matter", value=button_value(listed, lease["display_number"]))
 
     assert wait_for(lambda: rig.firm.entries())[0]["matter"]["id"] == lease["id"]
     channel_copy = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
@@ -309,7 +297,7 @@ def test_full_flow_prompt_click_entry_on_chosen_matter_message_updated(rig: Slac
     assert "$48.75" in _blocks_text(prompt)
     employment = rig.firm.clio.matters[rig.firm.matters["Employment"]]
 
-    rig.click(prompt, "hc_choose_matter", value=_button_value(prompt, employment[
+    rig.click(prompt, "hc_choose_matter", value=button_value(prompt, employment[
         "display_number"]))
 
     entry = wait_for(lambda: rig.firm.entries(), what="the Clio entry")[0]
@@ -326,7 +314,7 @@ def test_full_flow_prompt_click_entry_on_chosen_matter_message_updated(rig: Slac
 def test_double_click_at_once_makes_one_entry(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
-    value = _button_value(prompt, lease["display_number"])
+    value = button_value(prompt, lease["display_number"])
     other = rig.ws.add_user("Val Viewer")["id"]
 
     threads = [threading.Thread(target=rig.click, args=(prompt, "hc_choose_matter"),
@@ -348,7 +336,7 @@ def test_double_click_at_once_makes_one_entry(rig: SlackRig) -> None:
 def test_second_click_on_an_answered_prompt_is_told_who_answered(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
-    value = _button_value(prompt, lease["display_number"])
+    value = button_value(prompt, lease["display_number"])
     rig.click(prompt, "hc_choose_matter", value=value)
     wait_for(lambda: rig.firm.entries())
 
@@ -365,7 +353,7 @@ def test_click_by_a_non_approver_is_refused_and_changes_nothing(rig: SlackRig) -
     prompt = _acme_waiting(rig)
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
 
-    rig.click(prompt, "hc_choose_matter", value=_button_value(prompt, lease["display_number"]),
+    rig.click(prompt, "hc_choose_matter", value=button_value(prompt, lease["display_number"]),
               user=rig.staff)
 
     _reply(rig, rig.staff, "Only the firm's approvers")
@@ -378,7 +366,7 @@ def test_click_from_another_workspace_is_refused(rig: SlackRig) -> None:
     other = rig.slack.add_workspace("T0002")
     intruder = other.add_user("Ivy Intruder")["id"]
 
-    rig.click(prompt, "hc_choose_matter", value=_button_value(prompt, lease["display_number"]),
+    rig.click(prompt, "hc_choose_matter", value=button_value(prompt, lease["display_number"]),
               user=intruder, team="T0002")
 
     time.sleep(0.5)
@@ -388,7 +376,7 @@ def test_click_from_another_workspace_is_refused(rig: SlackRig) -> None:
 def test_clio_refusal_keeps_the_prompt_usable(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
-    value = _button_value(prompt, lease["display_number"])
+    value = button_value(prompt, lease["display_number"])
     from sandbox.faults import Fault
 
     rig.firm.world.clio.faults.add(Fault(
@@ -406,7 +394,7 @@ def test_clio_refusal_keeps_the_prompt_usable(rig: SlackRig) -> None:
 def test_not_a_client_cost_settles_the_prompt_and_it_stays_settled(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
 
-    rig.click(prompt, "hc_not_client_cost", value=_button_value(prompt, "Not a client cost"))
+    rig.click(prompt, "hc_not_client_cost", value=button_value(prompt, "Not a client cost"))
 
     wait_for(lambda: rig.firm.waiting() == [])
     updated = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
@@ -493,7 +481,7 @@ def test_failure_alert_with_retry_that_fixes_it(rig: SlackRig) -> None:
 
     purchase["Line"][0]["Amount"] = Decimal("10.00")
     rig.firm.qbo.put_purchase_raw(purchase)
-    rig.click(alert, "hc_retry_failure", value=_button_value(alert, "Retry"))
+    rig.click(alert, "hc_retry_failure", value=button_value(alert, "Retry"))
 
     wait_for(lambda: rig.firm.entries())
     wait_for(lambda: rig.ws.message(rig.channel, alert["ts"])["updated"])
