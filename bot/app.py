@@ -12,11 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_sdk import WebClient
@@ -30,9 +31,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from bot.notify import Notifier
+from bot.outbox import ClientFor
 from sync.config import Settings
 from sync.engine import ImportEngine, RunSummary
 from sync.store import Firm, FirmSettings, utcnow
+
+if TYPE_CHECKING:
+    from sync.scheduler import ImportScheduler
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +79,7 @@ class BotContext:
             assert settings is not None
             return settings
 
-    def notifier(self, client: WebClient) -> Notifier:
+    def notifier(self, client: ClientFor) -> Notifier:
         return Notifier(self.sessions, client, sandbox_links=self.sandbox_links,
                         clock=self.clock)
 
@@ -83,6 +88,22 @@ class BotContext:
         max_workers=RUN_WORKERS, thread_name_prefix="hardcost-run"))
     _running: set[int] = field(default_factory=set)
     _running_lock: threading.Lock = field(default_factory=threading.Lock)
+    scheduler: ImportScheduler | None = None
+    """``hardcost serve``'s scheduled imports (``sync.scheduler``); None elsewhere."""
+
+    @contextmanager
+    def claim_run(self, firm_id: int) -> Iterator[bool]:
+        """Hold the firm's run slot (the one ``start_run`` takes) for the block; yields False
+        when the firm's import is already under way here. The scheduler's in-process guard."""
+        with self._running_lock:
+            mine = firm_id not in self._running
+            self._running.add(firm_id)
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._running_lock:
+                    self._running.discard(firm_id)
 
     def start_run(self, firm_id: int, *, trigger: str,
                   then: Callable[[RunSummary], None]) -> bool:

@@ -11,11 +11,10 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from slack_sdk import WebClient
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.outbox import deliver, enqueue
+from bot.outbox import ClientFor, deliver, enqueue
 from bot.ui import messages
 from bot.ui.views import Choice, FailureView, Message, PromptView
 from sync.engine import RunSummary, matter_label
@@ -72,7 +71,7 @@ def _post(message: Message, channel: str, **extra: Any) -> dict[str, Any]:
 class Notifier:
     """Queues and sends a firm's messages."""
 
-    def __init__(self, sessions: sessionmaker[Session], client: WebClient, *,
+    def __init__(self, sessions: sessionmaker[Session], client: ClientFor, *,
                  sandbox_links: bool = False, clock: Callable[[], datetime] = utcnow) -> None:
         self.sessions = sessions
         self.client = client

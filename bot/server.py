@@ -2,8 +2,10 @@
 
 What it serves today: ``/slack/events`` (commands, interactivity, options, events),
 ``/slack/install`` and ``/slack/oauth_redirect`` (multi-workspace mode),
-``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz``. QuickBooks webhooks
-and the import scheduler come with later work (see the README).
+``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz``, and runs the import
+scheduler (``sync.scheduler``). On SQLite a second ``hardcost serve`` on the same database
+refuses to start (the scheduler's lock file is held). ``/webhooks/quickbooks`` stores
+QuickBooks' change notifications and a webhook worker (``bot.webhooks``) imports them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import signal
 import threading
+import time
 from types import FrameType
 
 from alembic.runtime.migration import MigrationContext
@@ -23,12 +26,14 @@ from bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from bot.oauth_routes import oauth_routes
 from bot.outbox import deliver
 from bot.web import make_wsgi_app, serve_forever
+from bot.webhooks import WebhookWorker, webhook_routes
 from sandbox.demo import seed_demo
 from sandbox.world import SandboxWorld
 from sync.config import Settings
 from sync.db import alembic_config
 from sync.engine import SHUTDOWN
 from sync.firms import build_engine
+from sync.scheduler import ImportScheduler
 from sync.store import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
@@ -83,8 +88,18 @@ def serve(config: Settings, *, sandbox: bool = False) -> int:
     ctx.sandbox_links = sandbox
     app = build_app(ctx, engine=engine)
     clients = slack_clients(ctx, app)  # the one client, or each firm's workspace client
+    # -- scheduled imports (sync/scheduler.py) ------------------------------------------
+    ctx.scheduler = ImportScheduler(
+        sessions, ctx.engine_for, guard=ctx.claim_run,
+        after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary))
+    ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
+    # -- end scheduled imports ----------------------------------------------------------
     pump = OutboxPump(lambda: deliver(sessions, clients))
     pump.start()
+    # -- QuickBooks webhooks: the route stores events, this worker imports them -------------
+    webhook_worker = WebhookWorker(ctx, clients, guard=ctx.claim_run)
+    webhook_worker.start()
+    # ---------------------------------------------------------------------------------------
 
     def stop(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(0)
@@ -105,11 +120,12 @@ def serve(config: Settings, *, sandbox: bool = False) -> int:
         if multi_workspace(config):
             log.info("hardcost: multi-workspace mode, install at %s%s",
                      config.public_url.rstrip("/"), INSTALL_PATH)
-        serve_forever(make_wsgi_app(app, sessions, routes=oauth_routes(ctx, clients)),
-                      "0.0.0.0", config.port)
+        routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
+        serve_forever(make_wsgi_app(app, sessions, routes=routes), "0.0.0.0", config.port)
         return 0
     finally:
-        shut_down(ctx, pump)
+        webhook_worker.stopped.set()  # QuickBooks webhooks: no new pass; a run under way
+        shut_down(ctx, pump)          # stops between two entries like any other
         if world is not None:
             world.stop()
 
@@ -120,8 +136,12 @@ def shut_down(ctx: BotContext, pump: OutboxPump) -> None:
     the next run looks up in Clio) and the watermark only moves after a complete run."""
     SHUTDOWN.set()
     pump.stopped.set()
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    if ctx.scheduler is not None:  # scheduled imports: no new ticks from now on
+        ctx.scheduler.shutdown()
     log.info("hardcost: shutting down; waiting up to %.0f s for work under way", SHUTDOWN_GRACE)
-    if not ctx.drain(SHUTDOWN_GRACE):
+    if not (ctx.drain(SHUTDOWN_GRACE) and (  # then what the scheduler runs, same deadline
+            ctx.scheduler is None or ctx.scheduler.wait(deadline - time.monotonic()))):
         log.warning("hardcost: work still running after %.0f s; leaving it to the write-ahead "
                     "records (the next run recovers it)", SHUTDOWN_GRACE)
         logging.shutdown()

@@ -119,7 +119,11 @@ def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
             last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}), "
                          f"waiting {last.waiting}, failed {last.failed}")
     next_line = None
-    if not settings.paused and last is not None:
+    if ctx.scheduler is not None:  # this process schedules imports: its real next run
+        upcoming_at = ctx.scheduler.next_run(firm_id)
+        if upcoming_at is not None:
+            next_line = upcoming_at.strftime("%Y-%m-%d %H:%M UTC")
+    elif not settings.paused and last is not None:
         upcoming = last.started_at + timedelta(minutes=settings.schedule_minutes)
         next_line = f"about {upcoming.strftime('%Y-%m-%d %H:%M UTC')} " \
                     "(scheduled runs need `hardcost serve`)"

@@ -29,7 +29,7 @@ WSGIApp = Callable[..., Iterable[bytes]]
 def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
                   routes: dict[str, WSGIApp] | None = None) -> WSGIApp:
     """``/slack/events``, ``/slack/install``, ``/slack/oauth_redirect`` (Bolt), ``/healthz``
-    and any extra ``routes`` by exact path."""
+    and any extra ``routes`` by exact path (OAuth callbacks, ``/webhooks/quickbooks``)."""
     slack = SlackRequestHandler(bolt_app, path="/slack/events")
     extra = routes or {}
 
@@ -49,12 +49,6 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
             return slack(environ, start_response)
         if path == "/healthz":
             return health(environ, start_response)
-        if path == "/webhooks/quickbooks":
-            # Real-time imports come with the scheduling work; until then QuickBooks is told
-            # plainly (and retries, which is harmless: the scheduled runs catch up anyway).
-            return Response('{"error": "QuickBooks webhooks are not handled yet"}',
-                            status=501, content_type="application/json")(environ,
-                                                                          start_response)
         if path in extra:
             return extra[path](environ, start_response)
         return Response("Not found", status=404)(environ, start_response)

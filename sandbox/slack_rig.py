@@ -30,6 +30,7 @@ from bot.install import slack_clients
 from bot.oauth_routes import oauth_routes
 from bot.outbox import ClientFor
 from bot.web import WebServer, WSGIApp, make_wsgi_app, serve_in_thread
+from bot.webhooks import webhook_routes
 from sandbox.server import RunningServer
 from sandbox.slack import SlackSandbox, SlackWorkspace
 from sync.store import Firm as FirmRow
@@ -198,7 +199,8 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> Sla
         handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET)
     web = serve_in_thread(make_wsgi_app(app, firm.sessions,
-                                        routes=oauth_routes(ctx, client)))
+                                        routes={**oauth_routes(ctx, client),
+                                                **webhook_routes(ctx)}))
     # OAuth redirects come back to this server: it is the app's PUBLIC_URL.
     ctx.config = ctx.config.model_copy(update={"public_url": web.url})
     return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff)
@@ -287,5 +289,6 @@ def make_install_rig(world: Any, engine: Any, slack: SlackSandbox,
         handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET, engine=engine)
     clients = slack_clients(ctx, app)
-    late.app = make_wsgi_app(app, sessions, routes=oauth_routes(ctx, clients))
+    late.app = make_wsgi_app(app, sessions,
+                             routes={**oauth_routes(ctx, clients), **webhook_routes(ctx)})
     return InstallRig(world, sessions, slack, slack_server, app, ctx, web, clients)

@@ -364,3 +364,32 @@ class OAuthState(Base):
     expires_at: Mapped[datetime] = mapped_column()
     used_at: Mapped[datetime | None] = mapped_column()
     outcome: Mapped[str | None] = mapped_column(String(40))
+
+
+class WebhookEvent(Base):
+    """A QuickBooks change notification for one purchase, stored before the webhook is answered.
+
+    ``dedupe_key`` (the CloudEvents ``id``; legacy ``name:id:operation:lastUpdated``) makes
+    Intuit's redeliveries harmless. A worker claims rows by moving ``next_attempt_at`` forward
+    under a ``claim_token`` (a lease: a crashed worker's rows come back when it runs out), runs
+    one targeted import per firm, and sets ``processed_at``; a failed run leaves the rows
+    unprocessed with ``attempts``/``last_error`` and a later ``next_attempt_at``.
+    """
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (UniqueConstraint("firm_id", "dedupe_key", name="uq_webhook_events_dedupe"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    realm_id: Mapped[str] = mapped_column(String(40))
+    entity: Mapped[str] = mapped_column(String(40))  # "Purchase"
+    entity_id: Mapped[str] = mapped_column(String(40))
+    operation: Mapped[str] = mapped_column(String(20))  # Create | Update | Delete | Void | …
+    event_time: Mapped[datetime | None] = mapped_column()
+    dedupe_key: Mapped[str] = mapped_column(String(200))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    claim_token: Mapped[str | None] = mapped_column(String(40))
+    processed_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)

@@ -296,18 +296,23 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
     assert "SANDBOX mode" in err
 
 
-def test_quickbooks_webhook_route_answers_501_until_webhooks_are_built(
+def test_quickbooks_webhook_route_refuses_an_unsigned_delivery(
         sessions: sessionmaker[Session]) -> None:
     from slack_bolt import App
     from slack_sdk import WebClient
     from werkzeug.test import Client
 
+    from bot.app import BotContext
     from bot.web import make_wsgi_app
+    from bot.webhooks import webhook_routes
+    from sync.config import Settings
 
+    ctx = BotContext(sessions=sessions, engine_for=lambda firm_id: None,  # type: ignore[arg-type,return-value]
+                     config=Settings(QBO_WEBHOOK_VERIFIER="v"))
     app = make_wsgi_app(App(client=WebClient(token="x"), signing_secret="s",
-                            token_verification_enabled=False), sessions)
+                            token_verification_enabled=False), sessions,
+                        routes=webhook_routes(ctx))
 
     response = Client(app).post("/webhooks/quickbooks", data="[]")  # type: ignore[arg-type]
 
-    assert response.status_code == 501
-    assert "not handled yet" in response.get_data(as_text=True)
+    assert response.status_code == 401

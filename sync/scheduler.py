@@ -1,0 +1,344 @@
+"""Scheduled imports: one APScheduler interval job per firm that is ready to import.
+
+A firm gets a job when it is active, not paused, has QuickBooks and Clio connections that are
+not broken, an import account and a start date. Its interval is ``schedule_minutes`` (at least
+one). A reconcile job (``sync``, every ``reconcile_every`` seconds) re-reads the firms table and
+adds, removes and reschedules jobs, so ``/hardcost set schedule``, ``pause``/``resume``,
+connects and disconnects take effect without a restart.
+
+One run of a firm at a time:
+
+* within the process, through ``guard`` (``BotContext.claim_run`` in ``hardcost serve``, the
+  same per-firm claim as Slack's ``/hardcost run``; a private one otherwise);
+* across processes on PostgreSQL, with ``pg_try_advisory_lock`` taken on a connection of its
+  own held for the whole run (unlocked in ``finally``; PostgreSQL drops it if the process
+  dies). A tick that does not get the lock is skipped. A tick that gets it but finds that a
+  scheduled run started less than half an interval ago (another replica's) is skipped too, so
+  replicas do not double the firm's runs;
+* on SQLite there are no replicas: ``start`` takes an exclusive ``flock`` on
+  ``<database>.scheduler.lock`` beside the database file and raises ``SchedulerRefused`` when
+  another process (another ``hardcost serve``) holds it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO
+
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.engine import SHUTDOWN, FirmNotReady, ImportEngine, RunSummary
+from sync.store import Connection, Firm, FirmSettings, Run, utcnow
+
+log = logging.getLogger(__name__)
+
+RECONCILE_EVERY = 30.0  # seconds between two reads of the firms table
+LOCK_NAMESPACE = 0x68617264  # "hard": first key of pg_try_advisory_lock(int, int)
+PROVIDERS = frozenset({"quickbooks", "clio"})
+RECONCILE_JOB = "reconcile"
+
+RunGuard = Callable[[int], AbstractContextManager[bool]]
+
+
+class SchedulerRefused(RuntimeError):
+    """Another process schedules this (SQLite) database's imports already."""
+
+
+def job_id(firm_id: int) -> str:
+    return f"firm:{firm_id}"
+
+
+class ImportScheduler:
+    """Runs each ready firm's import every ``schedule_minutes``.
+
+    ``unit_seconds`` is the length of one schedule minute (60; tests use less), so the shortest
+    interval is one unit. ``after_run(firm_id, summary)`` posts the summary (serve: the
+    notifier, as for Slack-triggered runs).
+    """
+
+    def __init__(self, sessions: sessionmaker[Session], engine_for: Callable[[int], ImportEngine],
+                 *, after_run: Callable[[int, RunSummary], object] | None = None,
+                 guard: RunGuard | None = None, unit_seconds: float = 60.0,
+                 reconcile_every: float = RECONCILE_EVERY,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        bind = sessions.kw.get("bind")
+        if not isinstance(bind, Engine):
+            raise RuntimeError("the scheduler needs the database engine of its sessions")
+        self.sessions = sessions
+        self.db = bind
+        self.engine_for = engine_for
+        self.after_run = after_run
+        self.guard: RunGuard = guard or self._own_guard
+        self.unit_seconds = unit_seconds
+        self.reconcile_every = reconcile_every
+        self.clock = clock
+        self._scheduler = BackgroundScheduler(timezone=UTC)
+        self._intervals: dict[int, float] = {}
+        self._jobs_lock = threading.Lock()
+        self._running: set[int] = set()
+        self._running_lock = threading.Lock()
+        self._active = 0
+        self._idle = threading.Condition()
+        self._lock_file: IO[str] | None = None
+        self._stopped = False
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the SQLite lock (``SchedulerRefused`` when held), create the jobs, start."""
+        self._lock_sqlite()
+        try:
+            self.sync()
+            self._scheduler.add_job(self._reconcile, "interval", seconds=self.reconcile_every,
+                                    id=RECONCILE_JOB, max_instances=1, coalesce=True,
+                                    misfire_grace_time=max(1, int(self.reconcile_every)))
+            self._scheduler.start()
+        except BaseException:
+            self._unlock_sqlite()
+            raise
+        log.info("scheduler: started with %d firm(s)", len(self._intervals))
+
+    def shutdown(self) -> None:
+        """No new ticks from now on (runs under way stop between entries once
+        ``sync.engine.SHUTDOWN`` is set); does not wait for them: see ``wait``."""
+        with self._jobs_lock:
+            self._stopped = True
+            if self._scheduler.running:
+                self._scheduler.shutdown(wait=False)
+        self._unlock_sqlite()
+
+    def wait(self, seconds: float) -> bool:
+        """Wait up to ``seconds`` for scheduled runs under way; True when none is left."""
+        deadline = time.monotonic() + seconds
+        with self._idle:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._idle.wait(left)
+        return True
+
+    def next_run(self, firm_id: int) -> datetime | None:
+        """When this process next runs the firm's import (UTC); None when it has no job."""
+        if self._stopped:
+            return None
+        job = self._scheduler.get_job(job_id(firm_id))
+        when = getattr(job, "next_run_time", None) if job is not None else None
+        return when.astimezone(UTC) if isinstance(when, datetime) else None
+
+    def interval(self, firm_id: int) -> float | None:
+        """The firm's job interval in seconds; None when it has no job."""
+        with self._jobs_lock:
+            return self._intervals.get(firm_id)
+
+    # -- reconcile ------------------------------------------------------------------------
+
+    def ready_firms(self) -> dict[int, float]:
+        """firm id → interval in seconds, for every firm that should have a job."""
+        with self.sessions() as session:
+            rows = session.execute(
+                select(Firm.id, Firm.qbo_realm_id, FirmSettings.schedule_minutes,
+                       FirmSettings.import_account_ids, FirmSettings.start_date)
+                .join(FirmSettings, FirmSettings.firm_id == Firm.id)
+                .where(Firm.active.is_(True), FirmSettings.paused.is_(False))).all()
+            connected: dict[int, set[str]] = {}
+            for firm_id, provider in session.execute(
+                    select(Connection.firm_id, Connection.provider)
+                    .where(Connection.broken_at.is_(None))):
+                connected.setdefault(firm_id, set()).add(provider)
+        return {firm_id: max(int(minutes or 1), 1) * self.unit_seconds
+                for firm_id, realm, minutes, accounts, start in rows
+                if realm and accounts and start and connected.get(firm_id, set()) >= PROVIDERS}
+
+    def sync(self) -> None:
+        """Make the jobs match the firms table."""
+        wanted = self.ready_firms()
+        with self._jobs_lock:
+            if self._stopped:
+                return
+            for firm_id in list(self._intervals):
+                if firm_id not in wanted:
+                    self._scheduler.remove_job(job_id(firm_id))
+                    del self._intervals[firm_id]
+                    log.info("scheduler: firm %s unscheduled", firm_id)
+            for firm_id, seconds in wanted.items():
+                grace = max(1, int(seconds / 2))
+                if firm_id not in self._intervals:
+                    self._scheduler.add_job(
+                        self._tick, IntervalTrigger(seconds=seconds, timezone=UTC),
+                        args=[firm_id], id=job_id(firm_id), max_instances=1, coalesce=True,
+                        misfire_grace_time=grace, replace_existing=True)
+                    log.info("scheduler: firm %s every %.0f s", firm_id, seconds)
+                elif self._intervals[firm_id] != seconds:
+                    self._scheduler.modify_job(job_id(firm_id), misfire_grace_time=grace)
+                    self._scheduler.reschedule_job(
+                        job_id(firm_id), trigger=IntervalTrigger(seconds=seconds, timezone=UTC))
+                    log.info("scheduler: firm %s now every %.0f s", firm_id, seconds)
+                self._intervals[firm_id] = seconds
+
+    def _reconcile(self) -> None:
+        try:
+            self.sync()
+        except Exception:  # noqa: BLE001 - the next reconcile tries again
+            log.exception("scheduler: reconciling the jobs failed")
+
+    # -- one tick -------------------------------------------------------------------------
+
+    def _tick(self, firm_id: int) -> None:
+        if SHUTDOWN.is_set() or self._stopped:
+            return
+        try:
+            self.run_firm(firm_id)
+        except Exception:  # noqa: BLE001 - a scheduled run must not kill the scheduler
+            log.exception("scheduler: import for firm %s failed", firm_id)
+
+    def run_firm(self, firm_id: int) -> RunSummary | None:
+        """One scheduled run of the firm unless it is running (here or, on PostgreSQL,
+        elsewhere) or was just run by another replica; the summary, or None when skipped."""
+        with self._idle:
+            self._active += 1
+        try:
+            return self._run_firm(firm_id)
+        finally:
+            with self._idle:
+                self._active -= 1
+                self._idle.notify_all()
+
+    def _run_firm(self, firm_id: int) -> RunSummary | None:
+        with self.guard(firm_id) as mine:
+            if not mine:
+                log.debug("scheduler: firm %s is running here already; tick skipped", firm_id)
+                return None
+            with self.firm_lock(firm_id) as locked:
+                if not locked:
+                    log.debug("scheduler: firm %s is running in another process; tick "
+                              "skipped", firm_id)
+                    return None
+                if not self._due(firm_id):
+                    return None
+                try:
+                    summary = self.engine_for(firm_id).run(trigger="schedule")
+                except FirmNotReady as exc:
+                    log.info("scheduler: firm %s not ready: %s", firm_id, exc)
+                    return None
+                if self.after_run is not None:
+                    self.after_run(firm_id, summary)
+                return summary
+
+    def _due(self, firm_id: int) -> bool:
+        """Still ready (not paused since the last reconcile), and no scheduled run started
+        within half an interval (another replica's tick just before this one)."""
+        seconds = self.ready_firms().get(firm_id)
+        if seconds is None:
+            log.debug("scheduler: firm %s is no longer scheduled; tick skipped", firm_id)
+            return False
+        with self.sessions() as session:
+            last = session.scalar(select(Run.started_at).where(
+                Run.firm_id == firm_id, Run.trigger == "schedule", Run.dry_run.is_(False))
+                .order_by(Run.id.desc()).limit(1))
+        if last is not None and self.clock() - last < timedelta(seconds=seconds / 2):
+            log.debug("scheduler: firm %s ran at %s; tick skipped", firm_id, last)
+            return False
+        return True
+
+    @contextmanager
+    def _own_guard(self, firm_id: int) -> Iterator[bool]:
+        with self._running_lock:
+            if firm_id in self._running:
+                mine = False
+            else:
+                self._running.add(firm_id)
+                mine = True
+        try:
+            yield mine
+        finally:
+            if mine:
+                with self._running_lock:
+                    self._running.discard(firm_id)
+
+    @contextmanager
+    def firm_lock(self, firm_id: int) -> Iterator[bool]:
+        """PostgreSQL: the firm's advisory lock on a connection of its own, held until the
+        block ends; True when taken. Other databases: always True (see ``start``)."""
+        if self.db.dialect.name != "postgresql":
+            yield True
+            return
+        conn = self.db.connect().execution_options(isolation_level="AUTOCOMMIT")
+        try:
+            got = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:ns, :firm)"),
+                                   {"ns": LOCK_NAMESPACE, "firm": firm_id}))
+        except BaseException:
+            conn.close()
+            raise
+        try:
+            yield got
+        finally:
+            try:
+                if got:
+                    conn.scalar(text("SELECT pg_advisory_unlock(:ns, :firm)"),
+                                {"ns": LOCK_NAMESPACE, "firm": firm_id})
+            except Exception:  # noqa: BLE001 - a dropped connection drops the lock too
+                log.warning("scheduler: unlocking firm %s failed; dropping the connection",
+                            firm_id, exc_info=True)
+                conn.invalidate()
+            finally:
+                conn.close()
+
+    # -- SQLite: one scheduler per database file --------------------------------------------
+
+    def lock_path(self) -> Path | None:
+        if self.db.dialect.name != "sqlite":
+            return None
+        database = self.db.url.database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database).resolve().with_name(Path(database).name + ".scheduler.lock")
+
+    def _lock_sqlite(self) -> None:
+        path = self.lock_path()
+        if path is None:
+            return
+        handle = open(path, "a+")  # noqa: SIM115 - held for the scheduler's life
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise SchedulerRefused(
+                f"another `hardcost serve` ({holder}) already runs the scheduled imports of "
+                f"this SQLite database (it holds {path}). SQLite allows one `hardcost serve`; "
+                "stop the other one, or use PostgreSQL (DATABASE_URL) to run several."
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(_holder())
+        handle.flush()
+        self._lock_file = handle
+
+    def _unlock_sqlite(self) -> None:
+        handle, self._lock_file = self._lock_file, None
+        if handle is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+            handle.close()
+
+
+def _holder() -> str:
+    import os
+    import socket
+
+    return f"pid {os.getpid()} on {socket.gethostname()}"
+
+
+__all__ = ["ImportScheduler", "SchedulerRefused", "job_id"]

@@ -1,0 +1,351 @@
+"""QuickBooks webhooks: verify, read and store change notifications; later, import them.
+
+Intuit wants a 200 within 3 s and redelivers (out of order, more than once), so receiving only
+verifies the signature, reads the body and stores one ``WebhookEvent`` per purchase event; no
+QuickBooks or Clio call happens then. :func:`process_pending` (the server's webhook worker, or
+a test) claims stored events and runs one targeted import per firm for the purchases named.
+Re-reading a purchase is harmless (the entry-link key), so redeliveries cost a read at most.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import logging
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from sync.engine import ImportEngine, RunSummary
+from sync.store import Firm, FirmSettings, WebhookEvent, utcnow
+
+log = logging.getLogger(__name__)
+
+PURCHASE = "Purchase"
+IMPORTED_OPERATIONS = frozenset({"Create", "Update", "Void"})
+DELETE = "Delete"
+DELETION_NOTE = "deletion noted: following deletions into Clio is not built yet"
+LEASE = timedelta(minutes=15)
+"""How long a claim holds: a worker that died mid-run frees its events after this."""
+MAX_ATTEMPTS = 8
+"""After this many failed runs an event is given up (marked processed with its error): the
+scheduled runs read every changed purchase anyway, so nothing is lost."""
+CLOUDEVENT_VERBS = {"created": "Create", "updated": "Update", "deleted": "Delete",
+                    "voided": "Void", "merged": "Merge", "emailed": "Emailed"}
+_CLOUDEVENT_TYPE = re.compile(r"^qbo\.(?P<entity>[a-z0-9]+)\.(?P<verb>[a-z]+)\.v\d+$")
+
+
+class MalformedDelivery(ValueError):
+    """The body is not JSON or not either webhook shape Intuit sends."""
+
+
+@dataclass(frozen=True)
+class EntityChange:
+    """One entity change named by a delivery, in either format."""
+
+    realm_id: str
+    entity: str  # QuickBooks' entity name: "Purchase", "Bill", …
+    entity_id: str
+    operation: str  # Create | Update | Delete | Void | Merge | …
+    event_time: datetime | None
+    dedupe_key: str
+
+
+def signature_valid(verifier: str, body: bytes, signature: str | None) -> bool:
+    """``intuit-signature`` is base64(HMAC-SHA256(verifier, raw body)); constant-time compare."""
+    if not signature:
+        return False
+    expected = base64.b64encode(hmac.new(verifier.encode(), body, hashlib.sha256).digest())
+    return hmac.compare_digest(expected, signature.strip().encode())
+
+
+def parse_delivery(body: bytes) -> list[EntityChange]:
+    """The changes in a legacy (``eventNotifications``) or CloudEvents (array) body."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise MalformedDelivery(f"not JSON: {exc}") from exc
+    if isinstance(payload, dict) and "eventNotifications" in payload:
+        return _legacy(payload["eventNotifications"])
+    if isinstance(payload, dict) and "specversion" in payload:
+        payload = [payload]  # a single event in structured mode
+    if isinstance(payload, list):
+        return [change for event in payload if (change := _cloud_event(event)) is not None]
+    raise MalformedDelivery("neither eventNotifications nor a CloudEvents array")
+
+
+def _legacy(notifications: Any) -> list[EntityChange]:
+    if not isinstance(notifications, list):
+        raise MalformedDelivery("eventNotifications is not a list")
+    changes = []
+    for notification in notifications:
+        if not isinstance(notification, dict):
+            raise MalformedDelivery("a notification is not an object")
+        realm = _text(notification, "realmId")
+        event = notification.get("dataChangeEvent")
+        entities = event.get("entities") if isinstance(event, dict) else None
+        if not isinstance(entities, list):
+            raise MalformedDelivery("dataChangeEvent.entities is not a list")
+        for entity in entities:
+            if not isinstance(entity, dict):
+                raise MalformedDelivery("an entity is not an object")
+            name, entity_id = _text(entity, "name"), _text(entity, "id")
+            operation = _text(entity, "operation")
+            updated = entity.get("lastUpdated")
+            updated_text = updated if isinstance(updated, str) else ""
+            changes.append(EntityChange(
+                realm, name, entity_id, operation, _time(updated_text),
+                _key(f"{name}:{entity_id}:{operation}:{updated_text}")))
+    return changes
+
+
+def _cloud_event(event: Any) -> EntityChange | None:
+    if not isinstance(event, dict):
+        raise MalformedDelivery("a CloudEvent is not an object")
+    event_id, event_type = _text(event, "id"), _text(event, "type")
+    _text(event, "specversion")
+    matched = _CLOUDEVENT_TYPE.match(event_type)
+    if matched is None:
+        log.info("webhook: CloudEvent type %r is not a QuickBooks entity change; ignored",
+                 event_type)
+        return None
+    verb = matched["verb"]
+    operation = CLOUDEVENT_VERBS.get(verb, verb.capitalize())
+    entity = matched["entity"].capitalize()
+    time = event.get("time")
+    return EntityChange(_text(event, "intuitaccountid"), entity, _text(event, "intuitentityid"),
+                        operation, _time(time if isinstance(time, str) else ""), _key(event_id))
+
+
+def _text(obj: dict[str, Any], name: str) -> str:
+    value = obj.get(name)
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise MalformedDelivery(f"{name} is missing or not a string")
+    return value
+
+
+def _time(value: str) -> datetime | None:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else None
+
+
+def _key(raw: str) -> str:
+    return raw if len(raw) <= 200 else "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+@dataclass
+class Recorded:
+    stored: int = 0
+    duplicates: int = 0
+    ignored: int = 0  # not a purchase, or no active firm has that company
+
+
+def record_changes(sessions: sessionmaker[Session], changes: list[EntityChange],
+                   now: datetime) -> Recorded:
+    """Store each purchase change for every active firm on its company; each row is committed
+    on its own, so a redelivered event (the unique key) is skipped without losing the rest."""
+    result = Recorded()
+    realms = {c.realm_id for c in changes if c.entity == PURCHASE}
+    with sessions() as session:
+        firms: dict[str, list[int]] = defaultdict(list)
+        if realms:
+            for firm_id, realm in session.execute(select(Firm.id, Firm.qbo_realm_id).where(
+                    Firm.qbo_realm_id.in_(realms), Firm.active.is_(True))):
+                firms[str(realm)].append(firm_id)
+    for change in changes:
+        if change.entity != PURCHASE:
+            result.ignored += 1
+            log.info("webhook: %s %s %s in company %s ignored (only purchases are imported)",
+                     change.entity, change.entity_id, change.operation, change.realm_id)
+            continue
+        if not firms.get(change.realm_id):
+            result.ignored += 1
+            log.warning("webhook: no active firm has QuickBooks company %s; event for "
+                        "purchase %s acknowledged and dropped", change.realm_id, change.entity_id)
+            continue
+        for firm_id in firms[change.realm_id]:
+            if _store(sessions, firm_id, change, now):
+                result.stored += 1
+            else:
+                result.duplicates += 1
+    return result
+
+
+def _store(sessions: sessionmaker[Session], firm_id: int, change: EntityChange,
+           now: datetime) -> bool:
+    with sessions() as session:
+        if session.scalar(select(WebhookEvent.id).where(
+                WebhookEvent.firm_id == firm_id,
+                WebhookEvent.dedupe_key == change.dedupe_key)) is not None:
+            return False
+        session.add(WebhookEvent(
+            firm_id=firm_id, realm_id=change.realm_id, entity=change.entity,
+            entity_id=change.entity_id, operation=change.operation,
+            event_time=change.event_time, dedupe_key=change.dedupe_key, received_at=now,
+            next_attempt_at=now, attempts=0))
+        try:
+            session.commit()
+        except IntegrityError:  # the same event, stored by a concurrent delivery
+            session.rollback()
+            return False
+    return True
+
+
+# -- processing --------------------------------------------------------------------------------
+
+AfterRun = Callable[[int, RunSummary], None]
+RunGuard = Callable[[int], AbstractContextManager[bool]]
+"""Firm id → a block holding the firm's run slot; yields False when a run is under way."""
+
+
+@dataclass
+class Processed:
+    """What one :func:`process_pending` pass did."""
+
+    runs: dict[int, RunSummary] = field(default_factory=dict)
+    events: int = 0  # events marked processed
+    deferred: int = 0  # events kept for a later pass (the run failed)
+    busy: int = 0  # events left for the next pass: the firm's import was already running
+
+
+def process_pending(sessions: sessionmaker[Session], engine_for: Callable[[int], ImportEngine],
+                    *, after_run: AfterRun | None = None, guard: RunGuard | None = None,
+                    clock: Callable[[], datetime] = utcnow, limit: int = 1000) -> Processed:
+    """Claim due events and run one targeted import per firm for the purchases they name.
+
+    The claim is a conditional UPDATE (only rows still unprocessed and due), so two workers or
+    replicas never take the same event. Deletions are only noted (SPEC §4 handling is separate
+    work). A run that fails (an exception, or a summary with an error) leaves its events
+    unprocessed with ``attempts`` + 1 and ``last_error``, due again after a backoff. With a
+    ``guard`` (``BotContext.claim_run``), a firm whose import is already under way in this
+    process keeps its events, due at the next pass.
+    """
+    result = Processed()
+    claimed = _claim(sessions, clock(), limit)
+    by_firm: dict[int, list[WebhookEvent]] = defaultdict(list)
+    for event in claimed:
+        by_firm[event.firm_id].append(event)
+    for firm_id, events in by_firm.items():
+        if guard is None:
+            _process_firm(sessions, engine_for, firm_id, events, after_run, clock, result)
+            continue
+        with guard(firm_id) as mine:
+            if mine:
+                _process_firm(sessions, engine_for, firm_id, events, after_run, clock, result)
+            else:
+                _release(sessions, events, clock())
+                result.busy += len(events)
+    return result
+
+
+def _release(sessions: sessionmaker[Session], events: list[WebhookEvent],
+             now: datetime) -> None:
+    with sessions() as session:
+        session.execute(update(WebhookEvent).where(
+            WebhookEvent.id.in_([e.id for e in events]), WebhookEvent.processed_at.is_(None))
+            .values(claim_token=None, next_attempt_at=now)
+            .execution_options(synchronize_session=False))
+        session.commit()
+
+
+def _claim(sessions: sessionmaker[Session], now: datetime, limit: int) -> list[WebhookEvent]:
+    token = uuid.uuid4().hex
+    with sessions() as session:
+        due = list(session.scalars(select(WebhookEvent.id).where(
+            WebhookEvent.processed_at.is_(None), WebhookEvent.next_attempt_at <= now)
+            .order_by(WebhookEvent.id).limit(limit)))
+        if not due:
+            return []
+        session.execute(update(WebhookEvent).where(
+            WebhookEvent.id.in_(due), WebhookEvent.processed_at.is_(None),
+            WebhookEvent.next_attempt_at <= now)
+            .values(claim_token=token, next_attempt_at=now + LEASE)
+            .execution_options(synchronize_session=False))
+        session.commit()
+        return list(session.scalars(select(WebhookEvent).where(
+            WebhookEvent.claim_token == token).order_by(WebhookEvent.id)))
+
+
+def _process_firm(sessions: sessionmaker[Session], engine_for: Callable[[int], ImportEngine],
+                  firm_id: int, events: list[WebhookEvent], after_run: AfterRun | None,
+                  clock: Callable[[], datetime], result: Processed) -> None:
+    notes: dict[int, str | None] = {}
+    to_import: list[WebhookEvent] = []
+    for event in events:
+        if event.operation in IMPORTED_OPERATIONS:
+            to_import.append(event)
+        elif event.operation == DELETE:
+            notes[event.id] = DELETION_NOTE
+        else:
+            notes[event.id] = f"{event.operation} does not change what is imported; ignored"
+    with sessions() as session:
+        settings = session.get(FirmSettings, firm_id)
+        paused = settings is not None and settings.paused
+    if paused and to_import:
+        # The watermark has not moved past these purchases: the first run after resuming
+        # reads them anyway.
+        notes.update({e.id: "imports are paused; the next run after resuming reads it"
+                      for e in to_import})
+        to_import = []
+    summary: RunSummary | None = None
+    error: str | None = None
+    if to_import:
+        ids = {e.entity_id for e in to_import}
+        try:
+            summary = engine_for(firm_id).run(trigger="webhook", purchase_ids=ids)
+            error = summary.error
+        except Exception as exc:  # noqa: BLE001 - the events wait for the next pass
+            log.exception("webhook import for firm %s failed", firm_id)
+            error = f"{type(exc).__name__}: {exc}"
+    now = clock()
+    with sessions() as session:
+        for event in events:
+            row = session.get(WebhookEvent, event.id)
+            if row is None:
+                continue
+            row.claim_token = None
+            if event.id in notes:
+                row.processed_at, row.last_error = now, notes[event.id]
+                result.events += 1
+            elif error is None:
+                row.processed_at, row.last_error = now, None
+                row.attempts += 1
+                result.events += 1
+            else:
+                row.attempts += 1
+                row.last_error = error[:2000]
+                if row.attempts >= MAX_ATTEMPTS:
+                    row.processed_at = now
+                    row.last_error = f"gave up after {row.attempts} attempts: {row.last_error}"
+                    result.events += 1
+                else:
+                    row.next_attempt_at = now + _backoff(row.attempts)
+                    result.deferred += 1
+        session.commit()
+    if summary is not None:
+        result.runs[firm_id] = summary
+        if after_run is not None:
+            try:
+                after_run(firm_id, summary)
+            except Exception:  # noqa: BLE001 - the import is done; Slack catches up later
+                log.exception("webhook run notice for firm %s failed", firm_id)
+
+
+def _backoff(attempts: int) -> timedelta:
+    return min(timedelta(seconds=30) * 2 ** (attempts - 1), timedelta(hours=1))
