@@ -34,6 +34,7 @@ from bot.notify import Notifier
 from bot.outbox import ClientFor
 from sync.config import Settings
 from sync.engine import ImportEngine, RunSummary
+from sync.locks import firm_run_lock
 from sync.store import Firm, FirmSettings, utcnow
 
 if TYPE_CHECKING:
@@ -93,13 +94,22 @@ class BotContext:
 
     @contextmanager
     def claim_run(self, firm_id: int) -> Iterator[bool]:
-        """Hold the firm's run slot (the one ``start_run`` takes) for the block; yields False
-        when the firm's import is already under way here. The scheduler's in-process guard."""
+        """Hold the firm's run slot for the block: this process's (the one ``start_run``
+        takes) and, on PostgreSQL, the firm's advisory lock, so no two imports of a firm run
+        at once in any replica. Yields False when the firm's import is under way somewhere."""
         with self._running_lock:
             mine = firm_id not in self._running
             self._running.add(firm_id)
         try:
-            yield mine
+            if not mine:
+                yield False
+                return
+            db = self.sessions.kw.get("bind")
+            if not isinstance(db, Engine):
+                yield True
+                return
+            with firm_run_lock(db, firm_id) as locked:
+                yield locked
         finally:
             if mine:
                 with self._running_lock:
@@ -108,11 +118,11 @@ class BotContext:
     def start_run(self, firm_id: int, *, trigger: str,
                   then: Callable[[RunSummary], None]) -> bool:
         """Start an import on the run pool (a long import must not hold a listener worker);
-        False when this firm's import is already under way here."""
-        with self._running_lock:
-            if firm_id in self._running:
-                return False
-            self._running.add(firm_id)
+        False when this firm's import is already under way (here or in another replica)."""
+        claim = self.claim_run(firm_id)
+        if not claim.__enter__():
+            claim.__exit__(None, None, None)
+            return False
 
         def job() -> None:
             try:
@@ -120,8 +130,7 @@ class BotContext:
             except Exception:  # noqa: BLE001 - a run's own errors are in its summary
                 log.exception("import for firm %s failed", firm_id)
             finally:
-                with self._running_lock:
-                    self._running.discard(firm_id)
+                claim.__exit__(None, None, None)
 
         self._runs.submit(job)
         return True

@@ -34,17 +34,17 @@ from typing import IO
 
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from sync.engine import SHUTDOWN, FirmNotReady, ImportEngine, RunSummary
+from sync.locks import firm_run_lock
 from sync.store import Connection, Firm, FirmSettings, Run, utcnow
 
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY = 30.0  # seconds between two reads of the firms table
-LOCK_NAMESPACE = 0x68617264  # "hard": first key of pg_try_advisory_lock(int, int)
 PROVIDERS = frozenset({"quickbooks", "clio"})
 RECONCILE_JOB = "reconcile"
 
@@ -269,31 +269,12 @@ class ImportScheduler:
 
     @contextmanager
     def firm_lock(self, firm_id: int) -> Iterator[bool]:
-        """PostgreSQL: the firm's advisory lock on a connection of its own, held until the
-        block ends; True when taken. Other databases: always True (see ``start``)."""
-        if self.db.dialect.name != "postgresql":
-            yield True
+        """The cross-process lock (``sync.locks``), unless the guard already holds it."""
+        if self.guard != self._own_guard:
+            yield True  # BotContext.claim_run takes it together with the in-process slot
             return
-        conn = self.db.connect().execution_options(isolation_level="AUTOCOMMIT")
-        try:
-            got = bool(conn.scalar(text("SELECT pg_try_advisory_lock(:ns, :firm)"),
-                                   {"ns": LOCK_NAMESPACE, "firm": firm_id}))
-        except BaseException:
-            conn.close()
-            raise
-        try:
-            yield got
-        finally:
-            try:
-                if got:
-                    conn.scalar(text("SELECT pg_advisory_unlock(:ns, :firm)"),
-                                {"ns": LOCK_NAMESPACE, "firm": firm_id})
-            except Exception:  # noqa: BLE001 - a dropped connection drops the lock too
-                log.warning("scheduler: unlocking firm %s failed; dropping the connection",
-                            firm_id, exc_info=True)
-                conn.invalidate()
-            finally:
-                conn.close()
+        with firm_run_lock(self.db, firm_id) as locked:
+            yield locked
 
     # -- SQLite: one scheduler per database file --------------------------------------------
 
