@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bot.outbox import ClientFor, deliver, enqueue
 from bot.ui import messages
-from bot.ui.views import Choice, FailureView, Message, PromptView
+from bot.ui.views import Choice, FailureView, Message, PromptAnswer, PromptView
 from sync.engine import RunSummary, matter_label
 from sync.qbo import transaction_url
 from sync.rules import PlannedEntry
@@ -96,6 +96,7 @@ class Notifier:
             self._queue_connection_notices(session, firm_id, channel)
             self._queue_alerts(session, firm_id, channel)
             self._queue_prompts(session, firm_id, channel)
+            self._queue_settled_prompts(session, firm_id)
             self._queue_reminders(session, firm_id)
             session.commit()
         return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
@@ -134,6 +135,22 @@ class Notifier:
                 WaitingExpense.slack_ts.is_(None)).order_by(WaitingExpense.id)):
             if row.id not in queued:
                 self.queue_prompt(session, row, channel)
+
+    def _queue_settled_prompts(self, session: Session, firm_id: int) -> None:
+        """Prompts a run settled by itself (a matter appeared) lose their buttons."""
+        updated = {ref for ref in session.scalars(select(SlackOutbox.ref_id).where(
+            SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
+            SlackOutbox.method == "chat.update")) if ref is not None}
+        for row in session.scalars(select(WaitingExpense).where(
+                WaitingExpense.firm_id == firm_id, WaitingExpense.resolution == "imported",
+                WaitingExpense.slack_ts.is_not(None))):
+            if row.id in updated:
+                continue
+            answer = PromptAnswer(by_user="hardcost", outcome="imported",
+                                  clio_entry_id=row.clio_activity_id)
+            message = messages.prompt_answered(
+                prompt_view(row, sandbox_links=self.sandbox_links), answer)
+            self.update_message(session, firm_id, "prompt", row.id, message)
 
     def queue_prompt(self, session: Session, row: WaitingExpense, channel: str) -> None:
         message = messages.prompt(prompt_view(row, sandbox_links=self.sandbox_links))

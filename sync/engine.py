@@ -29,7 +29,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.clio import Activity, ClioClient, HardCostsDisabled
+from sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
 from sync.http import ApiError, ConfigError, ReconnectRequired, ServiceDown, TransientError
 from sync.matching import CustomerInfo, MatterResolver, Resolution
 from sync.qbo import QboClient, transaction_url
@@ -52,6 +52,7 @@ from sync.store import (
     LinkState,
     Run,
     WaitingExpense,
+    WaitReason,
     Watermark,
     utcnow,
 )
@@ -270,11 +271,35 @@ class ImportEngine:
                     to_resolve.append(entry)
 
         self._resolve_and_write(state, to_resolve, dry_run)
+        if not dry_run and purchase_ids is None:
+            self._import_where_a_matter_appeared(state, {_key_tuple(e.key) for e in to_resolve})
         if not dry_run:
             self._close_settled_failures(state, [p.purchase_id for p in plans])
             self._remember_contacts(state)
             if new_watermark is not None:
                 self._save_watermark(new_watermark, state.settings.start_date)
+
+    def _import_where_a_matter_appeared(self, state: _RunState,
+                                        seen: set[tuple[str, str, str, str]]) -> None:
+        """Expenses waiting because their client had no open matter import by themselves once
+        one exists. Only the clients with such expenses are asked (once each, cached)."""
+        with self.sessions() as session:
+            rows = list(session.scalars(select(WaitingExpense).where(
+                WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
+                WaitingExpense.resolution.is_(None),
+                WaitingExpense.reason == WaitReason.NO_MATTER.value,
+                WaitingExpense.contact_id.is_not(None))))
+        for row in rows:
+            entry = PlannedEntry.from_json(row.entry)
+            if _key_tuple(entry.key) in seen or self.stopping.is_set():
+                continue
+            assert row.contact_id is not None
+            contact = Contact(row.contact_id, row.customer_name, "", None)
+            resolution = state.resolver.choose_matter(entry, contact, "stored")
+            if resolution.resolved:
+                self._write_entry(state, entry, resolution, dry_run=False)
+            elif resolution.reason != WaitReason.NO_MATTER:
+                self._wait(state, entry, resolution, dry_run=False)  # several now: ask
 
     # -- reading ----------------------------------------------------------------------------
 

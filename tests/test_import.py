@@ -403,6 +403,27 @@ def test_rule_3_2_no_matter_waits_then_imports_once_a_matter_exists(firm: Firm) 
     assert firm.entries()[0]["matter"]["id"] == matter["id"]
 
 
+def test_waiting_for_a_matter_imports_by_itself_when_one_appears(firm: Firm) -> None:
+    firm.client("Robert Brown")
+    firm.expense(("2500.00", "Robert Brown"))
+    assert firm.run().waiting == 1
+    firm.later()
+    firm.world.clio.calls.clear()
+    quiet = firm.run()  # still no matter: one matters look-up for that one client, no writes
+    assert quiet.imported == 0 and firm.world.clio.calls.count(None, r"/matters") == 1
+    assert firm.world.clio.calls.count("POST", r"/activities") == 0
+
+    matter = firm.clio.add_matter(firm.contacts["Robert Brown"], description="Brown v. Lee")
+    firm.later()
+    summary = firm.run()  # the purchase itself is not read again
+
+    assert summary.purchases_read == 0 and summary.imported == 1
+    assert firm.entries()[0]["matter"]["id"] == matter["id"]
+    assert firm.waiting() == []
+    firm.later()
+    assert firm.run().imported == 0
+
+
 def test_rule_3_2_memo_naming_a_display_number_picks_that_matter(firm: Firm) -> None:
     firm.client("Acme Holdings", ["Lease", "Employment"])
     lease = firm.clio.matters[firm.matters["Lease"]]

@@ -656,3 +656,22 @@ def test_a_second_run_while_one_is_under_way_is_told_so(rig: SlackRig) -> None:
     wait_for(lambda: rig.firm.entries())
     time.sleep(0.5)
     assert len(rig.firm.entries()) == 1
+
+
+def test_prompt_for_a_client_without_a_matter_settles_itself_when_one_appears(
+        rig: SlackRig) -> None:
+    rig.firm.client("Robert Brown")
+    rig.firm.expense(("2500.00", "Robert Brown"))
+    rig.command("run")
+    prompt = wait_for(lambda: rig.prompts()[0] if rig.prompts() else None)
+
+    rig.firm.clio.add_matter(rig.firm.contacts["Robert Brown"], description="Brown v. Lee")
+    rig.firm.later()
+    rig.command("run")
+
+    entry = wait_for(lambda: rig.firm.entries())[0]
+    updated = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                       and m["updated"] and m)
+    text = _blocks_text(updated)
+    assert "by itself" in text and str(entry["id"]) in text
+    assert "hc_not_client_cost" not in text

@@ -542,6 +542,11 @@ def _answer_line(answer: PromptAnswer) -> str:
         if answer.clio_entry_id:
             line += f" — Clio entry #{answer.clio_entry_id}"
         return line
+    if answer.outcome == "imported":
+        line = "Imported into Clio by itself once the client had a matter"
+        if answer.clio_entry_id:
+            line += f" — Clio entry #{answer.clio_entry_id}"
+        return line
     if answer.outcome == "not_client_cost":
         return f"Marked not a client cost by {who}"
     if answer.outcome == "contact_remembered":
@@ -549,7 +554,8 @@ def _answer_line(answer: PromptAnswer) -> str:
     return f"{escape(answer.outcome)}{': ' + label if label else ''} by {who}"
 
 
-_ANSWER_ICONS = {"linked": ":white_check_mark:", "not_client_cost": ":heavy_minus_sign:",
+_ANSWER_ICONS = {"linked": ":white_check_mark:", "imported": ":white_check_mark:",
+                 "not_client_cost": ":heavy_minus_sign:",
                  "contact_remembered": ":white_check_mark:"}
 
 
