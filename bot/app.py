@@ -126,11 +126,16 @@ class BotContext:
 
         def job() -> None:
             try:
-                then(self.engine_for(firm_id).run(trigger=trigger))
+                summary = self.engine_for(firm_id).run(trigger=trigger)
             except Exception:  # noqa: BLE001 - a run's own errors are in its summary
                 log.exception("import for firm %s failed", firm_id)
+                return
             finally:
-                claim.__exit__(None, None, None)
+                claim.__exit__(None, None, None)  # the import is over: the next may start
+            try:
+                then(summary)
+            except Exception:  # noqa: BLE001 - posting is retried by the outbox
+                log.exception("after the import for firm %s", firm_id)
 
         self._runs.submit(job)
         return True
