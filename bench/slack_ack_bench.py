@@ -116,15 +116,13 @@ class BenchFirm:
 
 
 def make_bench_firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> BenchFirm:
-    qbo = world.qbo.add_company(name="Benchmark Law LLP")
-    clio = world.clio.add_account(name="Benchmark Law LLP")
-    clio.add_user("Dana Moss", email="dana@benchlaw.example", account_owner=True)
-    reimbursable = qbo.add_account("Reimbursable Expenses")
-    category = clio.add_expense_category("Client disbursements", entry_type="hard_cost")
+    books = world.open_books("Benchmark Law LLP")
+    qbo, clio = books.company, books.account
     firm_id = world.connect_firm(sessions, qbo, clio, name="Benchmark Law LLP",
-                                 start_date=START_DATE, import_account_ids=[reimbursable["Id"]],
-                                 expense_category_id=category["id"])
-    return BenchFirm(world, sessions, firm_id, qbo, clio, reimbursable["Id"])
+                                 start_date=START_DATE,
+                                 import_account_ids=[books.import_account_id],
+                                 expense_category_id=books.category_id)
+    return BenchFirm(world, sessions, firm_id, qbo, clio, books.import_account_id)
 
 
 def _client(firm: BenchFirm, name: str, matters: list[str]) -> None:

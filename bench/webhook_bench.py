@@ -62,15 +62,13 @@ class BenchFirm:
 
 
 def make_bench_firm(world: SandboxWorld, sessions: sessionmaker[Session]) -> BenchFirm:
-    qbo = world.qbo.add_company(name="Webhook Law LLP")
-    clio = world.clio.add_account(name="Webhook Law LLP")
-    clio.add_user("Dana Moss", email="dana@webhooklaw.example", account_owner=True)
-    reimbursable = qbo.add_account("Reimbursable Expenses")
-    category = clio.add_expense_category("Client disbursements", entry_type="hard_cost")
+    books = world.open_books("Webhook Law LLP")
+    qbo, clio = books.company, books.account
     firm_id = world.connect_firm(sessions, qbo, clio, name="Webhook Law LLP",
-                                 start_date=START_DATE, import_account_ids=[reimbursable["Id"]],
-                                 expense_category_id=category["id"])
-    firm = BenchFirm(world, sessions, firm_id, qbo, clio, reimbursable["Id"])
+                                 start_date=START_DATE,
+                                 import_account_ids=[books.import_account_id],
+                                 expense_category_id=books.category_id)
+    firm = BenchFirm(world, sessions, firm_id, qbo, clio, books.import_account_id)
     for n in range(CLIENTS):
         name = f"Client {n + 1:02d}"
         firm.customers.append(qbo.add_customer(name)["Id"])

@@ -22,6 +22,19 @@ from sync.http import RetryPolicy
 from sync.tokens import TokenGrant, store_grant
 
 
+@dataclass(frozen=True)
+class SandboxBooks:
+    """One firm's books in the sandboxes: a QuickBooks company with an import account
+    ("Reimbursable Expenses") and another ("Office Supplies"), and a Clio account with its
+    owner and a hard-cost category."""
+
+    company: QboCompany
+    account: ClioAccount
+    import_account_id: str
+    other_account_id: str
+    category_id: int
+
+
 @dataclass
 class SandboxWorld:
     qbo: QboSandbox
@@ -61,6 +74,15 @@ class SandboxWorld:
             CLIO_BASE_URL=self.clio_server.url,
             CLIO_CLIENT_ID="sandbox-clio-client", CLIO_CLIENT_SECRET="sandbox-clio-secret",
         )
+
+    def open_books(self, name: str = "Sandbox Law") -> SandboxBooks:
+        company = self.qbo.add_company(name=name)
+        account = self.clio.add_account(name=name)
+        account.add_user("Olivia Owner", email="owner@firm.example", account_owner=True)
+        reimbursable = company.add_account("Reimbursable Expenses")
+        office = company.add_account("Office Supplies")
+        category = account.add_expense_category("Client costs", entry_type="hard_cost")
+        return SandboxBooks(company, account, reimbursable["Id"], office["Id"], category["id"])
 
     def connect_firm(self, sessions: sessionmaker[Session], company: QboCompany,
                      account: ClioAccount, *, start_date: date, import_account_ids: list[str],

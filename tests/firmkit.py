@@ -101,17 +101,12 @@ class Firm:
 
 
 def make_firm(world: SandboxWorld, sessions: sessionmaker[Session], **options: Any) -> Firm:
-    qbo = world.qbo.add_company()
-    clio = world.clio.add_account()
-    clio.add_user("Olivia Owner", email="owner@firm.example", account_owner=True)
-    reimbursable = qbo.add_account("Reimbursable Expenses")
-    office = qbo.add_account("Office Supplies")
-    category = clio.add_expense_category("Client costs", entry_type="hard_cost")
-    firm_id = world.connect_firm(sessions, qbo, clio, start_date=START,
-                                 import_account_ids=[reimbursable["Id"]],
-                                 expense_category_id=category["id"], **options)
-    return Firm(world, sessions, firm_id, qbo, clio, reimbursable["Id"], office["Id"],
-                category["id"])
+    books = world.open_books()
+    firm_id = world.connect_firm(sessions, books.company, books.account, start_date=START,
+                                 import_account_ids=[books.import_account_id],
+                                 expense_category_id=books.category_id, **options)
+    return Firm(world, sessions, firm_id, books.company, books.account,
+                books.import_account_id, books.other_account_id, books.category_id)
 
 
 def env_for(world: SandboxWorld, database_url: str) -> dict[str, str]:

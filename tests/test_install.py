@@ -99,32 +99,26 @@ def _connect_sandbox(rig: InstallRig, ws: SlackRig) -> KitFirm:
     firm = _firm(rig, ws.ws.team_id)
     assert firm is not None
     world = rig.world
-    qbo = world.qbo.add_company()
-    clio = world.clio.add_account()
-    clio.add_user("Olivia Owner", email="owner@firm.example", account_owner=True)
-    reimbursable = qbo.add_account("Reimbursable Expenses")
-    office = qbo.add_account("Office Supplies")
-    category = clio.add_expense_category("Client costs", entry_type="hard_cost")
+    books = world.open_books()
+    qbo, clio = books.company, books.account
     with rig.sessions() as session:
         row = session.get(Firm, firm.id)
         settings = session.get(FirmSettings, firm.id)
         assert row is not None and settings is not None
         row.qbo_realm_id = qbo.realm_id
         settings.start_date = START
-        settings.import_account_ids = [reimbursable["Id"]]
-        settings.expense_category_id = category["id"]
+        settings.import_account_ids = [books.import_account_id]
+        settings.expense_category_id = books.category_id
         settings.slack_channel_id = ws.channel
         store_grant(session, firm.id, "quickbooks", _grant(world.qbo.issue_tokens(qbo.realm_id)))
         store_grant(session, firm.id, "clio", _grant(world.clio.issue_tokens(clio)))
         session.commit()
-    return KitFirm(world, rig.sessions, firm.id, qbo, clio, reimbursable["Id"], office["Id"],
-                   category["id"])
+    return KitFirm(world, rig.sessions, firm.id, qbo, clio, books.import_account_id,
+                   books.other_account_id, books.category_id)
 
 
 def _prompts(ws: SlackRig) -> list[dict[str, Any]]:
     return ws.prompts()
-
-
 
 
 # -- installing ----------------------------------------------------------------------------------
