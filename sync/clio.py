@@ -85,6 +85,9 @@ class Activity:
     billed: bool
     on_bill: bool
     matter_id: int | None
+    bill_id: int | None = None
+    bill_state: str | None = None
+    matter_number: str | None = None
 
 
 def decode_error(response: requests.Response) -> ApiError:
@@ -147,12 +150,19 @@ def _matter(row: Mapping[str, Any]) -> Matter:
 
 def _activity(row: Mapping[str, Any]) -> Activity:
     matter = row.get("matter") or {}
+    bill = row.get("bill") or {}
     price = row.get("price")
     return Activity(
         id=int(row["id"]), etag=row.get("etag"), type=row.get("type"), date=row.get("date"),
         price=Decimal(str(price)) if price is not None else None, note=row.get("note"),
         billed=bool(row.get("billed")), on_bill=bool(row.get("on_bill")),
         matter_id=int(matter["id"]) if matter.get("id") is not None else None,
+        bill_id=int(bill["id"]) if isinstance(bill, dict) and bill.get("id") is not None
+        else None,
+        bill_state=str(bill["state"]) if isinstance(bill, dict) and bill.get("state")
+        else None,
+        matter_number=str(matter["display_number"]) if matter.get("display_number")
+        else None,
     )
 
 
@@ -293,6 +303,11 @@ class ClioClient:
         """Entries whose note contains ``marker`` (Clio's ``query`` searches notes)."""
         rows = self._paged("activities.json", {"query": marker, "fields": ACTIVITY_FIELDS})
         return [a for a in map(_activity, rows) if a.note and marker in a.note]
+
+    def delete_activity(self, activity_id: int) -> None:
+        """DELETE → 204. Callers read the entry first (``billed``/``on_bill``): Clio's
+        answer to deleting a billed entry is unconfirmed."""
+        self.api.request("DELETE", f"{self.base}/activities/{activity_id}.json")
 
     def get_activity(self, activity_id: int) -> Activity:
         response = self.api.request("GET", f"{self.base}/activities/{activity_id}.json",

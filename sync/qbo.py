@@ -7,7 +7,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import requests
@@ -27,6 +27,7 @@ from sync.http import (
     parse_json,
     rate_pacer_for,
 )
+from sync.rules import is_voided
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ PAGE_SIZE = 1000  # QBO's maximum MAXRESULTS
 IDS_PER_QUERY = 200  # keeps an IN (...) list well inside QBO's statement limits
 SERVICE = "QuickBooks"
 ANY_STATUS = "Active IN (true, false)"  # name lists hide inactive rows unless asked
+CDC_LIMIT = 1000  # objects in one CDC answer at most
+CDC_MAX_ANSWERS = 50  # saturated answers followed before giving up on one sweep
 
 
 @dataclass(frozen=True)
@@ -242,6 +245,43 @@ class QboClient:
         prefs = self.preferences().get("VendorAndPurchasesPrefs") or {}
         return bool(prefs.get("TrackingByCustomer"))
 
+    def purchase_removals_since(self, changed_since: str) -> CdcSweep:
+        """Purchases deleted (``status: Deleted``) or voided since ``changed_since`` (≤ 30 days
+        back), by CDC.
+
+        One answer holds at most 1,000 objects. A saturated answer is followed by another from
+        the newest ``LastUpdatedTime`` it held (objects come oldest first), so the window is
+        split until an answer is short. When the newest time does not move on (1,000 changes
+        in one second) or ``CDC_MAX_ANSWERS`` is reached, ``complete`` is False and the caller
+        must check its purchases another way.
+        """
+        removed: dict[str, str] = {}
+        server_time: str | None = None
+        since = changed_since
+        for _ in range(CDC_MAX_ANSWERS):
+            objects, answered = self.changed_purchases_cdc(since)
+            server_time = server_time or answered
+            newest: datetime | None = None
+            for obj in objects:
+                if not isinstance(obj, dict) or obj.get("Id") is None:
+                    continue
+                if str(obj.get("status") or "").lower() == "deleted":
+                    removed[str(obj["Id"])] = "deleted"
+                elif is_voided(obj):
+                    removed.setdefault(str(obj["Id"]), "voided")
+                moment = _instant((obj.get("MetaData") or {}).get("LastUpdatedTime"))
+                if moment is not None and (newest is None or moment > newest):
+                    newest = moment
+            if len(objects) < CDC_LIMIT:
+                return CdcSweep(removed, server_time, True)
+            start = _instant(since)
+            if newest is None or start is None or newest <= start:
+                break
+            since = newest.isoformat()
+        log.warning("CDC stayed saturated from %s; the caller checks purchases one by one",
+                    changed_since)
+        return CdcSweep(removed, server_time, False)
+
     def changed_purchases_cdc(self, changed_since: str) -> tuple[list[dict[str, Any]], str | None]:
         """One CDC answer for Purchase (≤ 1000 objects, deletions as ``status: Deleted``)."""
         body = self._get("cdc", entities="Purchase", changedSince=changed_since)
@@ -250,6 +290,23 @@ class QboClient:
             for response in block.get("QueryResponse") or []:
                 found.extend(response.get("Purchase") or [])
         return found, body.get("time")
+
+
+@dataclass(frozen=True)
+class CdcSweep:
+    removed: dict[str, str]  # purchase id → "deleted" | "voided"
+    server_time: str | None  # QuickBooks' clock at the first answer
+    complete: bool  # False: saturated answers could not be split further
+
+
+def _instant(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def transaction_url(purchase_id: str, *, sandbox: bool = False) -> str:

@@ -66,6 +66,8 @@ class Base(DeclarativeBase):
 class LinkState(enum.StrEnum):
     PENDING = "pending"  # intent recorded, Clio POST may or may not have happened
     CREATED = "created"  # Clio entry exists, id recorded
+    DELETED = "deleted"  # the purchase left QuickBooks and hardcost deleted the Clio entry
+    KEPT = "kept"  # the purchase left QuickBooks; the Clio entry stays (billed, or "alert")
 
 
 class FailureKind(enum.StrEnum):
@@ -184,6 +186,32 @@ class EntryLink(Base):
     run_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    removed_at: Mapped[datetime | None] = mapped_column()  # deleted/voided handling settled
+    removal_note: Mapped[str | None] = mapped_column(Text)  # what happened, in words
+
+
+class PurchaseRemoval(Base):
+    """A purchase deleted or voided in QuickBooks, kept until its Clio entries are dealt with.
+
+    Found by a CDC sweep, a webhook ``Delete``, a read that shows a void, or a reconciliation
+    pass. Unique per purchase, so every route to the same deletion records it once; a run
+    handles the open ones (``handled_at`` null) and a failure leaves it open for the next run.
+    """
+
+    __tablename__ = "purchase_removals"
+    __table_args__ = (UniqueConstraint("firm_id", "realm_id", "purchase_id",
+                                       name="uq_purchase_removals_purchase"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    realm_id: Mapped[str] = mapped_column(String(40))
+    purchase_id: Mapped[str] = mapped_column(String(40))
+    kind: Mapped[str] = mapped_column(String(10))  # deleted | voided
+    source: Mapped[str] = mapped_column(String(20))  # cdc | webhook | read | reconcile
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    handled_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
 
 
 class Watermark(Base):
