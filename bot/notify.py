@@ -36,6 +36,9 @@ SERVICES = {"quickbooks": "QuickBooks", "clio": "Clio"}
 CONTACT_REASONS = {"no_contact", "several_contacts"}
 
 
+SETTLED_BY_RUNS = ("imported", "removed_deleted", "removed_voided")
+
+
 def prompt_view(row: WaitingExpense, *, sandbox_links: bool = False) -> PromptView:
     entry = PlannedEntry.from_json(row.entry)
     kind = "contact" if row.reason in CONTACT_REASONS else "matter"
@@ -137,16 +140,18 @@ class Notifier:
                 self.queue_prompt(session, row, channel)
 
     def _queue_settled_prompts(self, session: Session, firm_id: int) -> None:
-        """Prompts a run settled by itself (a matter appeared) lose their buttons."""
+        """Prompts a run settled by itself (a matter appeared, the purchase was deleted or
+        voided in QuickBooks) lose their buttons."""
         updated = {ref for ref in session.scalars(select(SlackOutbox.ref_id).where(
             SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
             SlackOutbox.method == "chat.update")) if ref is not None}
         for row in session.scalars(select(WaitingExpense).where(
-                WaitingExpense.firm_id == firm_id, WaitingExpense.resolution == "imported",
+                WaitingExpense.firm_id == firm_id,
+                WaitingExpense.resolution.in_(SETTLED_BY_RUNS),
                 WaitingExpense.slack_ts.is_not(None))):
             if row.id in updated:
                 continue
-            answer = PromptAnswer(by_user="hardcost", outcome="imported",
+            answer = PromptAnswer(by_user="hardcost", outcome=str(row.resolution),
                                   clio_entry_id=row.clio_activity_id)
             message = messages.prompt_answered(
                 prompt_view(row, sandbox_links=self.sandbox_links), answer)

@@ -27,7 +27,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.engine import ImportEngine, RunSummary
+from sync.engine import ImportEngine, RunSummary, note_removals
 from sync.store import Firm, FirmSettings, WebhookEvent, utcnow
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 PURCHASE = "Purchase"
 IMPORTED_OPERATIONS = frozenset({"Create", "Update", "Void"})
 DELETE = "Delete"
-DELETION_NOTE = "deletion noted: following deletions into Clio is not built yet"
 LEASE = timedelta(minutes=15)
 """How long a claim holds: a worker that died mid-run frees its events after this."""
 MAX_ATTEMPTS = 8
@@ -230,11 +229,12 @@ def process_pending(sessions: sessionmaker[Session], engine_for: Callable[[int],
     """Claim due events and run one targeted import per firm for the purchases they name.
 
     The claim is a conditional UPDATE (only rows still unprocessed and due), so two workers or
-    replicas never take the same event. Deletions are only noted (SPEC §4 handling is separate
-    work). A run that fails (an exception, or a summary with an error) leaves its events
-    unprocessed with ``attempts`` + 1 and ``last_error``, due again after a backoff. With a
-    ``guard`` (``BotContext.claim_run``), a firm whose import is already under way in this
-    process keeps its events, due at the next pass.
+    replicas never take the same event. ``Delete`` events are recorded as removals and handled
+    by the same run (SPEC §4: the unbilled Clio entry is deleted). A run that fails (an
+    exception, or a summary with an error) leaves its events unprocessed with ``attempts`` + 1
+    and ``last_error``, due again after a backoff. With a ``guard`` (``BotContext.claim_run``),
+    a firm whose import is already under way in this process keeps its events, due at the next
+    pass.
     """
     result = Processed()
     claimed = _claim(sessions, clock(), limit)
@@ -287,28 +287,35 @@ def _process_firm(sessions: sessionmaker[Session], engine_for: Callable[[int], I
                   clock: Callable[[], datetime], result: Processed) -> None:
     notes: dict[int, str | None] = {}
     to_import: list[WebhookEvent] = []
+    deleted: list[WebhookEvent] = []
     for event in events:
         if event.operation in IMPORTED_OPERATIONS:
             to_import.append(event)
         elif event.operation == DELETE:
-            notes[event.id] = DELETION_NOTE
+            deleted.append(event)
         else:
             notes[event.id] = f"{event.operation} does not change what is imported; ignored"
     with sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         paused = settings is not None and settings.paused
-    if paused and to_import:
+    if paused and (to_import or deleted):
         # The watermark has not moved past these purchases: the first run after resuming
-        # reads them anyway.
+        # reads them anyway. Deletions are recorded now and dealt with by that run.
         notes.update({e.id: "imports are paused; the next run after resuming reads it"
                       for e in to_import})
-        to_import = []
+        for event in deleted:
+            note_removals(sessions, firm_id, event.realm_id, {event.entity_id: "deleted"},
+                          "webhook", clock())
+            notes[event.id] = "imports are paused; the deletion is dealt with after resuming"
+        to_import, deleted = [], []
     summary: RunSummary | None = None
     error: str | None = None
-    if to_import:
-        ids = {e.entity_id for e in to_import}
+    if to_import or deleted:
+        ids = {e.entity_id for e in to_import} - {e.entity_id for e in deleted}
         try:
-            summary = engine_for(firm_id).run(trigger="webhook", purchase_ids=ids)
+            summary = engine_for(firm_id).run(
+                trigger="webhook", purchase_ids=ids,
+                removed={e.entity_id: "deleted" for e in deleted} or None)
             error = summary.error
         except Exception as exc:  # noqa: BLE001 - the events wait for the next pass
             log.exception("webhook import for firm %s failed", firm_id)

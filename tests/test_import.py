@@ -505,7 +505,9 @@ def test_rerunning_an_import_creates_nothing_new(firm: Firm) -> None:
     assert first.imported == 3
     assert second.imported == 0 and second.unchanged == 3
     assert third.imported == 0
-    assert fourth.purchases_read == 0 and fourth.qbo_calls == 1 and fourth.clio_calls == 0
+    # A quiet run: one query for changed purchases, one CDC sweep for deleted ones.
+    assert fourth.purchases_read == 0 and fourth.qbo_calls == 2 and fourth.clio_calls == 0
+    assert firm.world.qbo.calls.count("GET", r"/cdc$") >= 1
     assert len(firm.entries()) == 3
     assert all(link.state == LinkState.CREATED for link in firm.links())
 

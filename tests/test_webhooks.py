@@ -12,7 +12,7 @@ from sqlalchemy import select
 from bot.webhooks import WebhookWorker
 from sandbox.slack_rig import SlackRig, wait_for
 from sync.store import WebhookEvent
-from sync.webhooks import DELETION_NOTE, process_pending
+from sync.webhooks import process_pending
 from tests.firmkit import price
 
 
@@ -165,19 +165,59 @@ def test_a_malformed_body_gets_400_and_stores_nothing(rig: SlackRig) -> None:
     assert _events(rig) == []
 
 
-def test_a_deletion_is_noted_and_nothing_is_deleted_in_clio(rig: SlackRig) -> None:
+def test_a_deletion_webhook_deletes_the_unbilled_clio_entry(rig: SlackRig) -> None:
+    purchase = _one_expense(rig)
+    realm = rig.firm.qbo.realm_id
+    _post(rig, _legacy(realm, purchase["Id"]))
+    _process(rig)
+    assert len(rig.firm.entries()) == 1
+
+    rig.firm.qbo.delete_purchase(purchase["Id"])
+    _post(rig, [_cloud(realm, purchase["Id"], verb="deleted", event_id="ev-del")])
+    done = _process(rig)
+
+    assert rig.firm.entries() == []
+    deleted = _events(rig)[-1]
+    assert deleted.operation == "Delete" and deleted.processed_at is not None
+    assert deleted.last_error is None
+    [summary] = done.runs.values()
+    assert summary.deleted == 1 and summary.removed_items[0].outcome == "deleted"
+    [link] = rig.firm.links()
+    assert link.state == "deleted" and link.removed_at is not None
+
+
+def test_a_repeated_deletion_webhook_deletes_once(rig: SlackRig) -> None:
+    purchase = _one_expense(rig)
+    realm = rig.firm.qbo.realm_id
+    _post(rig, _legacy(realm, purchase["Id"]))
+    _process(rig)
+    rig.firm.qbo.delete_purchase(purchase["Id"])
+    calls_before = rig.firm.world.clio.calls.count("DELETE", r"/activities/")
+
+    _post(rig, _legacy(realm, purchase["Id"], operation="Delete"))
+    _process(rig)
+    _post(rig, [_cloud(realm, purchase["Id"], verb="deleted", event_id="ev-del-2")])
+    second = _process(rig)
+
+    assert rig.firm.entries() == []
+    assert rig.firm.world.clio.calls.count("DELETE", r"/activities/") - calls_before == 1
+    assert all(s.removed_items == [] for s in second.runs.values())
+
+
+def test_a_void_webhook_deletes_the_unbilled_clio_entry(rig: SlackRig) -> None:
     purchase = _one_expense(rig)
     realm = rig.firm.qbo.realm_id
     _post(rig, _legacy(realm, purchase["Id"]))
     _process(rig)
 
-    _post(rig, [_cloud(realm, purchase["Id"], verb="deleted", event_id="ev-del")])
-    _process(rig)
+    rig.firm.qbo.void_purchase(purchase["Id"])
+    _post(rig, _legacy(realm, purchase["Id"], operation="Void",
+                       updated="2026-02-04T10:00:00.000Z"))
+    done = _process(rig)
 
-    assert len(rig.firm.entries()) == 1
-    deleted = _events(rig)[-1]
-    assert deleted.operation == "Delete" and deleted.processed_at is not None
-    assert deleted.last_error == DELETION_NOTE
+    assert rig.firm.entries() == []
+    [summary] = done.runs.values()
+    assert [(r.kind, r.outcome) for r in summary.removed_items] == [("voided", "deleted")]
 
 
 def test_a_failed_run_keeps_the_events_for_the_next_pass(rig: SlackRig) -> None:

@@ -204,7 +204,7 @@ def _part(text: str, index: int, count: int) -> str:
 
 def _details_exist(summary: RunSummary) -> bool:
     return bool(summary.imported_entries or summary.waiting_items or summary.failures
-                or summary.skips)
+                or summary.skips or summary.removed_items)
 
 
 def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
@@ -228,7 +228,14 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
               f"*Skipped*\n{summary.skipped:,}"]
     if summary.unchanged:
         fields.append(f"*Already in Clio*\n{summary.unchanged:,}")
+    if summary.deleted:
+        fields.append(f"*Deleted from Clio*\n{summary.deleted:,} (gone from QuickBooks)")
+    if summary.kept:
+        fields.append(f"*Left in Clio, check them*\n{summary.kept:,} (gone from QuickBooks)")
     blocks = [_section(head), _fields(fields)]
+    notice = _reconcile_notice(summary)
+    if notice:
+        blocks.append(_section(notice))
     if summary.error:
         blocks.append(_section(f":octagonal_sign: *Stopped early:* {mrkdwn(summary.error, 1000)}"))
     facts = []
@@ -242,7 +249,45 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
     verb = "dry run, would import" if summary.dry_run else "imported"
     text = (f"{firm}: {verb} {count} ({total}), {summary.waiting:,} waiting, "
             f"{summary.failed:,} failed, {summary.skipped:,} skipped")
+    if summary.deleted or summary.kept:
+        text += f", {summary.deleted:,} deleted, {summary.kept:,} left in Clio"
     return Message(text=_fallback(text), blocks=blocks)
+
+
+def _reconcile_notice(summary: RunSummary) -> str | None:
+    """Why the run compared every imported expense with QuickBooks, when a person should know."""
+    note = summary.reconciled
+    if note is None or note.reason == "first":
+        return None
+    found = f"{note.removed:,} had been deleted or voided" if note.removed \
+        else "none had been deleted or voided"
+    compared = f"compared all {plural(note.checked, 'imported expense')} with QuickBooks"
+    if note.reason == "offline":
+        since = _since_words(note.last_swept)
+        return (f":mag: hardcost had not checked QuickBooks for deletions {since}: longer than "
+                f"the 30 days QuickBooks keeps them, so it {compared}; {found}.")
+    if note.reason == "saturated":
+        return (f":mag: More changes came back from QuickBooks than it lists at once, so "
+                f"hardcost {compared}; {found}.")
+    return (f":mag: QuickBooks would not list its recent deletions, so hardcost {compared}; "
+            f"{found}.")
+
+
+def _since_words(value: str | None) -> str:
+    if not value:
+        return "for a long time"
+    try:
+        return f"since {day(datetime.fromisoformat(value).date())}"
+    except ValueError:
+        return "for a long time"
+
+
+_REMOVAL_WORDS = {
+    "deleted": "deleted from Clio",
+    "already_gone": "already removed in Clio",
+    "kept_billed": "left in Clio: it is on a bill",
+    "kept_alert": "left in Clio (deletions are set to alert)",
+}
 
 
 _KIND_WORDS = {
@@ -261,11 +306,13 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
     """(title, rows) per kind of detail, with DETAIL_ROWS shared across them: failures first,
     then waiting, skips and imported entries, so problems are never crowded out."""
     skips = Counter(summary.skips)
-    sizes = {"failed": len(summary.failures), "waiting": len(summary.waiting_items),
-             "skipped": len(skips), "imported": len(summary.imported_entries)}
+    removed = sorted(summary.removed_items, key=lambda r: not r.outcome.startswith("kept"))
+    sizes = {"failed": len(summary.failures), "removed": len(removed),
+             "waiting": len(summary.waiting_items), "skipped": len(skips),
+             "imported": len(summary.imported_entries)}
     room = DETAIL_ROWS
     shown: dict[str, int] = {}
-    for key in ("failed", "waiting", "skipped", "imported"):
+    for key in ("failed", "removed", "waiting", "skipped", "imported"):
         shown[key] = min(sizes[key], room)
         room -= shown[key]
 
@@ -307,6 +354,20 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
                 row += " · _still open_"
             rows.append(row)
         out.append((f"*Failed, needs attention* — {sizes['failed']:,}", rows + more("failed")))
+    if sizes["removed"]:
+        rows = []
+        for r in removed[: shown["removed"]]:
+            what = "Deleted" if r.kind == "deleted" else "Voided"
+            row = (f"• {day(r.date)} · *{money(r.amount)}* · {what} in QuickBooks (expense "
+                   f"#{escape(r.purchase_id)}) → Clio #{r.clio_id}"
+                   + (f" ({escape(r.matter)})" if r.matter else "")
+                   + f": {escape(_REMOVAL_WORDS.get(r.outcome, r.outcome))}")
+            if r.outcome == "kept_billed":
+                row += " — credit or adjust the bill in Clio if the client should not pay it"
+            elif r.outcome == "kept_alert":
+                row += " — delete it in Clio if it should go"
+            rows.append(row)
+        out.append((f"*Gone from QuickBooks* — {sizes['removed']:,}", rows + more("removed")))
     if sizes["skipped"]:
         rows = []
         for reason, n in list(skips.items())[: shown["skipped"]]:
@@ -549,13 +610,17 @@ def _answer_line(answer: PromptAnswer) -> str:
         return line
     if answer.outcome == "not_client_cost":
         return f"Marked not a client cost by {who}"
+    if answer.outcome in ("removed_deleted", "removed_voided"):
+        what = "Deleted" if answer.outcome == "removed_deleted" else "Voided"
+        return f"{what} in QuickBooks: nothing to choose any more"
     if answer.outcome == "contact_remembered":
         return f"Contact remembered: {label or 'the contact'} (chosen by {who})"
     return f"{escape(answer.outcome)}{': ' + label if label else ''} by {who}"
 
 
 _ANSWER_ICONS = {"linked": ":white_check_mark:", "imported": ":white_check_mark:",
-                 "not_client_cost": ":heavy_minus_sign:",
+                 "not_client_cost": ":heavy_minus_sign:", "removed_deleted": ":wastebasket:",
+                 "removed_voided": ":wastebasket:",
                  "contact_remembered": ":white_check_mark:"}
 
 
