@@ -60,7 +60,14 @@ from bot.ui.views import (
     SettingsView,
     StatusView,
 )
-from sync.engine import FailureItem, ImportedEntry, RunSummary, WaitingItem
+from sync.engine import (
+    FailureItem,
+    ImportedEntry,
+    ReconcileNote,
+    RemovedItem,
+    RunSummary,
+    WaitingItem,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("HARDCOST_UPDATE_GOLDEN") == "1"
@@ -502,6 +509,39 @@ def test_run_details_lists_each_kind() -> None:
     assert "Card refund (credit card credit): not imported (×2)" in text
     quiet = a_summary(imported_entries=[], waiting_items=[], failures=[], skips=[])
     assert run_details(quiet) == []
+
+
+def test_deletions_and_kept_entries_are_in_the_summary_and_its_thread() -> None:
+    removed = [
+        RemovedItem("[qbo 1/7/3]", "7", D("20.00"), date(2026, 3, 2), "deleted", "deleted", 981,
+                    "00042", "deleted in QuickBooks; Clio entry #981 was deleted"),
+        RemovedItem("[qbo 1/8/3]", "8", D("35.10"), date(2026, 3, 3), "voided", "kept_billed", 982,
+                    "00051", "voided in QuickBooks, but Clio entry #982 is on bill #7"),
+    ]
+    summary = a_summary(deleted=1, kept=1, removed_items=removed)
+    message = run_summary(summary, firm_name="Smith LLP")
+    check_message(message)
+    text = all_text(message)
+    assert "*Deleted from Clio*\\n1 (gone from QuickBooks)" in text
+    assert "*Left in Clio, check them*\\n1" in text
+    assert "1 deleted, 1 left in Clio" in message.text
+    details = all_text(run_details(summary))
+    assert "*Gone from QuickBooks* — 2" in details
+    assert details.index("expense #8") < details.index("expense #7")  # kept ones first
+    assert "Voided in QuickBooks (expense #8) → Clio #982 (00051): left in Clio: it is on a " \
+           "bill — credit or adjust the bill" in details
+    assert "Deleted in QuickBooks (expense #7) → Clio #981 (00042): deleted from Clio" in details
+
+
+def test_an_offline_reconciliation_is_explained_in_the_summary() -> None:
+    summary = a_summary(reconciled=ReconcileNote("offline", "2026-01-05T09:00:00-08:00", 120, 3))
+    text = all_text(run_summary(summary, firm_name="Smith LLP"))
+    assert "had not checked QuickBooks for deletions since" in text
+    assert "longer than the 30 days QuickBooks keeps them" in text
+    assert "compared all 120 imported expenses with QuickBooks; 3 had been deleted or voided" \
+        in text
+    first = a_summary(reconciled=ReconcileNote("first", None, 10, 0))
+    assert "compared" not in all_text(run_summary(first, firm_name="Smith LLP"))
 
 
 def test_run_details_of_a_thousand_imports_stay_within_limits() -> None:
