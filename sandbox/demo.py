@@ -1,4 +1,5 @@
-"""``hardcost demo``: a realistic small firm in the sandbox, imported twice, printed.
+"""``hardcost demo``: a realistic small firm in the sandbox, imported, a choice made in Slack,
+a quiet run, then a purchase deleted in QuickBooks and its Clio entry removed; all printed.
 
 Everything is real except the two services: the sandbox QuickBooks and Clio serve HTTP on
 loopback, the engine is the one ``hardcost serve`` runs, the database is a real SQLite file
@@ -26,7 +27,8 @@ from sandbox.slack_render import render
 from sandbox.slack_rig import make_rig, wait_for
 from sandbox.world import SandboxWorld
 from sync.db import upgrade
-from sync.report import render_summary
+from sync.engine import ImportedEntry
+from sync.report import money, render_summary
 from sync.store import WaitingExpense, make_engine, make_session_factory
 
 START_DATE = date(2026, 10, 1)
@@ -202,6 +204,24 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         out.write("The next scheduled run, 15 minutes later, finds nothing new "
                   "(and posts nothing):\n")
         out.write(render_summary(second) + "\n\n")
+        by_purchase: dict[str, list[ImportedEntry]] = {}
+        for entry in first.imported_entries:
+            by_purchase.setdefault(entry.marker.strip("[]").split()[1].split("/")[1],
+                                   []).append(entry)
+        purchase_id, [duplicate] = next((pid, entries) for pid, entries in by_purchase.items()
+                                        if len(entries) == 1)
+        out.write(f"The bookkeeper deletes the {money(duplicate.amount)} expense for "
+                  f"{duplicate.customer} in QuickBooks (it was entered by mistake). The next "
+                  "run's deletion check (QuickBooks' change data capture) finds it and removes "
+                  "the unbilled Clio entry:\n")
+        demo.company.delete_purchase(purchase_id)
+        world.clock.advance(15 * 60)
+        third = engine.run(trigger="demo")
+        before = len(rig.channel_messages())
+        rig.ctx.notifier(rig.app.client).after_run(firm_id, third)
+        out.write(render_summary(third) + "\n\n")
+        for message in rig.channel_messages()[before:]:
+            out.write(render(message) + "\n\n")
         entries = demo.account.activities
         if world.clio.validation_enabled:
             check = (f"{len(world.clio.schema_errors)} requests failed the check against "
@@ -212,7 +232,9 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         out.write(f"Clio now holds {len(entries)} hard-cost entries; {check}.\n")
     finally:
         rig.web.stop()
-    return 0 if not first.error and not second.error and second.imported == 0 else 1
+    ok = not first.error and not second.error and second.imported == 0 and \
+        not third.error and third.deleted >= 1
+    return 0 if ok else 1
 
 
 def _waiting(sessions: sessionmaker[Session], firm_id: int) -> list[WaitingExpense]:

@@ -40,8 +40,20 @@ def render_summary(summary: RunSummary) -> str:
     if summary.still_waiting or summary.still_failing:
         lines.append(f"  still waiting from earlier runs: {summary.still_waiting}; "
                      f"failures still open: {summary.still_failing}")
+    if summary.deleted or summary.kept:
+        lines.append(f"  gone from QuickBooks: {summary.deleted} deleted from Clio, "
+                     f"{summary.kept} left in Clio (see below)")
+    note = summary.reconciled
+    if note is not None and note.reason != "first":
+        lines.append(f"  compared all {note.checked} imported purchases with QuickBooks "
+                     f"({note.reason}; last deletion check {note.last_swept or 'never'}): "
+                     f"{note.removed} deleted or voided")
     if summary.error:
         lines.append(f"  Stopped: {summary.error}")
+    if summary.removed_items:
+        lines += ["", "Gone from QuickBooks:"]
+        lines += [f"  {r.date.isoformat()}  {money(r.amount)}  {r.note}"
+                  for r in summary.removed_items]
     if summary.imported_entries:
         lines += ["", "Imported into Clio:"]
         lines += _table(

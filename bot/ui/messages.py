@@ -216,6 +216,9 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
     if summary.dry_run:
         head = (f"*{firm}* — dry run, nothing written: would import *{count}* into Clio, "
                 f"*{total}*")
+    elif not summary.imported and (summary.deleted or summary.kept):
+        head = f"*{firm}* — nothing new to import; expenses deleted or voided in QuickBooks " \
+               "were followed into Clio"
     else:
         head = f"*{firm}* — imported *{count}* into Clio, *{total}*"
     waiting = f"{summary.waiting:,} new"
