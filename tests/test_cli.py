@@ -38,7 +38,11 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
     assert "finds nothing new" in out and "Run 2: imported 0" in out
     assert "What #costs sees in Slack" in out and "Which matter is this expense for?" in out
     assert "Linked to 00004 Acme – Employment claim (Reyes) by @Sam Staff" in out
-    assert "Clio now holds 6 hard-cost entries" in out
+    assert "deletes the $36.20 expense for Acme Holdings in QuickBooks" in out
+    assert "Run 3: imported 0" in out and "1 deleted from Clio, 0 left in Clio" in out
+    assert "deleted in QuickBooks; Clio entry #15 was deleted" in out
+    assert "Deleted from Clio: 1" in out  # the channel's summary
+    assert "Clio now holds 5 hard-cost entries" in out
     assert "Traceback" not in result.stderr
 
 
