@@ -737,6 +737,10 @@ class ImportEngine:
                     error = exc
                     self._record_removal_failure(state, link, removal.kind, exc)
             self._settle_removal(removal, error)
+            if isinstance(error, (TransientError, ConfigError)):
+                # Clio is struggling or refusing us: the rest wait for the next run.
+                log.warning("firm %s: removals stop for this run: %s", self.firm_id, error)
+                break
 
     def _remove_entry(self, state: _RunState, link: EntryLink, kind: str) -> None:
         assert link.clio_activity_id is not None

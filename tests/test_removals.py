@@ -209,6 +209,24 @@ def test_a_clio_failure_while_deleting_is_retried_by_the_next_run(firm: Firm) ->
     assert _removals(firm)[0].handled_at is not None
 
 
+def test_clio_being_down_stops_the_removals_after_the_first_failure(firm: Firm) -> None:
+    purchases = _imported(firm, "1.00", "2.00", "3.00")
+    for purchase in purchases:
+        firm.qbo.delete_purchase(purchase["Id"])
+    firm.later()
+    firm.world.clio.faults.add(server_error_fault(503, times=1000, path=ACTIVITY))
+
+    first = firm.run()
+
+    assert first.failed == 1 and len(firm.entries()) == 3
+    assert [r.attempts for r in _removals(firm)] == [1, 0, 0]
+    firm.world.clio.faults.clear()
+    firm.later()
+    second = firm.run()
+    assert second.deleted == 3 and firm.entries() == []
+    assert firm.open_failures() == []
+
+
 def test_a_waiting_expense_whose_purchase_is_deleted_stops_waiting(firm: Firm) -> None:
     firm.client("Acme Holdings", ["Lease", "Employment"])
     purchase = firm.expense(("48.75", "Acme Holdings"))
@@ -330,9 +348,9 @@ def test_the_summary_and_thread_report_deleted_and_kept_entries(rig: SlackRig) -
                        what="the run summary")
     text = str(summary["blocks"])
     assert "Left in Clio" in text
-    thread = wait_for(lambda: rig.ws.thread(rig.channel, summary["ts"]), what="the details")
-    details = " ".join(str(m.get("blocks")) for m in thread)
-    assert "Gone from QuickBooks" in details
+    details = wait_for(lambda: (text := " ".join(
+        str(m.get("blocks")) for m in rig.ws.thread(rig.channel, summary["ts"])[1:]))
+        and "Gone from QuickBooks" in text and text, what="the details in the thread")
     assert f"Clio #{billed_link.clio_activity_id}" in details and "on a bill" in details
     assert "credit or adjust the bill" in details
 
