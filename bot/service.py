@@ -17,7 +17,15 @@ from bot.ui.views import Choice, FailureView, PromptView, SettingsView, StatusVi
 from sync.engine import ImportEngine
 from sync.firm_settings import Lookups, SettingError
 from sync.http import ApiError
-from sync.store import Connection, Failure, Firm, FirmSettings, Run, WaitingExpense
+from sync.store import (
+    Connection,
+    Failure,
+    Firm,
+    FirmSettings,
+    PurchaseRemoval,
+    Run,
+    WaitingExpense,
+)
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +108,9 @@ def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
         failures = session.scalar(select(func.count()).select_from(Failure).where(
             Failure.firm_id == firm_id, Failure.resolved_at.is_(None))) or 0
         unsent, given_up = undelivered(session, firm_id)
+        stuck_removals = session.scalar(select(func.count()).select_from(PurchaseRemoval).where(
+            PurchaseRemoval.firm_id == firm_id, PurchaseRemoval.handled_at.is_(None),
+            PurchaseRemoval.attempts > 0)) or 0
     problems = []
     if not settings.slack_channel_id:
         problems.append("choose the channel: /hardcost set channel #channel")
@@ -110,6 +121,10 @@ def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
     if unsent:
         problems.append(f"{unsent} Slack message(s) not delivered yet; hardcost keeps trying")
     problems += [f"a Slack message could not be posted: {reason}" for reason in given_up]
+    if stuck_removals:
+        problems.append(f"{stuck_removals} expense(s) deleted or voided in QuickBooks still have "
+                        "an entry in Clio that could not be removed yet; hardcost keeps trying "
+                        "(see /hardcost failures)")
     last_line = None
     if last is not None:
         when = last.started_at.strftime("%Y-%m-%d %H:%M UTC")
@@ -118,6 +133,10 @@ def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
         else:
             last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}), "
                          f"waiting {last.waiting}, failed {last.failed}")
+            details = last.details or {}
+            if details.get("deleted") or details.get("kept"):
+                last_line += (f", {details.get('deleted', 0)} deleted from Clio, "
+                              f"{details.get('kept', 0)} left in Clio")
     next_line = None
     if ctx.scheduler is not None:  # this process schedules imports: its real next run
         upcoming_at = ctx.scheduler.next_run(firm_id)

@@ -372,3 +372,27 @@ def test_a_prompt_whose_purchase_is_deleted_loses_its_buttons(rig: SlackRig) -> 
     text = str(updated["blocks"])
     assert "Deleted in QuickBooks" in text
     assert "hc_choose_matter" not in text
+
+
+def test_status_tells_of_deletions_clio_did_not_take_yet(rig: SlackRig) -> None:
+    firm = rig.firm
+    [purchase] = _imported(firm, "9.00")
+    firm.qbo.delete_purchase(purchase["Id"])
+    firm.later()
+    firm.world.clio.faults.add(server_error_fault(503, times=1000, path=ACTIVITY))
+    firm.run()
+
+    rig.command("status")
+
+    reply = wait_for(lambda: next((m for m in rig.replies_to(rig.admin)
+                                   if "could not be removed yet" in str(m.get("blocks"))), None),
+                     what="the status reply")
+    assert "1 expense(s) deleted or voided in QuickBooks" in str(reply["blocks"])
+    firm.world.clio.faults.clear()
+    firm.later()
+    firm.run()
+    rig.command("status")
+    last = wait_for(lambda: next((m for m in rig.replies_to(rig.admin)[1:]
+                                  if "QuickBooks" in str(m.get("blocks"))), None))
+    assert "could not be removed yet" not in str(last["blocks"])
+    assert "1 deleted from Clio" in str(last["blocks"])
