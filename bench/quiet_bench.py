@@ -299,7 +299,7 @@ def run_pass(label: str, scheduler: ImportScheduler, firm_ids: list[int], worker
 
 
 def bare_round_trips(world: SandboxWorld, samples: int) -> list[float]:
-    """The quiet run's one QuickBooks query, sent with plain ``requests`` (a new connection
+    """The quiet run's QuickBooks change query, sent with plain ``requests`` (a new connection
     each time, as every call here pays) to a company that is not a firm's: the floor of any
     run that asks QuickBooks anything."""
     company = world.qbo.add_company(name="Baseline company")
@@ -674,13 +674,12 @@ def render(result: Result, command: str) -> str:
         "",
         "A quiet run is the steady state of the schedule: the firm's watermark is past every "
         "purchase, so the run asks QuickBooks one query (`MetaData.LastUpdatedTime >=` the "
-        "watermark), gets nothing back and makes no Clio call. What it costs beyond that query "
-        "is database work: the scheduler's checks (`_due`), building the engine (firm row, "
-        "stored tokens), the run row, the watermark, and the notifier's look for prompts, "
-        "alerts and queued messages; its three writes are the run row (inserted, then "
-        "finished) and the watermark moved on. Once the CDC deletion sweeps land, a quiet run "
-        f"makes one CDC call as well, which is why the target is ≤ {QBO_TARGET} QuickBooks "
-        "calls.",
+        "watermark) and one CDC call (purchases deleted or voided since the last check), gets "
+        "nothing back and makes no Clio call. What it costs beyond those two calls is "
+        "database work: the scheduler's checks (`_due`), building the engine (firm row, "
+        "stored tokens), the run row, the two marks, and the notifier's look for prompts, "
+        "alerts and queued messages; its writes are the run row (inserted, then finished) and "
+        "the two marks moved on.",
         "",
         "The *bare round trip* is the same QuickBooks query sent with plain `requests` to the "
         "same sandbox server, measured just before and just after each pass: the ratio *quiet "

@@ -17,6 +17,7 @@ from sqlalchemy import (
     Date,
     DateTime,
     ForeignKey,
+    Index,
     Integer,
     Numeric,
     String,
@@ -230,6 +231,7 @@ class Watermark(Base):
 
 class Run(Base):
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_firm_id_id", "firm_id", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
@@ -258,6 +260,12 @@ class SlackOutbox(Base):
     """
 
     __tablename__ = "slack_outbox"
+    __table_args__ = (
+        # unsent rows, due first (the pump); one firm's unsent rows and refs (the notifier)
+        Index("ix_slack_outbox_unsent", "sent_at", "next_attempt_at"),
+        Index("ix_slack_outbox_firm_ref", "firm_id", "ref_kind", "method"),
+        Index("ix_slack_outbox_firm_unsent", "firm_id", "sent_at", "next_attempt_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
@@ -280,6 +288,7 @@ class Failure(Base):
     """A sync failure people can act on. Open while ``resolved_at`` is null."""
 
     __tablename__ = "failures"
+    __table_args__ = (Index("ix_failures_firm_open", "firm_id", "resolved_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
@@ -308,6 +317,7 @@ class WaitingExpense(Base):
     __table_args__ = (
         UniqueConstraint("firm_id", "realm_id", "purchase_id", "customer_id", "line_id",
                          name="uq_waiting_qbo_key"),
+        Index("ix_waiting_expenses_firm_open", "firm_id", "resolved_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -369,7 +379,11 @@ def _create_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True)
+    # A run holds two connections at once (its advisory lock, its sessions); a `serve` process
+    # runs up to ~15 at a time (scheduler threads, Slack-started runs, the webhook worker) next
+    # to the Slack listeners. 5 + 25 keeps three replicas within PostgreSQL's default 100.
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, pool_size=5,
+                         max_overflow=25, pool_timeout=60)
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:
