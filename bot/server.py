@@ -91,7 +91,9 @@ def serve(config: Settings, *, sandbox: bool = False) -> int:
     # -- scheduled imports (sync/scheduler.py) ------------------------------------------
     ctx.scheduler = ImportScheduler(
         sessions, ctx.engine_for, guard=ctx.claim_run,
-        after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary))
+        after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary),
+        unit_seconds=config.schedule_unit_seconds,
+        reconcile_every=config.scheduler_reconcile_seconds)
     ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
     # -- end scheduled imports ----------------------------------------------------------
     pump = OutboxPump(lambda: deliver(sessions, clients))
