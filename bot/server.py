@@ -123,7 +123,8 @@ def serve(config: Settings, *, sandbox: bool = False) -> int:
             log.info("hardcost: multi-workspace mode, install at %s%s",
                      config.public_url.rstrip("/"), INSTALL_PATH)
         routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
-        serve_forever(make_wsgi_app(app, sessions, routes=routes), "0.0.0.0", config.port)
+        serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler),
+                      "0.0.0.0", config.port)
         return 0
     finally:
         webhook_worker.stopped.set()  # QuickBooks webhooks: no new pass; a run under way
