@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 RECONCILE_EVERY = 30.0  # seconds between two reads of the firms table
 PROVIDERS = frozenset({"quickbooks", "clio"})
 RECONCILE_JOB = "reconcile"
+IMPORT_THREADS = 10  # scheduled imports at once in one process (APScheduler's default pool)
 STALE_PERIODS = 3  # reconciles missed in a row before health says the scheduler is stuck
 STALE_SLACK = 5.0  # seconds on top: a busy thread pool or a slow database delays a reconcile
 
@@ -120,7 +122,11 @@ class ImportScheduler:
         self.unit_seconds = unit_seconds
         self.reconcile_every = reconcile_every
         self.clock = clock
-        self._scheduler = BackgroundScheduler(timezone=UTC)
+        # The reconcile has a thread of its own: imports that take every import thread for
+        # minutes (a first import paced by Clio) must not stop schedule changes or health.
+        self._scheduler = BackgroundScheduler(timezone=UTC, executors={
+            "default": ThreadPoolExecutor(IMPORT_THREADS),
+            RECONCILE_JOB: ThreadPoolExecutor(1)})
         self._intervals: dict[int, float] = {}
         self._jobs_lock = threading.Lock()
         self._running: set[int] = set()
@@ -149,7 +155,8 @@ class ImportScheduler:
         try:
             self.sync()
             self._scheduler.add_job(self._reconcile, "interval", seconds=self.reconcile_every,
-                                    id=RECONCILE_JOB, max_instances=1, coalesce=True,
+                                    id=RECONCILE_JOB, executor=RECONCILE_JOB,
+                                    max_instances=1, coalesce=True,
                                     misfire_grace_time=max(1, int(self.reconcile_every)))
             self._scheduler.start()
         except BaseException:

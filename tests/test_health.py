@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import text
+from sqlalchemy import func, select, text
 
 from bot.web import WebServer, make_wsgi_app, serve_in_thread
-from sync.scheduler import ImportScheduler, SchedulerRefused
+from sync.scheduler import IMPORT_THREADS, ImportScheduler, SchedulerRefused
+from sync.store import Run
 from tests.conftest import POSTGRES_URL
 from tests.firmkit import Firm
 
@@ -158,3 +159,40 @@ def test_a_refused_scheduler_makes_health_fail_with_the_reason(
     assert status == 503 and body["ok"] is False
     assert body["reason"].startswith("the scheduler was refused: another `hardcost serve`")
     assert body["scheduler"]["running"] is False
+
+
+def test_health_stays_ok_while_every_import_thread_is_busy(
+        rig: Any, serve: Callable[[ImportScheduler | None], str],
+        schedulers: list[ImportScheduler]) -> None:
+    """Long imports (a first import paced by Clio takes minutes) must not starve the
+    reconcile: a replica that is busy importing is healthy, and still sees schedule changes."""
+    from tests.firmkit import make_firm
+
+    firm = rig.firm
+    firms = [firm, *(make_firm(firm.world, firm.sessions) for _ in range(IMPORT_THREADS))]
+    for each in firms:
+        each.client("Jane Smith", ["Smith estate"])
+        each.expense(("10.00", "Jane Smith"))
+        each.update_settings(schedule_minutes=1)
+    # Every firm's one Clio POST takes 2.5 s: all import threads are taken for that long.
+    firm.world.clio.faults.add(path=r"/api/v4/activities\.json$", method="POST",
+                               passthrough=True, delay=2.5, times=len(firms))
+    scheduler = _scheduler(firm, unit_seconds=0.1, reconcile_every=0.1, stale_after=1.0)
+    schedulers.append(scheduler)
+    scheduler.start()
+    url = serve(scheduler)
+
+    def under_way() -> int:
+        with firm.sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Run).where(
+                Run.finished_at.is_(None))) or 0)
+
+    _wait_for(lambda: under_way() == IMPORT_THREADS, timeout=2)
+    deadline = time.monotonic() + 1.5  # longer than stale_after, all threads still taken
+    while time.monotonic() < deadline:
+        status, body = _health(url)
+        assert status == 200, body
+        time.sleep(0.1)
+    firms[-1].update_settings(paused=True)  # and the reconcile still sees changes
+    _wait_for(lambda: _health(url)[1]["scheduler"]["firms"] == len(firms) - 1, timeout=0.8)
+    assert under_way() == IMPORT_THREADS  # the imports were all under way meanwhile
