@@ -2,10 +2,11 @@
 
 What it serves today: ``/slack/events`` (commands, interactivity, options, events),
 ``/slack/install`` and ``/slack/oauth_redirect`` (multi-workspace mode),
-``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz``, and runs the import
-scheduler (``sync.scheduler``). On SQLite a second ``hardcost serve`` on the same database
-refuses to start (the scheduler's lock file is held). ``/webhooks/quickbooks`` stores
-QuickBooks' change notifications and a webhook worker (``bot.webhooks``) imports them.
+``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz`` (the database and the
+scheduler), and runs the import scheduler (``sync.scheduler``). On SQLite a second
+``hardcost serve`` on the same database refuses to start (the scheduler's lock file is held).
+``/webhooks/quickbooks`` stores QuickBooks' change notifications and a webhook worker
+(``bot.webhooks``) imports them.
 """
 
 from __future__ import annotations
