@@ -2,10 +2,11 @@
 
 What it serves today: ``/slack/events`` (commands, interactivity, options, events),
 ``/slack/install`` and ``/slack/oauth_redirect`` (multi-workspace mode),
-``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz``, and runs the import
-scheduler (``sync.scheduler``). On SQLite a second ``hardcost serve`` on the same database
-refuses to start (the scheduler's lock file is held). ``/webhooks/quickbooks`` stores
-QuickBooks' change notifications and a webhook worker (``bot.webhooks``) imports them.
+``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz`` (the database and the
+scheduler), and runs the import scheduler (``sync.scheduler``). On SQLite a second
+``hardcost serve`` on the same database refuses to start (the scheduler's lock file is held).
+``/webhooks/quickbooks`` stores QuickBooks' change notifications and a webhook worker
+(``bot.webhooks``) imports them.
 """
 
 from __future__ import annotations
@@ -91,7 +92,9 @@ def serve(config: Settings, *, sandbox: bool = False) -> int:
     # -- scheduled imports (sync/scheduler.py) ------------------------------------------
     ctx.scheduler = ImportScheduler(
         sessions, ctx.engine_for, guard=ctx.claim_run,
-        after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary))
+        after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary),
+        unit_seconds=config.schedule_unit_seconds,
+        reconcile_every=config.scheduler_reconcile_seconds)
     ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
     # -- end scheduled imports ----------------------------------------------------------
     pump = OutboxPump(lambda: deliver(sessions, clients))
@@ -121,7 +124,8 @@ def serve(config: Settings, *, sandbox: bool = False) -> int:
             log.info("hardcost: multi-workspace mode, install at %s%s",
                      config.public_url.rstrip("/"), INSTALL_PATH)
         routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
-        serve_forever(make_wsgi_app(app, sessions, routes=routes), "0.0.0.0", config.port)
+        serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler),
+                      "0.0.0.0", config.port)
         return 0
     finally:
         webhook_worker.stopped.set()  # QuickBooks webhooks: no new pass; a run under way

@@ -6,10 +6,11 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
@@ -17,6 +18,9 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from waitress.server import create_server
 from werkzeug.wrappers import Request, Response
+
+if TYPE_CHECKING:
+    from sync.scheduler import ImportScheduler
 
 StartResponse = Callable[..., Any]
 SLACK_PATHS = frozenset({"/slack/events", "/slack/install", "/slack/oauth_redirect"})
@@ -27,21 +31,41 @@ WSGIApp = Callable[..., Iterable[bytes]]
 
 
 def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
-                  routes: dict[str, WSGIApp] | None = None) -> WSGIApp:
+                  routes: dict[str, WSGIApp] | None = None,
+                  scheduler: ImportScheduler | None = None) -> WSGIApp:
     """``/slack/events``, ``/slack/install``, ``/slack/oauth_redirect`` (Bolt), ``/healthz``
-    and any extra ``routes`` by exact path (OAuth callbacks, ``/webhooks/quickbooks``)."""
+    and any extra ``routes`` by exact path (OAuth callbacks, ``/webhooks/quickbooks``).
+
+    ``/healthz`` answers 200 ``{"ok": true, "database": "ok", "scheduler": {...}}``, or 503
+    with ``"ok": false`` and a ``reason`` when the database does not answer or ``scheduler``
+    (``hardcost serve``'s) is not running its jobs (see ``ImportScheduler.health``)."""
     slack = SlackRequestHandler(bolt_app, path="/slack/events")
     extra = routes or {}
 
     def health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        body: dict[str, Any] = {"ok": True, "database": "ok"}
+        reasons: list[str] = []
         try:
             with sessions() as session:
                 session.execute(text("SELECT 1"))
-            response = Response('{"ok": true, "database": "ok"}', content_type="application/json")
         except Exception as exc:  # noqa: BLE001 - health reports, it does not raise
-            response = Response(f'{{"ok": false, "database": "{type(exc).__name__}"}}',
-                                status=503, content_type="application/json")
-        return response(environ, start_response)
+            body["database"] = type(exc).__name__
+            reasons.append(f"the database does not answer ({type(exc).__name__})")
+        if scheduler is not None:
+            try:
+                state = scheduler.health()
+            except Exception as exc:  # noqa: BLE001
+                body["scheduler"] = {"running": False}
+                reasons.append(f"the scheduler's state is unknown ({type(exc).__name__})")
+            else:
+                body["scheduler"] = state.as_json()
+                if not state.ok:
+                    reasons.append(state.reason or "the scheduler is not running")
+        if reasons:
+            body["ok"] = False
+            body["reason"] = "; ".join(reasons)
+        return Response(json.dumps(body), status=503 if reasons else 200,
+                        content_type="application/json")(environ, start_response)
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = Request(environ).path

@@ -51,6 +51,14 @@ class Settings(BaseSettings):
     clio_client_secret: str | None = Field(default=None, alias="CLIO_CLIENT_SECRET")
     clio_base_url: str | None = Field(default=None, alias="CLIO_BASE_URL")
 
+    # Not in SPEC §6: for tests and operations (README, "Configuration").
+    schedule_unit_seconds: float = Field(default=60.0, gt=0,
+                                         alias="HARDCOST_SCHEDULE_UNIT_SECONDS")
+    """How long one minute of a firm's ``schedule_minutes`` lasts (tests shorten it)."""
+    scheduler_reconcile_seconds: float = Field(default=30.0, gt=0,
+                                               alias="HARDCOST_SCHEDULER_RECONCILE_SECONDS")
+    """How often ``hardcost serve`` re-reads the firms table for schedule changes."""
+
     def resolved_database_url(self) -> str:
         if self.database_url:
             return self.database_url

@@ -18,6 +18,9 @@ One run of a firm at a time:
 * on SQLite there are no replicas: ``start`` takes an exclusive ``flock`` on
   ``<database>.scheduler.lock`` beside the database file and raises ``SchedulerRefused`` when
   another process (another ``hardcost serve``) holds it.
+
+``health()`` says whether the scheduler is doing its job, for ``/healthz``: started, not
+stopped, and its reconcile has read the firms table recently (``stale_after`` seconds).
 """
 
 from __future__ import annotations
@@ -28,10 +31,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import select
@@ -47,12 +52,43 @@ log = logging.getLogger(__name__)
 RECONCILE_EVERY = 30.0  # seconds between two reads of the firms table
 PROVIDERS = frozenset({"quickbooks", "clio"})
 RECONCILE_JOB = "reconcile"
+IMPORT_THREADS = 10  # scheduled imports at once in one process (APScheduler's default pool)
+STALE_PERIODS = 3  # reconciles missed in a row before health says the scheduler is stuck
+STALE_SLACK = 5.0  # seconds on top: a busy thread pool or a slow database delays a reconcile
 
 RunGuard = Callable[[int], AbstractContextManager[bool]]
 
 
 class SchedulerRefused(RuntimeError):
     """Another process schedules this (SQLite) database's imports already."""
+
+
+@dataclass(frozen=True)
+class SchedulerHealth:
+    """What ``/healthz`` reports about the scheduler; ``reason`` says why it is not ``ok``."""
+
+    ok: bool
+    running: bool
+    firms: int
+    last_reconcile: datetime | None
+    seconds_since_reconcile: float | None
+    reconcile_every: float
+    last_tick: datetime | None
+    reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        def iso(when: datetime | None) -> str | None:
+            return when.isoformat(timespec="seconds") if when is not None else None
+
+        since = self.seconds_since_reconcile
+        body: dict[str, Any] = {
+            "running": self.running, "firms": self.firms,
+            "last_reconcile": iso(self.last_reconcile),
+            "seconds_since_reconcile": round(since, 1) if since is not None else None,
+            "reconcile_every": self.reconcile_every, "last_tick": iso(self.last_tick)}
+        if self.reason:
+            body["reason"] = self.reason
+        return body
 
 
 def job_id(firm_id: int) -> str:
@@ -64,14 +100,17 @@ class ImportScheduler:
 
     ``unit_seconds`` is the length of one schedule minute (60; tests use less), so the shortest
     interval is one unit. ``after_run(firm_id, summary)`` posts the summary (serve: the
-    notifier, as for Slack-triggered runs).
+    notifier, as for Slack-triggered runs). ``stale_after``: seconds without a successful
+    reconcile after which ``health`` reports the scheduler stuck (default: three periods and
+    ``STALE_SLACK``).
     """
 
     def __init__(self, sessions: sessionmaker[Session], engine_for: Callable[[int], ImportEngine],
                  *, after_run: Callable[[int, RunSummary], object] | None = None,
                  guard: RunGuard | None = None, unit_seconds: float = 60.0,
                  reconcile_every: float = RECONCILE_EVERY,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow,
+                 stale_after: float | None = None) -> None:
         bind = sessions.kw.get("bind")
         if not isinstance(bind, Engine):
             raise RuntimeError("the scheduler needs the database engine of its sessions")
@@ -83,7 +122,11 @@ class ImportScheduler:
         self.unit_seconds = unit_seconds
         self.reconcile_every = reconcile_every
         self.clock = clock
-        self._scheduler = BackgroundScheduler(timezone=UTC)
+        # The reconcile has a thread of its own: imports that take every import thread for
+        # minutes (a first import paced by Clio) must not stop schedule changes or health.
+        self._scheduler = BackgroundScheduler(timezone=UTC, executors={
+            "default": ThreadPoolExecutor(IMPORT_THREADS),
+            RECONCILE_JOB: ThreadPoolExecutor(1)})
         self._intervals: dict[int, float] = {}
         self._jobs_lock = threading.Lock()
         self._running: set[int] = set()
@@ -92,21 +135,34 @@ class ImportScheduler:
         self._idle = threading.Condition()
         self._lock_file: IO[str] | None = None
         self._stopped = False
+        self.stale_after = (stale_after if stale_after is not None
+                            else STALE_PERIODS * reconcile_every + STALE_SLACK)
+        self._started = False
+        self._refused: str | None = None
+        self._reconciled: tuple[float, datetime] | None = None  # monotonic, wall clock
+        self._reconcile_error: str | None = None
+        self._last_tick: datetime | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Take the SQLite lock (``SchedulerRefused`` when held), create the jobs, start."""
-        self._lock_sqlite()
+        try:
+            self._lock_sqlite()
+        except SchedulerRefused as exc:
+            self._refused = str(exc)
+            raise
         try:
             self.sync()
             self._scheduler.add_job(self._reconcile, "interval", seconds=self.reconcile_every,
-                                    id=RECONCILE_JOB, max_instances=1, coalesce=True,
+                                    id=RECONCILE_JOB, executor=RECONCILE_JOB,
+                                    max_instances=1, coalesce=True,
                                     misfire_grace_time=max(1, int(self.reconcile_every)))
             self._scheduler.start()
         except BaseException:
             self._unlock_sqlite()
             raise
+        self._started = True
         log.info("scheduler: started with %d firm(s)", len(self._intervals))
 
     def shutdown(self) -> None:
@@ -136,6 +192,31 @@ class ImportScheduler:
         job = self._scheduler.get_job(job_id(firm_id))
         when = getattr(job, "next_run_time", None) if job is not None else None
         return when.astimezone(UTC) if isinstance(when, datetime) else None
+
+    def health(self) -> SchedulerHealth:
+        """Started, not stopped, and the firms table read within ``stale_after`` seconds."""
+        with self._jobs_lock:
+            firms = len(self._intervals)
+            reconciled = self._reconciled
+            running = self._started and not self._stopped and self._scheduler.running
+        since = time.monotonic() - reconciled[0] if reconciled is not None else None
+        reason = None
+        if self._refused is not None:
+            reason = f"the scheduler was refused: {self._refused}"
+        elif not self._started:
+            reason = "the scheduler has not started"
+        elif not running:
+            reason = "the scheduler has stopped"
+        elif since is None or since > self.stale_after:
+            reason = (f"the scheduler has not read the firms table for {since or 0:.0f} s (it "
+                      f"should every {self.reconcile_every:g} s)")
+            if self._reconcile_error:
+                reason += f"; the last attempt failed: {self._reconcile_error}"
+        return SchedulerHealth(
+            ok=reason is None, running=running, firms=firms,
+            last_reconcile=reconciled[1] if reconciled is not None else None,
+            seconds_since_reconcile=since, reconcile_every=self.reconcile_every,
+            last_tick=self._last_tick, reason=reason)
 
     def interval(self, firm_id: int) -> float | None:
         """The firm's job interval in seconds; None when it has no job."""
@@ -186,11 +267,14 @@ class ImportScheduler:
                         job_id(firm_id), trigger=IntervalTrigger(seconds=seconds, timezone=UTC))
                     log.info("scheduler: firm %s now every %.0f s", firm_id, seconds)
                 self._intervals[firm_id] = seconds
+            self._reconciled = (time.monotonic(), datetime.now(UTC))
+            self._reconcile_error = None
 
     def _reconcile(self) -> None:
         try:
             self.sync()
-        except Exception:  # noqa: BLE001 - the next reconcile tries again
+        except Exception as exc:  # noqa: BLE001 - the next reconcile tries again
+            self._reconcile_error = type(exc).__name__  # /healthz is public: no details
             log.exception("scheduler: reconciling the jobs failed")
 
     # -- one tick -------------------------------------------------------------------------
@@ -198,6 +282,7 @@ class ImportScheduler:
     def _tick(self, firm_id: int) -> None:
         if SHUTDOWN.is_set() or self._stopped:
             return
+        self._last_tick = datetime.now(UTC)
         try:
             self.run_firm(firm_id)
         except Exception:  # noqa: BLE001 - a scheduled run must not kill the scheduler
@@ -322,4 +407,4 @@ def _holder() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
-__all__ = ["ImportScheduler", "SchedulerRefused", "job_id"]
+__all__ = ["ImportScheduler", "SchedulerHealth", "SchedulerRefused", "job_id"]

@@ -1,0 +1,434 @@
+"""Several ``hardcost serve`` replicas on one PostgreSQL database (SPEC §6), one killed mid-run.
+
+Thirty firms with books in the sandbox QuickBooks, Clio and Slack (real HTTP on loopback), on
+schedules of 1, 2 and 3 schedule minutes of ``UNIT`` seconds each
+(``HARDCOST_SCHEDULE_UNIT_SECONDS``). Three real ``python -m sync.cli serve`` processes share
+the database while new purchases keep arriving; one of them gets SIGKILL while it is writing a
+firm's entries. Afterwards the ``runs`` table and the sandbox Clio must show:
+
+* every firm ran all along, at its own rhythm (each run came soon after the previous one was
+  over and due again: ``late_by``);
+* no scheduled run was doubled (two replicas' ticks of the same interval: ``min_gap``);
+* no two runs of a firm overlapped, the killed one included (it lasted until the kill);
+* every purchase line is in Clio exactly once: nothing duplicated, nothing lost.
+
+Each replica's database connections carry ``application_name=replica-N``, so
+``pg_locks``/``pg_stat_activity`` tell which process holds which firm's advisory run lock.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+from sandbox.server import RunningServer, serve_in_thread
+from sandbox.slack import SlackSandbox
+from sandbox.world import SandboxWorld
+from sync.locks import LOCK_NAMESPACE
+from sync.store import EntryLink, FirmSettings, LinkState, Run
+from tests.firmkit import Firm, env_for, make_firm, price
+
+pytestmark = pytest.mark.postgres
+
+REPO = Path(__file__).resolve().parent.parent
+FIRMS = 30
+REPLICAS = 3
+UNIT = 2.0  # seconds per schedule minute
+SCHEDULES = (1, 2, 3)  # schedule_minutes, round-robin over the firms
+RECONCILE = 1.0  # HARDCOST_SCHEDULER_RECONCILE_SECONDS
+SOAK = 30.0  # seconds of purchases arriving, from the moment every replica is up
+KILL_AFTER = 8.0  # seconds into the soak: a burst of purchases, then the kill
+POST_DELAY = 0.05  # seconds each Clio POST takes: a run that writes is caught in the act
+FEED_EVERY = 0.25  # seconds between two new purchases (random firm)
+
+# How late a run may come. A firm's run is due again once the previous run is over (its lock
+# is free) and half an interval I has passed since it started (sync/scheduler.py `_due`:
+# until then replicas skip their ticks, so none doubles the run). From then on every replica
+# fires the firm's job once per I, and the first tick that fires runs it: the next run starts
+# within I of being due. APScheduler fires a tick at most its misfire grace (max(1, I/2) s)
+# late when its import threads are busy — later ones it drops, and then another replica's
+# tick serves; one more second covers process scheduling, the lock and the database on a
+# loaded two-core machine. A firm that stopped being run (a lock never released, a job
+# lost, a dead replica taking its firms with it) misses this by whole intervals.
+SLACK = 1.0
+
+
+def late_by(interval: float) -> timedelta:
+    return timedelta(seconds=interval + max(1, int(interval / 2)) + SLACK)
+
+
+def min_gap(interval: float) -> timedelta:
+    # `_due` compares the replica's clock with the last run's started_at (same machine clock)
+    # before the run records its own started_at: exact up to the microsecond storage.
+    return timedelta(seconds=interval / 2) - timedelta(milliseconds=1)
+
+
+MARKER = re.compile(r"\[qbo ([^\]]+)\]")
+
+
+@dataclass
+class Replica:
+    name: str
+    port: int
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        answer = requests.get(f"{self.url}/healthz", timeout=5)
+        return answer.status_code, answer.json()
+
+    def tail(self, lines: int = 40) -> str:
+        text_ = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return f"--- {self.name} (exit {self.proc.poll()}) ---\n" + \
+            "\n".join(text_.splitlines()[-lines:])
+
+
+@dataclass
+class Books:
+    """Every purchase added: the marker its Clio entry must carry → its amount."""
+
+    rng: random.Random
+    added: dict[str, Decimal] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, firm: Firm) -> None:
+        with self.lock:
+            amount = Decimal(self.rng.randint(100, 90_000)) / 100
+        purchase = firm.expense((str(amount), "Client", "Courier"))
+        with self.lock:
+            self.added[f"{firm.qbo.realm_id}/{purchase['Id']}/{firm.customers['Client']}"] = \
+                amount
+
+    def expected(self) -> dict[str, Decimal]:
+        with self.lock:
+            return dict(self.added)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str,
+              replicas: list[Replica]) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}\n" + "\n".join(r.tail() for r in replicas))
+        time.sleep(0.1)
+
+
+def _lock_holders(db: Engine) -> list[tuple[int, str]]:
+    """(firm id, replica name) for each firm's advisory run lock held right now."""
+    with db.connect() as conn:
+        return [(int(firm), str(name)) for firm, name in conn.execute(text(
+            "SELECT l.objid::bigint, a.application_name FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid::bigint = :ns"), {"ns": LOCK_NAMESPACE})]
+
+
+def _writing_now(db: Engine) -> list[tuple[int, str]]:
+    """Firms a replica is importing at this moment and has a pending entry for: a run that
+    started (no finished_at) and is between committing an entry's link and recording it."""
+    with db.connect() as conn:
+        return [(int(firm), str(name)) for firm, name in conn.execute(text(
+            "SELECT l.objid::bigint, a.application_name FROM pg_locks l "
+            "JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
+            "AND l.classid::bigint = :ns "
+            "AND EXISTS (SELECT 1 FROM runs r WHERE r.firm_id = l.objid::bigint "
+            "            AND r.finished_at IS NULL) "
+            "AND EXISTS (SELECT 1 FROM entry_links e WHERE e.firm_id = l.objid::bigint "
+            "            AND e.state = :pending)"),
+            {"ns": LOCK_NAMESPACE, "pending": LinkState.PENDING.value})]
+
+
+def _freeze_mid_run(db: Engine, sessions: sessionmaker[Session], replicas: list[Replica]
+                    ) -> tuple[Replica, datetime, set[int]]:
+    """Stop (SIGSTOP) a replica caught writing a firm's entries; (it, when, the firms whose
+    run lock it holds). Frozen, it holds its locks and runs still, so what it was doing can
+    be read from the database exactly; a run that finished before the freeze does not count
+    (the replica is let go on and another moment is tried)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        caught = _writing_now(db)
+        if not caught:
+            time.sleep(0.01)
+            continue
+        victim = next(r for r in replicas if r.name == caught[0][1])
+        victim.proc.send_signal(signal.SIGSTOP)
+        _wait_stopped(victim.proc.pid)
+        frozen_at = datetime.now(UTC)
+        held = {firm for firm, name in _lock_holders(db) if name == victim.name}
+        with sessions() as session:
+            mid_run = set(session.scalars(select(Run.firm_id).where(
+                Run.finished_at.is_(None), Run.firm_id.in_(held))))
+        if mid_run:
+            return victim, frozen_at, held
+        victim.proc.send_signal(signal.SIGCONT)
+    pytest.fail("no replica was caught in the middle of writing a run's entries")
+
+
+def _wait_stopped(pid: int) -> None:
+    """Until the kernel reports the process stopped (state T in /proc/<pid>/stat)."""
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(500):
+        if stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+            return
+        time.sleep(0.002)
+    raise AssertionError(f"process {pid} did not stop")
+
+
+@pytest.fixture
+def slack(world: SandboxWorld) -> Iterator[tuple[SlackSandbox, RunningServer]]:
+    sandbox = SlackSandbox(clock=world.clock)
+    server = serve_in_thread(sandbox)
+    sandbox.base_url = server.url
+    yield sandbox, server
+    server.stop()
+
+
+@pytest.fixture
+def replicas() -> Iterator[list[Replica]]:
+    """The ``hardcost serve`` processes a test starts; none outlives it."""
+    started: list[Replica] = []
+    yield started
+    for replica in started:
+        if replica.proc.poll() is None:
+            replica.proc.kill()
+            replica.proc.wait(10)
+
+
+def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
+        world: SandboxWorld, sessions: sessionmaker[Session], db_engine: Engine,
+        database_url: str, slack: tuple[SlackSandbox, RunningServer],
+        replicas: list[Replica], tmp_path: Path) -> None:
+    began = time.monotonic()
+    slack_sandbox, slack_server = slack
+    workspace = slack_sandbox.add_workspace("T0001")
+    rng = random.Random(5)  # which firms get the burst
+
+    # -- thirty firms, each with a client, its one open matter and two purchases -----------
+    firms: list[Firm] = []
+    books = Books(random.Random(7))
+    intervals: dict[int, float] = {}
+    channels: dict[int, str] = {}
+    for n in range(FIRMS):
+        firm = make_firm(world, sessions, name=f"Firm {n:02d}")
+        firm.client("Client", ["The one matter"])
+        channel = workspace.add_channel(f"costs-{n:02d}")["id"]
+        minutes = SCHEDULES[n % len(SCHEDULES)]
+        firm.update_settings(schedule_minutes=minutes, slack_channel_id=channel)
+        intervals[firm.id] = minutes * UNIT
+        channels[firm.id] = channel
+        firms.append(firm)
+        books.add(firm)
+        books.add(firm)
+    # Every Clio POST takes a little while, as over the internet.
+    world.clio.faults.add(path=r"/api/v4/activities\.json$", method="POST", passthrough=True,
+                          delay=POST_DELAY, times=10**9)
+
+    # -- three replicas ---------------------------------------------------------------------
+    for n in range(1, REPLICAS + 1):
+        name = f"replica-{n}"
+        url = make_url(database_url).update_query_dict({"application_name": name})
+        port = _free_port()
+        env = {**env_for(world, url.render_as_string(hide_password=False)),
+               "SLACK_BOT_TOKEN": workspace.bot_token, "SLACK_SIGNING_SECRET": "s3cret",
+               "SLACK_API_URL": f"{slack_server.url}/api/", "PORT": str(port),
+               "PUBLIC_URL": f"http://127.0.0.1:{port}",
+               "HARDCOST_SCHEDULE_UNIT_SECONDS": str(UNIT),
+               "HARDCOST_SCHEDULER_RECONCILE_SECONDS": str(RECONCILE),
+               "PYTHONPATH": str(REPO)}
+        env.pop("SLACK_APP_TOKEN", None)
+        log = tmp_path / f"{name}.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "-v", "serve"], env=env,
+                                    cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+        replicas.append(Replica(name, port, proc, log))
+
+    def all_up() -> bool:
+        for replica in replicas:
+            assert replica.proc.poll() is None, replica.tail()
+            try:
+                status, body = replica.health()
+            except requests.ConnectionError:
+                return False
+            if status != 200 or body["scheduler"]["firms"] != FIRMS:
+                return False
+        return True
+
+    _wait_for(all_up, 30, "every replica to serve and schedule the 30 firms", replicas)
+    up_at = datetime.now(UTC)
+
+    # -- purchases keep arriving ------------------------------------------------------------
+    feeding = threading.Event()
+    feeding.set()
+
+    def feed() -> None:
+        pick = random.Random(11)
+        while feeding.is_set():
+            books.add(pick.choice(firms))
+            time.sleep(FEED_EVERY)
+
+    feeder = threading.Thread(target=feed, name="feeder", daemon=True)
+    feeder.start()
+    try:
+        time.sleep(KILL_AFTER)
+        # A burst, so that several runs have entries to write, then SIGKILL the replica
+        # caught between committing an entry's pending link and recording it.
+        for firm in rng.sample(firms, 10):
+            for _ in range(6):
+                books.add(firm)
+        victim, killed_at, held = _freeze_mid_run(db_engine, sessions, replicas)
+        victim.proc.send_signal(signal.SIGKILL)
+        victim.proc.wait(10)
+        survivors = [r for r in replicas if r is not victim]
+
+        # PostgreSQL drops the dead process's advisory locks with its connections.
+        _wait_for(lambda: not any(name == victim.name
+                                  for _, name in _lock_holders(db_engine)),
+                  10, "the killed replica's locks to go", replicas)
+        for replica in survivors:
+            status, body = replica.health()
+            assert status == 200 and body["scheduler"]["running"], body
+
+        remaining = SOAK - (datetime.now(UTC) - up_at).total_seconds()
+        time.sleep(max(remaining, 0))
+    finally:
+        feeding.clear()
+        feeder.join(5)
+    fed_until = datetime.now(UTC)
+
+    # -- the killed replica's unfinished entries --------------------------------------------
+    # A link left pending by a dead process is settled by the next run once it is older than
+    # PENDING_GRACE (two minutes: a Slack choice's POST may be in flight without the run
+    # lock). Waiting two minutes is what production does; here those links are made three
+    # minutes older instead: exactly the killed replica's (it held their firms' run locks
+    # when it froze, and only a firm's lock holder writes its links in this test).
+    with db_engine.begin() as conn:
+        aged = conn.execute(text(
+            "UPDATE entry_links SET updated_at = updated_at - interval '3 minutes' "
+            "WHERE state = :pending AND updated_at <= :killed AND firm_id = ANY(:held)"),
+            {"pending": LinkState.PENDING.value, "killed": killed_at,
+             "held": sorted(held)}).rowcount
+    aged_at = datetime.now(UTC)
+
+    # -- the survivors' next runs take in everything ----------------------------------------
+    def ran_since(moment: datetime) -> set[int]:
+        with sessions() as session:
+            return set(session.scalars(select(Run.firm_id).where(
+                Run.trigger == "schedule", Run.started_at > moment,
+                Run.finished_at.is_not(None))))
+
+    _wait_for(lambda: ran_since(max(fed_until, aged_at)) >= set(intervals),
+              1.5 * max(intervals.values()) + late_by(max(intervals.values())).total_seconds(),
+              "every firm's next run after the last purchase", replicas)
+    for replica in survivors:
+        status, body = replica.health()
+        assert status == 200 and body["ok"] and body["scheduler"]["firms"] == FIRMS, body
+        replica.proc.send_signal(signal.SIGTERM)
+    for replica in survivors:
+        assert replica.proc.wait(30) == 0, replica.tail()
+
+    # -- nothing duplicated, nothing lost ---------------------------------------------------
+    entries = [(marker, activity) for account in world.clio.accounts.values()
+               for activity in account.activities.values()
+               for marker in MARKER.findall(activity.get("note") or "")]
+    in_clio = Counter(marker for marker, _ in entries)
+    expected = books.expected()
+    doubled = {m: n for m, n in in_clio.items() if n > 1}
+    assert not doubled, f"entries in Clio more than once: {doubled}"
+    missing = expected.keys() - in_clio.keys()
+    assert not missing, f"{len(missing)} purchase(s) never reached Clio: {sorted(missing)[:5]}"
+    assert in_clio.keys() == expected.keys()  # and nothing that was not a purchase of ours
+    assert {marker: price(activity) for marker, activity in entries} == expected
+    assert world.clio.schema_errors == []
+    for firm_id, channel in channels.items():  # run summaries came through the outbox
+        assert workspace.channel_messages(channel), f"nothing posted for firm {firm_id}"
+    with sessions() as session:
+        links = session.scalars(select(EntryLink)).all()
+        assert Counter(link.state for link in links) == {LinkState.CREATED: len(expected)}
+        by_activity = Counter(link.clio_activity_id for link in links)
+        assert max(by_activity.values()) == 1
+        runs = session.scalars(select(Run).order_by(Run.started_at)).all()
+
+    # -- the runs: the killed one, no overlap, no doubling, nobody left behind --------------
+    per_firm: dict[int, list[Run]] = {}
+    for run in runs:
+        assert run.trigger == "schedule" and not run.dry_run
+        per_firm.setdefault(run.firm_id, []).append(run)
+    assert set(per_firm) == set(intervals)
+
+    # Only the dead replica's runs never finished (the survivors stopped on SIGTERM and
+    # finished theirs), and it held the lock of each of their firms when it died.
+    unfinished = [run for run in runs if run.finished_at is None]
+    assert unfinished and all(run.started_at < killed_at and run.status == "running"
+                              for run in unfinished)
+    assert {run.firm_id for run in unfinished} <= held
+
+    worst: dict[float, float] = {}
+    for firm_id, firm_runs in per_firm.items():
+        interval = intervals[firm_id]
+        starts = [run.started_at for run in firm_runs]
+        # Each replica had the firm's job before it answered /healthz: first tick within I.
+        assert starts[0] <= up_at + late_by(interval), firm_id
+        for before, after in zip(firm_runs, firm_runs[1:], strict=False):
+            # A run killed with its process lasted until the kill: the next one started after.
+            ended = before.finished_at or killed_at
+            assert ended <= after.started_at, (
+                f"firm {firm_id}: run {before.id} ({before.started_at}–{before.finished_at}) "
+                f"overlaps run {after.id} (from {after.started_at})")
+            gap = after.started_at - before.started_at
+            assert gap >= min_gap(interval), (
+                f"firm {firm_id}: runs {before.id} and {after.id} only {gap} apart "
+                f"(every {interval} s): a doubled scheduled run")
+            due = max(ended, before.started_at + timedelta(seconds=interval / 2))
+            if firm_id in held and before.started_at < killed_at <= after.started_at:
+                # The dead replica held the firm's lock until it died, perhaps for a tick
+                # that had not written its run row yet: nobody could run the firm before.
+                due = max(due, killed_at)
+            assert after.started_at - due <= late_by(interval), (
+                f"firm {firm_id}: run {after.id} came {after.started_at - due} after run "
+                f"{before.id} ({before.started_at}–{before.finished_at}) left it due "
+                f"(every {interval} s)")
+            waited = (after.started_at - due).total_seconds() / interval
+            worst[interval] = max(worst.get(interval, 0.0), waited)
+        # Counted per interval: at least one run per I/2 + I + lateness while it was fed.
+        per_run = interval / 2 + late_by(interval).total_seconds()
+        assert len(starts) >= int((fed_until - up_at).total_seconds() / per_run), firm_id
+
+    elapsed = time.monotonic() - began
+    print(f"\nsoak: {len(runs)} runs of {FIRMS} firms, {len(expected)} purchases, "
+          f"{len(unfinished)} run(s) killed, {aged} pending link(s) aged; longest wait once due, "
+          f"in intervals: { {k: round(v, 2) for k, v in sorted(worst.items())} }; "
+          f"{elapsed:.0f} s")
+    with sessions() as session:  # the schedule the test meant to give them
+        assert {s.firm_id: s.schedule_minutes * UNIT
+                for s in session.scalars(select(FirmSettings))} == intervals
