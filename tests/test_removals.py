@@ -266,9 +266,13 @@ def test_a_saturated_cdc_answer_is_followed_from_its_newest_change(firm: Firm) -
 def test_changes_cdc_cannot_split_lead_to_comparing_every_purchase(firm: Firm) -> None:
     [purchase] = _imported(firm, "10.00")
     account = firm.other_account
-    for _ in range(1001):  # more than one answer holds, all in the same second
-        firm.qbo.add_purchase(payment_type="Cash", txn_date="2026-02-03", lines=[
-            account_line("1.00", account)])
+    added = [firm.qbo.add_purchase(payment_type="Cash", txn_date="2026-02-03", lines=[
+        account_line("1.00", account)]) for _ in range(1001)]
+    # More than one answer holds, all stamped in the same second (set outright: the sandbox
+    # clock is real time, and a loaded machine may cross a second while adding them).
+    stamp = added[0]["MetaData"]["LastUpdatedTime"]
+    for record in added:
+        firm.qbo.purchases[record["Id"]]["MetaData"]["LastUpdatedTime"] = stamp
     firm.qbo.delete_purchase(purchase["Id"])
     firm.later()
 
