@@ -40,7 +40,7 @@ from sync.http import (
     TransientError,
 )
 from sync.matching import CustomerInfo, MatterResolver, Resolution
-from sync.qbo import QboClient, transaction_url
+from sync.qbo import QboClient, instant, transaction_url
 from sync.rules import (
     ImportRules,
     LineFailure,
@@ -654,7 +654,7 @@ class ImportEngine:
         time (the last sweep is older than CDC's 30 days, or the answer stayed saturated).
         Returns the next sweep mark: QuickBooks' clock at the run's first answer, less the
         watermark margin."""
-        now = _instant(server_time) or self.clock()
+        now = instant(server_time) or self.clock()
         next_mark = (now - WATERMARK_MARGIN).isoformat(timespec="seconds")
         realm_id = state.firm.qbo_realm_id or ""
         with self.sessions() as session:
@@ -666,7 +666,7 @@ class ImportEngine:
             if self._imported_purchase_ids(realm_id):
                 self._reconcile(state, "first", None)
             return next_mark
-        last = _instant(mark)
+        last = instant(mark)
         if last is None or last < now - CDC_REACH:
             self._reconcile(state, "offline", mark)
             return next_mark
@@ -1054,16 +1054,6 @@ def _bill_words(activity: Activity | None) -> str:
         return "a bill"
     state = f" ({activity.bill_state.replace('_', ' ')})" if activity.bill_state else ""
     return f"bill #{activity.bill_id}{state}"
-
-
-def _instant(value: str | None) -> datetime | None:
-    if not value:
-        return None
-    try:
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _collect(by_id: dict[str, dict[str, Any]], unkeyed: list[dict[str, Any]],

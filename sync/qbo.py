@@ -269,12 +269,12 @@ class QboClient:
                     removed[str(obj["Id"])] = "deleted"
                 elif is_voided(obj):
                     removed.setdefault(str(obj["Id"]), "voided")
-                moment = _instant((obj.get("MetaData") or {}).get("LastUpdatedTime"))
+                moment = instant((obj.get("MetaData") or {}).get("LastUpdatedTime"))
                 if moment is not None and (newest is None or moment > newest):
                     newest = moment
             if len(objects) < CDC_LIMIT:
                 return CdcSweep(removed, server_time, True)
-            start = _instant(since)
+            start = instant(since)
             if newest is None or start is None or newest <= start:
                 break
             since = newest.isoformat()
@@ -299,7 +299,7 @@ class CdcSweep:
     complete: bool  # False: saturated answers could not be split further
 
 
-def _instant(value: object) -> datetime | None:
+def instant(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
