@@ -27,9 +27,8 @@ from sandbox.slack_render import render
 from sandbox.slack_rig import make_rig, wait_for
 from sandbox.world import SandboxWorld
 from sync.db import upgrade
-from sync.engine import ImportedEntry
 from sync.report import money, render_summary
-from sync.store import WaitingExpense, make_engine, make_session_factory
+from sync.store import EntryLink, WaitingExpense, make_engine, make_session_factory
 
 START_DATE = date(2026, 10, 1)
 
@@ -204,12 +203,14 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         out.write("The next scheduled run, 15 minutes later, finds nothing new "
                   "(and posts nothing):\n")
         out.write(render_summary(second) + "\n\n")
-        by_purchase: dict[str, list[ImportedEntry]] = {}
-        for entry in first.imported_entries:
-            by_purchase.setdefault(entry.marker.strip("[]").split()[1].split("/")[1],
-                                   []).append(entry)
-        purchase_id, [duplicate] = next((pid, entries) for pid, entries in by_purchase.items()
-                                        if len(entries) == 1)
+        # A purchase that became exactly one Clio entry in the first run.
+        by_purchase: dict[str, list[EntryLink]] = {}
+        for link in _links(sessions, firm_id):
+            by_purchase.setdefault(link.purchase_id, []).append(link)
+        purchase_id = next(pid for pid, links in by_purchase.items()
+                           if len(links) == 1 and links[0].run_id == first.run_id)
+        duplicate = next(e for e in first.imported_entries
+                         if e.marker == by_purchase[purchase_id][0].marker)
         out.write(f"The bookkeeper deletes the {money(duplicate.amount)} expense for "
                   f"{duplicate.customer} in QuickBooks (it was entered by mistake). The next "
                   "run's deletion check (QuickBooks' change data capture) finds it and removes "
@@ -241,3 +242,9 @@ def _waiting(sessions: sessionmaker[Session], firm_id: int) -> list[WaitingExpen
     with sessions() as session:
         return list(session.scalars(select(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))))
+
+
+def _links(sessions: sessionmaker[Session], firm_id: int) -> list[EntryLink]:
+    with sessions() as session:
+        return list(session.scalars(select(EntryLink).where(EntryLink.firm_id == firm_id)
+                                    .order_by(EntryLink.id)))

@@ -315,7 +315,7 @@ class ImportEngine:
         state.summary.purchases_read = len(purchases)
         if not dry_run:
             voided = {str(p["Id"]): "voided" for p in purchases
-                      if isinstance(p, dict) and p.get("Id") is not None and _voided(p)}
+                      if isinstance(p, dict) and p.get("Id") is not None and is_voided(p)}
             note_removals(self.sessions, self.firm_id, realm_id, voided, "read", self.clock())
             if purchase_ids is None:
                 new_sweep = self._sweep_removals(state, server_time)
@@ -662,9 +662,9 @@ class ImportEngine:
                 Watermark.firm_id == self.firm_id,
                 Watermark.stream == REMOVALS_STREAM)).one_or_none()
         if mark is None:
-            # The first sweep: entries imported before sweeps existed are compared once.
-            if self._imported_purchase_ids(realm_id):
-                self._reconcile(state, "first", None)
+            # The first sweep: entries imported before sweeps existed are compared once
+            # (a new firm has none: no call).
+            self._reconcile(state, "first", None)
             return next_mark
         last = instant(mark)
         if last is None or last < now - CDC_REACH:
@@ -695,7 +695,7 @@ class ImportEngine:
         present = {str(p["Id"]): p for p in self.qbo.purchases_by_id(ids)
                    if isinstance(p, dict) and p.get("Id") is not None}
         found = {pid: "deleted" for pid in ids if pid not in present}
-        found.update({pid: "voided" for pid, p in present.items() if _voided(p)})
+        found.update({pid: "voided" for pid, p in present.items() if is_voided(p)})
         note_removals(self.sessions, self.firm_id, realm_id, found, "reconcile", self.clock())
         state.summary.reconciled = ReconcileNote(reason, last_swept, len(ids), len(found))
         log.info("firm %s: compared %d imported purchases with QuickBooks (%s): %d gone",
@@ -769,8 +769,8 @@ class ImportEngine:
             outcome, activity = "already_gone", None
         what = "deleted" if kind == "deleted" else "voided"
         note = {
-            "deleted": f"deleted in QuickBooks; Clio entry #{entry_id} was deleted",
-            "already_gone": f"deleted in QuickBooks; Clio entry #{entry_id} had already been "
+            "deleted": f"{what} in QuickBooks; Clio entry #{entry_id} was deleted",
+            "already_gone": f"{what} in QuickBooks; Clio entry #{entry_id} had already been "
                             "removed in Clio",
             "kept_billed": f"{what} in QuickBooks, but Clio entry #{entry_id} is on "
                            f"{_bill_words(activity)}, so it was left as it is: credit or "
@@ -778,8 +778,6 @@ class ImportEngine:
             "kept_alert": f"{what} in QuickBooks; Clio entry #{entry_id} was left as it is "
                           "(deletions are set to alert): delete it in Clio if it should go",
         }[outcome]
-        if outcome == "deleted" and kind == "voided":
-            note = f"voided in QuickBooks; Clio entry #{entry_id} was deleted"
         now = self.clock()
         with self.sessions() as session:
             row = session.get(EntryLink, link.id)
@@ -1033,13 +1031,6 @@ def note_removals(sessions: sessionmaker[Session], firm_id: int, realm_id: str,
                 except IntegrityError:  # recorded a moment ago by another route
                     session.rollback()
     return added
-
-
-def _voided(purchase: dict[str, Any]) -> bool:
-    try:
-        return is_voided(purchase)
-    except Exception:  # noqa: BLE001 - an unreadable purchase is planned (and reported) later
-        return False
 
 
 def _reread(clio: ClioClient, activity_id: int) -> Activity | None:

@@ -303,10 +303,11 @@ def _process_firm(sessions: sessionmaker[Session], engine_for: Callable[[int], I
         # reads them anyway. Deletions are recorded now and dealt with by that run.
         notes.update({e.id: "imports are paused; the next run after resuming reads it"
                       for e in to_import})
-        for event in deleted:
-            note_removals(sessions, firm_id, event.realm_id, {event.entity_id: "deleted"},
-                          "webhook", clock())
-            notes[event.id] = "imports are paused; the deletion is dealt with after resuming"
+        if deleted:
+            note_removals(sessions, firm_id, deleted[0].realm_id,
+                          {e.entity_id: "deleted" for e in deleted}, "webhook", clock())
+        notes.update({e.id: "imports are paused; the deletion is dealt with after resuming"
+                      for e in deleted})
         to_import, deleted = [], []
     summary: RunSummary | None = None
     error: str | None = None
