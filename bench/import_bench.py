@@ -33,18 +33,17 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
+from hardcost.sandbox.clio import ClioAccount
+from hardcost.sandbox.faults import Call
+from hardcost.sandbox.qbo import QboCompany, account_line
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.db import upgrade
+from hardcost.sync.engine import ImportEngine, RunSummary
+from hardcost.sync.matching import BULK_THRESHOLD, normalise_name
+from hardcost.sync.qbo import PAGE_SIZE
+from hardcost.sync.rules import QboKey
+from hardcost.sync.store import make_engine, make_session_factory
 from sqlalchemy.orm import Session, sessionmaker
-
-from sandbox.clio import ClioAccount
-from sandbox.faults import Call
-from sandbox.qbo import QboCompany, account_line
-from sandbox.world import SandboxWorld
-from sync.db import upgrade
-from sync.engine import ImportEngine, RunSummary
-from sync.matching import BULK_THRESHOLD, normalise_name
-from sync.qbo import PAGE_SIZE
-from sync.rules import QboKey
-from sync.store import make_engine, make_session_factory
 
 START_DATE = date(2026, 1, 1)
 SEED = 7

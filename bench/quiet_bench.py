@@ -44,24 +44,23 @@ from typing import Any
 
 import requests
 from apscheduler.executors.pool import ThreadPoolExecutor as ApsThreadPool
+from hardcost.bot.app import BotContext, make_web_client
+from hardcost.sandbox.faults import Call
+from hardcost.sandbox.qbo import account_line
+from hardcost.sandbox.server import RunningServer, serve_in_thread
+from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.crypto import generate_key
+from hardcost.sync.db import upgrade
+from hardcost.sync.engine import ImportEngine, RunSummary
+from hardcost.sync.firms import build_engine
+from hardcost.sync.qbo import MINOR_VERSION
+from hardcost.sync.scheduler import ImportScheduler
+from hardcost.sync.store import EntryLink, FirmSettings, make_engine, make_session_factory
 from slack_sdk import WebClient
 from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
-
-from bot.app import BotContext, make_web_client
-from sandbox.faults import Call
-from sandbox.qbo import account_line
-from sandbox.server import RunningServer, serve_in_thread
-from sandbox.slack import SlackSandbox, SlackWorkspace
-from sandbox.world import SandboxWorld
-from sync.crypto import generate_key
-from sync.db import upgrade
-from sync.engine import ImportEngine, RunSummary
-from sync.firms import build_engine
-from sync.qbo import MINOR_VERSION
-from sync.scheduler import ImportScheduler
-from sync.store import EntryLink, FirmSettings, make_engine, make_session_factory
 
 FIRMS = 500
 SEED = 7

@@ -41,28 +41,27 @@ from random import Random
 from typing import Any, ParamSpec, TypeVar
 
 import requests
-from slack_bolt import App
-from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
-from slack_bolt.request import BoltRequest
-from slack_bolt.response import BoltResponse
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
-
-from bot.ui.views import (
+from hardcost.bot.ui.views import (
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
     ACTION_RETRY_FAILURE,
     ACTION_SEARCH_MATTER,
     PROMPT_BLOCK_PREFIX,
 )
-from sandbox.clio import ClioAccount
-from sandbox.qbo import QboCompany, account_line
-from sandbox.server import serve_in_thread
-from sandbox.slack import SlackSandbox
-from sandbox.slack_rig import SlackRig, make_rig, wait_for
-from sandbox.world import SandboxWorld
-from sync.db import upgrade
-from sync.store import Run, SlackOutbox, WaitingExpense, make_engine, make_session_factory
+from hardcost.sandbox.clio import ClioAccount
+from hardcost.sandbox.qbo import QboCompany, account_line
+from hardcost.sandbox.server import serve_in_thread
+from hardcost.sandbox.slack import SlackSandbox
+from hardcost.sandbox.slack_rig import SlackRig, make_rig, wait_for
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.db import upgrade
+from hardcost.sync.store import Run, SlackOutbox, WaitingExpense, make_engine, make_session_factory
+from slack_bolt import App
+from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
+from slack_bolt.request import BoltRequest
+from slack_bolt.response import BoltResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 START_DATE = date(2026, 1, 1)
 SEED = 7

@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from hardcost.bot.webhooks import WebhookWorker
+from hardcost.sandbox.clio import ClioAccount
+from hardcost.sandbox.qbo import QboCompany, account_line
+from hardcost.sandbox.server import serve_in_thread
+from hardcost.sandbox.slack import SlackSandbox
+from hardcost.sandbox.slack_rig import make_rig
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.db import upgrade
+from hardcost.sync.store import Run, WebhookEvent, make_engine, make_session_factory
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
-
-from bot.webhooks import WebhookWorker
-from sandbox.clio import ClioAccount
-from sandbox.qbo import QboCompany, account_line
-from sandbox.server import serve_in_thread
-from sandbox.slack import SlackSandbox
-from sandbox.slack_rig import make_rig
-from sandbox.world import SandboxWorld
-from sync.db import upgrade
-from sync.store import Run, WebhookEvent, make_engine, make_session_factory
 
 START_DATE = date(2026, 1, 1)
 CLIENTS = 20

@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from hardcost.bot.notify import Notifier
+from hardcost.bot.outbox import ClientFor
+from hardcost.sync.config import Settings
+from hardcost.sync.engine import ImportEngine, RunSummary
+from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.store import Firm, FirmSettings, utcnow
 from slack_bolt import App
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -30,15 +36,8 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.notify import Notifier
-from bot.outbox import ClientFor
-from sync.config import Settings
-from sync.engine import ImportEngine, RunSummary
-from sync.locks import firm_run_lock
-from sync.store import Firm, FirmSettings, utcnow
-
 if TYPE_CHECKING:
-    from sync.scheduler import ImportScheduler
+    from hardcost.sync.scheduler import ImportScheduler
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +177,8 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
     installation store on ``engine`` (default: the database of ``ctx.sessions``). ``client``
     (a tokenless one in multi-workspace mode) sets the Web API base URL and retries.
     """
-    from bot import install
-    from bot.listeners import actions, commands, events, views
+    from hardcost.bot import install
+    from hardcost.bot.listeners import actions, commands, events, views
 
     config = ctx.config
     secret = signing_secret or config.slack_signing_secret

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from hardcost.bot import service
+from hardcost.bot.app import BotContext
+from hardcost.sync.firm_settings import SettingError
+from hardcost.sync.http import ApiError
 from slack_sdk import WebClient
-
-from bot import service
-from bot.app import BotContext
-from sync.firm_settings import SettingError
-from sync.http import ApiError
 
 
 def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> str:

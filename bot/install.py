@@ -15,6 +15,11 @@ import logging
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from hardcost.bot.outbox import ClientFor
+from hardcost.bot.ui.pages import oauth_page
+from hardcost.sync import oauth
+from hardcost.sync.config import Settings
+from hardcost.sync.store import Firm, FirmSettings
 from slack_bolt import App, BoltContext
 from slack_bolt.oauth.callback_options import CallbackOptions, FailureArgs, SuccessArgs
 from slack_bolt.oauth.oauth_settings import OAuthSettings
@@ -28,14 +33,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from bot.outbox import ClientFor
-from bot.ui.pages import oauth_page
-from sync import oauth
-from sync.config import Settings
-from sync.store import Firm, FirmSettings
-
 if TYPE_CHECKING:
-    from bot.app import BotContext
+    from hardcost.bot.app import BotContext
 
 log = logging.getLogger(__name__)
 

@@ -11,16 +11,13 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, sessionmaker
-
-from bot.outbox import ClientFor, deliver, enqueue
-from bot.ui import messages
-from bot.ui.views import Choice, FailureView, Message, PromptAnswer, PromptView
-from sync.engine import RunSummary, matter_label
-from sync.qbo import transaction_url
-from sync.rules import PlannedEntry
-from sync.store import (
+from hardcost.bot.outbox import ClientFor, deliver, enqueue
+from hardcost.bot.ui import messages
+from hardcost.bot.ui.views import Choice, FailureView, Message, PromptAnswer, PromptView
+from hardcost.sync.engine import RunSummary, matter_label
+from hardcost.sync.qbo import transaction_url
+from hardcost.sync.rules import PlannedEntry
+from hardcost.sync.store import (
     Connection,
     Failure,
     Firm,
@@ -29,6 +26,8 @@ from sync.store import (
     WaitingExpense,
     utcnow,
 )
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
 
 REMIND_AFTER = timedelta(days=1)
 EXPIRY_WARNING = timedelta(days=30)

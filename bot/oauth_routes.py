@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from hardcost.bot.app import BotContext
+from hardcost.bot.outbox import ClientFor, deliver, enqueue
+from hardcost.bot.ui import messages
+from hardcost.bot.ui.pages import oauth_page
+from hardcost.sync.oauth import PROVIDERS, finish
+from hardcost.sync.store import FirmSettings
 from werkzeug.wrappers import Request, Response
-
-from bot.app import BotContext
-from bot.outbox import ClientFor, deliver, enqueue
-from bot.ui import messages
-from bot.ui.pages import oauth_page
-from sync.oauth import PROVIDERS, finish
-from sync.store import FirmSettings
 
 
 def oauth_callback(ctx: BotContext, client: ClientFor,

@@ -20,22 +20,21 @@ from types import FrameType
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from hardcost.bot.app import BotContext, build_app
+from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
+from hardcost.bot.oauth_routes import oauth_routes
+from hardcost.bot.outbox import deliver
+from hardcost.bot.web import make_wsgi_app, serve_forever
+from hardcost.bot.webhooks import WebhookWorker, webhook_routes
+from hardcost.sandbox.demo import seed_demo
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.config import Settings
+from hardcost.sync.db import alembic_config
+from hardcost.sync.engine import SHUTDOWN
+from hardcost.sync.firms import build_engine
+from hardcost.sync.scheduler import ImportScheduler
+from hardcost.sync.store import make_engine, make_session_factory
 from sqlalchemy.engine import Engine
-
-from bot.app import BotContext, build_app
-from bot.install import INSTALL_PATH, multi_workspace, slack_clients
-from bot.oauth_routes import oauth_routes
-from bot.outbox import deliver
-from bot.web import make_wsgi_app, serve_forever
-from bot.webhooks import WebhookWorker, webhook_routes
-from sandbox.demo import seed_demo
-from sandbox.world import SandboxWorld
-from sync.config import Settings
-from sync.db import alembic_config
-from sync.engine import SHUTDOWN
-from sync.firms import build_engine
-from sync.scheduler import ImportScheduler
-from sync.store import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 

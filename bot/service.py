@@ -6,18 +6,14 @@ import logging
 import re
 from datetime import timedelta
 
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from sqlalchemy import func, select
-
-from bot.app import BotContext
-from bot.notify import failure_view, prompt_view
-from bot.outbox import undelivered
-from bot.ui.views import Choice, FailureView, PromptView, SettingsView, StatusView
-from sync.engine import ImportEngine
-from sync.firm_settings import Lookups, SettingError
-from sync.http import ApiError
-from sync.store import (
+from hardcost.bot.app import BotContext
+from hardcost.bot.notify import failure_view, prompt_view
+from hardcost.bot.outbox import undelivered
+from hardcost.bot.ui.views import Choice, FailureView, PromptView, SettingsView, StatusView
+from hardcost.sync.engine import ImportEngine
+from hardcost.sync.firm_settings import Lookups, SettingError
+from hardcost.sync.http import ApiError
+from hardcost.sync.store import (
     Connection,
     Failure,
     Firm,
@@ -26,6 +22,9 @@ from sync.store import (
     Run,
     WaitingExpense,
 )
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import func, select
 
 log = logging.getLogger(__name__)
 

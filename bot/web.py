@@ -20,7 +20,7 @@ from waitress.server import create_server
 from werkzeug.wrappers import Request, Response
 
 if TYPE_CHECKING:
-    from sync.scheduler import ImportScheduler
+    from hardcost.sync.scheduler import ImportScheduler
 
 StartResponse = Callable[..., Any]
 SLACK_PATHS = frozenset({"/slack/events", "/slack/install", "/slack/oauth_redirect"})

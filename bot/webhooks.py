@@ -15,13 +15,10 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from slack_sdk import WebClient
-from werkzeug.wrappers import Request, Response
-
-from bot.app import BotContext
-from bot.outbox import ClientFor
-from sync.engine import RunSummary
-from sync.webhooks import (
+from hardcost.bot.app import BotContext
+from hardcost.bot.outbox import ClientFor
+from hardcost.sync.engine import RunSummary
+from hardcost.sync.webhooks import (
     MalformedDelivery,
     RunGuard,
     parse_delivery,
@@ -29,6 +26,8 @@ from sync.webhooks import (
     record_changes,
     signature_valid,
 )
+from slack_sdk import WebClient
+from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
 

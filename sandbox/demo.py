@@ -16,19 +16,18 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TextIO
 
+from hardcost.sandbox.clio import ClioAccount
+from hardcost.sandbox.qbo import QboCompany, account_line, item_line
+from hardcost.sandbox.server import RunningServer, serve_in_thread
+from hardcost.sandbox.slack import SlackSandbox
+from hardcost.sandbox.slack_render import render
+from hardcost.sandbox.slack_rig import make_rig, wait_for
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.db import upgrade
+from hardcost.sync.report import money, render_summary
+from hardcost.sync.store import EntryLink, WaitingExpense, make_engine, make_session_factory
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-
-from sandbox.clio import ClioAccount
-from sandbox.qbo import QboCompany, account_line, item_line
-from sandbox.server import RunningServer, serve_in_thread
-from sandbox.slack import SlackSandbox
-from sandbox.slack_render import render
-from sandbox.slack_rig import make_rig, wait_for
-from sandbox.world import SandboxWorld
-from sync.db import upgrade
-from sync.report import money, render_summary
-from sync.store import EntryLink, WaitingExpense, make_engine, make_session_factory
 
 START_DATE = date(2026, 10, 1)
 

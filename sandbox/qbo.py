@@ -22,13 +22,9 @@ from typing import Any
 from urllib.parse import urlencode
 
 import simplejson
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
-from werkzeug.wrappers import Request, Response
-
-from sandbox.clock import SandboxClock
-from sandbox.faults import CallLog, Fault, FaultPlan, with_faults
-from sandbox.qbo_company import (
+from hardcost.sandbox.clock import SandboxClock
+from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
+from hardcost.sandbox.qbo_company import (
     ENTITIES,
     NAME_LISTS,
     QboCompany,
@@ -37,8 +33,8 @@ from sandbox.qbo_company import (
     item_line,
     last_updated,
 )
-from sandbox.qbo_oauth import TokenBook
-from sandbox.qbo_query import (
+from hardcost.sandbox.qbo_oauth import TokenBook
+from hardcost.sandbox.qbo_query import (
     COMPANY_TZ,
     Condition,
     QuerySyntaxError,
@@ -48,6 +44,9 @@ from sandbox.qbo_query import (
     parse_query,
     run_query,
 )
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
 
 __all__ = [
     "QboCompany",

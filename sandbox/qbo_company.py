@@ -14,8 +14,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from sandbox.clock import SandboxClock
-from sandbox.qbo_query import COMPANY_TZ, parse_instant
+from hardcost.sandbox.clock import SandboxClock
+from hardcost.sandbox.qbo_query import COMPANY_TZ, parse_instant
 
 ENTITIES = ("Purchase", "Customer", "Vendor", "Employee", "Account", "Item")
 NAME_LISTS = frozenset({"Customer", "Vendor", "Employee", "Account", "Item"})

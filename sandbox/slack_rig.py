@@ -19,22 +19,21 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
+from hardcost.bot.app import BotContext, build_app, make_web_client
+from hardcost.bot.install import slack_clients
+from hardcost.bot.oauth_routes import oauth_routes
+from hardcost.bot.outbox import ClientFor
+from hardcost.bot.web import WebServer, WSGIApp, make_wsgi_app, serve_in_thread
+from hardcost.bot.webhooks import webhook_routes
+from hardcost.sandbox.server import RunningServer
+from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
+from hardcost.sync.store import Firm as FirmRow
+from hardcost.sync.store import FirmSettings, make_session_factory
 from slack_bolt import App
 from slack_sdk.http_retry.builtin_interval_calculators import (
     FixedValueRetryIntervalCalculator,
 )
 from slack_sdk.signature import SignatureVerifier
-
-from bot.app import BotContext, build_app, make_web_client
-from bot.install import slack_clients
-from bot.oauth_routes import oauth_routes
-from bot.outbox import ClientFor
-from bot.web import WebServer, WSGIApp, make_wsgi_app, serve_in_thread
-from bot.webhooks import webhook_routes
-from sandbox.server import RunningServer
-from sandbox.slack import SlackSandbox, SlackWorkspace
-from sync.store import Firm as FirmRow
-from sync.store import FirmSettings, make_session_factory
 
 SIGNING_SECRET = "sandbox-signing-secret"
 TEAM = "T0001"

@@ -9,17 +9,16 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from hardcost.sandbox.clio import ClioAccount, ClioSandbox
+from hardcost.sandbox.clock import SandboxClock
+from hardcost.sandbox.qbo import QboCompany, QboSandbox
+from hardcost.sandbox.server import RunningServer, serve_in_thread
+from hardcost.sync.config import Settings
+from hardcost.sync.engine import ImportEngine
+from hardcost.sync.firms import FirmSetup, build_engine, create_firm
+from hardcost.sync.http import RetryPolicy
+from hardcost.sync.tokens import TokenGrant, store_grant
 from sqlalchemy.orm import Session, sessionmaker
-
-from sandbox.clio import ClioAccount, ClioSandbox
-from sandbox.clock import SandboxClock
-from sandbox.qbo import QboCompany, QboSandbox
-from sandbox.server import RunningServer, serve_in_thread
-from sync.config import Settings
-from sync.engine import ImportEngine
-from sync.firms import FirmSetup, build_engine, create_firm
-from sync.http import RetryPolicy
-from sync.tokens import TokenGrant, store_grant
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,14 @@ fi
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet -e '.[dev]'
 
-echo "== ruff"; ruff check sync bot sandbox tests bench
-echo "== mypy"; mypy sync bot sandbox
+echo "== ruff"; ruff check hardcost sync bot sandbox tests bench
+# mypy reads the package as it is installed (hardcost.sync is the folder sync/, ...): a tree of
+# links with that layout, rebuilt each time so that added and removed modules are seen.
+echo "== mypy"
+rm -rf build/typecheck && mkdir -p build/typecheck/hardcost
+ln -s "$PWD"/hardcost/* build/typecheck/hardcost/
+for part in sync bot sandbox; do ln -s "$PWD/$part" "build/typecheck/hardcost/$part"; done
+mypy build/typecheck/hardcost
 
 pg_dir=""
 cleanup() {

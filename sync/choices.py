@@ -11,14 +11,13 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from hardcost.sync.clio import Contact, Matter
+from hardcost.sync.engine import AlreadyImported, ImportEngine, matter_label
+from hardcost.sync.http import ApiError
+from hardcost.sync.rules import PlannedEntry
+from hardcost.sync.store import ContactLink, WaitingExpense, WaitReason, utcnow
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
-
-from sync.clio import Contact, Matter
-from sync.engine import AlreadyImported, ImportEngine, matter_label
-from sync.http import ApiError
-from sync.rules import PlannedEntry
-from sync.store import ContactLink, WaitingExpense, WaitReason, utcnow
 
 log = logging.getLogger(__name__)
 

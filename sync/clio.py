@@ -10,8 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import requests
-
-from sync.http import (
+from hardcost.sync.http import (
     ApiError,
     ApiSession,
     ConfigError,

@@ -116,7 +116,7 @@ def looks_encrypted(value: str) -> bool:
 # -- where the keys come from ------------------------------------------------------------------
 
 def _env_secret_key() -> str | None:
-    from sync.config import Settings
+    from hardcost.sync.config import Settings
 
     return Settings().hardcost_secret_key
 

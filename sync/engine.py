@@ -25,12 +25,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
-
-from sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
-from sync.http import (
+from hardcost.sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
+from hardcost.sync.http import (
     ApiError,
     ConfigError,
     NotFound,
@@ -39,9 +35,9 @@ from sync.http import (
     ServiceDown,
     TransientError,
 )
-from sync.matching import CustomerInfo, MatterResolver, Resolution
-from sync.qbo import QboClient, instant, transaction_url
-from sync.rules import (
+from hardcost.sync.matching import CustomerInfo, MatterResolver, Resolution
+from hardcost.sync.qbo import QboClient, instant, transaction_url
+from hardcost.sync.rules import (
     ImportRules,
     LineFailure,
     PlannedEntry,
@@ -50,7 +46,7 @@ from sync.rules import (
     is_voided,
     plan_purchase,
 )
-from sync.store import (
+from hardcost.sync.store import (
     Connection,
     ContactLink,
     EntryLink,
@@ -66,7 +62,10 @@ from sync.store import (
     Watermark,
     utcnow,
 )
-from sync.tokens import mark_broken
+from hardcost.sync.tokens import mark_broken
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 

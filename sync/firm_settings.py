@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from hardcost.sync.clio import ExpenseCategory, User
+from hardcost.sync.store import FirmSettings
 from sqlalchemy.orm import Session
-
-from sync.clio import ExpenseCategory, User
-from sync.store import FirmSettings
 
 USAGE = {
     "channel": "/hardcost set channel #channel",

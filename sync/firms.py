@@ -6,15 +6,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from hardcost.sync.clio import ClioClient
+from hardcost.sync.config import Settings
+from hardcost.sync.engine import ImportEngine
+from hardcost.sync.http import ConfigError, RetryPolicy
+from hardcost.sync.qbo import QboClient
+from hardcost.sync.store import Firm, FirmSettings, utcnow
+from hardcost.sync.tokens import StoredTokens, clio_refresher, qbo_refresher
 from sqlalchemy.orm import Session, sessionmaker
-
-from sync.clio import ClioClient
-from sync.config import Settings
-from sync.engine import ImportEngine
-from sync.http import ConfigError, RetryPolicy
-from sync.qbo import QboClient
-from sync.store import Firm, FirmSettings, utcnow
-from sync.tokens import StoredTokens, clio_refresher, qbo_refresher
 
 
 @dataclass(frozen=True)

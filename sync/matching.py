@@ -15,9 +15,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.clio import ClioClient, Contact, Matter, User
-from sync.rules import PlannedEntry
-from sync.store import WaitReason
+from hardcost.sync.clio import ClioClient, Contact, Matter, User
+from hardcost.sync.rules import PlannedEntry
+from hardcost.sync.store import WaitReason
 
 BULK_THRESHOLD = 10
 """Above this many names (or clients) to look up, list everything once instead — provided the

@@ -15,13 +15,12 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import requests
+from hardcost.sync.config import CLIO_REGIONS, Settings
+from hardcost.sync.http import ApiError, ConfigError
+from hardcost.sync.store import Connection, Firm, OAuthState, utcnow
+from hardcost.sync.tokens import QBO_TOKEN_HEADERS, TokenGrant, grant_from_response, store_grant
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
-
-from sync.config import CLIO_REGIONS, Settings
-from sync.http import ApiError, ConfigError
-from sync.store import Connection, Firm, OAuthState, utcnow
-from sync.tokens import QBO_TOKEN_HEADERS, TokenGrant, grant_from_response, store_grant
 
 log = logging.getLogger(__name__)
 

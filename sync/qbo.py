@@ -11,8 +11,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import requests
-
-from sync.http import (
+from hardcost.sync.http import (
     ApiError,
     ApiSession,
     ConfigError,
@@ -27,7 +26,7 @@ from sync.http import (
     parse_json,
     rate_pacer_for,
 )
-from sync.rules import is_voided
+from hardcost.sync.rules import is_voided
 
 log = logging.getLogger(__name__)
 

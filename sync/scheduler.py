@@ -39,13 +39,12 @@ from typing import IO, Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
+from hardcost.sync.engine import SHUTDOWN, FirmNotReady, ImportEngine, RunSummary
+from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.store import Connection, Firm, FirmSettings, Run, utcnow
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
-
-from sync.engine import SHUTDOWN, FirmNotReady, ImportEngine, RunSummary
-from sync.locks import firm_run_lock
-from sync.store import Connection, Firm, FirmSettings, Run, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
+from hardcost.sync.crypto import EncryptedText, configure_encryption
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -29,8 +30,6 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
-
-from sync.crypto import EncryptedText, configure_encryption
 
 MONEY = Numeric(14, 2, asdecimal=True)
 

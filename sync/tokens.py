@@ -17,11 +17,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
+from hardcost.sync.http import ReconnectRequired, TransientError, loads
+from hardcost.sync.store import Connection, utcnow
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
-
-from sync.http import ReconnectRequired, TransientError, loads
-from sync.store import Connection, utcnow
 
 log = logging.getLogger(__name__)
 

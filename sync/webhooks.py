@@ -23,12 +23,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from hardcost.sync.engine import ImportEngine, RunSummary, note_removals
+from hardcost.sync.store import Firm, FirmSettings, WebhookEvent, utcnow
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
-
-from sync.engine import ImportEngine, RunSummary, note_removals
-from sync.store import Firm, FirmSettings, WebhookEvent, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hardcost.sync.crypto import generate_key
+from hardcost.sync.db import upgrade
+from hardcost.sync.slack_tables import SLACK_METADATA
+from hardcost.sync.store import Base, make_engine, make_session_factory
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
-
-from sync.crypto import generate_key
-from sync.db import upgrade
-from sync.slack_tables import SLACK_METADATA
-from sync.store import Base, make_engine, make_session_factory
 
 POSTGRES_URL = os.environ.get("HARDCOST_TEST_DATABASE_URL", "")
 if POSTGRES_URL and not os.environ.get("HARDCOST_SECRET_KEY"):
@@ -87,7 +86,7 @@ def sessions(db_engine: Engine) -> sessionmaker[Session]:
 @pytest.fixture
 def world() -> Iterator[Any]:
     """The sandbox QuickBooks and Clio, serving on loopback for this test."""
-    from sandbox.world import SandboxWorld
+    from hardcost.sandbox.world import SandboxWorld
 
     with SandboxWorld.start() as started:
         yield started
@@ -104,9 +103,9 @@ def firm(world: Any, sessions: sessionmaker[Session]) -> Any:
 @pytest.fixture
 def rig(firm: Any) -> Iterator[Any]:
     """The real Slack app over HTTP for ``firm``, with a sandbox Slack (sandbox/slack_rig.py)."""
-    from sandbox.server import serve_in_thread
-    from sandbox.slack import SlackSandbox
-    from sandbox.slack_rig import make_rig
+    from hardcost.sandbox.server import serve_in_thread
+    from hardcost.sandbox.slack import SlackSandbox
+    from hardcost.sandbox.slack_rig import make_rig
 
     slack = SlackSandbox(clock=firm.world.clock)
     server = serve_in_thread(slack)

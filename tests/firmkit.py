@@ -8,14 +8,13 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from hardcost.sandbox.clio import ClioAccount
+from hardcost.sandbox.qbo import QboCompany, account_line
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.engine import ImportEngine, RunSummary
+from hardcost.sync.store import EntryLink, Failure, FirmSettings, WaitingExpense
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
-
-from sandbox.clio import ClioAccount
-from sandbox.qbo import QboCompany, account_line
-from sandbox.world import SandboxWorld
-from sync.engine import ImportEngine, RunSummary
-from sync.store import EntryLink, Failure, FirmSettings, WaitingExpense
 
 START = date(2026, 1, 1)
 

@@ -8,16 +8,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from hardcost.sync.store import make_engine
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.store import make_engine
 from tests.firmkit import Firm, env_for
 
 
 def hardcost(*args: str, env: dict[str, str] | None = None,
              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env, cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "hardcost", *args], env=env, cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -116,10 +116,9 @@ def test_serve_answers_signed_slack_requests_and_health(firm: Firm, database_url
     from urllib.parse import urlencode
 
     import requests
+    from hardcost.sandbox.server import serve_in_thread
+    from hardcost.sandbox.slack import SlackSandbox
     from slack_sdk.signature import SignatureVerifier
-
-    from sandbox.server import serve_in_thread
-    from sandbox.slack import SlackSandbox
 
     slack = SlackSandbox()
     slack_server = serve_in_thread(slack)
@@ -129,7 +128,7 @@ def test_serve_answers_signed_slack_requests_and_health(firm: Firm, database_url
            "SLACK_SIGNING_SECRET": "s3cret", "SLACK_API_URL": f"{slack_server.url}/api/",
            "PORT": str(port)}
     env.pop("SLACK_APP_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -188,7 +187,7 @@ def _start_serve(env: dict[str, str], port: int, *extra: str) -> subprocess.Pope
 
     import requests
 
-    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve", *extra], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve", *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     while True:
@@ -208,13 +207,12 @@ def test_sigterm_mid_import_stops_between_entries_and_loses_nothing(
     from urllib.parse import urlencode
 
     import requests
+    from hardcost.sandbox.faults import Fault
+    from hardcost.sandbox.server import serve_in_thread
+    from hardcost.sandbox.slack import SlackSandbox
+    from hardcost.sync.store import EntryLink, FirmSettings
+    from hardcost.sync.store import Firm as FirmRow
     from slack_sdk.signature import SignatureVerifier
-
-    from sandbox.faults import Fault
-    from sandbox.server import serve_in_thread
-    from sandbox.slack import SlackSandbox
-    from sync.store import EntryLink, FirmSettings
-    from sync.store import Firm as FirmRow
 
     slack = SlackSandbox()
     slack_server = serve_in_thread(slack)
@@ -282,8 +280,8 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
     env.update(DATABASE_URL=database_url, SLACK_BOT_TOKEN="xoxb-x",
                SLACK_SIGNING_SECRET="s", PORT=str(port))
-    from sandbox.server import serve_in_thread
-    from sandbox.slack import SlackSandbox
+    from hardcost.sandbox.server import serve_in_thread
+    from hardcost.sandbox.slack import SlackSandbox
 
     slack = SlackSandbox()
     server = serve_in_thread(slack)
@@ -302,14 +300,13 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
 
 def test_quickbooks_webhook_route_refuses_an_unsigned_delivery(
         sessions: sessionmaker[Session]) -> None:
+    from hardcost.bot.app import BotContext
+    from hardcost.bot.web import make_wsgi_app
+    from hardcost.bot.webhooks import webhook_routes
+    from hardcost.sync.config import Settings
     from slack_bolt import App
     from slack_sdk import WebClient
     from werkzeug.test import Client
-
-    from bot.app import BotContext
-    from bot.web import make_wsgi_app
-    from bot.webhooks import webhook_routes
-    from sync.config import Settings
 
     ctx = BotContext(sessions=sessions, engine_for=lambda firm_id: None,  # type: ignore[arg-type,return-value]
                      config=Settings(QBO_WEBHOOK_VERIFIER="v"))

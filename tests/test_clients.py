@@ -6,14 +6,19 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
-
-from sandbox.clio import ClioAccount
-from sandbox.qbo import QboCompany, account_line
-from sandbox.world import SandboxWorld
-from sync.clio import API_VERSION, ClioClient
-from sync.config import Settings
-from sync.http import NotFound, ReconnectRequired, RequestRejected, RetryPolicy, StaticTokens
-from sync.qbo import QboClient
+from hardcost.sandbox.clio import ClioAccount
+from hardcost.sandbox.qbo import QboCompany, account_line
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.clio import API_VERSION, ClioClient
+from hardcost.sync.config import Settings
+from hardcost.sync.http import (
+    NotFound,
+    ReconnectRequired,
+    RequestRejected,
+    RetryPolicy,
+    StaticTokens,
+)
+from hardcost.sync.qbo import QboClient
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_wait=0.05, throttle_wait=0.01)
 

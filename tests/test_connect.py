@@ -6,10 +6,9 @@ import json
 from typing import Any
 
 import requests
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.store import Connection, Firm, OAuthState
 from sqlalchemy import select, text
-
-from sandbox.slack_rig import SlackRig, wait_for
-from sync.store import Connection, Firm, OAuthState
 
 
 def _text(message: dict[str, Any]) -> str:

@@ -13,11 +13,7 @@ from pathlib import Path
 import pytest
 from alembic import command
 from cryptography.fernet import Fernet
-from sqlalchemy import select, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
-from sync.crypto import (
+from hardcost.sync.crypto import (
     KEY_FILE_NAME,
     KeyRing,
     RedactSecrets,
@@ -27,10 +23,14 @@ from sync.crypto import (
     load_keyring,
     read_or_create_key_file,
 )
-from sync.db import alembic_config
-from sync.store import Connection, make_engine, make_session_factory
-from sync.store import Firm as FirmRow
-from sync.tokens import StoredTokens, TokenGrant, qbo_refresher, store_grant
+from hardcost.sync.db import alembic_config
+from hardcost.sync.store import Connection, make_engine, make_session_factory
+from hardcost.sync.store import Firm as FirmRow
+from hardcost.sync.tokens import StoredTokens, TokenGrant, qbo_refresher, store_grant
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from tests.firmkit import Firm
 
 ACCESS = "access-TOKEN-a1b2c3d4e5f6"
@@ -38,7 +38,7 @@ REFRESH = "refresh-TOKEN-9z8y7x6w5v"
 
 
 def hardcost(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sync.cli", *args], env=env,
+    return subprocess.run([sys.executable, "-m", "hardcost", *args], env=env,
                           capture_output=True, text=True, timeout=120)
 
 
@@ -275,8 +275,8 @@ def test_rotate_re_encrypts_every_row_with_the_newest_key(database_url: str) -> 
 
 
 def test_rotate_keeps_a_token_refreshed_meanwhile(database_url: str) -> None:
-    from sync.crypto import rotate_secrets
-    from sync.store import Base
+    from hardcost.sync.crypto import rotate_secrets
+    from hardcost.sync.store import Base
 
     old, new = generate_key(), generate_key()
     engine = make_engine(database_url, secret_key=f"{new},{old}")

@@ -7,10 +7,10 @@ import sys
 import time
 
 import pytest
+from hardcost.sandbox.clio import server_error_fault
+from hardcost.sandbox.faults import Fault
+from hardcost.sync.store import LinkState
 
-from sandbox.clio import server_error_fault
-from sandbox.faults import Fault
-from sync.store import LinkState
 from tests.firmkit import Firm, env_for
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"
@@ -29,7 +29,7 @@ def test_process_killed_between_clio_post_and_link_commit_leaves_one_entry(
     firm.expense(("125.00", "Jane Smith", "Filing fee"))
     firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
                                      delay_after=20))
-    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "sync", "--firm", str(firm.id)],
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
                             env=env_for(firm.world, database_url),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:

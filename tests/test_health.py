@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import requests
+from hardcost.bot.web import WebServer, make_wsgi_app, serve_in_thread
+from hardcost.sync.scheduler import IMPORT_THREADS, ImportScheduler, SchedulerRefused
+from hardcost.sync.store import Run
 from sqlalchemy import func, select, text
 
-from bot.web import WebServer, make_wsgi_app, serve_in_thread
-from sync.scheduler import IMPORT_THREADS, ImportScheduler, SchedulerRefused
-from sync.store import Run
 from tests.conftest import POSTGRES_URL
 from tests.firmkit import Firm
 

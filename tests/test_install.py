@@ -11,13 +11,10 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import Engine
-
-from bot.outbox import deliver, enqueue
-from sandbox.server import serve_in_thread
-from sandbox.slack import SlackSandbox
-from sandbox.slack_rig import (
+from hardcost.bot.outbox import deliver, enqueue
+from hardcost.sandbox.server import serve_in_thread
+from hardcost.sandbox.slack import SlackSandbox
+from hardcost.sandbox.slack_rig import (
     InstallRig,
     SlackRig,
     browser,
@@ -25,8 +22,8 @@ from sandbox.slack_rig import (
     make_install_rig,
     wait_for,
 )
-from sandbox.world import SandboxWorld, _grant
-from sync.store import (
+from hardcost.sandbox.world import SandboxWorld, _grant
+from hardcost.sync.store import (
     Connection,
     Failure,
     Firm,
@@ -34,7 +31,10 @@ from sync.store import (
     Run,
     SlackOutbox,
 )
-from sync.tokens import store_grant
+from hardcost.sync.tokens import store_grant
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
 from tests.firmkit import START
 from tests.firmkit import Firm as KitFirm
 
@@ -407,9 +407,9 @@ def test_hardcost_serve_installs_workspaces_and_answers_them(world: SandboxWorld
     import sys
 
     import requests
+    from hardcost.sync.store import make_engine, make_session_factory
     from slack_sdk.signature import SignatureVerifier
 
-    from sync.store import make_engine, make_session_factory
     from tests.firmkit import env_for
 
     slack = SlackSandbox(clock=world.clock)
@@ -427,7 +427,7 @@ def test_hardcost_serve_installs_workspaces_and_answers_them(world: SandboxWorld
            "SLACK_API_URL": f"{slack_server.url}/api/", "PUBLIC_URL": base, "PORT": str(port)}
     env.pop("SLACK_BOT_TOKEN", None)
     env.pop("SLACK_APP_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "serve"], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     engine = make_engine(database_url)
     try:

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy.orm import Session, sessionmaker
-
-from bot.ui.views import (
+from hardcost.bot.ui.views import (
     ACTION_SEARCH_MATTER,
 )
+from sqlalchemy.orm import Session, sessionmaker
 
 MANIFEST = Path(__file__).resolve().parents[1] / "manifest.yml"
 
@@ -85,9 +84,9 @@ def test_every_manifest_url_is_a_route_the_app_serves(rig_app: object) -> None:
 @pytest.fixture
 def rig_app(sessions: sessionmaker[Session]) -> object:
     """The app in multi-workspace mode: it serves every route the manifest names."""
-    from bot.app import BotContext, build_app
-    from bot.web import make_wsgi_app
-    from sync.config import Settings
+    from hardcost.bot.app import BotContext, build_app
+    from hardcost.bot.web import make_wsgi_app
+    from hardcost.sync.config import Settings
 
     config = Settings(SLACK_CLIENT_ID="cid", SLACK_CLIENT_SECRET="secret",
                       SLACK_SIGNING_SECRET="s", PUBLIC_URL="https://hardcost.example")

@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import requests
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.store import Connection
 from sqlalchemy import select
 
-from sandbox.slack_rig import SlackRig, wait_for
-from sync.store import Connection
 from tests.firmkit import Firm as KitFirm
 from tests.firmkit import env_for
 
@@ -109,9 +109,9 @@ def test_connecting_records_the_hard_expiry_and_warns_30_days_before(rig: SlackR
 
 WORKER = """
 import sys
-from sync.config import Settings
-from sync.store import make_engine, make_session_factory
-from sync.tokens import StoredTokens, qbo_refresher
+from hardcost.sync.config import Settings
+from hardcost.sync.store import make_engine, make_session_factory
+from hardcost.sync.tokens import StoredTokens, qbo_refresher
 
 config = Settings()
 sessions = make_session_factory(make_engine(config.resolved_database_url()))

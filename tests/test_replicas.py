@@ -35,15 +35,15 @@ from typing import Any
 
 import pytest
 import requests
+from hardcost.sandbox.server import RunningServer, serve_in_thread
+from hardcost.sandbox.slack import SlackSandbox
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.locks import LOCK_NAMESPACE
+from hardcost.sync.store import EntryLink, FirmSettings, LinkState, Run
 from sqlalchemy import select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from sandbox.server import RunningServer, serve_in_thread
-from sandbox.slack import SlackSandbox
-from sandbox.world import SandboxWorld
-from sync.locks import LOCK_NAMESPACE
-from sync.store import EntryLink, FirmSettings, LinkState, Run
 from tests.firmkit import Firm, env_for, make_firm, price
 
 pytestmark = pytest.mark.postgres
@@ -269,7 +269,7 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
         env.pop("SLACK_APP_TOKEN", None)
         log = tmp_path / f"{name}.log"
         with open(log, "wb") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "sync.cli", "-v", "serve"], env=env,
+            proc = subprocess.Popen([sys.executable, "-m", "hardcost", "-v", "serve"], env=env,
                                     cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
         replicas.append(Replica(name, port, proc, log))
 

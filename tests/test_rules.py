@@ -13,10 +13,9 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
-
-from sync.clio import Matter
-from sync.matching import leaf_name, matters_hinted, normalise_name, root_name
-from sync.rules import (
+from hardcost.sync.clio import Matter
+from hardcost.sync.matching import leaf_name, matters_hinted, normalise_name, root_name
+from hardcost.sync.rules import (
     NOTE_LIMIT,
     ImportRules,
     Payee,

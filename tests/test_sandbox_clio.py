@@ -11,16 +11,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-
-from sandbox.clio import (
+from hardcost.sandbox.clio import (
     ClioAccount,
     ClioSandbox,
     default_spec_path,
     rate_limit_fault,
     spec_candidates,
 )
-from sandbox.openapi import OpenApiDocument, load_openapi
-from sandbox.server import serve_in_thread
+from hardcost.sandbox.openapi import OpenApiDocument, load_openapi
+from hardcost.sandbox.server import serve_in_thread
 
 ACTIVITY_FIELDS = ("id,etag,type,date,price,total,note,reference,billed,on_bill,"
                    "matter{id,display_number},bill{id,state}")

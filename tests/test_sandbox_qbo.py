@@ -15,8 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
-
-from sandbox.qbo import (
+from hardcost.sandbox.qbo import (
     QboCompany,
     QboSandbox,
     account_line,
@@ -26,7 +25,7 @@ from sandbox.qbo import (
     throttle_fault_xml,
     timeout_fault,
 )
-from sandbox.server import RunningServer, serve_in_thread
+from hardcost.sandbox.server import RunningServer, serve_in_thread
 
 TOKEN_PATH = "/oauth2/v1/tokens/bearer"
 CLIENT = ("sandbox-qbo-client", "sandbox-qbo-secret")

@@ -9,6 +9,13 @@ from typing import Any
 
 import pytest
 import requests
+from hardcost.sandbox.server import RunningServer, serve_in_thread
+from hardcost.sandbox.slack import (
+    SlackSandbox,
+    SlackWorkspace,
+    rate_limited_fault,
+    server_error_fault,
+)
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -16,14 +23,6 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
-
-from sandbox.server import RunningServer, serve_in_thread
-from sandbox.slack import (
-    SlackSandbox,
-    SlackWorkspace,
-    rate_limited_fault,
-    server_error_fault,
-)
 
 
 @dataclass

@@ -17,13 +17,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hardcost.sync.engine import ImportEngine, RunSummary
+from hardcost.sync.scheduler import ImportScheduler, SchedulerRefused
+from hardcost.sync.store import Connection, EntryLink, Run, make_engine, make_session_factory
+from hardcost.sync.store import Firm as FirmRow
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from sync.engine import ImportEngine, RunSummary
-from sync.scheduler import ImportScheduler, SchedulerRefused
-from sync.store import Connection, EntryLink, Run, make_engine, make_session_factory
-from sync.store import Firm as FirmRow
 from tests.conftest import POSTGRES_URL
 from tests.firmkit import Firm, env_for
 
@@ -168,8 +168,8 @@ def test_only_ready_firms_get_a_job(firm: Firm, started: list[ImportScheduler]) 
 
 
 def test_a_run_under_way_here_makes_the_tick_skip(firm: Firm) -> None:
-    from bot.app import BotContext
-    from sync.config import Settings
+    from hardcost.bot.app import BotContext
+    from hardcost.sync.config import Settings
 
     ctx = BotContext(sessions=firm.sessions, config=Settings(),
                      engine_for=lambda firm_id: firm.world.engine(firm.sessions, firm_id))
@@ -183,9 +183,9 @@ def test_a_run_under_way_here_makes_the_tick_skip(firm: Firm) -> None:
 
 def test_status_shows_the_schedulers_next_run(firm: Firm,
                                               started: list[ImportScheduler]) -> None:
-    from bot.app import BotContext
-    from bot.service import status_view
-    from sync.config import Settings
+    from hardcost.bot.app import BotContext
+    from hardcost.bot.service import status_view
+    from hardcost.sync.config import Settings
 
     ctx = BotContext(sessions=firm.sessions, config=Settings(),
                      engine_for=lambda firm_id: firm.world.engine(firm.sessions, firm_id))
@@ -204,7 +204,7 @@ def test_status_shows_the_schedulers_next_run(firm: Firm,
 
 
 def test_shutdown_stops_the_ticks_at_once(firm: Firm) -> None:
-    from sync.engine import SHUTDOWN
+    from hardcost.sync.engine import SHUTDOWN
 
     scheduler = _scheduler(firm, unit=60)
     scheduler.start()
@@ -241,8 +241,8 @@ def test_a_second_scheduler_on_one_sqlite_file_is_refused(
 @pytest.mark.skipif(bool(POSTGRES_URL), reason="SQLite only")
 def test_a_second_serve_on_one_sqlite_file_refuses_to_start(
         firm: Firm, database_url: str, started: list[ImportScheduler]) -> None:
-    from sandbox.server import serve_in_thread
-    from sandbox.slack import SlackSandbox
+    from hardcost.sandbox.server import serve_in_thread
+    from hardcost.sandbox.slack import SlackSandbox
 
     first = _scheduler(firm, unit=60)  # stands in for the first `hardcost serve`
     started.append(first)
@@ -253,7 +253,7 @@ def test_a_second_serve_on_one_sqlite_file_refuses_to_start(
     env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": "xoxb-x",
            "SLACK_SIGNING_SECRET": "s", "SLACK_API_URL": f"{server.url}/api/", "PORT": "9"}
     try:
-        done = subprocess.run([sys.executable, "-m", "sync.cli", "serve"], env=env,
+        done = subprocess.run([sys.executable, "-m", "hardcost", "serve"], env=env,
                               capture_output=True, text=True, timeout=60,
                               cwd=os.path.dirname(os.path.dirname(__file__)))
     finally:

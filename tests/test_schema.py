@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from hardcost.sync.slack_tables import SLACK_METADATA
+from hardcost.sync.store import Base
 from sqlalchemy.engine import Engine
-
-from sync.slack_tables import SLACK_METADATA
-from sync.store import Base
 
 
 def test_migrations_match_the_models(db_engine: Engine) -> None:

@@ -6,23 +6,23 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
-from sandbox.clio import rate_limit_fault
-from sandbox.clio import server_error_fault as clio_server_error
-from sandbox.qbo import (
+from hardcost.sandbox.clio import rate_limit_fault
+from hardcost.sandbox.clio import server_error_fault as clio_server_error
+from hardcost.sandbox.qbo import (
     account_line,
     server_error_fault,
     throttle_fault_json,
     throttle_fault_xml,
     timeout_fault,
 )
-from sandbox.world import SandboxWorld
-from sync.http import ReconnectRequired, RetryPolicy
-from sync.qbo import QboClient
-from sync.store import Connection, Run
-from sync.tokens import StoredTokens, qbo_refresher
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.http import ReconnectRequired, RetryPolicy
+from hardcost.sync.qbo import QboClient
+from hardcost.sync.store import Connection, Run
+from hardcost.sync.tokens import StoredTokens, qbo_refresher
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from tests.firmkit import Firm, make_firm
 
 
@@ -80,7 +80,7 @@ def test_qbo_that_does_not_answer_fails_the_run_with_a_reason(firm: Firm) -> Non
 
 
 def test_qbo_is_paced_per_realm() -> None:
-    from sync.http import RatePacer
+    from hardcost.sync.http import RatePacer
 
     clock = [0.0]
     waits: list[float] = []

@@ -11,10 +11,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-
-from sandbox.slack import server_error_fault
-from sandbox.slack_rig import SlackRig, button_value, wait_for
-from sync.store import FirmSettings, SlackOutbox
+from hardcost.sandbox.slack import server_error_fault
+from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
+from hardcost.sync.store import FirmSettings, SlackOutbox
 
 
 def _blocks_text(message: dict[str, Any]) -> str:
@@ -377,7 +376,7 @@ def test_clio_refusal_keeps_the_prompt_usable(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
     value = button_value(prompt, lease["display_number"])
-    from sandbox.faults import Fault
+    from hardcost.sandbox.faults import Fault
 
     rig.firm.world.clio.faults.add(Fault(
         path=r"/activities\.json$", method="POST", status=422,
@@ -563,7 +562,7 @@ def test_settings_modal_shows_errors_on_the_fields(rig: SlackRig) -> None:
 # -- Slack outages -----------------------------------------------------------------------------
 
 def test_message_that_slack_refused_is_delivered_after_recovery(rig: SlackRig) -> None:
-    from bot.outbox import deliver
+    from hardcost.bot.outbox import deliver
 
     rig.firm.client("Jane Smith", ["Smith estate"])
     rig.firm.expense(("10.00", "Jane Smith"))
@@ -591,7 +590,7 @@ def _outbox(rig: SlackRig) -> list[SlackOutbox]:
 
 
 def test_concurrent_deliveries_post_each_message_once(rig: SlackRig) -> None:
-    from bot.outbox import deliver, enqueue
+    from hardcost.bot.outbox import deliver, enqueue
 
     with rig.firm.sessions() as session:
         for n in range(20):
@@ -614,8 +613,8 @@ def test_concurrent_deliveries_post_each_message_once(rig: SlackRig) -> None:
 def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
     """A click that links an expense while a run is between reading links and recording
     waits must not reopen the prompt."""
-    from sync import choices
-    from sync.engine import ImportEngine
+    from hardcost.sync import choices
+    from hardcost.sync.engine import ImportEngine
 
     _acme_waiting(rig)
     [waiting] = rig.firm.waiting()
@@ -642,7 +641,7 @@ def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
 
 
 def test_a_second_run_while_one_is_under_way_is_told_so(rig: SlackRig) -> None:
-    from sandbox.faults import Fault
+    from hardcost.sandbox.faults import Fault
 
     rig.firm.client("Jane Smith", ["Smith estate"])
     rig.firm.expense(("10.00", "Jane Smith"))

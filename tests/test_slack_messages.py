@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from bot.ui import views
-from bot.ui.home import home_view
-from bot.ui.messages import (
+from hardcost.bot.ui import views
+from hardcost.bot.ui.home import home_view
+from hardcost.bot.ui.messages import (
     failure_alert,
     failure_retried,
     failures_list,
@@ -37,8 +36,8 @@ from bot.ui.messages import (
     status_blocks,
     usage_error,
 )
-from bot.ui.modals import settings_modal, settings_values
-from bot.ui.views import (
+from hardcost.bot.ui.modals import settings_modal, settings_values
+from hardcost.bot.ui.views import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
@@ -60,7 +59,7 @@ from bot.ui.views import (
     SettingsView,
     StatusView,
 )
-from sync.engine import (
+from hardcost.sync.engine import (
     FailureItem,
     ImportedEntry,
     ReconcileNote,

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import requests
+from hardcost.bot.webhooks import WebhookWorker
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.store import WebhookEvent
+from hardcost.sync.webhooks import process_pending
 from sqlalchemy import select
 
-from bot.webhooks import WebhookWorker
-from sandbox.slack_rig import SlackRig, wait_for
-from sync.store import WebhookEvent
-from sync.webhooks import process_pending
 from tests.firmkit import price
 
 

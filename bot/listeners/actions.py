@@ -10,15 +10,11 @@ import logging
 import re
 from typing import Any
 
-from slack_bolt import Ack, App, Respond
-from slack_sdk import WebClient
-from sqlalchemy import select
-
-from bot import service
-from bot.app import BotContext
-from bot.notify import failure_view, prompt_view
-from bot.ui import messages
-from bot.ui.views import (
+from hardcost.bot import service
+from hardcost.bot.app import BotContext
+from hardcost.bot.notify import failure_view, prompt_view
+from hardcost.bot.ui import messages
+from hardcost.bot.ui.views import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
@@ -35,10 +31,13 @@ from bot.ui.views import (
     Choice,
     PromptAnswer,
 )
-from sync import choices, oauth
-from sync.choices import ChoiceResult
-from sync.engine import RunSummary
-from sync.store import Failure, WaitingExpense
+from hardcost.sync import choices, oauth
+from hardcost.sync.choices import ChoiceResult
+from hardcost.sync.engine import RunSummary
+from hardcost.sync.store import Failure, WaitingExpense
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from sqlalchemy import select
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +191,7 @@ def register(app: App, ctx: BotContext) -> None:
                                 "QuickBooks or Clio.")
             return
         with ctx.sessions() as session:
-            from sync.store import Firm
+            from hardcost.sync.store import Firm
 
             firm = session.get(Firm, firm_id)
             region = firm.clio_region if firm is not None else "us"
@@ -204,7 +203,7 @@ def register(app: App, ctx: BotContext) -> None:
                 replace_original=False)
 
     def on_open_settings(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        from bot.listeners.views import open_settings_modal
+        from hardcost.bot.listeners.views import open_settings_modal
 
         firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
         user_id = str((body.get("user") or {}).get("id"))
@@ -261,7 +260,7 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
 
 
 def _previous_message(session: Any, firm_id: int, waiting_id: int) -> tuple[str, str] | None:
-    from sync.store import SlackOutbox
+    from hardcost.sync.store import SlackOutbox
 
     row = session.scalars(select(SlackOutbox).where(
         SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
@@ -271,7 +270,7 @@ def _previous_message(session: Any, firm_id: int, waiting_id: int) -> tuple[str,
 
 
 def _publish_home(ctx: BotContext, client: WebClient, firm_id: int, user_id: str) -> None:
-    from bot.listeners.events import publish_home
+    from hardcost.bot.listeners.events import publish_home
 
     publish_home(ctx, client, firm_id, user_id)
 

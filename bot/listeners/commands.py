@@ -5,21 +5,20 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hardcost.bot import service
+from hardcost.bot.app import BotContext
+from hardcost.bot.outbox import enqueue
+from hardcost.bot.ui import messages
+from hardcost.bot.ui.views import Message
+from hardcost.sync import oauth
+from hardcost.sync.engine import FirmNotReady, RunSummary
+from hardcost.sync.firm_settings import USAGE, SettingError, apply_setting
+from hardcost.sync.http import ApiError
+from hardcost.sync.store import Firm, FirmSettings
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
-
-from bot import service
-from bot.app import BotContext
-from bot.outbox import enqueue
-from bot.ui import messages
-from bot.ui.views import Message
-from sync import oauth
-from sync.engine import FirmNotReady, RunSummary
-from sync.firm_settings import USAGE, SettingError, apply_setting
-from sync.http import ApiError
-from sync.store import Firm, FirmSettings
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ def _failures(ctx: BotContext, firm_id: int, args: list[str], command: dict[str,
 
 def _settings(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
               respond: Respond, client: WebClient) -> None:
-    from bot.listeners.views import open_settings_modal
+    from hardcost.bot.listeners.views import open_settings_modal
 
     open_settings_modal(ctx, client, firm_id, str(command.get("trigger_id")))
 
@@ -238,7 +237,7 @@ def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[st
 
 def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
-    from bot.checks import run_checks
+    from hardcost.bot.checks import run_checks
 
     _reply(respond, messages.notice(run_checks(ctx, client, firm_id)))
 

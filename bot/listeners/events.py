@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from hardcost.bot import service
+from hardcost.bot.app import BotContext
+from hardcost.bot.ui.home import home_view
+from hardcost.bot.ui.messages import notice
 from slack_bolt import App
 from slack_sdk import WebClient
-
-from bot import service
-from bot.app import BotContext
-from bot.ui.home import home_view
-from bot.ui.messages import notice
 
 
 def publish_home(ctx: BotContext, client: WebClient, firm_id: int, user_id: str) -> None:

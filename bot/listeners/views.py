@@ -9,17 +9,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from hardcost.bot import service
+from hardcost.bot.app import BotContext
+from hardcost.bot.ui.modals import settings_modal, settings_values
+from hardcost.bot.ui.views import SETTINGS_CALLBACK
+from hardcost.sync.firm_settings import SettingError, apply_setting
+from hardcost.sync.http import ApiError
+from hardcost.sync.store import FirmSettings
 from slack_bolt import Ack, App
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-
-from bot import service
-from bot.app import BotContext
-from bot.ui.modals import settings_modal, settings_values
-from bot.ui.views import SETTINGS_CALLBACK
-from sync.firm_settings import SettingError, apply_setting
-from sync.http import ApiError
-from sync.store import FirmSettings
 
 log = logging.getLogger(__name__)
 

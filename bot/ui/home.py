@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ContextBlock, MarkdownTextObject
-from slack_sdk.models.views import View
-
-from bot.ui.messages import status_blocks
-from bot.ui.views import (
+from hardcost.bot.ui.messages import status_blocks
+from hardcost.bot.ui.views import (
     ACTION_OPEN_SETTINGS,
     ACTION_RUN_NOW,
     ACTION_SHOW_PENDING,
     StatusView,
 )
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ContextBlock, MarkdownTextObject
+from slack_sdk.models.views import View
 
 
 def home_view(status: StatusView) -> dict[str, Any]:

@@ -16,22 +16,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    ButtonElement,
-    ConfirmObject,
-    ContextBlock,
-    DividerBlock,
-    ExternalDataSelectElement,
-    HeaderBlock,
-    LinkButtonElement,
-    MarkdownTextObject,
-    Option,
-    SectionBlock,
-    StaticSelectElement,
-)
-
-from bot.ui.text import (
+from hardcost.bot.ui.text import (
     as_utc,
     clip,
     day,
@@ -48,10 +33,10 @@ from bot.ui.text import (
     plural,
     slack_date,
 )
-from bot.ui.text import (
+from hardcost.bot.ui.text import (
     channel as channel_ref,
 )
-from bot.ui.views import (
+from hardcost.bot.ui.views import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
@@ -69,8 +54,22 @@ from bot.ui.views import (
     PromptView,
     StatusView,
 )
-from sync.engine import RunSummary
-from sync.report import REASONS, money
+from hardcost.sync.engine import RunSummary
+from hardcost.sync.report import REASONS, money
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    ExternalDataSelectElement,
+    HeaderBlock,
+    LinkButtonElement,
+    MarkdownTextObject,
+    Option,
+    SectionBlock,
+    StaticSelectElement,
+)
 
 __all__ = [
     "failure_alert",

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from hardcost.bot.ui.text import clip, one_line
+from hardcost.bot.ui.views import SETTINGS_CALLBACK, Choice, SettingsView
 from slack_sdk.models.blocks import (
     CheckboxesElement,
     ContextBlock,
@@ -26,9 +28,6 @@ from slack_sdk.models.blocks import (
     UserMultiSelectElement,
 )
 from slack_sdk.models.views import View
-
-from bot.ui.text import clip, one_line
-from bot.ui.views import SETTINGS_CALLBACK, Choice, SettingsView
 
 MAX_OPTIONS = 100
 OPTION_TEXT = 75

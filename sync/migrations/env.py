@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from alembic import context
-
-from sync.crypto import EncryptedText
-from sync.slack_tables import SLACK_METADATA
-from sync.store import Base, UTCDateTime, make_engine
+from hardcost.sync.crypto import EncryptedText
+from hardcost.sync.slack_tables import SLACK_METADATA
+from hardcost.sync.store import Base, UTCDateTime, make_engine
 
 config = context.config
 # The models, and the tables of slack-sdk's installation/state stores (multi-workspace mode).

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from alembic import op
 
-from sync.crypto import KeyRing, SecretDecryptError, keyring_for, looks_encrypted
+from hardcost.sync.crypto import KeyRing, SecretDecryptError, keyring_for, looks_encrypted
 
 revision = '0002'
 down_revision = '0001'

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
-from sync.config import get_settings
-from sync.crypto import (
+from hardcost.sync.config import get_settings
+from hardcost.sync.crypto import (
     ENV_VAR,
     SecretDecryptError,
     SecretKeyError,
@@ -19,12 +19,12 @@ from sync.crypto import (
     keyring_for,
     rotate_secrets,
 )
-from sync.db import upgrade
-from sync.engine import FirmNotReady
-from sync.firms import build_engine
-from sync.http import ApiError
-from sync.report import render_summary
-from sync.store import Base, Firm, FirmSettings, make_engine, make_session_factory
+from hardcost.sync.db import upgrade
+from hardcost.sync.engine import FirmNotReady
+from hardcost.sync.firms import build_engine
+from hardcost.sync.http import ApiError
+from hardcost.sync.report import render_summary
+from hardcost.sync.store import Base, Firm, FirmSettings, make_engine, make_session_factory
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
@@ -85,7 +85,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from bot.server import SchemaOutOfDate, serve
+    from hardcost.bot.server import SchemaOutOfDate, serve
 
     try:
         return serve(get_settings(), sandbox=args.sandbox)
@@ -95,7 +95,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from sandbox.demo import run_demo
+    from hardcost.sandbox.demo import run_demo
 
     return run_demo(database_url=args.database_url, out=sys.stdout)
 
