@@ -33,17 +33,19 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.faults import Call
 from hardcost.sandbox.qbo import QboCompany, account_line
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
-from hardcost.sync.engine import ImportEngine, RunSummary
+from hardcost.sync.importer import Importer
 from hardcost.sync.matching import BULK_THRESHOLD, normalise_name
 from hardcost.sync.qbo import PAGE_SIZE
 from hardcost.sync.rules import QboKey
 from hardcost.sync.store import make_engine, make_session_factory
-from sqlalchemy.orm import Session, sessionmaker
+from hardcost.sync.summary import RunSummary
 
 START_DATE = date(2026, 1, 1)
 SEED = 7
@@ -300,7 +302,7 @@ class RunMeasure:
         return [(service, name, n) for (service, name), n in sorted(rows.items())]
 
 
-def run_import(world: SandboxWorld, engine: ImportEngine) -> RunMeasure:
+def run_import(world: SandboxWorld, engine: Importer) -> RunMeasure:
     qbo_before, clio_before = len(world.qbo.calls.all()), len(world.clio.calls.all())
     started = time.perf_counter()
     summary = engine.run(trigger="bench")
@@ -438,7 +440,7 @@ def bench_size(*, purchases: int, clients: int, seed: int, database_url: str | N
             expense_category_id=firm.category_id)
         seed_s = time.perf_counter() - started
         world.clock.advance(300)  # the bookkeeper entered these a while ago
-        engine = world.engine(sessions, firm_id)
+        engine = world.importer(sessions, firm_id)
         progress(f"importing {purchases:,} purchases …")
         first = run_import(world, engine)
         progress(f"  imported {first.summary.imported:,} entries in {first.wall_s:.1f}s")

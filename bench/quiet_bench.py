@@ -44,7 +44,12 @@ from typing import Any
 
 import requests
 from apscheduler.executors.pool import ThreadPoolExecutor as ApsThreadPool
-from hardcost.bot.app import BotContext, make_web_client
+from slack_sdk import WebClient
+from sqlalchemy import event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from hardcost.bot.context import BotContext, make_web_client
 from hardcost.sandbox.faults import Call
 from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.server import RunningServer, serve_in_thread
@@ -52,15 +57,12 @@ from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
-from hardcost.sync.engine import ImportEngine, RunSummary
-from hardcost.sync.firms import build_engine
+from hardcost.sync.firms import build_importer
+from hardcost.sync.importer import Importer
 from hardcost.sync.qbo import MINOR_VERSION
 from hardcost.sync.scheduler import ImportScheduler
 from hardcost.sync.store import EntryLink, FirmSettings, make_engine, make_session_factory
-from slack_sdk import WebClient
-from sqlalchemy import event, func, select, update
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from hardcost.sync.summary import RunSummary
 
 FIRMS = 500
 SEED = 7
@@ -371,18 +373,18 @@ def slack_sandbox(world: SandboxWorld) -> Iterator[tuple[SlackSandbox, RunningSe
 
 def serve_wiring(world: SandboxWorld, sessions: sessionmaker[Session],
                  client: WebClient) -> ImportScheduler:
-    """``bot.server.serve``'s scheduler: one engine per run (``build_engine``), the per-firm
+    """``bot.server.serve``'s scheduler: one engine per run (``build_importer``), the per-firm
     claim of ``BotContext`` as guard, the notifier after each run; the sandbox clock and the
     sandbox world's quick retry policy (no call is retried in a quiet run)."""
     config = world.settings()  # once, as serve reads its Settings once
 
-    def engine_for(firm_id: int) -> ImportEngine:  # SandboxWorld.engine, with that config
-        return build_engine(sessions, firm_id, config, retry=world.retry, sandbox_links=True,
+    def importer_for(firm_id: int) -> Importer:  # SandboxWorld.engine, with that config
+        return build_importer(sessions, firm_id, config, retry=world.retry, sandbox_links=True,
                             clock=world.clock.now)
 
-    ctx = BotContext(sessions=sessions, config=config, engine_for=engine_for,
+    ctx = BotContext(sessions=sessions, config=config, importer_for=importer_for,
                      sandbox_links=True, clock=world.clock.now)
-    return ImportScheduler(sessions, ctx.engine_for, guard=ctx.claim_run,
+    return ImportScheduler(sessions, ctx.importer_for, guard=ctx.claim_run,
                            after_run=lambda firm_id, summary: ctx.notifier(client).after_run(
                                firm_id, summary),
                            clock=world.clock.now)
@@ -627,7 +629,7 @@ def render(result: Result, command: str) -> str:
         f"Clio's limit raised to {RATE_LIMIT:,}/min for the initial imports — the quiet runs "
         "make no Clio call).",
         "- **Driving:** `ImportScheduler.run_firm` — what each APScheduler tick calls — wired as "
-        "`bot.server.serve` wires it: `build_engine` per run, `BotContext.claim_run` as the "
+        "`bot.server.serve` wires it: `build_importer` per run, `BotContext.claim_run` as the "
         "guard (the per-firm slot and, on PostgreSQL, the advisory lock), the Slack notifier "
         "after each run. Before each pass the sandbox clock moves on one interval "
         f"({INTERVAL_MINUTES} min, `schedule_minutes`' default), so every tick is due. First "

@@ -41,6 +41,13 @@ from random import Random
 from typing import Any, ParamSpec, TypeVar
 
 import requests
+from slack_bolt import App
+from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
+from slack_bolt.request import BoltRequest
+from slack_bolt.response import BoltResponse
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.bot.ui.views import (
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
@@ -56,12 +63,6 @@ from hardcost.sandbox.slack_rig import SlackRig, make_rig, wait_for
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
 from hardcost.sync.store import Run, SlackOutbox, WaitingExpense, make_engine, make_session_factory
-from slack_bolt import App
-from slack_bolt.lazy_listener.thread_runner import ThreadLazyListenerRunner
-from slack_bolt.request import BoltRequest
-from slack_bolt.response import BoltResponse
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 
 START_DATE = date(2026, 1, 1)
 SEED = 7

@@ -29,6 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.bot.webhooks import WebhookWorker
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.qbo import QboCompany, account_line
@@ -38,8 +41,6 @@ from hardcost.sandbox.slack_rig import make_rig
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
 from hardcost.sync.store import Run, WebhookEvent, make_engine, make_session_factory
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 
 START_DATE = date(2026, 1, 1)
 CLIENTS = 20

@@ -9,154 +9,18 @@ act on the store through ``sync`` and post what ``bot.ui`` builds, through the o
 
 from __future__ import annotations
 
-import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from hardcost.bot.notify import Notifier
-from hardcost.bot.outbox import ClientFor
-from hardcost.sync.config import Settings
-from hardcost.sync.engine import ImportEngine, RunSummary
-from hardcost.sync.locks import firm_run_lock
-from hardcost.sync.store import Firm, FirmSettings, utcnow
 from slack_bolt import App
 from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import (
-    ConnectionErrorRetryHandler,
-    RateLimitErrorRetryHandler,
-    ServerErrorRetryHandler,
-)
-from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
-if TYPE_CHECKING:
-    from hardcost.sync.scheduler import ImportScheduler
-
-log = logging.getLogger(__name__)
-
-EngineFactory = Callable[[int], ImportEngine]
-
-
-def make_web_client(token: str | None, base_url: str, *, max_retry_wait: int = 30) -> WebClient:
-    """A WebClient that retries 429s (honouring Retry-After), 5xx and connection errors."""
-    client = WebClient(token=token, base_url=base_url)
-    client.retry_handlers.extend([
-        RateLimitErrorRetryHandler(max_retry_count=2),
-        ServerErrorRetryHandler(max_retry_count=2),
-    ])
-    if not any(isinstance(h, ConnectionErrorRetryHandler) for h in client.retry_handlers):
-        client.retry_handlers.append(ConnectionErrorRetryHandler())
-    return client
-
-
-@dataclass
-class BotContext:
-    """What every listener needs: the store, the engines, the notifier."""
-
-    sessions: sessionmaker[Session]
-    config: Settings
-    engine_for: EngineFactory
-    sandbox_links: bool = False
-    clock: Callable[[], datetime] = field(default=utcnow)
-
-    def firm_id_for_team(self, team_id: str | None) -> int | None:
-        if not team_id:
-            return None
-        with self.sessions() as session:
-            return session.scalars(select(Firm.id).where(
-                Firm.slack_team_id == team_id, Firm.active.is_(True))).first()
-
-    def settings(self, firm_id: int) -> FirmSettings:
-        with self.sessions() as session:
-            settings = session.get(FirmSettings, firm_id)
-            assert settings is not None
-            return settings
-
-    def notifier(self, client: ClientFor) -> Notifier:
-        return Notifier(self.sessions, client, sandbox_links=self.sandbox_links,
-                        clock=self.clock)
-
-    listener_executor: ThreadPoolExecutor | None = None
-    _runs: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
-        max_workers=RUN_WORKERS, thread_name_prefix="hardcost-run"))
-    _running: set[int] = field(default_factory=set)
-    _running_lock: threading.Lock = field(default_factory=threading.Lock)
-    scheduler: ImportScheduler | None = None
-    """``hardcost serve``'s scheduled imports (``sync.scheduler``); None elsewhere."""
-
-    @contextmanager
-    def claim_run(self, firm_id: int) -> Iterator[bool]:
-        """Hold the firm's run slot for the block: this process's (the one ``start_run``
-        takes) and, on PostgreSQL, the firm's advisory lock, so no two imports of a firm run
-        at once in any replica. Yields False when the firm's import is under way somewhere."""
-        with self._running_lock:
-            mine = firm_id not in self._running
-            self._running.add(firm_id)
-        try:
-            if not mine:
-                yield False
-                return
-            db = self.sessions.kw.get("bind")
-            if not isinstance(db, Engine):
-                yield True
-                return
-            with firm_run_lock(db, firm_id) as locked:
-                yield locked
-        finally:
-            if mine:
-                with self._running_lock:
-                    self._running.discard(firm_id)
-
-    def start_run(self, firm_id: int, *, trigger: str,
-                  then: Callable[[RunSummary], None]) -> bool:
-        """Start an import on the run pool (a long import must not hold a listener worker);
-        False when this firm's import is already under way (here or in another replica)."""
-        claim = self.claim_run(firm_id)
-        if not claim.__enter__():
-            claim.__exit__(None, None, None)
-            return False
-
-        def job() -> None:
-            try:
-                summary = self.engine_for(firm_id).run(trigger=trigger)
-            except Exception:  # noqa: BLE001 - a run's own errors are in its summary
-                log.exception("import for firm %s failed", firm_id)
-                return
-            finally:
-                claim.__exit__(None, None, None)  # the import is over: the next may start
-            try:
-                then(summary)
-            except Exception:  # noqa: BLE001 - posting is retried by the outbox
-                log.exception("after the import for firm %s", firm_id)
-
-        self._runs.submit(job)
-        return True
-
-    def drain(self, seconds: float) -> bool:
-        """Stop taking work and wait up to ``seconds`` for what is running; True when done.
-
-        Runs stop between two entries once ``sync.engine.SHUTDOWN`` is set; a choice being
-        written finishes its one entry.
-        """
-        pools = [p for p in (self.listener_executor, self._runs) if p is not None]
-        for pool in pools:
-            pool.shutdown(wait=False, cancel_futures=True)
-        deadline = time.monotonic() + seconds
-        threads = [t for pool in pools for t in list(getattr(pool, "_threads", ()))]
-        for thread in threads:
-            thread.join(max(deadline - time.monotonic(), 0))
-        return not any(t.is_alive() for t in threads)
-
+from hardcost.bot import install
+from hardcost.bot.context import BotContext, make_web_client
+from hardcost.bot.listeners import actions, commands, events, modals
 
 LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
-RUN_WORKERS = 2  # imports started from Slack; a firm's second request waits for its first
 
 
 def _dispatch_options(ctx: BotContext) -> dict[str, Any]:
@@ -177,9 +41,6 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
     installation store on ``engine`` (default: the database of ``ctx.sessions``). ``client``
     (a tokenless one in multi-workspace mode) sets the Web API base URL and retries.
     """
-    from hardcost.bot import install
-    from hardcost.bot.listeners import actions, commands, events, views
-
     config = ctx.config
     secret = signing_secret or config.slack_signing_secret
     if not secret:
@@ -204,6 +65,6 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
         app = App(client=client, signing_secret=secret, **_dispatch_options(ctx))
     commands.register(app, ctx)
     actions.register(app, ctx)
-    views.register(app, ctx)
+    modals.register(app, ctx)
     events.register(app, ctx)
     return app

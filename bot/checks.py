@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
+from slack_sdk import WebClient
+
 from hardcost.bot import service
-from hardcost.bot.app import BotContext
+from hardcost.bot.context import BotContext
 from hardcost.sync.firm_settings import SettingError
 from hardcost.sync.http import ApiError
-from slack_sdk import WebClient
 
 
 def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> str:
     settings = ctx.settings(firm_id)
-    engine = ctx.engine_for(firm_id)
+    importer = ctx.importer_for(firm_id)
     lines: list[str] = []
 
     def verdict(ok: bool, text: str) -> None:
         lines.append(("✅ " if ok else "❌ ") + text)
 
     try:
-        tracking = engine.qbo.tracks_expenses_by_customer()
+        tracking = importer.qbo.tracks_expenses_by_customer()
         verdict(tracking, "QuickBooks “Track expenses and items by customer” is "
                 + ("on" if tracking else "off: turn it on in Account and settings → Expenses"))
-        accounts = {str(a["Id"]): a for a in engine.qbo.accounts()}
+        accounts = {str(a["Id"]): a for a in importer.qbo.accounts()}
         chosen = settings.import_account_ids or []
         missing = [i for i in chosen if i not in accounts]
         verdict(bool(chosen) and not missing,
@@ -33,7 +34,7 @@ def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> str:
     except ApiError as exc:
         verdict(False, f"QuickBooks: {exc.message}")
     try:
-        categories = engine.clio.hard_cost_categories()
+        categories = importer.clio.hard_cost_categories()
         hard_costs_on = settings.clio_entry_type == "HardCostEntry"
         verdict(hard_costs_on, "Clio hard costs are " + (
             "enabled" if hard_costs_on else "off: entries go in as expenses; enable “soft "

@@ -12,14 +12,9 @@ tokens while keeping its links and history.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
-from hardcost.bot.outbox import ClientFor
-from hardcost.bot.ui.pages import oauth_page
-from hardcost.sync import oauth
-from hardcost.sync.config import Settings
-from hardcost.sync.store import Firm, FirmSettings
 from slack_bolt import App, BoltContext
 from slack_bolt.oauth.callback_options import CallbackOptions, FailureArgs, SuccessArgs
 from slack_bolt.oauth.oauth_settings import OAuthSettings
@@ -33,8 +28,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-if TYPE_CHECKING:
-    from hardcost.bot.app import BotContext
+from hardcost.bot.context import BotContext
+from hardcost.bot.outbox import ClientFor
+from hardcost.bot.ui.pages import oauth_page
+from hardcost.sync import oauth
+from hardcost.sync.config import Settings
+from hardcost.sync.store import PROVIDER_NAMES, Firm, FirmSettings
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +193,7 @@ def forget_workspace(ctx: BotContext, store: InstallationStore, *, team_id: str,
     store.delete_installation(enterprise_id=enterprise_id, team_id=team_id)
     store.delete_bot(enterprise_id=enterprise_id, team_id=team_id)
     if firm_id is not None:
-        for provider in oauth.PROVIDERS:
+        for provider in PROVIDER_NAMES:
             oauth.disconnect(ctx.sessions, ctx.config, firm_id, provider)
     log.info("Slack team %s removed hardcost: firm %s deactivated, tokens deleted", team_id,
              firm_id)

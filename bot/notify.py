@@ -11,10 +11,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.bot.outbox import ClientFor, deliver, enqueue
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.views import Choice, FailureView, Message, PromptAnswer, PromptView
-from hardcost.sync.engine import RunSummary, matter_label
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry
 from hardcost.sync.store import (
@@ -26,8 +28,7 @@ from hardcost.sync.store import (
     WaitingExpense,
     utcnow,
 )
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session, sessionmaker
+from hardcost.sync.summary import RunSummary, matter_label
 
 REMIND_AFTER = timedelta(days=1)
 EXPIRY_WARNING = timedelta(days=30)

@@ -9,13 +9,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hardcost.bot.app import BotContext
+from werkzeug.wrappers import Request, Response
+
+from hardcost.bot.context import BotContext
 from hardcost.bot.outbox import ClientFor, deliver, enqueue
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.pages import oauth_page
-from hardcost.sync.oauth import PROVIDERS, finish
-from hardcost.sync.store import FirmSettings
-from werkzeug.wrappers import Request, Response
+from hardcost.sync.oauth import finish
+from hardcost.sync.store import PROVIDER_NAMES, FirmSettings
 
 
 def oauth_callback(ctx: BotContext, client: ClientFor,
@@ -27,9 +28,9 @@ def oauth_callback(ctx: BotContext, client: ClientFor,
                          realm_id=args.get("realmId"), now=ctx.clock())
         if outcome.ok and outcome.firm_id is not None:
             _tell_channel(ctx, client, outcome.firm_id,
-                          f"{PROVIDERS[provider]} connected by "
+                          f"{PROVIDER_NAMES[provider]} connected by "
                           f"<@{outcome.slack_user_id}>." if outcome.slack_user_id
-                          else f"{PROVIDERS[provider]} connected.")
+                          else f"{PROVIDER_NAMES[provider]} connected.")
         page = oauth_page(outcome.title, outcome.message, ok=outcome.ok)
         response = Response(page, status=outcome.status, content_type="text/html; charset=utf-8",
                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
@@ -54,4 +55,4 @@ def _tell_channel(ctx: BotContext, client: ClientFor, firm_id: int, text: str) -
 def oauth_routes(ctx: BotContext,
                  client: ClientFor) -> dict[str, Callable[..., Iterable[bytes]]]:
     return {f"/oauth/{provider}/callback": oauth_callback(ctx, client, provider)
-            for provider in PROVIDERS}
+            for provider in PROVIDER_NAMES}

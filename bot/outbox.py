@@ -17,11 +17,12 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from hardcost.sync.store import Failure, Run, SlackOutbox, WaitingExpense, utcnow
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
+
+from hardcost.sync.store import Failure, Run, SlackOutbox, WaitingExpense, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -20,21 +20,21 @@ from types import FrameType
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from hardcost.bot.app import BotContext, build_app
+from sqlalchemy.engine import Engine
+
+from hardcost.bot.app import build_app
+from hardcost.bot.context import BotContext
 from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
 from hardcost.bot.web import make_wsgi_app, serve_forever
 from hardcost.bot.webhooks import WebhookWorker, webhook_routes
-from hardcost.sandbox.demo import seed_demo
-from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.config import Settings
 from hardcost.sync.db import alembic_config
-from hardcost.sync.engine import SHUTDOWN
-from hardcost.sync.firms import build_engine
+from hardcost.sync.firms import build_importer
+from hardcost.sync.importer import SHUTDOWN
 from hardcost.sync.scheduler import ImportScheduler
 from hardcost.sync.store import make_engine, make_session_factory
-from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -75,22 +75,21 @@ class OutboxPump(threading.Thread):
 SHUTDOWN_GRACE = 25.0  # seconds; container platforms usually allow 30 after SIGTERM
 
 
-def serve(config: Settings, *, sandbox: bool = False) -> int:
-    world = None
-    if sandbox:
-        world, config = start_sandbox(config)
+def serve(config: Settings, *, sandbox_links: bool = False) -> int:
+    """Serve until SIGTERM or SIGINT. ``sandbox_links``: QuickBooks links in Slack point to
+    Intuit's sandbox company app instead of the production one."""
     engine = make_engine(config.resolved_database_url())
     check_schema(engine)
     sessions = make_session_factory(engine)
     ctx = BotContext(sessions=sessions, config=config,
-                     engine_for=lambda firm_id: build_engine(
-                         sessions, firm_id, config, sandbox_links=sandbox))
-    ctx.sandbox_links = sandbox
+                     importer_for=lambda firm_id: build_importer(
+                         sessions, firm_id, config, sandbox_links=sandbox_links))
+    ctx.sandbox_links = sandbox_links
     app = build_app(ctx, engine=engine)
     clients = slack_clients(ctx, app)  # the one client, or each firm's workspace client
     # -- scheduled imports (sync/scheduler.py) ------------------------------------------
     ctx.scheduler = ImportScheduler(
-        sessions, ctx.engine_for, guard=ctx.claim_run,
+        sessions, ctx.importer_for, guard=ctx.claim_run,
         after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary),
         unit_seconds=config.schedule_unit_seconds,
         reconcile_every=config.scheduler_reconcile_seconds)
@@ -129,8 +128,6 @@ def serve(config: Settings, *, sandbox: bool = False) -> int:
     finally:
         webhook_worker.stopped.set()  # QuickBooks webhooks: no new pass; a run under way
         shut_down(ctx, pump)          # stops between two entries like any other
-        if world is not None:
-            world.stop()
 
 
 def shut_down(ctx: BotContext, pump: OutboxPump) -> None:
@@ -150,18 +147,3 @@ def shut_down(ctx: BotContext, pump: OutboxPump) -> None:
         logging.shutdown()
         os._exit(0)  # the executors' threads would otherwise keep the process alive
     log.info("hardcost: stopped cleanly")
-
-
-def start_sandbox(config: Settings) -> tuple[SandboxWorld, Settings]:
-    """The built-in QuickBooks and Clio with the demo firm's books, for a real Slack."""
-    world = SandboxWorld.start()
-    seed_demo(world)
-    sandbox = world.settings()
-    overrides = {name: getattr(sandbox, name) for name in type(sandbox).model_fields
-                 if name.startswith(("qbo_", "clio_"))}
-    log.warning("hardcost: SANDBOX mode — QuickBooks at %s and Clio at %s hold the demo firm's "
-                "books; `/hardcost connect quickbooks` and `connect clio` approve at once. "
-                "Then: /hardcost set account Reimbursable Expenses, /hardcost set category "
-                "Court & filing fees, /hardcost set start-date 2026-10-01, /hardcost run.",
-                world.qbo_server.url, world.clio_server.url)
-    return world, config.model_copy(update=overrides)

@@ -6,13 +6,17 @@ import logging
 import re
 from datetime import timedelta
 
-from hardcost.bot.app import BotContext
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError
+from sqlalchemy import func, select
+
+from hardcost.bot.context import BotContext
 from hardcost.bot.notify import failure_view, prompt_view
 from hardcost.bot.outbox import undelivered
 from hardcost.bot.ui.views import Choice, FailureView, PromptView, SettingsView, StatusView
-from hardcost.sync.engine import ImportEngine
 from hardcost.sync.firm_settings import Lookups, SettingError
 from hardcost.sync.http import ApiError
+from hardcost.sync.importer import Importer
 from hardcost.sync.store import (
     Connection,
     Failure,
@@ -22,9 +26,6 @@ from hardcost.sync.store import (
     Run,
     WaitingExpense,
 )
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
-from sqlalchemy import func, select
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +50,10 @@ def may_choose(settings: FirmSettings, user_id: str) -> bool:
     return not approvers or user_id in approvers
 
 
-def lookups(engine: ImportEngine) -> Lookups:
-    return Lookups(qbo_accounts=engine.qbo.accounts,
-                   clio_categories=engine.clio.hard_cost_categories,
-                   clio_users=engine.clio.users)
+def lookups(importer: Importer) -> Lookups:
+    return Lookups(qbo_accounts=importer.qbo.accounts,
+                   clio_categories=importer.clio.hard_cost_categories,
+                   clio_users=importer.clio.users)
 
 
 def resolve_channel(client: WebClient, raw: str) -> tuple[str, str]:
@@ -179,20 +180,20 @@ def settings_view(ctx: BotContext, firm_id: int) -> SettingsView:
     keeping the modal from opening.
     """
     settings = ctx.settings(firm_id)
-    engine = ctx.engine_for(firm_id)
+    importer = ctx.importer_for(firm_id)
     accounts: list[Choice] = []
     categories: list[Choice] = []
     users: list[Choice] = []
     try:
         accounts = [Choice(int(a["Id"]), str(a.get("FullyQualifiedName") or a.get("Name")))
-                    for a in engine.qbo.accounts()
+                    for a in importer.qbo.accounts()
                     if a.get("AccountType") in {"Expense", "Other Expense",
                                                 "Cost of Goods Sold"}]
     except ApiError as exc:
         log.warning("settings: QuickBooks accounts unavailable: %s", exc)
     try:
-        categories = [Choice(c.id, c.name) for c in engine.clio.hard_cost_categories()]
-        users = [Choice(u.id, u.name) for u in engine.clio.users() if u.enabled]
+        categories = [Choice(c.id, c.name) for c in importer.clio.hard_cost_categories()]
+        users = [Choice(u.id, u.name) for u in importer.clio.users() if u.enabled]
     except ApiError as exc:
         log.warning("settings: Clio lists unavailable: %s", exc)
     chosen = set(settings.import_account_ids or [])

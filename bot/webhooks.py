@@ -15,9 +15,12 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from hardcost.bot.app import BotContext
+from slack_sdk import WebClient
+from werkzeug.wrappers import Request, Response
+
+from hardcost.bot.context import BotContext
 from hardcost.bot.outbox import ClientFor
-from hardcost.sync.engine import RunSummary
+from hardcost.sync.summary import RunSummary
 from hardcost.sync.webhooks import (
     MalformedDelivery,
     RunGuard,
@@ -26,8 +29,6 @@ from hardcost.sync.webhooks import (
     record_changes,
     signature_valid,
 )
-from slack_sdk import WebClient
-from werkzeug.wrappers import Request, Response
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class WebhookWorker(threading.Thread):
 
     def run_once(self) -> None:
         try:
-            process_pending(self.ctx.sessions, self.ctx.engine_for, after_run=self.after_run,
+            process_pending(self.ctx.sessions, self.ctx.importer_for, after_run=self.after_run,
                             guard=self.guard, clock=self.ctx.clock)
         except Exception:  # noqa: BLE001 - the worker must outlive any one failure
             log.exception("webhook processing failed; will try again")

@@ -1,4 +1,8 @@
-"""``hardcost`` command line: db upgrade, keys, sync, serve, demo."""
+"""``hardcost`` command line: db upgrade, keys, sync, serve, demo.
+
+The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
+Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
+``serve --sandbox``) together."""
 
 from __future__ import annotations
 
@@ -9,6 +13,8 @@ from collections.abc import Sequence
 
 from sqlalchemy import select
 
+from hardcost.bot.server import SchemaOutOfDate, serve
+from hardcost.sandbox.demo import run_demo, start_sandbox
 from hardcost.sync.config import get_settings
 from hardcost.sync.crypto import (
     ENV_VAR,
@@ -20,9 +26,9 @@ from hardcost.sync.crypto import (
     rotate_secrets,
 )
 from hardcost.sync.db import upgrade
-from hardcost.sync.engine import FirmNotReady
-from hardcost.sync.firms import build_engine
+from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError
+from hardcost.sync.importer import FirmNotReady
 from hardcost.sync.report import render_summary
 from hardcost.sync.store import Base, Firm, FirmSettings, make_engine, make_session_factory
 
@@ -72,7 +78,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     status = 0
     for firm_id in firm_ids:
         try:
-            summary = build_engine(sessions, firm_id, config).run(
+            summary = build_importer(sessions, firm_id, config).run(
                 trigger="manual", dry_run=args.dry_run)
         except (FirmNotReady, ApiError) as exc:
             print(f"Firm {firm_id}: {exc}", file=sys.stderr)
@@ -85,18 +91,21 @@ def _cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from hardcost.bot.server import SchemaOutOfDate, serve
-
+    config = get_settings()
+    world = None
+    if args.sandbox:
+        world, config = start_sandbox(config)
     try:
-        return serve(get_settings(), sandbox=args.sandbox)
+        return serve(config, sandbox_links=args.sandbox)
     except (SchemaOutOfDate, RuntimeError) as exc:
         print(f"hardcost serve: {exc}", file=sys.stderr)
         return 1
+    finally:
+        if world is not None:
+            world.stop()
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hardcost.sandbox.demo import run_demo
-
     return run_demo(database_url=args.database_url, out=sys.stdout)
 
 

@@ -31,13 +31,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import simplejson
-from hardcost.sandbox.clock import SandboxClock
-from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
-from hardcost.sandbox.openapi import NO_BODY, OpenApiDocument, load_openapi
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+
+from hardcost.sandbox.clock import SandboxClock
+from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
+from hardcost.sandbox.openapi import NO_BODY, OpenApiDocument, load_openapi
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment

@@ -2,12 +2,13 @@
 a quiet run, then a purchase deleted in QuickBooks and its Clio entry removed; all printed.
 
 Everything is real except the two services: the sandbox QuickBooks and Clio serve HTTP on
-loopback, the engine is the one ``hardcost serve`` runs, the database is a real SQLite file
+loopback, the importer is the one ``hardcost serve`` runs, the database is a real SQLite file
 (a temporary one unless ``--database-url`` says otherwise).
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import date
@@ -16,6 +17,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import TextIO
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.qbo import QboCompany, account_line, item_line
 from hardcost.sandbox.server import RunningServer, serve_in_thread
@@ -23,13 +27,14 @@ from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_render import render
 from hardcost.sandbox.slack_rig import make_rig, wait_for
 from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.config import Settings
 from hardcost.sync.db import upgrade
 from hardcost.sync.report import money, render_summary
 from hardcost.sync.store import EntryLink, WaitingExpense, make_engine, make_session_factory
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 START_DATE = date(2026, 10, 1)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,8 +174,8 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         f"  import account \"Reimbursable Expenses\", start date {START_DATE}\n\n")
     try:
         world.clock.advance(5 * 60)  # the bookkeeper entered these a while ago
-        engine = world.engine(sessions, firm_id)
-        first = engine.run(trigger="demo")
+        importer = world.importer(sessions, firm_id)
+        first = importer.run(trigger="demo")
         out.write(render_summary(first) + "\n\n")
         rig.ctx.notifier(rig.app.client).after_run(firm_id, first)
         out.write("What #costs sees in Slack:\n\n")
@@ -197,7 +202,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         out.write(render(updated, names=names) + "\n\n")
 
         world.clock.advance(15 * 60)
-        second = engine.run(trigger="demo")
+        second = importer.run(trigger="demo")
         rig.ctx.notifier(rig.app.client).after_run(firm_id, second)
         out.write("The next scheduled run, 15 minutes later, finds nothing new "
                   "(and posts nothing):\n")
@@ -216,7 +221,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
                   "the unbilled Clio entry:\n")
         demo.company.delete_purchase(purchase_id)
         world.clock.advance(15 * 60)
-        third = engine.run(trigger="demo")
+        third = importer.run(trigger="demo")
         before = len(rig.channel_messages())
         rig.ctx.notifier(rig.app.client).after_run(firm_id, third)
         out.write(render_summary(third) + "\n\n")
@@ -247,3 +252,19 @@ def _links(sessions: sessionmaker[Session], firm_id: int) -> list[EntryLink]:
     with sessions() as session:
         return list(session.scalars(select(EntryLink).where(EntryLink.firm_id == firm_id)
                                     .order_by(EntryLink.id)))
+
+
+def start_sandbox(config: Settings) -> tuple[SandboxWorld, Settings]:
+    """The built-in QuickBooks and Clio with the demo firm's books, for ``hardcost serve
+    --sandbox`` in a real Slack: returns the running world and ``config`` pointed at it."""
+    world = SandboxWorld.start()
+    seed_demo(world)
+    sandbox = world.settings()
+    overrides = {name: getattr(sandbox, name) for name in type(sandbox).model_fields
+                 if name.startswith(("qbo_", "clio_"))}
+    log.warning("hardcost: SANDBOX mode — QuickBooks at %s and Clio at %s hold the demo firm's "
+                "books; `/hardcost connect quickbooks` and `connect clio` approve at once. "
+                "Then: /hardcost set account Reimbursable Expenses, /hardcost set category "
+                "Court & filing fees, /hardcost set start-date 2026-10-01, /hardcost run.",
+                world.qbo_server.url, world.clio_server.url)
+    return world, config.model_copy(update=overrides)

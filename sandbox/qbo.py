@@ -22,6 +22,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 import simplejson
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Map, Rule
+from werkzeug.wrappers import Request, Response
+
 from hardcost.sandbox.clock import SandboxClock
 from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
 from hardcost.sandbox.qbo_company import (
@@ -44,9 +48,6 @@ from hardcost.sandbox.qbo_query import (
     parse_query,
     run_query,
 )
-from werkzeug.exceptions import HTTPException
-from werkzeug.routing import Map, Rule
-from werkzeug.wrappers import Request, Response
 
 __all__ = [
     "QboCompany",

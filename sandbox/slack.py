@@ -50,11 +50,12 @@ from html import escape
 from typing import Any
 from urllib.parse import urlencode
 
-from hardcost.sandbox.clock import SandboxClock
-from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
+
+from hardcost.sandbox.clock import SandboxClock
+from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
 
 __all__ = [
     "DEFAULT_SCOPES",

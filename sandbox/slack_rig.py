@@ -19,7 +19,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 import requests
-from hardcost.bot.app import BotContext, build_app, make_web_client
+from slack_bolt import App
+from slack_sdk.http_retry.builtin_interval_calculators import (
+    FixedValueRetryIntervalCalculator,
+)
+from slack_sdk.signature import SignatureVerifier
+
+from hardcost.bot.app import build_app
+from hardcost.bot.context import BotContext, make_web_client
 from hardcost.bot.install import slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import ClientFor
@@ -29,11 +36,6 @@ from hardcost.sandbox.server import RunningServer
 from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.store import FirmSettings, make_session_factory
-from slack_bolt import App
-from slack_sdk.http_retry.builtin_interval_calculators import (
-    FixedValueRetryIntervalCalculator,
-)
-from slack_sdk.signature import SignatureVerifier
 
 SIGNING_SECRET = "sandbox-signing-secret"
 TEAM = "T0001"
@@ -191,7 +193,7 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> Sla
         session.commit()
     world = firm.world
     ctx = BotContext(sessions=firm.sessions, config=world.settings(),
-                     engine_for=lambda firm_id: world.engine(firm.sessions, firm_id),
+                     importer_for=lambda firm_id: world.importer(firm.sessions, firm_id),
                      sandbox_links=True, clock=world.clock.now)
     client = make_web_client(ws.bot_token, f"{slack_server.url}/api/")
     for handler in client.retry_handlers:
@@ -281,7 +283,7 @@ def make_install_rig(world: Any, engine: Any, slack: SlackSandbox,
         "slack_client_secret": slack.client_secret, "slack_signing_secret": SIGNING_SECRET,
         "slack_api_url": f"{slack_server.url}/api/"})
     ctx = BotContext(sessions=sessions, config=config,
-                     engine_for=lambda firm_id: world.engine(sessions, firm_id),
+                     importer_for=lambda firm_id: world.importer(sessions, firm_id),
                      sandbox_links=True, clock=world.clock.now)
     client = make_web_client(None, config.slack_api_url)
     for handler in client.retry_handlers:

@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sandbox.clio import ClioAccount, ClioSandbox
 from hardcost.sandbox.clock import SandboxClock
 from hardcost.sandbox.qbo import QboCompany, QboSandbox
 from hardcost.sandbox.server import RunningServer, serve_in_thread
 from hardcost.sync.config import Settings
-from hardcost.sync.engine import ImportEngine
-from hardcost.sync.firms import FirmSetup, build_engine, create_firm
+from hardcost.sync.firms import FirmSetup, build_importer, create_firm
 from hardcost.sync.http import RetryPolicy
+from hardcost.sync.importer import Importer
 from hardcost.sync.tokens import TokenGrant, store_grant
-from sqlalchemy.orm import Session, sessionmaker
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,8 @@ class SandboxWorld:
             session.commit()
             return firm.id
 
-    def engine(self, sessions: sessionmaker[Session], firm_id: int) -> ImportEngine:
-        return build_engine(sessions, firm_id, self.settings(), retry=self.retry,
+    def importer(self, sessions: sessionmaker[Session], firm_id: int) -> Importer:
+        return build_importer(sessions, firm_id, self.settings(), retry=self.retry,
                             sandbox_links=True, clock=self.clock.now)
 
 

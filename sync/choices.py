@@ -11,13 +11,15 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from hardcost.sync.clio import Contact, Matter
-from hardcost.sync.engine import AlreadyImported, ImportEngine, matter_label
-from hardcost.sync.http import ApiError
-from hardcost.sync.rules import PlannedEntry
-from hardcost.sync.store import ContactLink, WaitingExpense, WaitReason, utcnow
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+
+from hardcost.sync.clio import Contact, Matter
+from hardcost.sync.http import ApiError
+from hardcost.sync.importer import AlreadyImported, Importer
+from hardcost.sync.rules import PlannedEntry
+from hardcost.sync.store import ContactLink, WaitingExpense, WaitReason, utcnow
+from hardcost.sync.summary import matter_label
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +43,11 @@ class ChoiceError(Exception):
     pass
 
 
-def _claim(engine: ImportEngine, waiting_id: int, user_id: str) -> WaitingExpense | None:
+def _claim(importer: Importer, waiting_id: int, user_id: str) -> WaitingExpense | None:
     """Take the prompt for this user, or return None when someone else has it or it's done."""
-    with engine.sessions() as session:
+    with importer.sessions() as session:
         taken = session.execute(update(WaitingExpense).where(
-            WaitingExpense.id == waiting_id, WaitingExpense.firm_id == engine.firm_id,
+            WaitingExpense.id == waiting_id, WaitingExpense.firm_id == importer.firm_id,
             WaitingExpense.resolved_at.is_(None), WaitingExpense.resolution.is_(None),
         ).values(resolution=CLAIMED, resolved_by=user_id))
         session.commit()
@@ -54,18 +56,18 @@ def _claim(engine: ImportEngine, waiting_id: int, user_id: str) -> WaitingExpens
         return session.get(WaitingExpense, waiting_id)
 
 
-def _release(engine: ImportEngine, waiting_id: int) -> None:
-    with engine.sessions() as session:
+def _release(importer: Importer, waiting_id: int) -> None:
+    with importer.sessions() as session:
         session.execute(update(WaitingExpense).where(
             WaitingExpense.id == waiting_id, WaitingExpense.resolution == CLAIMED,
         ).values(resolution=None, resolved_by=None))
         session.commit()
 
 
-def _answered(engine: ImportEngine, waiting_id: int) -> ChoiceResult:
-    with engine.sessions() as session:
+def _answered(importer: Importer, waiting_id: int) -> ChoiceResult:
+    with importer.sessions() as session:
         row = session.get(WaitingExpense, waiting_id)
-    if row is None or row.firm_id != engine.firm_id:
+    if row is None or row.firm_id != importer.firm_id:
         return ChoiceResult("refused", "That expense is not one of this workspace's.")
     if row.resolution == CLAIMED:
         return ChoiceResult("already_answered", f"<@{row.resolved_by}> is answering this "
@@ -79,75 +81,75 @@ def _matter_choices(row: WaitingExpense) -> dict[int, dict[str, Any]]:
     return {int(c["id"]): c for c in row.candidates if c.get("kind") == "matter"}
 
 
-def choose_matter(engine: ImportEngine, waiting_id: int, matter_id: int,
+def choose_matter(importer: Importer, waiting_id: int, matter_id: int,
                   user_id: str) -> ChoiceResult:
     """Write the waiting expense to Clio on ``matter_id`` (one of its candidates)."""
-    row = _claim(engine, waiting_id, user_id)
+    row = _claim(importer, waiting_id, user_id)
     if row is None:
-        return _answered(engine, waiting_id)
+        return _answered(importer, waiting_id)
     candidates = _matter_choices(row)
     if matter_id not in candidates:
-        _release(engine, waiting_id)
+        _release(importer, waiting_id)
         return ChoiceResult("refused", "That matter is not one of this expense's choices.")
     chosen = candidates[matter_id]
     label = matter_label(str(chosen.get("display_number") or ""),
                          str(chosen.get("description") or ""))
     entry = PlannedEntry.from_json(row.entry)
     try:
-        activity = engine.write(engine.writer_state("choice"), entry, matter_id,
+        activity = importer.write(importer.writer_state("choice"), entry, matter_id,
                                 resolution="linked", resolved_by=user_id)
     except AlreadyImported:
-        _settle(engine, waiting_id, "linked", user_id)
+        _settle(importer, waiting_id, "linked", user_id)
         return ChoiceResult("already_answered", "This expense is already in Clio.",
                             label=label, answered_by=user_id)
     except ApiError as exc:
-        _release(engine, waiting_id)
+        _release(importer, waiting_id)
         log.warning("choice for waiting %s failed: %s", waiting_id, exc)
         return ChoiceResult("failed", f"Clio did not take the entry: {exc.message} "
                             "Nothing was saved; you can choose again.", label=label)
     if row.contact_id is not None:
-        _remember(engine, entry, row.contact_id, user_id, only_if_missing=True)
+        _remember(importer, entry, row.contact_id, user_id, only_if_missing=True)
     return ChoiceResult("linked", f"Linked to {label}.", label=label,
                         clio_entry_id=activity.id, answered_by=user_id)
 
 
-def choose_contact(engine: ImportEngine, waiting_id: int, contact_id: int,
+def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
                    user_id: str) -> ChoiceResult:
     """Remember the QBO customer's Clio contact, then settle the matter if it is clear."""
-    row = _claim(engine, waiting_id, user_id)
+    row = _claim(importer, waiting_id, user_id)
     if row is None:
-        return _answered(engine, waiting_id)
+        return _answered(importer, waiting_id)
     choices = {int(c["id"]): c for c in row.candidates if c.get("kind") == "contact"}
     if choices and contact_id not in choices:
-        _release(engine, waiting_id)
+        _release(importer, waiting_id)
         return ChoiceResult("refused", "That contact is not one of this expense's choices.")
     entry = PlannedEntry.from_json(row.entry)
     name = str(choices.get(contact_id, {}).get("name") or f"contact {contact_id}")
-    _remember(engine, entry, contact_id, user_id, only_if_missing=False)
-    state = engine.writer_state("choice")
+    _remember(importer, entry, contact_id, user_id, only_if_missing=False)
+    state = importer.writer_state("choice")
     try:
         resolution = state.resolver.choose_matter(entry, Contact(contact_id, name, "", None))
     except ApiError as exc:
-        _release(engine, waiting_id)
+        _release(importer, waiting_id)
         return ChoiceResult("failed", f"Clio could not list {name}'s matters: {exc.message}")
     if resolution.matter is not None:
         matter: Matter = resolution.matter
         label = matter_label(matter.display_number, matter.description)
         try:
-            activity = engine.write(state, entry, matter.id, resolution="linked",
+            activity = importer.write(state, entry, matter.id, resolution="linked",
                                     resolved_by=user_id)
         except AlreadyImported:
-            _settle(engine, waiting_id, "linked", user_id)
+            _settle(importer, waiting_id, "linked", user_id)
             return ChoiceResult("already_answered", "This expense is already in Clio.")
         except ApiError as exc:
-            _release(engine, waiting_id)
+            _release(importer, waiting_id)
             return ChoiceResult("failed", f"Clio did not take the entry: {exc.message} "
                                 "Nothing was saved; you can choose again.")
         return ChoiceResult("linked", f"{name} remembered; linked to {label}.", label=label,
                             clio_entry_id=activity.id, answered_by=user_id)
     # Still a question, now about the matter: the old prompt is answered, a new one is asked.
     assert resolution.reason is not None
-    with engine.sessions() as session:
+    with importer.sessions() as session:
         current = session.get(WaitingExpense, waiting_id)
         assert current is not None
         current.reason = resolution.reason.value
@@ -165,34 +167,34 @@ def choose_contact(engine: ImportEngine, waiting_id: int, contact_id: int,
                         label=name, answered_by=user_id, still_waiting=current)
 
 
-def not_client_cost(engine: ImportEngine, waiting_id: int, user_id: str) -> ChoiceResult:
-    row = _claim(engine, waiting_id, user_id)
+def not_client_cost(importer: Importer, waiting_id: int, user_id: str) -> ChoiceResult:
+    row = _claim(importer, waiting_id, user_id)
     if row is None:
-        return _answered(engine, waiting_id)
-    _settle(engine, waiting_id, "not_client_cost", user_id)
+        return _answered(importer, waiting_id)
+    _settle(importer, waiting_id, "not_client_cost", user_id)
     return ChoiceResult("not_client_cost", "Marked as not a client cost; it will not be "
                         "imported.", answered_by=user_id)
 
 
-def _settle(engine: ImportEngine, waiting_id: int, resolution: str, user_id: str) -> None:
-    with engine.sessions() as session:
+def _settle(importer: Importer, waiting_id: int, resolution: str, user_id: str) -> None:
+    with importer.sessions() as session:
         session.execute(update(WaitingExpense).where(
-            WaitingExpense.id == waiting_id, WaitingExpense.firm_id == engine.firm_id,
+            WaitingExpense.id == waiting_id, WaitingExpense.firm_id == importer.firm_id,
         ).values(resolution=resolution, resolved_by=user_id, resolved_at=utcnow()))
         session.commit()
 
 
-def _remember(engine: ImportEngine, entry: PlannedEntry, contact_id: int, user_id: str, *,
+def _remember(importer: Importer, entry: PlannedEntry, contact_id: int, user_id: str, *,
               only_if_missing: bool) -> None:
     customer_id = entry.key.customer_id
-    with engine.sessions() as session:
+    with importer.sessions() as session:
         link = session.scalars(select(ContactLink).where(
-            ContactLink.firm_id == engine.firm_id, ContactLink.qbo_type == "Customer",
+            ContactLink.firm_id == importer.firm_id, ContactLink.qbo_type == "Customer",
             ContactLink.qbo_id == customer_id)).one_or_none()
         if link is not None and only_if_missing:
             return
         if link is None:
-            link = ContactLink(firm_id=engine.firm_id, qbo_type="Customer", qbo_id=customer_id,
+            link = ContactLink(firm_id=importer.firm_id, qbo_type="Customer", qbo_id=customer_id,
                                clio_contact_id=contact_id, source="staff")
             session.add(link)
         link.clio_contact_id = contact_id

@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import requests
+
 from hardcost.sync.http import (
     ApiError,
     ApiSession,

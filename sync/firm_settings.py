@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from sqlalchemy.orm import Session
+
 from hardcost.sync.clio import ExpenseCategory, User
 from hardcost.sync.store import FirmSettings
-from sqlalchemy.orm import Session
 
 USAGE = {
     "channel": "/hardcost set channel #channel",

@@ -6,14 +6,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sync.clio import ClioClient
 from hardcost.sync.config import Settings
-from hardcost.sync.engine import ImportEngine
 from hardcost.sync.http import ConfigError, RetryPolicy
+from hardcost.sync.importer import Importer
 from hardcost.sync.qbo import QboClient
 from hardcost.sync.store import Firm, FirmSettings, utcnow
 from hardcost.sync.tokens import StoredTokens, clio_refresher, qbo_refresher
-from sqlalchemy.orm import Session, sessionmaker
 
 
 @dataclass(frozen=True)
@@ -53,9 +54,9 @@ def _require(value: str | None, name: str) -> str:
     return value
 
 
-def build_engine(sessions: sessionmaker[Session], firm_id: int, config: Settings, *,
+def build_importer(sessions: sessionmaker[Session], firm_id: int, config: Settings, *,
                  retry: RetryPolicy | None = None, sandbox_links: bool = False,
-                 clock: Callable[[], datetime] = utcnow) -> ImportEngine:
+                 clock: Callable[[], datetime] = utcnow) -> Importer:
     """The engine for one firm, with clients that refresh tokens stored in the database."""
     with sessions() as session:
         firm = session.get(Firm, firm_id)
@@ -74,5 +75,5 @@ def build_engine(sessions: sessionmaker[Session], firm_id: int, config: Settings
     qbo = QboClient(base_url=config.qbo_api_base, realm_id=realm_id, tokens=qbo_tokens,
                     retry=retry)
     clio = ClioClient(host=clio_host, tokens=clio_tokens, retry=retry)
-    return ImportEngine(sessions, firm_id, qbo=qbo, clio=clio, sandbox_links=sandbox_links,
+    return Importer(sessions, firm_id, qbo=qbo, clio=clio, sandbox_links=sandbox_links,
                         clock=clock)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import requests
 import simplejson
+
 from hardcost.sync.store import FailureKind
 
 log = logging.getLogger(__name__)

@@ -15,18 +15,18 @@ from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 import requests
-from hardcost.sync.config import CLIO_REGIONS, Settings
-from hardcost.sync.http import ApiError, ConfigError
-from hardcost.sync.store import Connection, Firm, OAuthState, utcnow
-from hardcost.sync.tokens import QBO_TOKEN_HEADERS, TokenGrant, grant_from_response, store_grant
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
+
+from hardcost.sync.config import CLIO_REGIONS, Settings
+from hardcost.sync.http import ApiError, ConfigError
+from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, OAuthState, utcnow
+from hardcost.sync.tokens import QBO_TOKEN_HEADERS, TokenGrant, grant_from_response, store_grant
 
 log = logging.getLogger(__name__)
 
 STATE_LIFETIME = timedelta(minutes=10)
 QBO_SCOPE = "com.intuit.quickbooks.accounting"
-PROVIDERS = {"quickbooks": "QuickBooks", "clio": "Clio"}
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ def start(sessions: sessionmaker[Session], config: Settings, firm_id: int, provi
           slack_team_id: str | None, slack_user_id: str | None, region: str = "us",
           now: datetime | None = None) -> str:
     """A fresh authorization link for ``provider`` (quickbooks | clio)."""
-    if provider not in PROVIDERS:
+    if provider not in PROVIDER_NAMES:
         raise ValueError(provider)
     if provider == "clio" and region not in CLIO_REGIONS:
         raise ConfigError("hardcost", f"“{region}” is not a Clio region: use one of "
@@ -87,7 +87,7 @@ def finish(sessions: sessionmaker[Session], config: Settings, provider: str, *,
            now: datetime | None = None) -> Outcome:
     """Check the state, exchange the code, store the tokens; what to tell the person."""
     now = now or utcnow()
-    name = PROVIDERS.get(provider, provider)
+    name = PROVIDER_NAMES.get(provider, provider)
     again = f"Start again from Slack with `/hardcost connect {provider}`."
     if not state:
         return _refused("That link is incomplete", f"The answer from {name} had no state. "
@@ -195,14 +195,15 @@ def _exchange(config: Settings, provider: str, code: str, region: str) -> TokenG
                       "client_secret": _require(config.clio_client_secret,
                                                 "CLIO_CLIENT_SECRET")})
     except requests.RequestException:
-        raise ApiError(PROVIDERS[provider], f"{PROVIDERS[provider]} did not answer.") from None
-    return grant_from_response(response, PROVIDERS[provider])
+        name = PROVIDER_NAMES[provider]
+        raise ApiError(name, f"{name} did not answer.") from None
+    return grant_from_response(response, PROVIDER_NAMES[provider])
 
 
 def disconnect(sessions: sessionmaker[Session], config: Settings, firm_id: int,
                provider: str) -> str:
     """Revoke at the provider and forget the tokens; a sentence saying what happened."""
-    name = PROVIDERS[provider]
+    name = PROVIDER_NAMES[provider]
     with sessions() as session:
         row = session.scalars(select(Connection).where(
             Connection.firm_id == firm_id, Connection.provider == provider)).first()

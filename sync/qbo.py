@@ -11,6 +11,8 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import requests
+
+from hardcost.sync.batches import chunks
 from hardcost.sync.http import (
     ApiError,
     ApiSession,
@@ -210,7 +212,7 @@ class QboClient:
     def _by_ids(self, entity: str, ids: Iterable[str], also: str = "") -> list[dict[str, Any]]:
         """Records of ``entity`` by id, a bounded ``IN`` list per query."""
         found: list[dict[str, Any]] = []
-        for chunk in _chunks(sorted(set(ids)), IDS_PER_QUERY):
+        for chunk in chunks(sorted(set(ids)), IDS_PER_QUERY):
             where = f"Id IN {in_list(chunk)}" + (f" AND {also}" if also else "")
             for rows, _ in self._pages(entity, where):
                 found.extend(rows)
@@ -311,8 +313,3 @@ def instant(value: object) -> datetime | None:
 def transaction_url(purchase_id: str, *, sandbox: bool = False) -> str:
     host = "https://app.sandbox.qbo.intuit.com" if sandbox else "https://app.qbo.intuit.com"
     return f"{host}/app/expense?txnId={re.sub(r'[^0-9A-Za-z-]', '', purchase_id)}"
-
-
-def _chunks(values: list[str], size: int) -> Iterator[list[str]]:
-    for i in range(0, len(values), size):
-        yield values[i:i + size]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from decimal import Decimal
 
-from hardcost.sync.engine import RunSummary
+from hardcost.sync.summary import RunSummary
 
 REASONS = {
     "no_contact": "no Clio contact matches the QuickBooks customer",

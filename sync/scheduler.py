@@ -39,17 +39,18 @@ from typing import IO, Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
-from hardcost.sync.engine import SHUTDOWN, FirmNotReady, ImportEngine, RunSummary
-from hardcost.sync.locks import firm_run_lock
-from hardcost.sync.store import Connection, Firm, FirmSettings, Run, utcnow
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.importer import SHUTDOWN, FirmNotReady, Importer
+from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, FirmSettings, Run, utcnow
+from hardcost.sync.summary import RunSummary
+
 log = logging.getLogger(__name__)
 
 RECONCILE_EVERY = 30.0  # seconds between two reads of the firms table
-PROVIDERS = frozenset({"quickbooks", "clio"})
 RECONCILE_JOB = "reconcile"
 IMPORT_THREADS = 10  # scheduled imports at once in one process (APScheduler's default pool)
 STALE_PERIODS = 3  # reconciles missed in a row before health says the scheduler is stuck
@@ -104,7 +105,7 @@ class ImportScheduler:
     ``STALE_SLACK``).
     """
 
-    def __init__(self, sessions: sessionmaker[Session], engine_for: Callable[[int], ImportEngine],
+    def __init__(self, sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
                  *, after_run: Callable[[int, RunSummary], object] | None = None,
                  guard: RunGuard | None = None, unit_seconds: float = 60.0,
                  reconcile_every: float = RECONCILE_EVERY,
@@ -115,7 +116,7 @@ class ImportScheduler:
             raise RuntimeError("the scheduler needs the database engine of its sessions")
         self.sessions = sessions
         self.db = bind
-        self.engine_for = engine_for
+        self.importer_for = importer_for
         self.after_run = after_run
         self.guard: RunGuard = guard or self._own_guard
         self.unit_seconds = unit_seconds
@@ -166,7 +167,7 @@ class ImportScheduler:
 
     def shutdown(self) -> None:
         """No new ticks from now on (runs under way stop between entries once
-        ``sync.engine.SHUTDOWN`` is set); does not wait for them: see ``wait``."""
+        ``sync.importer.SHUTDOWN`` is set); does not wait for them: see ``wait``."""
         with self._jobs_lock:
             self._stopped = True
             if self._scheduler.running:
@@ -239,7 +240,8 @@ class ImportScheduler:
                 connected.setdefault(firm_id, set()).add(provider)
         return {firm_id: max(int(minutes or 1), 1) * self.unit_seconds
                 for firm_id, realm, minutes, accounts, start in rows
-                if realm and accounts and start and connected.get(firm_id, set()) >= PROVIDERS}
+                if realm and accounts and start
+                and connected.get(firm_id, set()) >= PROVIDER_NAMES.keys()}
 
     def sync(self) -> None:
         """Make the jobs match the firms table."""
@@ -312,7 +314,7 @@ class ImportScheduler:
                 if not self._due(firm_id):
                     return None
                 try:
-                    summary = self.engine_for(firm_id).run(trigger="schedule")
+                    summary = self.importer_for(firm_id).run(trigger="schedule")
                 except FirmNotReady as exc:
                     log.info("scheduler: firm %s not ready: %s", firm_id, exc)
                     return None

@@ -11,7 +11,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from hardcost.sync.crypto import EncryptedText, configure_encryption
 from sqlalchemy import (
     JSON,
     Boolean,
@@ -30,6 +29,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from hardcost.sync.crypto import EncryptedText, configure_encryption
 
 MONEY = Numeric(14, 2, asdecimal=True)
 
@@ -115,6 +116,12 @@ class FirmSettings(Base):
     slack_channel_id: Mapped[str | None] = mapped_column(String(40))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+PROVIDER_NAMES = {"quickbooks": "QuickBooks", "clio": "Clio"}
+"""``Connection.provider`` values and the services' names as people read them (and as
+``ApiError.service`` carries them)."""
+PROVIDER_FOR_SERVICE = {name: provider for provider, name in PROVIDER_NAMES.items()}
 
 
 class Connection(Base):

@@ -17,10 +17,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import requests
-from hardcost.sync.http import ReconnectRequired, TransientError, loads
-from hardcost.sync.store import Connection, utcnow
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
+
+from hardcost.sync.http import ReconnectRequired, TransientError, loads
+from hardcost.sync.store import PROVIDER_NAMES, Connection, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +77,7 @@ class StoredTokens:
         return row
 
     def _service(self) -> str:
-        return {"quickbooks": "QuickBooks", "clio": "Clio"}.get(self.provider, self.provider)
+        return PROVIDER_NAMES.get(self.provider, self.provider)
 
     def access_token(self) -> str:
         if self._access is None:

@@ -23,11 +23,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from hardcost.sync.engine import ImportEngine, RunSummary, note_removals
-from hardcost.sync.store import Firm, FirmSettings, WebhookEvent, utcnow
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+
+from hardcost.sync.importer import Importer
+from hardcost.sync.removals import note_removals
+from hardcost.sync.store import Firm, FirmSettings, WebhookEvent, utcnow
+from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -222,7 +225,7 @@ class Processed:
     busy: int = 0  # events left for the next pass: the firm's import was already running
 
 
-def process_pending(sessions: sessionmaker[Session], engine_for: Callable[[int], ImportEngine],
+def process_pending(sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
                     *, after_run: AfterRun | None = None, guard: RunGuard | None = None,
                     clock: Callable[[], datetime] = utcnow, limit: int = 1000) -> Processed:
     """Claim due events and run one targeted import per firm for the purchases they name.
@@ -242,11 +245,11 @@ def process_pending(sessions: sessionmaker[Session], engine_for: Callable[[int],
         by_firm[event.firm_id].append(event)
     for firm_id, events in by_firm.items():
         if guard is None:
-            _process_firm(sessions, engine_for, firm_id, events, after_run, clock, result)
+            _process_firm(sessions, importer_for, firm_id, events, after_run, clock, result)
             continue
         with guard(firm_id) as mine:
             if mine:
-                _process_firm(sessions, engine_for, firm_id, events, after_run, clock, result)
+                _process_firm(sessions, importer_for, firm_id, events, after_run, clock, result)
             else:
                 _release(sessions, events, clock())
                 result.busy += len(events)
@@ -281,7 +284,7 @@ def _claim(sessions: sessionmaker[Session], now: datetime, limit: int) -> list[W
             WebhookEvent.claim_token == token).order_by(WebhookEvent.id)))
 
 
-def _process_firm(sessions: sessionmaker[Session], engine_for: Callable[[int], ImportEngine],
+def _process_firm(sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
                   firm_id: int, events: list[WebhookEvent], after_run: AfterRun | None,
                   clock: Callable[[], datetime], result: Processed) -> None:
     notes: dict[int, str | None] = {}
@@ -313,7 +316,7 @@ def _process_firm(sessions: sessionmaker[Session], engine_for: Callable[[int], I
     if to_import or deleted:
         ids = {e.entity_id for e in to_import} - {e.entity_id for e in deleted}
         try:
-            summary = engine_for(firm_id).run(
+            summary = importer_for(firm_id).run(
                 trigger="webhook", purchase_ids=ids,
                 removed={e.entity_id: "deleted" for e in deleted} or None)
             error = summary.error

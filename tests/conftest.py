@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
 from hardcost.sync.slack_tables import SLACK_METADATA
 from hardcost.sync.store import Base, make_engine, make_session_factory
-from sqlalchemy import text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
 
 POSTGRES_URL = os.environ.get("HARDCOST_TEST_DATABASE_URL", "")
 if POSTGRES_URL and not os.environ.get("HARDCOST_SECRET_KEY"):

@@ -8,13 +8,15 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.qbo import QboCompany, account_line
 from hardcost.sandbox.world import SandboxWorld
-from hardcost.sync.engine import ImportEngine, RunSummary
+from hardcost.sync.importer import Importer
 from hardcost.sync.store import EntryLink, Failure, FirmSettings, WaitingExpense
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from hardcost.sync.summary import RunSummary
 
 START = date(2026, 1, 1)
 
@@ -32,12 +34,12 @@ class Firm:
     customers: dict[str, str] = field(default_factory=dict)  # name → QBO id
     contacts: dict[str, int] = field(default_factory=dict)  # name → Clio id
     matters: dict[str, int] = field(default_factory=dict)  # description → Clio id
-    _engine: ImportEngine | None = None
+    _engine: Importer | None = None
 
     @property
-    def engine(self) -> ImportEngine:
+    def engine(self) -> Importer:
         if self._engine is None:
-            self._engine = self.world.engine(self.sessions, self.id)
+            self._engine = self.world.importer(self.sessions, self.id)
         return self._engine
 
     def run(self, **kwargs: Any) -> RunSummary:

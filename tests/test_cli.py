@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from hardcost.sync.store import make_engine
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.store import make_engine
 from tests.firmkit import Firm, env_for
 
 
@@ -116,9 +116,10 @@ def test_serve_answers_signed_slack_requests_and_health(firm: Firm, database_url
     from urllib.parse import urlencode
 
     import requests
+    from slack_sdk.signature import SignatureVerifier
+
     from hardcost.sandbox.server import serve_in_thread
     from hardcost.sandbox.slack import SlackSandbox
-    from slack_sdk.signature import SignatureVerifier
 
     slack = SlackSandbox()
     slack_server = serve_in_thread(slack)
@@ -207,12 +208,13 @@ def test_sigterm_mid_import_stops_between_entries_and_loses_nothing(
     from urllib.parse import urlencode
 
     import requests
+    from slack_sdk.signature import SignatureVerifier
+
     from hardcost.sandbox.faults import Fault
     from hardcost.sandbox.server import serve_in_thread
     from hardcost.sandbox.slack import SlackSandbox
     from hardcost.sync.store import EntryLink, FirmSettings
     from hardcost.sync.store import Firm as FirmRow
-    from slack_sdk.signature import SignatureVerifier
 
     slack = SlackSandbox()
     slack_server = serve_in_thread(slack)
@@ -300,15 +302,16 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
 
 def test_quickbooks_webhook_route_refuses_an_unsigned_delivery(
         sessions: sessionmaker[Session]) -> None:
-    from hardcost.bot.app import BotContext
-    from hardcost.bot.web import make_wsgi_app
-    from hardcost.bot.webhooks import webhook_routes
-    from hardcost.sync.config import Settings
     from slack_bolt import App
     from slack_sdk import WebClient
     from werkzeug.test import Client
 
-    ctx = BotContext(sessions=sessions, engine_for=lambda firm_id: None,  # type: ignore[arg-type,return-value]
+    from hardcost.bot.context import BotContext
+    from hardcost.bot.web import make_wsgi_app
+    from hardcost.bot.webhooks import webhook_routes
+    from hardcost.sync.config import Settings
+
+    ctx = BotContext(sessions=sessions, importer_for=lambda firm_id: None,  # type: ignore[arg-type,return-value]
                      config=Settings(QBO_WEBHOOK_VERIFIER="v"))
     app = make_wsgi_app(App(client=WebClient(token="x"), signing_secret="s",
                             token_verification_enabled=False), sessions,

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 
 import pytest
+
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.qbo import QboCompany, account_line
 from hardcost.sandbox.world import SandboxWorld

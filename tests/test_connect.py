@@ -6,9 +6,10 @@ import json
 from typing import Any
 
 import requests
+from sqlalchemy import select, text
+
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.store import Connection, Firm, OAuthState
-from sqlalchemy import select, text
 
 
 def _text(message: dict[str, Any]) -> str:

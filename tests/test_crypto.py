@@ -13,6 +13,10 @@ from pathlib import Path
 import pytest
 from alembic import command
 from cryptography.fernet import Fernet
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sync.crypto import (
     KEY_FILE_NAME,
     KeyRing,
@@ -27,10 +31,6 @@ from hardcost.sync.db import alembic_config
 from hardcost.sync.store import Connection, make_engine, make_session_factory
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.tokens import StoredTokens, TokenGrant, qbo_refresher, store_grant
-from sqlalchemy import select, text
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
-
 from tests.firmkit import Firm
 
 ACCESS = "access-TOKEN-a1b2c3d4e5f6"

@@ -7,10 +7,10 @@ import sys
 import time
 
 import pytest
+
 from hardcost.sandbox.clio import server_error_fault
 from hardcost.sandbox.faults import Fault
 from hardcost.sync.store import LinkState
-
 from tests.firmkit import Firm, env_for
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"

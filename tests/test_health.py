@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import func, select, text
+
 from hardcost.bot.web import WebServer, make_wsgi_app, serve_in_thread
 from hardcost.sync.scheduler import IMPORT_THREADS, ImportScheduler, SchedulerRefused
 from hardcost.sync.store import Run
-from sqlalchemy import func, select, text
-
 from tests.conftest import POSTGRES_URL
 from tests.firmkit import Firm
 
@@ -24,7 +24,7 @@ from tests.firmkit import Firm
 def _scheduler(firm: Firm, **kwargs: Any) -> ImportScheduler:
     options: dict[str, Any] = {"unit_seconds": 60, "reconcile_every": 3600,
                                "clock": firm.world.clock.now, **kwargs}
-    return ImportScheduler(firm.sessions, lambda firm_id: firm.world.engine(firm.sessions,
+    return ImportScheduler(firm.sessions, lambda firm_id: firm.world.importer(firm.sessions,
                                                                             firm_id), **options)
 
 

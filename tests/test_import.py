@@ -10,12 +10,12 @@ from datetime import date
 from decimal import Decimal
 
 import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sandbox.qbo import account_line, item_line
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.rules import ITEM_DETAILS_MESSAGE
 from hardcost.sync.store import ContactLink, LinkState
-from sqlalchemy.orm import Session, sessionmaker
-
 from tests.firmkit import Firm, make_firm, price
 
 # -- §2.1 what counts as a purchase ------------------------------------------------------------
@@ -541,7 +541,7 @@ def test_firm_without_settings_gets_a_clear_message(
     firm = make_firm(world, sessions)
     firm.update_settings(import_account_ids=[])
 
-    from hardcost.sync.engine import FirmNotReady
+    from hardcost.sync.importer import FirmNotReady
 
     with pytest.raises(FirmNotReady, match="choose the import account"):
         firm.engine.run()

@@ -11,6 +11,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.engine import Engine
+
 from hardcost.bot.outbox import deliver, enqueue
 from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
@@ -32,9 +35,6 @@ from hardcost.sync.store import (
     SlackOutbox,
 )
 from hardcost.sync.tokens import store_grant
-from sqlalchemy import func, select, text
-from sqlalchemy.engine import Engine
-
 from tests.firmkit import START
 from tests.firmkit import Firm as KitFirm
 
@@ -407,9 +407,9 @@ def test_hardcost_serve_installs_workspaces_and_answers_them(world: SandboxWorld
     import sys
 
     import requests
-    from hardcost.sync.store import make_engine, make_session_factory
     from slack_sdk.signature import SignatureVerifier
 
+    from hardcost.sync.store import make_engine, make_session_factory
     from tests.firmkit import env_for
 
     slack = SlackSandbox(clock=world.clock)

@@ -6,10 +6,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.bot.ui.views import (
     ACTION_SEARCH_MATTER,
 )
-from sqlalchemy.orm import Session, sessionmaker
 
 MANIFEST = Path(__file__).resolve().parents[1] / "manifest.yml"
 
@@ -84,11 +85,12 @@ def test_every_manifest_url_is_a_route_the_app_serves(rig_app: object) -> None:
 @pytest.fixture
 def rig_app(sessions: sessionmaker[Session]) -> object:
     """The app in multi-workspace mode: it serves every route the manifest names."""
-    from hardcost.bot.app import BotContext, build_app
+    from hardcost.bot.app import build_app
+    from hardcost.bot.context import BotContext
     from hardcost.bot.web import make_wsgi_app
     from hardcost.sync.config import Settings
 
     config = Settings(SLACK_CLIENT_ID="cid", SLACK_CLIENT_SECRET="secret",
                       SLACK_SIGNING_SECRET="s", PUBLIC_URL="https://hardcost.example")
-    ctx = BotContext(sessions=sessions, config=config, engine_for=lambda firm_id: None)
+    ctx = BotContext(sessions=sessions, config=config, importer_for=lambda firm_id: None)
     return make_wsgi_app(build_app(ctx), sessions)

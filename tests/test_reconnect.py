@@ -11,10 +11,10 @@ from datetime import timedelta
 from typing import Any
 
 import requests
-from hardcost.sandbox.slack_rig import SlackRig, wait_for
-from hardcost.sync.store import Connection
 from sqlalchemy import select
 
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.store import Connection
 from tests.firmkit import Firm as KitFirm
 from tests.firmkit import env_for
 

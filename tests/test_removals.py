@@ -7,13 +7,13 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import select
+
 from hardcost.sandbox.clio import server_error_fault
 from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
-from hardcost.sync.engine import REMOVALS_STREAM
+from hardcost.sync.removals import REMOVALS_STREAM
 from hardcost.sync.store import LinkState, PurchaseRemoval, Watermark
-from sqlalchemy import select
-
 from tests.firmkit import Firm
 
 CDC = r"/cdc$"

@@ -35,15 +35,15 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sandbox.server import RunningServer, serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.locks import LOCK_NAMESPACE
 from hardcost.sync.store import EntryLink, FirmSettings, LinkState, Run
-from sqlalchemy import select, text
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.orm import Session, sessionmaker
-
 from tests.firmkit import Firm, env_for, make_firm, price
 
 pytestmark = pytest.mark.postgres

@@ -13,6 +13,7 @@ from decimal import Decimal as D
 from typing import Any
 
 import pytest
+
 from hardcost.sync.clio import Matter
 from hardcost.sync.matching import leaf_name, matters_hinted, normalise_name, root_name
 from hardcost.sync.rules import (

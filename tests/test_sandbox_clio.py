@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+
 from hardcost.sandbox.clio import (
     ClioAccount,
     ClioSandbox,

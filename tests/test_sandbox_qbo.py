@@ -15,6 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import requests
+
 from hardcost.sandbox.qbo import (
     QboCompany,
     QboSandbox,

@@ -9,13 +9,6 @@ from typing import Any
 
 import pytest
 import requests
-from hardcost.sandbox.server import RunningServer, serve_in_thread
-from hardcost.sandbox.slack import (
-    SlackSandbox,
-    SlackWorkspace,
-    rate_limited_fault,
-    server_error_fault,
-)
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_handlers import (
@@ -23,6 +16,14 @@ from slack_sdk.http_retry.builtin_handlers import (
     ServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+
+from hardcost.sandbox.server import RunningServer, serve_in_thread
+from hardcost.sandbox.slack import (
+    SlackSandbox,
+    SlackWorkspace,
+    rate_limited_fault,
+    server_error_fault,
+)
 
 
 @dataclass

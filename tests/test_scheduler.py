@@ -17,13 +17,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hardcost.sync.engine import ImportEngine, RunSummary
-from hardcost.sync.scheduler import ImportScheduler, SchedulerRefused
-from hardcost.sync.store import Connection, EntryLink, Run, make_engine, make_session_factory
-from hardcost.sync.store import Firm as FirmRow
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.importer import Importer
+from hardcost.sync.scheduler import ImportScheduler, SchedulerRefused
+from hardcost.sync.store import Connection, EntryLink, Run, make_engine, make_session_factory
+from hardcost.sync.store import Firm as FirmRow
+from hardcost.sync.summary import RunSummary
 from tests.conftest import POSTGRES_URL
 from tests.firmkit import Firm, env_for
 
@@ -33,7 +34,7 @@ UNIT = 0.4  # seconds per schedule "minute"
 def _scheduler(firm: Firm, sessions: sessionmaker[Session] | None = None, *,
                unit: float = UNIT, **kwargs: Any) -> ImportScheduler:
     sessions = sessions or firm.sessions
-    return ImportScheduler(sessions, lambda firm_id: firm.world.engine(sessions, firm_id),
+    return ImportScheduler(sessions, lambda firm_id: firm.world.importer(sessions, firm_id),
                            unit_seconds=unit, reconcile_every=3600, clock=firm.world.clock.now,
                            **kwargs)
 
@@ -168,11 +169,11 @@ def test_only_ready_firms_get_a_job(firm: Firm, started: list[ImportScheduler]) 
 
 
 def test_a_run_under_way_here_makes_the_tick_skip(firm: Firm) -> None:
-    from hardcost.bot.app import BotContext
+    from hardcost.bot.context import BotContext
     from hardcost.sync.config import Settings
 
     ctx = BotContext(sessions=firm.sessions, config=Settings(),
-                     engine_for=lambda firm_id: firm.world.engine(firm.sessions, firm_id))
+                     importer_for=lambda firm_id: firm.world.importer(firm.sessions, firm_id))
     scheduler = _scheduler(firm, guard=ctx.claim_run)
     with ctx.claim_run(firm.id) as mine:  # as /hardcost run holds it
         assert mine
@@ -183,12 +184,12 @@ def test_a_run_under_way_here_makes_the_tick_skip(firm: Firm) -> None:
 
 def test_status_shows_the_schedulers_next_run(firm: Firm,
                                               started: list[ImportScheduler]) -> None:
-    from hardcost.bot.app import BotContext
+    from hardcost.bot.context import BotContext
     from hardcost.bot.service import status_view
     from hardcost.sync.config import Settings
 
     ctx = BotContext(sessions=firm.sessions, config=Settings(),
-                     engine_for=lambda firm_id: firm.world.engine(firm.sessions, firm_id))
+                     importer_for=lambda firm_id: firm.world.importer(firm.sessions, firm_id))
     scheduler = _scheduler(firm, unit=60)
     started.append(scheduler)
     scheduler.start()
@@ -204,7 +205,7 @@ def test_status_shows_the_schedulers_next_run(firm: Firm,
 
 
 def test_shutdown_stops_the_ticks_at_once(firm: Firm) -> None:
-    from hardcost.sync.engine import SHUTDOWN
+    from hardcost.sync.importer import SHUTDOWN
 
     scheduler = _scheduler(firm, unit=60)
     scheduler.start()
@@ -276,9 +277,9 @@ def test_two_schedulers_on_one_postgres_never_run_a_firm_twice_at_once(
     running = 0
     peak = 0
 
-    def slow(sessions: sessionmaker[Session]) -> Callable[[int], ImportEngine]:
-        def engine_for(firm_id: int) -> ImportEngine:
-            engine = firm.world.engine(sessions, firm_id)
+    def slow(sessions: sessionmaker[Session]) -> Callable[[int], Importer]:
+        def importer_for(firm_id: int) -> Importer:
+            engine = firm.world.importer(sessions, firm_id)
             real = engine.run
 
             def run(**kwargs: Any) -> RunSummary:
@@ -295,7 +296,7 @@ def test_two_schedulers_on_one_postgres_never_run_a_firm_twice_at_once(
 
             engine.run = run  # type: ignore[method-assign]
             return engine
-        return engine_for
+        return importer_for
 
     a = ImportScheduler(firm.sessions, slow(firm.sessions), unit_seconds=UNIT / 2,
                         reconcile_every=3600, clock=firm.world.clock.now)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.engine import Engine
+
 from hardcost.sync.slack_tables import SLACK_METADATA
 from hardcost.sync.store import Base
-from sqlalchemy.engine import Engine
 
 
 def test_migrations_match_the_models(db_engine: Engine) -> None:

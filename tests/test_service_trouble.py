@@ -6,6 +6,9 @@ from datetime import timedelta
 from decimal import Decimal
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
 from hardcost.sandbox.clio import rate_limit_fault
 from hardcost.sandbox.clio import server_error_fault as clio_server_error
 from hardcost.sandbox.qbo import (
@@ -20,9 +23,6 @@ from hardcost.sync.http import ReconnectRequired, RetryPolicy
 from hardcost.sync.qbo import QboClient
 from hardcost.sync.store import Connection, Run
 from hardcost.sync.tokens import StoredTokens, qbo_refresher
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
-
 from tests.firmkit import Firm, make_firm
 
 
@@ -158,7 +158,7 @@ def test_expired_qbo_access_token_is_refreshed_and_the_rotated_token_stored(firm
     firm.world.qbo.expire_access_tokens()
     firm.expense(("20.00", "Jane Smith"))
     firm.later()
-    fresh = firm.world.engine(firm.sessions, firm.id)
+    fresh = firm.world.importer(firm.sessions, firm.id)
     assert fresh.run().imported == 1
 
 

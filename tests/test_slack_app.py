@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from hardcost.sandbox.slack import server_error_fault
 from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
 from hardcost.sync.store import FirmSettings, SlackOutbox
@@ -614,22 +615,22 @@ def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
     """A click that links an expense while a run is between reading links and recording
     waits must not reopen the prompt."""
     from hardcost.sync import choices
-    from hardcost.sync.engine import ImportEngine
+    from hardcost.sync.importer import Importer
 
     _acme_waiting(rig)
     [waiting] = rig.firm.waiting()
     lease = rig.firm.matters["Lease"]
     firm = rig.firm
 
-    class ClickDuringRun(ImportEngine):
+    class ClickDuringRun(Importer):
         def _existing_links(self, realm_id: str, purchase_ids: list[str]) -> set[Any]:
             found = super()._existing_links(realm_id, purchase_ids)
-            result = choices.choose_matter(firm.world.engine(firm.sessions, firm.id),
+            result = choices.choose_matter(firm.world.importer(firm.sessions, firm.id),
                                            waiting.id, lease, rig.staff)
             assert result.outcome == "linked"
             return found
 
-    base = firm.world.engine(firm.sessions, firm.id)
+    base = firm.world.importer(firm.sessions, firm.id)
     engine = ClickDuringRun(firm.sessions, firm.id, qbo=base.qbo, clio=base.clio,
                             clock=firm.world.clock.now, sandbox_links=True)
     summary = engine.run(trigger="test")  # inside the margin: the purchase is read again

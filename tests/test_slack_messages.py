@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from hardcost.bot.ui import views
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.messages import (
@@ -59,7 +60,7 @@ from hardcost.bot.ui.views import (
     SettingsView,
     StatusView,
 )
-from hardcost.sync.engine import (
+from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
     ReconcileNote,

@@ -7,12 +7,12 @@ import json
 from typing import Any
 
 import requests
+from sqlalchemy import select
+
 from hardcost.bot.webhooks import WebhookWorker
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.store import WebhookEvent
 from hardcost.sync.webhooks import process_pending
-from sqlalchemy import select
-
 from tests.firmkit import price
 
 
@@ -49,7 +49,7 @@ def _events(rig: SlackRig) -> list[WebhookEvent]:
 
 
 def _process(rig: SlackRig) -> Any:
-    return process_pending(rig.ctx.sessions, rig.ctx.engine_for, clock=rig.ctx.clock)
+    return process_pending(rig.ctx.sessions, rig.ctx.importer_for, clock=rig.ctx.clock)
 
 
 def _one_expense(rig: SlackRig) -> dict[str, Any]:
@@ -280,10 +280,10 @@ def test_a_firm_already_running_keeps_its_events_for_the_next_pass(rig: SlackRig
     _post(rig, _legacy(rig.firm.qbo.realm_id, purchase["Id"]))
 
     with rig.ctx.claim_run(rig.firm.id):
-        busy = process_pending(rig.ctx.sessions, rig.ctx.engine_for, guard=rig.ctx.claim_run,
+        busy = process_pending(rig.ctx.sessions, rig.ctx.importer_for, guard=rig.ctx.claim_run,
                                clock=rig.ctx.clock)
     assert busy.busy == 1 and busy.runs == {} and rig.firm.entries() == []
 
-    process_pending(rig.ctx.sessions, rig.ctx.engine_for, guard=rig.ctx.claim_run,
+    process_pending(rig.ctx.sessions, rig.ctx.importer_for, guard=rig.ctx.claim_run,
                     clock=rig.ctx.clock)
     assert len(rig.firm.entries()) == 1

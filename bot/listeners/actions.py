@@ -10,9 +10,14 @@ import logging
 import re
 from typing import Any
 
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+from sqlalchemy import select
+
 from hardcost.bot import service
-from hardcost.bot.app import BotContext
+from hardcost.bot.context import BotContext
 from hardcost.bot.notify import failure_view, prompt_view
+from hardcost.bot.surfaces import open_settings_modal, publish_home
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.views import (
     ACTION_CHOOSE_CONTACT,
@@ -33,11 +38,8 @@ from hardcost.bot.ui.views import (
 )
 from hardcost.sync import choices, oauth
 from hardcost.sync.choices import ChoiceResult
-from hardcost.sync.engine import RunSummary
-from hardcost.sync.store import Failure, WaitingExpense
-from slack_bolt import Ack, App, Respond
-from slack_sdk import WebClient
-from sqlalchemy import select
+from hardcost.sync.store import PROVIDER_NAMES, Failure, Firm, SlackOutbox, WaitingExpense
+from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +93,13 @@ def register(app: App, ctx: BotContext) -> None:
             approvers = " ".join(f"<@{u}>" for u in settings.approvers)
             _ephemeral(respond, f"Only the firm's approvers can choose: {approvers}.")
             return
-        engine = ctx.engine_for(firm_id)
+        importer = ctx.importer_for(firm_id)
         if action_id in (ACTION_CHOOSE_MATTER, ACTION_SELECT_MATTER, ACTION_SEARCH_MATTER):
-            result = choices.choose_matter(engine, waiting_id, target, user_id)
+            result = choices.choose_matter(importer, waiting_id, target, user_id)
         elif action_id in (ACTION_CHOOSE_CONTACT, ACTION_SELECT_CONTACT):
-            result = choices.choose_contact(engine, waiting_id, target, user_id)
+            result = choices.choose_contact(importer, waiting_id, target, user_id)
         else:
-            result = choices.not_client_cost(engine, waiting_id, user_id)
+            result = choices.not_client_cost(importer, waiting_id, user_id)
         _show_result(ctx, client, respond, firm_id, waiting_id, result,
                      ephemeral=bool((body.get("container") or {}).get("is_ephemeral")))
 
@@ -128,7 +130,7 @@ def register(app: App, ctx: BotContext) -> None:
                 _ephemeral(respond, "That failure is not one this workspace can retry.")
                 return
             purchase_id = failure.purchase_id
-        summary = ctx.engine_for(firm_id).run(trigger="retry", purchase_ids={purchase_id})
+        summary = ctx.importer_for(firm_id).run(trigger="retry", purchase_ids={purchase_id})
         with ctx.sessions() as session:
             failure = session.get(Failure, int(value))
             assert failure is not None
@@ -162,7 +164,7 @@ def register(app: App, ctx: BotContext) -> None:
 
         def then(summary: RunSummary) -> None:
             ctx.notifier(client).after_run(firm_id, summary)
-            _publish_home(ctx, client, firm_id, user_id)
+            publish_home(ctx, client, firm_id, user_id)
 
         ctx.start_run(firm_id, trigger="slack", then=then)
 
@@ -184,27 +186,23 @@ def register(app: App, ctx: BotContext) -> None:
         firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
         user_id = str((body.get("user") or {}).get("id"))
         provider = str(action.get("value") or "")
-        if firm_id is None or provider not in oauth.PROVIDERS:
+        if firm_id is None or provider not in PROVIDER_NAMES:
             return
         if not service.is_settings_admin(client, ctx.settings(firm_id), user_id):
             _ephemeral(respond, "Only workspace admins and hardcost's approvers can connect "
                                 "QuickBooks or Clio.")
             return
         with ctx.sessions() as session:
-            from hardcost.sync.store import Firm
-
             firm = session.get(Firm, firm_id)
             region = firm.clio_region if firm is not None else "us"
         link = oauth.start(ctx.sessions, ctx.config, firm_id, provider,
                            slack_team_id=(body.get("team") or {}).get("id"),
                            slack_user_id=user_id, region=region, now=ctx.clock())
-        message = messages.connect_link(oauth.PROVIDERS[provider], link)
+        message = messages.connect_link(PROVIDER_NAMES[provider], link)
         respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
                 replace_original=False)
 
     def on_open_settings(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        from hardcost.bot.listeners.views import open_settings_modal
-
         firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
         user_id = str((body.get("user") or {}).get("id"))
         if firm_id is None:
@@ -260,19 +258,11 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
 
 
 def _previous_message(session: Any, firm_id: int, waiting_id: int) -> tuple[str, str] | None:
-    from hardcost.sync.store import SlackOutbox
-
     row = session.scalars(select(SlackOutbox).where(
         SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
         SlackOutbox.ref_id == waiting_id, SlackOutbox.result_ts.is_not(None))
         .order_by(SlackOutbox.id.desc()).limit(1)).first()
     return (row.result_channel, row.result_ts) if row is not None else None
-
-
-def _publish_home(ctx: BotContext, client: WebClient, firm_id: int, user_id: str) -> None:
-    from hardcost.bot.listeners.events import publish_home
-
-    publish_home(ctx, client, firm_id, user_id)
 
 
 __all__ = ["Choice", "register"]

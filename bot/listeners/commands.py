@@ -5,20 +5,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from hardcost.bot import service
-from hardcost.bot.app import BotContext
-from hardcost.bot.outbox import enqueue
-from hardcost.bot.ui import messages
-from hardcost.bot.ui.views import Message
-from hardcost.sync import oauth
-from hardcost.sync.engine import FirmNotReady, RunSummary
-from hardcost.sync.firm_settings import USAGE, SettingError, apply_setting
-from hardcost.sync.http import ApiError
-from hardcost.sync.store import Firm, FirmSettings
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 from sqlalchemy.exc import IntegrityError
+
+from hardcost.bot import service
+from hardcost.bot.checks import run_checks
+from hardcost.bot.context import BotContext
+from hardcost.bot.outbox import enqueue
+from hardcost.bot.surfaces import open_settings_modal
+from hardcost.bot.ui import messages
+from hardcost.bot.ui.views import Message
+from hardcost.sync import oauth
+from hardcost.sync.firm_settings import USAGE, SettingError, apply_setting
+from hardcost.sync.http import ApiError
+from hardcost.sync.importer import FirmNotReady
+from hardcost.sync.store import PROVIDER_NAMES, Firm, FirmSettings
+from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +120,6 @@ def _failures(ctx: BotContext, firm_id: int, args: list[str], command: dict[str,
 
 def _settings(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
               respond: Respond, client: WebClient) -> None:
-    from hardcost.bot.listeners.views import open_settings_modal
-
     open_settings_modal(ctx, client, firm_id, str(command.get("trigger_id")))
 
 
@@ -139,7 +141,7 @@ def _set(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any]
             session.commit()
         done = f"hardcost will post in #{name}."
     else:
-        engine = ctx.engine_for(firm_id)
+        engine = ctx.importer_for(firm_id)
         with ctx.sessions() as session:
             done = apply_setting(session, firm_id, key, raw, service.lookups(engine))
             session.commit()
@@ -213,7 +215,7 @@ def _connect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, 
     link = oauth.start(ctx.sessions, ctx.config, firm_id, provider,
                        slack_team_id=command.get("team_id"),
                        slack_user_id=command.get("user_id"), region=region, now=ctx.clock())
-    _reply(respond, messages.connect_link(oauth.PROVIDERS[provider], link))
+    _reply(respond, messages.connect_link(PROVIDER_NAMES[provider], link))
 
 
 def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
@@ -225,7 +227,7 @@ def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[st
     with ctx.sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         if settings is not None and settings.slack_channel_id:
-            notice = messages.notice(f"{oauth.PROVIDERS[provider]} was disconnected by "
+            notice = messages.notice(f"{PROVIDER_NAMES[provider]} was disconnected by "
                                      f"<@{command.get('user_id')}>: imports stop until it is "
                                      "connected again.")
             enqueue(session, firm_id, "chat.postMessage",
@@ -237,8 +239,6 @@ def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[st
 
 def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
-    from hardcost.bot.checks import run_checks
-
     _reply(respond, messages.notice(run_checks(ctx, client, firm_id)))
 
 

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from hardcost.bot import service
-from hardcost.bot.app import BotContext
-from hardcost.bot.ui.home import home_view
-from hardcost.bot.ui.messages import notice
 from slack_bolt import App
 from slack_sdk import WebClient
 
-
-def publish_home(ctx: BotContext, client: WebClient, firm_id: int, user_id: str) -> None:
-    client.views_publish(user_id=user_id,
-                         view=home_view(service.status_view(ctx, client, firm_id)))
+from hardcost.bot.context import BotContext
+from hardcost.bot.surfaces import publish_home
+from hardcost.bot.ui.messages import notice
 
 
 def register(app: App, ctx: BotContext) -> None:

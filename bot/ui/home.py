@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ContextBlock, MarkdownTextObject
+from slack_sdk.models.views import View
+
 from hardcost.bot.ui.messages import status_blocks
 from hardcost.bot.ui.views import (
     ACTION_OPEN_SETTINGS,
@@ -11,8 +14,6 @@ from hardcost.bot.ui.views import (
     ACTION_SHOW_PENDING,
     StatusView,
 )
-from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ContextBlock, MarkdownTextObject
-from slack_sdk.models.views import View
 
 
 def home_view(status: StatusView) -> dict[str, Any]:

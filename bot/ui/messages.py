@@ -16,6 +16,21 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from slack_sdk.models.blocks import (
+    ActionsBlock,
+    ButtonElement,
+    ConfirmObject,
+    ContextBlock,
+    DividerBlock,
+    ExternalDataSelectElement,
+    HeaderBlock,
+    LinkButtonElement,
+    MarkdownTextObject,
+    Option,
+    SectionBlock,
+    StaticSelectElement,
+)
+
 from hardcost.bot.ui.text import (
     as_utc,
     clip,
@@ -54,22 +69,8 @@ from hardcost.bot.ui.views import (
     PromptView,
     StatusView,
 )
-from hardcost.sync.engine import RunSummary
 from hardcost.sync.report import REASONS, money
-from slack_sdk.models.blocks import (
-    ActionsBlock,
-    ButtonElement,
-    ConfirmObject,
-    ContextBlock,
-    DividerBlock,
-    ExternalDataSelectElement,
-    HeaderBlock,
-    LinkButtonElement,
-    MarkdownTextObject,
-    Option,
-    SectionBlock,
-    StaticSelectElement,
-)
+from hardcost.sync.summary import RunSummary
 
 __all__ = [
     "failure_alert",

@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from hardcost.bot.ui.text import clip, one_line
-from hardcost.bot.ui.views import SETTINGS_CALLBACK, Choice, SettingsView
 from slack_sdk.models.blocks import (
     CheckboxesElement,
     ContextBlock,
@@ -28,6 +26,9 @@ from slack_sdk.models.blocks import (
     UserMultiSelectElement,
 )
 from slack_sdk.models.views import View
+
+from hardcost.bot.ui.text import clip, one_line
+from hardcost.bot.ui.views import SETTINGS_CALLBACK, Choice, SettingsView
 
 MAX_OPTIONS = 100
 OPTION_TEXT = 75

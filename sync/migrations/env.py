@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from alembic import context
+
 from hardcost.sync.crypto import EncryptedText
 from hardcost.sync.slack_tables import SLACK_METADATA
 from hardcost.sync.store import Base, UTCDateTime, make_engine

@@ -21,22 +21,25 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from datetime import date, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from hardcost.sync.batches import chunks
 from hardcost.sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
 from hardcost.sync.http import (
     ApiError,
     ConfigError,
-    NotFound,
     ReconnectRequired,
-    RequestRejected,
     ServiceDown,
     TransientError,
 )
 from hardcost.sync.matching import CustomerInfo, MatterResolver, Resolution
 from hardcost.sync.qbo import QboClient, instant, transaction_url
+from hardcost.sync.removals import REMOVALS_STREAM, Removals, note_removals
 from hardcost.sync.rules import (
     ImportRules,
     LineFailure,
@@ -47,6 +50,8 @@ from hardcost.sync.rules import (
     plan_purchase,
 )
 from hardcost.sync.store import (
+    PROVIDER_FOR_SERVICE,
+    PROVIDER_NAMES,
     Connection,
     ContactLink,
     EntryLink,
@@ -55,165 +60,38 @@ from hardcost.sync.store import (
     Firm,
     FirmSettings,
     LinkState,
-    PurchaseRemoval,
     Run,
     WaitingExpense,
     WaitReason,
     Watermark,
     utcnow,
 )
+from hardcost.sync.summary import (
+    FailureItem,
+    ImportedEntry,
+    RunStopped,
+    RunSummary,
+    WaitingItem,
+    matter_label,
+)
 from hardcost.sync.tokens import mark_broken
-from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
 
 log = logging.getLogger(__name__)
 
 WATERMARK_STREAM = "purchases"
-REMOVALS_STREAM = "removals"  # the last CDC sweep for deleted and voided purchases
-CDC_REACH = timedelta(days=30) - timedelta(hours=1)
-"""How far back CDC answers (30 days), less a margin for the two clocks."""
-PROVIDER_KEYS = {"QuickBooks": "quickbooks", "Clio": "clio"}
 WATERMARK_MARGIN = timedelta(seconds=60)
 PENDING_GRACE = timedelta(minutes=2)
 """A pending link younger than this may be another process's write in flight (a POST waits at
 most 70 s for Clio): recovery leaves it alone."""
 CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
-DETAIL_LIMIT = 200
-
-
-@dataclass(frozen=True)
-class ImportedEntry:
-    marker: str
-    amount: Decimal
-    date: date
-    customer: str
-    matter: str
-    clio_id: int | None
-
-
-@dataclass(frozen=True)
-class WaitingItem:
-    marker: str
-    amount: Decimal
-    date: date
-    customer: str
-    reason: str
-    choices: int
-    new: bool  # False: it was already waiting for the same choice before this run
-
-
-@dataclass(frozen=True)
-class FailureItem:
-    purchase_id: str
-    kind: str
-    message: str
-    url: str | None
-    new: bool  # False: the same failure was already open before this run
-
-
-@dataclass(frozen=True)
-class RemovedItem:
-    """A Clio entry whose purchase was deleted or voided in QuickBooks, and what was done."""
-
-    marker: str
-    purchase_id: str
-    amount: Decimal
-    date: date
-    kind: str  # deleted | voided (what happened in QuickBooks)
-    outcome: str  # deleted | already_gone | kept_billed | kept_alert
-    clio_id: int | None
-    matter: str | None
-    note: str
-
-
-@dataclass(frozen=True)
-class ReconcileNote:
-    """The run compared every imported purchase with QuickBooks instead of asking CDC."""
-
-    reason: str  # offline | saturated | refused | first
-    last_swept: str | None  # the previous sweep (QuickBooks time), None when never
-    checked: int  # purchases compared
-    removed: int  # found deleted or voided
-
-
-@dataclass
-class RunSummary:
-    """What one run did, for the CLI now and the Slack summary later."""
-
-    firm_id: int
-    run_id: int | None
-    dry_run: bool
-    started_at: datetime
-    imported: int = 0
-    imported_total: Decimal = Decimal("0.00")
-    waiting: int = 0  # newly waiting this run
-    failed: int = 0  # new failures this run
-    skipped: int = 0
-    unchanged: int = 0  # already in Clio
-    still_waiting: int = 0  # re-checked, still waiting for the same choice
-    still_failing: int = 0  # the same open failure seen again
-    purchases_read: int = 0
-    deleted: int = 0  # Clio entries deleted because their purchase left QuickBooks
-    kept: int = 0  # Clio entries left although their purchase left QuickBooks (billed, alert)
-    duration_s: float = 0.0
-    error: str | None = None
-    imported_entries: list[ImportedEntry] = field(default_factory=list)
-    waiting_items: list[WaitingItem] = field(default_factory=list)
-    failures: list[FailureItem] = field(default_factory=list)
-    skips: list[str] = field(default_factory=list)
-    removed_items: list[RemovedItem] = field(default_factory=list)
-    reconciled: ReconcileNote | None = None
-    qbo_calls: int = 0
-    clio_calls: int = 0
-
-    @property
-    def did_something(self) -> bool:
-        return bool(self.imported or self.waiting or self.failed or self.error or
-                    self.removed_items or (self.reconciled is not None and
-                                           self.reconciled.reason != "first"))
-
-    def details(self) -> dict[str, Any]:
-        return {
-            "imported": [
-                {"marker": e.marker, "amount": str(e.amount), "date": e.date.isoformat(),
-                 "customer": e.customer, "matter": e.matter, "clio_id": e.clio_id}
-                for e in self.imported_entries[:DETAIL_LIMIT]],
-            "skipped": self.skips[:DETAIL_LIMIT],
-            "failures": [{"purchase_id": f.purchase_id, "kind": f.kind, "message": f.message}
-                         for f in self.failures[:DETAIL_LIMIT]],
-            "removed": [
-                {"marker": r.marker, "purchase_id": r.purchase_id, "amount": str(r.amount),
-                 "date": r.date.isoformat(), "kind": r.kind, "outcome": r.outcome,
-                 "clio_id": r.clio_id, "matter": r.matter, "note": r.note}
-                for r in self.removed_items[:DETAIL_LIMIT]],
-            "reconciled": None if self.reconciled is None else {
-                "reason": self.reconciled.reason, "last_swept": self.reconciled.last_swept,
-                "checked": self.reconciled.checked, "removed": self.reconciled.removed},
-            "deleted": self.deleted,
-            "kept": self.kept,
-            "unchanged": self.unchanged,
-            "still_waiting": self.still_waiting,
-            "still_failing": self.still_failing,
-            "qbo_calls": self.qbo_calls,
-            "clio_calls": self.clio_calls,
-        }
 
 
 SHUTDOWN = threading.Event()
 """Set when the process is asked to stop: runs finish the entry they are writing, then stop."""
 
 
-class RunStopped(Exception):
-    pass
-
-
 class AlreadyImported(Exception):
     """The entry's link exists: it was written (or is being written) already."""
-
-
-def matter_label(display_number: str, description: str) -> str:
-    return f"{display_number} {description}".strip()
 
 
 class FirmNotReady(Exception):
@@ -232,7 +110,7 @@ class _RunState:
     raised: set[tuple[str, str, str, str]] = field(default_factory=set)
 
 
-class ImportEngine:
+class Importer:
     """Runs imports for one firm with the clients it is given."""
 
     def __init__(self, sessions: sessionmaker[Session], firm_id: int, *, qbo: QboClient,
@@ -285,8 +163,8 @@ class ImportEngine:
         except (ApiError, FirmNotReady, RunStopped) as exc:
             summary.error = str(exc)
             log.warning("run for firm %s stopped: %s", self.firm_id, exc)
-            if isinstance(exc, ReconnectRequired) and exc.service in PROVIDER_KEYS:
-                mark_broken(self.sessions, self.firm_id, PROVIDER_KEYS[exc.service],
+            if isinstance(exc, ReconnectRequired) and exc.service in PROVIDER_FOR_SERVICE:
+                mark_broken(self.sessions, self.firm_id, PROVIDER_FOR_SERVICE[exc.service],
                             exc.message, self.clock())
         finally:
             summary.duration_s = time.monotonic() - started
@@ -316,9 +194,11 @@ class ImportEngine:
             voided = {str(p["Id"]): "voided" for p in purchases
                       if isinstance(p, dict) and p.get("Id") is not None and is_voided(p)}
             note_removals(self.sessions, self.firm_id, realm_id, voided, "read", self.clock())
+            removals = self._removals(state)
             if purchase_ids is None:
-                new_sweep = self._sweep_removals(state, server_time)
-            self._handle_removals(state)
+                removals.sweep(server_time)
+                new_sweep = _lagged(server_time, self.clock())
+            removals.handle()
         rules = self._rules(state.settings, purchases)
 
         plans = [_plan_safely(p, realm_id, rules) for p in purchases]
@@ -645,193 +525,13 @@ class ImportEngine:
             except IntegrityError:  # another process recorded the same wait a moment ago
                 session.rollback()
 
-    # -- deletions and voids (SPEC §4) ----------------------------------------------------
+    def _removals(self, state: _RunState) -> Removals:
+        def record(failure: LineFailure, kind: FailureKind, detail: str) -> None:
+            self._record_failure(state, failure, kind, False, detail=detail)
 
-    def _sweep_removals(self, state: _RunState, server_time: str | None) -> str:
-        """Ask CDC which purchases were deleted or voided since the last sweep and record
-        them; compare every imported purchase instead when CDC can't answer for the whole
-        time (the last sweep is older than CDC's 30 days, or the answer stayed saturated).
-        Returns the next sweep mark: QuickBooks' clock at the run's first answer, less the
-        watermark margin."""
-        now = instant(server_time) or self.clock()
-        next_mark = (now - WATERMARK_MARGIN).isoformat(timespec="seconds")
-        realm_id = state.firm.qbo_realm_id or ""
-        with self.sessions() as session:
-            mark = session.scalars(select(Watermark.value).where(
-                Watermark.firm_id == self.firm_id,
-                Watermark.stream == REMOVALS_STREAM)).one_or_none()
-        if mark is None:
-            # The first sweep: entries imported before sweeps existed are compared once
-            # (a new firm has none: no call).
-            self._reconcile(state, "first", None)
-            return next_mark
-        last = instant(mark)
-        if last is None or last < now - CDC_REACH:
-            self._reconcile(state, "offline", mark)
-            return next_mark
-        try:
-            sweep = self.qbo.purchase_removals_since(mark)
-        except RequestRejected as exc:  # QuickBooks refused the window: its clock disagrees
-            log.warning("firm %s: CDC refused %s (%s); comparing purchases instead",
-                        self.firm_id, mark, exc)
-            self._reconcile(state, "refused", mark)
-            return next_mark
-        note_removals(self.sessions, self.firm_id, realm_id, sweep.removed, "cdc", self.clock())
-        if not sweep.complete:
-            self._reconcile(state, "saturated", mark)
-        return next_mark
-
-    def _imported_purchase_ids(self, realm_id: str) -> list[str]:
-        with self.sessions() as session:
-            return sorted(set(session.scalars(select(EntryLink.purchase_id).where(
-                EntryLink.firm_id == self.firm_id, EntryLink.realm_id == realm_id,
-                EntryLink.state == LinkState.CREATED, EntryLink.removed_at.is_(None)))))
-
-    def _reconcile(self, state: _RunState, reason: str, last_swept: str | None) -> None:
-        """Read every imported purchase by id: the missing ones were deleted."""
-        realm_id = state.firm.qbo_realm_id or ""
-        ids = self._imported_purchase_ids(realm_id)
-        present = {str(p["Id"]): p for p in self.qbo.purchases_by_id(ids)
-                   if isinstance(p, dict) and p.get("Id") is not None}
-        found = {pid: "deleted" for pid in ids if pid not in present}
-        found.update({pid: "voided" for pid, p in present.items() if is_voided(p)})
-        note_removals(self.sessions, self.firm_id, realm_id, found, "reconcile", self.clock())
-        state.summary.reconciled = ReconcileNote(reason, last_swept, len(ids), len(found))
-        log.info("firm %s: compared %d imported purchases with QuickBooks (%s): %d gone",
-                 self.firm_id, len(ids), reason, len(found))
-
-    def _handle_removals(self, state: _RunState) -> None:
-        """Deal with every open removal: the unbilled Clio entries are deleted (or, with
-        ``deletions alert``, kept and reported), billed ones are kept and reported, waiting
-        prompts and open failures of the purchase are settled. A Clio error leaves the removal
-        open (and a failure alert) for the next run."""
-        with self.sessions() as session:
-            removals = list(session.scalars(select(PurchaseRemoval).where(
-                PurchaseRemoval.firm_id == self.firm_id,
-                PurchaseRemoval.handled_at.is_(None)).order_by(PurchaseRemoval.id)))
-        for removal in removals:
-            if self.stopping.is_set():
-                raise RunStopped("The server is shutting down; the next run carries on "
-                                 "where this one stopped.")
-            with self.sessions() as session:
-                links = list(session.scalars(select(EntryLink).where(
-                    EntryLink.firm_id == self.firm_id, EntryLink.realm_id == removal.realm_id,
-                    EntryLink.purchase_id == removal.purchase_id)))
-                answering = session.scalars(select(WaitingExpense.id).where(
-                    WaitingExpense.firm_id == self.firm_id,
-                    WaitingExpense.realm_id == removal.realm_id,
-                    WaitingExpense.purchase_id == removal.purchase_id,
-                    WaitingExpense.resolution == "claimed")).first()
-            if answering is not None or any(link.state == LinkState.PENDING for link in links):
-                continue  # a write is under way: the next run deals with what it made
-            error: ApiError | None = None
-            for link in links:
-                if link.state != LinkState.CREATED or link.removed_at is not None:
-                    continue
-                try:
-                    self._remove_entry(state, link, removal.kind)
-                except ReconnectRequired:
-                    raise
-                except ApiError as exc:
-                    error = exc
-                    self._record_removal_failure(state, link, removal.kind, exc)
-            self._settle_removal(removal, error)
-            if isinstance(error, (TransientError, ConfigError)):
-                # Clio is struggling or refusing us: the rest wait for the next run.
-                log.warning("firm %s: removals stop for this run: %s", self.firm_id, error)
-                break
-
-    def _remove_entry(self, state: _RunState, link: EntryLink, kind: str) -> None:
-        assert link.clio_activity_id is not None
-        entry_id = link.clio_activity_id
-        matter: str | None = None
-        try:
-            activity = self.clio.get_activity(entry_id)
-            matter = activity.matter_number
-            if activity.on_bill:
-                outcome = "kept_billed"
-            elif state.settings.deletions == "alert":
-                outcome = "kept_alert"
-            else:
-                try:
-                    self.clio.delete_activity(entry_id)
-                    outcome = "deleted"
-                except RequestRejected:  # NotFound included: removed in Clio meanwhile
-                    again = _reread(self.clio, entry_id)
-                    if again is None:
-                        outcome = "already_gone"
-                    elif again.on_bill:
-                        activity, outcome = again, "kept_billed"  # put on a bill meanwhile
-                    else:
-                        raise
-        except NotFound:
-            outcome, activity = "already_gone", None
-        what = "deleted" if kind == "deleted" else "voided"
-        note = {
-            "deleted": f"{what} in QuickBooks; Clio entry #{entry_id} was deleted",
-            "already_gone": f"{what} in QuickBooks; Clio entry #{entry_id} had already been "
-                            "removed in Clio",
-            "kept_billed": f"{what} in QuickBooks, but Clio entry #{entry_id} is on "
-                           f"{_bill_words(activity)}, so it was left as it is: credit or "
-                           "adjust the bill in Clio if the client should not pay it",
-            "kept_alert": f"{what} in QuickBooks; Clio entry #{entry_id} was left as it is "
-                          "(deletions are set to alert): delete it in Clio if it should go",
-        }[outcome]
-        now = self.clock()
-        with self.sessions() as session:
-            row = session.get(EntryLink, link.id)
-            if row is None:
-                return
-            row.state = LinkState.DELETED if outcome in ("deleted", "already_gone") \
-                else LinkState.KEPT
-            row.removed_at = now
-            row.removal_note = note
-            row.updated_at = now
-            session.commit()
-        summary = state.summary
-        if outcome == "deleted":
-            summary.deleted += 1
-        elif outcome.startswith("kept"):
-            summary.kept += 1
-        summary.removed_items.append(RemovedItem(
-            link.marker, link.purchase_id, link.amount, link.txn_date, kind, outcome, entry_id,
-            matter, note))
-        log.info("firm %s: %s (%s)", self.firm_id, note, link.marker)
-
-    def _record_removal_failure(self, state: _RunState, link: EntryLink, kind: str,
-                                exc: ApiError) -> None:
-        what = "deleted" if kind == "deleted" else "voided"
-        message = (f"Expense #{link.purchase_id} ({link.amount}, {link.txn_date.isoformat()}) "
-                   f"was {what} in QuickBooks, but its Clio entry #{link.clio_activity_id} "
-                   f"could not be removed: {exc.message}")
-        failure = LineFailure(link.purchase_id, f"clio_remove_{exc.code or exc.status or 'error'}"
-                              .lower()[:60], message, link.customer_id, link.line_id)
-        self._record_failure(state, failure, exc.kind, False, detail=str(exc))
-
-    def _settle_removal(self, removal: PurchaseRemoval, error: ApiError | None) -> None:
-        now = self.clock()
-        with self.sessions() as session:
-            row = session.get(PurchaseRemoval, removal.id)
-            if row is None:
-                return
-            if error is not None:
-                row.attempts += 1
-                row.last_error = str(error)
-                session.commit()
-                return
-            row.handled_at = now
-            row.last_error = None
-            # Nothing left to choose or to fix for a purchase that is gone.
-            session.execute(update(WaitingExpense).where(
-                WaitingExpense.firm_id == self.firm_id,
-                WaitingExpense.realm_id == removal.realm_id,
-                WaitingExpense.purchase_id == removal.purchase_id,
-                WaitingExpense.resolved_at.is_(None)).values(
-                resolved_at=now, resolution=f"removed_{removal.kind}"[:40]))
-            session.execute(update(Failure).where(
-                Failure.firm_id == self.firm_id, Failure.purchase_id == removal.purchase_id,
-                Failure.resolved_at.is_(None)).values(resolved_at=now))
-            session.commit()
+        return Removals(self.sessions, self.firm_id, state.firm.qbo_realm_id or "", self.qbo,
+                        self.clio, state.summary, state.settings.deletions, record, self.clock,
+                        self.stopping)
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -882,7 +582,7 @@ class ImportEngine:
             tuple[str, str, str, str]]:
         found: set[tuple[str, str, str, str]] = set()
         with self.sessions() as session:
-            for chunk in _chunks(sorted(set(purchase_ids)), 500):
+            for chunk in chunks(sorted(set(purchase_ids)), 500):
                 rows = session.execute(select(
                     EntryLink.realm_id, EntryLink.purchase_id, EntryLink.customer_id,
                     EntryLink.line_id).where(EntryLink.firm_id == self.firm_id,
@@ -941,7 +641,7 @@ class ImportEngine:
             return
         now = self.clock()
         with self.sessions() as session:
-            for chunk in _chunks(sorted(set(purchase_ids)), 500):
+            for chunk in chunks(sorted(set(purchase_ids)), 500):
                 rows = session.scalars(select(Failure).where(
                     Failure.firm_id == self.firm_id, Failure.resolved_at.is_(None),
                     Failure.purchase_id.in_(chunk)))
@@ -997,55 +697,6 @@ class ImportEngine:
 
 # -- helpers ----------------------------------------------------------------------------------
 
-def note_removals(sessions: sessionmaker[Session], firm_id: int, realm_id: str,
-                  found: dict[str, str], source: str, now: datetime) -> int:
-    """Record purchases deleted or voided in QuickBooks (id → ``deleted``/``voided``) that
-    hardcost knows: imported, waiting for a choice, or with an open failure. Others (never
-    imported) need nothing. Each purchase is recorded once, however many routes report it.
-    Returns how many were new."""
-    if not found:
-        return 0
-    added = 0
-    with sessions() as session:
-        for chunk in _chunks(sorted(found), 500):
-            known = set(session.scalars(select(EntryLink.purchase_id).where(
-                EntryLink.firm_id == firm_id, EntryLink.realm_id == realm_id,
-                EntryLink.purchase_id.in_(chunk))))
-            known.update(session.scalars(select(WaitingExpense.purchase_id).where(
-                WaitingExpense.firm_id == firm_id, WaitingExpense.realm_id == realm_id,
-                WaitingExpense.resolved_at.is_(None), WaitingExpense.purchase_id.in_(chunk))))
-            known.update(session.scalars(select(Failure.purchase_id).where(
-                Failure.firm_id == firm_id, Failure.resolved_at.is_(None),
-                Failure.purchase_id.in_(chunk))))
-            known -= set(session.scalars(select(PurchaseRemoval.purchase_id).where(
-                PurchaseRemoval.firm_id == firm_id, PurchaseRemoval.realm_id == realm_id,
-                PurchaseRemoval.purchase_id.in_(chunk))))
-            for purchase_id in sorted(known):
-                session.add(PurchaseRemoval(firm_id=firm_id, realm_id=realm_id,
-                                            purchase_id=purchase_id, kind=found[purchase_id],
-                                            source=source, seen_at=now, attempts=0))
-                try:
-                    session.commit()
-                    added += 1
-                except IntegrityError:  # recorded a moment ago by another route
-                    session.rollback()
-    return added
-
-
-def _reread(clio: ClioClient, activity_id: int) -> Activity | None:
-    try:
-        return clio.get_activity(activity_id)
-    except NotFound:
-        return None
-
-
-def _bill_words(activity: Activity | None) -> str:
-    if activity is None or activity.bill_id is None:
-        return "a bill"
-    state = f" ({activity.bill_state.replace('_', ' ')})" if activity.bill_state else ""
-    return f"bill #{activity.bill_id}{state}"
-
-
 def _collect(by_id: dict[str, dict[str, Any]], unkeyed: list[dict[str, Any]],
              purchases: Iterable[Any]) -> None:
     for purchase in purchases:
@@ -1068,18 +719,9 @@ def _plan_safely(purchase: dict[str, Any], realm_id: str, rules: ImportRules) ->
             "log.")])
 
 
-def _lagged(server_time: str | None, now: datetime) -> str | None:
+def _lagged(server_time: str | None, now: datetime) -> str:
     """The next watermark: QuickBooks' own clock at the first answer, less a margin."""
-    if server_time:
-        try:
-            moment = datetime.fromisoformat(server_time)
-        except ValueError:
-            moment = now
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-    else:
-        moment = now
-    return (moment - WATERMARK_MARGIN).isoformat(timespec="seconds")
+    return ((instant(server_time) or now) - WATERMARK_MARGIN).isoformat(timespec="seconds")
 
 
 def _check_ready(firm: Firm, settings: FirmSettings, broken: dict[str, str | None]) -> None:
@@ -1089,7 +731,7 @@ def _check_ready(firm: Firm, settings: FirmSettings, broken: dict[str, str | Non
     if not firm.qbo_realm_id:
         missing.append("connect QuickBooks (/hardcost connect quickbooks)")
     for provider, reason in broken.items():
-        name = "QuickBooks" if provider == "quickbooks" else "Clio"
+        name = PROVIDER_NAMES.get(provider, provider)
         missing.append(f"reconnect {name}, which refused hardcost's connection ({reason}): "
                        f"/hardcost connect {provider}")
     if not settings.import_account_ids:
@@ -1132,7 +774,3 @@ def _email(customer: dict[str, Any] | None) -> str | None:
     address = (customer.get("PrimaryEmailAddr") or {}).get("Address")
     return str(address) if address else None
 
-
-def _chunks(values: list[str], size: int) -> Iterable[list[str]]:
-    for i in range(0, len(values), size):
-        yield values[i:i + size]

@@ -1,50 +1,31 @@
-"""The settings modal: opened from ``/hardcost settings`` or App Home, saved on submit.
+"""The settings modal's submission: every field validated, then all saved or none.
 
-Slack's trigger id dies 3 seconds after the click, and filling the modal's menus takes calls to
-QuickBooks and Clio: a small "Loading…" modal opens at once and is replaced when ready.
-"""
+The modal itself is opened by ``bot.surfaces.open_settings_modal`` (from ``/hardcost settings``
+or App Home)."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+
 from hardcost.bot import service
-from hardcost.bot.app import BotContext
-from hardcost.bot.ui.modals import settings_modal, settings_values
+from hardcost.bot.context import BotContext
+from hardcost.bot.ui.modals import settings_values
 from hardcost.bot.ui.views import SETTINGS_CALLBACK
 from hardcost.sync.firm_settings import SettingError, apply_setting
 from hardcost.sync.http import ApiError
 from hardcost.sync.store import FirmSettings
-from slack_bolt import Ack, App
-from slack_sdk import WebClient
-from slack_sdk.errors import SlackApiError
 
 log = logging.getLogger(__name__)
-
-LOADING = {"type": "modal", "callback_id": SETTINGS_CALLBACK,
-           "title": {"type": "plain_text", "text": "hardcost settings"},
-           "blocks": [{"type": "section", "text": {
-               "type": "mrkdwn", "text": "Reading your QuickBooks accounts and Clio lists…"}}]}
-
-
-def open_settings_modal(ctx: BotContext, client: WebClient, firm_id: int,
-                        trigger_id: str) -> None:
-    opened = client.views_open(trigger_id=trigger_id, view=LOADING)
-    view_id = opened["view"]["id"]
-    modal = settings_modal(service.settings_view(ctx, firm_id))
-    try:
-        client.views_update(view_id=view_id, view=modal)
-    except SlackApiError as exc:  # closed meanwhile: nothing to do
-        log.info("settings modal %s not updated: %s", view_id, exc.response.get("error"))
-
 
 def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
                   values: dict[str, Any]) -> dict[str, str]:
     """Validate every field and save them all, or none; returns errors by block id."""
     errors: dict[str, str] = {}
-    engine = ctx.engine_for(firm_id)
-    lookups = service.lookups(engine)
+    lookups = service.lookups(ctx.importer_for(firm_id))
     with ctx.sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         assert settings is not None

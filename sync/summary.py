@@ -1,0 +1,139 @@
+"""What one run did: the run summary and its items, read by the CLI, the Slack messages and
+the run's record (``Run.details``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+DETAIL_LIMIT = 200
+"""Items of each kind kept in a run's stored details (the counts are always complete)."""
+
+
+class RunStopped(Exception):
+    """The run stopped between two entries (the process is shutting down); the next run
+    carries on where it stopped."""
+
+
+def matter_label(display_number: str, description: str) -> str:
+    return f"{display_number} {description}".strip()
+
+
+@dataclass(frozen=True)
+class ImportedEntry:
+    marker: str
+    amount: Decimal
+    date: date
+    customer: str
+    matter: str
+    clio_id: int | None
+
+
+@dataclass(frozen=True)
+class WaitingItem:
+    marker: str
+    amount: Decimal
+    date: date
+    customer: str
+    reason: str
+    choices: int
+    new: bool  # False: it was already waiting for the same choice before this run
+
+
+@dataclass(frozen=True)
+class FailureItem:
+    purchase_id: str
+    kind: str
+    message: str
+    url: str | None
+    new: bool  # False: the same failure was already open before this run
+
+
+@dataclass(frozen=True)
+class RemovedItem:
+    """A Clio entry whose purchase was deleted or voided in QuickBooks, and what was done."""
+
+    marker: str
+    purchase_id: str
+    amount: Decimal
+    date: date
+    kind: str  # deleted | voided (what happened in QuickBooks)
+    outcome: str  # deleted | already_gone | kept_billed | kept_alert
+    clio_id: int | None
+    matter: str | None
+    note: str
+
+
+@dataclass(frozen=True)
+class ReconcileNote:
+    """The run compared every imported purchase with QuickBooks instead of asking CDC."""
+
+    reason: str  # offline | saturated | refused | first
+    last_swept: str | None  # the previous sweep (QuickBooks time), None when never
+    checked: int  # purchases compared
+    removed: int  # found deleted or voided
+
+
+@dataclass
+class RunSummary:
+    """What one run did, for the CLI now and the Slack summary later."""
+
+    firm_id: int
+    run_id: int | None
+    dry_run: bool
+    started_at: datetime
+    imported: int = 0
+    imported_total: Decimal = Decimal("0.00")
+    waiting: int = 0  # newly waiting this run
+    failed: int = 0  # new failures this run
+    skipped: int = 0
+    unchanged: int = 0  # already in Clio
+    still_waiting: int = 0  # re-checked, still waiting for the same choice
+    still_failing: int = 0  # the same open failure seen again
+    purchases_read: int = 0
+    deleted: int = 0  # Clio entries deleted because their purchase left QuickBooks
+    kept: int = 0  # Clio entries left although their purchase left QuickBooks (billed, alert)
+    duration_s: float = 0.0
+    error: str | None = None
+    imported_entries: list[ImportedEntry] = field(default_factory=list)
+    waiting_items: list[WaitingItem] = field(default_factory=list)
+    failures: list[FailureItem] = field(default_factory=list)
+    skips: list[str] = field(default_factory=list)
+    removed_items: list[RemovedItem] = field(default_factory=list)
+    reconciled: ReconcileNote | None = None
+    qbo_calls: int = 0
+    clio_calls: int = 0
+
+    @property
+    def did_something(self) -> bool:
+        return bool(self.imported or self.waiting or self.failed or self.error or
+                    self.removed_items or (self.reconciled is not None and
+                                           self.reconciled.reason != "first"))
+
+    def details(self) -> dict[str, Any]:
+        return {
+            "imported": [
+                {"marker": e.marker, "amount": str(e.amount), "date": e.date.isoformat(),
+                 "customer": e.customer, "matter": e.matter, "clio_id": e.clio_id}
+                for e in self.imported_entries[:DETAIL_LIMIT]],
+            "skipped": self.skips[:DETAIL_LIMIT],
+            "failures": [{"purchase_id": f.purchase_id, "kind": f.kind, "message": f.message}
+                         for f in self.failures[:DETAIL_LIMIT]],
+            "removed": [
+                {"marker": r.marker, "purchase_id": r.purchase_id, "amount": str(r.amount),
+                 "date": r.date.isoformat(), "kind": r.kind, "outcome": r.outcome,
+                 "clio_id": r.clio_id, "matter": r.matter, "note": r.note}
+                for r in self.removed_items[:DETAIL_LIMIT]],
+            "reconciled": None if self.reconciled is None else {
+                "reason": self.reconciled.reason, "last_swept": self.reconciled.last_swept,
+                "checked": self.reconciled.checked, "removed": self.reconciled.removed},
+            "deleted": self.deleted,
+            "kept": self.kept,
+            "unchanged": self.unchanged,
+            "still_waiting": self.still_waiting,
+            "still_failing": self.still_failing,
+            "qbo_calls": self.qbo_calls,
+            "clio_calls": self.clio_calls,
+        }
