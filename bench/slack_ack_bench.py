@@ -48,7 +48,7 @@ from slack_bolt.response import BoltResponse
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.bot.ui.views import (
+from hardcost.bot.ui.content import (
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
     ACTION_RETRY_FAILURE,

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.outbox import ClientFor, deliver, enqueue
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.views import Choice, FailureView, Message, PromptAnswer, PromptView
+from hardcost.bot.ui.content import Choice, FailureNotice, Message, Prompt, PromptAnswer
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry
 from hardcost.sync.store import (
@@ -39,7 +39,7 @@ CONTACT_REASONS = {"no_contact", "several_contacts"}
 SETTLED_BY_RUNS = ("imported", "removed_deleted", "removed_voided")
 
 
-def prompt_view(row: WaitingExpense, *, sandbox_links: bool = False) -> PromptView:
+def to_prompt(row: WaitingExpense, *, sandbox_links: bool = False) -> Prompt:
     entry = PlannedEntry.from_json(row.entry)
     kind = "contact" if row.reason in CONTACT_REASONS else "matter"
     choices = []
@@ -51,7 +51,7 @@ def prompt_view(row: WaitingExpense, *, sandbox_links: bool = False) -> PromptVi
             email = candidate.get("email")
             label = str(candidate.get("name") or "") + (f" <{email}>" if email else "")
         choices.append(Choice(int(candidate["id"]), label))
-    return PromptView(
+    return Prompt(
         id=row.id, kind=kind, reason=row.reason, amount=row.amount, txn_date=row.txn_date,
         client=row.customer_name, payee=entry.payee.name if entry.payee else None,
         memo=entry.memo, reference=entry.reference,
@@ -59,10 +59,10 @@ def prompt_view(row: WaitingExpense, *, sandbox_links: bool = False) -> PromptVi
         choices=tuple(choices), waiting_since=row.created_at)
 
 
-def failure_view(row: Failure, *, sandbox_links: bool = False) -> FailureView:
+def to_failure_notice(row: Failure, *, sandbox_links: bool = False) -> FailureNotice:
     url = transaction_url(row.purchase_id, sandbox=sandbox_links) \
         if row.purchase_id != "?" else None
-    return FailureView(id=row.id, kind=row.kind, message=row.message, qbo_url=url,
+    return FailureNotice(id=row.id, kind=row.kind, message=row.message, qbo_url=url,
                        occurrences=row.occurrences, first_seen=row.first_seen)
 
 
@@ -125,7 +125,7 @@ class Notifier:
                 Failure.firm_id == firm_id, Failure.resolved_at.is_(None),
                 Failure.slack_ts.is_(None)).order_by(Failure.id)):
             if row.id not in queued:
-                message = messages.failure_alert(failure_view(row,
+                message = messages.failure_alert(to_failure_notice(row,
                                                               sandbox_links=self.sandbox_links))
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
                         ref_kind="failure", ref_id=row.id)
@@ -154,11 +154,11 @@ class Notifier:
             answer = PromptAnswer(by_user="hardcost", outcome=str(row.resolution),
                                   clio_entry_id=row.clio_activity_id)
             message = messages.prompt_answered(
-                prompt_view(row, sandbox_links=self.sandbox_links), answer)
+                to_prompt(row, sandbox_links=self.sandbox_links), answer)
             self.update_message(session, firm_id, "prompt", row.id, message)
 
     def queue_prompt(self, session: Session, row: WaitingExpense, channel: str) -> None:
-        message = messages.prompt(prompt_view(row, sandbox_links=self.sandbox_links))
+        message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
         enqueue(session, row.firm_id, "chat.postMessage", _post(message, channel),
                 ref_kind="prompt", ref_id=row.id)
 
@@ -170,7 +170,7 @@ class Notifier:
                 WaitingExpense.resolution.is_(None), WaitingExpense.slack_ts.is_not(None),
                 WaitingExpense.created_at <= due,
                 or_(WaitingExpense.reminded_at.is_(None), WaitingExpense.reminded_at <= due))):
-            message = messages.prompt_reminder(prompt_view(row,
+            message = messages.prompt_reminder(to_prompt(row,
                                                            sandbox_links=self.sandbox_links),
                                                now=now)
             enqueue(session, firm_id, "chat.postMessage",

@@ -92,7 +92,7 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
         sessions, ctx.importer_for, guard=ctx.claim_run,
         after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary),
         unit_seconds=config.schedule_unit_seconds,
-        reconcile_every=config.scheduler_reconcile_seconds)
+        refresh_every=config.scheduler_refresh_seconds)
     ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
     # -- end scheduled imports ----------------------------------------------------------
     pump = OutboxPump(lambda: deliver(sessions, clients))

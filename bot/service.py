@@ -11,9 +11,9 @@ from slack_sdk.errors import SlackApiError
 from sqlalchemy import func, select
 
 from hardcost.bot.context import BotContext
-from hardcost.bot.notify import failure_view, prompt_view
+from hardcost.bot.notify import to_failure_notice, to_prompt
 from hardcost.bot.outbox import undelivered
-from hardcost.bot.ui.views import Choice, FailureView, PromptView, SettingsView, StatusView
+from hardcost.bot.ui.content import Choice, FailureNotice, Prompt, SettingsForm, StatusReport
 from hardcost.sync.firm_settings import Lookups, SettingError
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import Importer
@@ -94,7 +94,7 @@ def _channel_id_by_name(client: WebClient, name: str) -> str:
                                "channel")
 
 
-def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
+def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusReport:
     with ctx.sessions() as session:
         firm = session.get(Firm, firm_id)
         settings = session.get(FirmSettings, firm_id)
@@ -146,7 +146,7 @@ def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
         upcoming = last.started_at + timedelta(minutes=settings.schedule_minutes)
         next_line = f"about {upcoming.strftime('%Y-%m-%d %H:%M UTC')} " \
                     "(scheduled runs need `hardcost serve`)"
-    return StatusView(
+    return StatusReport(
         firm_name=firm.name,
         quickbooks=(f"connected (company {firm.qbo_realm_id})" if "quickbooks" in providers
                     else "not connected"),
@@ -157,23 +157,23 @@ def status_view(ctx: BotContext, client: WebClient, firm_id: int) -> StatusView:
         waiting=int(waiting), open_failures=int(failures), problems=tuple(problems))
 
 
-def open_prompts(ctx: BotContext, firm_id: int, limit: int = 50) -> list[PromptView]:
+def open_prompts(ctx: BotContext, firm_id: int, limit: int = 50) -> list[Prompt]:
     with ctx.sessions() as session:
         rows = session.scalars(select(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))
             .order_by(WaitingExpense.txn_date, WaitingExpense.id).limit(limit))
-        return [prompt_view(r, sandbox_links=ctx.sandbox_links) for r in rows]
+        return [to_prompt(r, sandbox_links=ctx.sandbox_links) for r in rows]
 
 
-def open_failures(ctx: BotContext, firm_id: int, limit: int = 50) -> list[FailureView]:
+def open_failures(ctx: BotContext, firm_id: int, limit: int = 50) -> list[FailureNotice]:
     with ctx.sessions() as session:
         rows = session.scalars(select(Failure).where(
             Failure.firm_id == firm_id, Failure.resolved_at.is_(None))
             .order_by(Failure.id).limit(limit))
-        return [failure_view(r, sandbox_links=ctx.sandbox_links) for r in rows]
+        return [to_failure_notice(r, sandbox_links=ctx.sandbox_links) for r in rows]
 
 
-def settings_view(ctx: BotContext, firm_id: int) -> SettingsView:
+def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
     """The modal's current values, with the choices read from QuickBooks and Clio.
 
     A service that cannot be reached leaves its options empty (typed names then) rather than
@@ -197,7 +197,7 @@ def settings_view(ctx: BotContext, firm_id: int) -> SettingsView:
     except ApiError as exc:
         log.warning("settings: Clio lists unavailable: %s", exc)
     chosen = set(settings.import_account_ids or [])
-    return SettingsView(
+    return SettingsForm(
         channel_id=settings.slack_channel_id, start_date=settings.start_date,
         import_accounts=tuple(a for a in accounts if str(a.id) in chosen),
         account_options=tuple(accounts),

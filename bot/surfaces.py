@@ -13,9 +13,9 @@ from slack_sdk.errors import SlackApiError
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
+from hardcost.bot.ui.content import SETTINGS_CALLBACK
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.modals import settings_modal
-from hardcost.bot.ui.views import SETTINGS_CALLBACK
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def open_settings_modal(ctx: BotContext, client: WebClient, firm_id: int,
                         trigger_id: str) -> None:
     opened = client.views_open(trigger_id=trigger_id, view=LOADING)
     view_id = opened["view"]["id"]
-    modal = settings_modal(service.settings_view(ctx, firm_id))
+    modal = settings_modal(service.settings_form(ctx, firm_id))
     try:
         client.views_update(view_id=view_id, view=modal)
     except SlackApiError as exc:  # closed meanwhile: nothing to do
@@ -39,4 +39,4 @@ def open_settings_modal(ctx: BotContext, client: WebClient, firm_id: int,
 
 def publish_home(ctx: BotContext, client: WebClient, firm_id: int, user_id: str) -> None:
     client.views_publish(user_id=user_id,
-                         view=home_view(service.status_view(ctx, client, firm_id)))
+                         view=home_view(service.status_report(ctx, client, firm_id)))

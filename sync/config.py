@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INTUIT_AUTH_URL = "https://appcenter.intuit.com/connect/oauth2"
@@ -55,8 +55,10 @@ class Settings(BaseSettings):
     schedule_unit_seconds: float = Field(default=60.0, gt=0,
                                          alias="HARDCOST_SCHEDULE_UNIT_SECONDS")
     """How long one minute of a firm's ``schedule_minutes`` lasts (tests shorten it)."""
-    scheduler_reconcile_seconds: float = Field(default=30.0, gt=0,
-                                               alias="HARDCOST_SCHEDULER_RECONCILE_SECONDS")
+    scheduler_refresh_seconds: float = Field(
+        default=30.0, gt=0, validation_alias=AliasChoices(
+            "HARDCOST_SCHEDULER_REFRESH_SECONDS",
+            "HARDCOST_SCHEDULER_RECONCILE_SECONDS"))  # its name before 0.2, still read
     """How often ``hardcost serve`` re-reads the firms table for schedule changes."""
 
     def resolved_database_url(self) -> str:

@@ -2,7 +2,7 @@
 
 A firm gets a job when it is active, not paused, has QuickBooks and Clio connections that are
 not broken, an import account and a start date. Its interval is ``schedule_minutes`` (at least
-one). A reconcile job (``sync``, every ``reconcile_every`` seconds) re-reads the firms table and
+one). A refresh job (``sync``, every ``refresh_every`` seconds) re-reads the firms table and
 adds, removes and reschedules jobs, so ``/hardcost set schedule``, ``pause``/``resume``,
 connects and disconnects take effect without a restart.
 
@@ -20,7 +20,7 @@ One run of a firm at a time:
   another process (another ``hardcost serve``) holds it.
 
 ``health()`` says whether the scheduler is doing its job, for ``/healthz``: started, not
-stopped, and its reconcile has read the firms table recently (``stale_after`` seconds).
+stopped, and its refresh has read the firms table recently (``stale_after`` seconds).
 """
 
 from __future__ import annotations
@@ -50,11 +50,11 @@ from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
-RECONCILE_EVERY = 30.0  # seconds between two reads of the firms table
-RECONCILE_JOB = "reconcile"
+REFRESH_EVERY = 30.0  # seconds between two reads of the firms table
+REFRESH_JOB = "refresh"
 IMPORT_THREADS = 10  # scheduled imports at once in one process (APScheduler's default pool)
-STALE_PERIODS = 3  # reconciles missed in a row before health says the scheduler is stuck
-STALE_SLACK = 5.0  # seconds on top: a busy thread pool or a slow database delays a reconcile
+STALE_PERIODS = 3  # refreshes missed in a row before health says the scheduler is stuck
+STALE_SLACK = 5.0  # seconds on top: a busy thread pool or a slow database delays a refresh
 
 RunGuard = Callable[[int], AbstractContextManager[bool]]
 
@@ -70,9 +70,9 @@ class SchedulerHealth:
     ok: bool
     running: bool
     firms: int
-    last_reconcile: datetime | None
-    seconds_since_reconcile: float | None
-    reconcile_every: float
+    last_refresh: datetime | None
+    seconds_since_refresh: float | None
+    refresh_every: float
     last_tick: datetime | None
     reason: str | None = None
 
@@ -80,12 +80,12 @@ class SchedulerHealth:
         def iso(when: datetime | None) -> str | None:
             return when.isoformat(timespec="seconds") if when is not None else None
 
-        since = self.seconds_since_reconcile
+        since = self.seconds_since_refresh
         body: dict[str, Any] = {
             "running": self.running, "firms": self.firms,
-            "last_reconcile": iso(self.last_reconcile),
-            "seconds_since_reconcile": round(since, 1) if since is not None else None,
-            "reconcile_every": self.reconcile_every, "last_tick": iso(self.last_tick)}
+            "last_refresh": iso(self.last_refresh),
+            "seconds_since_refresh": round(since, 1) if since is not None else None,
+            "refresh_every": self.refresh_every, "last_tick": iso(self.last_tick)}
         if self.reason:
             body["reason"] = self.reason
         return body
@@ -101,14 +101,14 @@ class ImportScheduler:
     ``unit_seconds`` is the length of one schedule minute (60; tests use less), so the shortest
     interval is one unit. ``after_run(firm_id, summary)`` posts the summary (serve: the
     notifier, as for Slack-triggered runs). ``stale_after``: seconds without a successful
-    reconcile after which ``health`` reports the scheduler stuck (default: three periods and
+    refresh after which ``health`` reports the scheduler stuck (default: three periods and
     ``STALE_SLACK``).
     """
 
     def __init__(self, sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
                  *, after_run: Callable[[int, RunSummary], object] | None = None,
                  guard: RunGuard | None = None, unit_seconds: float = 60.0,
-                 reconcile_every: float = RECONCILE_EVERY,
+                 refresh_every: float = REFRESH_EVERY,
                  clock: Callable[[], datetime] = utcnow,
                  stale_after: float | None = None) -> None:
         bind = sessions.kw.get("bind")
@@ -120,13 +120,13 @@ class ImportScheduler:
         self.after_run = after_run
         self.guard: RunGuard = guard or self._own_guard
         self.unit_seconds = unit_seconds
-        self.reconcile_every = reconcile_every
+        self.refresh_every = refresh_every
         self.clock = clock
-        # The reconcile has a thread of its own: imports that take every import thread for
+        # The refresh has a thread of its own: imports that take every import thread for
         # minutes (a first import paced by Clio) must not stop schedule changes or health.
         self._scheduler = BackgroundScheduler(timezone=UTC, executors={
             "default": ThreadPoolExecutor(IMPORT_THREADS),
-            RECONCILE_JOB: ThreadPoolExecutor(1)})
+            REFRESH_JOB: ThreadPoolExecutor(1)})
         self._intervals: dict[int, float] = {}
         self._jobs_lock = threading.Lock()
         self._running: set[int] = set()
@@ -136,11 +136,11 @@ class ImportScheduler:
         self._lock_file: IO[str] | None = None
         self._stopped = False
         self.stale_after = (stale_after if stale_after is not None
-                            else STALE_PERIODS * reconcile_every + STALE_SLACK)
+                            else STALE_PERIODS * refresh_every + STALE_SLACK)
         self._started = False
         self._refused: str | None = None
-        self._reconciled: tuple[float, datetime] | None = None  # monotonic, wall clock
-        self._reconcile_error: str | None = None
+        self._refreshed: tuple[float, datetime] | None = None  # monotonic, wall clock
+        self._refresh_error: str | None = None
         self._last_tick: datetime | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -154,10 +154,10 @@ class ImportScheduler:
             raise
         try:
             self.sync()
-            self._scheduler.add_job(self._reconcile, "interval", seconds=self.reconcile_every,
-                                    id=RECONCILE_JOB, executor=RECONCILE_JOB,
+            self._scheduler.add_job(self._refresh, "interval", seconds=self.refresh_every,
+                                    id=REFRESH_JOB, executor=REFRESH_JOB,
                                     max_instances=1, coalesce=True,
-                                    misfire_grace_time=max(1, int(self.reconcile_every)))
+                                    misfire_grace_time=max(1, int(self.refresh_every)))
             self._scheduler.start()
         except BaseException:
             self._unlock_sqlite()
@@ -197,9 +197,9 @@ class ImportScheduler:
         """Started, not stopped, and the firms table read within ``stale_after`` seconds."""
         with self._jobs_lock:
             firms = len(self._intervals)
-            reconciled = self._reconciled
+            refreshed = self._refreshed
             running = self._started and not self._stopped and self._scheduler.running
-        since = time.monotonic() - reconciled[0] if reconciled is not None else None
+        since = time.monotonic() - refreshed[0] if refreshed is not None else None
         reason = None
         if self._refused is not None:
             reason = f"the scheduler was refused: {self._refused}"
@@ -209,13 +209,13 @@ class ImportScheduler:
             reason = "the scheduler has stopped"
         elif since is None or since > self.stale_after:
             reason = (f"the scheduler has not read the firms table for {since or 0:.0f} s (it "
-                      f"should every {self.reconcile_every:g} s)")
-            if self._reconcile_error:
-                reason += f"; the last attempt failed: {self._reconcile_error}"
+                      f"should every {self.refresh_every:g} s)")
+            if self._refresh_error:
+                reason += f"; the last attempt failed: {self._refresh_error}"
         return SchedulerHealth(
             ok=reason is None, running=running, firms=firms,
-            last_reconcile=reconciled[1] if reconciled is not None else None,
-            seconds_since_reconcile=since, reconcile_every=self.reconcile_every,
+            last_refresh=refreshed[1] if refreshed is not None else None,
+            seconds_since_refresh=since, refresh_every=self.refresh_every,
             last_tick=self._last_tick, reason=reason)
 
     def interval(self, firm_id: int) -> float | None:
@@ -223,7 +223,7 @@ class ImportScheduler:
         with self._jobs_lock:
             return self._intervals.get(firm_id)
 
-    # -- reconcile ------------------------------------------------------------------------
+    # -- refresh ------------------------------------------------------------------------
 
     def ready_firms(self) -> dict[int, float]:
         """firm id → interval in seconds, for every firm that should have a job."""
@@ -268,15 +268,15 @@ class ImportScheduler:
                         job_id(firm_id), trigger=IntervalTrigger(seconds=seconds, timezone=UTC))
                     log.info("scheduler: firm %s now every %.0f s", firm_id, seconds)
                 self._intervals[firm_id] = seconds
-            self._reconciled = (time.monotonic(), datetime.now(UTC))
-            self._reconcile_error = None
+            self._refreshed = (time.monotonic(), datetime.now(UTC))
+            self._refresh_error = None
 
-    def _reconcile(self) -> None:
+    def _refresh(self) -> None:
         try:
             self.sync()
-        except Exception as exc:  # noqa: BLE001 - the next reconcile tries again
-            self._reconcile_error = type(exc).__name__  # /healthz is public: no details
-            log.exception("scheduler: reconciling the jobs failed")
+        except Exception as exc:  # noqa: BLE001 - the next refresh tries again
+            self._refresh_error = type(exc).__name__  # /healthz is public: no details
+            log.exception("scheduler: refreshing the jobs failed")
 
     # -- one tick -------------------------------------------------------------------------
 
@@ -323,7 +323,7 @@ class ImportScheduler:
                 return summary
 
     def _due(self, firm_id: int) -> bool:
-        """Still ready (not paused since the last reconcile), and no scheduled run started
+        """Still ready (not paused since the last refresh), and no scheduled run started
         within half an interval (another replica's tick just before this one)."""
         seconds = self.ready_firms().get(firm_id)
         if seconds is None:

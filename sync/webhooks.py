@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.importer import Importer
+from hardcost.sync.qbo import instant
 from hardcost.sync.removals import note_removals
 from hardcost.sync.store import Firm, FirmSettings, WebhookEvent, utcnow
 from hardcost.sync.summary import RunSummary
@@ -106,7 +107,7 @@ def _legacy(notifications: Any) -> list[EntityChange]:
             updated = entity.get("lastUpdated")
             updated_text = updated if isinstance(updated, str) else ""
             changes.append(EntityChange(
-                realm, name, entity_id, operation, _time(updated_text),
+                realm, name, entity_id, operation, instant(updated_text),
                 _key(f"{name}:{entity_id}:{operation}:{updated_text}")))
     return changes
 
@@ -126,7 +127,7 @@ def _cloud_event(event: Any) -> EntityChange | None:
     entity = matched["entity"].capitalize()
     time = event.get("time")
     return EntityChange(_text(event, "intuitaccountid"), entity, _text(event, "intuitentityid"),
-                        operation, _time(time if isinstance(time, str) else ""), _key(event_id))
+                        operation, instant(time), _key(event_id))
 
 
 def _text(obj: dict[str, Any], name: str) -> str:
@@ -136,14 +137,6 @@ def _text(obj: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value or len(value) > 200:
         raise MalformedDelivery(f"{name} is missing or not a string")
     return value
-
-
-def _time(value: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _key(raw: str) -> str:

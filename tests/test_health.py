@@ -22,7 +22,7 @@ from tests.firmkit import Firm
 
 
 def _scheduler(firm: Firm, **kwargs: Any) -> ImportScheduler:
-    options: dict[str, Any] = {"unit_seconds": 60, "reconcile_every": 3600,
+    options: dict[str, Any] = {"unit_seconds": 60, "refresh_every": 3600,
                                "clock": firm.world.clock.now, **kwargs}
     return ImportScheduler(firm.sessions, lambda firm_id: firm.world.importer(firm.sessions,
                                                                             firm_id), **options)
@@ -74,7 +74,7 @@ def test_without_a_scheduler_health_is_the_database(
 def test_a_running_scheduler_is_healthy_and_says_what_it_schedules(
         rig: Any, serve: Callable[[ImportScheduler | None], str],
         schedulers: list[ImportScheduler]) -> None:
-    scheduler = _scheduler(rig.firm, reconcile_every=0.2)
+    scheduler = _scheduler(rig.firm, refresh_every=0.2)
     schedulers.append(scheduler)
     scheduler.start()
     url = serve(scheduler)
@@ -83,11 +83,11 @@ def test_a_running_scheduler_is_healthy_and_says_what_it_schedules(
     assert status == 200 and body["ok"] is True and body["database"] == "ok"
     report = body["scheduler"]
     assert report["running"] is True and report["firms"] == 1
-    assert report["reconcile_every"] == 0.2
-    assert report["last_reconcile"] is not None and "reason" not in report
-    first = report["last_reconcile"]
-    # The reconcile job keeps reading the firms table: its time moves on.
-    _wait_for(lambda: _health(url)[1]["scheduler"]["last_reconcile"] != first)
+    assert report["refresh_every"] == 0.2
+    assert report["last_refresh"] is not None and "reason" not in report
+    first = report["last_refresh"]
+    # The refresh job keeps reading the firms table: its time moves on.
+    _wait_for(lambda: _health(url)[1]["scheduler"]["last_refresh"] != first)
 
     rig.firm.update_settings(paused=True)
     _wait_for(lambda: _health(url)[1]["scheduler"]["firms"] == 0)
@@ -112,17 +112,17 @@ def test_a_stopped_scheduler_makes_health_fail(
     assert body["scheduler"]["running"] is False
 
 
-def test_a_reconcile_that_keeps_failing_makes_health_fail_until_it_recovers(
+def test_a_refresh_that_keeps_failing_makes_health_fail_until_it_recovers(
         rig: Any, serve: Callable[[ImportScheduler | None], str],
         schedulers: list[ImportScheduler]) -> None:
     firm = rig.firm
-    scheduler = _scheduler(firm, reconcile_every=0.1, stale_after=0.6)
+    scheduler = _scheduler(firm, refresh_every=0.1, stale_after=0.6)
     schedulers.append(scheduler)
     scheduler.start()
     url = serve(scheduler)
     assert _health(url)[0] == 200
 
-    # The firms' settings table disappears from under the scheduler: every reconcile fails
+    # The firms' settings table disappears from under the scheduler: every refresh fails
     # while the database itself still answers.
     engine = firm.sessions.kw["bind"]
     with engine.begin() as conn:
@@ -132,7 +132,7 @@ def test_a_reconcile_that_keeps_failing_makes_health_fail_until_it_recovers(
         status, body = _health(url)
         assert body["ok"] is False and body["database"] == "ok"
         assert body["scheduler"]["running"] is True
-        assert body["scheduler"]["seconds_since_reconcile"] >= 0.6  # rounded to 0.1 s
+        assert body["scheduler"]["seconds_since_refresh"] >= 0.6  # rounded to 0.1 s
         assert "has not read the firms table" in body["reason"]
         assert "every 0.1 s" in body["reason"]
         assert body["reason"].endswith("the last attempt failed: ProgrammingError") or \
@@ -165,7 +165,7 @@ def test_health_stays_ok_while_every_import_thread_is_busy(
         rig: Any, serve: Callable[[ImportScheduler | None], str],
         schedulers: list[ImportScheduler]) -> None:
     """Long imports (a first import paced by Clio takes minutes) must not starve the
-    reconcile: a replica that is busy importing is healthy, and still sees schedule changes."""
+    refresh: a replica that is busy importing is healthy, and still sees schedule changes."""
     from tests.firmkit import make_firm
 
     firm = rig.firm
@@ -177,7 +177,7 @@ def test_health_stays_ok_while_every_import_thread_is_busy(
     # Every firm's one Clio POST takes 2.5 s: all import threads are taken for that long.
     firm.world.clio.faults.add(path=r"/api/v4/activities\.json$", method="POST",
                                passthrough=True, delay=2.5, times=len(firms))
-    scheduler = _scheduler(firm, unit_seconds=0.1, reconcile_every=0.1, stale_after=1.0)
+    scheduler = _scheduler(firm, unit_seconds=0.1, refresh_every=0.1, stale_after=1.0)
     schedulers.append(scheduler)
     scheduler.start()
     url = serve(scheduler)
@@ -193,6 +193,6 @@ def test_health_stays_ok_while_every_import_thread_is_busy(
         status, body = _health(url)
         assert status == 200, body
         time.sleep(0.1)
-    firms[-1].update_settings(paused=True)  # and the reconcile still sees changes
+    firms[-1].update_settings(paused=True)  # and the refresh still sees changes
     _wait_for(lambda: _health(url)[1]["scheduler"]["firms"] == len(firms) - 1, timeout=0.8)
     assert under_way() == IMPORT_THREADS  # the imports were all under way meanwhile

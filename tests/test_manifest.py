@@ -8,7 +8,7 @@ import pytest
 import yaml
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.bot.ui.views import (
+from hardcost.bot.ui.content import (
     ACTION_SEARCH_MATTER,
 )
 

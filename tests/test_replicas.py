@@ -53,7 +53,7 @@ FIRMS = 30
 REPLICAS = 3
 UNIT = 2.0  # seconds per schedule minute
 SCHEDULES = (1, 2, 3)  # schedule_minutes, round-robin over the firms
-RECONCILE = 1.0  # HARDCOST_SCHEDULER_RECONCILE_SECONDS
+RECONCILE = 1.0  # HARDCOST_SCHEDULER_REFRESH_SECONDS
 SOAK = 30.0  # seconds of purchases arriving, from the moment every replica is up
 KILL_AFTER = 8.0  # seconds into the soak: a burst of purchases, then the kill
 POST_DELAY = 0.05  # seconds each Clio POST takes: a run that writes is caught in the act
@@ -264,7 +264,7 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
                "SLACK_API_URL": f"{slack_server.url}/api/", "PORT": str(port),
                "PUBLIC_URL": f"http://127.0.0.1:{port}",
                "HARDCOST_SCHEDULE_UNIT_SECONDS": str(UNIT),
-               "HARDCOST_SCHEDULER_RECONCILE_SECONDS": str(RECONCILE),
+               "HARDCOST_SCHEDULER_REFRESH_SECONDS": str(RECONCILE),
                "PYTHONPATH": str(REPO)}
         env.pop("SLACK_APP_TOKEN", None)
         log = tmp_path / f"{name}.log"

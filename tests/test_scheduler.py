@@ -1,6 +1,6 @@
-"""Scheduled imports (sync/scheduler.py): jobs per ready firm, reconcile, one run at a time.
+"""Scheduled imports (sync/scheduler.py): jobs per ready firm, refresh, one run at a time.
 
-A "minute" of ``schedule_minutes`` lasts ``UNIT`` seconds here (``unit_seconds``); the reconcile
+A "minute" of ``schedule_minutes`` lasts ``UNIT`` seconds here (``unit_seconds``); the refresh
 job is pushed far away and ``sync()`` is called by hand, so each test decides when the
 scheduler sees a change.
 """
@@ -35,7 +35,7 @@ def _scheduler(firm: Firm, sessions: sessionmaker[Session] | None = None, *,
                unit: float = UNIT, **kwargs: Any) -> ImportScheduler:
     sessions = sessions or firm.sessions
     return ImportScheduler(sessions, lambda firm_id: firm.world.importer(sessions, firm_id),
-                           unit_seconds=unit, reconcile_every=3600, clock=firm.world.clock.now,
+                           unit_seconds=unit, refresh_every=3600, clock=firm.world.clock.now,
                            **kwargs)
 
 
@@ -80,7 +80,7 @@ def test_a_connected_firm_is_imported_on_schedule_without_a_command(
     assert _scheduled_runs(firm) >= 1
 
 
-def test_pause_stops_runs_and_resume_restarts_them_after_a_reconcile(
+def test_pause_stops_runs_and_resume_restarts_them_after_a_refresh(
         firm: Firm, started: list[ImportScheduler]) -> None:
     firm.update_settings(schedule_minutes=1)
     scheduler = _scheduler(firm)
@@ -102,7 +102,7 @@ def test_pause_stops_runs_and_resume_restarts_them_after_a_reconcile(
     wait_for(lambda: _scheduled_runs(firm) > paused_at)
 
 
-def test_a_paused_firm_is_skipped_even_before_the_next_reconcile(firm: Firm) -> None:
+def test_a_paused_firm_is_skipped_even_before_the_next_refresh(firm: Firm) -> None:
     scheduler = _scheduler(firm)
     firm.update_settings(paused=True)
     assert scheduler.run_firm(firm.id) is None
@@ -185,7 +185,7 @@ def test_a_run_under_way_here_makes_the_tick_skip(firm: Firm) -> None:
 def test_status_shows_the_schedulers_next_run(firm: Firm,
                                               started: list[ImportScheduler]) -> None:
     from hardcost.bot.context import BotContext
-    from hardcost.bot.service import status_view
+    from hardcost.bot.service import status_report
     from hardcost.sync.config import Settings
 
     ctx = BotContext(sessions=firm.sessions, config=Settings(),
@@ -196,12 +196,12 @@ def test_status_shows_the_schedulers_next_run(firm: Firm,
     ctx.scheduler = scheduler
     upcoming = scheduler.next_run(firm.id)
     assert upcoming is not None
-    view = status_view(ctx, None, firm.id)  # type: ignore[arg-type]
+    view = status_report(ctx, None, firm.id)  # type: ignore[arg-type]
     assert view.next_run == upcoming.strftime("%Y-%m-%d %H:%M UTC")
 
     firm.update_settings(paused=True)
     scheduler.sync()
-    assert status_view(ctx, None, firm.id).next_run is None  # type: ignore[arg-type]
+    assert status_report(ctx, None, firm.id).next_run is None  # type: ignore[arg-type]
 
 
 def test_shutdown_stops_the_ticks_at_once(firm: Firm) -> None:
@@ -213,7 +213,7 @@ def test_shutdown_stops_the_ticks_at_once(firm: Firm) -> None:
     scheduler.shutdown()
     assert time.monotonic() - began < 1 and scheduler.wait(1)
     assert scheduler.next_run(firm.id) is None
-    scheduler.sync()  # a late reconcile adds nothing back
+    scheduler.sync()  # a late refresh adds nothing back
     assert scheduler.next_run(firm.id) is None
 
     fresh = _scheduler(firm)
@@ -299,9 +299,9 @@ def test_two_schedulers_on_one_postgres_never_run_a_firm_twice_at_once(
         return importer_for
 
     a = ImportScheduler(firm.sessions, slow(firm.sessions), unit_seconds=UNIT / 2,
-                        reconcile_every=3600, clock=firm.world.clock.now)
+                        refresh_every=3600, clock=firm.world.clock.now)
     b = ImportScheduler(other_sessions, slow(other_sessions), unit_seconds=UNIT / 2,
-                        reconcile_every=3600, clock=firm.world.clock.now)
+                        refresh_every=3600, clock=firm.world.clock.now)
     try:
         # The lock itself: held by one, refused to the other, on separate connections.
         with a.firm_lock(firm.id) as mine:

@@ -20,6 +20,28 @@ from typing import Any
 import pytest
 
 from hardcost.bot.ui import views
+from hardcost.bot.ui.content import (
+    ACTION_CHOOSE_CONTACT,
+    ACTION_CHOOSE_MATTER,
+    ACTION_NOT_CLIENT_COST,
+    ACTION_OPEN_QBO,
+    ACTION_OPEN_SETTINGS,
+    ACTION_RETRY_FAILURE,
+    ACTION_RUN_NOW,
+    ACTION_SEARCH_MATTER,
+    ACTION_SELECT_CONTACT,
+    ACTION_SELECT_MATTER,
+    ACTION_SHOW_PENDING,
+    PROMPT_BLOCK_PREFIX,
+    SETTINGS_CALLBACK,
+    Choice,
+    FailureNotice,
+    Message,
+    Prompt,
+    PromptAnswer,
+    SettingsForm,
+    StatusReport,
+)
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.messages import (
     failure_alert,
@@ -38,28 +60,6 @@ from hardcost.bot.ui.messages import (
     usage_error,
 )
 from hardcost.bot.ui.modals import settings_modal, settings_values
-from hardcost.bot.ui.views import (
-    ACTION_CHOOSE_CONTACT,
-    ACTION_CHOOSE_MATTER,
-    ACTION_NOT_CLIENT_COST,
-    ACTION_OPEN_QBO,
-    ACTION_OPEN_SETTINGS,
-    ACTION_RETRY_FAILURE,
-    ACTION_RUN_NOW,
-    ACTION_SEARCH_MATTER,
-    ACTION_SELECT_CONTACT,
-    ACTION_SELECT_MATTER,
-    ACTION_SHOW_PENDING,
-    PROMPT_BLOCK_PREFIX,
-    SETTINGS_CALLBACK,
-    Choice,
-    FailureView,
-    Message,
-    PromptAnswer,
-    PromptView,
-    SettingsView,
-    StatusView,
-)
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -87,8 +87,8 @@ def matters(n: int) -> tuple[Choice, ...]:
     return tuple(Choice(900 + i, f"{42 + i:05d} Smith v. Jones ({i})") for i in range(n))
 
 
-def a_prompt(**changes: Any) -> PromptView:
-    base = PromptView(
+def a_prompt(**changes: Any) -> Prompt:
+    base = Prompt(
         id=7, kind="matter", reason="several_matters", amount=D("1197.10"),
         txn_date=date(2026, 3, 2), client="Smith, John", payee="Acme Couriers",
         memo="Courier to the county court", reference="1042", qbo_url=QBO,
@@ -96,8 +96,8 @@ def a_prompt(**changes: Any) -> PromptView:
     return replace(base, **changes)
 
 
-def a_failure(**changes: Any) -> FailureView:
-    base = FailureView(
+def a_failure(**changes: Any) -> FailureNotice:
+    base = FailureNotice(
         id=31, kind="data",
         message="Item details are not supported — re-enter this line under Category details "
                 "in QuickBooks (Check 1042 to Acme Couriers).",
@@ -134,8 +134,8 @@ def a_summary(**changes: Any) -> RunSummary:
     return summary
 
 
-def a_status(**changes: Any) -> StatusView:
-    base = StatusView(
+def a_status(**changes: Any) -> StatusReport:
+    base = StatusReport(
         firm_name="Smith & Partners LLP", quickbooks="connected (realm 9130)",
         clio="connected (us)", channel_id="C0HARDCOST", paused=False, schedule_minutes=15,
         last_run="today 09:15 — imported 4 ($812.50)", next_run="today 09:30", waiting=2,
@@ -143,10 +143,10 @@ def a_status(**changes: Any) -> StatusView:
     return replace(base, **changes)
 
 
-def a_settings(**changes: Any) -> SettingsView:
+def a_settings(**changes: Any) -> SettingsForm:
     accounts = (Choice(80, "Reimbursable Expenses"), Choice(81, "Court Fees"),
                 Choice(60, "Office Supplies"))
-    base = SettingsView(
+    base = SettingsForm(
         channel_id="C0HARDCOST", start_date=date(2026, 1, 1),
         import_accounts=accounts[:2], account_options=accounts,
         category=Choice(5, "Court costs"),

@@ -16,10 +16,10 @@ from sqlalchemy import select
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
-from hardcost.bot.notify import failure_view, prompt_view
+from hardcost.bot.notify import to_failure_notice, to_prompt
 from hardcost.bot.surfaces import open_settings_modal, publish_home
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.views import (
+from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
     ACTION_NOT_CLIENT_COST,
@@ -115,7 +115,7 @@ def register(app: App, ctx: BotContext) -> None:
         with ctx.sessions() as session:
             row = session.get(WaitingExpense, waiting_id)
             assert row is not None
-            view = prompt_view(row, sandbox_links=ctx.sandbox_links)
+            view = to_prompt(row, sandbox_links=ctx.sandbox_links)
         ack(options=messages.matter_options(waiting_id, view.choices,
                                             str(payload.get("value") or "")))
 
@@ -138,7 +138,7 @@ def register(app: App, ctx: BotContext) -> None:
                 failure.resolved_at = ctx.clock()  # deleted in QuickBooks: nothing to import
                 failure.message += " (The expense is no longer in QuickBooks.)"
             fixed = failure.resolved_at is not None
-            view = failure_view(failure, sandbox_links=ctx.sandbox_links)
+            view = to_failure_notice(failure, sandbox_links=ctx.sandbox_links)
             if summary.error:
                 outcome = f"could not run: {summary.error}"
             elif fixed:
@@ -236,7 +236,7 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
     with ctx.sessions() as session:
         row = session.get(WaitingExpense, waiting_id)
         assert row is not None
-        view = prompt_view(row, sandbox_links=ctx.sandbox_links)
+        view = to_prompt(row, sandbox_links=ctx.sandbox_links)
         answer = PromptAnswer(by_user=str(result.answered_by), outcome=result.outcome,
                               label=result.label, clio_entry_id=result.clio_entry_id)
         answered = messages.prompt_answered(view, answer)

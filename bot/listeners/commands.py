@@ -16,7 +16,7 @@ from hardcost.bot.context import BotContext
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.views import Message
+from hardcost.bot.ui.content import Message
 from hardcost.sync import oauth
 from hardcost.sync.firm_settings import USAGE, SettingError, apply_setting
 from hardcost.sync.http import ApiError
@@ -89,7 +89,7 @@ Handler = Any
 
 def _status(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
             respond: Respond, client: WebClient) -> None:
-    _reply(respond, messages.status_blocks(service.status_view(ctx, client, firm_id)))
+    _reply(respond, messages.status_blocks(service.status_report(ctx, client, firm_id)))
 
 
 def _run(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],

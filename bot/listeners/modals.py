@@ -13,8 +13,8 @@ from slack_sdk import WebClient
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
+from hardcost.bot.ui.content import SETTINGS_CALLBACK
 from hardcost.bot.ui.modals import settings_values
-from hardcost.bot.ui.views import SETTINGS_CALLBACK
 from hardcost.sync.firm_settings import SettingError, apply_setting
 from hardcost.sync.http import ApiError
 from hardcost.sync.store import FirmSettings

@@ -7,16 +7,16 @@ from typing import Any
 from slack_sdk.models.blocks import ActionsBlock, ButtonElement, ContextBlock, MarkdownTextObject
 from slack_sdk.models.views import View
 
-from hardcost.bot.ui.messages import status_blocks
-from hardcost.bot.ui.views import (
+from hardcost.bot.ui.content import (
     ACTION_OPEN_SETTINGS,
     ACTION_RUN_NOW,
     ACTION_SHOW_PENDING,
-    StatusView,
+    StatusReport,
 )
+from hardcost.bot.ui.messages import status_blocks
 
 
-def home_view(status: StatusView) -> dict[str, Any]:
+def home_view(status: StatusReport) -> dict[str, Any]:
     """The view for ``views.publish`` (``type: home``)."""
     blocks: list[Any] = list(status_blocks(status).blocks)
     blocks.append(ActionsBlock(elements=[

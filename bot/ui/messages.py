@@ -26,11 +26,28 @@ from slack_sdk.models.blocks import (
     HeaderBlock,
     LinkButtonElement,
     MarkdownTextObject,
-    Option,
     SectionBlock,
     StaticSelectElement,
 )
 
+from hardcost.bot.ui.content import (
+    ACTION_CHOOSE_CONTACT,
+    ACTION_CHOOSE_MATTER,
+    ACTION_NOT_CLIENT_COST,
+    ACTION_OPEN_QBO,
+    ACTION_RECONNECT,
+    ACTION_RETRY_FAILURE,
+    ACTION_SEARCH_MATTER,
+    ACTION_SELECT_CONTACT,
+    ACTION_SELECT_MATTER,
+    PROMPT_BLOCK_PREFIX,
+    Choice,
+    FailureNotice,
+    Message,
+    Prompt,
+    PromptAnswer,
+    StatusReport,
+)
 from hardcost.bot.ui.text import (
     as_utc,
     clip,
@@ -45,29 +62,12 @@ from hardcost.bot.ui.text import (
     mrkdwn_keeping_tokens,
     name,
     one_line,
+    option,
     plural,
     slack_date,
 )
 from hardcost.bot.ui.text import (
     channel as channel_ref,
-)
-from hardcost.bot.ui.views import (
-    ACTION_CHOOSE_CONTACT,
-    ACTION_CHOOSE_MATTER,
-    ACTION_NOT_CLIENT_COST,
-    ACTION_OPEN_QBO,
-    ACTION_RECONNECT,
-    ACTION_RETRY_FAILURE,
-    ACTION_SEARCH_MATTER,
-    ACTION_SELECT_CONTACT,
-    ACTION_SELECT_MATTER,
-    PROMPT_BLOCK_PREFIX,
-    Choice,
-    FailureView,
-    Message,
-    PromptAnswer,
-    PromptView,
-    StatusView,
 )
 from hardcost.sync.report import REASONS, money
 from hardcost.sync.summary import RunSummary
@@ -97,7 +97,6 @@ FIELD_TEXT = 2000
 CONTEXT_TEXT = 2000
 HEADER_TEXT = 150
 BUTTON_TEXT = 75
-OPTION_TEXT = 75
 CONFIRM_TEXT = 300
 STATIC_OPTIONS = 100
 FALLBACK_TEXT = 3000
@@ -147,10 +146,6 @@ def _fallback(text: str) -> str:
 
 def _button_text(label: str) -> str:
     return clip(one_line(label), BUTTON_TEXT) or "(no name)"
-
-
-def _option(label: str, value: str) -> Option:
-    return Option(value=value, text=clip(one_line(label), OPTION_TEXT) or "(no name)")
 
 
 def _qbo_button(url: str | None) -> LinkButtonElement | None:
@@ -427,7 +422,7 @@ def run_details(summary: RunSummary) -> list[Message]:
 # failures
 
 
-def _failure_blocks(failure: FailureView, *, actions: bool) -> list[Block]:
+def _failure_blocks(failure: FailureNotice, *, actions: bool) -> list[Block]:
     kind = escape(_KIND_WORDS.get(failure.kind, failure.kind))
     blocks = [_section(f":warning: *Sync failure* — {kind}\n{mrkdwn(failure.message, 2500)}")]
     seen = []
@@ -451,7 +446,7 @@ def _failure_blocks(failure: FailureView, *, actions: bool) -> list[Block]:
     return blocks
 
 
-def failure_alert(failure: FailureView) -> Message:
+def failure_alert(failure: FailureNotice) -> Message:
     """What failed and why, a hint by kind, "Open in QuickBooks" (when linked) and Retry."""
     return Message(text=_fallback(f"Sync failure: {escape(one_line(failure.message))}"),
                    blocks=_failure_blocks(failure, actions=True))
@@ -460,7 +455,7 @@ def failure_alert(failure: FailureView) -> Message:
 _RESOLVED = ("imported", "resolved", "fixed", "done")
 
 
-def failure_retried(failure: FailureView, *, by_user: str, outcome: str) -> Message:
+def failure_retried(failure: FailureNotice, *, by_user: str, outcome: str) -> Message:
     """The alert updated in place after Retry. A success ("imported") drops the buttons; a
     failure keeps them so someone can try again."""
     line = f"Retried by {mention(by_user)}: {mrkdwn(one_line(outcome), 1000)}"
@@ -475,7 +470,7 @@ def failure_retried(failure: FailureView, *, by_user: str, outcome: str) -> Mess
     return Message(text=_fallback(line), blocks=blocks)
 
 
-def failures_list(failures: Sequence[FailureView]) -> list[Message]:
+def failures_list(failures: Sequence[FailureNotice]) -> list[Message]:
     """``/hardcost failures``: each open failure with its buttons, at most LIST_ITEMS."""
     if not failures:
         return [notice("No open failures.")]
@@ -494,7 +489,7 @@ def failures_list(failures: Sequence[FailureView]) -> list[Message]:
 # matter and contact prompts
 
 
-def _prompt_fields(p: PromptView) -> list[Block]:
+def _prompt_fields(p: Prompt) -> list[Block]:
     fields = [f"*Amount*\n{money(p.amount)}", f"*Date*\n{day(p.txn_date)}",
               f"*Client*\n{name(p.client, 200)}"]
     if p.payee:
@@ -514,7 +509,7 @@ def _prompt_fields(p: PromptView) -> list[Block]:
     return blocks
 
 
-def _prompt_question(p: PromptView) -> tuple[str, str]:
+def _prompt_question(p: Prompt) -> tuple[str, str]:
     """(mrkdwn block text, plain notification text)."""
     client = name(p.client, 200)
     amount = f"{money(p.amount)} on {day(p.txn_date)}"
@@ -536,7 +531,7 @@ def _prompt_question(p: PromptView) -> tuple[str, str]:
             f"Which matter? {what}")
 
 
-def _not_client_cost(p: PromptView) -> ButtonElement:
+def _not_client_cost(p: Prompt) -> ButtonElement:
     text = (f"{money(p.amount)} on {day(p.txn_date)} for {name(p.client, 80)} will not be "
             "imported into Clio, and this prompt closes.")
     return ButtonElement(
@@ -545,7 +540,7 @@ def _not_client_cost(p: PromptView) -> ButtonElement:
                               confirm="Not a client cost", deny="Cancel"))
 
 
-def _prompt_actions(p: PromptView) -> list[Block]:
+def _prompt_actions(p: Prompt) -> list[Block]:
     """The choice blocks, then the actions block (block_id ``hc_prompt:<id>``).
 
     Up to PROMPT_BUTTONS choices are one section each with its button as the accessory: Slack
@@ -569,7 +564,7 @@ def _prompt_actions(p: PromptView) -> list[Block]:
     elif n and (n <= STATIC_OPTIONS or contact):
         elements.append(StaticSelectElement(
             action_id=select, placeholder=f"Choose a {noun} ({n:,})",
-            options=[_option(c.label, f"{p.id}:{c.id}") for c in p.choices[:STATIC_OPTIONS]]))
+            options=[option(c.label, f"{p.id}:{c.id}") for c in p.choices[:STATIC_OPTIONS]]))
         if n > STATIC_OPTIONS:
             note = (f"Showing the first {STATIC_OPTIONS} of {n:,} possible contacts. If the "
                     "right one is missing, make its name in Clio match the QuickBooks customer; "
@@ -586,12 +581,12 @@ def _prompt_actions(p: PromptView) -> list[Block]:
     return blocks
 
 
-def _prompt_blocks(p: PromptView) -> list[Block]:
+def _prompt_blocks(p: Prompt) -> list[Block]:
     question, _ = _prompt_question(p)
     return [_section(question), *_prompt_fields(p), *_prompt_actions(p)]
 
 
-def prompt(prompt: PromptView) -> Message:
+def prompt(prompt: Prompt) -> Message:
     """The matter/contact prompt: the expense, why it waits, a QuickBooks link, the choices
     (buttons ≤ 5, a select ≤ 100, a search above that) and "Not a client cost"."""
     _, text = _prompt_question(prompt)
@@ -627,7 +622,7 @@ _ANSWER_ICONS = {"linked": ":white_check_mark:", "imported": ":white_check_mark:
                  "contact_remembered": ":white_check_mark:"}
 
 
-def prompt_answered(prompt: PromptView, answer: PromptAnswer) -> Message:
+def prompt_answered(prompt: Prompt, answer: PromptAnswer) -> Message:
     """The prompt updated in place: its actions replaced by who chose what."""
     line = _answer_line(answer)
     icon = _ANSWER_ICONS.get(answer.outcome, ":white_check_mark:")
@@ -635,7 +630,7 @@ def prompt_answered(prompt: PromptView, answer: PromptAnswer) -> Message:
     return Message(text=_fallback(line), blocks=blocks)
 
 
-def prompt_reminder(prompt: PromptView, *, now: datetime) -> Message:
+def prompt_reminder(prompt: Prompt, *, now: datetime) -> Message:
     """A thread reply under an unanswered prompt."""
     what = f"{money(prompt.amount)} on {day(prompt.txn_date)} for {name(prompt.client, 200)}"
     if prompt.waiting_since is None:
@@ -658,13 +653,13 @@ def matter_options(prompt_id: int, choices: Sequence[Choice], query: str) -> lis
     for c in choices:
         label = c.label.casefold()
         if all(w in label for w in words):
-            out.append(_option(c.label, f"{prompt_id}:{c.id}").to_dict())
+            out.append(option(c.label, f"{prompt_id}:{c.id}").to_dict())
             if len(out) == STATIC_OPTIONS:
                 break
     return out
 
 
-def pending_list(prompts: Sequence[PromptView]) -> list[Message]:
+def pending_list(prompts: Sequence[Prompt]) -> list[Message]:
     """``/hardcost pending``: each waiting expense with its buttons, at most LIST_ITEMS."""
     if not prompts:
         return [notice("Nothing is waiting.")]
@@ -738,7 +733,7 @@ def usage_error(problem: str, usage: str) -> Message:
     return Message(text=_fallback(f"{problem_text} Usage: {usage_text}"), blocks=blocks)
 
 
-def status_blocks(status: StatusView) -> Message:
+def status_blocks(status: StatusReport) -> Message:
     """``/hardcost status``: connections, channel, schedule, last/next run, waiting, failures,
     and anything that needs attention."""
     chan = channel_ref(status.channel_id) or "_not chosen_"

@@ -27,19 +27,13 @@ from slack_sdk.models.blocks import (
 )
 from slack_sdk.models.views import View
 
-from hardcost.bot.ui.text import clip, one_line
-from hardcost.bot.ui.views import SETTINGS_CALLBACK, Choice, SettingsView
+from hardcost.bot.ui.content import SETTINGS_CALLBACK, Choice, SettingsForm
+from hardcost.bot.ui.text import clip, one_line, option
 
 MAX_OPTIONS = 100
-OPTION_TEXT = 75
 OWNER = "owner"
 FIELDS = ("channel", "start_date", "accounts", "category", "user", "schedule", "options",
           "deletions", "approvers")
-
-
-def _option(label: str, value: str, description: str | None = None) -> Option:
-    return Option(value=value, text=clip(one_line(label), OPTION_TEXT) or value,
-                  description=description)
 
 
 def _options(choices: Iterable[Choice], selected: Iterable[Choice], limit: int = MAX_OPTIONS
@@ -58,7 +52,7 @@ def _options(choices: Iterable[Choice], selected: Iterable[Choice], limit: int =
             break
         keep.add(c.id)
     final = [c for c in ordered if c.id in keep]
-    by_id = {c.id: _option(c.label, str(c.id)) for c in final}
+    by_id = {c.id: option(c.label, str(c.id), unnamed=str(c.id)) for c in final}
     return ([by_id[c.id] for c in final], [by_id[c.id] for c in picked if c.id in by_id],
             len(ordered) - len(final))
 
@@ -69,7 +63,7 @@ def _input(block_id: str, label: str, element: Any, *, optional: bool = False,
                       hint=hint)
 
 
-def settings_modal(settings: SettingsView) -> dict[str, Any]:
+def settings_modal(settings: SettingsForm) -> dict[str, Any]:
     """The settings form (``views.open``). Nothing secret in it: no private_metadata."""
     blocks: list[Any] = [ContextBlock(elements=[MarkdownTextObject(
         text="Changes apply from the next run. Workspace admins and the firm's approvers "
@@ -121,7 +115,7 @@ def settings_modal(settings: SettingsView) -> dict[str, Any]:
     chosen_user = [settings.user] if settings.user else []
     user_options, user_initial, _ = _options(settings.user_options, chosen_user,
                                              MAX_OPTIONS - 1)
-    owner = _option("Account owner", OWNER)
+    owner = option("Account owner", OWNER)
     user_options = [owner, *user_options]
     initial_user = user_initial[0] if user_initial else owner
     blocks.append(_input("user", "Clio user the entries are recorded under",
@@ -134,9 +128,9 @@ def settings_modal(settings: SettingsView) -> dict[str, Any]:
                                                initial_value=str(settings.schedule_minutes),
                                                max_length=5)))
 
-    split = _option("One Clio entry per QuickBooks line", "split_lines",
+    split = option("One Clio entry per QuickBooks line", "split_lines",
                     "Instead of one entry per purchase and customer")
-    items = _option("Import Item details lines", "item_lines",
+    items = option("Import Item details lines", "item_lines",
                     "When the item's expense account is an import account")
     checked = [o for o, on in ((split, settings.split_lines), (items, settings.item_lines)) if on]
     blocks.append(_input("options", "Options",
@@ -144,8 +138,8 @@ def settings_modal(settings: SettingsView) -> dict[str, Any]:
                                            initial_options=checked or None),
                          optional=True))
 
-    delete = _option("Delete the unbilled Clio entry", "delete")
-    alert = _option("Only tell the channel", "alert")
+    delete = option("Delete the unbilled Clio entry", "delete")
+    alert = option("Only tell the channel", "alert")
     blocks.append(_input("deletions", "When a purchase is deleted or voided in QuickBooks",
                          RadioButtonsElement(action_id="deletions", options=[delete, alert],
                                              initial_option=(alert if settings.deletions

@@ -9,7 +9,10 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime
 
+from slack_sdk.models.blocks import Option
+
 ELLIPSIS = "…"
+OPTION_TEXT = 75  # Slack's limit on an option's text
 _ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _USER_ID = re.compile(r"[UW][A-Z0-9]+")
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
@@ -140,3 +143,11 @@ def duration(seconds: float) -> str:
         return f"{seconds:.1f} s"
     minutes, secs = divmod(int(round(seconds)), 60)
     return f"{minutes} min {secs} s"
+
+
+def option(label: str, value: str, description: str | None = None, *,
+           unnamed: str = "(no name)") -> Option:
+    """A select option: the label on one line, clipped to Slack's limit; ``unnamed`` when the
+    label is empty."""
+    return Option(value=value, text=clip(one_line(label), OPTION_TEXT) or unnamed,
+                  description=description)

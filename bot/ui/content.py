@@ -1,5 +1,7 @@
-"""Plain data the Block Kit builders take. Listeners fill these from the store; builders never
-touch the database, HTTP or the clock."""
+"""What messages and views show, as plain data the Block Kit builders take. Listeners fill these
+from the store; builders never touch the database, HTTP or the clock.
+
+("View" in ``bot`` means only what Slack calls one: a modal or App Home.)"""
 
 from __future__ import annotations
 
@@ -34,7 +36,7 @@ class Choice:
 
 
 @dataclass(frozen=True)
-class PromptView:
+class Prompt:
     """An expense waiting for a person: which contact, or which matter."""
 
     id: int  # waiting_expenses.id
@@ -62,7 +64,7 @@ class PromptAnswer:
 
 
 @dataclass(frozen=True)
-class FailureView:
+class FailureNotice:
     id: int
     kind: str  # config | transient | data
     message: str  # already a sentence for a bookkeeper
@@ -72,7 +74,7 @@ class FailureView:
 
 
 @dataclass(frozen=True)
-class SettingsView:
+class SettingsForm:
     channel_id: str | None
     start_date: date | None
     import_accounts: tuple[Choice, ...]  # chosen QBO accounts (id is the QBO id as int)
@@ -89,7 +91,7 @@ class SettingsView:
 
 
 @dataclass(frozen=True)
-class StatusView:
+class StatusReport:
     firm_name: str
     quickbooks: str  # e.g. "connected (realm 1234)" or "not connected"
     clio: str
