@@ -20,6 +20,9 @@ from slack_sdk.http_retry.builtin_handlers import (
     RateLimitErrorRetryHandler,
     ServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -29,6 +32,7 @@ from hardcost.bot.outbox import ClientFor
 from hardcost.sync.config import Settings
 from hardcost.sync.importer import Importer
 from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.metrics import API_RATE_LIMITED
 from hardcost.sync.store import Firm, FirmSettings, utcnow
 from hardcost.sync.summary import RunSummary
 
@@ -40,11 +44,24 @@ log = logging.getLogger(__name__)
 ImporterFactory = Callable[[int], Importer]
 
 
+class CountedRateLimitHandler(RateLimitErrorRetryHandler):
+    """Retries Slack's 429s like slack-sdk's own handler, and counts them for ``/metrics``."""
+
+    def _can_retry(self, *, state: RetryState, request: HttpRequest,
+                   response: HttpResponse | None = None,
+                   error: Exception | None = None) -> bool:
+        limited = super()._can_retry(state=state, request=request, response=response,
+                                     error=error)
+        if limited:
+            API_RATE_LIMITED.labels("slack").inc()
+        return limited
+
+
 def make_web_client(token: str | None, base_url: str, *, max_retry_wait: int = 30) -> WebClient:
     """A WebClient that retries 429s (honouring Retry-After), 5xx and connection errors."""
     client = WebClient(token=token, base_url=base_url)
     client.retry_handlers.extend([
-        RateLimitErrorRetryHandler(max_retry_count=2),
+        CountedRateLimitHandler(max_retry_count=2),
         ServerErrorRetryHandler(max_retry_count=2),
     ])
     if not any(isinstance(h, ConnectionErrorRetryHandler) for h in client.retry_handlers):

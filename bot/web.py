@@ -7,11 +7,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
 from sqlalchemy import text
@@ -19,8 +21,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from waitress.server import create_server
 from werkzeug.wrappers import Request, Response
 
+from hardcost.sync.metrics import REGISTRY, StoreCollector
+
 if TYPE_CHECKING:
     from hardcost.sync.scheduler import ImportScheduler
+
+log = logging.getLogger(__name__)
 
 StartResponse = Callable[..., Any]
 SLACK_PATHS = frozenset({"/slack/events", "/slack/install", "/slack/oauth_redirect"})
@@ -33,14 +39,28 @@ WSGIApp = Callable[..., Iterable[bytes]]
 def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
                   routes: dict[str, WSGIApp] | None = None,
                   scheduler: ImportScheduler | None = None) -> WSGIApp:
-    """``/slack/events``, ``/slack/install``, ``/slack/oauth_redirect`` (Bolt), ``/healthz``
-    and any extra ``routes`` by exact path (OAuth callbacks, ``/webhooks/quickbooks``).
+    """``/slack/events``, ``/slack/install``, ``/slack/oauth_redirect`` (Bolt), ``/healthz``,
+    ``/metrics`` (Prometheus text format, ``hardcost.sync.metrics``) and any extra ``routes``
+    by exact path (OAuth callbacks, ``/webhooks/quickbooks``).
 
     ``/healthz`` answers 200 ``{"ok": true, "database": "ok", "scheduler": {...}}``, or 503
     with ``"ok": false`` and a ``reason`` when the database does not answer or ``scheduler``
     (``hardcost serve``'s) is not running its jobs (see ``ImportScheduler.health``)."""
     slack = SlackRequestHandler(bolt_app, path="/slack/events")
     extra = routes or {}
+    from_store = CollectorRegistry(auto_describe=True)
+    from_store.register(StoreCollector(sessions))
+
+    def metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """This process's counters, then what the database holds (the outbox, the webhook
+        queue), in Prometheus' text format."""
+        try:
+            body = generate_latest(REGISTRY) + generate_latest(from_store)
+        except Exception as exc:  # noqa: BLE001 - a scrape must not take the process down
+            log.warning("metrics: %s", type(exc).__name__)
+            return Response(f"metrics unavailable ({type(exc).__name__})\n", status=503,
+                            content_type="text/plain")(environ, start_response)
+        return Response(body, content_type=CONTENT_TYPE_LATEST)(environ, start_response)
 
     def health(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         body: dict[str, Any] = {"ok": True, "database": "ok"}
@@ -73,6 +93,8 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
             return slack(environ, start_response)
         if path == "/healthz":
             return health(environ, start_response)
+        if path == "/metrics":
+            return metrics(environ, start_response)
         if path in extra:
             return extra[path](environ, start_response)
         return Response("Not found", status=404)(environ, start_response)

@@ -7,13 +7,17 @@ Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` 
 from __future__ import annotations
 
 import argparse
-import logging
+import os
 import sys
 from collections.abc import Sequence
 
 from sqlalchemy import select
 
+from hardcost import __version__
 from hardcost.bot.server import SchemaOutOfDate, serve
+from hardcost.logs import LogSettingError
+from hardcost.logs import configure as configure_logging
+from hardcost.progress import ProgressDisplay
 from hardcost.sandbox.demo import run_demo, start_sandbox
 from hardcost.sync.config import get_settings
 from hardcost.sync.crypto import (
@@ -21,7 +25,6 @@ from hardcost.sync.crypto import (
     SecretDecryptError,
     SecretKeyError,
     generate_key,
-    install_log_redaction,
     keyring_for,
     rotate_secrets,
 )
@@ -77,9 +80,10 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         return 1
     status = 0
     for firm_id in firm_ids:
+        importer = build_importer(sessions, firm_id, config)
+        importer.on_progress = ProgressDisplay(f"Firm {firm_id}", sys.stderr)
         try:
-            summary = build_importer(sessions, firm_id, config).run(
-                trigger="manual", dry_run=args.dry_run)
+            summary = importer.run(trigger="manual", dry_run=args.dry_run)
         except (FirmNotReady, ApiError) as exc:
             print(f"Firm {firm_id}: {exc}", file=sys.stderr)
             status = 1
@@ -106,13 +110,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    return run_demo(database_url=args.database_url, out=sys.stdout)
+    return run_demo(database_url=args.database_url, out=sys.stdout, verbose=args.verbose)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hardcost", description="Import QuickBooks hard costs into Clio.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log what happens")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log what happens (INFO; HARDCOST_LOG_LEVEL sets any level)")
+    parser.add_argument("--version", action="version", version=f"hardcost {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     db = commands.add_parser("db", help="database schema")
@@ -128,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "rotate", help=f"re-encrypt every stored secret with the first key of {ENV_VAR} "
         "(list the old key second, comma-separated)").set_defaults(func=_cmd_keys_rotate)
 
-    sync = commands.add_parser("sync", help="run one import now and print its summary")
+    sync = commands.add_parser("sync", help="run one import now and print its summary "
+                               "(progress on stderr)")
     sync.add_argument("--firm", type=int, help="the firm's id (default: every active firm)")
     sync.add_argument("--dry-run", action="store_true",
                       help="show what would be imported; write nothing")
@@ -152,9 +159,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
-    install_log_redaction()
+    # serve is a service: its INFO lines are what operators read. Other commands print what
+    # they did; their logs are for -v.
+    default_level = "INFO" if args.verbose or args.command == "serve" else "WARNING"
+    try:
+        configure_logging(os.environ.get("HARDCOST_LOG_LEVEL") or None,
+                          os.environ.get("HARDCOST_LOG_FORMAT") or None,
+                          default_level=default_level)
+    except LogSettingError as exc:
+        print(f"hardcost: {exc}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args))
     except (SecretKeyError, SecretDecryptError) as exc:

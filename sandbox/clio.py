@@ -36,12 +36,14 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
+from hardcost.sandbox.body import NO_BODY
 from hardcost.sandbox.clock import SandboxClock
 from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
-from hardcost.sandbox.openapi import NO_BODY, OpenApiDocument, load_openapi
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
+
+    from hardcost.sandbox.openapi import OpenApiDocument
 
 API_PREFIX = "/api/v4"
 API_VERSION = "4.0.13"
@@ -882,6 +884,10 @@ class ClioSandbox:
                 f"Clio OpenAPI spec not found at {' or '.join(looked)}; "
                 "request validation is off")
             return
+        # Request validation needs the dev extra's jsonschema packages; it is test tooling, so
+        # a plain install (the demo) never imports them.
+        from hardcost.sandbox.openapi import load_openapi
+
         self._spec = load_openapi(path)
 
     def _new_access(self, grant: Grant) -> dict[str, Any]:

@@ -29,8 +29,9 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry
 from referencing.jsonschema import DRAFT4
 
+from hardcost.sandbox.body import NO_BODY
+
 DOCUMENT_URI = "urn:hardcost:openapi-document"
-NO_BODY: Any = object()
 """Passed as ``body`` when the request carries none."""
 
 _NULL_KEYWORD = re.compile(r"keyword `null`")

@@ -182,6 +182,11 @@ class ClioClient:
     def calls(self) -> int:
         return self.api.calls
 
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting on the rate limit (pacing and 429s)."""
+        return self.api.waited
+
     def _json(self, response: requests.Response) -> dict[str, Any]:
         try:
             body = parse_json(response)

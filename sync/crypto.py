@@ -348,10 +348,3 @@ class RedactSecrets(logging.Filter):
         if cleaned != message:
             record.msg, record.args = cleaned, None
         return True
-
-
-def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add ``RedactSecrets`` to every handler of ``logger`` (default: the root logger)."""
-    for handler in (logger or logging.getLogger()).handlers:
-        if not any(isinstance(f, RedactSecrets) for f in handler.filters):
-            handler.addFilter(RedactSecrets())

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import requests
 import simplejson
 
+from hardcost.sync.metrics import API_RATE_LIMITED, API_REQUESTS, service_label
 from hardcost.sync.store import FailureKind
 
 log = logging.getLogger(__name__)
@@ -285,6 +286,8 @@ class ApiSession:
         if default_headers:
             self.http.headers.update(default_headers)
         self.calls = 0  # requests actually sent, for benchmarks and logs
+        self.waited = 0.0  # seconds spent waiting on the rate limit (pacing and 429s)
+        self._label = service_label(service)
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
                 json_body: Any = None, data: str | None = None,
@@ -309,8 +312,11 @@ class ApiSession:
             token = self.tokens.access_token()
             send_headers["Authorization"] = f"Bearer {token}"
             try:
+                asked = time.monotonic()
                 with self.pacer.slot():
+                    self.waited += time.monotonic() - asked
                     self.calls += 1
+                    API_REQUESTS.labels(self._label).inc()
                     response = self.http.request(method, url, params=params, data=data,
                                                  headers=send_headers, timeout=self.timeout)
             except (requests.Timeout, requests.ConnectionError) as exc:
@@ -331,10 +337,13 @@ class ApiSession:
                 attempt -= 1
                 continue
             if self.is_throttle(response):
+                API_RATE_LIMITED.labels(self._label).inc()
                 if attempt < self.retry.attempts:
-                    wait = retry_after_seconds(response.headers)
-                    self.retry.sleep(self.retry.clamp(
-                        self.retry.throttle_wait if wait is None else wait))
+                    asked_wait = retry_after_seconds(response.headers)
+                    wait = self.retry.clamp(
+                        self.retry.throttle_wait if asked_wait is None else asked_wait)
+                    self.retry.sleep(wait)
+                    self.waited += wait
                     continue
                 raise Throttled(self.service,
                                 f"{self.service} is limiting requests; the next run will "

@@ -37,7 +37,9 @@ from hardcost.sync.http import (
     ServiceDown,
     TransientError,
 )
+from hardcost.sync.log_context import run_context, set_run_id
 from hardcost.sync.matching import CustomerInfo, MatterResolver, Resolution
+from hardcost.sync.metrics import ENTRIES, FAILURES, RUN_SECONDS, RUNS
 from hardcost.sync.qbo import QboClient, instant, transaction_url
 from hardcost.sync.removals import REMOVALS_STREAM, Removals, note_removals
 from hardcost.sync.rules import (
@@ -69,6 +71,7 @@ from hardcost.sync.store import (
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
+    RunProgress,
     RunStopped,
     RunSummary,
     WaitingItem,
@@ -123,6 +126,10 @@ class Importer:
         self.clock = clock
         self.sandbox_links = sandbox_links
         self.stopping: threading.Event = SHUTDOWN
+        self.on_progress: Callable[[RunProgress], None] | None = None
+        """Told how far each run has got (after each page read and each entry handled)."""
+        self._to_write = 0
+        self._handled = 0
 
     # -- the run --------------------------------------------------------------------------
 
@@ -133,6 +140,11 @@ class Importer:
         webhook): they are read by id, the watermark is left where it is and no CDC sweep is
         made. ``removed`` (purchase id → ``deleted``/``voided``) are purchases a webhook said
         left QuickBooks: recorded, then handled with any others still open."""
+        with run_context(self.firm_id):
+            return self._logged_run(trigger, dry_run, purchase_ids, removed)
+
+    def _logged_run(self, trigger: str, dry_run: bool, purchase_ids: set[str] | None,
+                    removed: dict[str, str] | None) -> RunSummary:
         started = time.monotonic()
         qbo_calls, clio_calls = self.qbo.calls, self.clio.calls
         with self.sessions() as session:
@@ -151,8 +163,13 @@ class Importer:
                 session.add(run)
                 session.commit()
                 run_id = run.id
+                set_run_id(run_id)
             stored = self._stored_contacts(session)
+        log.info("run %s started (%s%s)", run_id, trigger, ", dry run" if dry_run else "")
         summary = RunSummary(self.firm_id, run_id, dry_run, self.clock())
+        self._to_write = self._handled = 0
+        waited = self.qbo.waited + self.clio.waited
+        outcome = "crashed"
         state = _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
                           settings.clio_entry_type or "HardCostEntry")
         try:
@@ -160,19 +177,40 @@ class Importer:
                 note_removals(self.sessions, self.firm_id, firm.qbo_realm_id or "", removed,
                               "webhook", self.clock())
             self._run(state, dry_run, purchase_ids)
+            outcome = "ok"
         except (ApiError, FirmNotReady, RunStopped) as exc:
+            outcome = "failed"
             summary.error = str(exc)
             log.warning("run for firm %s stopped: %s", self.firm_id, exc)
             if isinstance(exc, ReconnectRequired) and exc.service in PROVIDER_FOR_SERVICE:
                 mark_broken(self.sessions, self.firm_id, PROVIDER_FOR_SERVICE[exc.service],
                             exc.message, self.clock())
+        except Exception as exc:
+            # A bug or an answer of a shape nobody expected: the run's record must not say ok.
+            summary.error = (f"The run stopped on an unexpected error ({type(exc).__name__}); "
+                             "the details are in the server log.")
+            raise
         finally:
             summary.duration_s = time.monotonic() - started
             summary.qbo_calls = self.qbo.calls - qbo_calls
             summary.clio_calls = self.clio.calls - clio_calls
             if not dry_run:
                 self._finish_run(summary, state)
+            RUNS.labels(trigger, outcome).inc()
+            RUN_SECONDS.labels(trigger).observe(summary.duration_s)
+            self._progress(summary, "done", waited)
+            log.info("run %s %s in %.1f s: %d imported, %d waiting, %d failed, %d skipped",
+                     run_id, outcome, summary.duration_s, summary.imported, summary.waiting,
+                     summary.failed, summary.skipped)
         return summary
+
+    def _progress(self, summary: RunSummary, stage: str, waited_before: float = 0.0) -> None:
+        if self.on_progress is None:
+            return
+        self.on_progress(RunProgress(
+            stage, summary.purchases_read, self._to_write, self._handled, summary.imported,
+            summary.waiting + summary.still_waiting, summary.failed + summary.still_failing,
+            self.qbo.waited + self.clio.waited - waited_before))
 
     def _run(self, state: _RunState, dry_run: bool, purchase_ids: set[str] | None) -> None:
         realm_id = state.firm.qbo_realm_id or ""
@@ -270,6 +308,9 @@ class Importer:
         for page in self.qbo.purchases_changed_since(since, settings.start_date):
             server_time = server_time or page.server_time
             _collect(by_id, unkeyed, page.purchases)
+            if self.on_progress is not None:
+                self.on_progress(RunProgress("reading", len(by_id) + len(unkeyed), 0, 0, 0, 0,
+                                             0, self.qbo.waited))
         if since and read_start and settings.start_date and settings.start_date < read_start:
             # The start date moved earlier: read the newly included dates once (backfill).
             for page in self.qbo.purchases_changed_since(None, settings.start_date,
@@ -313,6 +354,7 @@ class Importer:
                                                         entry.customer_name))
                        for entry in entries]
         resolver.prefetch_matters({r.contact.id for _, r in resolutions if r.contact})
+        self._to_write = len(resolutions)
         for entry, found in resolutions:
             if self.stopping.is_set():
                 # Between two entries: every write so far is complete and recorded, and the
@@ -325,6 +367,8 @@ class Importer:
                 self._write_entry(state, entry, resolution, dry_run)
             else:
                 self._wait(state, entry, resolution, dry_run)
+            self._handled += 1
+            self._progress(state.summary, "writing")
 
     def _customer_info(self, customer_ids: set[str]) -> dict[str, CustomerInfo]:
         """Emails of customers (and their parents) that names alone did not settle."""
@@ -393,6 +437,7 @@ class Importer:
             if not (isinstance(exc, ServiceDown) and exc.ambiguous):
                 self._drop_link(link_id)  # nothing was created: let a later try start afresh
             raise
+        ENTRIES.labels("created").inc()
         now = self.clock()
         with self.sessions() as session:
             link = session.get(EntryLink, link_id)
@@ -614,6 +659,8 @@ class Importer:
                 Failure.line_id == failure.line_id, Failure.code == failure.code)).first()
             if row is None:
                 summary.failed += 1
+                if not dry_run:
+                    FAILURES.labels(kind.value).inc()
             else:
                 summary.still_failing += 1
             summary.failures.append(FailureItem(failure.purchase_id, kind.value,

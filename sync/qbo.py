@@ -148,6 +148,11 @@ class QboClient:
     def calls(self) -> int:
         return self.api.calls
 
+    @property
+    def waited(self) -> float:
+        """Seconds spent waiting on the rate limit (pacing and 429s)."""
+        return self.api.waited
+
     def _get(self, path: str, **params: str) -> dict[str, Any]:
         response = self.api.request("GET", f"{self.base}/{path}",
                                     params={**params, "minorversion": MINOR_VERSION})

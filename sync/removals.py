@@ -31,6 +31,7 @@ from hardcost.sync.http import (
     RequestRejected,
     TransientError,
 )
+from hardcost.sync.metrics import ENTRIES
 from hardcost.sync.qbo import QboClient, instant
 from hardcost.sync.rules import LineFailure, is_voided
 from hardcost.sync.store import (
@@ -211,6 +212,7 @@ class Removals:
         summary = self.summary
         if outcome == "deleted":
             summary.deleted += 1
+            ENTRIES.labels("deleted").inc()
         elif outcome.startswith("kept"):
             summary.kept += 1
         summary.removed_items.append(RemovedItem(

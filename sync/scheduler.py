@@ -36,6 +36,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -45,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.importer import SHUTDOWN, FirmNotReady, Importer
 from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.metrics import SCHEDULER_LATENESS
 from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, FirmSettings, Run, utcnow
 from hardcost.sync.summary import RunSummary
 
@@ -142,6 +144,8 @@ class ImportScheduler:
         self._refreshed: tuple[float, datetime] | None = None  # monotonic, wall clock
         self._refresh_error: str | None = None
         self._last_tick: datetime | None = None
+        self._due_at: dict[str, datetime] = {}  # job id → the time its pending tick was due
+        self._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -280,10 +284,17 @@ class ImportScheduler:
 
     # -- one tick -------------------------------------------------------------------------
 
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        if event.scheduled_run_times:
+            self._due_at[event.job_id] = event.scheduled_run_times[-1]
+
     def _tick(self, firm_id: int) -> None:
         if SHUTDOWN.is_set() or self._stopped:
             return
         self._last_tick = datetime.now(UTC)
+        due = self._due_at.pop(job_id(firm_id), None)
+        if due is not None:  # late by a busy thread pool, a slow database, a paused process
+            SCHEDULER_LATENESS.observe(max((self._last_tick - due).total_seconds(), 0.0))
         try:
             self.run_firm(firm_id)
         except Exception:  # noqa: BLE001 - a scheduled run must not kill the scheduler

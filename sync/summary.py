@@ -76,6 +76,20 @@ class ReconcileNote:
     removed: int  # found deleted or voided
 
 
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a run has got, for a progress display (``hardcost sync``)."""
+
+    stage: str  # reading | writing | done
+    purchases_read: int
+    to_write: int  # entries this run has to write or ask about
+    handled: int  # of those: imported, waiting or failed so far
+    imported: int
+    waiting: int
+    failed: int
+    rate_limit_wait_s: float  # time spent waiting on QuickBooks' and Clio's rate limits
+
+
 @dataclass
 class RunSummary:
     """What one run did, for the CLI now and the Slack summary later."""
