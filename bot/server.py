@@ -111,15 +111,15 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
         if config.slack_app_token:
             from slack_bolt.adapter.socket_mode import SocketModeHandler
 
-            log.info("hardcost: Slack over Socket Mode")
+            log.info("Slack over Socket Mode")
             if multi_workspace(config):
-                log.warning("hardcost: %s is served over HTTP only: install workspaces while "
+                log.warning("%s is served over HTTP only: install workspaces while "
                             "serving over HTTP (without SLACK_APP_TOKEN)", INSTALL_PATH)
             SocketModeHandler(app, config.slack_app_token).start()
             return 0
-        log.info("hardcost: serving http://0.0.0.0:%s/slack/events", config.port)
+        log.info("serving http://0.0.0.0:%s/slack/events", config.port)
         if multi_workspace(config):
-            log.info("hardcost: multi-workspace mode, install at %s%s",
+            log.info("multi-workspace mode, install at %s%s",
                      config.public_url.rstrip("/"), INSTALL_PATH)
         routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
         serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler),
@@ -139,11 +139,11 @@ def shut_down(ctx: BotContext, pump: OutboxPump) -> None:
     deadline = time.monotonic() + SHUTDOWN_GRACE
     if ctx.scheduler is not None:  # scheduled imports: no new ticks from now on
         ctx.scheduler.shutdown()
-    log.info("hardcost: shutting down; waiting up to %.0f s for work under way", SHUTDOWN_GRACE)
+    log.info("shutting down; waiting up to %.0f s for work under way", SHUTDOWN_GRACE)
     if not (ctx.drain(SHUTDOWN_GRACE) and (  # then what the scheduler runs, same deadline
             ctx.scheduler is None or ctx.scheduler.wait(deadline - time.monotonic()))):
-        log.warning("hardcost: work still running after %.0f s; leaving it to the write-ahead "
+        log.warning("work still running after %.0f s; leaving it to the write-ahead "
                     "records (the next run recovers it)", SHUTDOWN_GRACE)
         logging.shutdown()
         os._exit(0)  # the executors' threads would otherwise keep the process alive
-    log.info("hardcost: stopped cleanly")
+    log.info("stopped cleanly")

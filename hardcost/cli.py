@@ -81,7 +81,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     status = 0
     for firm_id in firm_ids:
         importer = build_importer(sessions, firm_id, config)
-        importer.on_progress = ProgressDisplay(f"Firm {firm_id}", sys.stderr)
+        importer.on_progress = ProgressDisplay(f"Firm {firm_id}", sys.stdout)
         try:
             summary = importer.run(trigger="manual", dry_run=args.dry_run)
         except (FirmNotReady, ApiError) as exc:

@@ -267,7 +267,7 @@ def start_sandbox(config: Settings) -> tuple[SandboxWorld, Settings]:
     sandbox = world.settings()
     overrides = {name: getattr(sandbox, name) for name in type(sandbox).model_fields
                  if name.startswith(("qbo_", "clio_"))}
-    log.warning("hardcost: SANDBOX mode — QuickBooks at %s and Clio at %s hold the demo firm's "
+    log.warning("SANDBOX mode — QuickBooks at %s and Clio at %s hold the demo firm's "
                 "books; `/hardcost connect quickbooks` and `connect clio` approve at once. "
                 "Then: /hardcost set account Reimbursable Expenses, /hardcost set category "
                 "Court & filing fees, /hardcost set start-date 2026-10-01, /hardcost run.",

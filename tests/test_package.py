@@ -1,0 +1,146 @@
+"""The package a firm's IT installs: one wheel whose only top-level package is ``hardcost``, so
+it lives beside PyPI's own ``sync`` (or any other ``bot``/``sandbox``) without either
+overwriting the other; and a plain install, without the dev extra, runs the demo.
+
+Built and installed without the network: the wheel is built with the build tools already in
+this environment, and the fresh virtual environment borrows this one's declared dependencies
+through a path file (which does not carry this checkout's editable install along), with the
+dev extra's packages made unimportable."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV_ONLY = ("jsonschema", "openapi_schema_validator", "referencing", "pytest", "yaml", "mypy")
+
+
+def _run(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
+         timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args}:\n{result.stdout}\n{result.stderr}"
+    return result
+
+
+def _source_copy(into: Path) -> Path:
+    """The files git tracks (a clean checkout): nothing of .venv, build/ or caches."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                             check=False)
+    source = into / "src"
+    if tracked.returncode == 0 and tracked.stdout:
+        for name in tracked.stdout.decode().split("\0"):
+            if name and (ROOT / name).is_file():
+                (source / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(ROOT / name, source / name)
+    else:  # not a git checkout (an unpacked sdist)
+        shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+            ".venv", "build", "*.egg-info", "__pycache__", ".git", "*_cache"))
+    return source
+
+
+def _wheel(source: Path, out: Path) -> Path:
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+         "--no-index", "-q", "-w", out, source, cwd=source)
+    return next(out.glob("*.whl"))
+
+
+def _other_sync(into: Path) -> Path:
+    """A distribution with a top-level ``sync`` package, as PyPI's ``sync`` has."""
+    project = into / "other-sync"
+    (project / "sync").mkdir(parents=True)
+    (project / "sync" / "__init__.py").write_text('WHO = "the other sync"\n')
+    (project / "pyproject.toml").write_text(
+        '[build-system]\nrequires = ["setuptools"]\nbuild-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "other-sync"\nversion = "1.0"\n'
+        '[tool.setuptools]\npackages = ["sync"]\n')
+    return _wheel(project, into / "other-dist")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """(the fresh venv's bin folder, the hardcost wheel), both wheels installed there."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    wheel = _wheel(_source_copy(tmp), tmp / "dist")
+    other = _other_sync(tmp)
+    venv = tmp / "venv"
+    _run(sys.executable, "-m", "venv", venv, cwd=tmp)  # pip from Python's own bundled wheel
+    bin_dir = venv / "bin"
+    purelib = Path(_run(bin_dir / "python", "-c",
+                        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                        cwd=tmp).stdout.strip())
+    _run(bin_dir / "python", "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel,
+         other, cwd=tmp)
+    ours = sysconfig.get_paths()["purelib"]
+    (Path(purelib) / "borrowed.pth").write_text(
+        f"{ours}\nimport sys; sys.modules.update(dict.fromkeys({DEV_ONLY!r}))\n")
+    yield bin_dir, wheel
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("QBO_", "CLIO_", "SLACK_", "HARDCOST_", "DATABASE_URL"))}
+    env["HARDCOST_CLIO_OPENAPI"] = str(tmp / "absent.json")  # no request checks: a user's box
+    env["PYTHONNOUSERSITE"] = "1"
+    return env
+
+
+def test_the_wheel_holds_only_the_hardcost_namespace(installed: tuple[Path, Path]) -> None:
+    _, wheel = installed
+    with zipfile.ZipFile(wheel) as archive:
+        tops = {name.split("/")[0] for name in archive.namelist()}
+        names = set(archive.namelist())
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"hardcost"}
+    assert {"hardcost/sync/importer.py", "hardcost/bot/app.py", "hardcost/sandbox/world.py",
+            "hardcost/cli.py", "hardcost/py.typed",
+            "hardcost/sync/migrations/env.py",
+            "hardcost/sync/migrations/script.py.mako",
+            "hardcost/sync/migrations/versions/0001_initial_schema.py"} <= names
+
+
+def test_installed_beside_another_sync_both_keep_their_own(
+        installed: tuple[Path, Path], tmp_path: Path) -> None:
+    bin_dir, _ = installed
+    probe = _run(bin_dir / "python", "-c",
+                 "import sync, hardcost.sync.importer as i; print(sync.WHO); print(i.__file__)",
+                 cwd=tmp_path, env=_env(tmp_path))
+    who, where = probe.stdout.splitlines()
+    assert who == "the other sync"
+    assert "site-packages" in where and str(ROOT) not in where
+
+
+def test_version_demo_and_db_upgrade_run_from_a_plain_install(
+        installed: tuple[Path, Path], tmp_path: Path) -> None:
+    bin_dir, wheel = installed
+    env = _env(tmp_path)
+
+    version = _run(bin_dir / "hardcost", "--version", cwd=tmp_path, env=env)
+    demo = _run(bin_dir / "hardcost", "demo", cwd=tmp_path, env=env)
+    upgrade = _run(bin_dir / "hardcost", "db", "upgrade", cwd=tmp_path,
+                   env={**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'firm.sqlite'}"})
+
+    assert version.stdout.strip() == f"hardcost {wheel.name.split('-')[1]}"
+    assert "Clio now holds 5 hard-cost entries" in demo.stdout
+    assert "Traceback" not in demo.stderr
+    assert "Database is up to date" in upgrade.stdout
+    assert (tmp_path / "firm.sqlite").is_file()
+
+
+def test_the_dev_extra_is_really_absent_there(installed: tuple[Path, Path],
+                                               tmp_path: Path) -> None:
+    """The demo test above means something only if request validation's packages could not
+    have been imported."""
+    bin_dir, _ = installed
+    result = subprocess.run([str(bin_dir / "python"), "-c", "import jsonschema"],
+                            cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr
