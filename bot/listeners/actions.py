@@ -38,6 +38,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.sync import choices, oauth
 from hardcost.sync.choices import ChoiceResult
+from hardcost.sync.log_context import run_context
 from hardcost.sync.store import PROVIDER_NAMES, Failure, Firm, SlackOutbox, WaitingExpense
 from hardcost.sync.summary import RunSummary
 
@@ -94,12 +95,13 @@ def register(app: App, ctx: BotContext) -> None:
             _ephemeral(respond, f"Only the firm's approvers can choose: {approvers}.")
             return
         importer = ctx.importer_for(firm_id)
-        if action_id in (ACTION_CHOOSE_MATTER, ACTION_SELECT_MATTER, ACTION_SEARCH_MATTER):
-            result = choices.choose_matter(importer, waiting_id, target, user_id)
-        elif action_id in (ACTION_CHOOSE_CONTACT, ACTION_SELECT_CONTACT):
-            result = choices.choose_contact(importer, waiting_id, target, user_id)
-        else:
-            result = choices.not_client_cost(importer, waiting_id, user_id)
+        with run_context(firm_id):  # the choice's log lines name the firm, as a run's do
+            if action_id in (ACTION_CHOOSE_MATTER, ACTION_SELECT_MATTER, ACTION_SEARCH_MATTER):
+                result = choices.choose_matter(importer, waiting_id, target, user_id)
+            elif action_id in (ACTION_CHOOSE_CONTACT, ACTION_SELECT_CONTACT):
+                result = choices.choose_contact(importer, waiting_id, target, user_id)
+            else:
+                result = choices.not_client_cost(importer, waiting_id, user_id)
         _show_result(ctx, client, respond, firm_id, waiting_id, result,
                      ephemeral=bool((body.get("container") or {}).get("is_ephemeral")))
 
