@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from hardcost.bot.ui import views
+from hardcost.bot.ui import content
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
@@ -71,7 +71,7 @@ from hardcost.sync.summary import (
 
 GOLDEN = Path(__file__).parent / "golden"
 UPDATE = os.environ.get("HARDCOST_UPDATE_GOLDEN") == "1"
-ACTION_IDS = {v for k, v in vars(views).items() if k.startswith("ACTION_")}
+ACTION_IDS = {v for k, v in vars(content).items() if k.startswith("ACTION_")}
 # the settings modal's inputs: action_id = block_id
 SETTINGS_IDS = {"channel", "start_date", "accounts", "category", "user", "schedule", "options",
                 "deletions", "approvers"}
