@@ -80,9 +80,9 @@ def _cmd_sync(args: argparse.Namespace) -> int:
         return 1
     status = 0
     for firm_id in firm_ids:
-        importer = build_importer(sessions, firm_id, config)
-        importer.on_progress = ProgressDisplay(f"Firm {firm_id}", sys.stdout)
         try:
+            importer = build_importer(sessions, firm_id, config)
+            importer.on_progress = ProgressDisplay(f"Firm {firm_id}", sys.stdout)
             summary = importer.run(trigger="manual", dry_run=args.dry_run)
         except (FirmNotReady, ApiError) as exc:
             print(f"Firm {firm_id}: {exc}", file=sys.stderr)
