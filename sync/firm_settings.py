@@ -95,12 +95,13 @@ def account_ids(raw: str, current: Sequence[str], accounts: list[dict[str, Any]]
     return [str(_find_account(accounts, raw)["Id"])]
 
 
-def _find_by_name_or_id(items: Sequence[Any], raw: str, what: str, key: str) -> Any:
+def _find_by_name_or_id(items: Sequence[Any], raw: str, what: str, key: str,
+                        whats: str | None = None) -> Any:
     text = raw.strip().casefold()
     matches = [i for i in items if str(i.id) == raw.strip() or i.name.casefold() == text]
     if len(matches) != 1:
         problem = (f"Clio has no {what} called “{raw}”." if not matches
-                   else f"Several Clio {what}s are called “{raw}”; use the id.")
+                   else f"Several Clio {whats or what + 's'} are called “{raw}”; use the id.")
         raise SettingError(problem, key)
     return matches[0]
 
@@ -130,7 +131,8 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
         return f"Import account(s): {shown}."
     if key == "category":
         categories = lookups.clio_categories()
-        category = _find_by_name_or_id(categories, raw, "hard-cost category", key)
+        category = _find_by_name_or_id(categories, raw, "hard-cost category", key,
+                                       "hard-cost categories")
         if category.entry_type != "hard_cost":
             raise SettingError(f"“{category.name}” is not a hard-cost category.", key)
         settings.expense_category_id = category.id

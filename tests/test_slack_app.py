@@ -168,6 +168,16 @@ def test_bad_setting_values_get_a_usage_reply_naming_the_problem(
         (before.start_date, before.import_account_ids, before.schedule_minutes)
 
 
+def test_two_categories_of_one_name_are_told_apart_by_id(rig: SlackRig) -> None:
+    rig.firm.clio.add_expense_category("Fees", entry_type="hard_cost")
+    rig.firm.clio.add_expense_category("Fees", entry_type="hard_cost")
+
+    rig.command("set category Fees")
+
+    reply = _reply(rig, rig.admin, "Several Clio hard-cost categories are called “Fees”")
+    assert "use the id" in _blocks_text(reply)
+
+
 def test_set_account_category_user_and_channel_by_name(rig: SlackRig) -> None:
     firm = rig.firm
     firm.qbo.add_account("Client Costs")
