@@ -111,6 +111,9 @@ class _RunState:
     consecutive_transient: int = 0
     clio_blocked: ApiError | None = None
     raised: set[tuple[str, str, str, str]] = field(default_factory=set)
+    to_write: int = 0  # entries this run writes or asks about (for progress)
+    handled: int = 0  # of those, done so far
+    waited_before: float = 0.0  # the clients' rate-limit waits when the run started
 
 
 class Importer:
@@ -128,8 +131,6 @@ class Importer:
         self.stopping: threading.Event = SHUTDOWN
         self.on_progress: Callable[[RunProgress], None] | None = None
         """Told how far each run has got (after each page read and each entry handled)."""
-        self._to_write = 0
-        self._handled = 0
 
     # -- the run --------------------------------------------------------------------------
 
@@ -167,11 +168,10 @@ class Importer:
             stored = self._stored_contacts(session)
         log.info("run %s started (%s%s)", run_id, trigger, ", dry run" if dry_run else "")
         summary = RunSummary(self.firm_id, run_id, dry_run, self.clock())
-        self._to_write = self._handled = 0
-        waited = self.qbo.waited + self.clio.waited
         outcome = "crashed"
         state = _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
-                          settings.clio_entry_type or "HardCostEntry")
+                          settings.clio_entry_type or "HardCostEntry",
+                          waited_before=self.qbo.waited + self.clio.waited)
         try:
             if removed and not dry_run:
                 note_removals(self.sessions, self.firm_id, firm.qbo_realm_id or "", removed,
@@ -198,19 +198,22 @@ class Importer:
                 self._finish_run(summary, state)
             RUNS.labels(trigger, outcome).inc()
             RUN_SECONDS.labels(trigger).observe(summary.duration_s)
-            self._progress(summary, "done", waited)
+            self._progress(state, "done")
             log.info("run %s %s in %.1f s: %d imported, %d waiting, %d failed, %d skipped",
                      run_id, outcome, summary.duration_s, summary.imported, summary.waiting,
                      summary.failed, summary.skipped)
         return summary
 
-    def _progress(self, summary: RunSummary, stage: str, waited_before: float = 0.0) -> None:
+    def _progress(self, state: _RunState, stage: str, purchases_read: int | None = None
+                  ) -> None:
         if self.on_progress is None:
             return
+        summary = state.summary
         self.on_progress(RunProgress(
-            stage, summary.purchases_read, self._to_write, self._handled, summary.imported,
+            stage, summary.purchases_read if purchases_read is None else purchases_read,
+            state.to_write, state.handled, summary.imported,
             summary.waiting + summary.still_waiting, summary.failed + summary.still_failing,
-            self.qbo.waited + self.clio.waited - waited_before))
+            self.qbo.waited + self.clio.waited - state.waited_before))
 
     def _run(self, state: _RunState, dry_run: bool, purchase_ids: set[str] | None) -> None:
         realm_id = state.firm.qbo_realm_id or ""
@@ -225,7 +228,7 @@ class Importer:
             purchases = [*by_id.values(), *unkeyed]
         else:
             refetch |= self._purchases_to_retry()
-            purchases, server_time = self._read_purchases(state.settings, refetch)
+            purchases, server_time = self._read_purchases(state, refetch)
             new_watermark = _lagged(server_time, self.clock())
         state.summary.purchases_read = len(purchases)
         if not dry_run:
@@ -292,10 +295,11 @@ class Importer:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _read_purchases(self, settings: FirmSettings, refetch: set[str]) -> tuple[
+    def _read_purchases(self, state: _RunState, refetch: set[str]) -> tuple[
             list[dict[str, Any]], str | None]:
         """The purchases changed since the watermark (and ``refetch``), and QuickBooks' clock
         at its first answer."""
+        settings = state.settings
         with self.sessions() as session:
             mark = session.scalars(select(Watermark).where(
                 Watermark.firm_id == self.firm_id,
@@ -308,9 +312,7 @@ class Importer:
         for page in self.qbo.purchases_changed_since(since, settings.start_date):
             server_time = server_time or page.server_time
             _collect(by_id, unkeyed, page.purchases)
-            if self.on_progress is not None:
-                self.on_progress(RunProgress("reading", len(by_id) + len(unkeyed), 0, 0, 0, 0,
-                                             0, self.qbo.waited))
+            self._progress(state, "reading", len(by_id) + len(unkeyed))
         if since and read_start and settings.start_date and settings.start_date < read_start:
             # The start date moved earlier: read the newly included dates once (backfill).
             for page in self.qbo.purchases_changed_since(None, settings.start_date,
@@ -354,7 +356,7 @@ class Importer:
                                                         entry.customer_name))
                        for entry in entries]
         resolver.prefetch_matters({r.contact.id for _, r in resolutions if r.contact})
-        self._to_write = len(resolutions)
+        state.to_write = len(resolutions)
         for entry, found in resolutions:
             if self.stopping.is_set():
                 # Between two entries: every write so far is complete and recorded, and the
@@ -367,8 +369,8 @@ class Importer:
                 self._write_entry(state, entry, resolution, dry_run)
             else:
                 self._wait(state, entry, resolution, dry_run)
-            self._handled += 1
-            self._progress(state.summary, "writing")
+            state.handled += 1
+            self._progress(state, "writing")
 
     def _customer_info(self, customer_ids: set[str]) -> dict[str, CustomerInfo]:
         """Emails of customers (and their parents) that names alone did not settle."""

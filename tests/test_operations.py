@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from urllib.parse import urlencode
 
+import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 from slack_sdk.signature import SignatureVerifier
@@ -324,3 +325,27 @@ def test_alembic_ini_runs_the_standard_commands_against_database_url(tmp_path: P
     # On an empty database `check` fails: the models need every migration. It must say so
     # from our environment (DATABASE_URL read, the models loaded), not crash.
     assert "Target database is not up to date" in drift.stderr + drift.stdout
+
+
+# -- a run's record tells the truth -----------------------------------------------------------
+
+def test_a_run_that_crashes_is_recorded_and_counted_as_such(firm: Firm) -> None:
+    from hardcost.sync.metrics import REGISTRY
+
+    firm.client("Jane Smith", ["Smith estate"])
+    firm.expense(("125.00", "Jane Smith"))
+    # A 2xx from Clio whose shape nobody expected.
+    firm.world.clio.faults.add(Fault(path=r"/activities\.json$", method="POST", status=201,
+                                     body='{"data": [1, 2]}'))
+    before = REGISTRY.get_sample_value(
+        "hardcost_runs_total", {"trigger": "manual", "outcome": "crashed"}) or 0.0
+
+    with pytest.raises(Exception):  # noqa: B017 - whatever it is, the caller sees it
+        firm.engine.run()
+
+    with firm.sessions() as session:
+        run = session.scalars(select(Run).where(Run.firm_id == firm.id)).one()
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.error is not None and "unexpected error (AttributeError)" in run.error
+    assert REGISTRY.get_sample_value(
+        "hardcost_runs_total", {"trigger": "manual", "outcome": "crashed"}) == before + 1
