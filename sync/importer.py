@@ -166,7 +166,7 @@ class Importer:
                 run_id = run.id
                 set_run_id(run_id)
             stored = self._stored_contacts(session)
-        log.info("run %s started (%s%s)", run_id, trigger, ", dry run" if dry_run else "")
+        log.debug("run %s started (%s%s)", run_id, trigger, ", dry run" if dry_run else "")
         summary = RunSummary(self.firm_id, run_id, dry_run, self.clock())
         outcome = "crashed"
         state = _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
@@ -199,9 +199,11 @@ class Importer:
             RUNS.labels(trigger, outcome).inc()
             RUN_SECONDS.labels(trigger).observe(summary.duration_s)
             self._progress(state, "done")
-            log.info("run %s %s in %.1f s: %d imported, %d waiting, %d failed, %d skipped",
-                     run_id, outcome, summary.duration_s, summary.imported, summary.waiting,
-                     summary.failed, summary.skipped)
+            # A quiet run (most scheduled ones) is a DEBUG line; anything that happened is INFO.
+            log.log(logging.INFO if summary.did_something else logging.DEBUG,
+                    "run %s %s in %.1f s: %d imported, %d waiting, %d failed, %d skipped",
+                    run_id, outcome, summary.duration_s, summary.imported, summary.waiting,
+                    summary.failed, summary.skipped)
         return summary
 
     def _progress(self, state: _RunState, stage: str, purchases_read: int | None = None
