@@ -9,10 +9,13 @@ act on the store through ``sync`` and post what ``bot.ui`` builds, through the o
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App
+from slack_bolt.logger import get_bolt_logger
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
 from sqlalchemy.engine import Engine
 
@@ -21,6 +24,20 @@ from hardcost.bot.context import BotContext, make_web_client
 from hardcost.bot.listeners import actions, commands, events, modals
 
 LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
+
+
+class _NotOurTokenWarning(logging.Filter):
+    """Bolt reads ``SLACK_BOT_TOKEN`` from the environment even when it is given a client, and
+    then warns at every start that the token is unused. The client we give it holds that very
+    token (with our retry handlers), so the warning only alarms operators."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+_BOLT_LOG = get_bolt_logger(App)
+if not any(isinstance(f, _NotOurTokenWarning) for f in _BOLT_LOG.filters):
+    _BOLT_LOG.addFilter(_NotOurTokenWarning())
 
 
 def _dispatch_options(ctx: BotContext) -> dict[str, Any]:

@@ -147,6 +147,7 @@ def test_serve_logs_a_run_with_timestamps_and_firm_and_run_ids(
     ids = rf"\[firm {firm.id} run {run_id}\]"
     assert re.search(rf"^{stamp} INFO hardcost\.sync\.importer {ids} run {run_id} ok in ",
                      err, re.M), err
+    assert "will be unused" not in err  # Bolt's start-up warning about our own client
     # INFO by default for serve: its own start-up line is there too.
     assert re.search(rf"^{stamp} INFO hardcost\.bot\.server serving http://", err, re.M), err
 
