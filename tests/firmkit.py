@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import socket
+import subprocess
+import sys
+import time
 from dataclasses import dataclass, field
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
+import requests
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -124,3 +129,24 @@ def env_for(world: SandboxWorld, database_url: str) -> dict[str, str]:
 
 def price(entry: dict[str, Any]) -> Decimal:
     return Decimal(str(entry["price"]))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_serve(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[str]:
+    """``hardcost serve`` in a process of its own, once it answers ``/healthz`` on ``port``."""
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve", *extra], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+            return proc
+        except requests.ConnectionError:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "hardcost serve never listened"
+            time.sleep(0.1)

@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.store import make_engine
-from tests.firmkit import Firm, env_for
+from tests.firmkit import Firm, env_for, free_port, start_serve
 
 
 def hardcost(*args: str, env: dict[str, str] | None = None,
@@ -102,14 +102,6 @@ def test_sync_without_app_credentials_names_the_missing_variable(
     assert "Traceback" not in result.stderr
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_serve_answers_signed_slack_requests_and_health(firm: Firm, database_url: str) -> None:
     import signal
     import time
@@ -124,24 +116,15 @@ def test_serve_answers_signed_slack_requests_and_health(firm: Firm, database_url
     slack = SlackSandbox()
     slack_server = serve_in_thread(slack)
     workspace = slack.add_workspace("T0001")
-    port = _free_port()
+    port = free_port()
     env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
            "SLACK_SIGNING_SECRET": "s3cret", "SLACK_API_URL": f"{slack_server.url}/api/",
            "PORT": str(port)}
     env.pop("SLACK_APP_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_serve(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                health = requests.get(f"{base}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "hardcost serve never listened"
-                time.sleep(0.1)
+        health = requests.get(f"{base}/healthz", timeout=2)
         assert health.status_code == 200 and health.json()["database"] == "ok"
 
         body = urlencode({"team_id": "T0001", "user_id": "U1", "command": "/hardcost",
@@ -183,24 +166,6 @@ def test_serve_without_a_signing_secret_says_so(database_url: str) -> None:
     assert "SLACK_SIGNING_SECRET is not set" in result.stderr
 
 
-def _start_serve(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen[str]:
-    import time
-
-    import requests
-
-    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve", *extra], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
-            return proc
-        except requests.ConnectionError:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "hardcost serve never listened"
-            time.sleep(0.1)
-
-
 def test_sigterm_mid_import_stops_between_entries_and_loses_nothing(
         firm: Firm, database_url: str) -> None:
     import signal
@@ -233,11 +198,11 @@ def test_sigterm_mid_import_stops_between_entries_and_loses_nothing(
         firm.expense((f"{n + 1}.00", "Jane Smith"))
     firm.world.clio.faults.add(Fault(path=r"/activities\.json$", method="POST",
                                      passthrough=True, delay_after=0.4, times=100))
-    port = _free_port()
+    port = free_port()
     env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
            "SLACK_SIGNING_SECRET": "s3cret", "SLACK_API_URL": f"{slack_server.url}/api/",
            "PORT": str(port)}
-    proc = _start_serve(env, port)
+    proc = start_serve(env, port)
     try:
         body = urlencode({"team_id": "T0001", "user_id": user, "command": "/hardcost",
                           "text": "run", "channel_id": channel,
@@ -278,7 +243,7 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
 
     import requests
 
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
     env.update(DATABASE_URL=database_url, SLACK_BOT_TOKEN="xoxb-x",
                SLACK_SIGNING_SECRET="s", PORT=str(port))
@@ -289,7 +254,7 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
     server = serve_in_thread(slack)
     slack.add_workspace("T0001", bot_token="xoxb-x")
     env["SLACK_API_URL"] = f"{server.url}/api/"
-    proc = _start_serve(env, port, "--sandbox")
+    proc = start_serve(env, port, "--sandbox")
     try:
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
     finally:

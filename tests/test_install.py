@@ -35,7 +35,7 @@ from hardcost.sync.store import (
     SlackOutbox,
 )
 from hardcost.sync.tokens import store_grant
-from tests.firmkit import START
+from tests.firmkit import START, free_port, start_serve
 from tests.firmkit import Firm as KitFirm
 
 ALPHA, BETA = "T0A01", "T0B02"
@@ -402,9 +402,6 @@ def test_cancelled_consent_installs_nothing(rig: InstallRig, alpha: SlackRig) ->
 def test_hardcost_serve_installs_workspaces_and_answers_them(world: SandboxWorld,
                                                             database_url: str) -> None:
     import signal
-    import socket
-    import subprocess
-    import sys
 
     import requests
     from slack_sdk.signature import SignatureVerifier
@@ -418,29 +415,16 @@ def test_hardcost_serve_installs_workspaces_and_answers_them(world: SandboxWorld
     ws = slack.add_workspace(ALPHA, name="Alpha Law")
     admin = ws.add_user("Ada Admin", is_admin=True)["id"]
     channel = ws.add_channel("costs")["id"]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**env_for(world, database_url), "SLACK_CLIENT_ID": slack.client_id,
            "SLACK_CLIENT_SECRET": slack.client_secret, "SLACK_SIGNING_SECRET": "s3cret",
            "SLACK_API_URL": f"{slack_server.url}/api/", "PUBLIC_URL": base, "PORT": str(port)}
     env.pop("SLACK_BOT_TOKEN", None)
     env.pop("SLACK_APP_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_serve(env, port)
     engine = make_engine(database_url)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "hardcost serve never listened"
-                time.sleep(0.1)
-
         page = browser().get(f"{base}/slack/install", params={"team": ALPHA}, timeout=10)
 
         assert page.status_code == 200 and "hardcost is installed in Alpha Law" in page.text

@@ -9,7 +9,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,7 @@ from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.store import Connection, Run
 from hardcost.sync.summary import RunProgress
-from tests.firmkit import Firm, env_for
+from tests.firmkit import Firm, env_for, free_port, start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,12 +60,6 @@ def test_demo_speaks_to_users_and_reports_request_checks_only_with_v() -> None:
 
 # -- logs -------------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _serve_one_run(firm: Firm, database_url: str, **env_extra: str) -> tuple[str, str, int]:
     """``hardcost serve`` imports one expense on ``/hardcost run``; its (stdout, stderr) and
     the run's id."""
@@ -85,24 +78,14 @@ def _serve_one_run(firm: Firm, database_url: str, **env_extra: str) -> tuple[str
         assert row is not None
         row.slack_team_id = "T0001"
         session.commit()
-    port = _free_port()
+    port = free_port()
     env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
            "SLACK_SIGNING_SECRET": "s3cret-signing", "SLACK_API_URL": f"{slack_server.url}/api/",
            "PORT": str(port), **env_extra}
     env.pop("SLACK_APP_TOKEN", None)
-    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = start_serve(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                requests.get(f"{base}/healthz", timeout=2)
-                break
-            except requests.ConnectionError:
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "hardcost serve never listened"
-                time.sleep(0.1)
         body = urlencode({"team_id": "T0001", "user_id": "U1", "command": "/hardcost",
                           "text": "run", "channel_id": "C1",
                           "response_url": f"{slack_server.url}/respond"})

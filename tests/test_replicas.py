@@ -44,7 +44,7 @@ from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.locks import LOCK_NAMESPACE
 from hardcost.sync.store import EntryLink, FirmSettings, LinkState, Run
-from tests.firmkit import Firm, env_for, make_firm, price
+from tests.firmkit import Firm, env_for, free_port, make_firm, price
 
 pytestmark = pytest.mark.postgres
 
@@ -124,14 +124,6 @@ class Books:
     def expected(self) -> dict[str, Decimal]:
         with self.lock:
             return dict(self.added)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str,
@@ -258,7 +250,7 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
     for n in range(1, REPLICAS + 1):
         name = f"replica-{n}"
         url = make_url(database_url).update_query_dict({"application_name": name})
-        port = _free_port()
+        port = free_port()
         env = {**env_for(world, url.render_as_string(hide_password=False)),
                "SLACK_BOT_TOKEN": workspace.bot_token, "SLACK_SIGNING_SECRET": "s3cret",
                "SLACK_API_URL": f"{slack_server.url}/api/", "PORT": str(port),
