@@ -425,7 +425,10 @@ class WebhookEvent(Base):
     """
 
     __tablename__ = "webhook_events"
-    __table_args__ = (UniqueConstraint("firm_id", "dedupe_key", name="uq_webhook_events_dedupe"),)
+    __table_args__ = (
+        UniqueConstraint("firm_id", "dedupe_key", name="uq_webhook_events_dedupe"),
+        Index("ix_webhook_events_unprocessed", "processed_at"),  # the queue depth (/metrics)
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
