@@ -20,6 +20,7 @@ from hardcost.bot.ui.content import Choice, FailureNotice, Message, Prompt, Prom
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry
 from hardcost.sync.store import (
+    PROVIDER_NAMES,
     Connection,
     Failure,
     Firm,
@@ -32,7 +33,6 @@ from hardcost.sync.summary import RunSummary, matter_label
 
 REMIND_AFTER = timedelta(days=1)
 EXPIRY_WARNING = timedelta(days=30)
-SERVICES = {"quickbooks": "QuickBooks", "clio": "Clio"}
 CONTACT_REASONS = {"no_contact", "several_contacts"}
 
 
@@ -108,7 +108,7 @@ class Notifier:
         """"Reconnect" once per broken connection; a warning 30 days before a hard expiry."""
         now = self.clock()
         for row in session.scalars(select(Connection).where(Connection.firm_id == firm_id)):
-            service = SERVICES.get(row.provider, row.provider)
+            service = PROVIDER_NAMES.get(row.provider, row.provider)
             if row.broken_at is not None and row.broken_notified_at is None:
                 message = messages.reconnect_notice(service, row.provider, row.broken_reason)
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel))
