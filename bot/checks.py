@@ -6,17 +6,19 @@ from slack_sdk import WebClient
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
+from hardcost.bot.ui.text import Mrkdwn, channel, md
 from hardcost.sync.firm_settings import SettingError
 from hardcost.sync.http import ApiError
 
 
-def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> str:
+def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> Mrkdwn:
+    """One line per prerequisite; names from QuickBooks and Clio are escaped."""
     settings = ctx.settings(firm_id)
     importer = ctx.importer_for(firm_id)
-    lines: list[str] = []
+    lines: list[Mrkdwn] = []
 
-    def verdict(ok: bool, text: str) -> None:
-        lines.append(("✅ " if ok else "❌ ") + text)
+    def verdict(ok: bool, *text: str) -> None:
+        lines.append(md("✅ " if ok else "❌ ", *text))
 
     try:
         tracking = importer.qbo.tracks_expenses_by_customer()
@@ -48,9 +50,10 @@ def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> str:
     if settings.slack_channel_id:
         try:
             service.resolve_channel(client, f"<#{settings.slack_channel_id}>")
-            verdict(True, f"hardcost can post in <#{settings.slack_channel_id}>")
+            verdict(True, "hardcost can post in ",
+                    channel(settings.slack_channel_id) or Mrkdwn(""))
         except SettingError as exc:
             verdict(False, exc.problem)
     else:
         verdict(False, "no channel chosen: /hardcost set channel #channel")
-    return "\n".join(lines)
+    return Mrkdwn("\n".join(lines))

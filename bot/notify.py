@@ -194,6 +194,17 @@ class Notifier:
     def send(self, firm_id: int) -> int:
         return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
 
+    def tell(self, firm_id: int, message: Message) -> int:
+        """Post ``message`` in the firm's channel (when it has one), through the outbox."""
+        with self.sessions() as session:
+            settings = session.get(FirmSettings, firm_id)
+            if settings is None or not settings.slack_channel_id:
+                return 0
+            enqueue(session, firm_id, "chat.postMessage",
+                    _post(message, settings.slack_channel_id))
+            session.commit()
+        return self.send(firm_id)
+
 
 def _queued_refs(session: Session, firm_id: int, kind: str) -> set[int]:
     """Refs with a post already waiting in the outbox (not to be queued twice)."""

@@ -12,11 +12,12 @@ from typing import Any
 from werkzeug.wrappers import Request, Response
 
 from hardcost.bot.context import BotContext
-from hardcost.bot.outbox import ClientFor, deliver, enqueue
+from hardcost.bot.outbox import ClientFor
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.pages import oauth_page
+from hardcost.bot.ui.text import md, mention
 from hardcost.sync.oauth import finish
-from hardcost.sync.store import PROVIDER_NAMES, FirmSettings
+from hardcost.sync.store import PROVIDER_NAMES
 
 
 def oauth_callback(ctx: BotContext, client: ClientFor,
@@ -27,29 +28,16 @@ def oauth_callback(ctx: BotContext, client: ClientFor,
                          code=args.get("code"), error=args.get("error"),
                          realm_id=args.get("realmId"), now=ctx.clock())
         if outcome.ok and outcome.firm_id is not None:
-            _tell_channel(ctx, client, outcome.firm_id,
-                          f"{PROVIDER_NAMES[provider]} connected by "
-                          f"<@{outcome.slack_user_id}>." if outcome.slack_user_id
-                          else f"{PROVIDER_NAMES[provider]} connected.")
+            name = PROVIDER_NAMES[provider]
+            ctx.notifier(client).tell(outcome.firm_id, messages.notice(
+                md(f"{name} connected by ", mention(outcome.slack_user_id), ".")
+                if outcome.slack_user_id else f"{name} connected."))
         page = oauth_page(outcome.title, outcome.message, ok=outcome.ok)
         response = Response(page, status=outcome.status, content_type="text/html; charset=utf-8",
                             headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
         return response(environ, start_response)
 
     return app
-
-
-def _tell_channel(ctx: BotContext, client: ClientFor, firm_id: int, text: str) -> None:
-    with ctx.sessions() as session:
-        settings = session.get(FirmSettings, firm_id)
-        if settings is None or not settings.slack_channel_id:
-            return
-        message = messages.notice(text)
-        enqueue(session, firm_id, "chat.postMessage",
-                {"channel": settings.slack_channel_id, "text": message.text,
-                 "blocks": message.blocks})
-        session.commit()
-    deliver(ctx.sessions, client, firm_id=firm_id, clock=ctx.clock)
 
 
 def oauth_routes(ctx: BotContext,

@@ -27,6 +27,7 @@ from hardcost.bot.context import BotContext
 from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
+from hardcost.bot.ui import messages
 from hardcost.bot.web import make_wsgi_app, serve_forever
 from hardcost.bot.webhooks import WebhookWorker, webhook_routes
 from hardcost.sync.config import Settings
@@ -92,7 +93,9 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
         sessions, ctx.importer_for, guard=ctx.claim_run,
         after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary),
         unit_seconds=config.schedule_unit_seconds,
-        refresh_every=config.scheduler_refresh_seconds)
+        refresh_every=config.scheduler_refresh_seconds,
+        on_problem=lambda firm_id, problem: ctx.notifier(clients).tell(
+            firm_id, messages.notice(problem)))
     ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
     # -- end scheduled imports ----------------------------------------------------------
     pump = OutboxPump(lambda: deliver(sessions, clients))

@@ -31,7 +31,8 @@ class ChoiceResult:
     """What happened, for the message that replaces the prompt's buttons."""
 
     outcome: str
-    """linked | not_client_cost | contact_remembered | already_answered | refused | failed"""
+    """linked | not_client_cost | contact_remembered | being_answered | already_answered |
+    refused | failed"""
     message: str
     label: str | None = None
     clio_entry_id: int | None = None
@@ -70,10 +71,9 @@ def _answered(importer: Importer, waiting_id: int) -> ChoiceResult:
     if row is None or row.firm_id != importer.firm_id:
         return ChoiceResult("refused", "That expense is not one of this workspace's.")
     if row.resolution == CLAIMED:
-        return ChoiceResult("already_answered", f"<@{row.resolved_by}> is answering this "
-                            "one right now.", answered_by=row.resolved_by)
-    who = f"<@{row.resolved_by}>" if row.resolved_by else "hardcost"
-    return ChoiceResult("already_answered", f"Already answered by {who}.",
+        return ChoiceResult("being_answered", "Someone is answering this one right now.",
+                            answered_by=row.resolved_by)
+    return ChoiceResult("already_answered", "Already answered.",
                         answered_by=row.resolved_by, clio_entry_id=row.clio_activity_id)
 
 

@@ -24,13 +24,22 @@ USAGE = {
     "account": "/hardcost set account <QuickBooks account name or id>  (or +name / -name)",
     "category": "/hardcost set category <Clio hard-cost category name or id>",
     "user": "/hardcost set user <Clio user name or id | owner>",
-    "schedule": "/hardcost set schedule <minutes, 1 or more>",
+    "schedule": "/hardcost set schedule <minutes, 5 to 10080>",
     "split-lines": "/hardcost set split-lines on|off",
     "item-lines": "/hardcost set item-lines on|off",
     "deletions": "/hardcost set deletions delete|alert",
     "approvers": "/hardcost set approvers @someone @someone-else | anyone",
 }
 EXPENSE_ACCOUNT_TYPES = {"Expense", "Other Expense", "Cost of Goods Sold"}
+
+SCHEDULE_MINUTES = (5, 7 * 24 * 60)
+"""Shortest and longest interval ``set schedule`` accepts: five minutes to a week."""
+START_DATES = (date(2000, 1, 1), date(2099, 12, 31))
+"""The start dates ``set start-date`` accepts (QuickBooks Online holds nothing older)."""
+MAX_VALUE = 200  # characters of a setting's value; names in QuickBooks and Clio are shorter
+MAX_APPROVERS = 50
+_MINUTES = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²" and "٣" are not minutes
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class SettingError(Exception):
@@ -116,11 +125,12 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
     if settings is None:
         raise SettingError("This workspace has no hardcost firm yet.")
     raw = raw.strip()
+    longest = MAX_APPROVERS * 40 if key == "approvers" else MAX_VALUE  # <@U…|name> each
+    if len(raw) > longest:
+        raise SettingError(f"That value is {len(raw):,} characters long; a setting takes at "
+                           f"most {longest:,}.", key)
     if key == "start-date":
-        try:
-            settings.start_date = date.fromisoformat(raw)
-        except ValueError:
-            raise SettingError(f"“{raw}” is not a date like 2026-01-31.", key) from None
+        settings.start_date = _start_date(raw, key)
         return f"Start date is now {settings.start_date.isoformat()}."
     if key == "account":
         accounts = lookups.qbo_accounts()
@@ -146,8 +156,10 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
         settings.clio_user_id = user.id
         return f"Entries will belong to {user.name}."
     if key == "schedule":
-        if not raw.isdigit() or int(raw) < 1:
-            raise SettingError(f"“{raw}” is not a number of minutes (1 or more).", key)
+        low, high = SCHEDULE_MINUTES
+        if not _MINUTES.fullmatch(raw) or not low <= int(raw) <= high:
+            raise SettingError(f"“{raw}” is not a number of minutes from {low} to {high:,} "
+                               "(a week).", key)
         settings.schedule_minutes = int(raw)
         return f"Imports run every {int(raw)} minutes."
     if key in {"split-lines", "item-lines"}:
@@ -163,11 +175,27 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
         if raw.lower() == "anyone":
             settings.approvers = []
             return "Anyone in the channel may answer prompts."
-        users = SLACK_USER.findall(raw)
+        users = sorted(set(SLACK_USER.findall(raw)))
         if not users:
             raise SettingError("Mention the approvers, like @jane @sam, or say anyone.", key)
-        settings.approvers = sorted(set(users))
-        return "Approvers: " + " ".join(f"<@{u}>" for u in settings.approvers) + "."
+        if len(users) > MAX_APPROVERS:
+            raise SettingError(f"That is {len(users)} people; name at most {MAX_APPROVERS} "
+                               "approvers.", key)
+        settings.approvers = users
+        return f"Approvers: {len(users)} {'person' if len(users) == 1 else 'people'}."
     if key == "channel":
         raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
     raise SettingError(f"There is no setting called “{key}”.")
+
+
+def _start_date(raw: str, key: str) -> date:
+    low, high = START_DATES
+    try:
+        value = date.fromisoformat(raw) if _ISO_DATE.fullmatch(raw) else None
+    except ValueError:
+        value = None
+    if value is None:
+        raise SettingError(f"“{raw}” is not a date like 2026-01-31.", key)
+    if not low <= value <= high:
+        raise SettingError(f"{value.isoformat()} is outside {low.year} to {high.year}.", key)
+    return value

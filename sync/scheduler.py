@@ -77,6 +77,7 @@ class SchedulerHealth:
     refresh_every: float
     last_tick: datetime | None
     reason: str | None = None
+    skipped: tuple[int, ...] = ()  # firms whose schedule could not be set up (see the log)
 
     def as_json(self) -> dict[str, Any]:
         def iso(when: datetime | None) -> str | None:
@@ -88,6 +89,8 @@ class SchedulerHealth:
             "last_refresh": iso(self.last_refresh),
             "seconds_since_refresh": round(since, 1) if since is not None else None,
             "refresh_every": self.refresh_every, "last_tick": iso(self.last_tick)}
+        if self.skipped:
+            body["skipped_firms"] = list(self.skipped)
         if self.reason:
             body["reason"] = self.reason
         return body
@@ -104,7 +107,8 @@ class ImportScheduler:
     interval is one unit. ``after_run(firm_id, summary)`` posts the summary (serve: the
     notifier, as for Slack-triggered runs). ``stale_after``: seconds without a successful
     refresh after which ``health`` reports the scheduler stuck (default: three periods and
-    ``STALE_SLACK``).
+    ``STALE_SLACK``). ``on_problem(firm_id, text)`` is told, once per problem, when a firm's
+    schedule cannot be set up (that firm is skipped; every other firm keeps its schedule).
     """
 
     def __init__(self, sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
@@ -112,7 +116,8 @@ class ImportScheduler:
                  guard: RunGuard | None = None, unit_seconds: float = 60.0,
                  refresh_every: float = REFRESH_EVERY,
                  clock: Callable[[], datetime] = utcnow,
-                 stale_after: float | None = None) -> None:
+                 stale_after: float | None = None,
+                 on_problem: Callable[[int, str], object] | None = None) -> None:
         bind = sessions.kw.get("bind")
         if not isinstance(bind, Engine):
             raise RuntimeError("the scheduler needs the database engine of its sessions")
@@ -120,6 +125,8 @@ class ImportScheduler:
         self.db = bind
         self.importer_for = importer_for
         self.after_run = after_run
+        self.on_problem = on_problem
+        self._skipped: dict[int, str] = {}  # firm id → why its job could not be set up
         self.guard: RunGuard = guard or self._own_guard
         self.unit_seconds = unit_seconds
         self.refresh_every = refresh_every
@@ -201,6 +208,7 @@ class ImportScheduler:
         """Started, not stopped, and the firms table read within ``stale_after`` seconds."""
         with self._jobs_lock:
             firms = len(self._intervals)
+            skipped = set(self._skipped)
             refreshed = self._refreshed
             running = self._started and not self._stopped and self._scheduler.running
         since = time.monotonic() - refreshed[0] if refreshed is not None else None
@@ -217,7 +225,7 @@ class ImportScheduler:
             if self._refresh_error:
                 reason += f"; the last attempt failed: {self._refresh_error}"
         return SchedulerHealth(
-            ok=reason is None, running=running, firms=firms,
+            ok=reason is None, running=running, firms=firms, skipped=tuple(sorted(skipped)),
             last_refresh=refreshed[1] if refreshed is not None else None,
             seconds_since_refresh=since, refresh_every=self.refresh_every,
             last_tick=self._last_tick, reason=reason)
@@ -250,6 +258,7 @@ class ImportScheduler:
     def sync(self) -> None:
         """Make the jobs match the firms table."""
         wanted = self.ready_firms()
+        problems: list[tuple[int, str]] = []
         with self._jobs_lock:
             if self._stopped:
                 return
@@ -259,21 +268,58 @@ class ImportScheduler:
                     del self._intervals[firm_id]
                     log.info("scheduler: firm %s unscheduled", firm_id)
             for firm_id, seconds in wanted.items():
-                grace = max(1, int(seconds / 2))
-                if firm_id not in self._intervals:
-                    self._scheduler.add_job(
-                        self._tick, IntervalTrigger(seconds=seconds, timezone=UTC),
-                        args=[firm_id], id=job_id(firm_id), max_instances=1, coalesce=True,
-                        misfire_grace_time=grace, replace_existing=True)
-                    log.info("scheduler: firm %s every %.0f s", firm_id, seconds)
-                elif self._intervals[firm_id] != seconds:
-                    self._scheduler.modify_job(job_id(firm_id), misfire_grace_time=grace)
-                    self._scheduler.reschedule_job(
-                        job_id(firm_id), trigger=IntervalTrigger(seconds=seconds, timezone=UTC))
-                    log.info("scheduler: firm %s now every %.0f s", firm_id, seconds)
-                self._intervals[firm_id] = seconds
+                try:
+                    self._schedule(firm_id, seconds)
+                except Exception as exc:  # noqa: BLE001 - one firm's bad row stops no other
+                    problem = self._skip(firm_id, seconds, exc)
+                    if problem is not None:
+                        problems.append((firm_id, problem))
+                else:
+                    self._skipped.pop(firm_id, None)
+            for firm_id in set(self._skipped) - wanted.keys():
+                del self._skipped[firm_id]  # paused or disconnected since: nothing to report
             self._refreshed = (time.monotonic(), datetime.now(UTC))
             self._refresh_error = None
+        for firm_id, problem in problems:  # outside the lock: telling may take a while
+            if self.on_problem is not None:
+                try:
+                    self.on_problem(firm_id, problem)
+                except Exception:  # noqa: BLE001 - telling the firm must not stop the others
+                    log.exception("scheduler: could not tell firm %s", firm_id)
+
+    def _schedule(self, firm_id: int, seconds: float) -> None:
+        grace = max(1, int(seconds / 2))
+        if firm_id not in self._intervals:
+            trigger = IntervalTrigger(seconds=seconds, timezone=UTC)
+            self._scheduler.add_job(
+                self._tick, trigger, args=[firm_id], id=job_id(firm_id), max_instances=1,
+                coalesce=True, misfire_grace_time=grace, replace_existing=True)
+            log.info("scheduler: firm %s every %.0f s", firm_id, seconds)
+        elif self._intervals[firm_id] != seconds:
+            trigger = IntervalTrigger(seconds=seconds, timezone=UTC)
+            self._scheduler.modify_job(job_id(firm_id), misfire_grace_time=grace)
+            self._scheduler.reschedule_job(job_id(firm_id), trigger=trigger)
+            log.info("scheduler: firm %s now every %.0f s", firm_id, seconds)
+        self._intervals[firm_id] = seconds
+
+    def _skip(self, firm_id: int, seconds: float, exc: Exception) -> str | None:
+        """Leave the firm unscheduled (its old job too: it no longer matches its settings);
+        the problem to tell the firm, or None when it was told already."""
+        if firm_id in self._intervals:
+            del self._intervals[firm_id]
+            try:
+                self._scheduler.remove_job(job_id(firm_id))
+            except Exception:  # noqa: BLE001 - already gone
+                log.debug("scheduler: firm %s had no job to remove", firm_id)
+        minutes = seconds / self.unit_seconds
+        problem = (f"Scheduled imports are off: a schedule of {minutes:,.0f} minutes cannot be "
+                   "set up. Choose one from 5 to 10080 minutes with /hardcost set schedule.")
+        if self._skipped.get(firm_id) == problem:
+            return None
+        self._skipped[firm_id] = problem
+        log.error("scheduler: firm %s skipped: %s (%s: %s)", firm_id, problem,
+                  type(exc).__name__, exc)
+        return problem
 
     def _refresh(self) -> None:
         try:

@@ -323,3 +323,38 @@ def test_two_schedulers_on_one_postgres_never_run_a_firm_twice_at_once(
     with firm.sessions() as session:
         links = session.scalars(select(EntryLink).where(EntryLink.firm_id == firm.id)).all()
     assert len({link.clio_activity_id for link in links}) == len(links) == 3
+
+
+def test_a_firm_whose_schedule_cannot_be_set_up_stops_no_other_firm(
+        firm: Firm, started: list[ImportScheduler]) -> None:
+    """Issue 10 #1: a schedule APScheduler cannot compute (a row from before the bounds, or
+    any other surprise) once made every pass and every start-up fail for every firm."""
+    from tests.firmkit import make_firm
+
+    other = make_firm(firm.world, firm.sessions)
+    firm.update_settings(schedule_minutes=20_000)  # 20,000 "years" below: past year 9999
+    other.update_settings(schedule_minutes=1)
+    told: list[tuple[int, str]] = []
+    year = 365 * 24 * 3600.0
+    scheduler = ImportScheduler(
+        firm.sessions, lambda firm_id: firm.world.importer(firm.sessions, firm_id),
+        unit_seconds=year, refresh_every=3600, clock=firm.world.clock.now,
+        on_problem=lambda firm_id, text: told.append((firm_id, text)))
+    started.append(scheduler)
+
+    scheduler.start()  # does not raise
+    scheduler.sync()  # a second pass tells nobody twice
+
+    assert scheduler.interval(other.id) == year
+    assert scheduler.interval(firm.id) is None
+    health = scheduler.health()
+    assert health.ok and health.skipped == (firm.id,)
+    assert health.as_json()["skipped_firms"] == [firm.id]
+    assert [firm_id for firm_id, _ in told] == [firm.id]
+    assert "5 to 10080 minutes" in told[0][1] and "/hardcost set schedule" in told[0][1]
+
+    firm.update_settings(schedule_minutes=2)
+    scheduler.sync()
+
+    assert scheduler.interval(firm.id) == 2 * year
+    assert scheduler.health().skipped == ()

@@ -60,6 +60,7 @@ from hardcost.bot.ui.messages import (
     usage_error,
 )
 from hardcost.bot.ui.modals import settings_modal, settings_values
+from hardcost.bot.ui.text import channel, md, mention
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -297,7 +298,8 @@ GOLDEN_CASES: dict[str, Any] = {
     "settings_modal_typed": lambda: settings_modal(a_settings(
         account_options=(), category_options=(), category=None, user=None, user_options=(),
         approvers=(), split_lines=False, deletions="delete", start_date=None, channel_id=None)),
-    "notice": lambda: notice("QuickBooks connected. <@U0JANE> can now run `/hardcost check`."),
+    "notice": lambda: notice(md("QuickBooks connected. ", mention("U0JANE"),
+                                " can now run `/hardcost check`.")),
 }
 
 
@@ -470,13 +472,16 @@ def test_failure_and_status_text_is_escaped() -> None:
     assert "A &amp; &lt;B&gt;" in status.text
 
 
-def test_notice_keeps_mentions_and_links_but_escapes_the_rest() -> None:
-    message = notice("Posting in <#C0HARDCOST>; <@U0JANE> asked. <!here> & <x> "
-                     "<https://example.com/a?b=1|docs>")
-    text = message.blocks[0]["text"]["text"]
-    assert text.startswith("Posting in <#C0HARDCOST>; <@U0JANE> asked. &lt;!here&gt; &amp; "
-                           "&lt;x&gt; <https://example.com/a?b=1|docs>")
-    assert len(message.blocks) == 1
+def test_notice_shows_outside_text_as_written_and_keeps_only_the_codes_own_mentions() -> None:
+    outside = "<#C0HARDCOST> <@U0JANE> <!here> & <x> <https://evil.example|click here>"
+    plain = notice(f"The import stopped: {outside}").blocks[0]["text"]["text"]
+    composed = notice(md("Posting in ", channel("C0HARDCOST") or "", "; ", mention("U0JANE"),
+                         " asked: ", outside)).blocks[0]["text"]["text"]
+
+    escaped = ("&lt;#C0HARDCOST&gt; &lt;@U0JANE&gt; &lt;!here&gt; &amp; &lt;x&gt; "
+               "&lt;https://evil.example|click here&gt;")
+    assert plain == f"The import stopped: {escaped}"
+    assert composed == f"Posting in <#C0HARDCOST>; <@U0JANE> asked: {escaped}"
     assert len(notice("x" * 5000).blocks[0]["text"]["text"]) <= 3000
 
 

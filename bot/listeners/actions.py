@@ -36,6 +36,7 @@ from hardcost.bot.ui.content import (
     Choice,
     PromptAnswer,
 )
+from hardcost.bot.ui.text import md, mention
 from hardcost.sync import choices, oauth
 from hardcost.sync.choices import ChoiceResult
 from hardcost.sync.log_context import run_context
@@ -48,7 +49,20 @@ CHOICE_VALUE = re.compile(r"^(\d+):(\d+)$")
 
 
 def _ephemeral(respond: Respond, text: str) -> None:
-    respond(text=text, response_type="ephemeral", replace_original=False)
+    """Tell only the clicker. Plain ``text`` (a Clio error, a failure's message) is escaped;
+    ``Mrkdwn`` keeps its mentions."""
+    message = messages.notice(text)
+    respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
+            replace_original=False)
+
+
+def _result_text(result: ChoiceResult) -> str:
+    who = mention(result.answered_by) if result.answered_by else "hardcost"
+    if result.outcome == "being_answered":
+        return md(who, " is answering this one right now.")
+    if result.outcome == "already_answered":
+        return md("Already answered by ", who, ".")
+    return result.message
 
 
 def _action_value(action: dict[str, Any]) -> str:
@@ -91,8 +105,9 @@ def register(app: App, ctx: BotContext) -> None:
             return
         settings = ctx.settings(firm_id)
         if not service.may_choose(settings, user_id):
-            approvers = " ".join(f"<@{u}>" for u in settings.approvers)
-            _ephemeral(respond, f"Only the firm's approvers can choose: {approvers}.")
+            approvers = [part for u in settings.approvers for part in (mention(u), " ")]
+            _ephemeral(respond, md("Only the firm's approvers can choose: ", *approvers[:-1],
+                                   "."))
             return
         importer = ctx.importer_for(firm_id)
         with run_context(firm_id):  # the choice's log lines name the firm, as a run's do
@@ -231,8 +246,8 @@ def register(app: App, ctx: BotContext) -> None:
 def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: int,
                  waiting_id: int, result: ChoiceResult, *, ephemeral: bool) -> None:
     """Update the prompt in place for a settled answer; tell only the clicker otherwise."""
-    if result.outcome in ("already_answered", "refused", "failed"):
-        _ephemeral(respond, result.message)
+    if result.outcome in ("being_answered", "already_answered", "refused", "failed"):
+        _ephemeral(respond, _result_text(result))
         return
     notifier = ctx.notifier(client)
     with ctx.sessions() as session:

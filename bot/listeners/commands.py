@@ -17,6 +17,7 @@ from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import Message
+from hardcost.bot.ui.text import md, mention
 from hardcost.sync import oauth
 from hardcost.sync.firm_settings import USAGE, SettingError, apply_setting
 from hardcost.sync.http import ApiError
@@ -146,6 +147,10 @@ def _set(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any]
             done = apply_setting(session, firm_id, key, raw, service.lookups(engine))
             session.commit()
     log.info("firm %s: %s set %s", firm_id, command.get("user_id"), key)
+    if key == "approvers" and ctx.settings(firm_id).approvers:
+        people = [part for u in ctx.settings(firm_id).approvers for part in (mention(u), " ")]
+        _reply(respond, messages.notice(md("Approvers: ", *people[:-1], ".")))
+        return
     _reply(respond, messages.notice(done))
 
 
@@ -227,9 +232,10 @@ def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[st
     with ctx.sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         if settings is not None and settings.slack_channel_id:
-            notice = messages.notice(f"{PROVIDER_NAMES[provider]} was disconnected by "
-                                     f"<@{command.get('user_id')}>: imports stop until it is "
-                                     "connected again.")
+            notice = messages.notice(md(
+                f"{PROVIDER_NAMES[provider]} was disconnected by ",
+                mention(str(command.get("user_id"))),
+                ": imports stop until it is connected again."))
             enqueue(session, firm_id, "chat.postMessage",
                     {"channel": settings.slack_channel_id, "text": notice.text,
                      "blocks": notice.blocks})

@@ -49,6 +49,7 @@ from hardcost.bot.ui.content import (
     StatusReport,
 )
 from hardcost.bot.ui.text import (
+    Mrkdwn,
     as_utc,
     clip,
     day,
@@ -59,7 +60,6 @@ from hardcost.bot.ui.text import (
     link,
     mention,
     mrkdwn,
-    mrkdwn_keeping_tokens,
     name,
     one_line,
     option,
@@ -726,8 +726,8 @@ def help_message() -> Message:
 
 def usage_error(problem: str, usage: str) -> Message:
     """A bad command: what is wrong, then how to write it."""
-    problem_text = fit(mrkdwn_keeping_tokens(one_line(problem)), 1500)
-    usage_text = fit(mrkdwn_keeping_tokens(one_line(usage).replace("`", "'")), 1000)
+    problem_text = fit(escape(one_line(problem)), 1500)
+    usage_text = fit(escape(one_line(usage).replace("`", "'")), 1000)
     blocks = [_section(f":warning: {problem_text}\nUsage: `{usage_text}`"),
               _context("`/hardcost help` lists every command.")]
     return Message(text=_fallback(f"{problem_text} Usage: {usage_text}"), blocks=blocks)
@@ -769,10 +769,12 @@ def status_blocks(status: StatusReport) -> Message:
 
 
 def notice(text: str) -> Message:
-    """A one-section message ("QuickBooks connected", ...). Mentions (``<@U…>``), channels
-    (``<#C…>``), dates and http(s) links in ``text`` are kept; any other ``&``, ``<``, ``>``
-    is escaped, so user data in it is safe and ``<!here>`` never pings."""
-    body = fit(mrkdwn_keeping_tokens(text), SECTION_TEXT) or "(nothing to say)"
+    """A one-section message ("QuickBooks connected", ...). Plain ``text`` is shown as it is
+    written: its ``&``, ``<`` and ``>`` are escaped, so a link, mention or ``<!here>`` that came
+    from QuickBooks, Clio or a person is shown, never live. Mentions and links the code means
+    come as ``Mrkdwn`` (``md(...)``, ``mention(...)``) and are kept."""
+    body = fit(text if isinstance(text, Mrkdwn) else escape(text),
+               SECTION_TEXT) or "(nothing to say)"
     return Message(text=_fallback(body), blocks=[_section(body)])
 
 

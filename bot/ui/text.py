@@ -18,6 +18,17 @@ _USER_ID = re.compile(r"[UW][A-Z0-9]+")
 _CHANNEL_ID = re.compile(r"[CG][A-Z0-9]{2,}")
 
 
+class Mrkdwn(str):
+    """mrkdwn the code composed on purpose (mentions of Slack ids, links, formatting) around
+    outside text it escaped. Builders such as ``notice`` keep it as it is and escape any plain
+    ``str``, so text from QuickBooks, Clio or a person can never become a link or a ping."""
+
+
+def md(*parts: str) -> Mrkdwn:
+    """Parts joined: ``Mrkdwn`` parts kept, plain ``str`` parts escaped."""
+    return Mrkdwn("".join(p if isinstance(p, Mrkdwn) else escape(p) for p in parts))
+
+
 def escape(text: str) -> str:
     """Slack's three control characters as entities (required in mrkdwn built from user data)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -53,27 +64,6 @@ def mrkdwn(text: str, limit: int) -> str:
     return "".join(out).rstrip() + ELLIPSIS
 
 
-_TOKEN = re.compile(
-    r"<(?:@[UW][A-Z0-9]+|#[CG][A-Z0-9]{2,}(?:\|[^<>]*)?|!date\^[^<>|]+\|[^<>]*"
-    r"|https?://[^\s<>|]+(?:\|[^<>]*)?)>"
-    r"|&(?:amp|lt|gt);")
-
-
-def mrkdwn_keeping_tokens(text: str) -> str:
-    """Text the code composed, possibly around user data: user mentions, channel links,
-    ``<!date^…>`` and http(s) links, and entities already escaped, are kept; every other ``&``,
-    ``<`` and ``>`` is escaped (so ``<!channel>`` or ``<!here>`` in user data is shown, not
-    sent)."""
-    out: list[str] = []
-    pos = 0
-    for match in _TOKEN.finditer(text):
-        out.append(escape(text[pos:match.start()]))
-        out.append(match.group(0))
-        pos = match.end()
-    out.append(escape(text[pos:]))
-    return "".join(out)
-
-
 def name(text: str | None, limit: int = 100) -> str:
     """A user-provided name or short value on one line, escaped and clipped for mrkdwn."""
     return mrkdwn(one_line(text or ""), limit)
@@ -106,16 +96,17 @@ def is_http_url(url: str | None) -> bool:
     return bool(url) and str(url).startswith(("https://", "http://")) and len(str(url)) <= 3000
 
 
-def mention(user_id: str) -> str:
+def mention(user_id: str) -> Mrkdwn:
     """``<@U123>`` for a Slack user id; anything else shown as escaped text."""
-    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id) else escape(user_id)
+    return Mrkdwn(f"<@{user_id}>" if _USER_ID.fullmatch(user_id) else escape(user_id))
 
 
-def channel(channel_id: str | None) -> str | None:
+def channel(channel_id: str | None) -> Mrkdwn | None:
     """``<#C123>`` for a Slack channel id; None when there is none."""
     if not channel_id:
         return None
-    return f"<#{channel_id}>" if _CHANNEL_ID.fullmatch(channel_id) else escape(channel_id)
+    return Mrkdwn(f"<#{channel_id}>" if _CHANNEL_ID.fullmatch(channel_id)
+                  else escape(channel_id))
 
 
 def day(d: date) -> str:
