@@ -701,3 +701,24 @@ def test_prompt_for_a_client_without_a_matter_settles_itself_when_one_appears(
     text = _blocks_text(updated)
     assert "by itself" in text and str(entry["id"]) in text
     assert "hc_not_client_cost" not in text
+
+
+EVIL = "<https://evil.example|click here> <@U999> <!here>"
+
+
+def test_outside_names_in_check_and_set_replies_are_shown_not_live(rig: SlackRig) -> None:
+    """Issue 10 #9: a Clio category name (or any outside text) once came back as a live link
+    and mention in ``/hardcost check`` and ``set category`` replies."""
+    category = rig.firm.clio.add_expense_category(EVIL, entry_type="hard_cost")
+    rig.firm.update_settings(expense_category_id=category["id"])
+
+    rig.command("check")
+    check = _reply(rig, rig.admin, "Clio category")
+    rig.command(f"set category {EVIL}")
+    done = _reply(rig, rig.admin, "Expense category is now")
+
+    for reply in (check, done):
+        shown = _blocks_text(reply)
+        assert "&lt;https://evil.example|click here&gt;" in shown
+        assert "<https://evil.example" not in shown and "<@U999>" not in shown
+        assert "<!here>" not in shown

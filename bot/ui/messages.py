@@ -787,7 +787,7 @@ def connect_link(service: str, url: str, *, expires_minutes: int = 10) -> Messag
         ActionsBlock(elements=[LinkButtonElement(text=f"Connect {service}"[:75], url=url,
                                                  action_id=ACTION_OPEN_QBO)]).to_dict(),
     ]
-    return Message(text=_fallback(f"Connect {service}: {url}"), blocks=blocks)
+    return Message(text=_fallback(f"Connect {escape(service)}: {escape(url)}"), blocks=blocks)
 
 
 def reconnect_notice(service: str, provider: str, reason: str | None) -> Message:
@@ -799,7 +799,8 @@ def reconnect_notice(service: str, provider: str, reason: str | None) -> Message
     blocks = [_section(text), ActionsBlock(elements=[ButtonElement(
         text=f"Reconnect {service}"[:75], action_id=ACTION_RECONNECT, value=provider,
         style="primary")]).to_dict()]
-    return Message(text=_fallback(f"Reconnect {service}: imports are paused"), blocks=blocks)
+    return Message(text=_fallback(f"Reconnect {escape(service)}: imports are paused"),
+                   blocks=blocks)
 
 
 def expiry_warning(service: str, provider: str, expires: datetime) -> Message:
@@ -811,4 +812,5 @@ def expiry_warning(service: str, provider: str, expires: datetime) -> Message:
     blocks = [_section(text), ActionsBlock(elements=[ButtonElement(
         text=f"Reconnect {service}"[:75], action_id=ACTION_RECONNECT,
         value=provider)]).to_dict()]
-    return Message(text=_fallback(f"{service} connection ends on {when}"), blocks=blocks)
+    return Message(text=_fallback(f"{escape(service)} connection ends on {when}"),
+                   blocks=blocks)
