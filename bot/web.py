@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 StartResponse = Callable[..., Any]
 SLACK_PATHS = frozenset({"/slack/events", "/slack/install", "/slack/oauth_redirect"})
 """Bolt's: the install paths answer only in multi-workspace mode (404 otherwise)."""
+SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
 
 
 WSGIApp = Callable[..., Iterable[bytes]]
@@ -90,6 +92,11 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = Request(environ).path
         if path in SLACK_PATHS:
+            stamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP")
+            if stamp is not None and not SLACK_TIMESTAMP.fullmatch(stamp):
+                # Bolt's verifier raises on a timestamp that is not a number: a 500 for what
+                # is only a bad signature.
+                return Response("invalid request", status=401)(environ, start_response)
             return slack(environ, start_response)
         if path == "/healthz":
             return health(environ, start_response)

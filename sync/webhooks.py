@@ -78,6 +78,8 @@ def parse_delivery(body: bytes) -> list[EntityChange]:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedDelivery(f"not JSON: {exc}") from exc
+    except RecursionError:  # signed, but nested thousands deep: no delivery looks like that
+        raise MalformedDelivery("nested too deeply to be a QuickBooks delivery") from None
     if isinstance(payload, dict) and "eventNotifications" in payload:
         return _legacy(payload["eventNotifications"])
     if isinstance(payload, dict) and "specversion" in payload:

@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import requests
 
 from hardcost.sandbox.slack import server_error_fault
 from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
@@ -49,6 +50,21 @@ def _acme_waiting(rig: SlackRig) -> dict[str, Any]:
 def test_forged_signature_gets_401_and_changes_nothing(rig: SlackRig) -> None:
     body = rig.command_body("pause")
     response = rig.post(body, "application/x-www-form-urlencoded", secret="not-the-secret")
+
+    assert response.status_code == 401
+    time.sleep(0.2)
+    assert _settings(rig).paused is False
+
+
+@pytest.mark.parametrize("stamp", ["abc", "", "1e9", "١٧٠٠٠٠٠٠٠٠", "9" * 40, "-5", "17.5"])
+def test_a_timestamp_that_is_not_a_number_gets_401_not_500(rig: SlackRig, stamp: str) -> None:
+    """Issue 10 #7: Bolt's verifier raised on ``X-Slack-Request-Timestamp: abc`` (a 500)."""
+    body = rig.command_body("pause")
+    response = requests.post(f"{rig.web.url}/slack/events", data=body.encode("utf-8"),
+                             timeout=10, headers={
+                                 "Content-Type": "application/x-www-form-urlencoded",
+                                 "X-Slack-Request-Timestamp": stamp.encode("utf-8"),
+                                 "X-Slack-Signature": "v0=" + "0" * 64})
 
     assert response.status_code == 401
     time.sleep(0.2)

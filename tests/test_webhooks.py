@@ -162,6 +162,9 @@ def test_a_malformed_body_gets_400_and_stores_nothing(rig: SlackRig) -> None:
     assert _post(rig, {"eventNotifications": [{"realmId": "1"}]}).status_code == 400
     assert _post(rig, [{"specversion": "1.0", "type": "qbo.purchase.created.v1"}]).status_code \
         == 400
+    # Issue 10 #6: signed, valid JSON, nested 100,000 deep once gave a 500.
+    assert _post(rig, None, raw=b"[" * 100_000 + b"]" * 100_000).status_code == 400
+    assert _post(rig, None, raw=b'{"a":' * 50_000 + b"1" + b"}" * 50_000).status_code == 400
     assert _events(rig) == []
 
 
