@@ -20,7 +20,13 @@ import requests
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync.http import ReconnectRequired, TransientError, loads
+from hardcost.sync.http import (
+    ConfigError,
+    ReconnectRequired,
+    Throttled,
+    TransientError,
+    loads,
+)
 from hardcost.sync.store import PROVIDER_NAMES, Connection, utcnow
 
 log = logging.getLogger(__name__)
@@ -161,29 +167,70 @@ def store_grant(session: Session, firm_id: int, provider: str, grant: TokenGrant
     return row
 
 
+REFUSED_FOR_GOOD = frozenset({"invalid_grant"})
+"""OAuth errors that mean this connection is over (revoked, expired, already used): the person
+must reconnect. Anything else a token endpoint answers is the service's or our app's trouble."""
+APP_REFUSED = frozenset({"invalid_client", "unauthorized_client"})
+"""OAuth errors about hardcost's own app credentials: the operator fixes them, not the firm."""
+
+
 def grant_from_response(response: requests.Response, service: str) -> TokenGrant:
-    """The tokens in an OAuth token endpoint's answer, or the error a person can act on."""
+    """The tokens in an OAuth token endpoint's answer, or the error a person can act on.
+
+    Only ``invalid_grant`` ends the connection (``ReconnectRequired``: the firm is paused and
+    asked to reconnect). Refused app credentials are a ``ConfigError`` for the operator; a 429,
+    a 408, a proxy's 4xx, a 5xx or an answer of an unknown shape is transient: the next run
+    tries again with the same refresh token."""
     try:
         body: Any = loads(response.text)
     except ValueError:
         body = {}
-    if response.status_code >= 500:
-        raise TransientError(service, f"{service}'s sign-in service is unavailable; the next "
-                             "run will try again.", status=response.status_code)
-    if response.status_code != 200 or not isinstance(body, dict) or "access_token" not in body:
-        error = body.get("error") if isinstance(body, dict) else None
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error if isinstance(error, str) else None
+    status = response.status_code
+    if status == 200 and isinstance(body, dict) and isinstance(body.get("access_token"), str):
+        try:
+            return TokenGrant(
+                access_token=body["access_token"],
+                refresh_token=_text_or_none(body.get("refresh_token")),
+                expires_in=_seconds(body.get("expires_in")),
+                refresh_expires_in=_seconds(body.get("x_refresh_token_expires_in")),
+                hard_expires_in=_seconds(body.get("x_refresh_token_hard_expires_in")),
+            )
+        except (TypeError, ValueError):
+            pass  # an unknown shape: transient, below
+    if code in REFUSED_FOR_GOOD:
         raise ReconnectRequired(service, f"{service} no longer accepts hardcost's connection "
-                                f"({error or response.status_code}); reconnect {service}.",
-                                status=response.status_code, code=error)
-    return TokenGrant(
-        access_token=str(body["access_token"]),
-        refresh_token=body.get("refresh_token"),
-        expires_in=int(body["expires_in"]) if body.get("expires_in") else None,
-        refresh_expires_in=int(body["x_refresh_token_expires_in"])
-        if body.get("x_refresh_token_expires_in") else None,
-        hard_expires_in=int(body["x_refresh_token_hard_expires_in"])
-        if body.get("x_refresh_token_hard_expires_in") else None,
-    )
+                                f"({code}); reconnect {service}.", status=status, code=code)
+    if code in APP_REFUSED or (status == 401 and code is None):
+        prefix = {"QuickBooks": "QBO", "Clio": "CLIO"}.get(service, service.upper())
+        raise ConfigError(service, f"{service} refused hardcost's app credentials "
+                          f"({code or status}): check {prefix}_CLIENT_ID and "
+                          f"{prefix}_CLIENT_SECRET.", status=status, code=code)
+    if status == 429:
+        raise Throttled(service, f"{service}'s sign-in service is limiting requests; the next "
+                        "run will try again.", status=status, code=code)
+    what = "is unavailable" if status >= 500 else f"answered {code or status}"
+    raise TransientError(service, f"{service}'s sign-in service {what}; the next run will try "
+                         "again.", status=status, code=code)
+
+
+def _seconds(value: Any) -> int | None:
+    """A lifetime in seconds, bounded (a century at most); None when absent."""
+    if value in (None, ""):
+        return None
+    seconds = int(value)
+    if not 0 < seconds <= 100 * 365 * 24 * 3600:
+        raise ValueError(f"lifetime out of range: {seconds}")
+    return seconds
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError("refresh_token is not a string")
+    return value
 
 
 def qbo_refresher(token_url: str, client_id: str, client_secret: str,

@@ -349,3 +349,59 @@ def test_same_failure_seen_again_is_not_counted_as_new(firm: Firm) -> None:
     assert first.failed == 1 and second.failed == 0 and second.still_failing == 1
     [failure] = firm.open_failures()
     assert failure.occurrences == 2
+
+
+@pytest.mark.parametrize("status, body", [
+    (429, '{"error": "too_many_requests"}'),
+    (408, ""),
+    (403, "<html>proxy says no</html>"),
+    (400, '{"error": "temporarily_unavailable"}'),
+    (200, '{"token_type": "bearer"}'),  # a success without the tokens
+    (200, '{"access_token": "a", "expires_in": "soon"}'),
+])
+def test_a_token_refresh_that_fails_for_a_while_never_ends_the_connection(
+        firm: Firm, status: int, body: str) -> None:
+    """Issue 10 #10: any token answer but 200 or 5xx once paused the firm for good."""
+    from hardcost.sandbox.faults import Fault
+
+    firm.expense(("10.00", "Jane Smith"))
+    firm.world.qbo.refresh_grace_seconds = 0
+    firm.world.qbo.expire_access_tokens()
+    firm.world.qbo.faults.add(Fault(path=r"/tokens/bearer$", method="POST", status=status,
+                                    body=body, times=1))
+
+    first = firm.run()
+    second = firm.run()
+
+    assert first.error is not None and "reconnect" not in first.error.lower()
+    assert "will try again" in first.error
+    assert _connection(firm, "quickbooks").broken_at is None
+    assert second.error is None and second.imported == 1
+
+
+def test_only_invalid_grant_ends_the_connection(firm: Firm) -> None:
+    from hardcost.sandbox.faults import Fault
+
+    firm.world.qbo.refresh_grace_seconds = 0
+    firm.world.qbo.expire_access_tokens()
+    firm.world.qbo.faults.add(Fault(path=r"/tokens/bearer$", method="POST", status=400,
+                                    body='{"error": "invalid_grant"}', times=1))
+
+    summary = firm.run()
+
+    assert summary.error is not None and "reconnect QuickBooks" in summary.error
+    assert _connection(firm, "quickbooks").broken_at is not None
+
+
+def test_refused_app_credentials_are_the_operators_to_fix(firm: Firm) -> None:
+    from hardcost.sandbox.faults import Fault
+
+    firm.world.qbo.refresh_grace_seconds = 0
+    firm.world.qbo.expire_access_tokens()
+    firm.world.qbo.faults.add(Fault(path=r"/tokens/bearer$", method="POST", status=401,
+                                    body='{"error": "invalid_client"}', times=1))
+
+    summary = firm.run()
+
+    assert summary.error is not None and "QBO_CLIENT_ID and QBO_CLIENT_SECRET" in summary.error
+    assert _connection(firm, "quickbooks").broken_at is None
