@@ -345,9 +345,12 @@ class ApiSession:
                     self.retry.sleep(wait)
                     self.waited += wait
                     continue
+                decoded = self.decode_error(response)  # the service's own words and code
+                if isinstance(decoded, Throttled):
+                    raise decoded
                 raise Throttled(self.service,
                                 f"{self.service} is limiting requests; the next run will "
-                                "try again.", status=response.status_code,
+                                "try again.", status=response.status_code, code=decoded.code,
                                 request_id=_request_id(response))
             if response.status_code >= 500:
                 if idempotent and attempt < self.retry.attempts:

@@ -99,13 +99,18 @@ def _fault_fields(response: requests.Response) -> tuple[str | None, str | None, 
             str(fault.get("type") or ""))
 
 
+def _throttled(status: int, code: str | None) -> bool:
+    """QuickBooks' throttle: HTTP 429, or fault code 3001 under any status (it has come back
+    as 403 too). The one rule both ``is_throttle`` and ``decode_error`` follow."""
+    return status == 429 or code == "3001"
+
+
 def is_throttle(response: requests.Response) -> bool:
     if response.status_code == 429:
         return True
-    # A throttle can come back as a fault with code 3001 under another status.
     if response.status_code >= 400 and "3001" in (response.text or "")[:2000]:
         code, *_ = _fault_fields(response)
-        return code == "3001"
+        return _throttled(response.status_code, code)
     return False
 
 
@@ -115,15 +120,15 @@ def decode_error(response: requests.Response) -> ApiError:
     status = response.status_code
     kwargs: dict[str, Any] = dict(status=status, code=code, detail=detail, request_id=tid)
     log.warning("QuickBooks error %s code=%s intuit_tid=%s: %s", status, code, tid, message)
+    if _throttled(status, code):  # before 403: a throttle sent as 403 is still a throttle
+        return Throttled(SERVICE, "QuickBooks is limiting requests; the next run will try "
+                         "again.", **kwargs)
     if status == 401 or fault_type.upper().startswith("AUTHENTICATION"):
         return ReconnectRequired(SERVICE, "QuickBooks refused our sign-in; reconnect "
                                  "QuickBooks.", **kwargs)
     if status == 403 or fault_type == "AuthorizationFault":
         return ConfigError(SERVICE, "QuickBooks says this connection may not read that data; "
                            "reconnect QuickBooks as an administrator.", **kwargs)
-    if status == 429 or code == "3001":
-        return Throttled(SERVICE, "QuickBooks is limiting requests; the next run will try "
-                         "again.", **kwargs)
     if status >= 500:
         return ServiceDown(SERVICE, "QuickBooks had an internal error.", **kwargs)
     if code == "610" or status == 404:

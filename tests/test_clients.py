@@ -125,6 +125,37 @@ def test_quickbooks_fault_is_typed_and_carries_intuit_tid(qbo: QboClient) -> Non
     assert caught.value.request_id in str(caught.value)
 
 
+@pytest.mark.parametrize("status", [429, 403, 400, 500])
+@pytest.mark.parametrize("fault", ["json", "xml"])
+def test_a_quickbooks_throttle_is_a_throttle_whatever_its_status(
+        world: SandboxWorld, qbo: QboClient, status: int, fault: str) -> None:
+    """Issue 10 #11: fault 3001 sent as 403 was retried as a throttle by the request path but
+    called a config error ("reconnect as an administrator") once the retries ran out."""
+    from dataclasses import replace
+
+    from hardcost.sandbox.qbo import throttle_fault_json, throttle_fault_xml
+    from hardcost.sync.http import ConfigError, Throttled
+
+    armed = (throttle_fault_json if fault == "json" else throttle_fault_xml)(times=10)
+    world.qbo.faults.add(replace(armed, status=status))
+
+    with pytest.raises(Throttled) as caught:
+        qbo.accounts()
+
+    assert not isinstance(caught.value, ConfigError)
+    assert caught.value.status == status and caught.value.code == "3001"
+    assert world.qbo.calls.count(None, r"/query") == FAST.attempts  # retried as a throttle
+    # And the decoder alone, wherever it is used, says the same.
+    import requests
+
+    from hardcost.sync.qbo import decode_error, is_throttle
+
+    answer = requests.Response()
+    answer.status_code = status
+    answer._content = armed.body.encode() if isinstance(armed.body, str) else armed.body
+    assert is_throttle(answer) and isinstance(decode_error(answer), Throttled)
+
+
 def test_quickbooks_refused_token_is_reconnect_required(world: SandboxWorld,
                                                          company: QboCompany) -> None:
     client = QboClient(base_url=world.qbo_server.url, realm_id=company.realm_id,
