@@ -14,6 +14,11 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 CENT = Decimal("0.01")
+MAX_AMOUNT = Decimal("9999999999.99")
+"""The largest entry hardcost writes (ten billion less a cent): Clio keeps prices as doubles,
+whose cents are exact far beyond this; anything larger is a typo, not a hard cost."""
+THREE_PLACE_CURRENCIES = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "TND"})
+"""ISO 4217 currencies with three decimal places; every other amount has at most two."""
 NOTE_LIMIT = 2000
 IMPORTABLE_PAYMENT_TYPES = frozenset({"Check", "Cash", "CreditCard"})
 ACCOUNT_LINE = "AccountBasedExpenseLineDetail"
@@ -281,11 +286,12 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
         plan.failures.append(LineFailure(purchase_id, exc.code, f"{label} {exc.message}."))
         return plan
 
+    currency = _ref(purchase.get("CurrencyRef"))
+    places = 3 if currency is not None and currency[0].upper() in THREE_PLACE_CURRENCIES else 2
     groups: dict[tuple[str, str], _Group] = {}
     for index, line in enumerate(lines, start=1):
-        _plan_line(plan, groups, line, index, label, rules)
+        _plan_line(plan, groups, line, index, label, rules, places)
 
-    currency = _ref(purchase.get("CurrencyRef"))
     memo = _text(purchase.get("PrivateNote"))
     payee_ref = purchase.get("EntityRef")
     payee = None
@@ -312,6 +318,12 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
             plan.skips.append(Skip(purchase_id, f"{who} comes to 0.00",
                                    group.customer_id, group.line_id))
             continue
+        if amount > MAX_AMOUNT:
+            plan.failures.append(LineFailure(
+                purchase_id, "bad_amount", f"{who} comes to {amount}, more than hardcost "
+                f"imports as one cost ({MAX_AMOUNT:,}). Fix the amount in QuickBooks.",
+                group.customer_id, group.line_id))
+            continue
         if amount < 0:
             plan.failures.append(LineFailure(
                 purchase_id, "negative_amount",
@@ -334,7 +346,7 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
 
 
 def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: Any,
-               index: int, label: str, rules: ImportRules) -> None:
+               index: int, label: str, rules: ImportRules, places: int = 2) -> None:
     purchase_id = plan.purchase_id
     if not isinstance(line, Mapping):
         plan.failures.append(LineFailure(purchase_id, "bad_line",
@@ -390,6 +402,13 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
     group = _group(groups, customer, line_id, rules)
     try:
         amount = to_amount(line.get("Amount"), line_label)
+        if abs(amount) > MAX_AMOUNT:
+            raise _Malformed("bad_amount", f"{line_label} has an amount too large to be real "
+                             f"({amount})")
+        if amount != amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP):
+            raise _Malformed("bad_amount", f"{line_label} has an amount with more than "
+                             f"{places} decimal places ({amount}), which would have to be "
+                             "rounded")
     except _Malformed as exc:
         plan.failures.append(LineFailure(purchase_id, exc.code,
                                          f"{exc.message}. Fix the amount in QuickBooks.",

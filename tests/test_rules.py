@@ -366,7 +366,6 @@ def test_rule_2_5_amounts_are_summed_exactly_in_decimal(amounts: list[Any],
 @pytest.mark.parametrize("amounts", [
     pytest.param([D("0.00")], id="zero-line"),
     pytest.param([D("10.00"), D("-10.00")], id="lines-cancel-out"),
-    pytest.param([D("0.004")], id="rounds-to-zero"),
 ])
 def test_rule_2_5_zero_amount_group_is_skipped(amounts: list[D]) -> None:
     lines = [acct_line(a, line_id=str(i)) for i, a in enumerate(amounts, start=1)]
@@ -716,6 +715,39 @@ def test_malformed_out_of_range_amount_is_a_failure_not_an_exception(
     assert result.entries == [] and result.skips == []
     assert [(f.code, f.customer_id) for f in result.failures] == [("bad_amount", "7")]
     assert result.failures[0].message.startswith(LABEL)
+
+
+@pytest.mark.parametrize("amount, fields", [
+    pytest.param(D("12.123456789"), {}, id="nine-places"),
+    pytest.param(D("0.004"), {}, id="under-a-cent"),
+    pytest.param("10.005", {}, id="three-places-as-text"),
+    pytest.param(D("1.0001"), {"CurrencyRef": {"value": "KWD"}, "ExchangeRate": D("3.25")},
+                 id="four-places-in-a-three-place-currency"),
+    pytest.param(D("99999999999999999999.99"), {}, id="beyond-any-real-cost"),
+    pytest.param(D("10000000000.00"), {}, id="ten-billion"),
+    pytest.param(D("9000000000.00"), {"CurrencyRef": {"value": "EUR"},
+                                      "ExchangeRate": D("2")}, id="too-large-once-converted"),
+])
+def test_amounts_that_would_be_rounded_or_cannot_be_real_are_failures_not_entries(
+        amount: Any, fields: dict[str, Any]) -> None:
+    """Issue 10 #12: 99999999999999999999.99 reached Clio and 12.123456789 was rounded."""
+    result = plan(purchase(acct_line(amount), **fields))
+
+    assert result.entries == [] and result.skips == []
+    assert [(f.code, f.customer_id) for f in result.failures] == [("bad_amount", "7")]
+    assert "Fix the amount in QuickBooks" in result.failures[0].message
+
+
+@pytest.mark.parametrize("amount, fields, expected", [
+    pytest.param(D("12.500"), {}, "12.50", id="trailing-zero-is-two-places"),
+    pytest.param(D("1.125"), {"CurrencyRef": {"value": "KWD"}, "ExchangeRate": D("3.25")},
+                 "3.66", id="three-places-in-a-three-place-currency"),
+    pytest.param(D("9999999999.99"), {}, "9999999999.99", id="the-largest"),
+])
+def test_amounts_within_their_currencys_places_and_the_bound_are_imported(
+        amount: D, fields: dict[str, Any], expected: str) -> None:
+    entry = only_entry(plan(purchase(acct_line(amount), **fields)))
+    assert str(entry.amount) == expected
 
 
 @pytest.mark.parametrize("value, expected", [
