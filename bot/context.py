@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import (
@@ -85,6 +85,21 @@ class BotContext:
         with self.sessions() as session:
             return session.scalars(select(Firm.id).where(
                 Firm.slack_team_id == team_id, Firm.active.is_(True))).first()
+
+    def firm_id_for_interaction(self, body: dict[str, Any]) -> int | None:
+        """The firm of a click or a form submitted in Slack, only when the person belongs to
+        the workspace it came from: in a channel shared with another organisation (Slack
+        Connect) ``team`` is the channel's workspace and ``user.team_id`` the person's own,
+        and only the firm's own people may act for it."""
+        team, user = body.get("team"), body.get("user")
+        team_id = team.get("id") if isinstance(team, dict) else None
+        user_team = user.get("team_id") if isinstance(user, dict) else None
+        if not isinstance(team_id, str) or user_team != team_id:
+            if team_id is not None:
+                log.warning("interaction from team %r by a user of team %r refused",
+                            team_id, user_team)
+            return None
+        return self.firm_id_for_team(team_id)
 
     def settings(self, firm_id: int) -> FirmSettings:
         with self.sessions() as session:

@@ -88,7 +88,9 @@ class SlackRig:
 
     def click(self, message: dict[str, Any], action_id: str, *, value: str | None = None,
               selected: str | None = None, user: str | None = None, team: str | None = None,
-              block_id: str = "b") -> requests.Response:
+              block_id: str = "b", user_team: str | None = None) -> requests.Response:
+        """A click as Slack sends it; ``user_team``: the clicker's own workspace, when it is
+        not the channel's (a channel shared with another organisation)."""
         user = user or self.staff
         team = team or self.ws.team_id
         action: dict[str, Any] = {"action_id": action_id, "block_id": block_id,
@@ -101,7 +103,7 @@ class SlackRig:
             action["value"] = value
         return self.interaction({
             "type": "block_actions", "team": {"id": team, "domain": "sandbox"},
-            "user": {"id": user, "team_id": team}, "api_app_id": "A0APP",
+            "user": {"id": user, "team_id": user_team or team}, "api_app_id": "A0APP",
             "trigger_id": self.ws.trigger_id(),
             "container": {"type": "message", "message_ts": message["ts"],
                           "channel_id": message["channel"],
@@ -117,7 +119,8 @@ class SlackRig:
                 user: str | None = None) -> requests.Response:
         return self.interaction({
             "type": "block_suggestion", "team": {"id": self.ws.team_id},
-            "user": {"id": user or self.staff}, "api_app_id": "A0APP", "action_id": action_id,
+            "user": {"id": user or self.staff, "team_id": self.ws.team_id}, "api_app_id": "A0APP",
+            "action_id": action_id,
             "block_id": block_id, "value": value,
             "container": {"type": "message", "channel_id": self.channel}})
 
@@ -125,8 +128,8 @@ class SlackRig:
                     user: str | None = None) -> requests.Response:
         return self.interaction({
             "type": "view_submission", "team": {"id": self.ws.team_id},
-            "user": {"id": user or self.admin}, "api_app_id": "A0APP",
-            "trigger_id": self.ws.trigger_id(),
+            "user": {"id": user or self.admin, "team_id": self.ws.team_id},
+            "api_app_id": "A0APP", "trigger_id": self.ws.trigger_id(),
             "view": {**view, "id": view.get("id", "V1"), "state": {"values": values}}})
 
     def event(self, event: dict[str, Any]) -> requests.Response:

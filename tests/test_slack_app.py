@@ -738,3 +738,35 @@ def test_outside_names_in_check_and_set_replies_are_shown_not_live(rig: SlackRig
         assert "&lt;https://evil.example|click here&gt;" in shown
         assert "<https://evil.example" not in shown and "<@U999>" not in shown
         assert "<!here>" not in shown
+
+
+@pytest.mark.parametrize("user_team", ["T0OUTSIDER", ""])
+def test_a_click_by_someone_of_another_workspace_is_refused(rig: SlackRig,
+                                                            user_team: str) -> None:
+    """Issue 10 #13: in a channel shared with another organisation, a click carries the
+    channel's workspace as ``team`` and the clicker's own as ``user.team_id``; with no approvers
+    set, an outsider's click once wrote a Clio entry."""
+    prompt = _acme_waiting(rig)
+    lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
+    outsider = rig.ws.add_user("Oscar Outsider")["id"]
+
+    if user_team:
+        response = rig.click(prompt, "hc_choose_matter", user=outsider, user_team=user_team,
+                             value=button_value(prompt, lease["display_number"]))
+    else:  # a payload without user.team_id at all
+        response = rig.interaction({
+            "type": "block_actions", "team": {"id": rig.ws.team_id}, "user": {"id": outsider},
+            "actions": [{"action_id": "hc_choose_matter", "block_id": "b",
+                         "value": button_value(prompt, lease["display_number"])}],
+            "container": {"type": "message", "message_ts": prompt["ts"],
+                          "channel_id": prompt["channel"]},
+            "response_url": rig.slack.response_url(rig.ws.team_id, user_id=outsider,
+                                                   channel_id=prompt["channel"],
+                                                   message_ts=prompt["ts"])})
+
+    assert response.status_code == 200
+    time.sleep(0.5)
+    assert rig.firm.entries() == [] and len(rig.firm.waiting()) == 1
+    # The firm's own people still can.
+    rig.click(prompt, "hc_choose_matter", value=button_value(prompt, lease["display_number"]))
+    wait_for(lambda: rig.firm.entries(), what="the entry")

@@ -73,7 +73,7 @@ def _action_value(action: dict[str, Any]) -> str:
 
 def _prompt_of_team(ctx: BotContext, body: dict[str, Any], waiting_id: int) -> int | None:
     """The firm id when the prompt belongs to the clicking team's firm; None otherwise."""
-    firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+    firm_id = ctx.firm_id_for_interaction(body)
     if firm_id is None:
         return None
     with ctx.sessions() as session:
@@ -139,7 +139,7 @@ def register(app: App, ctx: BotContext) -> None:
     def on_retry(body: dict[str, Any], action: dict[str, Any], respond: Respond,
                  client: WebClient) -> None:
         value = str(action.get("value") or "")
-        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
         with ctx.sessions() as session:
             failure = session.get(Failure, int(value)) if value.isdigit() else None
@@ -174,7 +174,7 @@ def register(app: App, ctx: BotContext) -> None:
             _ephemeral(respond, f"Retried: {outcome}")
 
     def on_run_now(body: dict[str, Any], respond: Respond, client: WebClient) -> None:
-        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
         if firm_id is None:
             return
         user_id = str((body.get("user") or {}).get("id"))
@@ -186,7 +186,7 @@ def register(app: App, ctx: BotContext) -> None:
         ctx.start_run(firm_id, trigger="slack", then=then)
 
     def on_show_pending(body: dict[str, Any], client: WebClient) -> None:
-        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
         if firm_id is None:
             return
@@ -200,7 +200,7 @@ def register(app: App, ctx: BotContext) -> None:
 
     def on_reconnect(body: dict[str, Any], action: dict[str, Any], respond: Respond,
                      client: WebClient) -> None:
-        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
         provider = str(action.get("value") or "")
         if firm_id is None or provider not in PROVIDER_NAMES:
@@ -220,7 +220,7 @@ def register(app: App, ctx: BotContext) -> None:
                 replace_original=False)
 
     def on_open_settings(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
-        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
         if firm_id is None:
             return

@@ -75,7 +75,7 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
 def register(app: App, ctx: BotContext) -> None:
     def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any],
                   client: WebClient) -> None:
-        firm_id = ctx.firm_id_for_team((body.get("team") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
         if firm_id is None or not service.is_settings_admin(client, ctx.settings(firm_id),
                                                             user_id):
