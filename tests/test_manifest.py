@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -52,6 +53,29 @@ def test_app_home_and_scopes() -> None:
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
     assert {"commands", "chat:write", "chat:write.public", "channels:read", "users:read"} <= \
         set(manifest["oauth_config"]["scopes"]["bot"])
+
+
+def test_the_install_flow_asks_for_exactly_the_manifests_scopes() -> None:
+    from hardcost.bot.install import SCOPES
+
+    assert set(SCOPES) == set(_manifest()["oauth_config"]["scopes"]["bot"])
+
+
+def test_a_private_channel_works_with_only_the_manifests_scopes(rig: Any) -> None:
+    """Issue 10 #14: ``conversations.info`` on a private channel needs ``groups:read``, which
+    the manifest did not ask for, so ``set channel`` to a private channel always failed."""
+    import time
+
+    rig.ws.scopes = set(_manifest()["oauth_config"]["scopes"]["bot"])
+    private = rig.ws.add_channel("partners-only", is_private=True, bot_is_member=True)
+
+    rig.command(f"set channel <#{private['id']}|partners-only>")
+
+    deadline = time.monotonic() + 10
+    while not any("post in #partners-only" in str(m.get("blocks"))
+                  for m in rig.replies_to(rig.admin)):
+        assert time.monotonic() < deadline, [m.get("text") for m in rig.replies_to(rig.admin)]
+        time.sleep(0.05)
 
 
 def test_redirect_url_is_the_install_flows_route() -> None:
