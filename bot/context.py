@@ -30,7 +30,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from hardcost.bot.notify import Notifier
 from hardcost.bot.outbox import ClientFor
 from hardcost.sync.config import Settings
-from hardcost.sync.importer import Importer
+from hardcost.sync.http import ApiError
+from hardcost.sync.importer import FirmNotReady, Importer
 from hardcost.sync.locks import firm_run_lock
 from hardcost.sync.metrics import API_RATE_LIMITED
 from hardcost.sync.store import Firm, FirmSettings, utcnow
@@ -143,9 +144,14 @@ class BotContext:
                     self._running.discard(firm_id)
 
     def start_run(self, firm_id: int, *, trigger: str,
-                  then: Callable[[RunSummary], None]) -> bool:
+                  then: Callable[[RunSummary], None],
+                  failed: Callable[[str], None] | None = None) -> bool:
         """Start an import on the run pool (a long import must not hold a listener worker);
-        False when this firm's import is already under way (here or in another replica)."""
+        False when this firm's import is already under way (here or in another replica).
+
+        ``then(summary)`` follows a run; ``failed(sentence)`` is called instead when the run
+        could not start (the firm is not ready, a connection is missing) or crashed, so the
+        person who asked is always told something."""
         claim = self.claim_run(firm_id)
         if not claim.__enter__():
             claim.__exit__(None, None, None)
@@ -154,8 +160,15 @@ class BotContext:
         def job() -> None:
             try:
                 summary = self.importer_for(firm_id).run(trigger=trigger)
-            except Exception:  # noqa: BLE001 - a run's own errors are in its summary
+            except (FirmNotReady, ApiError) as exc:
+                log.info("import for firm %s did not start: %s", firm_id, exc)
+                self._tell_failed(failed, str(exc))
+                return
+            except Exception as exc:  # noqa: BLE001 - recorded as failed by the importer
                 log.exception("import for firm %s failed", firm_id)
+                self._tell_failed(failed, f"The import stopped on an unexpected error "
+                                  f"({type(exc).__name__}); the details are in the server "
+                                  "log, and the next run tries again.")
                 return
             finally:
                 claim.__exit__(None, None, None)  # the import is over: the next may start
@@ -166,6 +179,15 @@ class BotContext:
 
         self._runs.submit(job)
         return True
+
+    @staticmethod
+    def _tell_failed(failed: Callable[[str], None] | None, sentence: str) -> None:
+        if failed is None:
+            return
+        try:
+            failed(sentence)
+        except Exception:  # noqa: BLE001 - Slack may be down; the log has it
+            log.exception("could not tell that the import failed")
 
     def drain(self, seconds: float) -> bool:
         """Stop taking work and wait up to ``seconds`` for what is running; True when done.

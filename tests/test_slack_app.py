@@ -690,14 +690,30 @@ def test_a_second_run_while_one_is_under_way_is_told_so(rig: SlackRig) -> None:
     rig.firm.expense(("10.00", "Jane Smith"))
     rig.firm.world.qbo.faults.add(Fault(path=r"/query", passthrough=True, delay=1.5))
 
-    rig.command("run")
+    first = rig.command("run")
     time.sleep(0.3)
-    rig.command("run")
+    second = rig.command("run")
 
-    _reply(rig, rig.admin, "already under way")
+    # Issue 10 #16: decided before the ack, said once (it once acked "Starting" and then
+    # replied "already under way").
+    assert "Starting an import now" in first.text
+    assert "already under way" in second.text and "Starting" not in second.text
     wait_for(lambda: rig.firm.entries())
     time.sleep(0.5)
     assert len(rig.firm.entries()) == 1
+    assert not any("already under way" in _blocks_text(m) for m in rig.replies_to(rig.admin))
+
+
+def test_a_run_that_cannot_start_tells_the_person_who_asked(rig: SlackRig) -> None:
+    """The firm is not ready (no import account): the person is told why, not left waiting
+    for a summary that never comes."""
+    rig.firm.update_settings(import_account_ids=[])
+
+    response = rig.command("run")
+
+    assert "Starting an import now" in response.text
+    reply = _reply(rig, rig.admin, "Nothing was imported")
+    assert "/hardcost set account" in _blocks_text(reply)
 
 
 def test_prompt_for_a_client_without_a_matter_settles_itself_when_one_appears(
@@ -770,3 +786,23 @@ def test_a_click_by_someone_of_another_workspace_is_refused(rig: SlackRig,
     # The firm's own people still can.
     rig.click(prompt, "hc_choose_matter", value=button_value(prompt, lease["display_number"]))
     wait_for(lambda: rig.firm.entries(), what="the entry")
+
+
+def test_run_now_on_app_home_tells_the_person_when_it_cannot_start(rig: SlackRig) -> None:
+    """App Home clicks come without a response URL: the answer goes to the app's messages."""
+    rig.firm.update_settings(import_account_ids=[])
+
+    response = rig.interaction({
+        "type": "block_actions", "team": {"id": rig.ws.team_id, "domain": "sandbox"},
+        "user": {"id": rig.staff, "team_id": rig.ws.team_id}, "api_app_id": "A0APP",
+        "container": {"type": "view", "view_id": "V0HOME"},
+        "view": {"id": "V0HOME", "type": "home"},
+        "actions": [{"action_id": "hc_run_now", "block_id": "b", "type": "button",
+                     "value": "run", "action_ts": str(time.time())}]})
+
+    assert response.status_code == 200
+    dm = wait_for(lambda: next((m for m in rig.ws.messages if m.get("ephemeral_user") is None
+                                and "Nothing was imported" in _blocks_text(m)), None),
+                  what="a direct message saying why")
+    assert "/hardcost set account" in _blocks_text(dm)
+    assert dm["channel"] != rig.channel

@@ -56,6 +56,16 @@ def _ephemeral(respond: Respond, text: str) -> None:
             replace_original=False)
 
 
+def _tell(respond: Respond | None, client: WebClient, user_id: str, text: str) -> None:
+    """Tell the clicker: in place when the click came with a response URL (a message), in
+    the app's direct messages otherwise (App Home has none)."""
+    if respond is not None and getattr(respond, "response_url", None):
+        _ephemeral(respond, text)
+        return
+    message = messages.notice(text)
+    client.chat_postMessage(channel=user_id, text=message.text, blocks=message.blocks)
+
+
 def _result_text(result: ChoiceResult) -> str:
     who = mention(result.answered_by) if result.answered_by else "hardcost"
     if result.outcome == "being_answered":
@@ -183,7 +193,12 @@ def register(app: App, ctx: BotContext) -> None:
             ctx.notifier(client).after_run(firm_id, summary)
             publish_home(ctx, client, firm_id, user_id)
 
-        ctx.start_run(firm_id, trigger="slack", then=then)
+        def failed(sentence: str) -> None:
+            _tell(respond, client, user_id, sentence)
+
+        if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed):
+            _tell(respond, client, user_id, "An import is already under way; its summary "
+                                            "follows in the channel.")
 
     def on_show_pending(body: dict[str, Any], client: WebClient) -> None:
         firm_id = ctx.firm_id_for_interaction(body)

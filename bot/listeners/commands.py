@@ -45,7 +45,8 @@ def _reply(respond: Respond, message: Message) -> None:
 
 
 def register(app: App, ctx: BotContext) -> None:
-    def ack_command(ack: Ack, command: dict[str, Any]) -> None:
+    def ack_command(ack: Ack, command: dict[str, Any], respond: Respond,
+                    client: WebClient) -> None:
         sub, args = _parse(command.get("text"))
         if sub == "help":
             help_message = messages.help_message()
@@ -54,13 +55,14 @@ def register(app: App, ctx: BotContext) -> None:
             usage = messages.usage_error(f"There is no /hardcost {sub}.", "/hardcost help")
             ack(text=usage.text, blocks=usage.blocks)
         elif sub == "run":
-            ack(text="Starting an import now; the summary follows in the channel.")
+            # Decided here, so the person hears one thing: started, or already under way.
+            ack(text=_start_run(ctx, command, respond, client))
         else:
             ack()
 
     def run_command(command: dict[str, Any], respond: Respond, client: WebClient) -> None:
         sub, args = _parse(command.get("text"))
-        if sub == "help" or sub not in SUBCOMMANDS:
+        if sub in ("help", "run") or sub not in SUBCOMMANDS:
             return  # answered in the ack
         firm_id = ctx.firm_id_for_team(command.get("team_id"))
         user_id = str(command.get("user_id"))
@@ -93,8 +95,13 @@ def _status(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, A
     _reply(respond, messages.status_blocks(service.status_report(ctx, client, firm_id)))
 
 
-def _run(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
-         respond: Respond, client: WebClient) -> None:
+def _start_run(ctx: BotContext, command: dict[str, Any], respond: Respond,
+               client: WebClient) -> str:
+    """``/hardcost run``, in the ack: start the import (or not) and say which."""
+    firm_id = ctx.firm_id_for_team(command.get("team_id"))
+    if firm_id is None:
+        return NOT_SET_UP
+
     def then(summary: RunSummary) -> None:
         ctx.notifier(client).after_run(firm_id, summary)
         if summary.error:
@@ -102,9 +109,12 @@ def _run(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any]
         elif not summary.did_something:
             _reply(respond, messages.notice("Nothing new to import."))
 
-    if not ctx.start_run(firm_id, trigger="slack", then=then):
-        _reply(respond, messages.notice("An import is already under way; its summary "
-                                        "follows in the channel."))
+    def failed(sentence: str) -> None:
+        _reply(respond, messages.notice(sentence))
+
+    if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed):
+        return "An import is already under way; its summary follows in the channel."
+    return "Starting an import now; the summary follows in the channel."
 
 
 def _pending(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
@@ -249,7 +259,7 @@ def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, An
 
 
 HANDLERS: dict[str, Handler] = {
-    "status": _status, "run": _run, "pending": _pending, "failures": _failures,
+    "status": _status, "pending": _pending, "failures": _failures,
     "settings": _settings, "set": _set, "pause": _pause, "resume": _resume,
     "connect": _connect, "disconnect": _disconnect, "check": _check,
 }
