@@ -140,7 +140,8 @@ def test_two_workspaces_install_and_become_two_firms(rig: InstallRig, alpha: Sla
     assert _count(rig, "slack_oauth_states") == 0  # both states were used up
     # the bot got exactly the scopes the app asks for
     assert set(rig.slack.installs[0]["scopes"]) == {
-        "commands", "chat:write", "chat:write.public", "channels:read", "users:read"}
+        "commands", "chat:write", "chat:write.public", "channels:read", "groups:read",
+        "users:read"}
 
 
 def test_each_workspace_status_answers_with_its_own_firm(rig: InstallRig, alpha: SlackRig,
