@@ -16,6 +16,7 @@ from hardcost.sync.http import (
     ApiSession,
     ConfigError,
     HeaderPacer,
+    MalformedAnswer,
     NotFound,
     ReconnectRequired,
     RequestRejected,
@@ -23,8 +24,8 @@ from hardcost.sync.http import (
     ServiceDown,
     Throttled,
     TokenSource,
-    TransientError,
     parse_json,
+    shaped,
 )
 
 log = logging.getLogger(__name__)
@@ -135,17 +136,34 @@ class HardCostsDisabled(ConfigError):
     pass
 
 
+MAX_ID = 2 ** 53  # Clio's ids are JSON numbers: beyond this they are not exact anywhere
+
+
+def _id(value: Any) -> int:
+    """A Clio record id: a positive whole number below ``MAX_ID``; ValueError otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        raise ValueError(f"{value!r} is not an id")
+    try:
+        number = Decimal(value)
+    except ArithmeticError:
+        raise ValueError(f"{value!r} is not an id") from None
+    if not number.is_finite() or number != number.to_integral_value() \
+            or not 0 < number < MAX_ID:
+        raise ValueError(f"{value!r} is not an id")
+    return int(number)
+
+
 def _contact(row: Mapping[str, Any]) -> Contact:
     email = row.get("primary_email_address")
-    return Contact(int(row["id"]), str(row.get("name") or ""), str(row.get("type") or ""),
+    return Contact(_id(row["id"]), str(row.get("name") or ""), str(row.get("type") or ""),
                    str(email) if email else None)
 
 
 def _matter(row: Mapping[str, Any]) -> Matter:
     client = row.get("client") or {}
-    return Matter(int(row["id"]), str(row.get("display_number") or ""),
+    return Matter(_id(row["id"]), str(row.get("display_number") or ""),
                   str(row.get("description") or ""), str(row.get("status") or ""),
-                  int(client["id"]) if client.get("id") is not None else None)
+                  _id(client["id"]) if client.get("id") is not None else None)
 
 
 def _activity(row: Mapping[str, Any]) -> Activity:
@@ -153,11 +171,11 @@ def _activity(row: Mapping[str, Any]) -> Activity:
     bill = row.get("bill") or {}
     price = row.get("price")
     return Activity(
-        id=int(row["id"]), etag=row.get("etag"), type=row.get("type"), date=row.get("date"),
+        id=_id(row["id"]), etag=row.get("etag"), type=row.get("type"), date=row.get("date"),
         price=Decimal(str(price)) if price is not None else None, note=row.get("note"),
         billed=bool(row.get("billed")), on_bill=bool(row.get("on_bill")),
-        matter_id=int(matter["id"]) if matter.get("id") is not None else None,
-        bill_id=int(bill["id"]) if isinstance(bill, dict) and bill.get("id") is not None
+        matter_id=_id(matter["id"]) if matter.get("id") is not None else None,
+        bill_id=_id(bill["id"]) if isinstance(bill, dict) and bill.get("id") is not None
         else None,
         bill_state=str(bill["state"]) if isinstance(bill, dict) and bill.get("state")
         else None,
@@ -191,10 +209,11 @@ class ClioClient:
         try:
             body = parse_json(response)
         except ValueError:
-            raise TransientError(SERVICE, "Clio sent an answer that is not JSON.",
-                                 status=response.status_code) from None
+            body = None
         if not isinstance(body, dict):
-            raise TransientError(SERVICE, "Clio sent an unexpected answer.")
+            raise MalformedAnswer(SERVICE, "Clio answered in a form hardcost does not "
+                                  "understand; the next run tries again.",
+                                  status=response.status_code)
         return body
 
     def _paged(self, path: str, params: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
@@ -204,6 +223,9 @@ class ClioClient:
         while url:
             body = self._json(self.api.request("GET", url, params=query))
             rows = body.get("data") or []
+            if not isinstance(rows, list):
+                raise MalformedAnswer(SERVICE, "Clio answered a list in a form hardcost does "
+                                      "not understand; the next run tries again.")
             yield from rows
             url = ((body.get("meta") or {}).get("paging") or {}).get("next")
             query = None  # the next URL carries every parameter
@@ -221,7 +243,11 @@ class ClioClient:
         first = True
         while url:
             body = self._json(self.api.request("GET", url, params=query))
-            rows.extend(body.get("data") or [])
+            page = body.get("data") or []
+            if not isinstance(page, list):
+                raise MalformedAnswer(SERVICE, "Clio answered a list in a form hardcost does "
+                                      "not understand; the next run tries again.")
+            rows.extend(page)
             meta = body.get("meta") or {}
             url = (meta.get("paging") or {}).get("next")
             query = None
@@ -236,37 +262,39 @@ class ClioClient:
         """All contacts, unless that takes more than ``max_pages`` calls (then a first page)."""
         rows, complete = self._listed_within("contacts.json", {"fields": CONTACT_FIELDS},
                                              max_pages)
-        return [_contact(r) for r in rows], complete
+        return shaped(SERVICE, "its contacts", lambda: [_contact(r) for r in rows]), complete
 
     def open_matters_within(self, max_pages: int) -> tuple[list[Matter], bool]:
         """All open and pending matters, unless that takes more than ``max_pages`` calls."""
         rows, complete = self._listed_within(
             "matters.json", {"status": "open,pending", "fields": MATTER_FIELDS}, max_pages)
-        return [_matter(r) for r in rows], complete
+        return shaped(SERVICE, "its matters", lambda: [_matter(r) for r in rows]), complete
 
     def search_contacts(self, text: str) -> list[Contact]:
-        return [_contact(r) for r in self._paged("contacts.json",
-                                                  {"query": text, "fields": CONTACT_FIELDS})]
+        return shaped(SERVICE, "a search of contacts", lambda: [
+            _contact(r) for r in self._paged("contacts.json",
+                                             {"query": text, "fields": CONTACT_FIELDS})])
 
     def contacts_by_id(self, ids: list[int]) -> list[Contact]:
         if not ids:
             return []
         params = {"ids[]": ids, "fields": CONTACT_FIELDS}
-        return [_contact(r) for r in self._paged("contacts.json", params)]
+        return shaped(SERVICE, "its contacts", lambda: [
+            _contact(r) for r in self._paged("contacts.json", params)])
 
     def open_matters(self, client_id: int | None = None) -> list[Matter]:
         """Open and pending matters, of one client or of the whole account."""
         params: dict[str, Any] = {"status": "open,pending", "fields": MATTER_FIELDS}
         if client_id is not None:
             params["client_id"] = client_id
-        return [_matter(r) for r in self._paged("matters.json", params)]
+        return shaped(SERVICE, "its matters", lambda: [
+            _matter(r) for r in self._paged("matters.json", params)])
 
     def users(self) -> list[User]:
-        return [
-            User(int(r["id"]), str(r.get("name") or ""), r.get("email"),
+        return shaped(SERVICE, "its users", lambda: [
+            User(_id(r["id"]), str(r.get("name") or ""), r.get("email"),
                  bool(r.get("account_owner")), bool(r.get("enabled", True)))
-            for r in self._paged("users.json", {"fields": USER_FIELDS})
-        ]
+            for r in self._paged("users.json", {"fields": USER_FIELDS})])
 
     def account_owner(self) -> User | None:
         owners = [u for u in self.users() if u.account_owner]
@@ -274,9 +302,10 @@ class ClioClient:
 
     def hard_cost_categories(self) -> list[ExpenseCategory]:
         params = {"entry_type": "hard_cost", "fields": CATEGORY_FIELDS}
-        return [ExpenseCategory(int(r["id"]), str(r.get("name") or ""),
-                                str(r.get("entry_type") or ""))
-                for r in self._paged("expense_categories.json", params)]
+        return shaped(SERVICE, "its expense categories", lambda: [
+            ExpenseCategory(_id(r["id"]), str(r.get("name") or ""),
+                            str(r.get("entry_type") or ""))
+            for r in self._paged("expense_categories.json", params)])
 
     def create_entry(self, *, entry_type: str, on: date, price: Decimal, matter_id: int,
                      note: str, reference: str | None, expense_category_id: int | None,
@@ -302,12 +331,21 @@ class ClioClient:
         response = self.api.request("POST", f"{self.base}/activities.json",
                                     params={"fields": ACTIVITY_FIELDS},
                                     json_body={"data": data}, idempotent=False)
-        return _activity(self._json(response)["data"])
+        # Clio took the POST: with an answer we cannot read, the entry may exist. Ambiguous,
+        # so the pending link stays and the next run looks for it by its marker.
+        try:
+            body = self._json(response)
+        except MalformedAnswer as exc:  # not JSON, not an object: still, Clio took the POST
+            exc.ambiguous = True
+            raise
+        return shaped(SERVICE, "the new entry", lambda: _activity(body["data"]),
+                      ambiguous=True)
 
     def find_by_marker(self, marker: str) -> list[Activity]:
         """Entries whose note contains ``marker`` (Clio's ``query`` searches notes)."""
         rows = self._paged("activities.json", {"query": marker, "fields": ACTIVITY_FIELDS})
-        return [a for a in map(_activity, rows) if a.note and marker in a.note]
+        return shaped(SERVICE, "a search of entries", lambda: [
+            a for a in map(_activity, rows) if a.note and marker in a.note])
 
     def delete_activity(self, activity_id: int) -> None:
         """DELETE → 204. Callers read the entry first (``billed``/``on_bill``): Clio's
@@ -317,4 +355,4 @@ class ClioClient:
     def get_activity(self, activity_id: int) -> Activity:
         response = self.api.request("GET", f"{self.base}/activities/{activity_id}.json",
                                     params={"fields": ACTIVITY_FIELDS})
-        return _activity(self._json(response)["data"])
+        return shaped(SERVICE, "an entry", lambda: _activity(self._json(response)["data"]))

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import requests
 import simplejson
@@ -26,6 +26,7 @@ from hardcost.sync.metrics import API_RATE_LIMITED, API_REQUESTS, service_label
 from hardcost.sync.store import FailureKind
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 USER_AGENT = "hardcost/0.1 (+https://github.com/hardcost)"
 
@@ -93,6 +94,26 @@ class ServiceDown(TransientError):
     def __init__(self, *args: Any, ambiguous: bool = False, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ambiguous = ambiguous
+
+
+class MalformedAnswer(ServiceDown):
+    """A success (2xx) whose body does not have the shape the code relies on. Transient: the
+    next run asks again. Ambiguous after a write: the write may have happened."""
+
+
+SHAPE_ERRORS = (KeyError, IndexError, TypeError, ValueError, AttributeError, ArithmeticError)
+"""What reading an answer of an unexpected shape raises."""
+
+
+def shaped(service: str, what: str, read: Callable[[], T], *, ambiguous: bool = False) -> T:
+    """``read()``, with any error of an unexpected shape turned into ``MalformedAnswer``."""
+    try:
+        return read()
+    except SHAPE_ERRORS as exc:
+        raise MalformedAnswer(
+            service, f"{service} answered {what} in a form hardcost does not understand; the "
+            "next run tries again.", detail=f"{type(exc).__name__}: {exc}"[:300],
+            ambiguous=ambiguous) from None
 
 
 class TokenSource(Protocol):

@@ -17,6 +17,7 @@ from hardcost.sync.http import (
     ApiError,
     ApiSession,
     ConfigError,
+    MalformedAnswer,
     NotFound,
     ReconnectRequired,
     RequestRejected,
@@ -167,12 +168,12 @@ class QboClient:
         try:
             body = parse_json(response)
         except ValueError:
-            raise TransientError(SERVICE, "QuickBooks sent an answer that is not JSON.",
-                                 status=response.status_code,
-                                 request_id=response.headers.get("intuit_tid")) from None
+            body = None
         if not isinstance(body, dict):
-            raise TransientError(SERVICE, "QuickBooks sent an unexpected answer.",
-                                 request_id=response.headers.get("intuit_tid"))
+            raise MalformedAnswer(SERVICE, "QuickBooks answered in a form hardcost does not "
+                                  "understand; the next run tries again.",
+                                  status=response.status_code,
+                                  request_id=response.headers.get("intuit_tid"))
         if "Fault" in body:  # a 200 can still carry a fault
             raise decode_error(response)
         return body
@@ -193,10 +194,13 @@ class QboClient:
                 statement += f" WHERE {where}"
             statement += f" ORDERBY {order_by} STARTPOSITION {position} MAXRESULTS {PAGE_SIZE}"
             body = self.query(statement)
-            rows = body.get("QueryResponse", {}).get(entity, [])
+            found = body.get("QueryResponse", {})
+            rows = found.get(entity, []) if isinstance(found, dict) else None
             if not isinstance(rows, list):
-                raise TransientError(SERVICE, f"QuickBooks sent {entity} in an unexpected shape.")
-            yield rows, body.get("time")
+                raise MalformedAnswer(SERVICE, f"QuickBooks answered {entity} in a form "
+                                      "hardcost does not understand; the next run tries again.")
+            time = body.get("time")
+            yield rows, time if isinstance(time, str) else None
             if len(rows) < PAGE_SIZE:
                 return
             position += PAGE_SIZE

@@ -128,3 +128,27 @@ def test_clio_rejection_is_a_readable_failure_and_the_run_goes_on(firm: Firm) ->
     assert "Matter is closed" in summary.failures[0].message
     assert summary.failures[0].kind == "data"
     assert len(firm.links()) == 1  # the rejected one left no pending link behind
+
+
+@pytest.mark.parametrize("body", ['{"data": {}}', '{"data": [1, 2]}', '{"data": {"id": "x"}}',
+                                  "[]", "not json", '{"data": {"id": 1e400}}'])
+@pytest.mark.parametrize("created", [False, True], ids=["not-created", "created"])
+def test_a_malformed_success_from_clio_is_a_failure_and_the_entry_lands_once(
+        firm: Firm, body: str, created: bool) -> None:
+    """Issue 10 #3: ``201 {"data":{}}`` once raised ``KeyError`` out of the run, which was
+    then recorded ``ok``. Clio may or may not have made the entry: the pending link stays,
+    and the next run finds it by its marker or posts it once."""
+    firm.expense(("125.00", "Jane Smith"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", status=201, body=body,
+                                     after_handler=created))
+
+    first = firm.run()
+    firm.later()
+    second = firm.run()
+
+    assert first.error is None and first.failed == 1 and first.imported == 0
+    assert "does not understand" in first.failures[0].message
+    assert first.failures[0].kind == "transient"
+    assert len(firm.entries()) == 1
+    assert [link.state for link in firm.links()] == [LinkState.CREATED]
+    assert second.failed == 0 and firm.open_failures() == []

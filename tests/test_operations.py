@@ -312,23 +312,29 @@ def test_alembic_ini_runs_the_standard_commands_against_database_url(tmp_path: P
 
 # -- a run's record tells the truth -----------------------------------------------------------
 
-def test_a_run_that_crashes_is_recorded_and_counted_as_such(firm: Firm) -> None:
+def test_a_run_that_crashes_is_recorded_and_counted_as_such(
+        firm: Firm, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever escapes a run (a full disk, a bug), its row must not say ``ok``. The failure
+    is injected: what is tested is the run's record, not the cause."""
+    from hardcost.sync.importer import Importer
     from hardcost.sync.metrics import REGISTRY
 
     firm.client("Jane Smith", ["Smith estate"])
     firm.expense(("125.00", "Jane Smith"))
-    # A 2xx from Clio whose shape nobody expected.
-    firm.world.clio.faults.add(Fault(path=r"/activities\.json$", method="POST", status=201,
-                                     body='{"data": [1, 2]}'))
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Importer, "_resolve_and_write", disk_full)
     before = REGISTRY.get_sample_value(
         "hardcost_runs_total", {"trigger": "manual", "outcome": "crashed"}) or 0.0
 
-    with pytest.raises(Exception):  # noqa: B017 - whatever it is, the caller sees it
+    with pytest.raises(OSError):
         firm.engine.run()
 
     with firm.sessions() as session:
         run = session.scalars(select(Run).where(Run.firm_id == firm.id)).one()
     assert run.status == "failed" and run.finished_at is not None
-    assert run.error is not None and "unexpected error (AttributeError)" in run.error
+    assert run.error is not None and "unexpected error (OSError)" in run.error
     assert REGISTRY.get_sample_value(
         "hardcost_runs_total", {"trigger": "manual", "outcome": "crashed"}) == before + 1

@@ -405,3 +405,25 @@ def test_refused_app_credentials_are_the_operators_to_fix(firm: Firm) -> None:
 
     assert summary.error is not None and "QBO_CLIENT_ID and QBO_CLIENT_SECRET" in summary.error
     assert _connection(firm, "quickbooks").broken_at is None
+
+
+@pytest.mark.parametrize("body", ['{"QueryResponse": []}', '{"QueryResponse": {"Purchase": 7}}',
+                                  "[]", "null", "<html>maintenance</html>", '"text"'])
+def test_a_quickbooks_success_of_the_wrong_shape_stops_the_run_with_a_reason(
+        firm: Firm, body: str) -> None:
+    """Issue 10 #3: a 2xx with the wrong shape is a transient failure, said in words, never a
+    crash; the next run reads again."""
+    from hardcost.sandbox.faults import Fault
+
+    firm.expense(("10.00", "Jane Smith"))
+    firm.world.qbo.faults.add(Fault(path=r"/query$", method="POST", status=200, body=body))
+
+    first = firm.run()
+    second = firm.run()
+
+    assert first.error is not None and "does not understand" in first.error
+    with firm.sessions() as session:
+        statuses = [r.status for r in session.scalars(select(Run).where(
+            Run.firm_id == firm.id).order_by(Run.id))]
+    assert statuses == ["failed", "ok"]
+    assert second.imported == 1
