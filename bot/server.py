@@ -34,6 +34,7 @@ from hardcost.sync.config import Settings
 from hardcost.sync.db import alembic_config
 from hardcost.sync.firms import build_importer
 from hardcost.sync.importer import SHUTDOWN
+from hardcost.sync.locks import settle_abandoned_runs
 from hardcost.sync.scheduler import ImportScheduler
 from hardcost.sync.store import make_engine, make_session_factory
 
@@ -97,6 +98,7 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
         on_problem=lambda firm_id, problem: ctx.notifier(clients).tell(
             firm_id, messages.notice(problem)))
     ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
+    settle_abandoned_runs(engine)  # runs of a process that died stay "running" otherwise
     # -- end scheduled imports ----------------------------------------------------------
     pump = OutboxPump(lambda: deliver(sessions, clients))
     pump.start()

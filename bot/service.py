@@ -130,6 +130,11 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         when = last.started_at.strftime("%Y-%m-%d %H:%M UTC")
         if last.status == "failed":
             last_line = f"{when} — stopped: {last.error}"
+        elif last.status == "abandoned":
+            last_line = f"{when} — cut short: the server stopped during the run; the next run " \
+                        "carries on"
+        elif last.status == "running":
+            last_line = f"{when} — under way"
         else:
             last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}), "
                          f"waiting {last.waiting}, failed {last.failed}")

@@ -243,7 +243,8 @@ class Run(Base):
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
     trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual | webhook | demo
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
-    status: Mapped[str] = mapped_column(String(12), default="running")  # running|ok|failed
+    # running | ok | failed | abandoned (its process died: sync.locks.mark_abandoned)
+    status: Mapped[str] = mapped_column(String(12), default="running")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
     imported: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,109 @@
+"""Runs whose process died are marked ``abandoned``, never left ``running`` (issue 10 #4):
+at ``hardcost serve`` start-up, and whenever a firm's run lock is taken over."""
+
+from __future__ import annotations
+
+import signal
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.engine import Engine
+
+from hardcost.sync.locks import LOCK_NAMESPACE, firm_run_lock, settle_abandoned_runs
+from hardcost.sync.store import Run, utcnow
+from tests.firmkit import Firm, env_for, free_port, make_firm, start_serve
+
+
+def _ghost_run(firm: Firm) -> int:
+    """A run row as a process killed mid-run leaves it."""
+    with firm.sessions() as session:
+        run = Run(firm_id=firm.id, trigger="schedule", dry_run=False, status="running",
+                  started_at=utcnow() - timedelta(minutes=5))
+        session.add(run)
+        session.commit()
+        return run.id
+
+
+def _run(firm: Firm, run_id: int) -> Run:
+    with firm.sessions() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run
+
+
+def test_start_up_marks_every_run_of_a_dead_process_abandoned(
+        firm: Firm, db_engine: Engine) -> None:
+    other = make_firm(firm.world, firm.sessions)
+    ghosts = [_ghost_run(firm), _ghost_run(other)]
+
+    settle_abandoned_runs(db_engine)
+
+    for run_id in ghosts:
+        run = _run(firm, run_id)
+        assert run.status == "abandoned" and run.finished_at is not None
+        assert run.error is not None and "stopped before it finished" in run.error
+
+
+def test_finished_runs_are_left_as_they_are(firm: Firm, db_engine: Engine) -> None:
+    firm.client("Jane Smith", ["Smith estate"])
+    firm.expense(("10.00", "Jane Smith"))
+    summary = firm.run()
+    assert summary.run_id is not None
+
+    settle_abandoned_runs(db_engine)
+
+    assert _run(firm, summary.run_id).status == "ok"
+
+
+@pytest.mark.postgres
+def test_a_run_another_replica_holds_is_not_abandoned(firm: Firm, db_engine: Engine) -> None:
+    other = make_firm(firm.world, firm.sessions)
+    alive, dead = _ghost_run(firm), _ghost_run(other)
+    with db_engine.connect() as replica:  # another replica, running the first firm now
+        assert replica.scalar(text("SELECT pg_try_advisory_lock(:ns, :firm)"),
+                              {"ns": LOCK_NAMESPACE, "firm": firm.id})
+
+        settle_abandoned_runs(db_engine)
+
+        assert _run(firm, alive).status == "running"
+        assert _run(firm, dead).status == "abandoned"
+        replica.scalar(text("SELECT pg_advisory_unlock(:ns, :firm)"),
+                       {"ns": LOCK_NAMESPACE, "firm": firm.id})
+
+
+@pytest.mark.postgres
+def test_taking_a_firms_lock_over_marks_its_dead_runs_abandoned(
+        firm: Firm, db_engine: Engine) -> None:
+    ghost = _ghost_run(firm)
+
+    with firm_run_lock(db_engine, firm.id) as got:
+        assert got
+        assert _run(firm, ghost).status == "abandoned"
+
+
+def test_serve_settles_abandoned_runs_when_it_starts(firm: Firm, database_url: str) -> None:
+    from hardcost.sandbox.server import serve_in_thread
+    from hardcost.sandbox.slack import SlackSandbox
+
+    ghost = _ghost_run(firm)
+    slack = SlackSandbox()
+    slack_server = serve_in_thread(slack)
+    workspace = slack.add_workspace("T0001")
+    port = free_port()
+    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
+           "SLACK_SIGNING_SECRET": "s", "SLACK_API_URL": f"{slack_server.url}/api/",
+           "PORT": str(port)}
+    env.pop("SLACK_APP_TOKEN", None)
+    proc = start_serve(env, port)
+    try:
+        assert _run(firm, ghost).status == "abandoned"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+        slack_server.stop()
+    with firm.sessions() as session:
+        statuses = set(session.scalars(select(Run.status)))
+    assert "running" not in statuses
+
+
