@@ -70,7 +70,7 @@ def mark_abandoned(conn: Connection, firm_id: int | None, now: datetime) -> int:
         where.append(Run.firm_id == firm_id)
     result = conn.execute(update(Run).where(*where).values(
         status="abandoned", finished_at=now, error=ABANDONED))
-    count = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    count = int(result.rowcount or 0)
     if count:
         log.warning("marked %d run(s)%s abandoned: their process stopped mid-run", count,
                     f" of firm {firm_id}" if firm_id is not None else "")

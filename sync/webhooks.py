@@ -16,17 +16,19 @@ import json
 import logging
 import re
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.batches import chunks
 from hardcost.sync.importer import Importer
 from hardcost.sync.qbo import instant
 from hardcost.sync.removals import note_removals
@@ -154,53 +156,75 @@ class Recorded:
 
 def record_changes(sessions: sessionmaker[Session], changes: list[EntityChange],
                    now: datetime) -> Recorded:
-    """Store each purchase change for every active firm on its company; each row is committed
-    on its own, so a redelivered event (the unique key) is skipped without losing the rest."""
+    """Store each purchase change for every active firm on its company, in one transaction.
+
+    Intuit waits 3 seconds for the answer and redelivers what it does not get: a delivery of
+    thousands of entities is stored with one bulk insert, and a change already stored (a
+    redelivery, or a concurrent delivery of the same event) is skipped by the unique key."""
     result = Recorded()
     realms = {c.realm_id for c in changes if c.entity == PURCHASE}
+    ignored: Counter[str] = Counter()
+    wanted: dict[tuple[int, str], EntityChange] = {}
     with sessions() as session:
         firms: dict[str, list[int]] = defaultdict(list)
         if realms:
             for firm_id, realm in session.execute(select(Firm.id, Firm.qbo_realm_id).where(
                     Firm.qbo_realm_id.in_(realms), Firm.active.is_(True))):
                 firms[str(realm)].append(firm_id)
-    for change in changes:
-        if change.entity != PURCHASE:
-            result.ignored += 1
-            log.info("webhook: %s %s %s in company %s ignored (only purchases are imported)",
-                     change.entity, change.entity_id, change.operation, change.realm_id)
-            continue
-        if not firms.get(change.realm_id):
-            result.ignored += 1
-            log.warning("webhook: no active firm has QuickBooks company %s; event for "
-                        "purchase %s acknowledged and dropped", change.realm_id, change.entity_id)
-            continue
-        for firm_id in firms[change.realm_id]:
-            if _store(sessions, firm_id, change, now):
-                result.stored += 1
+        for change in changes:
+            if change.entity != PURCHASE:
+                ignored[f"{change.entity} (only purchases are imported)"] += 1
+            elif not firms.get(change.realm_id):
+                ignored[f"company {change.realm_id} (no active firm has it)"] += 1
             else:
-                result.duplicates += 1
+                for firm_id in firms[change.realm_id]:
+                    if (firm_id, change.dedupe_key) in wanted:
+                        result.duplicates += 1  # twice in one delivery
+                    else:
+                        wanted[(firm_id, change.dedupe_key)] = change
+        known = _stored_keys(session, wanted)
+        rows = [{"firm_id": firm_id, "realm_id": change.realm_id, "entity": change.entity,
+                 "entity_id": change.entity_id, "operation": change.operation,
+                 "event_time": change.event_time, "dedupe_key": key, "received_at": now,
+                 "next_attempt_at": now, "attempts": 0}
+                for (firm_id, key), change in wanted.items() if (firm_id, key) not in known]
+        if rows:
+            session.execute(_insert_new(session), rows)
+        session.commit()
+    result.duplicates += len(known)
+    result.stored += len(rows)
+    result.ignored += sum(ignored.values())
+    for what, count in ignored.items():
+        log.info("webhook: %d event(s) for %s acknowledged and dropped", count, what)
     return result
 
 
-def _store(sessions: sessionmaker[Session], firm_id: int, change: EntityChange,
-           now: datetime) -> bool:
-    with sessions() as session:
-        if session.scalar(select(WebhookEvent.id).where(
-                WebhookEvent.firm_id == firm_id,
-                WebhookEvent.dedupe_key == change.dedupe_key)) is not None:
-            return False
-        session.add(WebhookEvent(
-            firm_id=firm_id, realm_id=change.realm_id, entity=change.entity,
-            entity_id=change.entity_id, operation=change.operation,
-            event_time=change.event_time, dedupe_key=change.dedupe_key, received_at=now,
-            next_attempt_at=now, attempts=0))
-        try:
-            session.commit()
-        except IntegrityError:  # the same event, stored by a concurrent delivery
-            session.rollback()
-            return False
-    return True
+def _stored_keys(session: Session, wanted: dict[tuple[int, str], EntityChange]
+                 ) -> set[tuple[int, str]]:
+    """Which (firm, dedupe key) pairs are stored already, read in bounded ``IN`` lists."""
+    by_firm: dict[int, list[str]] = defaultdict(list)
+    for firm_id, key in wanted:
+        by_firm[firm_id].append(key)
+    known: set[tuple[int, str]] = set()
+    for firm_id, keys in by_firm.items():
+        for chunk in chunks(keys, 500):
+            known.update((firm_id, key) for key in session.scalars(select(
+                WebhookEvent.dedupe_key).where(WebhookEvent.firm_id == firm_id,
+                                               WebhookEvent.dedupe_key.in_(chunk))))
+    return known
+
+
+def _insert_new(session: Session) -> Any:
+    """INSERT … ON CONFLICT DO NOTHING on the dedupe key: a concurrent delivery of the same
+    event (stored between our read and our insert) is skipped, not an error."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql_insert(WebhookEvent).on_conflict_do_nothing(
+            index_elements=["firm_id", "dedupe_key"])
+    if dialect == "sqlite":
+        return sqlite_insert(WebhookEvent).on_conflict_do_nothing(
+            index_elements=["firm_id", "dedupe_key"])
+    return insert(WebhookEvent)
 
 
 # -- processing --------------------------------------------------------------------------------
