@@ -21,7 +21,6 @@ from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_bolt.response import BoltResponse
 from slack_sdk import WebClient
 from slack_sdk.oauth.installation_store import Installation, InstallationStore
-from slack_sdk.oauth.installation_store.sqlalchemy import SQLAlchemyInstallationStore
 from slack_sdk.oauth.state_store.sqlalchemy import SQLAlchemyOAuthStateStore
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -33,6 +32,7 @@ from hardcost.bot.outbox import ClientFor
 from hardcost.bot.ui.pages import oauth_page
 from hardcost.sync import oauth
 from hardcost.sync.config import Settings
+from hardcost.sync.slack_tables import EncryptedInstallationStore
 from hardcost.sync.store import PROVIDER_NAMES, Firm, FirmSettings
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ def oauth_settings(ctx: BotContext, engine: Engine) -> OAuthSettings:
     """Bolt's OAuth settings: SQLAlchemy stores on the app's database, hardcost's own pages."""
     config = ctx.config
     assert config.slack_client_id and config.slack_client_secret
-    installations = SQLAlchemyInstallationStore(client_id=config.slack_client_id, engine=engine)
+    installations = EncryptedInstallationStore(client_id=config.slack_client_id, engine=engine)
     states = SQLAlchemyOAuthStateStore(expiration_seconds=STATE_SECONDS, engine=engine)
     settings = OAuthSettings(
         client_id=config.slack_client_id, client_secret=config.slack_client_secret,

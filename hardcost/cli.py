@@ -33,6 +33,7 @@ from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import FirmNotReady
 from hardcost.sync.report import render_summary
+from hardcost.sync.slack_tables import SLACK_METADATA
 from hardcost.sync.store import Base, Firm, FirmSettings, make_engine, make_session_factory
 
 
@@ -53,6 +54,7 @@ def _cmd_keys_rotate(args: argparse.Namespace) -> int:
     ring = keyring_for(engine)
     with engine.begin() as connection:
         rows = rotate_secrets(connection, Base.metadata, ring)
+        rows += rotate_secrets(connection, SLACK_METADATA, ring)  # Slack workspaces' tokens
     engine.dispose()
     print(f"Re-encrypted {rows} row{'s' if rows != 1 else ''} of stored secrets with the newest "
           f"key of {ring.source}.")

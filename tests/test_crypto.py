@@ -429,3 +429,81 @@ def test_bind_errors_do_not_show_parameters(sessions: sessionmaker[Session]) -> 
         session.commit()
 
     assert ACCESS not in str(failed.value) and "gAAAAA" not in str(failed.value)
+
+
+# -- Slack workspaces' tokens (multi-workspace mode, issue 10 #8) ------------------------------
+
+SLACK_TOKEN = "xoxb-1111-2222-slackTOKENabcdef"
+
+
+def _slack_install(engine: Engine) -> None:
+    """What Bolt's install flow stores, through the same store class the app uses."""
+    from slack_sdk.oauth.installation_store import Installation
+
+    from hardcost.sync.slack_tables import EncryptedInstallationStore
+
+    store = EncryptedInstallationStore(client_id="111.222", engine=engine)
+    store.save(Installation(app_id="A1", team_id="T0CRYPTO", team_name="Crypto LLP",
+                            bot_token=SLACK_TOKEN, bot_id="B1", bot_user_id="U0BOT",
+                            bot_scopes=["commands"], user_id="U0ADMIN",
+                            incoming_webhook_url="https://hooks.slack.com/services/T/B/secret"))
+
+
+def _slack_raw(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        values = [row[0] for row in conn.execute(text("SELECT bot_token FROM slack_bots"))]
+        values += [v for row in conn.execute(text(
+            "SELECT bot_token, incoming_webhook_url FROM slack_installations")) for v in row]
+    return values
+
+
+def test_slack_bot_tokens_are_stored_encrypted_and_read_back(db_engine: Engine) -> None:
+    from hardcost.sync.slack_tables import EncryptedInstallationStore
+
+    _slack_install(db_engine)
+
+    raw = _slack_raw(db_engine)
+    assert len(raw) == 3 and all(value and "xoxb" not in value and "hooks.slack" not in value
+                                 for value in raw)
+    bot = EncryptedInstallationStore(client_id="111.222", engine=db_engine).find_bot(
+        enterprise_id=None, team_id="T0CRYPTO")
+    assert bot is not None and bot.bot_token == SLACK_TOKEN
+
+
+def test_rotate_covers_the_slack_tokens(database_url: str) -> None:
+    from hardcost.sync.slack_tables import EncryptedInstallationStore
+
+    old, new = generate_key(), generate_key()
+    with_old = make_engine(database_url, secret_key=old)
+    _slack_install(with_old)
+    with_old.dispose()
+    env = {**os.environ, "DATABASE_URL": database_url, "HARDCOST_SECRET_KEY": f"{new},{old}"}
+
+    result = hardcost("keys", "rotate", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "Re-encrypted 2 rows" in result.stdout  # one bot row, one installation row
+    only_new = make_engine(database_url, secret_key=new)
+    bot = EncryptedInstallationStore(client_id="111.222", engine=only_new).find_bot(
+        enterprise_id=None, team_id="T0CRYPTO")
+    assert bot is not None and bot.bot_token == SLACK_TOKEN
+    only_new.dispose()
+
+
+def test_migration_0010_encrypts_stored_slack_tokens_and_downgrade_decrypts(
+        db_engine: Engine) -> None:
+    config = alembic_config(db_engine.url.render_as_string(hide_password=False))
+
+    def migrate(step: str, revision: str) -> None:
+        with db_engine.begin() as conn:
+            config.attributes["connection"] = conn
+            getattr(command, step)(config, revision)
+
+    _slack_install(db_engine)
+    try:
+        migrate("downgrade", "0009")
+        assert SLACK_TOKEN in _slack_raw(db_engine)  # as slack-sdk stored it before 0010
+    finally:
+        migrate("upgrade", "head")
+
+    assert not any(SLACK_TOKEN in (value or "") for value in _slack_raw(db_engine))
