@@ -125,10 +125,7 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
     if settings is None:
         raise SettingError("This workspace has no hardcost firm yet.")
     raw = raw.strip()
-    longest = MAX_APPROVERS * 40 if key == "approvers" else MAX_VALUE  # <@U…|name> each
-    if len(raw) > longest:
-        raise SettingError(f"That value is {len(raw):,} characters long; a setting takes at "
-                           f"most {longest:,}.", key)
+    check_value(key, raw)
     if key == "start-date":
         settings.start_date = _start_date(raw, key)
         return f"Start date is now {settings.start_date.isoformat()}."
@@ -156,10 +153,6 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
         settings.clio_user_id = user.id
         return f"Entries will belong to {user.name}."
     if key == "schedule":
-        low, high = SCHEDULE_MINUTES
-        if not _MINUTES.fullmatch(raw) or not low <= int(raw) <= high:
-            raise SettingError(f"“{raw}” is not a number of minutes from {low} to {high:,} "
-                               "(a week).", key)
         settings.schedule_minutes = int(raw)
         return f"Imports run every {int(raw)} minutes."
     if key in {"split-lines", "item-lines"}:
@@ -167,8 +160,6 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
         setattr(settings, key.replace("-", "_"), value)
         return f"{key} is now {'on' if value else 'off'}."
     if key == "deletions":
-        if raw.lower() not in {"delete", "alert"}:
-            raise SettingError(f"“{raw}” is neither delete nor alert.", key)
         settings.deletions = raw.lower()
         return f"Deletions in QuickBooks will {'delete the Clio entry' if raw.lower() == 'delete' else 'only be reported'}."  # noqa: E501
     if key == "approvers":
@@ -186,6 +177,28 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
     if key == "channel":
         raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
     raise SettingError(f"There is no setting called “{key}”.")
+
+
+def check_value(key: str, raw: str) -> None:
+    """What can be checked of a value without asking QuickBooks, Clio or Slack (its length,
+    a date, a number of minutes, a choice among words); SettingError when it is wrong. The
+    settings modal checks these before Slack's 3 seconds run out."""
+    raw = raw.strip()
+    longest = MAX_APPROVERS * 40 if key == "approvers" else MAX_VALUE  # <@U…|name> each
+    if len(raw) > longest:
+        raise SettingError(f"That value is {len(raw):,} characters long; a setting takes at "
+                           f"most {longest:,}.", key)
+    if key == "start-date":
+        _start_date(raw, key)
+    elif key == "schedule":
+        low, high = SCHEDULE_MINUTES
+        if not _MINUTES.fullmatch(raw) or not low <= int(raw) <= high:
+            raise SettingError(f"“{raw}” is not a number of minutes from {low} to {high:,} "
+                               "(a week).", key)
+    elif key == "deletions" and raw.lower() not in {"delete", "alert"}:
+        raise SettingError(f"“{raw}” is neither delete nor alert.", key)
+    elif key in {"split-lines", "item-lines"}:
+        _on_off(raw, key)
 
 
 def _start_date(raw: str, key: str) -> date:

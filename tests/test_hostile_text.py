@@ -16,7 +16,7 @@ from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import Choice, FailureNotice, Prompt, PromptAnswer, SettingsForm
 from hardcost.bot.ui.content import StatusReport as Status
 from hardcost.bot.ui.home import home_view
-from hardcost.bot.ui.modals import settings_modal
+from hardcost.bot.ui.modals import saved_modal, settings_modal
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -131,6 +131,9 @@ BUILDERS: dict[str, Callable[[], Any]] = {
                                                       datetime(2026, 4, 1)),
     "home": lambda: home_view(poison(STATUS)),
     "settings_modal": lambda: settings_modal(poison(SETTINGS)),
+    "settings_modal_refused": lambda: settings_modal(poison(SETTINGS), problems={
+        "category": HOSTILE, HOSTILE: HOSTILE}),
+    "saved_modal": lambda: saved_modal(HOSTILE),
 }
 
 

@@ -582,10 +582,42 @@ def test_settings_modal_opens_and_saves(rig: SlackRig) -> None:
 
     response = rig.submit_view(view, values)
 
-    assert response.status_code == 200 and "errors" not in response.text
+    # Issue 10 #15: the ack comes at once, a "Saving" view; the checks against QuickBooks,
+    # Clio and Slack run after it, and the view then says what happened.
+    assert response.status_code == 200 and response.json()["response_action"] == "update"
+    assert "Saving" in json.dumps(response.json()["view"])
+    wait_for(lambda: "Settings saved" in json.dumps(rig.ws.views.get(view["id"])),
+             what="the view saying the settings were saved")
     settings = _settings(rig)
     assert settings.start_date == date(2025, 9, 1) and settings.schedule_minutes == 30
     assert settings.split_lines and settings.deletions == "alert"
+
+
+def test_a_save_refused_by_a_service_check_shows_why_and_keeps_what_was_entered(
+        rig: SlackRig) -> None:
+    rig.command("settings")
+    view = wait_for(lambda: next((v for v in rig.ws.views.values()
+                                  if "accounts" in json.dumps(v)), None),
+                    what="the filled settings modal")
+    values = {
+        "accounts": {"accounts": {"type": "multi_static_select", "selected_options": [
+            {"value": rig.firm.import_account}]}},
+        "category": {"category": {"type": "static_select", "selected_option": {
+            "value": "999999"}}},  # gone from Clio since the modal opened
+        "schedule": {"schedule": {"type": "plain_text_input", "value": "45"}},
+        "deletions": {"deletions": {"type": "radio_buttons", "selected_option": {
+            "value": "alert"}}},
+    }
+
+    response = rig.submit_view(view, values)
+
+    assert response.json()["response_action"] == "update"
+    shown = wait_for(lambda: rig.ws.views.get(view["id"]) if "Nothing was saved" in json.dumps(
+        rig.ws.views.get(view["id"])) else None, what="the refusal in the view")
+    text = json.dumps(shown)
+    assert "Category" in text and "999999" in text
+    assert '"initial_value": "45"' in text  # what the person typed is still there
+    assert _settings(rig).schedule_minutes == 15 and _settings(rig).deletions == "delete"
 
 
 def test_settings_modal_shows_errors_on_the_fields(rig: SlackRig) -> None:

@@ -6,6 +6,9 @@ or App Home)."""
 from __future__ import annotations
 
 import logging
+import re
+from dataclasses import replace
+from datetime import date
 from typing import Any
 
 from slack_bolt import Ack, App
@@ -13,13 +16,14 @@ from slack_sdk import WebClient
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
-from hardcost.bot.ui.content import SETTINGS_CALLBACK
-from hardcost.bot.ui.modals import settings_values
-from hardcost.sync.firm_settings import SettingError, apply_setting
+from hardcost.bot.ui.content import SETTINGS_CALLBACK, Choice, SettingsForm
+from hardcost.bot.ui.modals import saved_modal, saving_modal, settings_modal, settings_values
+from hardcost.sync.firm_settings import SettingError, apply_setting, check_value
 from hardcost.sync.http import ApiError
 from hardcost.sync.store import FirmSettings
 
 log = logging.getLogger(__name__)
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
                   values: dict[str, Any]) -> dict[str, str]:
@@ -72,22 +76,95 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
     return errors
 
 
+LOCAL_CHECKS = {"start_date": "start-date", "schedule": "schedule", "deletions": "deletions"}
+
+
+def local_errors(values: dict[str, Any]) -> dict[str, str]:
+    """What is wrong with the submitted values without asking any service: answered in the
+    ack, as Slack's own field errors."""
+    errors: dict[str, str] = {}
+    for block_id, key in LOCAL_CHECKS.items():
+        raw = values.get(block_id)
+        if raw in (None, ""):
+            continue
+        try:
+            check_value(key, str(raw))
+        except SettingError as exc:
+            errors[block_id] = exc.problem[:150]
+    if not values.get("accounts"):
+        errors["accounts"] = "Choose at least one import account."
+    return errors
+
+
 def register(app: App, ctx: BotContext) -> None:
-    def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any],
-                  client: WebClient) -> None:
-        firm_id = ctx.firm_id_for_interaction(body)
-        user_id = str((body.get("user") or {}).get("id"))
-        if firm_id is None or not service.is_settings_admin(client, ctx.settings(firm_id),
-                                                            user_id):
+    def ack_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Within Slack's 3 s: only the database and local checks; the rest after the ack."""
+        if ctx.firm_id_for_interaction(body) is None:
             ack(response_action="errors", errors={
-                "schedule": "Only workspace admins and hardcost's approvers can change "
-                            "settings."})
+                "schedule": "This workspace is not set up with hardcost."})
             return
-        errors = save_settings(ctx, client, firm_id, settings_values(view.get("state") or {}))
+        errors = local_errors(settings_values(view.get("state") or {}))
         if errors:
             ack(response_action="errors", errors=errors)
         else:
-            ack()
-            log.info("firm %s: settings saved by %s", firm_id, user_id)
+            ack(response_action="update", view=saving_modal())
 
-    app.view(SETTINGS_CALLBACK)(on_submit)
+    def save_submitted(body: dict[str, Any], view: dict[str, Any],
+                       client: WebClient) -> None:
+        firm_id = ctx.firm_id_for_interaction(body)
+        user_id = str((body.get("user") or {}).get("id"))
+        view_id = str(view.get("id") or "")
+        if firm_id is None:
+            return
+        values = settings_values(view.get("state") or {})
+        if local_errors(values):
+            return  # answered in the ack
+        if not service.is_settings_admin(client, ctx.settings(firm_id), user_id):
+            client.views_update(view_id=view_id, view=saved_modal(
+                "Nothing was saved: only workspace admins and hardcost's approvers can change "
+                "settings."))
+            return
+        errors = save_settings(ctx, client, firm_id, values)
+        if errors:
+            form = service.settings_form(ctx, firm_id)
+            client.views_update(view_id=view_id, view=settings_modal(
+                _as_submitted(form, values), problems=errors))
+            return
+        log.info("firm %s: settings saved by %s", firm_id, user_id)
+        client.views_update(view_id=view_id, view=saved_modal(
+            "Settings saved. They apply from the next run."))
+
+    app.view(SETTINGS_CALLBACK)(ack=ack_submit, lazy=[save_submitted])
+
+
+def _as_submitted(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
+    """The form again with what the person chose, so a refused save loses nothing they
+    entered (choices Slack no longer offers fall back to the stored ones)."""
+    def pick(options: tuple[Choice, ...], raw: object) -> Choice | None:
+        return next((c for c in options if str(c.id) == str(raw)), None)
+
+    accounts = tuple(c for c in form.account_options
+                     if str(c.id) in {str(a) for a in values.get("accounts") or []})
+    schedule = str(values.get("schedule") or "")
+    return replace(
+        form,
+        channel_id=str(values["channel"]) if values.get("channel") else form.channel_id,
+        start_date=_day(values.get("start_date")) or form.start_date,
+        import_accounts=accounts or form.import_accounts,
+        category=pick(form.category_options, values.get("category")) or form.category,
+        user=pick(form.user_options, values.get("user")) or form.user,
+        schedule_minutes=int(schedule) if schedule.isascii() and schedule.isdigit()
+        and len(schedule) <= 5 else form.schedule_minutes,
+        split_lines=bool(values.get("split_lines")),
+        item_lines=bool(values.get("item_lines")),
+        deletions=str(values.get("deletions") or form.deletions),
+        approvers=tuple(str(u) for u in values.get("approvers") or ()))
+
+
+def _day(raw: object) -> date | None:
+    if not isinstance(raw, str) or not _ISO_DAY.fullmatch(raw):
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        return None

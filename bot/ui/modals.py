@@ -21,6 +21,7 @@ from slack_sdk.models.blocks import (
     Option,
     PlainTextInputElement,
     RadioButtonsElement,
+    SectionBlock,
     StaticMultiSelectElement,
     StaticSelectElement,
     UserMultiSelectElement,
@@ -28,7 +29,7 @@ from slack_sdk.models.blocks import (
 from slack_sdk.models.views import View
 
 from hardcost.bot.ui.content import SETTINGS_CALLBACK, Choice, SettingsForm
-from hardcost.bot.ui.text import clip, one_line, option
+from hardcost.bot.ui.text import clip, escape, fit, mrkdwn, one_line, option
 
 MAX_OPTIONS = 100
 OWNER = "owner"
@@ -63,11 +64,24 @@ def _input(block_id: str, label: str, element: Any, *, optional: bool = False,
                       hint=hint)
 
 
-def settings_modal(settings: SettingsForm) -> dict[str, Any]:
-    """The settings form (``views.open``). Nothing secret in it: no private_metadata."""
-    blocks: list[Any] = [ContextBlock(elements=[MarkdownTextObject(
+FIELD_NAMES = {"channel": "Channel", "start_date": "Start date", "accounts": "Import accounts",
+               "category": "Category", "user": "Clio user", "schedule": "Schedule",
+               "deletions": "Deletions", "approvers": "Approvers"}
+
+
+def settings_modal(settings: SettingsForm,
+                   problems: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The settings form (``views.open``). Nothing secret in it: no private_metadata.
+    ``problems`` (field → why), from a save that was refused, are listed at the top."""
+    blocks: list[Any] = []
+    if problems:
+        lines = "\n".join(f"• *{FIELD_NAMES.get(field, escape(field))}*: {mrkdwn(why, 300)}"
+                          for field, why in list(problems.items())[:10])
+        blocks.append(SectionBlock(text=MarkdownTextObject(
+            text=fit(f":warning: Nothing was saved:\n{lines}", 3000))))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(
         text="Changes apply from the next run. Workspace admins and the firm's approvers "
-             "can save them.")])]
+             "can save them.")]))
 
     blocks.append(_input("channel", "Channel for summaries, alerts and prompts",
                          ConversationSelectElement(
@@ -219,3 +233,19 @@ def settings_values(view_state: Mapping[str, Any]) -> dict[str, object]:
         "deletions": _single(_element(values, "deletions")) or "",
         "approvers": [str(u) for u in approvers],
     }
+
+
+def saving_modal() -> dict[str, Any]:
+    """Shown at once on Save (Slack waits 3 s for the answer; checking the accounts in
+    QuickBooks and the names in Clio can take longer); replaced when the save is done."""
+    return View(type="modal", callback_id=SETTINGS_CALLBACK, title="hardcost settings",
+                close="Close", blocks=[SectionBlock(text=MarkdownTextObject(
+                    text=":hourglass_flowing_sand: Saving: checking the accounts in "
+                         "QuickBooks and the category and user in Clio…"))]).to_dict()
+
+
+def saved_modal(text: str) -> dict[str, Any]:
+    """The outcome of a save that needs no more input (done, or refused for good)."""
+    return View(type="modal", callback_id=SETTINGS_CALLBACK, title="hardcost settings",
+                close="Done", blocks=[SectionBlock(text=MarkdownTextObject(
+                    text=fit(escape(text), 3000)))]).to_dict()
