@@ -127,7 +127,8 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
             log.info("multi-workspace mode, install at %s%s",
                      config.public_url.rstrip("/"), INSTALL_PATH)
         routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
-        serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler),
+        serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler,
+                                    signing_secret=config.slack_signing_secret),
                       "0.0.0.0", config.port)
         return 0
     finally:

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import re
@@ -17,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from slack_bolt import App
 from slack_bolt.adapter.wsgi import SlackRequestHandler
+from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
 from waitress.server import create_server
 from werkzeug.wrappers import Request, Response
 
+from hardcost.bot.payloads import payload_problem
 from hardcost.sync.metrics import REGISTRY, StoreCollector
 
 if TYPE_CHECKING:
@@ -33,14 +36,37 @@ StartResponse = Callable[..., Any]
 SLACK_PATHS = frozenset({"/slack/events", "/slack/install", "/slack/oauth_redirect"})
 """Bolt's: the install paths answer only in multi-workspace mode (404 otherwise)."""
 SLACK_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+MAX_SLACK_BODY = 4 * 1024 * 1024  # Slack's payloads are far smaller; a view is at most ~250 KB
 
 
 WSGIApp = Callable[..., Iterable[bytes]]
 
 
+def _refuse_before_bolt(environ: dict[str, Any], signing_secret: str) -> Response | None:
+    """401 for a bad signature, 400 for a signed body Bolt would choke on (``bot.payloads``);
+    None to hand the request to Bolt (which verifies the signature again)."""
+    try:
+        length = min(int(environ.get("CONTENT_LENGTH") or 0), MAX_SLACK_BODY)
+    except ValueError:
+        return Response("invalid request", status=400)
+    body = environ["wsgi.input"].read(length) if length > 0 else b""
+    environ["wsgi.input"] = io.BytesIO(body)  # Bolt reads the body again
+    environ["CONTENT_LENGTH"] = str(len(body))
+    headers = {"x-slack-request-timestamp": environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""),
+               "x-slack-signature": environ.get("HTTP_X_SLACK_SIGNATURE", "")}
+    if not SignatureVerifier(signing_secret).is_valid_request(body, headers):
+        return Response("invalid request", status=401)
+    problem = payload_problem(body, environ.get("CONTENT_TYPE"))
+    if problem is not None:
+        log.warning("a signed Slack request refused: %s", problem)
+        return Response(f"malformed request: {problem}", status=400)
+    return None
+
+
 def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
                   routes: dict[str, WSGIApp] | None = None,
-                  scheduler: ImportScheduler | None = None) -> WSGIApp:
+                  scheduler: ImportScheduler | None = None,
+                  signing_secret: str | None = None) -> WSGIApp:
     """``/slack/events``, ``/slack/install``, ``/slack/oauth_redirect`` (Bolt), ``/healthz``,
     ``/metrics`` (Prometheus text format, ``hardcost.sync.metrics``) and any extra ``routes``
     by exact path (OAuth callbacks, ``/webhooks/quickbooks``).
@@ -97,6 +123,10 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
                 # Bolt's verifier raises on a timestamp that is not a number: a 500 for what
                 # is only a bad signature.
                 return Response("invalid request", status=401)(environ, start_response)
+            if signing_secret and path == "/slack/events":
+                refused = _refuse_before_bolt(environ, signing_secret)
+                if refused is not None:
+                    return refused(environ, start_response)
             return slack(environ, start_response)
         if path == "/healthz":
             return health(environ, start_response)

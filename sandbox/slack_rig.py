@@ -204,7 +204,8 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> Sla
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET)
     web = serve_in_thread(make_wsgi_app(app, firm.sessions,
                                         routes={**oauth_routes(ctx, client),
-                                                **webhook_routes(ctx)}))
+                                                **webhook_routes(ctx)},
+                                        signing_secret=SIGNING_SECRET))
     # OAuth redirects come back to this server: it is the app's PUBLIC_URL.
     ctx.config = ctx.config.model_copy(update={"public_url": web.url})
     return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff)
@@ -294,5 +295,6 @@ def make_install_rig(world: Any, engine: Any, slack: SlackSandbox,
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET, engine=engine)
     clients = slack_clients(ctx, app)
     late.app = make_wsgi_app(app, sessions,
-                             routes={**oauth_routes(ctx, clients), **webhook_routes(ctx)})
+                             routes={**oauth_routes(ctx, clients), **webhook_routes(ctx)},
+                             signing_secret=SIGNING_SECRET)
     return InstallRig(world, sessions, slack, slack_server, app, ctx, web, clients)
