@@ -14,7 +14,9 @@ from urllib.parse import parse_qs
 
 OBJECTS = ("team", "user", "channel", "container", "message", "enterprise", "view", "event",
            "workflow_step", "state", "function_data", "bot_access_token")
-"""Keys Bolt reads as JSON objects when present (``null`` too, which Slack sends for some)."""
+"""Keys Bolt reads as JSON objects when present."""
+MAY_BE_NULL = frozenset({"team", "enterprise"})
+"""Of those, the ones Slack sends as ``null`` (org-wide installs) and Bolt reads as absent."""
 
 
 def payload_problem(body: bytes, content_type: str | None) -> str | None:
@@ -44,8 +46,10 @@ def _json_problem(text: str, *, interaction: bool) -> str | None:
     if "type" in data and not isinstance(data["type"], str):
         return "type is not text"
     for key in OBJECTS:
-        if key in data and data[key] is not None and not isinstance(data[key], dict):
-            return f"{key} is not an object"
+        if key not in data or isinstance(data[key], dict) or \
+                (data[key] is None and key in MAY_BE_NULL):
+            continue
+        return f"{key} is not an object"
     for key in ("view", "event"):
         if isinstance(data.get(key), dict) and not isinstance(data[key].get("type"), str):
             return f"{key} has no type"

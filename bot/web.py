@@ -54,7 +54,12 @@ def _refuse_before_bolt(environ: dict[str, Any], signing_secret: str) -> Respons
     environ["CONTENT_LENGTH"] = str(len(body))
     headers = {"x-slack-request-timestamp": environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP", ""),
                "x-slack-signature": environ.get("HTTP_X_SLACK_SIGNATURE", "")}
-    if not SignatureVerifier(signing_secret).is_valid_request(body, headers):
+    try:
+        valid = SLACK_TIMESTAMP.fullmatch(headers["x-slack-request-timestamp"]) is not None \
+            and SignatureVerifier(signing_secret).is_valid_request(body, headers)
+    except ValueError:  # the verifier parses the timestamp itself
+        valid = False
+    if not valid:
         return Response("invalid request", status=401)
     problem = payload_problem(body, environ.get("CONTENT_TYPE"))
     if problem is not None:

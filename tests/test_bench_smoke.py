@@ -38,3 +38,15 @@ def test_quiet_bench_reports_its_call_counts_and_no_clio_calls(
     assert clio == [(0, 0.0, 0), (0, 0.0, 0)]
     assert "Wall time, all 3 quiet runs" in report
     assert "✗" not in report  # every correctness check passed
+
+
+def test_the_reliability_report_runs_and_loses_nothing(tmp_path: Path) -> None:
+    from bench import reliability
+
+    out = tmp_path / "reliability.md"
+
+    assert reliability.main(["--requests", "10", "--purchases", "10", "--kills", "1",
+                             "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "**Lost in all: 0**" in text
+    assert "| Forged, stale or altered Slack requests | 10 | 401: 10 | nothing |" in text

@@ -78,12 +78,24 @@ def test_a_timestamp_that_is_not_a_number_gets_401_not_500(rig: SlackRig, stamp:
     {"type": "block_actions", "team": "T1", "actions": [{"action_id": "hc_run_now"}]},
     {"type": 7},
     ["not", "an", "object"],
+    {"type": "block_suggestion", "view": None},  # found by bench/reliability.py
+    {"type": "event_callback", "event": None},
 ])
 def test_a_signed_payload_bolt_would_choke_on_gets_400_not_500(rig: SlackRig,
                                                              payload: Any) -> None:
     """Found by the fuzz suite (tests/test_fuzz.py): Bolt raised on these, a 500."""
     assert rig.interaction(payload).status_code == 400
     assert rig.interaction(payload, secret="not-the-secret").status_code == 401
+
+
+def test_a_request_without_slack_headers_gets_401(rig: SlackRig) -> None:
+    """Found by bench/reliability.py: with no timestamp header at all, the check before Bolt
+    fed an empty one to the verifier, which raised (a 500)."""
+    response = requests.post(f"{rig.web.url}/slack/events", timeout=10,
+                             data=rig.command_body("pause").encode(),
+                             headers={"Content-Type": "application/x-www-form-urlencoded"})
+
+    assert response.status_code == 401
 
 
 def test_stale_timestamp_gets_401(rig: SlackRig) -> None:
