@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -84,8 +84,9 @@ log = logging.getLogger(__name__)
 WATERMARK_STREAM = "purchases"
 WATERMARK_MARGIN = timedelta(seconds=60)
 PENDING_GRACE = timedelta(minutes=2)
-"""A pending link younger than this may be another process's write in flight (a POST waits at
-most 70 s for Clio): recovery leaves it alone."""
+"""A pending link younger than this, written by a person's choice or by a run still marked
+running, may be a write in flight in a live process (a POST waits at most 70 s for Clio):
+recovery leaves it alone. One of a run that is over is settled at once."""
 CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
 
 
@@ -589,12 +590,20 @@ class Importer:
 
         Found in Clio by marker → recorded as created. Not found → dropped, and the purchase
         is read again this run so it is posted once.
+
+        A link is orphaned, and settled at once, when the run that wrote it is over (``ok``,
+        ``failed``, or ``abandoned``: its process died, found by whoever took the firm's run
+        lock next or by ``hardcost serve`` starting). Only a write no finished run accounts
+        for may still be in flight in a live process: a person's choice (no run id) or a run
+        still marked ``running``; those are left alone for ``PENDING_GRACE``.
         """
         settled_before = self.clock() - PENDING_GRACE
         with self.sessions() as session:
+            over = select(Run.id).where(Run.firm_id == self.firm_id, Run.status != "running",
+                                        Run.id != state.summary.run_id)
             pending = list(session.scalars(select(EntryLink).where(
                 EntryLink.firm_id == self.firm_id, EntryLink.state == LinkState.PENDING,
-                EntryLink.updated_at < settled_before)))
+                or_(EntryLink.updated_at < settled_before, EntryLink.run_id.in_(over)))))
         refetch: set[str] = set()
         for link in pending:
             found = self.clio.find_by_marker(link.marker)
