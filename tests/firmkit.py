@@ -150,3 +150,13 @@ def start_serve(env: dict[str, str], port: int, *extra: str) -> subprocess.Popen
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "hardcost serve never listened"
             time.sleep(0.1)
+
+
+def serve_env(world: SandboxWorld, database_url: str, *, bot_token: str, slack_url: str,
+              port: int | str, signing_secret: str = "s3cret") -> dict[str, str]:
+    """The environment of a single-workspace ``hardcost serve`` on these sandboxes."""
+    env = {**env_for(world, database_url), "SLACK_BOT_TOKEN": bot_token,
+           "SLACK_SIGNING_SECRET": signing_secret, "SLACK_API_URL": f"{slack_url}/api/",
+           "PORT": str(port)}
+    env.pop("SLACK_APP_TOKEN", None)
+    return env

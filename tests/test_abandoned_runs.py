@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 
 from hardcost.sync.locks import LOCK_NAMESPACE, firm_run_lock, settle_abandoned_runs
 from hardcost.sync.store import Run, utcnow
-from tests.firmkit import Firm, env_for, free_port, make_firm, start_serve
+from tests.firmkit import Firm, free_port, make_firm, serve_env, start_serve
 
 
 def _ghost_run(firm: Firm) -> int:
@@ -91,10 +91,8 @@ def test_serve_settles_abandoned_runs_when_it_starts(firm: Firm, database_url: s
     slack_server = serve_in_thread(slack)
     workspace = slack.add_workspace("T0001")
     port = free_port()
-    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
-           "SLACK_SIGNING_SECRET": "s", "SLACK_API_URL": f"{slack_server.url}/api/",
-           "PORT": str(port)}
-    env.pop("SLACK_APP_TOKEN", None)
+    env = serve_env(firm.world, database_url, bot_token=workspace.bot_token,
+                    slack_url=slack_server.url, port=port)
     proc = start_serve(env, port)
     try:
         assert _run(firm, ghost).status == "abandoned"

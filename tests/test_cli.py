@@ -12,7 +12,7 @@ from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.store import make_engine
-from tests.firmkit import Firm, env_for, free_port, start_serve
+from tests.firmkit import Firm, env_for, free_port, serve_env, start_serve
 
 
 def hardcost(*args: str, env: dict[str, str] | None = None,
@@ -117,10 +117,8 @@ def test_serve_answers_signed_slack_requests_and_health(firm: Firm, database_url
     slack_server = serve_in_thread(slack)
     workspace = slack.add_workspace("T0001")
     port = free_port()
-    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
-           "SLACK_SIGNING_SECRET": "s3cret", "SLACK_API_URL": f"{slack_server.url}/api/",
-           "PORT": str(port)}
-    env.pop("SLACK_APP_TOKEN", None)
+    env = serve_env(firm.world, database_url, bot_token=workspace.bot_token,
+                    slack_url=slack_server.url, port=port)
     proc = start_serve(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -199,9 +197,8 @@ def test_sigterm_mid_import_stops_between_entries_and_loses_nothing(
     firm.world.clio.faults.add(Fault(path=r"/activities\.json$", method="POST",
                                      passthrough=True, delay_after=0.4, times=100))
     port = free_port()
-    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
-           "SLACK_SIGNING_SECRET": "s3cret", "SLACK_API_URL": f"{slack_server.url}/api/",
-           "PORT": str(port)}
+    env = serve_env(firm.world, database_url, bot_token=workspace.bot_token,
+                    slack_url=slack_server.url, port=port)
     proc = start_serve(env, port)
     try:
         body = urlencode({"team_id": "T0001", "user_id": user, "command": "/hardcost",

@@ -27,7 +27,7 @@ from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.store import LinkState, Run
-from tests.firmkit import Firm, env_for, free_port, start_serve
+from tests.firmkit import Firm, free_port, serve_env, start_serve
 
 POST = r"/api/v4/activities\.json$"
 SECRET = "crash-signing-secret"
@@ -48,10 +48,8 @@ def _serve(firm: Firm, database_url: str, slack: tuple[str, str]
            ) -> tuple[subprocess.Popen[str], str]:
     token, url = slack
     port = free_port()
-    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": token,
-           "SLACK_SIGNING_SECRET": SECRET, "SLACK_API_URL": f"{url}/api/",
-           "PORT": str(port)}
-    env.pop("SLACK_APP_TOKEN", None)
+    env = serve_env(firm.world, database_url, bot_token=token, slack_url=url, port=port,
+                    signing_secret=SECRET)
     return start_serve(env, port), f"http://127.0.0.1:{port}"
 
 

@@ -27,7 +27,7 @@ from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.store import Connection, Run
 from hardcost.sync.summary import RunProgress
-from tests.firmkit import Firm, env_for, free_port, start_serve
+from tests.firmkit import Firm, env_for, free_port, serve_env, start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,10 +79,9 @@ def _serve_one_run(firm: Firm, database_url: str, **env_extra: str) -> tuple[str
         row.slack_team_id = "T0001"
         session.commit()
     port = free_port()
-    env = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": workspace.bot_token,
-           "SLACK_SIGNING_SECRET": "s3cret-signing", "SLACK_API_URL": f"{slack_server.url}/api/",
-           "PORT": str(port), **env_extra}
-    env.pop("SLACK_APP_TOKEN", None)
+    env = {**serve_env(firm.world, database_url, bot_token=workspace.bot_token,
+                       slack_url=slack_server.url, port=port, signing_secret="s3cret-signing"),
+           **env_extra}
     proc = start_serve(env, port)
     base = f"http://127.0.0.1:{port}"
     try:
