@@ -77,7 +77,7 @@ from hardcost.sync.summary import (
     WaitingItem,
     matter_label,
 )
-from hardcost.sync.tokens import mark_broken
+from hardcost.sync.tokens import broken_reason, mark_broken
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +185,7 @@ class Importer:
             log.warning("run for firm %s stopped: %s", self.firm_id, exc)
             if isinstance(exc, ReconnectRequired) and exc.service in PROVIDER_FOR_SERVICE:
                 mark_broken(self.sessions, self.firm_id, PROVIDER_FOR_SERVICE[exc.service],
-                            exc.message, self.clock())
+                            broken_reason(exc), self.clock())
         except Exception as exc:
             # A bug or an answer of a shape nobody expected: the run's record must not say ok.
             summary.error = (f"The run stopped on an unexpected error ({type(exc).__name__}); "

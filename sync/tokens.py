@@ -115,7 +115,7 @@ class StoredTokens:
                 grant = self.refresher(row.refresh_token)
             except ReconnectRequired as exc:
                 session.rollback()
-                mark_broken(self.sessions, self.firm_id, self.provider, exc.message,
+                mark_broken(self.sessions, self.firm_id, self.provider, broken_reason(exc),
                             self.clock())
                 raise
             now = self.clock()
@@ -132,6 +132,12 @@ class StoredTokens:
             log.info("refreshed %s tokens for firm %s", self.provider, self.firm_id)
             self._access, self._expires_at = row.access_token, row.access_expires_at
             return row.access_token
+
+
+def broken_reason(exc: ReconnectRequired) -> str:
+    """Why a connection is broken, in the few words the notices put in brackets: the
+    provider's own code (``invalid_grant``) when it gave one, else the whole sentence."""
+    return exc.code or exc.message
 
 
 def mark_broken(sessions: sessionmaker[Session], firm_id: int, provider: str, reason: str,

@@ -390,7 +390,11 @@ def test_only_invalid_grant_ends_the_connection(firm: Firm) -> None:
     summary = firm.run()
 
     assert summary.error is not None and "reconnect QuickBooks" in summary.error
-    assert _connection(firm, "quickbooks").broken_at is not None
+    row = _connection(firm, "quickbooks")
+    assert row.broken_at is not None
+    # The provider's code, so the notice reads "no longer accepts hardcost's connection
+    # (invalid_grant)" instead of repeating that sentence inside itself.
+    assert row.broken_reason == "invalid_grant"
 
 
 def test_refused_app_credentials_are_the_operators_to_fix(firm: Firm) -> None:
