@@ -63,7 +63,8 @@ def to_failure_notice(row: Failure, *, sandbox_links: bool = False) -> FailureNo
     url = transaction_url(row.purchase_id, sandbox=sandbox_links) \
         if row.purchase_id != "?" else None
     return FailureNotice(id=row.id, kind=row.kind, message=row.message, qbo_url=url,
-                       occurrences=row.occurrences, first_seen=row.first_seen)
+                         occurrences=row.occurrences, first_seen=row.first_seen,
+                         refused_by_clio=row.code.startswith("clio_"))
 
 
 def _post(message: Message, channel: str, **extra: Any) -> dict[str, Any]:

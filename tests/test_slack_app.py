@@ -865,3 +865,21 @@ def test_run_now_on_app_home_tells_the_person_when_it_cannot_start(rig: SlackRig
                   what="a direct message saying why")
     assert "/hardcost set account" in _blocks_text(dm)
     assert dm["channel"] != rig.channel
+
+
+def test_an_entry_clio_refuses_is_alerted_as_clios_to_fix(rig: SlackRig) -> None:
+    from hardcost.sandbox.faults import Fault
+
+    rig.firm.client("Jane Smith", ["Smith estate"])
+    rig.firm.expense(("10.00", "Jane Smith"))
+    rig.firm.world.clio.faults.add(Fault(
+        path=r"/api/v4/activities\.json$", method="POST", status=422,
+        body='{"error": {"type": "UnprocessableEntity", "message": "Matter is closed"}}'))
+
+    rig.command("run")
+
+    alert = wait_for(lambda: next((m for m in rig.channel_messages()
+                                   if "Sync failure" in _blocks_text(m)), None),
+                     what="the failure alert")
+    assert "Clio refused the entry" in _blocks_text(alert)
+    assert "Fix it in QuickBooks" not in _blocks_text(alert)

@@ -761,3 +761,14 @@ def test_settings_modal_keeps_chosen_options_among_many() -> None:
     assert [o["value"] for o in element["initial_options"]] == ["250", "999"]
     assert all(o in element["options"] for o in element["initial_options"])
     assert "not listed" in all_text(view)
+
+
+def test_a_failure_clio_refused_points_at_clio_not_quickbooks() -> None:
+    alert = json.dumps(failure_alert(a_failure(
+        message="Check 1042 could not be written to Clio: the matter is closed.",
+        refused_by_clio=True)).blocks)
+
+    assert "Clio refused the entry" in alert and "Fix it in QuickBooks" not in alert
+    assert "QuickBooks transaction needs a fix" not in alert
+    plain = json.dumps(failure_alert(a_failure()).blocks)
+    assert "Fix it in QuickBooks" in plain

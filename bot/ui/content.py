@@ -71,6 +71,7 @@ class FailureNotice:
     qbo_url: str | None
     occurrences: int = 1
     first_seen: datetime | None = None
+    refused_by_clio: bool = False  # Clio refused the entry: the fix is in Clio, not QuickBooks
 
 
 @dataclass(frozen=True)

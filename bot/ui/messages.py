@@ -422,8 +422,21 @@ def run_details(summary: RunSummary) -> list[Message]:
 # failures
 
 
+def _kind_words(failure: FailureNotice) -> str:
+    if failure.kind == "data" and failure.refused_by_clio:
+        return "Clio refused the entry"
+    return _KIND_WORDS.get(failure.kind, failure.kind)
+
+
+def _kind_hint(failure: FailureNotice) -> str:
+    if failure.kind == "data" and failure.refused_by_clio:
+        return ("Fix what Clio names (the matter, the category or the user, in Clio or with "
+                "/hardcost set), then press Retry.")
+    return _KIND_HINTS.get(failure.kind, "Press Retry once it is fixed.")
+
+
 def _failure_blocks(failure: FailureNotice, *, actions: bool) -> list[Block]:
-    kind = escape(_KIND_WORDS.get(failure.kind, failure.kind))
+    kind = escape(_kind_words(failure))
     blocks = [_section(f":warning: *Sync failure* — {kind}\n{mrkdwn(failure.message, 2500)}")]
     seen = []
     if failure.occurrences > 1:
@@ -433,7 +446,7 @@ def _failure_blocks(failure: FailureNotice, *, actions: bool) -> list[Block]:
         seen.append(f"First seen {slack_date(failure.first_seen)}")
     if actions:
         blocks.append(_context(" · ".join(
-            [_KIND_HINTS.get(failure.kind, "Press Retry once it is fixed."), *seen])))
+            [_kind_hint(failure), *seen])))
         elements: list[Any] = []
         qbo = _qbo_button(failure.qbo_url)
         if qbo:
