@@ -115,7 +115,9 @@ def _expense(firm: Firm, n: int) -> tuple[str, Decimal]:
     return f"[qbo {firm.books.company.realm_id}/{purchase['Id']}/{customer}]", amount
 
 
-def _secrets(rig: SlackRig) -> list[str]:
+def secrets_of(rig: SlackRig) -> list[str]:
+    """Every secret a reply must never show: the bot token, the signing secret, the stored
+    QuickBooks and Clio tokens."""
     with rig.firm.sessions() as session:
         rows = list(session.scalars(select(Connection)))
     found = [rig.ws.bot_token, SIGNING_SECRET]
@@ -391,7 +393,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 time.sleep(1.0)  # lazy listeners answer after the ack
                 leaks = [m for m in rig.ws.messages
                          for text in [m.get("text", "") + json.dumps(m.get("blocks") or [])]
-                         if any(x in text for x in (*LEAKS, *_secrets(rig)))]
+                         if any(x in text for x in (*LEAKS, *secrets_of(rig)))]
                 other = _firm(world, sessions)
                 results["QuickBooks and Clio faults during an import"], armed = faults(
                     other, rng, args.purchases)

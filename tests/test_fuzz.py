@@ -22,10 +22,10 @@ from typing import Any
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
-from hardcost.sandbox.slack_rig import SIGNING_SECRET, SlackRig
-from hardcost.sync.store import Connection, Run
+from bench.reliability import LEAKS, secrets_of
+from hardcost.sandbox.slack_rig import SlackRig
+from hardcost.sync.store import Run
 from tests.firmkit import Firm, make_firm
 
 settings.register_profile("ci", max_examples=60, deadline=None, derandomize=True,
@@ -54,20 +54,10 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=10), inner,
                                                                 max_size=5),
     max_leaves=30)
-LEAKS = ("Traceback", "File \"/", "sqlalchemy.exc", "psycopg")
-
-
-def _secrets(rig: SlackRig) -> list[str]:
-    with rig.firm.sessions() as session:
-        rows = list(session.scalars(select(Connection)))
-    found = [rig.ws.bot_token, SIGNING_SECRET]
-    for row in rows:
-        found += [row.access_token, row.refresh_token or ""]
-    return [s for s in found if s and len(s) >= 8]
 
 
 def _assert_no_leak(rig: SlackRig, texts: list[str]) -> None:
-    secrets = _secrets(rig)
+    secrets = secrets_of(rig)
     for text in texts:
         for leak in LEAKS:
             assert leak not in text, text[:500]
