@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -195,6 +196,12 @@ class EntryLink(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     removed_at: Mapped[datetime | None] = mapped_column()  # deleted/voided handling settled
     removal_note: Mapped[str | None] = mapped_column(Text)  # what happened, in words
+    written: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What hardcost last wrote to the Clio entry (price, date, note, reference, matter): an
+    entry that no longer reads so was changed in Clio by a person and is not overwritten."""
+    superseded_at: Mapped[datetime | None] = mapped_column()
+    """Set when the purchase no longer calls for this entry (its customer or lines changed):
+    the entry is removed as for a deleted purchase (SPEC §4), by this run or the next."""
 
 
 class PurchaseRemoval(Base):
@@ -445,3 +452,37 @@ class WebhookEvent(Base):
     processed_at: Mapped[datetime | None] = mapped_column()
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class AuditEntry(Base):
+    """One change hardcost made or a person asked for: the firm's audit trail (append-only).
+
+    Written in the same transaction as the change it records (``hardcost.sync.audit``); the
+    migration adds a trigger that refuses UPDATEs.
+    """
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_firm_id_id", "firm_id", "id"),
+        Index("ix_audit_log_firm_at", "firm_id", "at"),
+        Index("ix_audit_log_firm_purchase", "firm_id", "purchase_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    actor: Mapped[str] = mapped_column(String(60))  # a Slack user id, or schedule | webhook | …
+    action: Mapped[str] = mapped_column(String(30))  # hardcost.sync.audit.Action
+    realm_id: Mapped[str | None] = mapped_column(String(40))
+    purchase_id: Mapped[str | None] = mapped_column(String(40))
+    customer_id: Mapped[str | None] = mapped_column(String(40))
+    line_id: Mapped[str | None] = mapped_column(String(40))
+    client: Mapped[str | None] = mapped_column(String(300))  # the QuickBooks customer's name
+    amount: Mapped[Decimal | None] = mapped_column()
+    clio_activity_id: Mapped[int | None] = mapped_column(BigInteger)
+    clio_matter_id: Mapped[int | None] = mapped_column(BigInteger)
+    matter: Mapped[str | None] = mapped_column(String(300))  # "00042 Smith v. Jones"
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    detail: Mapped[str | None] = mapped_column(Text)  # what happened, in words
+    run_id: Mapped[int | None] = mapped_column(Integer)

@@ -1,0 +1,189 @@
+"""The firm's audit trail (SPEC §4): who changed what, when, and what it was before.
+
+Every import, update, deletion, kept-because-billed entry, choice, "not a client cost", retry,
+setting change, connect, disconnect, pause and resume adds one ``AuditEntry``. ``record`` only
+adds the row to the caller's session: it is committed with the change it records, so the trail
+never says something happened that did not, nor misses something that did.
+
+Reading it: ``latest`` (Slack's ``/hardcost history``, App Home), ``between`` and ``write_csv``
+(``/hardcost export``, ``hardcost audit --csv``).
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import json
+from collections.abc import Iterable, Iterator
+from datetime import UTC, date, datetime, time, timedelta
+from decimal import Decimal
+from typing import IO, Any
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from hardcost.sync.store import AuditEntry, utcnow
+
+
+class Action(enum.StrEnum):
+    IMPORTED = "imported"  # a run put the entry on its matter
+    CHOSEN = "chosen"  # a person picked the matter; the entry was written
+    CONTACT_CHOSEN = "contact_chosen"  # a person picked the Clio contact of a customer
+    NOT_CLIENT_COST = "not_client_cost"  # a person said the expense is not billable
+    UPDATED = "updated"  # an edit in QuickBooks followed into the Clio entry
+    MOVED = "moved"  # a line moved to another matter of the same client (PATCH of the matter)
+    NOT_OVERWRITTEN = "not_overwritten"  # edited in QuickBooks, but a person changed it in Clio
+    CHANGED_AFTER_BILLING = "changed_after_billing"  # edited in QuickBooks, entry on a bill
+    DELETED = "deleted"  # the purchase left QuickBooks (or no longer calls for the entry)
+    KEPT = "kept"  # ... but the entry stays: it is on a bill, or deletions are set to alert
+    RETRY = "retry"  # a person pressed Retry on a failure
+    SETTING = "setting"  # before → after of one setting
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+
+
+DESCRIPTIONS = {
+    Action.IMPORTED: "imported",
+    Action.CHOSEN: "matter chosen",
+    Action.CONTACT_CHOSEN: "contact chosen",
+    Action.NOT_CLIENT_COST: "not a client cost",
+    Action.UPDATED: "updated in Clio",
+    Action.MOVED: "moved to another matter",
+    Action.NOT_OVERWRITTEN: "changed in Clio, not overwritten",
+    Action.CHANGED_AFTER_BILLING: "changed after billing",
+    Action.DELETED: "deleted from Clio",
+    Action.KEPT: "left in Clio",
+    Action.RETRY: "retried",
+    Action.SETTING: "setting changed",
+    Action.CONNECTED: "connected",
+    Action.DISCONNECTED: "disconnected",
+    Action.PAUSED: "paused",
+    Action.RESUMED: "resumed",
+}
+
+SYSTEM_ACTORS = frozenset({"schedule", "webhook", "manual", "slack", "retry", "demo", "cli"})
+"""Actors that are not a person: the trigger of the run that made the change."""
+
+MAX_LATEST = 50  # rows ``latest`` returns at most
+CSV_COLUMNS = ("time", "actor", "action", "purchase_id", "customer_id", "line_id", "client",
+               "amount", "clio_entry_id", "clio_matter_id", "matter", "before", "after",
+               "detail", "run_id")
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def record(session: Session, firm_id: int, action: Action, actor: str | None, *,
+           realm_id: str | None = None, purchase_id: str | None = None,
+           customer_id: str | None = None, line_id: str | None = None,
+           client: str | None = None, amount: Decimal | None = None,
+           clio_activity_id: int | None = None, clio_matter_id: int | None = None,
+           matter: str | None = None, before: dict[str, Any] | None = None,
+           after: dict[str, Any] | None = None, detail: str | None = None,
+           run_id: int | None = None, at: datetime | None = None) -> AuditEntry:
+    """Add one row of the trail to ``session``; the caller commits it with its change."""
+    row = AuditEntry(
+        firm_id=firm_id, at=at or utcnow(), actor=(actor or "unknown")[:60],
+        action=action.value, realm_id=realm_id, purchase_id=purchase_id,
+        customer_id=customer_id, line_id=line_id, client=_clip(client, 300), amount=amount,
+        clio_activity_id=clio_activity_id, clio_matter_id=clio_matter_id,
+        matter=_clip(matter, 300), before=_jsonable(before), after=_jsonable(after),
+        detail=detail, run_id=run_id)
+    session.add(row)
+    return row
+
+
+def latest(session: Session, firm_id: int, *, limit: int = 10, purchase_id: str | None = None,
+           client: str | None = None, before_id: int | None = None) -> list[AuditEntry]:
+    """The newest rows first: all of them, one purchase's, or those whose client name contains
+    ``client`` (case-insensitive). ``before_id`` pages back."""
+    query = select(AuditEntry).where(AuditEntry.firm_id == firm_id)
+    if purchase_id is not None:
+        query = query.where(AuditEntry.purchase_id == purchase_id)
+    if client is not None:
+        pattern = "%" + client.lower().replace("\\", "\\\\").replace("%", "\\%") \
+            .replace("_", "\\_") + "%"
+        query = query.where(or_(func.lower(AuditEntry.client).like(pattern, escape="\\"),
+                                func.lower(AuditEntry.matter).like(pattern, escape="\\")))
+    if before_id is not None:
+        query = query.where(AuditEntry.id < before_id)
+    limit = max(1, min(limit, MAX_LATEST))
+    return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
+
+
+def between(session: Session, firm_id: int, start: date | None, end: date | None,
+            *, batch: int = 1000) -> Iterator[AuditEntry]:
+    """Every row from ``start`` to ``end`` (whole days, UTC, both included), oldest first,
+    read in batches so a long trail is never held in memory at once."""
+    last_id = 0
+    while True:
+        query = select(AuditEntry).where(AuditEntry.firm_id == firm_id,
+                                         AuditEntry.id > last_id)
+        if start is not None:
+            query = query.where(AuditEntry.at >= datetime.combine(start, time(), UTC))
+        if end is not None:
+            query = query.where(AuditEntry.at < datetime.combine(end + timedelta(days=1),
+                                                                   time(), UTC))
+        rows = list(session.scalars(query.order_by(AuditEntry.id).limit(batch)))
+        if not rows:
+            return
+        yield from rows
+        last_id = rows[-1].id
+        session.expunge_all()
+
+
+def csv_row(row: AuditEntry) -> list[str]:
+    """One row as the CSV has it. Text that a spreadsheet would run as a formula (``=``,
+    ``+``, ``-``, ``@`` first) is quoted with a leading apostrophe."""
+    def text(value: object) -> str:
+        shown = "" if value is None else str(value)
+        return "'" + shown if shown.startswith(_FORMULA_START) else shown
+
+    def data(value: dict[str, Any] | None) -> str:
+        return "" if value is None else text(json.dumps(value, sort_keys=True,
+                                                        ensure_ascii=False))
+
+    return [row.at.astimezone(UTC).isoformat(timespec="seconds"), text(row.actor),
+            row.action, text(row.purchase_id), text(row.customer_id), text(row.line_id),
+            text(row.client), "" if row.amount is None else f"{row.amount:.2f}",
+            "" if row.clio_activity_id is None else str(row.clio_activity_id),
+            "" if row.clio_matter_id is None else str(row.clio_matter_id),
+            text(row.matter), data(row.before), data(row.after), text(row.detail),
+            "" if row.run_id is None else str(row.run_id)]
+
+
+def write_csv(rows: Iterable[AuditEntry], out: IO[str]) -> int:
+    """The rows as CSV (a header first); returns how many rows were written."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    count = 0
+    for row in rows:
+        writer.writerow(csv_row(row))
+        count += 1
+    return count
+
+
+def is_person(actor: str) -> bool:
+    return actor not in SYSTEM_ACTORS and actor != "unknown"
+
+
+def _clip(value: str | None, size: int) -> str | None:
+    return None if value is None else value[:size]
+
+
+def _jsonable(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    return {str(k): _plain(v) for k, v in value.items()}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return f"{value:.2f}"
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
