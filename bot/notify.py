@@ -36,7 +36,7 @@ EXPIRY_WARNING = timedelta(days=30)
 CONTACT_REASONS = {"no_contact", "several_contacts"}
 
 
-SETTLED_BY_RUNS = ("imported", "removed_deleted", "removed_voided")
+SETTLED_BY_RUNS = ("imported", "removed_deleted", "removed_voided", "superseded")
 
 
 def to_prompt(row: WaitingExpense, *, sandbox_links: bool = False) -> Prompt:
@@ -101,6 +101,7 @@ class Notifier:
             self._queue_alerts(session, firm_id, channel)
             self._queue_prompts(session, firm_id, channel)
             self._queue_settled_prompts(session, firm_id)
+            self._queue_edited_prompts(session, firm_id)
             self._queue_reminders(session, firm_id)
             session.commit()
         return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
@@ -143,20 +144,34 @@ class Notifier:
     def _queue_settled_prompts(self, session: Session, firm_id: int) -> None:
         """Prompts a run settled by itself (a matter appeared, the purchase was deleted or
         voided in QuickBooks) lose their buttons."""
-        updated = {ref for ref in session.scalars(select(SlackOutbox.ref_id).where(
-            SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
-            SlackOutbox.method == "chat.update")) if ref is not None}
+        updated: dict[int, datetime] = {}  # prompt → its latest update (a stale prompt's too)
+        for ref, at in session.execute(select(SlackOutbox.ref_id, SlackOutbox.created_at).where(
+                SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
+                SlackOutbox.method == "chat.update")):
+            if ref is not None and (ref not in updated or at > updated[ref]):
+                updated[ref] = at
         for row in session.scalars(select(WaitingExpense).where(
                 WaitingExpense.firm_id == firm_id,
                 WaitingExpense.resolution.in_(SETTLED_BY_RUNS),
                 WaitingExpense.slack_ts.is_not(None))):
-            if row.id in updated:
+            if row.id in updated and (row.resolved_at is None or
+                                      updated[row.id] >= row.resolved_at):
                 continue
             answer = PromptAnswer(by_user="hardcost", outcome=str(row.resolution),
                                   clio_entry_id=row.clio_activity_id)
             message = messages.prompt_answered(
                 to_prompt(row, sandbox_links=self.sandbox_links), answer)
             self.update_message(session, firm_id, "prompt", row.id, message)
+
+    def _queue_edited_prompts(self, session: Session, firm_id: int) -> None:
+        """Prompts whose expense was edited in QuickBooks show the new figures, in place."""
+        for row in session.scalars(select(WaitingExpense).where(
+                WaitingExpense.firm_id == firm_id, WaitingExpense.prompt_stale.is_(True),
+                WaitingExpense.resolved_at.is_(None), WaitingExpense.resolution.is_(None),
+                WaitingExpense.slack_ts.is_not(None))):
+            message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+            self.update_message(session, firm_id, "prompt", row.id, message)
+            row.prompt_stale = False
 
     def queue_prompt(self, session: Session, row: WaitingExpense, channel: str) -> None:
         message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))

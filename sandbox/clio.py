@@ -275,6 +275,19 @@ class ClioAccount:
             activity["billed"] = state in BILLED_STATES
             self._ledger.touch(activity)
 
+    def edit_activity(self, activity_id: int, **changes: Any) -> None:
+        """A person changes the activity in Clio's web app (``price``, ``date``, ``note``,
+        ``reference``); its etag changes. With no changes, only the etag changes (Clio's own
+        bookkeeping touched it)."""
+        with self._ledger.lock:
+            activity = self.activities[activity_id]
+            for key, value in changes.items():
+                if key not in ("price", "date", "note", "reference"):
+                    raise TypeError(f"edit_activity: {key} is not editable here")
+                activity[key] = Decimal(str(value)) if key == "price" else value
+            activity["total"] = activity_total(activity)
+            self._ledger.touch(activity)
+
     def store(self, resource: str) -> dict[int, Record]:
         """The records of one resource kind (``activity``, ``matter``, ``contact``...)."""
         return {

@@ -87,6 +87,7 @@ class Call:
     query: str
     status: int
     at: float
+    if_match: str | None = None  # the request's If-Match header (Clio's PATCH and DELETE)
 
 
 class CallLog:
@@ -137,7 +138,7 @@ def with_faults(
         if fault is not None and fault.delay_after:
             time.sleep(fault.delay_after)
         calls.record(Call(request.method, request.path, request.query_string.decode(),
-                          response.status_code, time.time()))
+                          response.status_code, time.time(), request.headers.get("If-Match")))
         return response
 
     return dispatch

@@ -89,6 +89,13 @@ class Activity:
     bill_id: int | None = None
     bill_state: str | None = None
     matter_number: str | None = None
+    reference: str | None = None
+
+    def written_fields(self) -> dict[str, Any]:
+        """The fields hardcost writes, as ``EntryLink.written`` keeps them."""
+        return {"price": None if self.price is None else f"{self.price:.2f}",
+                "date": self.date, "note": self.note, "reference": self.reference or None,
+                "matter_id": self.matter_id}
 
 
 def decode_error(response: requests.Response) -> ApiError:
@@ -126,6 +133,9 @@ def decode_error(response: requests.Response) -> ApiError:
         return ServiceDown(SERVICE, "Clio had an internal error.", **kwargs)
     if status == 404:
         return NotFound(SERVICE, message or "Clio could not find that record.", **kwargs)
+    if status == 412:
+        return PreconditionFailed(SERVICE, "The Clio entry changed since hardcost last read it.",
+                                  **kwargs)
     if status == 422 and message and "hard cost" in message.lower():
         return HardCostsDisabled(SERVICE, "Hard costs are not enabled in Clio (Settings → "
                                  "Billing → enable recording of soft and hard costs).", **kwargs)
@@ -134,6 +144,10 @@ def decode_error(response: requests.Response) -> ApiError:
 
 class HardCostsDisabled(ConfigError):
     pass
+
+
+class PreconditionFailed(RequestRejected):
+    """412: the entry's etag is not the one sent in ``If-Match`` (someone changed it)."""
 
 
 MAX_ID = 2 ** 53  # Clio's ids are JSON numbers: beyond this they are not exact anywhere
@@ -181,6 +195,7 @@ def _activity(row: Mapping[str, Any]) -> Activity:
         else None,
         matter_number=str(matter["display_number"]) if matter.get("display_number")
         else None,
+        reference=str(row["reference"]) if row.get("reference") else None,
     )
 
 
@@ -340,6 +355,33 @@ class ClioClient:
             raise
         return shaped(SERVICE, "the new entry", lambda: _activity(body["data"]),
                       ambiguous=True)
+
+    def update_entry(self, activity_id: int, *, etag: str | None, on: date, price: Decimal,
+                     note: str, reference: str | None, matter_id: int) -> Activity:
+        """PATCH the fields hardcost writes, with ``If-Match: etag`` (412 →
+        :class:`PreconditionFailed`). Not retried on an ambiguous failure: re-read the entry
+        to learn whether it took."""
+        data: dict[str, Any] = {"date": on.isoformat(), "price": price, "note": note,
+                                "reference": reference or "", "matter": {"id": matter_id}}
+        headers = {"If-Match": etag} if etag else None
+        response = self.api.request("PATCH", f"{self.base}/activities/{activity_id}.json",
+                                    params={"fields": ACTIVITY_FIELDS},
+                                    json_body={"data": data}, headers=headers,
+                                    idempotent=False)
+        try:
+            body = self._json(response)
+        except MalformedAnswer as exc:
+            exc.ambiguous = True
+            raise
+        return shaped(SERVICE, "the updated entry", lambda: _activity(body["data"]),
+                      ambiguous=True)
+
+    def pause(self, attempt: int) -> None:
+        """Wait as the retry policy does before its ``attempt``-th retry (counted as waited)."""
+        retry = self.api.retry
+        seconds = retry.backoff_wait(attempt)
+        retry.sleep(seconds)
+        self.api.waited += seconds
 
     def find_by_marker(self, marker: str) -> list[Activity]:
         """Entries whose note contains ``marker`` (Clio's ``query`` searches notes)."""

@@ -28,8 +28,11 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync import audit
+from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
+from hardcost.sync.edits import Edits
 from hardcost.sync.http import (
     ApiError,
     ConfigError,
@@ -69,6 +72,7 @@ from hardcost.sync.store import (
     utcnow,
 )
 from hardcost.sync.summary import (
+    ChangedItem,
     FailureItem,
     ImportedEntry,
     RunProgress,
@@ -88,6 +92,10 @@ PENDING_GRACE = timedelta(minutes=2)
 running, may be a write in flight in a live process (a POST waits at most 70 s for Clio):
 recovery leaves it alone. One of a run that is over is settled at once."""
 CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
+HEAL_TRIES = 4
+"""Tries of one Clio write within a run: after a 5xx, a timeout or a 429 that outlasted the
+client's own retries, the run waits as the retry policy does, looks the entry up by its
+marker when the write may have happened, and writes again only when it is not there."""
 
 
 SHUTDOWN = threading.Event()
@@ -109,6 +117,7 @@ class _RunState:
     summary: RunSummary
     resolver: MatterResolver
     entry_type: str
+    actor: str = "schedule"  # who the audit trail names: a Slack user id, or the trigger
     consecutive_transient: int = 0
     clio_blocked: ApiError | None = None
     raised: set[tuple[str, str, str, str]] = field(default_factory=set)
@@ -137,16 +146,17 @@ class Importer:
 
     def run(self, *, trigger: str = "manual", dry_run: bool = False,
             purchase_ids: set[str] | None = None,
-            removed: dict[str, str] | None = None) -> RunSummary:
+            removed: dict[str, str] | None = None, actor: str | None = None) -> RunSummary:
         """One import. ``purchase_ids`` limits it to those purchases (a Retry button, a
         webhook): they are read by id, the watermark is left where it is and no CDC sweep is
         made. ``removed`` (purchase id → ``deleted``/``voided``) are purchases a webhook said
-        left QuickBooks: recorded, then handled with any others still open."""
+        left QuickBooks: recorded, then handled with any others still open. ``actor`` is the
+        Slack user who asked for the run, for the audit trail (default: the trigger)."""
         with run_context(self.firm_id):
-            return self._logged_run(trigger, dry_run, purchase_ids, removed)
+            return self._logged_run(trigger, dry_run, purchase_ids, removed, actor)
 
     def _logged_run(self, trigger: str, dry_run: bool, purchase_ids: set[str] | None,
-                    removed: dict[str, str] | None) -> RunSummary:
+                    removed: dict[str, str] | None, actor: str | None) -> RunSummary:
         started = time.monotonic()
         qbo_calls, clio_calls = self.qbo.calls, self.clio.calls
         with self.sessions() as session:
@@ -168,10 +178,10 @@ class Importer:
                 set_run_id(run_id)
             stored = self._stored_contacts(session)
         log.debug("run %s started (%s%s)", run_id, trigger, ", dry run" if dry_run else "")
-        summary = RunSummary(self.firm_id, run_id, dry_run, self.clock())
+        summary = RunSummary(self.firm_id, run_id, dry_run, self.clock(), actor=actor)
         outcome = "crashed"
         state = _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
-                          settings.clio_entry_type or "HardCostEntry",
+                          settings.clio_entry_type or "HardCostEntry", actor=actor or trigger,
                           waited_before=self.qbo.waited + self.clio.waited)
         try:
             if removed and not dry_run:
@@ -220,7 +230,7 @@ class Importer:
 
     def _run(self, state: _RunState, dry_run: bool, purchase_ids: set[str] | None) -> None:
         realm_id = state.firm.qbo_realm_id or ""
-        refetch = set() if dry_run else self._recover_pending(state)
+        refetch = set() if dry_run else self._recover_pending(state) | self._superseded()
         new_watermark: str | None = None
         new_sweep: str | None = None
         server_time: str | None = None
@@ -246,24 +256,42 @@ class Importer:
         rules = self._rules(state.settings, purchases)
 
         plans = [_plan_safely(p, realm_id, rules) for p in purchases]
-        existing = self._existing_links(realm_id, [p.purchase_id for p in plans])
+        by_id = {str(p["Id"]): p for p in purchases
+                 if isinstance(p, dict) and p.get("Id") is not None}
+        known = self._known(realm_id, [p.purchase_id for p in plans])
         to_resolve: list[PlannedEntry] = []
+        to_update: list[tuple[PlannedEntry, EntryLink]] = []
         for plan in plans:
             for skip in plan.skips:
                 state.summary.skipped += 1
                 state.summary.skips.append(skip.reason)
             for failure in plan.failures:
                 self._record_failure(state, failure, FailureKind.DATA, dry_run)
+            links, waiting = known.get(plan.purchase_id, ([], []))
+            link_of = {(link.customer_id, link.line_id): link for link in links}
             for entry in plan.entries:
-                if _key_tuple(entry.key) in existing:
-                    state.summary.unchanged += 1
-                    # Still the same purchase: whatever failed before for it is settled.
-                    state.raised.add((entry.key.purchase_id, entry.key.customer_id,
-                                      entry.key.line_id, "*"))
-                else:
+                link = link_of.get((entry.key.customer_id, entry.key.line_id))
+                if link is None:
                     to_resolve.append(entry)
+                    continue
+                # Still the same purchase: whatever failed before for it is settled.
+                state.raised.add((entry.key.purchase_id, entry.key.customer_id,
+                                  entry.key.line_id, "*"))
+                if _edited(link, entry):
+                    to_update.append((entry, link))
+                else:
+                    state.summary.unchanged += 1
+            if not dry_run and (links or waiting):
+                self._supersede(state, plan, by_id.get(plan.purchase_id), links, waiting)
 
+        for entry, link in to_update:
+            if self.stopping.is_set():
+                raise RunStopped("The server is shutting down; the next run carries on "
+                                 "where this one stopped.")
+            self._follow_edit(state, entry, link, dry_run)
         self._resolve_and_write(state, to_resolve, dry_run)
+        if not dry_run:
+            self._removals(state).handle_superseded()
         if not dry_run and purchase_ids is None:
             self._import_where_a_matter_appeared(state, {_key_tuple(e.key) for e in to_resolve})
         if not dry_run:
@@ -273,6 +301,51 @@ class Importer:
                 self._save_watermark(new_watermark, state.settings.start_date)
             if new_sweep is not None:
                 self._save_watermark(new_sweep, None, stream=REMOVALS_STREAM)
+
+    def _follow_edit(self, state: _RunState, entry: PlannedEntry, link: EntryLink,
+                     dry_run: bool) -> None:
+        """An imported purchase was edited in QuickBooks: follow it into Clio (``Edits``)."""
+        summary = state.summary
+        if dry_run:
+            summary.updated += 1  # would be compared with Clio, and updated unless billed
+            summary.changed_items.append(ChangedItem(
+                link.marker, link.purchase_id, "updated", link.clio_activity_id, None,
+                {"amount": f"{link.amount:.2f}", "date": link.txn_date.isoformat()},
+                {"amount": f"{entry.amount:.2f}", "date": entry.date.isoformat()}, None,
+                "edited in QuickBooks: would be updated in Clio unless it is on a bill"))
+            return
+        if state.clio_blocked is not None:
+            self._record_edit_failure(state, entry, link, state.clio_blocked)
+            return
+        try:
+            Edits(self.sessions, self.firm_id, self.clio, summary, state.actor,
+                  self.clock).follow(entry, link)
+        except ReconnectRequired:
+            raise
+        except ApiError as exc:
+            self._record_edit_failure(state, entry, link, exc)
+            if isinstance(exc, TransientError):
+                state.consecutive_transient += 1
+                if state.consecutive_transient >= CIRCUIT_BREAK_AFTER:
+                    state.clio_blocked = exc
+            elif isinstance(exc, ConfigError):
+                state.clio_blocked = exc
+            return
+        state.consecutive_transient = 0
+
+    def _record_edit_failure(self, state: _RunState, entry: PlannedEntry, link: EntryLink,
+                             exc: ApiError) -> None:
+        message = (f"{_entry_label(entry)} was edited in QuickBooks, but its Clio entry "
+                   f"#{link.clio_activity_id} could not be updated: {exc.message}")
+        code = f"clio_update_{exc.code or exc.status or 'error'}".lower()[:60]
+        failure = LineFailure(entry.key.purchase_id, code, message, entry.key.customer_id,
+                              entry.key.line_id)
+        self._record_failure(state, failure, exc.kind, False, detail=str(exc))
+
+    def _supersede(self, state: _RunState, plan: PurchasePlan, purchase: Any,
+                   links: list[EntryLink], waiting: list[WaitingExpense]) -> None:
+        Edits(self.sessions, self.firm_id, self.clio, state.summary, state.actor,
+              self.clock).supersede(plan, purchase, links, waiting)
 
     def _import_where_a_matter_appeared(self, state: _RunState,
                                         seen: set[tuple[str, str, str, str]]) -> None:
@@ -427,17 +500,19 @@ class Importer:
         state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
 
     def write(self, state: _RunState, entry: PlannedEntry, matter_id: int, *,
-              resolution: str, resolved_by: str | None = None) -> Activity:
+              resolution: str, resolved_by: str | None = None,
+              matter: str | None = None) -> Activity:
         """Write one entry exactly once: pending link, POST, record; settle its wait if any.
 
         Raises :class:`AlreadyImported` when the link exists, and the client's ``ApiError``
         when Clio did not take it (the link is dropped unless the POST may have happened).
+        ``matter`` is the matter's label for the audit trail.
         """
         link_id = self._insert_pending(entry, matter_id, state.summary.run_id)
         if link_id is None:
             raise AlreadyImported(entry.marker)
         try:
-            activity = self._post(state, entry, matter_id)
+            activity = self._post_healing(state, entry, matter_id)
         except ApiError as exc:
             if not (isinstance(exc, ServiceDown) and exc.ambiguous):
                 self._drop_link(link_id)  # nothing was created: let a later try start afresh
@@ -450,13 +525,49 @@ class Importer:
             link.state = LinkState.CREATED
             link.clio_activity_id = activity.id
             link.clio_etag = activity.etag
+            link.written = activity.written_fields()
             link.updated_at = now
             session.execute(update(WaitingExpense).where(
                 *_waiting_key(self.firm_id, entry.key), WaitingExpense.resolved_at.is_(None)
             ).values(resolved_at=now, resolution=resolution, resolved_by=resolved_by,
                      clio_activity_id=activity.id, clio_matter_id=matter_id))
+            chosen = resolution == "linked" and resolved_by is not None
+            audit.record(
+                session, self.firm_id, Action.CHOSEN if chosen else Action.IMPORTED,
+                resolved_by if chosen else state.actor, **_audit_key(entry),
+                amount=entry.amount, clio_activity_id=activity.id, clio_matter_id=matter_id,
+                matter=matter or activity.matter_number,
+                after={"amount": entry.amount, "date": entry.date,
+                       "reference": entry.reference},
+                run_id=state.summary.run_id, at=now)
             session.commit()
         return activity
+
+    def _post_healing(self, state: _RunState, entry: PlannedEntry, matter_id: int) -> Activity:
+        """POST the entry; heal a fault within the run (``HEAL_TRIES``): after a wait, an
+        entry whose POST may have happened is looked up by its marker and only posted again
+        when it is not in Clio. Raises the last error when the tries run out (an ambiguous one
+        keeps the pending link, for the next run to settle)."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                return self._post(state, entry, matter_id)
+            except TransientError as exc:
+                if attempt >= HEAL_TRIES or self.stopping.is_set():
+                    raise
+                log.info("%s: Clio failed (%s); trying again within the run", entry.marker,
+                         exc)
+                self.clio.pause(attempt)
+                if isinstance(exc, ServiceDown) and exc.ambiguous:
+                    try:
+                        found = self.clio.find_by_marker(entry.marker)
+                    except ApiError:
+                        raise exc from None  # still unknown: the pending link stays
+                    if found:
+                        log.info("%s: the POST had reached Clio (entry %s)", entry.marker,
+                                 found[0].id)
+                        return found[0]
 
     def writer_state(self, trigger: str) -> _RunState:
         """What ``write`` needs outside a run (a person's choice in Slack)."""
@@ -555,6 +666,7 @@ class Importer:
                                      customer_id=entry.key.customer_id,
                                      line_id=entry.key.line_id)
                 session.add(row)
+            shown_before = _shown(row)
             row.reason = resolution.reason.value
             row.contact_id = resolution.contact.id if resolution.contact else None
             row.candidates = list(resolution.candidates)
@@ -570,6 +682,9 @@ class Importer:
                 row.slack_ts = row.slack_channel = None  # a new question: a new prompt
                 row.created_at = self.clock()
                 row.reminded_at = None
+                row.prompt_stale = False
+            elif row.slack_ts is not None and shown_before != _shown(row):
+                row.prompt_stale = True  # edited in QuickBooks: the prompt follows in place
             try:
                 session.commit()
             except IntegrityError:  # another process recorded the same wait a moment ago
@@ -581,7 +696,7 @@ class Importer:
 
         return Removals(self.sessions, self.firm_id, state.firm.qbo_realm_id or "", self.qbo,
                         self.clio, state.summary, state.settings.deletions, record, self.clock,
-                        self.stopping)
+                        self.stopping, state.actor)
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -636,18 +751,32 @@ class Importer:
 
     # -- recording --------------------------------------------------------------------------
 
-    def _existing_links(self, realm_id: str, purchase_ids: list[str]) -> set[
-            tuple[str, str, str, str]]:
-        found: set[tuple[str, str, str, str]] = set()
+    def _known(self, realm_id: str, purchase_ids: list[str]) -> dict[
+            str, tuple[list[EntryLink], list[WaitingExpense]]]:
+        """The links and open waiting expenses of these purchases, by purchase id."""
+        found: dict[str, tuple[list[EntryLink], list[WaitingExpense]]] = {}
         with self.sessions() as session:
             for chunk in chunks(sorted(set(purchase_ids)), 500):
-                rows = session.execute(select(
-                    EntryLink.realm_id, EntryLink.purchase_id, EntryLink.customer_id,
-                    EntryLink.line_id).where(EntryLink.firm_id == self.firm_id,
-                                             EntryLink.realm_id == realm_id,
-                                             EntryLink.purchase_id.in_(chunk)))
-                found.update((r[0], r[1], r[2], r[3]) for r in rows)
+                for link in session.scalars(select(EntryLink).where(
+                        EntryLink.firm_id == self.firm_id, EntryLink.realm_id == realm_id,
+                        EntryLink.purchase_id.in_(chunk))):
+                    found.setdefault(link.purchase_id, ([], []))[0].append(link)
+                for row in session.scalars(select(WaitingExpense).where(
+                        WaitingExpense.firm_id == self.firm_id,
+                        WaitingExpense.realm_id == realm_id,
+                        WaitingExpense.resolved_at.is_(None),
+                        WaitingExpense.resolution.is_(None),
+                        WaitingExpense.purchase_id.in_(chunk))):
+                    found.setdefault(row.purchase_id, ([], []))[1].append(row)
         return found
+
+    def _superseded(self) -> set[str]:
+        """Purchases with an entry a change made obsolete that is not removed yet (a run
+        stopped between the two): read again, so their new entries are written too."""
+        with self.sessions() as session:
+            return set(session.scalars(select(EntryLink.purchase_id).where(
+                EntryLink.firm_id == self.firm_id, EntryLink.superseded_at.is_not(None),
+                EntryLink.removed_at.is_(None))))
 
     def _record_write_failure(self, state: _RunState, entry: PlannedEntry,
                               exc: ApiError) -> None:
@@ -833,4 +962,27 @@ def _email(customer: dict[str, Any] | None) -> str | None:
         return None
     address = (customer.get("PrimaryEmailAddr") or {}).get("Address")
     return str(address) if address else None
+
+
+
+def _audit_key(entry: PlannedEntry) -> dict[str, Any]:
+    key = entry.key
+    return {"realm_id": key.realm_id, "purchase_id": key.purchase_id,
+            "customer_id": key.customer_id, "line_id": key.line_id,
+            "client": entry.customer_name}
+
+
+def _shown(row: WaitingExpense) -> tuple[Any, ...]:
+    """What a prompt shows of its expense: a change means the prompt is updated."""
+    entry = row.entry or {}
+    return (row.amount, row.txn_date, row.customer_name, entry.get("memo"),
+            entry.get("reference"), entry.get("payee"))
+
+
+def _edited(link: EntryLink, entry: PlannedEntry) -> bool:
+    """The purchase changed in QuickBooks since this entry was written (or the entry was
+    marked obsolete and the purchase calls for it again)."""
+    return link.state == LinkState.CREATED and link.removed_at is None and \
+        link.clio_activity_id is not None and \
+        (link.sync_token != entry.sync_token or link.superseded_at is not None)
 

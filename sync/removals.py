@@ -21,6 +21,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync import audit
+from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.clio import Activity, ClioClient
 from hardcost.sync.http import (
@@ -69,6 +71,7 @@ class Removals:
     record_failure: RecordFailure
     clock: Callable[[], datetime]
     stopping: threading.Event
+    actor: str = "schedule"  # who the audit trail names: the run's trigger or its asker
 
     def sweep(self, server_time: str | None) -> None:
         """Ask CDC which purchases were deleted or voided since the last sweep and record
@@ -162,6 +165,29 @@ class Removals:
                 log.warning("firm %s: removals stop for this run: %s", self.firm_id, error)
                 break
 
+    def handle_superseded(self) -> None:
+        """Remove the entries their edited purchases no longer call for (``superseded_at``),
+        as for a deleted purchase: unbilled → deleted (or kept with ``deletions alert``),
+        billed → kept and reported. A Clio error leaves the mark for the next run."""
+        with self.sessions() as session:
+            links = list(session.scalars(select(EntryLink).where(
+                EntryLink.firm_id == self.firm_id, EntryLink.realm_id == self.realm_id,
+                EntryLink.superseded_at.is_not(None), EntryLink.removed_at.is_(None),
+                EntryLink.state == LinkState.CREATED).order_by(EntryLink.id)))
+        for link in links:
+            if self.stopping.is_set():
+                raise RunStopped("The server is shutting down; the next run carries on "
+                                 "where this one stopped.")
+            try:
+                self._remove_entry(link, "changed")
+            except ReconnectRequired:
+                raise
+            except ApiError as exc:
+                self._record_failure(link, "changed", exc)
+                if isinstance(exc, (TransientError, ConfigError)):
+                    log.warning("firm %s: removals stop for this run: %s", self.firm_id, exc)
+                    break
+
     def _remove_entry(self, link: EntryLink, kind: str) -> None:
         assert link.clio_activity_id is not None
         entry_id = link.clio_activity_id
@@ -187,15 +213,16 @@ class Removals:
                         raise
         except NotFound:
             outcome, activity = "already_gone", None
-        what = "deleted" if kind == "deleted" else "voided"
+        what = {"deleted": "deleted in QuickBooks", "voided": "voided in QuickBooks",
+                "changed": "no longer called for by its purchase (its customer or lines "
+                           "changed in QuickBooks)"}[kind]
         note = {
-            "deleted": f"{what} in QuickBooks; Clio entry #{entry_id} was deleted",
-            "already_gone": f"{what} in QuickBooks; Clio entry #{entry_id} had already been "
-                            "removed in Clio",
-            "kept_billed": f"{what} in QuickBooks, but Clio entry #{entry_id} is on "
+            "deleted": f"{what}; Clio entry #{entry_id} was deleted",
+            "already_gone": f"{what}; Clio entry #{entry_id} had already been removed in Clio",
+            "kept_billed": f"{what}, but Clio entry #{entry_id} is on "
                            f"{_bill_words(activity)}, so it was left as it is: credit or "
                            "adjust the bill in Clio if the client should not pay it",
-            "kept_alert": f"{what} in QuickBooks; Clio entry #{entry_id} was left as it is "
+            "kept_alert": f"{what}; Clio entry #{entry_id} was left as it is "
                           "(deletions are set to alert): delete it in Clio if it should go",
         }[outcome]
         now = self.clock()
@@ -208,6 +235,14 @@ class Removals:
             row.removed_at = now
             row.removal_note = note
             row.updated_at = now
+            audit.record(
+                session, self.firm_id,
+                Action.DELETED if outcome in ("deleted", "already_gone") else Action.KEPT,
+                self.actor, realm_id=link.realm_id, purchase_id=link.purchase_id,
+                customer_id=link.customer_id, line_id=link.line_id, amount=link.amount,
+                clio_activity_id=entry_id, clio_matter_id=link.clio_matter_id, matter=matter,
+                before={"amount": link.amount, "date": link.txn_date}, detail=note,
+                run_id=self.summary.run_id, at=now)
             session.commit()
         summary = self.summary
         if outcome == "deleted":
@@ -221,9 +256,10 @@ class Removals:
         log.info("firm %s: %s (%s)", self.firm_id, note, link.marker)
 
     def _record_failure(self, link: EntryLink, kind: str, exc: ApiError) -> None:
-        what = "deleted" if kind == "deleted" else "voided"
+        what = {"deleted": "was deleted", "voided": "was voided",
+                "changed": "changed (customer or lines)"}.get(kind, kind)
         message = (f"Expense #{link.purchase_id} ({link.amount}, {link.txn_date.isoformat()}) "
-                   f"was {what} in QuickBooks, but its Clio entry #{link.clio_activity_id} "
+                   f"{what} in QuickBooks, but its Clio entry #{link.clio_activity_id} "
                    f"could not be removed: {exc.message}")
         failure = LineFailure(link.purchase_id, f"clio_remove_{exc.code or exc.status or 'error'}"
                               .lower()[:60], message, link.customer_id, link.line_id)

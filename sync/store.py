@@ -360,6 +360,9 @@ class WaitingExpense(Base):
     slack_channel: Mapped[str | None] = mapped_column(String(40))
     slack_ts: Mapped[str | None] = mapped_column(String(40))
     reminded_at: Mapped[datetime | None] = mapped_column()
+    prompt_stale: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The expense was edited in QuickBooks since its prompt was posted: the prompt is
+    updated in place (new amount, date or client) and this goes back to false."""
 
 
 def make_engine(url: str, *, secret_key: str | None = None) -> Engine:

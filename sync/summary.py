@@ -59,11 +59,26 @@ class RemovedItem:
     purchase_id: str
     amount: Decimal
     date: date
-    kind: str  # deleted | voided (what happened in QuickBooks)
+    kind: str  # deleted | voided | changed (what happened in QuickBooks)
     outcome: str  # deleted | already_gone | kept_billed | kept_alert
     clio_id: int | None
     matter: str | None
     note: str
+
+
+@dataclass(frozen=True)
+class ChangedItem:
+    """A purchase edited in QuickBooks after its Clio entry was written, and what was done."""
+
+    marker: str
+    purchase_id: str
+    outcome: str  # updated | moved | billed | not_overwritten | gone
+    clio_id: int | None
+    matter: str | None  # the entry's matter as Clio shows it
+    before: dict[str, str]  # amount, date, matter: what the entry said
+    after: dict[str, str]  # ... and what QuickBooks now says
+    bill: str | None  # "bill #12 (awaiting payment)" when it is on one
+    note: str  # what happened, in words
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,9 @@ class RunSummary:
     purchases_read: int = 0
     deleted: int = 0  # Clio entries deleted because their purchase left QuickBooks
     kept: int = 0  # Clio entries left although their purchase left QuickBooks (billed, alert)
+    updated: int = 0  # Clio entries changed to follow an edit in QuickBooks
+    changed_after_billing: int = 0  # edited in QuickBooks, but the entry is on a bill
+    not_overwritten: int = 0  # edited in QuickBooks, but a person changed the entry in Clio
     duration_s: float = 0.0
     error: str | None = None
     imported_entries: list[ImportedEntry] = field(default_factory=list)
@@ -116,14 +134,16 @@ class RunSummary:
     failures: list[FailureItem] = field(default_factory=list)
     skips: list[str] = field(default_factory=list)
     removed_items: list[RemovedItem] = field(default_factory=list)
+    changed_items: list[ChangedItem] = field(default_factory=list)
     reconciled: ReconcileNote | None = None
+    actor: str | None = None  # who started the run: a Slack user id, or None (its trigger)
     qbo_calls: int = 0
     clio_calls: int = 0
 
     @property
     def did_something(self) -> bool:
         return bool(self.imported or self.waiting or self.failed or self.error or
-                    self.removed_items or (self.reconciled is not None and
+                    self.removed_items or self.changed_items or (self.reconciled is not None and
                                            self.reconciled.reason != "first"))
 
     def details(self) -> dict[str, Any]:
@@ -140,6 +160,14 @@ class RunSummary:
                  "date": r.date.isoformat(), "kind": r.kind, "outcome": r.outcome,
                  "clio_id": r.clio_id, "matter": r.matter, "note": r.note}
                 for r in self.removed_items[:DETAIL_LIMIT]],
+            "changed": [
+                {"marker": c.marker, "purchase_id": c.purchase_id, "outcome": c.outcome,
+                 "clio_id": c.clio_id, "matter": c.matter, "before": c.before,
+                 "after": c.after, "bill": c.bill, "note": c.note}
+                for c in self.changed_items[:DETAIL_LIMIT]],
+            "updated": self.updated,
+            "changed_after_billing": self.changed_after_billing,
+            "not_overwritten": self.not_overwritten,
             "reconciled": None if self.reconciled is None else {
                 "reason": self.reconciled.reason, "last_swept": self.reconciled.last_swept,
                 "checked": self.reconciled.checked, "removed": self.reconciled.removed},

@@ -532,8 +532,9 @@ def test_edited_purchase_already_imported_is_not_duplicated(firm: Firm) -> None:
     firm.later()
     summary = firm.run()
 
-    assert summary.imported == 0 and summary.unchanged == 1
-    assert len(firm.entries()) == 1
+    assert summary.imported == 0 and summary.updated == 1  # the memo is in the note
+    entries = firm.entries()
+    assert len(entries) == 1 and "edited" in entries[0]["note"]
 
 
 def test_firm_without_settings_gets_a_clear_message(

@@ -199,7 +199,7 @@ def _part(text: str, index: int, count: int) -> str:
 
 def _details_exist(summary: RunSummary) -> bool:
     return bool(summary.imported_entries or summary.waiting_items or summary.failures
-                or summary.skips or summary.removed_items)
+                or summary.skips or summary.removed_items or summary.changed_items)
 
 
 def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
@@ -214,6 +214,9 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
     elif not summary.imported and (summary.deleted or summary.kept):
         head = f"*{firm}* — nothing new to import; expenses deleted or voided in QuickBooks " \
                "were followed into Clio"
+    elif not summary.imported and summary.changed_items:
+        head = f"*{firm}* — nothing new to import; expenses edited in QuickBooks were " \
+               "followed into Clio"
     else:
         head = f"*{firm}* — imported *{count}* into Clio, *{total}*"
     waiting = f"{summary.waiting:,} new"
@@ -230,6 +233,12 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
         fields.append(f"*Deleted from Clio*\n{summary.deleted:,} (gone from QuickBooks)")
     if summary.kept:
         fields.append(f"*Left in Clio, check them*\n{summary.kept:,} (gone from QuickBooks)")
+    if summary.updated:
+        fields.append(f"*Updated in Clio*\n{summary.updated:,} (edited in QuickBooks)")
+    if summary.changed_after_billing:
+        fields.append(f"*Changed after billing, check them*\n{summary.changed_after_billing:,}")
+    if summary.not_overwritten:
+        fields.append(f"*Changed in Clio, not overwritten*\n{summary.not_overwritten:,}")
     blocks = [_section(head), _fields(fields)]
     notice = _reconcile_notice(summary)
     if notice:
@@ -249,6 +258,11 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
             f"{summary.failed:,} failed, {summary.skipped:,} skipped")
     if summary.deleted or summary.kept:
         text += f", {summary.deleted:,} deleted, {summary.kept:,} left in Clio"
+    if summary.changed_items:
+        text += (f", {summary.updated:,} updated, {summary.changed_after_billing:,} changed "
+                 "after billing")
+        if summary.not_overwritten:
+            text += f", {summary.not_overwritten:,} not overwritten"
     return Message(text=_fallback(text), blocks=blocks)
 
 
@@ -288,6 +302,39 @@ _REMOVAL_WORDS = {
 }
 
 
+_CHANGE_WORDS = {
+    "updated": "Updated",
+    "moved": "Moved to another matter",
+    "billed": "Changed after billing, check it",
+    "not_overwritten": "Changed in Clio, not overwritten",
+    "gone": "Deleted in Clio, not re-created",
+}
+
+
+def _difference(before: dict[str, str], after: dict[str, str]) -> str:
+    """"$1,200.00 → $120.00, 2026-03-02 → 2026-03-04": only what differs (escaped)."""
+    parts = []
+    for key in ("amount", "date", "matter"):
+        old, new = before.get(key), after.get(key)
+        if key == "matter" and not new:
+            continue
+        if old == new:
+            continue
+        if key == "amount":
+            old, new = _money_text(old), _money_text(new)
+        parts.append(f"{escape(old or '—')} → *{escape(new or '—')}*")
+    return ", ".join(parts) or "no figure changed (the note or reference did)"
+
+
+def _money_text(value: str | None) -> str | None:
+    if not value:
+        return value
+    try:
+        return money(Decimal(value))
+    except ArithmeticError:
+        return value
+
+
 _KIND_WORDS = {
     "config": "setting or connection",
     "transient": "temporary service trouble",
@@ -305,12 +352,13 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
     then waiting, skips and imported entries, so problems are never crowded out."""
     skips = Counter(summary.skips)
     removed = sorted(summary.removed_items, key=lambda r: not r.outcome.startswith("kept"))
-    sizes = {"failed": len(summary.failures), "removed": len(removed),
+    changed = sorted(summary.changed_items, key=lambda c: c.outcome == "updated")
+    sizes = {"failed": len(summary.failures), "removed": len(removed), "changed": len(changed),
              "waiting": len(summary.waiting_items), "skipped": len(skips),
              "imported": len(summary.imported_entries)}
     room = DETAIL_ROWS
     shown: dict[str, int] = {}
-    for key in ("failed", "removed", "waiting", "skipped", "imported"):
+    for key in ("failed", "removed", "changed", "waiting", "skipped", "imported"):
         shown[key] = min(sizes[key], room)
         room -= shown[key]
 
@@ -366,6 +414,17 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
                 row += " — delete it in Clio if it should go"
             rows.append(row)
         out.append((f"*Gone from QuickBooks* — {sizes['removed']:,}", rows + more("removed")))
+    if sizes["changed"]:
+        rows = []
+        for c in changed[: shown["changed"]]:
+            row = (f"• {escape(_CHANGE_WORDS.get(c.outcome, c.outcome))} · expense "
+                   f"#{escape(c.purchase_id)} → Clio #{c.clio_id}"
+                   + (f" ({escape(c.matter)})" if c.matter else "")
+                   + f": {_difference(c.before, c.after)}")
+            if c.outcome != "updated":
+                row += f" — {escape(c.note)}"
+            rows.append(row)
+        out.append((f"*Edited in QuickBooks* — {sizes['changed']:,}", rows + more("changed")))
     if sizes["skipped"]:
         rows = []
         for reason, n in list(skips.items())[: shown["skipped"]]:
@@ -624,6 +683,9 @@ def _answer_line(answer: PromptAnswer) -> str:
     if answer.outcome in ("removed_deleted", "removed_voided"):
         what = "Deleted" if answer.outcome == "removed_deleted" else "Voided"
         return f"{what} in QuickBooks: nothing to choose any more"
+    if answer.outcome == "superseded":
+        return ("Edited in QuickBooks (its customer or lines changed): this question is "
+                "gone; a new one follows if the edited expense needs a choice")
     if answer.outcome == "contact_remembered":
         return f"Contact remembered: {label or 'the contact'} (chosen by {who})"
     return f"{escape(answer.outcome)}{': ' + label if label else ''} by {who}"
@@ -631,7 +693,7 @@ def _answer_line(answer: PromptAnswer) -> str:
 
 _ANSWER_ICONS = {"linked": ":white_check_mark:", "imported": ":white_check_mark:",
                  "not_client_cost": ":heavy_minus_sign:", "removed_deleted": ":wastebasket:",
-                 "removed_voided": ":wastebasket:",
+                 "removed_voided": ":wastebasket:", "superseded": ":pencil2:",
                  "contact_remembered": ":white_check_mark:"}
 
 

@@ -4,7 +4,8 @@
 their firm). ``entry_links.written`` keeps what hardcost last wrote to the Clio entry, so an
 entry a person changed in Clio is never overwritten; ``superseded_at`` marks an entry whose
 purchase no longer calls for it (its customer or lines changed), to be removed by this run or
-the next.
+the next. ``waiting_expenses.prompt_stale`` asks for a posted prompt to be updated in place
+after its expense was edited in QuickBooks.
 
 Revision ID: 0011
 Revises: 0010
@@ -27,6 +28,9 @@ def upgrade() -> None:
     op.add_column("entry_links", sa.Column("written", sa.JSON(), nullable=True))
     op.add_column("entry_links",
                   sa.Column("superseded_at", sa.DateTime(timezone=True), nullable=True))
+    op.add_column("waiting_expenses",
+                  sa.Column("prompt_stale", sa.Boolean(), nullable=False,
+                            server_default=sa.false()))
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), primary_key=True),
@@ -72,5 +76,6 @@ def downgrade() -> None:
     else:
         op.execute("DROP TRIGGER IF EXISTS audit_log_append_only")
     op.drop_table("audit_log")
+    op.drop_column("waiting_expenses", "prompt_stale")
     op.drop_column("entry_links", "superseded_at")
     op.drop_column("entry_links", "written")
