@@ -237,8 +237,8 @@ class ClioClient:
         query: Mapping[str, Any] | None = {"limit": PAGE_LIMIT, "order": "id(asc)", **params}
         while url:
             body = self._json(self.api.request("GET", url, params=query))
-            rows = body.get("data") or []
-            if not isinstance(rows, list):
+            rows = body.get("data")
+            if not isinstance(rows, list):  # a missing or empty-object list is no answer
                 raise MalformedAnswer(SERVICE, "Clio answered a list in a form hardcost does "
                                       "not understand; the next run tries again.")
             yield from rows
@@ -258,7 +258,7 @@ class ClioClient:
         first = True
         while url:
             body = self._json(self.api.request("GET", url, params=query))
-            page = body.get("data") or []
+            page = body.get("data")
             if not isinstance(page, list):
                 raise MalformedAnswer(SERVICE, "Clio answered a list in a form hardcost does "
                                       "not understand; the next run tries again.")

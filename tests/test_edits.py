@@ -6,16 +6,23 @@ exactly once."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select
+from sqlalchemy.engine import Engine
 
 from hardcost.sandbox.clio import server_error_fault
 from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.locks import settle_abandoned_runs
 from hardcost.sync.store import AuditEntry, LinkState
-from tests.firmkit import Firm
+from tests.firmkit import Firm, env_for
 
 ACTIVITY = r"/activities/\d+\.json$"
 ACTIVITIES = r"/activities\.json$"
@@ -284,3 +291,56 @@ def test_a_prompt_whose_purchase_no_longer_needs_a_choice_loses_its_buttons(
                        what="the prompt settled")
     assert "hc_choose_matter" not in str(updated["blocks"])
     assert [e["matter"]["id"] for e in firm.entries()] == [firm.matters["Smith estate"]]
+
+
+@pytest.mark.parametrize("moment", ["before the new POST", "before the old entry goes"])
+def test_a_customer_change_killed_half_way_lands_exactly_once(
+        firm: Firm, database_url: str, db_engine: Engine, moment: str) -> None:
+    """``hardcost sync`` is SIGKILLed between recording the change and finishing it: after
+    the removal was recorded but before the new entry's POST reached Clio, or after the new
+    entry was written but before the old one was removed. The next run finishes the step:
+    one entry on the new client's matter, the old one deleted, nothing doubled."""
+    purchase = _imported_one(firm, "300.00")
+    firm.client("Bob Brown", ["Brown contract"])
+    [old] = firm.entries()
+    firm.qbo.update_purchase(str(purchase["Id"]), lines=_lines(firm, ("300.00", "Bob Brown")))
+    bob = firm.customers["Bob Brown"]
+    if moment == "before the new POST":  # held before Clio handles it: never reaches Clio
+        firm.world.clio.faults.add(Fault(path=ACTIVITIES, method="POST", status=503,
+                                         delay=20, times=5))
+
+        def reached() -> bool:
+            return any(link.superseded_at is not None for link in firm.links())
+    else:  # the read before the old entry's DELETE is held
+        firm.world.clio.faults.add(Fault(path=rf"/activities/{old['id']}\.json$",
+                                         method="GET", passthrough=True, delay=20, times=5))
+
+        def reached() -> bool:
+            return any(link.customer_id == bob and link.state == LinkState.CREATED
+                       for link in firm.links())
+
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
+                            env=env_for(firm.world, database_url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(reached, timeout=60, what=f"the run to get {moment}")
+        time.sleep(0.5)  # into the held request
+        assert proc.poll() is None, "the run ended before it could be killed"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    firm.world.clio.faults.clear()
+    assert old["id"] in firm.clio.activities  # not removed yet
+
+    settle_abandoned_runs(db_engine)  # hardcost serve starting again
+    firm.later()
+    summary = firm.run()
+
+    assert summary.error is None
+    [left] = firm.entries()
+    assert left["matter"]["id"] == firm.matters["Brown contract"]
+    assert left["price"] == Decimal("300.00")
+    states = sorted((link.customer_id == bob, link.state) for link in firm.links())
+    assert states == [(False, LinkState.DELETED), (True, LinkState.CREATED)]
+    firm.later()
+    assert firm.run().imported == 0 and len(firm.entries()) == 1

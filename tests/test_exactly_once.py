@@ -10,10 +10,12 @@ import pytest
 
 from hardcost.sandbox.clio import server_error_fault
 from hardcost.sandbox.faults import Fault
+from hardcost.sync.importer import HEAL_TRIES
 from hardcost.sync.store import LinkState
 from tests.firmkit import Firm, env_for
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"
+SEARCH = r"/api/v4/activities\.json$"  # the marker look-up (GET) shares the index's path
 
 
 @pytest.fixture
@@ -60,14 +62,32 @@ def test_process_killed_between_clio_post_and_link_commit_leaves_one_entry(
     assert summary.imported == 0 and summary.error is None
 
 
-def test_lost_reply_from_clio_is_recovered_by_marker_not_posted_twice(firm: Firm) -> None:
+def test_lost_reply_from_clio_is_found_by_marker_within_the_run(firm: Firm) -> None:
     firm.expense(("40.00", "Jane Smith"))
     firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", after_handler=True,
                                      status=504, body='{"error": {"type": "GatewayTimeout"}}'))
 
+    summary = firm.run()
+
+    assert summary.imported == 1 and summary.failed == 0
+    assert firm.world.clio.calls.count("POST", POST_ACTIVITY) == 1  # looked up, not re-posted
+    assert len(firm.entries()) == 1
+    assert [link.state for link in firm.links()] == [LinkState.CREATED]
+    assert firm.links()[0].clio_activity_id == firm.entries()[0]["id"]
+
+
+def test_lost_reply_from_clio_is_recovered_by_marker_not_posted_twice(firm: Firm) -> None:
+    """Clio took the POST, then neither its reply nor any look-up within the run got
+    through: the pending link stays, and the next run finds the entry by its marker."""
+    firm.expense(("40.00", "Jane Smith"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", after_handler=True,
+                                     status=504, body='{"error": {"type": "GatewayTimeout"}}'))
+    firm.world.clio.faults.add(server_error_fault(503, times=100, path=SEARCH))
+
     first = firm.run()
     assert first.failed == 1 and first.failures[0].kind == "transient"
     assert [link.state for link in firm.links()] == [LinkState.PENDING]
+    firm.world.clio.faults.clear()
 
     firm.later()
     second = firm.run()
@@ -78,9 +98,22 @@ def test_lost_reply_from_clio_is_recovered_by_marker_not_posted_twice(firm: Firm
     assert second.error is None
 
 
-def test_post_that_failed_before_clio_saved_it_is_posted_again_next_run(firm: Firm) -> None:
+def test_post_that_failed_before_clio_saved_it_is_posted_again_within_the_run(
+        firm: Firm) -> None:
     firm.expense(("40.00", "Jane Smith"))
     firm.world.clio.faults.add(server_error_fault(500, path=POST_ACTIVITY))
+
+    summary = firm.run()
+
+    assert summary.imported == 1 and summary.failed == 0
+    assert len(firm.entries()) == 1  # looked up first (absent), then posted once more
+    assert firm.world.clio.calls.count("POST", POST_ACTIVITY) == 2
+
+
+def test_post_that_failed_before_clio_saved_it_is_posted_again_next_run(firm: Firm) -> None:
+    firm.expense(("40.00", "Jane Smith"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", status=500,
+                                     times=HEAL_TRIES))
 
     first = firm.run()
     assert first.failed == 1 and firm.entries() == []
@@ -101,7 +134,9 @@ def test_clio_outage_stops_writing_after_a_few_tries_and_loses_nothing(firm: Fir
     down = firm.run()
 
     posts = firm.world.clio.calls.count("POST", POST_ACTIVITY)
-    assert posts == 3  # then the run stops hammering a service that is down
+    # Each entry's POST may have reached Clio, and the look-up by marker fails too during an
+    # outage: its link stays pending; three such entries and the run stops hammering Clio.
+    assert posts == 3
     assert down.failed == 8 and down.imported == 0
     assert {f.kind for f in firm.open_failures()} == {"transient"}
 
@@ -136,13 +171,35 @@ def test_clio_rejection_is_a_readable_failure_and_the_run_goes_on(firm: Firm) ->
 def test_a_malformed_success_from_clio_is_a_failure_and_the_entry_lands_once(
         firm: Firm, body: str, created: bool) -> None:
     """Issue 10 #3: ``201 {"data":{}}`` once raised ``KeyError`` out of the run, which was
-    then recorded ``ok``. Clio may or may not have made the entry: the pending link stays,
-    and the next run finds it by its marker or posts it once."""
+    then recorded ``ok``. Clio may or may not have made the entry: the run looks it up by its
+    marker and links it, or posts it once more (issue 11: faults heal within the run)."""
     firm.expense(("125.00", "Jane Smith"))
     firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", status=201, body=body,
                                      after_handler=created))
 
     first = firm.run()
+
+    assert first.error is None and first.failed == 0 and first.imported == 1
+    assert len(firm.entries()) == 1
+    assert [link.state for link in firm.links()] == [LinkState.CREATED]
+    assert firm.world.clio.calls.count("POST", POST_ACTIVITY) == (1 if created else 2)
+    assert firm.open_failures() == []
+
+
+@pytest.mark.parametrize("body", ['{"data": {}}', "not json"])
+def test_a_malformed_success_every_time_is_a_failure_and_the_entry_lands_once(
+        firm: Firm, body: str) -> None:
+    """Every try within the run gets an answer hardcost cannot read (and Clio made the
+    entry the first time): the run records a readable failure, and the next run finds the
+    entry by its marker instead of posting it again."""
+    firm.expense(("125.00", "Jane Smith"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", status=201, body=body,
+                                     after_handler=True))
+    firm.world.clio.faults.add(Fault(path=SEARCH, method="GET", status=200, body=body,
+                                     times=100))
+
+    first = firm.run()
+    firm.world.clio.faults.clear()
     firm.later()
     second = firm.run()
 
