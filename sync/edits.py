@@ -16,7 +16,9 @@ Entries the purchase no longer calls for (its customer changed, a line was remov
 import account, ``split-lines`` changed its grouping) are marked ``superseded_at``: that mark
 is committed before anything else happens, so a run that stops half way leaves a record the
 next run finishes (the purchase is read again, its new entries written, the old ones removed as
-for a deleted purchase, in ``Removals.handle_superseded``).
+for a deleted purchase, in ``Removals.handle_superseded``). When a later edit calls for such an
+entry again (the customer changed back), a deleted one is written anew and one left in Clio
+(billed, or ``deletions alert``) is followed like any edited entry.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
@@ -117,6 +120,10 @@ class Edits:
                 return
             row.sync_token = entry.sync_token
             row.superseded_at = None
+            if row.state == LinkState.KEPT:  # an obsolete entry left in Clio is called for again
+                row.state = LinkState.CREATED
+                row.removed_at = None
+                row.removal_note = None
             row.updated_at = self.clock()
             if activity is not None and written is not None:
                 row.amount = entry.amount
@@ -203,18 +210,16 @@ class Edits:
             return 0
         if any(not f.customer_id for f in plan.failures):
             return 0
-        token = str(purchase.get("SyncToken") or "0")
         failing = {f.customer_id for f in plan.failures}
         planned = {(e.key.customer_id, e.key.line_id) for e in plan.entries}
         gone = [link for link in links
                 if link.state == LinkState.CREATED and link.removed_at is None
-                and link.superseded_at is None and link.sync_token != token
+                and link.superseded_at is None
                 and (link.customer_id, link.line_id) not in planned
                 and link.customer_id not in failing]
         moot = [row for row in waiting
                 if (row.customer_id, row.line_id) not in planned
-                and row.customer_id not in failing
-                and (row.entry or {}).get("sync_token") != token]
+                and row.customer_id not in failing]
         if not gone and not moot:
             return 0
         now = self.clock()
@@ -224,6 +229,16 @@ class Edits:
                 if row is not None and row.removed_at is None:
                     row.superseded_at = now
                     link.superseded_at = now
+                    # A person's earlier answer for this key no longer stands: should the
+                    # purchase call for the key again, it is asked again.
+                    session.execute(update(WaitingExpense).where(
+                        WaitingExpense.firm_id == self.firm_id,
+                        WaitingExpense.realm_id == link.realm_id,
+                        WaitingExpense.purchase_id == link.purchase_id,
+                        WaitingExpense.customer_id == link.customer_id,
+                        WaitingExpense.line_id == link.line_id,
+                        WaitingExpense.resolution.in_(("linked", "imported")),
+                    ).values(resolution=SUPERSEDED))
             for item in moot:
                 answer = session.get(WaitingExpense, item.id)
                 if answer is not None and answer.resolved_at is None and \

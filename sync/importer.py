@@ -271,7 +271,7 @@ class Importer:
             link_of = {(link.customer_id, link.line_id): link for link in links}
             for entry in plan.entries:
                 link = link_of.get((entry.key.customer_id, entry.key.line_id))
-                if link is None:
+                if link is None or _revivable(link):
                     to_resolve.append(entry)
                     continue
                 # Still the same purchase: whatever failed before for it is settled.
@@ -628,8 +628,27 @@ class Importer:
                 session.commit()
             except IntegrityError:
                 session.rollback()
+            else:
+                return link.id
+            # The key's entry was removed from Clio because an edit made it obsolete, and the
+            # purchase calls for it again: the row is taken back (once: compare and set).
+            revived = session.execute(update(EntryLink).where(
+                EntryLink.firm_id == self.firm_id, EntryLink.realm_id == key.realm_id,
+                EntryLink.purchase_id == key.purchase_id,
+                EntryLink.customer_id == key.customer_id, EntryLink.line_id == key.line_id,
+                EntryLink.state == LinkState.DELETED, EntryLink.superseded_at.is_not(None),
+            ).values(state=LinkState.PENDING, sync_token=entry.sync_token, amount=entry.amount,
+                     txn_date=entry.date, clio_matter_id=matter_id, clio_activity_id=None,
+                     clio_etag=None, written=None, run_id=run_id, superseded_at=None,
+                     removed_at=None, removal_note=None, updated_at=self.clock()))
+            session.commit()
+            if revived.rowcount != 1:  # type: ignore[attr-defined]
                 return None
-            return link.id
+            return session.scalars(select(EntryLink.id).where(
+                EntryLink.firm_id == self.firm_id, EntryLink.realm_id == key.realm_id,
+                EntryLink.purchase_id == key.purchase_id,
+                EntryLink.customer_id == key.customer_id,
+                EntryLink.line_id == key.line_id)).one()
 
     def _drop_link(self, link_id: int) -> None:
         with self.sessions() as session:
@@ -980,9 +999,16 @@ def _shown(row: WaitingExpense) -> tuple[Any, ...]:
 
 
 def _edited(link: EntryLink, entry: PlannedEntry) -> bool:
-    """The purchase changed in QuickBooks since this entry was written (or the entry was
-    marked obsolete and the purchase calls for it again)."""
-    return link.state == LinkState.CREATED and link.removed_at is None and \
-        link.clio_activity_id is not None and \
-        (link.sync_token != entry.sync_token or link.superseded_at is not None)
+    """The purchase changed in QuickBooks since this entry was written; or the entry was
+    marked obsolete and the purchase calls for it again (still in Clio, or left there)."""
+    if link.clio_activity_id is None:
+        return False
+    if link.state == LinkState.CREATED and link.removed_at is None:
+        return link.sync_token != entry.sync_token or link.superseded_at is not None
+    return link.state == LinkState.KEPT and link.superseded_at is not None
+
+
+def _revivable(link: EntryLink) -> bool:
+    """An entry removed from Clio because an edit made it obsolete, called for again."""
+    return link.state == LinkState.DELETED and link.superseded_at is not None
 
