@@ -724,8 +724,8 @@ def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
     firm = rig.firm
 
     class ClickDuringRun(Importer):
-        def _existing_links(self, realm_id: str, purchase_ids: list[str]) -> set[Any]:
-            found = super()._existing_links(realm_id, purchase_ids)
+        def _known(self, realm_id: str, purchase_ids: list[str]) -> dict[str, Any]:
+            found = super()._known(realm_id, purchase_ids)
             result = choices.choose_matter(firm.world.importer(firm.sessions, firm.id),
                                            waiting.id, lease, rig.staff)
             assert result.outcome == "linked"
