@@ -145,13 +145,15 @@ class BotContext:
 
     def start_run(self, firm_id: int, *, trigger: str,
                   then: Callable[[RunSummary], None],
-                  failed: Callable[[str], None] | None = None) -> bool:
+                  failed: Callable[[str], None] | None = None,
+                  actor: str | None = None) -> bool:
         """Start an import on the run pool (a long import must not hold a listener worker);
         False when this firm's import is already under way (here or in another replica).
 
         ``then(summary)`` follows a run; ``failed(sentence)`` is called instead when the run
         could not start (the firm is not ready, a connection is missing) or crashed, so the
-        person who asked is always told something."""
+        person who asked is always told something. ``actor`` (the Slack user who asked) is
+        who the audit trail names for what the run changes."""
         claim = self.claim_run(firm_id)
         if not claim.__enter__():
             claim.__exit__(None, None, None)
@@ -159,7 +161,7 @@ class BotContext:
 
         def job() -> None:
             try:
-                summary = self.importer_for(firm_id).run(trigger=trigger)
+                summary = self.importer_for(firm_id).run(trigger=trigger, actor=actor)
             except (FirmNotReady, ApiError) as exc:
                 log.info("import for firm %s did not start: %s", firm_id, exc)
                 self._tell_failed(failed, str(exc))

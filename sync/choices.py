@@ -97,7 +97,7 @@ def choose_matter(importer: Importer, waiting_id: int, matter_id: int,
     entry = PlannedEntry.from_json(row.entry)
     try:
         activity = importer.write(importer.writer_state("choice"), entry, matter_id,
-                                resolution="linked", resolved_by=user_id)
+                                  resolution="linked", resolved_by=user_id, matter=label)
     except AlreadyImported:
         _settle(importer, waiting_id, "linked", user_id)
         return ChoiceResult("already_answered", "This expense is already in Clio.",
@@ -137,7 +137,7 @@ def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
         label = matter_label(matter.display_number, matter.description)
         try:
             activity = importer.write(state, entry, matter.id, resolution="linked",
-                                    resolved_by=user_id)
+                                      resolved_by=user_id, matter=label)
         except AlreadyImported:
             _settle(importer, waiting_id, "linked", user_id)
             return ChoiceResult("already_answered", "This expense is already in Clio.")

@@ -479,7 +479,7 @@ class Importer:
             self._record_write_failure(state, entry, state.clio_blocked)
             return
         try:
-            activity = self.write(state, entry, matter.id, resolution="imported")
+            activity = self.write(state, entry, matter.id, resolution="imported", matter=label)
         except AlreadyImported:
             summary.unchanged += 1  # another run recorded it first
             return
@@ -579,7 +579,7 @@ class Importer:
             stored = self._stored_contacts(session)
         summary = RunSummary(self.firm_id, None, False, self.clock())
         return _RunState(firm, settings, summary, MatterResolver(self.clio, stored),
-                         settings.clio_entry_type or "HardCostEntry")
+                         settings.clio_entry_type or "HardCostEntry", actor=trigger)
 
     def _stored_contacts(self, session: Session) -> dict[tuple[str, str], int]:
         return {(link.qbo_type, link.qbo_id): link.clio_contact_id

@@ -157,7 +157,8 @@ def register(app: App, ctx: BotContext) -> None:
                 _ephemeral(respond, "That failure is not one this workspace can retry.")
                 return
             purchase_id = failure.purchase_id
-        summary = ctx.importer_for(firm_id).run(trigger="retry", purchase_ids={purchase_id})
+        summary = ctx.importer_for(firm_id).run(trigger="retry", purchase_ids={purchase_id},
+                                                actor=user_id)
         with ctx.sessions() as session:
             failure = session.get(Failure, int(value))
             assert failure is not None
@@ -196,7 +197,8 @@ def register(app: App, ctx: BotContext) -> None:
         def failed(sentence: str) -> None:
             _tell(respond, client, user_id, sentence)
 
-        if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed):
+        if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed,
+                             actor=user_id):
             _tell(respond, client, user_id, "An import is already under way; its summary "
                                             "follows in the channel.")
 
