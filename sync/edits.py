@@ -30,7 +30,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
@@ -197,6 +197,86 @@ class Edits:
             link.marker, link.purchase_id, outcome, entry_id, matter,
             _brief(now_reads, matter), _brief(wanted, matter), bill, note))
         log.info("firm %s: edit of %s not applied: %s", self.firm_id, link.marker, note)
+
+    # -- changed key, same client: the entry moves -------------------------------------------
+
+    def move(self, link: EntryLink, entry: PlannedEntry, matter_id: int, label: str) -> bool:
+        """Move an obsolete entry of the same client to the new key's matter and figures with
+        one PATCH (``If-Match``), and take the link over for the new key. False (nothing
+        changed) when the entry is on a bill, was changed by a person, or the new key has a
+        link of its own: the caller removes it and writes the new one instead."""
+        assert link.clio_activity_id is not None
+        with self.sessions() as session:
+            taken = session.scalars(select(EntryLink.id).where(
+                EntryLink.firm_id == self.firm_id, EntryLink.realm_id == entry.key.realm_id,
+                EntryLink.purchase_id == entry.key.purchase_id,
+                EntryLink.customer_id == entry.key.customer_id,
+                EntryLink.line_id == entry.key.line_id)).first()
+        if taken is not None:
+            return False
+        written = written_of(link)
+        activity = self.clio.get_activity(link.clio_activity_id)
+        if activity.on_bill or activity.billed or not untouched(activity, written, link.marker):
+            return False
+        wanted = wanted_of(entry, matter_id)
+        try:
+            moved = self.clio.update_entry(
+                link.clio_activity_id, etag=activity.etag, on=entry.date, price=entry.amount,
+                note=entry.note, reference=entry.reference, matter_id=matter_id)
+        except PreconditionFailed:
+            return False
+        except ServiceDown as exc:
+            if not exc.ambiguous:
+                raise
+            moved = self.clio.get_activity(link.clio_activity_id)
+            if not same_fields(moved.written_fields(), wanted):
+                raise
+        now = self.clock()
+        key = entry.key
+        with self.sessions() as session:
+            row = session.get(EntryLink, link.id)
+            if row is None or row.removed_at is not None:
+                return True  # moved in Clio; whoever settled the row meanwhile keeps it
+            old_key = link_key(link)
+            row.customer_id = key.customer_id
+            row.marker = key.marker
+            row.sync_token = entry.sync_token
+            row.amount = entry.amount
+            row.txn_date = entry.date
+            row.written = moved.written_fields()
+            row.clio_etag = moved.etag
+            row.clio_matter_id = matter_id
+            row.superseded_at = None
+            row.updated_at = now
+            session.execute(update(WaitingExpense).where(
+                WaitingExpense.firm_id == self.firm_id,
+                WaitingExpense.realm_id == key.realm_id,
+                WaitingExpense.purchase_id == key.purchase_id,
+                WaitingExpense.customer_id == key.customer_id,
+                WaitingExpense.line_id == key.line_id, WaitingExpense.resolved_at.is_(None),
+            ).values(resolved_at=now, resolution="imported", clio_activity_id=moved.id,
+                     clio_matter_id=matter_id))
+            audit.record(session, self.firm_id, Action.MOVED, self.actor,
+                         realm_id=key.realm_id, purchase_id=key.purchase_id,
+                         customer_id=key.customer_id, line_id=key.line_id,
+                         client=entry.customer_name, amount=entry.amount,
+                         clio_activity_id=moved.id, clio_matter_id=matter_id, matter=label,
+                         before={**shown(activity.written_fields()),
+                                 "customer_id": old_key["customer_id"],
+                                 "matter": activity.matter_number},
+                         after={**shown(moved.written_fields()), "matter": label},
+                         run_id=self.summary.run_id, at=now)
+            session.commit()
+        ENTRIES.labels("moved").inc()
+        self.summary.updated += 1
+        self.summary.changed_items.append(ChangedItem(
+            key.marker, key.purchase_id, "moved", moved.id, label,
+            _brief(activity.written_fields(), activity.matter_number),
+            _brief(moved.written_fields(), label), None,
+            f"moved Clio entry #{moved.id} to {label}"))
+        log.info("firm %s: %s moved to matter %s (entry %s)", self.firm_id, key.marker,
+                 matter_id, moved.id)
+        return True
 
     # -- changed key: the old entry goes --------------------------------------------------
 

@@ -121,6 +121,9 @@ class _RunState:
     consecutive_transient: int = 0
     clio_blocked: ApiError | None = None
     raised: set[tuple[str, str, str, str]] = field(default_factory=set)
+    obsolete: dict[tuple[str, str], list[EntryLink]] = field(default_factory=dict)
+    """(purchase id, line id) → entries an edit made obsolete, not removed yet: one whose
+    client is the new entry's may be moved to the new matter instead (``Edits.move``)."""
     to_write: int = 0  # entries this run writes or asks about (for progress)
     handled: int = 0  # of those, done so far
     waited_before: float = 0.0  # the clients' rate-limit waits when the run started
@@ -283,6 +286,11 @@ class Importer:
                     state.summary.unchanged += 1
             if not dry_run and (links or waiting):
                 self._supersede(state, plan, by_id.get(plan.purchase_id), links, waiting)
+                for link in links:
+                    if link.superseded_at is not None and link.removed_at is None and \
+                            link.state == LinkState.CREATED:
+                        state.obsolete.setdefault((link.purchase_id, link.line_id),
+                                                  []).append(link)
 
         for entry, link in to_update:
             if self.stopping.is_set():
@@ -332,6 +340,35 @@ class Importer:
                 state.clio_blocked = exc
             return
         state.consecutive_transient = 0
+
+    def _moved(self, state: _RunState, entry: PlannedEntry, resolution: Resolution,
+               label: str) -> bool:
+        """A line that moved to another QuickBooks customer of the same Clio client (say, from
+        sub-customer "Acme:Lease" to "Acme:Employment"): its obsolete entry is moved to the
+        new matter with one PATCH, when Clio allows it (unbilled, untouched by people).
+        False when there is nothing to move or Clio would not: the obsolete entry is then
+        removed and the new one written, as for any changed key."""
+        candidates = state.obsolete.get((entry.key.purchase_id, entry.key.line_id))
+        if not candidates or resolution.contact is None or resolution.matter is None:
+            return False
+        client_matters = {m.id for m in state.resolver.matters_of(resolution.contact.id)}
+        link = next((c for c in candidates if c.clio_matter_id in client_matters), None)
+        if link is None:
+            return False
+        try:
+            moved = Edits(self.sessions, self.firm_id, self.clio, state.summary, state.actor,
+                          self.clock).move(link, entry, resolution.matter.id, label)
+        except ReconnectRequired:
+            raise
+        except ApiError as exc:
+            log.info("%s could not be moved (%s); the obsolete entry goes instead",
+                     link.marker, exc)
+            return False
+        if moved:
+            candidates.remove(link)
+            state.raised.add((entry.key.purchase_id, entry.key.customer_id,
+                              entry.key.line_id, "*"))
+        return moved
 
     def _record_edit_failure(self, state: _RunState, entry: PlannedEntry, link: EntryLink,
                              exc: ApiError) -> None:
@@ -477,6 +514,8 @@ class Importer:
             return
         if state.clio_blocked is not None:
             self._record_write_failure(state, entry, state.clio_blocked)
+            return
+        if self._moved(state, entry, resolution, label):
             return
         try:
             activity = self.write(state, entry, matter.id, resolution="imported", matter=label)

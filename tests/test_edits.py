@@ -344,3 +344,34 @@ def test_a_customer_change_killed_half_way_lands_exactly_once(
     assert states == [(False, LinkState.DELETED), (True, LinkState.CREATED)]
     firm.later()
     assert firm.run().imported == 0 and len(firm.entries()) == 1
+
+
+def test_a_line_moved_to_another_matter_of_the_same_client_is_one_patch(firm: Firm) -> None:
+    firm.client("Acme Holdings", ["Lease", "Employment"])
+    firm.client("Lease", contact=False, parent="Acme Holdings")
+    firm.client("Employment", contact=False, parent="Acme Holdings")
+    purchase = firm.expense(("75.00", "Lease"))
+    assert firm.run().imported == 1
+    [before] = firm.entries()
+    assert before["matter"]["id"] == firm.matters["Lease"]
+    firm.later()
+    posts = firm.world.clio.calls.count("POST", ACTIVITIES)
+
+    firm.qbo.update_purchase(str(purchase["Id"]), lines=_lines(firm, ("80.00", "Employment")))
+    summary = firm.run()
+
+    [after] = firm.entries()
+    assert after["id"] == before["id"] and after["matter"]["id"] == firm.matters["Employment"]
+    assert after["price"] == Decimal("80.00")
+    assert firm.world.clio.calls.count("POST", ACTIVITIES) == posts
+    assert firm.world.clio.calls.count("DELETE") == 0
+    assert summary.updated == 1 and summary.imported == summary.deleted == 0
+    assert summary.changed_items[0].outcome == "moved"
+    [link] = firm.links()
+    assert link.customer_id == firm.customers["Employment"] and link.superseded_at is None
+    assert f"/{firm.customers['Employment']}]" in after["note"]
+    assert [r.action for r in _audit(firm, "moved")] == ["moved"]
+
+    firm.later()
+    quiet = firm.run()
+    assert quiet.updated == quiet.imported == quiet.deleted == 0
