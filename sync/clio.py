@@ -206,10 +206,15 @@ class ClioClient:
                  session: requests.Session | None = None,
                  timeout: tuple[float, float] = (10.0, 60.0),
                  pacer: HeaderPacer | None = None) -> None:
-        self.base = f"{host.rstrip('/')}/api/v4"
+        self.host = host.rstrip("/")
+        self.base = f"{self.host}/api/v4"
         self.api = ApiSession(SERVICE, tokens=tokens, pacer=pacer or HeaderPacer(),
                               decode_error=decode_error, retry=retry, timeout=timeout,
                               default_headers={"X-API-VERSION": API_VERSION}, session=session)
+
+    def matter_url(self, matter_id: int | None) -> str | None:
+        """The matter's page in Clio's web app (where its entries are listed)."""
+        return None if matter_id is None else f"{self.host}/nc/#/matters/{int(matter_id)}"
 
     @property
     def calls(self) -> int:

@@ -156,7 +156,8 @@ class Edits:
             link.marker, link.purchase_id, "updated", after.id, after.matter_number,
             _brief(before.written_fields(), before.matter_number),
             _brief(after.written_fields(), after.matter_number), None,
-            f"updated Clio entry #{after.id} to follow the edit in QuickBooks"))
+            f"updated Clio entry #{after.id} to follow the edit in QuickBooks",
+            self.clio.matter_url(after.matter_id)))
         log.info("firm %s: %s updated in Clio (entry %s)", self.firm_id, link.marker, after.id)
 
     def _report(self, link: EntryLink, entry: PlannedEntry, activity: Activity | None,
@@ -195,7 +196,8 @@ class Edits:
             self.summary.not_overwritten += 1
         self.summary.changed_items.append(ChangedItem(
             link.marker, link.purchase_id, outcome, entry_id, matter,
-            _brief(now_reads, matter), _brief(wanted, matter), bill, note))
+            _brief(now_reads, matter), _brief(wanted, matter), bill, note,
+            self.clio.matter_url(activity.matter_id if activity else link.clio_matter_id)))
         log.info("firm %s: edit of %s not applied: %s", self.firm_id, link.marker, note)
 
     # -- changed key, same client: the entry moves -------------------------------------------
@@ -273,7 +275,7 @@ class Edits:
             key.marker, key.purchase_id, "moved", moved.id, label,
             _brief(activity.written_fields(), activity.matter_number),
             _brief(moved.written_fields(), label), None,
-            f"moved Clio entry #{moved.id} to {label}"))
+            f"moved Clio entry #{moved.id} to {label}", self.clio.matter_url(matter_id)))
         log.info("firm %s: %s moved to matter %s (entry %s)", self.firm_id, key.marker,
                  matter_id, moved.id)
         return True

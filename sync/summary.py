@@ -79,6 +79,7 @@ class ChangedItem:
     after: dict[str, str]  # ... and what QuickBooks now says
     bill: str | None  # "bill #12 (awaiting payment)" when it is on one
     note: str  # what happened, in words
+    url: str | None = None  # the entry's matter in Clio's web app
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,7 @@ class RunSummary:
             "changed": [
                 {"marker": c.marker, "purchase_id": c.purchase_id, "outcome": c.outcome,
                  "clio_id": c.clio_id, "matter": c.matter, "before": c.before,
-                 "after": c.after, "bill": c.bill, "note": c.note}
+                 "after": c.after, "bill": c.bill, "note": c.note, "url": c.url}
                 for c in self.changed_items[:DETAIL_LIMIT]],
             "updated": self.updated,
             "changed_after_billing": self.changed_after_billing,

@@ -375,3 +375,25 @@ def test_a_line_moved_to_another_matter_of_the_same_client_is_one_patch(firm: Fi
     firm.later()
     quiet = firm.run()
     assert quiet.updated == quiet.imported == quiet.deleted == 0
+
+
+def test_the_channel_is_told_what_changed_after_billing(rig: SlackRig) -> None:
+    firm = rig.firm
+    purchase = _imported_one(firm)
+    [entry] = firm.entries()
+    firm.clio.mark_billed(entry["id"], state="awaiting_payment")
+    firm.qbo.update_purchase(str(purchase["Id"]), lines=_lines(firm, ("120.00", "Jane Smith")))
+    firm.later()
+
+    assert rig.command("run").status_code == 200
+
+    summary = wait_for(lambda: next((m for m in rig.channel_messages()
+                                     if "Changed after billing" in str(m.get("blocks"))), None),
+                       what="the run summary")
+    details = wait_for(lambda: (text := " ".join(
+        str(m.get("blocks")) for m in rig.ws.thread(rig.channel, summary["ts"])[1:]))
+        and "Edited in QuickBooks" in text and text, what="the details in the thread")
+    assert "$1,200.00 → *$120.00*" in details
+    assert f"Clio #{entry['id']}" in details and "awaiting payment" in details
+    assert "Open the matter in Clio" in details
+    assert firm.clio.activities[entry["id"]]["price"] == Decimal("1200.00")

@@ -302,6 +302,7 @@ _REMOVAL_WORDS = {
 }
 
 
+CLIO_LINK = "Open the matter in Clio"
 _CHANGE_WORDS = {
     "updated": "Updated",
     "moved": "Moved to another matter",
@@ -421,8 +422,10 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
                    f"#{escape(c.purchase_id)} → Clio #{c.clio_id}"
                    + (f" ({escape(c.matter)})" if c.matter else "")
                    + f": {_difference(c.before, c.after)}")
-            if c.outcome != "updated":
+            if c.outcome not in ("updated", "moved"):
                 row += f" — {escape(c.note)}"
+            if is_http_url(c.url):
+                row += f" · {link(c.url, CLIO_LINK)}"
             rows.append(row)
         out.append((f"*Edited in QuickBooks* — {sizes['changed']:,}", rows + more("changed")))
     if sizes["skipped"]:
