@@ -15,7 +15,7 @@ from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TextIO
+from typing import Any, TextIO
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -25,12 +25,14 @@ from hardcost.sandbox.qbo import QboCompany, account_line, item_line
 from hardcost.sandbox.server import RunningServer, serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_render import render
-from hardcost.sandbox.slack_rig import make_rig, wait_for
+from hardcost.sandbox.slack_rig import SlackRig, make_rig, wait_for
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.config import Settings
 from hardcost.sync.db import upgrade
+from hardcost.sync.importer import Importer
 from hardcost.sync.report import money, render_summary
 from hardcost.sync.store import EntryLink, WaitingExpense, make_engine, make_session_factory
+from hardcost.sync.summary import RunSummary
 
 START_DATE = date(2026, 10, 1)
 
@@ -228,6 +230,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         out.write(render_summary(third) + "\n\n")
         for message in rig.channel_messages()[before:]:
             out.write(render(message) + "\n\n")
+        fourth = _demo_edit(world, demo, importer, rig, sessions, firm_id, first, out)
         entries = demo.account.activities
         out.write(f"Clio now holds {len(entries)} hard-cost entries, each on its client's "
                   "matter and none twice. Next: hardcost serve --sandbox tries the same books "
@@ -243,8 +246,42 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
     finally:
         rig.web.stop()
     ok = not first.error and not second.error and second.imported == 0 and \
-        not third.error and third.deleted >= 1
+        not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1
     return 0 if ok else 1
+
+
+def _demo_edit(world: SandboxWorld, demo: Any, importer: Importer, rig: SlackRig,
+               sessions: sessionmaker[Session], firm_id: int, first: RunSummary,
+               out: TextIO) -> RunSummary:
+    """The bookkeeper corrects an amount in QuickBooks; the next run updates the Clio entry
+    in place (one PATCH), and the thread says old → new."""
+    links = [link for link in _links(sessions, firm_id)
+             if link.run_id == first.run_id and link.state == "created"]
+    link = next(link for link in links
+                if len(demo.company.purchases.get(link.purchase_id, {}).get("Line", [])) == 1
+                and Decimal(str(demo.company.purchases[link.purchase_id]["Line"][0]["Amount"]))
+                == link.amount  # in the home currency
+                and sum(1 for other in links if other.purchase_id == link.purchase_id) == 1)
+    purchase = demo.company.purchases[link.purchase_id]
+    [line] = purchase["Line"]
+    corrected = (link.amount / 10).quantize(Decimal("0.01"))
+    out.write(f"The bookkeeper finds a typo: expense #{link.purchase_id} was entered as "
+              f"{money(link.amount)} instead of {money(corrected)}. She corrects it in "
+              f"QuickBooks; the next run updates the unbilled Clio entry "
+              f"#{link.clio_activity_id} in place (Clio's own importer keeps the old "
+              "amount):\n")
+    demo.company.update_purchase(link.purchase_id, lines=[{**line, "Amount": corrected}])
+    world.clock.advance(15 * 60)
+    fourth = importer.run(trigger="demo")
+    before = len(rig.channel_messages())
+    rig.ctx.notifier(rig.app.client).after_run(firm_id, fourth)
+    out.write(render_summary(fourth) + "\n\n")
+    for message in rig.channel_messages()[before:]:
+        out.write(render(message) + "\n")
+        for reply in rig.ws.thread(rig.channel, message["ts"])[1:]:
+            out.write(render(reply) + "\n")
+        out.write("\n")
+    return fourth
 
 
 def _waiting(sessions: sessionmaker[Session], firm_id: int) -> list[WaitingExpense]:

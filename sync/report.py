@@ -43,6 +43,11 @@ def render_summary(summary: RunSummary) -> str:
     if summary.deleted or summary.kept:
         lines.append(f"  gone from QuickBooks: {summary.deleted} deleted from Clio, "
                      f"{summary.kept} left in Clio (see below)")
+    if summary.changed_items:
+        lines.append(f"  edited in QuickBooks: {summary.updated} updated in Clio, "
+                     f"{summary.changed_after_billing} changed after billing, "
+                     f"{summary.not_overwritten} changed in Clio and not overwritten "
+                     "(see below)")
     note = summary.reconciled
     if note is not None and note.reason != "first":
         lines.append(f"  compared all {note.checked} imported purchases with QuickBooks "
@@ -54,6 +59,14 @@ def render_summary(summary: RunSummary) -> str:
         lines += ["", "Gone from QuickBooks:"]
         lines += [f"  {r.date.isoformat()}  {money(r.amount)}  {r.note}"
                   for r in summary.removed_items]
+    if summary.changed_items:
+        lines += ["", "Edited in QuickBooks:"]
+        for c in summary.changed_items:
+            change = ", ".join(f"{key} {c.before.get(key, '—')} → {c.after.get(key, '—')}"
+                               for key in ("amount", "date", "matter")
+                               if key in c.after and c.before.get(key) != c.after.get(key))
+            lines.append(f"  expense #{c.purchase_id} → Clio #{c.clio_id}: {c.note}"
+                         + (f" ({change})" if change else ""))
     if summary.imported_entries:
         lines += ["", "Imported into Clio:"]
         lines += _table(
