@@ -30,7 +30,7 @@ RUN_SECONDS = Histogram("hardcost_run_duration_seconds", "How long import runs t
                         ["trigger"], registry=REGISTRY,
                         buckets=(0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 4 * 3600))
 ENTRIES = Counter("hardcost_entries", "Clio hard-cost entries written, by action "
-                  "(created, updated, deleted).", ["action"], registry=REGISTRY)
+                  "(created, updated, moved, deleted).", ["action"], registry=REGISTRY)
 FAILURES = Counter("hardcost_failures", "New sync failures recorded, by class "
                    "(config: a person must act; transient: retried; data: the expense).",
                    ["kind"], registry=REGISTRY)
