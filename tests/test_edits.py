@@ -397,3 +397,14 @@ def test_the_channel_is_told_what_changed_after_billing(rig: SlackRig) -> None:
     assert f"Clio #{entry['id']}" in details and "awaiting payment" in details
     assert "Open the matter in Clio" in details
     assert firm.clio.activities[entry["id"]]["price"] == Decimal("1200.00")
+
+
+def test_a_dry_run_says_an_edit_would_be_followed_and_sends_nothing(firm: Firm) -> None:
+    purchase = _imported_one(firm)
+    firm.qbo.update_purchase(str(purchase["Id"]), lines=_lines(firm, ("120.00", "Jane Smith")))
+
+    dry = firm.run(dry_run=True)
+
+    assert dry.updated == 1 and firm.world.clio.calls.count("PATCH") == 0
+    assert firm.entries()[0]["price"] == Decimal("1200.00")
+    assert firm.run().updated == 1  # the dry run stored nothing: the real run still follows
