@@ -53,11 +53,10 @@ def upload_trail(ctx: BotContext, client: WebClient, firm_id: int, user_id: str,
     file = trail_file(ctx, firm_id, period)
     entries = plural(file.rows, "entry", "entries")
     comment = md(f"Audit trail {period} ({entries}), exported by ", mention(user_id), ".")
-    target: dict[str, object] = ({"channel": channel_id} if channel_id
-                                 else {"channels": [user_id]})
     try:
         client.files_upload_v2(filename=file.name, content=file.data, title=file.title,
-                               initial_comment=comment, **target)
+                               initial_comment=comment, channel=channel_id,
+                               channels=None if channel_id else [user_id])
     except SlackApiError as exc:
         error = str(exc.response.get("error") or "unknown error")
         log.warning("firm %s: audit export not uploaded: %s", firm_id, error)

@@ -981,8 +981,10 @@ class SlackSandbox:
         comment = args.get("initial_comment")
         shared: list[dict[str, Any]] = []
         for wanted, found in zip(files, chosen, strict=True):
-            assert found is not None and found[1].data is not None
+            assert found is not None
             key, upload = found
+            data = upload.data
+            assert data is not None
             del self._uploads[key]  # completed once; the URL and the id are spent
             title = str(wanted.get("title") or upload.filename)
             mimetype = mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
@@ -992,7 +994,7 @@ class SlackSandbox:
                 "title": title, "mimetype": mimetype,
                 "filetype": upload.filename.rpartition(".")[2].lower()
                 if "." in upload.filename else "binary",
-                "user": ws.bot_user_id, "size": len(upload.data), "mode": "hosted",
+                "user": ws.bot_user_id, "size": len(data), "mode": "hosted",
                 "is_external": False, "is_public": any(
                     not t["is_private"] for t in targets),
                 "url_private": f"{self.base_url or self._answering_at}/files-pri/"
@@ -1000,7 +1002,7 @@ class SlackSandbox:
                                f"{upload.filename}",
                 "channels": [t["id"] for t in targets], "alt_txt": upload.alt_txt,
                 "initial_comment": comment, "thread_ts": thread_ts}
-            ws.files[upload.file_id] = {**record, "data": upload.data}
+            ws.files[upload.file_id] = {**record, "data": data}
             shared.append(record)
         for target in targets:
             message = self._record(ws, target["id"], None if comment is None else str(comment),

@@ -151,7 +151,8 @@ def a_trail() -> list[TrailEntry]:
     """Newest first, as ``/hardcost history`` reads them."""
     at = datetime(2026, 3, 9, 14, 30, tzinfo=UTC)
     return [
-        TrailEntry(6, at, "U0JANE", "setting", before={"category": {"id": 5, "name": "Court costs"}},
+        TrailEntry(6, at, "U0JANE", "setting",
+                   before={"category": {"id": 5, "name": "Court costs"}},
                    after={"category": {"id": 6, "name": "Couriers"}},
                    detail="Expense category is now Couriers."),
         TrailEntry(5, at, "U0JANE", "chosen", purchase_id="347", client="Brown, Amy",
