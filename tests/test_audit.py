@@ -351,7 +351,8 @@ def test_history_last_n(rig: SlackRig) -> None:
     assert "3 entries" in body and "purchase 111" in body and "purchase 110" not in body
 
 
-@pytest.mark.parametrize("args", ["last 0", "last 51", "last x", "last", "last 1 2"])
+@pytest.mark.parametrize("args", ["last 0", "last 51", "last x", "last", "last 1 2",
+                                  "x" * 101, "a\x00b", "\u202eevil"])
 def test_history_last_out_of_bounds_gets_a_usage_reply(rig: SlackRig, args: str) -> None:
     rig.command(f"history {args}")
 

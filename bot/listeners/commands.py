@@ -302,6 +302,9 @@ def history_query(args: list[str]) -> HistoryQuery:
     if len(client) > HISTORY_CLIENT_CHARS:
         raise SettingError(f"Search for at most {HISTORY_CLIENT_CHARS} characters of a "
                            "client's name.", usage=HISTORY_USAGE)
+    # Control characters are in no name, and PostgreSQL refuses a NUL in a query.
+    if not client.isprintable():
+        raise SettingError("That is not a client's name.", usage=HISTORY_USAGE)
     return HistoryQuery(client=client)
 
 
