@@ -291,7 +291,8 @@ def history_query(args: list[str]) -> HistoryQuery:
         return HistoryQuery()
     if args[0].lower() == "last":
         count = args[1] if len(args) == 2 else ""
-        if not (count.isascii() and count.isdigit() and 1 <= int(count) <= HISTORY_MAX):
+        if not (count.isascii() and count.isdigit() and len(count) <= 3
+                and 1 <= int(count) <= HISTORY_MAX):
             raise SettingError(f"“last” takes one number from 1 to {HISTORY_MAX}.",
                                usage=HISTORY_USAGE)
         return HistoryQuery(limit=int(count))
