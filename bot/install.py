@@ -38,8 +38,9 @@ from hardcost.sync.store import PROVIDER_NAMES, Firm, FirmSettings
 log = logging.getLogger(__name__)
 
 SCOPES = ("commands", "chat:write", "chat:write.public", "channels:read", "groups:read",
-          "users:read")
-"""The manifest's bot scopes; ``groups:read`` lets hardcost check a private channel it is in."""
+          "users:read", "files:write")
+"""The manifest's bot scopes; ``groups:read`` lets hardcost check a private channel it is in,
+``files:write`` upload ``/hardcost export``'s CSV file."""
 INSTALL_PATH = "/slack/install"
 REDIRECT_PATH = "/slack/oauth_redirect"
 STATE_SECONDS = 600

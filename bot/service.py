@@ -13,11 +13,21 @@ from sqlalchemy import func, select
 from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_failure_notice, to_prompt
 from hardcost.bot.outbox import undelivered
-from hardcost.bot.ui.content import Choice, FailureNotice, Prompt, SettingsForm, StatusReport
+from hardcost.bot.ui.content import (
+    Choice,
+    FailureNotice,
+    HistoryQuery,
+    Prompt,
+    SettingsForm,
+    StatusReport,
+    TrailEntry,
+)
+from hardcost.sync import audit
 from hardcost.sync.firm_settings import Lookups, SettingError
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import Importer
 from hardcost.sync.store import (
+    AuditEntry,
     Connection,
     Failure,
     Firm,
@@ -51,9 +61,10 @@ def may_choose(settings: FirmSettings, user_id: str) -> bool:
 
 
 def lookups(importer: Importer) -> Lookups:
+    """Where setting values are checked; each list is read at most once per lookups."""
     return Lookups(qbo_accounts=importer.qbo.accounts,
                    clio_categories=importer.clio.hard_cost_categories,
-                   clio_users=importer.clio.users)
+                   clio_users=importer.clio.users).cached()
 
 
 def resolve_channel(client: WebClient, raw: str) -> tuple[str, str]:
@@ -212,3 +223,27 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         user_options=tuple(users), schedule_minutes=settings.schedule_minutes,
         split_lines=settings.split_lines, item_lines=settings.item_lines,
         deletions=settings.deletions, approvers=tuple(settings.approvers or []))
+
+
+def to_trail_entry(row: AuditEntry) -> TrailEntry:
+    return TrailEntry(id=row.id, at=row.at, actor=row.actor, action=row.action,
+                      purchase_id=row.purchase_id, client=row.client, amount=row.amount,
+                      matter=row.matter, clio_entry_id=row.clio_activity_id,
+                      before=row.before, after=row.after, detail=row.detail)
+
+
+def history_page(ctx: BotContext, firm_id: int,
+                 query: HistoryQuery) -> tuple[list[TrailEntry], bool]:
+    """The entries ``query`` asks for, newest first, and whether older ones match too."""
+    with ctx.sessions() as session:
+        rows = audit.latest(session, firm_id, limit=query.limit, purchase_id=query.purchase_id,
+                            client=query.client, before_id=query.before_id)
+        more = bool(rows) and bool(audit.latest(
+            session, firm_id, limit=1, purchase_id=query.purchase_id, client=query.client,
+            before_id=rows[-1].id))
+        return [to_trail_entry(r) for r in rows], more
+
+
+def latest_trail(ctx: BotContext, firm_id: int, limit: int = 10) -> list[TrailEntry]:
+    with ctx.sessions() as session:
+        return [to_trail_entry(r) for r in audit.latest(session, firm_id, limit=limit)]

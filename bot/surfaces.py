@@ -16,6 +16,7 @@ from hardcost.bot.context import BotContext
 from hardcost.bot.ui.content import SETTINGS_CALLBACK
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.modals import settings_modal
+from hardcost.bot.ui.trail import HOME_ENTRIES
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ def open_settings_modal(ctx: BotContext, client: WebClient, firm_id: int,
         log.info("settings modal %s not updated: %s", view_id, exc.response.get("error"))
 
 
-
 def publish_home(ctx: BotContext, client: WebClient, firm_id: int, user_id: str) -> None:
     client.views_publish(user_id=user_id,
-                         view=home_view(service.status_report(ctx, client, firm_id)))
+                         view=home_view(service.status_report(ctx, client, firm_id),
+                                        service.latest_trail(ctx, firm_id, HOME_ENTRIES)))

@@ -1,4 +1,4 @@
-"""``hardcost`` command line: db upgrade, keys, sync, serve, demo.
+"""``hardcost`` command line: db upgrade, keys, sync, audit, serve, demo.
 
 The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
 Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from datetime import date
 
 from sqlalchemy import select
 
@@ -19,6 +20,8 @@ from hardcost.logs import LogSettingError
 from hardcost.logs import configure as configure_logging
 from hardcost.progress import ProgressDisplay
 from hardcost.sandbox.demo import run_demo, start_sandbox
+from hardcost.sync import audit
+from hardcost.sync.audit_period import PeriodError, parse_day
 from hardcost.sync.config import get_settings
 from hardcost.sync.crypto import (
     ENV_VAR,
@@ -105,6 +108,33 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return status
 
 
+def _cmd_audit(args: argparse.Namespace) -> int:
+    """The firm's audit trail as CSV on stdout (oldest first; every day unless told)."""
+    if args.start is not None and args.end is not None and args.start > args.end:
+        print(f"hardcost audit: the period runs backwards: --from {args.start.isoformat()} "
+              f"is after --to {args.end.isoformat()}.", file=sys.stderr)
+        return 2
+    engine = make_engine(get_settings().resolved_database_url())
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            if session.get(Firm, args.firm) is None:
+                print(f"hardcost audit: there is no firm {args.firm}.", file=sys.stderr)
+                return 1
+            audit.write_csv(audit.between(session, args.firm, args.start, args.end),
+                            sys.stdout)
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _day(raw: str) -> date:
+    try:
+        return parse_day(raw)
+    except PeriodError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     config = get_settings()
     world = None
@@ -151,6 +181,18 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--dry-run", action="store_true",
                       help="show what would be imported; write nothing")
     sync.set_defaults(func=_cmd_sync)
+
+    trail = commands.add_parser(
+        "audit", help="a firm's audit trail (imports, updates, deletions, choices, setting "
+        "changes) as CSV on stdout")
+    trail.add_argument("--firm", type=int, required=True, help="the firm's id")
+    trail.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD",
+                       help="from this day (UTC; default: the first entry)")
+    trail.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD",
+                       help="to this day, included (UTC; default: the last entry)")
+    trail.add_argument("--csv", action="store_true", required=True,
+                       help="CSV (the only format): a header, then one row per entry")
+    trail.set_defaults(func=_cmd_audit)
 
     serve = commands.add_parser(
         "serve", help="the Slack app: /slack/events over HTTP (PORT), or Socket Mode with "

@@ -25,6 +25,18 @@ Where the sandbox follows Slack rather than the obvious guess:
   reply joins the reply's parent thread;
 - a user id as ``channel`` posts to the bot's DM with that user (a ``D...`` channel).
 
+Files (``files_upload_v2``: three steps, each checked like Slack, with ``files:write``):
+``files.getUploadURLExternal`` (``filename``, ``length`` in bytes) answers an ``upload_url`` on
+the sandbox itself (``POST /upload/v1/<key>``, raw bytes or a multipart ``file``; an unknown URL
+is a 404, a body whose size is not ``length`` a 400 ``length_mismatch``, a second upload a 400)
+and a ``file_id``; ``files.completeUploadExternal`` (``files`` = a JSON array of ``{id,
+title}``, ``channel_id`` and/or ``channels`` = channel or user ids, ``initial_comment``,
+``thread_ts``) shares the files: each target gets a message carrying them (``files``), the
+workspace keeps their bytes (``SlackWorkspace.files``). A file id never issued to the workspace,
+not uploaded yet or already completed → ``file_not_found``; a channel as for
+``chat.postMessage`` (``channel_not_found``, ``not_in_channel``, ``is_archived``). Error names
+for a size mismatch and an unfinished upload are unconfirmed.
+
 Installing the app (OAuth v2, multi-workspace mode): ``GET /oauth/v2/authorize`` is Slack's
 consent screen, approved at once for the workspace named by the ``team`` query parameter (else
 ``SlackSandbox.install_team``, else the only workspace) unless ``install_decision`` is
@@ -41,6 +53,7 @@ import base64
 import binascii
 import itertools
 import json
+import mimetypes
 import re
 import secrets
 import threading
@@ -74,12 +87,13 @@ MAX_VIEW_BLOCKS = 100
 
 DEFAULT_SCOPES = frozenset({
     "commands", "chat:write", "chat:write.public", "channels:read", "channels:join",
-    "groups:read", "im:read", "im:write", "mpim:read", "users:read",
+    "files:write", "groups:read", "im:read", "im:write", "mpim:read", "users:read",
 })
 """What a workspace's bot token is granted unless the test narrows ``SlackWorkspace.scopes``."""
 
 _URLS = Map([Rule("/api/<method>", endpoint="api", methods=["GET", "POST"]),
              Rule("/response/<key>", endpoint="response", methods=["POST"]),
+             Rule("/upload/v1/<key>", endpoint="upload", methods=["POST"]),
              Rule("/oauth/v2/authorize", endpoint="authorize", methods=["GET"])])
 
 CODE_SECONDS = 600.0
@@ -90,7 +104,9 @@ _METHOD_SCOPE = {
     "chat.postMessage": "chat:write", "chat.postEphemeral": "chat:write",
     "chat.update": "chat:write", "users.info": "users:read",
     "conversations.join": "channels:join",
+    "files.getUploadURLExternal": "files:write", "files.completeUploadExternal": "files:write",
 }
+MAX_FILE_BYTES = 1024 ** 3  # Slack takes files up to 1 GB
 _TYPE_SCOPE = {"public_channel": "channels:read", "private_channel": "groups:read",
                "im": "im:read", "mpim": "mpim:read"}
 
@@ -260,6 +276,9 @@ class SlackWorkspace:
         self.home_views: dict[str, dict[str, Any]] = {}
         self.views: dict[str, dict[str, Any]] = {}
         """Every view by id, current version (modals opened, Home tabs published)."""
+        self.files: dict[str, dict[str, Any]] = {}
+        """Every file shared (``files.completeUploadExternal``) by id: its ``data`` (bytes),
+        ``name``, ``title``, ``channels`` it was shared in, ``initial_comment``…"""
         self._edited: dict[tuple[str, str], str] = {}
         self._user_numbers = itertools.count(1)
         self._channel_numbers = itertools.count(1)
@@ -358,6 +377,12 @@ class SlackWorkspace:
         with self._lock:
             return self.views.get(view_id)
 
+    def files_in(self, channel: str) -> list[dict[str, Any]]:
+        """The files shared in ``channel`` (an id, ``#name``, or a user's DM), oldest first."""
+        with self._lock:
+            channel_id = self._channel_id(channel)
+            return [f for f in self.files.values() if channel_id in f["channels"]]
+
     # --- lookups the API uses -----------------------------------------------------------------
 
     def _channel_id(self, channel: str) -> str:
@@ -419,6 +444,17 @@ class _Trigger:
 
 
 @dataclass
+class _Upload:
+    team_id: str
+    file_id: str
+    filename: str
+    length: int
+    alt_txt: str | None
+    snippet_type: str | None
+    data: bytes | None = None
+
+
+@dataclass
 class _InstallCode:
     team_id: str
     scopes: tuple[str, ...]
@@ -456,6 +492,9 @@ class SlackSandbox:
         self.installs: list[dict[str, Any]] = []
         """Every completed ``oauth.v2.access``: team id, scopes, installer."""
         self._codes: dict[str, _InstallCode] = {}
+        self._uploads: dict[str, _Upload] = {}  # by upload URL key
+        self._answering_at = ""  # the base URL the call being answered came to
+        self._file_numbers = itertools.count(1)
         self._dispatch = with_faults(self.faults, self.calls, self._handle)
         self._methods: dict[str, Callable[[SlackWorkspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -469,6 +508,8 @@ class SlackSandbox:
             "conversations.info": self._conversations_info,
             "conversations.list": self._conversations_list,
             "conversations.join": self._conversations_join,
+            "files.getUploadURLExternal": self._get_upload_url,
+            "files.completeUploadExternal": self._complete_upload,
         }
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
@@ -554,8 +595,12 @@ class SlackSandbox:
         if _endpoint == "authorize":
             with self._lock:
                 return self._authorize(request)
+        if _endpoint == "upload":
+            with self._lock:
+                return self._receive_upload(request, str(matched["key"]))
         method = str(matched["method"])
         with self._lock:
+            self._answering_at = request.host_url.rstrip("/")
             try:
                 args = _arguments(request)
                 if method == "oauth.v2.access":
@@ -860,6 +905,112 @@ class SlackSandbox:
         stored = self._stored_view(ws, view, view_id)
         ws.home_views[user["id"]] = stored
         return {"view": stored}
+
+    # --- files (files_upload_v2) ------------------------------------------------------------
+
+    def _get_upload_url(self, ws: SlackWorkspace, args: dict[str, Any]) -> dict[str, Any]:
+        filename = args.get("filename")
+        if not isinstance(filename, str) or not filename.strip():
+            raise _Refusal("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] missing required field: filename"]})
+        length = str(args.get("length") or "")
+        if not (length.isascii() and length.isdigit()) or not 1 <= int(length) <= MAX_FILE_BYTES:
+            raise _Refusal("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] missing required field: length"
+                             if not length else "[ERROR] invalid length [json-pointer:/length]"]})
+        file_id = f"F{ws._suffix}{next(self._file_numbers):06d}"
+        key = secrets.token_urlsafe(24)
+        self._uploads[key] = _Upload(ws.team_id, file_id, filename, int(length),
+                                     args.get("alt_txt"), args.get("snippet_type"))
+        base = self.base_url or self._answering_at  # the sandbox itself, on loopback
+        return {"upload_url": f"{base}/upload/v1/{key}", "file_id": file_id}
+
+    def _receive_upload(self, request: Request, key: str) -> Response:
+        """The upload URL: the file's bytes, raw or as a multipart ``file``."""
+        upload = self._uploads.get(key)
+        if upload is None:
+            return Response("not_found", status=404, content_type="text/plain")
+        if request.mimetype == "multipart/form-data":
+            sent = request.files.get("file")
+            data = sent.read() if sent is not None else b""
+        else:
+            data = request.get_data()
+        if upload.data is not None:
+            return Response("already_uploaded", status=400, content_type="text/plain")
+        if len(data) != upload.length:
+            return Response("length_mismatch", status=400, content_type="text/plain")
+        upload.data = data
+        return Response(f"OK - {len(data)}", status=200, content_type="text/plain")
+
+    def _share_targets(self, ws: SlackWorkspace, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """The channels of ``channel_id`` and ``channels`` (ids, or user ids for the bot's DM
+        with them), checked as ``chat.postMessage`` checks its channel."""
+        names: list[str] = []
+        if args.get("channel_id"):
+            channel_id = str(args["channel_id"])
+            if channel_id not in ws.channels:  # an id, like Slack's own channel_id
+                raise _Refusal("channel_not_found")
+            names.append(channel_id)
+        names += [c.strip() for c in str(args.get("channels") or "").split(",") if c.strip()]
+        targets: list[dict[str, Any]] = []
+        for name in names:
+            if name not in ws.channels and name not in ws.users:
+                raise _Refusal("channel_not_found")
+            record = self._postable(ws, name)
+            if record not in targets:
+                targets.append(record)
+        return targets
+
+    def _complete_upload(self, ws: SlackWorkspace, args: dict[str, Any]) -> dict[str, Any]:
+        files = _decoded(args.get("files"))
+        if not isinstance(files, list) or not files or not all(
+                isinstance(f, dict) and isinstance(f.get("id"), str) for f in files):
+            raise _Refusal("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] missing required field: files"]})
+        by_id = {u.file_id: (key, u) for key, u in self._uploads.items()
+                 if u.team_id == ws.team_id}
+        chosen = [by_id.get(f["id"]) for f in files]
+        if any(c is None or c[1].data is None for c in chosen):
+            raise _Refusal("file_not_found")
+        targets = self._share_targets(ws, args)
+        if args.get("thread_ts") and len(targets) != 1:
+            raise _Refusal("invalid_arguments", response_metadata={
+                "messages": ["[ERROR] thread_ts needs exactly one channel"]})
+        thread_ts = self._thread_root(ws, targets[0]["id"], args.get("thread_ts")) \
+            if targets else None
+        comment = args.get("initial_comment")
+        shared: list[dict[str, Any]] = []
+        for wanted, found in zip(files, chosen, strict=True):
+            assert found is not None
+            key, upload = found
+            data = upload.data
+            assert data is not None
+            del self._uploads[key]  # completed once; the URL and the id are spent
+            title = str(wanted.get("title") or upload.filename)
+            mimetype = mimetypes.guess_type(upload.filename)[0] or "application/octet-stream"
+            record = {
+                "id": upload.file_id, "created": int(self.clock.timestamp()),
+                "timestamp": int(self.clock.timestamp()), "name": upload.filename,
+                "title": title, "mimetype": mimetype,
+                "filetype": upload.filename.rpartition(".")[2].lower()
+                if "." in upload.filename else "binary",
+                "user": ws.bot_user_id, "size": len(data), "mode": "hosted",
+                "is_external": False, "is_public": any(
+                    not t["is_private"] for t in targets),
+                "url_private": f"{self.base_url or self._answering_at}/files-pri/"
+                               f"{ws.team_id}-{upload.file_id}/"
+                               f"{upload.filename}",
+                "channels": [t["id"] for t in targets], "alt_txt": upload.alt_txt,
+                "initial_comment": comment, "thread_ts": thread_ts}
+            ws.files[upload.file_id] = {**record, "data": data}
+            shared.append(record)
+        for target in targets:
+            message = self._record(ws, target["id"], None if comment is None else str(comment),
+                                   None, thread_ts, None)
+            message["files"] = [dict(f) for f in shared]
+        return {"files": [{k: v for k, v in f.items() if k not in ("initial_comment",
+                                                                   "thread_ts")}
+                          for f in shared]}
 
     # --- users and conversations --------------------------------------------------------------
 

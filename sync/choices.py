@@ -3,17 +3,23 @@
 Slack-free: the bot calls these with the clicking user's id and shows what comes back. The first
 answer wins; a prompt is claimed atomically in the database before anything is written to
 Clio, and released again if Clio refuses, so the prompt stays usable.
+
+"Not a client cost" and a contact choice add their audit row (``hardcost.sync.audit``) in the
+transaction that settles the prompt or stores the contact link.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
+from hardcost.sync import audit
 from hardcost.sync.clio import Contact, Matter
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import AlreadyImported, Importer
@@ -124,8 +130,9 @@ def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
         _release(importer, waiting_id)
         return ChoiceResult("refused", "That contact is not one of this expense's choices.")
     entry = PlannedEntry.from_json(row.entry)
-    name = str(choices.get(contact_id, {}).get("name") or f"contact {contact_id}")
-    _remember(importer, entry, contact_id, user_id, only_if_missing=False)
+    name = str(choices.get(contact_id, {}).get("name") or _contact_name(importer, contact_id))
+    _remember(importer, entry, contact_id, user_id, only_if_missing=False,
+              chosen=(row, name))
     state = importer.writer_state("choice")
     try:
         resolution = state.resolver.choose_matter(entry, Contact(contact_id, name, "", None))
@@ -167,25 +174,54 @@ def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
                         label=name, answered_by=user_id, still_waiting=current)
 
 
+def _contact_name(importer: Importer, contact_id: int) -> str:
+    """The name of a contact picked by search (not one of the prompt's candidates)."""
+    try:
+        found = importer.clio.contacts_by_id([contact_id])
+    except ApiError:
+        found = []
+    return next((c.name for c in found if c.id == contact_id), f"contact {contact_id}")
+
+
 def not_client_cost(importer: Importer, waiting_id: int, user_id: str) -> ChoiceResult:
     row = _claim(importer, waiting_id, user_id)
     if row is None:
         return _answered(importer, waiting_id)
-    _settle(importer, waiting_id, "not_client_cost", user_id)
+
+    def record(session: Session) -> None:
+        audit.record(session, importer.firm_id, audit.Action.NOT_CLIENT_COST, user_id,
+                     **_about(row), at=importer.clock(),
+                     detail="Marked not a client cost; it will not be imported.")
+
+    _settle(importer, waiting_id, "not_client_cost", user_id, record=record)
     return ChoiceResult("not_client_cost", "Marked as not a client cost; it will not be "
                         "imported.", answered_by=user_id)
 
 
-def _settle(importer: Importer, waiting_id: int, resolution: str, user_id: str) -> None:
+def _about(row: WaitingExpense) -> dict[str, Any]:
+    """What an audit row says about the waiting expense it answers."""
+    return {"realm_id": row.realm_id, "purchase_id": row.purchase_id,
+            "customer_id": row.customer_id, "line_id": row.line_id or None,
+            "client": row.customer_name, "amount": row.amount, "run_id": row.run_id}
+
+
+def _settle(importer: Importer, waiting_id: int, resolution: str, user_id: str, *,
+            record: Callable[[Session], None] | None = None) -> None:
+    """The prompt answered; ``record`` adds its audit row to the same transaction."""
     with importer.sessions() as session:
         session.execute(update(WaitingExpense).where(
             WaitingExpense.id == waiting_id, WaitingExpense.firm_id == importer.firm_id,
         ).values(resolution=resolution, resolved_by=user_id, resolved_at=utcnow()))
+        if record is not None:
+            record(session)
         session.commit()
 
 
 def _remember(importer: Importer, entry: PlannedEntry, contact_id: int, user_id: str, *,
-              only_if_missing: bool) -> None:
+              only_if_missing: bool,
+              chosen: tuple[WaitingExpense, str] | None = None) -> None:
+    """Store the customer's Clio contact. ``chosen`` (the prompt a person answered, and the
+    contact's name) adds the ``contact_chosen`` audit row in the same transaction."""
     customer_id = entry.key.customer_id
     with importer.sessions() as session:
         link = session.scalars(select(ContactLink).where(
@@ -193,6 +229,15 @@ def _remember(importer: Importer, entry: PlannedEntry, contact_id: int, user_id:
             ContactLink.qbo_id == customer_id)).one_or_none()
         if link is not None and only_if_missing:
             return
+        if chosen is not None:
+            row, name = chosen
+            previous = link.clio_contact_id if link is not None else None
+            audit.record(session, importer.firm_id, audit.Action.CONTACT_CHOSEN, user_id,
+                         **_about(row), at=importer.clock(),
+                         before={"contact": {"id": previous}} if previous else None,
+                         after={"contact": {"id": contact_id, "name": name}},
+                         detail=f"Clio contact {name} (id {contact_id}) chosen for "
+                                f"QuickBooks customer {row.customer_name}.")
         if link is None:
             link = ContactLink(firm_id=importer.firm_id, qbo_type="Customer", qbo_id=customer_id,
                                clio_contact_id=contact_id, source="staff")

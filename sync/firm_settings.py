@@ -3,20 +3,28 @@
 Slack-free: the bot turns ``/hardcost set <key> <value>`` and the settings modal into calls
 here. A bad value raises :class:`SettingError` with a sentence naming the problem and the
 usage line; nothing is saved then.
+
+Every change is kept in the audit trail (SPEC §4): :func:`record_setting_changes` compares the
+settings with a :func:`stored_values` snapshot taken before and adds one ``setting`` row per
+key whose value changed, with readable before and after values, to the caller's session. A
+value saved again unchanged records nothing.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from hardcost.sync import audit
 from hardcost.sync.clio import ExpenseCategory, User
-from hardcost.sync.store import FirmSettings
+from hardcost.sync.http import ApiError
+from hardcost.sync.store import AuditEntry, FirmSettings
 
 USAGE = {
     "channel": "/hardcost set channel #channel",
@@ -57,6 +65,13 @@ class Lookups:
     qbo_accounts: Callable[[], list[dict[str, Any]]]
     clio_categories: Callable[[], list[ExpenseCategory]]
     clio_users: Callable[[], list[User]]
+
+    def cached(self) -> Lookups:
+        """The same lookups, each asked at most once (checking a value and naming it in the
+        audit trail need the same list)."""
+        return Lookups(qbo_accounts=cache(self.qbo_accounts),
+                       clio_categories=cache(self.clio_categories),
+                       clio_users=cache(self.clio_users))
 
 
 def _on_off(raw: str, key: str) -> bool:
@@ -119,11 +134,27 @@ SLACK_USER = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
 def apply_setting(session: Session, firm_id: int, key: str, raw: str,
-                  lookups: Lookups) -> str:
-    """Validate and store one setting; returns a sentence saying what is now in force."""
+                  lookups: Lookups, *, actor: str | None = None,
+                  at: datetime | None = None) -> str:
+    """Validate and store one setting; returns a sentence saying what is now in force.
+
+    With ``actor`` (who asked: a Slack user id), a change is also added to the audit trail in
+    ``session`` (dated ``at``, default now), to be committed with it; without, the caller
+    records (the settings form records its fields together)."""
     settings = session.get(FirmSettings, firm_id)
     if settings is None:
         raise SettingError("This workspace has no hardcost firm yet.")
+    if actor is None:
+        return _apply(settings, key, raw, lookups)
+    lookups = lookups.cached()
+    before = stored_values(settings)
+    sentence = _apply(settings, key, raw, lookups)
+    record_setting_changes(session, firm_id, before, settings, actor, lookups,
+                           details={key: sentence}, at=at)
+    return sentence
+
+
+def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
     raw = raw.strip()
     check_value(key, raw)
     if key == "start-date":
@@ -177,6 +208,85 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
     if key == "channel":
         raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
     raise SettingError(f"There is no setting called “{key}”.")
+
+
+SETTING_FIELDS = {
+    "channel": "slack_channel_id", "start-date": "start_date", "account": "import_account_ids",
+    "category": "expense_category_id", "user": "clio_user_id", "schedule": "schedule_minutes",
+    "split-lines": "split_lines", "item-lines": "item_lines", "deletions": "deletions",
+    "approvers": "approvers",
+}
+"""Each setting a person changes (``set`` key) → its ``FirmSettings`` column."""
+_LISTS = frozenset({"account", "approvers"})
+
+
+def stored_values(settings: FirmSettings) -> dict[str, Any]:
+    """Every setting's stored value by key, to compare after a change (lists copied)."""
+    values: dict[str, Any] = {}
+    for key, column in SETTING_FIELDS.items():
+        value = getattr(settings, column)
+        values[key] = list(value or []) if key in _LISTS else value
+    return values
+
+
+def record_setting_changes(session: Session, firm_id: int, before: Mapping[str, Any],
+                           settings: FirmSettings, actor: str, lookups: Lookups | None = None,
+                           *, names: Mapping[str, str] | None = None,
+                           details: Mapping[str, str] | None = None,
+                           otherwise: str = "Changed.",
+                           at: datetime | None = None) -> list[AuditEntry]:
+    """One audit row per setting whose value differs from ``before`` (a
+    :func:`stored_values` snapshot): ``before``/``after`` are ``{key: readable value}``,
+    with names where ``lookups`` or ``names`` (id → name, e.g. a Slack channel's) know
+    them; ``details`` gives a key's sentence (what ``apply_setting`` said), ``otherwise``
+    the sentence of the others."""
+    after = stored_values(settings)
+    rows = []
+    for key in SETTING_FIELDS:
+        if before.get(key) == after[key]:
+            continue
+        old = readable(key, before.get(key), lookups, names)
+        new = readable(key, after[key], lookups, names)
+        sentence = (details or {}).get(key) or otherwise
+        rows.append(audit.record(session, firm_id, audit.Action.SETTING, actor,
+                                 before={key: old}, after={key: new}, detail=sentence, at=at))
+    return rows
+
+
+def readable(key: str, value: Any, lookups: Lookups | None = None,
+             names: Mapping[str, str] | None = None) -> Any:
+    """A setting's value as the audit trail keeps it: ids with their names where known
+    (``{"id": 7, "name": "Filing fees"}``), dates as ISO text, ``owner`` for the default
+    Clio user. A service that does not answer leaves the ids alone."""
+    if value is None:
+        return "owner" if key == "user" else None
+    if key == "start-date" and isinstance(value, date):
+        return value.isoformat()
+    known = dict(names or {})
+    if lookups is not None:
+        try:
+            if key == "account":
+                known.update({str(a.get("Id")): str(a.get("FullyQualifiedName")
+                                                     or a.get("Name") or "")
+                              for a in lookups.qbo_accounts()})
+            elif key == "category":
+                known.update({str(c.id): c.name for c in lookups.clio_categories()})
+            elif key == "user":
+                known.update({str(u.id): u.name for u in lookups.clio_users()})
+        except ApiError:
+            pass  # the ids alone: the trail is written with the change, names or not
+
+    def ref(item: Any) -> dict[str, Any]:
+        name = known.get(str(item))
+        return {"id": item, "name": name} if name else {"id": item}
+
+    if key == "account":
+        return [ref(i) for i in value]
+    if key in ("category", "user", "channel"):
+        return ref(value)
+    if key == "approvers":
+        return list(value)
+    return value
 
 
 def check_value(key: str, raw: str) -> None:

@@ -4,6 +4,10 @@ Slack-free: the bot asks for a link (:func:`start`), the browser comes back to t
 route, which calls :func:`finish`. A ``state`` is random, single-use, expires in 10 minutes and
 is bound to the Slack team and user who asked. Every outcome is a :class:`Outcome` with a
 sentence for the page the person sees.
+
+A connection made and one taken away are kept in the audit trail (``connected`` by the person
+who asked for the link, ``disconnected`` by the person who asked), in the transaction that
+stores or deletes the tokens. The trail names the service, never a token.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import requests
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync import audit
 from hardcost.sync.config import CLIO_REGIONS, Settings
 from hardcost.sync.http import ApiError, ConfigError
 from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, OAuthState, utcnow
@@ -154,8 +159,14 @@ def finish(sessions: sessionmaker[Session], config: Settings, provider: str, *,
         assert firm is not None
         if provider == "quickbooks":
             firm.qbo_realm_id = realm_id
+            where = f"company {realm_id}"
         else:
             firm.clio_region = region
+            where = f"region {region.upper()}"
+        audit.record(session, firm_id, audit.Action.CONNECTED, user,
+                     realm_id=realm_id if provider == "quickbooks" else None,
+                     after={"service": provider, "where": where},
+                     detail=f"{name} connected ({where}).", at=now)
         _outcome(session, row.id, "connected")
         session.commit()
     log.info("firm %s connected %s", firm_id, provider)
@@ -201,8 +212,10 @@ def _exchange(config: Settings, provider: str, code: str, region: str) -> TokenG
 
 
 def disconnect(sessions: sessionmaker[Session], config: Settings, firm_id: int,
-               provider: str) -> str:
-    """Revoke at the provider and forget the tokens; a sentence saying what happened."""
+               provider: str, *, actor: str | None = None,
+               now: datetime | None = None) -> str:
+    """Revoke at the provider and forget the tokens; a sentence saying what happened.
+    ``actor`` (who asked) goes into the audit trail with the deletion."""
     name = PROVIDER_NAMES[provider]
     with sessions() as session:
         row = session.scalars(select(Connection).where(
@@ -213,14 +226,21 @@ def disconnect(sessions: sessionmaker[Session], config: Settings, firm_id: int,
         token, access = row.refresh_token or row.access_token, row.access_token
         region = firm.clio_region
     revoked = _revoke(config, provider, token, access, region)
-    with sessions() as session:
-        session.execute(delete(Connection).where(Connection.firm_id == firm_id,
-                                                 Connection.provider == provider))
-        session.commit()
     if revoked:
-        return f"{name} is disconnected: hardcost's access was revoked and its tokens deleted."
-    return (f"{name} is disconnected here (tokens deleted), but {name} did not confirm the "
-            f"revocation: remove hardcost from {name}'s connected apps to be sure.")
+        done = f"{name} is disconnected: hardcost's access was revoked and its tokens deleted."
+    else:
+        done = (f"{name} is disconnected here (tokens deleted), but {name} did not confirm "
+                f"the revocation: remove hardcost from {name}'s connected apps to be sure.")
+    with sessions() as session:
+        gone = session.execute(delete(Connection).where(Connection.firm_id == firm_id,
+                                                        Connection.provider == provider))
+        if gone.rowcount:  # type: ignore[attr-defined]
+            audit.record(session, firm_id, audit.Action.DISCONNECTED, actor,
+                         before={"service": provider}, at=now,
+                         detail=f"{name} disconnected; the revocation was "
+                         + ("confirmed." if revoked else f"not confirmed by {name}."))
+        session.commit()
+    return done
 
 
 def _revoke(config: Settings, provider: str, token: str, access: str, region: str) -> bool:

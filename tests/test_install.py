@@ -141,7 +141,7 @@ def test_two_workspaces_install_and_become_two_firms(rig: InstallRig, alpha: Sla
     # the bot got exactly the scopes the app asks for
     assert set(rig.slack.installs[0]["scopes"]) == {
         "commands", "chat:write", "chat:write.public", "channels:read", "groups:read",
-        "users:read"}
+        "users:read", "files:write"}
 
 
 def test_each_workspace_status_answers_with_its_own_firm(rig: InstallRig, alpha: SlackRig,

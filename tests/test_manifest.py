@@ -51,8 +51,8 @@ def test_app_home_and_scopes() -> None:
     manifest = _manifest()
 
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
-    assert {"commands", "chat:write", "chat:write.public", "channels:read", "users:read"} <= \
-        set(manifest["oauth_config"]["scopes"]["bot"])
+    assert {"commands", "chat:write", "chat:write.public", "channels:read", "users:read",
+            "files:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])
 
 
 def test_the_install_flow_asks_for_exactly_the_manifests_scopes() -> None:

@@ -280,6 +280,128 @@ def test_views_publish_stores_the_home_tab(slack: Slack) -> None:
     assert error_of(slack.client.views_publish, user_id="U404", view=home) == "user_not_found"
 
 
+# --- files (files_upload_v2) ------------------------------------------------------------------
+
+
+def test_files_upload_v2_shares_the_bytes_in_the_channel(slack: Slack) -> None:
+    data = b"time,actor\n2026-03-09,U1\n"
+
+    response = slack.client.files_upload_v2(channel=slack.general, content=data,
+                                            filename="trail.csv", title="The trail",
+                                            initial_comment="Here it is")
+
+    assert response["ok"] and response["file"]["title"] == "The trail"
+    [shared] = slack.ws.files_in(slack.general)
+    assert shared["data"] == data and shared["name"] == "trail.csv"
+    assert shared["mimetype"] == "text/csv" and shared["size"] == len(data)
+    assert shared["channels"] == [slack.general] and shared["id"] == response["file"]["id"]
+    [message] = slack.ws.channel_messages(slack.general)
+    assert message["text"] == "Here it is"
+    assert [f["id"] for f in message["files"]] == [shared["id"]]
+    # the three steps slack-sdk took, in order, each answered 200
+    steps = [(c.method, c.path.split("/v1/")[0], c.status)
+             for c in slack.sandbox.calls.all()[-3:]]
+    assert steps == [("POST", "/api/files.getUploadURLExternal", 200),
+                     ("POST", "/upload", 200),
+                     ("POST", "/api/files.completeUploadExternal", 200)]
+
+
+def test_files_upload_v2_to_a_user_goes_to_the_bots_dm_and_in_a_thread(slack: Slack) -> None:
+    slack.client.files_upload_v2(channels=[slack.admin], content=b"a,b\n", filename="x.csv")
+    [dm] = slack.ws.files_in(slack.admin)
+    assert dm["channels"][0].startswith("D") and dm["data"] == b"a,b\n"
+
+    parent = slack.client.chat_postMessage(channel=slack.general, text="parent")["ts"]
+    slack.client.files_upload_v2(channel=slack.general, content=b"1", filename="r.txt",
+                                 thread_ts=parent)
+    [reply] = [m for m in slack.ws.messages if m.get("files") and m["thread_ts"] == parent]
+    assert reply["channel"] == slack.general
+
+
+def _url_and_id(slack: Slack, length: int, filename: str = "t.csv") -> tuple[str, str]:
+    got = slack.client.files_getUploadURLExternal(filename=filename, length=length)
+    assert got["upload_url"].startswith(slack.server.url + "/upload/v1/")
+    return str(got["upload_url"]), str(got["file_id"])
+
+
+def test_upload_url_refuses_unknown_urls_wrong_lengths_and_second_uploads(slack: Slack) -> None:
+    url, _ = _url_and_id(slack, 5)
+
+    assert requests.post(slack.server.url + "/upload/v1/forged", data=b"12345").status_code \
+        == 404
+    short = requests.post(url, data=b"1234")
+    assert short.status_code == 400 and short.text == "length_mismatch"
+    ok = requests.post(url, data=b"12345")
+    assert ok.status_code == 200 and ok.text == "OK - 5"
+    assert requests.post(url, data=b"12345").status_code == 400  # uploaded already
+    multipart_url, _ = _url_and_id(slack, 3)
+    sent = requests.post(multipart_url, files={"file": ("t.csv", b"abc")})
+    assert sent.status_code == 200
+
+
+def test_get_upload_url_needs_a_filename_and_a_length(slack: Slack) -> None:
+    get = slack.client.files_getUploadURLExternal
+    assert error_of(get, filename="", length=3) == "invalid_arguments"
+    assert error_of(get, filename="t.csv", length=0) == "invalid_arguments"
+    assert error_of(slack.client.api_call, api_method="files.getUploadURLExternal",
+                    params={"filename": "t.csv", "length": "ten"}) == "invalid_arguments"
+
+
+def test_complete_refuses_unknown_unfinished_or_spent_files(slack: Slack) -> None:
+    complete = slack.client.files_completeUploadExternal
+    assert error_of(complete, files=[{"id": "F404"}], channel_id=slack.general) \
+        == "file_not_found"
+    url, file_id = _url_and_id(slack, 2)
+    assert error_of(complete, files=[{"id": file_id}], channel_id=slack.general) \
+        == "file_not_found"  # never uploaded
+    requests.post(url, data=b"ok")
+    assert complete(files=[{"id": file_id, "title": "t"}], channel_id=slack.general)["ok"]
+    assert error_of(complete, files=[{"id": file_id}], channel_id=slack.general) \
+        == "file_not_found"  # completed once
+    assert error_of(slack.client.api_call, api_method="files.completeUploadExternal",
+                    params={"files": "not json"}) == "invalid_arguments"
+
+
+def test_complete_checks_the_channel_like_post_message(slack: Slack) -> None:
+    def upload_to(**target: Any) -> str:
+        url, file_id = _url_and_id(slack, 1)
+        requests.post(url, data=b"x")
+        return error_of(slack.client.files_completeUploadExternal,
+                        files=[{"id": file_id}], **target)
+
+    hidden = slack.ws.add_channel("partners", is_private=True, bot_is_member=False)["id"]
+    archived = slack.ws.add_channel("old", is_archived=True)["id"]
+    public = slack.ws.add_channel("random", bot_is_member=False)["id"]
+    assert upload_to(channel_id="C404") == "channel_not_found"
+    assert upload_to(channel_id=hidden) == "channel_not_found"
+    assert upload_to(channels=["U404"]) == "channel_not_found"
+    assert upload_to(channel_id=archived) == "is_archived"
+    slack.ws.scopes.discard("chat:write.public")
+    assert upload_to(channel_id=public) == "not_in_channel"
+    assert slack.ws.files == {}  # nothing was shared by a refused call
+
+
+def test_files_need_the_files_write_scope(slack: Slack) -> None:
+    slack.ws.scopes.discard("files:write")
+
+    with pytest.raises(SlackApiError) as raised:
+        slack.client.files_upload_v2(channel=slack.general, content=b"x", filename="x.csv")
+
+    assert raised.value.response["error"] == "missing_scope"
+    assert raised.value.response["needed"] == "files:write"
+    assert slack.ws.files == {}
+
+
+def test_files_of_one_workspace_cannot_be_completed_by_another(slack: Slack) -> None:
+    other = slack.sandbox.add_workspace("T0002", name="Other Firm")
+    url, file_id = _url_and_id(slack, 1)
+    requests.post(url, data=b"x")
+    channel = other.add_channel("costs")["id"]
+
+    assert error_of(slack.client_for(other.bot_token).files_completeUploadExternal,
+                    files=[{"id": file_id}], channel_id=channel) == "file_not_found"
+
+
 # --- users and conversations -----------------------------------------------------------------
 
 

@@ -36,11 +36,13 @@ from hardcost.bot.ui.content import (
     SETTINGS_CALLBACK,
     Choice,
     FailureNotice,
+    HistoryQuery,
     Message,
     Prompt,
     PromptAnswer,
     SettingsForm,
     StatusReport,
+    TrailEntry,
 )
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.messages import (
@@ -61,6 +63,7 @@ from hardcost.bot.ui.messages import (
 )
 from hardcost.bot.ui.modals import settings_modal, settings_values
 from hardcost.bot.ui.text import channel, md, mention
+from hardcost.bot.ui.trail import history
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -142,6 +145,28 @@ def a_status(**changes: Any) -> StatusReport:
         last_run="today 09:15 — imported 4 ($812.50)", next_run="today 09:30", waiting=2,
         open_failures=1, problems=("choose the import account",))
     return replace(base, **changes)
+
+
+def a_trail() -> list[TrailEntry]:
+    """Newest first, as ``/hardcost history`` reads them."""
+    at = datetime(2026, 3, 9, 14, 30, tzinfo=UTC)
+    return [
+        TrailEntry(6, at, "U0JANE", "setting",
+                   before={"category": {"id": 5, "name": "Court costs"}},
+                   after={"category": {"id": 6, "name": "Couriers"}},
+                   detail="Expense category is now Couriers."),
+        TrailEntry(5, at, "U0JANE", "chosen", purchase_id="347", client="Brown, Amy",
+                   amount=D("75.00"), matter="00044 Brown <Estate>", clio_entry_id=983),
+        TrailEntry(4, at, "schedule", "imported", purchase_id="345", client="Smith, John",
+                   amount=D("1197.10"), matter="00042 Smith v. Jones", clio_entry_id=981),
+        TrailEntry(3, at, "U0BOB", "not_client_cost", purchase_id="340",
+                   client="<!channel> *x* &lt;", amount=D("20.00"),
+                   detail="Marked not a client cost; it will not be imported."),
+        TrailEntry(2, at, "U0JANE", "setting", before={"approvers": []},
+                   after={"approvers": ["U0JANE", "U0BOB"]}, detail="Approvers: 2 people."),
+        TrailEntry(1, at, "U0JANE", "connected", after={"service": "clio", "where": "region US"},
+                   detail="Clio connected (region US)."),
+    ]
 
 
 def a_settings(**changes: Any) -> SettingsForm:
@@ -290,6 +315,11 @@ GOLDEN_CASES: dict[str, Any] = {
     "status_paused_unset": lambda: status_blocks(a_status(
         paused=True, channel_id=None, last_run=None, next_run=None, problems=())),
     "home": lambda: home_view(a_status()),
+    "home_trail": lambda: home_view(a_status(), a_trail()),
+    "history": lambda: history(a_trail(), HistoryQuery(limit=6), more=True),
+    "history_client_end": lambda: history(a_trail()[3:4], HistoryQuery(client="<!channel>"),
+                                          more=False),
+    "history_empty": lambda: history([], HistoryQuery(purchase_id="999"), more=False),
     "pending_list": lambda: pending_list([a_prompt(), a_prompt(id=8, choices=matters(7))]),
     "pending_list_empty": lambda: pending_list([]),
     "failures_list": lambda: failures_list([a_failure(), a_failure(id=32, kind="transient")]),

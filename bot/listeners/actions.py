@@ -1,4 +1,5 @@
-"""Buttons and menus: matter and contact choices, Not a client cost, Retry, App Home buttons.
+"""Buttons and menus: matter and contact choices, Not a client cost, Retry, App Home buttons,
+and the Older button of ``/hardcost history``.
 
 Anyone in a channel can click, so every click is checked again here: the prompt must belong to
 the clicking workspace's firm, and when the firm lists approvers only they may answer.
@@ -22,6 +23,7 @@ from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
+    ACTION_HISTORY_OLDER,
     ACTION_NOT_CLIENT_COST,
     ACTION_OPEN_QBO,
     ACTION_OPEN_SETTINGS,
@@ -34,10 +36,12 @@ from hardcost.bot.ui.content import (
     ACTION_SHOW_PENDING,
     PROMPT_BLOCK_PREFIX,
     Choice,
+    HistoryQuery,
     PromptAnswer,
 )
 from hardcost.bot.ui.text import md, mention
-from hardcost.sync import choices, oauth
+from hardcost.bot.ui.trail import history
+from hardcost.sync import audit, choices, oauth
 from hardcost.sync.choices import ChoiceResult
 from hardcost.sync.log_context import run_context
 from hardcost.sync.store import PROVIDER_NAMES, Failure, Firm, SlackOutbox, WaitingExpense
@@ -174,6 +178,11 @@ def register(app: App, ctx: BotContext) -> None:
                                      else "")
             else:
                 outcome = f"still failing: {failure.message}"
+            audit.record(session, firm_id, audit.Action.RETRY, user_id,
+                         realm_id=failure.realm_id, purchase_id=failure.purchase_id,
+                         customer_id=failure.customer_id or None,
+                         line_id=failure.line_id or None, run_id=summary.run_id,
+                         detail=f"Retried: {outcome}", at=ctx.clock())
             notifier = ctx.notifier(client)
             if fixed:
                 notifier.update_message(session, firm_id, "failure", failure.id,
@@ -236,6 +245,19 @@ def register(app: App, ctx: BotContext) -> None:
         respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
                 replace_original=False)
 
+    def on_history_older(body: dict[str, Any], action: dict[str, Any],
+                         respond: Respond) -> None:
+        """The next page of ``/hardcost history``, in place of the one clicked."""
+        firm_id = ctx.firm_id_for_interaction(body)
+        query = HistoryQuery.from_button_value(str(action.get("value") or ""))
+        if firm_id is None or query is None:
+            _ephemeral(respond, "That history is not one this workspace can page through.")
+            return
+        entries, more = service.history_page(ctx, firm_id, query)
+        page = history(entries, query, more=more)
+        respond(text=page.text, blocks=page.blocks, response_type="ephemeral",
+                replace_original=True)
+
     def on_open_settings(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
@@ -258,6 +280,7 @@ def register(app: App, ctx: BotContext) -> None:
     app.action(ACTION_OPEN_SETTINGS)(ack=just_ack, lazy=[on_open_settings])
     app.action(ACTION_OPEN_QBO)(just_ack)
     app.action(ACTION_RECONNECT)(ack=just_ack, lazy=[on_reconnect])
+    app.action(ACTION_HISTORY_OLDER)(ack=just_ack, lazy=[on_history_older])
 
 
 def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: int,

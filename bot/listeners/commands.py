@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -13,13 +14,22 @@ from sqlalchemy.exc import IntegrityError
 from hardcost.bot import service
 from hardcost.bot.checks import run_checks
 from hardcost.bot.context import BotContext
+from hardcost.bot.export import upload_trail
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.content import Message
+from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
 from hardcost.bot.ui.text import md, mention
-from hardcost.sync import oauth
-from hardcost.sync.firm_settings import USAGE, SettingError, apply_setting
+from hardcost.bot.ui.trail import history
+from hardcost.sync import audit, oauth
+from hardcost.sync.audit_period import PeriodError, parse_period
+from hardcost.sync.firm_settings import (
+    USAGE,
+    SettingError,
+    apply_setting,
+    record_setting_changes,
+    stored_values,
+)
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import FirmNotReady
 from hardcost.sync.store import PROVIDER_NAMES, Firm, FirmSettings
@@ -28,10 +38,13 @@ from hardcost.sync.summary import RunSummary
 log = logging.getLogger(__name__)
 
 SUBCOMMANDS = {"help", "status", "run", "pending", "failures", "connect", "disconnect",
-               "settings", "set", "pause", "resume", "check"}
+               "settings", "set", "pause", "resume", "check", "history", "export"}
 ADMIN_ONLY = {"set", "settings", "pause", "resume", "connect", "disconnect"}
 NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who installed "
               "hardcost connects QuickBooks and Clio first.")
+HISTORY_USAGE = "/hardcost history [purchase id | client name | last N]"
+EXPORT_USAGE = "/hardcost export [from YYYY-MM-DD] [to YYYY-MM-DD]"
+_PURCHASE_ID = re.compile(r"#?([0-9]{1,40})")
 
 
 def _parse(text: str | None) -> tuple[str, list[str]]:
@@ -143,20 +156,26 @@ def _set(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any]
     if key not in USAGE:
         raise SettingError(f"There is no setting called “{key}”. Settings: "
                            + ", ".join(USAGE) + ".")
+    user_id = str(command.get("user_id"))
     if key == "channel":
         channel_id, name = service.resolve_channel(client, raw)
+        done = f"hardcost will post in #{name}."
         with ctx.sessions() as session:
             settings = session.get(FirmSettings, firm_id)
             assert settings is not None
+            before = stored_values(settings)
             settings.slack_channel_id = channel_id
+            record_setting_changes(session, firm_id, before, settings, user_id,
+                                   names={channel_id: name}, details={key: done},
+                                   at=ctx.clock())
             session.commit()
-        done = f"hardcost will post in #{name}."
     else:
         engine = ctx.importer_for(firm_id)
         with ctx.sessions() as session:
-            done = apply_setting(session, firm_id, key, raw, service.lookups(engine))
+            done = apply_setting(session, firm_id, key, raw, service.lookups(engine),
+                                 actor=user_id, at=ctx.clock())
             session.commit()
-    log.info("firm %s: %s set %s", firm_id, command.get("user_id"), key)
+    log.info("firm %s: %s set %s", firm_id, user_id, key)
     if key == "approvers" and ctx.settings(firm_id).approvers:
         people = [part for u in ctx.settings(firm_id).approvers for part in (mention(u), " ")]
         _reply(respond, messages.notice(md("Approvers: ", *people[:-1], ".")))
@@ -166,22 +185,28 @@ def _set(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any]
 
 def _pause(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
-    _set_paused(ctx, firm_id, True)
+    _set_paused(ctx, firm_id, True, str(command.get("user_id")))
     _reply(respond, messages.notice("Scheduled imports are paused. `/hardcost resume` "
                                     "restarts them; `/hardcost run` still works."))
 
 
 def _resume(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
             respond: Respond, client: WebClient) -> None:
-    _set_paused(ctx, firm_id, False)
+    _set_paused(ctx, firm_id, False, str(command.get("user_id")))
     _reply(respond, messages.notice("Scheduled imports are running again."))
 
 
-def _set_paused(ctx: BotContext, firm_id: int, paused: bool) -> None:
+def _set_paused(ctx: BotContext, firm_id: int, paused: bool, user_id: str) -> None:
+    """Pause or resume, with its audit row; asking for what is already so records nothing."""
     with ctx.sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         assert settings is not None
-        settings.paused = paused
+        if settings.paused != paused:
+            settings.paused = paused
+            audit.record(session, firm_id, audit.Action.PAUSED if paused
+                         else audit.Action.RESUMED, user_id, at=ctx.clock(),
+                         detail="Scheduled imports paused." if paused
+                         else "Scheduled imports resumed.")
         session.commit()
 
 
@@ -236,7 +261,8 @@ def _connect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, 
 def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
                 respond: Respond, client: WebClient) -> None:
     provider = _provider(args, "/hardcost disconnect quickbooks|clio")
-    done = oauth.disconnect(ctx.sessions, ctx.config, firm_id, provider)
+    done = oauth.disconnect(ctx.sessions, ctx.config, firm_id, provider,
+                            actor=str(command.get("user_id")), now=ctx.clock())
     _reply(respond, messages.notice(done))
     notifier = ctx.notifier(client)
     with ctx.sessions() as session:
@@ -258,8 +284,57 @@ def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, An
     _reply(respond, messages.notice(run_checks(ctx, client, firm_id)))
 
 
+def history_query(args: list[str]) -> HistoryQuery:
+    """``history`` (the latest), ``history last N`` (1–50), ``history 345`` or ``#345`` (a
+    purchase), ``history <client name>`` (contains, any case)."""
+    if not args:
+        return HistoryQuery()
+    if args[0].lower() == "last":
+        count = args[1] if len(args) == 2 else ""
+        if not (count.isascii() and count.isdigit() and len(count) <= 3
+                and 1 <= int(count) <= HISTORY_MAX):
+            raise SettingError(f"“last” takes one number from 1 to {HISTORY_MAX}.",
+                               usage=HISTORY_USAGE)
+        return HistoryQuery(limit=int(count))
+    purchase = _PURCHASE_ID.fullmatch(args[0]) if len(args) == 1 else None
+    if purchase is not None:
+        return HistoryQuery(purchase_id=purchase.group(1))
+    client = " ".join(args)
+    if len(client) > HISTORY_CLIENT_CHARS:
+        raise SettingError(f"Search for at most {HISTORY_CLIENT_CHARS} characters of a "
+                           "client's name.", usage=HISTORY_USAGE)
+    # Control characters are in no name, and PostgreSQL refuses a NUL in a query.
+    if not client.isprintable():
+        raise SettingError("That is not a client's name.", usage=HISTORY_USAGE)
+    return HistoryQuery(client=client)
+
+
+def _history(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+             respond: Respond, client: WebClient) -> None:
+    query = history_query(args)
+    entries, more = service.history_page(ctx, firm_id, query)
+    _reply(respond, history(entries, query, more=more))
+
+
+def _export(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+            respond: Respond, client: WebClient) -> None:
+    """The period's trail as a CSV file: in the firm's channel when an approver asks, to the
+    person alone otherwise."""
+    try:
+        period = parse_period(args, ctx.clock().date())
+    except PeriodError as exc:
+        raise SettingError(str(exc), usage=EXPORT_USAGE) from None
+    user_id = str(command.get("user_id"))
+    settings = ctx.settings(firm_id)
+    channel_id = settings.slack_channel_id \
+        if service.is_settings_admin(client, settings, user_id) else None
+    _reply(respond, messages.notice(upload_trail(ctx, client, firm_id, user_id, period,
+                                                 channel_id=channel_id)))
+
+
 HANDLERS: dict[str, Handler] = {
     "status": _status, "pending": _pending, "failures": _failures,
     "settings": _settings, "set": _set, "pause": _pause, "resume": _resume,
     "connect": _connect, "disconnect": _disconnect, "check": _check,
+    "history": _history, "export": _export,
 }

@@ -18,7 +18,13 @@ from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.ui.content import SETTINGS_CALLBACK, Choice, SettingsForm
 from hardcost.bot.ui.modals import saved_modal, saving_modal, settings_modal, settings_values
-from hardcost.sync.firm_settings import SettingError, apply_setting, check_value
+from hardcost.sync.firm_settings import (
+    SettingError,
+    apply_setting,
+    check_value,
+    record_setting_changes,
+    stored_values,
+)
 from hardcost.sync.http import ApiError
 from hardcost.sync.store import FirmSettings
 
@@ -26,19 +32,24 @@ log = logging.getLogger(__name__)
 _ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
-                  values: dict[str, Any]) -> dict[str, str]:
-    """Validate every field and save them all, or none; returns errors by block id."""
+                  values: dict[str, Any], user_id: str) -> dict[str, str]:
+    """Validate every field and save them all, or none; returns errors by block id. What
+    changed goes into the audit trail (one row per setting, by ``user_id``) in the same
+    transaction."""
     errors: dict[str, str] = {}
+    said: dict[str, str] = {}  # what each setting's change says, for its audit row
+    names: dict[str, str] = {}
     lookups = service.lookups(ctx.importer_for(firm_id))
     with ctx.sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         assert settings is not None
+        before = stored_values(settings)
 
         def attempt(block_id: str, key: str, raw: object) -> None:
             if raw in (None, ""):
                 return
             try:
-                apply_setting(session, firm_id, key, str(raw), lookups)
+                said[key] = apply_setting(session, firm_id, key, str(raw), lookups)
             except SettingError as exc:
                 errors[block_id] = exc.problem[:150]
             except ApiError as exc:
@@ -47,7 +58,10 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
         channel = values.get("channel")
         if channel:
             try:
-                settings.slack_channel_id = service.resolve_channel(client, f"<#{channel}>")[0]
+                channel_id, name = service.resolve_channel(client, f"<#{channel}>")
+                settings.slack_channel_id = channel_id
+                names[channel_id] = name
+                said["channel"] = f"hardcost will post in #{name}."
             except SettingError as exc:
                 errors["channel"] = exc.problem[:150]
         attempt("start_date", "start-date", values.get("start_date"))
@@ -72,6 +86,10 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
         if errors:
             session.rollback()
         else:
+            said.pop("account", None)  # said of one account of the list; the row shows all
+            record_setting_changes(session, firm_id, before, settings, user_id, lookups,
+                                   names=names, details=said, at=ctx.clock(),
+                                   otherwise="Changed in the settings form.")
             session.commit()
     return errors
 
@@ -124,7 +142,7 @@ def register(app: App, ctx: BotContext) -> None:
                 "Nothing was saved: only workspace admins and hardcost's approvers can change "
                 "settings."))
             return
-        errors = save_settings(ctx, client, firm_id, values)
+        errors = save_settings(ctx, client, firm_id, values, user_id)
         if errors:
             form = service.settings_form(ctx, firm_id)
             client.views_update(view_id=view_id, view=settings_modal(

@@ -5,6 +5,7 @@ from the store; builders never touch the database, HTTP or the clock.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -23,6 +24,7 @@ ACTION_RUN_NOW = "hc_run_now"  # button
 ACTION_SHOW_PENDING = "hc_show_pending"  # button
 ACTION_RECONNECT = "hc_reconnect"  # button; value "quickbooks" | "clio"
 ACTION_OPEN_QBO = "hc_open_qbo"  # link button (url), acknowledged and ignored
+ACTION_HISTORY_OLDER = "hc_history_older"  # button; value HistoryQuery.button_value()
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"
 
@@ -112,3 +114,72 @@ class Message:
 
     text: str
     blocks: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrailEntry:
+    """One row of the firm's audit trail, as ``/hardcost history`` and App Home show it."""
+
+    id: int
+    at: datetime
+    actor: str  # a Slack user id, or schedule | webhook | …
+    action: str  # hardcost.sync.audit.Action value
+    purchase_id: str | None = None
+    client: str | None = None
+    amount: Decimal | None = None
+    matter: str | None = None
+    clio_entry_id: int | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+    detail: str | None = None
+
+
+HISTORY_LIMIT = 10  # entries /hardcost history shows unless asked for "last N"
+HISTORY_MAX = 50  # the most "last N" takes (one message)
+HISTORY_CLIENT_CHARS = 100  # of a client name searched for
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """What ``/hardcost history`` was asked: the latest entries, one purchase's, or a
+    client's; ``before_id`` pages back (the Older button)."""
+
+    limit: int = HISTORY_LIMIT
+    purchase_id: str | None = None
+    client: str | None = None
+    before_id: int | None = None
+
+    def button_value(self) -> str:
+        """The query as the Older button carries it (well under Slack's 2000 characters)."""
+        value: dict[str, Any] = {"n": self.limit}
+        if self.purchase_id is not None:
+            value["p"] = self.purchase_id
+        if self.client is not None:
+            value["c"] = self.client
+        if self.before_id is not None:
+            value["b"] = self.before_id
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_button_value(cls, raw: str) -> HistoryQuery | None:
+        """The query a button carried; None for anything hardcost did not write."""
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return None
+        if not isinstance(value, dict):
+            return None
+        limit, purchase, client, before = (value.get("n"), value.get("p"), value.get("c"),
+                                           value.get("b"))
+        if not isinstance(limit, int) or isinstance(limit, bool) \
+                or not 1 <= limit <= HISTORY_MAX:
+            return None
+        if purchase is not None and (not isinstance(purchase, str) or len(purchase) > 40):
+            return None
+        if client is not None and (not isinstance(client, str)
+                                   or len(client) > HISTORY_CLIENT_CHARS):
+            return None
+        if before is not None and (not isinstance(before, int) or isinstance(before, bool)
+                                   or before < 1):
+            return None
+        return cls(limit, purchase, client, before)

@@ -769,6 +769,11 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("pause", "stop scheduled runs"),
     ("resume", "restart scheduled runs"),
     ("check", "verify QuickBooks, Clio and Slack prerequisites"),
+    ("history [purchase id | client name | last N]",
+     "the audit trail's latest entries: imports, updates, deletions, choices (who, which "
+     "matter), setting changes"),
+    ("export [from] [to]", "the audit trail from one day to another (YYYY-MM-DD; this month "
+                           "if none) as a CSV file"),
 )
 SET_KEYS: tuple[tuple[str, str], ...] = (
     ("channel #name", "where summaries, alerts and prompts are posted"),

@@ -125,6 +125,13 @@ def slack_date(dt: datetime) -> str:
     return f"<!date^{int(utc.timestamp())}^{{date_short}}|{day(utc.date())}>"
 
 
+def slack_time(dt: datetime) -> str:
+    """A date and time each reader sees in their own time zone, with a UTC fallback."""
+    utc = as_utc(dt)
+    return (f"<!date^{int(utc.timestamp())}^{{date_short}} {{time}}|"
+            f"{day(utc.date())} {utc:%H:%M} UTC>")
+
+
 def plural(n: int, word: str, words: str | None = None) -> str:
     return f"{n:,} {word if n == 1 else (words or word + 's')}"
 
