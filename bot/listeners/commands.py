@@ -125,7 +125,8 @@ def _start_run(ctx: BotContext, command: dict[str, Any], respond: Respond,
     def failed(sentence: str) -> None:
         _reply(respond, messages.notice(sentence))
 
-    if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed):
+    if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed,
+                         actor=str(command.get("user_id") or "") or None):
         return "An import is already under way; its summary follows in the channel."
     return "Starting an import now; the summary follows in the channel."
 
