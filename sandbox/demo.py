@@ -231,6 +231,13 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         for message in rig.channel_messages()[before:]:
             out.write(render(message) + "\n\n")
         fourth = _demo_edit(world, demo, importer, rig, sessions, firm_id, first, out)
+        out.write("Who put which cost where, and when? Anyone can ask: /hardcost history "
+                  "last 6 (only they see the answer):\n\n")
+        asked = len(rig.replies_to(rig.admin))
+        rig.command("history last 6")
+        history = wait_for(lambda: rig.replies_to(rig.admin)[asked:] or None,
+                           what="the history reply")[0]
+        out.write(render(history, names=names) + "\n\n")
         entries = demo.account.activities
         out.write(f"Clio now holds {len(entries)} hard-cost entries, each on its client's "
                   "matter and none twice. Next: hardcost serve --sandbox tries the same books "

@@ -408,3 +408,24 @@ def test_a_dry_run_says_an_edit_would_be_followed_and_sends_nothing(firm: Firm) 
     assert dry.updated == 1 and firm.world.clio.calls.count("PATCH") == 0
     assert firm.entries()[0]["price"] == Decimal("1200.00")
     assert firm.run().updated == 1  # the dry run stored nothing: the real run still follows
+
+
+def test_history_shows_who_ran_the_import_and_what_the_edit_changed(rig: SlackRig) -> None:
+    firm = rig.firm
+    firm.client("Jane Smith", ["Smith estate"])
+    purchase = firm.expense(("1200.00", "Jane Smith"))
+    assert rig.command("run").status_code == 200
+    wait_for(lambda: _audit(firm, "imported"), what="the import's audit row")
+    [imported] = _audit(firm, "imported")
+    assert imported.actor == rig.admin  # the person who typed /hardcost run
+    firm.later()
+    firm.qbo.update_purchase(str(purchase["Id"]), lines=_lines(firm, ("120.00", "Jane Smith")))
+    firm.later()
+    firm.run()
+
+    asked = len(rig.replies_to(rig.admin))
+    rig.command(f"history {purchase['Id']}")
+    reply = wait_for(lambda: rig.replies_to(rig.admin)[asked:] or None, what="the history")[0]
+    text = str(reply["blocks"])
+    assert "updated in Clio" in text and "$1,200.00 → $120.00" in text
+    assert "imported" in text and f"<@{rig.admin}>" in text

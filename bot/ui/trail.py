@@ -7,7 +7,9 @@ escaped, and people are shown as mentions, system actors as words ("schedule", "
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 from slack_sdk.models.blocks import (
@@ -92,6 +94,26 @@ def _change(entry: TrailEntry) -> str | None:
     return "; ".join(parts) or None
 
 
+_ENTRY_CHANGES = {Action.UPDATED.value, Action.MOVED.value, Action.NOT_OVERWRITTEN.value,
+                  Action.CHANGED_AFTER_BILLING.value}
+
+
+def _entry_change(entry: TrailEntry) -> str | None:
+    """``$1,200.00 → $120.00, 2026-02-03 → 2026-02-05`` for an edit followed (or not) into
+    Clio: only the figures that differ."""
+    before, after = entry.before or {}, entry.after or {}
+    parts = []
+    for key in ("price", "date", "matter"):
+        old, new = before.get(key), after.get(key)
+        if old is None or new is None or old == new:
+            continue
+        if key == "price":
+            with contextlib.suppress(ArithmeticError):
+                old, new = money(Decimal(str(old))), money(Decimal(str(new)))
+        parts.append(f"{name(str(old), 60)} → {name(str(new), 60)}")
+    return ", ".join(parts) or None
+
+
 def trail_line(entry: TrailEntry) -> str:
     """One entry as one mrkdwn line: when, what, who, then what it was about."""
     try:
@@ -113,7 +135,14 @@ def trail_line(entry: TrailEntry) -> str:
         ids.append(f"Clio entry #{entry.clio_entry_id}")
     if ids:
         about.append(f"({', '.join(ids)})")
-    change = _change(entry) if entry.action == Action.SETTING else None
+    if entry.action == Action.SETTING:
+        change = _change(entry)
+    elif entry.action in _ENTRY_CHANGES:
+        change = _entry_change(entry)
+        if change and entry.detail:
+            change += f" _{name(entry.detail, DETAIL_CHARS)}_"
+    else:
+        change = None
     if change:
         about.append(change)
     elif entry.detail:
