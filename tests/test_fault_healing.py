@@ -100,6 +100,40 @@ def test_a_lost_reply_inside_a_run_is_found_by_marker_and_not_posted_again(firm:
     assert firm.open_failures() == []
 
 
+@pytest.mark.parametrize("failed_lookups", [1, HEAL_TRIES - 1], ids=["one", "all"])
+def test_a_marker_look_up_that_fails_is_a_failed_try_and_nothing_is_posted_blind(
+        firm: Firm, failed_lookups: int) -> None:
+    """The POST took effect but its reply was lost; then the look-up by marker fails all its
+    retries. The next try looks again before it posts: found, it is recorded; never found
+    within the run, the link stays pending (the entry may be there) and nothing is posted
+    again."""
+    firm.client("Jane Smith", ["Smith estate"])
+    firm.expense(("40.00", "Jane Smith"))
+    clio = firm.world.clio
+    clio.faults.add(server_error_fault(502, path=POST_ACTIVITY, method="POST",
+                                       after_handler=True))
+    clio.faults.add(server_error_fault(500, times=failed_lookups * firm.world.retry.attempts,
+                                       path=POST_ACTIVITY, method="GET"))
+
+    summary = firm.run()
+
+    assert len(firm.entries()) == 1
+    assert clio.calls.count("POST", POST_ACTIVITY) == 1
+    [link] = firm.links()
+    if failed_lookups < HEAL_TRIES - 1:
+        assert (link.state, link.clio_activity_id) == (LinkState.CREATED,
+                                                       firm.entries()[0]["id"])
+        assert (summary.imported, summary.failed) == (1, 0)
+        return
+    assert link.state == LinkState.PENDING
+    assert (summary.imported, summary.failed) == (0, 1)
+    firm.later()
+    firm.run()
+    assert len(firm.entries()) == 1
+    assert [link.state for link in firm.links()] == [LinkState.CREATED]
+    assert firm.open_failures() == []
+
+
 @pytest.mark.parametrize("last_try_landed", [False, True], ids=["never-landed", "last-landed"])
 def test_when_every_try_fails_the_link_stays_pending_and_the_next_run_settles_it(
         firm: Firm, last_try_landed: bool) -> None:
