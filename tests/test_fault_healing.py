@@ -80,7 +80,6 @@ def test_one_run_with_a_fifth_of_clio_calls_failing_brings_every_purchase_in_exa
     assert set(faults.injected) == set(FAULT_KINDS), faults.injected
     assert faults.by_method[(LOST_REPLY, "POST")] + faults.by_method[(LATE_REPLY, "POST")] > 0
     assert marker_lookups(firm) > 0
-    assert faults.total >= 0.1 * faults.considered
 
 
 def test_a_lost_reply_inside_a_run_is_found_by_marker_and_not_posted_again(firm: Firm) -> None:
