@@ -180,21 +180,26 @@ FAULT_KINDS = {
 """What each kind of :func:`random_faults` does to a request."""
 FAULT_WEIGHTS = dict.fromkeys(FAULT_KINDS, 1)
 """The default mix: every kind equally often, so every six faults hold each kind once."""
+SLOW_WRITE = "slow_write"
+"""Not in the default mix: the request is held ``hang`` seconds, *then* takes effect and is
+answered — after the client gave up on it, and possibly after it looked for the entry."""
 
 
 def random_faults(rate: float, *, seed: int = 0, hang: float = 1.0, retry_after: int = 1,
                   weights: dict[str, int] | None = None, path: str = r"/api/v4/",
                   method: str | None = None) -> RandomFaults:
     """A flaky Clio: ``rate`` of the matching requests fail with the mix of ``FAULT_KINDS``
-    (``weights``, default ``FAULT_WEIGHTS``). ``hang`` is how long a timeout holds the reply:
-    make it longer than the client's read timeout. Set it as ``sandbox.faults.random``."""
+    (``weights``, default ``FAULT_WEIGHTS``; ``SLOW_WRITE`` may be weighted in too). ``hang``
+    is how long a timeout holds the reply: make it longer than the client's read timeout.
+    Set it as ``sandbox.faults.random``."""
     rate_limited = rate_limit_fault(retry_after=retry_after)
     timeout = timeout_fault(hang)
     late = Fault(passthrough=True, delay_after=hang)
     faults = {RATE_LIMITED: rate_limited, SERVER_ERROR: server_error_fault(500),
               BAD_GATEWAY: server_error_fault(502),
               LOST_REPLY: server_error_fault(502, after_handler=True),
-              TIMEOUT: timeout, LATE_REPLY: late}
+              TIMEOUT: timeout, LATE_REPLY: late,
+              SLOW_WRITE: Fault(passthrough=True, delay=hang)}
     chosen = FAULT_WEIGHTS if weights is None else weights
     unknown = set(chosen) - faults.keys()
     if unknown:

@@ -8,6 +8,7 @@ of ``FAULT_KINDS``; the client's waits and read timeout are made short so the ru
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
 
 import pytest
@@ -19,6 +20,7 @@ from hardcost.sandbox.clio import (
     random_faults,
     server_error_fault,
 )
+from hardcost.sandbox.faults import Fault
 from hardcost.sync.importer import HEAL_TRIES
 from hardcost.sync.rules import QboKey
 from hardcost.sync.store import LinkState
@@ -165,3 +167,28 @@ def test_when_every_try_fails_the_link_stays_pending_and_the_next_run_settles_it
     assert (link.state, link.clio_activity_id) == (LinkState.CREATED, firm.entries()[0]["id"])
     assert second.error is None and second.failed == 0
     assert firm.open_failures() == []
+
+
+def answered_everything(firm: Firm) -> None:
+    """Wait until the sandbox has answered every request the client sent (late ones too)."""
+    deadline = time.monotonic() + 10 * HANG
+    while len(firm.world.clio.calls.all()) < firm.engine.clio.calls:
+        assert time.monotonic() < deadline, "the sandbox never answered a held request"
+        time.sleep(0.05)
+
+
+@pytest.mark.xfail(strict=True, reason="Known gap: the in-run healing looks the entry up "
+                   "right after the client's read timeout; a POST Clio applies later than "
+                   "that is posted again. Remove this mark when the importer waits it out.")
+def test_a_post_clio_applies_after_the_client_gave_up_is_not_posted_again(firm: Firm) -> None:
+    """Clio holds the POST past the client's read timeout and past the look-up by marker,
+    then applies it (the sandbox's ``SLOW_WRITE``)."""
+    firm.client("Jane Smith", ["Smith estate"])
+    firm.expense(("40.00", "Jane Smith"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", delay=HANG,
+                                     passthrough=True))
+
+    firm.run()
+    answered_everything(firm)
+
+    assert list(markers_in_clio(firm).values()) == [1]

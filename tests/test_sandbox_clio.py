@@ -19,6 +19,7 @@ from hardcost.sandbox.clio import (
     LOST_REPLY,
     RATE_LIMITED,
     SERVER_ERROR,
+    SLOW_WRITE,
     TIMEOUT,
     ClioAccount,
     ClioSandbox,
@@ -404,7 +405,8 @@ def test_random_faults_fail_a_seeded_share_of_calls_the_same_way_every_time(
 
 @pytest.mark.parametrize(("kind", "status", "applied"), [
     (RATE_LIMITED, 429, False), (SERVER_ERROR, 500, False), (BAD_GATEWAY, 502, False),
-    (LOST_REPLY, 502, True), (TIMEOUT, 504, False), (LATE_REPLY, 201, True)])
+    (LOST_REPLY, 502, True), (TIMEOUT, 504, False), (LATE_REPLY, 201, True),
+    (SLOW_WRITE, 201, True)])
 def test_each_kind_of_random_fault_answers_and_applies_as_it_says(
         clio: Clio, matter: dict[str, Any], kind: str, status: int, applied: bool) -> None:
     clio.sandbox.faults.random = random_faults(1.0, weights={kind: 1}, hang=0.2)
@@ -413,7 +415,7 @@ def test_each_kind_of_random_fault_answers_and_applies_as_it_says(
 
     assert response.status_code == status
     assert len(clio.account.activities) == (1 if applied else 0)
-    if kind in (TIMEOUT, LATE_REPLY):
+    if kind in (TIMEOUT, LATE_REPLY, SLOW_WRITE):
         assert response.elapsed.total_seconds() >= 0.2  # held longer than a short timeout
     if kind == RATE_LIMITED:
         assert response.headers["Retry-After"] == "1"
