@@ -28,8 +28,8 @@ from tests.firmkit import Firm
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"
 MARKER = re.compile(r"\[qbo [^\]]+\]")
-READ_TIMEOUT = 0.5  # the client's; a sandbox timeout holds the reply longer than this
-HANG = 1.0
+READ_TIMEOUT = 1.0  # the client's: well above a loaded sandbox's slowest real answer
+HANG = 1.5  # a sandbox timeout holds the reply longer than READ_TIMEOUT
 PURCHASES = 60
 FAULT_SEED = 20
 
