@@ -371,7 +371,8 @@ def shows(results: list[FaultResult], read_timeout: float) -> list[str]:
         f"{doubled} duplicates, {missing} {'entry' if missing == 1 else 'entries'} missing "
         "after the first run"
         + ("." if not missing else
-           f"; the next run {'settled them' if settled else 'did not settle them all'} "
+           f"; the next run {'settled' if settled else 'did not settle'} "
+           f"{'it' if missing == 1 else 'them'} "
            "(the last two rows)."),
         f"- **Calls:** "
         f"{span([r.first.clio_api - base.first.clio_api for r in faulted], count)} Clio "
