@@ -35,6 +35,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.sections import FAULT_SECTION, carry_over
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.faults import Call
 from hardcost.sandbox.qbo import QboCompany, account_line
@@ -697,9 +698,10 @@ def main(argv: list[str] | None = None) -> int:
         shown = "a temporary SQLite file (a fresh one per size)"
     else:
         shown = f"{shown} (each size a new firm in it)"
-    report = render_report(results, command=command, database_shown=shown, args=args)
-    print(report)
     out = Path(args.out)
+    report = carry_over(out, render_report(results, command=command, database_shown=shown,
+                                           args=args), [FAULT_SECTION])
+    print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")
     progress(f"report written to {out}")

@@ -38,7 +38,7 @@ from werkzeug.wrappers import Request, Response
 
 from hardcost.sandbox.body import NO_BODY
 from hardcost.sandbox.clock import SandboxClock
-from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
+from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, RandomFaults, with_faults
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -143,11 +143,13 @@ def rate_limit_fault(retry_after: int = 1, times: int = 1, path: str = r"/api/v4
                  headers={"Retry-After": str(retry_after)}, content_type=JSON_TYPE)
 
 
-def server_error_fault(status: int = 500, times: int = 1, path: str = r"/api/v4/") -> Fault:
-    """The next ``times`` matching requests fail with ``status`` and have no effect."""
+def server_error_fault(status: int = 500, times: int = 1, path: str = r"/api/v4/",
+                       method: str | None = None, *, after_handler: bool = False) -> Fault:
+    """The next ``times`` matching requests fail with ``status`` and have no effect (with
+    ``after_handler``: the request took effect and only the reply is lost)."""
     body = {"error": {"type": "InternalServerError", "message": "Something went wrong"}}
-    return Fault(path=path, status=status, times=times, body=json.dumps(body),
-                 content_type=JSON_TYPE)
+    return Fault(path=path, method=method, status=status, times=times, body=json.dumps(body),
+                 content_type=JSON_TYPE, after_handler=after_handler)
 
 
 def timeout_fault(delay: float, times: int = 1, path: str = r"/api/v4/") -> Fault:
@@ -159,6 +161,51 @@ def timeout_fault(delay: float, times: int = 1, path: str = r"/api/v4/") -> Faul
     body = {"error": {"type": "GatewayTimeout", "message": "The request timed out"}}
     return Fault(path=path, status=504, times=times, delay=delay, body=json.dumps(body),
                  content_type=JSON_TYPE)
+
+
+RATE_LIMITED = "rate_limited"
+SERVER_ERROR = "server_error"
+BAD_GATEWAY = "bad_gateway"
+LOST_REPLY = "lost_reply"
+TIMEOUT = "timeout"
+LATE_REPLY = "late_reply"
+FAULT_KINDS = {
+    RATE_LIMITED: "429 with Retry-After, not applied",
+    SERVER_ERROR: "500, not applied",
+    BAD_GATEWAY: "502, not applied",
+    LOST_REPLY: "502 after the request took effect (a lost reply)",
+    TIMEOUT: "no answer within the client's timeout, not applied",
+    LATE_REPLY: "no answer within the client's timeout, after the request took effect",
+}
+"""What each kind of :func:`random_faults` does to a request."""
+FAULT_WEIGHTS = dict.fromkeys(FAULT_KINDS, 1)
+"""The default mix: every kind equally often, so every six faults hold each kind once."""
+SLOW_WRITE = "slow_write"
+"""Not in the default mix: the request is held ``hang`` seconds, *then* takes effect and is
+answered — after the client gave up on it, and possibly after it looked for the entry."""
+
+
+def random_faults(rate: float, *, seed: int = 0, hang: float = 1.0, retry_after: int = 1,
+                  weights: dict[str, int] | None = None, path: str = r"/api/v4/",
+                  method: str | None = None) -> RandomFaults:
+    """A flaky Clio: ``rate`` of the matching requests fail with the mix of ``FAULT_KINDS``
+    (``weights``, default ``FAULT_WEIGHTS``; ``SLOW_WRITE`` may be weighted in too). ``hang``
+    is how long a timeout holds the reply: make it longer than the client's read timeout.
+    Set it as ``sandbox.faults.random``."""
+    rate_limited = rate_limit_fault(retry_after=retry_after)
+    timeout = timeout_fault(hang)
+    late = Fault(passthrough=True, delay_after=hang)
+    faults = {RATE_LIMITED: rate_limited, SERVER_ERROR: server_error_fault(500),
+              BAD_GATEWAY: server_error_fault(502),
+              LOST_REPLY: server_error_fault(502, after_handler=True),
+              TIMEOUT: timeout, LATE_REPLY: late,
+              SLOW_WRITE: Fault(passthrough=True, delay=hang)}
+    chosen = FAULT_WEIGHTS if weights is None else weights
+    unknown = set(chosen) - faults.keys()
+    if unknown:
+        raise ValueError(f"unknown fault kinds {sorted(unknown)}; known: {sorted(faults)}")
+    return RandomFaults(rate, {kind: (weight, faults[kind]) for kind, weight in chosen.items()},
+                        seed=seed, path=path, method=method)
 
 
 # -- records -----------------------------------------------------------------------------------

@@ -585,28 +585,35 @@ class Importer:
     def _post_healing(self, state: _RunState, entry: PlannedEntry, matter_id: int) -> Activity:
         """POST the entry; heal a fault within the run (``HEAL_TRIES``): after a wait, an
         entry whose POST may have happened is looked up by its marker and only posted again
-        when it is not in Clio. Raises the last error when the tries run out (an ambiguous one
-        keeps the pending link, for the next run to settle)."""
+        when it is not in Clio. A look-up that fails is a failed try too: the next try looks
+        again before it posts. Raises the last error when the tries run out (an ambiguous one,
+        while a POST may have happened and no look-up said otherwise, keeps the pending link
+        for the next run to settle)."""
         attempt = 0
+        unsure: ServiceDown | None = None  # a POST that may have reached Clio: look first
         while True:
             attempt += 1
             try:
-                return self._post(state, entry, matter_id)
-            except TransientError as exc:
-                if attempt >= HEAL_TRIES or self.stopping.is_set():
-                    raise
-                log.info("%s: Clio failed (%s); trying again within the run", entry.marker,
-                         exc)
-                self.clio.pause(attempt)
-                if isinstance(exc, ServiceDown) and exc.ambiguous:
-                    try:
-                        found = self.clio.find_by_marker(entry.marker)
-                    except ApiError:
-                        raise exc from None  # still unknown: the pending link stays
+                if unsure is not None:
+                    found = self.clio.find_by_marker(entry.marker)
                     if found:
                         log.info("%s: the POST had reached Clio (entry %s)", entry.marker,
                                  found[0].id)
                         return found[0]
+                    unsure = None
+                return self._post(state, entry, matter_id)
+            except TransientError as exc:
+                if isinstance(exc, ServiceDown) and exc.ambiguous:
+                    unsure = exc
+                if attempt >= HEAL_TRIES or self.stopping.is_set():
+                    raise (unsure or exc) from None
+                log.info("%s: Clio failed (%s); trying again within the run", entry.marker,
+                         exc)
+                self.clio.pause(attempt)
+            except ApiError:
+                if unsure is not None:
+                    raise unsure from None  # still unknown: the pending link stays
+                raise
 
     def writer_state(self, trigger: str) -> _RunState:
         """What ``write`` needs outside a run (a person's choice in Slack)."""

@@ -50,3 +50,41 @@ def test_the_reliability_report_runs_and_loses_nothing(tmp_path: Path) -> None:
     text = out.read_text()
     assert "**Lost in all: 0**" in text
     assert "| Forged, stale or altered Slack requests | 10 | 401: 10 | nothing |" in text
+
+
+def test_the_fault_benchmark_reports_every_entry_once_and_keeps_the_other_sections(
+        database_url: str, tmp_path: Path) -> None:
+    from bench import fault_bench
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
+
+    assert fault_bench.main(["--purchases", "30", "--clients", "8", "--fault-seeds", "1",
+                             "--database-url", database_url, "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert report.startswith("# Import benchmark\n\n## Figures\n\nkept\n\n")
+    assert "## Import under Clio faults (20% of calls failing)" in report
+    assert _row(report, "Duplicates (markers in Clio more than once)") == ["0", "0"]
+    assert _row(report, "Missing (implied, not in Clio)") == ["0", "0"]
+    injected = _row(report, "Faults injected (share of Clio calls)")
+    assert injected[0] == "0 (0.0%)" and not injected[1].startswith("0 ")
+    assert "✗" not in report  # every correctness check passed
+
+
+def test_a_benchmark_section_is_replaced_in_place_and_carried_over_a_rewrite(
+        tmp_path: Path) -> None:
+    from bench.sections import FAULT_SECTION, carry_over, write_section
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import\n\n## Figures\n\nold\n\n## How to read this\n\ntext\n",
+                   encoding="utf-8")
+    write_section(out, FAULT_SECTION, f"{FAULT_SECTION} (20%)\n\n### Figures\n\nfirst\n")
+    write_section(out, FAULT_SECTION, f"{FAULT_SECTION} (20%)\n\n### Figures\n\nsecond\n")
+
+    assert out.read_text(encoding="utf-8") == (
+        "# Import\n\n## Figures\n\nold\n\n## How to read this\n\ntext\n\n"
+        f"{FAULT_SECTION} (20%)\n\n### Figures\n\nsecond\n")
+    rewritten = carry_over(out, "# Import\n\n## Figures\n\nnew\n", [FAULT_SECTION])
+    assert rewritten == (f"# Import\n\n## Figures\n\nnew\n\n{FAULT_SECTION} (20%)\n\n"
+                         "### Figures\n\nsecond\n")

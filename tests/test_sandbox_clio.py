@@ -13,9 +13,18 @@ import pytest
 import requests
 
 from hardcost.sandbox.clio import (
+    BAD_GATEWAY,
+    FAULT_KINDS,
+    LATE_REPLY,
+    LOST_REPLY,
+    RATE_LIMITED,
+    SERVER_ERROR,
+    SLOW_WRITE,
+    TIMEOUT,
     ClioAccount,
     ClioSandbox,
     default_spec_path,
+    random_faults,
     rate_limit_fault,
     spec_candidates,
 )
@@ -370,6 +379,46 @@ def test_an_armed_rate_limit_fault_answers_429(clio: Clio) -> None:
 
     assert (first.status_code, first.headers["Retry-After"]) == (429, "3")
     assert second.status_code == 200
+
+
+def test_random_faults_fail_a_seeded_share_of_calls_the_same_way_every_time(
+        clio: Clio) -> None:
+    clio.sandbox.rate_limit_per_minute = 1_000_000
+
+    def statuses(seed: int) -> tuple[list[int], Any]:
+        faults = random_faults(0.3, seed=seed, hang=0.01)
+        clio.sandbox.faults.random = faults
+        return [clio.get("users.json").status_code for _ in range(60)], faults
+
+    first, faults = statuses(5)
+    again, _ = statuses(5)
+    other, _ = statuses(6)
+
+    assert first == again != other
+    assert faults.considered == 60
+    # A late reply is a success, only slow; every other fault is an error status.
+    assert sum(status != 200 for status in first) == faults.total - faults.injected[LATE_REPLY]
+    assert set(faults.injected) == set(FAULT_KINDS)  # dealt from a deck: 6 faults hold all
+    clio.sandbox.faults.clear()
+    assert clio.get("users.json").status_code == 200
+
+
+@pytest.mark.parametrize(("kind", "status", "applied"), [
+    (RATE_LIMITED, 429, False), (SERVER_ERROR, 500, False), (BAD_GATEWAY, 502, False),
+    (LOST_REPLY, 502, True), (TIMEOUT, 504, False), (LATE_REPLY, 201, True),
+    (SLOW_WRITE, 201, True)])
+def test_each_kind_of_random_fault_answers_and_applies_as_it_says(
+        clio: Clio, matter: dict[str, Any], kind: str, status: int, applied: bool) -> None:
+    clio.sandbox.faults.random = random_faults(1.0, weights={kind: 1}, hang=0.2)
+
+    response = clio.post("activities.json", hard_cost(matter))
+
+    assert response.status_code == status
+    assert len(clio.account.activities) == (1 if applied else 0)
+    if kind in (TIMEOUT, LATE_REPLY, SLOW_WRITE):
+        assert response.elapsed.total_seconds() >= 0.2  # held longer than a short timeout
+    if kind == RATE_LIMITED:
+        assert response.headers["Retry-After"] == "1"
 
 
 # -- OAuth -------------------------------------------------------------------------------------
