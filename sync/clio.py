@@ -388,6 +388,14 @@ class ClioClient:
         retry.sleep(seconds)
         self.api.waited += seconds
 
+    def wait_out_late_write(self) -> None:
+        """Wait as long again as the client waits for an answer: a POST that got none may still
+        be applied by Clio after the client gave up, and a look-up for it must come after."""
+        seconds = float(self.api.timeout[1] if isinstance(self.api.timeout, tuple)
+                        else self.api.timeout)
+        self.api.retry.sleep(seconds)
+        self.api.waited += seconds
+
     def find_by_marker(self, marker: str) -> list[Activity]:
         """Entries whose note contains ``marker`` (Clio's ``query`` searches notes)."""
         rows = self._paged("activities.json", {"query": marker, "fields": ACTIVITY_FIELDS})

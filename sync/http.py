@@ -89,11 +89,15 @@ class Throttled(TransientError):
 
 
 class ServiceDown(TransientError):
-    """5xx or no answer. ``ambiguous`` is true when a write may have happened anyway."""
+    """5xx or no answer. ``ambiguous`` is true when a write may have happened anyway;
+    ``unanswered`` when the request was sent and no answer came before the read timeout (the
+    service may still be working on it)."""
 
-    def __init__(self, *args: Any, ambiguous: bool = False, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ambiguous: bool = False, unanswered: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.ambiguous = ambiguous
+        self.unanswered = unanswered
 
 
 class MalformedAnswer(ServiceDown):
@@ -350,6 +354,7 @@ class ApiSession:
                     self.service,
                     f"{self.service} did not answer ({type(exc).__name__}).",
                     detail=_redact(str(exc)), ambiguous=sent and not idempotent,
+                    unanswered=sent,
                 ) from None
             self.pacer.observe(response)
             if response.status_code == 401 and not refreshed:

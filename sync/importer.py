@@ -92,7 +92,7 @@ PENDING_GRACE = timedelta(minutes=2)
 running, may be a write in flight in a live process (a POST waits at most 70 s for Clio):
 recovery leaves it alone. One of a run that is over is settled at once."""
 CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
-HEAL_TRIES = 4
+HEAL_TRIES = 6
 """Tries of one Clio write within a run: after a 5xx, a timeout or a 429 that outlasted the
 client's own retries, the run waits as the retry policy does, looks the entry up by its
 marker when the write may have happened, and writes again only when it is not there."""
@@ -585,10 +585,11 @@ class Importer:
     def _post_healing(self, state: _RunState, entry: PlannedEntry, matter_id: int) -> Activity:
         """POST the entry; heal a fault within the run (``HEAL_TRIES``): after a wait, an
         entry whose POST may have happened is looked up by its marker and only posted again
-        when it is not in Clio. A look-up that fails is a failed try too: the next try looks
-        again before it posts. Raises the last error when the tries run out (an ambiguous one,
-        while a POST may have happened and no look-up said otherwise, keeps the pending link
-        for the next run to settle)."""
+        when it is not in Clio (after a POST that got no answer at all, only once as long again
+        as the client waits for one has passed: Clio may apply it late). A look-up that fails
+        is a failed try too: the next try looks again before it posts. Raises the last error
+        when the tries run out (an ambiguous one, while a POST may have happened and no
+        look-up said otherwise, keeps the pending link for the next run to settle)."""
         attempt = 0
         unsure: ServiceDown | None = None  # a POST that may have reached Clio: look first
         while True:
@@ -610,6 +611,9 @@ class Importer:
                 log.info("%s: Clio failed (%s); trying again within the run", entry.marker,
                          exc)
                 self.clio.pause(attempt)
+                if isinstance(exc, ServiceDown) and exc.ambiguous and exc.unanswered:
+                    # No answer: Clio may still apply the POST; look only once it would have.
+                    self.clio.wait_out_late_write()
             except ApiError:
                 if unsure is not None:
                     raise unsure from None  # still unknown: the pending link stays

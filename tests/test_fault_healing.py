@@ -177,12 +177,10 @@ def answered_everything(firm: Firm) -> None:
         time.sleep(0.05)
 
 
-@pytest.mark.xfail(strict=True, reason="Known gap: the in-run healing looks the entry up "
-                   "right after the client's read timeout; a POST Clio applies later than "
-                   "that is posted again. Remove this mark when the importer waits it out.")
 def test_a_post_clio_applies_after_the_client_gave_up_is_not_posted_again(firm: Firm) -> None:
-    """Clio holds the POST past the client's read timeout and past the look-up by marker,
-    then applies it (the sandbox's ``SLOW_WRITE``)."""
+    """Clio holds the POST past the client's read timeout, then applies it (the sandbox's
+    ``SLOW_WRITE``): the run waits as long again before it looks the entry up, finds it and
+    does not post it again."""
     firm.client("Jane Smith", ["Smith estate"])
     firm.expense(("40.00", "Jane Smith"))
     firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", delay=HANG,
