@@ -251,11 +251,8 @@ class Edits:
             row.superseded_at = None
             row.updated_at = now
             session.execute(update(WaitingExpense).where(
-                WaitingExpense.firm_id == self.firm_id,
-                WaitingExpense.realm_id == key.realm_id,
-                WaitingExpense.purchase_id == key.purchase_id,
-                WaitingExpense.customer_id == key.customer_id,
-                WaitingExpense.line_id == key.line_id, WaitingExpense.resolved_at.is_(None),
+                *_waiting_of(self.firm_id, key.realm_id, key.purchase_id, key.customer_id,
+                             key.line_id), WaitingExpense.resolved_at.is_(None),
             ).values(resolved_at=now, resolution="imported", clio_activity_id=moved.id,
                      clio_matter_id=matter_id))
             audit.record(session, self.firm_id, Action.MOVED, self.actor,
@@ -314,11 +311,8 @@ class Edits:
                     # A person's earlier answer for this key no longer stands: should the
                     # purchase call for the key again, it is asked again.
                     session.execute(update(WaitingExpense).where(
-                        WaitingExpense.firm_id == self.firm_id,
-                        WaitingExpense.realm_id == link.realm_id,
-                        WaitingExpense.purchase_id == link.purchase_id,
-                        WaitingExpense.customer_id == link.customer_id,
-                        WaitingExpense.line_id == link.line_id,
+                        *_waiting_of(self.firm_id, link.realm_id, link.purchase_id,
+                                     link.customer_id, link.line_id),
                         WaitingExpense.resolution.in_(("linked", "imported")),
                     ).values(resolution=SUPERSEDED))
             for item in moot:
@@ -332,6 +326,13 @@ class Edits:
             log.info("firm %s: %s is no longer called for by purchase %s (edited); its Clio "
                      "entry goes", self.firm_id, link.marker, plan.purchase_id)
         return len(gone)
+
+
+def _waiting_of(firm_id: int, realm_id: str, purchase_id: str, customer_id: str,
+                line_id: str) -> list[Any]:
+    return [WaitingExpense.firm_id == firm_id, WaitingExpense.realm_id == realm_id,
+            WaitingExpense.purchase_id == purchase_id,
+            WaitingExpense.customer_id == customer_id, WaitingExpense.line_id == line_id]
 
 
 def link_key(link: EntryLink) -> dict[str, Any]:

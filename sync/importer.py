@@ -332,12 +332,7 @@ class Importer:
             raise
         except ApiError as exc:
             self._record_edit_failure(state, entry, link, exc)
-            if isinstance(exc, TransientError):
-                state.consecutive_transient += 1
-                if state.consecutive_transient >= CIRCUIT_BREAK_AFTER:
-                    state.clio_blocked = exc
-            elif isinstance(exc, ConfigError):
-                state.clio_blocked = exc
+            _count_clio_failure(state, exc)
             return
         state.consecutive_transient = 0
 
@@ -524,12 +519,7 @@ class Importer:
             return
         except ApiError as exc:
             self._record_write_failure(state, entry, exc)
-            if isinstance(exc, TransientError):
-                state.consecutive_transient += 1
-                if state.consecutive_transient >= CIRCUIT_BREAK_AFTER:
-                    state.clio_blocked = exc
-            elif isinstance(exc, ConfigError):
-                state.clio_blocked = exc
+            _count_clio_failure(state, exc)
             return
         state.consecutive_transient = 0
         summary.imported += 1
@@ -1056,6 +1046,17 @@ def _edited(link: EntryLink, entry: PlannedEntry) -> bool:
     if link.state == LinkState.CREATED and link.removed_at is None:
         return link.sync_token != entry.sync_token or link.superseded_at is not None
     return link.state == LinkState.KEPT and link.superseded_at is not None
+
+
+def _count_clio_failure(state: _RunState, exc: ApiError) -> None:
+    """The circuit breaker: entries that failed every try, in a row, or a config failure,
+    stop this run's writes to Clio (the rest are recorded as failures and retried)."""
+    if isinstance(exc, TransientError):
+        state.consecutive_transient += 1
+        if state.consecutive_transient >= CIRCUIT_BREAK_AFTER:
+            state.clio_blocked = exc
+    elif isinstance(exc, ConfigError):
+        state.clio_blocked = exc
 
 
 def _revivable(link: EntryLink) -> bool:
