@@ -398,16 +398,16 @@ def shows(results: list[FaultResult], read_timeout: float) -> list[str]:
         "next run settles it by marker and posts only what is absent. With this mix a try "
         f"fails without taking effect with probability {unapplied:.2f} (a 500, a 502 or a "
         f"timeout before Clio acted) and the last try fails with {last:.2f}, so an entry "
-        f"runs out of tries about {exhausted * 10_000:.1f} times in 10,000 and a run of "
+        f"runs out of tries about {exhausted * 1_000_000:.1f} times in a million and a run of "
         f"{base.expected:,} entries leaves one for the next run about {leftover:.1%} of the "
         "time; each further try divides that by about "
         f"{1 / unapplied:.0f}. {CIRCUIT_BREAK_AFTER} such entries in a row would stop the "
         "run's writes to Clio.",
         "- **Not in this mix:** a POST that Clio holds past the client's read timeout and "
-        "applies afterwards (the sandbox's `SLOW_WRITE`). The in-run look-up by marker comes "
-        "before the entry exists, so it is posted again and lands twice "
-        "(`tests/test_fault_healing.py`, marked xfail until the importer waits such a "
-        "write out).",
+        "applies afterwards (the sandbox's `SLOW_WRITE`). After a POST that got no answer the "
+        "run waits as long again as its read timeout before it looks the entry up, so a write "
+        "applied within that time is found, not posted twice "
+        "(`tests/test_fault_healing.py`); one Clio applies later still would be posted again.",
     ]
     return lines
 
