@@ -83,6 +83,20 @@ class PromptGroupView:
 
 
 @dataclass(frozen=True)
+class DigestClient:
+    """One client's part of the daily digest: what waits, and its group menu when its
+    expenses share one matter choice."""
+
+    client: str
+    prompts: tuple[Prompt, ...]
+    group: PromptGroupView | None = None
+
+    @property
+    def total(self) -> Decimal:
+        return sum((p.amount for p in self.prompts), Decimal("0.00"))
+
+
+@dataclass(frozen=True)
 class GroupAnswer:
     """What a group choice did, for the group message updated in place."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -41,9 +41,11 @@ from hardcost.bot.ui.content import (
     ACTION_SEARCH_MATTER,
     ACTION_SELECT_CONTACT,
     ACTION_SELECT_MATTER,
+    ACTION_SHOW_PENDING,
     ACTION_UNDO_CHOICE,
     PROMPT_BLOCK_PREFIX,
     Choice,
+    DigestClient,
     FailureNotice,
     GroupAnswer,
     Message,
@@ -77,6 +79,7 @@ from hardcost.sync.report import REASONS, money
 from hardcost.sync.summary import RunSummary
 
 __all__ = [
+    "digest",
     "failure_alert",
     "failure_retried",
     "failures_list",
@@ -816,6 +819,39 @@ def group_answer_blocks(client: str, answer: GroupAnswer) -> list[Block]:
     return blocks
 
 
+def _digest_client(part: DigestClient) -> list[Block]:
+    if part.group is not None and len(part.group.members) == len(part.prompts):
+        return group_blocks(part.group, hint="Or answer them one by one: *Answer one by one* "
+                                             "above, or `/hardcost pending`.")
+    count = len(part.prompts)
+    lines = [_member_line(p) for p in part.prompts[:GROUP_LINES]]
+    if count > GROUP_LINES:
+        lines.append(f"…and {count - GROUP_LINES:,} more")
+    head = f"*{name(part.client, 200)}* — {plural(count, 'expense')}, {money(part.total)}"
+    blocks = [_section(head + "\n" + "\n".join(lines))]
+    if part.group is not None:
+        blocks.extend(group_blocks(part.group, hint="The menu answers the expenses that "
+                                                    "share these matters."))
+    return blocks
+
+
+def digest(clients: Sequence[DigestClient], *, on: date) -> list[Message]:
+    """The daily digest (``prompts digest``): what waits, by client, with each client's group
+    menu and a button listing every prompt to answer one by one. Long digests are paged; the
+    pages after the first go in its thread."""
+    count = sum(len(c.prompts) for c in clients)
+    total = sum((c.total for c in clients), Decimal("0.00"))
+    title = (f"Daily digest for {day(on)}: {plural(count, 'expense')} for "
+             f"{plural(len(clients), 'client')} wait for a choice, {money(total)}")
+    head = [_section(f":spiral_calendar_pad: *{escape(title)}*"),
+            ActionsBlock(elements=[ButtonElement(text="Answer one by one",
+                                                 action_id=ACTION_SHOW_PENDING,
+                                                 value="digest")]).to_dict()]
+    pages = _pack([head, *(_digest_client(c) for c in clients)])
+    return [Message(text=_part(title, i, len(pages)), blocks=blocks)
+            for i, blocks in enumerate(pages, start=1)]
+
+
 def replace_group_blocks(blocks: list[Block], group_id: int, client: str,
                          answer: GroupAnswer) -> list[Block]:
     """A message listing several groups (the digest) with one group's menu replaced by what
@@ -912,6 +948,10 @@ SET_KEYS: tuple[tuple[str, str], ...] = (
                                "unbilled Clio entry, or only tell the channel"),
     ("approvers @a @b | anyone", "who may change settings and answer prompts, besides "
                                  "workspace admins"),
+    ("prompts each|digest", "one prompt per waiting expense (each), or one message a day "
+                            "listing what waits, by client (digest)"),
+    ("digest-hour <0-23>", "when the daily digest goes out, in the firm's time zone"),
+    ("timezone <IANA name>", "the firm's time zone, like America/New_York"),
 )
 
 
