@@ -16,7 +16,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.outbox import ClientFor, deliver, enqueue
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.content import Choice, FailureNotice, Message, Prompt, PromptAnswer
+from hardcost.bot.ui.content import (
+    Choice,
+    FailureNotice,
+    Message,
+    Prompt,
+    PromptAnswer,
+    PromptGroupView,
+)
+from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry
 from hardcost.sync.store import (
@@ -25,6 +33,7 @@ from hardcost.sync.store import (
     Failure,
     Firm,
     FirmSettings,
+    PromptGroup,
     SlackOutbox,
     WaitingExpense,
     utcnow,
@@ -57,6 +66,16 @@ def to_prompt(row: WaitingExpense, *, sandbox_links: bool = False) -> Prompt:
         memo=entry.memo, reference=entry.reference,
         qbo_url=transaction_url(row.purchase_id, sandbox=sandbox_links),
         choices=tuple(choices), waiting_since=row.created_at)
+
+
+def to_group_view(session: Session, group: PromptGroup, *,
+                  sandbox_links: bool = False) -> PromptGroupView:
+    """The group as its message shows it: its open members and their shared choices."""
+    open_rows = prompt_groups.open_members(session, group)
+    members = tuple(to_prompt(row, sandbox_links=sandbox_links) for row in open_rows)
+    choices = members[0].choices if members else ()
+    return PromptGroupView(id=group.id, client=group.customer_name, members=members,
+                           choices=choices)
 
 
 def to_failure_notice(row: Failure, *, sandbox_links: bool = False) -> FailureNotice:
@@ -133,13 +152,92 @@ class Notifier:
                         ref_kind="failure", ref_id=row.id)
 
     def _queue_prompts(self, session: Session, firm_id: int, channel: str) -> None:
+        """A prompt for every waiting expense without one; several of one client with the
+        same choice (``prompt_groups.GROUP_MIN``) under one grouped message, their own prompts
+        in its thread. In ``digest`` mode nothing here: the daily digest lists them."""
+        settings = session.get(FirmSettings, firm_id)
+        if settings is not None and settings.prompts == "digest":
+            return
         queued = _queued_refs(session, firm_id, "prompt")
-        for row in session.scalars(select(WaitingExpense).where(
-                WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
-                WaitingExpense.resolution.is_(None),
-                WaitingExpense.slack_ts.is_(None)).order_by(WaitingExpense.id)):
-            if row.id not in queued:
+        new = [row for row in session.scalars(select(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+            WaitingExpense.resolution.is_(None),
+            WaitingExpense.slack_ts.is_(None)).order_by(WaitingExpense.id))
+            if row.id not in queued]
+        alike: dict[tuple[str, str], list[WaitingExpense]] = {}
+        for row in new:
+            key = prompt_groups.choice_key(row)
+            if key is not None:
+                alike.setdefault((row.customer_id, key), []).append(row)
+        grouped: set[int] = set()
+        for (customer_id, key), rows in alike.items():
+            group = prompt_groups.open_group(session, firm_id, customer_id, key)
+            if group is not None and group.slack_ts is None and \
+                    self._group_post(session, group) is None:
+                group = None  # a digest's group (no message of its own): start a new one
+            if group is not None and not prompt_groups.open_members(session, group):
+                group.resolved_at = self.clock()  # all answered one by one: it is done
+                group.resolution = "answered"
+                group = None
+            if group is None and len(rows) < prompt_groups.GROUP_MIN:
+                continue
+            self._queue_group(session, firm_id, channel, rows, group, customer_id, key)
+            grouped.update(row.id for row in rows)
+        for row in new:
+            if row.id not in grouped:
                 self.queue_prompt(session, row, channel)
+
+    def _queue_group(self, session: Session, firm_id: int, channel: str,
+                     rows: list[WaitingExpense], group: PromptGroup | None, customer_id: str,
+                     key: str) -> None:
+        """Post a new group (message, then each member's prompt in its thread), or add
+        members to an unanswered one (their prompts in its thread; its message updated)."""
+        if group is None:
+            group = PromptGroup(firm_id=firm_id, customer_id=customer_id,
+                                customer_name=rows[0].customer_name, choice_key=key,
+                                created_at=self.clock())
+            session.add(group)
+            session.flush()
+            for row in rows:
+                row.group_id = group.id
+            session.flush()
+            view = to_group_view(session, group, sandbox_links=self.sandbox_links)
+            parent = enqueue(session, firm_id, "chat.postMessage",
+                             _post(messages.prompt_group(view), channel),
+                             ref_kind="group", ref_id=group.id)
+        else:
+            for row in rows:
+                row.group_id = group.id
+            session.flush()
+            found = self._group_post(session, group)
+            assert found is not None
+            parent = found
+            self.update_group(session, group)
+        for row in rows:
+            message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+            enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
+                    parent=parent, ref_kind="prompt", ref_id=row.id)
+
+    @staticmethod
+    def _group_post(session: Session, group: PromptGroup) -> SlackOutbox | None:
+        return session.scalars(select(SlackOutbox).where(
+            SlackOutbox.firm_id == group.firm_id, SlackOutbox.ref_kind == "group",
+            SlackOutbox.ref_id == group.id, SlackOutbox.method == "chat.postMessage")
+            .order_by(SlackOutbox.id).limit(1)).first()
+
+    def update_group(self, session: Session, group: PromptGroup) -> None:
+        """The group message shows its open members again (one was answered, one joined)."""
+        if self._group_post(session, group) is None:
+            return  # a digest's group: no message of its own
+        view = to_group_view(session, group, sandbox_links=self.sandbox_links)
+        if view.members:
+            self.update_message(session, group.firm_id, "group", group.id,
+                                messages.prompt_group(view))
+        elif group.resolution is None:
+            group.resolution = "answered"
+            group.resolved_at = self.clock()
+            self.update_message(session, group.firm_id, "group", group.id,
+                                messages.prompt_group_done(group.customer_name))
 
     def _queue_settled_prompts(self, session: Session, firm_id: int) -> None:
         """Prompts a run settled by itself (a matter appeared, the purchase was deleted or

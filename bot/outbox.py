@@ -22,7 +22,14 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync.store import Failure, Run, SlackOutbox, WaitingExpense, utcnow
+from hardcost.sync.store import (
+    Failure,
+    PromptGroup,
+    Run,
+    SlackOutbox,
+    WaitingExpense,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +37,7 @@ RETRYABLE_ERRORS = {"ratelimited", "service_unavailable", "fatal_error", "intern
                     "request_timeout"}
 MAX_BACKOFF = timedelta(minutes=30)
 GIVE_UP_AFTER = timedelta(days=3)
-REFS = {"prompt": WaitingExpense, "failure": Failure, "run": Run}
+REFS = {"prompt": WaitingExpense, "failure": Failure, "run": Run, "group": PromptGroup}
 NOT_INSTALLED = "not_installed"
 
 ClientFor = WebClient | Callable[[int], WebClient | None]

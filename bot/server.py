@@ -24,6 +24,7 @@ from sqlalchemy.engine import Engine
 
 from hardcost.bot.app import build_app
 from hardcost.bot.context import BotContext
+from hardcost.bot.digest import send_due_digests
 from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
@@ -96,7 +97,8 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
         unit_seconds=config.schedule_unit_seconds,
         refresh_every=config.scheduler_refresh_seconds,
         on_problem=lambda firm_id, problem: ctx.notifier(clients).tell(
-            firm_id, messages.notice(problem)))
+            firm_id, messages.notice(problem)),
+        daily=lambda now: send_due_digests(ctx.notifier(clients), now))
     ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
     settle_abandoned_runs(engine)  # runs of a process that died stay "running" otherwise
     # -- end scheduled imports ----------------------------------------------------------

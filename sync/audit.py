@@ -30,6 +30,7 @@ class Action(enum.StrEnum):
     CHOSEN = "chosen"  # a person picked the matter; the entry was written
     CONTACT_CHOSEN = "contact_chosen"  # a person picked the Clio contact of a customer
     NOT_CLIENT_COST = "not_client_cost"  # a person said the expense is not billable
+    UNDONE = "undone"  # a person undid a matter choice: the unbilled Clio entry was deleted
     UPDATED = "updated"  # an edit in QuickBooks followed into the Clio entry
     MOVED = "moved"  # a line moved to another matter of the same client (PATCH of the matter)
     NOT_OVERWRITTEN = "not_overwritten"  # edited in QuickBooks, but a person changed it in Clio
@@ -49,6 +50,7 @@ DESCRIPTIONS = {
     Action.CHOSEN: "matter chosen",
     Action.CONTACT_CHOSEN: "contact chosen",
     Action.NOT_CLIENT_COST: "not a client cost",
+    Action.UNDONE: "choice undone",
     Action.UPDATED: "updated in Clio",
     Action.MOVED: "moved to another matter",
     Action.NOT_OVERWRITTEN: "changed in Clio, not overwritten",

@@ -13,6 +13,7 @@ value saved again unchanged records nothing.
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -37,6 +38,9 @@ USAGE = {
     "item-lines": "/hardcost set item-lines on|off",
     "deletions": "/hardcost set deletions delete|alert",
     "approvers": "/hardcost set approvers @someone @someone-else | anyone",
+    "prompts": "/hardcost set prompts each|digest",
+    "digest-hour": "/hardcost set digest-hour <0-23>",
+    "timezone": "/hardcost set timezone <IANA name, e.g. America/New_York>",
 }
 EXPENSE_ACCOUNT_TYPES = {"Expense", "Other Expense", "Cost of Goods Sold"}
 
@@ -48,6 +52,8 @@ MAX_VALUE = 200  # characters of a setting's value; names in QuickBooks and Clio
 MAX_APPROVERS = 50
 _MINUTES = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²" and "٣" are not minutes
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_HOUR = re.compile(r"[0-9]{1,2}")
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
 
 
 class SettingError(Exception):
@@ -205,6 +211,18 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
                                "approvers.", key)
         settings.approvers = users
         return f"Approvers: {len(users)} {'person' if len(users) == 1 else 'people'}."
+    if key == "prompts":
+        settings.prompts = raw.lower()
+        if settings.prompts == "digest":
+            return (f"Prompts come as one digest a day at {settings.digest_hour:02d}:00 "
+                    f"({settings.timezone}), instead of one message per expense.")
+        return "Each waiting expense gets its own prompt as soon as a run finds it."
+    if key == "digest-hour":
+        settings.digest_hour = int(raw)
+        return f"The daily digest goes out at {int(raw):02d}:00 ({settings.timezone})."
+    if key == "timezone":
+        settings.timezone = zone_name(raw)
+        return f"The firm's time zone is now {settings.timezone}."
     if key == "channel":
         raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
     raise SettingError(f"There is no setting called “{key}”.")
@@ -214,7 +232,8 @@ SETTING_FIELDS = {
     "channel": "slack_channel_id", "start-date": "start_date", "account": "import_account_ids",
     "category": "expense_category_id", "user": "clio_user_id", "schedule": "schedule_minutes",
     "split-lines": "split_lines", "item-lines": "item_lines", "deletions": "deletions",
-    "approvers": "approvers",
+    "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
+    "timezone": "timezone",
 }
 """Each setting a person changes (``set`` key) → its ``FirmSettings`` column."""
 _LISTS = frozenset({"account", "approvers"})
@@ -309,6 +328,27 @@ def check_value(key: str, raw: str) -> None:
         raise SettingError(f"“{raw}” is neither delete nor alert.", key)
     elif key in {"split-lines", "item-lines"}:
         _on_off(raw, key)
+    elif key == "prompts" and raw.lower() not in {"each", "digest"}:
+        raise SettingError(f"“{raw}” is neither each nor digest.", key)
+    elif key == "digest-hour" and (not _HOUR.fullmatch(raw) or not 0 <= int(raw) <= 23):
+        raise SettingError(f"“{raw}” is not an hour from 0 to 23.", key)
+    elif key == "timezone":
+        zone_name(raw)
+
+
+def zone_name(raw: str) -> str:
+    """An IANA time zone name as ``zoneinfo`` knows it (``America/New_York``); SettingError
+    otherwise. Case is kept as given: zoneinfo's names are case-sensitive on most systems."""
+    name = raw.strip()
+    if not _ZONE_NAME.fullmatch(name) or ".." in name:
+        raise SettingError(f"“{raw}” is not a time zone name like America/New_York.",
+                           "timezone")
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise SettingError(f"“{raw}” is not a time zone name like America/New_York.",
+                           "timezone") from None
+    return name
 
 
 def _start_date(raw: str, key: str) -> date:

@@ -997,8 +997,9 @@ def _key_tuple(key: QboKey) -> tuple[str, str, str, str]:
 def _answered_for_good(row: WaitingExpense, entry: PlannedEntry) -> bool:
     """Not a question any more: a person is answering it now; it went into Clio (a person's
     choice or a later run, possibly since this run read its links); or someone said "not a
-    client cost" and the purchase is as it was then (an edit in QuickBooks asks again)."""
-    if row.resolution in ("claimed", "linked", "imported"):
+    client cost" and the purchase is as it was then (an edit in QuickBooks asks again); or a
+    person is undoing a choice (``sync.undo``), which reopens it when done."""
+    if row.resolution in ("claimed", "linked", "imported", "undoing"):
         return True
     return row.resolution == "not_client_cost" and \
         row.entry.get("sync_token") == entry.sync_token

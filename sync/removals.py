@@ -145,7 +145,7 @@ class Removals:
                     WaitingExpense.firm_id == self.firm_id,
                     WaitingExpense.realm_id == removal.realm_id,
                     WaitingExpense.purchase_id == removal.purchase_id,
-                    WaitingExpense.resolution == "claimed")).first()
+                    WaitingExpense.resolution.in_(("claimed", "undoing")))).first()
             if answering is not None or any(link.state == LinkState.PENDING for link in links):
                 continue  # a write is under way: the next run deals with what it made
             error: ApiError | None = None
@@ -220,7 +220,7 @@ class Removals:
             "deleted": f"{what}; Clio entry #{entry_id} was deleted",
             "already_gone": f"{what}; Clio entry #{entry_id} had already been removed in Clio",
             "kept_billed": f"{what}, but Clio entry #{entry_id} is on "
-                           f"{_bill_words(activity)}, so it was left as it is: credit or "
+                           f"{bill_words(activity)}, so it was left as it is: credit or "
                            "adjust the bill in Clio if the client should not pay it",
             "kept_alert": f"{what}; Clio entry #{entry_id} was left as it is "
                           "(deletions are set to alert): delete it in Clio if it should go",
@@ -333,7 +333,7 @@ def _reread(clio: ClioClient, activity_id: int) -> Activity | None:
         return None
 
 
-def _bill_words(activity: Activity | None) -> str:
+def bill_words(activity: Activity | None) -> str:
     if activity is None or activity.bill_id is None:
         return "a bill"
     state = f" ({activity.bill_state.replace('_', ' ')})" if activity.bill_state else ""

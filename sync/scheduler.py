@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_EVERY = 30.0  # seconds between two reads of the firms table
 REFRESH_JOB = "refresh"
+DAILY_JOB = "daily"
+DAILY_EVERY = 60.0  # seconds between two looks for daily work due (the digest)
 IMPORT_THREADS = 10  # scheduled imports at once in one process (APScheduler's default pool)
 STALE_PERIODS = 3  # refreshes missed in a row before health says the scheduler is stuck
 STALE_SLACK = 5.0  # seconds on top: a busy thread pool or a slow database delays a refresh
@@ -117,7 +119,9 @@ class ImportScheduler:
                  refresh_every: float = REFRESH_EVERY,
                  clock: Callable[[], datetime] = utcnow,
                  stale_after: float | None = None,
-                 on_problem: Callable[[int, str], object] | None = None) -> None:
+                 on_problem: Callable[[int, str], object] | None = None,
+                 daily: Callable[[datetime], object] | None = None,
+                 daily_every: float = DAILY_EVERY) -> None:
         bind = sessions.kw.get("bind")
         if not isinstance(bind, Engine):
             raise RuntimeError("the scheduler needs the database engine of its sessions")
@@ -126,6 +130,10 @@ class ImportScheduler:
         self.importer_for = importer_for
         self.after_run = after_run
         self.on_problem = on_problem
+        self.daily = daily
+        """Work due once a day per firm at a local hour (``bot.digest.send_due_digests``),
+        given the time; it records what it sent, so calling it often is harmless."""
+        self.daily_every = daily_every
         self._skipped: dict[int, str] = {}  # firm id → why its job could not be set up
         self.guard: RunGuard = guard or self._own_guard
         self.unit_seconds = unit_seconds
@@ -135,7 +143,7 @@ class ImportScheduler:
         # minutes (a first import paced by Clio) must not stop schedule changes or health.
         self._scheduler = BackgroundScheduler(timezone=UTC, executors={
             "default": ThreadPoolExecutor(IMPORT_THREADS),
-            REFRESH_JOB: ThreadPoolExecutor(1)})
+            REFRESH_JOB: ThreadPoolExecutor(1), DAILY_JOB: ThreadPoolExecutor(1)})
         self._intervals: dict[int, float] = {}
         self._jobs_lock = threading.Lock()
         self._running: set[int] = set()
@@ -169,6 +177,11 @@ class ImportScheduler:
                                     id=REFRESH_JOB, executor=REFRESH_JOB,
                                     max_instances=1, coalesce=True,
                                     misfire_grace_time=max(1, int(self.refresh_every)))
+            if self.daily is not None:
+                self._scheduler.add_job(self.run_daily, "interval", seconds=self.daily_every,
+                                        id=DAILY_JOB, executor=DAILY_JOB, max_instances=1,
+                                        coalesce=True,
+                                        misfire_grace_time=max(1, int(self.daily_every)))
             self._scheduler.start()
         except BaseException:
             self._unlock_sqlite()
@@ -320,6 +333,15 @@ class ImportScheduler:
         log.error("scheduler: firm %s skipped: %s (%s: %s)", firm_id, problem,
                   type(exc).__name__, exc)
         return problem
+
+    def run_daily(self) -> None:
+        """The daily job's tick: hand the time to ``daily``; a failure waits for the next."""
+        if self.daily is None or SHUTDOWN.is_set() or self._stopped:
+            return
+        try:
+            self.daily(self.clock())
+        except Exception:  # noqa: BLE001 - the next tick tries again
+            log.exception("scheduler: daily work failed")
 
     def _refresh(self) -> None:
         try:

@@ -70,6 +70,7 @@ class LinkState(enum.StrEnum):
     CREATED = "created"  # Clio entry exists, id recorded
     DELETED = "deleted"  # the purchase left QuickBooks and hardcost deleted the Clio entry
     KEPT = "kept"  # the purchase left QuickBooks; the Clio entry stays (billed, or "alert")
+    UNDOING = "undoing"  # a person's Undo is deleting the Clio entry: runs leave it alone
 
 
 class FailureKind(enum.StrEnum):
@@ -116,6 +117,12 @@ class FirmSettings(Base):
     approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
     slack_channel_id: Mapped[str | None] = mapped_column(String(40))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    prompts: Mapped[str] = mapped_column(String(10), default="each")  # each | digest
+    digest_hour: Mapped[int] = mapped_column(Integer, default=9)  # 0-23, in ``timezone``
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC")  # an IANA name
+    digest_sent_on: Mapped[date | None] = mapped_column(Date)
+    """The firm's local day whose digest was sent (claimed with the post, in one transaction):
+    a restart, a second replica or a second tick that day sends nothing more."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -363,6 +370,35 @@ class WaitingExpense(Base):
     prompt_stale: Mapped[bool] = mapped_column(Boolean, default=False)
     """The expense was edited in QuickBooks since its prompt was posted: the prompt is
     updated in place (new amount, date or client) and this goes back to false."""
+    group_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    """The grouped prompt (``PromptGroup``) this expense's prompt was posted under, if any."""
+
+
+class PromptGroup(Base):
+    """One message for several expenses of one client waiting for the same matter choice.
+
+    Members are the ``WaitingExpense`` rows with this ``group_id``; each keeps its own prompt
+    (in the group message's thread) and is answered through the same claim as a single click,
+    so a group choice and a click on one member never write an entry twice. ``resolution`` is
+    ``claimed`` while a group choice is being written, then ``linked``.
+    """
+
+    __tablename__ = "prompt_groups"
+    __table_args__ = (Index("ix_prompt_groups_firm_open", "firm_id", "customer_id",
+                            "resolved_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    customer_id: Mapped[str] = mapped_column(String(40))
+    customer_name: Mapped[str] = mapped_column(String(300))
+    choice_key: Mapped[str] = mapped_column(String(1000))  # the members' matter ids, sorted
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None] = mapped_column()
+    resolution: Mapped[str | None] = mapped_column(String(20))
+    resolved_by: Mapped[str | None] = mapped_column(String(40))
+    outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the choice did
+    slack_channel: Mapped[str | None] = mapped_column(String(40))
+    slack_ts: Mapped[str | None] = mapped_column(String(40))
 
 
 def make_engine(url: str, *, secret_key: str | None = None) -> Engine:

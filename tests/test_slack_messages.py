@@ -36,10 +36,12 @@ from hardcost.bot.ui.content import (
     SETTINGS_CALLBACK,
     Choice,
     FailureNotice,
+    GroupAnswer,
     HistoryQuery,
     Message,
     Prompt,
     PromptAnswer,
+    PromptGroupView,
     SettingsForm,
     StatusReport,
     TrailEntry,
@@ -55,6 +57,8 @@ from hardcost.bot.ui.messages import (
     pending_list,
     prompt,
     prompt_answered,
+    prompt_group,
+    prompt_group_answered,
     prompt_reminder,
     run_details,
     run_summary,
@@ -98,6 +102,12 @@ def a_prompt(**changes: Any) -> Prompt:
         memo="Courier to the county court", reference="1042", qbo_url=QBO,
         choices=matters(3), waiting_since=datetime(2026, 3, 6, 9, 0))
     return replace(base, **changes)
+
+
+def a_group(count: int = 3) -> PromptGroupView:
+    return PromptGroupView(id=5, client="Smith, John", choices=matters(3), members=tuple(
+        a_prompt(id=10 + i, amount=D(f"{100 + i}.50"), txn_date=date(2026, 3, 1 + i % 28))
+        for i in range(count)))
 
 
 def a_failure(**changes: Any) -> FailureNotice:
@@ -300,13 +310,18 @@ GOLDEN_CASES: dict[str, Any] = {
     "prompt_no_contact": lambda: prompt(a_prompt(kind="contact", reason="no_contact",
                                                  choices=())),
     "prompt_answered_linked": lambda: prompt_answered(a_prompt(), PromptAnswer(
-        by_user="U123", outcome="linked", label="00042 Smith v. Jones", clio_entry_id=981)),
+        by_user="U123", outcome="linked", label="00042 Smith v. Jones", clio_entry_id=981,
+        undoable=True)),
     "prompt_answered_not_client_cost": lambda: prompt_answered(
         a_prompt(), PromptAnswer(by_user="U123", outcome="not_client_cost")),
     "prompt_answered_contact": lambda: prompt_answered(
         a_prompt(kind="contact", reason="no_contact"),
         PromptAnswer(by_user="U123", outcome="contact_remembered", label="Jane Smith")),
     "prompt_reminder": lambda: prompt_reminder(a_prompt(), now=NOW),
+    "prompt_group": lambda: prompt_group(a_group()),
+    "prompt_group_answered": lambda: prompt_group_answered(a_group(), GroupAnswer(
+        by_user="U123", label="00042 Smith v. Jones", linked=2, linked_total=D("201.50"),
+        failed=((a_prompt(id=12), "Clio said the matter is closed."),), others=1)),
     "matter_options": lambda: matter_options(7, matters(12), "(1"),
     "help": help_message,
     "usage_error": lambda: usage_error("“soon” is not a date.",
@@ -802,3 +817,10 @@ def test_a_failure_clio_refused_points_at_clio_not_quickbooks() -> None:
     assert "QuickBooks transaction needs a fix" not in alert
     plain = json.dumps(failure_alert(a_failure()).blocks)
     assert "Fix it in QuickBooks" in plain
+
+
+def test_a_large_group_stays_within_slack_limits() -> None:
+    message = prompt_group(a_group(400))
+    assert len(message.blocks) <= 50
+    assert "400 expenses for Smith, John wait for a matter" in message.text
+    assert "and 390 more" in json.dumps(message.blocks)

@@ -17,12 +17,13 @@ from sqlalchemy import select
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
-from hardcost.bot.notify import to_failure_notice, to_prompt
+from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
 from hardcost.bot.surfaces import open_settings_modal, publish_home
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
+    ACTION_GROUP_MATTER,
     ACTION_HISTORY_OLDER,
     ACTION_NOT_CLIENT_COST,
     ACTION_OPEN_QBO,
@@ -34,17 +35,28 @@ from hardcost.bot.ui.content import (
     ACTION_SELECT_CONTACT,
     ACTION_SELECT_MATTER,
     ACTION_SHOW_PENDING,
+    ACTION_UNDO_CHOICE,
     PROMPT_BLOCK_PREFIX,
     Choice,
+    GroupAnswer,
     HistoryQuery,
+    Message,
     PromptAnswer,
 )
 from hardcost.bot.ui.text import md, mention
 from hardcost.bot.ui.trail import history
-from hardcost.sync import audit, choices, oauth
+from hardcost.sync import audit, choices, oauth, prompt_groups, undo
 from hardcost.sync.choices import ChoiceResult
 from hardcost.sync.log_context import run_context
-from hardcost.sync.store import PROVIDER_NAMES, Failure, Firm, SlackOutbox, WaitingExpense
+from hardcost.sync.prompt_groups import GroupResult
+from hardcost.sync.store import (
+    PROVIDER_NAMES,
+    Failure,
+    Firm,
+    PromptGroup,
+    SlackOutbox,
+    WaitingExpense,
+)
 from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
@@ -133,6 +145,76 @@ def register(app: App, ctx: BotContext) -> None:
                 result = choices.not_client_cost(importer, waiting_id, user_id)
         _show_result(ctx, client, respond, firm_id, waiting_id, result,
                      ephemeral=bool((body.get("container") or {}).get("is_ephemeral")))
+
+    def on_group_choice(body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                        client: WebClient) -> None:
+        """One matter for every open expense of a group (a grouped message or a digest)."""
+        match = CHOICE_VALUE.match(_action_value(action))
+        user_id = str((body.get("user") or {}).get("id"))
+        group_id, matter_id = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        firm_id = ctx.firm_id_for_interaction(body)
+        with ctx.sessions() as session:
+            group = session.get(PromptGroup, group_id) if group_id else None
+            if group is None or firm_id is None or group.firm_id != firm_id:
+                _ephemeral(respond, "That group is not one this workspace can answer.")
+                return
+        settings = ctx.settings(firm_id)
+        if not service.may_choose(settings, user_id):
+            approvers = [part for u in settings.approvers for part in (mention(u), " ")]
+            _ephemeral(respond, md("Only the firm's approvers can choose: ", *approvers[:-1],
+                                   "."))
+            return
+        with run_context(firm_id):
+            result = prompt_groups.choose_for_group(ctx.importer_for(firm_id), group_id,
+                                                    matter_id, user_id)
+        if result.outcome != "linked":
+            who = mention(result.answered_by) if result.answered_by else "someone"
+            if result.outcome == "being_answered":
+                _ephemeral(respond, md(who, " is answering this group right now."))
+            elif result.outcome == "already_answered":
+                _ephemeral(respond, md("This group was answered already by ", who, "."))
+            else:
+                _ephemeral(respond, result.message)
+            return
+        _show_group_result(ctx, client, body, firm_id, group_id, result)
+
+    def on_undo(body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                client: WebClient) -> None:
+        """Undo a matter choice: the chooser, an approver or a workspace admin may."""
+        value = str(action.get("value") or "")
+        user_id = str((body.get("user") or {}).get("id"))
+        waiting_id = int(value) if value.isdigit() else 0
+        firm_id = _prompt_of_team(ctx, body, waiting_id) if waiting_id else None
+        if firm_id is None:
+            _ephemeral(respond, "That expense is not one this workspace can answer.")
+            return
+        with ctx.sessions() as session:
+            row = session.get(WaitingExpense, waiting_id)
+            chooser = row.resolved_by if row is not None else None
+        if user_id != chooser and \
+                not service.is_settings_admin(client, ctx.settings(firm_id), user_id):
+            chose = [" (", mention(chooser), ")"] if chooser else []
+            _ephemeral(respond, md("Only the person who chose", *chose, ", the firm's "
+                                   "approvers and workspace admins can undo this choice."))
+            return
+        with run_context(firm_id):
+            result = undo.undo_choice(ctx.importer_for(firm_id), waiting_id, user_id)
+        if result.outcome != "undone":
+            _ephemeral(respond, result.message)
+            return
+        notifier = ctx.notifier(client)
+        with ctx.sessions() as session:
+            row = session.get(WaitingExpense, waiting_id)
+            assert row is not None
+            reopened = messages.prompt(to_prompt(row, sandbox_links=ctx.sandbox_links))
+            if row.slack_ts is not None:
+                notifier.update_message(session, firm_id, "prompt", waiting_id, reopened)
+            session.commit()
+        notifier.send(firm_id)
+        if (body.get("container") or {}).get("is_ephemeral"):
+            respond(text=reopened.text, blocks=reopened.blocks, replace_original=True)
+        _ephemeral(respond, md("Undone: Clio entry #", str(result.entry_id),
+                               " was deleted and the expense waits for a choice again."))
 
     def on_search(ack: Ack, body: dict[str, Any], payload: dict[str, Any]) -> None:
         block_id = str(payload.get("block_id") or body.get("block_id") or "")
@@ -274,6 +356,8 @@ def register(app: App, ctx: BotContext) -> None:
                       ACTION_CHOOSE_CONTACT, ACTION_SELECT_CONTACT, ACTION_NOT_CLIENT_COST):
         app.action(action_id)(ack=just_ack, lazy=[on_choice])
     app.options(ACTION_SEARCH_MATTER)(on_search)
+    app.action(ACTION_UNDO_CHOICE)(ack=just_ack, lazy=[on_undo])
+    app.action(ACTION_GROUP_MATTER)(ack=just_ack, lazy=[on_group_choice])
     app.action(ACTION_RETRY_FAILURE)(ack=just_ack, lazy=[on_retry])
     app.action(ACTION_RUN_NOW)(ack=just_ack, lazy=[on_run_now])
     app.action(ACTION_SHOW_PENDING)(ack=just_ack, lazy=[on_show_pending])
@@ -295,7 +379,8 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
         assert row is not None
         view = to_prompt(row, sandbox_links=ctx.sandbox_links)
         answer = PromptAnswer(by_user=str(result.answered_by), outcome=result.outcome,
-                              label=result.label, clio_entry_id=result.clio_entry_id)
+                              label=result.label, clio_entry_id=result.clio_entry_id,
+                              undoable=result.outcome == "linked")
         answered = messages.prompt_answered(view, answer)
         if result.still_waiting is not None:
             # The contact is settled, the matter is not: the old message records the answer
@@ -306,12 +391,69 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
                 notifier.update_message_at(session, firm_id, previous, answered)
             if channel:
                 notifier.queue_prompt(session, row, channel)
-        else:
+        elif row.slack_ts is not None:
             notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
+        group = session.get(PromptGroup, row.group_id) if row.group_id else None
+        if group is not None and group.resolution is None:
+            notifier.update_group(session, group)  # one fewer waits under the group
         session.commit()
     notifier.send(firm_id)
     if ephemeral:  # clicked in a /hardcost pending list: that copy is replaced too
         respond(text=answered.text, blocks=answered.blocks, replace_original=True)
+
+
+def _show_group_result(ctx: BotContext, client: WebClient, body: dict[str, Any], firm_id: int,
+                       group_id: int, result: GroupResult) -> None:
+    """Every member written updated in place, then the group's message (or, for a digest's
+    group, its part of the digest)."""
+    notifier = ctx.notifier(client)
+    with ctx.sessions() as session:
+        for waiting_id in result.linked:
+            row = session.get(WaitingExpense, waiting_id)
+            if row is None or row.slack_ts is None:
+                continue
+            answered = messages.prompt_answered(
+                to_prompt(row, sandbox_links=ctx.sandbox_links),
+                PromptAnswer(by_user=str(result.answered_by), outcome="linked",
+                             label=result.label, clio_entry_id=row.clio_activity_id,
+                             undoable=True))
+            notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
+        failed = []
+        for waiting_id, why in result.failed:
+            row = session.get(WaitingExpense, waiting_id)
+            if row is not None:
+                failed.append((to_prompt(row, sandbox_links=ctx.sandbox_links), why))
+        group = session.get(PromptGroup, group_id)
+        assert group is not None
+        answer = GroupAnswer(by_user=str(result.answered_by), label=str(result.label),
+                             linked=len(result.linked), linked_total=result.linked_total,
+                             failed=tuple(failed), others=result.others)
+        if group.slack_ts is not None:
+            view = to_group_view(session, group, sandbox_links=ctx.sandbox_links)
+            notifier.update_message(session, firm_id, "group", group_id,
+                                    messages.prompt_group_answered(view, answer))
+        else:
+            clicked = _clicked_message(body)
+            if clicked is not None:
+                where, blocks, text = clicked
+                replaced = messages.replace_group_blocks(blocks, group_id,
+                                                         group.customer_name, answer)
+                notifier.update_message_at(session, firm_id, where,
+                                           Message(text=text, blocks=replaced))
+        session.commit()
+    notifier.send(firm_id)
+
+
+def _clicked_message(body: dict[str, Any]) -> tuple[tuple[str, str], list[Any], str] | None:
+    """(channel, ts), blocks and text of the message a click came from."""
+    container = body.get("container") or {}
+    message = body.get("message") or {}
+    channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
+    ts = container.get("message_ts") or message.get("ts")
+    if not channel or not ts or container.get("is_ephemeral"):
+        return None
+    return (str(channel), str(ts)), list(message.get("blocks") or []), \
+        str(message.get("text") or "hardcost")
 
 
 def _previous_message(session: Any, firm_id: int, waiting_id: int) -> tuple[str, str] | None:

@@ -25,6 +25,8 @@ ACTION_SHOW_PENDING = "hc_show_pending"  # button
 ACTION_RECONNECT = "hc_reconnect"  # button; value "quickbooks" | "clio"
 ACTION_OPEN_QBO = "hc_open_qbo"  # link button (url), acknowledged and ignored
 ACTION_HISTORY_OLDER = "hc_history_older"  # button; value HistoryQuery.button_value()
+ACTION_UNDO_CHOICE = "hc_undo_choice"  # button on an answered prompt; value "<prompt id>"
+ACTION_GROUP_MATTER = "hc_group_matter"  # static_select; option value "<group id>:<matter id>"
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"
 
@@ -63,6 +65,47 @@ class PromptAnswer:
     outcome: str  # "linked" | "not_client_cost" | "contact_remembered"
     label: str | None = None  # the matter or contact chosen
     clio_entry_id: int | None = None
+    undoable: bool = False  # a person's matter choice: the message offers Undo
+
+
+@dataclass(frozen=True)
+class PromptGroupView:
+    """Several expenses of one client waiting for the same matter choice, in one message."""
+
+    id: int  # prompt_groups.id
+    client: str
+    members: tuple[Prompt, ...]  # the open ones, oldest first
+    choices: tuple[Choice, ...]  # the matters every member may go to
+
+    @property
+    def total(self) -> Decimal:
+        return sum((p.amount for p in self.members), Decimal("0.00"))
+
+
+@dataclass(frozen=True)
+class DigestClient:
+    """One client's part of the daily digest: what waits, and its group menu when its
+    expenses share one matter choice."""
+
+    client: str
+    prompts: tuple[Prompt, ...]
+    group: PromptGroupView | None = None
+
+    @property
+    def total(self) -> Decimal:
+        return sum((p.amount for p in self.prompts), Decimal("0.00"))
+
+
+@dataclass(frozen=True)
+class GroupAnswer:
+    """What a group choice did, for the group message updated in place."""
+
+    by_user: str
+    label: str
+    linked: int
+    linked_total: Decimal
+    failed: tuple[tuple[Prompt, str], ...] = ()  # a member Clio refused, and why
+    others: int = 0  # members answered one by one before the group choice reached them
 
 
 @dataclass(frozen=True)

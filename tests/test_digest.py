@@ -1,0 +1,128 @@
+"""Digest mode (``/hardcost set prompts digest``): no prompt per expense; one message a day at
+the firm's hour in its time zone, listing what waits by client. The scheduler's daily job
+(``bot.digest.send_due_digests``) is driven here with chosen times."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+
+from hardcost.bot.context import make_web_client
+from hardcost.bot.digest import send_due_digests
+from hardcost.bot.notify import Notifier
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.store import FirmSettings
+
+
+def _text(message: dict[str, Any]) -> str:
+    return json.dumps(message.get("blocks") or []) + message.get("text", "")
+
+
+def _notifier(rig: SlackRig) -> Notifier:
+    return rig.ctx.notifier(make_web_client(rig.ws.bot_token, f"{rig.slack_server.url}/api/"))
+
+
+def _digests(rig: SlackRig) -> list[dict[str, Any]]:
+    return [m for m in rig.channel_messages() if "Daily digest" in m.get("text", "")]
+
+
+def _reply(rig: SlackRig, contains: str) -> dict[str, Any]:
+    return wait_for(lambda: next((m for m in rig.replies_to(rig.admin)
+                                  if contains in _text(m)), None), what=contains)
+
+
+def _digest_firm(rig: SlackRig) -> None:
+    """Digest mode at 08:00 New York time; three Acme expenses and one Bravo expense wait."""
+    for text, said in (("set prompts digest", "one digest a day"),
+                       ("set timezone America/New_York", "time zone is now"),
+                       ("set digest-hour 8", "goes out at 08:00")):
+        rig.command(text)
+        _reply(rig, said)
+    settings = _settings(rig)
+    assert (settings.prompts, settings.timezone, settings.digest_hour) == \
+        ("digest", "America/New_York", 8)
+    rig.firm.client("Acme Holdings", ["Lease", "Employment"])
+    rig.firm.client("Bravo LLC", ["Tax", "Estate"])
+    for n in range(3):
+        rig.firm.expense((f"2{n}.00", "Acme Holdings", f"Filing {n}"), doc_number=f"50{n}")
+    rig.firm.expense(("99.00", "Bravo LLC"), doc_number="600")
+    rig.command("run")
+    wait_for(lambda: len(rig.firm.waiting()) == 4, what="four waiting")
+
+
+def _settings(rig: SlackRig) -> FirmSettings:
+    with rig.firm.sessions() as session:
+        settings = session.get(FirmSettings, rig.firm.id)
+        assert settings is not None
+        return settings
+
+
+def test_digest_mode_posts_no_prompt_per_expense(rig: SlackRig) -> None:
+    _digest_firm(rig)
+    wait_for(lambda: any("Import" in m.get("text", "") or "waiting" in _text(m).lower()
+                         for m in rig.channel_messages()), what="the run summary")
+
+    assert rig.prompts() == []
+    assert not any("hc_group_matter" in _text(m) for m in rig.channel_messages())
+
+
+def test_one_digest_a_day_at_the_firms_hour_in_its_time_zone(rig: SlackRig) -> None:
+    _digest_firm(rig)
+    notifier = _notifier(rig)
+
+    # 07:30 in New York (EST, UTC-5): not yet
+    assert send_due_digests(notifier, datetime(2026, 2, 10, 12, 30, tzinfo=UTC)) == 0
+    assert _digests(rig) == []
+    # 08:05 in New York
+    assert send_due_digests(notifier, datetime(2026, 2, 10, 13, 5, tzinfo=UTC)) == 1
+    [digest] = wait_for(lambda: _digests(rig), what="the digest")
+    text = _text(digest)
+    assert "4 expenses for 2 clients" in text and "Acme Holdings" in text \
+        and "Bravo LLC" in text and "$162.00" in text
+    assert "hc_group_matter" in text and "hc_show_pending" in text
+    assert _settings(rig).digest_sent_on == date(2026, 2, 10)
+    # later the same day, and a fresh notifier as after a restart: nothing more
+    assert send_due_digests(notifier, datetime(2026, 2, 10, 22, 0, tzinfo=UTC)) == 0
+    assert send_due_digests(_notifier(rig), datetime(2026, 2, 11, 4, 0, tzinfo=UTC)) == 0
+    assert len(_digests(rig)) == 1
+    # the next local day, at the hour
+    assert send_due_digests(notifier, datetime(2026, 2, 11, 13, 0, tzinfo=UTC)) == 1
+    wait_for(lambda: len(_digests(rig)) == 2, what="the next day's digest")
+
+
+def test_a_client_menu_in_the_digest_answers_its_expenses(rig: SlackRig) -> None:
+    _digest_firm(rig)
+    send_due_digests(_notifier(rig), datetime(2026, 2, 10, 14, 0, tzinfo=UTC))
+    [digest] = wait_for(lambda: _digests(rig), what="the digest")
+    lease = rig.firm.matters["Lease"]
+    value = next(o["value"] for b in digest["blocks"] for e in b.get("elements", [])
+                 for o in e.get("options", []) if "Lease" in o["text"]["text"])
+
+    rig.click(digest, "hc_group_matter", selected=value)
+
+    entries = wait_for(lambda: len(rig.firm.entries()) == 3 and rig.firm.entries(),
+                       what="three entries")
+    assert {e["matter"]["id"] for e in entries} == {lease}
+    updated = wait_for(lambda: (m := rig.ws.message(rig.channel, digest["ts"]))
+                       and "Linked 3 expenses" in _text(m) and m, what="the digest updated")
+    assert "Bravo LLC" in _text(updated)
+    assert [w.customer_name for w in rig.firm.waiting()] == ["Bravo LLC"]
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("set timezone Mars/Olympus_Mons", "not a time zone name"),
+    ("set timezone ../../etc/passwd", "not a time zone name"),
+    ("set digest-hour 24", "not an hour from 0 to 23"),
+    ("set digest-hour nine", "not an hour from 0 to 23"),
+    ("set prompts weekly", "neither each nor digest"),
+])
+def test_bad_digest_settings_get_a_usage_reply(rig: SlackRig, text: str, problem: str) -> None:
+    rig.command(text)
+
+    reply = _reply(rig, problem)
+    assert "/hardcost set" in _text(reply)
+    settings = _settings(rig)
+    assert (settings.prompts, settings.timezone, settings.digest_hour) == ("each", "UTC", 9)
