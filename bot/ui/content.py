@@ -25,8 +25,11 @@ ACTION_SHOW_PENDING = "hc_show_pending"  # button
 ACTION_RECONNECT = "hc_reconnect"  # button; value "quickbooks" | "clio"
 ACTION_OPEN_QBO = "hc_open_qbo"  # link button (url), acknowledged and ignored
 ACTION_HISTORY_OLDER = "hc_history_older"  # button; value HistoryQuery.button_value()
+ACTION_MAKE_RULE = "hc_make_rule"  # button; value "<prompt id>"
+ACTION_REMOVE_RULE = "hc_remove_rule"  # button; value "<rule id>"
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"
+RULE_OFFER_PREFIX = "hc_rule_offer:"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class Prompt:
     qbo_url: str
     choices: tuple[Choice, ...] = ()  # may be empty (no_matter / no_contact)
     waiting_since: datetime | None = None
+    suggested: int | None = None  # the choice the firm's history supports (listed first)
+    suggestion: str | None = None  # why, in one short line
+    note: str | None = None  # e.g. why a matter rule did not apply
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,24 @@ class PromptAnswer:
     outcome: str  # "linked" | "not_client_cost" | "contact_remembered"
     label: str | None = None  # the matter or contact chosen
     clio_entry_id: int | None = None
+    rule_offer: bool = False  # offer "Always do this for <payee> → <client>"
+    rule: str | None = None  # the rule made from this answer, "Speedy Couriers → Acme"
+    rule_by: str | None = None  # who made it (Slack user id)
+
+
+@dataclass(frozen=True)
+class RuleView:
+    """One matter rule, as ``/hardcost rules`` lists it."""
+
+    id: int
+    payee: str
+    client: str
+    matter: str
+    created_by: str  # Slack user id
+    created_at: datetime
+    uses: int
+    last_used_at: datetime | None = None
+    account: bool = False  # the rule names the QuickBooks account too
 
 
 @dataclass(frozen=True)
