@@ -383,6 +383,7 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
                                          "QuickBooks.", "", line_id))
         return
     customer = _ref(detail.get("CustomerRef"))
+    line_account: str | None = None
 
     if detail_type == ITEM_LINE:
         if customer is None:
