@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from hardcost.bot import install
 from hardcost.bot.context import BotContext, make_web_client
-from hardcost.bot.listeners import actions, commands, events, modals
+from hardcost.bot.listeners import actions, commands, events, matter_rules, modals
 
 LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
 
@@ -82,6 +82,7 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
         app = App(client=client, signing_secret=secret, **_dispatch_options(ctx))
     commands.register(app, ctx)
     actions.register(app, ctx)
+    matter_rules.register(app, ctx)
     modals.register(app, ctx)
     events.register(app, ctx)
     return app

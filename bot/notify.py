@@ -60,12 +60,17 @@ def to_prompt(row: WaitingExpense, *, sandbox_links: bool = False) -> Prompt:
             email = candidate.get("email")
             label = str(candidate.get("name") or "") + (f" <{email}>" if email else "")
         choices.append(Choice(int(candidate["id"]), label))
+    hints = row.suggestion or {}
+    suggested = hints.get("matter_id")
     return Prompt(
         id=row.id, kind=kind, reason=row.reason, amount=row.amount, txn_date=row.txn_date,
         client=row.customer_name, payee=entry.payee.name if entry.payee else None,
         memo=entry.memo, reference=entry.reference,
         qbo_url=transaction_url(row.purchase_id, sandbox=sandbox_links),
-        choices=tuple(choices), waiting_since=row.created_at)
+        choices=tuple(choices), waiting_since=row.created_at,
+        suggested=int(suggested) if isinstance(suggested, int) else None,
+        suggestion=str(hints["reason"]) if hints.get("reason") else None,
+        note=str(hints["note"]) if hints.get("note") else None)
 
 
 def to_group_view(session: Session, group: PromptGroup, *,

@@ -18,11 +18,12 @@ from hardcost.bot.ui.content import (
     FailureNotice,
     HistoryQuery,
     Prompt,
+    RuleView,
     SettingsForm,
     StatusReport,
     TrailEntry,
 )
-from hardcost.sync import audit
+from hardcost.sync import audit, matter_rules
 from hardcost.sync.firm_settings import Lookups, SettingError
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import Importer
@@ -58,6 +59,16 @@ def may_choose(settings: FirmSettings, user_id: str) -> bool:
     """With an approvers list, only they answer prompts; without one, anyone may."""
     approvers = settings.approvers or []
     return not approvers or user_id in approvers
+
+
+def rule_views(ctx: BotContext, firm_id: int) -> list[RuleView]:
+    """The firm's matter rules, oldest first, as ``/hardcost rules`` lists them."""
+    with ctx.sessions() as session:
+        return [RuleView(id=r.id, payee=r.payee_name, client=r.client_name,
+                         matter=r.matter_label, created_by=r.created_by,
+                         created_at=r.created_at, uses=r.uses, last_used_at=r.last_used_at,
+                         account=r.account_id is not None)
+                for r in matter_rules.active(session, firm_id)]
 
 
 def lookups(importer: Importer) -> Lookups:

@@ -45,6 +45,8 @@ class DemoFirm:
     account: ClioAccount
     import_account_id: str
     category_id: int
+    courier_id: str = ""  # Speedy Couriers (a QuickBooks vendor)
+    acme_id: str = ""  # Acme Holdings (a QuickBooks customer with three matters in Clio)
 
 
 def seed_demo(world: SandboxWorld) -> DemoFirm:
@@ -138,7 +140,7 @@ def seed_demo(world: SandboxWorld) -> DemoFirm:
         payment_type="Check", doc_number="0999", txn_date="2026-09-15",
         entity=(court["Id"], "Vendor"), paying_account_id=checking["Id"],
         lines=[account_line("120.00", ra, customer_id=jid, description="Old filing")])
-    return DemoFirm(qbo, clio, ra, category["id"])
+    return DemoFirm(qbo, clio, ra, category["id"], courier["Id"], c_acme["Id"])
 
 
 def run_demo(*, database_url: str | None, out: TextIO, verbose: bool = False) -> int:
@@ -231,6 +233,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         for message in rig.channel_messages()[before:]:
             out.write(render(message) + "\n\n")
         fourth = _demo_edit(world, demo, importer, rig, sessions, firm_id, first, out)
+        fifth = _demo_rule(world, demo, importer, rig, sessions, firm_id, out, names)
         out.write("Who put which cost where, and when? Anyone can ask: /hardcost history "
                   "last 6 (only they see the answer):\n\n")
         asked = len(rig.replies_to(rig.admin))
@@ -253,8 +256,61 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
     finally:
         rig.web.stop()
     ok = not first.error and not second.error and second.imported == 0 and \
-        not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1
+        not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1 \
+        and not fifth.error and fifth.by_rule == 1
     return 0 if ok else 1
+
+
+def _courier_run(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: SlackRig,
+                 firm_id: int, amount: str, description: str, day: str) -> RunSummary:
+    """Another Speedy Couriers cost for Acme, and the next scheduled run."""
+    demo.company.add_purchase(
+        payment_type="CreditCard", txn_date=day, entity=(demo.courier_id, "Vendor"),
+        lines=[account_line(amount, demo.import_account_id, customer_id=demo.acme_id,
+                            description=description)])
+    world.clock.advance(15 * 60)
+    summary = importer.run(trigger="demo")
+    rig.ctx.notifier(rig.app.client).after_run(firm_id, summary)
+    return summary
+
+
+def _demo_rule(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: SlackRig,
+               sessions: sessionmaker[Session], firm_id: int, out: TextIO,
+               names: dict[str, str]) -> RunSummary:
+    """A suggestion on the next courier prompt, a rule made from the answer, and the rule
+    importing the courier cost after that without a question."""
+    out.write("Another Speedy Couriers cost for Acme arrives. The prompt now puts the matter "
+              "Sam chose last time first, marked Suggested, with the reason:\n\n")
+    _courier_run(world, demo, importer, rig, firm_id, "52.00", "Courier to Beta's counsel",
+                 "2026-10-22")
+    prompt = wait_for(lambda: next((m for m in rig.prompts() if "52.00" in (m.get("text")
+                                                                           or "")), None),
+                      what="the courier prompt")
+    out.write(render(prompt, names=names) + "\n\n")
+    waiting = next(w for w in _waiting(sessions, firm_id) if w.amount == Decimal("52.00"))
+    suggested = (waiting.suggestion or {}).get("matter_id") or waiting.candidates[0]["id"]
+    out.write("Sam takes the suggestion, then clicks \"Always do this for Speedy Couriers → "
+              "Acme Holdings\" on the updated message:\n\n")
+    rig.click(prompt, "hc_choose_matter", value=f"{waiting.id}:{suggested}")
+    answered = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                        and "hc_make_rule" in str(m["blocks"]) and m, what="the rule offer")
+    rig.click(answered, "hc_make_rule", value=str(waiting.id))
+    made = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                    and "Rule made by" in str(m["blocks"]) and m, what="the rule made")
+    out.write(render(made, names=names) + "\n\n")
+    out.write("The next Speedy Couriers cost for Acme goes straight to that matter; the run's "
+              "thread names the rule and who made it (/hardcost rules lists and removes "
+              "rules):\n")
+    before = len(rig.channel_messages())
+    fifth = _courier_run(world, demo, importer, rig, firm_id, "31.40",
+                         "Courier, signed lease back to Acme", "2026-10-23")
+    out.write(render_summary(fifth) + "\n\n")
+    for message in rig.channel_messages()[before:]:
+        out.write(render(message, names=names) + "\n")
+        for reply in rig.ws.thread(rig.channel, message["ts"])[1:]:
+            out.write(render(reply, names=names) + "\n")
+        out.write("\n")
+    return fifth
 
 
 def _demo_edit(world: SandboxWorld, demo: Any, importer: Importer, rig: SlackRig,

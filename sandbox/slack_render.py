@@ -23,7 +23,7 @@ def _plain(text: str, names: dict[str, str] | None = None) -> str:
     return text
 
 
-def _element(element: dict[str, Any]) -> str:
+def _element(element: dict[str, Any], names: dict[str, str] | None = None) -> str:
     kind = element.get("type")
     label = element.get("text")
     if isinstance(label, dict):
@@ -35,7 +35,7 @@ def _element(element: dict[str, Any]) -> str:
         count = len(element.get("options") or [])
         return f"[{placeholder} ▾{f' {count} options' if count else ''}]"
     if isinstance(label, str):
-        return _plain(label)
+        return _plain(label, names)
     return ""
 
 
@@ -60,7 +60,7 @@ def render(message: dict[str, Any], width: int = 92,
             if block.get("accessory"):
                 lines[-1:] = [f"{lines[-1] if lines else ''}  {_element(block['accessory'])}"]
         elif kind == "context":
-            lines.append(" · ".join(_element(e) for e in block.get("elements") or []))
+            lines.append(" · ".join(_element(e, names) for e in block.get("elements") or []))
         elif kind == "actions":
             lines.append("  ".join(_element(e) for e in block.get("elements") or []))
         elif kind == "divider":

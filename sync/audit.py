@@ -43,6 +43,8 @@ class Action(enum.StrEnum):
     DISCONNECTED = "disconnected"
     PAUSED = "paused"
     RESUMED = "resumed"
+    RULE_CREATED = "rule_created"  # a person made a matter rule (payee → client → matter)
+    RULE_REMOVED = "rule_removed"  # a person removed one (or replaced it with a new one)
 
 
 DESCRIPTIONS = {
@@ -63,6 +65,8 @@ DESCRIPTIONS = {
     Action.DISCONNECTED: "disconnected",
     Action.PAUSED: "paused",
     Action.RESUMED: "resumed",
+    Action.RULE_CREATED: "matter rule made",
+    Action.RULE_REMOVED: "matter rule removed",
 }
 
 SYSTEM_ACTORS = frozenset({"schedule", "webhook", "manual", "slack", "retry", "demo", "cli"})

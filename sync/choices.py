@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hardcost.sync import audit
+from hardcost.sync import audit, suggestions
 from hardcost.sync.clio import Contact, Matter
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import AlreadyImported, Importer
@@ -161,7 +161,11 @@ def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
         assert current is not None
         current.reason = resolution.reason.value
         current.contact_id = contact_id
-        current.candidates = list(resolution.candidates)
+        current.candidates, suggestion = list(resolution.candidates), None
+        if resolution.reason == WaitReason.SEVERAL_MATTERS:
+            current.candidates, suggestion = suggestions.suggest(
+                session, importer.firm_id, entry, contact_id, current.candidates)
+        current.suggestion = suggestion.to_json() if suggestion else None
         current.resolution = None
         current.resolved_by = None
         current.slack_ts = None  # a new prompt will be posted

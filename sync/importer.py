@@ -28,7 +28,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync import audit
+from hardcost.sync import audit, matter_rules, suggestions
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
@@ -65,6 +65,7 @@ from hardcost.sync.store import (
     Firm,
     FirmSettings,
     LinkState,
+    MatterRule,
     Run,
     WaitingExpense,
     WaitReason,
@@ -127,6 +128,7 @@ class _RunState:
     to_write: int = 0  # entries this run writes or asks about (for progress)
     handled: int = 0  # of those, done so far
     waited_before: float = 0.0  # the clients' rate-limit waits when the run started
+    rules: list[MatterRule] | None = None  # the firm's active matter rules, read when needed
 
 
 class Importer:
@@ -396,10 +398,8 @@ class Importer:
             assert row.contact_id is not None
             contact = Contact(row.contact_id, row.customer_name, "", None)
             resolution = state.resolver.choose_matter(entry, contact, "stored")
-            if resolution.resolved:
-                self._write_entry(state, entry, resolution, dry_run=False)
-            elif resolution.reason != WaitReason.NO_MATTER:
-                self._wait(state, entry, resolution, dry_run=False)  # several now: ask
+            if resolution.resolved or resolution.reason != WaitReason.NO_MATTER:
+                self._settle(state, entry, resolution, dry_run=False)  # several now: ask
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -473,12 +473,41 @@ class Importer:
                                  "where this one stopped.")
             resolution = found if found.contact is None else resolver.choose_matter(
                 entry, found.contact, found.contact_source)
-            if resolution.resolved:
-                self._write_entry(state, entry, resolution, dry_run)
-            else:
-                self._wait(state, entry, resolution, dry_run)
+            self._settle(state, entry, resolution, dry_run)
             state.handled += 1
             self._progress(state, "writing")
+
+    def _settle(self, state: _RunState, entry: PlannedEntry, resolution: Resolution,
+                dry_run: bool) -> None:
+        """Write the entry where its matter is known, or where a matter rule sends it;
+        otherwise ask (with a note when a rule's matter has closed)."""
+        if resolution.resolved:
+            self._write_entry(state, entry, resolution, dry_run)
+            return
+        note = None
+        if resolution.reason == WaitReason.SEVERAL_MATTERS and resolution.contact is not None:
+            rule = self._rule_for(state, resolution.contact.id, entry)
+            if rule is not None:
+                matter = next((m for m in state.resolver.matters_of(resolution.contact.id)
+                               if m.id == rule.matter_id), None)
+                if matter is not None:
+                    self._write_entry(state, entry, Resolution(
+                        contact=resolution.contact, matter=matter,
+                        contact_source=resolution.contact_source), dry_run, rule=rule)
+                    return
+                note = (f"The rule {matter_rules.describe(rule)} sends these to "
+                        f"{rule.matter_label}, which is no longer open or pending in Clio, "
+                        "so this one is asked.")
+        self._wait(state, entry, resolution, dry_run, note=note)
+
+    def _rule_for(self, state: _RunState, contact_id: int,
+                  entry: PlannedEntry) -> MatterRule | None:
+        if entry.payee is None:
+            return None
+        if state.rules is None:
+            with self.sessions() as session:
+                state.rules = matter_rules.active(session, self.firm_id)
+        return matter_rules.matching(state.rules, contact_id, entry)
 
     def _customer_info(self, customer_ids: set[str]) -> dict[str, CustomerInfo]:
         """Emails of customers (and their parents) that names alone did not settle."""
@@ -496,16 +525,22 @@ class Importer:
         return info
 
     def _write_entry(self, state: _RunState, entry: PlannedEntry, resolution: Resolution,
-                     dry_run: bool) -> None:
+                     dry_run: bool, *, rule: MatterRule | None = None) -> None:
+        """``rule``: the matter rule that chose the matter (named in the run's details and
+        the audit trail, and counted as used)."""
         assert resolution.matter is not None
         matter = resolution.matter
         summary = state.summary
         label = matter_label(matter.display_number, matter.description)
+        rule_name = matter_rules.describe(rule) if rule is not None else None
+        rule_by = rule.created_by if rule is not None else None
         if dry_run:
             summary.imported += 1
+            summary.by_rule += rule is not None
             summary.imported_total += entry.amount
             summary.imported_entries.append(ImportedEntry(
-                entry.marker, entry.amount, entry.date, entry.customer_name, label, None))
+                entry.marker, entry.amount, entry.date, entry.customer_name, label, None,
+                rule_name, rule_by))
             return
         if state.clio_blocked is not None:
             self._record_write_failure(state, entry, state.clio_blocked)
@@ -513,7 +548,8 @@ class Importer:
         if self._moved(state, entry, resolution, label):
             return
         try:
-            activity = self.write(state, entry, matter.id, resolution="imported", matter=label)
+            activity = self.write(state, entry, matter.id, resolution="imported", matter=label,
+                                  rule=rule)
         except AlreadyImported:
             summary.unchanged += 1  # another run recorded it first
             return
@@ -523,19 +559,22 @@ class Importer:
             return
         state.consecutive_transient = 0
         summary.imported += 1
+        summary.by_rule += rule is not None
         summary.imported_total += entry.amount
         summary.imported_entries.append(ImportedEntry(
-            entry.marker, entry.amount, entry.date, entry.customer_name, label, activity.id))
+            entry.marker, entry.amount, entry.date, entry.customer_name, label, activity.id,
+            rule_name, rule_by))
         state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
 
     def write(self, state: _RunState, entry: PlannedEntry, matter_id: int, *,
               resolution: str, resolved_by: str | None = None,
-              matter: str | None = None) -> Activity:
+              matter: str | None = None, rule: MatterRule | None = None) -> Activity:
         """Write one entry exactly once: pending link, POST, record; settle its wait if any.
 
         Raises :class:`AlreadyImported` when the link exists, and the client's ``ApiError``
         when Clio did not take it (the link is dropped unless the POST may have happened).
-        ``matter`` is the matter's label for the audit trail.
+        ``matter`` is the matter's label for the audit trail; ``rule`` the matter rule that
+        chose it (its use is counted with the entry's record).
         """
         link_id = self._insert_pending(entry, matter_id, state.summary.run_id)
         if link_id is None:
@@ -568,7 +607,12 @@ class Importer:
                 matter=matter or activity.matter_number,
                 after={"amount": entry.amount, "date": entry.date,
                        "reference": entry.reference},
+                detail=None if rule is None else
+                f"Matter chosen by the rule {matter_rules.describe(rule)}, made by "
+                f"{rule.created_by}.",
                 run_id=state.summary.run_id, at=now)
+            if rule is not None:
+                matter_rules.mark_used(session, rule.id, now)
             session.commit()
         return activity
 
@@ -697,7 +741,10 @@ class Importer:
             session.commit()
 
     def _wait(self, state: _RunState, entry: PlannedEntry, resolution: Resolution,
-              dry_run: bool) -> None:
+              dry_run: bool, *, note: str | None = None) -> None:
+        """Record the question; a matter question carries the suggestion the firm's history
+        supports (its matter first among the candidates) and ``note`` (why a rule did not
+        apply)."""
         assert resolution.reason is not None
         summary = state.summary
         state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
@@ -707,9 +754,17 @@ class Importer:
             if row is not None and _answered_for_good(row, entry):
                 summary.unchanged += 1
                 return
+            candidates, suggestion = list(resolution.candidates), None
+            if resolution.reason == WaitReason.SEVERAL_MATTERS:
+                candidates, suggestion = suggestions.suggest(
+                    session, self.firm_id, entry,
+                    resolution.contact.id if resolution.contact else None, candidates)
+            hints = {**(suggestion.to_json() if suggestion else {}),
+                     **({"note": note} if note else {})} or None
+            # The same matters in another order (a new suggestion) are the same question.
             new = row is None or row.resolved_at is not None or \
                 row.reason != resolution.reason.value or \
-                row.candidates != list(resolution.candidates)
+                _choice_ids(row.candidates) != _choice_ids(candidates)
             if new:
                 summary.waiting += 1
             else:
@@ -728,7 +783,8 @@ class Importer:
             shown_before = _shown(row)
             row.reason = resolution.reason.value
             row.contact_id = resolution.contact.id if resolution.contact else None
-            row.candidates = list(resolution.candidates)
+            row.candidates = candidates
+            row.suggestion = hints
             row.entry = entry.to_json()
             row.amount = entry.amount
             row.txn_date = entry.date
@@ -1036,7 +1092,12 @@ def _shown(row: WaitingExpense) -> tuple[Any, ...]:
     """What a prompt shows of its expense: a change means the prompt is updated."""
     entry = row.entry or {}
     return (row.amount, row.txn_date, row.customer_name, entry.get("memo"),
-            entry.get("reference"), entry.get("payee"))
+            entry.get("reference"), entry.get("payee"),
+            [c.get("id") for c in row.candidates or []], row.suggestion)
+
+
+def _choice_ids(candidates: list[dict[str, Any]] | None) -> list[tuple[Any, Any]]:
+    return sorted((str(c.get("kind")), c.get("id")) for c in candidates or [])
 
 
 def _edited(link: EntryLink, entry: PlannedEntry) -> bool:

@@ -81,6 +81,9 @@ class PlannedEntry:
     memo: str | None
     descriptions: tuple[str, ...]
     payment_type: str
+    account_id: str | None = None
+    """The QuickBooks account of the entry's lines, when they share one (matter rules may
+    name it)."""
 
     @property
     def marker(self) -> str:
@@ -100,6 +103,7 @@ class PlannedEntry:
             "memo": self.memo,
             "descriptions": list(self.descriptions),
             "payment_type": self.payment_type,
+            "account_id": self.account_id,
         }
 
     @classmethod
@@ -117,6 +121,7 @@ class PlannedEntry:
             memo=data.get("memo"),
             descriptions=tuple(data.get("descriptions") or ()),
             payment_type=data.get("payment_type", ""),
+            account_id=data.get("account_id"),
         )
 
 
@@ -219,6 +224,7 @@ class _Group:
     amount: Decimal = Decimal("0")
     descriptions: list[str] = field(default_factory=list)
     failed: bool = False
+    accounts: set[str] = field(default_factory=set)
 
 
 def build_note(descriptions: list[str], memo: str | None, marker: str,
@@ -341,6 +347,7 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
             note=build_note(group.descriptions, memo, key.marker, currency_note),
             customer_name=group.customer_name, payee=payee, memo=memo,
             descriptions=tuple(group.descriptions), payment_type=payment_type,
+            account_id=next(iter(group.accounts)) if len(group.accounts) == 1 else None,
         ))
     return plan
 
@@ -376,6 +383,7 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
                                          "QuickBooks.", "", line_id))
         return
     customer = _ref(detail.get("CustomerRef"))
+    line_account: str | None = None
 
     if detail_type == ITEM_LINE:
         if customer is None:
@@ -384,6 +392,7 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
         item_account = rules.item_expense_accounts.get(item[0]) if item else None
         if rules.item_lines and item_account in rules.import_account_ids:
             account_ok = True
+            line_account = item_account
         else:
             plan.failures.append(LineFailure(purchase_id, "item_details",
                                              f"{line_label}: {ITEM_DETAILS_MESSAGE}.",
@@ -393,6 +402,7 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
     else:
         account = _ref(detail.get("AccountRef"))
         account_ok = account is not None and account[0] in rules.import_account_ids
+        line_account = account[0] if account is not None else None
     if not account_ok:
         return  # another account: not a client cost
     if customer is None:
@@ -416,6 +426,8 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
         group.failed = True
         return
     group.amount += amount
+    if line_account:
+        group.accounts.add(line_account)
     description = _text(line.get("Description"))
     if description and description not in group.descriptions:
         group.descriptions.append(description)

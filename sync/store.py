@@ -372,6 +372,10 @@ class WaitingExpense(Base):
     updated in place (new amount, date or client) and this goes back to false."""
     group_id: Mapped[int | None] = mapped_column(Integer, index=True)
     """The grouped prompt (``PromptGroup``) this expense's prompt was posted under, if any."""
+    suggestion: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    """What the prompt says beyond the choices (``hardcost.sync.suggestions``): the matter
+    the firm's history supports (``matter_id``, ``reason``; it is also first in
+    ``candidates``), and ``note``, why a rule did not apply (its matter is closed)."""
 
 
 class PromptGroup(Base):
@@ -399,6 +403,34 @@ class PromptGroup(Base):
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the choice did
     slack_channel: Mapped[str | None] = mapped_column(String(40))
     slack_ts: Mapped[str | None] = mapped_column(String(40))
+
+
+class MatterRule(Base):
+    """"Always do this for <payee> → <client>": a person's standing choice of matter.
+
+    Applies on later runs to an expense of the same Clio client and QuickBooks payee (and
+    account, when set) whose client has several matters, while the rule's matter is still
+    open or pending. Removed rules are kept (``removed_at``) for the trail.
+    """
+
+    __tablename__ = "matter_rules"
+    __table_args__ = (Index("ix_matter_rules_firm_match", "firm_id", "contact_id", "payee_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigInteger)  # the Clio client
+    client_name: Mapped[str] = mapped_column(String(300))
+    payee_id: Mapped[str] = mapped_column(String(40))  # the QuickBooks entity (vendor …)
+    payee_name: Mapped[str] = mapped_column(String(300))
+    account_id: Mapped[str | None] = mapped_column(String(40))  # None = any import account
+    matter_id: Mapped[int] = mapped_column(BigInteger)
+    matter_label: Mapped[str] = mapped_column(String(300))
+    created_by: Mapped[str] = mapped_column(String(60))  # Slack user id
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    removed_at: Mapped[datetime | None] = mapped_column()
+    removed_by: Mapped[str | None] = mapped_column(String(60))
 
 
 def make_engine(url: str, *, secret_key: str | None = None) -> Engine:

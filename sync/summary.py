@@ -29,6 +29,8 @@ class ImportedEntry:
     customer: str
     matter: str
     clio_id: int | None
+    rule: str | None = None  # "Speedy Couriers → Acme" when a matter rule chose the matter
+    rule_by: str | None = None  # the Slack user who made that rule
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class RunSummary:
     dry_run: bool
     started_at: datetime
     imported: int = 0
+    by_rule: int = 0  # of those, put on their matter by a matter rule
     imported_total: Decimal = Decimal("0.00")
     waiting: int = 0  # newly waiting this run
     failed: int = 0  # new failures this run
@@ -151,7 +154,8 @@ class RunSummary:
         return {
             "imported": [
                 {"marker": e.marker, "amount": str(e.amount), "date": e.date.isoformat(),
-                 "customer": e.customer, "matter": e.matter, "clio_id": e.clio_id}
+                 "customer": e.customer, "matter": e.matter, "clio_id": e.clio_id,
+                 **({"rule": e.rule, "rule_by": e.rule_by} if e.rule else {})}
                 for e in self.imported_entries[:DETAIL_LIMIT]],
             "skipped": self.skips[:DETAIL_LIMIT],
             "failures": [{"purchase_id": f.purchase_id, "kind": f.kind, "message": f.message}
@@ -167,6 +171,7 @@ class RunSummary:
                  "after": c.after, "bill": c.bill, "note": c.note, "url": c.url}
                 for c in self.changed_items[:DETAIL_LIMIT]],
             "updated": self.updated,
+            "by_rule": self.by_rule,
             "changed_after_billing": self.changed_after_billing,
             "not_overwritten": self.not_overwritten,
             "reconciled": None if self.reconciled is None else {

@@ -88,3 +88,24 @@ def test_a_benchmark_section_is_replaced_in_place_and_carried_over_a_rewrite(
     rewritten = carry_over(out, "# Import\n\n## Figures\n\nnew\n", [FAULT_SECTION])
     assert rewritten == (f"# Import\n\n## Figures\n\nnew\n\n{FAULT_SECTION} (20%)\n\n"
                          "### Figures\n\nsecond\n")
+
+
+def test_the_prompt_load_benchmark_runs_small_and_writes_only_its_section(
+        database_url: str, tmp_path: Path) -> None:
+    from bench import prompt_load
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
+
+    assert prompt_load.main(["--weeks", "3", "--clients", "5", "--payees", "4",
+                             "--per-week", "20", "--database-url", database_url,
+                             "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert "## Figures\n\nkept" in report
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
+            if line.startswith("| ") and line.split("|")[1].strip().isdigit()]
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+    assert all(int(r[-1]) == 0 for r in rows)  # no wrong assignment
+    assert sum(int(r[4]) for r in rows) > 0  # rules imported something
+    assert "every expense imported once, ✓" in report

@@ -42,7 +42,11 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
     assert "Run 3: imported 0" in out and "1 deleted from Clio, 0 left in Clio" in out
     assert "deleted in QuickBooks; Clio entry #15 was deleted" in out
     assert "Deleted from Clio: 1" in out  # the channel's summary
-    assert "Clio now holds 5 hard-cost entries" in out
+    assert "Suggested — 1 of the last 1 Speedy Couriers costs for Acme Holdings went to " \
+        "00004" in out
+    assert "Rule made by @Sam Staff: Speedy Couriers → Acme Holdings" in out
+    assert "by the rule Speedy Couriers → Acme Holdings, made by @Sam Staff" in out
+    assert "Clio now holds 7 hard-cost entries" in out  # 5, a choice, a rule's import
     assert "Traceback" not in result.stderr
 
 

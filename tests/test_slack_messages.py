@@ -42,6 +42,7 @@ from hardcost.bot.ui.content import (
     Prompt,
     PromptAnswer,
     PromptGroupView,
+    RuleView,
     SettingsForm,
     StatusReport,
     TrailEntry,
@@ -60,6 +61,7 @@ from hardcost.bot.ui.messages import (
     prompt_group,
     prompt_group_answered,
     prompt_reminder,
+    rules_list,
     run_details,
     run_summary,
     status_blocks,
@@ -322,6 +324,30 @@ GOLDEN_CASES: dict[str, Any] = {
     "prompt_group_answered": lambda: prompt_group_answered(a_group(), GroupAnswer(
         by_user="U123", label="00042 Smith v. Jones", linked=2, linked_total=D("201.50"),
         failed=((a_prompt(id=12), "Clio said the matter is closed."),), others=1)),
+    "prompt_matter_suggested": lambda: prompt(a_prompt(
+        choices=(matters(3)[1], matters(3)[0], matters(3)[2]), suggested=matters(3)[1].id,
+        suggestion="4 of the last 5 Acme Couriers costs for Smith, John went to 00043")),
+    "prompt_matter_static_suggested": lambda: prompt(a_prompt(
+        choices=matters(6), suggested=matters(6)[0].id,
+        suggestion="the memo names 00042",
+        note="The rule <Acme> → Smith sends these to 00049 Old, which is no longer open")),
+    "prompt_answered_rule_offer": lambda: prompt_answered(a_prompt(), PromptAnswer(
+        by_user="U123", outcome="linked", label="00042 Smith v. Jones", clio_entry_id=981,
+        rule_offer=True)),
+    "prompt_answered_rule_made": lambda: prompt_answered(a_prompt(), PromptAnswer(
+        by_user="U123", outcome="linked", label="00042 Smith v. Jones", clio_entry_id=981,
+        rule="Acme Couriers → Smith, John", rule_by="U0JANE")),
+    "rules_list": lambda: rules_list([
+        RuleView(3, "Acme Couriers", "Smith, John", "00042 Smith v. Jones", "U0JANE",
+                 datetime(2026, 3, 2, 9, 0, tzinfo=UTC), 4,
+                 datetime(2026, 3, 9, 14, 0, tzinfo=UTC)),
+        RuleView(5, "<!channel> *Fed*Ex*", "Doe & Sons", "00051 Doe & Sons <Lease>", "U0BOB",
+                 datetime(2026, 3, 5, 9, 0, tzinfo=UTC), 0, account=True)]),
+    "rules_list_empty": lambda: rules_list([]),
+    "run_details_by_rule": lambda: run_details(a_summary(imported_entries=[
+        ImportedEntry("[qbo 9130/345/58]", D("1197.10"), date(2026, 3, 2), "Smith, John",
+                      "00042 Smith v. Jones", 981, "Acme Couriers → Smith, John", "U0JANE")],
+        waiting_items=[], failures=[], skips=[])),
     "matter_options": lambda: matter_options(7, matters(12), "(1"),
     "help": help_message,
     "usage_error": lambda: usage_error("“soon” is not a date.",

@@ -45,7 +45,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.bot.ui.text import md, mention
 from hardcost.bot.ui.trail import history
-from hardcost.sync import audit, choices, oauth, prompt_groups, undo
+from hardcost.sync import audit, choices, matter_rules, oauth, prompt_groups, undo
 from hardcost.sync.choices import ChoiceResult
 from hardcost.sync.log_context import run_context
 from hardcost.sync.prompt_groups import GroupResult
@@ -230,7 +230,8 @@ def register(app: App, ctx: BotContext) -> None:
             assert row is not None
             view = to_prompt(row, sandbox_links=ctx.sandbox_links)
         ack(options=messages.matter_options(waiting_id, view.choices,
-                                            str(payload.get("value") or "")))
+                                            str(payload.get("value") or ""),
+                                            suggested=view.suggested))
 
     def on_retry(body: dict[str, Any], action: dict[str, Any], respond: Respond,
                  client: WebClient) -> None:
@@ -380,7 +381,8 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
         view = to_prompt(row, sandbox_links=ctx.sandbox_links)
         answer = PromptAnswer(by_user=str(result.answered_by), outcome=result.outcome,
                               label=result.label, clio_entry_id=result.clio_entry_id,
-                              undoable=result.outcome == "linked")
+                              undoable=result.outcome == "linked",
+                              rule_offer=matter_rules.offer_for(row) is not None)
         answered = messages.prompt_answered(view, answer)
         if result.still_waiting is not None:
             # The contact is settled, the matter is not: the old message records the answer

@@ -38,7 +38,7 @@ from hardcost.sync.summary import RunSummary
 log = logging.getLogger(__name__)
 
 SUBCOMMANDS = {"help", "status", "run", "pending", "failures", "connect", "disconnect",
-               "settings", "set", "pause", "resume", "check", "history", "export"}
+               "settings", "set", "pause", "resume", "check", "history", "export", "rules"}
 ADMIN_ONLY = {"set", "settings", "pause", "resume", "connect", "disconnect"}
 NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who installed "
               "hardcost connects QuickBooks and Clio first.")
@@ -333,9 +333,15 @@ def _export(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, A
                                                  channel_id=channel_id)))
 
 
+def _rules(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+           respond: Respond, client: WebClient) -> None:
+    for message in messages.rules_list(service.rule_views(ctx, firm_id)):
+        _reply(respond, message)
+
+
 HANDLERS: dict[str, Handler] = {
     "status": _status, "pending": _pending, "failures": _failures,
     "settings": _settings, "set": _set, "pause": _pause, "resume": _resume,
     "connect": _connect, "disconnect": _disconnect, "check": _check,
-    "history": _history, "export": _export,
+    "history": _history, "export": _export, "rules": _rules,
 }

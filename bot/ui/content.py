@@ -27,8 +27,11 @@ ACTION_OPEN_QBO = "hc_open_qbo"  # link button (url), acknowledged and ignored
 ACTION_HISTORY_OLDER = "hc_history_older"  # button; value HistoryQuery.button_value()
 ACTION_UNDO_CHOICE = "hc_undo_choice"  # button on an answered prompt; value "<prompt id>"
 ACTION_GROUP_MATTER = "hc_group_matter"  # static_select; option value "<group id>:<matter id>"
+ACTION_MAKE_RULE = "hc_make_rule"  # button; value "<prompt id>"
+ACTION_REMOVE_RULE = "hc_remove_rule"  # button; value "<rule id>"
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"
+RULE_OFFER_PREFIX = "hc_rule_offer:"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,9 @@ class Prompt:
     qbo_url: str
     choices: tuple[Choice, ...] = ()  # may be empty (no_matter / no_contact)
     waiting_since: datetime | None = None
+    suggested: int | None = None  # the choice the firm's history supports (listed first)
+    suggestion: str | None = None  # why, in one short line
+    note: str | None = None  # e.g. why a matter rule did not apply
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,9 @@ class PromptAnswer:
     label: str | None = None  # the matter or contact chosen
     clio_entry_id: int | None = None
     undoable: bool = False  # a person's matter choice: the message offers Undo
+    rule_offer: bool = False  # offer "Always do this for <payee> → <client>"
+    rule: str | None = None  # the rule made from this answer, "Speedy Couriers → Acme"
+    rule_by: str | None = None  # who made it (Slack user id)
 
 
 @dataclass(frozen=True)
@@ -106,6 +115,21 @@ class GroupAnswer:
     linked_total: Decimal
     failed: tuple[tuple[Prompt, str], ...] = ()  # a member Clio refused, and why
     others: int = 0  # members answered one by one before the group choice reached them
+
+
+@dataclass(frozen=True)
+class RuleView:
+    """One matter rule, as ``/hardcost rules`` lists it."""
+
+    id: int
+    payee: str
+    client: str
+    matter: str
+    created_by: str  # Slack user id
+    created_at: datetime
+    uses: int
+    last_used_at: datetime | None = None
+    account: bool = False  # the rule names the QuickBooks account too
 
 
 @dataclass(frozen=True)

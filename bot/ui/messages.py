@@ -34,9 +34,11 @@ from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
     ACTION_GROUP_MATTER,
+    ACTION_MAKE_RULE,
     ACTION_NOT_CLIENT_COST,
     ACTION_OPEN_QBO,
     ACTION_RECONNECT,
+    ACTION_REMOVE_RULE,
     ACTION_RETRY_FAILURE,
     ACTION_SEARCH_MATTER,
     ACTION_SELECT_CONTACT,
@@ -44,6 +46,7 @@ from hardcost.bot.ui.content import (
     ACTION_SHOW_PENDING,
     ACTION_UNDO_CHOICE,
     PROMPT_BLOCK_PREFIX,
+    RULE_OFFER_PREFIX,
     Choice,
     DigestClient,
     FailureNotice,
@@ -52,6 +55,7 @@ from hardcost.bot.ui.content import (
     Prompt,
     PromptAnswer,
     PromptGroupView,
+    RuleView,
     StatusReport,
 )
 from hardcost.bot.ui.text import (
@@ -388,6 +392,9 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
                   f"{name(e.matter, 100)}"
             if e.clio_id:
                 row += f" · Clio #{e.clio_id}"
+            if e.rule:
+                row += (f" · by the rule {name(e.rule, 120)}"
+                        + (f", made by {mention(e.rule_by)}" if e.rule_by else ""))
             rows.append(row)
         total = sum((e.amount for e in summary.imported_entries), Decimal("0.00"))
         out.append((f"*Imported into Clio* — {plural(sizes['imported'], 'entry', 'entries')}, "
@@ -644,15 +651,19 @@ def _prompt_actions(p: Prompt) -> list[Block]:
     n = len(p.choices)
     if 0 < n <= PROMPT_BUTTONS:
         for c in p.choices:
+            label = name(c.label, 300) or "_(no name)_"
+            if _suggested(p, c):
+                label = f"*{SUGGESTED}:* {label}"
             blocks.append(SectionBlock(
-                text=MarkdownTextObject(text=name(c.label, 300) or "_(no name)_"),
+                text=MarkdownTextObject(text=label),
                 accessory=ButtonElement(text="Choose", action_id=choose, value=f"{p.id}:{c.id}",
                                         accessibility_label=_button_text(f"Choose {c.label}")),
             ).to_dict())
     elif n and (n <= STATIC_OPTIONS or contact):
         elements.append(StaticSelectElement(
             action_id=select, placeholder=f"Choose a {noun} ({n:,})",
-            options=[option(c.label, f"{p.id}:{c.id}") for c in p.choices[:STATIC_OPTIONS]]))
+            options=[option(choice_label(p, c), f"{p.id}:{c.id}")
+                     for c in p.choices[:STATIC_OPTIONS]]))
         if n > STATIC_OPTIONS:
             note = (f"Showing the first {STATIC_OPTIONS} of {n:,} possible contacts. If the "
                     "right one is missing, make its name in Clio match the QuickBooks customer; "
@@ -669,9 +680,32 @@ def _prompt_actions(p: Prompt) -> list[Block]:
     return blocks
 
 
+SUGGESTED = "Suggested"
+
+
+def _suggested(p: Prompt, c: Choice) -> bool:
+    return p.suggested is not None and c.id == p.suggested
+
+
+def choice_label(p: Prompt, c: Choice) -> str:
+    """A choice's label as a select shows it (plain text): the suggested one says so."""
+    return f"{SUGGESTED}: {c.label}" if _suggested(p, c) else c.label
+
+
+def _prompt_hints(p: Prompt) -> list[Block]:
+    """Why the first matter is suggested, and any note (a rule whose matter closed)."""
+    parts = []
+    if p.note:
+        parts.append(f":information_source: {name(p.note, 400)}")
+    if p.suggestion and p.suggested is not None and any(c.id == p.suggested
+                                                        for c in p.choices):
+        parts.append(f":bulb: *{SUGGESTED}* — {name(p.suggestion, 300)}")
+    return [_context(*parts)] if parts else []
+
+
 def _prompt_blocks(p: Prompt) -> list[Block]:
     question, _ = _prompt_question(p)
-    return [_section(question), *_prompt_fields(p), *_prompt_actions(p)]
+    return [_section(question), *_prompt_hints(p), *_prompt_fields(p), *_prompt_actions(p)]
 
 
 def prompt(prompt: Prompt) -> Message:
@@ -722,15 +756,42 @@ def _undo_button(p: Prompt) -> ButtonElement:
                               confirm="Undo", deny="Keep it"))
 
 
+def rule_words(payee: str | None, client: str) -> str:
+    """"Speedy Couriers → Acme" (plain text)."""
+    return f"{one_line(payee or '')} → {one_line(client)}"
+
+
 def prompt_answered(prompt: Prompt, answer: PromptAnswer) -> Message:
-    """The prompt updated in place: its actions replaced by who chose what; a person's matter
-    choice keeps an Undo button (it works while the Clio entry is unbilled)."""
+    """The prompt updated in place: its actions replaced by who chose what. After a person's
+    matter choice: Undo (it works while the Clio entry is unbilled) and the offer to make it a
+    rule ("Always do this for <payee> → <client>"), or the rule made from it."""
     line = _answer_line(answer)
     icon = _ANSWER_ICONS.get(answer.outcome, ":white_check_mark:")
     blocks = [_section(f"{icon} {line}"), *_prompt_fields(prompt)]
+    if answer.rule:
+        blocks.append(_context(f":repeat: Rule made by {mention(answer.rule_by or '')}: "
+                               f"{name(answer.rule, 300)} always goes to "
+                               f"{name(answer.label, 200) or 'this matter'}"))
+    elements: list[ButtonElement] = []
     if answer.undoable and answer.outcome == "linked":
-        blocks.append(ActionsBlock(elements=[_undo_button(prompt)],
-                                   block_id=f"hc_answered:{prompt.id}").to_dict())
+        elements.append(_undo_button(prompt))
+    if answer.rule_offer and prompt.payee and not answer.rule:
+        offer = f"Always do this for {rule_words(prompt.payee, prompt.client)}"
+        elements.append(ButtonElement(
+            text=_button_text(offer), action_id=ACTION_MAKE_RULE, value=str(prompt.id),
+            accessibility_label=_button_text(offer),
+            confirm=ConfirmObject(
+                title="Make a rule?",
+                text=fit(f"Later costs from {name(prompt.payee, 80)} for "
+                         f"{name(prompt.client, 80)} will go straight to "
+                         f"{name(answer.label, 80) or 'this matter'} without asking, while "
+                         "it is open. /hardcost rules lists and removes rules.", CONFIRM_TEXT),
+                confirm="Make the rule", deny="Cancel")))
+    if elements:
+        # the rule offer's block id is what the rule handlers find the prompt by
+        block_id = f"{RULE_OFFER_PREFIX}{prompt.id}" if answer.rule_offer and prompt.payee \
+            and not answer.rule else f"hc_answered:{prompt.id}"
+        blocks.append(ActionsBlock(elements=elements, block_id=block_id).to_dict())
     return Message(text=_fallback(line), blocks=blocks)
 
 
@@ -880,18 +941,55 @@ def prompt_group_answered(group: PromptGroupView, answer: GroupAnswer) -> Messag
     return Message(text=_fallback(text), blocks=group_answer_blocks(group.client, answer))
 
 
-def matter_options(prompt_id: int, choices: Sequence[Choice], query: str) -> list[dict[str, Any]]:
+def matter_options(prompt_id: int, choices: Sequence[Choice], query: str,
+                   suggested: int | None = None) -> list[dict[str, Any]]:
     """Options for the external matter select: labels containing the query (case-insensitive;
-    each word of a several-word query must appear), at most 100."""
+    each word of a several-word query must appear), at most 100; the suggested matter (first
+    among the choices) says so."""
     words = query.casefold().split()
     out: list[dict[str, Any]] = []
     for c in choices:
         label = c.label.casefold()
         if all(w in label for w in words):
-            out.append(option(c.label, f"{prompt_id}:{c.id}").to_dict())
+            shown = f"{SUGGESTED}: {c.label}" if c.id == suggested else c.label
+            out.append(option(shown, f"{prompt_id}:{c.id}").to_dict())
             if len(out) == STATIC_OPTIONS:
                 break
     return out
+
+
+def rules_list(rules: Sequence[RuleView]) -> list[Message]:
+    """``/hardcost rules``: each matter rule with who made it, when, how often it was used,
+    and its Remove button."""
+    if not rules:
+        return [notice("No matter rules yet. After choosing a matter for an expense, "
+                       "“Always do this for <payee> → <client>” makes one.")]
+    title = f"{plural(len(rules), 'matter rule')}"
+    groups: list[list[Block]] = [[_section(f"*{title}*")]]
+    for rule in rules[:LIST_ITEMS]:
+        what = rule_words(rule.payee, rule.client)
+        used = (f"used {plural(rule.uses, 'time')}, last {slack_date(rule.last_used_at)}"
+                if rule.uses and rule.last_used_at else "not used yet")
+        text = (f"*{name(what, 300)}* → {name(rule.matter, 200)}"
+                + (" _(this QuickBooks account only)_" if rule.account else "")
+                + f"\nMade by {mention(rule.created_by)} on {slack_date(rule.created_at)}"
+                  f" · {used}")
+        groups.append([SectionBlock(
+            text=MarkdownTextObject(text=fit(text, SECTION_TEXT)),
+            accessory=ButtonElement(
+                text="Remove", action_id=ACTION_REMOVE_RULE, value=str(rule.id), style="danger",
+                accessibility_label=_button_text(f"Remove the rule {what}"),
+                confirm=ConfirmObject(
+                    title="Remove this rule?",
+                    text=fit(f"Costs from {name(rule.payee, 80)} for {name(rule.client, 80)} "
+                             "will be asked about again.", CONFIRM_TEXT),
+                    confirm="Remove", deny="Cancel")),
+        ).to_dict()])
+    if len(rules) > LIST_ITEMS:
+        groups.append([_context(f"…and {len(rules) - LIST_ITEMS:,} more.")])
+    pages = _pack(groups)
+    return [Message(text=_part(title, i, len(pages)), blocks=blocks)
+            for i, blocks in enumerate(pages, start=1)]
 
 
 def pending_list(prompts: Sequence[Prompt]) -> list[Message]:
@@ -931,6 +1029,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
      "matter), setting changes"),
     ("export [from] [to]", "the audit trail from one day to another (YYYY-MM-DD; this month "
                            "if none) as a CSV file"),
+    ("rules", "the matter rules staff made (“Always do this for a payee → a client”): who "
+              "made each, when, how often used, with Remove"),
 )
 SET_KEYS: tuple[tuple[str, str], ...] = (
     ("channel #name", "where summaries, alerts and prompts are posted"),

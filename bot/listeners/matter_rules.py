@@ -1,0 +1,106 @@
+"""Matter rule buttons: *Always do this for <payee> → <client>* on an answered prompt, and
+*Remove* in ``/hardcost rules``.
+
+Anyone in a channel can click, so every click is checked here: the prompt or rule must belong
+to the clicking workspace's firm, and when the firm lists approvers only they may make or
+remove rules (as only they may answer prompts).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from hardcost.bot import service
+from hardcost.bot.context import BotContext
+from hardcost.bot.notify import to_prompt
+from hardcost.bot.ui import messages
+from hardcost.bot.ui.content import ACTION_MAKE_RULE, ACTION_REMOVE_RULE, PromptAnswer
+from hardcost.bot.ui.text import md, mention
+from hardcost.sync import matter_rules
+from hardcost.sync.store import WaitingExpense
+
+log = logging.getLogger(__name__)
+
+
+def _ephemeral(respond: Respond, text: str) -> None:
+    message = messages.notice(text)
+    respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
+            replace_original=False)
+
+
+def _refusal(ctx: BotContext, firm_id: int) -> str:
+    approvers = [part for u in ctx.settings(firm_id).approvers for part in (mention(u), " ")]
+    return md("Only the firm's approvers can make or remove matter rules: ", *approvers[:-1],
+              ".")
+
+
+def register(app: App, ctx: BotContext) -> None:
+    def just_ack(ack: Ack) -> None:
+        ack()
+
+    def on_make_rule(body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                     client: WebClient) -> None:
+        value = str(action.get("value") or "")
+        user_id = str((body.get("user") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
+        waiting_id = int(value) if value.isdigit() else 0
+        with ctx.sessions() as session:
+            row = session.get(WaitingExpense, waiting_id) if waiting_id else None
+            mine = row is not None and firm_id is not None and row.firm_id == firm_id
+        if firm_id is None or not mine:
+            _ephemeral(respond, "That expense is not one this workspace can make a rule from.")
+            return
+        if not service.may_choose(ctx.settings(firm_id), user_id):
+            _ephemeral(respond, _refusal(ctx, firm_id))
+            return
+        result = matter_rules.create_from_choice(ctx.sessions, firm_id, waiting_id, user_id,
+                                                 clock=ctx.clock)
+        if result.rule is None:
+            _ephemeral(respond, result.message)
+            return
+        if result.outcome == "exists":
+            _ephemeral(respond, result.message)
+        notifier = ctx.notifier(client)
+        with ctx.sessions() as session:
+            row = session.get(WaitingExpense, waiting_id)
+            assert row is not None
+            answer = PromptAnswer(by_user=str(row.resolved_by), outcome="linked",
+                                  label=result.rule.matter_label,
+                                  clio_entry_id=row.clio_activity_id,
+                                  rule=matter_rules.describe(result.rule),
+                                  rule_by=result.rule.created_by)
+            answered = messages.prompt_answered(
+                to_prompt(row, sandbox_links=ctx.sandbox_links), answer)
+            notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
+            session.commit()
+        notifier.send(firm_id)
+        if (body.get("container") or {}).get("is_ephemeral"):
+            respond(text=answered.text, blocks=answered.blocks, replace_original=True)
+
+    def on_remove_rule(body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        value = str(action.get("value") or "")
+        user_id = str((body.get("user") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
+        if firm_id is None or not value.isdigit():
+            _ephemeral(respond, "That rule is not one this workspace can remove.")
+            return
+        if not service.may_choose(ctx.settings(firm_id), user_id):
+            _ephemeral(respond, _refusal(ctx, firm_id))
+            return
+        result = matter_rules.remove(ctx.sessions, firm_id, int(value), user_id,
+                                     clock=ctx.clock)
+        if result.outcome == "refused":
+            _ephemeral(respond, result.message)
+            return
+        log.info("firm %s: %s removed matter rule %s", firm_id, user_id, value)
+        page = messages.rules_list(service.rule_views(ctx, firm_id))[0]
+        respond(text=page.text, blocks=page.blocks, response_type="ephemeral",
+                replace_original=True)
+        _ephemeral(respond, result.message)
+
+    app.action(ACTION_MAKE_RULE)(ack=just_ack, lazy=[on_make_rule])
+    app.action(ACTION_REMOVE_RULE)(ack=just_ack, lazy=[on_remove_rule])
