@@ -64,6 +64,16 @@ log = logging.getLogger(__name__)
 CHOICE_VALUE = re.compile(r"^(\d+):(\d+)$")
 
 
+def _may_choose(ctx: BotContext, firm_id: int, user_id: str, respond: Respond) -> bool:
+    """Whether this person may answer the firm's questions; tells them who may when not."""
+    settings = ctx.settings(firm_id)
+    if service.may_choose(settings, user_id):
+        return True
+    approvers = [part for u in settings.approvers for part in (mention(u), " ")]
+    _ephemeral(respond, md("Only the firm's approvers can choose: ", *approvers[:-1], "."))
+    return False
+
+
 def _ephemeral(respond: Respond, text: str) -> None:
     """Tell only the clicker. Plain ``text`` (a Clio error, a failure's message) is escaped;
     ``Mrkdwn`` keeps its mentions."""
@@ -129,11 +139,7 @@ def register(app: App, ctx: BotContext) -> None:
         if firm_id is None:
             _ephemeral(respond, "That expense is not one this workspace can answer.")
             return
-        settings = ctx.settings(firm_id)
-        if not service.may_choose(settings, user_id):
-            approvers = [part for u in settings.approvers for part in (mention(u), " ")]
-            _ephemeral(respond, md("Only the firm's approvers can choose: ", *approvers[:-1],
-                                   "."))
+        if not _may_choose(ctx, firm_id, user_id, respond):
             return
         importer = ctx.importer_for(firm_id)
         with run_context(firm_id):  # the choice's log lines name the firm, as a run's do
@@ -158,11 +164,7 @@ def register(app: App, ctx: BotContext) -> None:
             if group is None or firm_id is None or group.firm_id != firm_id:
                 _ephemeral(respond, "That group is not one this workspace can answer.")
                 return
-        settings = ctx.settings(firm_id)
-        if not service.may_choose(settings, user_id):
-            approvers = [part for u in settings.approvers for part in (mention(u), " ")]
-            _ephemeral(respond, md("Only the firm's approvers can choose: ", *approvers[:-1],
-                                   "."))
+        if not _may_choose(ctx, firm_id, user_id, respond):
             return
         with run_context(firm_id):
             result = prompt_groups.choose_for_group(ctx.importer_for(firm_id), group_id,
