@@ -63,3 +63,29 @@ def _json_problem(text: str, *, interaction: bool) -> str | None:
         if isinstance(value, dict) and "id" in value and not isinstance(value["id"], str):
             return f"{container}.id is not text"
     return None
+
+
+ROW_ID_MAX = 2 ** 31 - 1  # hardcost's own row ids (a PostgreSQL integer)
+CLIO_ID_MAX = 2 ** 53  # Clio's ids are JSON numbers: beyond this they are not exact anywhere
+
+
+def row_id(value: object) -> int:
+    """A button's hardcost row id (a prompt, a group, a failure, a rule); 0 when the text is
+    not one (not ASCII digits, or out of range): nothing has id 0."""
+    text = str(value or "")
+    if not (text.isascii() and text.isdigit() and len(text) <= 10):
+        return 0
+    number = int(text)
+    return number if number <= ROW_ID_MAX else 0
+
+
+def id_pair(value: object) -> tuple[int, int]:
+    """``"<row id>:<Clio id>"`` (a prompt or group, and the matter or contact chosen);
+    (0, 0) when it is not one."""
+    first, sep, second = str(value or "").partition(":")
+    if not sep or not (second.isascii() and second.isdigit() and len(second) <= 16):
+        return 0, 0
+    row, clio = row_id(first), int(second)
+    if not row or not 0 < clio < CLIO_ID_MAX:
+        return 0, 0
+    return row, clio

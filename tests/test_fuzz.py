@@ -14,11 +14,13 @@ Sized for CI (``HYPOTHESIS_PROFILE=ci``, the default here: under a minute each);
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -112,7 +114,8 @@ def test_after_the_command_fuzz_every_reply_is_clean_and_the_app_healthy(
 
 ACTIONS = ["hc_choose_matter", "hc_select_matter", "hc_search_matter", "hc_choose_contact",
            "hc_select_contact", "hc_not_client_cost", "hc_retry_failure", "hc_open_settings",
-           "hc_run_now", "hc_show_pending", "hc_reconnect", "hc_open_qbo", "nonsense"]
+           "hc_run_now", "hc_show_pending", "hc_reconnect", "hc_open_qbo", "hc_history_older",
+           "hc_undo_choice", "hc_group_matter", "hc_make_rule", "hc_remove_rule", "nonsense"]
 
 
 @given(kind=st.sampled_from(["block_actions", "block_suggestion", "view_submission",
@@ -228,3 +231,33 @@ def test_no_purchase_crashes_a_run_and_other_firms_are_unaffected(firm: Firm) ->
     other.later()
     assert other.run().imported == 1  # the other firm's books never noticed
     assert seen
+
+
+@pytest.mark.parametrize("action", ["hc_undo_choice", "hc_group_matter", "hc_make_rule",
+                                    "hc_remove_rule", "hc_history_older", "hc_choose_matter",
+                                    "hc_not_client_cost", "hc_retry_failure",
+                                    "hc_choose_contact"])
+@pytest.mark.parametrize("value", ["x", "-1", "１２", "²", "99999999999999999999999999", "1:2:3",
+                                   "9999999999999999999:1", "1:99999999999999999999", "", "0"])
+def test_buttons_answer_absurd_values_without_an_exception(
+        rig: SlackRig, action: str, value: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The lazy work after the ack (not only the ack) copes with any button value."""
+    payload = {
+        "type": "block_actions", "team": {"id": rig.ws.team_id},
+        "user": {"id": rig.staff, "team_id": rig.ws.team_id},
+        "actions": [{"action_id": action, "block_id": "hc_prompt:1", "value": value,
+                     "selected_option": {"value": value}}],
+        "container": {"type": "message", "message_ts": "1.1", "channel_id": rig.channel},
+        "response_url": rig.slack.response_url(rig.ws.team_id, user_id=rig.staff,
+                                               channel_id=rig.channel),
+        "trigger_id": rig.ws.trigger_id()}
+    caplog.set_level(logging.ERROR)
+
+    response = rig.interaction(payload)
+    _settle(rig, 0.5)
+
+    assert response.status_code < 500
+    # Bolt logs a lazy listener's exception as "Failed to run an internal function (…)"
+    crashes = [r for r in caplog.records
+               if r.exc_info or "Failed to run an internal function" in r.getMessage()]
+    assert not crashes, [r.getMessage() for r in crashes]

@@ -8,7 +8,6 @@ the clicking workspace's firm, and when the firm lists approvers only they may a
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -18,6 +17,7 @@ from sqlalchemy import select
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
+from hardcost.bot.payloads import id_pair, row_id
 from hardcost.bot.surfaces import open_settings_modal, publish_home
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
@@ -61,7 +61,6 @@ from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
-CHOICE_VALUE = re.compile(r"^(\d+):(\d+)$")
 
 
 def _may_choose(ctx: BotContext, firm_id: int, user_id: str, respond: Respond) -> bool:
@@ -131,10 +130,9 @@ def register(app: App, ctx: BotContext) -> None:
         value = _action_value(action)
         user_id = str((body.get("user") or {}).get("id"))
         if action_id == ACTION_NOT_CLIENT_COST:
-            waiting_id, target = (int(value), 0) if value.isdigit() else (0, 0)
+            waiting_id, target = row_id(value), 0
         else:
-            match = CHOICE_VALUE.match(value)
-            waiting_id, target = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+            waiting_id, target = id_pair(value)
         firm_id = _prompt_of_team(ctx, body, waiting_id) if waiting_id else None
         if firm_id is None:
             _ephemeral(respond, "That expense is not one this workspace can answer.")
@@ -155,9 +153,8 @@ def register(app: App, ctx: BotContext) -> None:
     def on_group_choice(body: dict[str, Any], action: dict[str, Any], respond: Respond,
                         client: WebClient) -> None:
         """One matter for every open expense of a group (a grouped message or a digest)."""
-        match = CHOICE_VALUE.match(_action_value(action))
         user_id = str((body.get("user") or {}).get("id"))
-        group_id, matter_id = (int(match.group(1)), int(match.group(2))) if match else (0, 0)
+        group_id, matter_id = id_pair(_action_value(action))
         firm_id = ctx.firm_id_for_interaction(body)
         with ctx.sessions() as session:
             group = session.get(PromptGroup, group_id) if group_id else None
@@ -185,7 +182,7 @@ def register(app: App, ctx: BotContext) -> None:
         """Undo a matter choice: the chooser, an approver or a workspace admin may."""
         value = str(action.get("value") or "")
         user_id = str((body.get("user") or {}).get("id"))
-        waiting_id = int(value) if value.isdigit() else 0
+        waiting_id = row_id(value)
         firm_id = _prompt_of_team(ctx, body, waiting_id) if waiting_id else None
         if firm_id is None:
             _ephemeral(respond, "That expense is not one this workspace can answer.")
@@ -220,9 +217,8 @@ def register(app: App, ctx: BotContext) -> None:
 
     def on_search(ack: Ack, body: dict[str, Any], payload: dict[str, Any]) -> None:
         block_id = str(payload.get("block_id") or body.get("block_id") or "")
-        waiting_id = int(block_id.removeprefix(PROMPT_BLOCK_PREFIX)) \
-            if block_id.startswith(PROMPT_BLOCK_PREFIX) and \
-            block_id.removeprefix(PROMPT_BLOCK_PREFIX).isdigit() else 0
+        waiting_id = row_id(block_id.removeprefix(PROMPT_BLOCK_PREFIX)) \
+            if block_id.startswith(PROMPT_BLOCK_PREFIX) else 0
         firm_id = _prompt_of_team(ctx, body, waiting_id) if waiting_id else None
         if firm_id is None:
             ack(options=[])
@@ -241,7 +237,7 @@ def register(app: App, ctx: BotContext) -> None:
         firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
         with ctx.sessions() as session:
-            failure = session.get(Failure, int(value)) if value.isdigit() else None
+            failure = session.get(Failure, row_id(value)) if row_id(value) else None
             if failure is None or firm_id is None or failure.firm_id != firm_id:
                 _ephemeral(respond, "That failure is not one this workspace can retry.")
                 return
@@ -249,7 +245,7 @@ def register(app: App, ctx: BotContext) -> None:
         summary = ctx.importer_for(firm_id).run(trigger="retry", purchase_ids={purchase_id},
                                                 actor=user_id)
         with ctx.sessions() as session:
-            failure = session.get(Failure, int(value))
+            failure = session.get(Failure, row_id(value))
             assert failure is not None
             if not summary.error and summary.purchases_read == 0:
                 failure.resolved_at = ctx.clock()  # deleted in QuickBooks: nothing to import

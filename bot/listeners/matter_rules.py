@@ -17,6 +17,7 @@ from slack_sdk import WebClient
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_prompt
+from hardcost.bot.payloads import row_id
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import ACTION_MAKE_RULE, ACTION_REMOVE_RULE, PromptAnswer
 from hardcost.bot.ui.text import md, mention
@@ -47,7 +48,7 @@ def register(app: App, ctx: BotContext) -> None:
         value = str(action.get("value") or "")
         user_id = str((body.get("user") or {}).get("id"))
         firm_id = ctx.firm_id_for_interaction(body)
-        waiting_id = int(value) if value.isdigit() else 0
+        waiting_id = row_id(value)
         with ctx.sessions() as session:
             row = session.get(WaitingExpense, waiting_id) if waiting_id else None
             mine = row is not None and firm_id is not None and row.firm_id == firm_id
@@ -85,13 +86,13 @@ def register(app: App, ctx: BotContext) -> None:
         value = str(action.get("value") or "")
         user_id = str((body.get("user") or {}).get("id"))
         firm_id = ctx.firm_id_for_interaction(body)
-        if firm_id is None or not value.isdigit():
+        if firm_id is None or not row_id(value):
             _ephemeral(respond, "That rule is not one this workspace can remove.")
             return
         if not service.may_choose(ctx.settings(firm_id), user_id):
             _ephemeral(respond, _refusal(ctx, firm_id))
             return
-        result = matter_rules.remove(ctx.sessions, firm_id, int(value), user_id,
+        result = matter_rules.remove(ctx.sessions, firm_id, row_id(value), user_id,
                                      clock=ctx.clock)
         if result.outcome == "refused":
             _ephemeral(respond, result.message)
