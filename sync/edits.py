@@ -38,6 +38,7 @@ from hardcost.sync.audit import Action
 from hardcost.sync.clio import Activity, ClioClient, PreconditionFailed
 from hardcost.sync.http import NotFound, ServiceDown
 from hardcost.sync.metrics import ENTRIES
+from hardcost.sync.removals import bill_words
 from hardcost.sync.rules import PlannedEntry, PurchasePlan, is_voided
 from hardcost.sync.store import EntryLink, LinkState, WaitingExpense
 from hardcost.sync.summary import ChangedItem, RunSummary
@@ -369,13 +370,6 @@ def untouched(activity: Activity, written: dict[str, Any], marker: str) -> bool:
     if "note" not in written and (not activity.note or marker not in activity.note):
         return False
     return same_fields(activity.written_fields(), written)
-
-
-def bill_words(activity: Activity | None) -> str:
-    if activity is None or activity.bill_id is None:
-        return "a bill"
-    state = f" ({activity.bill_state.replace('_', ' ')})" if activity.bill_state else ""
-    return f"bill #{activity.bill_id}{state}"
 
 
 def shown(fields: dict[str, Any]) -> dict[str, Any]:
