@@ -626,13 +626,21 @@ def _prompt_question(p: Prompt) -> tuple[str, str]:
             f"Which matter? {what}")
 
 
+def _confirmed_button(label: str, action_id: str, value: str, *, title: str, text: str,
+                      confirm: str, deny: str = "Cancel") -> ButtonElement:
+    """A button that asks "are you sure?" first (``text`` is mrkdwn, already escaped)."""
+    return ButtonElement(
+        text=_button_text(label), action_id=action_id, value=value,
+        confirm=ConfirmObject(title=title, text=fit(text, CONFIRM_TEXT), confirm=confirm,
+                              deny=deny))
+
+
 def _not_client_cost(p: Prompt) -> ButtonElement:
     text = (f"{money(p.amount)} on {day(p.txn_date)} for {name(p.client, 80)} will not be "
             "imported into Clio, and this prompt closes.")
-    return ButtonElement(
-        text="Not a client cost", action_id=ACTION_NOT_CLIENT_COST, value=str(p.id),
-        confirm=ConfirmObject(title="Not a client cost?", text=fit(text, CONFIRM_TEXT),
-                              confirm="Not a client cost", deny="Cancel"))
+    return _confirmed_button("Not a client cost", ACTION_NOT_CLIENT_COST, str(p.id),
+                             title="Not a client cost?", text=text,
+                             confirm="Not a client cost")
 
 
 def _prompt_actions(p: Prompt) -> list[Block]:
@@ -750,10 +758,8 @@ _ANSWER_ICONS = {"linked": ":white_check_mark:", "imported": ":white_check_mark:
 def _undo_button(p: Prompt) -> ButtonElement:
     text = (f"The Clio entry for {money(p.amount)} on {day(p.txn_date)} ({name(p.client, 80)}) "
             "is deleted, unless it is on a bill, and the question is asked again.")
-    return ButtonElement(
-        text="Undo", action_id=ACTION_UNDO_CHOICE, value=str(p.id),
-        confirm=ConfirmObject(title="Undo this choice?", text=fit(text, CONFIRM_TEXT),
-                              confirm="Undo", deny="Keep it"))
+    return _confirmed_button("Undo", ACTION_UNDO_CHOICE, str(p.id), title="Undo this choice?",
+                             text=text, confirm="Undo", deny="Keep it")
 
 
 def rule_words(payee: str | None, client: str) -> str:
