@@ -41,7 +41,7 @@ from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_rig import SIGNING_SECRET, SlackRig, make_rig
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
-from hardcost.sync.locks import settle_abandoned_runs
+from hardcost.sync.leases import settle_abandoned_runs
 from hardcost.sync.store import (
     Connection,
     EntryLink,

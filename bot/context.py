@@ -31,8 +31,8 @@ from hardcost.bot.notify import Notifier
 from hardcost.bot.outbox import ClientFor
 from hardcost.sync.config import Settings
 from hardcost.sync.http import ApiError
-from hardcost.sync.importer import FirmNotReady, Importer
-from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.importer import SHUTDOWN, FirmNotReady, Importer
+from hardcost.sync.leases import Lease, Leases, RunStop
 from hardcost.sync.metrics import API_RATE_LIMITED
 from hardcost.sync.store import Firm, FirmSettings, utcnow
 from hardcost.sync.summary import RunSummary
@@ -120,24 +120,32 @@ class BotContext:
     scheduler: ImportScheduler | None = None
     """``hardcost serve``'s scheduled imports (``sync.scheduler``); None elsewhere."""
 
+    leases: Leases | None = None
+    """The process's run leases (``sync.leases``), made from the sessions' engine when first
+    needed; ``hardcost serve`` shares one with the scheduler."""
+
+    def run_leases(self) -> Leases:
+        if self.leases is None:
+            db = self.sessions.kw.get("bind")
+            if not isinstance(db, Engine):
+                raise RuntimeError("run leases need the database engine of the sessions")
+            self.leases = Leases(db)
+        return self.leases
+
     @contextmanager
-    def claim_run(self, firm_id: int) -> Iterator[bool]:
+    def claim_run(self, firm_id: int, kind: str = "slack") -> Iterator[Lease | None]:
         """Hold the firm's run slot for the block: this process's (the one ``start_run``
-        takes) and, on PostgreSQL, the firm's advisory lock, so no two imports of a firm run
-        at once in any replica. Yields False when the firm's import is under way somewhere."""
+        takes) and the firm's lease, so no two imports of a firm run at once in any process.
+        Yields None when the firm's import is under way somewhere."""
         with self._running_lock:
             mine = firm_id not in self._running
             self._running.add(firm_id)
         try:
             if not mine:
-                yield False
+                yield None
                 return
-            db = self.sessions.kw.get("bind")
-            if not isinstance(db, Engine):
-                yield True
-                return
-            with firm_run_lock(db, firm_id) as locked:
-                yield locked
+            with self.run_leases().hold(firm_id, kind) as lease:
+                yield lease
         finally:
             if mine:
                 with self._running_lock:
@@ -155,13 +163,16 @@ class BotContext:
         person who asked is always told something. ``actor`` (the Slack user who asked) is
         who the audit trail names for what the run changes."""
         claim = self.claim_run(firm_id)
-        if not claim.__enter__():
+        lease = claim.__enter__()
+        if lease is None:
             claim.__exit__(None, None, None)
             return False
 
         def job() -> None:
             try:
-                summary = self.importer_for(firm_id).run(trigger=trigger, actor=actor)
+                importer = self.importer_for(firm_id)
+                importer.stopping = RunStop(lease, SHUTDOWN)
+                summary = importer.run(trigger=trigger, actor=actor)
             except (FirmNotReady, ApiError) as exc:
                 log.info("import for firm %s did not start: %s", firm_id, exc)
                 self._tell_failed(failed, str(exc))

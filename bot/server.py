@@ -34,8 +34,9 @@ from hardcost.bot.webhooks import WebhookWorker, webhook_routes
 from hardcost.sync.config import Settings
 from hardcost.sync.db import alembic_config
 from hardcost.sync.firms import build_importer
+from hardcost.sync.housekeeping import prune
 from hardcost.sync.importer import SHUTDOWN
-from hardcost.sync.locks import settle_abandoned_runs
+from hardcost.sync.leases import Leases
 from hardcost.sync.scheduler import ImportScheduler
 from hardcost.sync.store import make_engine, make_session_factory
 
@@ -88,24 +89,29 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
                      importer_for=lambda firm_id: build_importer(
                          sessions, firm_id, config, sandbox_links=sandbox_links))
     ctx.sandbox_links = sandbox_links
+    ctx.leases = Leases(engine, ttl=config.lease_seconds)  # every import's, in every replica
     app = build_app(ctx, engine=engine)
     clients = slack_clients(ctx, app)  # the one client, or each firm's workspace client
     # -- scheduled imports (sync/scheduler.py) ------------------------------------------
     ctx.scheduler = ImportScheduler(
-        sessions, ctx.importer_for, guard=ctx.claim_run,
+        sessions, ctx.importer_for, leases=ctx.leases,
         after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary),
         unit_seconds=config.schedule_unit_seconds,
         refresh_every=config.scheduler_refresh_seconds,
+        threads=config.scheduler_threads,
         on_problem=lambda firm_id, problem: ctx.notifier(clients).tell(
             firm_id, messages.notice(problem)),
-        daily=lambda now: send_due_digests(ctx.notifier(clients), now))
-    ctx.scheduler.start()  # SQLite: SchedulerRefused when another serve runs on this file
-    settle_abandoned_runs(engine)  # runs of a process that died stay "running" otherwise
+        daily=lambda now: send_due_digests(ctx.notifier(clients), now),
+        housekeeping=lambda: prune(engine, config.retention_days))
+    # SQLite: SchedulerRefused when another serve runs on this file. Then the runs of a
+    # process that died are marked abandoned (``settle_abandoned_runs``), before any claim.
+    ctx.scheduler.start()
     # -- end scheduled imports ----------------------------------------------------------
     pump = OutboxPump(lambda: deliver(sessions, clients))
     pump.start()
     # -- QuickBooks webhooks: the route stores events, this worker imports them -------------
-    webhook_worker = WebhookWorker(ctx, clients, guard=ctx.claim_run)
+    webhook_worker = WebhookWorker(
+        ctx, clients, guard=lambda firm_id: ctx.claim_run(firm_id, "webhook"))
     webhook_worker.start()
     # ---------------------------------------------------------------------------------------
 

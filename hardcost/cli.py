@@ -34,8 +34,8 @@ from hardcost.sync.crypto import (
 from hardcost.sync.db import upgrade
 from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError
-from hardcost.sync.importer import FirmNotReady
-from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.importer import SHUTDOWN, FirmNotReady
+from hardcost.sync.leases import Leases, RunStop
 from hardcost.sync.report import render_summary
 from hardcost.sync.slack_tables import SLACK_METADATA
 from hardcost.sync.store import Base, Firm, FirmSettings, make_engine, make_session_factory
@@ -85,11 +85,12 @@ def _cmd_sync(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     status = 0
+    leases = Leases(engine, ttl=config.lease_seconds)
     for firm_id in firm_ids:
-        # The firm's run lock, as hardcost serve's runs take it (PostgreSQL): never two imports
-        # of a firm at once, and dead runs are marked abandoned when it is taken over.
-        with firm_run_lock(engine, firm_id) as mine:
-            if not mine:
+        # The firm's lease, as hardcost serve's runs take it: never two imports of a firm at
+        # once, and dead runs are marked abandoned when it is taken over.
+        with leases.hold(firm_id, "cli") as lease:
+            if lease is None:
                 print(f"Firm {firm_id}: an import of this firm is under way in another "
                       "process; try again when it has finished.", file=sys.stderr)
                 status = 1
@@ -97,6 +98,7 @@ def _cmd_sync(args: argparse.Namespace) -> int:
             try:
                 importer = build_importer(sessions, firm_id, config)
                 importer.on_progress = ProgressDisplay(f"Firm {firm_id}", sys.stdout)
+                importer.stopping = RunStop(lease, SHUTDOWN)
                 summary = importer.run(trigger="manual", dry_run=args.dry_run)
             except (FirmNotReady, ApiError) as exc:
                 print(f"Firm {firm_id}: {exc}", file=sys.stderr)

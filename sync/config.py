@@ -56,10 +56,21 @@ class Settings(BaseSettings):
                                          alias="HARDCOST_SCHEDULE_UNIT_SECONDS")
     """How long one minute of a firm's ``schedule_minutes`` lasts (tests shorten it)."""
     scheduler_refresh_seconds: float = Field(
-        default=30.0, gt=0, validation_alias=AliasChoices(
+        default=10.0, gt=0, validation_alias=AliasChoices(
             "HARDCOST_SCHEDULER_REFRESH_SECONDS",
             "HARDCOST_SCHEDULER_RECONCILE_SECONDS"))  # its name before 0.2, still read
-    """How often ``hardcost serve`` re-reads the firms table for schedule changes."""
+    """How often ``hardcost serve`` looks for firms whose scheduled run is due."""
+
+    scheduler_threads: int = Field(default=8, ge=1, le=64, alias="HARDCOST_IMPORT_THREADS")
+    """Scheduled imports one process runs at once (each holds one database connection)."""
+    lease_seconds: float = Field(default=120.0, ge=1, le=3600, alias="HARDCOST_LEASE_SECONDS")
+    """How long a run's lease holds without renewal: a dead replica's firms wait this long."""
+    db_pool_size: int = Field(default=10, ge=1, le=200, alias="HARDCOST_DB_POOL_SIZE")
+    db_max_overflow: int = Field(default=10, ge=0, le=200, alias="HARDCOST_DB_MAX_OVERFLOW")
+    db_pool_timeout: float = Field(default=60.0, gt=0, le=600,
+                                   alias="HARDCOST_DB_POOL_TIMEOUT")
+    retention_days: int = Field(default=30, ge=1, le=3650, alias="HARDCOST_RETENTION_DAYS")
+    """How long sent Slack messages, quiet runs and processed webhook events are kept."""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

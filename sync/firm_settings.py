@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from hardcost.sync import audit
 from hardcost.sync.clio import ExpenseCategory, User
 from hardcost.sync.http import ApiError
+from hardcost.sync.leases import run_soon
 from hardcost.sync.store import AuditEntry, FirmSettings
 
 USAGE = {
@@ -139,6 +140,10 @@ def _find_by_name_or_id(items: Sequence[Any], raw: str, what: str, key: str,
 SLACK_USER = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
 
 
+SCHEDULING_KEYS = frozenset({"schedule", "start-date", "account"})
+"""Settings that change when (or whether) scheduled imports run."""
+
+
 def apply_setting(session: Session, firm_id: int, key: str, raw: str,
                   lookups: Lookups, *, actor: str | None = None,
                   at: datetime | None = None) -> str:
@@ -150,6 +155,8 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
     settings = session.get(FirmSettings, firm_id)
     if settings is None:
         raise SettingError("This workspace has no hardcost firm yet.")
+    if key in SCHEDULING_KEYS:  # a new schedule, or a firm now ready: its next run soon
+        run_soon(session, firm_id)
     if actor is None:
         return _apply(settings, key, raw, lookups)
     lookups = lookups.cached()

@@ -996,6 +996,7 @@ class Importer:
             run.skipped = summary.skipped
             run.purchases_read = summary.purchases_read
             run.details = summary.details()
+            run.quiet = not summary.did_something  # housekeeping prunes old quiet runs
             session.commit()
 
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hardcost.sync import audit
 from hardcost.sync.config import CLIO_REGIONS, Settings
 from hardcost.sync.http import ApiError, ConfigError
+from hardcost.sync.leases import run_soon
 from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, OAuthState, utcnow
 from hardcost.sync.tokens import QBO_TOKEN_HEADERS, TokenGrant, grant_from_response, store_grant
 
@@ -168,6 +169,7 @@ def finish(sessions: sessionmaker[Session], config: Settings, provider: str, *,
                      after={"service": provider, "where": where},
                      detail=f"{name} connected ({where}).", at=now)
         _outcome(session, row.id, "connected")
+        run_soon(session, firm_id)  # a firm now ready imports at the next claim pass
         session.commit()
     log.info("firm %s connected %s", firm_id, provider)
     return Outcome(True, f"{name} is connected",

@@ -1,26 +1,27 @@
-"""Scheduled imports: one APScheduler interval job per firm that is ready to import.
+"""Scheduled imports: each process claims the firms whose run is due from the database.
 
-A firm gets a job when it is active, not paused, has QuickBooks and Clio connections that are
-not broken, an import account and a start date. Its interval is ``schedule_minutes`` (at least
-one). A refresh job (``sync``, every ``refresh_every`` seconds) re-reads the firms table and
-adds, removes and reschedules jobs, so ``/hardcost set schedule``, ``pause``/``resume``,
-connects and disconnects take effect without a restart.
+Every firm has a ``run_leases`` row (``sync.leases``) whose ``next_run_at`` says when its next
+scheduled import is due. Every ``refresh_every`` seconds (``HARDCOST_SCHEDULER_REFRESH_SECONDS``)
+each ``hardcost serve`` process claims as many due firms as it has free import threads
+(``claim_due``: the earliest due first, ``FOR UPDATE SKIP LOCKED`` on PostgreSQL), runs them
+on its thread pool and, when a run ends, gives the lease back with the next due time: one
+interval (``schedule_minutes`` × ``unit_seconds``) after the last one was due. A firm that is
+due but not ready (paused, not connected, no import account or start date) is put off by its
+interval; ``/hardcost set schedule``, ``resume`` and connects bring its next run forward
+(``sync.leases.run_soon``). No job per firm, and nothing read for firms that are not due.
 
-One run of a firm at a time:
+APScheduler keeps the periodic work: the claim pass (a thread of its own, so imports that take
+every import thread for minutes never stop it), the daily digest and the housekeeping that
+prunes old rows (``sync.housekeeping``).
 
-* within the process, through ``guard`` (``BotContext.claim_run`` in ``hardcost serve``, the
-  same per-firm claim as Slack's ``/hardcost run``; a private one otherwise);
-* across processes on PostgreSQL, with ``pg_try_advisory_lock`` taken on a connection of its
-  own held for the whole run (unlocked in ``finally``; PostgreSQL drops it if the process
-  dies). A tick that does not get the lock is skipped. A tick that gets it but finds that a
-  scheduled run started less than half an interval ago (another replica's) is skipped too, so
-  replicas do not double the firm's runs;
-* on SQLite there are no replicas: ``start`` takes an exclusive ``flock`` on
-  ``<database>.scheduler.lock`` beside the database file and raises ``SchedulerRefused`` when
-  another process (another ``hardcost serve``) holds it.
+One run of a firm at a time, in every process: the run holds the firm's lease, as Slack's
+``/hardcost run``, the webhook worker and ``hardcost run`` do. On SQLite there are no
+replicas: ``start`` takes an exclusive ``flock`` on ``<database>.scheduler.lock`` beside the
+database file and raises ``SchedulerRefused`` when another process (another ``hardcost serve``)
+holds it.
 
 ``health()`` says whether the scheduler is doing its job, for ``/healthz``: started, not
-stopped, and its refresh has read the firms table recently (``stale_after`` seconds).
+stopped, and its claim pass has read the table recently (``stale_after`` seconds).
 """
 
 from __future__ import annotations
@@ -29,38 +30,43 @@ import fcntl
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor as Pool
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.importer import SHUTDOWN, FirmNotReady, Importer
-from hardcost.sync.locks import firm_run_lock
+from hardcost.sync.leases import (
+    Lease,
+    Leases,
+    RunStop,
+    next_due,
+    schedule_interval,
+    settle_abandoned_runs,
+)
 from hardcost.sync.metrics import SCHEDULER_LATENESS
-from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, FirmSettings, Run, utcnow
+from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, FirmSettings, RunLease, utcnow
 from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
-REFRESH_EVERY = 30.0  # seconds between two reads of the firms table
+REFRESH_EVERY = 10.0  # seconds between two claim passes
 REFRESH_JOB = "refresh"
 DAILY_JOB = "daily"
 DAILY_EVERY = 60.0  # seconds between two looks for daily work due (the digest)
-IMPORT_THREADS = 10  # scheduled imports at once in one process (APScheduler's default pool)
-STALE_PERIODS = 3  # refreshes missed in a row before health says the scheduler is stuck
-STALE_SLACK = 5.0  # seconds on top: a busy thread pool or a slow database delays a refresh
-
-RunGuard = Callable[[int], AbstractContextManager[bool]]
+HOUSEKEEPING_JOB = "housekeeping"
+HOUSEKEEPING_EVERY = 3600.0  # seconds between two prunings of old rows
+IMPORT_THREADS = 10  # scheduled imports at once in one process
+STALE_PERIODS = 3  # claim passes missed in a row before health says the scheduler is stuck
+STALE_SLACK = 5.0  # seconds on top: a busy machine or a slow database delays a pass
 
 
 class SchedulerRefused(RuntimeError):
@@ -98,57 +104,57 @@ class SchedulerHealth:
         return body
 
 
-def job_id(firm_id: int) -> str:
-    return f"firm:{firm_id}"
-
-
 class ImportScheduler:
-    """Runs each ready firm's import every ``schedule_minutes``.
+    """Claims and runs the scheduled imports of due firms.
 
-    ``unit_seconds`` is the length of one schedule minute (60; tests use less), so the shortest
-    interval is one unit. ``after_run(firm_id, summary)`` posts the summary (serve: the
-    notifier, as for Slack-triggered runs). ``stale_after``: seconds without a successful
-    refresh after which ``health`` reports the scheduler stuck (default: three periods and
-    ``STALE_SLACK``). ``on_problem(firm_id, text)`` is told, once per problem, when a firm's
-    schedule cannot be set up (that firm is skipped; every other firm keeps its schedule).
+    ``unit_seconds`` is the length of one schedule minute (60; tests use less).
+    ``after_run(firm_id, summary)`` posts the summary (serve: the notifier, as for
+    Slack-triggered runs). ``leases``: the process's leases (``hardcost serve`` shares one
+    with Slack and the webhook worker); one of its own otherwise. ``stale_after``: seconds
+    without a successful claim pass after which ``health`` reports the scheduler stuck
+    (default: three periods and ``STALE_SLACK``). ``on_problem(firm_id, text)`` is told, once
+    per problem, when a firm's schedule cannot be computed (that firm is looked at again a day
+    later; every other firm keeps its schedule). ``daily(now)``: work due once a day per firm
+    (the digest). ``housekeeping()``: pruning of old rows, every ``housekeeping_every``.
     """
 
     def __init__(self, sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
                  *, after_run: Callable[[int, RunSummary], object] | None = None,
-                 guard: RunGuard | None = None, unit_seconds: float = 60.0,
+                 leases: Leases | None = None, unit_seconds: float = 60.0,
                  refresh_every: float = REFRESH_EVERY,
                  clock: Callable[[], datetime] = utcnow,
                  stale_after: float | None = None,
                  on_problem: Callable[[int, str], object] | None = None,
                  daily: Callable[[datetime], object] | None = None,
-                 daily_every: float = DAILY_EVERY) -> None:
+                 daily_every: float = DAILY_EVERY,
+                 housekeeping: Callable[[], object] | None = None,
+                 housekeeping_every: float = HOUSEKEEPING_EVERY,
+                 threads: int = IMPORT_THREADS) -> None:
         bind = sessions.kw.get("bind")
         if not isinstance(bind, Engine):
             raise RuntimeError("the scheduler needs the database engine of its sessions")
         self.sessions = sessions
         self.db = bind
+        self.leases = leases or Leases(bind)
+        self._own_leases = leases is None
         self.importer_for = importer_for
         self.after_run = after_run
         self.on_problem = on_problem
         self.daily = daily
-        """Work due once a day per firm at a local hour (``bot.digest.send_due_digests``),
-        given the time; it records what it sent, so calling it often is harmless."""
         self.daily_every = daily_every
-        self._skipped: dict[int, str] = {}  # firm id → why its job could not be set up
-        self.guard: RunGuard = guard or self._own_guard
+        self.housekeeping = housekeeping
+        self.housekeeping_every = housekeeping_every
+        self.threads = max(int(threads), 1)
+        self._skipped: dict[int, str] = {}  # firm id → why its schedule cannot be computed
         self.unit_seconds = unit_seconds
         self.refresh_every = refresh_every
         self.clock = clock
-        # The refresh has a thread of its own: imports that take every import thread for
-        # minutes (a first import paced by Clio) must not stop schedule changes or health.
         self._scheduler = BackgroundScheduler(timezone=UTC, executors={
-            "default": ThreadPoolExecutor(IMPORT_THREADS),
-            REFRESH_JOB: ThreadPoolExecutor(1), DAILY_JOB: ThreadPoolExecutor(1)})
-        self._intervals: dict[int, float] = {}
-        self._jobs_lock = threading.Lock()
-        self._running: set[int] = set()
-        self._running_lock = threading.Lock()
-        self._active = 0
+            "default": ThreadPoolExecutor(1), REFRESH_JOB: ThreadPoolExecutor(1),
+            DAILY_JOB: ThreadPoolExecutor(1), HOUSEKEEPING_JOB: ThreadPoolExecutor(1)})
+        self._pool = Pool(max_workers=self.threads, thread_name_prefix="hardcost-schedule")
+        self._state_lock = threading.Lock()
+        self._active = 0  # scheduled runs claimed and not yet over
         self._idle = threading.Condition()
         self._lock_file: IO[str] | None = None
         self._stopped = False
@@ -159,19 +165,20 @@ class ImportScheduler:
         self._refreshed: tuple[float, datetime] | None = None  # monotonic, wall clock
         self._refresh_error: str | None = None
         self._last_tick: datetime | None = None
-        self._due_at: dict[str, datetime] = {}  # job id → the time its pending tick was due
-        self._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self.claimed = 0  # scheduled runs this process has claimed since it started
 
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Take the SQLite lock (``SchedulerRefused`` when held), create the jobs, start."""
+        """Take the SQLite lock (``SchedulerRefused`` when held), mark the runs of a process
+        that died ``abandoned``, claim once, start."""
         try:
             self._lock_sqlite()
         except SchedulerRefused as exc:
             self._refused = str(exc)
             raise
         try:
+            settle_abandoned_runs(self.db)  # a dead predecessor's runs, before any claim
             self.sync()
             self._scheduler.add_job(self._refresh, "interval", seconds=self.refresh_every,
                                     id=REFRESH_JOB, executor=REFRESH_JOB,
@@ -182,20 +189,28 @@ class ImportScheduler:
                                         id=DAILY_JOB, executor=DAILY_JOB, max_instances=1,
                                         coalesce=True,
                                         misfire_grace_time=max(1, int(self.daily_every)))
+            if self.housekeeping is not None:
+                self._scheduler.add_job(
+                    self.run_housekeeping, "interval", seconds=self.housekeeping_every,
+                    id=HOUSEKEEPING_JOB, executor=HOUSEKEEPING_JOB, max_instances=1,
+                    coalesce=True, misfire_grace_time=max(1, int(self.housekeeping_every)),
+                    next_run_time=datetime.now(UTC) + timedelta(seconds=5))
             self._scheduler.start()
         except BaseException:
             self._unlock_sqlite()
             raise
         self._started = True
-        log.info("scheduler: started with %d firm(s)", len(self._intervals))
+        log.info("scheduler: started (%d import threads, a claim pass every %g s)",
+                 self.threads, self.refresh_every)
 
     def shutdown(self) -> None:
-        """No new ticks from now on (runs under way stop between entries once
+        """No new claims from now on (runs under way stop between entries once
         ``sync.importer.SHUTDOWN`` is set); does not wait for them: see ``wait``."""
-        with self._jobs_lock:
+        with self._state_lock:
             self._stopped = True
             if self._scheduler.running:
                 self._scheduler.shutdown(wait=False)
+        self._pool.shutdown(wait=False)
         self._unlock_sqlite()
 
     def wait(self, seconds: float) -> bool:
@@ -207,20 +222,22 @@ class ImportScheduler:
                 if left <= 0:
                     return False
                 self._idle.wait(left)
+        if self._own_leases:
+            self.leases.close()
         return True
 
     def next_run(self, firm_id: int) -> datetime | None:
-        """When this process next runs the firm's import (UTC); None when it has no job."""
-        if self._stopped:
+        """When the firm's next scheduled run is due (UTC); None when it has none (not
+        ready, paused, or this scheduler has stopped)."""
+        if self._stopped or self.interval(firm_id) is None:
             return None
-        job = self._scheduler.get_job(job_id(firm_id))
-        when = getattr(job, "next_run_time", None) if job is not None else None
-        return when.astimezone(UTC) if isinstance(when, datetime) else None
+        with self.sessions() as session:
+            return session.scalar(select(RunLease.next_run_at).where(
+                RunLease.firm_id == firm_id))
 
     def health(self) -> SchedulerHealth:
-        """Started, not stopped, and the firms table read within ``stale_after`` seconds."""
-        with self._jobs_lock:
-            firms = len(self._intervals)
+        """Started, not stopped, and a claim pass made within ``stale_after`` seconds."""
+        with self._state_lock:
             skipped = set(self._skipped)
             refreshed = self._refreshed
             running = self._started and not self._stopped and self._scheduler.running
@@ -237,6 +254,12 @@ class ImportScheduler:
                       f"should every {self.refresh_every:g} s)")
             if self._refresh_error:
                 reason += f"; the last attempt failed: {self._refresh_error}"
+        firms = 0
+        if running:
+            try:
+                firms = self.scheduled_firms()
+            except Exception:  # noqa: BLE001 - the claim pass fails too: staleness says so
+                log.debug("scheduler: counting scheduled firms failed", exc_info=True)
         return SchedulerHealth(
             ok=reason is None, running=running, firms=firms, skipped=tuple(sorted(skipped)),
             last_refresh=refreshed[1] if refreshed is not None else None,
@@ -244,95 +267,152 @@ class ImportScheduler:
             last_tick=self._last_tick, reason=reason)
 
     def interval(self, firm_id: int) -> float | None:
-        """The firm's job interval in seconds; None when it has no job."""
-        with self._jobs_lock:
-            return self._intervals.get(firm_id)
+        """The firm's interval in seconds while it is scheduled (ready to import, its
+        schedule computable); None otherwise."""
+        return self._ready(firm_id)
 
-    # -- refresh ------------------------------------------------------------------------
+    # -- readiness --------------------------------------------------------------------------
 
-    def ready_firms(self) -> dict[int, float]:
-        """firm id → interval in seconds, for every firm that should have a job."""
-        with self.sessions() as session:
-            rows = session.execute(
-                select(Firm.id, Firm.qbo_realm_id, FirmSettings.schedule_minutes,
-                       FirmSettings.import_account_ids, FirmSettings.start_date)
+    def _ready_query(self) -> Any:
+        connected = (select(func.count()).select_from(Connection).where(
+            Connection.firm_id == Firm.id, Connection.provider.in_(list(PROVIDER_NAMES)),
+            Connection.broken_at.is_(None)).scalar_subquery())
+        return (select(Firm.id, FirmSettings.schedule_minutes)
                 .join(FirmSettings, FirmSettings.firm_id == Firm.id)
-                .where(Firm.active.is_(True), FirmSettings.paused.is_(False))).all()
-            connected: dict[int, set[str]] = {}
-            for firm_id, provider in session.execute(
-                    select(Connection.firm_id, Connection.provider)
-                    .where(Connection.broken_at.is_(None))):
-                connected.setdefault(firm_id, set()).add(provider)
-        return {firm_id: max(int(minutes or 1), 1) * self.unit_seconds
-                for firm_id, realm, minutes, accounts, start in rows
-                if realm and accounts and start
-                and connected.get(firm_id, set()) >= PROVIDER_NAMES.keys()}
+                .where(Firm.active.is_(True), FirmSettings.paused.is_(False),
+                       Firm.qbo_realm_id.is_not(None), Firm.qbo_realm_id != "",
+                       FirmSettings.start_date.is_not(None),
+                       connected == len(PROVIDER_NAMES)))
+
+    def _ready(self, firm_id: int) -> float | None:
+        with self.sessions() as session:
+            row = session.execute(self._ready_query().where(Firm.id == firm_id).add_columns(
+                FirmSettings.import_account_ids)).first()
+        if row is None or not row[2]:
+            return None
+        try:
+            interval = schedule_interval(row[1], self.unit_seconds)
+            (utcnow() + interval).isoformat()
+        except (OverflowError, ValueError):
+            return None  # cannot be scheduled: see ``_problem``
+        return interval.total_seconds()
+
+    def scheduled_firms(self) -> int:
+        """How many firms have scheduled imports (for ``/healthz``; one count)."""
+        with self.sessions() as session:
+            rows = session.execute(self._ready_query().add_columns(
+                FirmSettings.import_account_ids)).all()
+        return sum(1 for row in rows if row[2] and row[0] not in self._skipped)
+
+    # -- the claim pass -------------------------------------------------------------------
 
     def sync(self) -> None:
-        """Make the jobs match the firms table."""
-        wanted = self.ready_firms()
-        problems: list[tuple[int, str]] = []
-        with self._jobs_lock:
-            if self._stopped:
+        """One claim pass: lease the due firms this process has threads for, run them."""
+        with self._state_lock:
+            if self._stopped or SHUTDOWN.is_set():
                 return
-            for firm_id in list(self._intervals):
-                if firm_id not in wanted:
-                    self._scheduler.remove_job(job_id(firm_id))
-                    del self._intervals[firm_id]
-                    log.info("scheduler: firm %s unscheduled", firm_id)
-            for firm_id, seconds in wanted.items():
-                try:
-                    self._schedule(firm_id, seconds)
-                except Exception as exc:  # noqa: BLE001 - one firm's bad row stops no other
-                    problem = self._skip(firm_id, seconds, exc)
-                    if problem is not None:
-                        problems.append((firm_id, problem))
-                else:
-                    self._skipped.pop(firm_id, None)
-            for firm_id in set(self._skipped) - wanted.keys():
-                del self._skipped[firm_id]  # paused or disconnected since: nothing to report
+            free = self.threads - self._active
+        claimed = self.leases.claim_due(free, self.unit_seconds)
+        now = utcnow()
+        with self._state_lock:
             self._refreshed = (time.monotonic(), datetime.now(UTC))
             self._refresh_error = None
-        for firm_id, problem in problems:  # outside the lock: telling may take a while
-            if self.on_problem is not None:
-                try:
-                    self.on_problem(firm_id, problem)
-                except Exception:  # noqa: BLE001 - telling the firm must not stop the others
-                    log.exception("scheduler: could not tell firm %s", firm_id)
+        for firm_id, minutes in claimed.problems:
+            self._problem(firm_id, minutes)
+        for lease in claimed.leases:
+            if self._skipped.pop(lease.firm_id, None) is not None:
+                log.info("scheduler: firm %s has a schedule again", lease.firm_id)
+            self._last_tick = now
+            if lease.due is not None:  # late by busy threads, a slow database, a paused process
+                SCHEDULER_LATENESS.observe(max((now - lease.due).total_seconds(), 0.0))
+            if not self._submit(lease):
+                self.leases.release(lease)
 
-    def _schedule(self, firm_id: int, seconds: float) -> None:
-        grace = max(1, int(seconds / 2))
-        if firm_id not in self._intervals:
-            trigger = IntervalTrigger(seconds=seconds, timezone=UTC)
-            self._scheduler.add_job(
-                self._tick, trigger, args=[firm_id], id=job_id(firm_id), max_instances=1,
-                coalesce=True, misfire_grace_time=grace, replace_existing=True)
-            log.info("scheduler: firm %s every %.0f s", firm_id, seconds)
-        elif self._intervals[firm_id] != seconds:
-            trigger = IntervalTrigger(seconds=seconds, timezone=UTC)
-            self._scheduler.modify_job(job_id(firm_id), misfire_grace_time=grace)
-            self._scheduler.reschedule_job(job_id(firm_id), trigger=trigger)
-            log.info("scheduler: firm %s now every %.0f s", firm_id, seconds)
-        self._intervals[firm_id] = seconds
+    def _submit(self, lease: Lease) -> bool:
+        with self._state_lock:
+            if self._stopped:
+                return False
+            with self._idle:
+                self._active += 1
+            self.claimed += 1
+        try:
+            self._pool.submit(self._run_claimed, lease)
+        except RuntimeError:  # the pool was shut down meanwhile
+            self._done()
+            return False
+        return True
 
-    def _skip(self, firm_id: int, seconds: float, exc: Exception) -> str | None:
-        """Leave the firm unscheduled (its old job too: it no longer matches its settings);
-        the problem to tell the firm, or None when it was told already."""
-        if firm_id in self._intervals:
-            del self._intervals[firm_id]
+    def _done(self) -> None:
+        with self._idle:
+            self._active -= 1
+            self._idle.notify_all()
+
+    def _run_claimed(self, lease: Lease) -> None:
+        summary = None
+        try:
+            summary = self._run(lease)
+        except Exception:  # noqa: BLE001 - a scheduled run must not kill the scheduler
+            log.exception("scheduler: import for firm %s failed", lease.firm_id)
+        finally:
             try:
-                self._scheduler.remove_job(job_id(firm_id))
-            except Exception:  # noqa: BLE001 - already gone
-                log.debug("scheduler: firm %s had no job to remove", firm_id)
-        minutes = seconds / self.unit_seconds
-        problem = (f"Scheduled imports are off: a schedule of {minutes:,.0f} minutes cannot be "
+                self.leases.release(lease, next_run_at=self._next(lease))
+            finally:
+                self._done()
+        if summary is not None and self.after_run is not None:
+            try:
+                self.after_run(lease.firm_id, summary)
+            except Exception:  # noqa: BLE001 - posting is retried by the outbox
+                log.exception("scheduler: after the import for firm %s", lease.firm_id)
+
+    def _next(self, lease: Lease) -> datetime:
+        return next_due(lease.due, lease.interval, utcnow())
+
+    def _run(self, lease: Lease) -> RunSummary | None:
+        if SHUTDOWN.is_set() or self._stopped:
+            return None
+        importer = self.importer_for(lease.firm_id)
+        importer.stopping = RunStop(lease, SHUTDOWN)
+        try:
+            return importer.run(trigger="schedule")
+        except FirmNotReady as exc:
+            log.info("scheduler: firm %s not ready: %s", lease.firm_id, exc)
+            return None
+
+    def run_firm(self, firm_id: int) -> RunSummary | None:
+        """One scheduled run of the firm now, unless its import is under way (here or in
+        another process); the summary, or None when skipped or not ready."""
+        if self._ready(firm_id) is None:
+            log.debug("scheduler: firm %s is not ready (paused?); skipped", firm_id)
+            return None
+        lease = self.leases.acquire(firm_id, "schedule")
+        if lease is None:
+            log.debug("scheduler: firm %s is running already; skipped", firm_id)
+            return None
+        with self._idle:
+            self._active += 1
+        try:
+            summary = self._run(lease)
+        finally:
+            self.leases.release(lease)
+            self._done()
+        if summary is not None and self.after_run is not None:
+            self.after_run(firm_id, summary)
+        return summary
+
+    def _problem(self, firm_id: int, minutes: int) -> None:
+        problem = (f"Scheduled imports are off: a schedule of {minutes:,} minutes cannot be "
                    "set up. Choose one from 5 to 10080 minutes with /hardcost set schedule.")
         if self._skipped.get(firm_id) == problem:
-            return None
+            return
         self._skipped[firm_id] = problem
-        log.error("scheduler: firm %s skipped: %s (%s: %s)", firm_id, problem,
-                  type(exc).__name__, exc)
-        return problem
+        log.error("scheduler: firm %s skipped: %s", firm_id, problem)
+        if self.on_problem is not None:
+            try:
+                self.on_problem(firm_id, problem)
+            except Exception:  # noqa: BLE001 - telling the firm must not stop the others
+                log.exception("scheduler: could not tell firm %s", firm_id)
+
+    # -- periodic work ------------------------------------------------------------------
 
     def run_daily(self) -> None:
         """The daily job's tick: hand the time to ``daily``; a failure waits for the next."""
@@ -343,103 +423,20 @@ class ImportScheduler:
         except Exception:  # noqa: BLE001 - the next tick tries again
             log.exception("scheduler: daily work failed")
 
+    def run_housekeeping(self) -> None:
+        if self.housekeeping is None or SHUTDOWN.is_set() or self._stopped:
+            return
+        try:
+            self.housekeeping()
+        except Exception:  # noqa: BLE001 - the next pass tries again
+            log.exception("scheduler: housekeeping failed")
+
     def _refresh(self) -> None:
         try:
             self.sync()
-        except Exception as exc:  # noqa: BLE001 - the next refresh tries again
+        except Exception as exc:  # noqa: BLE001 - the next pass tries again
             self._refresh_error = type(exc).__name__  # /healthz is public: no details
-            log.exception("scheduler: refreshing the jobs failed")
-
-    # -- one tick -------------------------------------------------------------------------
-
-    def _submitted(self, event: JobSubmissionEvent) -> None:
-        if event.scheduled_run_times:
-            self._due_at[event.job_id] = event.scheduled_run_times[-1]
-
-    def _tick(self, firm_id: int) -> None:
-        if SHUTDOWN.is_set() or self._stopped:
-            return
-        self._last_tick = datetime.now(UTC)
-        due = self._due_at.pop(job_id(firm_id), None)
-        if due is not None:  # late by a busy thread pool, a slow database, a paused process
-            SCHEDULER_LATENESS.observe(max((self._last_tick - due).total_seconds(), 0.0))
-        try:
-            self.run_firm(firm_id)
-        except Exception:  # noqa: BLE001 - a scheduled run must not kill the scheduler
-            log.exception("scheduler: import for firm %s failed", firm_id)
-
-    def run_firm(self, firm_id: int) -> RunSummary | None:
-        """One scheduled run of the firm unless it is running (here or, on PostgreSQL,
-        elsewhere) or was just run by another replica; the summary, or None when skipped."""
-        with self._idle:
-            self._active += 1
-        try:
-            return self._run_firm(firm_id)
-        finally:
-            with self._idle:
-                self._active -= 1
-                self._idle.notify_all()
-
-    def _run_firm(self, firm_id: int) -> RunSummary | None:
-        with self.guard(firm_id) as mine:
-            if not mine:
-                log.debug("scheduler: firm %s is running here already; tick skipped", firm_id)
-                return None
-            with self.firm_lock(firm_id) as locked:
-                if not locked:
-                    log.debug("scheduler: firm %s is running in another process; tick "
-                              "skipped", firm_id)
-                    return None
-                if not self._due(firm_id):
-                    return None
-                try:
-                    summary = self.importer_for(firm_id).run(trigger="schedule")
-                except FirmNotReady as exc:
-                    log.info("scheduler: firm %s not ready: %s", firm_id, exc)
-                    return None
-                if self.after_run is not None:
-                    self.after_run(firm_id, summary)
-                return summary
-
-    def _due(self, firm_id: int) -> bool:
-        """Still ready (not paused since the last refresh), and no scheduled run started
-        within half an interval (another replica's tick just before this one)."""
-        seconds = self.ready_firms().get(firm_id)
-        if seconds is None:
-            log.debug("scheduler: firm %s is no longer scheduled; tick skipped", firm_id)
-            return False
-        with self.sessions() as session:
-            last = session.scalar(select(Run.started_at).where(
-                Run.firm_id == firm_id, Run.trigger == "schedule", Run.dry_run.is_(False))
-                .order_by(Run.id.desc()).limit(1))
-        if last is not None and self.clock() - last < timedelta(seconds=seconds / 2):
-            log.debug("scheduler: firm %s ran at %s; tick skipped", firm_id, last)
-            return False
-        return True
-
-    @contextmanager
-    def _own_guard(self, firm_id: int) -> Iterator[bool]:
-        with self._running_lock:
-            if firm_id in self._running:
-                mine = False
-            else:
-                self._running.add(firm_id)
-                mine = True
-        try:
-            yield mine
-        finally:
-            if mine:
-                with self._running_lock:
-                    self._running.discard(firm_id)
-
-    @contextmanager
-    def firm_lock(self, firm_id: int) -> Iterator[bool]:
-        """The cross-process lock (``sync.locks``), unless the guard already holds it."""
-        if self.guard != self._own_guard:
-            yield True  # BotContext.claim_run takes it together with the in-process slot
-            return
-        with firm_run_lock(self.db, firm_id) as locked:
-            yield locked
+            log.exception("scheduler: claiming due firms failed")
 
     # -- SQLite: one scheduler per database file --------------------------------------------
 
@@ -487,4 +484,4 @@ def _holder() -> str:
     return f"pid {os.getpid()} on {socket.gethostname()}"
 
 
-__all__ = ["ImportScheduler", "SchedulerHealth", "SchedulerRefused", "job_id"]
+__all__ = ["ImportScheduler", "SchedulerHealth", "SchedulerRefused"]

@@ -7,6 +7,8 @@ the Alembic migrations in ``sync/migrations`` (``hardcost db upgrade``).
 from __future__ import annotations
 
 import enum
+import time
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -27,8 +29,10 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    insert,
 )
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from hardcost.sync.crypto import EncryptedText, configure_encryption
@@ -257,7 +261,7 @@ class Run(Base):
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
     trigger: Mapped[str] = mapped_column(String(20))  # schedule | manual | webhook | demo
     dry_run: Mapped[bool] = mapped_column(Boolean, default=False)
-    # running | ok | failed | abandoned (its process died: sync.locks.mark_abandoned)
+    # running | ok | failed | abandoned (its process died: sync.leases.mark_abandoned)
     status: Mapped[str] = mapped_column(String(12), default="running")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column()
@@ -270,6 +274,35 @@ class Run(Base):
     error: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     slack_ts: Mapped[str | None] = mapped_column(String(40))  # the summary message
+    quiet: Mapped[bool] = mapped_column(Boolean, default=False)  # nothing happened (pruned)
+
+
+class RunLease(Base):
+    """Which process runs the firm's import now, and when its next scheduled import is due.
+
+    One row per firm (``hardcost.sync.leases``): the scheduler claims due rows
+    (``next_run_at``), every import takes the lease (``claim_token`` until ``lease_until``,
+    renewed while it runs) and gives it back at the end. The row is made with the firm.
+    """
+
+    __tablename__ = "run_leases"
+    __table_args__ = (Index("ix_run_leases_next_run_at", "next_run_at"),)
+
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"),
+                                         primary_key=True)
+    next_run_at: Mapped[datetime] = mapped_column(default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(40))
+    claimed_by: Mapped[str | None] = mapped_column(String(200))  # "pid 12 on host"
+    claim_kind: Mapped[str | None] = mapped_column(String(20))  # schedule | slack | webhook | cli
+    claimed_at: Mapped[datetime | None] = mapped_column()
+    lease_until: Mapped[datetime | None] = mapped_column()
+
+
+@event.listens_for(Firm, "after_insert")
+def _firm_lease_row(_mapper: Any, connection: Any, firm: Firm) -> None:
+    """Every firm has its lease row from the start (due now: the scheduler looks at it, and
+    until the firm is ready to import puts it off by its interval)."""
+    connection.execute(insert(RunLease).values(firm_id=firm.id, next_run_at=utcnow()))
 
 
 class SlackOutbox(Base):
@@ -448,7 +481,7 @@ def make_engine(url: str, *, secret_key: str | None = None) -> Engine:
     return engine
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, pool: PoolSettings | None = None) -> Engine:
     # hide_parameters: SQL errors and logs never show bound values, which may be secrets.
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"timeout": 30}, hide_parameters=True)
@@ -464,11 +497,59 @@ def _create_engine(url: str) -> Engine:
         return engine
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
-    # A run holds two connections at once (its advisory lock, its sessions); a `serve` process
-    # runs up to ~15 at a time (scheduler threads, Slack-started runs, the webhook worker) next
-    # to the Slack listeners. 5 + 25 keeps three replicas within PostgreSQL's default 100.
-    return create_engine(url, pool_pre_ping=True, hide_parameters=True, pool_size=5,
-                         max_overflow=25, pool_timeout=60)
+    pool = pool or PoolSettings.from_environment()
+    # prepare_threshold=None: no server-side prepared statements, so PgBouncer in transaction
+    # mode (where a statement prepared on one server connection is gone on the next) works.
+    engine = create_engine(url, hide_parameters=True, pool_size=pool.size,
+                           max_overflow=pool.max_overflow, pool_timeout=pool.timeout,
+                           pool_recycle=pool.recycle, connect_args={"prepare_threshold": None})
+    _ping_when_idle(engine, pool.ping_after_idle)
+    return engine
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """PostgreSQL connections of one process (docs/operations.md, "Database connections").
+
+    At most ``size + max_overflow`` at once: an import holds one for its run, Slack
+    listeners and the web routes borrow one for a moment. ``HARDCOST_DB_POOL_SIZE``,
+    ``HARDCOST_DB_MAX_OVERFLOW``, ``HARDCOST_DB_POOL_TIMEOUT`` set them."""
+
+    size: int = 10
+    max_overflow: int = 10
+    timeout: float = 60.0
+    recycle: int = 1800  # seconds: connections are replaced before servers or NATs drop them
+    ping_after_idle: float = 30.0  # seconds idle in the pool before a checkout pings it
+
+    @classmethod
+    def from_environment(cls) -> PoolSettings:
+        from hardcost.sync.config import get_settings
+
+        config = get_settings()
+        return cls(size=config.db_pool_size, max_overflow=config.db_max_overflow,
+                   timeout=config.db_pool_timeout)
+
+
+def _ping_when_idle(engine: Engine, idle: float) -> None:
+    """Ping a pooled connection at checkout only when it sat idle ``idle`` seconds or more
+    (a restarted server or a dropped link shows then), instead of before every checkout as
+    ``pool_pre_ping`` does: one round trip less for each of a run's many short sessions."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is None or time.monotonic() - since < idle:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:  # noqa: BLE001 - any failure: the pool takes a new one
+            raise DisconnectionError("an idle connection no longer answers") from exc
+        if not alive:
+            raise DisconnectionError("an idle connection no longer answers")
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Any]:

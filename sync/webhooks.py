@@ -29,7 +29,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.batches import chunks
-from hardcost.sync.importer import Importer
+from hardcost.sync.importer import SHUTDOWN, Importer
+from hardcost.sync.leases import Lease, RunStop
 from hardcost.sync.qbo import instant
 from hardcost.sync.removals import note_removals
 from hardcost.sync.store import Firm, FirmSettings, WebhookEvent, utcnow
@@ -230,7 +231,7 @@ def _insert_new(session: Session) -> Any:
 # -- processing --------------------------------------------------------------------------------
 
 AfterRun = Callable[[int, RunSummary], None]
-RunGuard = Callable[[int], AbstractContextManager[bool]]
+RunGuard = Callable[[int], AbstractContextManager[Lease | None]]
 """Firm id → a block holding the firm's run slot; yields False when a run is under way."""
 
 
@@ -266,9 +267,10 @@ def process_pending(sessions: sessionmaker[Session], importer_for: Callable[[int
         if guard is None:
             _process_firm(sessions, importer_for, firm_id, events, after_run, clock, result)
             continue
-        with guard(firm_id) as mine:
-            if mine:
-                _process_firm(sessions, importer_for, firm_id, events, after_run, clock, result)
+        with guard(firm_id) as lease:
+            if lease:
+                _process_firm(sessions, importer_for, firm_id, events, after_run, clock, result,
+                              lease if isinstance(lease, Lease) else None)
             else:
                 _release(sessions, events, clock())
                 result.busy += len(events)
@@ -305,7 +307,8 @@ def _claim(sessions: sessionmaker[Session], now: datetime, limit: int) -> list[W
 
 def _process_firm(sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
                   firm_id: int, events: list[WebhookEvent], after_run: AfterRun | None,
-                  clock: Callable[[], datetime], result: Processed) -> None:
+                  clock: Callable[[], datetime], result: Processed,
+                  lease: Lease | None = None) -> None:
     notes: dict[int, str | None] = {}
     to_import: list[WebhookEvent] = []
     deleted: list[WebhookEvent] = []
@@ -335,7 +338,10 @@ def _process_firm(sessions: sessionmaker[Session], importer_for: Callable[[int],
     if to_import or deleted:
         ids = {e.entity_id for e in to_import} - {e.entity_id for e in deleted}
         try:
-            summary = importer_for(firm_id).run(
+            importer = importer_for(firm_id)
+            if lease is not None:  # it stops between entries if its lease is lost
+                importer.stopping = RunStop(lease, SHUTDOWN)
+            summary = importer.run(
                 trigger="webhook", purchase_ids=ids,
                 removed={e.entity_id: "deleted" for e in deleted} or None)
             error = summary.error

@@ -1,5 +1,5 @@
 """Runs whose process died are marked ``abandoned``, never left ``running`` (issue 10 #4):
-at ``hardcost serve`` start-up, and whenever a firm's run lock is taken over."""
+at ``hardcost serve`` start-up, and whenever a firm's run lease is taken over (issue 13)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import signal
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
-from hardcost.sync.locks import LOCK_NAMESPACE, firm_run_lock, settle_abandoned_runs
-from hardcost.sync.store import Run, utcnow
+from hardcost.sync.leases import Leases, settle_abandoned_runs
+from hardcost.sync.store import Run, RunLease, utcnow
 from tests.firmkit import Firm, free_port, make_firm, serve_env, start_serve
 
 
@@ -60,26 +60,38 @@ def test_finished_runs_are_left_as_they_are(firm: Firm, db_engine: Engine) -> No
 def test_a_run_another_replica_holds_is_not_abandoned(firm: Firm, db_engine: Engine) -> None:
     other = make_firm(firm.world, firm.sessions)
     alive, dead = _ghost_run(firm), _ghost_run(other)
-    with db_engine.connect() as replica:  # another replica, running the first firm now
-        assert replica.scalar(text("SELECT pg_try_advisory_lock(:ns, :firm)"),
-                              {"ns": LOCK_NAMESPACE, "firm": firm.id})
-
+    replica = Leases(db_engine, holder="replica-2")  # another replica, running the first firm
+    lease = replica.acquire(firm.id, "schedule")
+    assert lease is not None
+    try:
         settle_abandoned_runs(db_engine)
 
         assert _run(firm, alive).status == "running"
         assert _run(firm, dead).status == "abandoned"
-        replica.scalar(text("SELECT pg_advisory_unlock(:ns, :firm)"),
-                       {"ns": LOCK_NAMESPACE, "firm": firm.id})
+    finally:
+        replica.release(lease)
+        replica.close()
 
 
-@pytest.mark.postgres
-def test_taking_a_firms_lock_over_marks_its_dead_runs_abandoned(
+def test_taking_a_lapsed_lease_over_marks_the_firms_dead_runs_abandoned(
         firm: Firm, db_engine: Engine) -> None:
+    dead = Leases(db_engine, holder="a replica that died")
+    lease = dead.acquire(firm.id, "schedule")
+    dead.close()  # it renews nothing any more
+    assert lease is not None
     ghost = _ghost_run(firm)
+    alive = Leases(db_engine, holder="replica-2")
 
-    with firm_run_lock(db_engine, firm.id) as got:
-        assert got
+    assert alive.acquire(firm.id, "slack") is None  # held until it lapses
+    assert _run(firm, ghost).status == "running"
+    with db_engine.begin() as conn:  # the dead replica's lease runs out
+        conn.execute(update(RunLease).where(RunLease.firm_id == firm.id).values(
+            lease_until=utcnow() - timedelta(seconds=1)))
+
+    with alive.hold(firm.id, "slack") as taken:
+        assert taken is not None
         assert _run(firm, ghost).status == "abandoned"
+    alive.close()
 
 
 def test_serve_settles_abandoned_runs_when_it_starts(firm: Firm, database_url: str) -> None:

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from hardcost.sandbox.faults import Fault
-from hardcost.sync.locks import settle_abandoned_runs
+from hardcost.sync.leases import settle_abandoned_runs
 from hardcost.sync.store import LinkState, Run
 from tests.firmkit import Firm, env_for
 

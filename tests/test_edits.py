@@ -20,7 +20,7 @@ from hardcost.sandbox.clio import server_error_fault
 from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
-from hardcost.sync.locks import settle_abandoned_runs
+from hardcost.sync.leases import settle_abandoned_runs
 from hardcost.sync.store import AuditEntry, LinkState
 from tests.firmkit import Firm, env_for
 

@@ -1,8 +1,9 @@
-"""Scheduled imports (sync/scheduler.py): jobs per ready firm, refresh, one run at a time.
+"""Scheduled imports (sync/scheduler.py): due firms claimed from the database, one run at a
+time.
 
-A "minute" of ``schedule_minutes`` lasts ``UNIT`` seconds here (``unit_seconds``); the refresh
-job is pushed far away and ``sync()`` is called by hand, so each test decides when the
-scheduler sees a change.
+A "minute" of ``schedule_minutes`` lasts ``UNIT`` seconds here (``unit_seconds``); the claim
+pass job is pushed far away and ``sync()`` (one claim pass) is called by hand, so each test
+decides when the scheduler looks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.importer import Importer
+from hardcost.sync.leases import run_soon
 from hardcost.sync.scheduler import ImportScheduler, SchedulerRefused
 from hardcost.sync.store import Connection, EntryLink, Run, make_engine, make_session_factory
 from hardcost.sync.store import Firm as FirmRow
@@ -54,6 +56,12 @@ def _scheduled_runs(firm: Firm) -> int:
     with firm.sessions() as session:
         return int(session.scalar(select(func.count()).select_from(Run).where(
             Run.firm_id == firm.id, Run.trigger == "schedule")) or 0)
+
+
+def _due_at(firm: Firm, when: datetime) -> None:
+    with firm.sessions() as session:
+        run_soon(session, firm.id, when)
+        session.commit()
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -174,7 +182,7 @@ def test_a_run_under_way_here_makes_the_tick_skip(firm: Firm) -> None:
 
     ctx = BotContext(sessions=firm.sessions, config=Settings(),
                      importer_for=lambda firm_id: firm.world.importer(firm.sessions, firm_id))
-    scheduler = _scheduler(firm, guard=ctx.claim_run)
+    scheduler = _scheduler(firm, leases=ctx.run_leases())
     with ctx.claim_run(firm.id) as mine:  # as /hardcost run holds it
         assert mine
         assert scheduler.run_firm(firm.id) is None
@@ -207,6 +215,7 @@ def test_status_shows_the_schedulers_next_run(firm: Firm,
 def test_shutdown_stops_the_ticks_at_once(firm: Firm) -> None:
     from hardcost.sync.importer import SHUTDOWN
 
+    _due_at(firm, datetime.now(UTC) + timedelta(hours=1))
     scheduler = _scheduler(firm, unit=60)
     scheduler.start()
     began = time.monotonic()
@@ -217,11 +226,13 @@ def test_shutdown_stops_the_ticks_at_once(firm: Firm) -> None:
     assert scheduler.next_run(firm.id) is None
 
     fresh = _scheduler(firm)
-    SHUTDOWN.set()  # SIGTERM: a tick that fires now does not start a run
+    _due_at(firm, datetime.now(UTC) - timedelta(seconds=1))
+    SHUTDOWN.set()  # SIGTERM: a claim pass that comes now starts no run
     try:
-        fresh._tick(firm.id)
+        fresh.sync()
     finally:
         SHUTDOWN.clear()
+    assert fresh.wait(5)
     assert _scheduled_runs(firm) == 0
 
 
@@ -298,16 +309,17 @@ def test_two_schedulers_on_one_postgres_never_run_a_firm_twice_at_once(
             return engine
         return importer_for
 
+    # Both look for due firms four times per interval: each finds the firm due in turn.
     a = ImportScheduler(firm.sessions, slow(firm.sessions), unit_seconds=UNIT / 2,
-                        refresh_every=3600, clock=firm.world.clock.now)
+                        refresh_every=UNIT / 8, clock=firm.world.clock.now)
     b = ImportScheduler(other_sessions, slow(other_sessions), unit_seconds=UNIT / 2,
-                        refresh_every=3600, clock=firm.world.clock.now)
+                        refresh_every=UNIT / 8, clock=firm.world.clock.now)
     try:
-        # The lock itself: held by one, refused to the other, on separate connections.
-        with a.firm_lock(firm.id) as mine:
-            assert mine
-            with b.firm_lock(firm.id) as theirs:
-                assert not theirs
+        # The lease itself: held by one, refused to the other, on separate engines.
+        with a.leases.hold(firm.id, "slack") as mine:
+            assert mine is not None
+            with b.leases.hold(firm.id, "slack") as theirs:
+                assert theirs is None
             assert b.run_firm(firm.id) is None
         started.extend([a, b])
         a.start()
@@ -354,6 +366,7 @@ def test_a_firm_whose_schedule_cannot_be_set_up_stops_no_other_firm(
     assert "5 to 10080 minutes" in told[0][1] and "/hardcost set schedule" in told[0][1]
 
     firm.update_settings(schedule_minutes=2)
+    _due_at(firm, datetime.now(UTC))  # as /hardcost set schedule brings the next run forward
     scheduler.sync()
 
     assert scheduler.interval(firm.id) == 2 * year

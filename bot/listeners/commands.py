@@ -32,6 +32,7 @@ from hardcost.sync.firm_settings import (
 )
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import FirmNotReady
+from hardcost.sync.leases import run_soon
 from hardcost.sync.store import PROVIDER_NAMES, Firm, FirmSettings
 from hardcost.sync.summary import RunSummary
 
@@ -204,6 +205,8 @@ def _set_paused(ctx: BotContext, firm_id: int, paused: bool, user_id: str) -> No
         assert settings is not None
         if settings.paused != paused:
             settings.paused = paused
+            if not paused:
+                run_soon(session, firm_id)  # the first scheduled run comes at once
             audit.record(session, firm_id, audit.Action.PAUSED if paused
                          else audit.Action.RESUMED, user_id, at=ctx.clock(),
                          detail="Scheduled imports paused." if paused

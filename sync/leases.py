@@ -1,0 +1,409 @@
+"""One import of a firm at a time across every process sharing the database, and the
+scheduled work each process claims from it (``run_leases``, one row per firm).
+
+**A lease** is the right to run a firm's import now. It is taken with one compare-and-set
+``UPDATE`` (free, or its holder's lease ran out), held in the row (``claim_token`` until
+``lease_until``), renewed by the holding process every ``ttl / 6`` seconds for every lease it
+holds in one statement, and given back at the end. No connection is held for it, so a run
+needs one connection (its session), nothing session-level is used (PgBouncer in transaction
+mode works), and SQLite takes the same code path.
+
+Every import takes it: the scheduler (``claim_due``), Slack's ``/hardcost run`` and the
+buttons that start runs (``BotContext.claim_run``), the QuickBooks webhook worker and
+``hardcost run``. A process that dies keeps its leases until ``lease_until``; whoever takes
+one over then marks the dead process's ``running`` run ``abandoned``.
+
+**The holder stops before anyone may take over.** Another process may take a lease once its
+``lease_until`` (written by the holder's clock) has passed by the taker's clock. The holder
+treats its lease as lost ``HOLD_FRACTION`` of the way through (``valid_until``, counted on its
+own monotonic clock from the moment its last successful renewal began): a holder that cannot
+renew (the database is away, the process was paused) stops between two entries well before
+its lease can be taken over. The margin (``ttl`` × ``1 - HOLD_FRACTION``, 45 s of the default
+120 s) covers one Clio request in flight (its timeout is 30 s) and the replicas' clock skew
+(NTP keeps it far below a second).
+
+**Scheduled work** (``claim_due``): each row's ``next_run_at`` says when the firm's next
+scheduled import is due. A process with free import threads takes the earliest due rows
+whose lease is free (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so two replicas never pick the
+same rows and neither waits for the other), leases the ready ones and puts the others
+(paused, not connected, no import account) off by their interval, all in one short
+transaction. What the scheduler reads is proportional to the firms due, never to all firms.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection as DbConnection
+from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.orm import Session
+
+from hardcost.sync.store import (
+    PROVIDER_NAMES,
+    Connection,
+    Firm,
+    FirmSettings,
+    Run,
+    RunLease,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 120.0
+"""How long a lease holds without renewal (``HARDCOST_LEASE_SECONDS``): the longest a dead
+process's firms wait before another process takes them over."""
+RENEW_PARTS = 6  # renewed every ttl / 6 seconds (20 s of 120)
+HOLD_FRACTION = 0.625  # the holder gives up 5/8 of the way through (75 s of 120)
+JITTER = 0.05  # a late firm's next run is spread over 5% of its interval
+PUT_OFF = timedelta(days=1)  # a firm whose schedule cannot be computed is looked at daily
+SERVE_KINDS = ("schedule", "slack", "webhook")  # the kinds only `hardcost serve` takes
+
+
+def holder_name() -> str:
+    return f"pid {os.getpid()} on {socket.gethostname()}"[:200]
+
+
+@dataclass(eq=False)
+class Lease:
+    """A lease this process holds. ``due`` and ``interval`` are set for scheduled runs (the
+    ``next_run_at`` it was claimed at, and the firm's interval)."""
+
+    firm_id: int
+    token: str
+    kind: str
+    valid_until: float  # time.monotonic() after which this process must act as if lost
+    due: datetime | None = None
+    interval: timedelta | None = None
+    lost: threading.Event = field(default_factory=threading.Event)
+
+    def held(self) -> bool:
+        return not self.lost.is_set() and time.monotonic() < self.valid_until
+
+
+class RunStop(threading.Event):
+    """What an importer checks between two entries (``Importer.stopping``): set by hand, by
+    the process shutting down (``sync.importer.SHUTDOWN``), or once its lease is not held."""
+
+    def __init__(self, lease: Lease | None, shutdown: threading.Event) -> None:
+        super().__init__()
+        self.lease = lease
+        self.shutdown = shutdown
+
+    def is_set(self) -> bool:
+        if super().is_set() or self.shutdown.is_set():
+            return True
+        return self.lease is not None and not self.lease.held()
+
+    isSet = is_set  # noqa: N815 - threading.Event's old name, kept consistent
+
+
+class Leases:
+    """The leases of one process on one database (``hardcost serve`` makes one and shares it
+    between the scheduler, Slack and the webhook worker)."""
+
+    def __init__(self, db: Engine, *, ttl: float = LEASE_SECONDS, holder: str | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        if ttl <= 0:
+            raise ValueError("a lease must last longer than 0 seconds")
+        self.db = db
+        self.ttl = ttl
+        self.holder = holder or holder_name()
+        self.clock = clock
+        self._held: dict[str, Lease] = {}
+        self._lock = threading.Lock()
+        self._keeper: threading.Thread | None = None
+        self._closed = threading.Event()
+        self.renewals = 0  # successful renewal passes (tests and /metrics read it)
+
+    # -- one firm ---------------------------------------------------------------------------
+
+    def acquire(self, firm_id: int, kind: str) -> Lease | None:
+        """The firm's lease, or None while another import of the firm holds it."""
+        token = uuid.uuid4().hex
+        began = time.monotonic()
+        now = self.clock()
+        values = {"claim_token": token, "claimed_by": self.holder, "claim_kind": kind,
+                  "claimed_at": now, "lease_until": now + timedelta(seconds=self.ttl)}
+        with self.db.begin() as conn:
+            free = conn.execute(update(RunLease).where(
+                RunLease.firm_id == firm_id, RunLease.claim_token.is_(None)).values(**values))
+            if not free.rowcount:
+                expired = conn.execute(update(RunLease).where(
+                    RunLease.firm_id == firm_id, RunLease.lease_until < now).values(**values))
+                if expired.rowcount:  # its holder died (or lost touch): its run is over
+                    mark_abandoned(conn, firm_id, now)
+                elif not self._insert_missing(conn, firm_id, values):
+                    return None
+        return self._track(Lease(firm_id, token, kind, began + self.ttl * HOLD_FRACTION))
+
+    def _insert_missing(self, conn: DbConnection, firm_id: int, values: dict[str, object]
+                        ) -> bool:
+        """A firm without a lease row (made before run_leases, or the row was lost): make
+        it, taken. False when the row exists (the lease is held) or the firm does not."""
+        if conn.scalar(select(RunLease.firm_id).where(RunLease.firm_id == firm_id)) is not None:
+            return False
+        try:
+            with conn.begin_nested():
+                conn.execute(insert(RunLease).values(firm_id=firm_id,
+                                                     next_run_at=values["claimed_at"], **values))
+        except IntegrityError:  # another process made it first, or there is no such firm
+            return False
+        return True
+
+    def release(self, lease: Lease, *, next_run_at: datetime | None = None) -> None:
+        """Give the lease back (and set when the firm's next scheduled run is due)."""
+        with self._lock:
+            self._held.pop(lease.token, None)
+        values: dict[str, object] = {"claim_token": None, "claimed_by": None,
+                                     "claim_kind": None, "claimed_at": None,
+                                     "lease_until": None}
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+        try:
+            with self.db.begin() as conn:
+                conn.execute(update(RunLease).where(
+                    RunLease.firm_id == lease.firm_id, RunLease.claim_token == lease.token)
+                    .values(**values))
+        except SQLAlchemyError:  # it runs out by itself; the firm waits at most ``ttl``
+            log.warning("giving back the lease of firm %s failed; it lapses in %.0f s",
+                        lease.firm_id, self.ttl, exc_info=True)
+
+    @contextmanager
+    def hold(self, firm_id: int, kind: str) -> Iterator[Lease | None]:
+        """The firm's lease for the block, or None (the firm's import is under way)."""
+        lease = self.acquire(firm_id, kind)
+        try:
+            yield lease
+        finally:
+            if lease is not None:
+                self.release(lease)
+
+    def held(self) -> list[Lease]:
+        with self._lock:
+            return list(self._held.values())
+
+    # -- scheduled work ---------------------------------------------------------------------
+
+    def claim_due(self, limit: int, unit_seconds: float) -> Claimed:
+        """Lease up to ``limit`` firms whose scheduled run is due, earliest first; firms due
+        but not ready to import are put off by their interval, and firms whose interval
+        cannot be computed (absurd ``schedule_minutes``) by ``PUT_OFF`` (``problems``). Each
+        lease carries ``due`` and ``interval`` (``schedule_minutes`` × ``unit_seconds``)."""
+        result = Claimed([], [])
+        if limit <= 0:
+            return result
+        began = time.monotonic()
+        now = self.clock()
+        connected = (select(func.count()).select_from(Connection).where(
+            Connection.firm_id == RunLease.firm_id,
+            Connection.provider.in_(list(PROVIDER_NAMES)),
+            Connection.broken_at.is_(None)).scalar_subquery())
+        query = (
+            select(RunLease.firm_id, RunLease.next_run_at, RunLease.claim_token, Firm.active,
+                   Firm.qbo_realm_id, FirmSettings.paused, FirmSettings.schedule_minutes,
+                   FirmSettings.import_account_ids, FirmSettings.start_date,
+                   connected.label("connected"))
+            .join(Firm, Firm.id == RunLease.firm_id)
+            .outerjoin(FirmSettings, FirmSettings.firm_id == RunLease.firm_id)
+            .where(RunLease.next_run_at <= now,
+                   or_(RunLease.claim_token.is_(None), RunLease.lease_until < now))
+            .order_by(RunLease.next_run_at).limit(limit)
+            .with_for_update(skip_locked=True, of=RunLease))
+        claimed = result.leases
+        with self.db.begin() as conn:
+            for (firm_id, due, previous, active, realm, paused, minutes, accounts, start,
+                 services) in conn.execute(query).all():
+                try:
+                    interval = schedule_interval(minutes, unit_seconds)
+                    (now + interval).isoformat()
+                except (OverflowError, ValueError):
+                    result.problems.append((firm_id, (minutes or 0)))
+                    conn.execute(update(RunLease).where(RunLease.firm_id == firm_id)
+                                 .values(next_run_at=now + PUT_OFF))
+                    continue
+                ready = bool(active and realm and accounts and start and not paused
+                             and services == len(PROVIDER_NAMES))
+                if not ready:
+                    conn.execute(update(RunLease).where(RunLease.firm_id == firm_id)
+                                 .values(next_run_at=now + interval))
+                    continue
+                token = uuid.uuid4().hex
+                got = conn.execute(update(RunLease).where(
+                    RunLease.firm_id == firm_id,
+                    or_(RunLease.claim_token.is_(None), RunLease.lease_until < now))
+                    .values(claim_token=token, claimed_by=self.holder, claim_kind="schedule",
+                            claimed_at=now, lease_until=now + timedelta(seconds=self.ttl)))
+                if not got.rowcount:  # SQLite: another thread took it since the SELECT
+                    continue
+                if previous is not None:
+                    mark_abandoned(conn, firm_id, now)
+                claimed.append(Lease(firm_id, token, "schedule",
+                                     began + self.ttl * HOLD_FRACTION, due=due,
+                                     interval=interval))
+        for lease in claimed:
+            self._track(lease)
+        return result
+
+    # -- keeping leases alive ---------------------------------------------------------------
+
+    def _track(self, lease: Lease) -> Lease:
+        with self._lock:
+            self._held[lease.token] = lease
+            if self._keeper is None or not self._keeper.is_alive():
+                self._closed.clear()
+                self._keeper = threading.Thread(target=self._keep, name="lease-keeper",
+                                                daemon=True)
+                self._keeper.start()
+        return lease
+
+    def _keep(self) -> None:
+        while not self._closed.wait(self.ttl / RENEW_PARTS):
+            try:
+                self.renew()
+            except Exception:  # noqa: BLE001 - the next pass tries again; leases lapse
+                log.warning("renewing leases failed; runs stop if it keeps failing",
+                            exc_info=True)
+
+    def renew(self) -> None:
+        """Move ``lease_until`` on for every lease held (one statement); a lease another
+        process took over meanwhile is marked lost, so its run stops between two entries."""
+        leases = self.held()
+        if not leases:
+            return
+        began = time.monotonic()
+        now = self.clock()
+        tokens = [lease.token for lease in leases]
+        with self.db.begin() as conn:
+            renewed = conn.execute(update(RunLease).where(RunLease.claim_token.in_(tokens))
+                                   .values(lease_until=now + timedelta(seconds=self.ttl)))
+            kept = set(tokens)
+            if renewed.rowcount != len(tokens):
+                kept = set(conn.scalars(select(RunLease.claim_token).where(
+                    RunLease.claim_token.in_(tokens))))
+        for lease in leases:
+            if lease.token in kept:
+                lease.valid_until = began + self.ttl * HOLD_FRACTION
+            elif not lease.lost.is_set():
+                lease.lost.set()
+                log.error("the lease of firm %s was taken over while its import ran here; "
+                          "the import stops", lease.firm_id)
+        self.renewals += 1
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+@dataclass
+class Claimed:
+    """What one claim pass got: the leases of firms to run now, and the firms whose
+    schedule cannot be computed (firm id, ``schedule_minutes``), put off by ``PUT_OFF``."""
+
+    leases: list[Lease]
+    problems: list[tuple[int, int]]
+
+
+def schedule_interval(minutes: int | None, unit_seconds: float) -> timedelta:
+    """A firm's interval; ``OverflowError`` when it cannot be represented (absurd minutes)."""
+    return timedelta(seconds=max(int(minutes or 1), 1) * unit_seconds)
+
+
+def next_due(due: datetime | None, interval: timedelta | None, now: datetime) -> datetime:
+    """When a firm's next scheduled run is due after one that was due at ``due``: one
+    interval on (no drift, so the spread of firms over the interval stays as it was), or, if
+    that has passed already (a long run, an outage), soon, spread over ``JITTER`` of the
+    interval so that firms held up together do not all come back at once."""
+    if interval is None:
+        return now
+    base = due or now
+    try:
+        wanted = base + interval
+    except OverflowError:
+        return now + timedelta(days=365)
+    if wanted > now:
+        return wanted
+    return now + interval * (random.random() * JITTER)
+
+
+def run_soon(session: Session, firm_id: int, when: datetime | None = None) -> None:
+    """Bring the firm's next scheduled run forward to ``when`` (now): its schedule changed,
+    it was resumed or connected (the caller commits)."""
+    session.execute(update(RunLease).where(RunLease.firm_id == firm_id)
+                    .values(next_run_at=when or utcnow()))
+
+
+ABANDONED = ("The process running this import stopped before it finished (it was killed or "
+             "restarted). Nothing is lost: the next run carries on where it stopped.")
+
+
+def mark_abandoned(conn: DbConnection, firm_id: int | None, now: datetime) -> int:
+    """Mark the firm's (every firm's with None) ``running`` runs ``abandoned``. Only for a
+    caller that knows no process runs them: it took the firm's lease over, or it is the only
+    process serving the database. Returns how many rows."""
+    where = [Run.status == "running"]
+    if firm_id is not None:
+        where.append(Run.firm_id == firm_id)
+    result = conn.execute(update(Run).where(*where).values(
+        status="abandoned", finished_at=now, error=ABANDONED))
+    count = int(result.rowcount or 0)
+    if count:
+        log.warning("marked %d run(s)%s abandoned: their process stopped mid-run", count,
+                    f" of firm {firm_id}" if firm_id is not None else "")
+    return count
+
+
+def settle_abandoned_runs(db: Engine, now: datetime | None = None) -> None:
+    """At start-up: every ``running`` run no live process holds is marked ``abandoned``.
+
+    SQLite has one ``hardcost serve`` (the scheduler's lock file says so): the leases of
+    ``serve``'s kinds are a dead predecessor's, given back at once, and every running run
+    is marked (as before leases). On PostgreSQL a firm's runs are marked when its lease is
+    free or has run out; a firm another replica holds is left alone."""
+    now = now or utcnow()
+    if db.dialect.name != "postgresql":
+        with db.begin() as conn:
+            conn.execute(update(RunLease).where(RunLease.claim_kind.in_(SERVE_KINDS)).values(
+                claim_token=None, claimed_by=None, claim_kind=None, claimed_at=None,
+                lease_until=None))
+            mark_abandoned(conn, None, now)
+        return
+    with db.connect() as conn:
+        firms = list(conn.scalars(select(Run.firm_id).where(Run.status == "running")
+                                  .distinct()))
+    leases = Leases(db)
+    for firm_id in firms:
+        lease = leases.acquire(firm_id, "settle")
+        if lease is None:
+            continue  # another replica runs it now
+        try:
+            with db.begin() as conn:
+                mark_abandoned(conn, firm_id, now)
+        finally:
+            leases.release(lease)
+    leases.close()
+
+
+def lease_holders(db: Engine) -> list[tuple[int, str, str]]:
+    """(firm id, holder, kind) for every lease held and not run out (operations, tests)."""
+    now = utcnow()
+    with db.connect() as conn:
+        return [(int(firm), str(holder), str(kind)) for firm, holder, kind in conn.execute(
+            select(RunLease.firm_id, RunLease.claimed_by, RunLease.claim_kind).where(and_(
+                RunLease.claim_token.is_not(None), RunLease.lease_until >= now)))]
+
+
+__all__ = ["ABANDONED", "LEASE_SECONDS", "Claimed", "Lease", "Leases", "RunStop", "holder_name",
+           "lease_holders", "mark_abandoned", "next_due", "run_soon", "schedule_interval",
+           "settle_abandoned_runs"]
