@@ -67,13 +67,18 @@ LEASE_SECONDS = 120.0
 process's firms wait before another process takes them over."""
 RENEW_PARTS = 6  # renewed every ttl / 6 seconds (20 s of 120)
 HOLD_FRACTION = 0.625  # the holder gives up 5/8 of the way through (75 s of 120)
-JITTER = 0.05  # a late firm's next run is spread over 5% of its interval
+JITTER = 0.05  # a late firm's next run is spread over the last 5% of an interval
 PUT_OFF = timedelta(days=1)  # a firm whose schedule cannot be computed is looked at daily
 SERVE_KINDS = ("schedule", "slack", "webhook")  # the kinds only `hardcost serve` takes
 
 
 def holder_name() -> str:
-    return f"pid {os.getpid()} on {socket.gethostname()}"[:200]
+    """Who holds a lease, as ``run_leases.claimed_by`` shows it: this process."""
+    return holder_name_of(os.getpid())
+
+
+def holder_name_of(pid: int) -> str:
+    return f"pid {pid} on {socket.gethostname()}"[:200]
 
 
 @dataclass(eq=False)
@@ -323,18 +328,19 @@ def schedule_interval(minutes: int | None, unit_seconds: float) -> timedelta:
 def next_due(due: datetime | None, interval: timedelta | None, now: datetime) -> datetime:
     """When a firm's next scheduled run is due after one that was due at ``due``: one
     interval on (no drift, so the spread of firms over the interval stays as it was), or, if
-    that has passed already (a long run, an outage), soon, spread over ``JITTER`` of the
-    interval so that firms held up together do not all come back at once."""
+    that has passed already (a run longer than its interval, an outage, a dead replica's firm
+    taken over late), one interval from now less up to ``JITTER`` of it, so that firms held up
+    together come back spread out rather than all at once, and never twice in a row."""
     if interval is None:
         return now
     base = due or now
     try:
         wanted = base + interval
+        if wanted > now:
+            return wanted
+        return now + interval * (1 - random.random() * JITTER)
     except OverflowError:
-        return now + timedelta(days=365)
-    if wanted > now:
-        return wanted
-    return now + interval * (random.random() * JITTER)
+        return now + PUT_OFF
 
 
 def run_soon(session: Session, firm_id: int, when: datetime | None = None) -> None:
@@ -404,6 +410,6 @@ def lease_holders(db: Engine) -> list[tuple[int, str, str]]:
                 RunLease.claim_token.is_not(None), RunLease.lease_until >= now)))]
 
 
-__all__ = ["ABANDONED", "LEASE_SECONDS", "Claimed", "Lease", "Leases", "RunStop", "holder_name",
-           "lease_holders", "mark_abandoned", "next_due", "run_soon", "schedule_interval",
-           "settle_abandoned_runs"]
+__all__ = ["ABANDONED", "LEASE_SECONDS", "Claimed", "Lease", "Leases", "RunStop",
+           "holder_name", "holder_name_of", "lease_holders", "mark_abandoned", "next_due",
+           "run_soon", "schedule_interval", "settle_abandoned_runs"]

@@ -2,18 +2,19 @@
 
 Thirty firms with books in the sandbox QuickBooks, Clio and Slack (real HTTP on loopback), on
 schedules of 1, 2 and 3 schedule minutes of ``UNIT`` seconds each
-(``HARDCOST_SCHEDULE_UNIT_SECONDS``). Three real ``python -m sync.cli serve`` processes share
-the database while new purchases keep arriving; one of them gets SIGKILL while it is writing a
-firm's entries. Afterwards the ``runs`` table and the sandbox Clio must show:
+(``HARDCOST_SCHEDULE_UNIT_SECONDS``). Three real ``hardcost serve`` processes claim the due
+firms from the database (``run_leases``, issue 13) while new purchases keep arriving; one of
+them gets SIGKILL while it is writing a firm's entries, and its leases lapse after
+``LEASE`` seconds (``HARDCOST_LEASE_SECONDS``). Afterwards the ``runs`` table and the sandbox
+Clio must show:
 
 * every firm ran all along, at its own rhythm (each run came soon after the previous one was
-  over and due again: ``late_by``);
-* no scheduled run was doubled (two replicas' ticks of the same interval: ``min_gap``);
+  over and due again: ``late_by``), the dead replica's firms once their leases lapsed;
+* no scheduled run was doubled (two replicas running the same due time: ``min_gap``);
 * no two runs of a firm overlapped, the killed one included (it lasted until the kill);
 * every purchase line is in Clio exactly once: nothing duplicated, nothing lost.
 
-Each replica's database connections carry ``application_name=replica-N``, so
-``pg_locks``/``pg_stat_activity`` tell which process holds which firm's advisory run lock.
+``run_leases.claimed_by`` ("pid N on host") tells which replica holds which firm.
 """
 
 from __future__ import annotations
@@ -42,8 +43,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from hardcost.sandbox.server import RunningServer, serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.world import SandboxWorld
-from hardcost.sync.locks import LOCK_NAMESPACE
-from hardcost.sync.store import EntryLink, FirmSettings, LinkState, Run
+from hardcost.sync.leases import holder_name_of, lease_holders
+from hardcost.sync.store import EntryLink, FirmSettings, LinkState, Run, RunLease
 from tests.firmkit import Firm, env_for, free_port, make_firm, price
 
 pytestmark = pytest.mark.postgres
@@ -53,32 +54,31 @@ FIRMS = 30
 REPLICAS = 3
 UNIT = 2.0  # seconds per schedule minute
 SCHEDULES = (1, 2, 3)  # schedule_minutes, round-robin over the firms
-RECONCILE = 1.0  # HARDCOST_SCHEDULER_REFRESH_SECONDS
+RECONCILE = 0.25  # HARDCOST_SCHEDULER_REFRESH_SECONDS: how often each replica claims
 SOAK = 30.0  # seconds of purchases arriving, from the moment every replica is up
 KILL_AFTER = 8.0  # seconds into the soak: a burst of purchases, then the kill
 POST_DELAY = 0.05  # seconds each Clio POST takes: a run that writes is caught in the act
 FEED_EVERY = 0.25  # seconds between two new purchases (random firm)
 
-# How late a run may come. A firm's run is due again once the previous run is over (its lock
-# is free) and half an interval I has passed since it started (sync/scheduler.py `_due`:
-# until then replicas skip their ticks, so none doubles the run). From then on every replica
-# fires the firm's job once per I, and the first tick that fires runs it: the next run starts
-# within I of being due. APScheduler fires a tick at most its misfire grace (max(1, I/2) s)
-# late when its import threads are busy — later ones it drops, and then another replica's
-# tick serves; one more second covers process scheduling, the lock and the database on a
-# loaded two-core machine. A firm that stopped being run (a lock never released, a job
-# lost, a dead replica taking its firms with it) misses this by whole intervals.
+# How late a run may come. A firm's next run is due one interval I after the previous one was
+# due (sync/leases.py `next_due`), or, when that has passed by the time the run ends, I after
+# its end (less up to 5%). Each replica looks for due firms every RECONCILE seconds and takes
+# them when it has a free import thread; one more second covers process scheduling and the
+# database on a loaded two-core machine. A firm that stopped being run (a lease never given
+# back, a dead replica taking its firms with it for good) misses this by whole intervals.
 SLACK = 1.0
+LEASE = 3.0  # HARDCOST_LEASE_SECONDS: a killed replica's firms are free again after this
 
 
 def late_by(interval: float) -> timedelta:
-    return timedelta(seconds=interval + max(1, int(interval / 2)) + SLACK)
+    return timedelta(seconds=interval + RECONCILE + SLACK)
 
 
 def min_gap(interval: float) -> timedelta:
-    # `_due` compares the replica's clock with the last run's started_at (same machine clock)
-    # before the run records its own started_at: exact up to the microsecond storage.
-    return timedelta(seconds=interval / 2) - timedelta(milliseconds=1)
+    # The next run of a firm is due a whole interval after the last was due; it starts at
+    # most a claim pass (and a busy moment) after its due time. A doubled run (two replicas
+    # running the same due time) would start within a run's length of the other.
+    return timedelta(seconds=interval / 4)
 
 
 MARKER = re.compile(r"\[qbo ([^\]]+)\]")
@@ -135,41 +135,40 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str,
         time.sleep(0.1)
 
 
-def _lock_holders(db: Engine) -> list[tuple[int, str]]:
-    """(firm id, replica name) for each firm's advisory run lock held right now."""
-    with db.connect() as conn:
-        return [(int(firm), str(name)) for firm, name in conn.execute(text(
-            "SELECT l.objid::bigint, a.application_name FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-            "AND l.classid::bigint = :ns"), {"ns": LOCK_NAMESPACE})]
+def _holder(replica: Replica) -> str:
+    return holder_name_of(replica.proc.pid)
 
 
-def _writing_now(db: Engine) -> list[tuple[int, str]]:
+def _lease_holders(db: Engine, replicas: list[Replica]) -> list[tuple[int, str]]:
+    """(firm id, replica name) for each firm's lease held (and not lapsed) right now."""
+    names = {_holder(r): r.name for r in replicas}
+    return [(firm, names.get(holder, holder)) for firm, holder, _ in lease_holders(db)]
+
+
+def _writing_now(db: Engine, replicas: list[Replica]) -> list[tuple[int, str]]:
     """Firms a replica is importing at this moment and has a pending entry for: a run that
     started (no finished_at) and is between committing an entry's link and recording it."""
+    names = {_holder(r): r.name for r in replicas}
     with db.connect() as conn:
-        return [(int(firm), str(name)) for firm, name in conn.execute(text(
-            "SELECT l.objid::bigint, a.application_name FROM pg_locks l "
-            "JOIN pg_stat_activity a ON a.pid = l.pid "
-            "WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 "
-            "AND l.classid::bigint = :ns "
-            "AND EXISTS (SELECT 1 FROM runs r WHERE r.firm_id = l.objid::bigint "
-            "            AND r.finished_at IS NULL) "
-            "AND EXISTS (SELECT 1 FROM entry_links e WHERE e.firm_id = l.objid::bigint "
-            "            AND e.state = :pending)"),
-            {"ns": LOCK_NAMESPACE, "pending": LinkState.PENDING.value})]
+        rows = conn.execute(select(RunLease.firm_id, RunLease.claimed_by).where(
+            RunLease.claim_token.is_not(None), RunLease.lease_until >= datetime.now(UTC),
+            select(Run.id).where(Run.firm_id == RunLease.firm_id,
+                                 Run.finished_at.is_(None)).exists(),
+            select(EntryLink.id).where(EntryLink.firm_id == RunLease.firm_id,
+                                       EntryLink.state == LinkState.PENDING).exists())).all()
+    return [(int(firm), names[str(holder)]) for firm, holder in rows
+            if str(holder) in names]
 
 
 def _freeze_mid_run(db: Engine, sessions: sessionmaker[Session], replicas: list[Replica]
                     ) -> tuple[Replica, datetime, set[int]]:
     """Stop (SIGSTOP) a replica caught writing a firm's entries; (it, when, the firms whose
-    run lock it holds). Frozen, it holds its locks and runs still, so what it was doing can
-    be read from the database exactly; a run that finished before the freeze does not count
-    (the replica is let go on and another moment is tried)."""
+    lease it holds). Frozen, it holds its leases (until they lapse) and runs still, so what it
+    was doing can be read from the database exactly; a run that finished before the freeze
+    does not count (the replica is let go on and another moment is tried)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        caught = _writing_now(db)
+        caught = _writing_now(db, replicas)
         if not caught:
             time.sleep(0.01)
             continue
@@ -177,7 +176,7 @@ def _freeze_mid_run(db: Engine, sessions: sessionmaker[Session], replicas: list[
         victim.proc.send_signal(signal.SIGSTOP)
         _wait_stopped(victim.proc.pid)
         frozen_at = datetime.now(UTC)
-        held = {firm for firm, name in _lock_holders(db) if name == victim.name}
+        held = {firm for firm, name in _lease_holders(db, replicas) if name == victim.name}
         with sessions() as session:
             mid_run = set(session.scalars(select(Run.firm_id).where(
                 Run.finished_at.is_(None), Run.firm_id.in_(held))))
@@ -257,6 +256,7 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
                "PUBLIC_URL": f"http://127.0.0.1:{port}",
                "HARDCOST_SCHEDULE_UNIT_SECONDS": str(UNIT),
                "HARDCOST_SCHEDULER_REFRESH_SECONDS": str(RECONCILE),
+               "HARDCOST_LEASE_SECONDS": str(LEASE),
                "PYTHONPATH": str(REPO)}
         env.pop("SLACK_APP_TOKEN", None)
         log = tmp_path / f"{name}.log"
@@ -303,10 +303,10 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
         victim.proc.wait(10)
         survivors = [r for r in replicas if r is not victim]
 
-        # PostgreSQL drops the dead process's advisory locks with its connections.
+        # The dead process renews nothing: its leases lapse, and the survivors take over.
         _wait_for(lambda: not any(name == victim.name
-                                  for _, name in _lock_holders(db_engine)),
-                  10, "the killed replica's locks to go", replicas)
+                                  for _, name in _lease_holders(db_engine, replicas)),
+                  LEASE + 10, "the killed replica's leases to lapse", replicas)
         for replica in survivors:
             status, body = replica.health()
             assert status == 200 and body["scheduler"]["running"], body
@@ -321,9 +321,9 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
     # -- the killed replica's unfinished entries --------------------------------------------
     # A link left pending by a dead process is settled by the next run once it is older than
     # PENDING_GRACE (two minutes: a Slack choice's POST may be in flight without the run
-    # lock). Waiting two minutes is what production does; here those links are made three
-    # minutes older instead: exactly the killed replica's (it held their firms' run locks
-    # when it froze, and only a firm's lock holder writes its links in this test).
+    # lease). Waiting two minutes is what production does; here those links are made three
+    # minutes older instead: exactly the killed replica's (it held their firms' leases
+    # when it froze, and only a firm's lease holder writes its links in this test).
     with db_engine.begin() as conn:
         aged = conn.execute(text(
             "UPDATE entry_links SET updated_at = updated_at - interval '3 minutes' "
@@ -379,8 +379,8 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
     assert set(per_firm) == set(intervals)
 
     # Only the dead replica's runs were cut short (the survivors stopped on SIGTERM and
-    # finished theirs), it held the lock of each of their firms when it died, and the replica
-    # that took each firm's lock over marked them abandoned: no ghost run is left "running".
+    # finished theirs), it held the lease of each of their firms when it died, and the replica
+    # that took each firm's lease over marked them abandoned: no ghost run is left "running".
     abandoned = [run for run in runs if run.status == "abandoned"]
     assert abandoned and all(run.started_at < killed_at and run.finished_at is not None
                              and run.finished_at >= killed_at for run in abandoned)
@@ -391,7 +391,7 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
     for firm_id, firm_runs in per_firm.items():
         interval = intervals[firm_id]
         starts = [run.started_at for run in firm_runs]
-        # Each replica had the firm's job before it answered /healthz: first tick within I.
+        # Every firm was due from the start: its first run within a claim pass or so.
         assert starts[0] <= up_at + late_by(interval), firm_id
         for before, after in zip(firm_runs, firm_runs[1:], strict=False):
             # A run killed with its process lasted until the kill: the next one started after.
@@ -403,19 +403,20 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
             assert gap >= min_gap(interval), (
                 f"firm {firm_id}: runs {before.id} and {after.id} only {gap} apart "
                 f"(every {interval} s): a doubled scheduled run")
-            due = max(ended, before.started_at + timedelta(seconds=interval / 2))
+            due = max(ended, before.started_at + timedelta(seconds=interval))
             if firm_id in held and before.started_at < killed_at <= after.started_at:
-                # The dead replica held the firm's lock until it died, perhaps for a tick
+                # The dead replica held the firm's lease until it lapsed, perhaps for a run
                 # that had not written its run row yet: nobody could run the firm before.
-                due = max(due, killed_at)
+                due = max(due, killed_at + timedelta(seconds=LEASE))
             assert after.started_at - due <= late_by(interval), (
                 f"firm {firm_id}: run {after.id} came {after.started_at - due} after run "
                 f"{before.id} ({before.started_at}–{before.finished_at}) left it due "
                 f"(every {interval} s)")
             waited = (after.started_at - due).total_seconds() / interval
             worst[interval] = max(worst.get(interval, 0.0), waited)
-        # Counted per interval: at least one run per I/2 + I + lateness while it was fed.
-        per_run = interval / 2 + late_by(interval).total_seconds()
+        # Counted per interval: at least one run per I + lateness while it was fed, less the
+        # lease's lapse for the dead replica's firms.
+        per_run = interval + late_by(interval).total_seconds()
         assert len(starts) >= int((fed_until - up_at).total_seconds() / per_run), firm_id
 
     elapsed = time.monotonic() - began
