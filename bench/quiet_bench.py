@@ -9,7 +9,7 @@ own Slack channel, a few clients with one open matter each and a handful of purc
 initial scheduled run per firm imports them (timed separately). Then, with the sandbox clock
 moved on one schedule interval each time, every firm's quiet run (nothing changed in QuickBooks)
 is driven the way ``hardcost serve`` drives it — ``ImportScheduler.run_firm`` wired as in
-``bot.server.serve`` (guard ``BotContext.claim_run``, the notifier after each run) — first one
+``bot.server.serve`` (the run leases ``BotContext`` shares, the notifier after each run) — first one
 firm after another, then with as many threads as the scheduler's executor has (APScheduler's
 default thread pool; ``sync/scheduler.py`` configures none). Every call goes over real HTTP on
 loopback to the sandbox servers; calls are counted from the sandboxes' own logs and from the
@@ -21,7 +21,6 @@ unless the benchmark itself crashes — benchmarks report, they don't assert.
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import platform
 import re
@@ -43,7 +42,6 @@ from random import Random
 from typing import Any
 
 import requests
-from apscheduler.executors.pool import ThreadPoolExecutor as ApsThreadPool
 from slack_sdk import WebClient
 from sqlalchemy import event, func, select, update
 from sqlalchemy.engine import Engine
@@ -55,6 +53,7 @@ from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.server import RunningServer, serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
 from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.config import Settings
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
 from hardcost.sync.firms import build_importer
@@ -71,7 +70,7 @@ CLIENTS = 3  # per firm, each a Clio contact with one open matter
 PURCHASES = 4  # per firm
 RATE_LIMIT = 1_000_000  # Clio's sandbox limit (50/min by default) raised for the setup
 INTERVAL_MINUTES = int(FirmSettings.__table__.c.schedule_minutes.default.arg)
-SCHEDULER_WORKERS = int(inspect.signature(ApsThreadPool).parameters["max_workers"].default)
+SCHEDULER_WORKERS = Settings().scheduler_threads  # HARDCOST_IMPORT_THREADS' default
 QBO_TARGET = 2  # QuickBooks calls per quiet run (a query, and a CDC call once sweeps land)
 CLIO_TARGET = 0
 WELL_UNDER = 0.20  # "well under the interval": at most this share of it
@@ -339,7 +338,7 @@ class Result:
     setup_s: float
     initial: Pass
     passes: list[Pass]
-    scan: list[float]  # ImportScheduler.ready_firms(), seconds
+    scan: list[float]  # Leases.claim_due() with nothing due, seconds
     validation: str
     checks: list[tuple[str, bool, str]]
     pool_limit: int | None = None
@@ -374,7 +373,7 @@ def slack_sandbox(world: SandboxWorld) -> Iterator[tuple[SlackSandbox, RunningSe
 def serve_wiring(world: SandboxWorld, sessions: sessionmaker[Session],
                  client: WebClient) -> ImportScheduler:
     """``bot.server.serve``'s scheduler: one engine per run (``build_importer``), the per-firm
-    claim of ``BotContext`` as guard, the notifier after each run; the sandbox clock and the
+    leases of ``BotContext``, the notifier after each run; the sandbox clock and the
     sandbox world's quick retry policy (no call is retried in a quiet run)."""
     config = world.settings()  # once, as serve reads its Settings once
 
@@ -384,7 +383,7 @@ def serve_wiring(world: SandboxWorld, sessions: sessionmaker[Session],
 
     ctx = BotContext(sessions=sessions, config=config, importer_for=importer_for,
                      sandbox_links=True, clock=world.clock.now)
-    return ImportScheduler(sessions, ctx.importer_for, guard=ctx.claim_run,
+    return ImportScheduler(sessions, ctx.importer_for, leases=ctx.run_leases(),
                            after_run=lambda firm_id, summary: ctx.notifier(client).after_run(
                                firm_id, summary),
                            clock=world.clock.now)
@@ -426,7 +425,7 @@ def run_bench(*, firms: int, workers: int, database_url: str | None, seed: int) 
             progress(f"  {done.wall_s:.1f} s")
             passes.append(done)
             checks += quiet_checks(done)
-        scan = time_calls(scheduler.ready_firms, SCAN_SAMPLES)
+        scan = time_calls(lambda: scheduler.leases.claim_due(10, 60.0), SCAN_SAMPLES)
         checks.append(("no request failed the Clio OpenAPI check",
                        not world.clio.schema_errors, "; ".join(world.clio.schema_errors[:3])))
     result = Result(firms, workers, shown, setup_s, initial, passes, scan, validation, checks,
@@ -628,14 +627,15 @@ def render(result: Result, command: str) -> str:
         f"loopback, in this process (Clio OpenAPI request validation {result.validation}; "
         f"Clio's limit raised to {RATE_LIMIT:,}/min for the initial imports — the quiet runs "
         "make no Clio call).",
-        "- **Driving:** `ImportScheduler.run_firm` — what each APScheduler tick calls — wired as "
-        "`bot.server.serve` wires it: `build_importer` per run, `BotContext.claim_run` as the "
-        "guard (the per-firm slot and, on PostgreSQL, the advisory lock), the Slack notifier "
-        "after each run. Before each pass the sandbox clock moves on one interval "
+        "- **Driving:** `ImportScheduler.run_firm` — one scheduled run of a firm, as a claim "
+        "pass starts it — wired as "
+        "`bot.server.serve` wires it: `build_importer` per run, the process's run leases "
+        "(`sync/leases.py`, shared with `BotContext`), the Slack notifier after each run. "
+        "Before each pass the sandbox clock moves on one interval "
         f"({INTERVAL_MINUTES} min, `schedule_minutes`' default), so every tick is due. First "
         f"one firm after another, then {result.workers} at a time: `sync/scheduler.py` "
-        "configures no executor, so APScheduler's default thread pool "
-        f"({SCHEDULER_WORKERS} workers) runs the ticks.",
+        "runs them on its import threads "
+        f"({SCHEDULER_WORKERS}, `HARDCOST_IMPORT_THREADS`' default).",
         "",
         f"## Quiet runs ({result.firms:,} firms)",
         "",
@@ -661,10 +661,10 @@ def render(result: Result, command: str) -> str:
         "",
         "## Other costs measured in the same run",
         "",
-        f"- `ImportScheduler.ready_firms()` with {result.firms:,} firms: p50 "
-        f"{ms(statistics.median(result.scan))} ({SCAN_SAMPLES} calls). `_due` calls it on "
-        "every tick to check one firm, so each quiet run reads the whole firms and connections "
-        "tables; this is part of every per-run time above.",
+        f"- A claim pass (`Leases.claim_due`) with {result.firms:,} firms and none due: p50 "
+        f"{ms(statistics.median(result.scan))} ({SCAN_SAMPLES} calls). It reads only the due "
+        "rows (`run_leases.next_run_at`), so its cost does not grow with the firms; "
+        "`run_firm` checks the one firm's readiness and takes its lease (issue 13).",
         "",
         "## Correctness checks",
         "",

@@ -49,7 +49,7 @@ def test_one_firms_bad_settings_and_payloads_stop_no_other_firms_schedule(
     other.update_settings(schedule_minutes=2)  # every second
     rig.firm.update_settings(schedule_minutes=2)
     scheduler = ImportScheduler(
-        rig.firm.sessions, rig.ctx.importer_for, guard=rig.ctx.claim_run, unit_seconds=UNIT,
+        rig.firm.sessions, rig.ctx.importer_for, leases=rig.ctx.run_leases(), unit_seconds=UNIT,
         refresh_every=UNIT, clock=rig.firm.world.clock.now)
     scheduler.start()
     try:

@@ -19,15 +19,20 @@ Clio must show:
 
 from __future__ import annotations
 
+import os
 import random
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -205,6 +210,72 @@ def slack(world: SandboxWorld) -> Iterator[tuple[SlackSandbox, RunningServer]]:
     server.stop()
 
 
+PGBOUNCER = shutil.which("pgbouncer") or next(
+    (p for p in ("/usr/sbin/pgbouncer", "/usr/bin/pgbouncer") if os.access(p, os.X_OK)), None)
+
+
+@contextmanager
+def pgbouncer(database_url: str) -> Iterator[str]:
+    """PgBouncer in transaction mode in front of the test database (as large deployments pool
+    connections); the URL through it. Run as the ``postgres`` user when we are root (it
+    refuses root)."""
+    assert PGBOUNCER is not None
+    url = make_url(database_url)
+    port = free_port()
+    # Its own folder in /tmp: the postgres user cannot enter pytest's (root's, mode 0700).
+    folder = Path(tempfile.mkdtemp(prefix="hardcost-pgbouncer."))
+    folder.chmod(0o755)
+    (folder / "users.txt").write_text(f'"{url.username}" ""\n')
+    (folder / "pgbouncer.ini").write_text(
+        "[databases]\n"
+        f"* = host={url.host or '127.0.0.1'} port={url.port or 5432}\n"
+        "[pgbouncer]\n"
+        f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+        f"auth_type = trust\nauth_file = {folder / 'users.txt'}\n"
+        "pool_mode = transaction\nmax_client_conn = 500\ndefault_pool_size = 20\n"
+        "ignore_startup_parameters = extra_float_digits,options\n"
+        f"logfile = {folder / 'pgbouncer.log'}\n")
+    command = [PGBOUNCER, str(folder / "pgbouncer.ini")]
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres")
+        for name in ("users.txt", "pgbouncer.ini"):
+            shutil.chown(folder / name, "postgres")
+        command = ["runuser", "-u", "postgres", "--", *command]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "PgBouncer never listened"
+                time.sleep(0.05)
+        yield url.set(port=port, host="127.0.0.1").render_as_string(hide_password=False)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["direct", "pgbouncer"])
+def route(request: pytest.FixtureRequest, database_url: str) -> Iterator[str]:
+    """The database URL the replicas use: PostgreSQL itself, or PgBouncer in transaction mode
+    in front of it (skipped, saying why, where PgBouncer is not installed; `.ci/run` installs
+    it)."""
+    if request.param == "direct":
+        yield database_url
+        return
+    if PGBOUNCER is None:
+        if os.environ.get("HARDCOST_REQUIRE_POSTGRES"):
+            pytest.fail("PgBouncer is not installed (Debian's pgbouncer; .ci/run installs it)")
+        pytest.skip("PgBouncer is not installed (Debian's pgbouncer): the replicas were not "
+                    "tried behind it")
+    with pgbouncer(database_url) as through:
+        yield through
+
+
 @pytest.fixture
 def replicas() -> Iterator[list[Replica]]:
     """The ``hardcost serve`` processes a test starts; none outlives it."""
@@ -218,7 +289,7 @@ def replicas() -> Iterator[list[Replica]]:
 
 def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
         world: SandboxWorld, sessions: sessionmaker[Session], db_engine: Engine,
-        database_url: str, slack: tuple[SlackSandbox, RunningServer],
+        route: str, slack: tuple[SlackSandbox, RunningServer],
         replicas: list[Replica], tmp_path: Path) -> None:
     began = time.monotonic()
     slack_sandbox, slack_server = slack
@@ -248,7 +319,7 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
     # -- three replicas ---------------------------------------------------------------------
     for n in range(1, REPLICAS + 1):
         name = f"replica-{n}"
-        url = make_url(database_url).update_query_dict({"application_name": name})
+        url = make_url(route).update_query_dict({"application_name": name})
         port = free_port()
         env = {**env_for(world, url.render_as_string(hide_password=False)),
                "SLACK_BOT_TOKEN": workspace.bot_token, "SLACK_SIGNING_SECRET": "s3cret",
