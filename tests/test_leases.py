@@ -1,0 +1,250 @@
+"""Run leases and claimed scheduled work (sync/leases.py, issue 13), on the test database.
+
+Several ``Leases`` stand for several processes: each has its own holder name, and on PostgreSQL
+its own engine (its own connections), so what one holds the other sees only through the
+database, as replicas do.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text, update
+from sqlalchemy.engine import Engine
+
+from hardcost.sync.importer import SHUTDOWN
+from hardcost.sync.leases import JITTER, Leases, RunStop, next_due, run_soon
+from hardcost.sync.store import (
+    Connection,
+    PoolSettings,
+    Run,
+    RunLease,
+    _create_engine,
+    make_engine,
+    utcnow,
+)
+from tests.firmkit import Firm, make_firm
+
+UNIT = 60.0
+
+
+@pytest.fixture
+def other_engine(database_url: str) -> Iterator[Engine]:
+    """A second process's engine on the same database."""
+    engine = make_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def _next_run_at(firm: Firm) -> datetime:
+    with firm.sessions() as session:
+        when = session.scalar(select(RunLease.next_run_at).where(RunLease.firm_id == firm.id))
+        assert when is not None
+        return when
+
+
+def _due_now(firm: Firm, when: datetime | None = None) -> None:
+    with firm.sessions() as session:
+        run_soon(session, firm.id, when or utcnow() - timedelta(seconds=1))
+        session.commit()
+
+
+def test_a_new_firm_has_its_lease_row(firm: Firm) -> None:
+    other = make_firm(firm.world, firm.sessions)
+    with firm.sessions() as session:
+        rows = session.scalars(select(RunLease).where(RunLease.firm_id.in_([firm.id, other.id])))
+        assert {row.firm_id for row in rows} == {firm.id, other.id}
+
+
+def test_one_holder_at_a_time_and_the_lease_is_given_back(
+        firm: Firm, db_engine: Engine, other_engine: Engine) -> None:
+    here, there = Leases(db_engine, holder="here"), Leases(other_engine, holder="there")
+    lease = here.acquire(firm.id, "slack")
+    assert lease is not None and lease.held()
+    assert there.acquire(firm.id, "webhook") is None
+    here.release(lease)
+    with there.hold(firm.id, "webhook") as theirs:
+        assert theirs is not None
+        assert here.acquire(firm.id, "slack") is None
+    assert here.acquire(firm.id, "slack") is not None
+    here.close()
+    there.close()
+
+
+def test_a_firm_without_a_row_gets_one_when_its_lease_is_taken(
+        firm: Firm, db_engine: Engine) -> None:
+    with db_engine.begin() as conn:
+        conn.execute(RunLease.__table__.delete().where(RunLease.firm_id == firm.id))
+    leases = Leases(db_engine)
+    with leases.hold(firm.id, "cli") as lease:
+        assert lease is not None
+        assert leases.acquire(firm.id, "cli") is None
+    assert leases.acquire(10**9, "cli") is None  # no such firm: nothing to hold
+    leases.close()
+
+
+def test_claims_take_only_due_ready_firms_and_put_the_others_off(
+        firm: Firm, db_engine: Engine) -> None:
+    paused = make_firm(firm.world, firm.sessions)
+    paused.update_settings(paused=True)
+    broken = make_firm(firm.world, firm.sessions)
+    with firm.sessions() as session:
+        session.execute(update(Connection).where(Connection.firm_id == broken.id,
+                                                 Connection.provider == "clio")
+                        .values(broken_at=utcnow(), broken_reason="invalid_grant"))
+        session.commit()
+    later = make_firm(firm.world, firm.sessions)
+    for each in (firm, paused, broken):
+        _due_now(each)
+    _due_now(later, utcnow() + timedelta(hours=1))
+    leases = Leases(db_engine)
+
+    before = utcnow()
+    claimed = leases.claim_due(10, UNIT)
+
+    assert [lease.firm_id for lease in claimed.leases] == [firm.id]
+    lease = claimed.leases[0]
+    assert lease.kind == "schedule" and lease.interval == timedelta(minutes=15)
+    assert lease.due is not None and lease.due < before
+    for put_off in (paused, broken):  # looked at again one interval on, not every pass
+        assert _next_run_at(put_off) >= before + timedelta(minutes=15)
+    assert _next_run_at(later) > before + timedelta(minutes=59)
+    assert leases.claim_due(10, UNIT).leases == []  # held, and nothing else due
+    leases.release(lease, next_run_at=next_due(lease.due, lease.interval, utcnow()))
+    assert _next_run_at(firm) == lease.due + timedelta(minutes=15)
+    leases.close()
+
+
+def test_an_absurd_schedule_is_reported_and_put_off_without_stopping_the_pass(
+        firm: Firm, db_engine: Engine) -> None:
+    other = make_firm(firm.world, firm.sessions)
+    firm.update_settings(schedule_minutes=2**31 - 1)  # "minutes" of a year: past year 9999
+    _due_now(firm)
+    _due_now(other)
+    leases = Leases(db_engine)
+    claimed = leases.claim_due(10, 365 * 24 * 3600.0)
+    assert [lease.firm_id for lease in claimed.leases] == [other.id]
+    assert claimed.problems == [(firm.id, 2**31 - 1)]
+    assert _next_run_at(firm) > utcnow() + timedelta(hours=23)
+    leases.close()
+
+
+def test_two_processes_claiming_together_never_take_the_same_firm(
+        firm: Firm, db_engine: Engine, other_engine: Engine) -> None:
+    firms = [firm, *(make_firm(firm.world, firm.sessions) for _ in range(11))]
+    for each in firms:
+        _due_now(each)
+    a, b = Leases(db_engine, holder="a"), Leases(other_engine, holder="b")
+    got: dict[str, list[int]] = {}
+    start = threading.Barrier(2)
+
+    def claim(name: str, leases: Leases) -> None:
+        start.wait()
+        taken: list[int] = []
+        for _ in range(6):
+            taken += [lease.firm_id for lease in leases.claim_due(2, UNIT).leases]
+        got[name] = taken
+
+    threads = [threading.Thread(target=claim, args=("a", a)),
+               threading.Thread(target=claim, args=("b", b))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not set(got["a"]) & set(got["b"])
+    assert sorted(got["a"] + got["b"]) == sorted(each.id for each in firms)
+    a.close()
+    b.close()
+
+
+def test_a_lease_taken_over_stops_its_run_between_entries(
+        firm: Firm, db_engine: Engine, other_engine: Engine) -> None:
+    """A process that lost touch (paused, cut off from the database) while its lease lapsed
+    and another took the firm over: its renewal finds the lease gone, and its import stops
+    before the next entry instead of writing beside the new holder's run."""
+    firm.client("Jane Smith", ["Smith estate"])
+    for n in range(4):
+        firm.expense((f"{n + 1}.00", "Jane Smith"))
+    slow = Leases(db_engine, holder="slow replica", ttl=3600)
+    lease = slow.acquire(firm.id, "schedule")
+    assert lease is not None
+    engine = firm.engine
+    engine.stopping = RunStop(lease, SHUTDOWN)
+    written: list[int] = []
+
+    def take_over_after_first_entry(progress: object) -> None:
+        if getattr(progress, "imported", 0) == 1 and not written:
+            written.append(1)
+            with db_engine.begin() as conn:  # its lease ran out while it was away
+                conn.execute(update(RunLease).where(RunLease.firm_id == firm.id)
+                             .values(lease_until=utcnow() - timedelta(seconds=1)))
+            taker = Leases(other_engine, holder="another replica")
+            assert taker.acquire(firm.id, "schedule") is not None
+            slow.renew()  # its next renewal
+            assert lease.lost.is_set() and engine.stopping.is_set()
+
+    engine.on_progress = take_over_after_first_entry  # type: ignore[assignment]
+    summary = engine.run()
+    assert summary.imported == 1 and summary.error is not None
+    assert len(firm.entries()) == 1
+    slow.close()
+
+
+def test_a_holder_that_cannot_renew_gives_up_before_its_lease_can_be_taken(
+        firm: Firm, db_engine: Engine) -> None:
+    leases = Leases(db_engine, ttl=2.0)
+    lease = leases.acquire(firm.id, "schedule")
+    assert lease is not None
+    stop = RunStop(lease, threading.Event())
+    assert not stop.is_set()
+    leases.close()  # no renewals from now on
+    time.sleep(2.0 * 0.7)  # past HOLD_FRACTION of the lease, still before lease_until
+    assert stop.is_set()
+    with db_engine.connect() as conn:  # while nobody else could have taken it over yet
+        until = conn.scalar(select(RunLease.lease_until).where(RunLease.firm_id == firm.id))
+    assert until is not None and until > utcnow()
+
+
+def test_renewal_keeps_a_long_run_s_lease(firm: Firm, db_engine: Engine) -> None:
+    leases = Leases(db_engine, ttl=0.6)  # renewed every 0.1 s
+    lease = leases.acquire(firm.id, "schedule")
+    assert lease is not None
+    deadline = time.monotonic() + 3
+    while leases.renewals < 5:
+        assert time.monotonic() < deadline, "no renewals"
+        time.sleep(0.05)
+    assert lease.held()
+    assert Leases(db_engine).acquire(firm.id, "slack") is None
+    leases.release(lease)
+    leases.close()
+
+
+def test_next_due_keeps_the_rhythm_and_spreads_late_firms() -> None:
+    interval = timedelta(minutes=15)
+    due = datetime(2026, 11, 28, 9, 0, tzinfo=utcnow().tzinfo)
+    assert next_due(due, interval, due + timedelta(minutes=3)) == due + interval
+    late = due + timedelta(minutes=40)  # an outage: not all at once, not straight away
+    after = {next_due(due, interval, late) for _ in range(50)}
+    assert all(late + interval * (1 - JITTER) <= when <= late + interval for when in after)
+    assert len(after) > 1
+
+
+@pytest.mark.postgres
+def test_a_pooled_connection_the_server_dropped_is_replaced_at_checkout(
+        database_url: str) -> None:
+    engine = _create_engine(database_url, PoolSettings(size=1, max_overflow=0,
+                                                       ping_after_idle=0.0))
+    try:
+        with engine.connect() as conn:
+            pid = conn.scalar(text("SELECT pg_backend_pid()"))
+        with make_engine(database_url).connect() as admin:  # the server restarts, say
+            admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with engine.connect() as conn:  # pinged at checkout, replaced: no error
+            assert conn.scalar(text("SELECT pg_backend_pid()")) != pid
+            assert conn.scalar(select(Run.id).limit(1)) is None
+    finally:
+        engine.dispose()
