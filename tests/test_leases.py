@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.importer import SHUTDOWN
 from hardcost.sync.leases import JITTER, Leases, RunStop, next_due, run_soon
 from hardcost.sync.store import (
@@ -248,3 +249,24 @@ def test_a_pooled_connection_the_server_dropped_is_replaced_at_checkout(
             assert conn.scalar(select(Run.id).limit(1)) is None
     finally:
         engine.dispose()
+
+
+def test_resume_and_a_new_schedule_bring_the_next_run_forward(rig: SlackRig) -> None:
+    """Slack's commands move ``next_run_at`` (issue 13 #1): resuming or choosing a schedule
+    takes effect at the next claim pass, not an old interval later."""
+    far = utcnow() + timedelta(hours=6)
+    _due_now(rig.firm, far)
+    rig.command("pause")
+    wait_for(lambda: any("paused" in str(m) for m in rig.replies_to(rig.admin)))
+    assert _next_run_at(rig.firm) == far  # pausing leaves it; the claim puts a paused firm off
+    rig.command("resume")
+    wait_for(lambda: _next_run_at(rig.firm) < far)
+    assert _next_run_at(rig.firm) <= utcnow()
+
+    _due_now(rig.firm, far)
+    rig.command("set schedule 30")
+    wait_for(lambda: _next_run_at(rig.firm) < far)
+    _due_now(rig.firm, far)
+    rig.command("set split-lines on")  # not about scheduling: leaves it where it is
+    wait_for(lambda: any("split" in str(m).lower() for m in rig.replies_to(rig.admin)))
+    assert _next_run_at(rig.firm) == far
