@@ -63,7 +63,7 @@ class Settings(BaseSettings):
 
     scheduler_threads: int = Field(default=8, ge=1, le=64, alias="HARDCOST_IMPORT_THREADS")
     """Scheduled imports one process runs at once (each holds one database connection)."""
-    lease_seconds: float = Field(default=120.0, ge=1, le=3600, alias="HARDCOST_LEASE_SECONDS")
+    lease_seconds: float = Field(default=180.0, ge=1, le=3600, alias="HARDCOST_LEASE_SECONDS")
     """How long a run's lease holds without renewal: a dead replica's firms wait this long."""
     db_pool_size: int = Field(default=10, ge=1, le=200, alias="HARDCOST_DB_POOL_SIZE")
     db_max_overflow: int = Field(default=10, ge=0, le=200, alias="HARDCOST_DB_MAX_OVERFLOW")

@@ -62,11 +62,11 @@ from hardcost.sync.store import (
 
 log = logging.getLogger(__name__)
 
-LEASE_SECONDS = 120.0
+LEASE_SECONDS = 180.0
 """How long a lease holds without renewal (``HARDCOST_LEASE_SECONDS``): the longest a dead
 process's firms wait before another process takes them over."""
-RENEW_PARTS = 6  # renewed every ttl / 6 seconds (20 s of 120)
-HOLD_FRACTION = 0.625  # the holder gives up 5/8 of the way through (75 s of 120)
+RENEW_PARTS = 6  # renewed every ttl / 6 seconds (30 s of 180)
+HOLD_FRACTION = 0.5  # the holder gives up half way through (90 s of 180) unless renewed
 JITTER = 0.05  # a late firm's next run is spread over the last 5% of an interval
 PUT_OFF = timedelta(days=1)  # a firm whose schedule cannot be computed is looked at daily
 SERVE_KINDS = ("schedule", "slack", "webhook")  # the kinds only `hardcost serve` takes

@@ -557,6 +557,35 @@ def test_failure_alert_with_retry_that_fixes_it(rig: SlackRig) -> None:
     assert rig.firm.open_failures() == []
 
 
+def test_retry_while_another_import_of_the_firm_runs_waits_its_turn(rig: SlackRig) -> None:
+    """Retry takes the firm's lease like every import (issue 13): beside a run of another
+    replica it says so and writes nothing; once that run is over, it retries."""
+    from hardcost.sync.leases import Leases
+
+    rig.firm.client("Jane Smith", ["Smith estate"])
+    purchase = rig.firm.expense(("10.00", "Jane Smith"))
+    purchase["Line"][0]["Amount"] = "ten"
+    rig.firm.qbo.put_purchase_raw(purchase)
+    rig.command("run")
+    alert = wait_for(lambda: next((m for m in rig.channel_messages()
+                                   if "hc_retry_failure" in _blocks_text(m)), None))
+    purchase["Line"][0]["Amount"] = Decimal("10.00")
+    rig.firm.qbo.put_purchase_raw(purchase)
+    other_replica = Leases(rig.firm.sessions.kw["bind"], holder="replica-2")
+    lease = other_replica.acquire(rig.firm.id, "schedule")
+    assert lease is not None
+
+    rig.click(alert, "hc_retry_failure", value=button_value(alert, "Retry"))
+    _reply(rig, rig.staff, "under way")
+    assert rig.firm.entries() == [] and rig.firm.open_failures() != []
+
+    other_replica.release(lease)
+    other_replica.close()
+    rig.click(alert, "hc_retry_failure", value=button_value(alert, "Retry"))
+    wait_for(lambda: rig.firm.entries())
+    wait_for(lambda: rig.firm.open_failures() == [])
+
+
 def test_reminder_after_a_day_unanswered(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
 

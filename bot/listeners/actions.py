@@ -47,6 +47,8 @@ from hardcost.bot.ui.text import md, mention
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, choices, matter_rules, oauth, prompt_groups, undo
 from hardcost.sync.choices import ChoiceResult
+from hardcost.sync.importer import SHUTDOWN
+from hardcost.sync.leases import RunStop
 from hardcost.sync.log_context import run_context
 from hardcost.sync.prompt_groups import GroupResult
 from hardcost.sync.store import (
@@ -242,8 +244,14 @@ def register(app: App, ctx: BotContext) -> None:
                 _ephemeral(respond, "That failure is not one this workspace can retry.")
                 return
             purchase_id = failure.purchase_id
-        summary = ctx.importer_for(firm_id).run(trigger="retry", purchase_ids={purchase_id},
-                                                actor=user_id)
+        with ctx.claim_run(firm_id) as lease:  # never beside another import of the firm
+            if lease is None:
+                _ephemeral(respond, "An import of this firm is under way; it retries this "
+                           "expense too. Try again when it has finished if it still fails.")
+                return
+            importer = ctx.importer_for(firm_id)
+            importer.stopping = RunStop(lease, SHUTDOWN)
+            summary = importer.run(trigger="retry", purchase_ids={purchase_id}, actor=user_id)
         with ctx.sessions() as session:
             failure = session.get(Failure, row_id(value))
             assert failure is not None
