@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -20,7 +20,7 @@ from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.qbo import QboCompany, account_line
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.importer import Importer
-from hardcost.sync.store import EntryLink, Failure, FirmSettings, WaitingExpense
+from hardcost.sync.store import EntryLink, Failure, FirmSettings, WaitingExpense, utcnow
 from hardcost.sync.summary import RunSummary
 
 START = date(2026, 1, 1)
@@ -160,3 +160,18 @@ def serve_env(world: SandboxWorld, database_url: str, *, bot_token: str, slack_u
            "PORT": str(port)}
     env.pop("SLACK_APP_TOKEN", None)
     return env
+
+
+def lapse_leases(firm: Firm) -> None:
+    """A killed process's leases run out by themselves after ``HARDCOST_LEASE_SECONDS`` (on
+    PostgreSQL; on SQLite the next process sees the holder gone and takes them at once). Tests
+    that kill a process make them lapse now instead of waiting that long."""
+    from sqlalchemy import update
+
+    from hardcost.sync.store import RunLease
+
+    with firm.sessions() as session:
+        session.execute(update(RunLease).where(
+            RunLease.firm_id == firm.id, RunLease.claim_token.is_not(None))
+            .values(lease_until=utcnow() - timedelta(seconds=1)))
+        session.commit()

@@ -27,7 +27,7 @@ from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.store import LinkState, Run
-from tests.firmkit import Firm, free_port, serve_env, start_serve
+from tests.firmkit import Firm, free_port, lapse_leases, serve_env, start_serve
 
 POST = r"/api/v4/activities\.json$"
 SECRET = "crash-signing-secret"
@@ -101,6 +101,7 @@ def test_the_first_run_after_a_crash_lands_every_purchase_once_at_once(
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+    lapse_leases(firm)  # as they do HARDCOST_LEASE_SECONDS after the kill
     firm.world.clio.faults.clear()
 
     proc, base = _serve(firm, database_url, slack)  # restarted
