@@ -108,9 +108,9 @@ class SlidingPolicy:
 
     limit: int
     period: float = 60.0
-    burst: int = 20
-    lifetime: float = 10.0
-    block: int = 20
+    burst: int = 40
+    lifetime: float = 5.0
+    block: int = 40
     margin: int = 10
 
     @property
