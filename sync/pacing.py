@@ -85,7 +85,10 @@ class Grant:
 
 
 class Policy(Protocol):
-    block: int  # the most tokens one process takes at once
+    @property
+    def block(self) -> int:
+        """The most tokens one process takes at once."""
+        ...
 
     def fresh(self, now: datetime, capacity: int | None = None) -> BucketState: ...
 
