@@ -45,6 +45,9 @@ from hardcost.sync.http import HeaderPacer, Pacer
 
 log = logging.getLogger(__name__)
 
+RESET_SLACK_SECONDS = 5.0
+"""How far past a window's length a reported reset may move its end (clock skew with Clio)."""
+
 MARGIN_SECONDS = 0.5
 """Tokens of a Clio window expire this long before the window's end (a request in flight)."""
 
@@ -177,7 +180,8 @@ class WindowPolicy:
                               tokens=max(0.0, changed.tokens + limit - state.capacity))
         if reset_in is not None and changed.window_ends_at is not None \
                 and changed.window_ends_at > now:
-            reset_at = now + timedelta(seconds=reset_in)
+            # A reset further off than a window is a clock out of step, not a longer window.
+            reset_at = now + timedelta(seconds=min(reset_in, self.period + RESET_SLACK_SECONDS))
             if reset_at > changed.window_ends_at + timedelta(seconds=1):
                 changed = replace(changed, window_ends_at=reset_at)
         return None if changed == state else replace(changed, updated_at=now)

@@ -238,3 +238,39 @@ def test_firm_clients_get_shared_pacers_on_postgres_and_local_ones_on_sqlite(
     else:
         assert isinstance(importer.qbo.api.pacer, RatePacer)
         assert isinstance(importer.clio.api.pacer, HeaderPacer)
+
+
+# -- The bucket arithmetic, on a simulated clock ---------------------------------------------------
+
+@pytest.mark.parametrize("policy", [QBO_SMALL, CLIO_SMALL], ids=["sliding", "window"])
+def test_three_pacers_on_one_bucket_never_exceed_the_limit_in_any_period(policy: Any) -> None:
+    now = [1_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = LocalBuckets(clock=lambda: now[0])
+    pacers = [SharedPacer(store, "k", policy, clock=lambda: now[0], wall_clock=lambda: now[0],
+                          sleep=sleep) for _ in range(3)]
+    sent: list[float] = []
+    for turn in range(300):
+        with pacers[turn % 3].slot():
+            sent.append(now[0])
+        now[0] += 0.01 * (turn % 7)  # callers of uneven speed
+
+    if isinstance(policy, SlidingPolicy):  # however the service counts its minute
+        most = _most_in_any_period(sent, policy.period)
+        assert policy.limit // 2 <= most <= policy.limit - policy.margin
+    else:  # Clio's windows, which open with the first request after the last one ended
+        most = _most_in_server_windows(sent, policy.period)
+        assert policy.limit // 2 <= most <= policy.limit - policy.reserve
+
+
+def _most_in_server_windows(times: list[float], period: float) -> int:
+    most, ends, used = 0, float("-inf"), 0
+    for at in sorted(round(t, 6) for t in times):  # the pacer reads the clock in microseconds
+        if at >= ends:
+            ends, used = at + period, 0
+        used += 1
+        most = max(most, used)
+    return most
