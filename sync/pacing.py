@@ -19,7 +19,8 @@ valid is dropped, which is what bounds the sum of all processes' requests:
   policy sets to the limit less a small margin — however QuickBooks counts its minute.
 - **Clio** (:class:`WindowPolicy`): the budget per window that Clio reports
   (``X-RateLimit-Limit``), the window's end moved to Clio's ``X-RateLimit-Reset`` as soon as a
-  response tells it, tokens expiring at the window's end so none spills into the next window.
+  response tells it, tokens expiring before the window's earliest possible end so none
+  spills into the next.
   On top, :class:`~hardcost.sync.http.HeaderPacer` still waits for the reset when a response
   says the window is nearly spent.
 
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 
 RESET_SLACK_SECONDS = 5.0
 """How far past a window's length a reported reset may move its end (clock skew with Clio)."""
+
+RESET_RESOLUTION_SECONDS = 1.0
+"""``X-RateLimit-Reset`` is a whole Unix second."""
 
 MARGIN_SECONDS = 0.5
 """Tokens of a Clio window expire this long before the window's end (a request in flight)."""
@@ -168,8 +172,10 @@ class WindowPolicy:
         if count == 0:
             return state, Grant(count=0, retry_in=left)
         after = replace(state, tokens=state.tokens - count, updated_at=now)
+        # The reported reset is whole seconds (rounded up): the window may really end up to a
+        # second before it, and a token sent after the real end would count in the next one.
         return after, Grant(count=count, lifetime=self.lifetime,
-                            deadline=max(0.0, left - MARGIN_SECONDS))
+                            deadline=max(0.0, left - RESET_RESOLUTION_SECONDS - MARGIN_SECONDS))
 
     def steer(self, state: BucketState, now: datetime, limit: int | None,
               reset_in: float | None) -> BucketState | None:

@@ -131,7 +131,7 @@ def test_separate_buckets_per_process_would_exceed_the_realm_limit(firm: Firm) -
 
 # -- Clio: the windows its headers report, per token ---------------------------------------------
 
-CLIO_SMALL = WindowPolicy(limit=6, period=2.0, lifetime=1.0, block=4)
+CLIO_SMALL = WindowPolicy(limit=6, period=3.0, lifetime=1.0, block=4)
 
 
 @postgres
