@@ -188,7 +188,7 @@ class WindowPolicy:
                 and changed.window_ends_at > now:
             # A reset further off than a window is a clock out of step, not a longer window.
             reset_at = now + timedelta(seconds=min(reset_in, self.period + RESET_SLACK_SECONDS))
-            if reset_at > changed.window_ends_at + timedelta(seconds=1):
+            if reset_at > changed.window_ends_at:  # even by a little: ours must not end first
                 changed = replace(changed, window_ends_at=reset_at)
         return None if changed == state else replace(changed, updated_at=now)
 
