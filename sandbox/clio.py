@@ -876,6 +876,7 @@ class ClioSandbox:
         self.client_secret = client_secret
         self.clock = clock or SandboxClock()
         self.rate_limit_per_minute = rate_limit_per_minute
+        self.rate_window_seconds: float = RATE_WINDOW_SECONDS  # tests compress the minute
         self.faults = FaultPlan()
         self.calls = CallLog()
         self.schema_errors: list[str] = []
@@ -1028,7 +1029,7 @@ class ClioSandbox:
         now = self.clock.timestamp()
         window = self._windows.get(token)
         if window is None or now >= window.ends_at:
-            window = self._windows[token] = RateWindow(now + RATE_WINDOW_SECONDS)
+            window = self._windows[token] = RateWindow(now + self.rate_window_seconds)
         if window.used >= self.rate_limit_per_minute:
             return window, False
         window.used += 1

@@ -18,6 +18,7 @@ from hardcost.sync.http import (
     HeaderPacer,
     MalformedAnswer,
     NotFound,
+    Pacer,
     ReconnectRequired,
     RequestRejected,
     RetryPolicy,
@@ -205,7 +206,7 @@ class ClioClient:
     def __init__(self, *, host: str, tokens: TokenSource, retry: RetryPolicy | None = None,
                  session: requests.Session | None = None,
                  timeout: tuple[float, float] = (10.0, 60.0),
-                 pacer: HeaderPacer | None = None) -> None:
+                 pacer: Pacer | None = None) -> None:
         self.host = host.rstrip("/")
         self.base = f"{self.host}/api/v4"
         self.api = ApiSession(SERVICE, tokens=tokens, pacer=pacer or HeaderPacer(),

@@ -6,14 +6,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.clio import ClioClient
 from hardcost.sync.config import Settings
 from hardcost.sync.http import ConfigError, RetryPolicy
 from hardcost.sync.importer import Importer
+from hardcost.sync.pacing import Pacing
 from hardcost.sync.qbo import QboClient
-from hardcost.sync.store import Firm, FirmSettings, utcnow
+from hardcost.sync.store import Connection, Firm, FirmSettings, utcnow
 from hardcost.sync.tokens import StoredTokens, clio_refresher, qbo_refresher
 
 
@@ -63,6 +65,8 @@ def build_importer(sessions: sessionmaker[Session], firm_id: int, config: Settin
         if firm is None:
             raise ConfigError("hardcost", f"There is no firm with id {firm_id}.")
         realm_id, region = firm.qbo_realm_id, firm.clio_region
+        clio_connection = session.scalar(select(Connection.id).where(
+            Connection.firm_id == firm_id, Connection.provider == "clio"))
     if not realm_id:
         raise ConfigError("hardcost", "This firm has not connected QuickBooks yet.")
     qbo_tokens = StoredTokens(sessions, firm_id, "quickbooks", qbo_refresher(
@@ -72,8 +76,11 @@ def build_importer(sessions: sessionmaker[Session], firm_id: int, config: Settin
     clio_tokens = StoredTokens(sessions, firm_id, "clio", clio_refresher(
         clio_host, _require(config.clio_client_id, "CLIO_CLIENT_ID"),
         _require(config.clio_client_secret, "CLIO_CLIENT_SECRET")))
+    # Shared with every replica on PostgreSQL (rate_buckets), in-process on SQLite.
+    pacing = Pacing(sessions.kw.get("bind"), firm_id)
     qbo = QboClient(base_url=config.qbo_api_base, realm_id=realm_id, tokens=qbo_tokens,
-                    retry=retry)
-    clio = ClioClient(host=clio_host, tokens=clio_tokens, retry=retry)
+                    retry=retry, pacer=pacing.qbo(realm_id))
+    clio = ClioClient(host=clio_host, tokens=clio_tokens, retry=retry,
+                      pacer=pacing.clio(clio_connection))
     return Importer(sessions, firm_id, qbo=qbo, clio=clio, sandbox_links=sandbox_links,
                         clock=clock)

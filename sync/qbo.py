@@ -19,6 +19,7 @@ from hardcost.sync.http import (
     ConfigError,
     MalformedAnswer,
     NotFound,
+    Pacer,
     ReconnectRequired,
     RequestRejected,
     RetryPolicy,
@@ -143,10 +144,12 @@ class QboClient:
 
     def __init__(self, *, base_url: str, realm_id: str, tokens: TokenSource,
                  retry: RetryPolicy | None = None, session: requests.Session | None = None,
-                 timeout: tuple[float, float] = (10.0, 120.0)) -> None:
+                 timeout: tuple[float, float] = (10.0, 120.0),
+                 pacer: Pacer | None = None) -> None:
         self.realm_id = realm_id
         self.base = f"{base_url.rstrip('/')}/v3/company/{realm_id}"
-        self.api = ApiSession(SERVICE, tokens=tokens, pacer=rate_pacer_for(f"qbo:{realm_id}"),
+        self.api = ApiSession(SERVICE, tokens=tokens,
+                              pacer=pacer or rate_pacer_for(f"qbo:{realm_id}"),
                               decode_error=decode_error, retry=retry, timeout=timeout,
                               is_throttle=is_throttle, session=session)
 

@@ -19,6 +19,7 @@ from sqlalchemy import (
     Boolean,
     Date,
     DateTime,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -638,3 +639,24 @@ class AuditEntry(Base):
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     detail: Mapped[str | None] = mapped_column(Text)  # what happened, in words
     run_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class RateBucket(Base):
+    """A rate-limit budget shared by every process on the database (``hardcost.sync.pacing``).
+
+    ``key`` is ``qbo:<realm>`` or ``clio:<connection id>`` (never a token). ``capacity`` is the
+    service's limit per period (Clio's follows ``X-RateLimit-Limit``); ``tokens`` may be below
+    zero while callers queue for a QuickBooks bucket; ``window_ends_at`` is Clio's window end.
+    Times are the database's clock.
+    """
+
+    __tablename__ = "rate_buckets"
+    __table_args__ = (UniqueConstraint("firm_id", "key", name="uq_rate_buckets_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(100))
+    capacity: Mapped[int] = mapped_column(Integer)
+    tokens: Mapped[float] = mapped_column(Double)
+    updated_at: Mapped[datetime] = mapped_column()
+    window_ends_at: Mapped[datetime | None] = mapped_column()

@@ -108,16 +108,30 @@ def test_clio_429_honours_retry_after(firm: Firm) -> None:
     assert summary.imported == 1 and summary.error is None
 
 
+@pytest.mark.parametrize("pacing", ["in-process", "shared"])
 def test_clio_rate_limit_headers_pace_requests_instead_of_hitting_429(
-        world: SandboxWorld, sessions: sessionmaker[Session]) -> None:
+        world: SandboxWorld, sessions: sessionmaker[Session], pacing: str) -> None:
+    from hardcost.sync.http import HeaderPacer
+    from hardcost.sync.pacing import CLIO_POLICY, LocalBuckets, SharedPacer
+
     world.clio.rate_limit_per_minute = 4
     firm = make_firm(world, sessions)
     for name in ("A Client", "B Client", "C Client"):
         firm.client(name, [f"{name} matter"])
         firm.expense(("10.00", name))
     waits: list[float] = []
-    firm.engine.clio.api.pacer._sleep = lambda s: (waits.append(s),  # type: ignore[attr-defined]
-                                                   world.clock.advance(61))
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        world.clock.advance(61)
+
+    # Both pacers on the sandbox's clock, so a wait for the window moves the sandbox on. The
+    # shared one runs its bucket logic in memory here (tests/test_shared_pacing.py: PostgreSQL).
+    firm.engine.clio.api.pacer = HeaderPacer(sleep=sleep, clock=world.clock.timestamp) \
+        if pacing == "in-process" else SharedPacer(
+            LocalBuckets(clock=world.clock.timestamp), "clio:1", CLIO_POLICY,
+            steer_by_headers=True, clock=world.clock.timestamp,
+            wall_clock=world.clock.timestamp, sleep=sleep)
 
     summary = firm.run()
 

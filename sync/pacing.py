@@ -1,0 +1,469 @@
+"""Pacing shared by every process of a deployment: token buckets kept in PostgreSQL.
+
+QuickBooks allows 500 requests a minute per realm and Clio about 50 a minute per access token,
+whichever replica sends them. Each bucket is one ``rate_buckets`` row (``firm_id``, ``key``:
+``qbo:<realm>`` or ``clio:<connection id>``, never a token). A process does not ask the row for
+every request: it takes a *block* of tokens in one short transaction (``SELECT … FOR UPDATE``,
+then ``UPDATE``) and spends them locally; the block grows while it is used up and shrinks when
+tokens expire unused, so a busy process makes about one statement per 10-20 requests.
+
+Every time in a row is the database's (``clock_timestamp()``), read in the same transaction;
+a process turns the answer into *durations* at once and waits on its own monotonic clock, so
+clock skew between replicas does not matter. A token not sent within ``lifetime`` of becoming
+valid is dropped, which is what bounds the sum of all processes' requests:
+
+- **QuickBooks** (:class:`SlidingPolicy`): a token bucket with ``burst`` tokens refilled at
+  ``rate`` per second, taken by reservation (a block may drive the level below zero; its tokens
+  become valid one by one as the level would climb back, so waiting callers queue instead of
+  polling). Requests in any sliding period ≤ ``burst + rate × (period + lifetime)``, which the
+  policy sets to the limit less a small margin — however QuickBooks counts its minute.
+- **Clio** (:class:`WindowPolicy`): the budget per window that Clio reports
+  (``X-RateLimit-Limit``), the window's end moved to Clio's ``X-RateLimit-Reset`` as soon as a
+  response tells it, tokens expiring before the window's earliest possible end so none
+  spills into the next.
+  On top, :class:`~hardcost.sync.http.HeaderPacer` still waits for the reset when a response
+  says the window is nearly spent.
+
+With SQLite (one process) the same pacer runs on :class:`LocalBuckets`, in memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import requests
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+
+from hardcost.sync.http import HeaderPacer, Pacer
+
+log = logging.getLogger(__name__)
+
+RESET_SLACK_SECONDS = 5.0
+"""How far past a window's length a reported reset may move its end (clock skew with Clio)."""
+
+RESET_RESOLUTION_SECONDS = 1.0
+"""``X-RateLimit-Reset`` is a whole Unix second."""
+
+MARGIN_SECONDS = 0.5
+"""Tokens of a Clio window expire this long before the window's end (a request in flight)."""
+
+
+@dataclass(frozen=True)
+class BucketState:
+    """One bucket as stored: ``capacity`` is the service's limit per period."""
+
+    capacity: int
+    tokens: float
+    updated_at: datetime
+    window_ends_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Grant:
+    """Tokens handed to one process. Times are seconds after the grant was read.
+
+    Token ``i`` (0-based) is valid from ``ready(i)`` to ``ready(i) + lifetime``, and never after
+    ``deadline``. ``count == 0`` means: ask again in ``retry_in`` seconds.
+    """
+
+    count: int
+    level: float = 0.0  # the bucket's level before this grant (sliding buckets)
+    rate: float | None = None  # tokens per second (sliding buckets); None: all valid now
+    lifetime: float = 10.0
+    deadline: float | None = None
+    retry_in: float = 0.0
+
+    def ready(self, index: int) -> float:
+        if self.rate is None:
+            return 0.0
+        return max(0.0, (index + 1 - self.level) / self.rate)
+
+    def expires(self, index: int) -> float:
+        end = self.ready(index) + self.lifetime
+        return end if self.deadline is None else min(end, self.deadline)
+
+
+class Policy(Protocol):
+    @property
+    def block(self) -> int:
+        """The most tokens one process takes at once."""
+        ...
+
+    def fresh(self, now: datetime, capacity: int | None = None) -> BucketState: ...
+
+    def take(self, state: BucketState, now: datetime, want: int
+             ) -> tuple[BucketState, Grant]: ...
+
+    def steer(self, state: BucketState, now: datetime, limit: int | None,
+              reset_in: float | None) -> BucketState | None:
+        """The state after a response's rate-limit headers, or None when nothing changes."""
+        ...
+
+
+@dataclass(frozen=True)
+class SlidingPolicy:
+    """At most ``limit`` requests in any ``period`` seconds, with ``margin`` kept back.
+
+    ``burst + rate × (period + lifetime) = limit − margin``: a token is valid for ``lifetime``
+    after the bucket covered it, so that many more seconds of refill may land in one period.
+    """
+
+    limit: int
+    period: float = 60.0
+    burst: int = 40
+    lifetime: float = 5.0
+    block: int = 40
+    margin: int = 10
+
+    @property
+    def rate(self) -> float:
+        return (self.limit - self.margin - self.burst) / (self.period + self.lifetime)
+
+    def fresh(self, now: datetime, capacity: int | None = None) -> BucketState:
+        return BucketState(capacity=self.limit, tokens=float(self.burst), updated_at=now)
+
+    def take(self, state: BucketState, now: datetime, want: int
+             ) -> tuple[BucketState, Grant]:
+        elapsed = max(0.0, (now - state.updated_at).total_seconds())
+        level = min(float(self.burst), state.tokens + self.rate * elapsed)
+        after = replace(state, tokens=level - want, updated_at=now)
+        return after, Grant(count=want, level=level, rate=self.rate, lifetime=self.lifetime)
+
+    def steer(self, state: BucketState, now: datetime, limit: int | None,
+              reset_in: float | None) -> BucketState | None:
+        return None
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """The service's own windows: ``capacity − reserve`` requests until the reported reset.
+
+    Before the first response of a window tells its end, the window is taken to end ``period``
+    seconds after it opened; the service's window opens with its first request, later than
+    that, and the first answer moves the end out to the service's.
+    """
+
+    limit: int = 50
+    period: float = 60.0
+    reserve: int = 1
+    lifetime: float = 10.0
+    block: int = 10
+
+    def fresh(self, now: datetime, capacity: int | None = None) -> BucketState:
+        capacity = capacity or self.limit
+        return BucketState(capacity=capacity, tokens=float(capacity - self.reserve),
+                           updated_at=now, window_ends_at=now + timedelta(seconds=self.period))
+
+    def take(self, state: BucketState, now: datetime, want: int
+             ) -> tuple[BucketState, Grant]:
+        if state.window_ends_at is None or state.window_ends_at <= now:
+            state = self.fresh(now, state.capacity)
+        assert state.window_ends_at is not None
+        left = (state.window_ends_at - now).total_seconds()
+        count = max(0, min(want, int(state.tokens)))
+        if count == 0:
+            return state, Grant(count=0, retry_in=left)
+        after = replace(state, tokens=state.tokens - count, updated_at=now)
+        # The reported reset is whole seconds (rounded up): the window may really end up to a
+        # second before it, and a token sent after the real end would count in the next one.
+        return after, Grant(count=count, lifetime=self.lifetime,
+                            deadline=max(0.0, left - RESET_RESOLUTION_SECONDS - MARGIN_SECONDS))
+
+    def steer(self, state: BucketState, now: datetime, limit: int | None,
+              reset_in: float | None) -> BucketState | None:
+        changed = state
+        if limit is not None and limit > 0 and limit != state.capacity:
+            # Tokens already granted this window stay granted; the rest follow the new limit.
+            changed = replace(changed, capacity=limit,
+                              tokens=max(0.0, changed.tokens + limit - state.capacity))
+        if reset_in is not None and changed.window_ends_at is not None \
+                and changed.window_ends_at > now:
+            # A reset further off than a window is a clock out of step, not a longer window.
+            reset_at = now + timedelta(seconds=min(reset_in, self.period + RESET_SLACK_SECONDS))
+            if reset_at > changed.window_ends_at:  # even by a little: ours must not end first
+                changed = replace(changed, window_ends_at=reset_at)
+        return None if changed == state else replace(changed, updated_at=now)
+
+
+QBO_POLICY = SlidingPolicy(limit=500)
+CLIO_POLICY = WindowPolicy(limit=50)
+
+
+class BucketStore(Protocol):
+    def take(self, key: str, policy: Policy, want: int) -> Grant: ...
+
+    def steer(self, key: str, policy: Policy, limit: int | None,
+              reset_in: float | None) -> None: ...
+
+
+class LocalBuckets:
+    """Buckets in this process's memory (SQLite: one process uses the database)."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._states: dict[str, BucketState] = {}
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock(), UTC)
+
+    def take(self, key: str, policy: Policy, want: int) -> Grant:
+        with self._lock:
+            now = self._now()
+            state = self._states.get(key) or policy.fresh(now)
+            self._states[key], grant = policy.take(state, now, want)
+            return grant
+
+    def steer(self, key: str, policy: Policy, limit: int | None,
+              reset_in: float | None) -> None:
+        with self._lock:
+            now = self._now()
+            state = self._states.get(key) or policy.fresh(now, limit)
+            changed = policy.steer(state, now, limit, reset_in)
+            if changed is not None:
+                self._states[key] = changed
+
+
+_SELECT = text(
+    "SELECT capacity, tokens, updated_at, window_ends_at, clock_timestamp() AS now "
+    "FROM rate_buckets WHERE firm_id = :firm_id AND key = :key FOR UPDATE")
+_INSERT = text(
+    "INSERT INTO rate_buckets (firm_id, key, capacity, tokens, updated_at, window_ends_at) "
+    "VALUES (:firm_id, :key, :capacity, :tokens, :updated_at, :window_ends_at) "
+    "ON CONFLICT (firm_id, key) DO NOTHING")
+_UPDATE = text(
+    "UPDATE rate_buckets SET capacity = :capacity, tokens = :tokens, updated_at = :updated_at, "
+    "window_ends_at = :window_ends_at WHERE firm_id = :firm_id AND key = :key")
+_NOW = text("SELECT clock_timestamp()")
+
+
+class PostgresBuckets:
+    """Buckets in ``rate_buckets``, shared by every process on the database.
+
+    One grant is one transaction of two statements (the row locked, then written); the first
+    grant of a key in a process may add the row first.
+    """
+
+    def __init__(self, engine: Engine, firm_id: int) -> None:
+        self.engine = engine
+        self.firm_id = firm_id
+
+    def _locked(self, conn: Any, key: str, policy: Policy,
+                capacity: int | None = None) -> tuple[BucketState, datetime]:
+        params = {"firm_id": self.firm_id, "key": key}
+        row = conn.execute(_SELECT, params).one_or_none()
+        if row is None:
+            now = _aware(conn.execute(_NOW).scalar_one())
+            conn.execute(_INSERT, {**params, **_columns(policy.fresh(now, capacity))})
+            row = conn.execute(_SELECT, params).one()
+        state = BucketState(capacity=row.capacity, tokens=row.tokens,
+                            updated_at=_aware(row.updated_at),
+                            window_ends_at=_aware(row.window_ends_at)
+                            if row.window_ends_at is not None else None)
+        return state, _aware(row.now)
+
+    def take(self, key: str, policy: Policy, want: int) -> Grant:
+        with self.engine.begin() as conn:
+            state, now = self._locked(conn, key, policy)
+            after, grant = policy.take(state, now, want)
+            conn.execute(_UPDATE, {"firm_id": self.firm_id, "key": key, **_columns(after)})
+        return grant
+
+    def steer(self, key: str, policy: Policy, limit: int | None,
+              reset_in: float | None) -> None:
+        with self.engine.begin() as conn:
+            state, now = self._locked(conn, key, policy, limit)
+            changed = policy.steer(state, now, limit, reset_in)
+            if changed is not None:
+                conn.execute(_UPDATE, {"firm_id": self.firm_id, "key": key,
+                                       **_columns(changed)})
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _columns(state: BucketState) -> dict[str, Any]:
+    return {"capacity": state.capacity, "tokens": state.tokens,
+            "updated_at": state.updated_at, "window_ends_at": state.window_ends_at}
+
+
+@dataclass
+class _Block:
+    grant: Grant
+    start: float  # monotonic time the grant was read
+    next: int = 0
+    wasted: int = 0
+
+
+class SharedPacer:
+    """A :class:`~hardcost.sync.http.Pacer` that spends tokens of a shared bucket.
+
+    One instance per key and process (see :func:`pacer_for`), shared by every client of that
+    realm or connection in the process. ``concurrent`` limits requests in flight from this
+    process; ``steer_by_headers`` makes Clio's rate-limit headers move the bucket and, through a
+    :class:`HeaderPacer`, wait for the reset when a window is nearly spent.
+    """
+
+    def __init__(self, store: BucketStore, key: str, policy: Policy, *,
+                 concurrent: int | None = None, steer_by_headers: bool = False,
+                 max_wait: float = 65.0, first_block: int = 2,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
+        self.store = store
+        self.key = key
+        self.policy = policy
+        self.max_wait = max_wait
+        self.grants = 0  # blocks asked of the store (statements ≈ 2 × grants)
+        self.block_size = max(1, min(first_block, policy.block))
+        self._slots = threading.BoundedSemaphore(concurrent) if concurrent else None
+        self._headers = HeaderPacer(sleep=sleep, clock=wall_clock) if steer_by_headers \
+            else None
+        self._block: _Block | None = None
+        self._lock = threading.Lock()
+        self._fetch = threading.Lock()
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._known_limit: int | None = None
+        self._known_reset: float | None = None
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        with self._slots if self._slots is not None else nullcontext():
+            with self._headers.slot() if self._headers is not None else nullcontext():
+                self._acquire()
+            yield
+
+    def observe(self, response: requests.Response) -> None:
+        if self._headers is None:
+            return
+        self._headers.observe(response)
+        limit = _int(response.headers.get("X-RateLimit-Limit"))
+        reset = _float(response.headers.get("X-RateLimit-Reset"))
+        with self._lock:
+            # Write only what moves the bucket: a new limit, or a later window end.
+            new_limit = limit if limit is not None and limit != self._known_limit else None
+            new_reset = reset if reset is not None and (
+                self._known_reset is None or reset > self._known_reset + 1) else None
+            if new_limit is None and new_reset is None:
+                return
+            if new_limit is not None:
+                self._known_limit = new_limit
+            if new_reset is not None:
+                self._known_reset = new_reset
+        reset_in = None if new_reset is None else max(0.0, new_reset - self._wall_clock())
+        self.store.steer(self.key, self.policy, new_limit, reset_in)
+
+    def _claim_local(self, now: float) -> float | None:
+        """Seconds to wait for this caller's token of the current block, or None if none."""
+        block = self._block
+        if block is None:
+            return None
+        while block.next < block.grant.count:
+            index = block.next
+            block.next += 1
+            if block.start + block.grant.expires(index) > now:
+                return max(0.0, block.start + block.grant.ready(index) - now)
+            block.wasted += 1
+        return None
+
+    def _acquire(self) -> None:
+        while True:
+            with self._lock:
+                wait = self._claim_local(self._clock())
+            if wait is not None:
+                if wait > 0:
+                    self._sleep(wait)
+                return
+            with self._fetch:
+                with self._lock:
+                    if self._block is not None and self._block.next < self._block.grant.count:
+                        continue  # another thread fetched a block meanwhile
+                    self._resize()
+                    want = self.block_size
+                grant = self.store.take(self.key, self.policy, want)
+                self.grants += 1
+                with self._lock:
+                    self._block = _Block(grant, self._clock())
+                if grant.count == 0:
+                    wait = min(max(grant.retry_in, 0.05), self.max_wait)
+                    log.info("shared rate limit spent; waiting %.1fs for the next window", wait)
+                    self._sleep(wait)
+
+    def _resize(self) -> None:
+        # Larger blocks while they are used up (fewer statements), smaller when tokens expire.
+        block = self._block
+        if block is None or block.grant.count == 0:
+            return
+        if block.wasted:
+            self.block_size = max(1, self.block_size // 2)
+        else:
+            self.block_size = min(self.policy.block, self.block_size * 2)
+
+
+def _int(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+class Pacing:
+    """Builds the pacers of one firm's clients: shared through PostgreSQL, or in-process.
+
+    On PostgreSQL every process paces a realm or connection against one ``rate_buckets`` row;
+    on SQLite (one process) the pacers are the in-process ones of ``sync/http.py``.
+    """
+
+    def __init__(self, engine: Engine | None, firm_id: int) -> None:
+        self.firm_id = firm_id
+        shared = engine is not None and engine.dialect.name == "postgresql"
+        self.store: BucketStore | None = PostgresBuckets(engine, firm_id) \
+            if shared and engine is not None else None
+
+    def qbo(self, realm_id: str) -> Pacer:
+        from hardcost.sync.http import rate_pacer_for
+
+        key = f"qbo:{realm_id}"
+        if self.store is None:
+            return rate_pacer_for(key)
+        return pacer_for(self.store, self.firm_id, key, QBO_POLICY, concurrent=10,
+                         first_block=10)
+
+    def clio(self, connection_id: int | None) -> Pacer:
+        if self.store is None or connection_id is None:
+            return HeaderPacer()
+        return pacer_for(self.store, self.firm_id, f"clio:{connection_id}", CLIO_POLICY,
+                         steer_by_headers=True)
+
+
+_pacers: dict[tuple[object, int, str], SharedPacer] = {}
+_pacers_lock = threading.Lock()
+
+
+def pacer_for(store: BucketStore, firm_id: int, key: str, policy: Policy,
+              **options: Any) -> SharedPacer:
+    """The process's one pacer for this bucket (its local block is shared by its clients)."""
+    owner: object = store.engine if isinstance(store, PostgresBuckets) else store
+    with _pacers_lock:
+        pacer = _pacers.get((owner, firm_id, key))
+        if pacer is None:
+            pacer = _pacers[(owner, firm_id, key)] = SharedPacer(store, key, policy, **options)
+        return pacer

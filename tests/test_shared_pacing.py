@@ -1,0 +1,276 @@
+"""Pacing shared across replicas: several processes' calls to one realm or token stay under the
+service's limit together, each caller makes progress, and one firm's bucket never slows another.
+
+Each "process" is a thread with its own SQLAlchemy engine and its own pacer, talking real HTTP to
+the sandbox; limits and minutes are compressed so a test takes seconds. Nothing here measures a
+duration: calls are counted per window from the sandboxes' own call logs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import sessionmaker
+
+from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.clio import ClioClient
+from hardcost.sync.firms import build_importer
+from hardcost.sync.http import HeaderPacer, RatePacer, RetryPolicy, StaticTokens
+from hardcost.sync.pacing import (
+    LocalBuckets,
+    PostgresBuckets,
+    SharedPacer,
+    SlidingPolicy,
+    WindowPolicy,
+)
+from hardcost.sync.qbo import QboClient
+from hardcost.sync.store import Connection, RateBucket, make_engine
+from tests.firmkit import Firm, make_firm
+
+postgres = pytest.mark.postgres
+NO_RETRY = RetryPolicy(attempts=1)  # a 429 surfaces instead of being absorbed
+
+
+def _hammer(callers: list[Callable[[], None]], calls_each: int) -> list[int]:
+    """Run every caller ``calls_each`` times on its own thread; returns each one's successes."""
+    done = [0] * len(callers)
+    errors: list[BaseException] = []
+
+    def work(index: int) -> None:
+        try:
+            for _ in range(calls_each):
+                callers[index]()
+                done[index] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported by the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(callers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert errors == [], errors
+    return done
+
+
+def _most_in_any_period(times: list[float], period: float) -> int:
+    times = sorted(times)
+    most, start = 0, 0
+    for end, at in enumerate(times):
+        while at - times[start] >= period:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
+@pytest.fixture
+def engines(database_url: str) -> Iterator[list[Engine]]:
+    """Three engines on one database: three replicas' connection pools."""
+    made = [make_engine(database_url) for _ in range(3)]
+    yield made
+    for engine in made:
+        engine.dispose()
+
+
+def _clio_connection(firm: Firm) -> int:
+    with firm.sessions() as session:
+        found = session.scalar(select(Connection.id).where(
+            Connection.firm_id == firm.id, Connection.provider == "clio"))
+    assert found is not None
+    return found
+
+
+# -- QuickBooks: a sliding limit per realm -------------------------------------------------------
+
+QBO_SMALL = SlidingPolicy(limit=20, period=2.0, burst=4, lifetime=0.5, block=5, margin=1)
+
+
+def _qbo_callers(world: SandboxWorld, realm_id: str, pacers: list[Any]) -> list[Callable[[], None]]:
+    token = world.qbo.issue_tokens(realm_id)["access_token"]
+    clients = [QboClient(base_url=world.qbo_server.url, realm_id=realm_id,
+                         tokens=StaticTokens(token), retry=NO_RETRY, pacer=pacer)
+               for pacer in pacers]
+    return [client.preferences for client in clients]
+
+
+@postgres
+def test_replicas_share_one_realm_budget_and_each_makes_progress(
+        firm: Firm, engines: list[Engine]) -> None:
+    pacers = [SharedPacer(PostgresBuckets(engine, firm.id), f"qbo:{firm.qbo.realm_id}",
+                          QBO_SMALL, concurrent=10) for engine in engines]
+    callers = _qbo_callers(firm.world, firm.qbo.realm_id, pacers)
+    firm.world.qbo.calls.clear()
+
+    done = _hammer(callers, calls_each=14)
+
+    assert done == [14, 14, 14]
+    calls = firm.world.qbo.calls.all()
+    assert len(calls) == 42 and all(call.status == 200 for call in calls)
+    # 42 calls need at least two compressed minutes; none of them held more than the limit.
+    assert _most_in_any_period([call.at for call in calls], QBO_SMALL.period) <= QBO_SMALL.limit
+
+
+def test_separate_buckets_per_process_would_exceed_the_realm_limit(firm: Firm) -> None:
+    """What the shared bucket prevents, and proof the count above can fail: three processes
+    each pacing alone (today's per-process pacing) send more than the limit in some period."""
+    pacers = [SharedPacer(LocalBuckets(), "qbo:alone", QBO_SMALL, concurrent=10)
+              for _ in range(3)]
+    callers = _qbo_callers(firm.world, firm.qbo.realm_id, pacers)
+    firm.world.qbo.calls.clear()
+
+    _hammer(callers, calls_each=14)
+
+    times = [call.at for call in firm.world.qbo.calls.all()]
+    assert _most_in_any_period(times, QBO_SMALL.period) > QBO_SMALL.limit
+
+
+# -- Clio: the windows its headers report, per token ---------------------------------------------
+
+CLIO_SMALL = WindowPolicy(limit=6, period=3.0, lifetime=1.0, block=4)
+
+
+@postgres
+def test_replicas_share_one_clio_token_without_a_429(firm: Firm, engines: list[Engine]) -> None:
+    world = firm.world
+    world.clio.rate_limit_per_minute = CLIO_SMALL.limit
+    world.clio.rate_window_seconds = CLIO_SMALL.period
+    token = world.clio.issue_tokens(firm.clio)["access_token"]
+    key = f"clio:{_clio_connection(firm)}"
+    clients = [ClioClient(host=world.clio_server.url, tokens=StaticTokens(token),
+                          retry=NO_RETRY, pacer=SharedPacer(PostgresBuckets(engine, firm.id),
+                                                            key, CLIO_SMALL,
+                                                            steer_by_headers=True))
+               for engine in engines]
+    world.clio.calls.clear()
+
+    done = _hammer([client.users for client in clients], calls_each=6)
+
+    assert done == [6, 6, 6]
+    statuses = [call.status for call in world.clio.calls.all()]
+    assert len(statuses) == 18 and statuses.count(429) == 0
+
+
+@postgres
+def test_clio_bucket_capacity_follows_the_rate_limit_header(
+        firm: Firm, db_engine: Engine) -> None:
+    world = firm.world
+    world.clio.rate_limit_per_minute = 7
+    token = world.clio.issue_tokens(firm.clio)["access_token"]
+    key = f"clio:{_clio_connection(firm)}"
+    pacer = SharedPacer(PostgresBuckets(db_engine, firm.id), key, WindowPolicy(limit=50),
+                        steer_by_headers=True)
+    client = ClioClient(host=world.clio_server.url, tokens=StaticTokens(token), pacer=pacer)
+
+    client.users()
+    with db_engine.connect() as conn:
+        first = conn.execute(select(RateBucket.capacity, RateBucket.tokens).where(
+            RateBucket.firm_id == firm.id, RateBucket.key == key)).one()
+    world.clio.rate_limit_per_minute = 9  # off-peak: Clio raises the limit
+    client.users()
+    with db_engine.connect() as conn:
+        second = conn.execute(select(RateBucket.capacity).where(
+            RateBucket.firm_id == firm.id, RateBucket.key == key)).scalar_one()
+
+    # 50 assumed until Clio said 7: the window keeps 7 − 1 in reserve minus what was granted.
+    assert first.capacity == 7 and first.tokens <= 6 - 1
+    assert second == 9
+
+
+# -- Isolation and cost ---------------------------------------------------------------------------
+
+@postgres
+def test_a_spent_bucket_of_one_firm_never_slows_another(firm: Firm, db_engine: Engine) -> None:
+    other = make_firm(firm.world, firm.sessions)
+    store_a, store_b = PostgresBuckets(db_engine, firm.id), PostgresBuckets(db_engine, other.id)
+    key = "qbo:same-key-in-both-firms"
+
+    store_a.take(key, QBO_SMALL, 100)  # firm A queues far ahead
+    again_a = store_a.take(key, QBO_SMALL, 1)
+    first_b = store_b.take(key, QBO_SMALL, 1)
+
+    assert again_a.ready(0) > 0  # A waits for its own bucket …
+    assert first_b.count == 1 and first_b.ready(0) == 0  # … B's is untouched
+    with db_engine.connect() as conn:
+        rows = conn.execute(text("SELECT firm_id FROM rate_buckets WHERE key = :key "
+                                 "ORDER BY firm_id"), {"key": key}).scalars().all()
+    assert rows == sorted([firm.id, other.id])
+
+
+@postgres
+def test_a_plentiful_budget_costs_at_most_one_statement_per_ten_calls(
+        firm: Firm, db_engine: Engine) -> None:
+    statements: list[str] = []
+
+    def count(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    plentiful = SlidingPolicy(limit=100_000)
+    pacer = SharedPacer(PostgresBuckets(db_engine, firm.id), f"qbo:{firm.qbo.realm_id}",
+                        plentiful, concurrent=10, first_block=10)
+    (call,) = _qbo_callers(firm.world, firm.qbo.realm_id, [pacer])
+    event.listen(db_engine, "before_cursor_execute", count)
+    try:
+        for _ in range(200):
+            call()
+    finally:
+        event.remove(db_engine, "before_cursor_execute", count)
+
+    assert pacer.grants <= 8
+    assert len(statements) / 200 <= 0.1, statements
+
+
+# -- Wiring ---------------------------------------------------------------------------------------
+
+def test_firm_clients_get_shared_pacers_on_postgres_and_local_ones_on_sqlite(
+        firm: Firm, sessions: sessionmaker[Any], db_engine: Engine) -> None:
+    importer = build_importer(sessions, firm.id, firm.world.settings())
+
+    if db_engine.dialect.name == "postgresql":
+        assert isinstance(importer.qbo.api.pacer, SharedPacer)
+        assert isinstance(importer.clio.api.pacer, SharedPacer)
+        assert importer.clio.api.pacer.key == f"clio:{_clio_connection(firm)}"
+        assert importer.qbo.api.pacer.key == f"qbo:{firm.qbo.realm_id}"
+    else:
+        assert isinstance(importer.qbo.api.pacer, RatePacer)
+        assert isinstance(importer.clio.api.pacer, HeaderPacer)
+
+
+# -- The bucket arithmetic, on a simulated clock ---------------------------------------------------
+
+@pytest.mark.parametrize("policy", [QBO_SMALL, CLIO_SMALL], ids=["sliding", "window"])
+def test_three_pacers_on_one_bucket_never_exceed_the_limit_in_any_period(policy: Any) -> None:
+    now = [1_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = LocalBuckets(clock=lambda: now[0])
+    pacers = [SharedPacer(store, "k", policy, clock=lambda: now[0], wall_clock=lambda: now[0],
+                          sleep=sleep) for _ in range(3)]
+    sent: list[float] = []
+    for turn in range(300):
+        with pacers[turn % 3].slot():
+            sent.append(now[0])
+        now[0] += 0.01 * (turn % 7)  # callers of uneven speed
+
+    if isinstance(policy, SlidingPolicy):  # however the service counts its minute
+        most = _most_in_any_period(sent, policy.period)
+        assert policy.limit // 2 <= most <= policy.limit - policy.margin
+    else:  # Clio's windows, which open with the first request after the last one ended
+        most = _most_in_server_windows(sent, policy.period)
+        assert policy.limit // 2 <= most <= policy.limit - policy.reserve
+
+
+def _most_in_server_windows(times: list[float], period: float) -> int:
+    most, ends, used = 0, float("-inf"), 0
+    for at in sorted(round(t, 6) for t in times):  # the pacer reads the clock in microseconds
+        if at >= ends:
+            ends, used = at + period, 0
+        used += 1
+        most = max(most, used)
+    return most
