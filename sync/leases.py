@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import re
 import socket
 import threading
@@ -68,7 +67,6 @@ LEASE_SECONDS = 180.0
 process's firms wait before another process takes them over."""
 RENEW_PARTS = 6  # renewed every ttl / 6 seconds (30 s of 180)
 HOLD_FRACTION = 0.5  # the holder gives up half way through (90 s of 180) unless renewed
-JITTER = 0.05  # a late firm's next run is spread over the last 5% of an interval
 PUT_OFF = timedelta(days=1)  # a firm whose schedule cannot be computed is looked at daily
 SERVE_KINDS = ("schedule", "slack", "webhook")  # the kinds only `hardcost serve` takes
 
@@ -366,18 +364,24 @@ def schedule_interval(minutes: int | None, unit_seconds: float) -> timedelta:
 
 def next_due(due: datetime | None, interval: timedelta | None, now: datetime) -> datetime:
     """When a firm's next scheduled run is due after one that was due at ``due``: one
-    interval on (no drift, so the spread of firms over the interval stays as it was), or, if
-    that has passed already (a run longer than its interval, an outage, a dead replica's firm
-    taken over late), one interval from now less up to ``JITTER`` of it, so that firms held up
-    together come back spread out rather than all at once, and never twice in a row."""
-    if interval is None:
+    interval on. No drift: each firm keeps the phase it was given (at random over the interval
+    when the firms were first scheduled, or when it connected), which is what spreads firms of
+    the same interval over it. If that time has passed (a run longer than its interval, an
+    outage, a dead replica's firm taken over late), the next time in the firm's own rhythm that
+    is at least half an interval away: so firms held up together go back to their own slots
+    instead of coming back all at once, and a firm is never run twice in a row."""
+    if interval is None or interval <= timedelta(0):
         return now
     base = due or now
     try:
         wanted = base + interval
         if wanted > now:
             return wanted
-        return now + interval * (1 - random.random() * JITTER)
+        periods = (now - base) // interval + 1
+        wanted = base + interval * periods
+        if wanted - now < interval / 2:
+            wanted += interval
+        return wanted
     except OverflowError:
         return now + PUT_OFF
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Engine
 
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.importer import SHUTDOWN
-from hardcost.sync.leases import JITTER, Leases, RunStop, next_due, run_soon
+from hardcost.sync.leases import Leases, RunStop, next_due, run_soon
 from hardcost.sync.store import (
     Connection,
     PoolSettings,
@@ -224,14 +224,17 @@ def test_renewal_keeps_a_long_run_s_lease(firm: Firm, db_engine: Engine) -> None
     leases.close()
 
 
-def test_next_due_keeps_the_rhythm_and_spreads_late_firms() -> None:
+def test_next_due_keeps_each_firms_rhythm_also_after_an_outage() -> None:
     interval = timedelta(minutes=15)
     due = datetime(2026, 11, 28, 9, 0, tzinfo=utcnow().tzinfo)
     assert next_due(due, interval, due + timedelta(minutes=3)) == due + interval
-    late = due + timedelta(minutes=40)  # an outage: not all at once, not straight away
-    after = {next_due(due, interval, late) for _ in range(50)}
-    assert all(late + interval * (1 - JITTER) <= when <= late + interval for when in after)
-    assert len(after) > 1
+    # Held up 35 minutes: back to its own slot (9:45), not "now" for every late firm at once.
+    assert next_due(due, interval, due + timedelta(minutes=35)) == due + timedelta(minutes=45)
+    # Its slot only 2 minutes away: the one after, so it is not run twice in a row.
+    assert next_due(due, interval, due + timedelta(minutes=43)) == due + timedelta(minutes=60)
+    other = due + timedelta(minutes=7)  # another firm's phase stays its own
+    assert next_due(other, interval, due + timedelta(minutes=35)) == \
+        other + timedelta(minutes=45)  # 9:37 is 2 minutes away: 9:52
 
 
 @pytest.mark.postgres
