@@ -117,6 +117,13 @@ class Lease:
         return not self.lost.is_set() and time.monotonic() < self.valid_until
 
 
+SHUTTING_DOWN = ("The server is shutting down; the next run carries on where this one "
+                 "stopped.")
+LEASE_LOST = ("This server lost touch with the database for too long to keep running the "
+              "import safely; the next run carries on where this one stopped.")
+STOPPED_BY_HAND = "The import was stopped; the next run carries on where this one stopped."
+
+
 class RunStop(threading.Event):
     """What an importer checks between two entries (``Importer.stopping``): set by hand, by
     the process shutting down (``sync.importer.SHUTDOWN``), or once its lease is not held."""
@@ -130,6 +137,15 @@ class RunStop(threading.Event):
         if super().is_set() or self.shutdown.is_set():
             return True
         return self.lease is not None and not self.lease.held()
+
+    @property
+    def reason(self) -> str:
+        """Why the import stops, for its summary (``Importer`` reads it)."""
+        if self.lease is not None and not self.lease.held():
+            return LEASE_LOST
+        if super().is_set() and not self.shutdown.is_set():
+            return STOPPED_BY_HAND
+        return SHUTTING_DOWN
 
     isSet = is_set  # noqa: N815 - threading.Event's old name, kept consistent
 
