@@ -28,6 +28,7 @@ from typing import Any
 from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection as SqlConnection
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
@@ -145,6 +146,32 @@ class _RunState:
     """Keys read this run that were already waiting (a question asked in an earlier run)."""
     item_accounts: dict[str, str] = field(default_factory=dict)  # item id → expense account
     items_asked: set[str] = field(default_factory=set)  # item ids QuickBooks was asked about
+
+
+class _OneConnection(sessionmaker[Session]):
+    """Sessions on one connection, one at a time (see ``Importer._one_connection``)."""
+
+    def __init__(self, shared: sessionmaker[Session], connection: SqlConnection) -> None:
+        super().__init__(class_=shared.class_, **{**shared.kw, "bind": connection})
+        self.shared = shared
+        self.open = 0
+
+    def __call__(self, **local_kw: Any) -> Session:
+        if self.open:
+            # Nested: its own transaction on its own connection, never joined to the open one.
+            return self.shared(**local_kw)
+        session = super().__call__(**local_kw)
+        self.open += 1
+        close = session.close
+
+        def closed() -> None:
+            if session.info.pop("_one_connection_open", None):
+                self.open -= 1
+            close()
+
+        session.info["_one_connection_open"] = True
+        session.close = closed  # type: ignore[method-assign]
+        return session
 
 
 @dataclass(frozen=True)
@@ -348,18 +375,18 @@ class Importer:
 
     @contextmanager
     def _one_connection(self) -> Iterator[None]:
-        """The run's database work on one connection, checked out once: every session the
-        run (and the edits, removals and audit rows it makes) opens is bound to it, so the
-        pool is not asked (nor a pre-ping sent) per entry. Each session still commits its own
-        transaction, as before."""
+        """The run's database work on one connection, checked out once: the sessions the run
+        (and the edits, removals and audit rows it makes) opens one after another are bound
+        to it, so the pool is not asked (nor a pre-ping sent) per entry. Each still commits
+        its own transaction, as before; one opened while another is open gets a connection
+        of its own from the pool, as before."""
         shared = self.sessions
         engine = shared.kw.get("bind")
         if not isinstance(engine, Engine):
             yield
             return
         with engine.connect() as connection:
-            self.sessions = sessionmaker(class_=shared.class_,
-                                         **{**shared.kw, "bind": connection})
+            self.sessions = _OneConnection(shared, connection)
             try:
                 yield
             finally:
@@ -1290,17 +1317,19 @@ class Importer:
             session.commit()
 
     def _remember_contacts(self, state: _RunState) -> None:
+        """The run's automatic contact matches, in one statement (a link another process
+        stored meanwhile is kept)."""
         links = state.resolver.new_links
         if not links:
             return
         with self.sessions() as session:
-            for (qbo_type, qbo_id), contact_id in links.items():
-                session.add(ContactLink(firm_id=self.firm_id, qbo_type=qbo_type, qbo_id=qbo_id,
-                                        clio_contact_id=contact_id, source="auto"))
-                try:
-                    session.commit()
-                except IntegrityError:
-                    session.rollback()
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            session.execute(insert(ContactLink).values([
+                dict(firm_id=self.firm_id, qbo_type=qbo_type, qbo_id=qbo_id,
+                     clio_contact_id=contact_id, source="auto", created_at=self.clock())
+                for (qbo_type, qbo_id), contact_id in links.items()]).on_conflict_do_nothing())
+            session.commit()
 
     def _save_watermark(self, value: str, start_date: date | None, *,
                         stream: str = WATERMARK_STREAM) -> None:
