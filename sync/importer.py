@@ -871,9 +871,9 @@ class Importer:
             session.commit()
         for q in queued:  # rare: a key with a link already (an obsolete entry called again)
             if _key_tuple(q.entry.key) not in ids:
-                link_id = self._insert_pending(q.entry, q.matter_id, run_id)
-                if link_id is not None:
-                    ids[_key_tuple(q.entry.key)] = link_id
+                revived = self._insert_pending(q.entry, q.matter_id, run_id)
+                if revived is not None:
+                    ids[_key_tuple(q.entry.key)] = revived
         return ids
 
     def _record_results(self, state: _RunState, posted: list[tuple[_Queued, int, Activity]],
