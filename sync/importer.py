@@ -862,11 +862,14 @@ class Importer:
         with self.sessions() as session:
             dialect = session.get_bind().dialect.name
             insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-            statement = insert(EntryLink).values(rows).on_conflict_do_nothing().returning(
+            # One statement whatever the batch's size (the rows go as parameters, sent as
+            # one multi-row VALUES), so the compiled-statement cache holds one, not one per
+            # batch size.
+            statement = insert(EntryLink).on_conflict_do_nothing().returning(
                 EntryLink.id, EntryLink.realm_id, EntryLink.purchase_id,
                 EntryLink.customer_id, EntryLink.line_id)
             for link_id, realm_id, purchase_id, customer_id, line_id in session.execute(
-                    statement):
+                    statement, rows):
                 ids[(realm_id, purchase_id, customer_id, line_id)] = link_id
             session.commit()
         for q in queued:  # rare: a key with a link already (an obsolete entry called again)
