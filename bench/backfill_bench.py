@@ -89,11 +89,21 @@ def app_main(firm_id: int) -> int:
                                                 throttle_wait=0.05), sandbox_links=True)
     counts["statements"] = counts["commits"] = 0  # the run's own work from here
     kinds.clear()
+    if os.environ.get("HARDCOST_BENCH_TRACE"):  # where the memory goes (slow)
+        import tracemalloc
+        tracemalloc.start(8)
     cpu_before = time.process_time()
     started = time.perf_counter()
     summary = importer.run(trigger="bench")
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
+    if os.environ.get("HARDCOST_BENCH_TRACE"):
+        import tracemalloc
+        top = tracemalloc.take_snapshot().statistics("traceback")[:6]
+        for stat in top:
+            print(f"{stat.size / 1e6:8.1f} MB {stat.count}", file=sys.stderr)
+            for line in stat.traceback.format()[-8:]:
+                print("    " + line, file=sys.stderr)
     if os.environ.get("HARDCOST_BENCH_SQL"):
         for text, times in kinds.most_common(15):
             print(f"{times:7d}  {text}", file=sys.stderr)
@@ -185,8 +195,8 @@ def bench_one(purchases: int, database_url: str | None, *, paced: bool,
         done = subprocess.run([sys.executable, "-m", "bench.backfill_bench", "app",
                                "--firm", str(firm_id)], env=env, capture_output=True,
                               text=True, check=False)
-        if os.environ.get("HARDCOST_BENCH_SQL"):
-            progress(done.stderr[-6000:])
+        if os.environ.get("HARDCOST_BENCH_SQL") or os.environ.get("HARDCOST_BENCH_TRACE"):
+            progress(done.stderr[-9000:])
         if done.returncode != 0:
             raise RuntimeError(f"the app failed: {done.stderr[-3000:]}")
         app = json.loads(done.stdout.strip().splitlines()[-1])
