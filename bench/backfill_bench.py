@@ -73,8 +73,8 @@ def app_main(firm_id: int) -> int:
                    executemany: bool) -> None:
         # An executemany runs once per row; a multi-row VALUES (SQLAlchemy's
         # "insertmanyvalues") is one statement with a flat parameter list.
-        rows = len(parameters) if executemany and parameters and \
-            isinstance(parameters[0], (tuple, list, dict)) else 1
+        rows = len(parameters) if executemany and isinstance(parameters, (list, tuple)) \
+            and parameters and isinstance(parameters[0], (tuple, list, dict)) else 1
         counts["statements"] += rows
         kinds[" ".join(statement.split())[:110]] += rows
 
