@@ -349,8 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_one(size, url, paced=False, speedup=options.speedup))
     if options.paced:
         results.append(bench_one(options.paced, None, paced=True, speedup=options.speedup))
-    command = "python -m bench.backfill_bench " + shlex.join(
-        a for a in args if "postgresql://" not in a)
+    shown = ["<PostgreSQL>" if "://" in a else a for a in args]
+    command = "python -m bench.backfill_bench " + shlex.join(shown)
     report = render(results, command=command.strip(), speedup=options.speedup)
     write_section(Path(options.out), BACKFILL_SECTION, report)
     print(report)
