@@ -876,7 +876,10 @@ class ClioSandbox:
         self.client_secret = client_secret
         self.clock = clock or SandboxClock()
         self.rate_limit_per_minute = rate_limit_per_minute
-        self.rate_window_seconds: float = RATE_WINDOW_SECONDS  # tests compress the minute
+        self.rate_window_seconds: float = RATE_WINDOW_SECONDS
+        """The rate limit's window: 60 s as in Clio; shorter compresses time for benchmarks
+        (``rate_limit_per_minute`` requests per window; the reset is then sent with
+        fractions of a second, which Clio itself never needs)."""
         self.faults = FaultPlan()
         self.calls = CallLog()
         self.schema_errors: list[str] = []
@@ -1039,7 +1042,8 @@ class ClioSandbox:
         return {
             "X-RateLimit-Limit": str(self.rate_limit_per_minute),
             "X-RateLimit-Remaining": str(max(0, self.rate_limit_per_minute - window.used)),
-            "X-RateLimit-Reset": str(math.ceil(window.ends_at)),
+            "X-RateLimit-Reset": str(math.ceil(window.ends_at))
+            if self.rate_window_seconds == RATE_WINDOW_SECONDS else f"{window.ends_at:.3f}",
         }
 
     def _read_body(self, request: Request) -> Any:

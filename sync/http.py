@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import logging
+import os
 import random
 import threading
 import time
@@ -18,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import requests
 import simplejson
@@ -306,7 +308,15 @@ class ApiSession:
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self.is_throttle = is_throttle or (lambda r: r.status_code == 429)
+        # One connection pool per service session (keep-alive). The environment is read
+        # here, once, rather than by ``requests`` on every call (it scans the proxy variables
+        # twice a request): proxies per host in ``_proxies_for``, the CA bundle below.
         self.http = session or requests.Session()
+        self.http.trust_env = False
+        bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+        if bundle and self.http.verify is True:
+            self.http.verify = bundle
+        self._proxies: dict[tuple[str, str], dict[str, str]] = {}
         self.http.headers.update({"User-Agent": USER_AGENT, "Accept": "application/json"})
         if default_headers:
             self.http.headers.update(default_headers)
@@ -343,7 +353,8 @@ class ApiSession:
                     self.calls += 1
                     API_REQUESTS.labels(self._label).inc()
                     response = self.http.request(method, url, params=params, data=data,
-                                                 headers=send_headers, timeout=self.timeout)
+                                                 headers=send_headers, timeout=self.timeout,
+                                                 proxies=self._proxies_for(url))
             except (requests.Timeout, requests.ConnectionError) as exc:
                 sent = not isinstance(exc, requests.ConnectTimeout) and \
                     not _is_refused(exc)
@@ -389,6 +400,17 @@ class ApiSession:
             if response.status_code >= 400:
                 raise self.decode_error(response)
             return response
+
+
+    def _proxies_for(self, url: str) -> dict[str, str]:
+        """``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY`` for this URL's host,
+        read from the environment the first time the session calls that host."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc)
+        proxies = self._proxies.get(key)
+        if proxies is None:
+            proxies = self._proxies[key] = dict(requests.utils.get_environ_proxies(url))
+        return proxies
 
 
 def _is_refused(exc: Exception) -> bool:

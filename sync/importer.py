@@ -19,12 +19,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection as SqlConnection
+from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -43,7 +48,7 @@ from hardcost.sync.http import (
 from hardcost.sync.log_context import run_context, set_run_id
 from hardcost.sync.matching import CustomerInfo, MatterResolver, Resolution
 from hardcost.sync.metrics import ENTRIES, FAILURES, RUN_SECONDS, RUNS
-from hardcost.sync.qbo import QboClient, instant, transaction_url
+from hardcost.sync.qbo import PAGE_SIZE, QboClient, instant, transaction_url
 from hardcost.sync.removals import REMOVALS_STREAM, Removals, note_removals
 from hardcost.sync.rules import (
     ImportRules,
@@ -80,6 +85,7 @@ from hardcost.sync.summary import (
     RunStopped,
     RunSummary,
     WaitingItem,
+    keep,
     matter_label,
 )
 from hardcost.sync.tokens import broken_reason, mark_broken
@@ -97,6 +103,12 @@ HEAL_TRIES = 6
 """Tries of one Clio write within a run: after a 5xx, a timeout or a 429 that outlasted the
 client's own retries, the run waits as the retry policy does, looks the entry up by its
 marker when the write may have happened, and writes again only when it is not there."""
+
+
+WRITE_BATCH = 100
+"""Entries whose pending links are committed together before their POSTs, and whose results
+are recorded together after them. A crash leaves at most this many links for the next run to
+look up by marker (one Clio call each)."""
 
 
 SHUTDOWN = threading.Event()
@@ -129,6 +141,144 @@ class _RunState:
     handled: int = 0  # of those, done so far
     waited_before: float = 0.0  # the clients' rate-limit waits when the run started
     rules: list[MatterRule] | None = None  # the firm's active matter rules, read when needed
+    batch: list[_Queued] = field(default_factory=list)  # entries waiting for their POST
+    asked_before: set[tuple[str, str, str, str]] = field(default_factory=set)
+    """Keys read this run that were already waiting (a question asked in an earlier run)."""
+    item_accounts: dict[str, str] = field(default_factory=dict)  # item id → expense account
+    items_asked: set[str] = field(default_factory=set)  # item ids QuickBooks was asked about
+
+
+class _OneConnection(sessionmaker[Session]):
+    """Sessions on one connection, one at a time (see ``Importer._one_connection``)."""
+
+    def __init__(self, shared: sessionmaker[Session], connection: SqlConnection) -> None:
+        super().__init__(class_=shared.class_, **{**shared.kw, "bind": connection})
+        self.shared = shared
+        self.open = 0
+
+    def __call__(self, **local_kw: Any) -> Session:
+        if self.open:
+            # Nested: its own transaction on its own connection, never joined to the open one.
+            return self.shared(**local_kw)
+        session = super().__call__(**local_kw)
+        self.open += 1
+        close = session.close
+
+        def closed() -> None:
+            if session.info.pop("_one_connection_open", None):
+                self.open -= 1
+            close()
+
+        session.info["_one_connection_open"] = True
+        session.close = closed  # type: ignore[method-assign]
+        return session
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """An entry whose matter is known, queued for the next batch of writes."""
+
+    entry: PlannedEntry
+    matter_id: int
+    label: str  # the matter as the run's details and the audit trail name it
+    rule: MatterRule | None  # the matter rule that chose the matter, if one did
+
+
+@dataclass
+class _PageReader:
+    """Where a run's read has got, and how far the watermark may move.
+
+    Pages come oldest change first (``ORDERBY MetaData.LastUpdatedTime``, offset paging).
+    Once a page is recorded, every purchase changed before its last row is recorded too, so
+    the watermark may move to that row's time (never past QuickBooks' clock at the run's first
+    answer, less the margin, as at the end of a run). A purchase changed while the run was
+    writing can shift the rows behind it by one position and push one past a page boundary
+    unread; such a change shows itself when the edited purchase comes back later in the same
+    read, and then the watermark stays at the boundary before it, so the next run reads from
+    there again (re-reads are harmless: the links are unique)."""
+
+    since: str | None  # the stored watermark
+    read_start: date | None  # the start date it was read with
+    start_date: date | None  # the firm's start date now
+    refetch: set[str]  # purchases to read again by id, unless the pages bring them
+    server_time: str | None = None  # QuickBooks' clock at its first answer
+    swept: bool = False  # the CDC sweep for deletions has run
+    main_done: bool = False
+    pages: list[tuple[datetime | None, datetime | None]] = field(default_factory=list)
+    """(QuickBooks' clock at the answer, the newest change on the page) for each main page."""
+    cap: datetime | None = None  # the watermark may not pass this (a page boundary)
+    newest: datetime | None = None  # the newest change on the main pages so far
+
+    @property
+    def backfill_from(self) -> date | None:
+        """The old start date when the firm moved its start date earlier (read once)."""
+        if self.since and self.read_start and self.start_date and \
+                self.start_date < self.read_start:
+            return self.read_start
+        return None
+
+    @property
+    def progress_start(self) -> date | None:
+        """The start date a mark saved mid-run records: the old one while the dates a start
+        date moved earlier are still to be read."""
+        return self.read_start if self.backfill_from is not None else self.start_date
+
+    def saw(self, purchases: list[dict[str, Any]], server_time: str | None, *,
+            main: bool) -> None:
+        if self.server_time is None and server_time is not None:
+            self.server_time = server_time
+        first = instant(self.server_time)
+        answered = instant(server_time)
+        page_newest: datetime | None = None
+        for purchase in purchases:
+            if not isinstance(purchase, dict):
+                continue
+            if purchase.get("Id") is not None:
+                self.refetch.discard(str(purchase["Id"]))
+            changed = instant((purchase.get("MetaData") or {}).get("LastUpdatedTime"))
+            if changed is None:
+                continue
+            if main and first is not None and len(self.pages) >= 1 and \
+                    changed >= first - WATERMARK_MARGIN:
+                self._changed_during_read(changed)
+            if page_newest is None or changed > page_newest:
+                page_newest = changed
+        if main:
+            self.pages.append((answered, page_newest))
+            if page_newest is not None and (self.newest is None or page_newest > self.newest):
+                self.newest = page_newest
+
+    def _changed_during_read(self, changed: datetime) -> None:
+        """A purchase changed after the read began: rows behind its old place may have
+        shifted past the boundary of the last page read before the change."""
+        before = [newest for answered, newest in self.pages
+                  if answered is not None and answered + WATERMARK_MARGIN < changed]
+        boundary = before[-1] if before else self.pages[0][1]
+        if boundary is not None and (self.cap is None or boundary < self.cap):
+            self.cap = boundary
+
+    def _bounded(self, value: datetime, now: datetime) -> datetime:
+        value = min(value, instant(_lagged(self.server_time, now)) or value)
+        return min(value, self.cap) if self.cap is not None else value
+
+    def progress_mark(self, now: datetime) -> str | None:
+        """The watermark after a recorded main page, or None when it may not move yet."""
+        if self.main_done or self.newest is None:
+            return None
+        mark = self._bounded(self.newest, now)
+        old = instant(self.since)
+        if old is not None and mark <= old:
+            return None
+        return mark.isoformat(timespec="seconds")
+
+    def final_mark(self, now: datetime) -> str:
+        lagged = instant(_lagged(self.server_time, now))
+        assert lagged is not None
+        mark = self._bounded(lagged, now)
+        old = instant(self.since)
+        if old is not None and mark < old:
+            mark = old
+        return mark.isoformat(timespec="seconds")
 
 
 class Importer:
@@ -192,7 +342,8 @@ class Importer:
             if removed and not dry_run:
                 note_removals(self.sessions, self.firm_id, firm.qbo_realm_id or "", removed,
                               "webhook", self.clock())
-            self._run(state, dry_run, purchase_ids)
+            with self._one_connection():
+                self._run(state, dry_run, purchase_ids)
             outcome = "ok"
         except (ApiError, FirmNotReady, RunStopped) as exc:
             outcome = "failed"
@@ -222,6 +373,25 @@ class Importer:
                     summary.failed, summary.skipped)
         return summary
 
+    @contextmanager
+    def _one_connection(self) -> Iterator[None]:
+        """The run's database work on one connection, checked out once: the sessions the run
+        (and the edits, removals and audit rows it makes) opens one after another are bound
+        to it, so the pool is not asked (nor a pre-ping sent) per entry. Each still commits
+        its own transaction, as before; one opened while another is open gets a connection
+        of its own from the pool, as before."""
+        shared = self.sessions
+        engine = shared.kw.get("bind")
+        if not isinstance(engine, Engine):
+            yield
+            return
+        with engine.connect() as connection:
+            self.sessions = _OneConnection(shared, connection)
+            try:
+                yield
+            finally:
+                self.sessions = shared
+
     def _progress(self, state: _RunState, stage: str, purchases_read: int | None = None
                   ) -> None:
         if self.on_progress is None:
@@ -234,50 +404,109 @@ class Importer:
             self.qbo.waited + self.clio.waited - state.waited_before))
 
     def _run(self, state: _RunState, dry_run: bool, purchase_ids: set[str] | None) -> None:
-        realm_id = state.firm.qbo_realm_id or ""
+        """Read, plan and write a QuickBooks page at a time: only one page of purchases (and
+        one batch of writes) is held, whatever the size of the backlog. The watermark moves
+        after each page past what is recorded (``_PageReader``), so a run that dies carries
+        on from its last whole page."""
         refetch = set() if dry_run else self._recover_pending(state) | self._superseded()
-        new_watermark: str | None = None
-        new_sweep: str | None = None
-        server_time: str | None = None
         if purchase_ids is not None:
-            unkeyed: list[dict[str, Any]] = []
             by_id: dict[str, dict[str, Any]] = {}
+            unkeyed: list[dict[str, Any]] = []
             _collect(by_id, unkeyed, self.qbo.purchases_by_id(purchase_ids | refetch))
             purchases = [*by_id.values(), *unkeyed]
-        else:
-            refetch |= self._purchases_to_retry()
-            purchases, server_time = self._read_purchases(state, refetch)
-            new_watermark = _lagged(server_time, self.clock())
-        state.summary.purchases_read = len(purchases)
-        if not dry_run:
-            voided = {str(p["Id"]): "voided" for p in purchases
-                      if isinstance(p, dict) and p.get("Id") is not None and is_voided(p)}
-            note_removals(self.sessions, self.firm_id, realm_id, voided, "read", self.clock())
+            del by_id, unkeyed
+            if not dry_run:
+                self._note_voided(purchases, state)
+                self._removals(state).handle()
+            self._handle_page(state, purchases, dry_run)
+            del purchases
+            self._finish_pages(state, dry_run, targeted=True)
+            return
+        refetch |= self._purchases_to_retry()
+        since, read_start = self._watermark()
+        reader = _PageReader(since, read_start, state.settings.start_date, refetch)
+        for purchases in self._pages(state, reader):
+            if not dry_run:
+                voided = self._note_voided(purchases, state)
+                if not reader.swept:
+                    reader.swept = True
+                    removals = self._removals(state)
+                    removals.sweep(reader.server_time)
+                    removals.handle()
+                elif voided:
+                    self._removals(state).handle()
+            self._handle_page(state, purchases, dry_run)
+            del purchases
+            if not dry_run and (mark := reader.progress_mark(self.clock())) is not None:
+                self._save_watermark(mark, reader.progress_start)
+        if not dry_run and not reader.swept:  # nothing read at all (no page came back)
             removals = self._removals(state)
-            if purchase_ids is None:
-                removals.sweep(server_time)
-                new_sweep = _lagged(server_time, self.clock())
+            removals.sweep(None)
             removals.handle()
-        rules = self._rules(state.settings, purchases)
+        self._finish_pages(state, dry_run, targeted=False)
+        if not dry_run:
+            self._save_watermark(reader.final_mark(self.clock()), state.settings.start_date)
+            self._save_watermark(_lagged(reader.server_time, self.clock()), None,
+                                 stream=REMOVALS_STREAM)
 
+    def _pages(self, state: _RunState, reader: _PageReader) -> Iterator[list[dict[str, Any]]]:
+        """The purchases changed since the watermark, a QuickBooks page at a time; then the
+        dates a start date moved earlier brought in; then ``refetch`` not seen on the way.
+        Each page is handled (planned, written, recorded) before the next one is asked for."""
+        settings = state.settings
+        for page in self.qbo.purchases_changed_since(reader.since, settings.start_date):
+            reader.saw(page.purchases, page.server_time, main=True)
+            self._progress(state, "reading", state.summary.purchases_read + len(page.purchases))
+            yield page.purchases
+        reader.main_done = True
+        if reader.backfill_from is not None:
+            # The start date moved earlier: read the newly included dates once (backfill).
+            for page in self.qbo.purchases_changed_since(None, settings.start_date,
+                                                         before_start=reader.backfill_from):
+                reader.saw(page.purchases, page.server_time, main=False)
+                yield page.purchases
+        if reader.refetch:
+            for chunk in chunks(sorted(reader.refetch), PAGE_SIZE):
+                found = self.qbo.purchases_by_id(chunk)
+                reader.saw(found, None, main=False)
+                yield found
+
+    def _note_voided(self, purchases: list[dict[str, Any]], state: _RunState) -> bool:
+        voided = {str(p["Id"]): "voided" for p in purchases
+                  if isinstance(p, dict) and p.get("Id") is not None and is_voided(p)}
+        if voided:
+            note_removals(self.sessions, self.firm_id, state.firm.qbo_realm_id or "", voided,
+                          "read", self.clock())
+        return bool(voided)
+
+    def _handle_page(self, state: _RunState, purchases: list[dict[str, Any]],
+                     dry_run: bool) -> None:
+        """Plan one page of purchases, follow edits, write or ask, and record it all."""
+        realm_id = state.firm.qbo_realm_id or ""
+        state.summary.purchases_read += len(purchases)
+        rules = self._rules(state, purchases)
         plans = [_plan_safely(p, realm_id, rules) for p in purchases]
         by_id = {str(p["Id"]): p for p in purchases
                  if isinstance(p, dict) and p.get("Id") is not None}
         known = self._known(realm_id, [p.purchase_id for p in plans])
         to_resolve: list[PlannedEntry] = []
         to_update: list[tuple[PlannedEntry, EntryLink]] = []
+        superseding = False
         for plan in plans:
             for skip in plan.skips:
                 state.summary.skipped += 1
-                state.summary.skips.append(skip.reason)
+                keep(state.summary.skips, skip.reason)
             for failure in plan.failures:
                 self._record_failure(state, failure, FailureKind.DATA, dry_run)
             links, waiting = known.get(plan.purchase_id, ([], []))
             link_of = {(link.customer_id, link.line_id): link for link in links}
+            waited = {(row.customer_id, row.line_id) for row in waiting}
             for entry in plan.entries:
                 link = link_of.get((entry.key.customer_id, entry.key.line_id))
                 if link is None or _revivable(link):
                     to_resolve.append(entry)
+                    if (entry.key.customer_id, entry.key.line_id) in waited:
+                        state.asked_before.add(_key_tuple(entry.key))
                     continue
                 # Still the same purchase: whatever failed before for it is settled.
                 state.raised.add((entry.key.purchase_id, entry.key.customer_id,
@@ -287,12 +516,14 @@ class Importer:
                 else:
                     state.summary.unchanged += 1
             if not dry_run and (links or waiting):
+                superseding = True
                 self._supersede(state, plan, by_id.get(plan.purchase_id), links, waiting)
                 for link in links:
                     if link.superseded_at is not None and link.removed_at is None and \
                             link.state == LinkState.CREATED:
                         state.obsolete.setdefault((link.purchase_id, link.line_id),
                                                   []).append(link)
+        del by_id, known
 
         for entry, link in to_update:
             if self.stopping.is_set():
@@ -300,17 +531,21 @@ class Importer:
                                  "where this one stopped.")
             self._follow_edit(state, entry, link, dry_run)
         self._resolve_and_write(state, to_resolve, dry_run)
-        if not dry_run:
+        if not dry_run and superseding:
             self._removals(state).handle_superseded()
-        if not dry_run and purchase_ids is None:
-            self._import_where_a_matter_appeared(state, {_key_tuple(e.key) for e in to_resolve})
+        state.obsolete.clear()
         if not dry_run:
-            self._close_settled_failures(state, [p.purchase_id for p in plans])
+            page_ids = [p.purchase_id for p in plans]
+            self._close_settled_failures(state, page_ids)
+            # What this page raised is settled in the database now; the run keeps no more.
+            done = set(page_ids)
+            state.raised = {r for r in state.raised if r[0] not in done}
+
+    def _finish_pages(self, state: _RunState, dry_run: bool, *, targeted: bool) -> None:
+        if not dry_run and not targeted:
+            self._import_where_a_matter_appeared(state)
+        if not dry_run:
             self._remember_contacts(state)
-            if new_watermark is not None:
-                self._save_watermark(new_watermark, state.settings.start_date)
-            if new_sweep is not None:
-                self._save_watermark(new_sweep, None, stream=REMOVALS_STREAM)
 
     def _follow_edit(self, state: _RunState, entry: PlannedEntry, link: EntryLink,
                      dry_run: bool) -> None:
@@ -381,73 +616,61 @@ class Importer:
         Edits(self.sessions, self.firm_id, self.clio, state.summary, state.actor,
               self.clock).supersede(plan, purchase, links, waiting)
 
-    def _import_where_a_matter_appeared(self, state: _RunState,
-                                        seen: set[tuple[str, str, str, str]]) -> None:
+    def _import_where_a_matter_appeared(self, state: _RunState) -> None:
         """Expenses waiting because their client had no open matter import by themselves once
-        one exists. Only the clients with such expenses are asked (once each, cached)."""
+        one exists. Only the clients with such expenses are asked (once each, cached). Those
+        this run already asked about (its own questions, and earlier ones it read again) are
+        left as they are."""
         with self.sessions() as session:
             rows = list(session.scalars(select(WaitingExpense).where(
                 WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
                 WaitingExpense.resolution.is_(None),
                 WaitingExpense.reason == WaitReason.NO_MATTER.value,
                 WaitingExpense.contact_id.is_not(None))))
+        run_id = state.summary.run_id
         for row in rows:
             entry = PlannedEntry.from_json(row.entry)
-            if _key_tuple(entry.key) in seen or self.stopping.is_set():
+            if (run_id is not None and row.run_id == run_id) or \
+                    _key_tuple(entry.key) in state.asked_before or self.stopping.is_set():
                 continue
             assert row.contact_id is not None
             contact = Contact(row.contact_id, row.customer_name, "", None)
             resolution = state.resolver.choose_matter(entry, contact, "stored")
             if resolution.resolved or resolution.reason != WaitReason.NO_MATTER:
                 self._settle(state, entry, resolution, dry_run=False)  # several now: ask
+        self._flush_writes(state)
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _read_purchases(self, state: _RunState, refetch: set[str]) -> tuple[
-            list[dict[str, Any]], str | None]:
-        """The purchases changed since the watermark (and ``refetch``), and QuickBooks' clock
-        at its first answer."""
-        settings = state.settings
+    def _watermark(self) -> tuple[str | None, date | None]:
+        """The stored watermark and the start date it was read with."""
         with self.sessions() as session:
             mark = session.scalars(select(Watermark).where(
                 Watermark.firm_id == self.firm_id,
                 Watermark.stream == WATERMARK_STREAM)).one_or_none()
-            since = mark.value if mark else None
-            read_start = mark.start_date if mark else None
-        by_id: dict[str, dict[str, Any]] = {}
-        unkeyed: list[dict[str, Any]] = []
-        server_time: str | None = None
-        for page in self.qbo.purchases_changed_since(since, settings.start_date):
-            server_time = server_time or page.server_time
-            _collect(by_id, unkeyed, page.purchases)
-            self._progress(state, "reading", len(by_id) + len(unkeyed))
-        if since and read_start and settings.start_date and settings.start_date < read_start:
-            # The start date moved earlier: read the newly included dates once (backfill).
-            for page in self.qbo.purchases_changed_since(None, settings.start_date,
-                                                         before_start=read_start):
-                _collect(by_id, unkeyed, page.purchases)
-        missing = refetch - by_id.keys()
-        if missing:
-            _collect(by_id, unkeyed, self.qbo.purchases_by_id(missing))
-        return [*by_id.values(), *unkeyed], server_time
+            return (mark.value, mark.start_date) if mark else (None, None)
 
-    def _rules(self, settings: FirmSettings, purchases: list[dict[str, Any]]) -> ImportRules:
+    def _rules(self, state: _RunState, purchases: list[dict[str, Any]]) -> ImportRules:
+        """The import rules for one page (item lines' accounts are asked for once a run)."""
+        settings = state.settings
         accounts = frozenset(str(a) for a in settings.import_account_ids or [])
-        item_accounts: dict[str, str] = {}
+        item_accounts = state.item_accounts
         if settings.item_lines:
-            item_ids = {ref["value"] for p in purchases for line in p.get("Line") or []
+            item_ids = {str(ref["value"]) for p in purchases for line in p.get("Line") or []
                         if isinstance(line, dict)
                         for ref in [(line.get("ItemBasedExpenseLineDetail") or {}).get("ItemRef")]
                         if isinstance(ref, dict) and ref.get("value")}
-            if item_ids:
-                for item in self.qbo.items(item_ids):
+            new = item_ids - state.items_asked
+            if new:
+                state.items_asked |= new
+                for item in self.qbo.items(new):
                     account = item.get("ExpenseAccountRef") or {}
                     if account.get("value"):
                         item_accounts[str(item["Id"])] = str(account["value"])
         return ImportRules(start_date=settings.start_date, import_account_ids=accounts,
                            split_lines=bool(settings.split_lines),
                            item_lines=bool(settings.item_lines),
-                           item_expense_accounts=item_accounts)
+                           item_expense_accounts=dict(item_accounts))
 
     # -- resolving and writing -------------------------------------------------------------
 
@@ -464,18 +687,25 @@ class Importer:
                                                         entry.customer_name))
                        for entry in entries]
         resolver.prefetch_matters({r.contact.id for _, r in resolutions if r.contact})
-        state.to_write = len(resolutions)
+        state.to_write += len(resolutions)
         for entry, found in resolutions:
             if self.stopping.is_set():
-                # Between two entries: every write so far is complete and recorded, and the
-                # watermark is not moved, so the next run carries on from here.
+                # Between two entries: every write so far is complete and recorded (the
+                # batch's unsent ones are dropped), and the watermark is not moved past this
+                # page, so the next run carries on from here.
+                self._flush_writes(state)
                 raise RunStopped("The server is shutting down; the next run carries on "
                                  "where this one stopped.")
             resolution = found if found.contact is None else resolver.choose_matter(
                 entry, found.contact, found.contact_source)
+            queued = len(state.batch)
             self._settle(state, entry, resolution, dry_run)
-            state.handled += 1
-            self._progress(state, "writing")
+            if len(state.batch) == queued:  # asked, failed or moved: done already
+                state.handled += 1
+                self._progress(state, "writing")
+            elif len(state.batch) >= WRITE_BATCH:
+                self._flush_writes(state)
+        self._flush_writes(state)
 
     def _settle(self, state: _RunState, entry: PlannedEntry, resolution: Resolution,
                 dry_run: bool) -> None:
@@ -538,7 +768,7 @@ class Importer:
             summary.imported += 1
             summary.by_rule += rule is not None
             summary.imported_total += entry.amount
-            summary.imported_entries.append(ImportedEntry(
+            keep(summary.imported_entries, ImportedEntry(
                 entry.marker, entry.amount, entry.date, entry.customer_name, label, None,
                 rule_name, rule_by))
             return
@@ -547,24 +777,158 @@ class Importer:
             return
         if self._moved(state, entry, resolution, label):
             return
+        state.batch.append(_Queued(entry, matter.id, label, rule))
+
+    # -- batched writes (a run's entries) ---------------------------------------------------
+
+    def _flush_writes(self, state: _RunState) -> None:
+        """Write the queued entries exactly once, as a batch (see docs/design.md):
+
+        1. one INSERT of every entry's ``pending`` link, committed before any POST;
+        2. the POSTs, one by one (healing as ``write`` does); between two of them a shutdown
+           stops the batch;
+        3. one transaction records the results: links ``created``, audit rows, waiting rows
+           settled, rules' uses, and the links of entries never sent (or refused) dropped.
+
+        A crash between 1 and 3 leaves ``pending`` links: the next run looks each up in Clio
+        by its marker and records it, or drops it and posts the entry again."""
+        queued, state.batch = state.batch, []
+        if not queued:
+            return
+        summary = state.summary
+        link_ids = self._insert_pending_batch(queued, summary.run_id)
+        posted: list[tuple[_Queued, int, Activity]] = []
+        dropped: list[int] = []
         try:
-            activity = self.write(state, entry, matter.id, resolution="imported", matter=label,
-                                  rule=rule)
-        except AlreadyImported:
-            summary.unchanged += 1  # another run recorded it first
+            for n, item in enumerate(queued):
+                entry = item.entry
+                link_id = link_ids.get(_key_tuple(entry.key))
+                if link_id is None:
+                    summary.unchanged += 1  # another run or a person recorded it first
+                    state.handled += 1
+                    continue
+                if self.stopping.is_set():
+                    # Never sent: nothing can be in Clio, so the links simply go.
+                    dropped += [i for q in queued[n:]
+                                if (i := link_ids.get(_key_tuple(q.entry.key))) is not None]
+                    break
+                if state.clio_blocked is not None:
+                    dropped.append(link_id)
+                    self._record_write_failure(state, entry, state.clio_blocked)
+                    state.handled += 1
+                    continue
+                try:
+                    activity = self._post_healing(state, entry, item.matter_id)
+                except ApiError as exc:
+                    if not (isinstance(exc, ServiceDown) and exc.ambiguous):
+                        dropped.append(link_id)  # nothing was created: start afresh later
+                    self._record_write_failure(state, entry, exc)
+                    _count_clio_failure(state, exc)
+                    state.handled += 1
+                    self._progress(state, "writing")
+                    continue
+                ENTRIES.labels("created").inc()
+                state.consecutive_transient = 0
+                posted.append((item, link_id, activity))
+        finally:
+            self._record_results(state, posted, dropped)
+        for item, _, activity in posted:
+            entry, rule = item.entry, item.rule
+            summary.imported += 1
+            summary.by_rule += rule is not None
+            summary.imported_total += entry.amount
+            keep(summary.imported_entries, ImportedEntry(
+                entry.marker, entry.amount, entry.date, entry.customer_name, item.label,
+                activity.id, matter_rules.describe(rule) if rule is not None else None,
+                rule.created_by if rule is not None else None))
+            state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id,
+                              "*"))
+            state.handled += 1
+        self._progress(state, "writing")
+
+    def _insert_pending_batch(self, queued: list[_Queued],
+                              run_id: int | None) -> dict[tuple[str, str, str, str], int]:
+        """The batch's ``pending`` links in one INSERT, committed; key → link id. A key whose
+        link exists already is not inserted: one an edit made obsolete (revivable) is taken
+        back as ``write`` does, any other is left out (written already)."""
+        now = self.clock()
+        rows = [dict(firm_id=self.firm_id, realm_id=q.entry.key.realm_id,
+                     purchase_id=q.entry.key.purchase_id, customer_id=q.entry.key.customer_id,
+                     line_id=q.entry.key.line_id, state=LinkState.PENDING,
+                     marker=q.entry.key.marker, sync_token=q.entry.sync_token,
+                     amount=q.entry.amount, txn_date=q.entry.date, clio_matter_id=q.matter_id,
+                     run_id=run_id, created_at=now, updated_at=now) for q in queued]
+        ids: dict[tuple[str, str, str, str], int] = {}
+        with self.sessions() as session:
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            # One statement whatever the batch's size (the rows go as parameters, sent as
+            # one multi-row VALUES), so the compiled-statement cache holds one, not one per
+            # batch size.
+            statement = insert(EntryLink).on_conflict_do_nothing().returning(
+                EntryLink.id, EntryLink.realm_id, EntryLink.purchase_id,
+                EntryLink.customer_id, EntryLink.line_id)
+            for link_id, realm_id, purchase_id, customer_id, line_id in session.execute(
+                    statement, rows):
+                ids[(realm_id, purchase_id, customer_id, line_id)] = link_id
+            session.commit()
+        for q in queued:  # rare: a key with a link already (an obsolete entry called again)
+            if _key_tuple(q.entry.key) not in ids:
+                revived = self._insert_pending(q.entry, q.matter_id, run_id)
+                if revived is not None:
+                    ids[_key_tuple(q.entry.key)] = revived
+        return ids
+
+    def _record_results(self, state: _RunState, posted: list[tuple[_Queued, int, Activity]],
+                        dropped: list[int]) -> None:
+        """One transaction for a batch's outcome (see ``_flush_writes``)."""
+        if not posted and not dropped:
             return
-        except ApiError as exc:
-            self._record_write_failure(state, entry, exc)
-            _count_clio_failure(state, exc)
-            return
-        state.consecutive_transient = 0
-        summary.imported += 1
-        summary.by_rule += rule is not None
-        summary.imported_total += entry.amount
-        summary.imported_entries.append(ImportedEntry(
-            entry.marker, entry.amount, entry.date, entry.customer_name, label, activity.id,
-            rule_name, rule_by))
-        state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
+        now = self.clock()
+        with self.sessions() as session:
+            if posted:
+                session.execute(update(EntryLink), [
+                    {"id": link_id, "state": LinkState.CREATED,
+                     "clio_activity_id": activity.id, "clio_etag": activity.etag,
+                     "written": activity.written_fields(), "updated_at": now}
+                    for _, link_id, activity in posted])
+                by_key = {_key_tuple(item.entry.key): (item, activity)
+                          for item, _, activity in posted}
+                waiting = session.execute(select(
+                    WaitingExpense.id, WaitingExpense.realm_id, WaitingExpense.purchase_id,
+                    WaitingExpense.customer_id, WaitingExpense.line_id).where(
+                    WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
+                    WaitingExpense.purchase_id.in_(
+                        sorted({key[1] for key in by_key})))).all()
+                settled = [{"id": row_id, "resolved_at": now, "resolution": "imported",
+                            "resolved_by": None, "clio_activity_id": found[1].id,
+                            "clio_matter_id": found[0].matter_id}
+                           for row_id, *key in waiting
+                           if (found := by_key.get(tuple(key))) is not None]  # type: ignore[arg-type]
+                if settled:
+                    session.execute(update(WaitingExpense), settled)
+                uses: dict[int, int] = {}
+                for item, _, activity in posted:
+                    entry, rule = item.entry, item.rule
+                    audit.record(
+                        session, self.firm_id, Action.IMPORTED, state.actor,
+                        **_audit_key(entry), amount=entry.amount,
+                        clio_activity_id=activity.id, clio_matter_id=item.matter_id,
+                        matter=item.label or activity.matter_number,
+                        after={"amount": entry.amount, "date": entry.date,
+                               "reference": entry.reference},
+                        detail=None if rule is None else
+                        f"Matter chosen by the rule {matter_rules.describe(rule)}, made by "
+                        f"{rule.created_by}.",
+                        run_id=state.summary.run_id, at=now)
+                    if rule is not None:
+                        uses[rule.id] = uses.get(rule.id, 0) + 1
+                for rule_id, times in uses.items():
+                    matter_rules.mark_used(session, rule_id, now, times=times)
+            if dropped:
+                session.execute(delete(EntryLink).where(EntryLink.firm_id == self.firm_id,
+                                                        EntryLink.id.in_(dropped)))
+            session.commit()
 
     def write(self, state: _RunState, entry: PlannedEntry, matter_id: int, *,
               resolution: str, resolved_by: str | None = None,
@@ -769,7 +1133,7 @@ class Importer:
                 summary.waiting += 1
             else:
                 summary.still_waiting += 1
-            summary.waiting_items.append(WaitingItem(
+            keep(summary.waiting_items, WaitingItem(
                 entry.marker, entry.amount, entry.date, entry.customer_name,
                 resolution.reason.value, len(resolution.candidates), new))
             if dry_run:
@@ -920,7 +1284,7 @@ class Importer:
                     FAILURES.labels(kind.value).inc()
             else:
                 summary.still_failing += 1
-            summary.failures.append(FailureItem(failure.purchase_id, kind.value,
+            keep(summary.failures, FailureItem(failure.purchase_id, kind.value,
                                                 failure.message, url, row is None))
             if dry_run:
                 return
@@ -956,17 +1320,19 @@ class Importer:
             session.commit()
 
     def _remember_contacts(self, state: _RunState) -> None:
+        """The run's automatic contact matches, in one statement (a link another process
+        stored meanwhile is kept)."""
         links = state.resolver.new_links
         if not links:
             return
         with self.sessions() as session:
-            for (qbo_type, qbo_id), contact_id in links.items():
-                session.add(ContactLink(firm_id=self.firm_id, qbo_type=qbo_type, qbo_id=qbo_id,
-                                        clio_contact_id=contact_id, source="auto"))
-                try:
-                    session.commit()
-                except IntegrityError:
-                    session.rollback()
+            dialect = session.get_bind().dialect.name
+            insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+            session.execute(insert(ContactLink).values([
+                dict(firm_id=self.firm_id, qbo_type=qbo_type, qbo_id=qbo_id,
+                     clio_contact_id=contact_id, source="auto", created_at=self.clock())
+                for (qbo_type, qbo_id), contact_id in links.items()]).on_conflict_do_nothing())
+            session.commit()
 
     def _save_watermark(self, value: str, start_date: date | None, *,
                         stream: str = WATERMARK_STREAM) -> None:

@@ -151,6 +151,6 @@ def remove(sessions: sessionmaker[Session], firm_id: int, rule_id: int, user_id:
         return RuleResult("removed", f"Rule removed: {describe(rule)}.", rule)
 
 
-def mark_used(session: Session, rule_id: int, at: datetime) -> None:
+def mark_used(session: Session, rule_id: int, at: datetime, *, times: int = 1) -> None:
     session.execute(update(MatterRule).where(MatterRule.id == rule_id).values(
-        uses=MatterRule.uses + 1, last_used_at=at))
+        uses=MatterRule.uses + times, last_used_at=at))

@@ -6,10 +6,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DETAIL_LIMIT = 200
 """Items of each kind kept in a run's stored details (the counts are always complete)."""
+
+
+def keep(items: list[T], item: T) -> None:
+    """Add ``item`` to a run's list of items while it holds fewer than ``DETAIL_LIMIT``: the
+    counts say how many there were, and a backfill of thousands holds no more than that."""
+    if len(items) < DETAIL_LIMIT:
+        items.append(item)
 
 
 class RunStopped(Exception):

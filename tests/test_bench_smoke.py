@@ -109,3 +109,24 @@ def test_the_prompt_load_benchmark_runs_small_and_writes_only_its_section(
     assert all(int(r[-1]) == 0 for r in rows)  # no wrong assignment
     assert sum(int(r[4]) for r in rows) > 0  # rules imported something
     assert "every expense imported once, ✓" in report
+
+
+def test_the_backfill_benchmark_runs_small_paced_too_and_writes_only_its_section(
+        tmp_path: Path) -> None:
+    from bench import backfill_bench
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
+
+    assert backfill_bench.main(["--sizes", "40", "--paced", "40", "--speedup", "600",
+                                "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert "## Figures\n\nkept" in report
+    [cells] = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
+               if line.startswith("| SQLite | 40 |")]
+    created = int(cells[2])
+    assert created > 0
+    assert float(cells[8]) >= 1.0  # at least one Clio call per entry it created
+    assert cells[9] == "1 (1)"  # one short page of QuickBooks purchases, and nothing more
+    assert "0 responses 429" in report

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -209,3 +210,61 @@ def test_a_malformed_success_every_time_is_a_failure_and_the_entry_lands_once(
     assert len(firm.entries()) == 1
     assert [link.state for link in firm.links()] == [LinkState.CREATED]
     assert second.failed == 0 and firm.open_failures() == []
+
+
+def _kill_sync_when(firm: Firm, database_url: str, ready: Any) -> None:
+    """``hardcost sync`` in a process of its own, killed with SIGKILL once ``ready()``."""
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
+                            env=env_for(firm.world, database_url),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the kill point was never reached"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.mark.parametrize("kill_at", ["after the batch's commit, before its POSTs",
+                                     "in the middle of the batch's POSTs"])
+def test_a_batch_killed_between_commit_and_posts_or_among_its_posts_lands_once(
+        firm: Firm, database_url: str, kill_at: str) -> None:
+    """A batch's pending links are committed together before its first POST; a SIGKILL then,
+    or after some of its POSTs reached Clio, leaves pending links only. The next run finds
+    the posted entries by their markers and posts the others: each entry once."""
+    markers = []
+    for n in range(8):
+        purchase = firm.expense((f"{20 + n}.00", "Jane Smith", f"Filing {n}"))
+        markers.append(f"[qbo {firm.qbo.realm_id}/{purchase['Id']}/"
+                       f"{firm.customers['Jane Smith']}]")
+    if kill_at.startswith("after"):
+        # The first POST is held before Clio sees it: every link is pending, none posted.
+        firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
+                                         delay=20))
+        _kill_sync_when(firm, database_url, lambda: firm.world.clio.faults.pending() == 0
+                        and len(firm.links()) == 8)
+        assert firm.entries() == []
+    else:
+        # Three POSTs go through; the fourth is created in Clio but its reply held back.
+        firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
+                                         times=3))
+        firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
+                                         delay_after=20))
+        _kill_sync_when(firm, database_url, lambda: len(firm.entries()) == 4)
+        assert len(firm.entries()) == 4
+    assert [link.state for link in firm.links()] == [LinkState.PENDING] * 8
+
+    firm.world.clio.faults.clear()
+    firm.world.clio.calls.clear()
+    firm.later()  # past the write grace: the dead run's links are settled
+    summary = firm.run()
+
+    assert summary.error is None
+    notes = [entry.get("note") or "" for entry in firm.entries()]
+    assert sorted(sum(marker in note for note in notes) for marker in markers) == [1] * 8
+    assert [link.state for link in firm.links()] == [LinkState.CREATED] * 8
+    posted_before = 0 if kill_at.startswith("after") else 4
+    assert firm.world.clio.calls.count("POST", POST_ACTIVITY) == 8 - posted_before
