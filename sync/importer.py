@@ -527,8 +527,7 @@ class Importer:
 
         for entry, link in to_update:
             if self.stopping.is_set():
-                raise RunStopped("The server is shutting down; the next run carries on "
-                                 "where this one stopped.")
+                raise RunStopped.by(self.stopping)
             self._follow_edit(state, entry, link, dry_run)
         self._resolve_and_write(state, to_resolve, dry_run)
         if not dry_run and superseding:
@@ -694,8 +693,7 @@ class Importer:
                 # batch's unsent ones are dropped), and the watermark is not moved past this
                 # page, so the next run carries on from here.
                 self._flush_writes(state)
-                raise RunStopped("The server is shutting down; the next run carries on "
-                                 "where this one stopped.")
+                raise RunStopped.by(self.stopping)
             resolution = found if found.contact is None else resolver.choose_matter(
                 entry, found.contact, found.contact_source)
             queued = len(state.batch)
@@ -799,6 +797,7 @@ class Importer:
         link_ids = self._insert_pending_batch(queued, summary.run_id)
         posted: list[tuple[_Queued, int, Activity]] = []
         dropped: list[int] = []
+        stopped = False
         try:
             for n, item in enumerate(queued):
                 entry = item.entry
@@ -811,6 +810,7 @@ class Importer:
                     # Never sent: nothing can be in Clio, so the links simply go.
                     dropped += [i for q in queued[n:]
                                 if (i := link_ids.get(_key_tuple(q.entry.key))) is not None]
+                    stopped = True
                     break
                 if state.clio_blocked is not None:
                     dropped.append(link_id)
@@ -845,6 +845,8 @@ class Importer:
                               "*"))
             state.handled += 1
         self._progress(state, "writing")
+        if stopped:  # the rest of the page was not written: the watermark must not pass it
+            raise RunStopped.by(self.stopping)
 
     def _insert_pending_batch(self, queued: list[_Queued],
                               run_id: int | None) -> dict[tuple[str, str, str, str], int]:

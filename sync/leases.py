@@ -59,6 +59,7 @@ from hardcost.sync.store import (
     RunLease,
     utcnow,
 )
+from hardcost.sync.summary import SHUTTING_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -117,8 +118,6 @@ class Lease:
         return not self.lost.is_set() and time.monotonic() < self.valid_until
 
 
-SHUTTING_DOWN = ("The server is shutting down; the next run carries on where this one "
-                 "stopped.")
 LEASE_LOST = ("This server lost touch with the database for too long to keep running the "
               "import safely; the next run carries on where this one stopped.")
 STOPPED_BY_HAND = "The import was stopped; the next run carries on where this one stopped."

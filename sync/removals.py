@@ -135,8 +135,7 @@ class Removals:
                 PurchaseRemoval.handled_at.is_(None)).order_by(PurchaseRemoval.id)))
         for removal in removals:
             if self.stopping.is_set():
-                raise RunStopped("The server is shutting down; the next run carries on "
-                                 "where this one stopped.")
+                raise RunStopped.by(self.stopping)
             with self.sessions() as session:
                 links = list(session.scalars(select(EntryLink).where(
                     EntryLink.firm_id == self.firm_id, EntryLink.realm_id == removal.realm_id,
@@ -176,8 +175,7 @@ class Removals:
                 EntryLink.state == LinkState.CREATED).order_by(EntryLink.id)))
         for link in links:
             if self.stopping.is_set():
-                raise RunStopped("The server is shutting down; the next run carries on "
-                                 "where this one stopped.")
+                raise RunStopped.by(self.stopping)
             try:
                 self._remove_entry(link, "changed")
             except ReconnectRequired:

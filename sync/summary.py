@@ -22,8 +22,18 @@ def keep(items: list[T], item: T) -> None:
 
 
 class RunStopped(Exception):
-    """The run stopped between two entries (the process is shutting down); the next run
-    carries on where it stopped."""
+    """The run stopped between two entries (the process is shutting down, its lease was lost,
+    or someone stopped it); the next run carries on where it stopped."""
+
+    @classmethod
+    def by(cls, stopping: object) -> RunStopped:
+        """The exception for a run whose ``stopping`` event is set, saying why (a
+        ``sync.leases.RunStop`` knows; a plain event means the process is shutting down)."""
+        reason = getattr(stopping, "reason", None)
+        return cls(reason if isinstance(reason, str) and reason else SHUTTING_DOWN)
+
+
+SHUTTING_DOWN = "The server is shutting down; the next run carries on where this one stopped."
 
 
 def matter_label(display_number: str, description: str) -> str:

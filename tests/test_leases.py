@@ -11,14 +11,16 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select, text, update
 from sqlalchemy.engine import Engine
 
+from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.importer import SHUTDOWN
-from hardcost.sync.leases import Leases, RunStop, next_due, run_soon
+from hardcost.sync.leases import LEASE_LOST, Leases, RunStop, next_due, run_soon
 from hardcost.sync.store import (
     Connection,
     PoolSettings,
@@ -28,7 +30,7 @@ from hardcost.sync.store import (
     make_engine,
     utcnow,
 )
-from tests.firmkit import Firm, make_firm
+from tests.firmkit import Firm, make_firm, price
 
 UNIT = 60.0
 
@@ -170,29 +172,40 @@ def test_a_lease_taken_over_stops_its_run_between_entries(
     firm.client("Jane Smith", ["Smith estate"])
     for n in range(4):
         firm.expense((f"{n + 1}.00", "Jane Smith"))
+    # Each POST takes a while: the takeover lands while the run is among its POSTs.
+    firm.world.clio.faults.add(Fault(path=r"/api/v4/activities\.json$", method="POST",
+                                     passthrough=True, delay=0.5, times=10))
     slow = Leases(db_engine, holder="slow replica", ttl=3600)
     lease = slow.acquire(firm.id, "schedule")
     assert lease is not None
     engine = firm.engine
     engine.stopping = RunStop(lease, SHUTDOWN)
-    written: list[int] = []
 
-    def take_over_after_first_entry(progress: object) -> None:
-        if getattr(progress, "imported", 0) == 1 and not written:
-            written.append(1)
-            with db_engine.begin() as conn:  # its lease ran out while it was away
-                conn.execute(update(RunLease).where(RunLease.firm_id == firm.id)
-                             .values(lease_until=utcnow() - timedelta(seconds=1)))
-            taker = Leases(other_engine, holder="another replica")
-            assert taker.acquire(firm.id, "schedule") is not None
-            slow.renew()  # its next renewal
-            assert lease.lost.is_set() and engine.stopping.is_set()
+    def take_over() -> None:
+        wait_for(lambda: len(firm.entries()) >= 1, timeout=30, what="the first entry")
+        with db_engine.begin() as conn:  # its lease ran out while it was away
+            conn.execute(update(RunLease).where(RunLease.firm_id == firm.id)
+                         .values(lease_until=utcnow() - timedelta(seconds=1)))
+        assert Leases(other_engine, holder="another replica").acquire(
+            firm.id, "schedule") is not None
+        slow.renew()  # its next renewal finds the lease gone
 
-    engine.on_progress = take_over_after_first_entry  # type: ignore[assignment]
+    taker = threading.Thread(target=take_over)
+    taker.start()
     summary = engine.run()
-    assert summary.imported == 1 and summary.error is not None
-    assert len(firm.entries()) == 1
+    taker.join(30)
+
+    assert lease.lost.is_set()
+    assert 1 <= summary.imported < 4
+    assert summary.error == LEASE_LOST
+    assert len(firm.entries()) == summary.imported  # nothing sent after it knew
     slow.close()
+    firm.world.clio.faults.clear()
+
+    firm.later()
+    engine.stopping = SHUTDOWN  # the new holder's run (the default stop: shutdown only)
+    assert firm.run().error is None  # the rest, nothing twice
+    assert sorted(price(e) for e in firm.entries()) == [Decimal(f"{n}.00") for n in range(1, 5)]
 
 
 def test_a_holder_that_cannot_renew_gives_up_before_its_lease_can_be_taken(
