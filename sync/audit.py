@@ -88,15 +88,33 @@ def record(session: Session, firm_id: int, action: Action, actor: str | None, *,
            after: dict[str, Any] | None = None, detail: str | None = None,
            run_id: int | None = None, at: datetime | None = None) -> AuditEntry:
     """Add one row of the trail to ``session``; the caller commits it with its change."""
-    row = AuditEntry(
-        firm_id=firm_id, at=at or utcnow(), actor=(actor or "unknown")[:60],
-        action=action.value, realm_id=realm_id, purchase_id=purchase_id,
-        customer_id=customer_id, line_id=line_id, client=_clip(client, 300), amount=amount,
-        clio_activity_id=clio_activity_id, clio_matter_id=clio_matter_id,
-        matter=_clip(matter, 300), before=_jsonable(before), after=_jsonable(after),
-        detail=detail, run_id=run_id)
+    row = AuditEntry(**values(
+        firm_id, action, actor, realm_id=realm_id, purchase_id=purchase_id,
+        customer_id=customer_id, line_id=line_id, client=client, amount=amount,
+        clio_activity_id=clio_activity_id, clio_matter_id=clio_matter_id, matter=matter,
+        before=before, after=after, detail=detail, run_id=run_id, at=at))
     session.add(row)
     return row
+
+
+def values(firm_id: int, action: Action, actor: str | None, *,
+           realm_id: str | None = None, purchase_id: str | None = None,
+           customer_id: str | None = None, line_id: str | None = None,
+           client: str | None = None, amount: Decimal | None = None,
+           clio_activity_id: int | None = None, clio_matter_id: int | None = None,
+           matter: str | None = None, before: dict[str, Any] | None = None,
+           after: dict[str, Any] | None = None, detail: str | None = None,
+           run_id: int | None = None, at: datetime | None = None) -> dict[str, Any]:
+    """One row of the trail as column values, for many rows in one INSERT
+    (``session.execute(insert(AuditEntry), rows)``: a batch of imported entries)."""
+    return {
+        "firm_id": firm_id, "at": at or utcnow(), "actor": (actor or "unknown")[:60],
+        "action": action.value, "realm_id": realm_id, "purchase_id": purchase_id,
+        "customer_id": customer_id, "line_id": line_id, "client": _clip(client, 300),
+        "amount": amount, "clio_activity_id": clio_activity_id,
+        "clio_matter_id": clio_matter_id, "matter": _clip(matter, 300),
+        "before": _jsonable(before), "after": _jsonable(after), "detail": detail,
+        "run_id": run_id}
 
 
 def latest(session: Session, firm_id: int, *, limit: int = 10, purchase_id: str | None = None,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection as SqlConnection
@@ -62,6 +62,7 @@ from hardcost.sync.rules import (
 from hardcost.sync.store import (
     PROVIDER_FOR_SERVICE,
     PROVIDER_NAMES,
+    AuditEntry,
     Connection,
     ContactLink,
     EntryLink,
@@ -910,10 +911,11 @@ class Importer:
                 if settled:
                     session.execute(update(WaitingExpense), settled)
                 uses: dict[int, int] = {}
+                trail: list[dict[str, Any]] = []
                 for item, _, activity in posted:
                     entry, rule = item.entry, item.rule
-                    audit.record(
-                        session, self.firm_id, Action.IMPORTED, state.actor,
+                    trail.append(audit.values(
+                        self.firm_id, Action.IMPORTED, state.actor,
                         **_audit_key(entry), amount=entry.amount,
                         clio_activity_id=activity.id, clio_matter_id=item.matter_id,
                         matter=item.label or activity.matter_number,
@@ -922,9 +924,11 @@ class Importer:
                         detail=None if rule is None else
                         f"Matter chosen by the rule {matter_rules.describe(rule)}, made by "
                         f"{rule.created_by}.",
-                        run_id=state.summary.run_id, at=now)
+                        run_id=state.summary.run_id, at=now))
                     if rule is not None:
                         uses[rule.id] = uses.get(rule.id, 0) + 1
+                if trail:  # one INSERT for the batch's rows (no ids needed back)
+                    session.execute(insert(AuditEntry), trail)
                 for rule_id, times in uses.items():
                     matter_rules.mark_used(session, rule_id, now, times=times)
             if dropped:
