@@ -927,8 +927,8 @@ class Importer:
                         run_id=state.summary.run_id, at=now))
                     if rule is not None:
                         uses[rule.id] = uses.get(rule.id, 0) + 1
-                if trail:  # one INSERT for the batch's rows (no ids needed back)
-                    session.execute(insert(AuditEntry), trail)
+                if trail:  # one multi-row INSERT for the batch (no ids needed back)
+                    session.execute(insert(AuditEntry).values(trail))
                 for rule_id, times in uses.items():
                     matter_rules.mark_used(session, rule_id, now, times=times)
             if dropped:
