@@ -22,8 +22,10 @@ What this module adds:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import socket
 import threading
 import time
 from collections import OrderedDict
@@ -177,6 +179,16 @@ class SocketModeLink:
         self.handler.connect()
 
     def close(self) -> None:
+        """Leave for good (no reconnect). The socket is shut first: the client's receiving
+        thread would otherwise hold its lock until its 3 s receive timeout, the message processor
+        wait for its 1 s queue timeout."""
+        self.client.auto_reconnect_enabled = False
+        self.client.closed = True
+        self.client.message_queue.put(None)  # wakes the message processor to see it
+        session = self.client.current_session
+        if session is not None and session.sock is not None:
+            with contextlib.suppress(OSError):
+                session.sock.shutdown(socket.SHUT_RDWR)
         self.handler.close()
 
     def _count_skip(self) -> None:

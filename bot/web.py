@@ -179,7 +179,9 @@ class WebServer:
 
 def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1",
                     port: int = 0, threads: int = 32) -> WebServer:
-    server = create_server(app, host=host, port=port, threads=threads, ident="hardcost")
+    # The loop's select wakes every 0.1 s (waitress: 1 s) so that ``stop`` returns at once.
+    server = create_server(app, host=host, port=port, threads=threads, ident="hardcost",
+                           asyncore_loop_timeout=0.1)
     actual = server.socket.getsockname()[1]
     stopping = threading.Event()
 
