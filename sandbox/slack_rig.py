@@ -159,6 +159,15 @@ class SlackRig:
               block_id: str = "b", user_team: str | None = None) -> Any:
         """A click as Slack sends it; ``user_team``: the clicker's own workspace, when it is
         not the channel's (a channel shared with another organisation)."""
+        return self.interaction(self.click_payload(
+            message, action_id, value=value, selected=selected, user=user, team=team,
+            block_id=block_id, user_team=user_team))
+
+    def click_payload(self, message: dict[str, Any], action_id: str, *,
+                      value: str | None = None, selected: str | None = None,
+                      user: str | None = None, team: str | None = None, block_id: str = "b",
+                      user_team: str | None = None) -> dict[str, Any]:
+        """The ``block_actions`` payload of a click (see :meth:`click`)."""
         user = user or self.staff
         team = team or self.ws.team_id
         action: dict[str, Any] = {"action_id": action_id, "block_id": block_id,
@@ -169,7 +178,7 @@ class SlackRig:
                                          "text": {"type": "plain_text", "text": selected}}
         else:
             action["value"] = value
-        return self.interaction({
+        return {
             "type": "block_actions", "team": {"id": team, "domain": "sandbox"},
             "user": {"id": user, "team_id": user_team or team}, "api_app_id": "A0APP",
             "trigger_id": self.ws.trigger_id(),
@@ -181,7 +190,7 @@ class SlackRig:
             "response_url": self.slack.response_url(team, user_id=user,
                                                     channel_id=message["channel"],
                                                     message_ts=message["ts"]),
-            "actions": [action]})
+            "actions": [action]}
 
     def options(self, block_id: str, action_id: str, value: str,
                 user: str | None = None) -> Any:
@@ -282,6 +291,7 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer,
         link = SocketModeLink(app, slack.app_token, ping_interval=SOCKET_PING_INTERVAL)
         link.connect()
         socket.wait_connected()
+        wait_for(lambda: link.health().last_message_at, what="the app reading Slack's hello")
     web = serve_in_thread(make_wsgi_app(app, firm.sessions, routes=routes,
                                         signing_secret=SIGNING_SECRET, socket_mode=link))
     # OAuth redirects come back to this server: it is the app's PUBLIC_URL.

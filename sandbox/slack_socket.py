@@ -16,9 +16,13 @@ documentation; slack-sdk's ``SocketModeClient``, which reads what is sent here u
   options), events do not. The app acks with ``{"envelope_id": …, "payload": {…}}``; Slack waits
   3 s. The sandbox records every ack with the seconds it took (:class:`Ack`).
 - Only connections that said hello and were not told to go get new envelopes.
-- ``disconnect``: ``{"type": "disconnect", "reason": "warning"}`` some seconds before
-  ``{"type": "disconnect", "reason": "refresh_requested"}``; a connection the app does not
-  close itself is closed by Slack soon after (here after ``close_after`` seconds).
+- ``disconnect``: ``{"type": "disconnect", "reason": "warning"}`` about 10 s before
+  ``{"type": "disconnect", "reason": "refresh_requested"}`` (``close_after``); a connection
+  the app does not close itself is closed by Slack soon after. slack-sdk's built-in client
+  reconnects on the warning and closes the old connection within its 3 s receive timeout, so
+  ``refresh_requested`` rarely reaches it; when it does (a gap under 3 s), the client
+  reconnects a second time and drops the connection it had just opened, with any envelope
+  sent to it meanwhile unacked.
 - A network failure drops the socket without a close frame (:meth:`SocketModeSandbox.drop`).
 - Redelivery: when an ack is lost (:meth:`SocketModeSandbox.deliver` with ``lose_ack``),
   the same envelope is sent again on the next connection (same ``envelope_id``; the
@@ -91,7 +95,7 @@ class SocketModeSandbox:
     that ``apps.connections.open`` can hand out its URLs."""
 
     def __init__(self, *, app_id: str = "A0HARDCOST", host: str = "127.0.0.1",
-                 close_after: float = 2.0) -> None:
+                 close_after: float = 10.0) -> None:
         self.app_id = app_id
         self.close_after = close_after
         self._lock = threading.Condition()
@@ -103,7 +107,8 @@ class SocketModeSandbox:
         """Every ack received, in order (a lost one too, with ``lost=True``)."""
         self.log: list[tuple[float, str, int]] = []
         """What happened to connections: (monotonic time, what, connection number) with what in
-        ``opened``, ``hello``, ``warning``, ``refresh_requested``, ``dropped``, ``closed``."""
+        ``opened``, ``hello``, ``warning``, ``refresh_requested``, ``dropped``, ``closed``
+        (either side), ``closed by slack``."""
         self.unmatched: list[str] = []
         """Text frames from the app that acked no envelope sent (bad JSON, unknown ids)."""
         self.refusing = False
@@ -218,11 +223,12 @@ class SocketModeSandbox:
             return next(link for link in self._links if link.number == number)
 
     def deliver(self, kind: str, payload: dict[str, Any], *, envelope_id: str | None = None,
-                lose_ack: bool = False, timeout: float = 15.0) -> Ack | None:
+                lose_ack: bool = False, new_envelope: bool = False,
+                timeout: float = 15.0) -> Ack | None:
         """Send one envelope on the newest connection and wait for its ack (None: no ack
         within ``timeout``). ``lose_ack``: the ack is received and thrown away, the socket
-        dropped, and the envelope sent again once the app has reconnected; the answer is then
-        the second ack."""
+        dropped, and the envelope sent again once the app has reconnected (under a new
+        envelope id with ``new_envelope``); the answer is then the second ack."""
         if kind not in ENVELOPE_TYPES:
             raise ValueError(f"not an envelope type: {kind}")
         envelope_id = envelope_id or str(uuid.uuid4())
@@ -242,6 +248,8 @@ class SocketModeSandbox:
         self.wait_connected(timeout, after=before)
         if kind == "events_api":
             envelope.update(retry_attempt=1, retry_reason="timeout")
+        if new_envelope:
+            envelope["envelope_id"] = str(uuid.uuid4())
         return self._send(envelope, timeout)
 
     def _send(self, envelope: dict[str, Any], timeout: float) -> Ack | None:
@@ -265,13 +273,18 @@ class SocketModeSandbox:
         return ack
 
     def refresh(self, *, warning: bool = True) -> None:
-        """What Slack does every few hours: ``warning``, then ``refresh_requested``, on every
-        open connection; one the app has not closed ``close_after`` seconds later is closed."""
+        """What Slack does every few hours: ``warning`` on every open connection, then,
+        ``close_after`` seconds later on one still open, ``refresh_requested``; one still open
+        ``close_after`` seconds after that is closed by Slack (``closed by slack`` in ``log``)."""
         with self._lock:
             links = [link for link in self._links if link.ready]
+            for link in links:
+                link.ready = False  # no new envelopes for a connection told to go
         for link in links:
             for reason in (("warning", "refresh_requested") if warning
                            else ("refresh_requested",)):
+                if link.closed.is_set():
+                    break
                 try:
                     link.ws.send(json.dumps({"type": "disconnect", "reason": reason,
                                              "debug_info": {"host": "sandbox-socket"}}))
@@ -279,10 +292,10 @@ class SocketModeSandbox:
                     break
                 with self._lock:
                     self._note(reason, link)
-            with self._lock:
-                link.ready = False  # no new envelopes for a connection told to go
-        for link in links:
-            if not link.closed.wait(self.close_after):
+                link.closed.wait(self.close_after)
+            if not link.closed.is_set():
+                with self._lock:
+                    self._note("closed by slack", link)
                 link.ws.close(1001, "refresh")
 
     def drop(self) -> None:
