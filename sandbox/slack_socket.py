@@ -34,6 +34,7 @@ WebSocket framing, pings and pongs are the ``websockets`` library's (its synchro
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -306,10 +307,8 @@ class SocketModeSandbox:
                 link.ready = False
                 self._note("dropped", link)
         for link in links:
-            try:
+            with contextlib.suppress(OSError):  # already gone
                 link.ws.socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass  # already gone
 
     def stop(self) -> None:
         self._server.shutdown()

@@ -226,6 +226,10 @@ def test_a_command_whose_ack_was_lost_starts_one_run(rig: SlackRig) -> None:
             Run.firm_id == rig.firm.id))
     assert runs == 1
     assert len(rig.firm.entries()) == 1
+    time.sleep(0.5)  # a second run would have answered by now: "Nothing new" or "under way"
+    assert not any(("Nothing new" in _blocks_text(m) or "under way" in _blocks_text(m))
+                   for m in rig.replies_to(rig.admin))
+    assert _health(rig)[1]["socket_mode"]["redeliveries_skipped"] == 1
 
 
 # -- hardcost serve ----------------------------------------------------------------------------
