@@ -117,6 +117,24 @@ def test_in_socket_mode_http_serves_everything_but_the_slack_paths(rig: SlackRig
         assert settings is not None and settings.paused is False
 
 
+def test_without_webhooks_status_says_changes_come_with_scheduled_runs_only(
+        rig: SlackRig) -> None:
+    """A firm whose server has no public address sets no ``QBO_WEBHOOK_VERIFIER``: QuickBooks
+    cannot reach it, and ``/hardcost status`` says how changes come in instead."""
+    rig.command("status")
+    with_webhooks = wait_for(lambda: next((m for m in rig.replies_to(rig.admin)
+                                           if "QuickBooks" in _blocks_text(m)), None))
+    rig.ctx.config = rig.ctx.config.model_copy(update={"qbo_webhook_verifier": None})
+
+    rig.command("status")
+
+    without = wait_for(lambda: next((m for m in rig.replies_to(rig.admin)
+                                     if "scheduled runs only" in _blocks_text(m)), None),
+                       what="status naming scheduled runs only")
+    assert "every 15 minutes" in _blocks_text(without)
+    assert "scheduled runs only" not in _blocks_text(with_webhooks)
+
+
 # -- reconnects --------------------------------------------------------------------------------
 
 def test_after_a_disconnect_envelope_the_app_reconnects_by_itself(rig: SlackRig) -> None:
