@@ -37,6 +37,10 @@ not uploaded yet or already completed → ``file_not_found``; a channel as for
 ``chat.postMessage`` (``channel_not_found``, ``not_in_channel``, ``is_archived``). Error names
 for a size mismatch and an unfinished upload are unconfirmed.
 
+Socket Mode: ``apps.connections.open`` takes the app-level token (``SlackSandbox.app_token``;
+a bot token → ``not_allowed_token_type``, another → ``invalid_auth``) and answers a WebSocket
+URL of ``SlackSandbox.socket_mode`` (``sandbox/slack_socket.py``), which a test sets.
+
 Installing the app (OAuth v2, multi-workspace mode): ``GET /oauth/v2/authorize`` is Slack's
 consent screen, approved at once for the workspace named by the ``team`` query parameter (else
 ``SlackSandbox.install_team``, else the only workspace) unless ``install_decision`` is
