@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
@@ -42,9 +42,12 @@ from hardcost.bot.web import WebServer, WSGIApp, make_wsgi_app, serve_in_thread
 from hardcost.bot.webhooks import webhook_routes
 from hardcost.sandbox.server import RunningServer
 from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
-from hardcost.sandbox.slack_socket import Ack, SocketModeSandbox
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.store import FirmSettings, make_session_factory
+
+if TYPE_CHECKING:  # websockets, under the sandbox's Socket Mode, is a dev dependency only:
+    # ``hardcost demo`` (HTTP) runs on a plain install
+    from hardcost.sandbox.slack_socket import Ack, SocketModeSandbox
 
 SIGNING_SECRET = "sandbox-signing-secret"
 TEAM = "T0001"
@@ -287,6 +290,8 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer,
     socket: SocketModeSandbox | None = None
     link: SocketModeLink | None = None
     if transport == "socket":
+        from hardcost.sandbox.slack_socket import SocketModeSandbox  # see TYPE_CHECKING above
+
         socket = slack.socket_mode = slack.socket_mode or SocketModeSandbox()
         link = SocketModeLink(app, slack.app_token, ping_interval=SOCKET_PING_INTERVAL)
         link.connect()
