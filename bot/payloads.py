@@ -32,6 +32,17 @@ def payload_problem(body: bytes, content_type: str | None) -> str | None:
     return _json_problem(body.decode("utf-8", errors="replace"), interaction=False)
 
 
+def envelope_problem(kind: str, payload: Any) -> str | None:
+    """The same checks for a Socket Mode envelope's payload (``interactive``, ``events_api``,
+    ``slash_commands``); None when Bolt can read it."""
+    if not isinstance(payload, dict):
+        return "the payload is not a JSON object"
+    if kind == "slash_commands":
+        return None if all(isinstance(v, str) for v in payload.values()) \
+            else "a slash command field is not text"
+    return _json_problem(json.dumps(payload), interaction=kind == "interactive")
+
+
 def _json_problem(text: str, *, interaction: bool) -> str | None:
     try:
         data: Any = json.loads(text)

@@ -1,6 +1,10 @@
 """``hardcost serve``: the Slack app over HTTP (waitress) or Socket Mode, plus the outbox pump.
 
-What it serves today: ``/slack/events`` (commands, interactivity, options, events),
+In Socket Mode (``SLACK_APP_TOKEN``) Slack comes over a WebSocket (``bot.socket_mode``) and
+the HTTP server still serves everything but the Slack paths: the QuickBooks and Clio OAuth
+callbacks, ``/webhooks/quickbooks``, ``/healthz`` (with the socket's state) and ``/metrics``.
+
+What it serves over HTTP: ``/slack/events`` (commands, interactivity, options, events),
 ``/slack/install`` and ``/slack/oauth_redirect`` (multi-workspace mode),
 ``/oauth/quickbooks/callback``, ``/oauth/clio/callback`` and ``/healthz`` (the database and the
 scheduler), and runs the import scheduler (``sync.scheduler``). On SQLite a second
@@ -28,6 +32,7 @@ from hardcost.bot.digest import send_due_digests
 from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
+from hardcost.bot.socket_mode import SocketModeLink
 from hardcost.bot.ui import messages
 from hardcost.bot.web import make_wsgi_app, serve_forever
 from hardcost.bot.webhooks import WebhookWorker, webhook_routes
@@ -121,20 +126,26 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
+        routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
         if config.slack_app_token:
-            from slack_bolt.adapter.socket_mode import SocketModeHandler
-
-            log.info("Slack over Socket Mode")
+            log.info("Slack over Socket Mode; serving http://0.0.0.0:%s for the OAuth "
+                     "callbacks, /webhooks/quickbooks, /healthz and /metrics", config.port)
             if multi_workspace(config):
                 log.warning("%s is served over HTTP only: install workspaces while "
                             "serving over HTTP (without SLACK_APP_TOKEN)", INSTALL_PATH)
-            SocketModeHandler(app, config.slack_app_token).start()
+            socket_mode = SocketModeLink(app, config.slack_app_token)
+            socket_mode.connect()
+            try:
+                serve_forever(make_wsgi_app(app, sessions, routes=routes,
+                                            scheduler=ctx.scheduler, socket_mode=socket_mode),
+                              "0.0.0.0", config.port)
+            finally:
+                socket_mode.close()
             return 0
         log.info("serving http://0.0.0.0:%s/slack/events", config.port)
         if multi_workspace(config):
             log.info("multi-workspace mode, install at %s%s",
                      config.public_url.rstrip("/"), INSTALL_PATH)
-        routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
         serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler,
                                     signing_secret=config.slack_signing_secret),
                       "0.0.0.0", config.port)

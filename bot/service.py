@@ -181,7 +181,8 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         else "not connected",
         channel_id=settings.slack_channel_id, paused=settings.paused,
         schedule_minutes=settings.schedule_minutes, last_run=last_line, next_run=next_line,
-        waiting=int(waiting), open_failures=int(failures), problems=tuple(problems))
+        waiting=int(waiting), open_failures=int(failures), problems=tuple(problems),
+        webhooks=bool(ctx.config.qbo_webhook_verifier))
 
 
 def open_prompts(ctx: BotContext, firm_id: int, limit: int = 50) -> list[Prompt]:

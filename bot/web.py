@@ -28,6 +28,7 @@ from hardcost.bot.payloads import payload_problem
 from hardcost.sync.metrics import REGISTRY, StoreCollector
 
 if TYPE_CHECKING:
+    from hardcost.bot.socket_mode import SocketModeLink
     from hardcost.sync.scheduler import ImportScheduler
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,20 @@ def _refuse_before_bolt(environ: dict[str, Any], signing_secret: str) -> Respons
 def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
                   routes: dict[str, WSGIApp] | None = None,
                   scheduler: ImportScheduler | None = None,
-                  signing_secret: str | None = None) -> WSGIApp:
+                  signing_secret: str | None = None,
+                  socket_mode: SocketModeLink | None = None) -> WSGIApp:
     """``/slack/events``, ``/slack/install``, ``/slack/oauth_redirect`` (Bolt), ``/healthz``,
     ``/metrics`` (Prometheus text format, ``hardcost.sync.metrics``) and any extra ``routes``
     by exact path (OAuth callbacks, ``/webhooks/quickbooks``).
 
-    ``/healthz`` answers 200 ``{"ok": true, "database": "ok", "scheduler": {...}}``, or 503
-    with ``"ok": false`` and a ``reason`` when the database does not answer or ``scheduler``
-    (``hardcost serve``'s) is not running its jobs (see ``ImportScheduler.health``)."""
+    With ``socket_mode`` (Slack comes over a WebSocket, ``bot.socket_mode``) the Slack paths
+    answer 404: everything else is served as over HTTP.
+
+    ``/healthz`` answers 200 ``{"ok": true, "database": "ok", "scheduler": {...}}`` (plus
+    ``"socket_mode": {...}`` in Socket Mode), or 503 with ``"ok": false`` and a ``reason`` when
+    the database does not answer, ``scheduler`` (``hardcost serve``'s) is not running its jobs
+    (see ``ImportScheduler.health``) or the Socket Mode connection has been down too long
+    (``SocketModeLink.health``)."""
     slack = SlackRequestHandler(bolt_app, path="/slack/events")
     extra = routes or {}
     from_store = CollectorRegistry(auto_describe=True)
@@ -114,6 +121,11 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
                 body["scheduler"] = state.as_json()
                 if not state.ok:
                     reasons.append(state.reason or "the scheduler is not running")
+        if socket_mode is not None:
+            link = socket_mode.health()
+            body["socket_mode"] = link.as_json()
+            if not link.ok:
+                reasons.append(link.reason or "the Slack Socket Mode connection is down")
         if reasons:
             body["ok"] = False
             body["reason"] = "; ".join(reasons)
@@ -122,7 +134,7 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
 
     def app(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         path = Request(environ).path
-        if path in SLACK_PATHS:
+        if path in SLACK_PATHS and socket_mode is None:
             stamp = environ.get("HTTP_X_SLACK_REQUEST_TIMESTAMP")
             if stamp is not None and not SLACK_TIMESTAMP.fullmatch(stamp):
                 # Bolt's verifier raises on a timestamp that is not a number: a 500 for what
@@ -167,7 +179,9 @@ class WebServer:
 
 def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1",
                     port: int = 0, threads: int = 32) -> WebServer:
-    server = create_server(app, host=host, port=port, threads=threads, ident="hardcost")
+    # The loop's select wakes every 0.1 s (waitress: 1 s) so that ``stop`` returns at once.
+    server = create_server(app, host=host, port=port, threads=threads, ident="hardcost",
+                           asyncore_loop_timeout=0.1)
     actual = server.socket.getsockname()[1]
     stopping = threading.Event()
 

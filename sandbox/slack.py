@@ -37,6 +37,10 @@ not uploaded yet or already completed → ``file_not_found``; a channel as for
 ``chat.postMessage`` (``channel_not_found``, ``not_in_channel``, ``is_archived``). Error names
 for a size mismatch and an unfinished upload are unconfirmed.
 
+Socket Mode: ``apps.connections.open`` takes the app-level token (``SlackSandbox.app_token``;
+a bot token → ``not_allowed_token_type``, another → ``invalid_auth``) and answers a WebSocket
+URL of ``SlackSandbox.socket_mode`` (``sandbox/slack_socket.py``), which a test sets.
+
 Installing the app (OAuth v2, multi-workspace mode): ``GET /oauth/v2/authorize`` is Slack's
 consent screen, approved at once for the workspace named by the ``team`` query parameter (else
 ``SlackSandbox.install_team``, else the only workspace) unless ``install_decision`` is
@@ -99,6 +103,8 @@ _URLS = Map([Rule("/api/<method>", endpoint="api", methods=["GET", "POST"]),
 CODE_SECONDS = 600.0
 SANDBOX_CLIENT_ID = "sandbox-slack-client"
 SANDBOX_CLIENT_SECRET = "sandbox-slack-secret"
+SANDBOX_APP_TOKEN = "xapp-1-A0HARDCOST-1-sandbox"
+"""The app-level token (``connections:write``) that ``apps.connections.open`` takes."""
 
 _METHOD_SCOPE = {
     "chat.postMessage": "chat:write", "chat.postEphemeral": "chat:write",
@@ -495,6 +501,10 @@ class SlackSandbox:
         self._uploads: dict[str, _Upload] = {}  # by upload URL key
         self._answering_at = ""  # the base URL the call being answered came to
         self._file_numbers = itertools.count(1)
+        # Socket Mode: the app-level token and the WebSocket side (sandbox/slack_socket.py)
+        self.app_token = SANDBOX_APP_TOKEN
+        self.socket_mode: Any = None
+        """A ``SocketModeSandbox`` once a test turns Socket Mode on; None: the app has it off."""
         self._dispatch = with_faults(self.faults, self.calls, self._handle)
         self._methods: dict[str, Callable[[SlackWorkspace, dict[str, Any]], dict[str, Any]]] = {
             "auth.test": self._auth_test,
@@ -605,6 +615,8 @@ class SlackSandbox:
                 args = _arguments(request)
                 if method == "oauth.v2.access":
                     return _json({"ok": True, **self._oauth_access(request, args)})
+                if method == "apps.connections.open":
+                    return _json({"ok": True, **self._connections_open(request, args)})
                 workspace = self._authenticate(request, args)
                 handler = self._methods.get(method)
                 if handler is None:
@@ -629,6 +641,21 @@ class SlackSandbox:
         if workspace.token_revoked:
             raise _Refusal("token_revoked")
         return workspace
+
+    def _connections_open(self, request: Request, args: dict[str, Any]) -> dict[str, Any]:
+        """A Socket Mode URL, for the app-level token only (a bot token is refused as
+        Slack refuses it)."""
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = (token.strip() if scheme.lower() == "bearer" else "") or \
+            str(args.get("token") or "")
+        if not token:
+            raise _Refusal("not_authed")
+        if token != self.app_token:
+            raise _Refusal("not_allowed_token_type" if token in self._by_token
+                           else "invalid_auth")
+        if self.socket_mode is None:
+            raise _Refusal("socket_mode_not_enabled")  # unconfirmed name
+        return {"url": self.socket_mode.open_url()}
 
     # --- installing the app (OAuth v2) ---------------------------------------------------------
 

@@ -3,6 +3,13 @@
 Used by the tests, the Slack benchmark and the demo: every request is signed with the signing
 secret exactly as Slack signs it, and goes over loopback HTTP into the production WSGI stack.
 
+``make_rig(..., transport="socket")`` is the same app in Socket Mode (``bot.socket_mode``,
+as ``hardcost serve`` runs it with ``SLACK_APP_TOKEN``): commands, interactions and events go
+to it as envelopes over the sandbox Slack's WebSocket (``sandbox/slack_socket.py``), and
+:meth:`SlackRig.command` and the others answer the app's ack as a :class:`SocketAck` that reads
+like the HTTP response (``status_code``, ``text``, ``json()``). The HTTP server still runs,
+without the Slack paths, as in production.
+
 :func:`make_rig` is single-workspace mode (one firm, one bot token); :func:`make_install_rig`
 is multi-workspace mode, where workspaces install the app through ``/slack/install`` in a
 browser-like :class:`requests.Session` and each becomes a firm.
@@ -15,7 +22,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.cookiejar import DefaultCookiePolicy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
@@ -30,6 +37,7 @@ from hardcost.bot.context import BotContext, make_web_client
 from hardcost.bot.install import slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import ClientFor
+from hardcost.bot.socket_mode import SocketModeLink
 from hardcost.bot.web import WebServer, WSGIApp, make_wsgi_app, serve_in_thread
 from hardcost.bot.webhooks import webhook_routes
 from hardcost.sandbox.server import RunningServer
@@ -37,8 +45,40 @@ from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.store import FirmSettings, make_session_factory
 
+if TYPE_CHECKING:  # websockets, under the sandbox's Socket Mode, is a dev dependency only:
+    # ``hardcost demo`` (HTTP) runs on a plain install
+    from hardcost.sandbox.slack_socket import Ack, SocketModeSandbox
+
 SIGNING_SECRET = "sandbox-signing-secret"
 TEAM = "T0001"
+TRANSPORTS = ("http", "socket")
+SOCKET_PING_INTERVAL = 0.5
+"""The app's pings in the rig: a dropped socket is noticed within about 2.5 s (four intervals
+without a pong), not the 40 s of the production setting."""
+
+
+@dataclass(frozen=True)
+class SocketAck:
+    """The app's ack of an envelope, read like the HTTP response to the same request: 200 and
+    the ack's payload as the body; 408 when no ack came (Slack shows the person an error)."""
+
+    ack: Ack | None
+
+    @property
+    def status_code(self) -> int:
+        return 200 if self.ack is not None else 408
+
+    @property
+    def text(self) -> str:
+        payload = self.ack.payload if self.ack is not None else None
+        if not payload:
+            return ""
+        if set(payload) == {"text"}:
+            return str(payload["text"])
+        return json.dumps(payload, ensure_ascii=False)
+
+    def json(self) -> Any:
+        return self.ack.payload if self.ack is not None else None
 
 
 @dataclass
@@ -54,6 +94,21 @@ class SlackRig:
     admin: str
     staff: str
     _timestamp: Callable[[], float] = field(default=time.time)
+    socket: SocketModeSandbox | None = None
+    """Socket Mode: the sandbox Slack's WebSocket side; None over HTTP."""
+    link: SocketModeLink | None = None
+    """Socket Mode: the app's connection."""
+
+    @property
+    def transport(self) -> str:
+        return "socket" if self.socket is not None else "http"
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.close()
+        if self.socket is not None:
+            self.socket.stop()
+        self.web.stop()
 
     # -- requests as Slack sends them ----------------------------------------------------------
 
@@ -66,31 +121,56 @@ class SlackRig:
                                       "X-Slack-Request-Timestamp": ts,
                                       "X-Slack-Signature": sig})
 
+    def _deliver(self, kind: str, payload: dict[str, Any], body: str,
+                 content_type: str) -> requests.Response | SocketAck:
+        """Over HTTP ``body`` signed; in Socket Mode ``payload`` in a ``kind`` envelope."""
+        if self.socket is None:
+            return self.post(body, content_type)
+        return SocketAck(self.socket.deliver(kind, payload))
+
     def command_body(self, text: str, user: str | None = None, team: str | None = None) -> str:
+        return urlencode(self.command_fields(text, user, team))
+
+    def command_fields(self, text: str, user: str | None = None,
+                       team: str | None = None) -> dict[str, str]:
+        """A slash command's fields: the form Slack posts, or a ``slash_commands`` payload."""
         user = user or self.admin
         team = team or self.ws.team_id
-        return urlencode({
+        return {
             "token": "legacy", "team_id": team, "team_domain": "sandbox",
             "channel_id": self.channel, "channel_name": "costs", "user_id": user,
             "user_name": user, "command": "/hardcost", "text": text, "api_app_id": "A0APP",
             "response_url": self.slack.response_url(team, user_id=user,
                                                     channel_id=self.channel),
-            "trigger_id": self.ws.trigger_id()})
+            "trigger_id": self.ws.trigger_id()}
 
     def command(self, text: str, user: str | None = None,
-                team: str | None = None) -> requests.Response:
-        return self.post(self.command_body(text, user, team),
-                         "application/x-www-form-urlencoded")
+                team: str | None = None) -> Any:
+        fields = self.command_fields(text, user, team)
+        return self._deliver("slash_commands", fields, urlencode(fields),
+                             "application/x-www-form-urlencoded")
 
-    def interaction(self, payload: dict[str, Any], **kwargs: Any) -> requests.Response:
-        return self.post(urlencode({"payload": json.dumps(payload)}),
-                         "application/x-www-form-urlencoded", **kwargs)
+    def interaction(self, payload: dict[str, Any], **kwargs: Any) -> Any:
+        """An interaction; ``kwargs`` (a wrong secret, an old timestamp) sign it over HTTP."""
+        body = urlencode({"payload": json.dumps(payload)})
+        if kwargs or self.socket is None:
+            return self.post(body, "application/x-www-form-urlencoded", **kwargs)
+        return self._deliver("interactive", payload, body, "application/x-www-form-urlencoded")
 
     def click(self, message: dict[str, Any], action_id: str, *, value: str | None = None,
               selected: str | None = None, user: str | None = None, team: str | None = None,
-              block_id: str = "b", user_team: str | None = None) -> requests.Response:
+              block_id: str = "b", user_team: str | None = None) -> Any:
         """A click as Slack sends it; ``user_team``: the clicker's own workspace, when it is
         not the channel's (a channel shared with another organisation)."""
+        return self.interaction(self.click_payload(
+            message, action_id, value=value, selected=selected, user=user, team=team,
+            block_id=block_id, user_team=user_team))
+
+    def click_payload(self, message: dict[str, Any], action_id: str, *,
+                      value: str | None = None, selected: str | None = None,
+                      user: str | None = None, team: str | None = None, block_id: str = "b",
+                      user_team: str | None = None) -> dict[str, Any]:
+        """The ``block_actions`` payload of a click (see :meth:`click`)."""
         user = user or self.staff
         team = team or self.ws.team_id
         action: dict[str, Any] = {"action_id": action_id, "block_id": block_id,
@@ -101,7 +181,7 @@ class SlackRig:
                                          "text": {"type": "plain_text", "text": selected}}
         else:
             action["value"] = value
-        return self.interaction({
+        return {
             "type": "block_actions", "team": {"id": team, "domain": "sandbox"},
             "user": {"id": user, "team_id": user_team or team}, "api_app_id": "A0APP",
             "trigger_id": self.ws.trigger_id(),
@@ -113,10 +193,10 @@ class SlackRig:
             "response_url": self.slack.response_url(team, user_id=user,
                                                     channel_id=message["channel"],
                                                     message_ts=message["ts"]),
-            "actions": [action]})
+            "actions": [action]}
 
     def options(self, block_id: str, action_id: str, value: str,
-                user: str | None = None) -> requests.Response:
+                user: str | None = None) -> Any:
         return self.interaction({
             "type": "block_suggestion", "team": {"id": self.ws.team_id},
             "user": {"id": user or self.staff, "team_id": self.ws.team_id}, "api_app_id": "A0APP",
@@ -125,19 +205,18 @@ class SlackRig:
             "container": {"type": "message", "channel_id": self.channel}})
 
     def submit_view(self, view: dict[str, Any], values: dict[str, Any],
-                    user: str | None = None) -> requests.Response:
+                    user: str | None = None) -> Any:
         return self.interaction({
             "type": "view_submission", "team": {"id": self.ws.team_id},
             "user": {"id": user or self.admin, "team_id": self.ws.team_id},
             "api_app_id": "A0APP", "trigger_id": self.ws.trigger_id(),
             "view": {**view, "id": view.get("id", "V1"), "state": {"values": values}}})
 
-    def event(self, event: dict[str, Any]) -> requests.Response:
-        body = json.dumps({"type": "event_callback", "team_id": self.ws.team_id,
-                           "api_app_id": "A0APP",
-                           "event": event, "event_id": f"Ev{time.time_ns()}",
-                           "event_time": int(time.time())})
-        return self.post(body, "application/json")
+    def event(self, event: dict[str, Any]) -> Any:
+        callback = {"type": "event_callback", "team_id": self.ws.team_id,
+                    "api_app_id": "A0APP", "event": event, "event_id": f"Ev{time.time_ns()}",
+                    "event_time": int(time.time())}
+        return self._deliver("events_api", callback, json.dumps(callback), "application/json")
 
     # -- what Slack shows ----------------------------------------------------------------------
 
@@ -182,7 +261,12 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = ""
         time.sleep(0.02)
 
 
-def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> SlackRig:
+def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer,
+             transport: str = "http") -> SlackRig:
+    """The app for ``firm`` over ``transport``: ``"http"`` (signed requests to
+    ``/slack/events``) or ``"socket"`` (Socket Mode, the sandbox Slack's WebSocket)."""
+    if transport not in TRANSPORTS:
+        raise ValueError(f"transport is one of {TRANSPORTS}, not {transport!r}")
     ws = slack.add_workspace(TEAM)
     channel = ws.add_channel("costs")["id"]
     admin = ws.add_user("Ada Admin", is_admin=True)["id"]
@@ -202,13 +286,23 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer) -> Sla
     for handler in client.retry_handlers:
         handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET)
-    web = serve_in_thread(make_wsgi_app(app, firm.sessions,
-                                        routes={**oauth_routes(ctx, client),
-                                                **webhook_routes(ctx)},
-                                        signing_secret=SIGNING_SECRET))
+    routes = {**oauth_routes(ctx, client), **webhook_routes(ctx)}
+    socket: SocketModeSandbox | None = None
+    link: SocketModeLink | None = None
+    if transport == "socket":
+        from hardcost.sandbox.slack_socket import SocketModeSandbox  # see TYPE_CHECKING above
+
+        socket = slack.socket_mode = slack.socket_mode or SocketModeSandbox()
+        link = SocketModeLink(app, slack.app_token, ping_interval=SOCKET_PING_INTERVAL)
+        link.connect()
+        socket.wait_connected()
+        wait_for(lambda: link.health().last_message_at, what="the app reading Slack's hello")
+    web = serve_in_thread(make_wsgi_app(app, firm.sessions, routes=routes,
+                                        signing_secret=SIGNING_SECRET, socket_mode=link))
     # OAuth redirects come back to this server: it is the app's PUBLIC_URL.
     ctx.config = ctx.config.model_copy(update={"public_url": web.url})
-    return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff)
+    return SlackRig(firm, slack, ws, slack_server, app, ctx, web, channel, admin, staff,
+                    socket=socket, link=link)
 
 
 # --- multi-workspace mode ---------------------------------------------------------------------

@@ -102,8 +102,22 @@ def firm(world: Any, sessions: sessionmaker[Session]) -> Any:
 
 
 @pytest.fixture
-def rig(firm: Any) -> Iterator[Any]:
-    """The real Slack app over HTTP for ``firm``, with a sandbox Slack (sandbox/slack_rig.py)."""
+def transport(request: pytest.FixtureRequest) -> str:
+    """How Slack reaches the app in ``rig``: ``http``, or ``socket`` (Socket Mode) as well for
+    tests marked ``both_transports``."""
+    return str(getattr(request, "param", "http"))
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.definition.get_closest_marker("both_transports") is not None and \
+            "rig" in metafunc.fixturenames:
+        metafunc.parametrize("transport", ["http", "socket"], indirect=True)
+
+
+@pytest.fixture
+def rig(firm: Any, transport: str) -> Iterator[Any]:
+    """The real Slack app for ``firm``, with a sandbox Slack (sandbox/slack_rig.py): over HTTP,
+    or over Socket Mode too where a test is marked ``both_transports``."""
     from hardcost.sandbox.server import serve_in_thread
     from hardcost.sandbox.slack import SlackSandbox
     from hardcost.sandbox.slack_rig import make_rig
@@ -111,9 +125,9 @@ def rig(firm: Any) -> Iterator[Any]:
     slack = SlackSandbox(clock=firm.world.clock)
     server = serve_in_thread(slack)
     slack.base_url = server.url
-    started = make_rig(firm, slack, server)
+    started = make_rig(firm, slack, server, transport)
     yield started
-    started.web.stop()
+    started.stop()
     server.stop()
 
 

@@ -1,5 +1,11 @@
 """The Slack app end to end: signed requests into the real Bolt app over HTTP, the sandbox
-Slack, QuickBooks and Clio behind it, and the store in between."""
+Slack, QuickBooks and Clio behind it, and the store in between.
+
+Tests marked ``both_transports`` run twice: over signed HTTP and over Socket Mode (envelopes
+on the sandbox Slack's WebSocket, ``sandbox/slack_socket.py``), with the same assertions.
+They are the representative set: commands (help, usage, status, run, set, pending), button
+clicks, static and external selects (with their options), the settings modal's submission and
+App Home. The signature tests are HTTP's alone (Socket Mode carries no signature)."""
 
 from __future__ import annotations
 
@@ -117,6 +123,7 @@ def test_missing_signature_gets_401(rig: SlackRig) -> None:
 
 # -- commands ----------------------------------------------------------------------------------
 
+@pytest.mark.both_transports
 def test_help_lists_every_subcommand_in_the_ack(rig: SlackRig) -> None:
     response = rig.command("help")
 
@@ -127,6 +134,7 @@ def test_help_lists_every_subcommand_in_the_ack(rig: SlackRig) -> None:
         assert sub in text
 
 
+@pytest.mark.both_transports
 def test_unknown_subcommand_gets_usage_not_a_trace(rig: SlackRig) -> None:
     response = rig.command("frobnicate")
 
@@ -134,6 +142,7 @@ def test_unknown_subcommand_gets_usage_not_a_trace(rig: SlackRig) -> None:
     assert "frobnicate" in response.text and "/hardcost help" in response.text
 
 
+@pytest.mark.both_transports
 def test_status_shows_connections_and_counts(rig: SlackRig) -> None:
     rig.command("status")
 
@@ -141,6 +150,7 @@ def test_status_shows_connections_and_counts(rig: SlackRig) -> None:
     assert "connected" in _blocks_text(reply)
 
 
+@pytest.mark.both_transports
 def test_run_acks_then_posts_the_summary_in_the_channel(rig: SlackRig) -> None:
     rig.firm.client("Jane Smith", ["Smith estate"])
     rig.firm.expense(("435.00", "Jane Smith", "Filing fee"))
@@ -164,6 +174,7 @@ def test_quiet_run_posts_nothing_in_the_channel(rig: SlackRig) -> None:
     assert rig.channel_messages() == []
 
 
+@pytest.mark.both_transports
 def test_set_start_date_by_an_admin(rig: SlackRig) -> None:
     rig.command("set start-date 2025-07-01")
 
@@ -171,6 +182,7 @@ def test_set_start_date_by_an_admin(rig: SlackRig) -> None:
     assert _settings(rig).start_date == date(2025, 7, 1)
 
 
+@pytest.mark.both_transports
 def test_set_by_someone_who_is_not_an_admin_is_refused(rig: SlackRig) -> None:
     rig.command("set start-date 2025-07-01", user=rig.staff)
 
@@ -280,6 +292,7 @@ def test_check_reports_each_prerequisite(rig: SlackRig) -> None:
     assert "import account" in text and "Clio category" in text and "can post" in text
 
 
+@pytest.mark.both_transports
 def test_pending_lists_waiting_expenses_with_their_buttons(rig: SlackRig) -> None:
     _acme_waiting(rig)
 
@@ -296,6 +309,7 @@ def test_pending_with_nothing_waiting(rig: SlackRig) -> None:
     _reply(rig, rig.admin, "Nothing is waiting")
 
 
+@pytest.mark.both_transports
 def test_click_in_the_pending_list_answers_the_channel_prompt_too(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     rig.command("pending", user=rig.staff)
@@ -361,6 +375,7 @@ def test_command_from_a_workspace_without_a_firm(rig: SlackRig) -> None:
 
 # -- prompts and choices -----------------------------------------------------------------------
 
+@pytest.mark.both_transports
 def test_full_flow_prompt_click_entry_on_chosen_matter_message_updated(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     assert "$48.75" in _blocks_text(prompt)
@@ -380,6 +395,7 @@ def test_full_flow_prompt_click_entry_on_chosen_matter_message_updated(rig: Slac
     assert rig.firm.waiting() == []
 
 
+@pytest.mark.both_transports
 def test_double_click_at_once_makes_one_entry(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
@@ -402,6 +418,7 @@ def test_double_click_at_once_makes_one_entry(rig: SlackRig) -> None:
     assert len(rig.firm.entries()) == 1
 
 
+@pytest.mark.both_transports
 def test_second_click_on_an_answered_prompt_is_told_who_answered(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
     lease = rig.firm.clio.matters[rig.firm.matters["Lease"]]
@@ -417,6 +434,7 @@ def test_second_click_on_an_answered_prompt_is_told_who_answered(rig: SlackRig) 
     assert len(rig.firm.entries()) == 1
 
 
+@pytest.mark.both_transports
 def test_click_by_a_non_approver_is_refused_and_changes_nothing(rig: SlackRig) -> None:
     rig.firm.update_settings(approvers=[rig.admin])
     prompt = _acme_waiting(rig)
@@ -460,6 +478,7 @@ def test_clio_refusal_keeps_the_prompt_usable(rig: SlackRig) -> None:
     wait_for(lambda: rig.firm.entries())
 
 
+@pytest.mark.both_transports
 def test_not_a_client_cost_settles_the_prompt_and_it_stays_settled(rig: SlackRig) -> None:
     prompt = _acme_waiting(rig)
 
@@ -476,6 +495,7 @@ def test_not_a_client_cost_settles_the_prompt_and_it_stays_settled(rig: SlackRig
     assert rig.firm.entries() == [] and len(rig.channel_messages()) == posted
 
 
+@pytest.mark.both_transports
 def test_static_select_for_six_to_a_hundred_matters(rig: SlackRig) -> None:
     rig.firm.client("Big Client", [f"Matter {n}" for n in range(8)])
     rig.firm.expense(("20.00", "Big Client"))
@@ -491,6 +511,7 @@ def test_static_select_for_six_to_a_hundred_matters(rig: SlackRig) -> None:
     assert entry["matter"]["id"] == target
 
 
+@pytest.mark.both_transports
 def test_external_select_searches_matters_when_there_are_many(rig: SlackRig) -> None:
     rig.firm.client("Huge Client", [f"Matter {n:03d}" for n in range(120)])
     rig.firm.expense(("20.00", "Huge Client"))
@@ -512,6 +533,7 @@ def test_external_select_searches_matters_when_there_are_many(rig: SlackRig) -> 
     assert wait_for(lambda: rig.firm.entries())[0]["matter"]["id"] == target
 
 
+@pytest.mark.both_transports
 def test_contact_choice_is_remembered_then_the_matter_follows(rig: SlackRig) -> None:
     rig.firm.client("J. Lee", contact=False)
     first = rig.firm.clio.add_contact("John Lee")
@@ -533,6 +555,7 @@ def test_contact_choice_is_remembered_then_the_matter_follows(rig: SlackRig) -> 
     wait_for(lambda: len(rig.firm.entries()) == 2, what="the remembered contact is used")
 
 
+@pytest.mark.both_transports
 def test_failure_alert_with_retry_that_fixes_it(rig: SlackRig) -> None:
     rig.firm.client("Jane Smith", ["Smith estate"])
     purchase = rig.firm.expense(("10.00", "Jane Smith"))
@@ -600,6 +623,7 @@ def test_reminder_after_a_day_unanswered(rig: SlackRig) -> None:
 
 # -- App Home and settings modal ---------------------------------------------------------------
 
+@pytest.mark.both_transports
 def test_app_home_shows_status_and_buttons(rig: SlackRig) -> None:
     _acme_waiting(rig)
 
@@ -613,6 +637,7 @@ def test_app_home_shows_status_and_buttons(rig: SlackRig) -> None:
         assert action in text
 
 
+@pytest.mark.both_transports
 def test_settings_modal_opens_and_saves(rig: SlackRig) -> None:
     rig.firm.clio.add_user("Pat Paralegal")
     rig.command("settings")
@@ -649,6 +674,7 @@ def test_settings_modal_opens_and_saves(rig: SlackRig) -> None:
     assert settings.split_lines and settings.deletions == "alert"
 
 
+@pytest.mark.both_transports
 def test_a_save_refused_by_a_service_check_shows_why_and_keeps_what_was_entered(
         rig: SlackRig) -> None:
     rig.command("settings")
@@ -676,6 +702,7 @@ def test_a_save_refused_by_a_service_check_shows_why_and_keeps_what_was_entered(
     assert _settings(rig).schedule_minutes == 15 and _settings(rig).deletions == "delete"
 
 
+@pytest.mark.both_transports
 def test_settings_modal_shows_errors_on_the_fields(rig: SlackRig) -> None:
     values = {
         "schedule": {"schedule": {"type": "plain_text_input", "value": "soon"}},
@@ -771,6 +798,7 @@ def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
     assert len(rig.prompts()) <= 1  # no second "Which matter?" for it
 
 
+@pytest.mark.both_transports
 def test_a_second_run_while_one_is_under_way_is_told_so(rig: SlackRig) -> None:
     from hardcost.sandbox.faults import Fault
 
@@ -844,6 +872,7 @@ def test_outside_names_in_check_and_set_replies_are_shown_not_live(rig: SlackRig
         assert "<!here>" not in shown
 
 
+@pytest.mark.both_transports
 @pytest.mark.parametrize("user_team", ["T0OUTSIDER", ""])
 def test_a_click_by_someone_of_another_workspace_is_refused(rig: SlackRig,
                                                             user_team: str) -> None:
@@ -876,6 +905,7 @@ def test_a_click_by_someone_of_another_workspace_is_refused(rig: SlackRig,
     wait_for(lambda: rig.firm.entries(), what="the entry")
 
 
+@pytest.mark.both_transports
 def test_run_now_on_app_home_tells_the_person_when_it_cannot_start(rig: SlackRig) -> None:
     """App Home clicks come without a response URL: the answer goes to the app's messages."""
     rig.firm.update_settings(import_account_ids=[])

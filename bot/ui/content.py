@@ -173,6 +173,7 @@ class StatusReport:
     waiting: int
     open_failures: int
     problems: tuple[str, ...] = field(default_factory=tuple)  # e.g. "choose the import account"
+    webhooks: bool = True  # False: no QuickBooks webhooks here, changes come with scheduled runs
 
 
 @dataclass(frozen=True)

@@ -1104,6 +1104,12 @@ def status_blocks(status: StatusReport) -> Message:
         f"*Open failures*\n{status.open_failures:,}",
     ]
     blocks = [_header(f"hardcost — {one_line(status.firm_name)}"), _fields(fields)]
+    if not status.webhooks:
+        blocks.append(_context(
+            "QuickBooks webhooks are not set up on this server (no `QBO_WEBHOOK_VERIFIER`): "
+            "changes in QuickBooks come in with the scheduled runs only"
+            + ("." if status.paused else f", every {plural(status.schedule_minutes, 'minute')}.")
+            + " `/hardcost run` imports at once."))
     if status.problems:
         lines = "\n".join(f"• {name(p, 300)}" for p in status.problems[:20])
         more = len(status.problems) - 20
