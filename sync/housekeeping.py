@@ -7,8 +7,9 @@ What goes, once older than the retention period:
   notices. Rows of prompts and grouped prompts stay: their in-place updates find the message
   through them, and whether a settled prompt was updated already is read from them. A row that
   is the parent of a thread reply not yet sent stays too.
-* **Quiet runs** (``runs.quiet``: nothing imported, waiting, failed, changed or removed), except
-  each firm's latest run, which ``/hardcost status`` shows.
+* **Quiet runs** (``runs.quiet``: nothing imported, waiting, failed, changed or removed), after
+  two days already (``QUIET_RUNS_KEPT``), except each firm's latest run, which
+  ``/hardcost status`` shows.
 * **Processed QuickBooks webhook events.** Intuit redelivers within minutes to hours, so their
   dedupe keys are long past use.
 
@@ -33,6 +34,9 @@ from hardcost.sync.store import Run, SlackOutbox, WebhookEvent, utcnow
 log = logging.getLogger(__name__)
 
 BATCH = 2000
+QUIET_RUNS_KEPT = timedelta(days=2)
+"""Quiet runs say nothing a day later: at 10,000 firms on a 15-minute schedule they are about
+a million rows a day, so they go after two days whatever the retention period."""
 KEPT_REFS = ("prompt", "group")  # outbox rows the prompts' in-place updates read
 
 
@@ -67,8 +71,9 @@ def prune(db: Engine, retention_days: int, *, now: datetime | None = None,
         SlackOutbox.id.in_(ids)), batch)
 
     latest = aliased(Run)
+    quiet_cutoff = max(cutoff, (now or utcnow()) - QUIET_RUNS_KEPT)
     run_ids = (select(Run.id).where(
-        Run.quiet.is_(True), Run.status == "ok", Run.started_at < cutoff,
+        Run.quiet.is_(True), Run.status == "ok", Run.started_at < quiet_cutoff,
         exists().where(and_(latest.firm_id == Run.firm_id, latest.id > Run.id)))
         .order_by(Run.id).limit(batch))
     pruned.runs = _in_batches(db, run_ids, lambda ids: delete(Run).where(Run.id.in_(ids)),

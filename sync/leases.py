@@ -350,10 +350,12 @@ class Leases:
             if renewed.rowcount != len(tokens):
                 kept = set(conn.scalars(select(RunLease.claim_token).where(
                     RunLease.claim_token.in_(tokens))))
+        with self._lock:
+            still = set(self._held)  # a lease given back meanwhile was not lost: its run ended
         for lease in leases:
             if lease.token in kept:
                 lease.valid_until = began + self.ttl * HOLD_FRACTION
-            elif not lease.lost.is_set():
+            elif lease.token in still and not lease.lost.is_set():
                 lease.lost.set()
                 log.error("the lease of firm %s was taken over while its import ran here; "
                           "the import stops", lease.firm_id)

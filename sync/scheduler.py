@@ -166,6 +166,8 @@ class ImportScheduler:
         self._refresh_error: str | None = None
         self._last_tick: datetime | None = None
         self.claimed = 0  # scheduled runs this process has claimed since it started
+        self._saturated = False  # the last claim pass filled every free thread
+        self._firms_counted: tuple[float, int] | None = None  # health's count, and when
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -256,10 +258,15 @@ class ImportScheduler:
                 reason += f"; the last attempt failed: {self._refresh_error}"
         firms = 0
         if running:
-            try:
-                firms = self.scheduled_firms()
-            except Exception:  # noqa: BLE001 - the claim pass fails too: staleness says so
-                log.debug("scheduler: counting scheduled firms failed", exc_info=True)
+            counted = self._firms_counted
+            if counted is not None and time.monotonic() - counted[0] < self.refresh_every:
+                firms = counted[1]  # /healthz is polled often: one count per pass at most
+            else:
+                try:
+                    firms = self.scheduled_firms()
+                    self._firms_counted = (time.monotonic(), firms)
+                except Exception:  # noqa: BLE001 - the claim pass fails too: staleness says
+                    log.debug("scheduler: counting scheduled firms failed", exc_info=True)
         return SchedulerHealth(
             ok=reason is None, running=running, firms=firms, skipped=tuple(sorted(skipped)),
             last_refresh=refreshed[1] if refreshed is not None else None,
@@ -313,6 +320,10 @@ class ImportScheduler:
                 return
             free = self.threads - self._active
         claimed = self.leases.claim_due(free, self.unit_seconds)
+        # Every free thread got a firm: more may be due. Each run that ends claims again
+        # (``_run_claimed``), so a replica's throughput is its threads' and not one pass's
+        # worth of firms per ``refresh_every``.
+        self._saturated = free > 0 and len(claimed.leases) >= free
         now = utcnow()
         with self._state_lock:
             self._refreshed = (time.monotonic(), datetime.now(UTC))
@@ -363,6 +374,8 @@ class ImportScheduler:
                 self.after_run(lease.firm_id, summary)
             except Exception:  # noqa: BLE001 - posting is retried by the outbox
                 log.exception("scheduler: after the import for firm %s", lease.firm_id)
+        if self._saturated:  # firms may be waiting for this thread: look now, not next pass
+            self._refresh()
 
     def _next(self, lease: Lease) -> datetime:
         return next_due(lease.due, lease.interval, utcnow())

@@ -187,6 +187,9 @@ class EntryLink(Base):
     __table_args__ = (
         UniqueConstraint("firm_id", "realm_id", "purchase_id", "customer_id", "line_id",
                          name="uq_entry_links_qbo_key"),
+        # a quiet run's questions: pending writes, superseded entries not removed yet
+        Index("ix_entry_links_firm_state", "firm_id", "state"),
+        Index("ix_entry_links_firm_superseded", "firm_id", "superseded_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

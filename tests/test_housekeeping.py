@@ -1,6 +1,6 @@
-"""Housekeeping (sync/housekeeping.py, issue 13 #4): old sent Slack messages, quiet runs and
-processed webhook events go after the retention period; what prompts' in-place updates need,
-unsent messages, each firm's latest run and anything recent stay."""
+"""Housekeeping (sync/housekeeping.py, issue 13 #4): old sent Slack messages and processed
+webhook events go after the retention period, quiet runs after two days; what prompts'
+in-place updates need, unsent messages, each firm's latest run and anything recent stay."""
 
 from __future__ import annotations
 
@@ -68,7 +68,8 @@ def test_old_rows_go_and_what_is_still_needed_stays(firm: Firm, db_engine: Engin
     quiet_old = _run(firm, at=OLD, quiet=True)
     busy_old = _run(firm, at=OLD, quiet=False)
     failed_old = _run(firm, at=OLD, quiet=True, status="failed")
-    quiet_recent = _run(firm, at=RECENT, quiet=True)
+    quiet_days_ago = _run(firm, at=utcnow() - timedelta(days=3), quiet=True)  # says nothing
+    quiet_recent = _run(firm, at=utcnow() - timedelta(days=1), quiet=True)
     only_run = _run(other, at=OLD, quiet=True)  # the other firm's latest: status shows it
 
     processed_old = _event(firm, 1, processed=OLD)
@@ -77,12 +78,12 @@ def test_old_rows_go_and_what_is_still_needed_stays(firm: Firm, db_engine: Engin
 
     pruned = prune(db_engine, 30, batch=2)  # small batches: several rounds each
 
-    assert (pruned.outbox, pruned.runs, pruned.webhook_events) == (2, 1, 1)
+    assert (pruned.outbox, pruned.runs, pruned.webhook_events) == (2, 2, 1)
     outbox = _ids(firm, SlackOutbox)
     assert gone_post not in outbox and gone_given_up not in outbox
     assert {kept_recent, kept_unsent, kept_prompt, kept_group, kept_parent} <= outbox
     assert _ids(firm, Run) == {busy_old, failed_old, quiet_recent, only_run}
-    assert quiet_old not in _ids(firm, Run)
+    assert quiet_old not in _ids(firm, Run) and quiet_days_ago not in _ids(firm, Run)
     assert _ids(firm, WebhookEvent) == {processed_recent, unprocessed}
     assert processed_old not in _ids(firm, WebhookEvent)
 

@@ -371,3 +371,21 @@ def test_a_firm_whose_schedule_cannot_be_set_up_stops_no_other_firm(
 
     assert scheduler.interval(firm.id) == 2 * year
     assert scheduler.health().skipped == ()
+
+
+def test_a_replica_busy_with_every_thread_claims_again_as_each_run_ends(
+        firm: Firm, started: list[ImportScheduler]) -> None:
+    """The claim pass fills the free threads; a run that ends claims the next due firm
+    itself, so how many firms a replica runs is bounded by its threads, not by one pass's
+    worth per ``refresh_every`` (issue 13's scale benchmark found that ceiling)."""
+    from tests.firmkit import make_firm
+
+    firms = [firm, *(make_firm(firm.world, firm.sessions) for _ in range(3))]
+    for each in firms:
+        each.update_settings(schedule_minutes=60)  # one run each in this test
+    scheduler = _scheduler(firm, threads=1)  # and no periodic pass (refresh_every=3600)
+    started.append(scheduler)
+    scheduler.start()
+
+    wait_for(lambda: all(_scheduled_runs(each) == 1 for each in firms), timeout=30)
+    assert scheduler.claimed == len(firms)
