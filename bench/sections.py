@@ -13,6 +13,8 @@ FAULT_SECTION = "## Import under Clio faults"
 """The heading (its start) of ``bench.fault_bench``'s section of ``docs/benchmarks.md``."""
 PROMPT_SECTION = "## Prompt load"
 """The heading (its start) of ``bench.prompt_load``'s section of ``docs/benchmarks.md``."""
+SCALE_SECTION = "## Scale"
+"""The heading (its start) of ``bench.scale_bench``'s section of ``docs/benchmarks.md``."""
 
 
 def find_section(text: str, heading: str) -> tuple[int, int] | None:
