@@ -642,7 +642,7 @@ class Result:
     load: tuple[float, float]
     total_s: float
     pending_left: int
-    notes: list[str] = field(default_factory=list)
+    health: tuple[int, float]  # rows read per /healthz request, and its time (s)
 
 
 def run_bench(args: argparse.Namespace, server_url: str) -> Result:
@@ -741,6 +741,7 @@ def run_bench(args: argparse.Namespace, server_url: str) -> Result:
             while time.monotonic() < deadline and not set(traffic.added) <= set(in_clio):
                 time.sleep(2)
                 in_clio = markers(world)
+            health = health_cost(db, [r for r in replicas if r.proc.poll() is None][0])
             for replica in replicas:
                 if replica.proc.poll() is None:
                     replica.proc.send_signal(signal.SIGTERM)
@@ -780,7 +781,8 @@ def run_bench(args: argparse.Namespace, server_url: str) -> Result:
         return Result(args, args.firms, setup_s, baseline, intervals, lateness, survivors,
                       sampler.peak, sampler.peak_total, kill, traffic, in_clio, quiet,
                       status_429, calls,
-                      (load0, os.getloadavg()[0]), time.monotonic() - began, pending_left)
+                      (load0, os.getloadavg()[0]), time.monotonic() - began, pending_left,
+                      health)
 
 
 _channels: dict[int, str] = {}
@@ -793,6 +795,22 @@ def slack_channel(db: Database, firm_id: int) -> str:
                 "SELECT slack_channel_id FROM firm_settings WHERE firm_id = :f"),
                 {"f": firm_id}))
     return _channels[firm_id]
+
+
+HEALTH_PROBES = 5
+
+
+def health_cost(db: Database, replica: Replica) -> tuple[int, float]:
+    """Rows read (every client, so the replicas' own work of those moments too) and the time
+    of one ``/healthz`` request, over ``HEALTH_PROBES`` requests one after another."""
+    before = snapshot(db)
+    started = time.perf_counter()
+    for _ in range(HEALTH_PROBES):
+        requests.get(f"{replica.url}/healthz", timeout=60)
+    took = (time.perf_counter() - started) / HEALTH_PROBES
+    after = snapshot(db)
+    reads = sum(window("healthz", before, after).table_reads.values())
+    return reads // HEALTH_PROBES, took
 
 
 def markers(world: SandboxWorld) -> Counter[str]:
@@ -1155,6 +1173,13 @@ def render(result: Result, command: str) -> str:
         f"their runs counted {quiet.unfed_counted:,} QuickBooks calls, the sandbox logged "
         f"{quiet.unfed_logged:,} for their realms (a run at a window's edge can fall on "
         "either side).",
+        "",
+        f"**`/healthz`** (after the intervals, {HEALTH_PROBES} requests to one replica): "
+        f"{f0(result.health[0])} rows read per request ({result.health[1] * 1000:,.0f} ms), "
+        f"for {n:,} firms: `ImportScheduler.health()` counts the scheduled firms with "
+        "`scheduled_firms()`, which reads every ready firm (firms, settings, connections) on "
+        "each probe. It is O(firms) per probe, not per interval: a load balancer probing every "
+        "few seconds on every replica pays it each time.",
         "",
         f"**API calls and 429s (whole run):** QuickBooks {result.calls['QuickBooks']:,} calls, "
         f"{result.status_429['QuickBooks']} 429s; Clio {result.calls['Clio']:,} calls, "
