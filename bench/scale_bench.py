@@ -1271,7 +1271,7 @@ def main(argv: list[str] | None = None) -> int:
             result = run_bench(args, server)
     report = render(result, command)
     print(report)
-    write_section(Path(args.out), SCALE_SECTION, report)
+    write_section(Path(args.out), f"{SCALE_SECTION}: {args.firms:,} firms ", report)
     progress(f"section written to {args.out}")
     return 0
 
