@@ -74,9 +74,13 @@ from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
 from hardcost.sync.store import (
     Connection,
+    ContactLink,
+    EntryLink,
     Firm,
     FirmSettings,
+    LinkState,
     RunLease,
+    SlackOutbox,
     Watermark,
     make_engine,
     make_session_factory,
@@ -92,6 +96,7 @@ THREADS = 8  # HARDCOST_IMPORT_THREADS' default
 REFRESH = 10.0  # HARDCOST_SCHEDULER_REFRESH_SECONDS' default, uncompressed
 LEASE = 120.0  # HARDCOST_LEASE_SECONDS' default, uncompressed
 BASELINE = 30.0  # seconds of the idle baseline (no firm due)
+HISTORY = 20  # entry links and sent Slack messages per firm from earlier use
 FED_SHARE = 0.01  # firms with a new purchase per interval
 WEBHOOK_SHARE = 0.2  # of those, also announced by a signed webhook
 COMMANDS = 3  # /hardcost run and /hardcost status per replica per interval (each)
@@ -241,8 +246,31 @@ def _books(world: SandboxWorld, n: int) -> tuple[Any, str]:
     return books, customer
 
 
+def seed_history(conn: Any, ids: list[int], history: int, now: datetime) -> None:
+    """What ``history`` runs that imported something leave behind, per firm: that many
+    created entry links (for purchases QuickBooks no longer reports as changed), that many sent
+    Slack messages, and a contact link of a vendor. So the tables a run reads by firm are the
+    size of a fleet that has been in use, not only the rows written during the benchmark."""
+    if history <= 0:
+        return
+    conn.execute(insert(EntryLink.__table__), [
+        {"firm_id": firm_id, "realm_id": "history", "purchase_id": f"H{k}", "customer_id": "1",
+         "line_id": "", "state": LinkState.CREATED.value, "marker": f"[qbo history/H{k}/1]",
+         "sync_token": "0", "amount": Decimal("12.34"), "txn_date": START_DATE,
+         "clio_activity_id": 10_000_000 + k, "created_at": now, "updated_at": now}
+        for firm_id in ids for k in range(history)])
+    conn.execute(insert(SlackOutbox.__table__), [
+        {"firm_id": firm_id, "method": "chat.postMessage", "payload": {"text": "history"},
+         "ref_kind": "run", "attempts": 1, "next_attempt_at": now, "created_at": now,
+         "sent_at": now, "result_channel": "C0", "result_ts": f"{k}.0001"}
+        for firm_id in ids for k in range(history)])
+    conn.execute(insert(ContactLink.__table__), [
+        {"firm_id": firm_id, "qbo_type": "Vendor", "qbo_id": "history", "clio_contact_id": 1,
+         "source": "auto", "created_at": now} for firm_id in ids])
+
+
 def seed_fleet(world: SandboxWorld, db: Database, ws: SlackWorkspace, firms: int,
-               interval: float) -> Fleet:
+               interval: float, history: int = 0) -> Fleet:
     engine = make_engine(db.url)
     sessions = make_session_factory(engine)
     fleet = Fleet()
@@ -307,6 +335,7 @@ def seed_fleet(world: SandboxWorld, db: Database, ws: SlackWorkspace, firms: int
                     for firm_id in ids for stream, value, mark_start in marks])
                 conn.execute(insert(RunLease.__table__), [
                     {"firm_id": firm_id, "next_run_at": far} for firm_id in ids])
+                seed_history(conn, ids, history, now)
             for firm_id, (b, c) in zip(ids, made, strict=True):
                 fleet.ids.append(firm_id)
                 fleet.realms[firm_id] = b.company.realm_id
@@ -664,7 +693,7 @@ def run_bench(args: argparse.Namespace, server_url: str) -> Result:
         upgrade(engine)
         engine.dispose()
         progress(f"setting up {args.firms:,} firms")
-        fleet = seed_fleet(world, db, ws, args.firms, interval)
+        fleet = seed_fleet(world, db, ws, args.firms, interval, args.history)
         setup_s = time.monotonic() - began
         progress(f"set up in {setup_s:.0f} s; starting {args.replicas} replicas")
         replicas = start_replicas(args, world, db, ws, slack_server.url, Path(tmp))
@@ -1118,7 +1147,11 @@ def render(result: Result, command: str) -> str:
         "encrypted tokens, Slack channel, one client with one open matter, a 15-minute schedule "
         "and the watermarks of a firm that has run before. One is made through the ORM and "
         "imported once; the others are bulk-inserted (`firms`, `firm_settings`, `connections`, "
-        "`watermarks`, `run_leases`) with its watermarks. The replicas run the real code.",
+        "`watermarks`, `run_leases`) with its watermarks. The replicas run the real code. "
+        + (f"Each firm also has the rows {args.history} earlier imports leave (created entry "
+           f"links, sent Slack messages; {n * args.history:,} of each in all) and a vendor's "
+           "contact link, so the tables a run reads by firm have the size of a fleet in use."
+           if args.history else "The per-firm tables start empty (`--history 0`)."),
         f"- **Compression:** `HARDCOST_SCHEDULE_UNIT_SECONDS={args.unit_seconds:g}`: the "
         f"15-minute interval lasts {interval:.0f} s ({comp:g}× faster than real time). The "
         f"other periods are compressed alike: `HARDCOST_SCHEDULER_REFRESH_SECONDS="
@@ -1253,6 +1286,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lease", type=float, default=LEASE,
                         help="the lease, uncompressed seconds (compressed like the schedule)")
     parser.add_argument("--baseline", type=float, default=BASELINE)
+    parser.add_argument("--history", type=int, default=HISTORY,
+                        help="entry links and sent Slack messages per firm from earlier use "
+                             "(bulk-inserted), so the per-firm tables are not nearly empty")
     parser.add_argument("--no-kill", dest="kill", action="store_false")
     parser.add_argument("--log-level", default="WARNING")
     parser.add_argument("--database-url",
