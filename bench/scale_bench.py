@@ -672,6 +672,8 @@ class Result:
     total_s: float
     pending_left: int
     health: tuple[int, float]  # rows read per /healthz request, and its time (s)
+    errors: dict[str, tuple[int, int, int]]  # replica → "taken over" lines, other errors,
+    # "taken over" lines another replica's claim of the firm explains
 
 
 def run_bench(args: argparse.Namespace, server_url: str) -> Result:
@@ -802,16 +804,22 @@ def run_bench(args: argparse.Namespace, server_url: str) -> Result:
                       "Slack": sum(1 for c in slack.calls.all() if c.status == 429)}
         calls = {"QuickBooks": len(world.qbo.calls.all()), "Clio": len(world.clio.calls.all()),
                  "Slack": len(slack.calls.all())}
+        errors: dict[str, tuple[int, int, int]] = {}  # replica → "taken over" lines, others,
+        # and how many of the former another replica's claim of the firm explains
         for replica in replicas:
-            errors = [line for line in replica.log.read_text(errors="replace").splitlines()
-                      if " ERROR " in line or "Traceback" in line]
-            if errors:
-                progress(f"{replica.name}: {len(errors)} error lines, first: {errors[0]}")
+            lines = [line for line in replica.log.read_text(errors="replace").splitlines()
+                     if " ERROR " in line or "Traceback" in line]
+            lost = [line for line in lines if "was taken over while its import ran" in line]
+            errors[replica.name] = (len(lost), len(lines) - len(lost),
+                                    sum(1 for line in lost if taken_by_another(
+                                        db, replica, line, args.lease / args.compression)))
+            if lines:
+                progress(f"{replica.name}: {len(lines)} error lines, first: {lines[0]}")
         return Result(args, args.firms, setup_s, baseline, intervals, lateness, survivors,
                       sampler.peak, sampler.peak_total, kill, traffic, in_clio, quiet,
                       status_429, calls,
                       (load0, os.getloadavg()[0]), time.monotonic() - began, pending_left,
-                      health)
+                      health, errors)
 
 
 _channels: dict[int, str] = {}
@@ -827,6 +835,22 @@ def slack_channel(db: Database, firm_id: int) -> str:
 
 
 HEALTH_PROBES = 5
+LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) .*lease of firm (\d+) ")
+
+
+def taken_by_another(db: Database, replica: Replica, line: str, lease: float) -> bool:
+    """Whether another replica claimed the firm named in a "lease … taken over" log line
+    within two leases before it (a real takeover), rather than nobody (the renewal race)."""
+    match = LOG_LINE.match(line)
+    if match is None:
+        return False
+    when = datetime.fromisoformat(f"{match[1]}.{match[2]}+00:00")
+    with db.admin.connect() as conn:
+        return bool(conn.scalar(text(
+            "SELECT count(*) FROM bench_claims WHERE firm_id = :f AND claimed_by <> :h "
+            "AND claimed_at BETWEEN :a AND :b"),
+            {"f": int(match[3]), "h": replica.holder, "a": when - timedelta(seconds=2 * lease),
+             "b": when}))
 
 
 def health_cost(db: Database, replica: Replica) -> tuple[int, float]:
@@ -1214,6 +1238,13 @@ def render(result: Result, command: str) -> str:
         "each probe. It is O(firms) per probe, not per interval: a load balancer probing every "
         "few seconds on every replica pays it each time.",
         "",
+        "**Replicas' logs:** "
+        + "; ".join(f"{name}: {lost} “lease … taken over while its import ran here” errors "
+                    f"({real} of them with another replica's claim of the firm in the lease "
+                    f"before), {other} other error lines" for name, (lost, other, real) in
+                    sorted(result.errors.items()))
+        + " (see *How to read this*).",
+        "",
         f"**API calls and 429s (whole run):** QuickBooks {result.calls['QuickBooks']:,} calls, "
         f"{result.status_429['QuickBooks']} 429s; Clio {result.calls['Clio']:,} calls, "
         f"{result.status_429['Clio']} 429s; Slack {result.calls['Slack']:,} calls, "
@@ -1263,6 +1294,19 @@ def render(result: Result, command: str) -> str:
         "(firm row, tokens), the run row, the watermarks, the notifier's look for prompts and "
         "alerts. It is the measured total less the scheduler's statements and less the idle "
         "cost at the baseline's rate, divided by the runs started.",
+        "- Rows read per due firm grow with each firm's own history, not with the number of "
+        "firms: a quiet run looks for the firm's pending and superseded entry links three or "
+        "four times, and the unique index on `entry_links` (firm, realm, purchase, customer, "
+        "line) finds every link of the firm, which the state filters then drop — so each "
+        "earlier entry of the firm costs about four rows read per quiet run (`--history`). "
+        "Tables the bench leaves nearly empty are read whole (a sequential scan of a page or "
+        "two is cheaper than the index), which adds rows here that an index would not read in "
+        "production.",
+        "- The “lease … taken over while its import ran here” errors in the replicas' logs "
+        "come from a race in `Leases.renew`: a lease its run gives back "
+        "between the keeper's snapshot of the held leases and its `UPDATE` is no longer "
+        "found, and is reported lost — after its run ended. The bench checks each against its "
+        "claim log: one that no other replica's claim of the firm explains is that race.",
         "- The old design's cost is on paper: each replica ticked every firm, and each tick read "
         "the whole firms table (and the connections table beside it) to decide about one firm: "
         "replicas × firms² rows per interval, at least.",
