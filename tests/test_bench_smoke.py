@@ -121,7 +121,8 @@ def test_the_scale_benchmark_runs_small_on_three_replicas_and_writes_only_its_se
     out = tmp_path / "benchmarks.md"
     out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
 
-    assert scale_bench.main(["--firms", "30", "--unit-seconds", "0.5", "--intervals", "1",
+    assert scale_bench.main(["--firms", "30", "--unit-seconds", "0.5", "--refresh", "10",
+                             "--intervals", "1",
                              "--baseline", "2", "--no-kill", "--database-url", database_url,
                              "--out", str(out)]) == 0
 
