@@ -517,7 +517,8 @@ class Sampler(threading.Thread):
                      "GROUP BY application_name")
         with self.db.admin.connect() as conn:
             while not self.stopped.wait(SAMPLE_EVERY):
-                counts = dict(conn.execute(query, {"db": self.db.name}).all())
+                counts: dict[str, int] = {str(name): int(count) for name, count in
+                                          conn.execute(query, {"db": self.db.name})}
                 for name, count in counts.items():
                     self.peak[name] = max(self.peak[name], int(count))
                 self.peak_total = max(self.peak_total, sum(int(c) for c in counts.values()))
