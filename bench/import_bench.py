@@ -35,7 +35,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from bench.sections import BACKFILL_SECTION, FAULT_SECTION, PROMPT_SECTION, carry_over
+from bench.sections import (
+    BACKFILL_SECTION,
+    FAULT_SECTION,
+    PROMPT_SECTION,
+    SCALE_SECTION,
+    carry_over,
+)
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.faults import Call
 from hardcost.sandbox.qbo import QboCompany, account_line
@@ -701,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     report = carry_over(out, render_report(results, command=command, database_shown=shown,
                                            args=args), [FAULT_SECTION, PROMPT_SECTION,
-                                                                BACKFILL_SECTION])
+                                                        BACKFILL_SECTION, SCALE_SECTION])
     print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")

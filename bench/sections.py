@@ -15,6 +15,10 @@ PROMPT_SECTION = "## Prompt load"
 """The heading (its start) of ``bench.prompt_load``'s section of ``docs/benchmarks.md``."""
 BACKFILL_SECTION = "## Backfill"
 """The heading (its start) of ``bench.backfill_bench``'s section of ``docs/benchmarks.md``."""
+SCALE_SECTION = "## Scale"
+"""The heading (its start) of ``bench.scale_bench``'s sections of ``docs/benchmarks.md``: one
+per number of firms (``## Scale: 10,000 firms …``), so that two sizes side by side show how the
+cost grows."""
 
 
 def find_section(text: str, heading: str) -> tuple[int, int] | None:
@@ -34,6 +38,18 @@ def section(text: str, heading: str) -> str | None:
     if span is None:
         return None
     return "\n".join(text.splitlines()[span[0]:span[1]]).rstrip() + "\n"
+
+
+def sections(text: str, heading: str) -> list[str]:
+    """Every section whose heading starts with ``heading``, in order."""
+    lines = text.splitlines()
+    found = []
+    for start, line in enumerate(lines):
+        if line.startswith(heading):
+            end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")),
+                       len(lines))
+            found.append("\n".join(lines[start:end]).rstrip() + "\n")
+    return found
 
 
 def replace_section(text: str, heading: str, new: str) -> str:
@@ -63,7 +79,7 @@ def carry_over(path: Path, report: str, headings: list[str]) -> str:
     if not path.exists():
         return report
     old = path.read_text(encoding="utf-8")
-    kept = [s for heading in headings if (s := section(old, heading)) is not None]
+    kept = [s for heading in headings for s in sections(old, heading)]
     if not kept:
         return report
     return report.rstrip() + "\n\n" + "\n".join(kept)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from bench import quiet_bench
 
 
@@ -130,3 +132,25 @@ def test_the_backfill_benchmark_runs_small_paced_too_and_writes_only_its_section
     assert float(cells[8]) >= 1.0  # at least one Clio call per entry it created
     assert cells[9] == "1 (1)"  # one short page of QuickBooks purchases, and nothing more
     assert "0 responses 429" in report
+
+
+@pytest.mark.postgres
+def test_the_scale_benchmark_runs_small_on_three_replicas_and_writes_only_its_section(
+        database_url: str, tmp_path: Path) -> None:
+    from bench import scale_bench
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
+
+    assert scale_bench.main(["--firms", "30", "--unit-seconds", "0.5", "--refresh", "10",
+                             "--intervals", "1",
+                             "--baseline", "2", "--no-kill", "--database-url", database_url,
+                             "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert report.startswith("# Import benchmark\n\n## Figures\n\nkept\n\n## Scale: 30 firms")
+    assert _row(report, "Replicas serving at the end") == ["3"]
+    assert int(_row(report, "Due firms run (scheduled claims)")[0]) >= 30
+    assert "| QuickBooks calls per quiet run: 2 | min 2, max 2" in report
+    assert "| Clio calls per quiet run: 0 | max 0 | met |" in report
+    assert "0 doubled, 0 missing" in report
