@@ -49,7 +49,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from random import Random
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 import requests
 from slack_bolt import App
@@ -279,7 +279,7 @@ def _posted(rig: SlackRig) -> tuple[list[dict[str, Any]], dict[str, Any]] | None
 
 # -- the requests -----------------------------------------------------------------------------
 
-Reply = requests.Response | SocketAck
+Reply: TypeAlias = requests.Response | SocketAck
 """What a request gets back: the HTTP response, or (Socket Mode) the envelope's ack."""
 
 

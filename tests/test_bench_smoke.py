@@ -130,3 +130,33 @@ def test_the_backfill_benchmark_runs_small_paced_too_and_writes_only_its_section
     assert float(cells[8]) >= 1.0  # at least one Clio call per entry it created
     assert cells[9] == "1 (1)"  # one short page of QuickBooks purchases, and nothing more
     assert "0 responses 429" in report
+
+
+def test_the_slack_ack_benchmark_runs_over_http_and_socket_mode_in_one_run(
+        tmp_path: Path) -> None:
+    from bench import slack_ack_bench
+
+    out = tmp_path / "slack-benchmarks.md"
+
+    assert slack_ack_bench.main(["--socket-mode", "--requests", "12", "--concurrency", "3",
+                                 "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert report.startswith("# Slack benchmark")
+    assert "## Ack latency (send → HTTP response)" in report
+    assert f"{slack_ack_bench.SOCKET_SECTION}: " in report
+    http = _row(report, "HTTP: request sent → response read")
+    socket = _row(report, "Socket Mode: envelope sent → ack read")
+    assert http[0] == socket[0] == "12"  # every request sent and timed, over each transport
+    assert http[-1] == socket[-1] == "0"  # none without a 200 / an ack
+    assert "Socket Mode ack p99 ≤ 1.2× the HTTP ack p99" in report
+    # Every correctness check passed over both transports (the one about Slack's 3 s aside:
+    # no timed assertions here).
+    assert [line for line in report.splitlines()
+            if line.startswith("- ✗") and "3 s" not in line] == []
+
+    # A run without --socket-mode rewrites the HTTP part and keeps the Socket Mode section.
+    assert slack_ack_bench.main(["--requests", "6", "--concurrency", "2",
+                                 "--out", str(out)]) == 0
+    again = out.read_text(encoding="utf-8")
+    assert "--requests 6" in again and _row(again, "Socket Mode: envelope sent → ack read")
