@@ -138,8 +138,8 @@ def test_the_slack_ack_benchmark_runs_over_http_and_socket_mode_in_one_run(
 
     out = tmp_path / "slack-benchmarks.md"
 
-    assert slack_ack_bench.main(["--socket-mode", "--requests", "12", "--concurrency", "3",
-                                 "--out", str(out)]) == 0
+    assert slack_ack_bench.main(["--socket-mode", "--rounds", "2", "--requests", "12",
+                                 "--concurrency", "3", "--out", str(out)]) == 0
 
     report = out.read_text(encoding="utf-8")
     assert report.startswith("# Slack benchmark")
@@ -147,9 +147,11 @@ def test_the_slack_ack_benchmark_runs_over_http_and_socket_mode_in_one_run(
     assert f"{slack_ack_bench.SOCKET_SECTION}: " in report
     http = _row(report, "HTTP: request sent → response read")
     socket = _row(report, "Socket Mode: envelope sent → ack read")
-    assert http[0] == socket[0] == "12"  # every request sent and timed, over each transport
+    assert http[0] == socket[0] == "24"  # every request sent and timed: 2 rounds of each
     assert http[-1] == socket[-1] == "0"  # none without a 200 / an ack
     assert "Socket Mode ack p99 ≤ 1.2× the HTTP ack p99" in report
+    assert [c.split(" ")[0] for c in _row(report, "1")[:1] + _row(report, "2")[:1]] == \
+        ["HTTP", "Socket"]  # the rounds alternate which transport goes first
     # Every correctness check passed over both transports (the one about Slack's 3 s aside:
     # no timed assertions here).
     assert [line for line in report.splitlines()
