@@ -154,3 +154,35 @@ def test_the_scale_benchmark_runs_small_on_three_replicas_and_writes_only_its_se
     assert "| QuickBooks calls per quiet run: 2 | min 2, max 2" in report
     assert "| Clio calls per quiet run: 0 | max 0 | met |" in report
     assert "0 doubled, 0 missing" in report
+
+
+def test_the_slack_ack_benchmark_runs_over_http_and_socket_mode_in_one_run(
+        tmp_path: Path) -> None:
+    from bench import slack_ack_bench
+
+    out = tmp_path / "slack-benchmarks.md"
+
+    assert slack_ack_bench.main(["--socket-mode", "--rounds", "2", "--requests", "12",
+                                 "--concurrency", "3", "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert report.startswith("# Slack benchmark")
+    assert "## Ack latency (send → HTTP response)" in report
+    assert f"{slack_ack_bench.SOCKET_SECTION}: " in report
+    http = _row(report, "HTTP: request sent → response read")
+    socket = _row(report, "Socket Mode: envelope sent → ack read")
+    assert http[0] == socket[0] == "24"  # every request sent and timed: 2 rounds of each
+    assert http[-1] == socket[-1] == "0"  # none without a 200 / an ack
+    assert "Socket Mode ack p99 ≤ 1.2× the HTTP ack p99" in report
+    assert [c.split(" ")[0] for c in _row(report, "1")[:1] + _row(report, "2")[:1]] == \
+        ["HTTP", "Socket"]  # the rounds alternate which transport goes first
+    # Every correctness check passed over both transports (the one about Slack's 3 s aside:
+    # no timed assertions here).
+    assert [line for line in report.splitlines()
+            if line.startswith("- ✗") and "3 s" not in line] == []
+
+    # A run without --socket-mode rewrites the HTTP part and keeps the Socket Mode section.
+    assert slack_ack_bench.main(["--requests", "6", "--concurrency", "2",
+                                 "--out", str(out)]) == 0
+    again = out.read_text(encoding="utf-8")
+    assert "--requests 6" in again and _row(again, "Socket Mode: envelope sent → ack read")
