@@ -196,13 +196,7 @@ def bench_one(purchases: int, database_url: str | None, *, paced: bool,
         world.clock.advance(300)  # back to real time: Clio's reset times are the app's
         engine.dispose()
         seed_s = time.perf_counter() - started
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
-        settings = world.settings()
-        for name, info in type(settings).model_fields.items():
-            value = getattr(settings, name)
-            if info.alias and value is not None:
-                env[info.alias] = str(value)
-        env["DATABASE_URL"] = url
+        env = world.environment(url)
         progress(f"{label}: importing {purchases:,} in the app's own process"
                  f"{' (Clio paced)' if paced else ''} …")
         done = subprocess.run([sys.executable, "-m", "bench.backfill_bench", "app",

@@ -388,14 +388,7 @@ class Replica:
 
 def env_for(world: SandboxWorld, database_url: str) -> dict[str, str]:
     """The environment a ``hardcost`` process needs to reach these sandboxes and database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
-    settings = world.settings()
-    for name, info in type(settings).model_fields.items():
-        value = getattr(settings, name)
-        if info.alias and value is not None:
-            env[info.alias] = str(value)
-    env["DATABASE_URL"] = database_url
-    return env
+    return world.environment(database_url)
 
 
 def start_replicas(args: argparse.Namespace, world: SandboxWorld, db: Database,

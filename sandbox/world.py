@@ -5,6 +5,7 @@ Used by ``hardcost demo``, the tests and the benchmarks: everything talks real H
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -77,6 +78,19 @@ class SandboxWorld:
             CLIO_BASE_URL=self.clio_server.url,
             CLIO_CLIENT_ID="sandbox-clio-client", CLIO_CLIENT_SECRET="sandbox-clio-secret",
         )
+
+    def environment(self, database_url: str) -> dict[str, str]:
+        """The environment a ``hardcost`` process needs to reach these sandboxes and
+        ``database_url``: this process's own, less any real ``QBO_*``/``CLIO_*``, plus every
+        setting of ``settings()``."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
+        settings = self.settings()
+        for name, info in type(settings).model_fields.items():
+            value = getattr(settings, name)
+            if info.alias and value is not None:
+                env[info.alias] = str(value)
+        env["DATABASE_URL"] = database_url
+        return env
 
     def open_books(self, name: str = "Sandbox Law") -> SandboxBooks:
         company = self.qbo.add_company(name=name)

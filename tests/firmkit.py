@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
@@ -117,14 +116,7 @@ def make_firm(world: SandboxWorld, sessions: sessionmaker[Session], **options: A
 
 def env_for(world: SandboxWorld, database_url: str) -> dict[str, str]:
     """The environment a ``hardcost`` process needs to reach these sandboxes and database."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("QBO_", "CLIO_"))}
-    settings = world.settings()
-    for name, info in type(settings).model_fields.items():
-        value = getattr(settings, name)
-        if info.alias and value is not None:
-            env[info.alias] = str(value)
-    env["DATABASE_URL"] = database_url
-    return env
+    return world.environment(database_url)
 
 
 def price(entry: dict[str, Any]) -> Decimal:
