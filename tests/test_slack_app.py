@@ -555,8 +555,8 @@ def test_contact_choice_is_remembered_then_the_matter_follows(rig: SlackRig) -> 
     wait_for(lambda: len(rig.firm.entries()) == 2, what="the remembered contact is used")
 
 
-@pytest.mark.both_transports
-def test_failure_alert_with_retry_that_fixes_it(rig: SlackRig) -> None:
+def _failing_expense_alert(rig: SlackRig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An expense whose amount QuickBooks sent as "ten": (the purchase, its failure alert)."""
     rig.firm.client("Jane Smith", ["Smith estate"])
     purchase = rig.firm.expense(("10.00", "Jane Smith"))
     purchase["Line"][0]["Amount"] = "ten"
@@ -564,6 +564,12 @@ def test_failure_alert_with_retry_that_fixes_it(rig: SlackRig) -> None:
     rig.command("run")
     alert = wait_for(lambda: next((m for m in rig.channel_messages()
                                    if "hc_retry_failure" in _blocks_text(m)), None))
+    return purchase, alert
+
+
+@pytest.mark.both_transports
+def test_failure_alert_with_retry_that_fixes_it(rig: SlackRig) -> None:
+    purchase, alert = _failing_expense_alert(rig)
     assert "qbo.intuit.com" in _blocks_text(alert)
 
     rig.firm.later()
@@ -585,13 +591,7 @@ def test_retry_while_another_import_of_the_firm_runs_waits_its_turn(rig: SlackRi
     replica it says so and writes nothing; once that run is over, it retries."""
     from hardcost.sync.leases import Leases
 
-    rig.firm.client("Jane Smith", ["Smith estate"])
-    purchase = rig.firm.expense(("10.00", "Jane Smith"))
-    purchase["Line"][0]["Amount"] = "ten"
-    rig.firm.qbo.put_purchase_raw(purchase)
-    rig.command("run")
-    alert = wait_for(lambda: next((m for m in rig.channel_messages()
-                                   if "hc_retry_failure" in _blocks_text(m)), None))
+    purchase, alert = _failing_expense_alert(rig)
     purchase["Line"][0]["Amount"] = Decimal("10.00")
     rig.firm.qbo.put_purchase_raw(purchase)
     other_replica = Leases(rig.firm.sessions.kw["bind"], holder="replica-2")
