@@ -677,10 +677,10 @@ def render(result: Result, command: str) -> str:
         "purchase, so the run asks QuickBooks one query (`MetaData.LastUpdatedTime >=` the "
         "watermark) and one CDC call (purchases deleted or voided since the last check), gets "
         "nothing back and makes no Clio call. What it costs beyond those two calls is "
-        "database work: the scheduler's checks (`_due`), building the engine (firm row, "
-        "stored tokens), the run row, the two marks, and the notifier's look for prompts, "
-        "alerts and queued messages; its writes are the run row (inserted, then finished) and "
-        "the two marks moved on.",
+        "database work: the firm's readiness and its lease (taken and given back), building "
+        "the engine (firm row, stored tokens), the run row, the two marks, and the notifier's "
+        "look for prompts, alerts and queued messages; its writes are the lease (twice), the "
+        "run row (inserted, then finished) and the two marks moved on.",
         "",
         "The *bare round trip* is the same QuickBooks query sent with plain `requests` to the "
         "same sandbox server, measured just before and just after each pass: the ratio *quiet "
