@@ -167,3 +167,17 @@ def lapse_leases(firm: Firm) -> None:
             RunLease.firm_id == firm.id, RunLease.claim_token.is_not(None))
             .values(lease_until=utcnow() - timedelta(seconds=1)))
         session.commit()
+
+
+def not_due(firm: Firm, hours: float = 24) -> None:
+    """Move the firm's next scheduled run ``hours`` away: a test that starts ``hardcost serve``
+    and drives the firm's runs itself (``/hardcost run``) gets no scheduled run beside them.
+    (A firm made ready directly in the database is due at once, as one that just connected.)"""
+    from sqlalchemy import update
+
+    from hardcost.sync.store import RunLease
+
+    with firm.sessions() as session:
+        session.execute(update(RunLease).where(RunLease.firm_id == firm.id)
+                        .values(next_run_at=utcnow() + timedelta(hours=hours)))
+        session.commit()

@@ -27,7 +27,7 @@ from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.store import LinkState, Run
-from tests.firmkit import Firm, free_port, lapse_leases, serve_env, start_serve
+from tests.firmkit import Firm, free_port, lapse_leases, not_due, serve_env, start_serve
 
 POST = r"/api/v4/activities\.json$"
 SECRET = "crash-signing-secret"
@@ -89,6 +89,7 @@ def test_the_first_run_after_a_crash_lands_every_purchase_once_at_once(
             if moment.startswith("before")
             else Fault(path=POST, method="POST", passthrough=True, delay_after=60))
     firm.world.clio.faults.add(held)
+    not_due(firm)  # only /hardcost run imports here
 
     proc, base = _serve(firm, database_url, slack)
     try:
