@@ -383,20 +383,19 @@ def next_due(due: datetime | None, interval: timedelta | None, now: datetime) ->
     """When a firm's next scheduled run is due after one that was due at ``due``: one
     interval on. No drift: each firm keeps the phase it was given (at random over the interval
     when the firms were first scheduled, or when it connected), which is what spreads firms of
-    the same interval over it. If that time has passed (a run longer than its interval, an
-    outage, a dead replica's firm taken over late), the next time in the firm's own rhythm that
-    is at least half an interval away: so firms held up together go back to their own slots
-    instead of coming back all at once, and a firm is never run twice in a row."""
+    the same interval over it. If that time has passed or is less than half an interval away (a
+    run longer than its interval, an outage, a dead replica's firm taken over late), the next
+    time in the firm's own rhythm that is at least half an interval away: so firms held up
+    together go back to their own slots instead of coming back all at once, and a firm is never
+    run twice in a row."""
     if interval is None or interval <= timedelta(0):
         return now
     base = due or now
     try:
         wanted = base + interval
-        if wanted > now:
-            return wanted
-        periods = (now - base) // interval + 1
-        wanted = base + interval * periods
-        if wanted - now < interval / 2:
+        if wanted <= now:
+            wanted = base + interval * ((now - base) // interval + 1)
+        if wanted - now < interval / 2:  # a late start (a takeover): not again straight away
             wanted += interval
         return wanted
     except OverflowError:

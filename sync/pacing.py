@@ -155,7 +155,7 @@ class WindowPolicy:
     period: float = 60.0
     reserve: int = 1
     lifetime: float = 10.0
-    block: int = 20  # up to 20 of a 50-request window in one grant: 0.1 statements a call
+    block: int = 10  # 20 starved other replicas: the rest of a block is lost when a run ends
 
     def fresh(self, now: datetime, capacity: int | None = None) -> BucketState:
         capacity = capacity or self.limit

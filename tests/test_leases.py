@@ -245,6 +245,9 @@ def test_next_due_keeps_each_firms_rhythm_also_after_an_outage() -> None:
     assert next_due(due, interval, due + timedelta(minutes=35)) == due + timedelta(minutes=45)
     # Its slot only 2 minutes away: the one after, so it is not run twice in a row.
     assert next_due(due, interval, due + timedelta(minutes=43)) == due + timedelta(minutes=60)
+    # Started 10 minutes late (taken over from a dead replica): its next slot, 9:15, is only
+    # 5 minutes after this run ended at 9:10, so the one after.
+    assert next_due(due, interval, due + timedelta(minutes=10)) == due + timedelta(minutes=30)
     other = due + timedelta(minutes=7)  # another firm's phase stays its own
     assert next_due(other, interval, due + timedelta(minutes=35)) == \
         other + timedelta(minutes=45)  # 9:37 is 2 minutes away: 9:52

@@ -410,9 +410,19 @@ def test_three_replicas_share_thirty_firms_and_survive_a_sigkill(
                 Run.trigger == "schedule", Run.started_at > moment,
                 Run.finished_at.is_not(None))))
 
-    _wait_for(lambda: ran_since(max(fed_until, aged_at)) >= set(intervals),
-              1.5 * max(intervals.values()) + late_by(max(intervals.values())).total_seconds(),
-              "every firm's next run after the last purchase", replicas)
+    since = max(fed_until, aged_at)
+    try:
+        _wait_for(lambda: ran_since(since) >= set(intervals),
+                  1.5 * max(intervals.values()) + late_by(max(intervals.values())).total_seconds(),
+                  "every firm's next run after the last purchase", replicas)
+    except BaseException:
+        with sessions() as session:
+            left = sorted(set(intervals) - ran_since(since))
+            leases = session.execute(select(RunLease.firm_id, RunLease.next_run_at,
+                                            RunLease.claimed_by, RunLease.lease_until)
+                                     .where(RunLease.firm_id.in_(left))).all()
+        print(f"not run since {since}: {leases}")
+        raise
     for replica in survivors:
         status, body = replica.health()
         assert status == 200 and body["ok"] and body["scheduler"]["firms"] == FIRMS, body
