@@ -17,7 +17,7 @@ import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import IO, Any
+from typing import IO, Any, TypedDict, Unpack
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
@@ -79,42 +79,48 @@ CSV_COLUMNS = ("time", "actor", "action", "purchase_id", "customer_id", "line_id
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def record(session: Session, firm_id: int, action: Action, actor: str | None, *,
-           realm_id: str | None = None, purchase_id: str | None = None,
-           customer_id: str | None = None, line_id: str | None = None,
-           client: str | None = None, amount: Decimal | None = None,
-           clio_activity_id: int | None = None, clio_matter_id: int | None = None,
-           matter: str | None = None, before: dict[str, Any] | None = None,
-           after: dict[str, Any] | None = None, detail: str | None = None,
-           run_id: int | None = None, at: datetime | None = None) -> AuditEntry:
+class Fields(TypedDict, total=False):
+    """What a row of the trail may say besides who did what (every one optional)."""
+
+    realm_id: str | None
+    purchase_id: str | None
+    customer_id: str | None
+    line_id: str | None
+    client: str | None
+    amount: Decimal | None
+    clio_activity_id: int | None
+    clio_matter_id: int | None
+    matter: str | None
+    before: dict[str, Any] | None
+    after: dict[str, Any] | None
+    detail: str | None
+    run_id: int | None
+    at: datetime | None
+
+
+def record(session: Session, firm_id: int, action: Action, actor: str | None,
+           **fields: Unpack[Fields]) -> AuditEntry:
     """Add one row of the trail to ``session``; the caller commits it with its change."""
-    row = AuditEntry(**values(
-        firm_id, action, actor, realm_id=realm_id, purchase_id=purchase_id,
-        customer_id=customer_id, line_id=line_id, client=client, amount=amount,
-        clio_activity_id=clio_activity_id, clio_matter_id=clio_matter_id, matter=matter,
-        before=before, after=after, detail=detail, run_id=run_id, at=at))
+    row = AuditEntry(**values(firm_id, action, actor, **fields))
     session.add(row)
     return row
 
 
-def values(firm_id: int, action: Action, actor: str | None, *,
-           realm_id: str | None = None, purchase_id: str | None = None,
-           customer_id: str | None = None, line_id: str | None = None,
-           client: str | None = None, amount: Decimal | None = None,
-           clio_activity_id: int | None = None, clio_matter_id: int | None = None,
-           matter: str | None = None, before: dict[str, Any] | None = None,
-           after: dict[str, Any] | None = None, detail: str | None = None,
-           run_id: int | None = None, at: datetime | None = None) -> dict[str, Any]:
+def values(firm_id: int, action: Action, actor: str | None,
+           **fields: Unpack[Fields]) -> dict[str, Any]:
     """One row of the trail as column values, for many rows in one INSERT
-    (``session.execute(insert(AuditEntry), rows)``: a batch of imported entries)."""
+    (``session.execute(insert(AuditEntry).values(rows))``: a batch of imported entries)."""
     return {
-        "firm_id": firm_id, "at": at or utcnow(), "actor": (actor or "unknown")[:60],
-        "action": action.value, "realm_id": realm_id, "purchase_id": purchase_id,
-        "customer_id": customer_id, "line_id": line_id, "client": _clip(client, 300),
-        "amount": amount, "clio_activity_id": clio_activity_id,
-        "clio_matter_id": clio_matter_id, "matter": _clip(matter, 300),
-        "before": _jsonable(before), "after": _jsonable(after), "detail": detail,
-        "run_id": run_id}
+        "firm_id": firm_id, "at": fields.get("at") or utcnow(),
+        "actor": (actor or "unknown")[:60], "action": action.value,
+        "realm_id": fields.get("realm_id"), "purchase_id": fields.get("purchase_id"),
+        "customer_id": fields.get("customer_id"), "line_id": fields.get("line_id"),
+        "client": _clip(fields.get("client"), 300), "amount": fields.get("amount"),
+        "clio_activity_id": fields.get("clio_activity_id"),
+        "clio_matter_id": fields.get("clio_matter_id"),
+        "matter": _clip(fields.get("matter"), 300),
+        "before": _jsonable(fields.get("before")), "after": _jsonable(fields.get("after")),
+        "detail": fields.get("detail"), "run_id": fields.get("run_id")}
 
 
 def latest(session: Session, firm_id: int, *, limit: int = 10, purchase_id: str | None = None,
