@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.notify import Notifier
-from hardcost.bot.outbox import ClientFor
+from hardcost.bot.outbox import ClientFor, deliver
 from hardcost.sync.config import Settings
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import SHUTDOWN, FirmNotReady, Importer
@@ -151,17 +151,62 @@ class BotContext:
                 with self._running_lock:
                     self._running.discard(firm_id)
 
+    slack_clients: ClientFor | None = None
+    """The Slack client(s) a long run's progress message goes out with (``bot.live``); None:
+    runs show no progress in Slack."""
+    _deliveries: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(
+        max_workers=1, thread_name_prefix="hardcost-deliver"))
+    _delivering: set[int] = field(default_factory=set)
+
+    def importer(self, firm_id: int, *, watch: Callable[[str], None] | None = None
+                 ) -> Importer:
+        """The firm's importer, whose long runs show their progress in the firm's channel
+        (``watch(link)`` is told where, once the message is posted)."""
+        importer = self.importer_for(firm_id)
+        if self.slack_clients is not None:
+            from hardcost.bot.live import attach  # bot.live imports this module's types
+
+            attach(self, importer, firm_id, self.slack_clients, watch)
+        return importer
+
+    def deliver_soon(self, firm_id: int, clients: ClientFor,
+                     then: Callable[[], None] | None = None) -> None:
+        """Send the firm's queued Slack messages on a background thread (once per firm at a
+        time): the caller, an import, never waits for Slack."""
+        with self._running_lock:
+            if firm_id in self._delivering:
+                return
+            self._delivering.add(firm_id)
+
+        def job() -> None:
+            with self._running_lock:
+                self._delivering.discard(firm_id)
+            try:
+                deliver(self.sessions, clients, firm_id=firm_id, clock=self.clock)
+                if then is not None:
+                    then()
+            except Exception:  # noqa: BLE001 - the outbox keeps what was not sent
+                log.exception("sending firm %s's Slack messages failed", firm_id)
+
+        try:
+            self._deliveries.submit(job)
+        except RuntimeError:  # shutting down: the outbox keeps it for the next process
+            with self._running_lock:
+                self._delivering.discard(firm_id)
+
     def start_run(self, firm_id: int, *, trigger: str,
                   then: Callable[[RunSummary], None],
                   failed: Callable[[str], None] | None = None,
-                  actor: str | None = None) -> bool:
+                  actor: str | None = None, watch: Callable[[str], None] | None = None
+                  ) -> bool:
         """Start an import on the run pool (a long import must not hold a listener worker);
         False when this firm's import is already under way (here or in another replica).
 
         ``then(summary)`` follows a run; ``failed(sentence)`` is called instead when the run
         could not start (the firm is not ready, a connection is missing) or crashed, so the
         person who asked is always told something. ``actor`` (the Slack user who asked) is
-        who the audit trail names for what the run changes."""
+        who the audit trail names for what the run changes; ``watch(link)`` is told where the
+        run's progress message is, when the run is long enough to have one."""
         claim = self.claim_run(firm_id)
         lease = claim.__enter__()
         if lease is None:
@@ -170,7 +215,7 @@ class BotContext:
 
         def job() -> None:
             try:
-                importer = self.importer_for(firm_id)
+                importer = self.importer(firm_id, watch=watch)
                 importer.stopping = RunStop(lease, SHUTDOWN)
                 summary = importer.run(trigger=trigger, actor=actor)
             except (FirmNotReady, ApiError) as exc:

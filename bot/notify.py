@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.bot.live import run_post
 from hardcost.bot.outbox import ClientFor, deliver, enqueue
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
@@ -34,6 +35,7 @@ from hardcost.sync.store import (
     Firm,
     FirmSettings,
     PromptGroup,
+    Run,
     SlackOutbox,
     WaitingExpense,
     utcnow,
@@ -114,13 +116,8 @@ class Notifier:
             channel = settings.slack_channel_id if settings else None
             if firm is None or not channel:
                 return 0
-            if summary is not None and summary.did_something and not summary.dry_run:
-                top = enqueue(session, firm_id, "chat.postMessage",
-                              _post(messages.run_summary(summary, firm_name=firm.name), channel),
-                              ref_kind="run", ref_id=summary.run_id)
-                for reply in messages.run_details(summary):
-                    enqueue(session, firm_id, "chat.postMessage", _post(reply, channel),
-                            parent=top)
+            if summary is not None and not summary.dry_run:
+                self._queue_summary(session, firm_id, firm.name, channel, summary)
             self._queue_connection_notices(session, firm_id, channel)
             self._queue_alerts(session, firm_id, channel)
             self._queue_prompts(session, firm_id, channel)
@@ -129,6 +126,30 @@ class Notifier:
             self._queue_reminders(session, firm_id)
             session.commit()
         return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
+
+    def _queue_summary(self, session: Session, firm_id: int, firm_name: str, channel: str,
+                       summary: RunSummary) -> None:
+        """The run's summary, for a run that did something: in place of its progress message
+        when it had one (``bot.live``; then even a run that found nothing ends its message),
+        with the details in that message's thread."""
+        run = session.get(Run, summary.run_id) if summary.run_id is not None else None
+        progress = run_post(session, firm_id, run.id) if run is not None else None
+        if progress is None and not summary.did_something:
+            return
+        message = messages.run_summary(
+            summary, firm_name=firm_name,
+            stopped_by=run.stop_requested_by if run is not None else None,
+            handled_of=(summary.handled, summary.entries_expected))
+        if progress is None:
+            top = enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
+                          ref_kind="run", ref_id=summary.run_id)
+        else:
+            top = progress
+            enqueue(session, firm_id, "chat.update",
+                    {"text": message.text, "blocks": message.blocks},
+                    ref_kind="run", ref_id=summary.run_id, now=self.clock())
+        for reply in messages.run_details(summary):
+            enqueue(session, firm_id, "chat.postMessage", _post(reply, channel), parent=top)
 
     def _queue_connection_notices(self, session: Session, firm_id: int, channel: str) -> None:
         """"Reconnect" once per broken connection; a warning 30 days before a hard expiry."""

@@ -104,8 +104,12 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
             payload["thread_ts"] = parent.result_ts
             payload.setdefault("channel", parent.result_channel)
         if row.method == "chat.update" and row.ref_kind and row.ref_id:
+            if _older_update(session, row):
+                return False  # edits of one message go out in order (the last one wins)
             ts = _ref_ts(session, row.ref_kind, row.ref_id)
             if ts is None:
+                if _post_given_up(session, row):
+                    _give_up(session, row.id, "the message to update could not be posted", now)
                 return False  # the message to update has not been posted yet
             payload["channel"], payload["ts"] = ts
     if not _claim(sessions, row.id, now):
@@ -142,6 +146,23 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
                                 .values(**values))
         session.commit()
     return True
+
+
+def _older_update(session: Session, row: SlackOutbox) -> bool:
+    """An earlier edit of the same message is not out yet (another sender may hold it)."""
+    return session.scalar(select(SlackOutbox.id).where(
+        SlackOutbox.firm_id == row.firm_id, SlackOutbox.ref_kind == row.ref_kind,
+        SlackOutbox.ref_id == row.ref_id, SlackOutbox.method == "chat.update",
+        SlackOutbox.id < row.id, SlackOutbox.sent_at.is_(None),
+        SlackOutbox.gave_up_at.is_(None)).limit(1)) is not None
+
+
+def _post_given_up(session: Session, row: SlackOutbox) -> bool:
+    """The post an update waits for was given up on (and none went out): so is the update."""
+    posts = session.execute(select(SlackOutbox.sent_at, SlackOutbox.gave_up_at).where(
+        SlackOutbox.firm_id == row.firm_id, SlackOutbox.ref_kind == row.ref_kind,
+        SlackOutbox.ref_id == row.ref_id, SlackOutbox.method == "chat.postMessage")).all()
+    return bool(posts) and all(p.sent_at is None and p.gave_up_at is not None for p in posts)
 
 
 def _ref_ts(session: Session, kind: str, ref_id: int) -> tuple[str, str] | None:

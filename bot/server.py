@@ -97,9 +97,10 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
     ctx.leases = Leases(engine, ttl=config.lease_seconds)  # every import's, in every replica
     app = build_app(ctx, engine=engine)
     clients = slack_clients(ctx, app)  # the one client, or each firm's workspace client
+    ctx.slack_clients = clients  # long runs show their progress in the firm's channel
     # -- scheduled imports (sync/scheduler.py) ------------------------------------------
     ctx.scheduler = ImportScheduler(
-        sessions, ctx.importer_for, leases=ctx.leases,
+        sessions, ctx.importer, leases=ctx.leases,
         after_run=lambda firm_id, summary: ctx.notifier(clients).after_run(firm_id, summary),
         unit_seconds=config.schedule_unit_seconds,
         refresh_every=config.scheduler_refresh_seconds,

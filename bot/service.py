@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_failure_notice, to_prompt
 from hardcost.bot.outbox import undelivered
+from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
     Choice,
     FailureNotice,
@@ -27,6 +28,7 @@ from hardcost.sync import audit, matter_rules
 from hardcost.sync.firm_settings import Lookups, SettingError
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import Importer
+from hardcost.sync.live import live_figures
 from hardcost.sync.store import (
     AuditEntry,
     Connection,
@@ -130,6 +132,8 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         failures = session.scalar(select(func.count()).select_from(Failure).where(
             Failure.firm_id == firm_id, Failure.resolved_at.is_(None))) or 0
         unsent, given_up = undelivered(session, firm_id)
+        live = live_figures(session, firm_id) if last is not None and \
+            last.status == "running" else None
         stuck_removals = session.scalar(select(func.count()).select_from(PurchaseRemoval).where(
             PurchaseRemoval.firm_id == firm_id, PurchaseRemoval.handled_at.is_(None),
             PurchaseRemoval.attempts > 0)) or 0
@@ -157,6 +161,9 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
                         "carries on"
         elif last.status == "running":
             last_line = f"{when} — under way"
+        elif last.status == "stopped":
+            last_line = (f"{when} — stopped from Slack after importing {last.imported} "
+                         f"(${last.imported_total:,.2f}); the next run carries on")
         else:
             last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}), "
                          f"waiting {last.waiting}, failed {last.failed}")
@@ -182,7 +189,9 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         channel_id=settings.slack_channel_id, paused=settings.paused,
         schedule_minutes=settings.schedule_minutes, last_run=last_line, next_run=next_line,
         waiting=int(waiting), open_failures=int(failures), problems=tuple(problems),
-        webhooks=bool(ctx.config.qbo_webhook_verifier))
+        webhooks=bool(ctx.config.qbo_webhook_verifier),
+        live=messages.live_line(live) if live is not None else None,
+        stopping_by=live.stop_requested_by if live is not None else None)
 
 
 def open_prompts(ctx: BotContext, firm_id: int, limit: int = 50) -> list[Prompt]:

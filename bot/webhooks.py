@@ -118,7 +118,7 @@ class WebhookWorker(threading.Thread):
 
     def run_once(self) -> None:
         try:
-            process_pending(self.ctx.sessions, self.ctx.importer_for, after_run=self.after_run,
+            process_pending(self.ctx.sessions, self.ctx.importer, after_run=self.after_run,
                             guard=self.guard, clock=self.ctx.clock)
         except Exception:  # noqa: BLE001 - the worker must outlive any one failure
             log.exception("webhook processing failed; will try again")

@@ -286,6 +286,7 @@ class SlackWorkspace:
         """Every file shared (``files.completeUploadExternal``) by id: its ``data`` (bytes),
         ``name``, ``title``, ``channels`` it was shared in, ``initial_comment``…"""
         self._edited: dict[tuple[str, str], str] = {}
+        self.edits: list[dict[str, Any]] = []  # every chat.update, in order (what it made)
         self._user_numbers = itertools.count(1)
         self._channel_numbers = itertools.count(1)
         self._user(self.bot_user_id, self.bot_name, is_bot=True)
@@ -511,6 +512,7 @@ class SlackSandbox:
             "chat.postMessage": self._post_message,
             "chat.postEphemeral": self._post_ephemeral,
             "chat.update": self._update,
+            "chat.getPermalink": self._get_permalink,
             "views.open": self._views_open,
             "views.update": self._views_update,
             "views.publish": self._views_publish,
@@ -821,8 +823,20 @@ class SlackSandbox:
             message["blocks"] = blocks or None
         message["updated"] = True
         ws._edited[(message["channel"], ts)] = self._next_ts()
+        ws.edits.append({"channel": record["id"], "ts": ts, "text": message["text"],
+                         "blocks": message["blocks"]})
         return {"channel": record["id"], "ts": ts, "text": message["text"],
                 "message": self._api_message(ws, message)}
+
+    def _get_permalink(self, ws: SlackWorkspace, args: dict[str, Any]) -> dict[str, Any]:
+        """A message's link, as Slack gives it (no scope needed)."""
+        record = ws._resolve(args.get("channel"))
+        ts = str(args.get("message_ts", ""))
+        if not any(m["channel"] == record["id"] and m["ts"] == ts for m in ws.messages):
+            raise _Refusal("message_not_found")
+        return {"channel": record["id"],
+                "permalink": f"https://{ws.domain}.slack.com/archives/{record['id']}"
+                             f"/p{ts.replace('.', '')}"}
 
     # --- views --------------------------------------------------------------------------------
 

@@ -286,6 +286,7 @@ def make_rig(firm: Any, slack: SlackSandbox, slack_server: RunningServer,
     for handler in client.retry_handlers:
         handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET)
+    ctx.slack_clients = client  # long runs post their progress, as under ``hardcost serve``
     routes = {**oauth_routes(ctx, client), **webhook_routes(ctx)}
     socket: SocketModeSandbox | None = None
     link: SocketModeLink | None = None
@@ -388,6 +389,7 @@ def make_install_rig(world: Any, engine: Any, slack: SlackSandbox,
         handler.interval_calculator = FixedValueRetryIntervalCalculator(0.01)
     app = build_app(ctx, client=client, signing_secret=SIGNING_SECRET, engine=engine)
     clients = slack_clients(ctx, app)
+    ctx.slack_clients = clients
     late.app = make_wsgi_app(app, sessions,
                              routes={**oauth_routes(ctx, clients), **webhook_routes(ctx)},
                              signing_secret=SIGNING_SECRET)

@@ -38,6 +38,7 @@ class Action(enum.StrEnum):
     DELETED = "deleted"  # the purchase left QuickBooks (or no longer calls for the entry)
     KEPT = "kept"  # ... but the entry stays: it is on a bill, or deletions are set to alert
     RETRY = "retry"  # a person pressed Retry on a failure
+    STOPPED = "stopped"  # a person pressed Stop on a run's progress message
     SETTING = "setting"  # before → after of one setting
     CONNECTED = "connected"
     DISCONNECTED = "disconnected"
@@ -52,6 +53,7 @@ DESCRIPTIONS = {
     Action.CHOSEN: "matter chosen",
     Action.CONTACT_CHOSEN: "contact chosen",
     Action.NOT_CLIENT_COST: "not a client cost",
+    Action.STOPPED: "import stopped",
     Action.UNDONE: "choice undone",
     Action.UPDATED: "updated in Clio",
     Action.MOVED: "moved to another matter",

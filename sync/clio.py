@@ -226,6 +226,11 @@ class ClioClient:
         """Seconds spent waiting on the rate limit (pacing and 429s)."""
         return self.api.waited
 
+    @property
+    def rate_limit(self) -> int | None:
+        """Requests Clio allows per minute on this connection, as it last said."""
+        return self.api.rate_limit
+
     def _json(self, response: requests.Response) -> dict[str, Any]:
         try:
             body = parse_json(response)

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
                                    alias="HARDCOST_DB_POOL_TIMEOUT")
     retention_days: int = Field(default=30, ge=1, le=3650, alias="HARDCOST_RETENTION_DAYS")
     """How long sent Slack messages, quiet runs and processed webhook events are kept."""
+    progress_after_seconds: float = Field(default=15.0, ge=1, le=3600,
+                                          alias="HARDCOST_PROGRESS_AFTER_SECONDS")
+    """A run still going after this long posts its progress in the firm's channel."""
+    progress_every_seconds: float = Field(default=15.0, ge=1, le=3600,
+                                          alias="HARDCOST_PROGRESS_EVERY_SECONDS")
+    """How often that progress message is updated, at most."""
 
     def resolved_database_url(self) -> str:
         if self.database_url:

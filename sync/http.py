@@ -322,7 +322,13 @@ class ApiSession:
             self.http.headers.update(default_headers)
         self.calls = 0  # requests actually sent, for benchmarks and logs
         self.waited = 0.0  # seconds spent waiting on the rate limit (pacing and 429s)
+        self.rate_limit: int | None = None  # the latest ``X-RateLimit-Limit`` (Clio sends it)
         self._label = service_label(service)
+
+    def _note_limit(self, response: requests.Response) -> None:
+        limit = response.headers.get("X-RateLimit-Limit")
+        if limit is not None and limit.isdigit() and 0 < int(limit) <= 1_000_000:
+            self.rate_limit = int(limit)
 
     def request(self, method: str, url: str, *, params: Mapping[str, Any] | None = None,
                 json_body: Any = None, data: str | None = None,
@@ -368,6 +374,7 @@ class ApiSession:
                     unanswered=sent,
                 ) from None
             self.pacer.observe(response)
+            self._note_limit(response)
             if response.status_code == 401 and not refreshed:
                 refreshed = True
                 self.tokens.refresh(token)

@@ -140,6 +140,8 @@ class _RunState:
     client is the new entry's may be moved to the new matter instead (``Edits.move``)."""
     to_write: int = 0  # entries this run writes or asks about (for progress)
     handled: int = 0  # of those, done so far
+    purchases_expected: int | None = None  # a long run's count of what it will read
+    posting: int = 0  # entries of the batch being written that are in Clio, not recorded yet
     waited_before: float = 0.0  # the clients' rate-limit waits when the run started
     rules: list[MatterRule] | None = None  # the firm's active matter rules, read when needed
     batch: list[_Queued] = field(default_factory=list)  # entries waiting for their POST
@@ -360,6 +362,8 @@ class Importer:
             raise
         finally:
             summary.duration_s = time.monotonic() - started
+            summary.handled = state.handled
+            summary.entries_expected = _entries_expected(state)
             summary.qbo_calls = self.qbo.calls - qbo_calls
             summary.clio_calls = self.clio.calls - clio_calls
             if not dry_run:
@@ -398,11 +402,26 @@ class Importer:
         if self.on_progress is None:
             return
         summary = state.summary
+        read = summary.purchases_read if purchases_read is None else purchases_read
         self.on_progress(RunProgress(
-            stage, summary.purchases_read if purchases_read is None else purchases_read,
-            state.to_write, state.handled, summary.imported,
+            stage, read, state.to_write, state.handled + state.posting,
+            summary.imported + state.posting,
             summary.waiting + summary.still_waiting, summary.failed + summary.still_failing,
-            self.qbo.waited + self.clio.waited - state.waited_before))
+            self.qbo.waited + self.clio.waited - state.waited_before,
+            run_id=summary.run_id, entries_expected=_entries_expected(state),
+            purchases_expected=state.purchases_expected,
+            clio_rate_limit=getattr(self.clio, "rate_limit", None)))
+
+    def _count_backlog(self, state: _RunState, reader: _PageReader) -> None:
+        """A first page that is full means a long run: count what it will read (one query),
+        so its progress can say "400 of 2,000" and when it will be done."""
+        if self.on_progress is None or state.purchases_expected is not None:
+            return
+        try:
+            state.purchases_expected = self.qbo.count_purchases_changed_since(
+                reader.since, state.settings.start_date)
+        except ApiError as exc:  # only the estimate is lost
+            log.info("could not count the purchases to read: %s", exc)
 
     def _run(self, state: _RunState, dry_run: bool, purchase_ids: set[str] | None) -> None:
         """Read, plan and write a QuickBooks page at a time: only one page of purchases (and
@@ -457,6 +476,8 @@ class Importer:
         settings = state.settings
         for page in self.qbo.purchases_changed_since(reader.since, settings.start_date):
             reader.saw(page.purchases, page.server_time, main=True)
+            if len(page.purchases) >= PAGE_SIZE:
+                self._count_backlog(state, reader)
             self._progress(state, "reading", state.summary.purchases_read + len(page.purchases))
             yield page.purchases
         reader.main_done = True
@@ -831,7 +852,10 @@ class Importer:
                 ENTRIES.labels("created").inc()
                 state.consecutive_transient = 0
                 posted.append((item, link_id, activity))
+                state.posting = len(posted)
+                self._progress(state, "writing")
         finally:
+            state.posting = 0
             self._record_results(state, posted, dropped)
         for item, _, activity in posted:
             entry, rule = item.entry, item.rule
@@ -1359,7 +1383,8 @@ class Importer:
             if run is None:
                 return
             run.finished_at = self.clock()
-            run.status = "failed" if summary.error else "ok"
+            run.status = "stopped" if summary.stopped_by_hand else \
+                "failed" if summary.error else "ok"
             run.error = summary.error
             run.imported = summary.imported
             run.imported_total = summary.imported_total
@@ -1381,6 +1406,19 @@ def _collect(by_id: dict[str, dict[str, Any]], unkeyed: list[dict[str, Any]],
             by_id[str(purchase["Id"])] = purchase
         else:
             unkeyed.append(purchase if isinstance(purchase, dict) else {"Id": None})
+
+
+def _entries_expected(state: _RunState) -> int | None:
+    """The entries this run will write or ask about: known once its one page is planned; for
+    a run of several pages, what is planned so far and the rest at the same entries per
+    purchase (None until a page has been planned)."""
+    expected, read = state.purchases_expected, state.summary.purchases_read
+    if expected is None:
+        return state.to_write
+    if read <= 0:
+        return None
+    left = max(0, expected - read)
+    return state.to_write + round(left * state.to_write / read)
 
 
 def _plan_safely(purchase: dict[str, Any], realm_id: str, rules: ImportRules) -> PurchasePlan:

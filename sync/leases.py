@@ -59,7 +59,7 @@ from hardcost.sync.store import (
     RunLease,
     utcnow,
 )
-from hardcost.sync.summary import SHUTTING_DOWN
+from hardcost.sync.summary import SHUTTING_DOWN, STOPPED_BY_HAND
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,6 @@ class Lease:
 
 LEASE_LOST = ("This server lost touch with the database for too long to keep running the "
               "import safely; the next run carries on where this one stopped.")
-STOPPED_BY_HAND = "The import was stopped; the next run carries on where this one stopped."
 
 
 class RunStop(threading.Event):

@@ -215,16 +215,20 @@ class QboClient:
         ``before_start`` bounds ``TxnDate`` from above: used to backfill when the start date
         moves earlier.
         """
-        conditions = []
-        if since:
-            conditions.append(f"MetaData.LastUpdatedTime >= {quote(since)}")
-        if start_date:
-            conditions.append(f"TxnDate >= {quote(start_date.isoformat())}")
-        if before_start:
-            conditions.append(f"TxnDate < {quote(before_start.isoformat())}")
-        for rows, server_time in self._pages("Purchase", " AND ".join(conditions),
+        for rows, server_time in self._pages("Purchase", _changed(since, start_date,
+                                                                  before_start),
                                              order_by="MetaData.LastUpdatedTime"):
             yield PurchasePage(rows, server_time)
+
+    def count_purchases_changed_since(self, since: str | None,
+                                      start_date: date | None) -> int | None:
+        """How many purchases ``purchases_changed_since`` will read (one ``count(*)`` query,
+        for a long run's estimate); None when QuickBooks answers in another shape."""
+        where = _changed(since, start_date, None)
+        body = self.query("SELECT COUNT(*) FROM Purchase" + (f" WHERE {where}" if where else ""))
+        found = body.get("QueryResponse")
+        total = found.get("totalCount") if isinstance(found, dict) else None
+        return total if isinstance(total, int) and 0 <= total <= 100_000_000 else None
 
     def _by_ids(self, entity: str, ids: Iterable[str], also: str = "") -> list[dict[str, Any]]:
         """Records of ``entity`` by id, a bounded ``IN`` list per query."""
@@ -330,3 +334,15 @@ def instant(value: object) -> datetime | None:
 def transaction_url(purchase_id: str, *, sandbox: bool = False) -> str:
     host = "https://app.sandbox.qbo.intuit.com" if sandbox else "https://app.qbo.intuit.com"
     return f"{host}/app/expense?txnId={re.sub(r'[^0-9A-Za-z-]', '', purchase_id)}"
+
+
+def _changed(since: str | None, start_date: date | None, before_start: date | None) -> str:
+    """The condition on purchases updated at or after ``since`` dated in the window."""
+    conditions = []
+    if since:
+        conditions.append(f"MetaData.LastUpdatedTime >= {quote(since)}")
+    if start_date:
+        conditions.append(f"TxnDate >= {quote(start_date.isoformat())}")
+    if before_start:
+        conditions.append(f"TxnDate < {quote(before_start.isoformat())}")
+    return " AND ".join(conditions)

@@ -277,8 +277,13 @@ class Run(Base):
     purchases_read: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    slack_ts: Mapped[str | None] = mapped_column(String(40))  # the summary message
+    slack_ts: Mapped[str | None] = mapped_column(String(40))  # its message (progress, summary)
+    slack_channel: Mapped[str | None] = mapped_column(String(40))
     quiet: Mapped[bool] = mapped_column(Boolean, default=False)  # nothing happened (pruned)
+    # A long run's latest figures (``sync.live.LiveFigures``), while it runs.
+    progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    stop_requested_by: Mapped[str | None] = mapped_column(String(40))  # a person's Stop
+    stop_requested_at: Mapped[datetime | None] = mapped_column()
 
 
 class RunLease(Base):
@@ -322,6 +327,7 @@ class SlackOutbox(Base):
         # unsent rows, due first (the pump); one firm's unsent rows and refs (the notifier)
         Index("ix_slack_outbox_unsent", "sent_at", "next_attempt_at"),
         Index("ix_slack_outbox_firm_ref", "firm_id", "ref_kind", "method"),
+        Index("ix_slack_outbox_firm_ref_id", "firm_id", "ref_kind", "ref_id"),
         Index("ix_slack_outbox_firm_unsent", "firm_id", "sent_at", "next_attempt_at"),
     )
 

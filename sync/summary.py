@@ -34,6 +34,7 @@ class RunStopped(Exception):
 
 
 SHUTTING_DOWN = "The server is shutting down; the next run carries on where this one stopped."
+STOPPED_BY_HAND = "The import was stopped; the next run carries on where this one stopped."
 
 
 def matter_label(display_number: str, description: str) -> str:
@@ -125,6 +126,10 @@ class RunProgress:
     waiting: int
     failed: int
     rate_limit_wait_s: float  # time spent waiting on QuickBooks' and Clio's rate limits
+    run_id: int | None = None  # None for a dry run
+    entries_expected: int | None = None  # this run's entries in all (estimated on long runs)
+    purchases_expected: int | None = None  # a long run's count of the purchases it reads
+    clio_rate_limit: int | None = None  # requests a minute Clio allows, as it last said
 
 
 @dataclass
@@ -162,6 +167,13 @@ class RunSummary:
     actor: str | None = None  # who started the run: a Slack user id, or None (its trigger)
     qbo_calls: int = 0
     clio_calls: int = 0
+    handled: int = 0  # entries written, waiting or failed (the progress message's "400 of")
+    entries_expected: int | None = None  # "… of 2,000" (estimated on a run of several pages)
+
+    @property
+    def stopped_by_hand(self) -> bool:
+        """Someone pressed *Stop* (``sync.live``): the run is ``stopped``, not ``failed``."""
+        return self.error == STOPPED_BY_HAND
 
     @property
     def did_something(self) -> bool:

@@ -16,6 +16,7 @@ from sqlalchemy import select
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
+from hardcost.bot.live import queue_run_update
 from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
 from hardcost.bot.payloads import id_pair, row_id
 from hardcost.bot.surfaces import open_settings_modal, publish_home
@@ -35,6 +36,7 @@ from hardcost.bot.ui.content import (
     ACTION_SELECT_CONTACT,
     ACTION_SELECT_MATTER,
     ACTION_SHOW_PENDING,
+    ACTION_STOP_RUN,
     ACTION_UNDO_CHOICE,
     PROMPT_BLOCK_PREFIX,
     Choice,
@@ -49,6 +51,7 @@ from hardcost.sync import audit, choices, matter_rules, oauth, prompt_groups, un
 from hardcost.sync.choices import ChoiceResult
 from hardcost.sync.importer import SHUTDOWN
 from hardcost.sync.leases import RunStop
+from hardcost.sync.live import LiveFigures, request_stop
 from hardcost.sync.log_context import run_context
 from hardcost.sync.prompt_groups import GroupResult
 from hardcost.sync.store import (
@@ -249,7 +252,7 @@ def register(app: App, ctx: BotContext) -> None:
                 _ephemeral(respond, "An import of this firm is under way; it retries this "
                            "expense too. Try again when it has finished if it still fails.")
                 return
-            importer = ctx.importer_for(firm_id)
+            importer = ctx.importer(firm_id)
             importer.stopping = RunStop(lease, SHUTDOWN)
             summary = importer.run(trigger="retry", purchase_ids={purchase_id}, actor=user_id)
         with ctx.sessions() as session:
@@ -347,6 +350,50 @@ def register(app: App, ctx: BotContext) -> None:
         respond(text=page.text, blocks=page.blocks, response_type="ephemeral",
                 replace_original=True)
 
+    def on_stop(body: dict[str, Any], action: dict[str, Any], respond: Respond,
+                client: WebClient) -> None:
+        """*Stop* on a run's progress message (approvers only, when the firm lists them):
+        the run stops between two entries, as on shutdown; the next run carries on."""
+        firm_id = ctx.firm_id_for_interaction(body)
+        user_id = str((body.get("user") or {}).get("id"))
+        run_id = row_id(str(action.get("value") or ""))
+        if firm_id is None or not run_id:
+            _ephemeral(respond, "That import is not one this workspace can stop.")
+            return
+        settings = ctx.settings(firm_id)
+        if not service.may_choose(settings, user_id):
+            approvers = [part for u in settings.approvers for part in (mention(u), " ")]
+            _ephemeral(respond, md("Only the firm's approvers can stop an import: ",
+                                   *approvers[:-1], "."))
+            return
+        with ctx.sessions() as session:
+            run, first = request_stop(session, firm_id, run_id, user_id, ctx.clock())
+            if run is None:
+                session.rollback()
+                _ephemeral(respond, "That import has already finished; there is nothing to "
+                                    "stop.")
+                return
+            asked_by = run.stop_requested_by or user_id
+            figures = LiveFigures.from_json(run.progress)
+            firm = session.get(Firm, firm_id)
+            if figures is not None and firm is not None:
+                shown = messages.run_progress(
+                    LiveFigures(**{**figures.to_json(), "stop_requested_by": asked_by}),
+                    firm_name=firm.name)
+                queue_run_update(session, firm_id, run_id, shown.text, shown.blocks,
+                                 ctx.clock())
+            if first:
+                audit.record(session, firm_id, audit.Action.STOPPED, user_id, run_id=run_id,
+                             detail=f"Stopped run #{run_id}", at=ctx.clock())
+            session.commit()
+        ctx.deliver_soon(firm_id, client)
+        if not first:
+            _ephemeral(respond, md(mention(asked_by), " has already stopped this import; it "
+                                   "stops after the entry it is writing."))
+            return
+        _ephemeral(respond, "Stopping the import after the entry it is writing. Nothing is "
+                            "lost: the next run carries on where it stopped.")
+
     def on_open_settings(body: dict[str, Any], client: WebClient, respond: Respond) -> None:
         firm_id = ctx.firm_id_for_interaction(body)
         user_id = str((body.get("user") or {}).get("id"))
@@ -367,6 +414,7 @@ def register(app: App, ctx: BotContext) -> None:
     app.action(ACTION_GROUP_MATTER)(ack=just_ack, lazy=[on_group_choice])
     app.action(ACTION_RETRY_FAILURE)(ack=just_ack, lazy=[on_retry])
     app.action(ACTION_RUN_NOW)(ack=just_ack, lazy=[on_run_now])
+    app.action(ACTION_STOP_RUN)(ack=just_ack, lazy=[on_stop])
     app.action(ACTION_SHOW_PENDING)(ack=just_ack, lazy=[on_show_pending])
     app.action(ACTION_OPEN_SETTINGS)(ack=just_ack, lazy=[on_open_settings])
     app.action(ACTION_OPEN_QBO)(just_ack)

@@ -19,7 +19,7 @@ from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
-from hardcost.bot.ui.text import md, mention
+from hardcost.bot.ui.text import Mrkdwn, link, md, mention
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, oauth
 from hardcost.sync.audit_period import PeriodError, parse_period
@@ -126,8 +126,14 @@ def _start_run(ctx: BotContext, command: dict[str, Any], respond: Respond,
     def failed(sentence: str) -> None:
         _reply(respond, messages.notice(sentence))
 
+    def watch(url: str) -> None:  # a long run: where its progress shows
+        _reply(respond, messages.notice(md(
+            "This import will take a while: ", Mrkdwn(link(url, "follow its progress here")),
+            ". It says how far it has got and when it will be done, and approvers can stop "
+            "it there.")))
+
     if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed,
-                         actor=str(command.get("user_id") or "") or None):
+                         actor=str(command.get("user_id") or "") or None, watch=watch):
         return "An import is already under way; its summary follows in the channel."
     return "Starting an import now; the summary follows in the channel."
 

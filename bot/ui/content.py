@@ -29,6 +29,7 @@ ACTION_UNDO_CHOICE = "hc_undo_choice"  # button on an answered prompt; value "<p
 ACTION_GROUP_MATTER = "hc_group_matter"  # static_select; option value "<group id>:<matter id>"
 ACTION_MAKE_RULE = "hc_make_rule"  # button; value "<prompt id>"
 ACTION_REMOVE_RULE = "hc_remove_rule"  # button; value "<rule id>"
+ACTION_STOP_RUN = "hc_stop_run"  # button on a run's progress message; value "<run id>"
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"
 RULE_OFFER_PREFIX = "hc_rule_offer:"
@@ -174,6 +175,8 @@ class StatusReport:
     open_failures: int
     problems: tuple[str, ...] = field(default_factory=tuple)  # e.g. "choose the import account"
     webhooks: bool = True  # False: no QuickBooks webhooks here, changes come with scheduled runs
+    live: str | None = None  # a run under way: its figures in one line (``live_line``)
+    stopping_by: str | None = None  # ... which this person asked to stop (Slack user id)
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ from hardcost.bot.ui.content import (
     ACTION_SELECT_CONTACT,
     ACTION_SELECT_MATTER,
     ACTION_SHOW_PENDING,
+    ACTION_STOP_RUN,
     ACTION_UNDO_CHOICE,
     PROMPT_BLOCK_PREFIX,
     RULE_OFFER_PREFIX,
@@ -75,10 +76,12 @@ from hardcost.bot.ui.text import (
     option,
     plural,
     slack_date,
+    time_left,
 )
 from hardcost.bot.ui.text import (
     channel as channel_ref,
 )
+from hardcost.sync.live import LiveFigures
 from hardcost.sync.report import REASONS, money
 from hardcost.sync.summary import RunSummary
 
@@ -219,9 +222,11 @@ def _details_exist(summary: RunSummary) -> bool:
                 or summary.skips or summary.removed_items or summary.changed_items)
 
 
-def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
+def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None = None,
+                handled_of: tuple[int, int | None] | None = None) -> Message:
     """One compact message per run: imported (count and total), waiting, failed, skipped,
-    duration. Details go in the thread (``run_details``)."""
+    duration. Details go in the thread (``run_details``). A run someone stopped says who, and
+    how far it got (``handled_of``: entries done, of how many)."""
     firm = name(firm_name)
     count = plural(summary.imported, "expense")
     total = money(summary.imported_total)
@@ -260,7 +265,16 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
     notice = _reconcile_notice(summary)
     if notice:
         blocks.append(_section(notice))
-    if summary.error:
+    if summary.stopped_by_hand:
+        who = f" by {mention(stopped_by)}" if stopped_by else ""
+        far = ""
+        if handled_of is not None:
+            done, expected = handled_of
+            far = f" after {done:,} of {expected:,} expenses" if expected is not None and \
+                expected >= done else f" after {plural(done, 'expense')}"
+        blocks.append(_section(f":octagonal_sign: *Stopped{who}*{far}. The next run carries on "
+                               "where this one stopped."))
+    elif summary.error:
         blocks.append(_section(f":octagonal_sign: *Stopped early:* {mrkdwn(summary.error, 1000)}"))
     facts = []
     if summary.run_id is not None:
@@ -280,6 +294,49 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
                  "after billing")
         if summary.not_overwritten:
             text += f", {summary.not_overwritten:,} not overwritten"
+    return Message(text=_fallback(text), blocks=blocks)
+
+
+def live_line(f: LiveFigures) -> str:
+    """A run under way in one line (plain text: every part is ours or a number):
+    "400 of 2,000 expenses done · about 32 minutes left · Clio allows 50 requests a minute"."""
+    if f.stage == "reading" and not f.handled:
+        of = f" of {f.purchases_expected:,}" if f.purchases_expected else ""
+        parts = [f"reading QuickBooks: {f.purchases_read:,}{of} purchases read"]
+    else:
+        total = f.total
+        parts = [f"{f.handled:,} of {total:,} expenses done" if total is not None
+                 else f"{plural(f.handled, 'expense')} done",
+                 time_left(f.remaining_s)]
+    if f.clio_rate_limit:
+        parts.append(f"Clio allows {plural(f.clio_rate_limit, 'request')} a minute")
+    return " · ".join(parts)
+
+
+def run_progress(f: LiveFigures, *, firm_name: str) -> Message:
+    """A long run's one message while it runs (``bot.live``): how far, how fast, when it will
+    be done, and *Stop*. The run's summary replaces it at the end."""
+    firm = name(firm_name)
+    head = f":hourglass_flowing_sand: *{firm}* — importing from QuickBooks: {live_line(f)}"
+    read = f"{f.purchases_read:,}" + (f" of {f.purchases_expected:,}"
+                                       if f.purchases_expected else "")
+    fields = [f"*Written to Clio*\n{f.imported:,}", f"*Waiting for a choice*\n{f.waiting:,}",
+              f"*Failed*\n{f.failed:,}", f"*QuickBooks purchases read*\n{read}",
+              f"*Running for*\n{duration(f.elapsed_s)}",
+              f"*Waiting on rate limits*\n{duration(f.rate_limit_wait_s)}"]
+    blocks = [_section(head), _fields(fields)]
+    if f.stop_requested_by:
+        blocks.append(_section(f":octagonal_sign: Stopping, as {mention(f.stop_requested_by)} "
+                               "asked: the import stops after the entry it is writing, and "
+                               "the next run carries on from there."))
+    else:
+        stop = _confirmed_button(
+            "Stop", ACTION_STOP_RUN, str(f.run_id), title="Stop this import?",
+            text="The import stops after the entry it is writing. Nothing is lost: the next "
+                 "run carries on where this one stopped.", confirm="Stop")
+        blocks.append(ActionsBlock(elements=[stop]).to_dict())
+    blocks.append(_context(f"Run #{f.run_id} · updated every few seconds while it runs"))
+    text = f"{firm}: importing from QuickBooks: {live_line(f)}"
     return Message(text=_fallback(text), blocks=blocks)
 
 
@@ -1104,6 +1161,11 @@ def status_blocks(status: StatusReport) -> Message:
         f"*Open failures*\n{status.open_failures:,}",
     ]
     blocks = [_header(f"hardcost — {one_line(status.firm_name)}"), _fields(fields)]
+    if status.live:
+        line = f":hourglass_flowing_sand: *Import under way:* {name(status.live, 500)}"
+        if status.stopping_by:
+            line += f"\n:octagonal_sign: Stopping, as {mention(status.stopping_by)} asked."
+        blocks.append(_section(line))
     if not status.webhooks:
         blocks.append(_context(
             "QuickBooks webhooks are not set up on this server (no `QBO_WEBHOOK_VERIFIER`): "
@@ -1121,6 +1183,8 @@ def status_blocks(status: StatusReport) -> Message:
             f"{status.waiting:,} waiting; {plural(status.open_failures, 'open failure')}")
     if status.paused:
         text += "; paused"
+    if status.live:
+        text += f"; import under way: {name(status.live, 500)}"
     return Message(text=_fallback(text), blocks=blocks)
 
 

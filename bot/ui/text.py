@@ -143,6 +143,24 @@ def duration(seconds: float) -> str:
     return f"{minutes} min {secs} s"
 
 
+def time_left(seconds: float | None) -> str:
+    """"about 32 minutes left", rounded as a person would say it."""
+    if seconds is None:
+        return "working out the time left"
+    if seconds <= 0:
+        return "finishing"
+    if seconds < 59.5:
+        return f"about {plural(max(1, round(seconds)), 'second')} left"
+    minutes = int(round(seconds / 60))
+    if minutes < 60:
+        return f"about {plural(minutes, 'minute')} left"
+    hours, minutes = divmod(minutes, 60)
+    if hours >= 48:
+        return f"about {plural(round(hours / 24), 'day')} left"
+    return f"about {plural(hours, 'hour')}" + (f" {plural(minutes, 'minute')}" if minutes
+                                                 else "") + " left"
+
+
 def option(label: str, value: str, description: str | None = None, *,
            unnamed: str = "(no name)") -> Option:
     """A select option: the label on one line, clipped to Slack's limit; ``unnamed`` when the
