@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.bot.live import attach
 from hardcost.bot.notify import Notifier
 from hardcost.bot.outbox import ClientFor, deliver
 from hardcost.sync.config import Settings
@@ -164,9 +165,10 @@ class BotContext:
         (``watch(link)`` is told where, once the message is posted)."""
         importer = self.importer_for(firm_id)
         if self.slack_clients is not None:
-            from hardcost.bot.live import attach  # bot.live imports this module's types
-
-            attach(self, importer, firm_id, self.slack_clients, watch)
+            attach(importer, self.sessions, firm_id, self.slack_clients,
+                   deliver_soon=self.deliver_soon, clock=self.clock,
+                   after=self.config.progress_after_seconds,
+                   every=self.config.progress_every_seconds, watch=watch)
         return importer
 
     def deliver_soon(self, firm_id: int, clients: ClientFor,

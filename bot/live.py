@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.outbox import ClientFor, enqueue
 from hardcost.bot.ui import messages
@@ -30,7 +30,6 @@ from hardcost.sync.live import LiveFigures, LiveProgress
 from hardcost.sync.store import Firm, FirmSettings, Run, SlackOutbox
 
 if TYPE_CHECKING:
-    from hardcost.bot.context import BotContext
     from hardcost.sync.importer import Importer
 
 log = logging.getLogger(__name__)
@@ -69,18 +68,25 @@ def queue_run_update(session: Session, firm_id: int, run_id: int, text: str,
     enqueue(session, firm_id, "chat.update", payload, ref_kind="run", ref_id=run_id, now=now)
 
 
+DeliverSoon = Callable[[int, ClientFor, Callable[[], None] | None], None]
+"""``deliver_soon(firm_id, clients, then)``: send the firm's outbox off the caller's thread."""
+
+
 class SlackProgress:
     """``publish`` for a run's ``LiveProgress``: its message in the firm's channel."""
 
-    def __init__(self, ctx: BotContext, firm_id: int, clients: ClientFor,
+    def __init__(self, sessions: sessionmaker[Session], firm_id: int, clients: ClientFor, *,
+                 deliver_soon: DeliverSoon, clock: Callable[[], datetime],
                  watch: Watch | None = None) -> None:
-        self.ctx = ctx
+        self.sessions = sessions
         self.firm_id = firm_id
         self.clients = clients
+        self.deliver_soon = deliver_soon
+        self.clock = clock
         self.watch = watch
 
     def __call__(self, figures: LiveFigures, first: bool) -> None:
-        with self.ctx.sessions() as session:
+        with self.sessions() as session:
             firm = session.get(Firm, self.firm_id)
             settings = session.get(FirmSettings, self.firm_id)
             channel = settings.slack_channel_id if settings is not None else None
@@ -91,22 +97,20 @@ class SlackProgress:
                 enqueue(session, self.firm_id, "chat.postMessage",
                         {"channel": channel, "text": message.text, "blocks": message.blocks,
                          "unfurl_links": False, "unfurl_media": False},
-                        ref_kind="run", ref_id=figures.run_id)
+                        ref_kind="run", ref_id=figures.run_id, now=self.clock())
             else:
                 queue_run_update(session, self.firm_id, figures.run_id, message.text,
-                                 message.blocks, self.ctx.clock())
+                                 message.blocks, self.clock())
             session.commit()
-        then = None
-        if self.watch is not None:
-            then = self._tell_watcher(figures.run_id)
-        self.ctx.deliver_soon(self.firm_id, self.clients, then=then)
+        then = self._tell_watcher(figures.run_id) if self.watch is not None else None
+        self.deliver_soon(self.firm_id, self.clients, then)
 
     def _tell_watcher(self, run_id: int) -> Callable[[], None]:
         def then() -> None:
             watch = self.watch
             if watch is None:
                 return
-            with self.ctx.sessions() as session:
+            with self.sessions() as session:
                 where = session.execute(select(Run.slack_channel, Run.slack_ts).where(
                     Run.id == run_id, Run.firm_id == self.firm_id)).first()
             if where is None or not where.slack_channel or not where.slack_ts:
@@ -127,12 +131,14 @@ class SlackProgress:
         return then
 
 
-def attach(ctx: BotContext, importer: Importer, firm_id: int, clients: ClientFor,
-           watch: Watch | None = None) -> LiveProgress:
+def attach(importer: Importer, sessions: sessionmaker[Session], firm_id: int,
+           clients: ClientFor, *, deliver_soon: DeliverSoon, clock: Callable[[], datetime],
+           after: float, every: float, watch: Watch | None = None) -> LiveProgress:
     """Give ``importer`` a live progress message in the firm's channel."""
-    live = LiveProgress(ctx.sessions, firm_id, stopping=lambda: importer.stopping,
-                        publish=SlackProgress(ctx, firm_id, clients, watch),
-                        after=ctx.config.progress_after_seconds,
-                        every=ctx.config.progress_every_seconds, now=ctx.clock)
+    live = LiveProgress(sessions, firm_id, stopping=lambda: importer.stopping,
+                        publish=SlackProgress(sessions, firm_id, clients,
+                                              deliver_soon=deliver_soon, clock=clock,
+                                              watch=watch),
+                        after=after, every=every, now=clock)
     importer.on_progress = live
     return live
