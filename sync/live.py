@@ -24,6 +24,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime
@@ -46,6 +47,8 @@ STOP_POLL_EVERY = 5.0
 """Seconds between two looks at the run's row for a *Stop*, once the run is published."""
 MIN_PACE_ENTRIES = 3
 """Entries handled before the pace (and so an estimate) means anything."""
+SAMPLES = 200
+"""About how many (time, entries handled) samples the pace keeps."""
 MAX_COUNT = 100_000_000
 """Bound on every count read back from ``runs.progress``."""
 
@@ -114,11 +117,15 @@ class LiveFigures:
 
 
 class Pace:
-    """Entries handled per second since the first was (rate-limit waits and page reads
-    included, as they are part of how long the rest takes)."""
+    """Entries handled per second over the latter half of the time since the first one (page
+    reads and rate-limit waits included, as they are part of how long the rest takes). The
+    latter half only: a run starts fast (Clio's window starts full, the first answers are
+    cached) and would otherwise promise too soon; half of all the time so far is still long
+    enough to smooth the waits of Clio's windows out."""
 
     def __init__(self) -> None:
-        self._start: tuple[float, int] | None = None
+        self._start: float | None = None
+        self._samples: deque[tuple[float, int]] = deque()
 
     def remaining(self, now: float, handled: int, total: int | None) -> float | None:
         """Seconds until ``total`` entries are handled at the pace so far, or None."""
@@ -128,9 +135,16 @@ class Pace:
             return 0.0
         if self._start is None:
             if handled > 0:
-                self._start = (now, handled)
+                self._start = now
+                self._samples.append((now, handled))
             return None
-        began, at_start = self._start
+        elapsed = now - self._start
+        if now - self._samples[-1][0] >= max(elapsed / SAMPLES, 1e-6):
+            self._samples.append((now, handled))  # about SAMPLES kept, whatever the length
+        half = self._start + elapsed / 2
+        while len(self._samples) > 1 and self._samples[1][0] <= half:
+            self._samples.popleft()
+        began, at_start = self._samples[0]
         done, spent = handled - at_start, now - began
         if done < MIN_PACE_ENTRIES or spent <= 0:
             return None
