@@ -186,3 +186,20 @@ def test_the_slack_ack_benchmark_runs_over_http_and_socket_mode_in_one_run(
                                  "--out", str(out)]) == 0
     again = out.read_text(encoding="utf-8")
     assert "--requests 6" in again and _row(again, "Socket Mode: envelope sent → ack read")
+
+
+def test_progress_bench_compares_the_estimate_with_the_time_really_left(tmp_path: Path) -> None:
+    from bench import progress_bench
+
+    out = tmp_path / "progress.md"
+
+    assert progress_bench.main(["--purchases", "200", "--speedup", "600",
+                                "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert report.startswith(progress_bench.PROGRESS_SECTION)
+    halfway = _row(report, "50%")
+    done, of = (int(n.replace(",", "")) for n in halfway[0].split(" of "))
+    assert 0 < done <= of
+    assert halfway[2].endswith(" min")  # the time really left, measured
+    assert "within ±20%" in halfway[4]
