@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.outbox import ClientFor, enqueue
 from hardcost.bot.ui import messages
-from hardcost.sync.live import LiveFigures, LiveProgress
+from hardcost.sync.live import STOP_POLL_EVERY, LiveFigures, LiveProgress
 from hardcost.sync.store import Firm, FirmSettings, Run, SlackOutbox
 
 if TYPE_CHECKING:
@@ -139,6 +139,7 @@ def attach(importer: Importer, sessions: sessionmaker[Session], firm_id: int,
                         publish=SlackProgress(sessions, firm_id, clients,
                                               deliver_soon=deliver_soon, clock=clock,
                                               watch=watch),
-                        after=after, every=every, now=clock)
+                        after=after, every=every, poll_every=min(STOP_POLL_EVERY, every),
+                        now=clock)
     importer.on_progress = live
     return live
