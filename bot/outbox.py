@@ -13,6 +13,7 @@ client (multi-workspace mode; ``None`` when the workspace has no installation).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
@@ -75,6 +76,7 @@ def deliver(sessions: sessionmaker[Session], client: ClientFor, *,
             query = query.where(SlackOutbox.firm_id == firm_id)
         due = list(session.scalars(query.order_by(SlackOutbox.id).limit(limit)))
     clients: dict[int, WebClient | None] = {}
+    behind: list[tuple[WebClient, SlackOutbox]] = []
     for row in due:
         if isinstance(client, WebClient):
             firm_client: WebClient | None = client
@@ -85,13 +87,39 @@ def deliver(sessions: sessionmaker[Session], client: ClientFor, *,
         if firm_client is None:
             _failed(sessions, row, NOT_INSTALLED, now, True)
             continue
-        if _send(sessions, firm_client, row, now):
+        outcome = _send(sessions, firm_client, row, now)
+        if outcome is True:
             sent += 1
+        elif outcome is AFTER_OLDER:
+            behind.append((firm_client, row))
+    # An edit whose older edit another sender was sending: sent once that one is out (the
+    # run's summary after its last progress update), rather than at the next delivery.
+    deadline = time.monotonic() + ORDER_WAIT
+    while behind and time.monotonic() < deadline:
+        time.sleep(0.05)
+        waiting, behind = behind, []
+        for firm_client, row in waiting:
+            outcome = _send(sessions, firm_client, row, clock())
+            if outcome is True:
+                sent += 1
+            elif outcome is AFTER_OLDER:
+                behind.append((firm_client, row))
     return sent
 
 
+class _AfterOlder:
+    """``_send``'s answer for an edit that must wait for an older edit of its message."""
+
+    def __bool__(self) -> bool:
+        return False
+
+
+AFTER_OLDER = _AfterOlder()
+ORDER_WAIT = 5.0  # seconds a delivery waits for another sender's older edit to go out
+
+
 def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
-          now: datetime) -> bool:
+          now: datetime) -> bool | _AfterOlder:
     payload = dict(row.payload)
     with sessions() as session:
         if row.parent_id is not None:
@@ -104,8 +132,9 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
             payload["thread_ts"] = parent.result_ts
             payload.setdefault("channel", parent.result_channel)
         if row.method == "chat.update" and row.ref_kind and row.ref_id:
-            if _older_update(session, row):
-                return False  # edits of one message go out in order (the last one wins)
+            older = _older_update(session, row)
+            if older is not None:  # edits of one message go out in order (the last one wins)
+                return AFTER_OLDER if older.last_error is None else False
             ts = _ref_ts(session, row.ref_kind, row.ref_id)
             if ts is None:
                 if _post_given_up(session, row):
@@ -148,13 +177,14 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
     return True
 
 
-def _older_update(session: Session, row: SlackOutbox) -> bool:
-    """An earlier edit of the same message is not out yet (another sender may hold it)."""
-    return session.scalar(select(SlackOutbox.id).where(
+def _older_update(session: Session, row: SlackOutbox) -> SlackOutbox | None:
+    """An earlier edit of the same message that is not out yet (another sender may be sending
+    it: then it has no error yet, and is worth waiting a moment for)."""
+    return session.scalars(select(SlackOutbox).where(
         SlackOutbox.firm_id == row.firm_id, SlackOutbox.ref_kind == row.ref_kind,
         SlackOutbox.ref_id == row.ref_id, SlackOutbox.method == "chat.update",
         SlackOutbox.id < row.id, SlackOutbox.sent_at.is_(None),
-        SlackOutbox.gave_up_at.is_(None)).limit(1)) is not None
+        SlackOutbox.gave_up_at.is_(None)).order_by(SlackOutbox.id).limit(1)).first()
 
 
 def _post_given_up(session: Session, row: SlackOutbox) -> bool:
