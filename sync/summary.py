@@ -136,6 +136,7 @@ class RunSummary:
     dry_run: bool
     started_at: datetime
     imported: int = 0
+    imported_bills: int = 0  # of those, from vendor Bills
     by_rule: int = 0  # of those, put on their matter by a matter rule
     imported_total: Decimal = Decimal("0.00")
     waiting: int = 0  # newly waiting this run
@@ -162,6 +163,11 @@ class RunSummary:
     actor: str | None = None  # who started the run: a Slack user id, or None (its trigger)
     qbo_calls: int = 0
     clio_calls: int = 0
+
+    @property
+    def waiting_for_payment(self) -> int:
+        """Of the newly waiting, the Bills that wait to be paid (``bills on-payment``)."""
+        return sum(1 for item in self.waiting_items if item.new and item.reason == "payment")
 
     @property
     def did_something(self) -> bool:
@@ -191,6 +197,7 @@ class RunSummary:
                 for c in self.changed_items[:DETAIL_LIMIT]],
             "updated": self.updated,
             "by_rule": self.by_rule,
+            "imported_bills": self.imported_bills,
             "changed_after_billing": self.changed_after_billing,
             "not_overwritten": self.not_overwritten,
             "reconciled": None if self.reconciled is None else {
