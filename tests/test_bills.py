@@ -117,3 +117,167 @@ def test_bills_off_imports_nothing_from_bills_and_reads_none(firm: Firm) -> None
     assert _bill_queries(firm) == 0
     assert all("Bill" not in call.query for call in firm.world.qbo.calls.all()
                if call.path.endswith("/cdc"))
+
+
+# -- on payment --------------------------------------------------------------------------------
+
+def test_on_payment_an_unpaid_bill_waits_for_payment_and_nobody_is_asked(firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    bill = _bill(firm, ("600.00", "Jane Smith"))
+
+    summary = firm.run()
+
+    assert summary.imported == 0 and firm.entries() == []
+    assert summary.waiting == 1 and summary.waiting_for_payment == 1
+    [row] = firm.waiting()
+    assert row.reason == WaitReason.PAYMENT.value
+    assert row.purchase_id == f"bill-{bill['Id']}" and row.amount == Decimal("600.00")
+    assert row.candidates == []
+
+
+def test_on_payment_a_partly_paid_bill_still_waits(firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    bill = _bill(firm, ("600.00", "Jane Smith"))
+    firm.run()
+    firm.later()
+
+    firm.qbo.pay_bill(bill["Id"], "250.00", txn_date="2026-02-20")
+    firm.later()
+    summary = firm.run()
+
+    assert summary.imported == 0 and firm.entries() == []
+    [row] = firm.waiting()
+    assert row.reason == WaitReason.PAYMENT.value
+    assert firm.qbo.bills[bill["Id"]]["Balance"] == Decimal("350")
+
+
+def test_on_payment_a_fully_paid_bill_imports_dated_the_payment_that_settled_it(
+        firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    bill = _bill(firm, ("600.00", "Jane Smith"), txn_date="2026-02-03")
+    firm.run()
+    firm.later()
+    firm.qbo.pay_bill(bill["Id"], "250.00", txn_date="2026-02-20")
+    firm.later()
+    firm.run()
+    firm.later()
+
+    firm.qbo.pay_bill(bill["Id"], txn_date="2026-03-02")  # the rest
+    firm.later()
+    summary = firm.run()
+
+    assert summary.imported == 1 and summary.imported_bills == 1
+    [entry] = firm.entries()
+    assert price(entry) == Decimal("600.00")
+    assert entry["date"] == "2026-03-02"
+    assert firm.waiting() == []
+    firm.later()
+    assert firm.run().imported == 0 and len(firm.entries()) == 1
+
+
+def test_on_payment_a_bill_paid_before_the_first_run_imports_at_once(firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    bill = _bill(firm, ("75.00", "Jane Smith"), txn_date="2026-02-03")
+    firm.qbo.pay_bill(bill["Id"], txn_date="2026-02-28")
+
+    summary = firm.run()
+
+    [entry] = firm.entries()
+    assert summary.imported_bills == 1 and entry["date"] == "2026-02-28"
+
+
+def test_on_entry_an_unpaid_bill_imports_dated_as_entered(firm: Firm) -> None:
+    _with_bills(firm, "on-entry")
+    bill = _bill(firm, ("75.00", "Jane Smith"), txn_date="2026-02-03")
+    firm.run()
+    firm.later()
+    firm.qbo.pay_bill(bill["Id"], txn_date="2026-02-28")
+    firm.later()
+
+    summary = firm.run()
+
+    [entry] = firm.entries()
+    assert entry["date"] == "2026-02-03" and summary.updated == 0
+
+
+# -- changes after import (SPEC §4) ------------------------------------------------------------
+
+def _imported_bill(firm: Firm, mode: str = "on-entry") -> dict[str, Any]:
+    _with_bills(firm, mode)
+    bill = _bill(firm, ("1200.00", "Jane Smith", "Expert report"))
+    if mode == "on-payment":
+        firm.qbo.pay_bill(bill["Id"], txn_date="2026-02-25")
+    assert firm.run().imported_bills == 1
+    firm.later()
+    return bill
+
+
+def test_an_edited_bill_updates_its_clio_entry_in_place(firm: Firm) -> None:
+    bill = _imported_bill(firm)
+    [before] = firm.entries()
+
+    firm.qbo.update_bill(bill["Id"], lines=[account_line(
+        "1350.00", firm.import_account, customer_id=firm.customers["Jane Smith"],
+        description="Expert report, revised")], doc_number="INV-77b")
+    firm.later()
+    summary = firm.run()
+
+    assert summary.updated == 1 and summary.imported == 0
+    [after] = firm.entries()
+    assert after["id"] == before["id"]
+    assert price(after) == Decimal("1350.00") and after["reference"] == "INV-77b"
+    assert firm.world.clio.calls.count("PATCH", ACTIVITY) == 1
+
+
+def test_a_deleted_bill_deletes_its_unbilled_clio_entry(firm: Firm) -> None:
+    bill = _imported_bill(firm)
+
+    firm.qbo.delete_bill(bill["Id"])
+    firm.later()
+    summary = firm.run()
+
+    assert firm.entries() == []
+    [item] = summary.removed_items
+    assert (item.purchase_id, item.kind, item.outcome) == (f"bill-{bill['Id']}", "deleted",
+                                                           "deleted")
+    cdc = [c.query for c in firm.world.qbo.calls.all() if c.path.endswith("/cdc")]
+    assert cdc and all("Purchase%2CBill%2CBillPayment" in q for q in cdc)
+
+
+def test_a_voided_bill_deletes_its_unbilled_clio_entry(firm: Firm) -> None:
+    bill = _imported_bill(firm)
+
+    firm.qbo.void_bill(bill["Id"])
+    firm.later()
+    summary = firm.run()
+
+    assert firm.entries() == []
+    assert [(r.kind, r.outcome) for r in summary.removed_items] == [("voided", "deleted")]
+    [link] = firm.links()
+    assert link.state == LinkState.DELETED
+
+
+def test_a_deleted_bill_on_a_clio_bill_is_kept_and_reported(firm: Firm) -> None:
+    bill = _imported_bill(firm)
+    [entry] = firm.entries()
+    firm.clio.mark_billed(entry["id"])
+
+    firm.qbo.delete_bill(bill["Id"])
+    firm.later()
+    summary = firm.run()
+
+    assert [e["id"] for e in firm.entries()] == [entry["id"]]
+    assert [(r.kind, r.outcome) for r in summary.removed_items] == [("deleted", "kept_billed")]
+
+
+def test_on_payment_a_paid_bill_whose_payment_date_changes_follows_it(firm: Firm) -> None:
+    bill = _imported_bill(firm, "on-payment")
+    [payment_id] = [link["TxnId"] for link in firm.qbo.bills[bill["Id"]]["LinkedTxn"]]
+    firm.qbo.delete_bill_payment(payment_id)
+    firm.qbo.pay_bill(bill["Id"], txn_date="2026-03-09")
+    firm.later()
+
+    summary = firm.run()
+
+    [entry] = firm.entries()
+    assert entry["date"] == "2026-03-09" and summary.updated == 1
