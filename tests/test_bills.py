@@ -5,10 +5,15 @@ QuickBooks calls."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
+import requests
+
 from hardcost.sandbox.qbo import account_line
+from hardcost.sandbox.slack_rig import SlackRig
+from hardcost.sync.webhooks import process_pending
 from hardcost.sync.store import LinkState, WaitReason
 from tests.firmkit import Firm, price
 
@@ -281,3 +286,89 @@ def test_on_payment_a_paid_bill_whose_payment_date_changes_follows_it(firm: Firm
 
     [entry] = firm.entries()
     assert entry["date"] == "2026-03-09" and summary.updated == 1
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+def _deliver(rig: SlackRig, payload: Any) -> None:
+    body = json.dumps(payload).encode()
+    response = requests.post(rig.web.url + "/webhooks/quickbooks", data=body, timeout=10,
+                             headers={"Content-Type": "application/json",
+                                      "intuit-signature": rig.firm.world.qbo.sign_webhook(body)})
+    assert response.status_code == 200
+
+
+def _legacy(realm: str, name: str, entity_id: str, operation: str = "Create",
+            updated: str = "2026-02-03T10:00:00.000Z") -> dict[str, Any]:
+    return {"eventNotifications": [{"realmId": realm, "dataChangeEvent": {"entities": [
+        {"name": name, "id": entity_id, "operation": operation, "lastUpdated": updated}]}}]}
+
+
+def _cloud(realm: str, entity: str, entity_id: str, verb: str = "created",
+           event_id: str = "ev-1") -> dict[str, Any]:
+    return {"specversion": "1.0", "id": event_id, "source": "intuit.quickbooks",
+            "type": f"qbo.{entity}.{verb}.v1", "datacontenttype": "application/json",
+            "time": "2026-02-03T10:00:00Z", "intuitaccountid": realm,
+            "intuitentityid": entity_id, "data": {}}
+
+
+def _process(rig: SlackRig) -> Any:
+    return process_pending(rig.ctx.sessions, rig.ctx.importer_for, clock=rig.ctx.clock)
+
+
+def test_a_bill_webhook_imports_the_bill(rig: SlackRig) -> None:
+    firm = _with_bills(rig.firm)
+    bill = _bill(firm, ("310.00", "Jane Smith"))
+
+    _deliver(rig, _legacy(firm.qbo.realm_id, "Bill", bill["Id"]))
+    assert firm.entries() == []  # stored, not yet imported
+    done = _process(rig)
+
+    [entry] = firm.entries()
+    assert price(entry) == Decimal("310.00")
+    assert f"/bill-{bill['Id']}/" in entry["note"]
+    assert done.runs[firm.id].imported_bills == 1
+
+
+def test_a_bill_payment_cloudevent_imports_the_bill_it_settled(rig: SlackRig) -> None:
+    firm = _with_bills(rig.firm, "on-payment")
+    bill = _bill(firm, ("310.00", "Jane Smith"))
+    _deliver(rig, [_cloud(firm.qbo.realm_id, "bill", bill["Id"], event_id="ev-bill")])
+    _process(rig)
+    assert firm.entries() == [] and [w.reason for w in firm.waiting()] == ["payment"]
+
+    payment = firm.qbo.pay_bill(bill["Id"], txn_date="2026-02-27")
+    _deliver(rig, [_cloud(firm.qbo.realm_id, "billpayment", payment["Id"],
+                          event_id="ev-payment")])
+    _process(rig)
+
+    [entry] = firm.entries()
+    assert entry["date"] == "2026-02-27" and firm.waiting() == []
+
+
+def test_a_bill_deletion_webhook_deletes_the_unbilled_clio_entry(rig: SlackRig) -> None:
+    firm = _with_bills(rig.firm)
+    bill = _bill(firm, ("310.00", "Jane Smith"))
+    _deliver(rig, _legacy(firm.qbo.realm_id, "Bill", bill["Id"]))
+    _process(rig)
+    assert len(firm.entries()) == 1
+
+    firm.qbo.delete_bill(bill["Id"])
+    _deliver(rig, _legacy(firm.qbo.realm_id, "Bill", bill["Id"], "Delete",
+                          "2026-02-04T10:00:00.000Z"))
+    done = _process(rig)
+
+    assert firm.entries() == []
+    [summary] = done.runs.values()
+    assert [(r.kind, r.outcome) for r in summary.removed_items] == [("deleted", "deleted")]
+
+
+def test_bill_webhooks_for_a_firm_with_bills_off_import_nothing(rig: SlackRig) -> None:
+    firm = rig.firm
+    firm.client("Jane Smith", ["Smith estate"])
+    bill = _bill(firm, ("310.00", "Jane Smith"))
+
+    _deliver(rig, _legacy(firm.qbo.realm_id, "Bill", bill["Id"]))
+    done = _process(rig)
+
+    assert firm.entries() == [] and done.runs == {} and done.events == 1
