@@ -22,7 +22,9 @@ ACTIVITY = r"/activities/\d+\.json$"
 
 
 def _vendor(firm: Firm, name: str = "Dr. Expert LLC") -> str:
-    return str(firm.qbo.add_vendor(name)["Id"])
+    """The vendor of that name, added the first time."""
+    found = [v for v in firm.qbo.records("Vendor") if v["DisplayName"] == name]
+    return str(found[0]["Id"] if found else firm.qbo.add_vendor(name)["Id"])
 
 
 def _bill(firm: Firm, *lines: tuple[str, str] | tuple[str, str, str], vendor: str | None = None,
@@ -372,3 +374,31 @@ def test_bill_webhooks_for_a_firm_with_bills_off_import_nothing(rig: SlackRig) -
     done = _process(rig)
 
     assert firm.entries() == [] and done.runs == {} and done.events == 1
+
+
+# -- quiet runs --------------------------------------------------------------------------------
+
+def test_a_quiet_run_with_bills_on_makes_three_quickbooks_calls_and_no_clio_call(
+        firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    firm.expense(("10.00", "Jane Smith"))
+    paid = _bill(firm, ("20.00", "Jane Smith"))
+    firm.qbo.pay_bill(paid["Id"], txn_date="2026-02-10")
+    _bill(firm, ("30.00", "Jane Smith"))  # waits for payment
+    first = firm.run()
+    assert first.imported == 2 and first.waiting_for_payment == 1
+    firm.later()
+    firm.run()  # the first CDC sweep
+    firm.later()
+    calls_before = len(firm.world.qbo.calls.all())
+    bill_queries = _bill_queries(firm)
+
+    quiet = firm.run()
+
+    assert not quiet.did_something
+    assert quiet.qbo_calls <= 3 and quiet.clio_calls == 0
+    made = firm.world.qbo.calls.all()[calls_before:]
+    assert len(made) == quiet.qbo_calls
+    assert _bill_queries(firm) - bill_queries == 1  # one read of changed Bills, none by id
+    assert sum(1 for c in made if c.path.endswith("/cdc")) == 1
+    assert not any("BillPayment" in (c.statement or "") for c in made)
