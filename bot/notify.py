@@ -36,6 +36,7 @@ from hardcost.sync.store import (
     PromptGroup,
     SlackOutbox,
     WaitingExpense,
+    WaitReason,
     utcnow,
 )
 from hardcost.sync.summary import RunSummary, matter_label
@@ -167,6 +168,8 @@ class Notifier:
         new = [row for row in session.scalars(select(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
             WaitingExpense.resolution.is_(None),
+            # A Bill waiting for payment asks nobody: it imports by itself once paid.
+            WaitingExpense.reason != WaitReason.PAYMENT.value,
             WaitingExpense.slack_ts.is_(None)).order_by(WaitingExpense.id))
             if row.id not in queued]
         alike: dict[tuple[str, str], list[WaitingExpense]] = {}

@@ -36,6 +36,7 @@ from hardcost.sync.store import (
     PurchaseRemoval,
     Run,
     WaitingExpense,
+    WaitReason,
 )
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
                                .order_by(Run.id.desc()).limit(1)).first()
         waiting = session.scalar(select(func.count()).select_from(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))) or 0
+        for_payment = session.scalar(select(func.count()).select_from(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+            WaitingExpense.reason == WaitReason.PAYMENT.value)) or 0
         failures = session.scalar(select(func.count()).select_from(Failure).where(
             Failure.firm_id == firm_id, Failure.resolved_at.is_(None))) or 0
         unsent, given_up = undelivered(session, firm_id)
@@ -158,9 +162,11 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         elif last.status == "running":
             last_line = f"{when} — under way"
         else:
-            last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}), "
-                         f"waiting {last.waiting}, failed {last.failed}")
             details = last.details or {}
+            bills = f", {details['imported_bills']} from Bills" \
+                if details.get("imported_bills") else ""
+            last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}"
+                         f"{bills}), waiting {last.waiting}, failed {last.failed}")
             if details.get("deleted") or details.get("kept"):
                 last_line += (f", {details.get('deleted', 0)} deleted from Clio, "
                               f"{details.get('kept', 0)} left in Clio")
@@ -182,7 +188,8 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         channel_id=settings.slack_channel_id, paused=settings.paused,
         schedule_minutes=settings.schedule_minutes, last_run=last_line, next_run=next_line,
         waiting=int(waiting), open_failures=int(failures), problems=tuple(problems),
-        webhooks=bool(ctx.config.qbo_webhook_verifier))
+        webhooks=bool(ctx.config.qbo_webhook_verifier), bills=settings.bills or "off",
+        waiting_for_payment=int(for_payment))
 
 
 def open_prompts(ctx: BotContext, firm_id: int, limit: int = 50) -> list[Prompt]:
@@ -234,7 +241,8 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         user=next((u for u in users if u.id == settings.clio_user_id), None),
         user_options=tuple(users), schedule_minutes=settings.schedule_minutes,
         split_lines=settings.split_lines, item_lines=settings.item_lines,
-        deletions=settings.deletions, approvers=tuple(settings.approvers or []))
+        deletions=settings.deletions, approvers=tuple(settings.approvers or []),
+        bills=settings.bills or "off")
 
 
 def to_trail_entry(row: AuditEntry) -> TrailEntry:

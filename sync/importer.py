@@ -38,6 +38,7 @@ from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.bills import (
     OFF,
+    ON_ENTRY,
     ON_PAYMENT,
     as_documents,
     bill_id_of,
@@ -436,7 +437,7 @@ class Importer:
             del purchases
             self._finish_pages(state, dry_run, targeted=True)
             return
-        refetch |= self._purchases_to_retry()
+        refetch |= self._purchases_to_retry() | self._no_longer_awaiting_payment(state)
         since, read_start = self._watermark()
         reader = _PageReader(since, read_start, state.settings.start_date, refetch)
         bill_reader = None
@@ -1350,6 +1351,15 @@ class Importer:
                         WaitingExpense.purchase_id.in_(chunk))):
                     found.setdefault(row.purchase_id, ([], []))[1].append(row)
         return found
+
+    def _no_longer_awaiting_payment(self, state: _RunState) -> set[str]:
+        """Bills waiting for payment when the firm now imports Bills on entry: read again."""
+        if state.settings.bills != ON_ENTRY:
+            return set()
+        with self.sessions() as session:
+            return set(session.scalars(select(WaitingExpense.purchase_id).where(
+                WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
+                WaitingExpense.reason == WaitReason.PAYMENT.value)))
 
     def _superseded(self) -> set[str]:
         """Purchases with an entry a change made obsolete that is not removed yet (a run

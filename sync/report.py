@@ -12,6 +12,7 @@ REASONS = {
     "several_contacts": "several Clio contacts match the QuickBooks customer",
     "several_matters": "the client has several open matters",
     "no_matter": "the client has no open or pending matter yet",
+    "payment": "a Bill not fully paid yet: it imports by itself once paid",
 }
 
 
@@ -30,8 +31,9 @@ def _table(rows: Iterable[tuple[str, ...]], indent: str = "  ") -> list[str]:
 
 def render_summary(summary: RunSummary) -> str:
     title = "Dry run (nothing written)" if summary.dry_run else f"Run {summary.run_id or ''}"
+    bills = f", {summary.imported_bills} from Bills" if summary.imported_bills else ""
     lines = [
-        f"{title.strip()}: imported {summary.imported} ({money(summary.imported_total)}), "
+        f"{title.strip()}: imported {summary.imported} ({money(summary.imported_total)}{bills}), "
         f"waiting {summary.waiting}, failed {summary.failed}, skipped {summary.skipped} "
         f"— {summary.purchases_read} purchases read in {summary.duration_s:.1f}s",
     ]

@@ -158,6 +158,7 @@ class SettingsForm:
     item_lines: bool
     deletions: str  # delete | alert
     approvers: tuple[str, ...]  # Slack user ids; empty = anyone
+    bills: str = "off"  # off | on-entry | on-payment
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,8 @@ class StatusReport:
     open_failures: int
     problems: tuple[str, ...] = field(default_factory=tuple)  # e.g. "choose the import account"
     webhooks: bool = True  # False: no QuickBooks webhooks here, changes come with scheduled runs
+    bills: str = "off"  # the firm's ``bills`` setting: off | on-entry | on-payment
+    waiting_for_payment: int = 0  # of ``waiting``, Bills waiting to be paid (nobody is asked)
 
 
 @dataclass(frozen=True)
