@@ -789,7 +789,7 @@ def test_settings_modal_shape() -> None:
                      "accounts": "multi_static_select", "category": "static_select",
                      "user": "static_select", "schedule": "plain_text_input",
                      "options": "checkboxes", "deletions": "radio_buttons",
-                     "approvers": "multi_users_select"}
+                     "bills": "radio_buttons", "approvers": "multi_users_select"}
     optional = {b["block_id"] for b in inputs if b.get("optional")}
     assert {"category", "approvers", "options"} <= optional
     assert "private_metadata" not in view or not view["private_metadata"]
