@@ -23,9 +23,9 @@ from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
-from hardcost.sandbox.slack_rig import SlackRig
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.store import AuditEntry, FirmSettings, LinkState, Run, WaitReason
 from hardcost.sync.store import Firm as FirmRow
-from hardcost.sync.store import LinkState, Run, WaitReason
 from hardcost.sync.webhooks import process_pending
 from tests.firmkit import Firm, free_port, lapse_leases, not_due, price, serve_env, start_serve
 
@@ -513,3 +513,57 @@ def test_sigkill_in_the_middle_of_a_bill_import_doubles_nothing(
         runs = list(session.scalars(select(Run).where(Run.firm_id == firm.id)
                                     .order_by(Run.id)))
     assert [run.status for run in runs] == ["abandoned", "ok"]
+
+
+# -- Slack: the setting, the summary, pending and status ---------------------------------------
+
+def _text(message: dict[str, Any]) -> str:
+    return json.dumps(message.get("blocks") or []) + message.get("text", "")
+
+
+def _reply(rig: SlackRig, user: str, contains: str) -> dict[str, Any]:
+    return wait_for(lambda: next((m for m in rig.replies_to(user) if contains in _text(m)),
+                                 None), what=f"a reply containing {contains!r}")
+
+
+def test_set_bills_is_saved_audited_and_refused_with_a_bad_value(rig: SlackRig) -> None:
+    rig.command("set bills on-payment")
+    _reply(rig, rig.admin, "once they are fully paid")
+    rig.command("set bills sometimes")
+    _reply(rig, rig.admin, "not off, on-entry or on-payment")
+
+    with rig.firm.sessions() as session:
+        settings = session.get(FirmSettings, rig.firm.id)
+        assert settings is not None and settings.bills == "on-payment"
+        [row] = session.scalars(select(AuditEntry).where(
+            AuditEntry.firm_id == rig.firm.id, AuditEntry.action == "setting"))
+    assert (row.before, row.after, row.actor) == ({"bills": "off"}, {"bills": "on-payment"},
+                                                  rig.admin)
+
+
+def test_a_bill_waiting_for_payment_is_in_pending_and_status_without_a_prompt(
+        rig: SlackRig) -> None:
+    firm = _with_bills(rig.firm, "on-payment")
+    bill = _bill(firm, ("640.00", "Jane Smith"), doc_number="CR-9")
+    assert rig.command("run").status_code == 200
+    summary = wait_for(lambda: next((m for m in rig.channel_messages()
+                                     if "Bills waiting for payment" in _text(m)), None),
+                       what="the run summary")
+    assert "1 new" in _text(summary)
+
+    rig.command("pending", user=rig.staff)
+    listed = _reply(rig, rig.staff, "Jane Smith")
+    assert "waiting for payment" in _text(listed)
+    assert "hc_choose_matter" not in _text(listed) and "hc_not_client_cost" not in _text(listed)
+    rig.command("status")
+    status = _reply(rig, rig.admin, "Vendor Bills")
+    assert "1 waiting for payment" in _text(status)
+    assert rig.prompts() == []
+
+    firm.qbo.pay_bill(bill["Id"], txn_date="2026-03-01")
+    firm.later()
+    assert rig.command("run").status_code == 200
+    wait_for(lambda: next((m for m in rig.channel_messages()
+                           if "1 from Bills" in _text(m)), None), what="the second summary")
+    assert [e["date"] for e in firm.entries()] == ["2026-03-01"]
+    assert rig.prompts() == []
