@@ -75,13 +75,19 @@ def render_summary(summary: RunSummary) -> str:
             (e.date.isoformat(), money(e.amount), e.customer, "→ " + e.matter,
              f"#{e.clio_id}" if e.clio_id else "")
             for e in summary.imported_entries)
-    if summary.waiting_items:
+    choices = [w for w in summary.waiting_items if w.reason != "payment"]
+    if choices:
         lines += ["", "Waiting for someone to choose:"]
         lines += _table(
             (w.date.isoformat(), money(w.amount), w.customer, REASONS.get(w.reason, w.reason)
              + (f" ({w.choices} to choose from)" if w.choices else "")
              + ("" if w.new else " — still"))
-            for w in summary.waiting_items)
+            for w in choices)
+    unpaid = [w for w in summary.waiting_items if w.reason == "payment"]
+    if unpaid:
+        lines += ["", "Bills waiting for payment (they import by themselves once paid):"]
+        lines += _table((w.date.isoformat(), money(w.amount), w.customer,
+                         "" if w.new else "still") for w in unpaid)
     if summary.failures:
         lines += ["", "Failed (needs attention):"]
         for f in summary.failures:
