@@ -133,6 +133,8 @@ def as_documents(bills: Iterable[Any], mode: str,
 
 def _document(bill: Mapping[str, Any], bill_id: str) -> dict[str, Any]:
     document: dict[str, Any] = {key: bill[key] for key in _COPIED if key in bill}
+    if not isinstance(document.get("MetaData"), Mapping):
+        document.pop("MetaData", None)  # the watermark passes over it; the rest is planned
     document["Id"] = document_id(bill_id)
     document["PaymentType"] = BILL
     vendor = bill.get("VendorRef")

@@ -567,3 +567,30 @@ def test_a_bill_waiting_for_payment_is_in_pending_and_status_without_a_prompt(
                            if "1 from Bills" in _text(m)), None), what="the second summary")
     assert [e["date"] for e in firm.entries()] == ["2026-03-01"]
     assert rig.prompts() == []
+
+
+# -- hostile shapes ----------------------------------------------------------------------------
+
+def test_bills_of_strange_shapes_are_skipped_or_failed_with_a_reason_and_the_run_goes_on(
+        firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    good = _bill(firm, ("90.00", "Jane Smith"))
+    firm.qbo.pay_bill(good["Id"], txn_date="2026-02-12")
+    customer = {"value": firm.customers["Jane Smith"], "name": "Jane Smith"}
+    line = {"Id": "1", "Amount": Decimal("12"), "DetailType": "AccountBasedExpenseLineDetail",
+            "AccountBasedExpenseLineDetail": {"AccountRef": {"value": firm.import_account},
+                                              "CustomerRef": customer}}
+    firm.qbo.put_bill_raw({"TxnDate": "2026-02-03", "Balance": "lots", "Line": [line]})
+    firm.qbo.put_bill_raw({"TxnDate": "2026-02-03", "Balance": 0, "Line": "not lines",
+                           "LinkedTxn": "nope", "VendorRef": ["x"], "MetaData": ["odd"]})
+    firm.qbo.put_bill_raw({"TxnDate": "2026-02-03", "Balance": 0, "Line": [line],
+                           "LinkedTxn": [{"TxnId": "999", "TxnType": "BillPayment"}, 7]})
+
+    summary = firm.run()
+
+    assert summary.error is None
+    assert any("balance hardcost cannot read" in reason for reason in summary.skips)
+    assert any(f.purchase_id.startswith("bill-") for f in firm.open_failures())  # no lines
+    dates = sorted((e["date"], price(e)) for e in firm.entries())
+    # the good one dated its payment; the one whose payment cannot be found, as entered
+    assert dates == [("2026-02-03", Decimal("12.00")), ("2026-02-12", Decimal("90.00"))]
