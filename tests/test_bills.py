@@ -204,6 +204,34 @@ def test_on_payment_a_bill_paid_before_the_first_run_imports_at_once(firm: Firm)
     assert summary.imported_bills == 1 and entry["date"] == "2026-02-28"
 
 
+def test_on_payment_a_waiting_bill_deleted_in_quickbooks_waits_no_more(firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    bill = _bill(firm, ("600.00", "Jane Smith"))
+    firm.run()
+    firm.later()
+    assert len(firm.waiting()) == 1
+
+    firm.qbo.delete_bill(bill["Id"])
+    firm.later()
+    firm.run()
+
+    assert firm.waiting() == [] and firm.entries() == []
+
+
+def test_a_firm_that_moves_from_on_payment_to_on_entry_imports_its_waiting_bills(
+        firm: Firm) -> None:
+    _with_bills(firm, "on-payment")
+    _bill(firm, ("600.00", "Jane Smith"), txn_date="2026-02-03")
+    firm.run()
+    firm.later()
+
+    firm.update_settings(bills="on-entry")
+    summary = firm.run()
+
+    assert summary.imported_bills == 1 and firm.waiting() == []
+    assert [e["date"] for e in firm.entries()] == ["2026-02-03"]
+
+
 def test_on_entry_an_unpaid_bill_imports_dated_as_entered(firm: Firm) -> None:
     _with_bills(firm, "on-entry")
     bill = _bill(firm, ("75.00", "Jane Smith"), txn_date="2026-02-03")
