@@ -301,16 +301,15 @@ class QboClient:
                 if entity == BILL_PAYMENT:
                     # A payment changed: its Bills' balances did too (SPEC §2 rule 7).
                     paid.update(f"{BILL_PREFIX}{i}" for i in linked_ids(obj, "Bill"))
-                    moment = instant((obj.get("MetaData") or {}).get("LastUpdatedTime"))
-                    if moment is not None and (newest is None or moment > newest):
-                        newest = moment
-                    continue
-                key = f"{BILL_PREFIX}{obj['Id']}" if entity == BILL else str(obj["Id"])
-                if str(obj.get("status") or "").lower() == "deleted":
-                    removed[key] = "deleted"
-                elif is_voided(obj):
-                    removed.setdefault(key, "voided")
-                moment = instant((obj.get("MetaData") or {}).get("LastUpdatedTime"))
+                else:
+                    key = f"{BILL_PREFIX}{obj['Id']}" if entity == BILL else str(obj["Id"])
+                    if str(obj.get("status") or "").lower() == "deleted":
+                        removed[key] = "deleted"
+                    elif is_voided(obj):
+                        removed.setdefault(key, "voided")
+                metadata = obj.get("MetaData")
+                moment = instant(metadata.get("LastUpdatedTime")
+                                 if isinstance(metadata, dict) else None)
                 if moment is not None and (newest is None or moment > newest):
                     newest = moment
             if len(objects) < CDC_LIMIT:
