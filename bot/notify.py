@@ -26,7 +26,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
-from hardcost.sync.rules import PlannedEntry
+from hardcost.sync.rules import PlannedEntry, is_bill
 from hardcost.sync.store import (
     PROVIDER_NAMES,
     Connection,
@@ -71,7 +71,8 @@ def to_prompt(row: WaitingExpense, *, sandbox_links: bool = False) -> Prompt:
         choices=tuple(choices), waiting_since=row.created_at,
         suggested=int(suggested) if isinstance(suggested, int) else None,
         suggestion=str(hints["reason"]) if hints.get("reason") else None,
-        note=str(hints["note"]) if hints.get("note") else None)
+        note=str(hints["note"]) if hints.get("note") else None,
+        bill=is_bill(row.purchase_id))
 
 
 def to_group_view(session: Session, group: PromptGroup, *,

@@ -363,6 +363,18 @@ GOLDEN_CASES: dict[str, Any] = {
     "history_empty": lambda: history([], HistoryQuery(purchase_id="999"), more=False),
     "pending_list": lambda: pending_list([a_prompt(), a_prompt(id=8, choices=matters(7))]),
     "pending_list_empty": lambda: pending_list([]),
+    "pending_list_bill_waiting_for_payment": lambda: pending_list([
+        a_prompt(), a_prompt(id=9, reason="payment", choices=(), memo=None, bill=True,
+                             payee="Court Reporters Inc", reference="CR-2210",
+                             qbo_url="https://app.qbo.intuit.com/app/bill?txnId=77")]),
+    "run_summary_bills": lambda: run_summary(a_summary(
+        imported=3, imported_bills=1, waiting=2, waiting_items=[
+            WaitingItem("[qbo 9130/bill-78/60]", D("640.00"), date(2026, 3, 4), "Brown, Amy",
+                        "payment", 0, True),
+            WaitingItem("[qbo 9130/347/60]", D("75.00"), date(2026, 3, 4), "Brown, Amy",
+                        "several_matters", 3, True)]), firm_name="Smith & Partners LLP"),
+    "status_bills": lambda: status_blocks(a_status(bills="on-payment", waiting=3,
+                                                   waiting_for_payment=1)),
     "failures_list": lambda: failures_list([a_failure(), a_failure(id=32, kind="transient")]),
     "failures_list_empty": lambda: failures_list([]),
     "settings_modal": lambda: settings_modal(a_settings()),

@@ -61,6 +61,7 @@ class Prompt:
     suggested: int | None = None  # the choice the firm's history supports (listed first)
     suggestion: str | None = None  # why, in one short line
     note: str | None = None  # e.g. why a matter rule did not apply
+    bill: bool = False  # a vendor Bill's lines (``bills``), not a purchase's
 
 
 @dataclass(frozen=True)

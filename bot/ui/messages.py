@@ -596,7 +596,7 @@ def _prompt_fields(p: Prompt) -> list[Block]:
     if p.payee:
         fields.append(f"*Payee*\n{name(p.payee, 200)}")
     if p.reference:
-        fields.append(f"*Check no.*\n{name(p.reference, 50)}")
+        fields.append(f"*{'Bill no.' if p.bill else 'Check no.'}*\n{name(p.reference, 50)}")
     if p.memo and p.memo.strip():
         fields.append(f"*Memo*\n{name(p.memo, MEMO_CHARS)}")
     blocks = [_fields(fields)]
@@ -1018,7 +1018,10 @@ def pending_list(prompts: Sequence[Prompt]) -> list[Message]:
     if not prompts:
         return [notice("Nothing is waiting.")]
     unique = list({p.id: p for p in reversed(prompts)}.values())[::-1]
-    title = f"{plural(len(unique), 'expense')} waiting for a choice"
+    unpaid = sum(1 for p in unique if p.reason == WAITING_FOR_PAYMENT)
+    title = f"{plural(len(unique) - unpaid, 'expense')} waiting for a choice"
+    if unpaid:
+        title += f", {plural(unpaid, 'Bill')} waiting for payment"
     groups = [[_section(f"*{title}*")]] + [_prompt_blocks(p) for p in unique[:LIST_ITEMS]]
     if len(unique) > LIST_ITEMS:
         groups.append([_context(f"…and {len(unique) - LIST_ITEMS:,} more; they are listed "
