@@ -1234,6 +1234,7 @@ class Importer:
                 _choice_ids(row.candidates) != _choice_ids(candidates)
             if new:
                 summary.waiting += 1
+                summary.waiting_for_payment += resolution.reason == WaitReason.PAYMENT
             else:
                 summary.still_waiting += 1
             keep(summary.waiting_items, WaitingItem(

@@ -140,6 +140,7 @@ class RunSummary:
     by_rule: int = 0  # of those, put on their matter by a matter rule
     imported_total: Decimal = Decimal("0.00")
     waiting: int = 0  # newly waiting this run
+    waiting_for_payment: int = 0  # of those, Bills not fully paid yet (``bills on-payment``)
     failed: int = 0  # new failures this run
     skipped: int = 0
     unchanged: int = 0  # already in Clio
@@ -163,11 +164,6 @@ class RunSummary:
     actor: str | None = None  # who started the run: a Slack user id, or None (its trigger)
     qbo_calls: int = 0
     clio_calls: int = 0
-
-    @property
-    def waiting_for_payment(self) -> int:
-        """Of the newly waiting, the Bills that wait to be paid (``bills on-payment``)."""
-        return sum(1 for item in self.waiting_items if item.new and item.reason == "payment")
 
     @property
     def did_something(self) -> bool:
@@ -198,6 +194,7 @@ class RunSummary:
             "updated": self.updated,
             "by_rule": self.by_rule,
             "imported_bills": self.imported_bills,
+            "waiting_for_payment": self.waiting_for_payment,
             "changed_after_billing": self.changed_after_billing,
             "not_overwritten": self.not_overwritten,
             "reconciled": None if self.reconciled is None else {

@@ -368,7 +368,7 @@ GOLDEN_CASES: dict[str, Any] = {
                              payee="Court Reporters Inc", reference="CR-2210",
                              qbo_url="https://app.qbo.intuit.com/app/bill?txnId=77")]),
     "run_summary_bills": lambda: run_summary(a_summary(
-        imported=3, imported_bills=1, waiting=2, waiting_items=[
+        imported=3, imported_bills=1, waiting=2, waiting_for_payment=1, waiting_items=[
             WaitingItem("[qbo 9130/bill-78/60]", D("640.00"), date(2026, 3, 4), "Brown, Amy",
                         "payment", 0, True),
             WaitingItem("[qbo 9130/347/60]", D("75.00"), date(2026, 3, 4), "Brown, Amy",
