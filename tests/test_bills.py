@@ -23,7 +23,7 @@ from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
-from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
 from hardcost.sync.store import AuditEntry, FirmSettings, LinkState, Run, WaitReason
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.webhooks import process_pending
@@ -622,3 +622,29 @@ def test_bills_of_strange_shapes_are_skipped_or_failed_with_a_reason_and_the_run
     dates = sorted((e["date"], price(e)) for e in firm.entries())
     # the good one dated its payment; the one whose payment cannot be found, as entered
     assert dates == [("2026-02-03", Decimal("12.00")), ("2026-02-12", Decimal("90.00"))]
+
+
+def test_a_bill_for_a_client_with_several_matters_is_asked_and_the_choice_written_once(
+        rig: SlackRig) -> None:
+    firm = rig.firm
+    firm.update_settings(bills="on-entry", split_lines=True)
+    firm.client("Acme Holdings", ["Lease", "Employment"])
+    bill = _bill(firm, ("300.00", "Acme Holdings", "Deposition"),
+                 ("45.00", "Acme Holdings", "Exhibits"), doc_number="CR-31")
+    assert rig.command("run").status_code == 200
+    prompts = wait_for(lambda: rig.prompts() if len(rig.prompts()) == 2 else None,
+                       what="a prompt per line (split-lines)")
+    prompt = next(p for p in prompts if "300.00" in _text(p))
+    assert "Bill no." in _text(prompt) and "CR-31" in _text(prompt)
+    lease = firm.clio.matters[firm.matters["Lease"]]
+
+    rig.click(prompt, "hc_choose_matter", value=button_value(prompt, lease["display_number"]))
+    rig.click(prompt, "hc_choose_matter", value=button_value(prompt, lease["display_number"]))
+
+    [entry] = wait_for(lambda: firm.entries() or None, what="the chosen entry")
+    assert entry["matter"]["id"] == lease["id"] and price(entry) == Decimal("300.00")
+    realm, customer = firm.qbo.realm_id, firm.customers["Acme Holdings"]
+    assert f"[qbo {realm}/bill-{bill['Id']}/{customer}/1]" in entry["note"]
+    wait_for(lambda: "Linked to" in _text(rig.ws.message(rig.channel, prompt["ts"]) or {}),
+             what="the prompt updated in place")
+    assert len(firm.entries()) == 1
