@@ -20,7 +20,7 @@ from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
 from hardcost.sandbox.faults import Fault
-from hardcost.sandbox.qbo import account_line
+from hardcost.sandbox.qbo import account_line, item_line
 from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
@@ -648,3 +648,20 @@ def test_a_bill_for_a_client_with_several_matters_is_asked_and_the_choice_writte
     wait_for(lambda: "Linked to" in _text(rig.ws.message(rig.channel, prompt["ts"]) or {}),
              what="the prompt updated in place")
     assert len(firm.entries()) == 1
+
+
+def test_bill_item_lines_and_foreign_currency_follow_the_purchase_rules(firm: Firm) -> None:
+    _with_bills(firm)
+    firm.update_settings(item_lines=True)
+    item = firm.qbo.add_item("Transcript", expense_account_id=firm.import_account)
+    firm.qbo.add_bill(vendor_id=_vendor(firm), txn_date="2026-02-04", currency="EUR",
+                      exchange_rate="1.10", doc_number="EU-1", lines=[
+                          item_line("200.00", item["Id"], customer_id=firm.customers["Jane Smith"],
+                                    description="Certified transcript")])
+
+    summary = firm.run()
+
+    assert summary.imported_bills == 1
+    [entry] = firm.entries()
+    assert price(entry) == Decimal("220.00")
+    assert "Paid 200.00 EUR at 1.1" in entry["note"]
