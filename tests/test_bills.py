@@ -665,3 +665,14 @@ def test_bill_item_lines_and_foreign_currency_follow_the_purchase_rules(firm: Fi
     [entry] = firm.entries()
     assert price(entry) == Decimal("220.00")
     assert "Paid 200.00 EUR at 1.1" in entry["note"]
+
+
+def test_history_of_a_bill_by_its_document_id(rig: SlackRig) -> None:
+    firm = _with_bills(rig.firm)
+    bill = _bill(firm, ("310.00", "Jane Smith"))
+    firm.run()
+
+    rig.command(f"history BILL-{bill['Id']}")
+
+    reply = _reply(rig, rig.admin, "Audit trail")
+    assert f"bill-{bill['Id']}" in _text(reply) and "$310.00" in _text(reply)
