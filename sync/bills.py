@@ -26,6 +26,7 @@ from hardcost.sync.rules import BILL, BILL_PREFIX, Skip, is_bill, to_amount
 OFF = "off"
 ON_ENTRY = "on-entry"
 ON_PAYMENT = "on-payment"
+MAX_BILL_ID = 40 - len(BILL_PREFIX)  # ``bill-<id>`` fits the 40 characters of a purchase id
 PAYMENT_PREFIX = "billpayment-"
 """A targeted run's id for a BillPayment a webhook named: its Bills are read."""
 
@@ -115,6 +116,10 @@ def as_documents(bills: Iterable[Any], mode: str,
                                    "record); it cannot be imported or tracked"))
             continue
         bill_id = str(bill["Id"]).strip()
+        if len(bill_id) > MAX_BILL_ID:
+            page.skips.append(Skip("?", f"A QuickBooks Bill came with an id QuickBooks should "
+                                   f"never send ({bill_id[:20]!r}…); it cannot be tracked"))
+            continue
         document = _document(bill, bill_id)
         if mode == ON_PAYMENT:
             paid = is_paid(bill)
