@@ -23,7 +23,7 @@ from hardcost.bot.outbox import enqueue
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import DigestClient
 from hardcost.sync import prompt_groups
-from hardcost.sync.store import FirmSettings, PromptGroup, WaitingExpense
+from hardcost.sync.store import FirmSettings, PromptGroup, WaitingExpense, WaitReason
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,8 @@ def _clients(session: Session, notifier: Notifier, firm_id: int) -> list[DigestC
     group (an open one is reused), so the digest can offer one menu for them."""
     rows = list(session.scalars(select(WaitingExpense).where(
         WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
-        WaitingExpense.resolution.is_(None)).order_by(WaitingExpense.id)))
+        WaitingExpense.resolution.is_(None),
+        WaitingExpense.reason != WaitReason.PAYMENT.value).order_by(WaitingExpense.id)))
     by_client: dict[str, list[WaitingExpense]] = {}
     for row in rows:
         by_client.setdefault(row.customer_id, []).append(row)

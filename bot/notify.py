@@ -27,7 +27,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
-from hardcost.sync.rules import PlannedEntry
+from hardcost.sync.rules import PlannedEntry, is_bill
 from hardcost.sync.store import (
     PROVIDER_NAMES,
     Connection,
@@ -38,6 +38,7 @@ from hardcost.sync.store import (
     Run,
     SlackOutbox,
     WaitingExpense,
+    WaitReason,
     utcnow,
 )
 from hardcost.sync.summary import RunSummary, matter_label
@@ -72,7 +73,8 @@ def to_prompt(row: WaitingExpense, *, sandbox_links: bool = False) -> Prompt:
         choices=tuple(choices), waiting_since=row.created_at,
         suggested=int(suggested) if isinstance(suggested, int) else None,
         suggestion=str(hints["reason"]) if hints.get("reason") else None,
-        note=str(hints["note"]) if hints.get("note") else None)
+        note=str(hints["note"]) if hints.get("note") else None,
+        bill=is_bill(row.purchase_id))
 
 
 def to_group_view(session: Session, group: PromptGroup, *,
@@ -188,6 +190,8 @@ class Notifier:
         new = [row for row in session.scalars(select(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
             WaitingExpense.resolution.is_(None),
+            # A Bill waiting for payment asks nobody: it imports by itself once paid.
+            WaitingExpense.reason != WaitReason.PAYMENT.value,
             WaitingExpense.slack_ts.is_(None)).order_by(WaitingExpense.id))
             if row.id not in queued]
         alike: dict[tuple[str, str], list[WaitingExpense]] = {}

@@ -38,6 +38,7 @@ from hardcost.sync.store import (
     PurchaseRemoval,
     Run,
     WaitingExpense,
+    WaitReason,
 )
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,9 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
                                .order_by(Run.id.desc()).limit(1)).first()
         waiting = session.scalar(select(func.count()).select_from(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))) or 0
+        for_payment = session.scalar(select(func.count()).select_from(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+            WaitingExpense.reason == WaitReason.PAYMENT.value)) or 0
         failures = session.scalar(select(func.count()).select_from(Failure).where(
             Failure.firm_id == firm_id, Failure.resolved_at.is_(None))) or 0
         unsent, given_up = undelivered(session, firm_id)
@@ -165,9 +169,11 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
             last_line = (f"{when} — stopped from Slack after importing {last.imported} "
                          f"(${last.imported_total:,.2f}); the next run carries on")
         else:
-            last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}), "
-                         f"waiting {last.waiting}, failed {last.failed}")
             details = last.details or {}
+            bills = f", {details['imported_bills']} from Bills" \
+                if details.get("imported_bills") else ""
+            last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}"
+                         f"{bills}), waiting {last.waiting}, failed {last.failed}")
             if details.get("deleted") or details.get("kept"):
                 last_line += (f", {details.get('deleted', 0)} deleted from Clio, "
                               f"{details.get('kept', 0)} left in Clio")
@@ -189,7 +195,8 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         channel_id=settings.slack_channel_id, paused=settings.paused,
         schedule_minutes=settings.schedule_minutes, last_run=last_line, next_run=next_line,
         waiting=int(waiting), open_failures=int(failures), problems=tuple(problems),
-        webhooks=bool(ctx.config.qbo_webhook_verifier),
+        webhooks=bool(ctx.config.qbo_webhook_verifier), bills=settings.bills or "off",
+        waiting_for_payment=int(for_payment),
         live=messages.live_line(live) if live is not None else None,
         stopping_by=live.stop_requested_by if live is not None else None)
 
@@ -243,7 +250,8 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         user=next((u for u in users if u.id == settings.clio_user_id), None),
         user_options=tuple(users), schedule_minutes=settings.schedule_minutes,
         split_lines=settings.split_lines, item_lines=settings.item_lines,
-        deletions=settings.deletions, approvers=tuple(settings.approvers or []))
+        deletions=settings.deletions, approvers=tuple(settings.approvers or []),
+        bills=settings.bills or "off")
 
 
 def to_trail_entry(row: AuditEntry) -> TrailEntry:

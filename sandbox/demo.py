@@ -47,6 +47,8 @@ class DemoFirm:
     category_id: int
     courier_id: str = ""  # Speedy Couriers (a QuickBooks vendor)
     acme_id: str = ""  # Acme Holdings (a QuickBooks customer with three matters in Clio)
+    expert_id: str = ""  # Dr. Alan Expert (a QuickBooks vendor who sends Bills)
+    jane_id: str = ""  # Jane Smith (a QuickBooks customer with one matter in Clio)
 
 
 def seed_demo(world: SandboxWorld) -> DemoFirm:
@@ -140,7 +142,8 @@ def seed_demo(world: SandboxWorld) -> DemoFirm:
         payment_type="Check", doc_number="0999", txn_date="2026-09-15",
         entity=(court["Id"], "Vendor"), paying_account_id=checking["Id"],
         lines=[account_line("120.00", ra, customer_id=jid, description="Old filing")])
-    return DemoFirm(qbo, clio, ra, category["id"], courier["Id"], c_acme["Id"])
+    return DemoFirm(qbo, clio, ra, category["id"], courier["Id"], c_acme["Id"], expert["Id"],
+                    jid)
 
 
 def run_demo(*, database_url: str | None, out: TextIO, verbose: bool = False) -> int:
@@ -234,6 +237,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
             out.write(render(message) + "\n\n")
         fourth = _demo_edit(world, demo, importer, rig, sessions, firm_id, first, out)
         fifth = _demo_rule(world, demo, importer, rig, sessions, firm_id, out, names)
+        sixth = _demo_bill(world, demo, importer, rig, firm_id, out, names)
         out.write("Who put which cost where, and when? Anyone can ask: /hardcost history "
                   "last 6 (only they see the answer):\n\n")
         asked = len(rig.replies_to(rig.admin))
@@ -257,7 +261,8 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         rig.web.stop()
     ok = not first.error and not second.error and second.imported == 0 and \
         not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1 \
-        and not fifth.error and fifth.by_rule == 1
+        and not fifth.error and fifth.by_rule == 1 and not sixth.error \
+        and sixth.imported_bills == 1
     return 0 if ok else 1
 
 
@@ -311,6 +316,40 @@ def _demo_rule(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: Sla
             out.write(render(reply, names=names) + "\n")
         out.write("\n")
     return fifth
+
+
+def _demo_bill(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: SlackRig,
+               firm_id: int, out: TextIO, names: dict[str, str]) -> RunSummary:
+    """A vendor Bill (an expert's invoice, accounts payable) with ``bills on-payment``: it
+    waits while unpaid, and reaches Clio once paid, dated the payment."""
+    out.write("The expert invoices the firm: the bookkeeper enters a Bill in QuickBooks, paid "
+              "later. Dana turns on Bills, imported once paid (/hardcost set bills "
+              "on-payment):\n")
+    asked = len(rig.replies_to(rig.admin))
+    rig.command("set bills on-payment")
+    reply = wait_for(lambda: rig.replies_to(rig.admin)[asked:] or None,
+                     what="the set reply")[0]
+    out.write(render(reply, names=names) + "\n\n")
+    bill = demo.company.add_bill(
+        txn_date="2026-10-21", vendor_id=demo.expert_id, doc_number="AE-2026-114",
+        lines=[account_line("1850.00", demo.import_account_id, customer_id=demo.jane_id,
+                            description="Expert report, Smith estate valuation")])
+    world.clock.advance(15 * 60)
+    unpaid = importer.run(trigger="demo")
+    rig.ctx.notifier(rig.app.client).after_run(firm_id, unpaid)
+    out.write("The next run reads the unpaid Bill: it waits for payment (nobody is asked):\n")
+    out.write(render_summary(unpaid) + "\n\n")
+    demo.company.pay_bill(bill["Id"], txn_date="2026-11-04")
+    world.clock.advance(15 * 60)
+    paid = importer.run(trigger="demo")
+    before = len(rig.channel_messages())
+    rig.ctx.notifier(rig.app.client).after_run(firm_id, paid)
+    out.write("The Bill is paid on 2026-11-04 (a Bill Payment); the next run imports it, "
+              "dated the payment, with the bill number as reference:\n")
+    out.write(render_summary(paid) + "\n\n")
+    for message in rig.channel_messages()[before:]:
+        out.write(render(message, names=names) + "\n\n")
+    return paid
 
 
 def _demo_edit(world: SandboxWorld, demo: Any, importer: Importer, rig: SlackRig,

@@ -155,6 +155,7 @@ class Call:
     status: int
     at: float
     if_match: str | None = None  # the request's If-Match header (Clio's PATCH and DELETE)
+    statement: str | None = None  # a QuickBooks query sent as a POST body (its first 500 chars)
 
 
 class CallLog:
@@ -204,8 +205,11 @@ def with_faults(
                                 content_type=fault.content_type)
         if fault is not None and fault.delay_after:
             time.sleep(fault.delay_after)
+        statement = request.get_data(as_text=True)[:500] \
+            if request.mimetype == "application/text" else None
         calls.record(Call(request.method, request.path, request.query_string.decode(),
-                          response.status_code, time.time(), request.headers.get("If-Match")))
+                          response.status_code, time.time(), request.headers.get("If-Match"),
+                          statement))
         return response
 
     return dispatch

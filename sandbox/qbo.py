@@ -72,7 +72,8 @@ _URLS = Map([
     Rule("/v3/company/<realm>/preferences", endpoint="preferences", methods=["GET"]),
     Rule("/v3/company/<realm>/companyinfo/<company_id>", endpoint="company_info",
          methods=["GET"]),
-    Rule("/v3/company/<realm>/<any(purchase, customer, vendor, employee, account, item):entity>"
+    Rule("/v3/company/<realm>/<any(purchase, bill, billpayment, customer, vendor, employee, "
+         "account, item):entity>"
          "/<record_id>", endpoint="read", methods=["GET"]),
     Rule("/oauth2/v1/tokens/bearer", endpoint="token", methods=["POST"]),
     Rule("/v2/oauth2/tokens/revoke", endpoint="revoke", methods=["POST"]),

@@ -17,7 +17,10 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from hardcost.sandbox.clock import SandboxClock
 from hardcost.sandbox.qbo_query import COMPANY_TZ, parse_instant
 
-ENTITIES = ("Purchase", "Customer", "Vendor", "Employee", "Account", "Item")
+ENTITIES = ("Purchase", "Bill", "BillPayment", "Customer", "Vendor", "Employee", "Account",
+            "Item")
+TRANSACTIONS = frozenset({"Purchase", "Bill", "BillPayment"})
+"""Entities whose deletions CDC reports (as ``status: Deleted`` stubs)."""
 NAME_LISTS = frozenset({"Customer", "Vendor", "Employee", "Account", "Item"})
 PAYEE_TYPES = ("Customer", "Vendor", "Employee")
 CURRENCY_NAMES = {
@@ -33,6 +36,7 @@ ACCOUNT_CLASSIFICATION = {
     "Expense": "Expense",
     "Other Expense": "Expense",
     "Cost of Goods Sold": "Expense",
+    "Accounts Payable": "Liability",
 }
 Amount = str | int | float | Decimal
 Record = dict[str, Any]
@@ -129,6 +133,14 @@ _PLAIN_PURCHASE_FIELDS = {
     "private_note": "PrivateNote",
     "credit": "Credit",
 }
+_PLAIN_BILL_FIELDS = {
+    "txn_date": "TxnDate",
+    "due_date": "DueDate",
+    "doc_number": "DocNumber",
+    "private_note": "PrivateNote",
+}
+_BILL_KEYWORDS = frozenset({*_PLAIN_BILL_FIELDS, "lines", "vendor_id", "currency",
+                            "exchange_rate"})
 _PURCHASE_KEYWORDS = frozenset(
     {*_PLAIN_PURCHASE_FIELDS, "lines", "entity", "currency", "exchange_rate", "paying_account_id"}
 )
@@ -147,8 +159,14 @@ class QboCompany:
         self.lock = lock
         self._records: dict[str, dict[str, Record]] = {entity: {} for entity in ENTITIES}
         self._counters: dict[str, int] = dict.fromkeys(ENTITIES, 0)
-        self._deleted: dict[str, Record] = {}
+        self._deleted: dict[str, dict[str, Record]] = {entity: {} for entity in TRANSACTIONS}
         self.purchases: dict[str, Record] = self._records["Purchase"]
+        self.bills: dict[str, Record] = self._records["Bill"]
+        self.bill_payments: dict[str, Record] = self._records["BillPayment"]
+        self.payments_touch_bills = False
+        """Whether paying a Bill also bumps the Bill's ``SyncToken``/``LastUpdatedTime``.
+        Unconfirmed for QuickBooks: by default only the BillPayment shows as changed, the
+        harder case for a reader (the Bill's ``Balance`` moves silently)."""
         self.preferences: dict[str, bool] = {
             "TrackingByCustomer": tracking_by_customer,
             "BillableExpenseTracking": True,
@@ -257,7 +275,7 @@ class QboCompany:
         if "MetaData" not in record:
             stamp = self._stamp()
             record["MetaData"] = {"CreateTime": stamp, "LastUpdatedTime": stamp}
-        self._deleted.pop(str(record["Id"]), None)
+        self._deleted["Purchase"].pop(str(record["Id"]), None)
         self.purchases[str(record["Id"])] = record
         return copy.deepcopy(record)
 
@@ -274,23 +292,112 @@ class QboCompany:
 
     @_locked
     def delete_purchase(self, purchase_id: str) -> None:
-        self._get("Purchase", purchase_id)
-        del self.purchases[purchase_id]
-        self._deleted[purchase_id] = {"Id": purchase_id, "status": "Deleted", "domain": "QBO",
-                                      "MetaData": {"LastUpdatedTime": self._stamp()}}
+        self._delete("Purchase", purchase_id)
 
     @_locked
     def void_purchase(self, purchase_id: str) -> Record:
         purchase = self._get("Purchase", purchase_id)
-        for line in purchase.get("Line", []):
-            line["Amount"] = Decimal(0)
-            detail = line.get(line.get("DetailType", ""), {})
-            if "UnitPrice" in detail:
-                detail["UnitPrice"] = Decimal(0)
-        purchase["TotalAmt"] = Decimal(0)
-        note = purchase.get("PrivateNote")
-        purchase["PrivateNote"] = f"Voided - {note}" if note else "Voided"
+        _zero(purchase)
         return self._touch(purchase)
+
+    # --- bills and bill payments (accounts payable) --------------------------------------------
+
+    @_locked
+    def add_bill(self, *, txn_date: str = "2026-01-05", lines: list[Record],
+                 vendor_id: str | None = None, doc_number: str | None = None,
+                 private_note: str | None = None, due_date: str | None = None,
+                 currency: str | None = None, exchange_rate: str | Decimal | None = None,
+                 id: str | None = None) -> Record:
+        """A vendor's invoice entered as a Bill: unpaid (``Balance`` = ``TotalAmt``)."""
+        bill: Record = {"LinkedTxn": []}
+        fields: dict[str, Any] = {
+            "vendor_id": vendor_id, "doc_number": doc_number, "private_note": private_note,
+            "txn_date": txn_date, "due_date": due_date or txn_date,
+            "currency": currency or self.home_currency, "exchange_rate": exchange_rate,
+            "lines": lines,
+        }
+        for key, value in fields.items():
+            self._apply_bill_field(bill, key, value)
+        bill["APAccountRef"] = self._ref("Account", self._payables_account(),
+                                         "FullyQualifiedName")
+        self._rebalance(bill)
+        return self._insert("Bill", bill, id)
+
+    @_locked
+    def update_bill(self, bill_id: str, **changes: Any) -> Record:
+        """Change the given ``add_bill`` fields (None removes an optional one)."""
+        unknown = set(changes) - _BILL_KEYWORDS
+        if unknown:
+            raise TypeError(f"update_bill: unknown fields {sorted(unknown)}")
+        bill = self._get("Bill", bill_id)
+        for key, value in changes.items():
+            self._apply_bill_field(bill, key, value)
+        self._rebalance(bill)
+        return self._touch(bill)
+
+    @_locked
+    def put_bill_raw(self, bill: Record) -> Record:
+        """Store a Bill verbatim (malformed ones too); fills Id/SyncToken/MetaData if absent."""
+        record = copy.deepcopy(bill)
+        if "Id" not in record:
+            record["Id"] = self._next_id("Bill")
+        else:
+            self._bump_counter("Bill", str(record["Id"]))
+        record.setdefault("SyncToken", "0")
+        if "MetaData" not in record:
+            stamp = self._stamp()
+            record["MetaData"] = {"CreateTime": stamp, "LastUpdatedTime": stamp}
+        self.bills[str(record["Id"])] = record
+        return copy.deepcopy(record)
+
+    @_locked
+    def delete_bill(self, bill_id: str) -> None:
+        self._delete("Bill", bill_id)
+
+    @_locked
+    def void_bill(self, bill_id: str) -> Record:
+        bill = self._get("Bill", bill_id)
+        _zero(bill)
+        bill["Balance"] = Decimal(0)
+        return self._touch(bill)
+
+    @_locked
+    def pay_bill(self, bill_id: str, amount: Amount | None = None, *,
+                 txn_date: str = "2026-01-20", pay_type: str = "Check",
+                 id: str | None = None) -> Record:
+        """A BillPayment of ``amount`` (default: the Bill's whole balance) linked to the Bill;
+        the Bill's ``Balance`` goes down by it."""
+        bill = self._get("Bill", bill_id)
+        paid = money(bill.get("Balance", 0) if amount is None else amount)
+        payment: Record = {
+            "VendorRef": copy.deepcopy(bill.get("VendorRef")) if bill.get("VendorRef") else None,
+            "PayType": pay_type, "TxnDate": txn_date, "TotalAmt": paid,
+            "CurrencyRef": copy.deepcopy(bill.get("CurrencyRef")),
+            "Line": [{"Amount": paid, "LinkedTxn": [{"TxnId": bill_id, "TxnType": "Bill"}]}],
+        }
+        payment = {k: v for k, v in payment.items() if v is not None}
+        stored = self._insert("BillPayment", payment, id)
+        bill.setdefault("LinkedTxn", []).append({"TxnId": stored["Id"],
+                                                 "TxnType": "BillPayment"})
+        self._rebalance(bill)
+        if self.payments_touch_bills:
+            self._touch(bill)
+        return stored
+
+    @_locked
+    def delete_bill_payment(self, payment_id: str) -> None:
+        """The payment goes; its Bills owe again what it paid."""
+        self._get("BillPayment", payment_id)
+        self._delete("BillPayment", payment_id)
+        for bill in self.bills.values():
+            links = bill.get("LinkedTxn") or []
+            kept = [link for link in links if not (link.get("TxnType") == "BillPayment"
+                                                   and link.get("TxnId") == payment_id)]
+            if len(kept) != len(links):
+                bill["LinkedTxn"] = kept
+                self._rebalance(bill)
+                if self.payments_touch_bills:
+                    self._touch(bill)
 
     # --- preferences --------------------------------------------------------------------------
 
@@ -334,8 +441,8 @@ class QboCompany:
     def changes_since(self, entity: str, since: datetime) -> list[Record]:
         """Current records and deletion stubs last updated at or after ``since``."""
         candidates = self.records(entity)
-        if entity == "Purchase":
-            candidates += list(self._deleted.values())
+        if entity in TRANSACTIONS:
+            candidates += list(self._deleted[entity].values())
         return [r for r in candidates if (at := last_updated(r)) is not None and at >= since]
 
     # --- internals ----------------------------------------------------------------------------
@@ -358,6 +465,42 @@ class QboCompany:
         elif key == "paying_account_id":
             paying = value or self._default_paying_account(purchase.get("PaymentType", "Check"))
             purchase["AccountRef"] = self._ref("Account", paying, "FullyQualifiedName")
+
+    def _apply_bill_field(self, bill: Record, key: str, value: Any) -> None:
+        if key in _PLAIN_BILL_FIELDS:
+            _set_or_drop(bill, _PLAIN_BILL_FIELDS[key], value)
+        elif key == "vendor_id":
+            _set_or_drop(bill, "VendorRef", value and self._ref("Vendor", value, "DisplayName"))
+        else:  # lines, currency, exchange_rate: as a purchase's
+            self._apply_purchase_field(bill, key, value)
+
+    def _rebalance(self, bill: Record) -> None:
+        """``Balance`` = ``TotalAmt`` less what the linked payments paid of this Bill."""
+        paid = Decimal(0)
+        for link in bill.get("LinkedTxn") or []:
+            if link.get("TxnType") != "BillPayment":
+                continue
+            payment = self._records["BillPayment"].get(str(link.get("TxnId")))
+            for line in (payment or {}).get("Line", []):
+                if any(t.get("TxnId") == bill.get("Id") and t.get("TxnType") == "Bill"
+                       for t in line.get("LinkedTxn", [])):
+                    paid += Decimal(str(line.get("Amount", 0)))
+        total = Decimal(str(bill.get("TotalAmt", 0)))
+        bill["Balance"] = money(max(total - paid, Decimal(0)))
+
+    def _payables_account(self) -> str:
+        for account in self._records["Account"].values():
+            if account.get("AccountType") == "Accounts Payable":
+                return str(account["Id"])
+        return str(self.add_account("Accounts Payable (A/P)",
+                                    account_type="Accounts Payable")["Id"])
+
+    def _delete(self, entity: str, record_id: str) -> None:
+        self._get(entity, record_id)
+        del self._records[entity][record_id]
+        self._deleted[entity][record_id] = {
+            "Id": record_id, "status": "Deleted", "domain": "QBO",
+            "MetaData": {"LastUpdatedTime": self._stamp()}}
 
     def _complete_line(self, line: Record, number: int) -> Record:
         line = {"Id": str(number), **copy.deepcopy(line)}
@@ -443,6 +586,18 @@ def last_updated(record: Record) -> datetime | None:
     metadata = record.get("MetaData")
     stamp = metadata.get("LastUpdatedTime") if isinstance(metadata, dict) else None
     return parse_instant(stamp) if isinstance(stamp, str) else None
+
+
+def _zero(transaction: Record) -> None:
+    """A void: amounts zeroed, the memo prefixed "Voided"."""
+    for line in transaction.get("Line", []):
+        line["Amount"] = Decimal(0)
+        detail = line.get(line.get("DetailType", ""), {})
+        if "UnitPrice" in detail:
+            detail["UnitPrice"] = Decimal(0)
+    transaction["TotalAmt"] = Decimal(0)
+    note = transaction.get("PrivateNote")
+    transaction["PrivateNote"] = f"Voided - {note}" if note else "Voided"
 
 
 def _set_or_drop(record: Record, key: str, value: Any) -> None:

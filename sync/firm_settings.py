@@ -38,10 +38,17 @@ USAGE = {
     "split-lines": "/hardcost set split-lines on|off",
     "item-lines": "/hardcost set item-lines on|off",
     "deletions": "/hardcost set deletions delete|alert",
+    "bills": "/hardcost set bills off|on-entry|on-payment",
     "approvers": "/hardcost set approvers @someone @someone-else | anyone",
     "prompts": "/hardcost set prompts each|digest",
     "digest-hour": "/hardcost set digest-hour <0-23>",
     "timezone": "/hardcost set timezone <IANA name, e.g. America/New_York>",
+}
+BILLS_MODES = ("off", "on-entry", "on-payment")
+BILLS_SAID = {
+    "off": "Vendor Bills are not imported.",
+    "on-entry": "Vendor Bills are imported as they are entered in QuickBooks.",
+    "on-payment": "Vendor Bills are imported once they are fully paid, dated the payment.",
 }
 EXPENSE_ACCOUNT_TYPES = {"Expense", "Other Expense", "Cost of Goods Sold"}
 
@@ -206,6 +213,9 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
     if key == "deletions":
         settings.deletions = raw.lower()
         return f"Deletions in QuickBooks will {'delete the Clio entry' if raw.lower() == 'delete' else 'only be reported'}."  # noqa: E501
+    if key == "bills":
+        settings.bills = raw.lower()
+        return BILLS_SAID[settings.bills]
     if key == "approvers":
         if raw.lower() == "anyone":
             settings.approvers = []
@@ -239,6 +249,7 @@ SETTING_FIELDS = {
     "channel": "slack_channel_id", "start-date": "start_date", "account": "import_account_ids",
     "category": "expense_category_id", "user": "clio_user_id", "schedule": "schedule_minutes",
     "split-lines": "split_lines", "item-lines": "item_lines", "deletions": "deletions",
+    "bills": "bills",
     "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
     "timezone": "timezone",
 }
@@ -333,6 +344,8 @@ def check_value(key: str, raw: str) -> None:
                                "(a week).", key)
     elif key == "deletions" and raw.lower() not in {"delete", "alert"}:
         raise SettingError(f"“{raw}” is neither delete nor alert.", key)
+    elif key == "bills" and raw.lower() not in BILLS_MODES:
+        raise SettingError(f"“{raw}” is not off, on-entry or on-payment.", key)
     elif key in {"split-lines", "item-lines"}:
         _on_off(raw, key)
     elif key == "prompts" and raw.lower() not in {"each", "digest"}:

@@ -32,6 +32,7 @@ class FirmSetup:
     clio_user_id: int | None = None
     split_lines: bool = False
     item_lines: bool = False
+    bills: str = "off"
     slack_team_id: str | None = None
 
 
@@ -45,7 +46,7 @@ def create_firm(session: Session, setup: FirmSetup) -> Firm:
         firm_id=firm.id, start_date=setup.start_date,
         import_account_ids=list(setup.import_account_ids),
         expense_category_id=setup.expense_category_id, clio_user_id=setup.clio_user_id,
-        split_lines=setup.split_lines, item_lines=setup.item_lines))
+        split_lines=setup.split_lines, item_lines=setup.item_lines, bills=setup.bills))
     return firm
 
 

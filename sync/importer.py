@@ -36,6 +36,16 @@ from sqlalchemy.orm import Session, sessionmaker
 from hardcost.sync import audit, matter_rules, suggestions
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
+from hardcost.sync.bills import (
+    OFF,
+    ON_ENTRY,
+    ON_PAYMENT,
+    as_documents,
+    bill_id_of,
+    linked_ids,
+    payments_needed,
+    split_ids,
+)
 from hardcost.sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
 from hardcost.sync.edits import Edits
 from hardcost.sync.http import (
@@ -56,6 +66,7 @@ from hardcost.sync.rules import (
     PlannedEntry,
     PurchasePlan,
     QboKey,
+    is_bill,
     is_voided,
     plan_purchase,
 )
@@ -94,6 +105,7 @@ from hardcost.sync.tokens import broken_reason, mark_broken
 log = logging.getLogger(__name__)
 
 WATERMARK_STREAM = "purchases"
+BILLS_STREAM = "bills"  # the Bills' own watermark: they are read by a query of their own
 WATERMARK_MARGIN = timedelta(seconds=60)
 PENDING_GRACE = timedelta(minutes=2)
 """A pending link younger than this, written by a person's choice or by a run still marked
@@ -149,6 +161,8 @@ class _RunState:
     """Keys read this run that were already waiting (a question asked in an earlier run)."""
     item_accounts: dict[str, str] = field(default_factory=dict)  # item id → expense account
     items_asked: set[str] = field(default_factory=set)  # item ids QuickBooks was asked about
+    awaiting_payment: set[str] = field(default_factory=set)
+    """Bills read this run that are not fully paid (``bills on-payment``): new entries wait."""
 
 
 class _OneConnection(sessionmaker[Session]):
@@ -432,7 +446,7 @@ class Importer:
         if purchase_ids is not None:
             by_id: dict[str, dict[str, Any]] = {}
             unkeyed: list[dict[str, Any]] = []
-            _collect(by_id, unkeyed, self.qbo.purchases_by_id(purchase_ids | refetch))
+            _collect(by_id, unkeyed, self._read_by_id(state, purchase_ids | refetch))
             purchases = [*by_id.values(), *unkeyed]
             del by_id, unkeyed
             if not dry_run:
@@ -442,23 +456,32 @@ class Importer:
             del purchases
             self._finish_pages(state, dry_run, targeted=True)
             return
-        refetch |= self._purchases_to_retry()
+        refetch |= self._purchases_to_retry() | self._no_longer_awaiting_payment(state)
         since, read_start = self._watermark()
         reader = _PageReader(since, read_start, state.settings.start_date, refetch)
-        for purchases in self._pages(state, reader):
+        bill_reader = None
+        if _bills_on(state):
+            since, read_start = self._watermark(BILLS_STREAM)
+            # The same refetch set: a Bill its pages bring is not read again by id.
+            bill_reader = _PageReader(since, read_start, state.settings.start_date, refetch)
+        for purchases, source in self._pages(state, reader, bill_reader):
             if not dry_run:
                 voided = self._note_voided(purchases, state)
                 if not reader.swept:
                     reader.swept = True
                     removals = self._removals(state)
                     removals.sweep(reader.server_time)
+                    self._read_paid_bills(state, removals, refetch)
                     removals.handle()
                 elif voided:
                     self._removals(state).handle()
             self._handle_page(state, purchases, dry_run)
             del purchases
-            if not dry_run and (mark := reader.progress_mark(self.clock())) is not None:
-                self._save_watermark(mark, reader.progress_start)
+            if not dry_run and source is not None and \
+                    (mark := source.progress_mark(self.clock())) is not None:
+                self._save_watermark(mark, source.progress_start,
+                                     stream=WATERMARK_STREAM if source is reader
+                                     else BILLS_STREAM)
         if not dry_run and not reader.swept:  # nothing read at all (no page came back)
             removals = self._removals(state)
             removals.sweep(None)
@@ -466,32 +489,95 @@ class Importer:
         self._finish_pages(state, dry_run, targeted=False)
         if not dry_run:
             self._save_watermark(reader.final_mark(self.clock()), state.settings.start_date)
+            if bill_reader is not None:
+                self._save_watermark(bill_reader.final_mark(self.clock()),
+                                     state.settings.start_date, stream=BILLS_STREAM)
             self._save_watermark(_lagged(reader.server_time, self.clock()), None,
                                  stream=REMOVALS_STREAM)
 
-    def _pages(self, state: _RunState, reader: _PageReader) -> Iterator[list[dict[str, Any]]]:
+    def _pages(self, state: _RunState, reader: _PageReader,
+               bill_reader: _PageReader | None = None) -> Iterator[
+            tuple[list[dict[str, Any]], _PageReader | None]]:
         """The purchases changed since the watermark, a QuickBooks page at a time; then the
-        dates a start date moved earlier brought in; then ``refetch`` not seen on the way.
-        Each page is handled (planned, written, recorded) before the next one is asked for."""
+        dates a start date moved earlier brought in; then, when the firm imports Bills, the
+        Bills the same way (as purchase-like documents, ``sync.bills``) under their own
+        watermark; then ``refetch`` not seen on the way. Each page is handled (planned,
+        written, recorded) before the next one is asked for; each comes with the reader
+        whose watermark it may move (None: none)."""
         settings = state.settings
         for page in self.qbo.purchases_changed_since(reader.since, settings.start_date):
             reader.saw(page.purchases, page.server_time, main=True)
             if len(page.purchases) >= PAGE_SIZE:
                 self._count_backlog(state, reader)
             self._progress(state, "reading", state.summary.purchases_read + len(page.purchases))
-            yield page.purchases
+            yield page.purchases, reader
         reader.main_done = True
         if reader.backfill_from is not None:
             # The start date moved earlier: read the newly included dates once (backfill).
             for page in self.qbo.purchases_changed_since(None, settings.start_date,
                                                          before_start=reader.backfill_from):
                 reader.saw(page.purchases, page.server_time, main=False)
-                yield page.purchases
+                yield page.purchases, None
+        if bill_reader is not None:
+            for page in self.qbo.bills_changed_since(bill_reader.since, settings.start_date):
+                documents = self._bill_documents(state, page.purchases)
+                bill_reader.saw(documents, page.server_time, main=True)
+                self._progress(state, "reading",
+                               state.summary.purchases_read + len(documents))
+                yield documents, bill_reader
+            bill_reader.main_done = True
+            if bill_reader.backfill_from is not None:
+                for page in self.qbo.bills_changed_since(
+                        None, settings.start_date, before_start=bill_reader.backfill_from):
+                    documents = self._bill_documents(state, page.purchases)
+                    bill_reader.saw(documents, page.server_time, main=False)
+                    yield documents, None
         if reader.refetch:
             for chunk in chunks(sorted(reader.refetch), PAGE_SIZE):
-                found = self.qbo.purchases_by_id(chunk)
+                found = self._read_by_id(state, set(chunk))
                 reader.saw(found, None, main=False)
-                yield found
+                yield found, None
+
+    def _read_by_id(self, state: _RunState, ids: set[str]) -> list[dict[str, Any]]:
+        """Purchases, and Bills as documents, by id: ``bill-<id>`` names a Bill,
+        ``billpayment-<id>`` a payment whose Bills are read (a webhook's). With Bills off,
+        Bills are not read."""
+        purchase_ids, bill_ids, payment_ids = split_ids(ids)
+        found = self.qbo.purchases_by_id(purchase_ids)
+        if not _bills_on(state) or not (bill_ids or payment_ids):
+            if bill_ids:
+                log.info("bills are off: %d Bill(s) not read again", len(bill_ids))
+            return found
+        if payment_ids:
+            for payment in self.qbo.bill_payments_by_id(payment_ids):
+                if isinstance(payment, dict):
+                    bill_ids.update(linked_ids(payment, "Bill"))
+        if bill_ids:
+            found += self._bill_documents(state, self.qbo.bills_by_id(bill_ids))
+        return found
+
+    def _bill_documents(self, state: _RunState, bills: list[Any]) -> list[dict[str, Any]]:
+        """A page of Bills as purchase-like documents; under ``on-payment`` the paid ones are
+        dated by their latest payment (one query for the page's payments, only when some are
+        paid) and the others noted as awaiting payment."""
+        mode = state.settings.bills
+        needed = payments_needed(bills, mode)
+        payments = {str(p["Id"]): p for p in self.qbo.bill_payments_by_id(needed)
+                    if isinstance(p, dict) and p.get("Id") is not None} if needed else {}
+        page = as_documents(bills, mode, payments)
+        state.awaiting_payment -= {str(d["Id"]) for d in page.documents}
+        state.awaiting_payment |= page.awaiting_payment
+        for skip in page.skips:
+            state.summary.skipped += 1
+            keep(state.summary.skips, skip.reason)
+        return page.documents
+
+    def _read_paid_bills(self, state: _RunState, removals: Removals,
+                         refetch: set[str]) -> None:
+        """Bills whose payments changed (the CDC sweep saw the BillPayments) are read again:
+        their balance, hence whether and when they import, may have moved."""
+        if state.settings.bills == ON_PAYMENT:
+            refetch |= removals.paid
 
     def _note_voided(self, purchases: list[dict[str, Any]], state: _RunState) -> bool:
         voided = {str(p["Id"]): "voided" for p in purchases
@@ -513,8 +599,10 @@ class Importer:
         known = self._known(realm_id, [p.purchase_id for p in plans])
         to_resolve: list[PlannedEntry] = []
         to_update: list[tuple[PlannedEntry, EntryLink]] = []
+        to_hold: list[PlannedEntry] = []  # Bills' entries waiting for payment
         superseding = False
         for plan in plans:
+            unpaid = plan.purchase_id in state.awaiting_payment
             for skip in plan.skips:
                 state.summary.skipped += 1
                 keep(state.summary.skips, skip.reason)
@@ -526,6 +614,9 @@ class Importer:
             for entry in plan.entries:
                 link = link_of.get((entry.key.customer_id, entry.key.line_id))
                 if link is None or _revivable(link):
+                    if unpaid:
+                        to_hold.append(entry)
+                        continue
                     to_resolve.append(entry)
                     if (entry.key.customer_id, entry.key.line_id) in waited:
                         state.asked_before.add(_key_tuple(entry.key))
@@ -533,7 +624,9 @@ class Importer:
                 # Still the same purchase: whatever failed before for it is settled.
                 state.raised.add((entry.key.purchase_id, entry.key.customer_id,
                                   entry.key.line_id, "*"))
-                if _edited(link, entry):
+                if unpaid:  # imported before (paid then, or on entry): left until paid again
+                    state.summary.unchanged += 1
+                elif _edited(link, entry):
                     to_update.append((entry, link))
                 else:
                     state.summary.unchanged += 1
@@ -551,6 +644,8 @@ class Importer:
             if self.stopping.is_set():
                 raise RunStopped.by(self.stopping)
             self._follow_edit(state, entry, link, dry_run)
+        for entry in to_hold:  # nobody is asked: it imports by itself once paid
+            self._wait(state, entry, Resolution(reason=WaitReason.PAYMENT), dry_run)
         self._resolve_and_write(state, to_resolve, dry_run)
         if not dry_run and superseding:
             self._removals(state).handle_superseded()
@@ -663,12 +758,12 @@ class Importer:
 
     # -- reading ----------------------------------------------------------------------------
 
-    def _watermark(self) -> tuple[str | None, date | None]:
+    def _watermark(self, stream: str = WATERMARK_STREAM) -> tuple[str | None, date | None]:
         """The stored watermark and the start date it was read with."""
         with self.sessions() as session:
             mark = session.scalars(select(Watermark).where(
                 Watermark.firm_id == self.firm_id,
-                Watermark.stream == WATERMARK_STREAM)).one_or_none()
+                Watermark.stream == stream)).one_or_none()
             return (mark.value, mark.start_date) if mark else (None, None)
 
     def _rules(self, state: _RunState, purchases: list[dict[str, Any]]) -> ImportRules:
@@ -786,6 +881,7 @@ class Importer:
         rule_by = rule.created_by if rule is not None else None
         if dry_run:
             summary.imported += 1
+            summary.imported_bills += is_bill(entry.key.purchase_id)
             summary.by_rule += rule is not None
             summary.imported_total += entry.amount
             keep(summary.imported_entries, ImportedEntry(
@@ -860,6 +956,7 @@ class Importer:
         for item, _, activity in posted:
             entry, rule = item.entry, item.rule
             summary.imported += 1
+            summary.imported_bills += is_bill(entry.key.purchase_id)
             summary.by_rule += rule is not None
             summary.imported_total += entry.amount
             keep(summary.imported_entries, ImportedEntry(
@@ -1161,6 +1258,7 @@ class Importer:
                 _choice_ids(row.candidates) != _choice_ids(candidates)
             if new:
                 summary.waiting += 1
+                summary.waiting_for_payment += resolution.reason == WaitReason.PAYMENT
             else:
                 summary.still_waiting += 1
             keep(summary.waiting_items, WaitingItem(
@@ -1205,7 +1303,7 @@ class Importer:
 
         return Removals(self.sessions, self.firm_id, state.firm.qbo_realm_id or "", self.qbo,
                         self.clio, state.summary, state.settings.deletions, record, self.clock,
-                        self.stopping, state.actor)
+                        self.stopping, state.actor, bills=_bills_on(state))
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -1278,6 +1376,15 @@ class Importer:
                         WaitingExpense.purchase_id.in_(chunk))):
                     found.setdefault(row.purchase_id, ([], []))[1].append(row)
         return found
+
+    def _no_longer_awaiting_payment(self, state: _RunState) -> set[str]:
+        """Bills waiting for payment when the firm now imports Bills on entry: read again."""
+        if state.settings.bills != ON_ENTRY:
+            return set()
+        with self.sessions() as session:
+            return set(session.scalars(select(WaitingExpense.purchase_id).where(
+                WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
+                WaitingExpense.reason == WaitReason.PAYMENT.value)))
 
     def _superseded(self) -> set[str]:
         """Purchases with an entry a change made obsolete that is not removed yet (a run
@@ -1479,7 +1586,15 @@ def _waiting_key(firm_id: int, key: QboKey) -> list[Any]:
             WaitingExpense.line_id == key.line_id]
 
 
+def _bills_on(state: _RunState) -> bool:
+    return (state.settings.bills or OFF) != OFF
+
+
 def _entry_label(entry: PlannedEntry) -> str:
+    if is_bill(entry.key.purchase_id):
+        bill_id = bill_id_of(entry.key.purchase_id)
+        what = f"Bill {entry.reference}" if entry.reference else f"Bill #{bill_id}"
+        return f"{what} ({entry.amount} for {entry.customer_name}, {entry.date.isoformat()})"
     what = f"Check {entry.reference}" if entry.reference else f"Expense #{entry.key.purchase_id}"
     return f"{what} ({entry.amount} for {entry.customer_name}, {entry.date.isoformat()})"
 

@@ -6,13 +6,14 @@ import logging
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
 import requests
 
 from hardcost.sync.batches import chunks
+from hardcost.sync.bills import linked_ids
 from hardcost.sync.http import (
     ApiError,
     ApiSession,
@@ -30,7 +31,7 @@ from hardcost.sync.http import (
     parse_json,
     rate_pacer_for,
 )
-from hardcost.sync.rules import is_voided
+from hardcost.sync.rules import BILL_PREFIX, is_voided
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,8 @@ SERVICE = "QuickBooks"
 ANY_STATUS = "Active IN (true, false)"  # name lists hide inactive rows unless asked
 CDC_LIMIT = 1000  # objects in one CDC answer at most
 CDC_MAX_ANSWERS = 50  # saturated answers followed before giving up on one sweep
+PURCHASE, BILL, BILL_PAYMENT = "Purchase", "Bill", "BillPayment"
+CDC_WITH_BILLS = (PURCHASE, BILL, BILL_PAYMENT)  # one CDC call reads all three
 
 
 @dataclass(frozen=True)
@@ -215,8 +218,8 @@ class QboClient:
         ``before_start`` bounds ``TxnDate`` from above: used to backfill when the start date
         moves earlier.
         """
-        for rows, server_time in self._pages("Purchase", _changed(since, start_date,
-                                                                  before_start),
+        for rows, server_time in self._pages("Purchase", _changed_where(since, start_date,
+                                                                        before_start),
                                              order_by="MetaData.LastUpdatedTime"):
             yield PurchasePage(rows, server_time)
 
@@ -224,11 +227,26 @@ class QboClient:
                                       start_date: date | None) -> int | None:
         """How many purchases ``purchases_changed_since`` will read (one ``count(*)`` query,
         for a long run's estimate); None when QuickBooks answers in another shape."""
-        where = _changed(since, start_date, None)
+        where = _changed_where(since, start_date, None)
         body = self.query("SELECT COUNT(*) FROM Purchase" + (f" WHERE {where}" if where else ""))
         found = body.get("QueryResponse")
         total = found.get("totalCount") if isinstance(found, dict) else None
         return total if isinstance(total, int) and 0 <= total <= 100_000_000 else None
+
+    def bills_changed_since(self, since: str | None, start_date: date | None,
+                            before_start: date | None = None) -> Iterator[PurchasePage]:
+        """Bills updated at or after ``since``, as ``purchases_changed_since`` reads purchases
+        (one query a page; a quiet run makes one)."""
+        for rows, server_time in self._pages("Bill", _changed_where(since, start_date,
+                                                                    before_start),
+                                             order_by="MetaData.LastUpdatedTime"):
+            yield PurchasePage(rows, server_time)
+
+    def bills_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        return self._by_ids("Bill", ids)
+
+    def bill_payments_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        return self._by_ids("BillPayment", ids)
 
     def _by_ids(self, entity: str, ids: Iterable[str], also: str = "") -> list[dict[str, Any]]:
         """Records of ``entity`` by id, a bounded ``IN`` list per query."""
@@ -267,9 +285,10 @@ class QboClient:
         prefs = self.preferences().get("VendorAndPurchasesPrefs") or {}
         return bool(prefs.get("TrackingByCustomer"))
 
-    def purchase_removals_since(self, changed_since: str) -> CdcSweep:
-        """Purchases deleted (``status: Deleted``) or voided since ``changed_since`` (≤ 30 days
-        back), by CDC.
+    def purchase_removals_since(self, changed_since: str, *, bills: bool = False) -> CdcSweep:
+        """Purchases (and with ``bills``, Bills as ``bill-<id>``) deleted (``status:
+        Deleted``) or voided since ``changed_since`` (≤ 30 days back), by CDC; with ``bills``
+        the same call reads BillPayments, whose Bills are named in ``paid``.
 
         One answer holds at most 1,000 objects. A saturated answer is followed by another from
         the newest ``LastUpdatedTime`` it held (objects come oldest first), so the window is
@@ -278,47 +297,85 @@ class QboClient:
         must check its purchases another way.
         """
         removed: dict[str, str] = {}
+        paid: set[str] = set()
         server_time: str | None = None
         since = changed_since
+        entities = CDC_WITH_BILLS if bills else (PURCHASE,)
         for _ in range(CDC_MAX_ANSWERS):
-            objects, answered = self.changed_purchases_cdc(since)
+            objects, answered = self.changed_cdc(since, entities)
             server_time = server_time or answered
             newest: datetime | None = None
-            for obj in objects:
+            for entity, obj in objects:
                 if not isinstance(obj, dict) or obj.get("Id") is None:
                     continue
-                if str(obj.get("status") or "").lower() == "deleted":
-                    removed[str(obj["Id"])] = "deleted"
-                elif is_voided(obj):
-                    removed.setdefault(str(obj["Id"]), "voided")
-                moment = instant((obj.get("MetaData") or {}).get("LastUpdatedTime"))
+                if entity == BILL_PAYMENT:
+                    # A payment changed: its Bills' balances did too (SPEC §2 rule 7).
+                    paid.update(f"{BILL_PREFIX}{i}" for i in linked_ids(obj, "Bill"))
+                else:
+                    key = f"{BILL_PREFIX}{obj['Id']}" if entity == BILL else str(obj["Id"])
+                    if str(obj.get("status") or "").lower() == "deleted":
+                        removed[key] = "deleted"
+                    elif is_voided(obj):
+                        removed.setdefault(key, "voided")
+                metadata = obj.get("MetaData")
+                moment = instant(metadata.get("LastUpdatedTime")
+                                 if isinstance(metadata, dict) else None)
                 if moment is not None and (newest is None or moment > newest):
                     newest = moment
             if len(objects) < CDC_LIMIT:
-                return CdcSweep(removed, server_time, True)
+                return CdcSweep(removed, server_time, True, paid)
             start = instant(since)
             if newest is None or start is None or newest <= start:
                 break
             since = newest.isoformat()
         log.warning("CDC stayed saturated from %s; the caller checks purchases one by one",
                     changed_since)
-        return CdcSweep(removed, server_time, False)
+        return CdcSweep(removed, server_time, False, paid)
 
     def changed_purchases_cdc(self, changed_since: str) -> tuple[list[dict[str, Any]], str | None]:
         """One CDC answer for Purchase (≤ 1000 objects, deletions as ``status: Deleted``)."""
-        body = self._get("cdc", entities="Purchase", changedSince=changed_since)
-        found: list[dict[str, Any]] = []
-        for block in body.get("CDCResponse") or []:
-            for response in block.get("QueryResponse") or []:
-                found.extend(response.get("Purchase") or [])
-        return found, body.get("time")
+        objects, time = self.changed_cdc(changed_since, (PURCHASE,))
+        return [obj for _, obj in objects], time
+
+    def changed_cdc(self, changed_since: str, entities: tuple[str, ...]
+                    ) -> tuple[list[tuple[str, Any]], str | None]:
+        """One CDC answer for ``entities`` in one call (≤ 1000 objects in all), as
+        (entity, object) pairs; blocks of another shape are passed over."""
+        body = self._get("cdc", entities=",".join(entities), changedSince=changed_since)
+        found: list[tuple[str, Any]] = []
+        blocks = body.get("CDCResponse")
+        for block in blocks if isinstance(blocks, list) else []:
+            responses = block.get("QueryResponse") if isinstance(block, dict) else None
+            for response in responses if isinstance(responses, list) else []:
+                if not isinstance(response, dict):
+                    continue
+                for entity in entities:
+                    rows = response.get(entity)
+                    if isinstance(rows, list):
+                        found.extend((entity, row) for row in rows)
+        time = body.get("time")
+        return found, time if isinstance(time, str) else None
 
 
 @dataclass(frozen=True)
 class CdcSweep:
-    removed: dict[str, str]  # purchase id → "deleted" | "voided"
+    removed: dict[str, str]  # purchase id (or ``bill-<id>``) → "deleted" | "voided"
     server_time: str | None  # QuickBooks' clock at the first answer
     complete: bool  # False: saturated answers could not be split further
+    paid: set[str] = field(default_factory=set)
+    """``bill-<id>`` of the Bills a changed BillPayment links to: their balances moved."""
+
+
+def _changed_where(since: str | None, start_date: date | None,
+                   before_start: date | None) -> str:
+    conditions = []
+    if since:
+        conditions.append(f"MetaData.LastUpdatedTime >= {quote(since)}")
+    if start_date:
+        conditions.append(f"TxnDate >= {quote(start_date.isoformat())}")
+    if before_start:
+        conditions.append(f"TxnDate < {quote(before_start.isoformat())}")
+    return " AND ".join(conditions)
 
 
 def instant(value: object) -> datetime | None:
@@ -333,16 +390,7 @@ def instant(value: object) -> datetime | None:
 
 def transaction_url(purchase_id: str, *, sandbox: bool = False) -> str:
     host = "https://app.sandbox.qbo.intuit.com" if sandbox else "https://app.qbo.intuit.com"
-    return f"{host}/app/expense?txnId={re.sub(r'[^0-9A-Za-z-]', '', purchase_id)}"
-
-
-def _changed(since: str | None, start_date: date | None, before_start: date | None) -> str:
-    """The condition on purchases updated at or after ``since`` dated in the window."""
-    conditions = []
-    if since:
-        conditions.append(f"MetaData.LastUpdatedTime >= {quote(since)}")
-    if start_date:
-        conditions.append(f"TxnDate >= {quote(start_date.isoformat())}")
-    if before_start:
-        conditions.append(f"TxnDate < {quote(before_start.isoformat())}")
-    return " AND ".join(conditions)
+    page = "expense"
+    if purchase_id.startswith(BILL_PREFIX):
+        page, purchase_id = "bill", purchase_id[len(BILL_PREFIX):]
+    return f"{host}/app/{page}?txnId={re.sub(r'[^0-9A-Za-z-]', '', purchase_id)}"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import select, update
@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from hardcost.sync import audit
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
+from hardcost.sync.bills import document_id, split_ids
 from hardcost.sync.clio import Activity, ClioClient
 from hardcost.sync.http import (
     ApiError,
@@ -72,6 +73,9 @@ class Removals:
     clock: Callable[[], datetime]
     stopping: threading.Event
     actor: str = "schedule"  # who the audit trail names: the run's trigger or its asker
+    bills: bool = False  # the firm imports Bills: CDC reads Bills and BillPayments too
+    paid: set[str] = field(default_factory=set)
+    """``bill-<id>`` of Bills whose payments changed since the last sweep (to read again)."""
 
     def sweep(self, server_time: str | None) -> None:
         """Ask CDC which purchases were deleted or voided since the last sweep and record
@@ -94,7 +98,7 @@ class Removals:
             self.compare_all("offline", mark)
             return
         try:
-            sweep = self.qbo.purchase_removals_since(mark)
+            sweep = self.qbo.purchase_removals_since(mark, bills=self.bills)
         except RequestRejected as exc:  # QuickBooks refused the window: its clock disagrees
             log.warning("firm %s: CDC refused %s (%s); comparing purchases instead",
                         self.firm_id, mark, exc)
@@ -102,6 +106,7 @@ class Removals:
             return
         note_removals(self.sessions, self.firm_id, self.realm_id, sweep.removed, "cdc",
                       self.clock())
+        self.paid |= sweep.paid
         if not sweep.complete:
             self.compare_all("saturated", mark)
 
@@ -114,8 +119,13 @@ class Removals:
     def compare_all(self, reason: str, last_swept: str | None) -> None:
         """Read every imported purchase by id: the missing ones were deleted."""
         ids = self._imported_purchase_ids()
-        present = {str(p["Id"]): p for p in self.qbo.purchases_by_id(ids)
+        purchase_ids, bill_ids, _ = split_ids(ids)
+        present = {str(p["Id"]): p for p in self.qbo.purchases_by_id(purchase_ids)
                    if isinstance(p, dict) and p.get("Id") is not None}
+        if bill_ids:  # read even when Bills are off now: their entries are still followed
+            present.update({document_id(str(b["Id"])): b
+                            for b in self.qbo.bills_by_id(bill_ids)
+                            if isinstance(b, dict) and b.get("Id") is not None})
         found = {pid: "deleted" for pid in ids if pid not in present}
         found.update({pid: "voided" for pid, p in present.items() if is_voided(p)})
         note_removals(self.sessions, self.firm_id, self.realm_id, found, "reconcile",

@@ -12,6 +12,7 @@ REASONS = {
     "several_contacts": "several Clio contacts match the QuickBooks customer",
     "several_matters": "the client has several open matters",
     "no_matter": "the client has no open or pending matter yet",
+    "payment": "a Bill not fully paid yet: it imports by itself once paid",
 }
 
 
@@ -30,8 +31,9 @@ def _table(rows: Iterable[tuple[str, ...]], indent: str = "  ") -> list[str]:
 
 def render_summary(summary: RunSummary) -> str:
     title = "Dry run (nothing written)" if summary.dry_run else f"Run {summary.run_id or ''}"
+    bills = f", {summary.imported_bills} from Bills" if summary.imported_bills else ""
     lines = [
-        f"{title.strip()}: imported {summary.imported} ({money(summary.imported_total)}), "
+        f"{title.strip()}: imported {summary.imported} ({money(summary.imported_total)}{bills}), "
         f"waiting {summary.waiting}, failed {summary.failed}, skipped {summary.skipped} "
         f"— {summary.purchases_read} purchases read in {summary.duration_s:.1f}s",
     ]
@@ -73,13 +75,19 @@ def render_summary(summary: RunSummary) -> str:
             (e.date.isoformat(), money(e.amount), e.customer, "→ " + e.matter,
              f"#{e.clio_id}" if e.clio_id else "")
             for e in summary.imported_entries)
-    if summary.waiting_items:
+    choices = [w for w in summary.waiting_items if w.reason != "payment"]
+    if choices:
         lines += ["", "Waiting for someone to choose:"]
         lines += _table(
             (w.date.isoformat(), money(w.amount), w.customer, REASONS.get(w.reason, w.reason)
              + (f" ({w.choices} to choose from)" if w.choices else "")
              + ("" if w.new else " — still"))
-            for w in summary.waiting_items)
+            for w in choices)
+    unpaid = [w for w in summary.waiting_items if w.reason == "payment"]
+    if unpaid:
+        lines += ["", "Bills waiting for payment (they import by themselves once paid):"]
+        lines += _table((w.date.isoformat(), money(w.amount), w.customer,
+                         "" if w.new else "still") for w in unpaid)
     if summary.failures:
         lines += ["", "Failed (needs attention):"]
         for f in summary.failures:

@@ -21,6 +21,11 @@ THREE_PLACE_CURRENCIES = frozenset({"BHD", "IQD", "JOD", "KWD", "LYD", "OMR", "T
 """ISO 4217 currencies with three decimal places; every other amount has at most two."""
 NOTE_LIMIT = 2000
 IMPORTABLE_PAYMENT_TYPES = frozenset({"Check", "Cash", "CreditCard"})
+BILL = "Bill"
+"""The payment type of a vendor Bill read as a purchase-like document (``sync/bills.py``)."""
+BILL_PREFIX = "bill-"
+"""A Bill's document id is ``bill-<Bill id>``: its links, waits, failures and note marker
+(``[qbo <realm>/bill-<id>/<customer>]``) never meet a purchase's."""
 ACCOUNT_LINE = "AccountBasedExpenseLineDetail"
 ITEM_LINE = "ItemBasedExpenseLineDetail"
 IGNORED_DETAIL_TYPES = frozenset({"TaxLineDetail", "SubTotalLineDetail", "DescriptionOnly",
@@ -266,7 +271,7 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
         return plan
 
     payment_type = _text(purchase.get("PaymentType")) or ""
-    if payment_type not in IMPORTABLE_PAYMENT_TYPES:
+    if payment_type not in IMPORTABLE_PAYMENT_TYPES and not is_bill(purchase_id):
         shown = payment_type or "no payment type"
         plan.skips.append(Skip(purchase_id, f"{label} has payment type {shown!r}, which is "
                                "not an expense, check or card charge"))
@@ -456,14 +461,23 @@ def _exchange_rate(purchase: Mapping[str, Any]) -> Decimal | None:
 
 def _label(purchase: Mapping[str, Any], purchase_id: str) -> str:
     """How a person recognises the purchase: "Check 1042 to Acme Couriers"."""
-    kind = {"Check": "Check", "CreditCard": "Card expense", "Cash": "Expense"}.get(
-        str(purchase.get("PaymentType") or ""), "Expense")
+    if is_bill(purchase_id):
+        kind, purchase_id, to = "Bill", purchase_id[len(BILL_PREFIX):], "from"
+    else:
+        kind = {"Check": "Check", "CreditCard": "Card expense", "Cash": "Expense"}.get(
+            str(purchase.get("PaymentType") or ""), "Expense")
+        to = "to"
     doc = _text(purchase.get("DocNumber"))
     payee = _ref(purchase.get("EntityRef"))
     text = f"{kind} {doc}" if doc else f"{kind} #{purchase_id}"
     if payee and payee[1]:
-        text += f" to {payee[1]}"
+        text += f" {to} {payee[1]}"
     return text
+
+
+def is_bill(purchase_id: str) -> bool:
+    """A Bill's document id (QuickBooks' own ids are numbers)."""
+    return purchase_id.startswith(BILL_PREFIX)
 
 
 def is_voided(purchase: Mapping[str, Any]) -> bool:

@@ -89,6 +89,9 @@ class WaitReason(enum.StrEnum):
     SEVERAL_CONTACTS = "several_contacts"
     SEVERAL_MATTERS = "several_matters"
     NO_MATTER = "no_matter"
+    PAYMENT = "payment"
+    """A Bill (``bills on-payment``) not fully paid yet: nobody is asked; it imports by itself
+    once paid."""
 
 
 class Firm(Base):
@@ -119,6 +122,9 @@ class FirmSettings(Base):
     split_lines: Mapped[bool] = mapped_column(Boolean, default=False)
     item_lines: Mapped[bool] = mapped_column(Boolean, default=False)
     deletions: Mapped[str] = mapped_column(String(10), default="delete")
+    bills: Mapped[str] = mapped_column(String(12), default="off", server_default="off")
+    """Vendor Bills: ``off`` | ``on-entry`` (imported as entered) | ``on-payment`` (once
+    their balance is 0, dated the payment)."""
     approvers: Mapped[list[str]] = mapped_column(JSON, default=list)
     slack_channel_id: Mapped[str | None] = mapped_column(String(40))
     paused: Mapped[bool] = mapped_column(Boolean, default=False)

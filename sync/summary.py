@@ -141,9 +141,11 @@ class RunSummary:
     dry_run: bool
     started_at: datetime
     imported: int = 0
+    imported_bills: int = 0  # of those, from vendor Bills
     by_rule: int = 0  # of those, put on their matter by a matter rule
     imported_total: Decimal = Decimal("0.00")
     waiting: int = 0  # newly waiting this run
+    waiting_for_payment: int = 0  # of those, Bills not fully paid yet (``bills on-payment``)
     failed: int = 0  # new failures this run
     skipped: int = 0
     unchanged: int = 0  # already in Clio
@@ -203,6 +205,8 @@ class RunSummary:
                 for c in self.changed_items[:DETAIL_LIMIT]],
             "updated": self.updated,
             "by_rule": self.by_rule,
+            "imported_bills": self.imported_bills,
+            "waiting_for_payment": self.waiting_for_payment,
             "changed_after_billing": self.changed_after_billing,
             "not_overwritten": self.not_overwritten,
             "reconciled": None if self.reconciled is None else {

@@ -29,6 +29,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.batches import chunks
+from hardcost.sync.bills import OFF, PAYMENT_PREFIX, document_id
 from hardcost.sync.importer import SHUTDOWN, Importer
 from hardcost.sync.leases import Lease, RunStop
 from hardcost.sync.qbo import instant
@@ -39,6 +40,12 @@ from hardcost.sync.summary import RunSummary
 log = logging.getLogger(__name__)
 
 PURCHASE = "Purchase"
+BILL = "Bill"
+BILL_PAYMENT = "BillPayment"
+IMPORTED_ENTITIES = frozenset({PURCHASE, BILL, BILL_PAYMENT})
+"""Entities whose changes are stored: Bills and their payments matter to firms that import
+Bills (``bills on-entry|on-payment``); for the others they are dropped when processed."""
+_ENTITY_NAMES = {name.lower(): name for name in IMPORTED_ENTITIES}
 IMPORTED_OPERATIONS = frozenset({"Create", "Update", "Void"})
 DELETE = "Delete"
 LEASE = timedelta(minutes=15)
@@ -129,7 +136,7 @@ def _cloud_event(event: Any) -> EntityChange | None:
         return None
     verb = matched["verb"]
     operation = CLOUDEVENT_VERBS.get(verb, verb.capitalize())
-    entity = matched["entity"].capitalize()
+    entity = _ENTITY_NAMES.get(matched["entity"], matched["entity"].capitalize())
     time = event.get("time")
     return EntityChange(_text(event, "intuitaccountid"), entity, _text(event, "intuitentityid"),
                         operation, instant(time), _key(event_id))
@@ -163,7 +170,7 @@ def record_changes(sessions: sessionmaker[Session], changes: list[EntityChange],
     thousands of entities is stored with one bulk insert, and a change already stored (a
     redelivery, or a concurrent delivery of the same event) is skipped by the unique key."""
     result = Recorded()
-    realms = {c.realm_id for c in changes if c.entity == PURCHASE}
+    realms = {c.realm_id for c in changes if c.entity in IMPORTED_ENTITIES}
     ignored: Counter[str] = Counter()
     wanted: dict[tuple[int, str], EntityChange] = {}
     with sessions() as session:
@@ -173,8 +180,8 @@ def record_changes(sessions: sessionmaker[Session], changes: list[EntityChange],
                     Firm.qbo_realm_id.in_(realms), Firm.active.is_(True))):
                 firms[str(realm)].append(firm_id)
         for change in changes:
-            if change.entity != PURCHASE:
-                ignored[f"{change.entity} (only purchases are imported)"] += 1
+            if change.entity not in IMPORTED_ENTITIES:
+                ignored[f"{change.entity} (only purchases and Bills are imported)"] += 1
             elif not firms.get(change.realm_id):
                 ignored[f"company {change.realm_id} (no active firm has it)"] += 1
             else:
@@ -312,16 +319,22 @@ def _process_firm(sessions: sessionmaker[Session], importer_for: Callable[[int],
     notes: dict[int, str | None] = {}
     to_import: list[WebhookEvent] = []
     deleted: list[WebhookEvent] = []
+    with sessions() as session:
+        settings = session.get(FirmSettings, firm_id)
+        paused = settings is not None and settings.paused
+        bills = settings.bills if settings is not None else OFF
     for event in events:
-        if event.operation in IMPORTED_OPERATIONS:
+        if event.entity in (BILL, BILL_PAYMENT) and bills == OFF:
+            notes[event.id] = "Bills are not imported (bills off); ignored"
+        elif event.entity == BILL_PAYMENT and event.operation == DELETE:
+            # Its Bill owes again: imported entries stay, waiting ones go on waiting.
+            notes[event.id] = "a deleted Bill Payment does not change what is imported; ignored"
+        elif event.operation in IMPORTED_OPERATIONS:
             to_import.append(event)
         elif event.operation == DELETE:
             deleted.append(event)
         else:
             notes[event.id] = f"{event.operation} does not change what is imported; ignored"
-    with sessions() as session:
-        settings = session.get(FirmSettings, firm_id)
-        paused = settings is not None and settings.paused
     if paused and (to_import or deleted):
         # The watermark has not moved past these purchases: the first run after resuming
         # reads them anyway. Deletions are recorded now and dealt with by that run.
@@ -329,21 +342,21 @@ def _process_firm(sessions: sessionmaker[Session], importer_for: Callable[[int],
                       for e in to_import})
         if deleted:
             note_removals(sessions, firm_id, deleted[0].realm_id,
-                          {e.entity_id: "deleted" for e in deleted}, "webhook", clock())
+                          {_document(e): "deleted" for e in deleted}, "webhook", clock())
         notes.update({e.id: "imports are paused; the deletion is dealt with after resuming"
                       for e in deleted})
         to_import, deleted = [], []
     summary: RunSummary | None = None
     error: str | None = None
     if to_import or deleted:
-        ids = {e.entity_id for e in to_import} - {e.entity_id for e in deleted}
+        ids = {_document(e) for e in to_import} - {_document(e) for e in deleted}
         try:
             importer = importer_for(firm_id)
             if lease is not None:  # it stops between entries if its lease is lost
                 importer.stopping = RunStop(lease, SHUTDOWN)
             summary = importer.run(
                 trigger="webhook", purchase_ids=ids,
-                removed={e.entity_id: "deleted" for e in deleted} or None)
+                removed={_document(e): "deleted" for e in deleted} or None)
             error = summary.error
         except Exception as exc:  # noqa: BLE001 - the events wait for the next pass
             log.exception("webhook import for firm %s failed", firm_id)
@@ -380,6 +393,16 @@ def _process_firm(sessions: sessionmaker[Session], importer_for: Callable[[int],
                 after_run(firm_id, summary)
             except Exception:  # noqa: BLE001 - the import is done; Slack catches up later
                 log.exception("webhook run notice for firm %s failed", firm_id)
+
+
+def _document(event: WebhookEvent) -> str:
+    """The importer's id of what the event names: a purchase id, ``bill-<id>``, or
+    ``billpayment-<id>`` (whose Bills the run reads)."""
+    if event.entity == BILL:
+        return document_id(event.entity_id)
+    if event.entity == BILL_PAYMENT:
+        return f"{PAYMENT_PREFIX}{event.entity_id}"
+    return event.entity_id
 
 
 def _backoff(attempts: int) -> timedelta:

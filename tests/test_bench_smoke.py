@@ -42,6 +42,21 @@ def test_quiet_bench_reports_its_call_counts_and_no_clio_calls(
     assert "✗" not in report  # every correctness check passed
 
 
+def test_quiet_bench_with_bills_stays_at_three_quickbooks_calls(
+        database_url: str, tmp_path: Path) -> None:
+    out = tmp_path / "quiet-bills.md"
+
+    assert quiet_bench.main(["--firms", "2", "--database-url", database_url, "--bills",
+                             "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    qbo = [_min_mean_max(c) for c in
+           _row(report, "QuickBooks calls per quiet run: min / mean / max")]
+    assert all(high <= quiet_bench.QBO_TARGET_WITH_BILLS for _, _, high in qbo)
+    assert _row(report, "QuickBooks calls per quiet run ≤ 3 (Bills on)")[1] == "met"
+    assert "✗" not in report  # every firm imported its paid Bill; quiet runs stayed quiet
+
+
 def test_the_reliability_report_runs_and_loses_nothing(tmp_path: Path) -> None:
     from bench import reliability
 

@@ -46,7 +46,11 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
         "00004" in out
     assert "Rule made by @Sam Staff: Speedy Couriers → Acme Holdings" in out
     assert "by the rule Speedy Couriers → Acme Holdings, made by @Sam Staff" in out
-    assert "Clio now holds 7 hard-cost entries" in out  # 5, a choice, a rule's import
+    assert "Bills waiting for payment" in out
+    assert "imported 1 ($1,850.00, 1 from Bills)" in out  # once paid
+    assert "2026-11-04  $1,850.00  Jane Smith" in out  # dated the payment
+    assert "imported 1 expense (1 from Bills) into Clio" in out  # the channel's summary
+    assert "Clio now holds 8 hard-cost entries" in out  # 5, a choice, a rule's, a Bill's
     assert "Traceback" not in result.stderr
 
 

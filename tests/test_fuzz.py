@@ -261,3 +261,42 @@ def test_buttons_answer_absurd_values_without_an_exception(
     crashes = [r for r in caplog.records
                if r.exc_info or "Failed to run an internal function" in r.getMessage()]
     assert not crashes, [r.getMessage() for r in crashes]
+
+
+# -- QuickBooks Bills ---------------------------------------------------------------------------
+
+def _hostile_bill(firm: Firm) -> st.SearchStrategy[dict[str, Any]]:
+    purchase_like = _hostile_purchase(firm)
+    link = st.one_of(st.fixed_dictionaries({"TxnId": st.one_of(st.just("1"), JSON),
+                                            "TxnType": st.sampled_from(["BillPayment", "x"])}),
+                     JSON)
+    extra = st.fixed_dictionaries({}, optional={
+        "Balance": st.one_of(st.just(0), st.decimals(allow_nan=True), JSON),
+        "LinkedTxn": st.one_of(st.lists(link, max_size=3), JSON),
+        "VendorRef": st.one_of(st.just({"value": "V1", "name": "Expert"}), JSON),
+        "MetaData": JSON})
+    return st.tuples(purchase_like, extra).map(lambda pair: {**pair[0], **pair[1]})
+
+
+def test_no_bill_crashes_a_run(firm: Firm) -> None:
+    firm.client("Jane Smith", ["Smith estate"])
+    firm.update_settings(bills="on-payment")
+    paid = firm.qbo.add_bill(lines=[], txn_date="2026-02-03")
+    firm.qbo.pay_bill(paid["Id"], 0, txn_date="2026-02-21")  # Bills may link payment "1"
+
+    @settings(max_examples=30, deadline=None,
+              suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(bills=st.lists(_hostile_bill(firm), min_size=1, max_size=4))
+    def fuzz(bills: list[dict[str, Any]]) -> None:
+        for bill in bills:
+            firm.qbo.put_bill_raw(json.loads(json.dumps(
+                {k: v for k, v in bill.items() if k != "Id"},
+                default=lambda d: str(d) if isinstance(d, Decimal) else repr(d))))
+        firm.later()
+        summary = firm.world.importer(firm.sessions, firm.id).run()  # must not raise
+        with firm.sessions() as session:
+            run = session.get(Run, summary.run_id)
+            assert run is not None and run.finished_at is not None
+
+    fuzz()
+

@@ -493,3 +493,62 @@ def test_sign_webhook(qbo: Qbo) -> None:
     body = b'{"eventNotifications": []}'
     expected = hmac.new(b"sandbox-qbo-verifier", body, hashlib.sha256).digest()
     assert qbo.sandbox.sign_webhook(body) == base64.b64encode(expected).decode()
+
+
+# --- bills and bill payments ------------------------------------------------------------------
+
+
+def test_a_bill_is_queryable_readable_and_paid_down_by_bill_payments(qbo: Qbo, costs: str) -> None:
+    vendor = qbo.company.add_vendor("Court Reporters Inc")
+    customer = qbo.company.add_customer("Jane Smith")
+    qbo.sandbox.clock.advance(1800)
+    since = qbo.ago(seconds=1)
+    bill = qbo.company.add_bill(txn_date="2026-02-03", vendor_id=vendor["Id"],
+                                doc_number="CR-1", lines=[
+                                    account_line("100.00", costs, customer_id=customer["Id"]),
+                                    account_line("50.50", costs, customer_id=customer["Id"])])
+
+    [row] = qbo.rows(f"select * from Bill where MetaData.LastUpdatedTime > '{since}'", "Bill")
+    assert row["TotalAmt"] == row["Balance"] == Decimal("150.5")
+    assert row["VendorRef"] == {"value": vendor["Id"], "name": "Court Reporters Inc"}
+    assert row["APAccountRef"]["name"] == "Accounts Payable (A/P)"
+    assert row["Line"][0]["AccountBasedExpenseLineDetail"]["CustomerRef"]["name"] == "Jane Smith"
+    assert row["LinkedTxn"] == []
+
+    first = qbo.company.pay_bill(bill["Id"], "100", txn_date="2026-02-20")
+    second = qbo.company.pay_bill(bill["Id"], txn_date="2026-03-01")  # the rest
+
+    read = loads(qbo.http.get(f"{qbo.api}/bill/{bill['Id']}").text)["Bill"]
+    assert read["Balance"] == 0
+    assert read["LinkedTxn"] == [{"TxnId": first["Id"], "TxnType": "BillPayment"},
+                                 {"TxnId": second["Id"], "TxnType": "BillPayment"}]
+    [payment] = qbo.rows(f"SELECT * FROM BillPayment WHERE Id IN ('{second['Id']}')",
+                         "BillPayment")
+    assert payment["TotalAmt"] == Decimal("50.5") and payment["TxnDate"] == "2026-03-01"
+    assert payment["Line"][0]["LinkedTxn"] == [{"TxnId": bill["Id"], "TxnType": "Bill"}]
+    qbo.company.delete_bill_payment(second["Id"])
+    assert qbo.company.bills[bill["Id"]]["Balance"] == Decimal("50.5")
+
+
+def test_cdc_reads_purchases_bills_and_bill_payments_in_one_call(qbo: Qbo, costs: str) -> None:
+    vendor = qbo.company.add_vendor("Investigators LLC")
+    gone = qbo.company.add_bill(lines=[account_line(10, costs)], vendor_id=vendor["Id"])
+    voided = qbo.company.add_bill(lines=[account_line(20, costs)], vendor_id=vendor["Id"],
+                                  private_note="Surveillance")
+    qbo.sandbox.clock.advance(1800)
+    since = qbo.ago(seconds=1)
+    purchase = qbo.company.add_purchase(lines=[account_line(3, costs)])
+    qbo.company.delete_bill(gone["Id"])
+    qbo.company.void_bill(voided["Id"])
+    payment = qbo.company.pay_bill(voided["Id"], 0)
+
+    body = loads(qbo.cdc(since, "Purchase,Bill,BillPayment").text)
+
+    purchases, bills, payments = body["CDCResponse"][0]["QueryResponse"]
+    assert [p["Id"] for p in purchases["Purchase"]] == [purchase["Id"]]
+    by_id = {b["Id"]: b for b in bills["Bill"]}
+    assert by_id[gone["Id"]]["status"] == "Deleted"
+    assert by_id[voided["Id"]]["TotalAmt"] == 0
+    assert by_id[voided["Id"]]["PrivateNote"] == "Voided - Surveillance"
+    assert [p["Id"] for p in payments["BillPayment"]] == [payment["Id"]]
+    assert qbo.http.get(f"{qbo.api}/bill/{gone['Id']}").status_code == 400

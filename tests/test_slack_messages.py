@@ -84,7 +84,7 @@ UPDATE = os.environ.get("HARDCOST_UPDATE_GOLDEN") == "1"
 ACTION_IDS = {v for k, v in vars(content).items() if k.startswith("ACTION_")}
 # the settings modal's inputs: action_id = block_id
 SETTINGS_IDS = {"channel", "start_date", "accounts", "category", "user", "schedule", "options",
-                "deletions", "approvers"}
+                "deletions", "bills", "approvers"}
 QBO = "https://app.qbo.intuit.com/app/expense?txnId=345"
 NOW = datetime(2026, 3, 9, 14, 30, tzinfo=UTC)
 
@@ -363,6 +363,18 @@ GOLDEN_CASES: dict[str, Any] = {
     "history_empty": lambda: history([], HistoryQuery(purchase_id="999"), more=False),
     "pending_list": lambda: pending_list([a_prompt(), a_prompt(id=8, choices=matters(7))]),
     "pending_list_empty": lambda: pending_list([]),
+    "pending_list_bill_waiting_for_payment": lambda: pending_list([
+        a_prompt(), a_prompt(id=9, reason="payment", choices=(), memo=None, bill=True,
+                             payee="Court Reporters Inc", reference="CR-2210",
+                             qbo_url="https://app.qbo.intuit.com/app/bill?txnId=77")]),
+    "run_summary_bills": lambda: run_summary(a_summary(
+        imported=3, imported_bills=1, waiting=2, waiting_for_payment=1, waiting_items=[
+            WaitingItem("[qbo 9130/bill-78/60]", D("640.00"), date(2026, 3, 4), "Brown, Amy",
+                        "payment", 0, True),
+            WaitingItem("[qbo 9130/347/60]", D("75.00"), date(2026, 3, 4), "Brown, Amy",
+                        "several_matters", 3, True)]), firm_name="Smith & Partners LLP"),
+    "status_bills": lambda: status_blocks(a_status(bills="on-payment", waiting=3,
+                                                   waiting_for_payment=1)),
     "failures_list": lambda: failures_list([a_failure(), a_failure(id=32, kind="transient")]),
     "failures_list_empty": lambda: failures_list([]),
     "settings_modal": lambda: settings_modal(a_settings()),
@@ -782,14 +794,14 @@ def test_settings_modal_shape() -> None:
     inputs = [b for b in view["blocks"] if b["type"] == "input"]
     assert [b["block_id"] for b in inputs] == ["channel", "start_date", "accounts", "category",
                                                "user", "schedule", "options", "deletions",
-                                               "approvers"]
+                                               "bills", "approvers"]
     assert all(b["element"]["action_id"] == b["block_id"] for b in inputs)
     types = {b["block_id"]: b["element"]["type"] for b in inputs}
     assert types == {"channel": "conversations_select", "start_date": "datepicker",
                      "accounts": "multi_static_select", "category": "static_select",
                      "user": "static_select", "schedule": "plain_text_input",
                      "options": "checkboxes", "deletions": "radio_buttons",
-                     "approvers": "multi_users_select"}
+                     "bills": "radio_buttons", "approvers": "multi_users_select"}
     optional = {b["block_id"] for b in inputs if b.get("optional")}
     assert {"category", "approvers", "options"} <= optional
     assert "private_metadata" not in view or not view["private_metadata"]
@@ -807,18 +819,19 @@ def test_settings_round_trip() -> None:
     assert values == {
         "channel": "C0HARDCOST", "start_date": "2026-01-01", "accounts": ["80", "81"],
         "category": "5", "user": "344", "schedule": "15", "split_lines": True,
-        "item_lines": False, "deletions": "alert", "approvers": ["U0JANE", "U0BOB"]}
+        "item_lines": False, "deletions": "alert", "bills": "off",
+        "approvers": ["U0JANE", "U0BOB"]}
     # the whole view, or view["state"], are accepted too
     view = {"state": state_from_view(settings_modal(settings))}
     assert settings_values(view) == values
     bare = a_settings(account_options=(), category_options=(), category=None, user=None,
                       approvers=(), split_lines=False, item_lines=True, deletions="delete",
-                      channel_id=None, start_date=None, schedule_minutes=60)
+                      bills="on-payment", channel_id=None, start_date=None, schedule_minutes=60)
     assert settings_values(state_from_view(settings_modal(bare))) == {
         "channel": None, "start_date": None,
         "accounts": ["Reimbursable Expenses", "Court Fees"], "category": None,
         "user": "owner", "schedule": "60", "split_lines": False, "item_lines": True,
-        "deletions": "delete", "approvers": []}
+        "deletions": "delete", "bills": "on-payment", "approvers": []}
 
 
 def test_settings_modal_keeps_chosen_options_among_many() -> None:

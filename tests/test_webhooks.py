@@ -302,7 +302,7 @@ def test_a_delivery_of_ten_thousand_entities_is_stored_in_a_bounded_number_of_st
     realm = rig.firm.qbo.realm_id
     entities = [{"name": "Purchase", "id": str(n), "operation": "Update",
                  "lastUpdated": "2026-02-03T10:00:00.000Z"} for n in range(1, 10_001)]
-    entities += [{"name": "Bill", "id": "1", "operation": "Create",
+    entities += [{"name": "Invoice", "id": "1", "operation": "Create",
                   "lastUpdated": "2026-02-03T10:00:00.000Z"}]
     body = {"eventNotifications": [{"realmId": realm, "dataChangeEvent": {
         "entities": entities}}]}

@@ -45,7 +45,7 @@ NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who in
               "hardcost connects QuickBooks and Clio first.")
 HISTORY_USAGE = "/hardcost history [purchase id | client name | last N]"
 EXPORT_USAGE = "/hardcost export [from YYYY-MM-DD] [to YYYY-MM-DD]"
-_PURCHASE_ID = re.compile(r"#?([0-9]{1,40})")
+_PURCHASE_ID = re.compile(r"#?((?:bill-)?[0-9]{1,40})", re.IGNORECASE)  # a Bill: bill-<id>
 
 
 def _parse(text: str | None) -> tuple[str, list[str]]:
@@ -296,7 +296,8 @@ def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, An
 
 def history_query(args: list[str]) -> HistoryQuery:
     """``history`` (the latest), ``history last N`` (1–50), ``history 345`` or ``#345`` (a
-    purchase), ``history <client name>`` (contains, any case)."""
+    purchase), ``history bill-77`` (a Bill), ``history <client name>`` (contains, any
+    case)."""
     if not args:
         return HistoryQuery()
     if args[0].lower() == "last":
@@ -308,7 +309,7 @@ def history_query(args: list[str]) -> HistoryQuery:
         return HistoryQuery(limit=int(count))
     purchase = _PURCHASE_ID.fullmatch(args[0]) if len(args) == 1 else None
     if purchase is not None:
-        return HistoryQuery(purchase_id=purchase.group(1))
+        return HistoryQuery(purchase_id=purchase.group(1).lower())
     client = " ".join(args)
     if len(client) > HISTORY_CLIENT_CHARS:
         raise SettingError(f"Search for at most {HISTORY_CLIENT_CHARS} characters of a "

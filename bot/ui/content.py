@@ -62,6 +62,7 @@ class Prompt:
     suggested: int | None = None  # the choice the firm's history supports (listed first)
     suggestion: str | None = None  # why, in one short line
     note: str | None = None  # e.g. why a matter rule did not apply
+    bill: bool = False  # a vendor Bill's lines (``bills``), not a purchase's
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ class SettingsForm:
     item_lines: bool
     deletions: str  # delete | alert
     approvers: tuple[str, ...]  # Slack user ids; empty = anyone
+    bills: str = "off"  # off | on-entry | on-payment
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,8 @@ class StatusReport:
     webhooks: bool = True  # False: no QuickBooks webhooks here, changes come with scheduled runs
     live: str | None = None  # a run under way: its figures in one line (``live_line``)
     stopping_by: str | None = None  # ... which this person asked to stop (Slack user id)
+    bills: str = "off"  # the firm's ``bills`` setting: off | on-entry | on-payment
+    waiting_for_payment: int = 0  # of ``waiting``, Bills waiting to be paid (nobody is asked)
 
 
 @dataclass(frozen=True)

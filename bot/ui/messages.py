@@ -229,6 +229,8 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
     how far it got (``handled_of``: entries done, of how many)."""
     firm = name(firm_name)
     count = plural(summary.imported, "expense")
+    if summary.imported_bills:
+        count += f" ({summary.imported_bills:,} from Bills)"
     total = money(summary.imported_total)
     if summary.dry_run:
         head = (f"*{firm}* — dry run, nothing written: would import *{count}* into Clio, "
@@ -241,7 +243,8 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
                "followed into Clio"
     else:
         head = f"*{firm}* — imported *{count}* into Clio, *{total}*"
-    waiting = f"{summary.waiting:,} new"
+    for_payment = summary.waiting_for_payment
+    waiting = f"{summary.waiting - for_payment:,} new"
     if summary.still_waiting:
         waiting += f", {summary.still_waiting:,} from earlier runs"
     failed = f"{summary.failed:,} new"
@@ -249,6 +252,9 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
         failed += f", {summary.still_failing:,} still open"
     fields = [f"*Waiting for a choice*\n{waiting}", f"*Failed*\n{failed}",
               f"*Skipped*\n{summary.skipped:,}"]
+    if for_payment:
+        fields.append(f"*Bills waiting for payment*\n{for_payment:,} new (they import once "
+                      "paid)")
     if summary.unchanged:
         fields.append(f"*Already in Clio*\n{summary.unchanged:,}")
     if summary.deleted:
@@ -647,7 +653,7 @@ def _prompt_fields(p: Prompt) -> list[Block]:
     if p.payee:
         fields.append(f"*Payee*\n{name(p.payee, 200)}")
     if p.reference:
-        fields.append(f"*Check no.*\n{name(p.reference, 50)}")
+        fields.append(f"*{'Bill no.' if p.bill else 'Check no.'}*\n{name(p.reference, 50)}")
     if p.memo and p.memo.strip():
         fields.append(f"*Memo*\n{name(p.memo, MEMO_CHARS)}")
     blocks = [_fields(fields)]
@@ -661,11 +667,18 @@ def _prompt_fields(p: Prompt) -> list[Block]:
     return blocks
 
 
+WAITING_FOR_PAYMENT = "payment"  # a Bill (``bills on-payment``) not fully paid: no choice
+
+
 def _prompt_question(p: Prompt) -> tuple[str, str]:
     """(mrkdwn block text, plain notification text)."""
     client = name(p.client, 200)
     amount = f"{money(p.amount)} on {day(p.txn_date)}"
     what = f"{amount} for {client}"
+    if p.reason == WAITING_FOR_PAYMENT:
+        return (f":hourglass: *A Bill for {client}: waiting for payment*; it imports by itself "
+                "once QuickBooks shows it fully paid (`bills on-payment`).",
+                f"Bill for {client} waiting for payment: {amount}")
     if p.kind == "contact":
         if not p.choices:
             return (f":bust_in_silhouette: *No Clio contact matches {client}*\n"
@@ -770,6 +783,8 @@ def _prompt_hints(p: Prompt) -> list[Block]:
 
 def _prompt_blocks(p: Prompt) -> list[Block]:
     question, _ = _prompt_question(p)
+    if p.reason == WAITING_FOR_PAYMENT:  # nobody is asked: nothing to choose
+        return [_section(question), *_prompt_fields(p)]
     return [_section(question), *_prompt_hints(p), *_prompt_fields(p), *_prompt_actions(p)]
 
 
@@ -1060,7 +1075,10 @@ def pending_list(prompts: Sequence[Prompt]) -> list[Message]:
     if not prompts:
         return [notice("Nothing is waiting.")]
     unique = list({p.id: p for p in reversed(prompts)}.values())[::-1]
-    title = f"{plural(len(unique), 'expense')} waiting for a choice"
+    unpaid = sum(1 for p in unique if p.reason == WAITING_FOR_PAYMENT)
+    title = f"{plural(len(unique) - unpaid, 'expense')} waiting for a choice"
+    if unpaid:
+        title += f", {plural(unpaid, 'Bill')} waiting for payment"
     groups = [[_section(f"*{title}*")]] + [_prompt_blocks(p) for p in unique[:LIST_ITEMS]]
     if len(unique) > LIST_ITEMS:
         groups.append([_context(f"…and {len(unique) - LIST_ITEMS:,} more; they are listed "
@@ -1109,6 +1127,8 @@ SET_KEYS: tuple[tuple[str, str], ...] = (
                           "import account"),
     ("deletions delete|alert", "when a purchase is deleted or voided in QuickBooks: delete the "
                                "unbilled Clio entry, or only tell the channel"),
+    ("bills off|on-entry|on-payment", "vendor Bills: not imported (off), imported as entered, "
+                                      "or once fully paid, dated the payment"),
     ("approvers @a @b | anyone", "who may change settings and answer prompts, besides "
                                  "workspace admins"),
     ("prompts each|digest", "one prompt per waiting expense (each), or one message a day "
@@ -1140,6 +1160,9 @@ def usage_error(problem: str, usage: str) -> Message:
     return Message(text=_fallback(f"{problem_text} Usage: {usage_text}"), blocks=blocks)
 
 
+BILLS_WORDS = {"on-entry": "as entered", "on-payment": "once fully paid"}
+
+
 def status_blocks(status: StatusReport) -> Message:
     """``/hardcost status``: connections, channel, schedule, last/next run, waiting, failures,
     and anything that needs attention."""
@@ -1157,9 +1180,12 @@ def status_blocks(status: StatusReport) -> Message:
         f"*Schedule*\n{schedule}",
         f"*Last run*\n{name(status.last_run, 300) if status.last_run else 'never'}",
         f"*Next run*\n{next_run}",
-        f"*Waiting for a choice*\n{status.waiting:,}",
+        f"*Waiting for a choice*\n{status.waiting - status.waiting_for_payment:,}",
         f"*Open failures*\n{status.open_failures:,}",
     ]
+    if status.bills != "off":
+        fields.append(f"*Vendor Bills*\nimported {BILLS_WORDS.get(status.bills, 'off')}; "
+                      f"{status.waiting_for_payment:,} waiting for payment")
     blocks = [_header(f"hardcost — {one_line(status.firm_name)}"), _fields(fields)]
     if status.live:
         line = f":hourglass_flowing_sand: *Import under way:* {name(status.live, 500)}"

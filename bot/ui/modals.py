@@ -1,7 +1,7 @@
 """The settings modal and the reading of its submission. Pure: plain data in, dicts out.
 
 Block ids (and each element's action_id) are ``channel``, ``start_date``, ``accounts``,
-``category``, ``user``, ``schedule``, ``options``, ``deletions``, ``approvers``; the
+``category``, ``user``, ``schedule``, ``options``, ``deletions``, ``bills``, ``approvers``; the
 listener's validation errors refer to them.
 """
 
@@ -34,7 +34,7 @@ from hardcost.bot.ui.text import clip, escape, fit, mrkdwn, one_line, option
 MAX_OPTIONS = 100
 OWNER = "owner"
 FIELDS = ("channel", "start_date", "accounts", "category", "user", "schedule", "options",
-          "deletions", "approvers")
+          "deletions", "bills", "approvers")
 
 
 def _options(choices: Iterable[Choice], selected: Iterable[Choice], limit: int = MAX_OPTIONS
@@ -66,7 +66,7 @@ def _input(block_id: str, label: str, element: Any, *, optional: bool = False,
 
 FIELD_NAMES = {"channel": "Channel", "start_date": "Start date", "accounts": "Import accounts",
                "category": "Category", "user": "Clio user", "schedule": "Schedule",
-               "deletions": "Deletions", "approvers": "Approvers"}
+               "deletions": "Deletions", "bills": "Vendor Bills", "approvers": "Approvers"}
 
 
 def settings_modal(settings: SettingsForm,
@@ -159,6 +159,16 @@ def settings_modal(settings: SettingsForm,
                                              initial_option=(alert if settings.deletions
                                                              == "alert" else delete))))
 
+    bill_options = [option("Not imported", "off"),
+                    option("Imported as entered", "on-entry"),
+                    option("Imported once fully paid, dated the payment", "on-payment")]
+    blocks.append(_input("bills", "Vendor Bills (accounts payable)",
+                         RadioButtonsElement(action_id="bills", options=bill_options,
+                                             initial_option=next(
+                                                 (o for o in bill_options
+                                                  if o.value == settings.bills),
+                                                 bill_options[0]))))
+
     blocks.append(_input("approvers", "Approvers",
                          UserMultiSelectElement(action_id="approvers",
                                                 placeholder="Anyone in the channel",
@@ -231,6 +241,7 @@ def settings_values(view_state: Mapping[str, Any]) -> dict[str, object]:
         "split_lines": "split_lines" in options,
         "item_lines": "item_lines" in options,
         "deletions": _single(_element(values, "deletions")) or "",
+        "bills": _single(_element(values, "bills")) or "",
         "approvers": [str(u) for u in approvers],
     }
 
