@@ -36,6 +36,7 @@ from hardcost.sync.store import (
     PurchaseRemoval,
     Run,
     WaitingExpense,
+    WaitReason,
 )
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,9 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
                                .order_by(Run.id.desc()).limit(1)).first()
         waiting = session.scalar(select(func.count()).select_from(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None))) or 0
+        untagged = session.scalar(select(func.count()).select_from(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+            WaitingExpense.reason == WaitReason.NO_CUSTOMER.value)) or 0
         failures = session.scalar(select(func.count()).select_from(Failure).where(
             Failure.firm_id == firm_id, Failure.resolved_at.is_(None))) or 0
         unsent, given_up = undelivered(session, firm_id)
@@ -181,7 +185,8 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         else "not connected",
         channel_id=settings.slack_channel_id, paused=settings.paused,
         schedule_minutes=settings.schedule_minutes, last_run=last_line, next_run=next_line,
-        waiting=int(waiting), open_failures=int(failures), problems=tuple(problems),
+        waiting=int(waiting), untagged_waiting=int(untagged), open_failures=int(failures),
+        problems=tuple(problems),
         webhooks=bool(ctx.config.qbo_webhook_verifier))
 
 

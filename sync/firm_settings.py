@@ -38,6 +38,7 @@ USAGE = {
     "split-lines": "/hardcost set split-lines on|off",
     "item-lines": "/hardcost set item-lines on|off",
     "deletions": "/hardcost set deletions delete|alert",
+    "no-customer": "/hardcost set no-customer ask|skip",
     "approvers": "/hardcost set approvers @someone @someone-else | anyone",
     "prompts": "/hardcost set prompts each|digest",
     "digest-hour": "/hardcost set digest-hour <0-23>",
@@ -206,6 +207,13 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
     if key == "deletions":
         settings.deletions = raw.lower()
         return f"Deletions in QuickBooks will {'delete the Clio entry' if raw.lower() == 'delete' else 'only be reported'}."  # noqa: E501
+    if key == "no-customer":
+        settings.no_customer = raw.lower()
+        if settings.no_customer == "ask":
+            return ("Import-account lines with no customer now wait, and Slack asks which "
+                    "matter they are for (a search over all open and pending matters).")
+        return ("Import-account lines with no customer are now skipped, with the reason in the "
+                "run's details.")
     if key == "approvers":
         if raw.lower() == "anyone":
             settings.approvers = []
@@ -239,6 +247,7 @@ SETTING_FIELDS = {
     "channel": "slack_channel_id", "start-date": "start_date", "account": "import_account_ids",
     "category": "expense_category_id", "user": "clio_user_id", "schedule": "schedule_minutes",
     "split-lines": "split_lines", "item-lines": "item_lines", "deletions": "deletions",
+    "no-customer": "no_customer",
     "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
     "timezone": "timezone",
 }
@@ -333,6 +342,8 @@ def check_value(key: str, raw: str) -> None:
                                "(a week).", key)
     elif key == "deletions" and raw.lower() not in {"delete", "alert"}:
         raise SettingError(f"“{raw}” is neither delete nor alert.", key)
+    elif key == "no-customer" and raw.lower() not in {"ask", "skip"}:
+        raise SettingError(f"“{raw}” is neither ask nor skip.", key)
     elif key in {"split-lines", "item-lines"}:
         _on_off(raw, key)
     elif key == "prompts" and raw.lower() not in {"each", "digest"}:

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync import audit, matter_rules, suggestions
+from hardcost.sync import audit, matter_cache, matter_rules, suggestions
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.clio import Activity, ClioClient, Contact, HardCostsDisabled
@@ -51,6 +51,7 @@ from hardcost.sync.metrics import ENTRIES, FAILURES, RUN_SECONDS, RUNS
 from hardcost.sync.qbo import PAGE_SIZE, QboClient, instant, transaction_url
 from hardcost.sync.removals import REMOVALS_STREAM, Removals, note_removals
 from hardcost.sync.rules import (
+    NO_CUSTOMER,
     ImportRules,
     LineFailure,
     PlannedEntry,
@@ -147,6 +148,8 @@ class _RunState:
     """Keys read this run that were already waiting (a question asked in an earlier run)."""
     item_accounts: dict[str, str] = field(default_factory=dict)  # item id → expense account
     items_asked: set[str] = field(default_factory=set)  # item ids QuickBooks was asked about
+    asked_untagged: bool = False  # an expense with no customer waits: the matter search needs
+    # the firm's matters (``matter_cache``)
 
 
 class _OneConnection(sessionmaker[Session]):
@@ -546,6 +549,19 @@ class Importer:
             self._import_where_a_matter_appeared(state)
         if not dry_run:
             self._remember_contacts(state)
+        if not dry_run and state.asked_untagged:
+            self._refresh_matter_cache()
+
+    def _refresh_matter_cache(self) -> None:
+        """The search menu of an expense with no client offers the firm's open and pending
+        matters from a local copy; a run that asks such a question keeps it fresh. Clio
+        refusing leaves the copy as it was: the run's entries are written already."""
+        try:
+            matter_cache.refresh_if_stale(self.sessions, self.firm_id, self.clio, self.clock)
+        except ReconnectRequired:
+            raise
+        except ApiError as exc:
+            log.warning("the firm's matters could not be read for the search menu: %s", exc)
 
     def _follow_edit(self, state: _RunState, entry: PlannedEntry, link: EntryLink,
                      dry_run: bool) -> None:
@@ -670,12 +686,22 @@ class Importer:
         return ImportRules(start_date=settings.start_date, import_account_ids=accounts,
                            split_lines=bool(settings.split_lines),
                            item_lines=bool(settings.item_lines),
-                           item_expense_accounts=dict(item_accounts))
+                           item_expense_accounts=dict(item_accounts),
+                           ask_without_customer=settings.no_customer != "skip")
 
     # -- resolving and writing -------------------------------------------------------------
 
     def _resolve_and_write(self, state: _RunState, entries: list[PlannedEntry],
                            dry_run: bool) -> None:
+        untagged = [e for e in entries if e.key.customer_id == NO_CUSTOMER]
+        if untagged:
+            # No customer, so no contact to match: a person picks among all the firm's matters.
+            entries = [e for e in entries if e.key.customer_id != NO_CUSTOMER]
+            state.to_write += len(untagged)
+            for entry in untagged:
+                self._wait(state, entry, Resolution(reason=WaitReason.NO_CUSTOMER), dry_run)
+                state.handled += 1
+            state.asked_untagged = True
         if not entries:
             return
         resolver = state.resolver
@@ -1139,6 +1165,8 @@ class Importer:
                 summary.waiting += 1
             else:
                 summary.still_waiting += 1
+            if resolution.reason == WaitReason.NO_CUSTOMER:
+                summary.untagged_waiting += 1
             keep(summary.waiting_items, WaitingItem(
                 entry.marker, entry.amount, entry.date, entry.customer_name,
                 resolution.reason.value, len(resolution.candidates), new))

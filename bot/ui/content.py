@@ -172,6 +172,7 @@ class StatusReport:
     next_run: str | None  # one line or None when unknown/paused
     waiting: int
     open_failures: int
+    untagged_waiting: int = 0  # of ``waiting``: expenses with no client in QuickBooks
     problems: tuple[str, ...] = field(default_factory=tuple)  # e.g. "choose the import account"
     webhooks: bool = True  # False: no QuickBooks webhooks here, changes come with scheduled runs
 

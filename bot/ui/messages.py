@@ -59,6 +59,7 @@ from hardcost.bot.ui.content import (
     StatusReport,
 )
 from hardcost.bot.ui.text import (
+    OPTION_TEXT,
     Mrkdwn,
     as_utc,
     clip,
@@ -80,6 +81,7 @@ from hardcost.bot.ui.text import (
     channel as channel_ref,
 )
 from hardcost.sync.report import REASONS, money
+from hardcost.sync.store import WaitReason
 from hardcost.sync.summary import RunSummary
 
 __all__ = [
@@ -239,6 +241,8 @@ def run_summary(summary: RunSummary, *, firm_name: str) -> Message:
     waiting = f"{summary.waiting:,} new"
     if summary.still_waiting:
         waiting += f", {summary.still_waiting:,} from earlier runs"
+    if summary.untagged_waiting:
+        waiting += f" ({summary.untagged_waiting:,} with no client)"
     failed = f"{summary.failed:,} new"
     if summary.still_failing:
         failed += f", {summary.still_failing:,} still open"
@@ -584,9 +588,23 @@ def failures_list(failures: Sequence[FailureNotice]) -> list[Message]:
 # matter and contact prompts
 
 
+NO_CUSTOMER_REASON = WaitReason.NO_CUSTOMER.value
+NO_CLIENT = "_none in QuickBooks_"
+NO_CLIENT_QUESTION = "No client on this expense: which matter?"
+
+
+def _untagged(p: Prompt) -> bool:
+    return p.reason == NO_CUSTOMER_REASON
+
+
+def _client(p: Prompt, limit: int = 200) -> str:
+    """The client as mrkdwn; an expense with no customer says so."""
+    return NO_CLIENT if _untagged(p) and not p.client else name(p.client, limit)
+
+
 def _prompt_fields(p: Prompt) -> list[Block]:
     fields = [f"*Amount*\n{money(p.amount)}", f"*Date*\n{day(p.txn_date)}",
-              f"*Client*\n{name(p.client, 200)}"]
+              f"*Client*\n{_client(p)}"]
     if p.payee:
         fields.append(f"*Payee*\n{name(p.payee, 200)}")
     if p.reference:
@@ -609,6 +627,11 @@ def _prompt_question(p: Prompt) -> tuple[str, str]:
     client = name(p.client, 200)
     amount = f"{money(p.amount)} on {day(p.txn_date)}"
     what = f"{amount} for {client}"
+    if _untagged(p):
+        return (f":mag: *{NO_CLIENT_QUESTION}*\n"
+                "Nobody tagged a customer on it in QuickBooks; search the firm's open and "
+                "pending matters by number, client or description.",
+                f"{NO_CLIENT_QUESTION} {amount}")
     if p.kind == "contact":
         if not p.choices:
             return (f":bust_in_silhouette: *No Clio contact matches {client}*\n"
@@ -636,7 +659,7 @@ def _confirmed_button(label: str, action_id: str, value: str, *, title: str, tex
 
 
 def _not_client_cost(p: Prompt) -> ButtonElement:
-    text = (f"{money(p.amount)} on {day(p.txn_date)} for {name(p.client, 80)} will not be "
+    text = (f"{money(p.amount)} on {day(p.txn_date)} for {_client(p, 80)} will not be "
             "imported into Clio, and this prompt closes.")
     return _confirmed_button("Not a client cost", ACTION_NOT_CLIENT_COST, str(p.id),
                              title="Not a client cost?", text=text,
@@ -657,7 +680,11 @@ def _prompt_actions(p: Prompt) -> list[Block]:
     elements: list[Any] = []
     note = None
     n = len(p.choices)
-    if 0 < n <= PROMPT_BUTTONS:
+    if _untagged(p):
+        elements.append(ExternalDataSelectElement(
+            action_id=ACTION_SEARCH_MATTER, placeholder="Search matters: number, client, …",
+            min_query_length=1))
+    elif 0 < n <= PROMPT_BUTTONS:
         for c in p.choices:
             label = name(c.label, 300) or "_(no name)_"
             if _suggested(p, c):
@@ -964,6 +991,24 @@ def matter_options(prompt_id: int, choices: Sequence[Choice], query: str,
     return out
 
 
+def _printable(text: str) -> str:
+    """Plain option text without control or format characters (bidi overrides, NULs)."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def matter_search_options(prompt_id: int,
+                          found: Sequence[tuple[Choice, str]]) -> list[dict[str, Any]]:
+    """Options for the search menu of an expense with no client: each matter (its number
+    and description) with its client as the option's description, at most 100, in the order
+    found. Option text is plain text: shown as written, never a mention or a link."""
+    out = []
+    for matter, client in found[:STATIC_OPTIONS]:
+        description = clip(one_line(_printable(client)), OPTION_TEXT) or None
+        out.append(option(_printable(matter.label), f"{prompt_id}:{matter.id}",
+                          description).to_dict())
+    return out
+
+
 def rules_list(rules: Sequence[RuleView]) -> list[Message]:
     """``/hardcost rules``: each matter rule with who made it, when, how often it was used,
     and its Remove button."""
@@ -1052,6 +1097,9 @@ SET_KEYS: tuple[tuple[str, str], ...] = (
                           "import account"),
     ("deletions delete|alert", "when a purchase is deleted or voided in QuickBooks: delete the "
                                "unbilled Clio entry, or only tell the channel"),
+    ("no-customer ask|skip", "import-account lines with no customer in QuickBooks: ask in "
+                             "Slack which matter (search over all open and pending matters), "
+                             "or skip them"),
     ("approvers @a @b | anyone", "who may change settings and answer prompts, besides "
                                  "workspace admins"),
     ("prompts each|digest", "one prompt per waiting expense (each), or one message a day "
@@ -1083,6 +1131,14 @@ def usage_error(problem: str, usage: str) -> Message:
     return Message(text=_fallback(f"{problem_text} Usage: {usage_text}"), blocks=blocks)
 
 
+def _waiting_count(status: StatusReport) -> str:
+    """"2" or "2 (1 with no client)"."""
+    text = f"{status.waiting:,}"
+    if status.untagged_waiting:
+        text += f" ({status.untagged_waiting:,} with no client)"
+    return text
+
+
 def status_blocks(status: StatusReport) -> Message:
     """``/hardcost status``: connections, channel, schedule, last/next run, waiting, failures,
     and anything that needs attention."""
@@ -1100,7 +1156,7 @@ def status_blocks(status: StatusReport) -> Message:
         f"*Schedule*\n{schedule}",
         f"*Last run*\n{name(status.last_run, 300) if status.last_run else 'never'}",
         f"*Next run*\n{next_run}",
-        f"*Waiting for a choice*\n{status.waiting:,}",
+        f"*Waiting for a choice*\n{_waiting_count(status)}",
         f"*Open failures*\n{status.open_failures:,}",
     ]
     blocks = [_header(f"hardcost — {one_line(status.firm_name)}"), _fields(fields)]
@@ -1118,7 +1174,8 @@ def status_blocks(status: StatusReport) -> Message:
         blocks.append(_section(f":warning: *Needs attention*\n{lines}"))
     text = (f"hardcost status for {name(status.firm_name)}: QuickBooks "
             f"{name(status.quickbooks, 200)}; Clio {name(status.clio, 200)}; "
-            f"{status.waiting:,} waiting; {plural(status.open_failures, 'open failure')}")
+            f"{_waiting_count(status)} waiting; "
+            f"{plural(status.open_failures, 'open failure')}")
     if status.paused:
         text += "; paused"
     return Message(text=_fallback(text), blocks=blocks)
