@@ -21,7 +21,6 @@ from typing import Any
 
 from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.sql.elements import ColumnElement
 
 from hardcost.sync.batches import chunks
 from hardcost.sync.clio import ClioClient, Matter
@@ -123,16 +122,16 @@ def refresh_if_stale(sessions: sessionmaker[Session], firm_id: int, clio: ClioCl
 def search(session: Session, firm_id: int, query: str,
            limit: int = SEARCH_LIMIT) -> list[MatterChoice]:
     """The firm's matters whose display number, client name or description contain every word
-    of ``query`` (any order, any case), at most ``limit``: display numbers starting with the
-    first word first, then by display number."""
+    of ``query`` (any order, any case), at most ``limit``: the display number equal to the
+    first word first, then those starting with it, then the rest, each by display number."""
     words = search_words(query)
     conditions = [CachedMatter.firm_id == firm_id]
     conditions += [CachedMatter.search_text.like(f"%{_like(w)}%", escape=_LIKE_ESCAPE)
                    for w in words]
-    order: list[ColumnElement[Any]] = [CachedMatter.number_key, CachedMatter.matter_id]
+    order: list[Any] = [CachedMatter.number_key, CachedMatter.matter_id]
     if words:
         prefix = CachedMatter.number_key.like(f"{_like(words[0])}%", escape=_LIKE_ESCAPE)
-        order.insert(0, case((prefix, 0), else_=1))
+        order.insert(0, case((CachedMatter.number_key == words[0], 0), (prefix, 1), else_=2))
     rows = session.execute(
         select(CachedMatter.matter_id, CachedMatter.display_number, CachedMatter.description,
                CachedMatter.client_name)
