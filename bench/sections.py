@@ -15,6 +15,8 @@ PROMPT_SECTION = "## Prompt load"
 """The heading (its start) of ``bench.prompt_load``'s section of ``docs/benchmarks.md``."""
 BACKFILL_SECTION = "## Backfill"
 """The heading (its start) of ``bench.backfill_bench``'s section of ``docs/benchmarks.md``."""
+MATTER_SEARCH_SECTION = "## Matter search"
+"""The heading (its start) of ``bench.matter_search_bench``'s section of ``docs/benchmarks.md``."""
 SCALE_SECTION = "## Scale"
 """The heading (its start) of ``bench.scale_bench``'s sections of ``docs/benchmarks.md``: one
 per number of firms (``## Scale: 10,000 firms …``), so that two sizes side by side show how the

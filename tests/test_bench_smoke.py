@@ -186,3 +186,26 @@ def test_the_slack_ack_benchmark_runs_over_http_and_socket_mode_in_one_run(
                                  "--out", str(out)]) == 0
     again = out.read_text(encoding="utf-8")
     assert "--requests 6" in again and _row(again, "Socket Mode: envelope sent → ack read")
+
+
+def test_the_matter_search_benchmark_runs_small_and_writes_only_its_section(
+        database_url: str, tmp_path: Path) -> None:
+    from bench import matter_search_bench
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
+
+    assert matter_search_bench.main(["--matters", "60", "--requests", "3", "--concurrency", "2",
+                                     "--database-url", database_url, "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert "## Figures\n\nkept" in report
+    assert "## Matter search (60 matters)" in report
+    assert "read 60 matters into the copy" in report
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
+            if line.startswith("| ") and not line.startswith("| Query")]
+    assert len(rows) == len(matter_search_bench.queries(60)) + 2
+    assert all(r[-1] == "0" for r in rows)  # every answer sane
+    by_kind = {r[0]: r for r in rows}
+    assert by_kind["one letter (matches nearly all)"][6] == "60"
+    assert by_kind["no match"][6] == "0"
