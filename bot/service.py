@@ -239,7 +239,8 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         user=next((u for u in users if u.id == settings.clio_user_id), None),
         user_options=tuple(users), schedule_minutes=settings.schedule_minutes,
         split_lines=settings.split_lines, item_lines=settings.item_lines,
-        deletions=settings.deletions, approvers=tuple(settings.approvers or []))
+        deletions=settings.deletions, approvers=tuple(settings.approvers or []),
+        no_customer=settings.no_customer)
 
 
 def to_trail_entry(row: AuditEntry) -> TrailEntry:

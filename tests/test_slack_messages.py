@@ -85,7 +85,7 @@ UPDATE = os.environ.get("HARDCOST_UPDATE_GOLDEN") == "1"
 ACTION_IDS = {v for k, v in vars(content).items() if k.startswith("ACTION_")}
 # the settings modal's inputs: action_id = block_id
 SETTINGS_IDS = {"channel", "start_date", "accounts", "category", "user", "schedule", "options",
-                "deletions", "approvers"}
+                "deletions", "no_customer", "approvers"}
 QBO = "https://app.qbo.intuit.com/app/expense?txnId=345"
 NOW = datetime(2026, 3, 9, 14, 30, tzinfo=UTC)
 
@@ -789,14 +789,14 @@ def test_settings_modal_shape() -> None:
     inputs = [b for b in view["blocks"] if b["type"] == "input"]
     assert [b["block_id"] for b in inputs] == ["channel", "start_date", "accounts", "category",
                                                "user", "schedule", "options", "deletions",
-                                               "approvers"]
+                                               "no_customer", "approvers"]
     assert all(b["element"]["action_id"] == b["block_id"] for b in inputs)
     types = {b["block_id"]: b["element"]["type"] for b in inputs}
     assert types == {"channel": "conversations_select", "start_date": "datepicker",
                      "accounts": "multi_static_select", "category": "static_select",
                      "user": "static_select", "schedule": "plain_text_input",
                      "options": "checkboxes", "deletions": "radio_buttons",
-                     "approvers": "multi_users_select"}
+                     "no_customer": "radio_buttons", "approvers": "multi_users_select"}
     optional = {b["block_id"] for b in inputs if b.get("optional")}
     assert {"category", "approvers", "options"} <= optional
     assert "private_metadata" not in view or not view["private_metadata"]
@@ -814,18 +814,19 @@ def test_settings_round_trip() -> None:
     assert values == {
         "channel": "C0HARDCOST", "start_date": "2026-01-01", "accounts": ["80", "81"],
         "category": "5", "user": "344", "schedule": "15", "split_lines": True,
-        "item_lines": False, "deletions": "alert", "approvers": ["U0JANE", "U0BOB"]}
+        "item_lines": False, "deletions": "alert", "no_customer": "ask",
+        "approvers": ["U0JANE", "U0BOB"]}
     # the whole view, or view["state"], are accepted too
     view = {"state": state_from_view(settings_modal(settings))}
     assert settings_values(view) == values
     bare = a_settings(account_options=(), category_options=(), category=None, user=None,
                       approvers=(), split_lines=False, item_lines=True, deletions="delete",
-                      channel_id=None, start_date=None, schedule_minutes=60)
+                      channel_id=None, start_date=None, schedule_minutes=60, no_customer="skip")
     assert settings_values(state_from_view(settings_modal(bare))) == {
         "channel": None, "start_date": None,
         "accounts": ["Reimbursable Expenses", "Court Fees"], "category": None,
         "user": "owner", "schedule": "60", "split_lines": False, "item_lines": True,
-        "deletions": "delete", "approvers": []}
+        "deletions": "delete", "no_customer": "skip", "approvers": []}
 
 
 def test_settings_modal_keeps_chosen_options_among_many() -> None:

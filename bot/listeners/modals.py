@@ -82,6 +82,7 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
         settings.split_lines = bool(values.get("split_lines"))
         settings.item_lines = bool(values.get("item_lines"))
         attempt("deletions", "deletions", values.get("deletions"))
+        attempt("no_customer", "no-customer", values.get("no_customer"))  # absent: kept
         settings.approvers = sorted({str(u) for u in values.get("approvers") or []})
         if errors:
             session.rollback()
@@ -94,7 +95,8 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
     return errors
 
 
-LOCAL_CHECKS = {"start_date": "start-date", "schedule": "schedule", "deletions": "deletions"}
+LOCAL_CHECKS = {"start_date": "start-date", "schedule": "schedule", "deletions": "deletions",
+                "no_customer": "no-customer"}
 
 
 def local_errors(values: dict[str, Any]) -> dict[str, str]:
@@ -176,6 +178,7 @@ def _as_submitted(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
         split_lines=bool(values.get("split_lines")),
         item_lines=bool(values.get("item_lines")),
         deletions=str(values.get("deletions") or form.deletions),
+        no_customer=str(values.get("no_customer") or form.no_customer),
         approvers=tuple(str(u) for u in values.get("approvers") or ()))
 
 

@@ -158,6 +158,7 @@ class SettingsForm:
     item_lines: bool
     deletions: str  # delete | alert
     approvers: tuple[str, ...]  # Slack user ids; empty = anyone
+    no_customer: str = "ask"  # ask | skip: import-account lines with no customer
 
 
 @dataclass(frozen=True)
