@@ -24,7 +24,7 @@ from tests.firmkit import Firm, make_firm, price
 
 
 def _text(message: dict[str, Any]) -> str:
-    return json.dumps(message.get("blocks") or []) + message.get("text", "")
+    return json.dumps(message.get("blocks") or [], ensure_ascii=False) + message.get("text", "")
 
 
 def _reply(rig: SlackRig, user: str, contains: str) -> dict[str, Any]:
@@ -342,3 +342,27 @@ def test_dry_run_counts_untagged_waits_and_writes_nothing(firm: Firm) -> None:
 
     assert summary.waiting == 1 and summary.untagged_waiting == 1
     assert firm.waiting() == [] and firm.entries() == []
+
+
+def test_reminders_digests_and_run_details_say_there_is_no_client() -> None:
+    from datetime import UTC, date, datetime
+
+    from hardcost.bot.ui.content import DigestClient, Prompt
+    from hardcost.bot.ui.messages import digest, prompt_reminder, run_details
+    from hardcost.sync.summary import WaitingItem
+
+    untagged = Prompt(id=9, kind="matter", reason="no_customer", amount=Decimal("19.99"),
+                      txn_date=date(2026, 2, 3), client="", payee="Copy Center", memo=None,
+                      reference="1044", qbo_url="https://qbo.example/1",
+                      waiting_since=datetime(2026, 2, 4, tzinfo=UTC))
+    reminder = prompt_reminder(untagged, now=datetime(2026, 2, 6, tzinfo=UTC))
+    assert "for _none in QuickBooks_" in _text({"blocks": reminder.blocks})
+    [page] = digest([DigestClient(client="", prompts=(untagged,))], on=date(2026, 2, 6))
+    assert "_none in QuickBooks_ — 1 expense, $19.99" in _text({"blocks": page.blocks})
+    summary = RunSummary(firm_id=1, run_id=2, dry_run=False,
+                         started_at=datetime(2026, 2, 6, tzinfo=UTC), waiting=1,
+                         untagged_waiting=1, waiting_items=[WaitingItem(
+                             "[qbo 1/2/-]", Decimal("19.99"), date(2026, 2, 3), "",
+                             "no_customer", 0, True)])
+    details = json.dumps([m.blocks for m in run_details(summary)], ensure_ascii=False)
+    assert "_none in QuickBooks_ — the expense has no customer in QuickBooks" in details

@@ -406,7 +406,9 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
     if sizes["waiting"]:
         rows = []
         for w in summary.waiting_items[: shown["waiting"]]:
-            row = (f"• {day(w.date)} · *{money(w.amount)}* · {name(w.customer, 80)} — "
+            client = name(w.customer, 80) or (NO_CLIENT if w.reason == NO_CUSTOMER_REASON
+                                              else "")
+            row = (f"• {day(w.date)} · *{money(w.amount)}* · {client} — "
                    f"{escape(REASONS.get(w.reason, w.reason))}")
             if w.choices:
                 row += f" ({w.choices:,} to choose from)"
@@ -830,7 +832,7 @@ def prompt_answered(prompt: Prompt, answer: PromptAnswer) -> Message:
 
 def prompt_reminder(prompt: Prompt, *, now: datetime) -> Message:
     """A thread reply under an unanswered prompt."""
-    what = f"{money(prompt.amount)} on {day(prompt.txn_date)} for {name(prompt.client, 200)}"
+    what = f"{money(prompt.amount)} on {day(prompt.txn_date)} for {_client(prompt)}"
     if prompt.waiting_since is None:
         return Message(text=_fallback(f"Still waiting for a choice: {what}"),
                        blocks=[_section(f":bell: Still waiting for a choice: {what}.")])
@@ -921,7 +923,8 @@ def _digest_client(part: DigestClient) -> list[Block]:
     lines = [_member_line(p) for p in part.prompts[:GROUP_LINES]]
     if count > GROUP_LINES:
         lines.append(f"…and {count - GROUP_LINES:,} more")
-    head = f"*{name(part.client, 200)}* — {plural(count, 'expense')}, {money(part.total)}"
+    client = f"*{name(part.client, 200)}*" if part.client else NO_CLIENT  # no customer
+    head = f"{client} — {plural(count, 'expense')}, {money(part.total)}"
     blocks = [_section(head + "\n" + "\n".join(lines))]
     if part.group is not None:
         blocks.extend(group_blocks(part.group, hint="The menu answers the expenses that "
