@@ -366,3 +366,56 @@ def test_reminders_digests_and_run_details_say_there_is_no_client() -> None:
                              "no_customer", 0, True)])
     details = json.dumps([m.blocks for m in run_details(summary)], ensure_ascii=False)
     assert "_none in QuickBooks_ — the expense has no customer in QuickBooks" in details
+
+
+def test_a_choice_for_an_untagged_expense_can_be_undone_and_asked_again(rig: SlackRig) -> None:
+    firm = rig.firm
+    _clients(firm)
+    _untagged(firm, "45.00")
+    rig.command("run")
+    prompt = _prompt(rig)
+    [row] = firm.waiting()
+    [option] = _options(rig, row.id, "lease")
+    _pick(rig, prompt, row.id, option["value"])
+    answered = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                        and "hc_undo_choice" in _text(m) and m, what="the Undo button")
+
+    rig.click(answered, "hc_undo_choice", value=str(row.id))
+
+    wait_for(lambda: firm.entries() == [], what="the entry deleted from Clio")
+    reopened = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                        and "No client on this expense" in _text(m)
+                        and "hc_search_matter" in _text(m) and m, what="the question again")
+    [again] = firm.waiting()
+    assert again.id == row.id
+    [other] = _options(rig, row.id, "employment")
+    _pick(rig, reopened, row.id, other["value"])
+    assert wait_for(lambda: firm.entries())[0]["matter"]["id"] == firm.matters["Employment"]
+
+
+def test_an_untagged_entry_follows_edits_and_voids_in_quickbooks(rig: SlackRig) -> None:
+    firm = rig.firm
+    _clients(firm)
+    purchase = _untagged(firm, "45.00")
+    rig.command("run")
+    prompt = _prompt(rig)
+    [row] = firm.waiting()
+    [option] = _options(rig, row.id, "estate")
+    _pick(rig, prompt, row.id, option["value"])
+    [entry] = wait_for(lambda: firm.entries(), what="the entry")
+
+    firm.later()
+    [line] = firm.qbo.purchases[purchase["Id"]]["Line"]
+    firm.qbo.update_purchase(purchase["Id"], lines=[{**line, "Amount": Decimal("54.00")}])
+    edited = firm.run()
+
+    assert edited.updated == 1 and edited.waiting == 0
+    [same] = firm.entries()
+    assert same["id"] == entry["id"] and price(same) == Decimal("54.00")
+    assert same["matter"]["id"] == firm.matters["Smith estate"]  # the person's choice stays
+
+    firm.later()
+    firm.qbo.void_purchase(purchase["Id"])
+    voided = firm.run()
+
+    assert voided.deleted == 1 and firm.entries() == [] and firm.waiting() == []
