@@ -549,13 +549,23 @@ class Importer:
             self._import_where_a_matter_appeared(state)
         if not dry_run:
             self._remember_contacts(state)
-        if not dry_run and state.asked_untagged:
+        if not dry_run and (state.asked_untagged or (state.summary.purchases_read
+                                                     and self._untagged_waiting())):
             self._refresh_matter_cache()
+
+    def _untagged_waiting(self) -> bool:
+        with self.sessions() as session:
+            return session.scalars(select(WaitingExpense.id).where(
+                WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
+                WaitingExpense.reason == WaitReason.NO_CUSTOMER.value).limit(1)).first() \
+                is not None
 
     def _refresh_matter_cache(self) -> None:
         """The search menu of an expense with no client offers the firm's open and pending
-        matters from a local copy; a run that asks such a question keeps it fresh. Clio
-        refusing leaves the copy as it was: the run's entries are written already."""
+        matters from a local copy; a run that asks such a question, or that reads purchases
+        while one is open, keeps it fresh (at most hourly: ``matter_cache``). A quiet run
+        (nothing read) asks nothing. Clio refusing leaves the copy as it was: the run's
+        entries are written already."""
         try:
             matter_cache.refresh_if_stale(self.sessions, self.firm_id, self.clio, self.clock)
         except ReconnectRequired:

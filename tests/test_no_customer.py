@@ -419,3 +419,19 @@ def test_an_untagged_entry_follows_edits_and_voids_in_quickbooks(rig: SlackRig) 
     voided = firm.run()
 
     assert voided.deleted == 1 and firm.entries() == [] and firm.waiting() == []
+
+
+def test_an_open_question_keeps_the_matter_copy_fresh_on_runs_that_read_purchases(
+        firm: Firm) -> None:
+    _clients(firm)
+    _untagged(firm, "10.00")
+    firm.run()
+    firm.clio.add_matter(firm.contacts["Acme Holdings"], description="Opened later")
+    firm.later(61)
+    firm.expense(("5.00", "Jane Smith"), doc_number="77")  # a client's expense, no question
+
+    firm.run()
+
+    with firm.sessions() as session:
+        assert [m.description for m in matter_cache.search(session, firm.id, "later")] == [
+            "Opened later"]
