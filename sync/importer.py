@@ -549,8 +549,9 @@ class Importer:
             self._import_where_a_matter_appeared(state)
         if not dry_run:
             self._remember_contacts(state)
-        if not dry_run and (state.asked_untagged or (state.summary.purchases_read
-                                                     and self._untagged_waiting())):
+        if not dry_run and state.clio_blocked is None and (
+                state.asked_untagged or (state.summary.purchases_read
+                                         and self._untagged_waiting())):
             self._refresh_matter_cache()
 
     def _untagged_waiting(self) -> bool:
