@@ -38,6 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench.sections import (
     BACKFILL_SECTION,
     FAULT_SECTION,
+    MATTER_SEARCH_SECTION,
     PROGRESS_SECTION,
     PROMPT_SECTION,
     SCALE_SECTION,
@@ -709,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     report = carry_over(out, render_report(results, command=command, database_shown=shown,
                                            args=args), [FAULT_SECTION, PROMPT_SECTION,
                                                         BACKFILL_SECTION, SCALE_SECTION,
-                                                        PROGRESS_SECTION])
+                                                        PROGRESS_SECTION,
+                                                        MATTER_SEARCH_SECTION])
     print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")

@@ -17,6 +17,8 @@ BACKFILL_SECTION = "## Backfill"
 """The heading (its start) of ``bench.backfill_bench``'s section of ``docs/benchmarks.md``."""
 PROGRESS_SECTION = "## Progress estimate"
 """The heading (its start) of ``bench.progress_bench``'s section of ``docs/benchmarks.md``."""
+MATTER_SEARCH_SECTION = "## Matter search"
+"""The heading (its start) of ``bench.matter_search_bench``'s section of ``docs/benchmarks.md``."""
 SCALE_SECTION = "## Scale"
 """The heading (its start) of ``bench.scale_bench``'s sections of ``docs/benchmarks.md``: one
 per number of firms (``## Scale: 10,000 firms …``), so that two sizes side by side show how the

@@ -22,8 +22,17 @@ def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> Mrkdwn:
 
     try:
         tracking = importer.qbo.tracks_expenses_by_customer()
-        verdict(tracking, "QuickBooks “Track expenses and items by customer” is "
-                + ("on" if tracking else "off: turn it on in Account and settings → Expenses"))
+        if tracking:
+            verdict(True, "QuickBooks “Track expenses and items by customer” is on: expenses "
+                    "can be tagged with a customer")
+        else:
+            then = ("each is asked about in Slack (which matter?)"
+                    if settings.no_customer != "skip"
+                    else "each is skipped (no-customer is set to skip)")
+            verdict(False, "QuickBooks “Track expenses and items by customer” is off, so "
+                    f"every expense arrives with no customer and {then}. Turn it on in "
+                    "QuickBooks under Account and settings → Expenses (plans below Plus "
+                    "do not have it)")
         accounts = {str(a["Id"]): a for a in importer.qbo.accounts()}
         chosen = settings.import_account_ids or []
         missing = [i for i in chosen if i not in accounts]

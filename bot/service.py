@@ -133,6 +133,9 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         for_payment = session.scalar(select(func.count()).select_from(WaitingExpense).where(
             WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
             WaitingExpense.reason == WaitReason.PAYMENT.value)) or 0
+        untagged = session.scalar(select(func.count()).select_from(WaitingExpense).where(
+            WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+            WaitingExpense.reason == WaitReason.NO_CUSTOMER.value)) or 0
         failures = session.scalar(select(func.count()).select_from(Failure).where(
             Failure.firm_id == firm_id, Failure.resolved_at.is_(None))) or 0
         unsent, given_up = undelivered(session, firm_id)
@@ -194,7 +197,8 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         else "not connected",
         channel_id=settings.slack_channel_id, paused=settings.paused,
         schedule_minutes=settings.schedule_minutes, last_run=last_line, next_run=next_line,
-        waiting=int(waiting), open_failures=int(failures), problems=tuple(problems),
+        waiting=int(waiting), untagged_waiting=int(untagged), open_failures=int(failures),
+        problems=tuple(problems),
         webhooks=bool(ctx.config.qbo_webhook_verifier), bills=settings.bills or "off",
         waiting_for_payment=int(for_payment),
         live=messages.live_line(live) if live is not None else None,
@@ -251,7 +255,7 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         user_options=tuple(users), schedule_minutes=settings.schedule_minutes,
         split_lines=settings.split_lines, item_lines=settings.item_lines,
         deletions=settings.deletions, approvers=tuple(settings.approvers or []),
-        bills=settings.bills or "off")
+        bills=settings.bills or "off", no_customer=settings.no_customer)
 
 
 def to_trail_entry(row: AuditEntry) -> TrailEntry:

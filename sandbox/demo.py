@@ -1,5 +1,6 @@
 """``hardcost demo``: a realistic small firm in the sandbox, imported, a choice made in Slack,
-a quiet run, then a purchase deleted in QuickBooks and its Clio entry removed; all printed.
+a quiet run, then a purchase deleted in QuickBooks and its Clio entry removed, and an expense with
+no customer given its matter through the search menu; all printed.
 
 Everything is real except the two services: the sandbox QuickBooks and Clio serve HTTP on
 loopback, the importer is the one ``hardcost serve`` runs, the database is a real SQLite file
@@ -238,6 +239,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         fourth = _demo_edit(world, demo, importer, rig, sessions, firm_id, first, out)
         fifth = _demo_rule(world, demo, importer, rig, sessions, firm_id, out, names)
         sixth = _demo_bill(world, demo, importer, rig, firm_id, out, names)
+        untagged = _demo_untagged(demo, rig, sessions, firm_id, out, names)
         out.write("Who put which cost where, and when? Anyone can ask: /hardcost history "
                   "last 6 (only they see the answer):\n\n")
         asked = len(rig.replies_to(rig.admin))
@@ -262,7 +264,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
     ok = not first.error and not second.error and second.imported == 0 and \
         not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1 \
         and not fifth.error and fifth.by_rule == 1 and not sixth.error \
-        and sixth.imported_bills == 1
+        and sixth.imported_bills == 1 and untagged
     return 0 if ok else 1
 
 
@@ -350,6 +352,41 @@ def _demo_bill(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: Sla
     for message in rig.channel_messages()[before:]:
         out.write(render(message, names=names) + "\n\n")
     return paid
+
+
+def _demo_untagged(demo: DemoFirm, rig: SlackRig, sessions: sessionmaker[Session],
+                   firm_id: int, out: TextIO, names: dict[str, str]) -> bool:
+    """The check with no customer on its line: asked about in the first run, its matter
+    picked through the search menu (an options request, then the pick), written to Clio."""
+    waiting = next(w for w in _waiting(sessions, firm_id) if w.amount == Decimal("19.99"))
+    prompt = wait_for(lambda: next((m for m in rig.prompts() if "19.99" in (m.get("text")
+                                                                           or "")), None),
+                      what="the prompt of the check with no customer")
+    out.write("Check 1044 ($19.99, binding supplies) has no customer on its line in QuickBooks "
+              "(card and bank-feed imports often arrive that way). Clio's own import skips "
+              "it; hardcost asked in the channel, with a search over every open and pending "
+              "matter of the firm:\n\n")
+    out.write(render(prompt, names=names) + "\n\n")
+    response = rig.options(f"hc_prompt:{waiting.id}", "hc_search_matter", "smith")
+    options = response.json().get("options") or []
+    out.write("Sam types \"smith\" in the menu; the app answers from its copy of the firm's "
+              "matters:\n")
+    for option in options:
+        client = (option.get("description") or {}).get("text") or ""
+        out.write(f"  • {option['text']['text']}" + (f" ({client})" if client else "") + "\n")
+    if not options:
+        out.write("  (nothing found)\n")
+        return False
+    before = len(demo.account.activities)
+    rig.click(prompt, "hc_search_matter", selected=options[0]["value"],
+              block_id=f"hc_prompt:{waiting.id}")
+    wait_for(lambda: len(demo.account.activities) == before + 1,
+             what="the untagged expense's entry in Clio")
+    updated = wait_for(lambda: (m := rig.ws.message(rig.channel, prompt["ts"]))
+                       and m["updated"] and m, what="the prompt updated")
+    out.write(f"…and picks {options[0]['text']['text']}:\n\n")
+    out.write(render(updated, names=names) + "\n\n")
+    return True
 
 
 def _demo_edit(world: SandboxWorld, demo: Any, importer: Importer, rig: SlackRig,

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hardcost.sync import audit, suggestions
+from hardcost.sync import audit, matter_cache, suggestions
 from hardcost.sync.clio import Contact, Matter
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import AlreadyImported, Importer
@@ -87,17 +87,30 @@ def _matter_choices(row: WaitingExpense) -> dict[int, dict[str, Any]]:
     return {int(c["id"]): c for c in row.candidates if c.get("kind") == "matter"}
 
 
+def _matter_choice(importer: Importer, row: WaitingExpense,
+                   matter_id: int) -> dict[str, Any] | None:
+    """The chosen matter when it is one the prompt offers: one of its candidates, or, for an
+    expense with no client, any of the firm's open and pending matters (its search menu)."""
+    if row.reason == WaitReason.NO_CUSTOMER.value:
+        with importer.sessions() as session:
+            found = matter_cache.cached_matter(session, importer.firm_id, matter_id)
+        if found is None:
+            return None
+        return {"kind": "matter", "id": found.id, "display_number": found.display_number,
+                "description": found.description}
+    return _matter_choices(row).get(matter_id)
+
+
 def choose_matter(importer: Importer, waiting_id: int, matter_id: int,
                   user_id: str) -> ChoiceResult:
     """Write the waiting expense to Clio on ``matter_id`` (one of its candidates)."""
     row = _claim(importer, waiting_id, user_id)
     if row is None:
         return _answered(importer, waiting_id)
-    candidates = _matter_choices(row)
-    if matter_id not in candidates:
+    chosen = _matter_choice(importer, row, matter_id)
+    if chosen is None:
         _release(importer, waiting_id)
         return ChoiceResult("refused", "That matter is not one of this expense's choices.")
-    chosen = candidates[matter_id]
     label = matter_label(str(chosen.get("display_number") or ""),
                          str(chosen.get("description") or ""))
     entry = PlannedEntry.from_json(row.entry)

@@ -58,6 +58,7 @@ class Matter:
     description: str
     status: str
     client_id: int | None
+    client_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ def _matter(row: Mapping[str, Any]) -> Matter:
     client = row.get("client") or {}
     return Matter(_id(row["id"]), str(row.get("display_number") or ""),
                   str(row.get("description") or ""), str(row.get("status") or ""),
-                  _id(client["id"]) if client.get("id") is not None else None)
+                  _id(client["id"]) if client.get("id") is not None else None,
+                  str(client.get("name") or ""))
 
 
 def _activity(row: Mapping[str, Any]) -> Activity:
@@ -295,6 +297,16 @@ class ClioClient:
         rows, complete = self._listed_within(
             "matters.json", {"status": "open,pending", "fields": MATTER_FIELDS}, max_pages)
         return shaped(SERVICE, "its matters", lambda: [_matter(r) for r in rows]), complete
+
+    def open_matters_upto(self, limit: int) -> tuple[list[Matter], bool]:
+        """The first ``limit`` open and pending matters (by id), and whether that is all."""
+        rows: list[dict[str, Any]] = []
+        for row in self._paged("matters.json", {"status": "open,pending",
+                                                "fields": MATTER_FIELDS}):
+            if len(rows) == limit:
+                return shaped(SERVICE, "its matters", lambda: [_matter(r) for r in rows]), False
+            rows.append(row)
+        return shaped(SERVICE, "its matters", lambda: [_matter(r) for r in rows]), True
 
     def search_contacts(self, text: str) -> list[Contact]:
         return shaped(SERVICE, "a search of contacts", lambda: [

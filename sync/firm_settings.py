@@ -39,6 +39,7 @@ USAGE = {
     "item-lines": "/hardcost set item-lines on|off",
     "deletions": "/hardcost set deletions delete|alert",
     "bills": "/hardcost set bills off|on-entry|on-payment",
+    "no-customer": "/hardcost set no-customer ask|skip",
     "approvers": "/hardcost set approvers @someone @someone-else | anyone",
     "prompts": "/hardcost set prompts each|digest",
     "digest-hour": "/hardcost set digest-hour <0-23>",
@@ -216,6 +217,13 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
     if key == "bills":
         settings.bills = raw.lower()
         return BILLS_SAID[settings.bills]
+    if key == "no-customer":
+        settings.no_customer = raw.lower()
+        if settings.no_customer == "ask":
+            return ("Import-account lines with no customer now wait, and Slack asks which "
+                    "matter they are for (a search over all open and pending matters).")
+        return ("Import-account lines with no customer are now skipped, with the reason in the "
+                "run's details.")
     if key == "approvers":
         if raw.lower() == "anyone":
             settings.approvers = []
@@ -250,6 +258,7 @@ SETTING_FIELDS = {
     "category": "expense_category_id", "user": "clio_user_id", "schedule": "schedule_minutes",
     "split-lines": "split_lines", "item-lines": "item_lines", "deletions": "deletions",
     "bills": "bills",
+    "no-customer": "no_customer",
     "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
     "timezone": "timezone",
 }
@@ -346,6 +355,8 @@ def check_value(key: str, raw: str) -> None:
         raise SettingError(f"“{raw}” is neither delete nor alert.", key)
     elif key == "bills" and raw.lower() not in BILLS_MODES:
         raise SettingError(f"“{raw}” is not off, on-entry or on-payment.", key)
+    elif key == "no-customer" and raw.lower() not in {"ask", "skip"}:
+        raise SettingError(f"“{raw}” is neither ask nor skip.", key)
     elif key in {"split-lines", "item-lines"}:
         _on_off(raw, key)
     elif key == "prompts" and raw.lower() not in {"each", "digest"}:

@@ -33,7 +33,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync import audit, matter_rules, suggestions
+from hardcost.sync import audit, matter_cache, matter_rules, suggestions
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.bills import (
@@ -61,6 +61,7 @@ from hardcost.sync.metrics import ENTRIES, FAILURES, RUN_SECONDS, RUNS
 from hardcost.sync.qbo import PAGE_SIZE, QboClient, instant, transaction_url
 from hardcost.sync.removals import REMOVALS_STREAM, Removals, note_removals
 from hardcost.sync.rules import (
+    NO_CUSTOMER,
     ImportRules,
     LineFailure,
     PlannedEntry,
@@ -163,6 +164,8 @@ class _RunState:
     items_asked: set[str] = field(default_factory=set)  # item ids QuickBooks was asked about
     awaiting_payment: set[str] = field(default_factory=set)
     """Bills read this run that are not fully paid (``bills on-payment``): new entries wait."""
+    asked_untagged: bool = False  # an expense with no customer waits: the matter search needs
+    # the firm's matters (``matter_cache``)
 
 
 class _OneConnection(sessionmaker[Session]):
@@ -662,6 +665,30 @@ class Importer:
             self._import_where_a_matter_appeared(state)
         if not dry_run:
             self._remember_contacts(state)
+        if not dry_run and state.clio_blocked is None and (
+                state.asked_untagged or (state.summary.purchases_read
+                                         and self._untagged_waiting())):
+            self._refresh_matter_cache()
+
+    def _untagged_waiting(self) -> bool:
+        with self.sessions() as session:
+            return session.scalars(select(WaitingExpense.id).where(
+                WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
+                WaitingExpense.reason == WaitReason.NO_CUSTOMER.value).limit(1)).first() \
+                is not None
+
+    def _refresh_matter_cache(self) -> None:
+        """The search menu of an expense with no client offers the firm's open and pending
+        matters from a local copy; a run that asks such a question, or that reads purchases
+        while one is open, keeps it fresh (at most hourly: ``matter_cache``). A quiet run
+        (nothing read) asks nothing. Clio refusing leaves the copy as it was: the run's
+        entries are written already."""
+        try:
+            matter_cache.refresh_if_stale(self.sessions, self.firm_id, self.clio, self.clock)
+        except ReconnectRequired:
+            raise
+        except ApiError as exc:
+            log.warning("the firm's matters could not be read for the search menu: %s", exc)
 
     def _follow_edit(self, state: _RunState, entry: PlannedEntry, link: EntryLink,
                      dry_run: bool) -> None:
@@ -786,12 +813,22 @@ class Importer:
         return ImportRules(start_date=settings.start_date, import_account_ids=accounts,
                            split_lines=bool(settings.split_lines),
                            item_lines=bool(settings.item_lines),
-                           item_expense_accounts=dict(item_accounts))
+                           item_expense_accounts=dict(item_accounts),
+                           ask_without_customer=settings.no_customer != "skip")
 
     # -- resolving and writing -------------------------------------------------------------
 
     def _resolve_and_write(self, state: _RunState, entries: list[PlannedEntry],
                            dry_run: bool) -> None:
+        untagged = [e for e in entries if e.key.customer_id == NO_CUSTOMER]
+        if untagged:
+            # No customer, so no contact to match: a person picks among all the firm's matters.
+            entries = [e for e in entries if e.key.customer_id != NO_CUSTOMER]
+            state.to_write += len(untagged)
+            for entry in untagged:
+                self._wait(state, entry, Resolution(reason=WaitReason.NO_CUSTOMER), dry_run)
+                state.handled += 1
+            state.asked_untagged = True
         if not entries:
             return
         resolver = state.resolver
@@ -1261,6 +1298,8 @@ class Importer:
                 summary.waiting_for_payment += resolution.reason == WaitReason.PAYMENT
             else:
                 summary.still_waiting += 1
+            if resolution.reason == WaitReason.NO_CUSTOMER:
+                summary.untagged_waiting += 1
             keep(summary.waiting_items, WaitingItem(
                 entry.marker, entry.amount, entry.date, entry.customer_name,
                 resolution.reason.value, len(resolution.candidates), new))

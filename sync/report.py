@@ -13,6 +13,7 @@ REASONS = {
     "several_matters": "the client has several open matters",
     "no_matter": "the client has no open or pending matter yet",
     "payment": "a Bill not fully paid yet: it imports by itself once paid",
+    "no_customer": "the expense has no customer in QuickBooks",
 }
 
 
@@ -37,6 +38,9 @@ def render_summary(summary: RunSummary) -> str:
         f"waiting {summary.waiting}, failed {summary.failed}, skipped {summary.skipped} "
         f"— {summary.purchases_read} purchases read in {summary.duration_s:.1f}s",
     ]
+    if summary.untagged_waiting:
+        lines.append(f"  of those waiting, {summary.untagged_waiting} with no client in "
+                     "QuickBooks (someone picks the matter in Slack)")
     if summary.unchanged:
         lines.append(f"  {summary.unchanged} already in Clio, left as they are")
     if summary.still_waiting or summary.still_failing:

@@ -31,6 +31,11 @@ ITEM_LINE = "ItemBasedExpenseLineDetail"
 IGNORED_DETAIL_TYPES = frozenset({"TaxLineDetail", "SubTotalLineDetail", "DescriptionOnly",
                                   "DiscountLineDetail"})
 
+NO_CUSTOMER = "-"
+"""The customer id in the key (and note marker) of an entry whose lines carry no customer:
+``[qbo <realm>/<purchase id>/-[/<line id>]]``. QuickBooks ids are digits, so it never names a
+real customer, and the marker stays unique and findable in Clio."""
+
 ITEM_DETAILS_MESSAGE = ("Item details are not supported — re-enter this line under Category "
                         "details in QuickBooks")
 
@@ -45,6 +50,9 @@ class ImportRules:
     item_lines: bool = False
     item_expense_accounts: Mapping[str, str] = field(default_factory=dict)
     """Item id → its expense account id; consulted only when ``item_lines`` is on."""
+    ask_without_customer: bool = False
+    """``no-customer ask``: import-account lines with no customer become entries keyed by
+    :data:`NO_CUSTOMER` (they wait for a person to pick the matter) instead of skips."""
 
 
 @dataclass(frozen=True)
@@ -316,7 +324,10 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
         if group.failed:
             continue
         key = QboKey(realm_id, purchase_id, group.customer_id, group.line_id)
-        who = f"{label} for {group.customer_name or 'customer ' + group.customer_id}"
+        if group.customer_id == NO_CUSTOMER:
+            who = f"{label} (no customer)"
+        else:
+            who = f"{label} for {group.customer_name or 'customer ' + group.customer_id}"
         try:
             amount = home_amount(group.amount, exchange_rate)
         except ArithmeticError:
@@ -411,9 +422,11 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
     if not account_ok:
         return  # another account: not a client cost
     if customer is None:
-        plan.skips.append(Skip(purchase_id, f"{line_label} is in the import account but has "
-                               "no customer, so no matter can be charged", "", line_id))
-        return
+        if not rules.ask_without_customer:
+            plan.skips.append(Skip(purchase_id, f"{line_label} is in the import account but "
+                                   "has no customer, so no matter can be charged", "", line_id))
+            return
+        customer = (NO_CUSTOMER, "")  # waits for a person to pick the matter
     group = _group(groups, customer, line_id, rules)
     try:
         amount = to_amount(line.get("Amount"), line_label)

@@ -92,6 +92,7 @@ class WaitReason(enum.StrEnum):
     PAYMENT = "payment"
     """A Bill (``bills on-payment``) not fully paid yet: nobody is asked; it imports by itself
     once paid."""
+    NO_CUSTOMER = "no_customer"  # no customer on the lines: any open or pending matter
 
 
 class Firm(Base):
@@ -131,6 +132,10 @@ class FirmSettings(Base):
     prompts: Mapped[str] = mapped_column(String(10), default="each")  # each | digest
     digest_hour: Mapped[int] = mapped_column(Integer, default=9)  # 0-23, in ``timezone``
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")  # an IANA name
+    no_customer: Mapped[str] = mapped_column(String(10), default="ask")  # ask | skip
+    matters_cached_at: Mapped[datetime | None] = mapped_column()
+    """When ``matter_cache`` last held every open and pending Clio matter of the firm
+    (``hardcost.sync.matter_cache``); None = never read."""
     digest_sent_on: Mapped[date | None] = mapped_column(Date)
     """The firm's local day whose digest was sent (claimed with the post, in one transaction):
     a restart, a second replica or a second tick that day sends nothing more."""
@@ -452,6 +457,29 @@ class PromptGroup(Base):
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the choice did
     slack_channel: Mapped[str | None] = mapped_column(String(40))
     slack_ts: Mapped[str | None] = mapped_column(String(40))
+
+
+class CachedMatter(Base):
+    """One of the firm's open or pending Clio matters, kept so that a person searching for
+    the matter of an expense with no client is answered within Slack's 3 seconds without
+    asking Clio (``hardcost.sync.matter_cache``)."""
+
+    __tablename__ = "matter_cache"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "matter_id", name="uq_matter_cache_firm_matter"),
+        Index("ix_matter_cache_firm_number", "firm_id", "number_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    matter_id: Mapped[int] = mapped_column(BigInteger)
+    display_number: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(300))
+    client_name: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(20))
+    number_key: Mapped[str] = mapped_column(String(100))  # display number, case-folded
+    search_text: Mapped[str] = mapped_column(String(720))
+    """Display number, client name and description, case-folded: what a search matches."""
 
 
 class MatterRule(Base):

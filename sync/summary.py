@@ -150,6 +150,7 @@ class RunSummary:
     skipped: int = 0
     unchanged: int = 0  # already in Clio
     still_waiting: int = 0  # re-checked, still waiting for the same choice
+    untagged_waiting: int = 0  # of waiting and still_waiting: expenses with no client
     still_failing: int = 0  # the same open failure seen again
     purchases_read: int = 0
     deleted: int = 0  # Clio entries deleted because their purchase left QuickBooks
@@ -216,6 +217,7 @@ class RunSummary:
             "kept": self.kept,
             "unchanged": self.unchanged,
             "still_waiting": self.still_waiting,
+            **({"untagged_waiting": self.untagged_waiting} if self.untagged_waiting else {}),
             "still_failing": self.still_failing,
             "qbo_calls": self.qbo_calls,
             "clio_calls": self.clio_calls,

@@ -218,3 +218,26 @@ def test_progress_bench_compares_the_estimate_with_the_time_really_left(tmp_path
     assert 0 < done <= of
     assert halfway[2].endswith(" min")  # the time really left, measured
     assert "within ±20%" in halfway[4]
+
+
+def test_the_matter_search_benchmark_runs_small_and_writes_only_its_section(
+        database_url: str, tmp_path: Path) -> None:
+    from bench import matter_search_bench
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
+
+    assert matter_search_bench.main(["--matters", "60", "--requests", "3", "--concurrency", "2",
+                                     "--database-url", database_url, "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert "## Figures\n\nkept" in report
+    assert "## Matter search (60 matters)" in report
+    assert "read 60 matters into the copy" in report
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()
+            if line.startswith("| ") and not line.startswith("| Query")]
+    assert len(rows) == len(matter_search_bench.queries(60)) + 2
+    assert all(r[-1] == "0" for r in rows)  # every answer sane
+    by_kind = {r[0]: r for r in rows}
+    assert by_kind["one letter (matches nearly all)"][6] == "60"
+    assert by_kind["no match"][6] == "0"

@@ -33,7 +33,8 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
 
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "Run 1: imported 5 ($1,197.10), waiting 3, failed 1, skipped 2" in out
+    # waiting 4: three matter or contact questions, and check 1044, whose line has no customer
+    assert "Run 1: imported 5 ($1,197.10), waiting 4, failed 1, skipped 1" in out
     assert "Item details are not supported" in out
     assert "finds nothing new" in out and "Run 2: imported 0" in out
     assert "What #costs sees in Slack" in out and "Which matter is this expense for?" in out
@@ -50,7 +51,11 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
     assert "imported 1 ($1,850.00, 1 from Bills)" in out  # once paid
     assert "2026-11-04  $1,850.00  Jane Smith" in out  # dated the payment
     assert "imported 1 expense (1 from Bills) into Clio" in out  # the channel's summary
-    assert "Clio now holds 8 hard-cost entries" in out  # 5, a choice, a rule's, a Bill's
+    assert "No client on this expense: which matter?" in out
+    assert "• 00001 Smith – Estate of Harold Smith (Jane Smith)" in out  # the search's answer
+    assert "Linked to 00001 Smith – Estate of Harold Smith by @Sam Staff" in out
+    # 5, a choice, a rule's import, the expense with no customer, a Bill's
+    assert "Clio now holds 9 hard-cost entries" in out
     assert "Traceback" not in result.stderr
 
 

@@ -130,6 +130,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "expiry_warning": lambda: messages.expiry_warning(HOSTILE, "quickbooks",
                                                       datetime(2026, 4, 1)),
     "home": lambda: home_view(poison(STATUS)),
+    "prompt_no_customer": lambda: messages.prompt(poison(dataclasses.replace(
+        PROMPT, reason="no_customer", choices=()))),
     "settings_modal": lambda: settings_modal(poison(SETTINGS)),
     "settings_modal_refused": lambda: settings_modal(poison(SETTINGS), problems={
         "category": HOSTILE, HOSTILE: HOSTILE}),

@@ -106,8 +106,21 @@ def test_rule_2_3_lines_in_other_accounts_are_ignored(firm: Firm) -> None:
     assert [price(e) for e in firm.entries()] == [Decimal("50.00")]
 
 
-def test_rule_2_3_import_account_line_without_customer_is_skipped_with_reason(
+def test_rule_2_3_import_account_line_without_customer_waits_for_a_matter_by_default(
         firm: Firm) -> None:
+    firm.qbo.add_purchase(doc_number="311", lines=[
+        account_line("19.99", firm.import_account, description="Binding")])
+
+    summary = firm.run()
+
+    assert summary.skipped == 0 and summary.imported == 0 and summary.waiting == 1
+    [row] = firm.waiting()
+    assert row.reason == "no_customer" and row.amount == Decimal("19.99")
+
+
+def test_rule_2_3_import_account_line_without_customer_is_skipped_with_reason_with_skip(
+        firm: Firm) -> None:
+    firm.update_settings(no_customer="skip")
     firm.qbo.add_purchase(doc_number="311", lines=[
         account_line("19.99", firm.import_account, description="Binding")])
 

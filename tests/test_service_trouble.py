@@ -323,6 +323,7 @@ def test_unknown_line_detail_type_is_a_failure(firm: Firm) -> None:
 
 
 def test_absent_customer_ref_is_skipped_with_reason(firm: Firm) -> None:
+    firm.update_settings(no_customer="skip")  # (with the default, ask, it waits: below)
     purchase = firm.expense(("10.00", "Jane Smith"))
     del purchase["Line"][0]["AccountBasedExpenseLineDetail"]["CustomerRef"]
     firm.qbo.put_purchase_raw(purchase)
@@ -330,6 +331,16 @@ def test_absent_customer_ref_is_skipped_with_reason(firm: Firm) -> None:
     summary = firm.run()
 
     assert summary.skipped == 1 and "no customer" in summary.skips[0]
+
+
+def test_absent_customer_ref_waits_for_a_matter_by_default(firm: Firm) -> None:
+    purchase = firm.expense(("10.00", "Jane Smith"))
+    del purchase["Line"][0]["AccountBasedExpenseLineDetail"]["CustomerRef"]
+    firm.qbo.put_purchase_raw(purchase)
+
+    summary = firm.run()
+
+    assert summary.skipped == 0 and summary.waiting == 1 and summary.untagged_waiting == 1
 
 
 def test_failure_fixed_in_quickbooks_is_resolved_and_imported(firm: Firm) -> None:

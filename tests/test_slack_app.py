@@ -658,8 +658,12 @@ def test_settings_modal_opens_and_saves(rig: SlackRig) -> None:
             {"value": "split_lines"}]}},
         "deletions": {"deletions": {"type": "radio_buttons", "selected_option": {
             "value": "alert"}}},
+        "no_customer": {"no_customer": {"type": "radio_buttons", "selected_option": {
+            "value": "skip"}}},
         "approvers": {"approvers": {"type": "multi_users_select", "selected_users": []}},
     }
+    wait_for(lambda: '"no_customer"' in json.dumps(rig.ws.views.get(view["id"])),
+             what="the filled form, which offers no-customer")
 
     response = rig.submit_view(view, values)
 
@@ -672,6 +676,7 @@ def test_settings_modal_opens_and_saves(rig: SlackRig) -> None:
     settings = _settings(rig)
     assert settings.start_date == date(2025, 9, 1) and settings.schedule_minutes == 30
     assert settings.split_lines and settings.deletions == "alert"
+    assert settings.no_customer == "skip"
 
 
 @pytest.mark.both_transports

@@ -54,6 +54,7 @@ from hardcost.bot.ui.messages import (
     failures_list,
     help_message,
     matter_options,
+    matter_search_options,
     notice,
     pending_list,
     prompt,
@@ -84,7 +85,7 @@ UPDATE = os.environ.get("HARDCOST_UPDATE_GOLDEN") == "1"
 ACTION_IDS = {v for k, v in vars(content).items() if k.startswith("ACTION_")}
 # the settings modal's inputs: action_id = block_id
 SETTINGS_IDS = {"channel", "start_date", "accounts", "category", "user", "schedule", "options",
-                "deletions", "bills", "approvers"}
+                "deletions", "bills", "no_customer", "approvers"}
 QBO = "https://app.qbo.intuit.com/app/expense?txnId=345"
 NOW = datetime(2026, 3, 9, 14, 30, tzinfo=UTC)
 
@@ -304,6 +305,7 @@ GOLDEN_CASES: dict[str, Any] = {
     "prompt_matter_buttons": lambda: prompt(a_prompt()),
     "prompt_matter_static": lambda: prompt(a_prompt(choices=matters(6))),
     "prompt_matter_search": lambda: prompt(a_prompt(choices=matters(101))),
+    "prompt_no_customer": lambda: prompt(a_prompt(reason="no_customer", choices=(), client="")),
     "prompt_no_matter": lambda: prompt(a_prompt(reason="no_matter", choices=(), memo=None,
                                                 payee=None, reference=None)),
     "prompt_contact_several": lambda: prompt(a_prompt(
@@ -349,6 +351,11 @@ GOLDEN_CASES: dict[str, Any] = {
                       "00042 Smith v. Jones", 981, "Acme Couriers → Smith, John", "U0JANE")],
         waiting_items=[], failures=[], skips=[])),
     "matter_options": lambda: matter_options(7, matters(12), "(1"),
+    "matter_search_options": lambda: matter_search_options(7, [
+        (Choice(42, "00042 Smith v. Jones"), "Smith, John"),
+        (Choice(43, "00043 " + "A very long description " * 5), "Acme\nHoldings\u202e"),
+        (Choice(44, ""), "")]),
+    "status_untagged": lambda: status_blocks(a_status(waiting=3, untagged_waiting=1)),
     "help": help_message,
     "usage_error": lambda: usage_error("“soon” is not a date.",
                                        "/hardcost set start-date YYYY-MM-DD"),
@@ -394,7 +401,7 @@ def test_golden(name: str) -> None:
 def test_every_golden_case_is_within_limits() -> None:
     for name, build in GOLDEN_CASES.items():
         out = build()
-        if name == "matter_options":
+        if name in ("matter_options", "matter_search_options"):
             continue
         if isinstance(out, dict):
             check_blocks(out["blocks"], limit=100, surface="modal" if out["type"] == "modal"
@@ -794,14 +801,15 @@ def test_settings_modal_shape() -> None:
     inputs = [b for b in view["blocks"] if b["type"] == "input"]
     assert [b["block_id"] for b in inputs] == ["channel", "start_date", "accounts", "category",
                                                "user", "schedule", "options", "deletions",
-                                               "bills", "approvers"]
+                                               "bills", "no_customer", "approvers"]
     assert all(b["element"]["action_id"] == b["block_id"] for b in inputs)
     types = {b["block_id"]: b["element"]["type"] for b in inputs}
     assert types == {"channel": "conversations_select", "start_date": "datepicker",
                      "accounts": "multi_static_select", "category": "static_select",
                      "user": "static_select", "schedule": "plain_text_input",
                      "options": "checkboxes", "deletions": "radio_buttons",
-                     "bills": "radio_buttons", "approvers": "multi_users_select"}
+                     "bills": "radio_buttons", "no_customer": "radio_buttons",
+                     "approvers": "multi_users_select"}
     optional = {b["block_id"] for b in inputs if b.get("optional")}
     assert {"category", "approvers", "options"} <= optional
     assert "private_metadata" not in view or not view["private_metadata"]
@@ -819,19 +827,20 @@ def test_settings_round_trip() -> None:
     assert values == {
         "channel": "C0HARDCOST", "start_date": "2026-01-01", "accounts": ["80", "81"],
         "category": "5", "user": "344", "schedule": "15", "split_lines": True,
-        "item_lines": False, "deletions": "alert", "bills": "off",
+        "item_lines": False, "deletions": "alert", "bills": "off", "no_customer": "ask",
         "approvers": ["U0JANE", "U0BOB"]}
     # the whole view, or view["state"], are accepted too
     view = {"state": state_from_view(settings_modal(settings))}
     assert settings_values(view) == values
     bare = a_settings(account_options=(), category_options=(), category=None, user=None,
                       approvers=(), split_lines=False, item_lines=True, deletions="delete",
-                      bills="on-payment", channel_id=None, start_date=None, schedule_minutes=60)
+                      bills="on-payment", channel_id=None, start_date=None, schedule_minutes=60,
+                      no_customer="skip")
     assert settings_values(state_from_view(settings_modal(bare))) == {
         "channel": None, "start_date": None,
         "accounts": ["Reimbursable Expenses", "Court Fees"], "category": None,
         "user": "owner", "schedule": "60", "split_lines": False, "item_lines": True,
-        "deletions": "delete", "bills": "on-payment", "approvers": []}
+        "deletions": "delete", "bills": "on-payment", "no_customer": "skip", "approvers": []}
 
 
 def test_settings_modal_keeps_chosen_options_among_many() -> None:

@@ -47,7 +47,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.bot.ui.text import md, mention
 from hardcost.bot.ui.trail import history
-from hardcost.sync import audit, choices, matter_rules, oauth, prompt_groups, undo
+from hardcost.sync import audit, choices, matter_cache, matter_rules, oauth, prompt_groups, undo
 from hardcost.sync.choices import ChoiceResult
 from hardcost.sync.importer import SHUTDOWN
 from hardcost.sync.leases import RunStop
@@ -61,8 +61,9 @@ from hardcost.sync.store import (
     PromptGroup,
     SlackOutbox,
     WaitingExpense,
+    WaitReason,
 )
-from hardcost.sync.summary import RunSummary
+from hardcost.sync.summary import RunSummary, matter_label
 
 log = logging.getLogger(__name__)
 
@@ -231,6 +232,13 @@ def register(app: App, ctx: BotContext) -> None:
         with ctx.sessions() as session:
             row = session.get(WaitingExpense, waiting_id)
             assert row is not None
+            if row.reason == WaitReason.NO_CUSTOMER.value:
+                # Any of the firm's open and pending matters: searched in the local copy.
+                found = matter_cache.search(session, firm_id, str(payload.get("value") or ""))
+                ack(options=messages.matter_search_options(waiting_id, [
+                    (Choice(m.id, matter_label(m.display_number, m.description)),
+                     m.client_name) for m in found]))
+                return
             view = to_prompt(row, sandbox_links=ctx.sandbox_links)
         ack(options=messages.matter_options(waiting_id, view.choices,
                                             str(payload.get("value") or ""),

@@ -83,6 +83,7 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
         settings.item_lines = bool(values.get("item_lines"))
         attempt("deletions", "deletions", values.get("deletions"))
         attempt("bills", "bills", values.get("bills"))
+        attempt("no_customer", "no-customer", values.get("no_customer"))  # absent: kept
         settings.approvers = sorted({str(u) for u in values.get("approvers") or []})
         if errors:
             session.rollback()
@@ -96,7 +97,7 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
 
 
 LOCAL_CHECKS = {"start_date": "start-date", "schedule": "schedule", "deletions": "deletions",
-                "bills": "bills"}
+                "bills": "bills", "no_customer": "no-customer"}
 
 
 def local_errors(values: dict[str, Any]) -> dict[str, str]:
@@ -179,6 +180,7 @@ def _as_submitted(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
         item_lines=bool(values.get("item_lines")),
         deletions=str(values.get("deletions") or form.deletions),
         bills=str(values.get("bills") or form.bills),
+        no_customer=str(values.get("no_customer") or form.no_customer),
         approvers=tuple(str(u) for u in values.get("approvers") or ()))
 
 

@@ -161,6 +161,7 @@ class SettingsForm:
     deletions: str  # delete | alert
     approvers: tuple[str, ...]  # Slack user ids; empty = anyone
     bills: str = "off"  # off | on-entry | on-payment
+    no_customer: str = "ask"  # ask | skip: import-account lines with no customer
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ class StatusReport:
     next_run: str | None  # one line or None when unknown/paused
     waiting: int
     open_failures: int
+    untagged_waiting: int = 0  # of ``waiting``: expenses with no client in QuickBooks
     problems: tuple[str, ...] = field(default_factory=tuple)  # e.g. "choose the import account"
     webhooks: bool = True  # False: no QuickBooks webhooks here, changes come with scheduled runs
     live: str | None = None  # a run under way: its figures in one line (``live_line``)

@@ -60,6 +60,7 @@ from hardcost.bot.ui.content import (
     StatusReport,
 )
 from hardcost.bot.ui.text import (
+    OPTION_TEXT,
     Mrkdwn,
     as_utc,
     clip,
@@ -83,6 +84,7 @@ from hardcost.bot.ui.text import (
 )
 from hardcost.sync.live import LiveFigures
 from hardcost.sync.report import REASONS, money
+from hardcost.sync.store import WaitReason
 from hardcost.sync.summary import RunSummary
 
 __all__ = [
@@ -247,6 +249,8 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
     waiting = f"{summary.waiting - for_payment:,} new"
     if summary.still_waiting:
         waiting += f", {summary.still_waiting:,} from earlier runs"
+    if summary.untagged_waiting:
+        waiting += f" ({summary.untagged_waiting:,} with no client)"
     failed = f"{summary.failed:,} new"
     if summary.still_failing:
         failed += f", {summary.still_failing:,} still open"
@@ -465,7 +469,9 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
     if sizes["waiting"]:
         rows = []
         for w in summary.waiting_items[: shown["waiting"]]:
-            row = (f"• {day(w.date)} · *{money(w.amount)}* · {name(w.customer, 80)} — "
+            client = name(w.customer, 80) or (NO_CLIENT if w.reason == NO_CUSTOMER_REASON
+                                              else "")
+            row = (f"• {day(w.date)} · *{money(w.amount)}* · {client} — "
                    f"{escape(REASONS.get(w.reason, w.reason))}")
             if w.choices:
                 row += f" ({w.choices:,} to choose from)"
@@ -647,9 +653,23 @@ def failures_list(failures: Sequence[FailureNotice]) -> list[Message]:
 # matter and contact prompts
 
 
+NO_CUSTOMER_REASON = WaitReason.NO_CUSTOMER.value
+NO_CLIENT = "_none in QuickBooks_"
+NO_CLIENT_QUESTION = "No client on this expense: which matter?"
+
+
+def _untagged(p: Prompt) -> bool:
+    return p.reason == NO_CUSTOMER_REASON
+
+
+def _client(p: Prompt, limit: int = 200) -> str:
+    """The client as mrkdwn; an expense with no customer says so."""
+    return NO_CLIENT if _untagged(p) and not p.client else name(p.client, limit)
+
+
 def _prompt_fields(p: Prompt) -> list[Block]:
     fields = [f"*Amount*\n{money(p.amount)}", f"*Date*\n{day(p.txn_date)}",
-              f"*Client*\n{name(p.client, 200)}"]
+              f"*Client*\n{_client(p)}"]
     if p.payee:
         fields.append(f"*Payee*\n{name(p.payee, 200)}")
     if p.reference:
@@ -679,6 +699,11 @@ def _prompt_question(p: Prompt) -> tuple[str, str]:
         return (f":hourglass: *A Bill for {client}: waiting for payment*; it imports by itself "
                 "once QuickBooks shows it fully paid (`bills on-payment`).",
                 f"Bill for {client} waiting for payment: {amount}")
+    if _untagged(p):
+        return (f":mag: *{NO_CLIENT_QUESTION}*\n"
+                "Nobody tagged a customer on it in QuickBooks; search the firm's open and "
+                "pending matters by number, client or description.",
+                f"{NO_CLIENT_QUESTION} {amount}")
     if p.kind == "contact":
         if not p.choices:
             return (f":bust_in_silhouette: *No Clio contact matches {client}*\n"
@@ -706,7 +731,7 @@ def _confirmed_button(label: str, action_id: str, value: str, *, title: str, tex
 
 
 def _not_client_cost(p: Prompt) -> ButtonElement:
-    text = (f"{money(p.amount)} on {day(p.txn_date)} for {name(p.client, 80)} will not be "
+    text = (f"{money(p.amount)} on {day(p.txn_date)} for {_client(p, 80)} will not be "
             "imported into Clio, and this prompt closes.")
     return _confirmed_button("Not a client cost", ACTION_NOT_CLIENT_COST, str(p.id),
                              title="Not a client cost?", text=text,
@@ -727,7 +752,11 @@ def _prompt_actions(p: Prompt) -> list[Block]:
     elements: list[Any] = []
     note = None
     n = len(p.choices)
-    if 0 < n <= PROMPT_BUTTONS:
+    if _untagged(p):
+        elements.append(ExternalDataSelectElement(
+            action_id=ACTION_SEARCH_MATTER, placeholder="Search matters: number, client, …",
+            min_query_length=1))
+    elif 0 < n <= PROMPT_BUTTONS:
         for c in p.choices:
             label = name(c.label, 300) or "_(no name)_"
             if _suggested(p, c):
@@ -875,7 +904,7 @@ def prompt_answered(prompt: Prompt, answer: PromptAnswer) -> Message:
 
 def prompt_reminder(prompt: Prompt, *, now: datetime) -> Message:
     """A thread reply under an unanswered prompt."""
-    what = f"{money(prompt.amount)} on {day(prompt.txn_date)} for {name(prompt.client, 200)}"
+    what = f"{money(prompt.amount)} on {day(prompt.txn_date)} for {_client(prompt)}"
     if prompt.waiting_since is None:
         return Message(text=_fallback(f"Still waiting for a choice: {what}"),
                        blocks=[_section(f":bell: Still waiting for a choice: {what}.")])
@@ -966,7 +995,8 @@ def _digest_client(part: DigestClient) -> list[Block]:
     lines = [_member_line(p) for p in part.prompts[:GROUP_LINES]]
     if count > GROUP_LINES:
         lines.append(f"…and {count - GROUP_LINES:,} more")
-    head = f"*{name(part.client, 200)}* — {plural(count, 'expense')}, {money(part.total)}"
+    client = f"*{name(part.client, 200)}*" if part.client else NO_CLIENT  # no customer
+    head = f"{client} — {plural(count, 'expense')}, {money(part.total)}"
     blocks = [_section(head + "\n" + "\n".join(lines))]
     if part.group is not None:
         blocks.extend(group_blocks(part.group, hint="The menu answers the expenses that "
@@ -1033,6 +1063,24 @@ def matter_options(prompt_id: int, choices: Sequence[Choice], query: str,
             out.append(option(shown, f"{prompt_id}:{c.id}").to_dict())
             if len(out) == STATIC_OPTIONS:
                 break
+    return out
+
+
+def _printable(text: str) -> str:
+    """Plain option text without control or format characters (bidi overrides, NULs)."""
+    return "".join(ch if ch.isprintable() else " " for ch in text)
+
+
+def matter_search_options(prompt_id: int,
+                          found: Sequence[tuple[Choice, str]]) -> list[dict[str, Any]]:
+    """Options for the search menu of an expense with no client: each matter (its number
+    and description) with its client as the option's description, at most 100, in the order
+    found. Option text is plain text: shown as written, never a mention or a link."""
+    out = []
+    for matter, client in found[:STATIC_OPTIONS]:
+        description = clip(one_line(_printable(client)), OPTION_TEXT) or None
+        out.append(option(_printable(matter.label), f"{prompt_id}:{matter.id}",
+                          description).to_dict())
     return out
 
 
@@ -1129,6 +1177,9 @@ SET_KEYS: tuple[tuple[str, str], ...] = (
                                "unbilled Clio entry, or only tell the channel"),
     ("bills off|on-entry|on-payment", "vendor Bills: not imported (off), imported as entered, "
                                       "or once fully paid, dated the payment"),
+    ("no-customer ask|skip", "import-account lines with no customer in QuickBooks: ask in "
+                             "Slack which matter (search over all open and pending matters), "
+                             "or skip them"),
     ("approvers @a @b | anyone", "who may change settings and answer prompts, besides "
                                  "workspace admins"),
     ("prompts each|digest", "one prompt per waiting expense (each), or one message a day "
@@ -1163,6 +1214,14 @@ def usage_error(problem: str, usage: str) -> Message:
 BILLS_WORDS = {"on-entry": "as entered", "on-payment": "once fully paid"}
 
 
+def _waiting_count(status: StatusReport) -> str:
+    """"2" or "2 (1 with no client)"."""
+    text = f"{status.waiting - status.waiting_for_payment:,}"
+    if status.untagged_waiting:
+        text += f" ({status.untagged_waiting:,} with no client)"
+    return text
+
+
 def status_blocks(status: StatusReport) -> Message:
     """``/hardcost status``: connections, channel, schedule, last/next run, waiting, failures,
     and anything that needs attention."""
@@ -1180,7 +1239,7 @@ def status_blocks(status: StatusReport) -> Message:
         f"*Schedule*\n{schedule}",
         f"*Last run*\n{name(status.last_run, 300) if status.last_run else 'never'}",
         f"*Next run*\n{next_run}",
-        f"*Waiting for a choice*\n{status.waiting - status.waiting_for_payment:,}",
+        f"*Waiting for a choice*\n{_waiting_count(status)}",
         f"*Open failures*\n{status.open_failures:,}",
     ]
     if status.bills != "off":
@@ -1206,7 +1265,8 @@ def status_blocks(status: StatusReport) -> Message:
         blocks.append(_section(f":warning: *Needs attention*\n{lines}"))
     text = (f"hardcost status for {name(status.firm_name)}: QuickBooks "
             f"{name(status.quickbooks, 200)}; Clio {name(status.clio, 200)}; "
-            f"{status.waiting:,} waiting; {plural(status.open_failures, 'open failure')}")
+            f"{_waiting_count(status)} waiting; "
+            f"{plural(status.open_failures, 'open failure')}")
     if status.paused:
         text += "; paused"
     if status.live:

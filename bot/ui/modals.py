@@ -34,7 +34,7 @@ from hardcost.bot.ui.text import clip, escape, fit, mrkdwn, one_line, option
 MAX_OPTIONS = 100
 OWNER = "owner"
 FIELDS = ("channel", "start_date", "accounts", "category", "user", "schedule", "options",
-          "deletions", "bills", "approvers")
+          "deletions", "bills", "no_customer", "approvers")
 
 
 def _options(choices: Iterable[Choice], selected: Iterable[Choice], limit: int = MAX_OPTIONS
@@ -66,7 +66,8 @@ def _input(block_id: str, label: str, element: Any, *, optional: bool = False,
 
 FIELD_NAMES = {"channel": "Channel", "start_date": "Start date", "accounts": "Import accounts",
                "category": "Category", "user": "Clio user", "schedule": "Schedule",
-               "deletions": "Deletions", "bills": "Vendor Bills", "approvers": "Approvers"}
+               "deletions": "Deletions", "bills": "Vendor Bills",
+               "no_customer": "Lines with no customer", "approvers": "Approvers"}
 
 
 def settings_modal(settings: SettingsForm,
@@ -168,6 +169,13 @@ def settings_modal(settings: SettingsForm,
                                                  (o for o in bill_options
                                                   if o.value == settings.bills),
                                                  bill_options[0]))))
+    ask = option("Ask in Slack which matter", "ask",
+                 "A search over all open and pending matters")
+    skip = option("Skip them", "skip", "As Clio's own import does")
+    blocks.append(_input("no_customer", "Import-account lines with no customer in QuickBooks",
+                         RadioButtonsElement(action_id="no_customer", options=[ask, skip],
+                                             initial_option=(skip if settings.no_customer
+                                                             == "skip" else ask))))
 
     blocks.append(_input("approvers", "Approvers",
                          UserMultiSelectElement(action_id="approvers",
@@ -242,6 +250,7 @@ def settings_values(view_state: Mapping[str, Any]) -> dict[str, object]:
         "item_lines": "item_lines" in options,
         "deletions": _single(_element(values, "deletions")) or "",
         "bills": _single(_element(values, "bills")) or "",
+        "no_customer": _single(_element(values, "no_customer")) or "",
         "approvers": [str(u) for u in approvers],
     }
 
