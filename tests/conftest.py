@@ -102,6 +102,20 @@ def firm(world: Any, sessions: sessionmaker[Session]) -> Any:
 
 
 @pytest.fixture
+def serve_slack() -> Iterator[tuple[str, str]]:
+    """A sandbox Slack with one workspace for a ``hardcost serve`` process (tests.crashkit):
+    (the workspace's bot token, the sandbox Slack's URL)."""
+    from hardcost.sandbox.server import serve_in_thread
+    from hardcost.sandbox.slack import SlackSandbox
+
+    sandbox = SlackSandbox()
+    server = serve_in_thread(sandbox)
+    workspace = sandbox.add_workspace("T0001")
+    yield workspace.bot_token, server.url
+    server.stop()
+
+
+@pytest.fixture
 def transport(request: pytest.FixtureRequest) -> str:
     """How Slack reaches the app in ``rig``: ``http``, or ``socket`` (Socket Mode) as well for
     tests marked ``both_transports``."""

@@ -6,28 +6,19 @@ QuickBooks calls."""
 from __future__ import annotations
 
 import json
-import signal
-import time
-from collections import Counter
-from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
 import requests
-from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
-from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.qbo import account_line, item_line
-from hardcost.sandbox.server import serve_in_thread
-from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
-from hardcost.sync.store import AuditEntry, FirmSettings, LinkState, Run, WaitReason
-from hardcost.sync.store import Firm as FirmRow
+from hardcost.sync.store import AuditEntry, FirmSettings, LinkState, WaitReason
 from hardcost.sync.webhooks import process_pending
-from tests.firmkit import Firm, free_port, lapse_leases, not_due, price, serve_env, start_serve
+from tests.crashkit import MOMENTS, crash_mid_write
+from tests.firmkit import Firm, price
 
 ACTIVITY = r"/activities/\d+\.json$"
 
@@ -445,50 +436,13 @@ def test_a_quiet_run_with_bills_on_makes_three_quickbooks_calls_and_no_clio_call
 
 # -- SIGKILL in the middle of a Bill import ----------------------------------------------------
 
-POST = r"/api/v4/activities\.json$"
-SECRET = "bills-crash-secret"
 BILLS = 4
 
 
-@pytest.fixture
-def slack() -> Iterator[tuple[str, str]]:
-    """(the workspace's bot token, the sandbox Slack's URL)."""
-    sandbox = SlackSandbox()
-    server = serve_in_thread(sandbox)
-    workspace = sandbox.add_workspace("T0001")
-    yield workspace.bot_token, server.url
-    server.stop()
-
-
-def _serve(firm: Firm, database_url: str, slack: tuple[str, str]) -> tuple[Any, str]:
-    token, url = slack
-    port = free_port()
-    env = serve_env(firm.world, database_url, bot_token=token, slack_url=url, port=port,
-                    signing_secret=SECRET)
-    return start_serve(env, port), f"http://127.0.0.1:{port}"
-
-
-def _run_command(base: str) -> requests.Response:
-    body = urlencode({"team_id": "T0001", "user_id": "U1", "command": "/hardcost",
-                      "text": "run", "channel_id": "C1", "response_url": "http://127.0.0.1:9/"})
-    ts = str(int(time.time()))
-    return requests.post(f"{base}/slack/events", data=body, timeout=10, headers={
-        "X-Slack-Request-Timestamp": ts, "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts,
-                                                                          body=body)})
-
-
-def _wait_until(condition: Any, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-@pytest.mark.parametrize("moment", ["before the POST reaches Clio",
-                                    "after Clio created the entry"])
+@pytest.mark.parametrize("moment", MOMENTS)
 def test_sigkill_in_the_middle_of_a_bill_import_doubles_nothing(
-        firm: Firm, database_url: str, slack: tuple[str, str], moment: str) -> None:
+        firm: Firm, database_url: str, serve_slack: tuple[str, str],
+        moment: str) -> None:
     _with_bills(firm, "on-payment")
     markers = []
     for n in range(BILLS):
@@ -497,50 +451,11 @@ def test_sigkill_in_the_middle_of_a_bill_import_doubles_nothing(
         firm.qbo.pay_bill(bill["Id"], txn_date="2026-02-21")
         markers.append(f"[qbo {firm.qbo.realm_id}/bill-{bill['Id']}/"
                        f"{firm.customers['Jane Smith']}]")
-    with firm.sessions() as session:
-        row = session.get(FirmRow, firm.id)
-        assert row is not None
-        row.slack_team_id = "T0001"
-        session.commit()
-    held = (Fault(path=POST, method="POST", passthrough=True, delay=60)
-            if moment.startswith("before")
-            else Fault(path=POST, method="POST", passthrough=True, delay_after=60))
-    firm.world.clio.faults.add(held)
-    not_due(firm)  # only /hardcost run imports here
 
-    proc, base = _serve(firm, database_url, slack)
-    try:
-        assert _run_command(base).status_code == 200
-        _wait_until(lambda: firm.world.clio.faults.pending() == 0, "the POST to be held")
-        if moment.startswith("after"):
-            _wait_until(lambda: len(firm.entries()) == 1, "Clio to create the entry")
-        time.sleep(0.2)  # the held request is Clio's; hardcost waits for its answer
-        assert [link.state for link in firm.links()] == [LinkState.PENDING] * BILLS
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    lapse_leases(firm)
-    firm.world.clio.faults.clear()
+    statuses = crash_mid_write(firm, database_url, serve_slack, moment, markers)
 
-    proc, base = _serve(firm, database_url, slack)  # restarted
-    try:
-        assert _run_command(base).status_code == 200
-        _wait_until(lambda: len(firm.entries()) >= BILLS
-                    and all(link.state == LinkState.CREATED for link in firm.links()),
-                    "every Bill in Clio")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-
-    in_clio = Counter(marker for entry in firm.entries() for marker in markers
-                      if marker in (entry.get("note") or ""))
-    assert in_clio == dict.fromkeys(markers, 1)
-    assert len(firm.entries()) == BILLS
     assert {entry["date"] for entry in firm.entries()} == {"2026-02-21"}
-    with firm.sessions() as session:
-        runs = list(session.scalars(select(Run).where(Run.firm_id == firm.id)
-                                    .order_by(Run.id)))
-    assert [run.status for run in runs] == ["abandoned", "ok"]
+    assert statuses == ["abandoned", "ok"]
 
 
 # -- Slack: the setting, the summary, pending and status ---------------------------------------

@@ -9,123 +9,35 @@ exactly once, without waiting out the write grace; the dead run is marked ``aban
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import time
-from collections import Counter
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
-import requests
-from slack_sdk.signature import SignatureVerifier
-from sqlalchemy import select
 
 from hardcost.sandbox.faults import Fault
-from hardcost.sandbox.server import serve_in_thread
-from hardcost.sandbox.slack import SlackSandbox
-from hardcost.sync.store import Firm as FirmRow
-from hardcost.sync.store import LinkState, Run
-from tests.firmkit import Firm, free_port, lapse_leases, not_due, serve_env, start_serve
+from hardcost.sync.store import LinkState
+from tests.crashkit import MOMENTS, POST, crash_mid_write
+from tests.firmkit import Firm
 
-POST = r"/api/v4/activities\.json$"
-SECRET = "crash-signing-secret"
 PURCHASES = 5
 
 
-@pytest.fixture
-def slack() -> Iterator[tuple[str, str]]:
-    """(the workspace's bot token, the sandbox Slack's URL)."""
-    sandbox = SlackSandbox()
-    server = serve_in_thread(sandbox)
-    workspace = sandbox.add_workspace("T0001")
-    yield workspace.bot_token, server.url
-    server.stop()
-
-
-def _serve(firm: Firm, database_url: str, slack: tuple[str, str]
-           ) -> tuple[subprocess.Popen[str], str]:
-    token, url = slack
-    port = free_port()
-    env = serve_env(firm.world, database_url, bot_token=token, slack_url=url, port=port,
-                    signing_secret=SECRET)
-    return start_serve(env, port), f"http://127.0.0.1:{port}"
-
-
-def _run_command(base: str) -> requests.Response:
-    body = urlencode({"team_id": "T0001", "user_id": "U1", "command": "/hardcost",
-                      "text": "run", "channel_id": "C1", "response_url": "http://127.0.0.1:9/"})
-    ts = str(int(time.time()))
-    return requests.post(f"{base}/slack/events", data=body, timeout=10, headers={
-        "X-Slack-Request-Timestamp": ts, "Content-Type": "application/x-www-form-urlencoded",
-        "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(timestamp=ts,
-                                                                          body=body)})
-
-
-def _wait(condition: object, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():  # type: ignore[operator]
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-@pytest.mark.parametrize("moment", ["before the POST reaches Clio",
-                                    "after Clio created the entry"])
+@pytest.mark.parametrize("moment", MOMENTS)
 def test_the_first_run_after_a_crash_lands_every_purchase_once_at_once(
-        firm: Firm, database_url: str, slack: tuple[str, str], moment: str) -> None:
+        firm: Firm, database_url: str, serve_slack: tuple[str, str],
+        moment: str) -> None:
     firm.client("Jane Smith", ["Smith estate"])
     markers = []
     for n in range(PURCHASES):
         purchase = firm.expense((f"{10 + n}.00", "Jane Smith", f"Filing {n}"))
         markers.append(f"[qbo {firm.qbo.realm_id}/{purchase['Id']}/"
                        f"{firm.customers['Jane Smith']}]")
-    with firm.sessions() as session:
-        row = session.get(FirmRow, firm.id)
-        assert row is not None
-        row.slack_team_id = "T0001"
-        session.commit()
-    held = (Fault(path=POST, method="POST", passthrough=True, delay=60)
-            if moment.startswith("before")
-            else Fault(path=POST, method="POST", passthrough=True, delay_after=60))
-    firm.world.clio.faults.add(held)
-    not_due(firm)  # only /hardcost run imports here
 
-    proc, base = _serve(firm, database_url, slack)
-    try:
-        assert _run_command(base).status_code == 200
-        _wait(lambda: firm.world.clio.faults.pending() == 0, "the POST to be held")
-        if moment.startswith("after"):
-            _wait(lambda: len(firm.entries()) == 1, "Clio to create the entry")
-        time.sleep(0.2)  # the held request is Clio's; hardcost waits for its answer
-        # The batch's pending links were committed together, before its first POST.
-        assert [link.state for link in firm.links()] == [LinkState.PENDING] * PURCHASES
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    lapse_leases(firm)  # as they do HARDCOST_LEASE_SECONDS after the kill
-    firm.world.clio.faults.clear()
+    statuses = crash_mid_write(firm, database_url, serve_slack, moment, markers)
 
-    proc, base = _serve(firm, database_url, slack)  # restarted
-    try:
-        assert _run_command(base).status_code == 200
-        _wait(lambda: len(firm.entries()) >= PURCHASES
-              and all(link.state == LinkState.CREATED for link in firm.links()),
-              "every purchase in Clio")
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-
-    in_clio = Counter(marker for entry in firm.entries() for marker in markers
-                      if marker in (entry.get("note") or ""))
-    assert in_clio == dict.fromkeys(markers, 1)
-    assert len(firm.entries()) == PURCHASES
     # The dead run, then the first run after the restart, which did it all: no second run
     # after the 2-minute write grace was needed.
-    with firm.sessions() as session:
-        runs = list(session.scalars(select(Run).where(Run.firm_id == firm.id)
-                                    .order_by(Run.id)))
-    assert [run.status for run in runs] == ["abandoned", "ok"]
+    assert statuses == ["abandoned", "ok"]
 
 
 def test_a_choice_being_written_while_a_run_starts_is_written_once(rig: Any) -> None:
