@@ -35,11 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 
 from bench.sections import MATTER_SEARCH_SECTION, write_section
-from hardcost.sandbox.clio import ClioAccount
-from hardcost.sandbox.qbo import QboCompany, account_line
+from bench.slack_ack_bench import BenchFirm
+from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.server import serve_in_thread
 from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_rig import SlackRig, make_rig
@@ -54,18 +53,6 @@ MATTERS_PER_CLIENT = 5
 SLACK_LIMIT_S = 3.0
 DESCRIPTIONS = ("Lease dispute", "Employment claim", "Estate planning", "Contract review",
                 "Personal injury")
-
-
-@dataclass
-class BenchFirm:
-    """What ``make_rig`` needs (``world``, ``sessions``, ``id``)."""
-
-    world: SandboxWorld
-    sessions: sessionmaker[Session]
-    id: int
-    qbo: QboCompany
-    clio: ClioAccount
-    import_account: str
 
 
 @dataclass(frozen=True)

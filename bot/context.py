@@ -255,7 +255,8 @@ class BotContext:
         Runs stop between two entries once ``sync.importer.SHUTDOWN`` is set; a choice being
         written finishes its one entry.
         """
-        pools = [p for p in (self.listener_executor, self._runs) if p is not None]
+        pools = [p for p in (self.listener_executor, self._runs, self._deliveries)
+                 if p is not None]
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         deadline = time.monotonic() + seconds

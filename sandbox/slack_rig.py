@@ -104,6 +104,9 @@ class SlackRig:
         return "socket" if self.socket is not None else "http"
 
     def stop(self) -> None:
+        # What the app still does (a run, its summary, a delivery) ends before the test's
+        # database goes: the next test empties the same PostgreSQL tables.
+        self.ctx.drain(60)
         if self.link is not None:
             self.link.close()
         if self.socket is not None:
