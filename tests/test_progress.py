@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import threading
 from collections import Counter
@@ -311,3 +312,25 @@ def test_live_progress_publishes_after_a_while_and_at_most_every_so_often(
         stored = session.get(Run, run_id)
         assert stored is not None
         assert LiveFigures.from_json(stored.progress) == published[-1][0]
+
+
+@pytest.mark.skipif(bool(os.environ.get("HARDCOST_TEST_DATABASE_URL")),
+                    reason="Clio's rate limit compressed to 0.5 s windows paces only the "
+                           "in-process pacer (SQLite); PostgreSQL's shared budget counts real "
+                           "minutes (bench/progress_bench.py measures the real pace)")
+def test_a_run_paced_by_clios_rate_limit_counts_its_waits_in_the_estimate(
+        rig: SlackRig) -> None:
+    _long_backlog(rig, 80)
+    rig.firm.world.clio.faults.clear()  # no slow Clio: its limit sets the pace
+    rig.firm.world.clio.rate_limit_per_minute = 10
+    rig.firm.world.clio.rate_window_seconds = 0.5
+
+    rig.command("run")
+    message = _the_one_message(rig)
+    _until_done(rig)
+
+    assert "Clio allows 10 requests a minute" in _text(message)
+    progress = [e for e in _edits_of(rig, message["ts"]) if "expenses done" in _text(e)]
+    waited = re.findall(r"Waiting on rate limits\*\\n([\d.]+) s", _text(progress[-1]))
+    assert waited and float(waited[0]) > 0, _text(progress[-1])
+    assert len(rig.firm.entries()) == 80
