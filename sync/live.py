@@ -206,8 +206,6 @@ class LiveProgress:
         self.poll_every = poll_every
         self.clock = clock
         self.now = now
-        self.published = 0  # publications made (tests and the benchmark read it)
-        self.history: list[LiveFigures] = []  # every publication's figures, for the bench
         self._lock = threading.Lock()
         self._reset()
 
@@ -247,8 +245,6 @@ class LiveProgress:
         first = self._last_publish is None
         self._last_publish = self._last_poll = now
         self._store(figures)
-        self.published += 1
-        self.history.append(figures)
         if self.publish is not None:
             self.publish(figures, first)
 
