@@ -229,6 +229,13 @@ class SlackRig:
     def replies_to(self, user: str) -> list[dict[str, Any]]:
         return [m for m in self.ws.messages if m.get("ephemeral_user") == user]
 
+    def settings_form(self) -> dict[str, Any]:
+        """The settings modal once filled in (``/hardcost settings`` first opens a "Reading
+        your QuickBooks accounts…" placeholder, then updates it with the form)."""
+        return wait_for(lambda: next((v for v in self.ws.views.values()
+                                      if '"block_id": "accounts"' in json.dumps(v)), None),
+                        what="the filled settings modal")
+
     def prompts(self) -> list[dict[str, Any]]:
         return [m for m in self.channel_messages() if _has_action(m, "hc_not_client_cost")]
 

@@ -139,8 +139,7 @@ def test_the_channel_setting_is_recorded_with_the_channels_name(rig: SlackRig) -
 def test_the_settings_form_records_one_row_per_changed_setting(rig: SlackRig) -> None:
     start = _settings(rig)
     rig.command("settings")
-    view = wait_for(lambda: next((v for v in rig.ws.views.values()
-                                  if "accounts" in json.dumps(v)), None))
+    view = rig.settings_form()
     values = {
         "channel": {"channel": {"type": "conversations_select",
                                 "selected_conversation": rig.channel}},
