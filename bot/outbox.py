@@ -134,7 +134,9 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
         if row.method == "chat.update" and row.ref_kind and row.ref_id:
             older = _older_update(session, row)
             if older is not None:  # edits of one message go out in order (the last one wins)
-                return AFTER_OLDER if older.last_error is None else False
+                # Another sender has it now (claimed, no error yet): worth a moment's wait.
+                sending = older.last_error is None and older.next_attempt_at > now
+                return AFTER_OLDER if sending else False
             ts = _ref_ts(session, row.ref_kind, row.ref_id)
             if ts is None:
                 if _post_given_up(session, row):
