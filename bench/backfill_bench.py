@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.import_bench import START_DATE, seed_firm
+from bench.import_bench import connect_seeded
 from bench.sections import BACKFILL_SECTION, write_section
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.crypto import generate_key
@@ -188,11 +188,8 @@ def bench_one(purchases: int, database_url: str | None, *, paced: bool,
         progress(f"{label}: seeding {purchases:,} purchases …")
         started = time.perf_counter()
         world.clock.advance(-300)  # the bookkeeper entered these five minutes ago
-        firm = seed_firm(world, purchases=purchases, clients=CLIENTS, seed=SEED)
-        firm_id = world.connect_firm(
-            sessions, firm.company, firm.account, name="Benchmark Law LLP",
-            start_date=START_DATE, import_account_ids=[firm.import_account_id],
-            expense_category_id=firm.category_id)
+        _, firm_id = connect_seeded(world, sessions, purchases=purchases,
+                                    clients=CLIENTS, seed=SEED)
         world.clock.advance(300)  # back to real time: Clio's reset times are the app's
         engine.dispose()
         seed_s = time.perf_counter() - started

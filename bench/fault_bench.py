@@ -37,13 +37,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from bench.import_bench import (
     MARKER,
     RATE_LIMIT,
-    START_DATE,
     Check,
     SeededFirm,
+    connect_seeded,
     database,
     is_api,
     progress,
-    seed_firm,
     table,
 )
 from bench.sections import FAULT_SECTION, write_section
@@ -201,11 +200,8 @@ def bench_faults(*, purchases: int, clients: int, seed: int, rate: float,
         world.clio.rate_limit_per_minute = RATE_LIMIT
         world.clio_timeout = (10.0, read_timeout)
         world.retry = FAST_RETRY
-        firm = seed_firm(world, purchases=purchases, clients=clients, seed=seed)
-        firm_id = world.connect_firm(
-            sessions, firm.company, firm.account, name="Benchmark Law LLP",
-            start_date=START_DATE, import_account_ids=[firm.import_account_id],
-            expense_category_id=firm.category_id)
+        firm, firm_id = connect_seeded(world, sessions, purchases=purchases,
+                                       clients=clients, seed=seed)
         world.clock.advance(300)
         engine = world.importer(sessions, firm_id)
         faults = random_faults(0.0 if fault_seed is None else rate, seed=fault_seed or 0,

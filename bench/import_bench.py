@@ -183,6 +183,16 @@ def _unique_names(rng: Random, count: int, taken: set[str]) -> list[tuple[str, s
     return chosen
 
 
+def connect_seeded(world: SandboxWorld, sessions: sessionmaker[Session], *, purchases: int,
+                   clients: int, seed: int) -> tuple[SeededFirm, int]:
+    """``seed_firm``'s firm, connected to the store as the benchmark firm; it and its id."""
+    firm = seed_firm(world, purchases=purchases, clients=clients, seed=seed)
+    return firm, world.connect_firm(
+        sessions, firm.company, firm.account, name="Benchmark Law LLP",
+        start_date=START_DATE, import_account_ids=[firm.import_account_id],
+        expense_category_id=firm.category_id)
+
+
 def seed_firm(world: SandboxWorld, *, purchases: int, clients: int, seed: int) -> SeededFirm:
     """A mid-sized litigation firm and ``purchases`` QuickBooks expenses; deterministic."""
     rng = Random(seed)
@@ -442,11 +452,8 @@ def bench_size(*, purchases: int, clients: int, seed: int, database_url: str | N
                       f"off ({world.clio.validation_disabled_reason})")
         progress(f"seeding {purchases:,} purchases for {clients:,} clients …")
         started = time.perf_counter()
-        firm = seed_firm(world, purchases=purchases, clients=clients, seed=seed)
-        firm_id = world.connect_firm(
-            sessions, firm.company, firm.account, name="Benchmark Law LLP",
-            start_date=START_DATE, import_account_ids=[firm.import_account_id],
-            expense_category_id=firm.category_id)
+        firm, firm_id = connect_seeded(world, sessions, purchases=purchases,
+                                       clients=clients, seed=seed)
         seed_s = time.perf_counter() - started
         world.clock.advance(300)  # the bookkeeper entered these a while ago
         engine = world.importer(sessions, firm_id)

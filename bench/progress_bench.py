@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.backfill_bench import database
-from bench.import_bench import START_DATE, seed_firm
+from bench.import_bench import connect_seeded
 from bench.sections import PROGRESS_SECTION, write_section
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.crypto import generate_key
@@ -83,11 +83,8 @@ def bench(purchases: int, speedup: float, database_url: str | None) -> Result:
         world.clio.rate_window_seconds = 60.0 / speedup
         progress(f"{label}: seeding {purchases:,} purchases …")
         world.clock.advance(-300)
-        firm = seed_firm(world, purchases=purchases, clients=CLIENTS, seed=SEED)
-        firm_id = world.connect_firm(
-            sessions, firm.company, firm.account, name="Benchmark Law LLP",
-            start_date=START_DATE, import_account_ids=[firm.import_account_id],
-            expense_category_id=firm.category_id)
+        _, firm_id = connect_seeded(world, sessions, purchases=purchases,
+                                    clients=CLIENTS, seed=SEED)
         world.clock.advance(300)
         importer = world.importer(sessions, firm_id)
         samples: list[tuple[float, LiveFigures]] = []
