@@ -69,13 +69,15 @@ log = logging.getLogger(__name__)
 
 
 
-def _may_choose(ctx: BotContext, firm_id: int, user_id: str, respond: Respond) -> bool:
-    """Whether this person may answer the firm's questions; tells them who may when not."""
+def _may_choose(ctx: BotContext, firm_id: int, user_id: str, respond: Respond, *,
+                doing: str = "choose") -> bool:
+    """Whether this person may answer the firm's questions (or stop its import: ``doing``);
+    tells them who may when not."""
     settings = ctx.settings(firm_id)
     if service.may_choose(settings, user_id):
         return True
     approvers = [part for u in settings.approvers for part in (mention(u), " ")]
-    _ephemeral(respond, md("Only the firm's approvers can choose: ", *approvers[:-1], "."))
+    _ephemeral(respond, md(f"Only the firm's approvers can {doing}: ", *approvers[:-1], "."))
     return False
 
 
@@ -368,11 +370,7 @@ def register(app: App, ctx: BotContext) -> None:
         if firm_id is None or not run_id:
             _ephemeral(respond, "That import is not one this workspace can stop.")
             return
-        settings = ctx.settings(firm_id)
-        if not service.may_choose(settings, user_id):
-            approvers = [part for u in settings.approvers for part in (mention(u), " ")]
-            _ephemeral(respond, md("Only the firm's approvers can stop an import: ",
-                                   *approvers[:-1], "."))
+        if not _may_choose(ctx, firm_id, user_id, respond, doing="stop an import"):
             return
         with ctx.sessions() as session:
             run, first = request_stop(session, firm_id, run_id, user_id, ctx.clock())
