@@ -28,7 +28,7 @@ from hardcost.sync.store import Connection, EntryLink, Run, make_engine, make_se
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.summary import RunSummary
 from tests.conftest import POSTGRES_URL
-from tests.firmkit import Firm, env_for
+from tests.firmkit import Firm, env_for, not_due
 
 UNIT = 0.4  # seconds per schedule "minute"
 
@@ -198,6 +198,7 @@ def test_status_shows_the_schedulers_next_run(firm: Firm,
 
     ctx = BotContext(sessions=firm.sessions, config=Settings(),
                      importer_for=lambda firm_id: firm.world.importer(firm.sessions, firm_id))
+    not_due(firm, hours=1)  # a firm due now would run (and move its next run) in between
     scheduler = _scheduler(firm, unit=60)
     started.append(scheduler)
     scheduler.start()
