@@ -33,6 +33,7 @@ import requests
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import select
 
+from bench.sections import HAND_PASS_SECTION, carry_over
 from hardcost.sandbox.clio import rate_limit_fault, server_error_fault
 from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.qbo import account_line, throttle_fault_json
@@ -468,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(data, args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    text = carry_over(out, text, [HAND_PASS_SECTION])
     out.write_text(text, encoding="utf-8")
     print(text)
     return 0 if "**Lost in all: 0**" in text else 1

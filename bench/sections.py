@@ -19,6 +19,10 @@ PROGRESS_SECTION = "## Progress estimate"
 """The heading (its start) of ``bench.progress_bench``'s section of ``docs/benchmarks.md``."""
 MATTER_SEARCH_SECTION = "## Matter search"
 """The heading (its start) of ``bench.matter_search_bench``'s section of ``docs/benchmarks.md``."""
+HAND_PASS_SECTION = "## Hand-tried pass"
+"""The heading (its start) of the hand-written sections of ``docs/reliability.md``: one per pass
+of people trying hardcost as hostile and careless users would (what was tried, what held, what was
+fixed). ``bench.reliability`` rewrites the file and carries them over."""
 SCALE_SECTION = "## Scale"
 """The heading (its start) of ``bench.scale_bench``'s sections of ``docs/benchmarks.md``: one
 per number of firms (``## Scale: 10,000 firms …``), so that two sizes side by side show how the
