@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.bounds import ID, fits
 from hardcost.sync.store import (
     Failure,
     PromptGroup,
@@ -156,8 +157,8 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
     except (SlackClientError, OSError) as exc:  # no answer at all
         _failed(sessions, row, type(exc).__name__, now, True)
         return False
-    channel = response.get("channel")
-    ts = response.get("ts") or (response.get("message") or {}).get("ts")
+    channel = _slack_value(response.get("channel"))
+    ts = _slack_value(response.get("ts") or (response.get("message") or {}).get("ts"))
     with sessions() as session:
         stored = session.get(SlackOutbox, row.id)
         assert stored is not None
@@ -177,6 +178,17 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
                                 .values(**values))
         session.commit()
     return True
+
+
+def _slack_value(value: Any) -> str | None:
+    """A channel id or message ts from Slack's reply, kept only when it is one (Slack's are
+    short: a reply with another shape is not remembered, and the message is not edited
+    later, rather than failing the write of the whole reply)."""
+    if not isinstance(value, str) or not fits(value, ID):
+        if value is not None:
+            log.warning("Slack replied with a channel or ts that is not one; not kept")
+        return None
+    return value
 
 
 def _older_update(session: Session, row: SlackOutbox) -> SlackOutbox | None:
