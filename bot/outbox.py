@@ -158,19 +158,19 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
         _failed(sessions, row, type(exc).__name__, now, True)
         return False
     channel = _slack_value(response.get("channel"))
-    ts = _slack_value(response.get("ts") or (response.get("message") or {}).get("ts"))
+    sent_ts = _slack_value(response.get("ts") or (response.get("message") or {}).get("ts"))
     with sessions() as session:
         stored = session.get(SlackOutbox, row.id)
         assert stored is not None
         stored.sent_at = now
         stored.attempts += 1
         stored.result_channel = channel
-        stored.result_ts = ts
+        stored.result_ts = sent_ts
         stored.last_error = None
-        if row.method == "chat.postMessage" and row.ref_kind and row.ref_id and ts:
+        if row.method == "chat.postMessage" and row.ref_kind and row.ref_id and sent_ts:
             model = REFS.get(row.ref_kind)
             if model is not None:
-                values: dict[str, Any] = {"slack_ts": ts}
+                values: dict[str, Any] = {"slack_ts": sent_ts}
                 if hasattr(model, "slack_channel"):
                     values["slack_channel"] = channel
                 session.execute(update(model).where(model.id == row.ref_id,  # type: ignore

@@ -334,8 +334,10 @@ def test_a_webhook_with_an_overlong_id_or_operation_keeps_the_valid_event(
     legacy = {"eventNotifications": [{"realmId": realm, "dataChangeEvent": {"entities": [
         {"name": "Purchase", "id": "1" * 41, "operation": "Create"},
         {"name": "Purchase", "id": "2", "operation": "C" * 21},
-        {"name": "Purchase", "id": purchase["Id"], "operation": "Create"}]}}]}
-    cloud = [{"specversion": "1.0", "id": "ev-odd", "type": "qbo.purchase.reconsideredatgreatlength.v1",
+        {"name": "Purchase", "id": purchase["Id"], "operation": "Create"},
+    ]}}]}
+    verb = "reconsideredatgreatlength"  # 25 characters: no operation QuickBooks sends
+    cloud = [{"specversion": "1.0", "id": "ev-odd", "type": f"qbo.purchase.{verb}.v1",
               "intuitaccountid": realm, "intuitentityid": "3"},
              {"specversion": "1.0", "id": "ev-ok", "type": "qbo.purchase.updated.v1",
               "intuitaccountid": realm, "intuitentityid": purchase["Id"]}]
