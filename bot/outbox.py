@@ -23,6 +23,7 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.bounds import ID, fits
 from hardcost.sync.store import (
     Failure,
     PromptGroup,
@@ -156,20 +157,20 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
     except (SlackClientError, OSError) as exc:  # no answer at all
         _failed(sessions, row, type(exc).__name__, now, True)
         return False
-    channel = response.get("channel")
-    ts = response.get("ts") or (response.get("message") or {}).get("ts")
+    channel = _slack_value(response.get("channel"))
+    sent_ts = _slack_value(response.get("ts") or (response.get("message") or {}).get("ts"))
     with sessions() as session:
         stored = session.get(SlackOutbox, row.id)
         assert stored is not None
         stored.sent_at = now
         stored.attempts += 1
         stored.result_channel = channel
-        stored.result_ts = ts
+        stored.result_ts = sent_ts
         stored.last_error = None
-        if row.method == "chat.postMessage" and row.ref_kind and row.ref_id and ts:
+        if row.method == "chat.postMessage" and row.ref_kind and row.ref_id and sent_ts:
             model = REFS.get(row.ref_kind)
             if model is not None:
-                values: dict[str, Any] = {"slack_ts": ts}
+                values: dict[str, Any] = {"slack_ts": sent_ts}
                 if hasattr(model, "slack_channel"):
                     values["slack_channel"] = channel
                 session.execute(update(model).where(model.id == row.ref_id,  # type: ignore
@@ -177,6 +178,17 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
                                 .values(**values))
         session.commit()
     return True
+
+
+def _slack_value(value: Any) -> str | None:
+    """A channel id or message ts from Slack's reply, kept only when it is one (Slack's are
+    short: a reply with another shape is not remembered, and the message is not edited
+    later, rather than failing the write of the whole reply)."""
+    if not isinstance(value, str) or not fits(value, ID):
+        if value is not None:
+            log.warning("Slack replied with a channel or ts that is not one; not kept")
+        return None
+    return value
 
 
 def _older_update(session: Session, row: SlackOutbox) -> SlackOutbox | None:

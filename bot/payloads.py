@@ -12,11 +12,18 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from hardcost.sync.bounds import ID, fits
+
 OBJECTS = ("team", "user", "channel", "container", "message", "enterprise", "view", "event",
            "workflow_step", "state", "function_data", "bot_access_token")
 """Keys Bolt reads as JSON objects when present."""
 MAY_BE_NULL = frozenset({"team", "enterprise"})
 """Of those, the ones Slack sends as ``null`` (org-wide installs) and Bolt reads as absent."""
+PAYLOAD_IDS = (("user", "id"), ("user", "team_id"), ("team", "id"), ("channel", "id"),
+               ("container", "channel_id"), ("enterprise", "id"))
+"""Slack ids in an interaction that hardcost may keep (who answered, where): a longer one
+is not a Slack id, and is refused with the rest of the payload."""
+COMMAND_IDS = ("team_id", "user_id", "channel_id", "enterprise_id")
 
 
 def payload_problem(body: bytes, content_type: str | None) -> str | None:
@@ -26,10 +33,21 @@ def payload_problem(body: bytes, content_type: str | None) -> str | None:
             form = parse_qs(body.decode("utf-8"), keep_blank_values=True, max_num_fields=200)
         except (UnicodeDecodeError, ValueError) as exc:
             return f"the form cannot be read ({type(exc).__name__})"
-        if "payload" not in form:
-            return None  # a slash command: every field is text
+        if "payload" not in form:  # a slash command: every field is text
+            return _command_problem({k: v[0] for k, v in form.items() if v})
         return _json_problem(form["payload"][0], interaction=True)
     return _json_problem(body.decode("utf-8", errors="replace"), interaction=False)
+
+
+def _command_problem(fields: dict[str, str]) -> str | None:
+    """A slash command's fields: text without NULs (no database keeps them) and Slack ids
+    that fit where they are kept (``sync.bounds.ID``)."""
+    if any("\x00" in value for value in fields.values()):
+        return "a field holds a NUL character"
+    for key in COMMAND_IDS:
+        if key in fields and not fits(fields[key], ID):
+            return f"{key} is not a Slack id"
+    return None
 
 
 def envelope_problem(kind: str, payload: Any) -> str | None:
@@ -38,8 +56,9 @@ def envelope_problem(kind: str, payload: Any) -> str | None:
     if not isinstance(payload, dict):
         return "the payload is not a JSON object"
     if kind == "slash_commands":
-        return None if all(isinstance(v, str) for v in payload.values()) \
-            else "a slash command field is not text"
+        if not all(isinstance(v, str) for v in payload.values()):
+            return "a slash command field is not text"
+        return _command_problem(payload)
     return _json_problem(json.dumps(payload), interaction=kind == "interactive")
 
 
@@ -73,7 +92,32 @@ def _json_problem(text: str, *, interaction: bool) -> str | None:
         value = data.get(container)
         if isinstance(value, dict) and "id" in value and not isinstance(value["id"], str):
             return f"{container}.id is not text"
+    for container, key in PAYLOAD_IDS:
+        value = data.get(container)
+        held = value.get(key) if isinstance(value, dict) else None
+        if isinstance(held, str) and not fits(held, ID):
+            return f"{container}.{key} is not a Slack id"
+    # A search's typed text (block_suggestion) is never kept: the search drops its NULs.
+    if data.get("type") != "block_suggestion" and _holds_nul(data):
+        return "a value holds a NUL character"
     return None
+
+
+def _holds_nul(data: Any) -> bool:
+    """Whether any key or text in the payload holds NUL (PostgreSQL keeps none: Slack never
+    sends one, so a payload with one is refused before a listener reads it)."""
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 ROW_ID_MAX = 2 ** 31 - 1  # hardcost's own row ids (a PostgreSQL integer)

@@ -25,6 +25,7 @@ from hardcost.bot.ui.content import (
     TrailEntry,
 )
 from hardcost.sync import audit, matter_rules
+from hardcost.sync.bounds import ID, fits
 from hardcost.sync.firm_settings import Lookups, SettingError
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import Importer
@@ -99,7 +100,10 @@ def resolve_channel(client: WebClient, raw: str) -> tuple[str, str]:
     if info.get("is_private") and not info.get("is_member"):
         raise SettingError(f"#{info.get('name')} is private and hardcost is not in it: "
                            f"invite @hardcost there first.", "channel")
-    return str(info["id"]), str(info.get("name") or channel_id)
+    found = str(info.get("id"))
+    if not fits(found, ID):  # not a Slack channel id: never kept
+        raise SettingError(f"Slack does not know the channel {raw} as one.", "channel")
+    return found, str(info.get("name") or channel_id)
 
 
 def _channel_id_by_name(client: WebClient, name: str) -> str:

@@ -225,6 +225,12 @@ class Ledger:
     def next_id(self) -> int:
         return next(self._ids)
 
+    def ids_from(self, first: int) -> None:
+        """Number the records made from now on from ``first``: production Clio's ids run to
+        ten digits, which some bounds only meet at that size."""
+        with self.lock:
+            self._ids = itertools.count(first)
+
     def now(self) -> str:
         return self.clock.now().isoformat(timespec="seconds")
 
@@ -259,6 +265,10 @@ class ClioAccount:
     @property
     def owner(self) -> Record:
         return self.users[self.owner_id]
+
+    def ids_from(self, first: int) -> None:
+        """Records made from now on are numbered from ``first`` (``Ledger.ids_from``)."""
+        self._ledger.ids_from(first)
 
     def add_user(self, name: str, *, email: str | None = None, account_owner: bool = False,
                  enabled: bool = True) -> Record:

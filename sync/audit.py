@@ -22,6 +22,7 @@ from typing import IO, Any, TypedDict, Unpack
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
+from hardcost.sync.bounds import clip_or_none
 from hardcost.sync.store import AuditEntry, utcnow
 
 
@@ -200,7 +201,7 @@ def is_person(actor: str) -> bool:
 
 
 def _clip(value: str | None, size: int) -> str | None:
-    return None if value is None else value[:size]
+    return clip_or_none(value, size)
 
 
 def _jsonable(value: dict[str, Any] | None) -> dict[str, Any] | None:

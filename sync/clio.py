@@ -11,6 +11,7 @@ from typing import Any
 
 import requests
 
+from hardcost.sync.bounds import clean, fits
 from hardcost.sync.http import (
     ApiError,
     ApiSession,
@@ -30,6 +31,7 @@ from hardcost.sync.http import (
 )
 
 log = logging.getLogger(__name__)
+ETAG = 100  # EntryLink.clio_etag
 
 API_VERSION = "4.0.13"
 PAGE_LIMIT = 200
@@ -169,18 +171,29 @@ def _id(value: Any) -> int:
     return int(number)
 
 
+def _str(value: Any) -> str:
+    """Text from Clio, without NULs (``sync.bounds``); lengths are bounded where it is kept."""
+    return clean(str(value or ""))
+
+
 def _contact(row: Mapping[str, Any]) -> Contact:
     email = row.get("primary_email_address")
-    return Contact(_id(row["id"]), str(row.get("name") or ""), str(row.get("type") or ""),
-                   str(email) if email else None)
+    return Contact(_id(row["id"]), _str(row.get("name")), _str(row.get("type")),
+                   _str(email) if email else None)
 
 
 def _matter(row: Mapping[str, Any]) -> Matter:
     client = row.get("client") or {}
-    return Matter(_id(row["id"]), str(row.get("display_number") or ""),
-                  str(row.get("description") or ""), str(row.get("status") or ""),
+    return Matter(_id(row["id"]), _str(row.get("display_number")),
+                  _str(row.get("description")), _str(row.get("status")),
                   _id(client["id"]) if client.get("id") is not None else None,
-                  str(client.get("name") or ""))
+                  _str(client.get("name")))
+
+
+def _etag(value: Any) -> str | None:
+    """An entry's etag, sent back in ``If-Match``: kept only when it fits (a cut one would
+    never match; without one the entry is compared by what hardcost wrote)."""
+    return value if isinstance(value, str) and fits(value, ETAG) else None
 
 
 def _activity(row: Mapping[str, Any]) -> Activity:
@@ -188,7 +201,7 @@ def _activity(row: Mapping[str, Any]) -> Activity:
     bill = row.get("bill") or {}
     price = row.get("price")
     return Activity(
-        id=_id(row["id"]), etag=row.get("etag"), type=row.get("type"), date=row.get("date"),
+        id=_id(row["id"]), etag=_etag(row.get("etag")), type=row.get("type"), date=row.get("date"),
         price=Decimal(str(price)) if price is not None else None, note=row.get("note"),
         billed=bool(row.get("billed")), on_bill=bool(row.get("on_bill")),
         matter_id=_id(matter["id"]) if matter.get("id") is not None else None,

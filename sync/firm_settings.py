@@ -57,6 +57,7 @@ SCHEDULE_MINUTES = (5, 7 * 24 * 60)
 """Shortest and longest interval ``set schedule`` accepts: five minutes to a week."""
 START_DATES = (date(2000, 1, 1), date(2099, 12, 31))
 """The start dates ``set start-date`` accepts (QuickBooks Online holds nothing older)."""
+ZONE_NAME = 64  # FirmSettings.timezone; IANA's longest name has 32 characters
 MAX_VALUE = 200  # characters of a setting's value; names in QuickBooks and Clio are shorter
 MAX_APPROVERS = 50
 _MINUTES = re.compile(r"[0-9]{1,6}")  # ASCII digits only: "²" and "٣" are not minutes
@@ -371,7 +372,7 @@ def zone_name(raw: str) -> str:
     """An IANA time zone name as ``zoneinfo`` knows it (``America/New_York``); SettingError
     otherwise. Case is kept as given: zoneinfo's names are case-sensitive on most systems."""
     name = raw.strip()
-    if not _ZONE_NAME.fullmatch(name) or ".." in name:
+    if len(name) > ZONE_NAME or not _ZONE_NAME.fullmatch(name) or ".." in name:
         raise SettingError(f"“{raw}” is not a time zone name like America/New_York.",
                            "timezone")
     try:

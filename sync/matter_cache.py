@@ -23,6 +23,7 @@ from sqlalchemy import case, delete, func, insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.batches import chunks
+from hardcost.sync.bounds import NAME, clip
 from hardcost.sync.clio import ClioClient, Matter
 from hardcost.sync.store import CachedMatter, FirmSettings
 
@@ -71,12 +72,12 @@ def _like(word: str) -> str:
 
 
 def _row(firm_id: int, matter: Matter) -> dict[str, object]:
-    number = matter.display_number[:100]
-    description = matter.description[:300]
-    client = matter.client_name[:300]
+    number = clip(matter.display_number, 100)
+    description = clip(matter.description, NAME)
+    client = clip(matter.client_name, NAME)
     return {"firm_id": firm_id, "matter_id": matter.id, "display_number": number,
             "description": description, "client_name": client,
-            "status": matter.status[:20], "number_key": _fold(number)[:100],
+            "status": clip(matter.status, 20), "number_key": _fold(number)[:100],
             "search_text": _fold(f"{number} {client} {description}")[:720]}
 
 

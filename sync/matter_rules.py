@@ -21,6 +21,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
+from hardcost.sync.bounds import NAME, clip
 from hardcost.sync.rules import PlannedEntry
 from hardcost.sync.store import MatterRule, WaitingExpense, WaitReason, utcnow
 
@@ -119,9 +120,9 @@ def create_from_choice(sessions: sessionmaker[Session], firm_id: int, waiting_id
                          detail=f"Rule {describe(old)} → {old.matter_label} replaced by a "
                                 "new one.")
         rule = MatterRule(firm_id=firm_id, contact_id=row.contact_id,
-                          client_name=row.customer_name[:300], payee_id=entry.payee.id,
-                          payee_name=entry.payee.name[:300], account_id=account,
-                          matter_id=row.clio_matter_id, matter_label=offer.matter[:300],
+                          client_name=clip(row.customer_name, NAME), payee_id=entry.payee.id,
+                          payee_name=clip(entry.payee.name, NAME), account_id=account,
+                          matter_id=row.clio_matter_id, matter_label=clip(offer.matter, NAME),
                           created_by=user_id, created_at=now, uses=0)
         session.add(rule)
         session.flush()

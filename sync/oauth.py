@@ -23,6 +23,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
+from hardcost.sync.bounds import ID, fits
 from hardcost.sync.config import CLIO_REGIONS, Settings
 from hardcost.sync.http import ApiError, ConfigError
 from hardcost.sync.leases import run_soon
@@ -128,6 +129,10 @@ def finish(sessions: sessionmaker[Session], config: Settings, provider: str, *,
                 _outcome(session, row.id, "no_realm")
                 return _refused("That link is incomplete", "QuickBooks did not say which "
                                 "company was chosen. " + again)
+            if not fits(realm_id, ID):  # QuickBooks' company ids are numbers of a few digits
+                _outcome(session, row.id, "bad_realm")
+                return _refused("That link is not valid", "QuickBooks named the company by "
+                                "an id it never uses. " + again)
             other = session.scalars(select(Firm).where(
                 Firm.qbo_realm_id == realm_id, Firm.id != firm_id,
                 Firm.active.is_(True))).first()

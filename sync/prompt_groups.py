@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from hardcost.sync.bounds import digest_key
 from hardcost.sync.choices import choose_matter
 from hardcost.sync.importer import Importer
 from hardcost.sync.store import PromptGroup, WaitingExpense, WaitReason
@@ -31,6 +32,9 @@ as easily one by one as under a group message; from three on, one menu saves rea
 GROUP_MAX_CHOICES = 100
 """Matters a group's menu offers at most (one static select); clients with more keep their
 searchable per-expense prompts."""
+CHOICE_KEY = 1000
+"""``PromptGroup.choice_key``'s room: the sorted matter ids as they are, or their digest when
+they do not fit (a hundred production-sized ids run past it)."""
 CLAIMED = "claimed"
 LINKED = "linked"
 
@@ -40,10 +44,22 @@ def choice_key(row: WaitingExpense) -> str | None:
     None when the expense cannot be answered by a group menu."""
     if row.reason != WaitReason.SEVERAL_MATTERS.value:
         return None
-    ids = sorted(int(c["id"]) for c in row.candidates if c.get("kind") == "matter")
+    ids = choice_ids(row)
     if not 2 <= len(ids) <= GROUP_MAX_CHOICES:
         return None
-    return ",".join(map(str, ids))
+    return digest_key(",".join(map(str, ids)), CHOICE_KEY)
+
+
+def choice_ids(row: WaitingExpense) -> list[int]:
+    """The matter ids an expense's question offers, sorted."""
+    return sorted(int(c["id"]) for c in row.candidates if c.get("kind") == "matter")
+
+
+def group_choices(session: Session, group: PromptGroup) -> set[int]:
+    """The matters the group's menu offers: those of its members that still ask the group's
+    question (all of them share it: that is what made them a group)."""
+    return {matter_id for row in members(session, group) if choice_key(row) == group.choice_key
+            for matter_id in choice_ids(row)}
 
 
 def open_group(session: Session, firm_id: int, customer_id: str,
@@ -104,7 +120,7 @@ def choose_for_group(importer: Importer, group_id: int, matter_id: int,
                                    answered_by=group.resolved_by)
             return GroupResult("already_answered", "This group was answered already.",
                                answered_by=group.resolved_by)
-        if str(matter_id) not in group.choice_key.split(","):
+        if matter_id not in group_choices(session, group):
             _release(importer, group_id)
             return GroupResult("refused", "That matter is not one of this group's choices.")
         pending = open_members(session, group)

@@ -13,6 +13,8 @@ from datetime import date
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+from hardcost.sync.bounds import ID, NAME, SYNC_TOKEN, clean, clip, digest_key, fits
+
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999.99")
 """The largest entry hardcost writes (ten billion less a cent): Clio keeps prices as doubles,
@@ -195,20 +197,33 @@ def to_amount(value: Any, what: str) -> Decimal:
 
 
 def _text(value: Any) -> str | None:
+    """Text from QuickBooks, without NULs (``sync.bounds``), or None when empty."""
     if value is None:
         return None
-    text = str(value).strip()
+    text = clean(str(value)).strip()
     return text or None
 
 
 def _ref(value: Any) -> tuple[str, str] | None:
-    """(value, name) of a QBO reference, or None when absent or empty."""
+    """(value, name) of a QBO reference, or None when absent or empty. The name is clipped
+    to what the tables keep (a customer's full name can run past 300 characters); the id is
+    kept whole: callers refuse one that does not fit (:func:`_bad_id`)."""
     if not isinstance(value, Mapping):
         return None
     ref_id = _text(value.get("value"))
     if ref_id is None:
         return None
-    return ref_id, _text(value.get("name")) or ""
+    return ref_id, clip(_text(value.get("name")) or "", NAME)
+
+
+def _bad_id(value: str | None) -> bool:
+    """An id QuickBooks never sends: longer than the tables keep (its ids are numbers)."""
+    return value is not None and not fits(value, ID)
+
+
+def _shown_id(value: str) -> str:
+    """An id as a failure record keeps it: clipped, so that even a refused one fits."""
+    return clip(value, ID)
 
 
 def _txn_date(purchase: Mapping[str, Any]) -> date:
@@ -267,6 +282,12 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
         return PurchasePlan("?", failures=[LineFailure(
             "?", "bad_purchase", "A QuickBooks expense came without an id; it cannot be "
             "imported or tracked. Tell support with the run's date.")])
+    if _bad_id(purchase_id):
+        shown = _shown_id(purchase_id)
+        return PurchasePlan(shown, failures=[LineFailure(
+            shown, "bad_purchase", f"A QuickBooks expense came with an id QuickBooks should "
+            f"never send ({shown!r}); it cannot be imported or tracked. Tell support with the "
+            "run's date.")])
     plan = PurchasePlan(purchase_id)
     label = _label(purchase, purchase_id)
     try:
@@ -314,10 +335,11 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
     memo = _text(purchase.get("PrivateNote"))
     payee_ref = purchase.get("EntityRef")
     payee = None
-    if (p := _ref(payee_ref)) is not None:
+    if (p := _ref(payee_ref)) is not None and not _bad_id(p[0]):  # else no payee to remember
         payee_type = str(payee_ref.get("type") or "") if isinstance(payee_ref, Mapping) else ""
         payee = Payee(p[0], p[1], payee_type)
-    sync_token = _text(purchase.get("SyncToken")) or "0"
+    # Only ever compared with the stored one: a token too long to keep is kept as its digest.
+    sync_token = digest_key(_text(purchase.get("SyncToken")) or "0", SYNC_TOKEN)
     reference = _text(purchase.get("DocNumber"))
 
     for group in groups.values():
@@ -381,9 +403,18 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
     line_label = f"{label} line {line_id}"
     if detail_type in IGNORED_DETAIL_TYPES:
         return
+    if _bad_id(line_id):  # its customer's other lines wait with it: no partial amount
+        line_id = _shown_id(line_id)
+        customer = _line_customer(line, detail_type)
+        plan.failures.append(LineFailure(purchase_id, "bad_line",
+                                         f"{label} line {line_id} has an id QuickBooks should "
+                                         "never send. Check the expense in QuickBooks.",
+                                         customer[0] if customer else "", line_id))
+        if customer:
+            _group(groups, customer, line_id, rules).failed = True
+        return
     if detail_type not in (ACCOUNT_LINE, ITEM_LINE):
-        detail = line.get(detail_type) if detail_type else None
-        customer = _ref(detail.get("CustomerRef")) if isinstance(detail, Mapping) else None
+        customer = _line_customer(line, detail_type)
         plan.failures.append(LineFailure(
             purchase_id, "unknown_line_type",
             f"{line_label} is of a kind hardcost does not know "
@@ -399,6 +430,12 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
                                          "QuickBooks.", "", line_id))
         return
     customer = _ref(detail.get("CustomerRef"))
+    if customer is not None and _bad_id(customer[0]):
+        plan.failures.append(LineFailure(
+            purchase_id, "bad_customer", f"{line_label} names a customer by an id QuickBooks "
+            f"should never send ({_shown_id(customer[0])!r}). Check the expense in QuickBooks.",
+            "", line_id))
+        return
     line_account: str | None = None
 
     if detail_type == ITEM_LINE:
@@ -419,6 +456,8 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
         account = _ref(detail.get("AccountRef"))
         account_ok = account is not None and account[0] in rules.import_account_ids
         line_account = account[0] if account is not None else None
+    if line_account is not None and _bad_id(line_account):
+        line_account = None  # kept as "any import account" (it is only a rule's scope)
     if not account_ok:
         return  # another account: not a client cost
     if customer is None:
@@ -449,6 +488,13 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
     description = _text(line.get("Description"))
     if description and description not in group.descriptions:
         group.descriptions.append(description)
+
+
+def _line_customer(line: Mapping[str, Any], detail_type: str) -> tuple[str, str] | None:
+    """The customer of a line that cannot be planned, when it has one that fits."""
+    detail = line.get(detail_type) if detail_type else None
+    customer = _ref(detail.get("CustomerRef")) if isinstance(detail, Mapping) else None
+    return customer if customer is not None and not _bad_id(customer[0]) else None
 
 
 def _group(groups: dict[tuple[str, str], _Group], customer: tuple[str, str], line_id: str,

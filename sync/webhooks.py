@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.batches import chunks
 from hardcost.sync.bills import OFF, PAYMENT_PREFIX, document_id
+from hardcost.sync.bounds import ID, clean, clip, digest_key, fits
 from hardcost.sync.importer import SHUTDOWN, Importer
 from hardcost.sync.leases import Lease, RunStop
 from hardcost.sync.qbo import instant
@@ -55,16 +56,26 @@ MAX_ATTEMPTS = 8
 scheduled runs read every changed purchase anyway, so nothing is lost."""
 CLOUDEVENT_VERBS = {"created": "Create", "updated": "Update", "deleted": "Delete",
                     "voided": "Void", "merged": "Merge", "emailed": "Emailed"}
+OPERATION = 20  # WebhookEvent.operation: QuickBooks' operations are single short words
+ENTITY = 40  # WebhookEvent.entity
+DEDUPE_KEY = 200  # WebhookEvent.dedupe_key: longer keys are kept as their digest
 _CLOUDEVENT_TYPE = re.compile(r"^qbo\.(?P<entity>[a-z0-9]+)\.(?P<verb>[a-z]+)\.v\d+$")
 
 
 class MalformedDelivery(ValueError):
-    """The body is not JSON or not either webhook shape Intuit sends."""
+    """The body is not JSON or not either webhook shape Intuit sends, or none of the changes
+    it names can be read."""
+
+
+class _BadChange(ValueError):
+    """One notification or event that cannot be read: it is skipped (logged), the rest of the
+    delivery is kept."""
 
 
 @dataclass(frozen=True)
 class EntityChange:
-    """One entity change named by a delivery, in either format."""
+    """One entity change named by a delivery, in either format. Every field fits its column
+    (``WebhookEvent``): a change whose ids or operation do not is skipped, not stored."""
 
     realm_id: str
     entity: str  # QuickBooks' entity name: "Purchase", "Bill", …
@@ -83,76 +94,140 @@ def signature_valid(verifier: str, body: bytes, signature: str | None) -> bool:
 
 
 def parse_delivery(body: bytes) -> list[EntityChange]:
-    """The changes in a legacy (``eventNotifications``) or CloudEvents (array) body."""
+    """The changes in a legacy (``eventNotifications``) or CloudEvents (array) body.
+
+    A notification or event that cannot be read (a missing or overlong id, an operation
+    QuickBooks never sends) is skipped and logged; the others are kept. Raises
+    :class:`MalformedDelivery` when the body is not a delivery at all, or when every change
+    it names was skipped."""
     try:
         payload = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedDelivery(f"not JSON: {exc}") from exc
     except RecursionError:  # signed, but nested thousands deep: no delivery looks like that
         raise MalformedDelivery("nested too deeply to be a QuickBooks delivery") from None
+    skipped: list[str] = []
     if isinstance(payload, dict) and "eventNotifications" in payload:
-        return _legacy(payload["eventNotifications"])
-    if isinstance(payload, dict) and "specversion" in payload:
-        payload = [payload]  # a single event in structured mode
-    if isinstance(payload, list):
-        return [change for event in payload if (change := _cloud_event(event)) is not None]
-    raise MalformedDelivery("neither eventNotifications nor a CloudEvents array")
-
-
-def _legacy(notifications: Any) -> list[EntityChange]:
-    if not isinstance(notifications, list):
-        raise MalformedDelivery("eventNotifications is not a list")
-    changes = []
-    for notification in notifications:
-        if not isinstance(notification, dict):
-            raise MalformedDelivery("a notification is not an object")
-        realm = _text(notification, "realmId")
-        event = notification.get("dataChangeEvent")
-        entities = event.get("entities") if isinstance(event, dict) else None
-        if not isinstance(entities, list):
-            raise MalformedDelivery("dataChangeEvent.entities is not a list")
-        for entity in entities:
-            if not isinstance(entity, dict):
-                raise MalformedDelivery("an entity is not an object")
-            name, entity_id = _text(entity, "name"), _text(entity, "id")
-            operation = _text(entity, "operation")
-            updated = entity.get("lastUpdated")
-            updated_text = updated if isinstance(updated, str) else ""
-            changes.append(EntityChange(
-                realm, name, entity_id, operation, instant(updated_text),
-                _key(f"{name}:{entity_id}:{operation}:{updated_text}")))
+        changes, read = _legacy(payload["eventNotifications"], skipped)
+    else:
+        if isinstance(payload, dict) and "specversion" in payload:
+            payload = [payload]  # a single event in structured mode
+        if not isinstance(payload, list):
+            raise MalformedDelivery("neither eventNotifications nor a CloudEvents array")
+        changes, read = _cloud_events(payload, skipped)
+    if skipped:
+        log.warning("webhook: %d change(s) of the delivery skipped, %d kept: %s",
+                    len(skipped), len(changes), "; ".join(skipped[:5]))
+        if read == 0:
+            raise MalformedDelivery(skipped[0])
     return changes
 
 
+def _legacy(notifications: Any, skipped: list[str]) -> tuple[list[EntityChange], int]:
+    """(the changes, how many entities could be read, purchases or not)."""
+    if not isinstance(notifications, list):
+        raise MalformedDelivery("eventNotifications is not a list")
+    changes: list[EntityChange] = []
+    read = 0
+    for notification in notifications:
+        try:
+            if not isinstance(notification, dict):
+                raise _BadChange("a notification is not an object")
+            realm = _text(notification, "realmId", ID)
+            event = notification.get("dataChangeEvent")
+            entities = event.get("entities") if isinstance(event, dict) else None
+            if not isinstance(entities, list):
+                raise _BadChange("dataChangeEvent.entities is not a list")
+        except _BadChange as exc:
+            skipped.append(str(exc))
+            continue
+        for entity in entities:
+            try:
+                changes.append(_legacy_change(realm, entity))
+                read += 1
+            except _BadChange as exc:
+                skipped.append(str(exc))
+    return changes, read
+
+
+def _legacy_change(realm: str, entity: Any) -> EntityChange:
+    if not isinstance(entity, dict):
+        raise _BadChange("an entity is not an object")
+    name = _text(entity, "name", 200)
+    entity_id = _text(entity, "id", ID)
+    operation = _text(entity, "operation", OPERATION)
+    updated = entity.get("lastUpdated")
+    updated_text = clean(updated) if isinstance(updated, str) else ""
+    return EntityChange(realm, name if name in IMPORTED_ENTITIES else clip(name, ENTITY),
+                        entity_id, operation, _when(updated_text),
+                        _key(f"{name}:{entity_id}:{operation}:{updated_text}"))
+
+
+def _cloud_events(events: list[Any], skipped: list[str]) -> tuple[list[EntityChange], int]:
+    changes: list[EntityChange] = []
+    read = 0
+    for event in events:
+        try:
+            change = _cloud_event(event)
+        except _BadChange as exc:
+            skipped.append(str(exc))
+            continue
+        read += 1
+        if change is not None:
+            changes.append(change)
+    return changes, read
+
+
 def _cloud_event(event: Any) -> EntityChange | None:
+    """The change an event names; None for an event that is not a QuickBooks entity change
+    (acknowledged and ignored)."""
     if not isinstance(event, dict):
-        raise MalformedDelivery("a CloudEvent is not an object")
-    event_id, event_type = _text(event, "id"), _text(event, "type")
-    _text(event, "specversion")
+        raise _BadChange("a CloudEvent is not an object")
+    event_id, event_type = _text(event, "id", 200), _text(event, "type", 200)
+    _text(event, "specversion", 200)
     matched = _CLOUDEVENT_TYPE.match(event_type)
     if matched is None:
         log.info("webhook: CloudEvent type %r is not a QuickBooks entity change; ignored",
-                 event_type)
+                 clip(event_type, 100))
         return None
     verb = matched["verb"]
     operation = CLOUDEVENT_VERBS.get(verb, verb.capitalize())
-    entity = _ENTITY_NAMES.get(matched["entity"], matched["entity"].capitalize())
+    if not fits(operation, OPERATION):
+        raise _BadChange(f"CloudEvent type {clip(event_type, 100)!r} names no operation "
+                         "QuickBooks sends")
+    entity = _ENTITY_NAMES.get(matched["entity"], clip(matched["entity"].capitalize(), ENTITY))
     time = event.get("time")
-    return EntityChange(_text(event, "intuitaccountid"), entity, _text(event, "intuitentityid"),
-                        operation, instant(time), _key(event_id))
+    return EntityChange(_text(event, "intuitaccountid", ID), entity,
+                        _text(event, "intuitentityid", ID), operation,
+                        _when(time), _key(event_id))
 
 
-def _text(obj: dict[str, Any], name: str) -> str:
+def _text(obj: dict[str, Any], name: str, limit: int) -> str:
+    """A field that must be present, a string (or a whole number) of at most ``limit``
+    characters without NUL; otherwise the change is skipped."""
     value = obj.get(name)
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise MalformedDelivery(f"{name} is missing or not a string")
+    if not isinstance(value, str) or not value:
+        raise _BadChange(f"{name} is missing or not a string")
+    if not fits(value, limit):
+        raise _BadChange(f"{name} is longer than {limit} characters or holds a NUL")
     return value
 
 
+def _when(value: object) -> datetime | None:
+    """The event's time, when it is one a database can keep (as UTC)."""
+    moment = instant(clean(value) if isinstance(value, str) else value)
+    if moment is None:
+        return None
+    try:
+        return moment.astimezone(UTC)
+    except (OverflowError, ValueError):  # "0001-01-01T00:00:00+05:00" has no UTC instant
+        return None
+
+
 def _key(raw: str) -> str:
-    return raw if len(raw) <= 200 else "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
+    return digest_key(raw, DEDUPE_KEY)
 
 
 @dataclass

@@ -9,8 +9,11 @@ import threading
 from collections import Counter
 from typing import Any
 
+from sqlalchemy import select
+
 from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
 from hardcost.sync.prompt_groups import GROUP_MIN
+from hardcost.sync.store import PromptGroup
 
 
 def _text(message: dict[str, Any]) -> str:
@@ -132,3 +135,28 @@ def test_answering_one_by_one_updates_the_group_count(rig: SlackRig) -> None:
 
     wait_for(lambda: (m := rig.ws.message(rig.channel, group["ts"]))
              and "2 expenses for Acme Holdings wait" in _text(m), what="the group's count")
+
+
+def test_a_client_with_a_hundred_matters_of_production_sized_ids_gets_its_group(
+        rig: SlackRig) -> None:
+    """Issue 24 #8: 92-100 matters with ten-digit ids made a choice key of 1,044 characters
+    for a ``String(1000)`` column; on PostgreSQL the insert failed inside the notifier on
+    every run (no summary, no prompts). The key fits now, and the menu still answers."""
+    rig.firm.clio.ids_from(1_500_000_000)  # ten digits, as production Clio's are
+    matters = [f"Matter {n:03d}" for n in range(95)]
+    rig.firm.client("Acme Holdings", matters)
+    for n in range(GROUP_MIN):
+        rig.firm.expense((f"{10 + n}.00", "Acme Holdings"), doc_number=f"50{n}")
+
+    assert rig.command("run").status_code == 200
+    group = wait_for(lambda: next((m for m in rig.channel_messages()
+                                   if "hc_group_matter" in _text(m)), None),
+                     what="the grouped message")
+    with rig.firm.sessions() as session:
+        [row] = session.scalars(select(PromptGroup)).all()
+    assert len(row.choice_key) <= PromptGroup.__table__.c.choice_key.type.length
+
+    rig.click(group, "hc_group_matter", selected=_option(group, "Matter 094"))
+    entries = wait_for(lambda: len(rig.firm.entries()) == GROUP_MIN and rig.firm.entries(),
+                       what="the group's entries")
+    assert {e["matter"]["id"] for e in entries} == {rig.firm.matters["Matter 094"]}
