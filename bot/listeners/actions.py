@@ -45,7 +45,7 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
-from hardcost.bot.ui.text import md, mention
+from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, choices, matter_cache, matter_rules, oauth, prompt_groups, undo
 from hardcost.sync.choices import ChoiceResult
@@ -104,7 +104,9 @@ def _result_text(result: ChoiceResult) -> str:
     if result.outcome == "being_answered":
         return md(who, " is answering this one right now.")
     if result.outcome == "already_answered":
-        return md("Already answered by ", who, ".")
+        when = [" on ", Mrkdwn(slack_time(result.answered_at))] if result.answered_at else []
+        what = [": ", result.answer] if result.answer else []
+        return md("Already answered by ", who, *when, *what, ".")
     return result.message
 
 
