@@ -21,6 +21,7 @@ from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
 from hardcost.bot.payloads import id_pair, row_id
 from hardcost.bot.surfaces import open_settings_modal, publish_home
 from hardcost.bot.ui import messages
+from hardcost.bot.ui import undo as undo_answer
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
@@ -222,8 +223,10 @@ def register(app: App, ctx: BotContext) -> None:
         notifier.send(firm_id)
         if (body.get("container") or {}).get("is_ephemeral"):
             respond(text=reopened.text, blocks=reopened.blocks, replace_original=True)
-        _ephemeral(respond, md("Undone: Clio entry #", str(result.entry_id),
-                               " was deleted and the expense waits for a choice again."))
+        # A rule made from the undone choice stays in force unless the clicker removes it.
+        answer = undo_answer.undone(result.entry_id, result.rules)
+        respond(text=answer.text, blocks=answer.blocks, response_type="ephemeral",
+                replace_original=False)
 
     def on_search(ack: Ack, body: dict[str, Any], payload: dict[str, Any]) -> None:
         block_id = str(payload.get("block_id") or body.get("block_id") or "")
