@@ -10,9 +10,8 @@ Then the entry is read (``billed``/``on_bill``): on a bill, everything is put ba
 answer names the bill. Changed by a person in Clio since hardcost wrote it (``edits.untouched``,
 as runs judge it before an edit): put back too, and the answer says what changed; hardcost
 never overwrites or removes a person's change. Otherwise it is deleted in Clio, and one
-transaction drops the link
-(the expense can be written again, exactly once, by a later choice or run), reopens the
-waiting expense and adds the ``undone`` audit row. A process that dies between the DELETE and
+transaction drops the link (the expense can be written again, exactly once, by a later choice
+or run), reopens the waiting expense and adds the ``undone`` audit row. A process that dies between the DELETE and
 that commit leaves the claim behind; after ``STALE_UNDO`` another Undo takes it over and
 finds the entry already gone.
 
