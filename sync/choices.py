@@ -6,6 +6,10 @@ Clio, and released again if Clio refuses, so the prompt stays usable.
 
 "Not a client cost" and a contact choice add their audit row (``hardcost.sync.audit``) in the
 transaction that settles the prompt or stores the contact link.
+
+A contact question, once answered, is closed even when the expense still waits (for its
+matter, under the same row): a later contact click (an older copy of the question, a double
+click) is told who chose which contact and when, and changes nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -24,12 +29,13 @@ from hardcost.sync.clio import Contact, Matter
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import AlreadyImported, Importer
 from hardcost.sync.rules import PlannedEntry
-from hardcost.sync.store import ContactLink, WaitingExpense, WaitReason, utcnow
+from hardcost.sync.store import AuditEntry, ContactLink, WaitingExpense, WaitReason, utcnow
 from hardcost.sync.summary import matter_label
 
 log = logging.getLogger(__name__)
 
 CLAIMED = "claimed"
+CONTACT_QUESTIONS = (WaitReason.SEVERAL_CONTACTS.value, WaitReason.NO_CONTACT.value)
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,8 @@ class ChoiceResult:
     clio_entry_id: int | None = None
     answered_by: str | None = None
     still_waiting: WaitingExpense | None = None  # a new question (e.g. which matter) to ask
+    answered_at: datetime | None = None  # when it was answered (already_answered)
+    answer: str | None = None  # what the earlier answer was, in words (already_answered)
 
 
 class ChoiceError(Exception):
@@ -80,7 +88,29 @@ def _answered(importer: Importer, waiting_id: int) -> ChoiceResult:
         return ChoiceResult("being_answered", "Someone is answering this one right now.",
                             answered_by=row.resolved_by)
     return ChoiceResult("already_answered", "Already answered.",
-                        answered_by=row.resolved_by, clio_entry_id=row.clio_activity_id)
+                        answered_by=row.resolved_by, clio_entry_id=row.clio_activity_id,
+                        answered_at=row.resolved_at)
+
+
+def _contact_answered(importer: Importer, row: WaitingExpense) -> ChoiceResult:
+    """A contact click on a row that no longer asks for the contact: who chose which, when."""
+    with importer.sessions() as session:
+        chosen = session.scalars(select(AuditEntry).where(
+            AuditEntry.firm_id == importer.firm_id,
+            AuditEntry.action == audit.Action.CONTACT_CHOSEN.value,
+            AuditEntry.realm_id == row.realm_id, AuditEntry.purchase_id == row.purchase_id,
+            AuditEntry.customer_id == row.customer_id,
+            AuditEntry.line_id == (row.line_id or None))
+            .order_by(AuditEntry.id.desc()).limit(1)).first()
+    if chosen is None:
+        return ChoiceResult("refused", "That contact is not one of this expense's choices.")
+    contact = (chosen.after or {}).get("contact") or {}
+    name = str(contact.get("name") or f"contact {contact.get('id')}")
+    follows = "its matter is asked in a new question" if row.resolved_at is None \
+        else "the expense is answered"
+    return ChoiceResult("already_answered", f"{name} was chosen as the Clio contact; {follows}.",
+                        label=name, answered_by=chosen.actor, answered_at=chosen.at,
+                        answer=f"Clio contact {name}; {follows}")
 
 
 def _matter_choices(row: WaitingExpense) -> dict[int, dict[str, Any]]:
@@ -138,6 +168,11 @@ def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
     row = _claim(importer, waiting_id, user_id)
     if row is None:
         return _answered(importer, waiting_id)
+    if row.reason not in CONTACT_QUESTIONS or row.contact_id is not None:
+        # The contact was chosen already (the row now asks for the matter), or the question
+        # never was about the contact: nothing is remembered, nothing asked anew.
+        _release(importer, waiting_id)
+        return _contact_answered(importer, row)
     choices = {int(c["id"]): c for c in row.candidates if c.get("kind") == "contact"}
     if choices and contact_id not in choices:
         _release(importer, waiting_id)

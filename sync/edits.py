@@ -12,6 +12,9 @@ again. For each entry the purchase still calls for (same key: purchase, customer
 - otherwise → one ``PATCH`` with ``If-Match`` (the etag hardcost stored); on 412 the entry is
   read again and, if still untouched by people and unbilled, patched once more.
 
+Whatever the outcome, the answered question of that key (a person's choice) is given the new
+planned entry too, so a choice made again after Undo writes the purchase as it is now.
+
 Entries the purchase no longer calls for (its customer changed, a line was removed or left the
 import account, ``split-lines`` changed its grouping) are marked ``superseded_at``: that mark
 is committed before anything else happens, so a run that stops half way leaves a record the
@@ -132,6 +135,16 @@ class Edits:
                 row.written = written
                 row.clio_etag = activity.etag
                 row.clio_matter_id = activity.matter_id or row.clio_matter_id
+            # The answered question of this key follows the edit too, as an open one does:
+            # should its choice be undone, the expense is asked again, and written, with the
+            # purchase as it is now (its amount, date, note and SyncToken).
+            session.execute(update(WaitingExpense).where(
+                *_waiting_of(self.firm_id, row.realm_id, row.purchase_id, row.customer_id,
+                             row.line_id),
+                WaitingExpense.resolved_at.is_not(None),
+                WaitingExpense.resolution.in_(("linked", "imported")),
+            ).values(entry=entry.to_json(), amount=entry.amount, txn_date=entry.date,
+                     customer_name=entry.customer_name[:300]))
             if own:
                 session.commit()
         finally:

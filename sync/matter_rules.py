@@ -81,6 +81,22 @@ def active(session: Session, firm_id: int) -> list[MatterRule]:
         .order_by(MatterRule.id)))
 
 
+def sending(session: Session, firm_id: int, row: WaitingExpense) -> list[MatterRule]:
+    """The active rules that send an answered expense's kind (its client, payee and, when the
+    rule names one, account) to the matter it was answered with: the rule made from that
+    choice, or the same rule made from another. Undo names them (``sync.undo``)."""
+    if row.contact_id is None or row.clio_matter_id is None:
+        return []
+    entry = PlannedEntry.from_json(row.entry)
+    if entry.payee is None or not entry.payee.id:
+        return []
+    payee_id = entry.payee.id
+    return [r for r in active(session, firm_id)
+            if r.contact_id == row.contact_id and r.payee_id == payee_id
+            and r.matter_id == row.clio_matter_id
+            and (r.account_id is None or r.account_id == entry.account_id)]
+
+
 def _rule_audit(rule: MatterRule) -> dict[str, Any]:
     return {"client": rule.client_name, "clio_matter_id": rule.matter_id,
             "matter": rule.matter_label,

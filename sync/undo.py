@@ -7,11 +7,17 @@ updates, so a double click deletes once, and a run that reads the link meanwhile
 alone (only ``created`` links are edited, moved or removed).
 
 Then the entry is read (``billed``/``on_bill``): on a bill, everything is put back and the
-answer names the bill. Otherwise it is deleted in Clio, and one transaction drops the link
-(the expense can be written again, exactly once, by a later choice or run), reopens the
-waiting expense and adds the ``undone`` audit row. A process that dies between the DELETE and
+answer names the bill. Changed by a person in Clio since hardcost wrote it (``edits.untouched``,
+as runs judge it before an edit): put back too, and the answer says what changed; hardcost
+never overwrites or removes a person's change. Otherwise it is deleted in Clio, and one
+transaction drops the link (the expense can be written again, exactly once, by a later choice
+or run), reopens the waiting expense and adds the ``undone`` audit row. A process that dies between the DELETE and
 that commit leaves the claim behind; after ``STALE_UNDO`` another Undo takes it over and
 finds the entry already gone.
+
+A matter rule that sends this kind of expense (its client, payee and account) to the undone
+choice's matter, typically the one made from that choice with "Always do this", stays in force:
+the answer names it (``UndoResult.rules``) so the bot can offer to remove it.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from datetime import timedelta
 
 from sqlalchemy import and_, delete, or_, select, update
 
-from hardcost.sync import audit
+from hardcost.sync import audit, matter_rules
 from hardcost.sync.choices import _about
+from hardcost.sync.clio import Activity
+from hardcost.sync.edits import FIELDS, same_fields, untouched, written_of
 from hardcost.sync.http import ApiError, NotFound
 from hardcost.sync.importer import Importer
 from hardcost.sync.removals import bill_words
@@ -40,12 +48,22 @@ STALE_UNDO = timedelta(minutes=10)
 
 
 @dataclass(frozen=True)
+class RuleInForce:
+    """A matter rule still sending this kind of expense to the undone choice's matter."""
+
+    id: int
+    words: str  # "Speedy Couriers → Acme Holdings"
+    matter: str
+
+
+@dataclass(frozen=True)
 class UndoResult:
     outcome: str
-    """undone | billed | being_undone | not_linked | refused | failed"""
+    """undone | billed | changed | being_undone | not_linked | refused | failed"""
     message: str
     entry_id: int | None = None
     matter: str | None = None
+    rules: tuple[RuleInForce, ...] = ()
 
 
 def undo_choice(importer: Importer, waiting_id: int, user_id: str) -> UndoResult:
@@ -83,6 +101,15 @@ def undo_choice(importer: Importer, waiting_id: int, user_id: str) -> UndoResult
             return UndoResult("billed", f"Clio entry #{entry_id} is on {bill_words(activity)}, "
                               "so the choice cannot be undone. Take it off the bill in Clio "
                               "first.", entry_id=entry_id, matter=matter)
+        if activity is not None and not untouched(activity, written_of(link), link.marker):
+            _put_back(importer, waiting_id, link.id)
+            log.info("undo of waiting %s refused: Clio entry %s was changed by a person",
+                     waiting_id, entry_id)
+            return UndoResult("changed", f"Clio entry #{entry_id} was changed in Clio since "
+                              f"hardcost wrote it ({_changes(activity, written_of(link))}), "
+                              "so Undo did not delete it: hardcost never overwrites or removes "
+                              "a person's change. Delete or correct it in Clio by hand if the "
+                              "choice was wrong.", entry_id=entry_id, matter=matter)
         if activity is not None:
             with contextlib.suppress(NotFound):  # gone meanwhile: as good as deleted
                 importer.clio.delete_activity(entry_id)
@@ -92,6 +119,8 @@ def undo_choice(importer: Importer, waiting_id: int, user_id: str) -> UndoResult
         return UndoResult("failed", f"Clio did not delete the entry: {exc.message} Nothing "
                           "changed; you can try Undo again.", entry_id=entry_id, matter=matter)
     with importer.sessions() as session:
+        rules = tuple(RuleInForce(r.id, matter_rules.describe(r), r.matter_label)
+                      for r in matter_rules.sending(session, importer.firm_id, row))
         session.execute(delete(EntryLink).where(EntryLink.id == link.id,
                                                 EntryLink.firm_id == importer.firm_id))
         session.execute(update(WaitingExpense).where(
@@ -108,7 +137,7 @@ def undo_choice(importer: Importer, waiting_id: int, user_id: str) -> UndoResult
                             f"{matter or 'its matter'}; the expense waits for a choice again.")
         session.commit()
     return UndoResult("undone", f"Undone: Clio entry #{entry_id} deleted; choose again.",
-                      entry_id=entry_id, matter=matter)
+                      entry_id=entry_id, matter=matter, rules=rules)
 
 
 def _claim(importer: Importer, waiting_id: int) -> WaitingExpense | None:
@@ -158,3 +187,21 @@ def _matter_of(row: WaitingExpense) -> str | None:
             return matter_label(str(candidate.get("display_number") or ""),
                                 str(candidate.get("description") or ""))
     return None
+
+
+_FIELD_WORDS = {"price": "amount", "date": "date", "note": "note", "reference": "reference",
+                "matter_id": "matter"}
+
+
+def _changes(activity: Activity, written: dict[str, object]) -> str:
+    """What a person changed in Clio, in words: "amount 48.75 → 52.00, note"."""
+    now = activity.written_fields()
+    changed = []
+    for field in FIELDS:
+        if field not in written or same_fields({field: written[field]}, {field: now[field]}):
+            continue
+        if field in ("price", "date"):
+            changed.append(f"{_FIELD_WORDS[field]} {written[field]} → {now[field]}")
+        else:
+            changed.append(_FIELD_WORDS[field])
+    return ", ".join(changed) or "its note"

@@ -21,6 +21,7 @@ from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
 from hardcost.bot.payloads import id_pair, row_id
 from hardcost.bot.surfaces import open_settings_modal, publish_home
 from hardcost.bot.ui import messages
+from hardcost.bot.ui import undo as undo_answer
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
@@ -45,7 +46,7 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
-from hardcost.bot.ui.text import md, mention
+from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, choices, matter_cache, matter_rules, oauth, prompt_groups, undo
 from hardcost.sync.choices import ChoiceResult
@@ -104,7 +105,9 @@ def _result_text(result: ChoiceResult) -> str:
     if result.outcome == "being_answered":
         return md(who, " is answering this one right now.")
     if result.outcome == "already_answered":
-        return md("Already answered by ", who, ".")
+        when = [" on ", Mrkdwn(slack_time(result.answered_at))] if result.answered_at else []
+        what = [": ", result.answer] if result.answer else []
+        return md("Already answered by ", who, *when, *what, ".")
     return result.message
 
 
@@ -220,8 +223,10 @@ def register(app: App, ctx: BotContext) -> None:
         notifier.send(firm_id)
         if (body.get("container") or {}).get("is_ephemeral"):
             respond(text=reopened.text, blocks=reopened.blocks, replace_original=True)
-        _ephemeral(respond, md("Undone: Clio entry #", str(result.entry_id),
-                               " was deleted and the expense waits for a choice again."))
+        # A rule made from the undone choice stays in force unless the clicker removes it.
+        answer = undo_answer.undone(result.entry_id, result.rules)
+        respond(text=answer.text, blocks=answer.blocks, response_type="ephemeral",
+                replace_original=False)
 
     def on_search(ack: Ack, body: dict[str, Any], payload: dict[str, Any]) -> None:
         block_id = str(payload.get("block_id") or body.get("block_id") or "")

@@ -19,7 +19,14 @@ from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_prompt
 from hardcost.bot.payloads import row_id
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.content import ACTION_MAKE_RULE, ACTION_REMOVE_RULE, PromptAnswer
+from hardcost.bot.ui import undo as undo_answer
+from hardcost.bot.ui.content import (
+    ACTION_MAKE_RULE,
+    ACTION_REMOVE_RULE,
+    ACTION_REMOVE_UNDONE_RULE,
+    Message,
+    PromptAnswer,
+)
 from hardcost.bot.ui.text import md, mention
 from hardcost.sync import matter_rules
 from hardcost.sync.store import WaitingExpense
@@ -72,6 +79,7 @@ def register(app: App, ctx: BotContext) -> None:
             answer = PromptAnswer(by_user=str(row.resolved_by), outcome="linked",
                                   label=result.rule.matter_label,
                                   clio_entry_id=row.clio_activity_id,
+                                  undoable=row.resolution == "linked",  # Undo stays
                                   rule=matter_rules.describe(result.rule),
                                   rule_by=result.rule.created_by)
             answered = messages.prompt_answered(
@@ -103,5 +111,36 @@ def register(app: App, ctx: BotContext) -> None:
                 replace_original=True)
         _ephemeral(respond, result.message)
 
+    def on_remove_undone_rule(body: dict[str, Any], action: dict[str, Any],
+                              respond: Respond) -> None:
+        """*Remove rule* in Undo's answer: the rule made from the undone choice goes (audited,
+        as from ``/hardcost rules``); the answer shows it in place of the button."""
+        value = str(action.get("value") or "")
+        user_id = str((body.get("user") or {}).get("id"))
+        firm_id = ctx.firm_id_for_interaction(body)
+        if firm_id is None or not row_id(value):
+            _ephemeral(respond, "That rule is not one this workspace can remove.")
+            return
+        if not service.may_choose(ctx.settings(firm_id), user_id):
+            _ephemeral(respond, _refusal(ctx, firm_id))
+            return
+        result = matter_rules.remove(ctx.sessions, firm_id, row_id(value), user_id,
+                                     clock=ctx.clock)
+        if result.outcome != "removed" or result.rule is None:
+            _ephemeral(respond, result.message)
+            return
+        log.info("firm %s: %s removed matter rule %s after an undo", firm_id, user_id, value)
+        # Slack sends the clicked message's blocks only for some ephemeral messages: without
+        # them the answer is replaced by the removal alone.
+        message = body.get("message") or {}
+        words = matter_rules.describe(result.rule)
+        blocks = undo_answer.rule_removed(list(message.get("blocks") or []), row_id(value),
+                                          user_id, words)
+        shown = Message(text=str(message.get("text") or result.message), blocks=blocks) \
+            if blocks else undo_answer.rule_removed_alone(user_id, words)
+        respond(text=shown.text, blocks=shown.blocks, response_type="ephemeral",
+                replace_original=True)
+
     app.action(ACTION_MAKE_RULE)(ack=just_ack, lazy=[on_make_rule])
+    app.action(ACTION_REMOVE_UNDONE_RULE)(ack=just_ack, lazy=[on_remove_undone_rule])
     app.action(ACTION_REMOVE_RULE)(ack=just_ack, lazy=[on_remove_rule])

@@ -29,10 +29,12 @@ ACTION_UNDO_CHOICE = "hc_undo_choice"  # button on an answered prompt; value "<p
 ACTION_GROUP_MATTER = "hc_group_matter"  # static_select; option value "<group id>:<matter id>"
 ACTION_MAKE_RULE = "hc_make_rule"  # button; value "<prompt id>"
 ACTION_REMOVE_RULE = "hc_remove_rule"  # button; value "<rule id>"
+ACTION_REMOVE_UNDONE_RULE = "hc_remove_undone_rule"  # button in Undo's answer; "<rule id>"
 ACTION_STOP_RUN = "hc_stop_run"  # button on a run's progress message; value "<run id>"
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"
 RULE_OFFER_PREFIX = "hc_rule_offer:"
+UNDONE_RULE_PREFIX = "hc_undone_rule:"
 
 
 @dataclass(frozen=True)
