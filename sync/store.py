@@ -525,6 +525,11 @@ def make_engine(url: str, *, secret_key: str | None = None) -> Engine:
     return engine
 
 
+def _sqlite_lower(value: Any) -> Any:
+    """SQLite's ``lower()`` as PostgreSQL's: every letter lower-cased, not only ASCII."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def _create_engine(url: str, pool: PoolSettings | None = None) -> Engine:
     # hide_parameters: SQL errors and logs never show bound values, which may be secrets.
     if url.startswith("sqlite"):
@@ -537,6 +542,9 @@ def _create_engine(url: str, pool: PoolSettings | None = None) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # SQLite's own lower() folds ASCII only; PostgreSQL's folds every letter, so that
+            # a search (``audit.latest``) finds "ÖZTÜRK" from "öztürk" on both databases.
+            dbapi_conn.create_function("lower", 1, _sqlite_lower, deterministic=True)
 
         return engine
     if url.startswith("postgresql://"):
