@@ -198,3 +198,61 @@ def test_the_migration_keeps_the_newest_of_rules_that_repeat_each_other(
     active = [(r.payee_id, r.account_id, r.matter_id) for r in rules if r.removed_at is None]
     assert active == [("P1", None, 102), ("P1", "57", 104), ("P2", None, 105)]
     assert {r.removed_by for r in rules if r.removed_at is not None} == {"hardcost"}
+
+
+# --- /hardcost rules, page by page (#15) ------------------------------------------------------
+
+
+def _seed_rules(rig: SlackRig, count: int) -> list[int]:
+    with rig.firm.sessions() as session:
+        rules = [MatterRule(firm_id=rig.firm.id, contact_id=1000 + n, client_name=f"Client {n}",
+                            payee_id=str(n), payee_name=f"Payee {n:02d}", matter_id=5000 + n,
+                            matter_label=f"{n:05d} Matter", created_by=rig.staff,
+                            created_at=utcnow(), uses=0) for n in range(1, count + 1)]
+        session.add_all(rules)
+        session.commit()
+        return [r.id for r in rules]
+
+
+def _replies_since(rig: SlackRig, user: str, before: int, last: str) -> list[dict[str, Any]]:
+    """The replies after the first ``before``, once one of them contains ``last``."""
+    return wait_for(lambda: (new := rig.replies_to(user)[before:])
+                    and any(last in _text(m) for m in new) and new, what=repr(last))
+
+
+def _listed(messages: list[dict[str, Any]]) -> set[str]:
+    return {e["value"] for m in messages for b in m["blocks"]
+            if (e := b.get("accessory") or {}).get("action_id") == "hc_remove_rule"}
+
+
+def test_every_rule_can_be_seen_and_removed_page_by_page(rig: SlackRig) -> None:
+    ids = _seed_rules(rig, 55)
+    user = rig.admin
+
+    rig.command("rules", user=user)
+    first = _replies_since(rig, user, 0, "hc_rules_page")
+    assert "55 matter rules, page 1 of 2" in _text(first[0])
+    assert _listed(first) == {str(i) for i in ids[:50]}
+    assert "…and 5 more." in _text(first[-1])
+
+    before = len(rig.replies_to(user))
+    rig.click(first[-1], "hc_rules_page", value=button_value(first[-1], "More"), user=user)
+    second = _replies_since(rig, user, before, "Payee 55")
+    assert "page 2 of 2" in _text(second[0]) and "hc_rules_page" not in _text(second[-1])
+    assert _listed(second) == {str(i) for i in ids[50:]}
+
+    page = next(m for m in second if "Payee 55" in _text(m))
+    rig.click(page, "hc_remove_rule", value=str(ids[-1]), user=user)
+    wait_for(lambda: len(_rules(rig)) == 54, what="the 55th rule removed")
+    shown = wait_for(lambda: (m := rig.ws.message(page["channel"], page["ts"]))
+                     and "54 matter rules, page 2 of 2" in _text(m) and m,
+                     what="the page shown again")
+    assert _listed([shown]) == {str(i) for i in ids[50:54]}
+
+    before = len(rig.replies_to(user))
+    rig.command("rules page 2", user=user)
+    again = _replies_since(rig, user, before, "Payee 54")
+    assert _listed(again) == {str(i) for i in ids[50:54]}
+    before = len(rig.replies_to(user))
+    rig.command("rules page two", user=user)
+    assert "/hardcost rules [page N]" in _text(_replies_since(rig, user, before, "Usage")[-1])
