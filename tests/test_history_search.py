@@ -16,6 +16,13 @@ def _text(message: dict[str, Any]) -> str:
     return json.dumps(message.get("blocks") or [], ensure_ascii=False) + message.get("text", "")
 
 
+def _answer(rig: SlackRig, command: str) -> str:
+    before = len(rig.replies_to(rig.admin))
+    rig.command(command)
+    return _text(wait_for(lambda: rig.replies_to(rig.admin)[before:] and
+                          rig.replies_to(rig.admin)[-1], what=f"the answer to {command!r}"))
+
+
 def test_history_finds_a_non_ascii_client_name_in_any_case(rig: SlackRig) -> None:
     with rig.firm.sessions() as session:
         for n, client in enumerate(["ÖZTÜRK Holdings", "Øster & Co", "Oztruk Ltd",
@@ -29,9 +36,5 @@ def test_history_finds_a_non_ascii_client_name_in_any_case(rig: SlackRig) -> Non
                                     ("ÖZTÜRK", "ÖZTÜRK Holdings", "Oztruk"),
                                     ("øster", "Øster", "ÖZTÜRK"),
                                     ("école saint-ï", "ÉCOLE", "ÖZTÜRK")):
-        before = len(rig.replies_to(rig.admin))
-        rig.command(f"history {query}")
-        reply = wait_for(lambda: rig.replies_to(rig.admin)[before:] and
-                         rig.replies_to(rig.admin)[-1], what=f"the answer to {query!r}")
-        body = _text(reply)
+        body = _answer(rig, f"history {query}")
         assert "1 entry" in body and found in body and not_found not in body, (query, body)
