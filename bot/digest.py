@@ -90,7 +90,7 @@ def _payload(message: messages.Message, channel: str) -> dict[str, object]:
 
 def _clients(session: Session, notifier: Notifier, firm_id: int) -> list[DigestClient]:
     """What waits, by client (oldest client first); expenses sharing one matter choice get a
-    group (an open one is reused), so the digest can offer one menu for them."""
+    new group, so the digest can offer one menu for them (answering those alone)."""
     rows = list(session.scalars(select(WaitingExpense).where(
         WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
         WaitingExpense.resolution.is_(None),
@@ -109,13 +109,14 @@ def _clients(session: Session, notifier: Notifier, firm_id: int) -> list[DigestC
         if alike:
             key, members = max(alike.items(), key=lambda item: len(item[1]))
             if len(members) >= 2:  # a menu for two saves a click in a digest already
-                group = prompt_groups.open_group(session, firm_id, customer_id, key)
-                if group is None:
-                    group = PromptGroup(firm_id=firm_id, customer_id=customer_id,
-                                        customer_name=members[0].customer_name,
-                                        choice_key=key, created_at=notifier.clock())
-                    session.add(group)
-                    session.flush()
+                # A group of its own for each digest: its menu answers the expenses this
+                # digest shows, never one that arrives before someone answers it.
+                group = PromptGroup(firm_id=firm_id, customer_id=customer_id,
+                                    customer_name=members[0].customer_name,
+                                    choice_key=key, created_at=notifier.clock(),
+                                    shown=[row.id for row in members])
+                session.add(group)
+                session.flush()
                 for row in members:
                     row.group_id = group.id
                 session.flush()
