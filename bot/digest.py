@@ -23,6 +23,7 @@ from hardcost.bot.outbox import enqueue
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import DigestClient
 from hardcost.sync import prompt_groups
+from hardcost.sync.firm_settings import SettingError, zone_name
 from hardcost.sync.store import FirmSettings, PromptGroup, WaitingExpense, WaitReason
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ DIGEST = "digest"
 
 
 def local_now(settings: FirmSettings, now: datetime) -> datetime:
-    """``now`` in the firm's time zone (UTC when the stored name is unknown here)."""
+    """``now`` in the firm's time zone (UTC when the stored name is unknown here, or no zone
+    a firm is in: ``localtime``, ``Factory``… stored before ``set`` refused them)."""
     try:
-        zone = zoneinfo.ZoneInfo(settings.timezone or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = zoneinfo.ZoneInfo(zone_name(settings.timezone or "UTC"))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, SettingError):
         log.warning("firm %s: unknown time zone %r; using UTC", settings.firm_id,
                     settings.timezone)
         zone = zoneinfo.ZoneInfo("UTC")
