@@ -23,6 +23,7 @@ from hardcost.bot.outbox import enqueue
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import DigestClient
 from hardcost.sync import prompt_groups
+from hardcost.sync.firm_settings import SettingError, zone_name
 from hardcost.sync.store import FirmSettings, PromptGroup, WaitingExpense, WaitReason
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,11 @@ DIGEST = "digest"
 
 
 def local_now(settings: FirmSettings, now: datetime) -> datetime:
-    """``now`` in the firm's time zone (UTC when the stored name is unknown here)."""
+    """``now`` in the firm's time zone (UTC when the stored name is unknown here, or no zone
+    a firm is in: ``localtime``, ``Factory``… stored before ``set`` refused them)."""
     try:
-        zone = zoneinfo.ZoneInfo(settings.timezone or "UTC")
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        zone = zoneinfo.ZoneInfo(zone_name(settings.timezone or "UTC"))
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, SettingError):
         log.warning("firm %s: unknown time zone %r; using UTC", settings.firm_id,
                     settings.timezone)
         zone = zoneinfo.ZoneInfo("UTC")
@@ -90,7 +92,7 @@ def _payload(message: messages.Message, channel: str) -> dict[str, object]:
 
 def _clients(session: Session, notifier: Notifier, firm_id: int) -> list[DigestClient]:
     """What waits, by client (oldest client first); expenses sharing one matter choice get a
-    group (an open one is reused), so the digest can offer one menu for them."""
+    new group, so the digest can offer one menu for them (answering those alone)."""
     rows = list(session.scalars(select(WaitingExpense).where(
         WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
         WaitingExpense.resolution.is_(None),
@@ -109,13 +111,14 @@ def _clients(session: Session, notifier: Notifier, firm_id: int) -> list[DigestC
         if alike:
             key, members = max(alike.items(), key=lambda item: len(item[1]))
             if len(members) >= 2:  # a menu for two saves a click in a digest already
-                group = prompt_groups.open_group(session, firm_id, customer_id, key)
-                if group is None:
-                    group = PromptGroup(firm_id=firm_id, customer_id=customer_id,
-                                        customer_name=members[0].customer_name,
-                                        choice_key=key, created_at=notifier.clock())
-                    session.add(group)
-                    session.flush()
+                # A group of its own for each digest: its menu answers the expenses this
+                # digest shows, never one that arrives before someone answers it.
+                group = PromptGroup(firm_id=firm_id, customer_id=customer_id,
+                                    customer_name=members[0].customer_name,
+                                    choice_key=key, created_at=notifier.clock(),
+                                    shown=[row.id for row in members])
+                session.add(group)
+                session.flush()
                 for row in members:
                     row.group_id = group.id
                 session.flush()

@@ -225,7 +225,7 @@ class Notifier:
         if group is None:
             group = PromptGroup(firm_id=firm_id, customer_id=customer_id,
                                 customer_name=rows[0].customer_name, choice_key=key,
-                                created_at=self.clock())
+                                created_at=self.clock(), shown=[row.id for row in rows])
             session.add(group)
             session.flush()
             for row in rows:
@@ -239,6 +239,8 @@ class Notifier:
             for row in rows:
                 row.group_id = group.id
             session.flush()
+            # the message is updated to show them: its menu answers them too
+            group.shown = [row.id for row in prompt_groups.open_members(session, group)]
             found = self._group_post(session, group)
             assert found is not None
             parent = found

@@ -129,7 +129,8 @@ def values(firm_id: int, action: Action, actor: str | None,
 def latest(session: Session, firm_id: int, *, limit: int = 10, purchase_id: str | None = None,
            client: str | None = None, before_id: int | None = None) -> list[AuditEntry]:
     """The newest rows first: all of them, one purchase's, or those whose client name contains
-    ``client`` (case-insensitive). ``before_id`` pages back."""
+    ``client`` (case-insensitive for every letter, "öztürk" finds "ÖZTÜRK", on both databases:
+    ``store`` gives SQLite PostgreSQL's ``lower()``). ``before_id`` pages back."""
     query = select(AuditEntry).where(AuditEntry.firm_id == firm_id)
     if purchase_id is not None:
         query = query.where(AuditEntry.purchase_id == purchase_id)

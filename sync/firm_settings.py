@@ -147,6 +147,23 @@ def _find_by_name_or_id(items: Sequence[Any], raw: str, what: str, key: str,
 
 
 SLACK_USER = re.compile(r"<@([UW][A-Z0-9]+)(?:\|[^>]*)?>")
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{1,39}")
+
+
+def approver_ids(users: Sequence[str]) -> list[str]:
+    """Approvers as they are stored: Slack user ids (``U…``, ``W…``), each once, sorted, at
+    most ``MAX_APPROVERS``; SettingError otherwise. The same check for ``set approvers`` and
+    the settings form (a channel, ``<!channel>`` or any other text is nobody who can answer)."""
+    unique = sorted(set(users))
+    wrong = next((u for u in unique if not SLACK_USER_ID.fullmatch(u)), None)
+    if wrong is not None:
+        shown = wrong if len(wrong) <= 40 else wrong[:39] + "…"
+        raise SettingError(f"“{shown}” is not a Slack user; approvers are people.",
+                           "approvers")
+    if len(unique) > MAX_APPROVERS:
+        raise SettingError(f"That is {len(unique)} people; name at most {MAX_APPROVERS} "
+                           "approvers.", "approvers")
+    return unique
 
 
 SCHEDULING_KEYS = frozenset({"schedule", "start-date", "account"})
@@ -229,12 +246,9 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
         if raw.lower() == "anyone":
             settings.approvers = []
             return "Anyone in the channel may answer prompts."
-        users = sorted(set(SLACK_USER.findall(raw)))
+        users = approver_ids(SLACK_USER.findall(raw))
         if not users:
             raise SettingError("Mention the approvers, like @jane @sam, or say anyone.", key)
-        if len(users) > MAX_APPROVERS:
-            raise SettingError(f"That is {len(users)} people; name at most {MAX_APPROVERS} "
-                               "approvers.", key)
         settings.approvers = users
         return f"Approvers: {len(users)} {'person' if len(users) == 1 else 'people'}."
     if key == "prompts":
@@ -368,18 +382,35 @@ def check_value(key: str, raw: str) -> None:
         zone_name(raw)
 
 
+NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})
+"""Files of the time zone database that are not zones a firm is in: the host's own zone (a
+link to whatever the server is set to), the POSIX-rules template, and "Factory" (no zone)."""
+_NOT_ZONE_TREES = ("posix/", "right/")  # copies of every zone (leap-second variants in right/)
+
+
+@cache
+def zone_names() -> frozenset[str]:
+    """The IANA time zone names a firm may choose: the zones and their links (``UTC``,
+    ``US/Eastern``) of the system's database or of the ``tzdata`` package, as
+    ``zoneinfo.available_timezones`` finds them, without the files that are no zone."""
+    return frozenset(n for n in zoneinfo.available_timezones()
+                     if n not in NOT_ZONES and not n.startswith(_NOT_ZONE_TREES))
+
+
 def zone_name(raw: str) -> str:
-    """An IANA time zone name as ``zoneinfo`` knows it (``America/New_York``); SettingError
-    otherwise. Case is kept as given: zoneinfo's names are case-sensitive on most systems."""
+    """An IANA time zone name (``America/New_York``); SettingError otherwise. Case is kept as
+    given: the names are case-sensitive. Used wherever a time zone enters (``set timezone``,
+    ``check_value`` for forms)."""
     name = raw.strip()
-    if len(name) > ZONE_NAME or not _ZONE_NAME.fullmatch(name) or ".." in name:
-        raise SettingError(f"“{raw}” is not a time zone name like America/New_York.",
+    problem = SettingError(f"“{raw}” is not a time zone name like America/New_York.",
                            "timezone")
+    if (len(name) > ZONE_NAME or not _ZONE_NAME.fullmatch(name) or ".." in name
+            or name not in zone_names()):
+        raise problem
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        raise SettingError(f"“{raw}” is not a time zone name like America/New_York.",
-                           "timezone") from None
+        raise problem from None
     return name
 
 

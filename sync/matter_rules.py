@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
@@ -108,7 +109,27 @@ def create_from_choice(sessions: sessionmaker[Session], firm_id: int, waiting_id
                        user_id: str, *, with_account: bool = False,
                        clock: Callable[[], datetime] = utcnow) -> RuleResult:
     """Make the rule a person's matter choice offers. An active rule for the same client,
-    payee (and account) on another matter is replaced; on the same matter it is kept."""
+    payee (and account) on another matter is replaced; on the same matter it is kept.
+
+    The database holds at most one active rule per client, payee and account (unique partial
+    indexes): of clicks at the same moment one makes the rule; the others, refused by the
+    index, read again and are told the rule exists (or, for another matter, replace it)."""
+    for _ in range(CREATE_ATTEMPTS - 1):
+        try:
+            return _create_from_choice(sessions, firm_id, waiting_id, user_id,
+                                       with_account=with_account, clock=clock)
+        except IntegrityError:
+            continue  # another click made this rule just now: read again
+    return _create_from_choice(sessions, firm_id, waiting_id, user_id,
+                               with_account=with_account, clock=clock)
+
+
+CREATE_ATTEMPTS = 3
+
+
+def _create_from_choice(sessions: sessionmaker[Session], firm_id: int, waiting_id: int,
+                        user_id: str, *, with_account: bool,
+                        clock: Callable[[], datetime]) -> RuleResult:
     with sessions() as session:
         row = session.get(WaitingExpense, waiting_id)
         if row is None or row.firm_id != firm_id:

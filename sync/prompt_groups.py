@@ -78,6 +78,21 @@ def open_members(session: Session, group: PromptGroup) -> list[WaitingExpense]:
         .order_by(WaitingExpense.txn_date, WaitingExpense.id)))
 
 
+def shown_members(session: Session, group: PromptGroup) -> list[WaitingExpense]:
+    """The open expenses the group's message showed (``PromptGroup.shown``): what its menu
+    answers. One that joined later is asked anew (the next digest, its own prompt). Groups made
+    before ``shown`` was kept: the open members."""
+    if group.shown is None:
+        return open_members(session, group)
+    ids = [i for i in group.shown if isinstance(i, int)]
+    if not ids:
+        return []
+    return list(session.scalars(select(WaitingExpense).where(
+        WaitingExpense.firm_id == group.firm_id, WaitingExpense.id.in_(ids),
+        WaitingExpense.resolved_at.is_(None), WaitingExpense.resolution.is_(None))
+        .order_by(WaitingExpense.txn_date, WaitingExpense.id)))
+
+
 def members(session: Session, group: PromptGroup) -> list[WaitingExpense]:
     """Every member, answered or not."""
     return list(session.scalars(select(WaitingExpense).where(
@@ -104,7 +119,8 @@ class GroupResult:
 
 def choose_for_group(importer: Importer, group_id: int, matter_id: int,
                      user_id: str) -> GroupResult:
-    """Put every open member of the group on ``matter_id``, each exactly once."""
+    """Put every open expense the group's message showed on ``matter_id``, each exactly
+    once."""
     with importer.sessions() as session:
         taken = session.execute(update(PromptGroup).where(
             PromptGroup.id == group_id, PromptGroup.firm_id == importer.firm_id,
@@ -123,8 +139,10 @@ def choose_for_group(importer: Importer, group_id: int, matter_id: int,
         if matter_id not in group_choices(session, group):
             _release(importer, group_id)
             return GroupResult("refused", "That matter is not one of this group's choices.")
-        pending = open_members(session, group)
-    result = GroupResult("linked", "", answered_by=user_id)
+        pending = shown_members(session, group)
+        # shown, but answered before this choice (one by one, or by another digest's menu)
+        earlier = len(set(group.shown)) - len(pending) if group.shown is not None else 0
+    result = GroupResult("linked", "", answered_by=user_id, others=earlier)
     for row in pending:
         answer = choose_matter(importer, row.id, matter_id, user_id)
         result.label = result.label or answer.label

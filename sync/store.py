@@ -31,6 +31,7 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    text,
 )
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DisconnectionError
@@ -455,6 +456,10 @@ class PromptGroup(Base):
     resolution: Mapped[str | None] = mapped_column(String(20))
     resolved_by: Mapped[str | None] = mapped_column(String(40))
     outcome: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # what the choice did
+    shown: Mapped[list[int] | None] = mapped_column(JSON)
+    """The waiting expenses (ids) its message shows: a choice on it answers these and no
+    other (one that joined after a digest was posted is asked anew). None in groups made
+    before it was kept: then the open members."""
     slack_channel: Mapped[str | None] = mapped_column(String(40))
     slack_ts: Mapped[str | None] = mapped_column(String(40))
 
@@ -482,6 +487,10 @@ class CachedMatter(Base):
     """Display number, client name and description, case-folded: what a search matches."""
 
 
+_ACTIVE_ANY_ACCOUNT = "removed_at IS NULL AND account_id IS NULL"
+_ACTIVE_ONE_ACCOUNT = "removed_at IS NULL AND account_id IS NOT NULL"
+
+
 class MatterRule(Base):
     """"Always do this for <payee> → <client>": a person's standing choice of matter.
 
@@ -491,7 +500,18 @@ class MatterRule(Base):
     """
 
     __tablename__ = "matter_rules"
-    __table_args__ = (Index("ix_matter_rules_firm_match", "firm_id", "contact_id", "payee_id"),)
+    __table_args__ = (
+        Index("ix_matter_rules_firm_match", "firm_id", "contact_id", "payee_id"),
+        # At most one active rule per client and payee (and account): two clicks at the same
+        # moment make one rule, the other is told it exists (``matter_rules``). Two partial
+        # indexes, as a unique index takes NULL accounts for different ones.
+        Index("uq_matter_rules_active_any_account", "firm_id", "contact_id", "payee_id",
+              unique=True, postgresql_where=text(_ACTIVE_ANY_ACCOUNT),
+              sqlite_where=text(_ACTIVE_ANY_ACCOUNT)),
+        Index("uq_matter_rules_active_account", "firm_id", "contact_id", "payee_id",
+              "account_id", unique=True, postgresql_where=text(_ACTIVE_ONE_ACCOUNT),
+              sqlite_where=text(_ACTIVE_ONE_ACCOUNT)),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
@@ -525,6 +545,11 @@ def make_engine(url: str, *, secret_key: str | None = None) -> Engine:
     return engine
 
 
+def _sqlite_lower(value: Any) -> Any:
+    """SQLite's ``lower()`` as PostgreSQL's: every letter lower-cased, not only ASCII."""
+    return value.lower() if isinstance(value, str) else value
+
+
 def _create_engine(url: str, pool: PoolSettings | None = None) -> Engine:
     # hide_parameters: SQL errors and logs never show bound values, which may be secrets.
     if url.startswith("sqlite"):
@@ -537,6 +562,9 @@ def _create_engine(url: str, pool: PoolSettings | None = None) -> Engine:
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
+            # SQLite's own lower() folds ASCII only; PostgreSQL's folds every letter, so that
+            # a search (``audit.latest``) finds "ÖZTÜRK" from "öztürk" on both databases.
+            dbapi_conn.create_function("lower", 1, _sqlite_lower, deterministic=True)
 
         return engine
     if url.startswith("postgresql://"):

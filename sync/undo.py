@@ -11,9 +11,9 @@ answer names the bill. Changed by a person in Clio since hardcost wrote it (``ed
 as runs judge it before an edit): put back too, and the answer says what changed; hardcost
 never overwrites or removes a person's change. Otherwise it is deleted in Clio, and one
 transaction drops the link (the expense can be written again, exactly once, by a later choice
-or run), reopens the waiting expense and adds the ``undone`` audit row. A process that dies between the DELETE and
-that commit leaves the claim behind; after ``STALE_UNDO`` another Undo takes it over and
-finds the entry already gone.
+or run), reopens the waiting expense and adds the ``undone`` audit row. A process that dies
+between the DELETE and that commit leaves the claim behind; after ``STALE_UNDO`` another Undo
+takes it over and finds the entry already gone.
 
 A matter rule that sends this kind of expense (its client, payee and account) to the undone
 choice's matter, typically the one made from that choice with "Always do this", stays in force:

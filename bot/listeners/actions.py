@@ -18,6 +18,7 @@ from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.live import queue_run_update
 from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
+from hardcost.bot.outbox import enqueue
 from hardcost.bot.payloads import id_pair, row_id
 from hardcost.bot.surfaces import open_settings_modal, publish_home
 from hardcost.bot.ui import messages
@@ -475,16 +476,20 @@ def _show_group_result(ctx: BotContext, client: WebClient, body: dict[str, Any],
     group, its part of the digest)."""
     notifier = ctx.notifier(client)
     with ctx.sessions() as session:
+        unposted: list[tuple[int, Message]] = []  # linked with no message of their own
         for waiting_id in result.linked:
             row = session.get(WaitingExpense, waiting_id)
-            if row is None or row.slack_ts is None:
+            if row is None:
                 continue
             answered = messages.prompt_answered(
                 to_prompt(row, sandbox_links=ctx.sandbox_links),
                 PromptAnswer(by_user=str(result.answered_by), outcome="linked",
                              label=result.label, clio_entry_id=row.clio_activity_id,
                              undoable=True))
-            notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
+            if row.slack_ts is not None:
+                notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
+            else:
+                unposted.append((waiting_id, answered))
         failed = []
         for waiting_id, why in result.failed:
             row = session.get(WaitingExpense, waiting_id)
@@ -507,6 +512,15 @@ def _show_group_result(ctx: BotContext, client: WebClient, body: dict[str, Any],
                                                          group.customer_name, answer)
                 notifier.update_message_at(session, firm_id, where,
                                            Message(text=text, blocks=replaced))
+                # A digest's expenses have no message of their own: each one linked gets one
+                # in the digest's thread, saying where it went, with Undo, as the members of
+                # a grouped message have.
+                thread = str((body.get("message") or {}).get("thread_ts") or where[1])
+                for waiting_id, answered in unposted:
+                    enqueue(session, firm_id, "chat.postMessage", {
+                        "channel": where[0], "thread_ts": thread, "text": answered.text,
+                        "blocks": answered.blocks, "unfurl_links": False,
+                        "unfurl_media": False}, ref_kind="prompt", ref_id=waiting_id)
         session.commit()
     notifier.send(firm_id)
 

@@ -45,6 +45,7 @@ NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who in
               "hardcost connects QuickBooks and Clio first.")
 HISTORY_USAGE = "/hardcost history [purchase id | client name | last N]"
 EXPORT_USAGE = "/hardcost export [from YYYY-MM-DD] [to YYYY-MM-DD]"
+RULES_USAGE = "/hardcost rules [page N]"
 _PURCHASE_ID = re.compile(r"#?((?:bill-)?[0-9]{1,40})", re.IGNORECASE)  # a Bill: bill-<id>
 
 
@@ -345,8 +346,20 @@ def _export(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, A
 
 def _rules(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
-    for message in messages.rules_list(service.rule_views(ctx, firm_id)):
+    for message in messages.rules_list(service.rule_views(ctx, firm_id),
+                                       page=rules_page(args)):
         _reply(respond, message)
+
+
+def rules_page(args: list[str]) -> int:
+    """``rules`` (the first page) or ``rules page N``; SettingError otherwise. A page past
+    the last shows the last."""
+    if not args:
+        return 1
+    number = args[1] if len(args) == 2 and args[0].lower() == "page" else ""
+    if not (number.isascii() and number.isdigit() and len(number) <= 6 and int(number) >= 1):
+        raise SettingError("Say which page, like “rules page 2”.", usage=RULES_USAGE)
+    return int(number)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -1,5 +1,5 @@
 """Matter rule buttons: *Always do this for <payee> → <client>* on an answered prompt, and
-*Remove* in ``/hardcost rules``.
+*Remove* and *More* (the next page) in ``/hardcost rules``.
 
 Anyone in a channel can click, so every click is checked here: the prompt or rule must belong
 to the clicking workspace's firm, and when the firm lists approvers only they may make or
@@ -24,6 +24,7 @@ from hardcost.bot.ui.content import (
     ACTION_MAKE_RULE,
     ACTION_REMOVE_RULE,
     ACTION_REMOVE_UNDONE_RULE,
+    ACTION_RULES_PAGE,
     Message,
     PromptAnswer,
 )
@@ -106,7 +107,10 @@ def register(app: App, ctx: BotContext) -> None:
             _ephemeral(respond, result.message)
             return
         log.info("firm %s: %s removed matter rule %s", firm_id, user_id, value)
-        page = messages.rules_list(service.rule_views(ctx, firm_id))[0]
+        rules = service.rule_views(ctx, firm_id)
+        # the page the rule was on (rules are listed oldest first)
+        number = sum(1 for r in rules if r.id < row_id(value)) // messages.LIST_ITEMS + 1
+        page = messages.rules_list(rules, page=number)[0]
         respond(text=page.text, blocks=page.blocks, response_type="ephemeral",
                 replace_original=True)
         _ephemeral(respond, result.message)
@@ -141,6 +145,18 @@ def register(app: App, ctx: BotContext) -> None:
         respond(text=shown.text, blocks=shown.blocks, response_type="ephemeral",
                 replace_original=True)
 
+    def on_rules_page(body: dict[str, Any], action: dict[str, Any], respond: Respond) -> None:
+        """*More* under ``/hardcost rules``: the next page, as ``rules page N`` shows it."""
+        firm_id = ctx.firm_id_for_interaction(body)
+        number = row_id(action.get("value"))
+        if firm_id is None or not number:
+            _ephemeral(respond, "That list is not one this workspace can page.")
+            return
+        for message in messages.rules_list(service.rule_views(ctx, firm_id), page=number):
+            respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
+                    replace_original=False)
+
     app.action(ACTION_MAKE_RULE)(ack=just_ack, lazy=[on_make_rule])
     app.action(ACTION_REMOVE_UNDONE_RULE)(ack=just_ack, lazy=[on_remove_undone_rule])
     app.action(ACTION_REMOVE_RULE)(ack=just_ack, lazy=[on_remove_rule])
+    app.action(ACTION_RULES_PAGE)(ack=just_ack, lazy=[on_rules_page])

@@ -21,6 +21,7 @@ from hardcost.bot.ui.modals import saved_modal, saving_modal, settings_modal, se
 from hardcost.sync.firm_settings import (
     SettingError,
     apply_setting,
+    approver_ids,
     check_value,
     record_setting_changes,
     stored_values,
@@ -84,7 +85,10 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
         attempt("deletions", "deletions", values.get("deletions"))
         attempt("bills", "bills", values.get("bills"))
         attempt("no_customer", "no-customer", values.get("no_customer"))  # absent: kept
-        settings.approvers = sorted({str(u) for u in values.get("approvers") or []})
+        try:
+            settings.approvers = approver_ids([str(u) for u in values.get("approvers") or []])
+        except SettingError as exc:
+            errors["approvers"] = exc.problem[:150]
         if errors:
             session.rollback()
         else:
@@ -114,6 +118,10 @@ def local_errors(values: dict[str, Any]) -> dict[str, str]:
             errors[block_id] = exc.problem[:150]
     if not values.get("accounts"):
         errors["accounts"] = "Choose at least one import account."
+    try:
+        approver_ids([str(u) for u in values.get("approvers") or []])
+    except SettingError as exc:
+        errors["approvers"] = exc.problem[:150]
     return errors
 
 

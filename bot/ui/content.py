@@ -30,6 +30,7 @@ ACTION_GROUP_MATTER = "hc_group_matter"  # static_select; option value "<group i
 ACTION_MAKE_RULE = "hc_make_rule"  # button; value "<prompt id>"
 ACTION_REMOVE_RULE = "hc_remove_rule"  # button; value "<rule id>"
 ACTION_REMOVE_UNDONE_RULE = "hc_remove_undone_rule"  # button in Undo's answer; "<rule id>"
+ACTION_RULES_PAGE = "hc_rules_page"  # button under /hardcost rules; value "<page number>"
 ACTION_STOP_RUN = "hc_stop_run"  # button on a run's progress message; value "<run id>"
 SETTINGS_CALLBACK = "hc_settings"  # view callback_id of the settings modal
 PROMPT_BLOCK_PREFIX = "hc_prompt:"

@@ -40,6 +40,7 @@ from hardcost.bot.ui.content import (
     ACTION_RECONNECT,
     ACTION_REMOVE_RULE,
     ACTION_RETRY_FAILURE,
+    ACTION_RULES_PAGE,
     ACTION_SEARCH_MATTER,
     ACTION_SELECT_CONTACT,
     ACTION_SELECT_MATTER,
@@ -1084,15 +1085,18 @@ def matter_search_options(prompt_id: int,
     return out
 
 
-def rules_list(rules: Sequence[RuleView]) -> list[Message]:
+def rules_list(rules: Sequence[RuleView], *, page: int = 1) -> list[Message]:
     """``/hardcost rules``: each matter rule with who made it, when, how often it was used,
-    and its Remove button."""
+    and its Remove button; LIST_ITEMS rules a page, a More button for the next."""
     if not rules:
         return [notice("No matter rules yet. After choosing a matter for an expense, "
                        "“Always do this for <payee> → <client>” makes one.")]
-    title = f"{plural(len(rules), 'matter rule')}"
+    last = (len(rules) - 1) // LIST_ITEMS + 1
+    page = min(max(page, 1), last)
+    start = (page - 1) * LIST_ITEMS
+    title = plural(len(rules), "matter rule") + (f", page {page} of {last}" if last > 1 else "")
     groups: list[list[Block]] = [[_section(f"*{title}*")]]
-    for rule in rules[:LIST_ITEMS]:
+    for rule in rules[start:start + LIST_ITEMS]:
         what = rule_words(rule.payee, rule.client)
         used = (f"used {plural(rule.uses, 'time')}, last {slack_date(rule.last_used_at)}"
                 if rule.uses and rule.last_used_at else "not used yet")
@@ -1111,8 +1115,11 @@ def rules_list(rules: Sequence[RuleView]) -> list[Message]:
                              "will be asked about again.", CONFIRM_TEXT),
                     confirm="Remove", deny="Cancel")),
         ).to_dict()])
-    if len(rules) > LIST_ITEMS:
-        groups.append([_context(f"…and {len(rules) - LIST_ITEMS:,} more.")])
+    if page < last:
+        groups.append([_context(f"…and {len(rules) - start - LIST_ITEMS:,} more."),
+                       ActionsBlock(elements=[ButtonElement(
+                           text="More", action_id=ACTION_RULES_PAGE, value=str(page + 1),
+                           accessibility_label=f"Matter rules, page {page + 1}")]).to_dict()])
     pages = _pack(groups)
     return [Message(text=_part(title, i, len(pages)), blocks=blocks)
             for i, blocks in enumerate(pages, start=1)]
@@ -1158,8 +1165,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
      "matter), setting changes"),
     ("export [from] [to]", "the audit trail from one day to another (YYYY-MM-DD; this month "
                            "if none) as a CSV file"),
-    ("rules", "the matter rules staff made (“Always do this for a payee → a client”): who "
-              "made each, when, how often used, with Remove"),
+    ("rules [page N]", "the matter rules staff made (“Always do this for a payee → a "
+                       "client”): who made each, when, how often used, with Remove"),
 )
 SET_KEYS: tuple[tuple[str, str], ...] = (
     ("channel #name", "where summaries, alerts and prompts are posted"),

@@ -30,6 +30,7 @@ from slack_sdk.models.views import View
 
 from hardcost.bot.ui.content import SETTINGS_CALLBACK, Choice, SettingsForm
 from hardcost.bot.ui.text import clip, escape, fit, mrkdwn, one_line, option
+from hardcost.sync.firm_settings import MAX_APPROVERS
 
 MAX_OPTIONS = 100
 OWNER = "owner"
@@ -180,7 +181,8 @@ def settings_modal(settings: SettingsForm,
     blocks.append(_input("approvers", "Approvers",
                          UserMultiSelectElement(action_id="approvers",
                                                 placeholder="Anyone in the channel",
-                                                initial_users=list(settings.approvers) or None),
+                                                initial_users=list(settings.approvers) or None,
+                                                max_selected_items=MAX_APPROVERS),
                          optional=True,
                          hint="Who may change settings and answer prompts, besides workspace "
                               "admins. Empty: anyone."))
