@@ -56,10 +56,22 @@ def choice_ids(row: WaitingExpense) -> list[int]:
 
 
 def group_choices(session: Session, group: PromptGroup) -> set[int]:
-    """The matters the group's menu offers: those of its members that still ask the group's
-    question (all of them share it: that is what made them a group)."""
-    return {matter_id for row in members(session, group) if choice_key(row) == group.choice_key
+    """The matters the group's menu offers: those of the expenses its message showed (its
+    members, for a group made before ``shown`` was kept) that still ask the group's question
+    (all of them share it: that is what made them a group). A later digest takes the expenses
+    into a group of its own, so the shown ones are read by id, not by ``group_id``."""
+    rows = members(session, group) if group.shown is None else _shown_rows(session, group)
+    return {matter_id for row in rows if choice_key(row) == group.choice_key
             for matter_id in choice_ids(row)}
+
+
+def _shown_rows(session: Session, group: PromptGroup) -> list[WaitingExpense]:
+    """Every expense the group's message showed, answered or not."""
+    ids = [i for i in group.shown or [] if isinstance(i, int)]
+    if not ids:
+        return []
+    return list(session.scalars(select(WaitingExpense).where(
+        WaitingExpense.firm_id == group.firm_id, WaitingExpense.id.in_(ids))))
 
 
 def open_group(session: Session, firm_id: int, customer_id: str,
