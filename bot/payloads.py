@@ -40,9 +40,10 @@ def payload_problem(body: bytes, content_type: str | None) -> str | None:
 
 
 def _command_problem(fields: dict[str, str]) -> str | None:
-    """A slash command's fields: text without NULs (no database keeps them) and Slack ids
-    that fit where they are kept (``sync.bounds.ID``)."""
-    if any("\x00" in value for value in fields.values()):
+    """A slash command's fields: no NULs (no database keeps them) and Slack ids that fit where
+    they are kept (``sync.bounds.ID``). The typed ``text`` may hold one: the person who typed
+    it is answered with a usage reply (``bot.listeners.commands``), not a silent refusal."""
+    if any("\x00" in value for key, value in fields.items() if key != "text"):
         return "a field holds a NUL character"
     for key in COMMAND_IDS:
         if key in fields and not fits(fields[key], ID):

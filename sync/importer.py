@@ -111,7 +111,13 @@ WATERMARK_MARGIN = timedelta(seconds=60)
 PENDING_GRACE = timedelta(minutes=2)
 """A pending link younger than this, written by a person's choice or by a run still marked
 running, may be a write in flight in a live process (a POST waits at most 70 s for Clio):
-recovery leaves it alone. One of a run that is over is settled at once."""
+recovery leaves it alone. One of a run that is over is looked up at once."""
+LATE_WRITE = timedelta(seconds=20)
+"""A POST a process sent just before it died may still be applied by Clio after the process is
+gone (Clio got the request; nobody reads its answer). A dead run's pending link younger than
+this that is not in Clio yet is looked up again once it is older (the run waits for it, once,
+before it reads QuickBooks): reposting it at once could make the entry twice. A run stopped
+while it waits leaves such links pending for the next run."""
 CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
 HEAL_TRIES = 6
 """Tries of one Clio write within a run: after a 5xx, a timeout or a 429 that outlasted the
@@ -314,6 +320,7 @@ class Importer:
         self.clock = clock
         self.sandbox_links = sandbox_links
         self.stopping: threading.Event = SHUTDOWN
+        self.late_write = LATE_WRITE
         self.on_progress: Callable[[RunProgress], None] | None = None
         """Told how far each run has got (after each page read and each entry handled)."""
 
@@ -1356,9 +1363,12 @@ class Importer:
         ``failed``, or ``abandoned``: its process died, found by whoever took the firm's run
         lock next or by ``hardcost serve`` starting). Only a write no finished run accounts
         for may still be in flight in a live process: a person's choice (no run id) or a run
-        still marked ``running``; those are left alone for ``PENDING_GRACE``.
+        still marked ``running``; those are left alone for ``PENDING_GRACE``. An orphaned link
+        written less than ``LATE_WRITE`` ago and not in Clio is looked up again once it is
+        that old: the dead process's POST may still land.
         """
-        settled_before = self.clock() - PENDING_GRACE
+        now = self.clock()
+        settled_before = now - PENDING_GRACE
         with self.sessions() as session:
             over = select(Run.id).where(Run.firm_id == self.firm_id, Run.status != "running",
                                         Run.id != state.summary.run_id)
@@ -1366,25 +1376,43 @@ class Importer:
                 EntryLink.firm_id == self.firm_id, EntryLink.state == LinkState.PENDING,
                 or_(EntryLink.updated_at < settled_before, EntryLink.run_id.in_(over)))))
         refetch: set[str] = set()
+        young: list[EntryLink] = []
         for link in pending:
             found = self.clio.find_by_marker(link.marker)
-            with self.sessions() as session:
-                row = session.get(EntryLink, link.id)
-                if row is None:
-                    continue
-                if found:
-                    row.state = LinkState.CREATED
-                    row.clio_activity_id = found[0].id
-                    row.clio_etag = found[0].etag
-                    log.info("recovered %s as Clio activity %s", link.marker, found[0].id)
-                    if len(found) > 1:
-                        log.error("%s is in Clio %d times (ids %s)", link.marker, len(found),
-                                  [a.id for a in found])
-                else:
-                    session.delete(row)
-                    refetch.add(link.purchase_id)
-                session.commit()
+            if not found and link.updated_at > now - self.late_write:
+                young.append(link)  # written moments ago by a process that is gone
+                continue
+            self._settle_pending(link, found, refetch)
+        if young:
+            wait = (max(link.updated_at for link in young) + self.late_write - now).total_seconds()
+            log.info("firm %s: %d entries a stopped run may still have written: looked up "
+                     "again in %.0f s", self.firm_id, len(young), wait)
+            if self.stopping.wait(min(max(wait, 0.0), self.late_write.total_seconds())):
+                return refetch  # stopped: they stay pending for the next run
+            for link in young:
+                self._settle_pending(link, self.clio.find_by_marker(link.marker), refetch)
         return refetch
+
+    def _settle_pending(self, link: EntryLink, found: list[Activity],
+                        refetch: set[str]) -> None:
+        """A pending link found in Clio is recorded as created; one not found is dropped and
+        its purchase read again (``refetch``)."""
+        with self.sessions() as session:
+            row = session.get(EntryLink, link.id)
+            if row is None or row.state != LinkState.PENDING:
+                return
+            if found:
+                row.state = LinkState.CREATED
+                row.clio_activity_id = found[0].id
+                row.clio_etag = found[0].etag
+                log.info("recovered %s as Clio activity %s", link.marker, found[0].id)
+                if len(found) > 1:
+                    log.error("%s is in Clio %d times (ids %s)", link.marker, len(found),
+                              [a.id for a in found])
+            else:
+                session.delete(row)
+                refetch.add(link.purchase_id)
+            session.commit()
 
     def _purchases_to_retry(self) -> set[str]:
         """Purchases whose last failure was ours or a service's, not their data."""

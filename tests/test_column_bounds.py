@@ -175,15 +175,18 @@ def webhook_data(rig: SlackRig) -> None:
 def slack_payloads(rig: SlackRig) -> None:
     """Slash commands and clicks whose user, team or channel id runs past the columns that
     keep Slack ids (who answered, who stopped, who made a rule, the actor of the trail), or
-    whose values hold NUL: refused with a 4xx before any listener reads them."""
+    whose values hold NUL: refused with a 4xx before any listener reads them. NUL in the typed
+    text gets a usage reply (the person sees why), and nothing is stored."""
     long_user = "U" + over("matter_rules.created_by", "0")
     for fields in ({"user_id": long_user}, {"team_id": "T" + over("firms.slack_team_id", "0")},
-                   {"channel_id": "C" + over("runs.slack_channel", "0")},
-                   {"text": "set timezone UTC" + NUL}):
+                   {"channel_id": "C" + over("runs.slack_channel", "0")}):
         body = rig.command_fields("status")
         body.update(fields)
         response = rig.post(urlencode(body), "application/x-www-form-urlencoded")
         assert 400 <= response.status_code < 500, (fields, response.status_code)
+    assert rig.command("set timezone UTC" + NUL, user=rig.admin).status_code == 200
+    wait_for(lambda: any("NUL character" in str(m) for m in rig.replies_to(rig.admin)),
+             what="a usage reply naming the NUL")
     click = {"type": "block_actions", "team": {"id": rig.ws.team_id},
              "user": {"id": long_user, "team_id": rig.ws.team_id},
              "actions": [{"action_id": "hc_undo_choice", "block_id": "b", "value": "1"}],

@@ -37,7 +37,8 @@ MARKER = re.compile(r"\[qbo [^\]]+\]")
 
 
 def _kill_at_random(firm: Firm, database_url: str, rng: random.Random) -> str:
-    """One ``hardcost sync`` killed at a random moment; what it was doing then."""
+    """One ``hardcost sync`` killed at a random moment of its run; what it was doing then.
+    Every POST is slowed a little so that the run is still importing when the kill lands."""
     moment = rng.choice(["reading", "before a POST", "after Clio created", "anywhere"])
     faults = firm.world.clio.faults
     faults.clear()
@@ -48,10 +49,16 @@ def _kill_at_random(firm: Firm, database_url: str, rng: random.Random) -> str:
                          times=3))
     elif moment == "reading":
         firm.world.qbo.faults.add(Fault(path=r"/query$", passthrough=True, delay=0.3, times=2))
+    faults.add(Fault(path=POST, method="POST", passthrough=True, delay=0.03, times=10_000))
+    runs = _runs(firm)
     proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
                             env=env_for(firm.world, database_url),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.6, 2.5))  # the interpreter takes ~0.5 s to start
+    deadline = time.monotonic() + 30
+    while _runs(firm) == runs and proc.poll() is None:  # the interpreter takes a while
+        assert time.monotonic() < deadline, "hardcost sync never started its run"
+        time.sleep(0.02)
+    time.sleep(rng.uniform(0.0, 1.0 if moment == "reading" else 1.5))
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     if database_url.startswith("postgresql"):
@@ -59,6 +66,11 @@ def _kill_at_random(firm: Firm, database_url: str, rng: random.Random) -> str:
     faults.clear()
     firm.world.qbo.faults.clear()
     return moment
+
+
+def _runs(firm: Firm) -> int:
+    with firm.sessions() as session:
+        return len(list(session.scalars(select(Run.id).where(Run.firm_id == firm.id))))
 
 
 def test_an_import_killed_at_random_moments_lands_every_entry_exactly_once(
@@ -79,6 +91,10 @@ def test_an_import_killed_at_random_moments_lands_every_entry_exactly_once(
     # hardcost serve starting again: dead runs are marked abandoned; then the next runs
     # (pending links older than the write grace, which a later run recovers by marker).
     settle_abandoned_runs(db_engine)
+    # A POST sent just before a kill may land after it: the runs below wait for that
+    # (LATE_WRITE) in real time, but their clock jumps with firm.later(), so the test lets
+    # the held POSTs land first.
+    time.sleep(0.5)
     firm.later()
     for _ in range(3):
         summary = firm.run()

@@ -268,3 +268,42 @@ def test_a_batch_killed_between_commit_and_posts_or_among_its_posts_lands_once(
     assert [link.state for link in firm.links()] == [LinkState.CREATED] * 8
     posted_before = 0 if kill_at.startswith("after") else 4
     assert firm.world.clio.calls.count("POST", POST_ACTIVITY) == 8 - posted_before
+
+
+def test_a_dead_runs_post_that_lands_late_is_found_not_posted_again(
+        firm: Firm, database_url: str, db_engine: Any) -> None:
+    """``hardcost sync`` is killed while Clio holds its POST, and Clio applies the POST after
+    the process is gone. The next run, started at once, does not post the entry again: the
+    dead run's link is young, so the run waits (``late_write``) and finds it by its marker."""
+    from datetime import timedelta
+
+    from hardcost.sync.leases import settle_abandoned_runs
+    from tests.firmkit import lapse_leases
+
+    firm.expense(("125.00", "Jane Smith", "Filing fee"))
+    firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
+                                     delay=1.5))
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
+                            env=env_for(firm.world, database_url),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while firm.world.clio.faults.pending():  # Clio holds the POST now
+            assert proc.poll() is None, "hardcost sync ended before its POST"
+            assert time.monotonic() < deadline, "the POST never reached Clio"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+    lapse_leases(firm)
+    settle_abandoned_runs(db_engine)  # the dead run is over: its link is an orphan
+    firm.engine.late_write = timedelta(seconds=3)
+
+    summary = firm.run()
+    time.sleep(1.6)  # the held POST has landed by now, whatever the run did
+
+    assert len(firm.entries()) == 1, firm.entries()
+    [link] = firm.links()
+    assert link.state == LinkState.CREATED
+    assert link.clio_activity_id == firm.entries()[0]["id"]
+    assert summary.error is None

@@ -46,6 +46,7 @@ NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who in
 HISTORY_USAGE = "/hardcost history [purchase id | client name | last N]"
 EXPORT_USAGE = "/hardcost export [from YYYY-MM-DD] [to YYYY-MM-DD]"
 RULES_USAGE = "/hardcost rules [page N]"
+USAGES = {"history": HISTORY_USAGE, "export": EXPORT_USAGE, "rules": RULES_USAGE}
 _PURCHASE_ID = re.compile(r"#?((?:bill-)?[0-9]{1,40})", re.IGNORECASE)  # a Bill: bill-<id>
 
 
@@ -91,6 +92,10 @@ def register(app: App, ctx: BotContext) -> None:
             _reply(respond, messages.notice(
                 "Only workspace admins and hardcost's approvers can change hardcost's "
                 "settings. Ask one of them."))
+            return
+        if any("\x00" in arg for arg in args):  # no name or value holds one; no database keeps it
+            _reply(respond, messages.usage_error(
+                "A command cannot hold a NUL character.", USAGES.get(sub, "/hardcost help")))
             return
         try:
             HANDLERS[sub](ctx, firm_id, args, command, respond, client)
