@@ -692,6 +692,21 @@ def test_hardcost_audit_with_bad_dates_exits_2(firm: Firm, database_url: str,
     assert result.stdout == "" and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("number", ["99999999999999999999", "2147483648", "0",
+                                    "9" * 5000])
+@pytest.mark.parametrize("command", [["audit", "--csv"], ["sync"]])
+def test_a_firm_number_no_firm_can_have_exits_2(firm: Firm, database_url: str, number: str,
+                                                command: list[str]) -> None:
+    """Issue 24 #20: a number past what the database holds made SQLite raise OverflowError (a
+    traceback). It is bounded where the command line reads it."""
+    result = _hardcost(command[0], "--firm", number, *command[1:],
+                       env=env_for(firm.world, database_url))
+
+    assert result.returncode == 2, result.stderr
+    assert "There is no firm" in result.stderr and len(result.stderr) < 500
+    assert result.stdout == "" and "Traceback" not in result.stderr
+
+
 def test_hardcost_audit_of_an_unknown_firm_says_so(firm: Firm, database_url: str) -> None:
     result = _hardcost("audit", "--firm", "999", "--csv",
                        env=env_for(firm.world, database_url))
