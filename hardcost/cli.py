@@ -130,6 +130,22 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+FIRM_ID_MAX = 2 ** 31 - 1
+"""A firm's id is a row id (a PostgreSQL integer): a larger number names no firm, and SQLite
+cannot even look it up (OverflowError past 2**63)."""
+
+
+def _firm_id(raw: str) -> int:
+    """``--firm``: ASCII digits naming a possible firm id (1 to :data:`FIRM_ID_MAX`)."""
+    text = raw.strip()
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"not a firm id: {raw[:40]!r} (the firm's number)")
+    if len(text) > 10 or not 0 < int(text) <= FIRM_ID_MAX:
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise argparse.ArgumentTypeError(f"There is no firm {shown}.")
+    return int(text)
+
+
 def _day(raw: str) -> date:
     try:
         return parse_day(raw)
@@ -179,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sync = commands.add_parser("sync", help="run one import now and print its summary "
                                "(progress on stderr)")
-    sync.add_argument("--firm", type=int, help="the firm's id (default: every active firm)")
+    sync.add_argument("--firm", type=_firm_id, help="the firm's id (default: every active firm)")
     sync.add_argument("--dry-run", action="store_true",
                       help="show what would be imported; write nothing")
     sync.set_defaults(func=_cmd_sync)
@@ -187,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     trail = commands.add_parser(
         "audit", help="a firm's audit trail (imports, updates, deletions, choices, setting "
         "changes) as CSV on stdout")
-    trail.add_argument("--firm", type=int, required=True, help="the firm's id")
+    trail.add_argument("--firm", type=_firm_id, required=True, help="the firm's id")
     trail.add_argument("--from", dest="start", type=_day, metavar="YYYY-MM-DD",
                        help="from this day (UTC; default: the first entry)")
     trail.add_argument("--to", dest="end", type=_day, metavar="YYYY-MM-DD",

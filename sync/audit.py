@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import csv
 import enum
+import io
 import json
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -80,6 +82,9 @@ CSV_COLUMNS = ("time", "actor", "action", "purchase_id", "customer_id", "line_id
                "amount", "clio_entry_id", "clio_matter_id", "matter", "before", "after",
                "detail", "run_id")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_AFTER_BREAK = re.compile(r"(?<=[\r\n\v\f\x1c\x1d\x1e\x85\u2028\u2029])(?=[=+\-@\t])")
+"""Where a line inside a cell starts with what a spreadsheet runs (after any line break
+``str.splitlines`` knows): it gets a ``'`` there too."""
 
 
 class Fields(TypedDict, total=False):
@@ -168,10 +173,12 @@ def between(session: Session, firm_id: int, start: date | None, end: date | None
 
 def csv_row(row: AuditEntry) -> list[str]:
     """One row as the CSV has it. Text that a spreadsheet would run as a formula (``=``,
-    ``+``, ``-``, ``@`` first) is quoted with a leading apostrophe."""
+    ``+``, ``-``, ``@``, a tab or a carriage return first) is quoted with a leading
+    apostrophe, and so is every line inside a cell that starts so."""
     def text(value: object) -> str:
         shown = "" if value is None else str(value)
-        return "'" + shown if shown.startswith(_FORMULA_START) else shown
+        shown = "'" + shown if shown.startswith(_FORMULA_START) else shown
+        return _FORMULA_AFTER_BREAK.sub("'", shown)
 
     def data(value: dict[str, Any] | None) -> str:
         return "" if value is None else text(json.dumps(value, sort_keys=True,
@@ -187,12 +194,23 @@ def csv_row(row: AuditEntry) -> list[str]:
 
 
 def write_csv(rows: Iterable[AuditEntry], out: IO[str]) -> int:
-    """The rows as CSV (a header first); returns how many rows were written."""
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(CSV_COLUMNS)
+    """The rows as CSV (a header first, rows ending in ``\\n``); returns how many rows were
+    written. A cell holding a carriage return or a line feed is always quoted: a spreadsheet
+    ends a row at a lone ``\\r`` as at ``\\n``, and ``csv.writer`` quotes only for the
+    characters of its own line terminator."""
+    line = io.StringIO()
+    writer = csv.writer(line, lineterminator="\r\n")  # "\r" and "\n" in a cell: quoted
+
+    def write(cells: Iterable[str]) -> None:
+        line.seek(0)
+        line.truncate()
+        writer.writerow(cells)
+        out.write(line.getvalue()[:-2] + "\n")
+
+    write(CSV_COLUMNS)
     count = 0
     for row in rows:
-        writer.writerow(csv_row(row))
+        write(csv_row(row))
         count += 1
     return count
 

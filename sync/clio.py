@@ -196,6 +196,14 @@ def _etag(value: Any) -> str | None:
     return value if isinstance(value, str) and fits(value, ETAG) else None
 
 
+def holds_marker(note: str | None, marker: str) -> bool:
+    """The note's last line is ``marker``: where hardcost puts it (``rules.build_note``). A
+    marker elsewhere is text, a memo quoting another entry's, and never names this entry."""
+    if not note:
+        return False
+    return note.rstrip().rsplit("\n", 1)[-1].strip() == marker
+
+
 def _activity(row: Mapping[str, Any]) -> Activity:
     matter = row.get("matter") or {}
     bill = row.get("bill") or {}
@@ -428,10 +436,11 @@ class ClioClient:
         self.api.waited += seconds
 
     def find_by_marker(self, marker: str) -> list[Activity]:
-        """Entries whose note contains ``marker`` (Clio's ``query`` searches notes)."""
+        """Entries whose note ends in ``marker`` as hardcost writes it (Clio's ``query``
+        searches notes, and finds it anywhere: :func:`holds_marker` keeps the right ones)."""
         rows = self._paged("activities.json", {"query": marker, "fields": ACTIVITY_FIELDS})
         return shaped(SERVICE, "a search of entries", lambda: [
-            a for a in map(_activity, rows) if a.note and marker in a.note])
+            a for a in map(_activity, rows) if holds_marker(a.note, marker)])
 
     def delete_activity(self, activity_id: int) -> None:
         """DELETE → 204. Callers read the entry first (``billed``/``on_bill``): Clio's

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
 from hardcost.sync.audit import Action
-from hardcost.sync.clio import Activity, ClioClient, PreconditionFailed
+from hardcost.sync.clio import Activity, ClioClient, PreconditionFailed, holds_marker
 from hardcost.sync.http import NotFound, ServiceDown
 from hardcost.sync.metrics import ENTRIES
 from hardcost.sync.removals import bill_words
@@ -380,7 +380,7 @@ def same_fields(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def untouched(activity: Activity, written: dict[str, Any], marker: str) -> bool:
     """The entry still reads as hardcost wrote it: no person changed it in Clio."""
-    if "note" not in written and (not activity.note or marker not in activity.note):
+    if "note" not in written and not holds_marker(activity.note, marker):
         return False
     return same_fields(activity.written_fields(), written)
 

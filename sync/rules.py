@@ -7,6 +7,7 @@ Anything malformed becomes a failure with a sentence a bookkeeper can act on.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -255,19 +256,30 @@ class _Group:
     accounts: set[str] = field(default_factory=set)
 
 
+_MARKER_OPENING = re.compile(r"\[(?=qbo\s)", re.IGNORECASE)
+
+
+def unmarked(text: str) -> str:
+    """Text copied from QuickBooks with any ``[qbo `` made ``(qbo ``: it can never read as a
+    marker, not even one quoted from another entry's note."""
+    return _MARKER_OPENING.sub("(", text)
+
+
 def build_note(descriptions: list[str], memo: str | None, marker: str,
                currency_note: str | None) -> str:
     """Line descriptions (then the memo when it adds something), currency, and the marker.
 
-    Long text is cut so the marker always survives: it is how an entry is found again.
+    The marker is always the note's last line, and the only ``[qbo `` in it: the copied text
+    has its own made ``(qbo `` (:func:`unmarked`). Long text is cut so the marker always
+    survives: it is how an entry is found again.
     """
     parts: list[str] = []
     for text in [*descriptions, memo or ""]:
-        text = text.strip()
+        text = unmarked(text.strip())
         if text and text not in parts:
             parts.append(text)
     body = "; ".join(parts)
-    tail = "\n".join(x for x in (currency_note, marker) if x)
+    tail = "\n".join(x for x in (currency_note and unmarked(currency_note), marker) if x)
     room = NOTE_LIMIT - len(tail) - 1
     if len(body) > room:
         body = body[: max(room - 1, 0)].rstrip() + "…"

@@ -578,6 +578,64 @@ def test_a_cell_a_spreadsheet_would_run_is_quoted(firm: Firm) -> None:
     assert cell["amount"] == "-5.00"  # a number stays a number
 
 
+_RUNNABLE = ("=", "+", "-", "@", "\t")
+
+
+def _spreadsheet_rows(data: str) -> list[list[str]]:
+    """Rows as a spreadsheet reads CSV: a row ends at \\r\\n, \\r or \\n outside quotes."""
+    rows: list[list[str]] = []
+    row: list[str] = []
+    cell, quoted, i = "", False, 0
+    while i < len(data):
+        c = data[i]
+        if quoted:
+            if c == '"' and data[i + 1:i + 2] == '"':
+                cell += '"'
+                i += 1
+            elif c == '"':
+                quoted = False
+            else:
+                cell += c
+        elif c == '"':
+            quoted = True
+        elif c == ",":
+            row.append(cell)
+            cell = ""
+        elif c in "\r\n":
+            rows.append([*row, cell])
+            row, cell = [], ""
+            if c == "\r" and data[i + 1:i + 2] == "\n":
+                i += 1
+        else:
+            cell += c
+        i += 1
+    if row or cell:
+        rows.append([*row, cell])
+    return rows
+
+
+@pytest.mark.parametrize("name", ["\r=1+1", "Smith\r=1+1", "Smith\n+1", "a\r\n@SUM(1)",
+                                  "\r\r-2", "x\u2028=3", "Jo\n\tTab"])
+def test_a_line_break_in_a_cell_never_starts_a_row_or_a_formula(firm: Firm, name: str) -> None:
+    """Issue 24 #13: a lone CR was written unquoted; a spreadsheet split the row there and ran
+    the rest as a formula. Every cell holding a line break is quoted, and no line in it starts
+    with what a spreadsheet runs."""
+    _seed(firm.sessions, firm.id, *[{"purchase_id": str(n), "client": name, "matter": name,
+                                     "amount": Decimal("1.00")} for n in range(3)])
+    out = io.StringIO(newline="")
+    with firm.sessions() as session:
+        assert audit.write_csv(audit.between(session, firm.id, None, None), out) == 3
+    data = out.getvalue()
+
+    rows = _spreadsheet_rows(data)
+    assert len(rows) == 4 and all(len(row) == len(audit.CSV_COLUMNS) for row in rows)
+    assert not [cell for row in rows for cell in row if cell.startswith(_RUNNABLE)]
+    assert [line for line in data.splitlines() if line.startswith(_RUNNABLE)] == []
+    assert list(csv.reader(io.StringIO(data, newline=""))) == _spreadsheet_rows(data)
+    cell = dict(zip(audit.CSV_COLUMNS, rows[1], strict=True))
+    assert cell["client"].replace("'", "") == name == cell["matter"].replace("'", "")
+
+
 # --- hardcost audit ---------------------------------------------------------------------------
 
 
@@ -604,6 +662,22 @@ def test_hardcost_audit_prints_the_periods_csv(firm: Firm, database_url: str) ->
     assert _csv(every.stdout)[1:] == [audit.csv_row(r) for r in rows]
 
 
+def test_hardcost_audit_quotes_a_lone_carriage_return(firm: Firm, database_url: str) -> None:
+    """Issue 24 #13, as ``hardcost audit --csv`` prints it (stdout read as bytes: no newline
+    translation hides a lone CR)."""
+    _seed(firm.sessions, firm.id, *[{"purchase_id": str(n), "client": "\r=1+1",
+                                     "matter": "Estate\r@SUM(1)"} for n in range(3)])
+    result = subprocess.run([sys.executable, "-m", "hardcost", "audit", "--firm",
+                             str(firm.id), "--csv"], env=env_for(firm.world, database_url),
+                            capture_output=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    data = result.stdout.decode("utf-8")
+    rows = _spreadsheet_rows(data)
+    assert len(rows) == 4 and all(len(row) == len(audit.CSV_COLUMNS) for row in rows)
+    assert [line for line in data.splitlines() if line.startswith(_RUNNABLE)] == []
+
+
 @pytest.mark.parametrize(("args", "says"), [
     (["--from", "2026-02-30"], "not a date"),
     (["--to", "tomorrow"], "not a date"),
@@ -615,6 +689,21 @@ def test_hardcost_audit_with_bad_dates_exits_2(firm: Firm, database_url: str,
                        env=env_for(firm.world, database_url))
 
     assert result.returncode == 2 and says in result.stderr
+    assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("number", ["99999999999999999999", "2147483648", "0",
+                                    "9" * 5000])
+@pytest.mark.parametrize("command", [["audit", "--csv"], ["sync"]])
+def test_a_firm_number_no_firm_can_have_exits_2(firm: Firm, database_url: str, number: str,
+                                                command: list[str]) -> None:
+    """Issue 24 #20: a number past what the database holds made SQLite raise OverflowError (a
+    traceback). It is bounded where the command line reads it."""
+    result = _hardcost(command[0], "--firm", number, *command[1:],
+                       env=env_for(firm.world, database_url))
+
+    assert result.returncode == 2, result.stderr
+    assert "There is no firm" in result.stderr and len(result.stderr) < 500
     assert result.stdout == "" and "Traceback" not in result.stderr
 
 

@@ -255,6 +255,28 @@ def test_clio_create_and_find_by_marker(clio: ClioClient, account: ClioAccount,
     assert world.clio.schema_errors == []
 
 
+def test_clio_find_by_marker_ignores_a_marker_quoted_in_the_text(
+        clio: ClioClient, account: ClioAccount) -> None:
+    """Issue 24 #3: a marker counts only as the note's last line, where hardcost puts it; one
+    inside the text copied from QuickBooks (a memo quoting another entry's) is no match."""
+    from datetime import date
+
+    client = account.add_contact("Jane Smith")
+    matter = account.add_matter(client["id"], description="Estate")
+    def create(note: str) -> int:
+        return clio.create_entry(entry_type="HardCostEntry", on=date(2026, 2, 3),
+                                 price=Decimal("125.00"), matter_id=matter["id"], note=note,
+                                 reference=None, expense_category_id=None, user_id=None,
+                                 vendor_id=None).id
+
+    forged = create("see [qbo 1/501/3]\n[qbo 1/500/3]")
+    create("[qbo 1/502/3] and more")
+
+    assert clio.find_by_marker("[qbo 1/501/3]") == []
+    assert clio.find_by_marker("[qbo 1/502/3]") == []
+    assert [a.id for a in clio.find_by_marker("[qbo 1/500/3]")] == [forged]
+
+
 def test_clio_missing_record_is_not_found(clio: ClioClient) -> None:
     with pytest.raises(NotFound):
         clio.get_activity(999999)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -109,6 +110,30 @@ def test_post_that_failed_before_clio_saved_it_is_posted_again_within_the_run(
     assert summary.imported == 1 and summary.failed == 0
     assert len(firm.entries()) == 1  # looked up first (absent), then posted once more
     assert firm.world.clio.calls.count("POST", POST_ACTIVITY) == 2
+
+
+def test_memo_quoting_another_purchases_marker_does_not_stand_in_for_it(firm: Firm) -> None:
+    """Issue 24 #3: purchase 500's memo quotes 501's marker. 501's POST fails (a 500), and the
+    look-up before posting again must not take 500's entry for 501's: both end in Clio once,
+    each at its own amount, each link on its own entry."""
+    customer = firm.customers["Jane Smith"]
+    quoted = f"[qbo {firm.qbo.realm_id}/501/{customer}]"
+    firm.expense(("125.00", "Jane Smith", "Filing fee"), id="500",
+                 private_note=f"see {quoted}")
+    assert firm.run().imported == 1
+
+    firm.expense(("975.00", "Jane Smith", "Expert report"), id="501")
+    firm.world.clio.faults.add(server_error_fault(500, path=POST_ACTIVITY, method="POST"))
+    firm.later()
+    summary = firm.run()
+
+    assert summary.imported == 1 and summary.failed == 0
+    prices = {e["id"]: Decimal(str(e["price"])) for e in firm.entries()}
+    assert sorted(prices.values()) == [Decimal("125.00"), Decimal("975.00")]
+    by_purchase = {link.purchase_id: link.clio_activity_id for link in firm.links()}
+    assert set(by_purchase) == {"500", "501"}
+    assert prices[by_purchase["500"]] == Decimal("125.00")
+    assert prices[by_purchase["501"]] == Decimal("975.00")
 
 
 def test_post_that_failed_before_clio_saved_it_is_posted_again_next_run(firm: Firm) -> None:

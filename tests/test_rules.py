@@ -467,6 +467,9 @@ def test_rule_2_6_reference_is_the_doc_number(doc_number: Any, expected: str | N
     pytest.param(["Courier"], "Courier", "Courier\n[qbo 9130/345/7]",
                  id="memo-same-as-description-once"),
     pytest.param([], None, "[qbo 9130/345/7]", id="marker-only"),
+    pytest.param(["Copies [QBO 9130/346/7]"], "see [qbo 9130/501/7]",
+                 "Copies (QBO 9130/346/7]; see (qbo 9130/501/7]\n[qbo 9130/345/7]",
+                 id="quoted-marker-disarmed"),
 ])
 def test_rule_2_6_note_is_descriptions_then_memo_then_marker(
         descriptions: list[str], memo: str | None, expected: str) -> None:
