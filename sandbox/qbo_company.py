@@ -377,8 +377,10 @@ class QboCompany:
         }
         payment = {k: v for k, v in payment.items() if v is not None}
         stored = self._insert("BillPayment", payment, id)
-        bill.setdefault("LinkedTxn", []).append({"TxnId": stored["Id"],
-                                                 "TxnType": "BillPayment"})
+        # As QuickBooks links them: the payment's kind is part of the type (Intuit's Bill
+        # example has "BillPaymentCheck"; card payments read "BillPaymentCreditCard").
+        kind = "BillPaymentCreditCard" if pay_type == "CreditCard" else "BillPaymentCheck"
+        bill.setdefault("LinkedTxn", []).append({"TxnId": stored["Id"], "TxnType": kind})
         self._rebalance(bill)
         if self.payments_touch_bills:
             self._touch(bill)
@@ -391,8 +393,9 @@ class QboCompany:
         self._delete("BillPayment", payment_id)
         for bill in self.bills.values():
             links = bill.get("LinkedTxn") or []
-            kept = [link for link in links if not (link.get("TxnType") == "BillPayment"
-                                                   and link.get("TxnId") == payment_id)]
+            kept = [link for link in links if not (
+                str(link.get("TxnType", "")).startswith("BillPayment")
+                and link.get("TxnId") == payment_id)]
             if len(kept) != len(links):
                 bill["LinkedTxn"] = kept
                 self._rebalance(bill)
@@ -478,7 +481,7 @@ class QboCompany:
         """``Balance`` = ``TotalAmt`` less what the linked payments paid of this Bill."""
         paid = Decimal(0)
         for link in bill.get("LinkedTxn") or []:
-            if link.get("TxnType") != "BillPayment":
+            if not str(link.get("TxnType", "")).startswith("BillPayment"):
                 continue
             payment = self._records["BillPayment"].get(str(link.get("TxnId")))
             for line in (payment or {}).get("Line", []):

@@ -67,9 +67,22 @@ def split_ids(ids: Iterable[str]) -> tuple[set[str], set[str], set[str]]:
     return purchases, bills, payments
 
 
+PAYMENT_TXN = "BillPayment"
+"""``TxnType`` of a Bill's link to its payment, as a prefix: QuickBooks writes the payment's
+kind after it (``BillPaymentCheck``, ``BillPaymentCreditCard``; docs/purchases.md, Bills)."""
+
+
+def _links_to(link: Mapping[str, Any], txn_type: str) -> bool:
+    kind = link.get("TxnType")
+    if not isinstance(kind, str):
+        return False
+    return kind.startswith(PAYMENT_TXN) if txn_type == PAYMENT_TXN else kind == txn_type
+
+
 def linked_ids(record: Mapping[str, Any], txn_type: str) -> list[str]:
     """Ids of the transactions of ``txn_type`` a Bill (header ``LinkedTxn``) or a BillPayment
-    (``Line[].LinkedTxn``) links to; anything of another shape is passed over."""
+    (``Line[].LinkedTxn``) links to; anything of another shape is passed over. ``BillPayment``
+    takes every kind of payment (``BillPaymentCheck``, ``BillPaymentCreditCard``, …)."""
     links: list[Any] = []
     header = record.get("LinkedTxn")
     if isinstance(header, list):
@@ -81,7 +94,7 @@ def linked_ids(record: Mapping[str, Any], txn_type: str) -> list[str]:
                 links += line["LinkedTxn"]
     found: list[str] = []
     for link in links:
-        if isinstance(link, Mapping) and link.get("TxnType") == txn_type and \
+        if isinstance(link, Mapping) and _links_to(link, txn_type) and \
                 link.get("TxnId") is not None and str(link["TxnId"]) not in found:
             found.append(str(link["TxnId"]))
     return found
@@ -100,7 +113,7 @@ def payments_needed(bills: Iterable[Any], mode: str) -> set[str]:
     if mode != ON_PAYMENT:
         return set()
     return {payment for bill in bills if isinstance(bill, Mapping) and is_paid(bill)
-            for payment in linked_ids(bill, "BillPayment")}
+            for payment in linked_ids(bill, PAYMENT_TXN)}
 
 
 def as_documents(bills: Iterable[Any], mode: str,
@@ -153,7 +166,7 @@ def _date_by_payment(document: dict[str, Any], bill: Mapping[str, Any],
     """Date the document by the latest payment that settled it, and let a change of that
     payment (its date, or another payment) count as an edit of the document."""
     latest: tuple[date, str, str] | None = None
-    for payment_id in linked_ids(bill, "BillPayment"):
+    for payment_id in linked_ids(bill, PAYMENT_TXN):
         payment = payments.get(payment_id)
         if not isinstance(payment, Mapping):
             continue

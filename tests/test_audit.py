@@ -713,3 +713,21 @@ def test_hardcost_audit_of_an_unknown_firm_says_so(firm: Firm, database_url: str
 
     assert result.returncode == 1 and "no firm 999" in result.stderr
     assert result.stdout == "" and "Traceback" not in result.stderr
+
+
+def test_history_finds_a_name_with_an_ampersand_as_slack_sends_it(rig: SlackRig) -> None:
+    """Slack escapes ``&``, ``<`` and ``>`` in a slash command's text: ``Quill & Ink``
+    arrives as ``Quill &amp; Ink``, and is searched for as typed (unescaped once only)."""
+    _seed(rig.firm.sessions, rig.firm.id,
+          {"purchase_id": "200", "client": "Quill & Ink", "amount": Decimal("12.00"),
+           "matter": "00200 Supplies", "clio_activity_id": 990},
+          {"purchase_id": "201", "client": "A &lt; B", "amount": Decimal("13.00"),
+           "matter": "00201 Other", "clio_activity_id": 991})
+
+    rig.command("history Quill &amp; Ink")
+    body = _text(_reply(rig, "matching"))
+    assert "purchase 200" in body and "purchase 201" not in body
+
+    rig.command("history A &amp;lt; B")  # typed "A &lt; B": unescaped once, not twice
+    body = _text(_reply(rig, "purchase 201"))
+    assert "purchase 200" not in body

@@ -527,7 +527,7 @@ def test_bills_of_strange_shapes_are_skipped_or_failed_with_a_reason_and_the_run
     firm.qbo.put_bill_raw({"TxnDate": "2026-02-03", "Balance": 0, "Line": "not lines",
                            "LinkedTxn": "nope", "VendorRef": ["x"], "MetaData": ["odd"]})
     firm.qbo.put_bill_raw({"TxnDate": "2026-02-03", "Balance": 0, "Line": [line],
-                           "LinkedTxn": [{"TxnId": "999", "TxnType": "BillPayment"}, 7]})
+                           "LinkedTxn": [{"TxnId": "999", "TxnType": "BillPaymentCheck"}, 7]})
 
     summary = firm.run()
 
@@ -591,3 +591,20 @@ def test_history_of_a_bill_by_its_document_id(rig: SlackRig) -> None:
 
     reply = _reply(rig, rig.admin, "Audit trail")
     assert f"bill-{bill['Id']}" in _text(reply) and "$310.00" in _text(reply)
+
+
+def test_a_bills_payments_are_found_whatever_kind_of_payment_quickbooks_names() -> None:
+    """QuickBooks links a Bill to its payment with the payment's kind in ``TxnType``
+    (Intuit's Bill example: ``BillPaymentCheck``; card payments ``BillPaymentCreditCard``):
+    each is a payment; a link to another kind of transaction is not."""
+    from hardcost.sync.bills import linked_ids
+
+    bill = {"Id": "25", "Balance": 0, "LinkedTxn": [
+        {"TxnId": "118", "TxnType": "BillPaymentCheck"},
+        {"TxnId": "119", "TxnType": "BillPaymentCreditCard"},
+        {"TxnId": "120", "TxnType": "PurchaseOrder"},
+        {"TxnId": "121", "TxnType": "Bill"}]}
+
+    assert linked_ids(bill, "BillPayment") == ["118", "119"]
+    assert linked_ids(bill, "PurchaseOrder") == ["120"]
+    assert linked_ids(bill, "Bill") == ["121"]

@@ -268,7 +268,9 @@ def test_buttons_answer_absurd_values_without_an_exception(
 def _hostile_bill(firm: Firm) -> st.SearchStrategy[dict[str, Any]]:
     purchase_like = _hostile_purchase(firm)
     link = st.one_of(st.fixed_dictionaries({"TxnId": st.one_of(st.just("1"), JSON),
-                                            "TxnType": st.sampled_from(["BillPayment", "x"])}),
+                                            "TxnType": st.sampled_from(
+                                                ["BillPaymentCheck", "BillPaymentCreditCard",
+                                                 "BillPayment", "x"])}),
                      JSON)
     extra = st.fixed_dictionaries({}, optional={
         "Balance": st.one_of(st.just(0), st.decimals(allow_nan=True), JSON),

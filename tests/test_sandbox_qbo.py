@@ -516,12 +516,14 @@ def test_a_bill_is_queryable_readable_and_paid_down_by_bill_payments(qbo: Qbo, c
     assert row["LinkedTxn"] == []
 
     first = qbo.company.pay_bill(bill["Id"], "100", txn_date="2026-02-20")
-    second = qbo.company.pay_bill(bill["Id"], txn_date="2026-03-01")  # the rest
+    second = qbo.company.pay_bill(bill["Id"], txn_date="2026-03-01",
+                                  pay_type="CreditCard")  # the rest
 
     read = loads(qbo.http.get(f"{qbo.api}/bill/{bill['Id']}").text)["Bill"]
     assert read["Balance"] == 0
-    assert read["LinkedTxn"] == [{"TxnId": first["Id"], "TxnType": "BillPayment"},
-                                 {"TxnId": second["Id"], "TxnType": "BillPayment"}]
+    # As QuickBooks links a Bill to its payments: the payment's kind is in the type.
+    assert read["LinkedTxn"] == [{"TxnId": first["Id"], "TxnType": "BillPaymentCheck"},
+                                 {"TxnId": second["Id"], "TxnType": "BillPaymentCreditCard"}]
     [payment] = qbo.rows(f"SELECT * FROM BillPayment WHERE Id IN ('{second['Id']}')",
                          "BillPayment")
     assert payment["TotalAmt"] == Decimal("50.5") and payment["TxnDate"] == "2026-03-01"

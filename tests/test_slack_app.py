@@ -269,6 +269,24 @@ def test_set_account_category_user_and_channel_by_name(rig: SlackRig) -> None:
     assert settings.slack_channel_id != rig.channel
 
 
+def test_set_values_with_an_ampersand_are_read_as_typed(rig: SlackRig) -> None:
+    """Slack sends ``&`` in a command's text as ``&amp;`` (and ``<``, ``>`` as ``&lt;``,
+    ``&gt;``); account and category names are matched as the person typed them."""
+    rig.firm.qbo.add_account("Meals & Travel")
+    rig.firm.clio.add_expense_category("Court & Filing", entry_type="hard_cost")
+
+    rig.command("set account +Meals &amp; Travel")
+    _reply(rig, rig.admin, "Meals &amp; Travel")  # escaped again for mrkdwn in the reply
+    rig.command("set category Court &amp; Filing")
+    _reply(rig, rig.admin, "Court &amp; Filing")
+
+    settings = _settings(rig)
+    assert len(settings.import_account_ids) == 2
+    category = next(c for c in rig.firm.clio.expense_categories.values()
+                    if c["name"] == "Court & Filing")
+    assert settings.expense_category_id == category["id"]
+
+
 def test_soft_cost_category_is_refused(rig: SlackRig) -> None:
     rig.firm.clio.add_expense_category("Photocopies", entry_type="soft_cost")
 

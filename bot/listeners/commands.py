@@ -50,8 +50,20 @@ USAGES = {"history": HISTORY_USAGE, "export": EXPORT_USAGE, "rules": RULES_USAGE
 _PURCHASE_ID = re.compile(r"#?((?:bill-)?[0-9]{1,40})", re.IGNORECASE)  # a Bill: bill-<id>
 
 
+SLACK_ESCAPES = re.compile(r"&(amp|lt|gt);")
+"""Slack escapes ``&``, ``<`` and ``>`` in a slash command's text, whatever the app's
+``should_escape``: ``Quill & Ink`` arrives as ``Quill &amp; Ink``. Its own tokens (``<@U…>``,
+``<#C…|…>``, ``<url|…>``) arrive unescaped."""
+
+
+def unescape(text: str) -> str:
+    """The text as typed: Slack's three entities undone, in one pass (``&amp;lt;`` is
+    ``&lt;``)."""
+    return SLACK_ESCAPES.sub(lambda m: {"amp": "&", "lt": "<", "gt": ">"}[m.group(1)], text)
+
+
 def _parse(text: str | None) -> tuple[str, list[str]]:
-    words = (text or "").split()
+    words = unescape(text or "").split()
     return (words[0].lower(), words[1:]) if words else ("help", [])
 
 
