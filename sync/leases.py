@@ -575,8 +575,9 @@ class HeldBy:
 
     @property
     def quiet(self) -> bool:
-        """Its holder has missed a renewal: it may have died (or lost the database)."""
-        return self.silent > self.every * 2
+        """Its holder has missed a renewal (with a fifth of the period to spare): it may have
+        died, or lost the database."""
+        return self.silent > self.every * 1.2
 
 
 def lease_holders(db: Engine) -> list[tuple[int, str, str]]:

@@ -420,3 +420,31 @@ def test_a_dead_replica_on_another_host_is_taken_over_after_its_lease_and_runs_a
     for lease in claimed.leases:
         leases.release(lease)
     leases.close()
+
+
+def test_run_says_who_holds_the_lease_and_when_it_will_be_taken_over(rig: SlackRig) -> None:
+    """``/hardcost run`` while another process holds the firm's lease says so truthfully (issue
+    #12): when that import started, on which host, and, once its holder has gone quiet, for
+    how long and by when it will be taken over, in the firm's time zone."""
+    import zoneinfo
+
+    rig.firm.update_settings(timezone="America/New_York")
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    now = utcnow()
+    started = now - timedelta(minutes=3)
+
+    _held_by(rig.firm, "pid 77 on replica-b", start=None, claimed_at=started,
+             lease_until=now + timedelta(seconds=175))  # renewed 5 s ago
+    answer = rig.command("run").text
+    assert answer.startswith(f"An import started at {started.astimezone(zone):%H:%M} on "
+                             "replica-b is under way"), answer
+
+    lease_until = now + timedelta(seconds=140)  # last renewed 40 s ago
+    _held_by(rig.firm, "pid 77 on replica-b", start=None, claimed_at=started,
+             lease_until=lease_until)
+    answer = rig.command("run").text
+    by = (lease_until.astimezone(zone) + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    assert answer.startswith(f"An import started at {started.astimezone(zone):%H:%M} on "
+                             "replica-b has not reported for 4"), answer
+    assert f"will be taken over by {by:%H:%M}" in answer, answer
+    assert rig.firm.entries() == []  # nothing started beside it
