@@ -36,8 +36,9 @@ def test_the_first_run_after_a_crash_lands_every_purchase_once_at_once(
     statuses = crash_mid_write(firm, database_url, serve_slack, moment, markers)
 
     # The dead run, then the first run after the restart, which did it all: no second run
-    # after the 2-minute write grace was needed.
-    assert statuses == ["abandoned", "ok"]
+    # after the 2-minute write grace was needed. (The firm is due at once when its dead run is
+    # abandoned, so the scheduler may start that run; a `/hardcost run` after it finds nothing.)
+    assert statuses[:2] == ["abandoned", "ok"] and set(statuses[1:]) == {"ok"}
 
 
 def test_a_choice_being_written_while_a_run_starts_is_written_once(rig: Any) -> None:
