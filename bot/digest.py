@@ -24,6 +24,7 @@ from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import DigestClient
 from hardcost.sync import prompt_groups
 from hardcost.sync.firm_settings import SettingError, zone_name
+from hardcost.sync.metrics import DIGEST_FAILURES
 from hardcost.sync.store import FirmSettings, PromptGroup, WaitingExpense, WaitReason
 
 log = logging.getLogger(__name__)
@@ -45,18 +46,29 @@ def local_now(settings: FirmSettings, now: datetime) -> datetime:
 
 def send_due_digests(notifier: Notifier, now: datetime) -> int:
     """Queue and send the digest of every firm in digest mode whose hour has come today and
-    whose digest for today is not sent yet; returns how many firms got one."""
+    whose digest for today is not sent yet; returns how many firms got one.
+
+    One firm's failure (its data, its Slack workspace's answer, the database for a moment) is
+    logged with the firm's id and counted (``hardcost_digest_failures``); the other firms get
+    theirs all the same. A digest queued before its firm failed stays in the outbox, which
+    sends it later; one not queued is tried again at the next tick (each minute) that day."""
     with notifier.sessions() as session:
         firms = list(session.scalars(select(FirmSettings).where(
-            FirmSettings.prompts == DIGEST, FirmSettings.slack_channel_id.is_not(None))))
+            FirmSettings.prompts == DIGEST, FirmSettings.slack_channel_id.is_not(None))
+            .order_by(FirmSettings.firm_id)))
     sent = 0
     for settings in firms:
-        local = local_now(settings, now)
-        if local.hour < settings.digest_hour:
-            continue
-        if _queue_digest(notifier, settings.firm_id, local):
-            sent += 1
-            notifier.send(settings.firm_id)
+        firm_id = settings.firm_id
+        try:
+            local = local_now(settings, now)
+            if local.hour < settings.digest_hour:
+                continue
+            if _queue_digest(notifier, firm_id, local):
+                sent += 1
+                notifier.send(firm_id)
+        except Exception:  # noqa: BLE001 - one firm's failure never stops another's digest
+            DIGEST_FAILURES.inc()
+            log.exception("firm %s: the daily digest failed; the other firms' go on", firm_id)
     return sent
 
 

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, case, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -70,6 +70,8 @@ RENEW_PARTS = 6  # renewed every ttl / 6 seconds (30 s of 180)
 HOLD_FRACTION = 0.5  # the holder gives up half way through (90 s of 180) unless renewed
 PUT_OFF = timedelta(days=1)  # a firm whose schedule cannot be computed is looked at daily
 SERVE_KINDS = ("schedule", "slack", "webhook")  # the kinds only `hardcost serve` takes
+_FREE: dict[str, object] = {"claim_token": None, "claimed_by": None, "claim_kind": None,
+                            "claimed_at": None, "lease_until": None, "holder_start": None}
 
 
 def holder_name() -> str:
@@ -84,13 +86,53 @@ def holder_name_of(pid: int) -> str:
 _HOLDER = re.compile(r"pid (\d{1,10}) on (.*)")
 
 
-def _dead_here(holder: str | None) -> bool:
-    """The holder was a process of this machine that no longer exists."""
+def _pid_space() -> str:
+    """Where this process's pid means this process: the kernel's boot id and the pid namespace
+    (Linux); "" where they cannot be read. Two processes that agree on it see each other's
+    pids, so one can tell whether the other still runs."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            kernel = boot.read(64).strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except (OSError, ValueError):
+        return ""
+    return f"{kernel} {namespace}"[:80]
+
+
+_START_ID = uuid.uuid4().hex
+_SPACE = _pid_space()
+PROCESS_START = f"{_START_ID} {_SPACE}".strip()[:120]
+"""Which start of which process holds a lease (``run_leases.holder_start``): a number made when
+this process started, then where its pid counts (``_pid_space``)."""
+
+
+def holder_host(holder: str | None) -> str | None:
+    """The host of a ``claimed_by`` of ``holder_name``'s form ("pid 12 on web-1"), else None."""
+    found = _HOLDER.fullmatch(holder or "")
+    return found.group(2) if found is not None else None
+
+
+def _dead_here(holder: str | None, start: str | None, *, one_machine: bool) -> bool:
+    """The holder was a process of this host that no longer runs: its pid is gone, or it is
+    this process's own pid of an earlier start (a restarted container's pid 1).
+
+    Judged only where pids mean the same process as here: same host name and the same
+    ``_pid_space`` (kernel and pid namespace; replicas in other containers with the same host
+    name have their own), or anywhere on this host when the database is one machine's
+    (``one_machine``: SQLite). A lease written before ``holder_start`` existed is judged on
+    SQLite alone."""
     found = _HOLDER.fullmatch(holder or "")
     if found is None:
         return False
     pid = int(found.group(1))
-    if holder != holder_name_of(pid) or pid == os.getpid() or pid <= 1:
+    if holder != holder_name_of(pid) or pid <= 0:
+        return False  # another host's
+    their_start, _, their_space = (start or "").partition(" ")
+    if not one_machine and not (their_start and _SPACE and their_space == _SPACE):
+        return False
+    if pid == os.getpid():
+        return bool(their_start) and their_start != _START_ID
+    if pid <= 1:
         return False
     try:
         os.kill(pid, 0)
@@ -113,6 +155,7 @@ class Lease:
     due: datetime | None = None
     interval: timedelta | None = None
     lost: threading.Event = field(default_factory=threading.Event)
+    taken_over: bool = False  # taken from a holder that died (its lease ran out, or it is gone)
 
     def held(self) -> bool:
         return not self.lost.is_set() and time.monotonic() < self.valid_until
@@ -174,7 +217,9 @@ class Leases:
         began = time.monotonic()
         now = self.clock()
         values = {"claim_token": token, "claimed_by": self.holder, "claim_kind": kind,
-                  "claimed_at": now, "lease_until": now + timedelta(seconds=self.ttl)}
+                  "claimed_at": now, "lease_until": now + timedelta(seconds=self.ttl),
+                  "holder_start": PROCESS_START}
+        taken_over = False
         with self.db.begin() as conn:
             free = conn.execute(update(RunLease).where(
                 RunLease.firm_id == firm_id, RunLease.claim_token.is_(None)).values(**values))
@@ -182,22 +227,24 @@ class Leases:
                 expired = conn.execute(update(RunLease).where(
                     RunLease.firm_id == firm_id, RunLease.lease_until < now).values(**values))
                 if expired.rowcount or self._take_from_the_dead(conn, firm_id, values):
+                    taken_over = True
                     mark_abandoned(conn, firm_id, now)  # its holder died: its run is over
                 elif not self._insert_missing(conn, firm_id, values):
                     return None
-        return self._track(Lease(firm_id, token, kind, began + self.ttl * HOLD_FRACTION))
+        return self._track(Lease(firm_id, token, kind, began + self.ttl * HOLD_FRACTION,
+                                 taken_over=taken_over))
 
     def _take_from_the_dead(self, conn: DbConnection, firm_id: int,
                             values: dict[str, object]) -> bool:
-        """SQLite only (one machine by definition): a lease whose holder was a process of
-        this machine that is gone (``hardcost sync`` killed, a crash) is free at once instead
-        of after ``ttl``. Not on PostgreSQL, where replicas on other machines (or containers
-        with their own process ids) may carry the same host name."""
-        if self.db.dialect.name != "sqlite":
-            return False
-        row = conn.execute(select(RunLease.claim_token, RunLease.claimed_by).where(
+        """A lease whose holder was a process of this host that is gone (``hardcost serve``
+        killed and restarted, a crash) is free at once instead of after ``ttl``
+        (``_dead_here``: on PostgreSQL only where pids mean the same processes as here, as
+        replicas in other containers may carry the same host name)."""
+        row = conn.execute(select(RunLease.claim_token, RunLease.claimed_by,
+                                  RunLease.holder_start).where(
             RunLease.firm_id == firm_id)).first()
-        if row is None or row[0] is None or not _dead_here(row[1]):
+        if row is None or row[0] is None or not _dead_here(
+                row[1], row[2], one_machine=self.db.dialect.name == "sqlite"):
             return False
         log.warning("firm %s: the lease of %s, which is no longer running, is taken over",
                     firm_id, row[1])
@@ -223,9 +270,7 @@ class Leases:
         """Give the lease back (and set when the firm's next scheduled run is due)."""
         with self._lock:
             self._held.pop(lease.token, None)
-        values: dict[str, object] = {"claim_token": None, "claimed_by": None,
-                                     "claim_kind": None, "claimed_at": None,
-                                     "lease_until": None}
+        values: dict[str, object] = dict(_FREE)
         if next_run_at is not None:
             values["next_run_at"] = next_run_at
         try:
@@ -251,13 +296,38 @@ class Leases:
         with self._lock:
             return list(self._held.values())
 
+    def held_by(self, firm_id: int) -> HeldBy | None:
+        """Who holds the firm's lease now; None when it is free or has run out."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            row = conn.execute(select(
+                RunLease.claim_token, RunLease.claimed_by, RunLease.claim_kind,
+                RunLease.claimed_at, RunLease.lease_until).where(
+                RunLease.firm_id == firm_id)).first()
+        if row is None or row.claim_token is None or row.lease_until is None \
+                or row.lease_until < now:
+            return None
+        renewed = row.lease_until - timedelta(seconds=self.ttl)
+        if row.claimed_at is not None:
+            renewed = max(renewed, row.claimed_at)
+        with self._lock:
+            mine = row.claim_token in self._held
+        return HeldBy(str(row.claimed_by or "another process"), holder_host(row.claimed_by),
+                      row.claim_kind, row.claimed_at, row.lease_until,
+                      max(now - renewed, timedelta(0)), mine,
+                      timedelta(seconds=self.ttl / RENEW_PARTS))
+
     # -- scheduled work ---------------------------------------------------------------------
 
     def claim_due(self, limit: int, unit_seconds: float) -> Claimed:
         """Lease up to ``limit`` firms whose scheduled run is due, earliest first; firms due
         but not ready to import are put off by their interval, and firms whose interval
         cannot be computed (absurd ``schedule_minutes``) by ``PUT_OFF`` (``problems``). Each
-        lease carries ``due`` and ``interval`` (``schedule_minutes`` × ``unit_seconds``)."""
+        lease carries ``due`` and ``interval`` (``schedule_minutes`` × ``unit_seconds``).
+
+        A firm whose lease ran out (its holder died: a replica gone for good) is due at once,
+        whenever its next scheduled run would be: the dead holder's import is taken over and
+        carried on now, not at the firm's next slot."""
         result = Claimed([], [])
         if limit <= 0:
             return result
@@ -274,9 +344,11 @@ class Leases:
                    connected.label("connected"))
             .join(Firm, Firm.id == RunLease.firm_id)
             .outerjoin(FirmSettings, FirmSettings.firm_id == RunLease.firm_id)
-            .where(RunLease.next_run_at <= now,
+            .where(or_(RunLease.next_run_at <= now,
+                       and_(RunLease.claim_token.is_not(None), RunLease.lease_until < now)),
                    or_(RunLease.claim_token.is_(None), RunLease.lease_until < now))
-            .order_by(RunLease.next_run_at).limit(limit)
+            .order_by(case((RunLease.next_run_at <= now, RunLease.next_run_at),
+                           else_=RunLease.lease_until)).limit(limit)
             .with_for_update(skip_locked=True, of=RunLease))
         claimed = result.leases
         with self.db.begin() as conn:
@@ -287,31 +359,43 @@ class Leases:
                     (now + interval).isoformat()
                 except (OverflowError, ValueError):
                     result.problems.append((firm_id, (minutes or 0)))
-                    conn.execute(update(RunLease).where(RunLease.firm_id == firm_id)
-                                 .values(next_run_at=now + PUT_OFF))
+                    self._put_off(conn, firm_id, previous, now, now + PUT_OFF)
                     continue
                 ready = bool(active and realm and accounts and start and not paused
                              and services == len(PROVIDER_NAMES))
                 if not ready:
-                    conn.execute(update(RunLease).where(RunLease.firm_id == firm_id)
-                                 .values(next_run_at=now + interval))
+                    self._put_off(conn, firm_id, previous, now, now + interval)
                     continue
                 token = uuid.uuid4().hex
                 got = conn.execute(update(RunLease).where(
                     RunLease.firm_id == firm_id,
                     or_(RunLease.claim_token.is_(None), RunLease.lease_until < now))
                     .values(claim_token=token, claimed_by=self.holder, claim_kind="schedule",
-                            claimed_at=now, lease_until=now + timedelta(seconds=self.ttl)))
+                            claimed_at=now, lease_until=now + timedelta(seconds=self.ttl),
+                            holder_start=PROCESS_START))
                 if not got.rowcount:  # SQLite: another thread took it since the SELECT
                     continue
                 if previous is not None:
+                    log.warning("firm %s: a lease that ran out is taken over; its import "
+                                "runs now", firm_id)
                     mark_abandoned(conn, firm_id, now)
                 claimed.append(Lease(firm_id, token, "schedule",
                                      began + self.ttl * HOLD_FRACTION, due=due,
-                                     interval=interval))
+                                     interval=interval, taken_over=previous is not None))
         for lease in claimed:
             self._track(lease)
         return result
+
+    @staticmethod
+    def _put_off(conn: DbConnection, firm_id: int, previous: str | None, now: datetime,
+                 until: datetime) -> None:
+        """A firm not to run now: its next scheduled run ``until``; a lease of it that ran out
+        (its holder died) is given back, and the dead holder's run marked abandoned."""
+        values: dict[str, object] = {"next_run_at": until}
+        if previous is not None:
+            values.update(_FREE)
+            mark_abandoned(conn, firm_id, now)
+        conn.execute(update(RunLease).where(RunLease.firm_id == firm_id).values(**values))
 
     # -- keeping leases alive ---------------------------------------------------------------
 
@@ -434,29 +518,66 @@ def settle_abandoned_runs(db: Engine, now: datetime | None = None) -> None:
     SQLite has one ``hardcost serve`` (the scheduler's lock file says so): the leases of
     ``serve``'s kinds are a dead predecessor's, given back at once, and every running run
     is marked (as before leases). On PostgreSQL a firm's runs are marked when its lease is
-    free or has run out; a firm another replica holds is left alone."""
+    free, has run out, or was held by a process of this host that is gone (``_dead_here``:
+    this process's predecessor, killed); a firm another replica holds is left alone.
+
+    Either way a firm whose run was abandoned or whose lease was taken from the dead is due
+    at once (``next_run_at`` now): the dead process's import is carried on straight away,
+    not at the firm's next slot."""
     now = now or utcnow()
     if db.dialect.name != "postgresql":
         with db.begin() as conn:
-            conn.execute(update(RunLease).where(RunLease.claim_kind.in_(SERVE_KINDS)).values(
-                claim_token=None, claimed_by=None, claim_kind=None, claimed_at=None,
-                lease_until=None))
+            firms = set(conn.scalars(select(Run.firm_id).where(Run.status == "running")))
+            firms.update(conn.scalars(select(RunLease.firm_id).where(
+                RunLease.claim_kind.in_(SERVE_KINDS), RunLease.claim_token.is_not(None))))
+            conn.execute(update(RunLease).where(RunLease.claim_kind.in_(SERVE_KINDS))
+                         .values(**_FREE))
             mark_abandoned(conn, None, now)
+            if firms:
+                conn.execute(update(RunLease).where(RunLease.firm_id.in_(sorted(firms)))
+                             .values(next_run_at=now))
         return
     with db.connect() as conn:
-        firms = list(conn.scalars(select(Run.firm_id).where(Run.status == "running")
-                                  .distinct()))
+        firms = set(conn.scalars(select(Run.firm_id).where(Run.status == "running")))
+        # Leases held now (by live replicas, or by a predecessor of this process): few.
+        for firm_id, holder, start in conn.execute(select(
+                RunLease.firm_id, RunLease.claimed_by, RunLease.holder_start).where(
+                RunLease.claim_token.is_not(None), RunLease.lease_until >= now)):
+            if _dead_here(holder, start, one_machine=False):
+                firms.add(firm_id)
     leases = Leases(db)
-    for firm_id in firms:
+    for firm_id in sorted(firms):
         lease = leases.acquire(firm_id, "settle")
         if lease is None:
             continue  # another replica runs it now
+        soon: datetime | None = None
         try:
             with db.begin() as conn:
-                mark_abandoned(conn, firm_id, now)
+                if mark_abandoned(conn, firm_id, now) or lease.taken_over:
+                    soon = now
         finally:
-            leases.release(lease)
+            leases.release(lease, next_run_at=soon)
     leases.close()
+
+
+@dataclass(frozen=True)
+class HeldBy:
+    """Who holds a firm's lease now, for telling people (``Leases.held_by``)."""
+
+    holder: str  # run_leases.claimed_by: "pid 12 on web-1"
+    host: str | None  # web-1, when the holder is named so
+    kind: str | None
+    claimed_at: datetime | None
+    lease_until: datetime  # when another process may take it over, unless it is renewed
+    silent: timedelta  # since its holder last renewed it (as far as this process's ttl says)
+    mine: bool  # held by this process
+    every: timedelta = timedelta(seconds=LEASE_SECONDS / RENEW_PARTS)  # how often renewed
+
+    @property
+    def quiet(self) -> bool:
+        """Its holder has missed a renewal (with a fifth of the period to spare): it may have
+        died, or lost the database."""
+        return self.silent > self.every * 1.2
 
 
 def lease_holders(db: Engine) -> list[tuple[int, str, str]]:
@@ -468,6 +589,7 @@ def lease_holders(db: Engine) -> list[tuple[int, str, str]]:
                 RunLease.claim_token.is_not(None), RunLease.lease_until >= now)))]
 
 
-__all__ = ["ABANDONED", "LEASE_SECONDS", "Claimed", "Lease", "Leases", "RunStop",
-           "holder_name", "holder_name_of", "lease_holders", "mark_abandoned", "next_due",
-           "run_soon", "schedule_interval", "settle_abandoned_runs"]
+__all__ = ["ABANDONED", "LEASE_SECONDS", "PROCESS_START", "Claimed", "HeldBy", "Lease",
+           "Leases", "RunStop", "holder_host", "holder_name", "holder_name_of",
+           "lease_holders", "mark_abandoned", "next_due", "run_soon", "schedule_interval",
+           "settle_abandoned_runs"]

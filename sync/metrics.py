@@ -40,6 +40,9 @@ API_RATE_LIMITED = Counter("hardcost_api_rate_limited", "Answers that said the r
                            "reached (HTTP 429 or QuickBooks' throttle fault), by service "
                            "(quickbooks, clio, slack).",
                            ["service"], registry=REGISTRY)
+DIGEST_FAILURES = Counter("hardcost_digest_failures", "Firms whose daily digest failed with an "
+                          "error (logged with the firm's id); the other firms' went on.",
+                          registry=REGISTRY)
 SCHEDULER_LATENESS = Histogram("hardcost_scheduler_lateness_seconds", "How late scheduled runs "
                                "started after their due time.", registry=REGISTRY,
                                buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900))

@@ -307,13 +307,15 @@ class RunLease(Base):
     """
 
     __tablename__ = "run_leases"
-    __table_args__ = (Index("ix_run_leases_next_run_at", "next_run_at"),)
+    __table_args__ = (Index("ix_run_leases_next_run_at", "next_run_at"),
+                      Index("ix_run_leases_lease_until", "lease_until"))
 
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"),
                                          primary_key=True)
     next_run_at: Mapped[datetime] = mapped_column(default=utcnow)
     claim_token: Mapped[str | None] = mapped_column(String(40))
     claimed_by: Mapped[str | None] = mapped_column(String(200))  # "pid 12 on host"
+    holder_start: Mapped[str | None] = mapped_column(String(120))  # sync.leases.PROCESS_START
     claim_kind: Mapped[str | None] = mapped_column(String(20))  # schedule | slack | webhook | cli
     claimed_at: Mapped[datetime | None] = mapped_column()
     lease_until: Mapped[datetime | None] = mapped_column()

@@ -266,6 +266,8 @@ INTERNAL: dict[str, str] = {
        for table, column in [("run_leases", "claim_token"), ("webhook_events", "claim_token"),
                              ("oauth_states", "state"), ("slack_oauth_states", "state")]},
     "run_leases.claimed_by": "\"pid N on host\", clipped in sync.leases.holder",
+    "run_leases.holder_start": "sync.leases.PROCESS_START (a uuid4 hex, the kernel's boot id "
+                               "and pid namespace), clipped there",
     "rate_buckets.key": "\"qbo:<realm>\" or \"clio:<connection id>\": the realm is a stored, "
                         "bounded id",
     "watermarks.value": "QuickBooks' server time as sync.qbo reads it (an ISO instant)",

@@ -126,3 +126,43 @@ def test_bad_digest_settings_get_a_usage_reply(rig: SlackRig, text: str, problem
     assert "/hardcost set" in _text(reply)
     settings = _settings(rig)
     assert (settings.prompts, settings.timezone, settings.digest_hour) == ("each", "UTC", 9)
+
+
+def test_one_firms_failing_digest_does_not_stop_the_next_firms(
+        rig: SlackRig, caplog: pytest.LogCaptureFixture) -> None:
+    """Two firms' digests are due; Slack gives the first firm's digest an answer hardcost
+    cannot read (``message`` is not a message), which fails it. The second firm still gets
+    its digest, and the failure is logged with the first firm's id and counted (issue #11)."""
+    from hardcost.bot.outbox import undelivered
+    from hardcost.sandbox.faults import Fault
+    from hardcost.sync.metrics import DIGEST_FAILURES
+    from tests.firmkit import make_firm
+
+    _digest_firm(rig)
+    second = make_firm(rig.firm.world, rig.firm.sessions)
+    assert second.id > rig.firm.id  # the firms are taken in id order: the failing one first
+    second.client("Jane Smith", ["Smith estate", "Smith trust"])
+    second.expense(("31.00", "Jane Smith", "Probate filing"), doc_number="700")
+    second.run()
+    assert [w.customer_name for w in second.waiting()] == ["Jane Smith"]
+    second.update_settings(prompts="digest", timezone="America/New_York", digest_hour=8,
+                           slack_channel_id=rig.channel)
+
+    def sent_all(firm_id: int) -> bool:
+        with rig.firm.sessions() as session:
+            return undelivered(session, firm_id)[0] == 0
+
+    wait_for(lambda: sent_all(rig.firm.id) or None, what="the first firm's run summary sent")
+    rig.slack.faults.add(Fault(path=r"^/api/chat\.postMessage$", method="POST", status=200,
+                               body=json.dumps({"ok": True, "message": "not a message"})))
+    failures = DIGEST_FAILURES._value.get()
+
+    send_due_digests(_notifier(rig), datetime(2026, 2, 10, 13, 5, tzinfo=UTC))
+
+    [digest] = wait_for(lambda: _digests(rig), what="the second firm's digest")
+    assert "Jane Smith" in _text(digest) and "$31.00" in _text(digest)
+    assert "Acme Holdings" not in _text(digest)
+    assert rig.slack.faults.pending() == 0  # the first firm's digest met the bad answer
+    assert DIGEST_FAILURES._value.get() == failures + 1
+    assert any(f"firm {rig.firm.id}: the daily digest failed" in record.getMessage()
+               for record in caplog.records)

@@ -289,3 +289,162 @@ def test_resume_and_a_new_schedule_bring_the_next_run_forward(rig: SlackRig) -> 
     rig.command("set split-lines on")  # not about scheduling: leaves it where it is
     wait_for(lambda: any("split" in str(m).lower() for m in rig.replies_to(rig.admin)))
     assert _next_run_at(rig.firm) == far
+
+
+# -- a dead holder (issue #12) ---------------------------------------------------------------
+
+
+def _held_by(firm: Firm, holder: str, *, start: str | None, claimed_at: datetime,
+             lease_until: datetime) -> None:
+    """The firm's lease as another process left it (``holder``, ``start`` as its
+    ``run_leases.claimed_by`` and ``holder_start``)."""
+    with firm.sessions() as session:
+        session.execute(update(RunLease).where(RunLease.firm_id == firm.id).values(
+            claim_token="f" * 32, claimed_by=holder, holder_start=start, claim_kind="schedule",
+            claimed_at=claimed_at, lease_until=lease_until))
+        session.commit()
+
+
+def _ghost_run(firm: Firm) -> int:
+    with firm.sessions() as session:
+        run = Run(firm_id=firm.id, trigger="schedule", dry_run=False, status="running",
+                  started_at=utcnow() - timedelta(minutes=5))
+        session.add(run)
+        session.commit()
+        return run.id
+
+
+def _status(firm: Firm, run_id: int) -> str:
+    with firm.sessions() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run.status
+
+
+def _pid_space() -> str:
+    """This process's kernel boot id and pid namespace, as ``run_leases.holder_start`` ends."""
+    import os
+    from pathlib import Path
+
+    boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    return f"{boot} {os.readlink('/proc/self/ns/pid')}"
+
+
+def _gone_pid() -> int:
+    """The pid of a process of this host that has ended."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait(timeout=30)
+    return proc.pid
+
+
+@pytest.mark.postgres
+def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once(
+        firm: Firm, db_engine: Engine) -> None:
+    """On PostgreSQL a process restarted on the same host takes its dead predecessor's lease at
+    once, as on SQLite, instead of waiting out the lease (issue #12): the holder's pid is gone,
+    or it is this process's own pid of an earlier start (pid 1 of a restarted container)."""
+    from hardcost.sync.leases import holder_name, holder_name_of
+
+    space = _pid_space()
+    now = utcnow()
+    leases = Leases(db_engine)
+    for holder in (holder_name_of(_gone_pid()), holder_name()):
+        _held_by(firm, holder, start=f"{'e' * 32} {space}", claimed_at=now,
+                 lease_until=now + timedelta(seconds=170))
+        ghost = _ghost_run(firm)
+
+        lease = leases.acquire(firm.id, "slack")
+
+        assert lease is not None, holder
+        assert lease.taken_over
+        assert _status(firm, ghost) == "abandoned"
+        leases.release(lease)
+    leases.close()
+
+
+@pytest.mark.postgres
+def test_a_lease_of_a_live_process_or_of_another_pid_space_waits_for_its_lease_time(
+        firm: Firm, db_engine: Engine) -> None:
+    """Not taken before its time: a live process of this host, and a gone pid of another pid
+    namespace (a container with the same host name, whose pids this process cannot see)."""
+    import subprocess
+    import sys
+
+    from hardcost.sync.leases import holder_name_of
+
+    space = _pid_space()
+    now = utcnow()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    leases = Leases(db_engine)
+    try:
+        for holder, start in ((holder_name_of(alive.pid), f"{'e' * 32} {space}"),
+                              (holder_name_of(_gone_pid()), f"{'e' * 32} boot pid:[1]"),
+                              (holder_name_of(_gone_pid()), None)):
+            _held_by(firm, holder, start=start, claimed_at=now,
+                     lease_until=now + timedelta(seconds=170))
+            assert leases.acquire(firm.id, "slack") is None, (holder, start)
+    finally:
+        alive.kill()
+        alive.wait(timeout=30)
+        leases.close()
+
+
+@pytest.mark.postgres
+def test_a_dead_replica_on_another_host_is_taken_over_after_its_lease_and_runs_at_once(
+        firm: Firm, db_engine: Engine) -> None:
+    """A replica that died for good on another host: its lease holds until its time is up,
+    then the scheduler takes the firm over at once, though the firm's next scheduled run is
+    a day away (issue #12: it waited for the firm's next slot)."""
+    from tests.firmkit import not_due
+
+    not_due(firm)
+    ghost = _ghost_run(firm)
+    now = utcnow()
+    _held_by(firm, "pid 4242 on replica-gone-for-good", start=f"{'d' * 32} boot pid:[9]",
+             claimed_at=now - timedelta(minutes=5), lease_until=now + timedelta(seconds=60))
+    clock = [now]
+    leases = Leases(db_engine, clock=lambda: clock[0])
+
+    assert leases.acquire(firm.id, "slack") is None  # its lease time is not up
+    assert leases.claim_due(4, UNIT).leases == []
+    assert _status(firm, ghost) == "running"
+
+    clock[0] = now + timedelta(seconds=61)  # the dead replica's lease has run out
+    claimed = leases.claim_due(4, UNIT)
+
+    assert [(lease.firm_id, lease.taken_over) for lease in claimed.leases] == [(firm.id, True)]
+    assert _status(firm, ghost) == "abandoned"
+    for lease in claimed.leases:
+        leases.release(lease)
+    leases.close()
+
+
+def test_run_says_who_holds_the_lease_and_when_it_will_be_taken_over(rig: SlackRig) -> None:
+    """``/hardcost run`` while another process holds the firm's lease says so truthfully (issue
+    #12): when that import started, on which host, and, once its holder has gone quiet, for
+    how long and by when it will be taken over, in the firm's time zone."""
+    import zoneinfo
+
+    rig.firm.update_settings(timezone="America/New_York")
+    zone = zoneinfo.ZoneInfo("America/New_York")
+    now = utcnow()
+    started = now - timedelta(minutes=3)
+
+    _held_by(rig.firm, "pid 77 on replica-b", start=None, claimed_at=started,
+             lease_until=now + timedelta(seconds=175))  # renewed 5 s ago
+    answer = rig.command("run").text
+    assert answer.startswith(f"An import started at {started.astimezone(zone):%H:%M} on "
+                             "replica-b is under way"), answer
+
+    lease_until = now + timedelta(seconds=140)  # last renewed 40 s ago
+    _held_by(rig.firm, "pid 77 on replica-b", start=None, claimed_at=started,
+             lease_until=lease_until)
+    answer = rig.command("run").text
+    by = (lease_until.astimezone(zone) + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    assert answer.startswith(f"An import started at {started.astimezone(zone):%H:%M} on "
+                             "replica-b has not reported for 4"), answer
+    assert f"will be taken over by {by:%H:%M}" in answer, answer
+    assert rig.firm.entries() == []  # nothing started beside it

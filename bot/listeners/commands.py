@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from hardcost.bot import service
 from hardcost.bot.checks import run_checks
 from hardcost.bot.context import BotContext
+from hardcost.bot.digest import local_now
 from hardcost.bot.export import upload_trail
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
-from hardcost.bot.ui.text import Mrkdwn, link, md, mention
+from hardcost.bot.ui.text import Mrkdwn, link, md, mention, mrkdwn
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, oauth
 from hardcost.sync.audit_period import PeriodError, parse_period
@@ -152,8 +154,47 @@ def _start_run(ctx: BotContext, command: dict[str, Any], respond: Respond,
 
     if not ctx.start_run(firm_id, trigger="slack", then=then, failed=failed,
                          actor=str(command.get("user_id") or "") or None, watch=watch):
-        return "An import is already under way; its summary follows in the channel."
+        return _under_way(ctx, firm_id)
     return "Starting an import now; the summary follows in the channel."
+
+
+UNDER_WAY = "An import is already under way; its summary follows in the channel."
+
+
+def _under_way(ctx: BotContext, firm_id: int) -> str:
+    """Why ``/hardcost run`` starts nothing, as the firm's lease says: an import here, or one
+    another process (a replica, a process that may have died) holds, with when it started,
+    where, and, when it has gone quiet, since when and when it will be taken over."""
+    try:
+        held = ctx.run_leases().held_by(firm_id)
+        settings = ctx.settings(firm_id)
+    except (SQLAlchemyError, RuntimeError):
+        log.warning("firm %s: could not read who runs its import", firm_id, exc_info=True)
+        return UNDER_WAY
+    if held is None or held.mine:
+        return UNDER_WAY
+
+    def at(when: datetime, *, round_up: bool = False) -> str:
+        local = local_now(settings, when)
+        if round_up and (local.second or local.microsecond):
+            local = local.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        return local.strftime("%H:%M")
+
+    where = mrkdwn(held.host or held.holder, 80)
+    started = (f"An import started at {at(held.claimed_at)} on {where}"
+               if held.claimed_at is not None else f"An import on {where}")
+    if not held.quiet:
+        return Mrkdwn(f"{started} is under way; its summary follows in the channel.")
+    return Mrkdwn(f"{started} has not reported for {_span(held.silent)}; unless it does, it "
+                  f"will be taken over by {at(held.lease_until, round_up=True)} and the "
+                  "import carried on then.")
+
+
+def _span(span: timedelta) -> str:
+    """A short while in words: "40 s", "3 min" (at most a day, as a lease never lasts longer
+    without renewal)."""
+    seconds = int(min(max(span.total_seconds(), 0), 86_400))
+    return f"{seconds} s" if seconds < 120 else f"{seconds // 60} min"
 
 
 def _pending(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
