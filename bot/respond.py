@@ -48,8 +48,9 @@ class EphemeralRespond(Respond):
         done = WebhookResponse(url="", status_code=200, body="", headers={})
         if delete_original:
             return done  # nothing of ours to delete
-        if isinstance(text, dict):
-            text, blocks = str(text.get("text") or ""), text.get("blocks")
+        if isinstance(text, dict):  # respond({...}): the whole message
+            whole = text
+            text, blocks = str(whole.get("text") or ""), whole.get("blocks")
         if self.channel is None or self.user is None:
             log.warning("a %s came with no response_url and no channel: its answer is dropped",
                         self.kind)
