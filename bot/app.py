@@ -22,6 +22,7 @@ from sqlalchemy.engine import Engine
 from hardcost.bot import install
 from hardcost.bot.context import BotContext, make_web_client
 from hardcost.bot.listeners import actions, commands, events, matter_rules, modals
+from hardcost.bot.respond import fallback_respond
 
 LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
 
@@ -80,6 +81,7 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
                                    "and SLACK_CLIENT_SECRET (install into any workspace).")
             client = make_web_client(config.slack_bot_token, config.slack_api_url)
         app = App(client=client, signing_secret=secret, **_dispatch_options(ctx))
+    app.use(fallback_respond)  # a forged click without response_url is still answered
     commands.register(app, ctx)
     actions.register(app, ctx)
     matter_rules.register(app, ctx)

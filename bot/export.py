@@ -6,14 +6,21 @@ firm's channel when an approver asks, else to the person alone (``channels`` = t
 which Slack takes for the bot's direct messages with them).
 
 The CSV is ``hardcost.sync.audit.write_csv``'s, with a UTF-8 byte-order mark first so that
-spreadsheet programs read accented client names right.
+spreadsheet programs read accented client names right. It is written row by row to a temporary
+file as the rows are read (in batches), never built in memory, and the file is uploaded from
+its path. One export holds at most ``MAX_ROWS`` entries: a longer trail is refused with a
+sentence asking for narrower dates.
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
@@ -26,35 +33,61 @@ from hardcost.sync.audit_period import Period
 log = logging.getLogger(__name__)
 
 BOM = "\ufeff"
+MAX_ROWS = 100_000
+"""The most entries one export holds (about 25 MB of CSV): more are refused."""
 
 
 @dataclass(frozen=True)
 class TrailFile:
     name: str
     title: str
-    data: bytes
+    path: str
     rows: int
 
 
-def trail_file(ctx: BotContext, firm_id: int, period: Period) -> TrailFile:
-    """The period's trail as the CSV file's bytes (read in batches, oldest first)."""
-    out = io.StringIO()
+@contextmanager
+def trail_file(ctx: BotContext, firm_id: int, period: Period) -> Iterator[TrailFile]:
+    """The period's trail (at most ``MAX_ROWS`` entries) as a CSV file on disk, written row by
+    row as the rows are read in batches, oldest first; the file is gone once the block ends."""
+    handle, path = tempfile.mkstemp(prefix="hardcost-audit-", suffix=".csv")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8", newline="") as out:
+            out.write(BOM)
+            with ctx.sessions() as session:
+                rows = audit.write_csv(islice(audit.between(session, firm_id, period.start,
+                                                            period.end), MAX_ROWS), out)
+        yield TrailFile(name=f"hardcost-audit-{period.slug}.csv",
+                        title=f"hardcost audit trail {period}", path=path, rows=rows)
+    finally:
+        os.unlink(path)
+
+
+def too_many(ctx: BotContext, firm_id: int, period: Period) -> int | None:
+    """How many entries the period holds when that is more than one export takes."""
     with ctx.sessions() as session:
-        rows = audit.write_csv(audit.between(session, firm_id, period.start, period.end), out)
-    return TrailFile(name=f"hardcost-audit-{period.slug}.csv",
-                     title=f"hardcost audit trail {period}",
-                     data=(BOM + out.getvalue()).encode("utf-8"), rows=rows)
+        count = audit.count_between(session, firm_id, period.start, period.end)
+    return count if count > MAX_ROWS else None
 
 
 def upload_trail(ctx: BotContext, client: WebClient, firm_id: int, user_id: str,
                  period: Period, *, channel_id: str | None) -> Mrkdwn:
     """Upload the period's trail to ``channel_id`` (or to ``user_id`` alone when None); a
     sentence for the person who asked, saying where it went or why it did not."""
-    file = trail_file(ctx, firm_id, period)
+    count = too_many(ctx, firm_id, period)
+    if count is not None:
+        log.info("firm %s: audit export %s refused: %d entries", firm_id, period, count)
+        return md(f"That is {count:,} entries from {period}; export at most {MAX_ROWS:,} at a "
+                  "time: narrow the dates. Nothing was shared.")
+    with trail_file(ctx, firm_id, period) as file:
+        return _upload(client, firm_id, user_id, period, file, channel_id=channel_id)
+
+
+def _upload(client: WebClient, firm_id: int, user_id: str, period: Period, file: TrailFile,
+            *, channel_id: str | None) -> Mrkdwn:
     entries = plural(file.rows, "entry", "entries")
     comment = md(f"Audit trail {period} ({entries}), exported by ", mention(user_id), ".")
     try:
-        client.files_upload_v2(filename=file.name, content=file.data, title=file.title,
+        client.files_upload_v2(filename=file.name, file=file.path, title=file.title,
                                initial_comment=comment, channel=channel_id,
                                channels=None if channel_id else [user_id])
     except SlackApiError as exc:

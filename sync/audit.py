@@ -150,19 +150,31 @@ def latest(session: Session, firm_id: int, *, limit: int = 10, purchase_id: str 
     return list(session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit)))
 
 
+def _in_period(query: Any, start: date | None, end: date | None) -> Any:
+    if start is not None:
+        query = query.where(AuditEntry.at >= datetime.combine(start, time(), UTC))
+    if end is not None:
+        query = query.where(AuditEntry.at < datetime.combine(end + timedelta(days=1),
+                                                               time(), UTC))
+    return query
+
+
+def count_between(session: Session, firm_id: int, start: date | None,
+                  end: date | None) -> int:
+    """How many rows ``between`` would give (an export is refused when they are too many)."""
+    query = _in_period(select(func.count()).select_from(AuditEntry)
+                       .where(AuditEntry.firm_id == firm_id), start, end)
+    return int(session.scalar(query) or 0)
+
+
 def between(session: Session, firm_id: int, start: date | None, end: date | None,
             *, batch: int = 1000) -> Iterator[AuditEntry]:
     """Every row from ``start`` to ``end`` (whole days, UTC, both included), oldest first,
     read in batches so a long trail is never held in memory at once."""
     last_id = 0
     while True:
-        query = select(AuditEntry).where(AuditEntry.firm_id == firm_id,
-                                         AuditEntry.id > last_id)
-        if start is not None:
-            query = query.where(AuditEntry.at >= datetime.combine(start, time(), UTC))
-        if end is not None:
-            query = query.where(AuditEntry.at < datetime.combine(end + timedelta(days=1),
-                                                                   time(), UTC))
+        query = _in_period(select(AuditEntry).where(AuditEntry.firm_id == firm_id,
+                                                    AuditEntry.id > last_id), start, end)
         rows = list(session.scalars(query.order_by(AuditEntry.id).limit(batch)))
         if not rows:
             return

@@ -13,16 +13,19 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import select, text, update
+from slack_sdk import WebClient
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.bot.export import MAX_ROWS
 from hardcost.bot.ui.content import ACTION_HISTORY_OLDER
 from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
 from hardcost.sync import audit
@@ -509,6 +512,53 @@ def test_export_refused_by_slack_says_why(rig: SlackRig) -> None:
 
     assert "missing_scope" in _text(_reply(rig, "Slack did not take the export"))
     assert rig.ws.files == {}
+
+
+def _bulk_trail(rig: SlackRig, count: int, at: datetime) -> None:
+    """``count`` trail rows on one day, in one INSERT (cheap even at 100,000)."""
+    row = audit.values(rig.firm.id, Action.IMPORTED, "schedule", at=at, purchase_id="1",
+                       client="Jane Smith", amount=Decimal("1.00"))
+    with rig.firm.sessions() as session:
+        session.execute(insert(AuditEntry), [row] * count)
+        session.commit()
+
+
+def test_an_export_of_too_many_entries_asks_for_narrower_dates(rig: SlackRig) -> None:
+    _bulk_trail(rig, MAX_ROWS + 1, datetime(2026, 3, 10, 12, 0, tzinfo=UTC))
+
+    rig.command("export 2026-03-01 2026-03-31")
+
+    reply = _reply(rig, "narrow the dates")
+    assert f"That is {MAX_ROWS + 1:,} entries" in _text(reply)
+    assert f"export at most {MAX_ROWS:,} at a time" in _text(reply)
+    assert rig.ws.files == {}
+
+
+def test_an_export_is_written_to_a_temporary_file_and_removed(
+        rig: SlackRig, tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CSV goes to disk row by row and is uploaded from its path, not built in memory."""
+    _bulk_trail(rig, 2500, datetime(2026, 3, 10, 12, 0, tzinfo=UTC))  # three batches
+    tmp_path = tmp_path / "exports"
+    tmp_path.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    uploads: list[dict[str, Any]] = []
+    upload = WebClient.files_upload_v2
+
+    def spy(client: WebClient, **kwargs: Any) -> Any:
+        uploads.append(kwargs)
+        assert "content" not in kwargs
+        return upload(client, **kwargs)
+
+    monkeypatch.setattr(WebClient, "files_upload_v2", spy)
+
+    rig.command("export 2026-03-01 2026-03-31")
+
+    shared = _file(rig, rig.channel)
+    rows = _csv(shared["data"].decode("utf-8-sig"))
+    assert len(rows) == 2501 and rows[0] == list(audit.CSV_COLUMNS)
+    assert rows[1:] == [audit.csv_row(r) for r in _rows(rig)]
+    assert [u["file"].startswith(str(tmp_path)) for u in uploads] == [True]
+    wait_for(lambda: list(tmp_path.iterdir()) == [], what="the temporary file removed")
 
 
 # --- App Home ---------------------------------------------------------------------------------

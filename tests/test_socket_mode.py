@@ -279,3 +279,21 @@ def test_hardcost_serve_in_socket_mode_answers_over_the_socket_and_serves_http(
     assert health["socket_mode"]["connected"] is True
     assert answer.status_code == 200 and "status" in answer.text
     assert events.status_code == 404
+
+
+def test_a_dropped_socket_is_noticed_and_replaced_within_15_seconds(rig: SlackRig) -> None:
+    """Issue 21: with the production ping settings (not the rig's quick ones), a socket that
+    dies without a close frame (as a NAT timeout leaves it) is replaced within 15 s."""
+    socket = _socket(rig)
+    assert rig.link is not None
+    rig.link.close()
+    rig.link = SocketModeLink(rig.app, rig.slack.app_token)  # PING_INTERVAL, as in production
+    rig.link.connect()
+    first = socket.wait_connected(after=socket.connections - 1)
+    time.sleep(1.0)  # a ping or two answered: the connection is an established one
+
+    socket.drop()  # no close frame
+
+    socket.wait_connected(after=first, timeout=15)  # polls; raises after 15 s
+    assert rig.command("help").status_code == 200
+    assert rig.link.health().reconnects >= 1

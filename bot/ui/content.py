@@ -217,6 +217,7 @@ class TrailEntry:
 HISTORY_LIMIT = 10  # entries /hardcost history shows unless asked for "last N"
 HISTORY_MAX = 50  # the most "last N" takes (one message)
 HISTORY_CLIENT_CHARS = 100  # of a client name searched for
+HISTORY_BEFORE_MAX = 2 ** 31 - 1  # an audit entry id (a PostgreSQL integer)
 
 
 @dataclass(frozen=True)
@@ -254,12 +255,13 @@ class HistoryQuery:
         if not isinstance(limit, int) or isinstance(limit, bool) \
                 or not 1 <= limit <= HISTORY_MAX:
             return None
-        if purchase is not None and (not isinstance(purchase, str) or len(purchase) > 40):
+        if purchase is not None and (not isinstance(purchase, str) or len(purchase) > 40
+                                     or "\x00" in purchase):
             return None
-        if client is not None and (not isinstance(client, str)
+        if client is not None and (not isinstance(client, str) or "\x00" in client
                                    or len(client) > HISTORY_CLIENT_CHARS):
             return None
         if before is not None and (not isinstance(before, int) or isinstance(before, bool)
-                                   or before < 1):
+                                   or not 1 <= before <= HISTORY_BEFORE_MAX):
             return None
         return cls(limit, purchase, client, before)
