@@ -3,7 +3,8 @@
 It behaves as ``docs/API_FACTS.md`` ("Clio Manage API v4") describes the real one: wrapped
 bodies, ``fields=`` selection (only ``id`` and ``etag`` without it), cursor paging with full
 ``next`` URLs, ETags with ``If-Match``, per-token rate limits, OAuth with reusable refresh
-tokens, and every request checked against Clio's own OpenAPI document (``sandbox.openapi``).
+tokens, and every request and every 2xx answer (its own and a fault's) checked against Clio's own
+OpenAPI document (``sandbox.openapi``); what breaks it is collected in ``schema_errors``.
 
 Tests and the demo seed data through the Python API (:class:`ClioSandbox`, :class:`ClioAccount`);
 clients only ever talk HTTP to it.
@@ -914,7 +915,10 @@ class ClioSandbox:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse
                  ) -> Iterable[bytes]:
-        return self._dispatch(Request(environ))(environ, start_response)
+        request = Request(environ)
+        response = self._dispatch(request)
+        self._check_response(request, response)
+        return response(environ, start_response)
 
     # -- seeding
 
@@ -1076,6 +1080,20 @@ class ClioSandbox:
         if errors:
             self.schema_errors.extend(errors)
             raise ApiError(400, "InvalidRequest", "; ".join(errors))
+
+    def _check_response(self, request: Request, response: Response) -> None:
+        """A 2xx answer (the handler's or an armed fault's) against the document's response
+        schema for the operation; what breaks it joins ``schema_errors`` (the client still
+        gets the answer: it is the sandbox that is wrong)."""
+        if self._spec is None or not request.path.startswith(API_PREFIX + "/") or \
+                not 200 <= response.status_code < 300 or response.is_streamed:
+            return
+        errors = self._spec.validate_response(
+            request.method, request.path.removeprefix(API_PREFIX), response.status_code,
+            response.get_data(), response.content_type)
+        if errors:
+            with self._ledger.lock:
+                self.schema_errors.extend(errors)
 
     # -- API endpoints
 

@@ -7,6 +7,27 @@ needs are built on first use and kept.
 
 Where Clio's document and Clio's documented behaviour differ, the behaviour wins, and each such
 place is marked "leniency" below.
+
+Responses are checked too (``validate_response``): the body of every 2xx answer is validated
+against the schema the document gives for that operation and status, so a sandbox that answers
+in a shape real Clio would not is caught as surely as a client that asks wrongly. How the
+document's schemas read for responses, and what was decided:
+
+- ``required``: in Clio's document only the envelopes (``Activity_Show``, ``Activity_List``, …:
+  ``data``) and the error shape (``error``; ``type``, ``message``) list required keys; no
+  resource schema (``Activity``, ``Matter_base``, …) has any. That is what ``fields=`` makes
+  of a response (only the fields asked for are present), so ``required`` is applied exactly as
+  written: ``data`` must be there, and every field present is checked for its type, format and
+  enum, while a field that was not asked for may be missing.
+- leniency: the document marks no property ``nullable`` (there is not one in its 3 MB), yet
+  Clio answers ``null`` for an empty value or a missing association (``"bill": null``,
+  ``"reference": null``); the request side already needs the same leniency for associations.
+  ``null`` is accepted for any property in a response; a present value must have its type.
+- The document gives list responses no ``meta``; Clio's paging documentation does (API_FACTS,
+  "Paging"): a list answer must also carry ``meta.paging`` (an object whose ``next`` and
+  ``previous``, when present, are URLs) and ``meta.records``, when present, is an integer.
+- A 2xx status the operation does not document, a body that is not JSON where the document
+  gives a JSON schema, or a body where it gives none (``204 No Content``) is an error too.
 """
 
 from __future__ import annotations
@@ -101,6 +122,42 @@ RequestValidator: Any = extend(
 )
 
 
+def _skip_null(keyword: Any) -> Any:
+    def check(validator: Any, value: Any, instance: Any, schema: Any) -> Any:
+        if instance is None:
+            return  # leniency: Clio answers null for empty values (see the module docstring)
+        yield from keyword(validator, value, instance, schema)
+    return check
+
+
+ResponseValidator: Any = extend(
+    RequestValidator,
+    validators={keyword: _skip_null(RequestValidator.VALIDATORS[keyword])
+                for keyword in ("type", "enum", "format")},
+)
+
+LIST_ENVELOPE: Mapping[str, Any] = {
+    "type": "object",
+    "required": ["data", "meta"],
+    "properties": {
+        "data": {"type": "array"},
+        "meta": {
+            "type": "object",
+            "required": ["paging"],
+            "properties": {
+                "paging": {
+                    "type": "object",
+                    "properties": {"next": {"type": "string", "pattern": "^https?://"},
+                                   "previous": {"type": "string", "pattern": "^https?://"}},
+                },
+                "records": {"type": "integer"},
+            },
+        },
+    },
+}
+"""What Clio's paging documentation adds to every list answer (the document has no ``meta``)."""
+
+
 # -- the document ------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -120,6 +177,10 @@ class Operation:
     path: Mapping[str, Parameter]
     body_pointer: str | None
     """JSON pointer (in the document) of the ``application/json`` request body schema."""
+    responses: Mapping[int, str | None]
+    """Each documented 2xx status → JSON pointer of its JSON body schema (None: no body)."""
+    lists: frozenset[int] = frozenset()
+    """The 2xx statuses answered with a list (a ``*_List`` schema): Clio adds ``meta``."""
 
 
 class OpenApiDocument:
@@ -171,6 +232,35 @@ class OpenApiDocument:
             errors += self._check_body(operation.body_pointer, body)
         return errors
 
+    def validate_response(self, method: str, path: str, status: int, body: bytes,
+                          content_type: str | None = None) -> list[str]:
+        """Every way a 2xx answer to ``method path`` breaks the document; empty when it is
+        valid, not a 2xx, or the operation is unknown."""
+        found = self.operation(method, path)
+        if found is None or not 200 <= status < 300:
+            return []
+        operation = found[0]
+        where = f"Invalid response to {method.upper()} {path} ({status})"
+        if status not in operation.responses:
+            documented = ", ".join(str(code) for code in sorted(operation.responses)) or "none"
+            return [f"{where}: status {status} is not documented (documented: {documented})"]
+        pointer = operation.responses[status]
+        if pointer is None:
+            return [] if not body.strip() else [f"{where}: a body where none is documented"]
+        if content_type is not None and "json" not in content_type.lower():
+            return [f"{where}: content type {content_type}, not JSON"]
+        try:
+            parsed = json.loads(body, parse_float=Decimal)
+        except ValueError as error:
+            return [f"{where}: the body is not valid JSON: {error}"]
+        errors = sorted(self._response_validator(pointer).iter_errors(parsed), key=_error_order)
+        messages = [f"{where}: {_describe(error)}" for error in errors]
+        if status in operation.lists:
+            envelope = self._response_validator(None)
+            messages += [f"{where}: {_describe(error)}"
+                         for error in sorted(envelope.iter_errors(parsed), key=_error_order)]
+        return messages
+
     # -- building
 
     def _index_operations(self, paths: Mapping[str, Any]) -> None:
@@ -198,6 +288,19 @@ class OpenApiDocument:
                     format_checker=FORMAT_CHECKER,
                 )
                 self._validators[pointer] = validator
+            return validator
+
+    def _response_validator(self, pointer: str | None) -> Any:
+        """The response schema at ``pointer``; None: the list envelope (``LIST_ENVELOPE``)."""
+        key = f"response:{pointer}"
+        with self._lock:
+            validator = self._validators.get(key)
+            if validator is None:
+                schema = LIST_ENVELOPE if pointer is None else {
+                    "$ref": f"{DOCUMENT_URI}#{pointer}"}
+                validator = ResponseValidator(schema, registry=self._registry,
+                                              format_checker=FORMAT_CHECKER)
+                self._validators[key] = validator
             return validator
 
     def _schema_validator(self, schema: Mapping[str, Any]) -> Any:
@@ -271,7 +374,22 @@ def _operation(method: str, template: str, item: Mapping[str, Any], op: Mapping[
             "", "paths", _escape(template), method, "requestBody", "content",
             _escape("application/json"), "schema",
         ])
-    return Operation(method, template, by_location["query"], by_location["path"], body_pointer)
+    responses: dict[int, str | None] = {}
+    lists: set[int] = set()
+    for code, answer in op.get("responses", {}).items():
+        if not (str(code).isdigit() and 200 <= int(code) < 300):
+            continue
+        content = answer.get("content") or {}
+        json_type = next((kind for kind in content if "json" in kind), None)
+        responses[int(code)] = None if json_type is None else "/".join([
+            "", "paths", _escape(template), method, "responses", str(code), "content",
+            _escape(json_type), "schema",
+        ])
+        if json_type is not None and str(content[json_type].get("schema", {}).get(
+                "$ref", "")).endswith("_List"):
+            lists.add(int(code))
+    return Operation(method, template, by_location["query"], by_location["path"], body_pointer,
+                     responses, frozenset(lists))
 
 
 def _template_pattern(template: str) -> re.Pattern[str]:

@@ -61,6 +61,7 @@ from hardcost.sync.metrics import ENTRIES, FAILURES, RUN_SECONDS, RUNS
 from hardcost.sync.qbo import PAGE_SIZE, QboClient, instant, transaction_url
 from hardcost.sync.removals import REMOVALS_STREAM, Removals, note_removals
 from hardcost.sync.rules import (
+    BILL_PREFIX,
     NO_CUSTOMER,
     ImportRules,
     LineFailure,
@@ -104,6 +105,8 @@ from hardcost.sync.summary import (
 from hardcost.sync.tokens import broken_reason, mark_broken
 
 log = logging.getLogger(__name__)
+NO_LONGER_PAID = "paid Bill "
+"""How the audit trail's note on a Bill that owes again starts (said once per change)."""
 
 WATERMARK_STREAM = "purchases"
 BILLS_STREAM = "bills"  # the Bills' own watermark: they are read by a query of their own
@@ -588,6 +591,18 @@ class Importer:
         their balance, hence whether and when they import, may have moved."""
         if state.settings.bills == ON_PAYMENT:
             refetch |= removals.paid
+            if removals.payments_gone:
+                refetch |= self._imported_bills()
+
+    def _imported_bills(self) -> set[str]:
+        """``bill-<id>`` of every Bill with an entry in Clio: a BillPayment was deleted, and
+        CDC does not say which Bills it paid (only its id), so they are all read again (by
+        id, a thousand a query); those still paid are left as they are."""
+        with self.sessions() as session:
+            return set(session.scalars(select(EntryLink.purchase_id).where(
+                EntryLink.firm_id == self.firm_id, EntryLink.removed_at.is_(None),
+                EntryLink.state == LinkState.CREATED,
+                EntryLink.purchase_id.startswith(BILL_PREFIX, autoescape=True)).distinct()))
 
     def _note_voided(self, purchases: list[dict[str, Any]], state: _RunState) -> bool:
         voided = {str(p["Id"]): "voided" for p in purchases
@@ -610,6 +625,7 @@ class Importer:
         to_resolve: list[PlannedEntry] = []
         to_update: list[tuple[PlannedEntry, EntryLink]] = []
         to_hold: list[PlannedEntry] = []  # Bills' entries waiting for payment
+        no_longer_paid: list[tuple[PlannedEntry, EntryLink, dict[str, Any] | None]] = []
         superseding = False
         for plan in plans:
             unpaid = plan.purchase_id in state.awaiting_payment
@@ -635,7 +651,10 @@ class Importer:
                 state.raised.add((entry.key.purchase_id, entry.key.customer_id,
                                   entry.key.line_id, "*"))
                 if unpaid:  # imported before (paid then, or on entry): left until paid again
-                    state.summary.unchanged += 1
+                    if link.state == LinkState.CREATED and link.clio_activity_id is not None:
+                        no_longer_paid.append((entry, link, by_id.get(plan.purchase_id)))
+                    else:
+                        state.summary.unchanged += 1
                 elif _edited(link, entry):
                     to_update.append((entry, link))
                 else:
@@ -654,6 +673,8 @@ class Importer:
             if self.stopping.is_set():
                 raise RunStopped.by(self.stopping)
             self._follow_edit(state, entry, link, dry_run)
+        for entry, link, bill in no_longer_paid:
+            self._no_longer_paid(state, entry, link, bill, dry_run)
         for entry in to_hold:  # nobody is asked: it imports by itself once paid
             self._wait(state, entry, Resolution(reason=WaitReason.PAYMENT), dry_run)
         self._resolve_and_write(state, to_resolve, dry_run)
@@ -666,6 +687,44 @@ class Importer:
             # What this page raised is settled in the database now; the run keeps no more.
             done = set(page_ids)
             state.raised = {r for r in state.raised if r[0] not in done}
+
+    def _no_longer_paid(self, state: _RunState, entry: PlannedEntry, link: EntryLink,
+                        bill: dict[str, Any] | None, dry_run: bool) -> None:
+        """An imported Bill (``bills on-payment``) owes again: a payment was deleted or made
+        smaller in QuickBooks. Its Clio entry is kept (the money may be paid again, and the
+        entry may be billed); the run summary and the audit trail say so, once until it
+        changes again."""
+        number = bill.get("DocNumber") if isinstance(bill, dict) else None
+        name = number.strip() if isinstance(number, str) and number.strip() else \
+            f"#{bill_id_of(link.purchase_id)}"
+        note = (f"paid Bill {name} is no longer paid in QuickBooks; its Clio entry "
+                f"#{link.clio_activity_id} is kept")
+        if not dry_run:
+            with self.sessions() as session:
+                last = session.scalars(select(AuditEntry).where(
+                    AuditEntry.firm_id == self.firm_id,
+                    AuditEntry.purchase_id == link.purchase_id,
+                    AuditEntry.customer_id == link.customer_id,
+                    AuditEntry.line_id == link.line_id).order_by(
+                        AuditEntry.id.desc()).limit(1)).first()
+                if last is not None and last.action == Action.KEPT.value and \
+                        (last.detail or "").startswith(NO_LONGER_PAID):
+                    state.summary.unchanged += 1  # said before, and nothing happened since
+                    return
+                audit.record(session, self.firm_id, Action.KEPT, state.actor,
+                             realm_id=link.realm_id, purchase_id=link.purchase_id,
+                             customer_id=link.customer_id, line_id=link.line_id,
+                             client=entry.customer_name, amount=link.amount,
+                             clio_activity_id=link.clio_activity_id,
+                             clio_matter_id=link.clio_matter_id, detail=note,
+                             run_id=state.summary.run_id, at=self.clock())
+                session.commit()
+            log.info("firm %s: %s", self.firm_id, note)
+        figures = {"amount": f"{link.amount:.2f}", "date": link.txn_date.isoformat()}
+        state.summary.unpaid += 1
+        state.summary.changed_items.append(ChangedItem(
+            link.marker, link.purchase_id, "unpaid", link.clio_activity_id, None, figures,
+            figures, None, note, self.clio.matter_url(link.clio_matter_id)))
 
     def _finish_pages(self, state: _RunState, dry_run: bool, *, targeted: bool) -> None:
         if not dry_run and not targeted:

@@ -298,6 +298,7 @@ class QboClient:
         """
         removed: dict[str, str] = {}
         paid: set[str] = set()
+        payments_gone = False
         server_time: str | None = None
         since = changed_since
         entities = CDC_WITH_BILLS if bills else (PURCHASE,)
@@ -309,8 +310,10 @@ class QboClient:
                 if not isinstance(obj, dict) or obj.get("Id") is None:
                     continue
                 if entity == BILL_PAYMENT:
-                    # A payment changed: its Bills' balances did too (SPEC §2 rule 7).
+                    # A payment changed: its Bills' balances did too (SPEC §2 rule 7). A
+                    # deleted one names no Bill (CDC gives only its id): flagged instead.
                     paid.update(f"{BILL_PREFIX}{i}" for i in linked_ids(obj, "Bill"))
+                    payments_gone |= str(obj.get("status") or "").lower() == "deleted"
                 else:
                     key = f"{BILL_PREFIX}{obj['Id']}" if entity == BILL else str(obj["Id"])
                     if str(obj.get("status") or "").lower() == "deleted":
@@ -323,14 +326,14 @@ class QboClient:
                 if moment is not None and (newest is None or moment > newest):
                     newest = moment
             if len(objects) < CDC_LIMIT:
-                return CdcSweep(removed, server_time, True, paid)
+                return CdcSweep(removed, server_time, True, paid, payments_gone)
             start = instant(since)
             if newest is None or start is None or newest <= start:
                 break
             since = newest.isoformat()
         log.warning("CDC stayed saturated from %s; the caller checks purchases one by one",
                     changed_since)
-        return CdcSweep(removed, server_time, False, paid)
+        return CdcSweep(removed, server_time, False, paid, payments_gone)
 
     def changed_purchases_cdc(self, changed_since: str) -> tuple[list[dict[str, Any]], str | None]:
         """One CDC answer for Purchase (≤ 1000 objects, deletions as ``status: Deleted``)."""
@@ -364,6 +367,8 @@ class CdcSweep:
     complete: bool  # False: saturated answers could not be split further
     paid: set[str] = field(default_factory=set)
     """``bill-<id>`` of the Bills a changed BillPayment links to: their balances moved."""
+    payments_gone: bool = False
+    """A BillPayment was deleted: CDC does not say which Bills it paid."""
 
 
 def _changed_where(since: str | None, start_date: date | None,

@@ -76,6 +76,9 @@ class Removals:
     bills: bool = False  # the firm imports Bills: CDC reads Bills and BillPayments too
     paid: set[str] = field(default_factory=set)
     """``bill-<id>`` of Bills whose payments changed since the last sweep (to read again)."""
+    payments_gone: bool = False
+    """A BillPayment was deleted since the last sweep (or the sweep could not tell): which
+    Bills it paid is not known, so the imported Bills are read again."""
 
     def sweep(self, server_time: str | None) -> None:
         """Ask CDC which purchases were deleted or voided since the last sweep and record
@@ -95,6 +98,7 @@ class Removals:
             return
         last = instant(mark)
         if last is None or last < now - CDC_REACH:
+            self.payments_gone = True
             self.compare_all("offline", mark)
             return
         try:
@@ -102,11 +106,13 @@ class Removals:
         except RequestRejected as exc:  # QuickBooks refused the window: its clock disagrees
             log.warning("firm %s: CDC refused %s (%s); comparing purchases instead",
                         self.firm_id, mark, exc)
+            self.payments_gone = True
             self.compare_all("refused", mark)
             return
         note_removals(self.sessions, self.firm_id, self.realm_id, sweep.removed, "cdc",
                       self.clock())
         self.paid |= sweep.paid
+        self.payments_gone |= sweep.payments_gone or not sweep.complete
         if not sweep.complete:
             self.compare_all("saturated", mark)
 

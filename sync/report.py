@@ -49,6 +49,9 @@ def render_summary(summary: RunSummary) -> str:
     if summary.deleted or summary.kept:
         lines.append(f"  gone from QuickBooks: {summary.deleted} deleted from Clio, "
                      f"{summary.kept} left in Clio (see below)")
+    if summary.unpaid:
+        lines.append(f"  {summary.unpaid} Bills no longer paid in QuickBooks, their Clio "
+                     "entries kept (see below)")
     if summary.changed_items:
         lines.append(f"  edited in QuickBooks: {summary.updated} updated in Clio, "
                      f"{summary.changed_after_billing} changed after billing, "

@@ -94,7 +94,7 @@ class ChangedItem:
 
     marker: str
     purchase_id: str
-    outcome: str  # updated | moved | billed | not_overwritten | gone
+    outcome: str  # updated | moved | billed | not_overwritten | gone | unpaid (a Bill)
     clio_id: int | None
     matter: str | None  # the entry's matter as Clio shows it
     before: dict[str, str]  # amount, date, matter: what the entry said
@@ -158,6 +158,7 @@ class RunSummary:
     updated: int = 0  # Clio entries changed to follow an edit in QuickBooks
     changed_after_billing: int = 0  # edited in QuickBooks, but the entry is on a bill
     not_overwritten: int = 0  # edited in QuickBooks, but a person changed the entry in Clio
+    unpaid: int = 0  # imported Bills (``bills on-payment``) no longer fully paid: entry kept
     duration_s: float = 0.0
     error: str | None = None
     imported_entries: list[ImportedEntry] = field(default_factory=list)
@@ -210,6 +211,7 @@ class RunSummary:
             "waiting_for_payment": self.waiting_for_payment,
             "changed_after_billing": self.changed_after_billing,
             "not_overwritten": self.not_overwritten,
+            **({"unpaid": self.unpaid} if self.unpaid else {}),
             "reconciled": None if self.reconciled is None else {
                 "reason": self.reconciled.reason, "last_swept": self.reconciled.last_swept,
                 "checked": self.reconciled.checked, "removed": self.reconciled.removed},

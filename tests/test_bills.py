@@ -320,6 +320,62 @@ def test_on_payment_a_paid_bill_whose_payment_date_changes_follows_it(firm: Firm
     assert entry["date"] == "2026-03-09" and summary.updated == 1
 
 
+@pytest.mark.parametrize("touches", [False, True], ids=["bill-untouched", "bill-touched"])
+@pytest.mark.parametrize("change", ["deleted", "reduced"])
+def test_on_payment_a_paid_bill_no_longer_paid_is_reported_and_its_entry_kept(
+        firm: Firm, change: str, touches: bool) -> None:
+    """A BillPayment deleted (or replaced by a smaller one) leaves an imported on-payment Bill
+    owing again: the Clio entry stays, and the run summary and the audit trail say so (it
+    was silent: counted "already in Clio"). Whether QuickBooks bumps the Bill when one of its
+    payments goes is unconfirmed: both readings."""
+    firm.qbo.payments_touch_bills = touches
+    bill = _imported_bill(firm, "on-payment")
+    [entry] = firm.entries()
+    [payment_id] = [link["TxnId"] for link in firm.qbo.bills[bill["Id"]]["LinkedTxn"]]
+    firm.qbo.delete_bill_payment(payment_id)
+    if change == "reduced":
+        firm.qbo.pay_bill(bill["Id"], "200.00", txn_date="2026-03-09")
+    firm.later()
+
+    summary = firm.run()
+
+    assert [e["id"] for e in firm.entries()] == [entry["id"]]  # kept, unchanged
+    assert price(firm.entries()[0]) == Decimal("1200.00")
+    [item] = summary.changed_items
+    assert (item.purchase_id, item.outcome, item.clio_id) == (f"bill-{bill['Id']}", "unpaid",
+                                                              entry["id"])
+    assert item.note == (f"paid Bill INV-77 is no longer paid in QuickBooks; its Clio entry "
+                         f"#{entry['id']} is kept")
+    assert summary.unpaid == 1 and summary.updated == 0 and summary.deleted == 0
+    with firm.sessions() as session:
+        rows = list(session.scalars(select(AuditEntry).where(
+            AuditEntry.purchase_id == f"bill-{bill['Id']}", AuditEntry.action == "kept")))
+    assert [(r.clio_activity_id, r.detail) for r in rows] == [(entry["id"], item.note)]
+
+    firm.later()
+    quiet = firm.run()  # nothing changed since: not said again
+    assert quiet.changed_items == [] and quiet.unpaid == 0
+
+
+def test_the_slack_summary_shows_a_bill_no_longer_paid() -> None:
+    from datetime import UTC, datetime
+
+    from hardcost.bot.ui.messages import run_details, run_summary
+    from hardcost.sync.summary import ChangedItem, RunSummary
+
+    summary = RunSummary(firm_id=1, run_id=7, dry_run=False,
+                         started_at=datetime(2026, 3, 1, tzinfo=UTC), unpaid=1)
+    note = "paid Bill INV-78 is no longer paid in QuickBooks; its Clio entry #123 is kept"
+    summary.changed_items.append(ChangedItem("[qbo 1/bill-9/3]", "bill-9", "unpaid", 123,
+                                             "00042 Smith estate", {}, {}, None, note))
+
+    head = json.dumps(run_summary(summary, firm_name="Acme Law").blocks)
+    thread = json.dumps([m.blocks for m in run_details(summary)])
+
+    assert "No longer paid in QuickBooks" in head
+    assert note in thread and "no figure changed" not in thread
+
+
 # -- webhooks ----------------------------------------------------------------------------------
 
 def _deliver(rig: SlackRig, payload: Any) -> None:

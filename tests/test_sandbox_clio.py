@@ -15,6 +15,7 @@ import requests
 from hardcost.sandbox.clio import (
     BAD_GATEWAY,
     FAULT_KINDS,
+    FIELDS,
     LATE_REPLY,
     LOST_REPLY,
     RATE_LIMITED,
@@ -28,6 +29,7 @@ from hardcost.sandbox.clio import (
     rate_limit_fault,
     spec_candidates,
 )
+from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.openapi import OpenApiDocument, load_openapi
 from hardcost.sandbox.server import serve_in_thread
 
@@ -510,6 +512,115 @@ def test_valid_requests_leave_no_schema_errors(
     assert clio.sandbox.validation_enabled
 
 
+# -- response validation against Clio's OpenAPI document ---------------------------------------
+
+def test_an_answer_that_breaks_the_schema_is_reported(
+        openapi: OpenApiDocument, clio: Clio, matter: dict[str, Any]) -> None:
+    """Armed answers (a fault's body) are checked as the sandbox's own are: a field of the
+    wrong type, a value outside its enum, a list without Clio's paging ``meta``, a missing
+    ``data`` and an undocumented success status are each reported."""
+    wrong = '{"data": [{"id": 1, "price": "12.50", "type": "MileageEntry"}], ' \
+        '"meta": {"paging": {}, "records": 1}}'
+    clio.sandbox.faults.add(Fault(path=r"/activities\.json$", method="GET", status=200,
+                                  body=wrong))
+    clio.sandbox.faults.add(Fault(path=r"/matters\.json$", method="GET", status=200,
+                                  body='{"data": [{"id": 2, "status": "Open"}]}'))
+    clio.sandbox.faults.add(Fault(path=r"/who_am_i\.json$", status=200, body='{"id": 3}'))
+    clio.sandbox.faults.add(Fault(path=r"/activities\.json$", method="POST", status=200,
+                                  body='{"data": {"id": 4}}'))
+
+    assert clio.get("activities.json", fields="id,price,type").status_code == 200
+    assert clio.get("matters.json", fields="id,status").status_code == 200
+    assert clio.get("users/who_am_i.json").status_code == 200
+    assert clio.post("activities.json", hard_cost(matter)).status_code == 200
+
+    errors = clio.sandbox.schema_errors
+    assert errors == [
+        "Invalid response to GET /activities.json (200): data.0.price: '12.50' is not of "
+        "type 'number'",
+        "Invalid response to GET /activities.json (200): data.0.type: 'MileageEntry' is not "
+        "one of ['TimeEntry', 'ExpenseEntry', 'HardCostEntry', 'SoftCostEntry']",
+        "Invalid response to GET /matters.json (200): (root): 'meta' is a required property",
+        "Invalid response to GET /users/who_am_i.json (200): (root): 'data' is a required "
+        "property",
+        "Invalid response to POST /activities.json (200): status 200 is not documented "
+        "(documented: 201)",
+    ]
+
+
+def test_the_response_validator_checks_what_is_present_and_allows_null(
+        openapi: OpenApiDocument) -> None:
+    """``fields=`` leaves out what was not asked for (no resource schema requires a key),
+    and Clio answers null for an empty value: both pass; a present value of the wrong type or
+    a body where none is documented does not."""
+    def check(method: str, path: str, status: int, raw: str) -> list[str]:
+        return openapi.validate_response(method, path, status, raw.encode(),
+                                         "application/json; charset=utf-8")
+
+    assert check("GET", "/activities/7.json", 200, '{"data": {"id": 7}}') == []
+    assert check("GET", "/activities/7.json", 200,
+                 '{"data": {"id": 7, "bill": null, "reference": null, "quantity": null}}') == []
+    assert check("GET", "/expense_categories.json", 200,
+                 '{"data": [{"id": 1, "rate": 0}], "meta": {"paging": {"next": '
+                 '"https://app.clio.com/api/v4/expense_categories.json?page_token=x"}}}') == []
+    assert check("GET", "/contacts.json", 200,
+                 '{"data": [{"id": 1, "type": "Robot"}], "meta": {"paging": {}}}') == [
+        "Invalid response to GET /contacts.json (200): data.0.type: 'Robot' is not one of "
+        "['Company', 'Person']"]
+    assert check("GET", "/users.json", 200,
+                 '{"data": [], "meta": {"paging": {"next": "page 2"}}}') == [
+        "Invalid response to GET /users.json (200): meta.paging.next: 'page 2' does not "
+        "match '^https?://'"]
+    assert check("GET", "/matters/1.json", 200, '{"data": {"client": {"id": "x"}}}') == [
+        "Invalid response to GET /matters/1.json (200): data.client.id: 'x' is not of type "
+        "'integer'"]
+    assert check("DELETE", "/activities/7.json", 204, "") == []
+    assert check("DELETE", "/activities/7.json", 204, "{}") == [
+        "Invalid response to DELETE /activities/7.json (204): a body where none is documented"]
+    assert check("GET", "/activities.json", 200, "not json")[0].startswith(
+        "Invalid response to GET /activities.json (200): the body is not valid JSON")
+
+
+def test_every_answer_the_sandbox_gives_hardcost_matches_the_schema(
+        openapi: OpenApiDocument, clio: Clio, matter: dict[str, Any]) -> None:
+    """Every field the sandbox can render, on every endpoint hardcost calls, in answers
+    holding nulls (no vendor, no bill, a company's names) and pages with a ``next`` URL."""
+    account = clio.account
+    vendor = account.add_contact("Courier Co", type="Company")
+    account.add_contact("Jane Doe", email="jane@example.com")
+    account.add_user("Sam Clerk", email="sam@example.com")
+    category = account.add_expense_category("Filing fees", rate="0")
+    account.add_expense_category("Copies", entry_type="soft_cost")
+    created = clio.post("activities.json", hard_cost(
+        matter, vendor={"id": vendor["id"]}, expense_category={"id": category["id"]}),
+        fields="id,etag")
+    plain = clio.post("activities.json", hard_cost(matter), fields="id,etag")
+    account.mark_billed(body(plain)["data"]["id"], state="paid")
+    activity = body(created)["data"]
+    every = {resource: ",".join(name if target is None else f"{name}{{id,etag}}"
+                                for name, target in fields.items())
+             for resource, fields in FIELDS.items()}
+
+    answers = [
+        clio.get("activities.json", fields=every["activity"], limit=1, order="id(asc)"),
+        clio.get(f"activities/{activity['id']}.json", fields=every["activity"]),
+        clio.patch(f"activities/{activity['id']}.json", {"note": "edited"},
+                   fields=every["activity"]),
+        clio.get("matters.json", fields=every["matter"], status="open,pending"),
+        clio.get(f"matters/{matter['id']}.json", fields=every["matter"]),
+        clio.get("contacts.json", fields=every["contact"], limit=1),
+        clio.get("users.json", fields=every["user"]),
+        clio.get("users/who_am_i.json", fields=every["user"]),
+        clio.get("expense_categories.json", fields=every["expense_category"]),
+        clio.get("activities.json"),
+        clio.delete(f"activities/{activity['id']}.json"),
+    ]
+
+    assert [a.status_code for a in answers] == [200] * 10 + [204]
+    assert body(answers[0])["meta"]["paging"]["next"].startswith("http")
+    assert clio.sandbox.schema_errors == []
+
+
 def test_validation_is_off_without_the_spec(tmp_path: Path) -> None:
     missing = tmp_path / "clio-openapi.json"
     sandbox = ClioSandbox(spec_path=missing)
@@ -517,3 +628,21 @@ def test_validation_is_off_without_the_spec(tmp_path: Path) -> None:
     assert not sandbox.validation_enabled
     assert sandbox.validation_disabled_reason is not None
     assert str(missing) in sandbox.validation_disabled_reason
+
+
+def test_a_normal_run_gets_no_answer_that_breaks_the_schema(firm: Any) -> None:
+    """A run that imports, follows an edit and a deletion reads Clio's answers to every call
+    hardcost makes (who_am_i, users, categories, contacts, matters, activities): none breaks
+    the document. (``firm.run`` asserts it after every run; said here in so many words.)"""
+    if not firm.world.clio.validation_enabled:
+        pytest.skip(firm.world.clio.validation_disabled_reason)
+    firm.client("Jane Smith", ["Smith estate"])
+    purchase = firm.expense(("125.00", "Jane Smith", "Filing fee"))
+    first = firm.engine.run()
+    firm.later()
+    firm.qbo.delete_purchase(str(purchase["Id"]))
+    second = firm.engine.run()
+
+    assert (first.imported, second.deleted) == (1, 1)
+    assert firm.world.clio.calls.count("GET", r"/activities") >= 1
+    assert firm.world.clio.schema_errors == []

@@ -241,6 +241,10 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
     elif not summary.imported and (summary.deleted or summary.kept):
         head = f"*{firm}* — nothing new to import; expenses deleted or voided in QuickBooks " \
                "were followed into Clio"
+    elif not summary.imported and summary.changed_items and \
+            all(c.outcome == "unpaid" for c in summary.changed_items):
+        head = f"*{firm}* — nothing new to import; Bills no longer paid in QuickBooks were " \
+               "kept in Clio (see the thread)"
     elif not summary.imported and summary.changed_items:
         head = f"*{firm}* — nothing new to import; expenses edited in QuickBooks were " \
                "followed into Clio"
@@ -266,12 +270,17 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
         fields.append(f"*Deleted from Clio*\n{summary.deleted:,} (gone from QuickBooks)")
     if summary.kept:
         fields.append(f"*Left in Clio, check them*\n{summary.kept:,} (gone from QuickBooks)")
+    if summary.unpaid:
+        fields.append(f"*No longer paid in QuickBooks, check them*\n{summary.unpaid:,} "
+                      "(Bills; their Clio entries are kept)")
     if summary.updated:
         fields.append(f"*Updated in Clio*\n{summary.updated:,} (edited in QuickBooks)")
     if summary.changed_after_billing:
         fields.append(f"*Changed after billing, check them*\n{summary.changed_after_billing:,}")
     if summary.not_overwritten:
         fields.append(f"*Changed in Clio, not overwritten*\n{summary.not_overwritten:,}")
+    if len(fields) > 10 and summary.unchanged:  # Slack shows ten: the least news goes
+        fields = [f for f in fields if not f.startswith("*Already in Clio*")]
     blocks = [_section(head), _fields(fields)]
     notice = _reconcile_notice(summary)
     if notice:
@@ -300,6 +309,8 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
             f"{summary.failed:,} failed, {summary.skipped:,} skipped")
     if summary.deleted or summary.kept:
         text += f", {summary.deleted:,} deleted, {summary.kept:,} left in Clio"
+    if summary.unpaid:
+        text += f", {summary.unpaid:,} no longer paid (kept)"
     if summary.changed_items:
         text += (f", {summary.updated:,} updated, {summary.changed_after_billing:,} changed "
                  "after billing")
@@ -394,6 +405,7 @@ _CHANGE_WORDS = {
     "billed": "Changed after billing, check it",
     "not_overwritten": "Changed in Clio, not overwritten",
     "gone": "Deleted in Clio, not re-created",
+    "unpaid": "No longer paid in QuickBooks, check it",
 }
 
 
@@ -510,8 +522,9 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
         for c in changed[: shown["changed"]]:
             row = (f"• {escape(_CHANGE_WORDS.get(c.outcome, c.outcome))} · expense "
                    f"#{escape(c.purchase_id)} → Clio #{c.clio_id}"
-                   + (f" ({escape(c.matter)})" if c.matter else "")
-                   + f": {_difference(c.before, c.after)}")
+                   + (f" ({escape(c.matter)})" if c.matter else ""))
+            if c.outcome != "unpaid":  # a Bill owing again: no figure changed
+                row += f": {_difference(c.before, c.after)}"
             if c.outcome not in ("updated", "moved"):
                 row += f" — {escape(c.note)}"
             if is_http_url(c.url):
