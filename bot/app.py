@@ -23,6 +23,7 @@ from hardcost.bot import install
 from hardcost.bot.context import BotContext, make_web_client
 from hardcost.bot.listeners import actions, commands, events, matter_rules, modals
 from hardcost.bot.respond import fallback_respond
+from hardcost.sync.config import unset_empty_variables
 
 LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
 
@@ -60,6 +61,9 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
     (a tokenless one in multi-workspace mode) sets the Web API base URL and retries.
     """
     config = ctx.config
+    # Bolt reads SLACK_CLIENT_ID/SLACK_CLIENT_SECRET from the environment itself and takes
+    # them, even empty, for OAuth (ignoring the bot token): empty ones must be unset first.
+    unset_empty_variables()
     secret = signing_secret or config.slack_signing_secret
     if not secret:
         raise RuntimeError("SLACK_SIGNING_SECRET is not set: Slack requests cannot be "

@@ -22,7 +22,7 @@ from hardcost.progress import ProgressDisplay
 from hardcost.sandbox.demo import run_demo, start_sandbox
 from hardcost.sync import audit
 from hardcost.sync.audit_period import PeriodError, parse_day
-from hardcost.sync.config import get_settings
+from hardcost.sync.config import get_settings, unset_empty_variables
 from hardcost.sync.crypto import (
     ENV_VAR,
     SecretDecryptError,
@@ -230,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    unset_empty_variables()  # NAME= in an env file means unset, for us and for Slack's Bolt
     # serve is a service: its INFO lines are what operators read. Other commands print what
     # they did; their logs are for -v.
     default_level = "INFO" if args.verbose or args.command == "serve" else "WARNING"

@@ -1,0 +1,109 @@
+"""The first install, as the README and docs/setup.md describe it (issue 27, "The first install
+fails"): the shipped ``.env.example`` works once its required values are filled in."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+import requests
+from slack_sdk.signature import SignatureVerifier
+
+from hardcost.sandbox.server import serve_in_thread
+from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
+from hardcost.sandbox.world import SandboxWorld
+from tests.firmkit import free_port, start_serve
+
+REPO = Path(__file__).resolve().parent.parent
+SECRET = "first-install-secret"
+
+
+def systemd_environment_file(path: Path) -> dict[str, str]:
+    """``path`` read as systemd's ``EnvironmentFile=`` reads it: ``KEY=VALUE`` lines, lines
+    starting with # or ; are comments, blank lines skipped, an empty value kept as ""."""
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"not KEY=VALUE: {raw!r}"
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+@pytest.fixture
+def slack() -> Iterator[tuple[SlackSandbox, SlackWorkspace, str]]:
+    sandbox = SlackSandbox()
+    server = serve_in_thread(sandbox)
+    sandbox.base_url = server.url
+    workspace = sandbox.add_workspace("T0001")
+    yield sandbox, workspace, server.url
+    server.stop()
+
+
+def test_env_example_as_shipped_serves_a_single_workspace(
+        world: SandboxWorld, tmp_path: Path,
+        slack: tuple[SlackSandbox, SlackWorkspace, str]) -> None:
+    """Every uncommented line of ``.env.example`` as it ships (empty ones too: systemd sets
+    them as empty strings), only the required values filled in, ``SLACK_CLIENT_ID=`` and
+    ``SLACK_CLIENT_SECRET=`` empty: ``/hardcost status`` is answered with the bot token, not
+    with Bolt's "your installation with this app is no longer available"."""
+    sandbox, workspace, slack_url = slack
+    shipped = systemd_environment_file(REPO / ".env.example")
+    port = free_port()
+    # The process's own environment (PATH, the venv) less anything hardcost reads, then the
+    # file, then the required values and the sandbox hosts (as the tests' serve_env does).
+    sandbox_env = world.environment(f"sqlite:///{tmp_path / 'hardcost.sqlite'}")
+    base = {k: v for k, v in sandbox_env.items()
+            if not k.startswith(("SLACK_", "QBO_", "CLIO_", "HARDCOST_", "PUBLIC_"))
+            and k not in ("DATABASE_URL", "PORT")}
+    env = {**base, **shipped}
+    env.update({
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'hardcost.sqlite'}",
+        "PUBLIC_URL": f"http://127.0.0.1:{port}", "PORT": str(port),
+        "SLACK_BOT_TOKEN": workspace.bot_token, "SLACK_SIGNING_SECRET": SECRET,
+        "SLACK_API_URL": f"{slack_url}/api/",
+        **{k: v for k, v in sandbox_env.items() if k.startswith(("QBO_", "CLIO_"))},
+    })
+    # Multi-workspace mode's lines uncommented but left empty, as older .env.example files
+    # shipped them (and as anyone may leave them): still single-workspace mode.
+    env.setdefault("SLACK_CLIENT_ID", "")
+    env.setdefault("SLACK_CLIENT_SECRET", "")
+    upgraded = subprocess.run([sys.executable, "-m", "hardcost", "db", "upgrade"], env=env,
+                              capture_output=True, text=True, timeout=120)
+    assert upgraded.returncode == 0, upgraded.stderr
+    proc = start_serve(env, port)
+    try:
+        body = urlencode({
+            "team_id": "T0001", "user_id": "U1", "command": "/hardcost", "text": "status",
+            "channel_id": "C1", "response_url": sandbox.response_url(
+                "T0001", user_id="U1", channel_id="C1")})
+        ts = str(int(time.time()))
+        response = requests.post(f"http://127.0.0.1:{port}/slack/events", data=body,
+                                 timeout=10, headers={
+            "X-Slack-Request-Timestamp": ts,
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Signature": SignatureVerifier(SECRET).generate_signature(
+                timestamp=ts, body=body)})
+        assert response.status_code == 200, response.text
+        assert "no longer available" not in response.text, response.text
+        deadline = time.monotonic() + 20
+        while not workspace.messages:
+            assert time.monotonic() < deadline, "/hardcost status was never answered"
+            time.sleep(0.1)
+        answer = json.dumps(workspace.messages[-1])
+        # hardcost's own answer for a workspace without a firm yet, through the bot token
+        assert "not set up with hardcost yet" in answer, answer
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)
