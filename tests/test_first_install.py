@@ -4,6 +4,7 @@ fails"): the shipped ``.env.example`` works once its required values are filled 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -107,3 +108,38 @@ def test_env_example_as_shipped_serves_a_single_workspace(
     finally:
         proc.terminate()
         proc.communicate(timeout=30)
+
+
+BLOCK_JSONSCHEMA = """
+import importlib.abc, sys
+
+class NoJsonschema(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "jsonschema" or name.startswith("jsonschema."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, NoJsonschema())
+from hardcost.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_demo_runs_without_jsonschema_when_the_clio_openapi_document_is_found(
+        tmp_path: Path) -> None:
+    """A plain install (no dev extra: no jsonschema) in a checkout that has Clio's OpenAPI
+    document beside it (``../shared/specs/``, or ``HARDCOST_CLIO_OPENAPI``): the README's
+    first command, ``hardcost demo``, runs; the sandbox says in one line that it skips the
+    OpenAPI checks."""
+    spec = tmp_path / "clio-openapi-4.0.13.json"
+    spec.write_text("{}")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "QBO_", "CLIO_", "HARDCOST_"))}
+    env["HARDCOST_CLIO_OPENAPI"] = str(spec)
+    result = subprocess.run([sys.executable, "-c", BLOCK_JSONSCHEMA, "demo"], env=env,
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "Run 1: imported 5" in result.stdout
+    said = [line for line in result.stderr.splitlines() if "jsonschema" in line]
+    assert len(said) == 1 and "OpenAPI" in said[0], result.stderr
