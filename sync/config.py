@@ -6,8 +6,9 @@ import os
 from collections.abc import MutableMapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INTUIT_AUTH_URL = "https://appcenter.intuit.com/connect/oauth2"
@@ -128,6 +129,27 @@ def unset_empty_variables(environ: MutableMapping[str, str] | None = None) -> li
     return empty
 
 
+class SettingsError(ValueError):
+    """A variable holds a value hardcost cannot use; the message names it, one line each."""
+
+
+def _problem(error: Any) -> str:
+    loc = error.get("loc") or ("?",)
+    name = str(loc[0])
+    shown = str(error.get("input", ""))
+    shown = shown if len(shown) <= 40 else shown[:40] + "…"
+    return (f"{name}={shown} is not valid: {error.get('msg', 'invalid value')}. Fix {name} "
+            "in the environment (or leave it unset for its default; see .env.example).")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; :class:`SettingsError` names the variables holding unusable values."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        errors = exc.errors()
+        lines = [_problem(error) for error in errors[:2]]
+        if len(errors) > 2:
+            lines.append(f"({len(errors) - 2} more variables are not valid either.)")
+        raise SettingsError("\n".join(lines)) from None

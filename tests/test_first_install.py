@@ -143,3 +143,73 @@ def test_demo_runs_without_jsonschema_when_the_clio_openapi_document_is_found(
     assert "Run 1: imported 5" in result.stdout
     said = [line for line in result.stderr.splitlines() if "jsonschema" in line]
     assert len(said) == 1 and "OpenAPI" in said[0], result.stderr
+
+
+def _mistake_env(tmp_path: Path, **values: str) -> dict[str, str]:
+    """A working single-workspace environment (SQLite in ``tmp_path``), then ``values``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLACK_", "QBO_", "CLIO_", "HARDCOST_"))
+           and k not in ("DATABASE_URL", "PORT", "PUBLIC_URL")}
+    env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'hardcost.sqlite'}",
+                "SLACK_BOT_TOKEN": "xoxb-test", "SLACK_SIGNING_SECRET": SECRET,
+                "PORT": str(free_port()), "HARDCOST_LOG_LEVEL": "WARNING"})
+    env.update(values)
+    return env
+
+
+MISTAKES = {
+    # (command, the variables set wrong, a word the answer must hold)
+    "database_url_garbage": ("db", {"DATABASE_URL": "garbage"}, "DATABASE_URL"),
+    "database_url_mysql": ("db", {"DATABASE_URL": "mysql://user:pw@127.0.0.1/hardcost"},
+                           "DATABASE_URL"),
+    "database_url_unknown_scheme": ("serve", {"DATABASE_URL": "postgres2://h/x"},
+                                    "DATABASE_URL"),
+    "postgresql_unreachable": ("db", {"DATABASE_URL": "postgresql://hardcost@127.0.0.1:9/x",
+                                      "HARDCOST_SECRET_KEY": "UNSET"}, "DATABASE_URL"),
+    "postgresql_unreachable_serve": (
+        "serve", {"DATABASE_URL": "postgresql://hardcost@127.0.0.1:9/x",
+                  "HARDCOST_SECRET_KEY": "UNSET"}, "DATABASE_URL"),
+    "port_not_a_number": ("serve", {"PORT": "abc"}, "PORT"),
+    "import_threads_zero": ("serve", {"HARDCOST_IMPORT_THREADS": "0"},
+                            "HARDCOST_IMPORT_THREADS"),
+    "slack_unreachable": ("serve", {"SLACK_API_URL": "http://127.0.0.1:9/api/"},
+                          "SLACK_API_URL"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MISTAKES))
+def test_a_common_mistake_is_named_in_a_line_not_a_traceback(case: str, tmp_path: Path) -> None:
+    """Each mistake of a first install ends the command with a short answer naming the
+    variable (or the service) to fix, status non-zero, and no traceback."""
+    command, values, name = MISTAKES[case]
+    if values.get("HARDCOST_SECRET_KEY") == "UNSET":
+        from hardcost.sync.crypto import generate_key
+        values = {**values, "HARDCOST_SECRET_KEY": generate_key()}
+    env = _mistake_env(tmp_path, **values)
+    if command == "serve" and "DATABASE_URL" not in values:
+        upgraded = subprocess.run([sys.executable, "-m", "hardcost", "db", "upgrade"],
+                                  env=_mistake_env(tmp_path), capture_output=True, text=True,
+                                  timeout=120)
+        assert upgraded.returncode == 0, upgraded.stderr
+    argv = ["db", "upgrade"] if command == "db" else ["serve"]
+    result = subprocess.run([sys.executable, "-m", "hardcost", *argv], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    lines = result.stderr.strip().splitlines()
+    assert 1 <= len(lines) <= 3, result.stderr[-3000:]
+    assert name in result.stderr, result.stderr
+    assert "pw@" not in result.stderr  # a password in the URL is never shown
+
+
+def test_an_empty_variable_is_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PORT=`` and ``HARDCOST_IMPORT_THREADS=`` (an env file's empty lines) are unset ones:
+    their defaults, not a validation error."""
+    from hardcost.sync.config import Settings
+
+    monkeypatch.setenv("PORT", "")
+    monkeypatch.setenv("HARDCOST_IMPORT_THREADS", "")
+    monkeypatch.setenv("SLACK_CLIENT_ID", "")
+    settings = Settings()
+    assert settings.port == 3000 and settings.scheduler_threads == 8
+    assert settings.slack_client_id is None
