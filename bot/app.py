@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.error import URLError
 
 from slack_bolt import App
+from slack_bolt.error import BoltError
 from slack_bolt.logger import get_bolt_logger
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk import WebClient
@@ -23,6 +25,7 @@ from hardcost.bot import install
 from hardcost.bot.context import BotContext, make_web_client
 from hardcost.bot.listeners import actions, commands, events, matter_rules, modals
 from hardcost.bot.respond import fallback_respond
+from hardcost.sync.config import unset_empty_variables
 
 LAZY_WORKERS = 4  # clicks and commands: seconds at most; more threads only slow the acks
 
@@ -60,6 +63,9 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
     (a tokenless one in multi-workspace mode) sets the Web API base URL and retries.
     """
     config = ctx.config
+    # Bolt reads SLACK_CLIENT_ID/SLACK_CLIENT_SECRET from the environment itself and takes
+    # them, even empty, for OAuth (ignoring the bot token): empty ones must be unset first.
+    unset_empty_variables()
     secret = signing_secret or config.slack_signing_secret
     if not secret:
         raise RuntimeError("SLACK_SIGNING_SECRET is not set: Slack requests cannot be "
@@ -80,7 +86,15 @@ def build_app(ctx: BotContext, *, client: WebClient | None = None,
                 raise RuntimeError("Set SLACK_BOT_TOKEN (single workspace) or SLACK_CLIENT_ID "
                                    "and SLACK_CLIENT_SECRET (install into any workspace).")
             client = make_web_client(config.slack_bot_token, config.slack_api_url)
-        app = App(client=client, signing_secret=secret, **_dispatch_options(ctx))
+        try:  # Bolt checks the token with auth.test here
+            app = App(client=client, signing_secret=secret, **_dispatch_options(ctx))
+        except (URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RuntimeError(
+                f"Slack did not answer at SLACK_API_URL ({config.slack_api_url}): {reason}. "
+                "Check the network (and SLACK_API_URL if set), then start again.") from None
+        except BoltError as exc:
+            raise RuntimeError(f"Slack refused SLACK_BOT_TOKEN: {exc}") from None
     app.use(fallback_respond)  # a forged click without response_url is still answered
     commands.register(app, ctx)
     actions.register(app, ctx)

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 from datetime import date
 
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 
 from hardcost import __version__
 from hardcost.bot.server import SchemaOutOfDate, serve
@@ -22,7 +24,7 @@ from hardcost.progress import ProgressDisplay
 from hardcost.sandbox.demo import run_demo, start_sandbox
 from hardcost.sync import audit
 from hardcost.sync.audit_period import PeriodError, parse_day
-from hardcost.sync.config import get_settings
+from hardcost.sync.config import SettingsError, get_settings, unset_empty_variables
 from hardcost.sync.crypto import (
     ENV_VAR,
     SecretDecryptError,
@@ -38,7 +40,14 @@ from hardcost.sync.importer import SHUTDOWN, FirmNotReady
 from hardcost.sync.leases import Leases, RunStop
 from hardcost.sync.report import render_summary
 from hardcost.sync.slack_tables import SLACK_METADATA
-from hardcost.sync.store import Base, Firm, FirmSettings, make_engine, make_session_factory
+from hardcost.sync.store import (
+    Base,
+    DatabaseUrlError,
+    Firm,
+    FirmSettings,
+    make_engine,
+    make_session_factory,
+)
 
 
 def _cmd_db(args: argparse.Namespace) -> int:
@@ -230,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    unset_empty_variables()  # NAME= in an env file means unset, for us and for Slack's Bolt
     # serve is a service: its INFO lines are what operators read. Other commands print what
     # they did; their logs are for -v.
     default_level = "INFO" if args.verbose or args.command == "serve" else "WARNING"
@@ -242,9 +252,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (SecretKeyError, SecretDecryptError) as exc:
-        print(f"hardcost: {exc}", file=sys.stderr)
+    except (SecretKeyError, SecretDecryptError, SettingsError, DatabaseUrlError) as exc:
+        print("\n".join(f"hardcost: {line}" for line in str(exc).splitlines()),
+              file=sys.stderr)
         return 1
+    except OperationalError as exc:  # the database is down, unreachable or refuses us
+        print(f"hardcost: the database of DATABASE_URL ({_shown_database()}) cannot be used: "
+              f"{_first_line(exc.orig or exc)}\nhardcost: check that it is running and that "
+              "DATABASE_URL is right.", file=sys.stderr)
+        return 1
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:300] if text else type(exc).__name__
+
+
+def _shown_database() -> str:
+    """DATABASE_URL without its password."""
+    try:
+        return make_url(get_settings().resolved_database_url()).render_as_string(
+            hide_password=True)
+    except Exception:  # noqa: BLE001 - only a label for the message
+        return "unreadable"
 
 
 if __name__ == "__main__":

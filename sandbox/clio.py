@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import itertools
 import json
+import logging
 import math
 import os
 import re
@@ -54,6 +55,7 @@ DEFAULT_LIMIT = 200
 OFFSET_PAGING_CAP = 10_000
 SPEC_FILENAME = "clio-openapi-4.0.13.json"
 SPEC_ENV = "HARDCOST_CLIO_OPENAPI"
+log = logging.getLogger(__name__)
 JSON_TYPE = "application/json; charset=utf-8"
 
 ACTIVITY_TYPES = ("TimeEntry", "ExpenseEntry", "HardCostEntry", "SoftCostEntry")
@@ -963,8 +965,15 @@ class ClioSandbox:
                 "request validation is off")
             return
         # Request validation needs the dev extra's jsonschema packages; it is test tooling, so
-        # a plain install (the demo) never imports them.
-        from hardcost.sandbox.openapi import load_openapi
+        # a plain install (the demo) never imports them, and skips it without them.
+        try:
+            from hardcost.sandbox.openapi import load_openapi
+        except ModuleNotFoundError as exc:
+            self.validation_disabled_reason = (
+                f"{exc.name or 'a package'} is not installed (pip install 'hardcost[dev]'), so "
+                f"requests are not checked against the Clio OpenAPI document {path}")
+            log.warning("Sandbox Clio: %s.", self.validation_disabled_reason)
+            return
 
         self._spec = load_openapi(path)
 

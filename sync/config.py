@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import MutableMapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INTUIT_AUTH_URL = "https://appcenter.intuit.com/connect/oauth2"
@@ -25,7 +28,10 @@ DEFAULT_SQLITE_NAME = "hardcost.sqlite"
 class Settings(BaseSettings):
     """Every variable SPEC §6 names, read once from the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+    # An empty variable is an unset one: an env file (systemd's EnvironmentFile=, or
+    # ``set -a; . .env``) sets every ``NAME=`` line it has, empty or not.
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore",
+                                      env_ignore_empty=True)
 
     database_url: str = Field(default="", alias="DATABASE_URL")
     hardcost_secret_key: str | None = Field(default=None, alias="HARDCOST_SECRET_KEY")
@@ -95,6 +101,55 @@ class Settings(BaseSettings):
             ) from None
 
 
+def variable_names() -> set[str]:
+    """Every environment variable :class:`Settings` reads."""
+    names: set[str] = set()
+    for info in Settings.model_fields.values():
+        if info.alias:
+            names.add(info.alias)
+        if isinstance(info.validation_alias, AliasChoices):
+            names.update(c for c in info.validation_alias.choices if isinstance(c, str))
+        elif isinstance(info.validation_alias, str):
+            names.add(info.validation_alias)
+    return names
+
+
+def unset_empty_variables(environ: MutableMapping[str, str] | None = None) -> list[str]:
+    """Remove the empty ones of hardcost's variables (and of every ``SLACK_*``) from the
+    process environment, so that libraries reading it themselves see them unset as hardcost
+    does: Slack's Bolt takes ``SLACK_CLIENT_ID=`` and ``SLACK_CLIENT_SECRET=`` (empty) for
+    multi-workspace mode and then answers every command "your installation ... is no longer
+    available". Returns the names removed."""
+    env = os.environ if environ is None else environ
+    names = variable_names()
+    empty = [name for name, value in env.items()
+             if value == "" and (name in names or name.startswith(("SLACK_", "HARDCOST_")))]
+    for name in empty:
+        del env[name]
+    return empty
+
+
+class SettingsError(ValueError):
+    """A variable holds a value hardcost cannot use; the message names it, one line each."""
+
+
+def _problem(error: Any) -> str:
+    loc = error.get("loc") or ("?",)
+    name = str(loc[0])
+    shown = str(error.get("input", ""))
+    shown = shown if len(shown) <= 40 else shown[:40] + "…"
+    return (f"{name}={shown} is not valid: {error.get('msg', 'invalid value')}. Fix {name} "
+            "in the environment (or leave it unset for its default; see .env.example).")
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """The settings; :class:`SettingsError` names the variables holding unusable values."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        errors = exc.errors()
+        lines = [_problem(error) for error in errors[:2]]
+        if len(errors) > 2:
+            lines.append(f"({len(errors) - 2} more variables are not valid either.)")
+        raise SettingsError("\n".join(lines)) from None

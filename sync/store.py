@@ -34,7 +34,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
 
 from hardcost.sync.crypto import EncryptedText, configure_encryption
@@ -532,6 +532,27 @@ class MatterRule(Base):
     removed_by: Mapped[str | None] = mapped_column(String(60))
 
 
+URL_FORMS = ("sqlite:////absolute/path.sqlite or "
+             "postgresql://user:password@host:5432/name")
+
+
+class DatabaseUrlError(ValueError):
+    """``DATABASE_URL`` is not a URL of a database hardcost can use (the message says why,
+    without the URL: it may hold a password)."""
+
+
+def _url_problem(url: str, exc: Exception) -> str:
+    if "://" not in url or (isinstance(exc, ArgumentError)
+                            and not isinstance(exc, NoSuchModuleError)):
+        return f"DATABASE_URL is not a database URL: use {URL_FORMS}."
+    scheme = url.split("://", 1)[0][:30]
+    if isinstance(exc, ModuleNotFoundError) and scheme.startswith(("postgresql", "sqlite")):
+        return (f"DATABASE_URL: the driver for {scheme} is not installed ({exc.name}): "
+                "reinstall hardcost.")
+    return (f"DATABASE_URL names a {scheme} database, which hardcost does not support: use "
+            f"{URL_FORMS}.")
+
+
 def make_engine(url: str, *, secret_key: str | None = None) -> Engine:
     """An engine with the per-backend settings this app relies on.
 
@@ -539,7 +560,10 @@ def make_engine(url: str, *, secret_key: str | None = None) -> Engine:
     default): from ``secret_key`` if given, else ``HARDCOST_SECRET_KEY``, else — SQLite only —
     the ``hardcost.key`` file beside the database. Raises ``SecretKeyError`` when there is none.
     """
-    engine = _create_engine(url)
+    try:
+        engine = _create_engine(url)
+    except (ArgumentError, NoSuchModuleError, ModuleNotFoundError) as exc:
+        raise DatabaseUrlError(_url_problem(url, exc)) from None
     if secret_key is None:
         configure_encryption(url, engine=engine)
     else:
