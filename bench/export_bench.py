@@ -1,31 +1,36 @@
 """Audit export memory benchmark (issue 14): the CSV of ``/hardcost export`` is written row by
 row to a temporary file, so the memory it takes does not grow with the trail.
 
-    python -m bench.export_bench [--rows 100000] [--database-url URL]
+    python -m bench.export_bench [--rows 10000,100000] [--database-url URL]
+                                 [--out docs/benchmarks.md]
 
 Seeds ``--rows`` audit entries on one day (one bulk INSERT), then writes the period's CSV with
 ``bot.export.trail_file`` under ``tracemalloc`` and prints the peak of Python allocations
 beside the file's size. Before issue 14 the whole file was built in memory (about six times its
 size at the peak). The upload itself (slack-sdk's ``files_upload_v2``) reads the finished file
 once, so the upload's peak is about the file's size, bounded by ``bot.export.MAX_ROWS``.
-Prints its figures; not a test (nothing here asserts a time).
+Prints its figures and writes them to its section of ``docs/benchmarks.md``
+(``bench.sections``); not a test (nothing here asserts a time).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import platform
 import sys
 import time
 import tracemalloc
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import insert
 
 from bench.backfill_bench import database
+from bench.sections import EXPORT_SECTION, write_section
 from hardcost.bot.export import MAX_ROWS, trail_file
 from hardcost.sync import audit
 from hardcost.sync.audit_period import Period
@@ -68,12 +73,31 @@ def measure(rows: int, database_url: str | None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=MAX_ROWS)
+    parser.add_argument("--rows", default=f"10000,{MAX_ROWS}",
+                        help="sizes to measure, comma-separated")
     parser.add_argument("--database-url", default=None)
+    parser.add_argument("--out", default="docs/benchmarks.md")
     args = parser.parse_args(argv)
-    result = measure(max(1, min(args.rows, MAX_ROWS)), args.database_url)
-    print(f"{result['rows']:,} rows: CSV {result['file_mb']:.1f} MB on disk, peak Python "
-          f"memory while writing it {result['peak_mb']:.1f} MB, {result['seconds']:.1f} s")
+    sizes = [max(1, min(int(n), MAX_ROWS)) for n in str(args.rows).split(",") if n.strip()]
+    lines = [f"{EXPORT_SECTION}: memory while `/hardcost export` writes its CSV", "",
+             f"- **Date:** {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+             f"- **Machine:** {platform.platform()} ({platform.machine()})",
+             f"- **Command:** `python -m bench.export_bench --rows {args.rows}`",
+             "- **Database:** " + ("a temporary SQLite file" if args.database_url is None
+                                   else "the PostgreSQL server given"), "",
+             "| entries | CSV on disk | peak Python memory while writing | time |",
+             "|---:|---:|---:|---:|"]
+    for size in sizes:
+        result = measure(size, args.database_url)
+        print(f"{result['rows']:,} rows: CSV {result['file_mb']:.1f} MB on disk, peak Python "
+              f"memory while writing it {result['peak_mb']:.1f} MB, {result['seconds']:.1f} s")
+        lines.append(f"| {result['rows']:,} | {result['file_mb']:.1f} MB | "
+                     f"{result['peak_mb']:.1f} MB | {result['seconds']:.1f} s |")
+    lines += ["", "The peak does not grow with the export: rows are written to a temporary file "
+              "as they are read. The upload (slack-sdk's `files_upload_v2`) then reads the "
+              f"finished file once, so its peak is about the file's size, at most "
+              f"{MAX_ROWS:,} entries.", ""]
+    write_section(Path(args.out), EXPORT_SECTION, "\n".join(lines))
     return 0
 
 

@@ -37,6 +37,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bench.sections import (
     BACKFILL_SECTION,
+    EXPORT_SECTION,
     FAULT_SECTION,
     MATTER_SEARCH_SECTION,
     PROGRESS_SECTION,
@@ -718,7 +719,8 @@ def main(argv: list[str] | None = None) -> int:
                                            args=args), [FAULT_SECTION, PROMPT_SECTION,
                                                         BACKFILL_SECTION, SCALE_SECTION,
                                                         PROGRESS_SECTION,
-                                                        MATTER_SEARCH_SECTION])
+                                                        MATTER_SEARCH_SECTION,
+                                                        EXPORT_SECTION])
     print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")

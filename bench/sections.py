@@ -19,6 +19,8 @@ PROGRESS_SECTION = "## Progress estimate"
 """The heading (its start) of ``bench.progress_bench``'s section of ``docs/benchmarks.md``."""
 MATTER_SEARCH_SECTION = "## Matter search"
 """The heading (its start) of ``bench.matter_search_bench``'s section of ``docs/benchmarks.md``."""
+EXPORT_SECTION = "## Export"
+"""The heading (its start) of ``bench.export_bench``'s section of ``docs/benchmarks.md``."""
 HAND_PASS_SECTION = "## Hand-tried pass"
 """The heading (its start) of the hand-written sections of ``docs/reliability.md``: one per pass
 of people trying hardcost as hostile and careless users would (what was tried, what held, what was

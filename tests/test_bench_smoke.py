@@ -241,3 +241,18 @@ def test_the_matter_search_benchmark_runs_small_and_writes_only_its_section(
     by_kind = {r[0]: r for r in rows}
     assert by_kind["one letter (matches nearly all)"][6] == "60"
     assert by_kind["no match"][6] == "0"
+
+
+def test_the_export_benchmark_runs_small_and_writes_only_its_section(tmp_path: Path) -> None:
+    from bench import export_bench
+
+    out = tmp_path / "benchmarks.md"
+    out.write_text("# Import benchmark\n\n## Figures\n\nkept\n", encoding="utf-8")
+
+    assert export_bench.main(["--rows", "50,120", "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert "## Figures\n\nkept" in report
+    assert "## Export: memory while `/hardcost export` writes its CSV" in report
+    rows = [line for line in report.splitlines() if line.startswith("| ") and "MB" in line]
+    assert [row.split("|")[1].strip() for row in rows] == ["50", "120"]
