@@ -610,7 +610,8 @@ def drain(rig: SlackRig, probe: Probe, timeout: float = DRAIN_TIMEOUT_S) -> str 
 
 
 def quiet(rig: SlackRig, timeout: float) -> None:
-    """No prompt half-answered, no outbox message due, no Slack call for 0.3 s."""
+    """No prompt half-answered, no import still running (runs go to the scheduler's threads,
+    not Bolt's executor), no outbox message due, no Slack call for 0.3 s."""
     sessions = rig.firm.sessions
 
     def settled() -> bool:
@@ -620,9 +621,11 @@ def quiet(rig: SlackRig, timeout: float) -> None:
             due = session.scalar(select(func.count()).select_from(SlackOutbox).where(
                 SlackOutbox.sent_at.is_(None), SlackOutbox.gave_up_at.is_(None),
                 SlackOutbox.attempts == 0)) or 0
-        return claimed == 0 and due == 0
+            running = session.scalar(select(func.count()).select_from(Run).where(
+                Run.finished_at.is_(None))) or 0
+        return claimed == 0 and due == 0 and running == 0
 
-    wait_for(settled, timeout=timeout, what="prompts and the outbox to settle")
+    wait_for(settled, timeout=timeout, what="prompts, imports and the outbox to settle")
     last = -1
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
