@@ -187,6 +187,7 @@ def _quoted() -> list[tuple[str, str]]:
     outbox = _number(server.OUTBOX_EVERY)
     renew = _number(leases.LEASE_SECONDS / leases.RENEW_PARTS)
     assert scheduler.REFRESH_EVERY == s["scheduler_refresh_seconds"].default
+    stale = _number(scheduler.STALE_PERIODS * float(refresh) + scheduler.STALE_SLACK)
     return [
         ("README.md", f"every {refresh} s (`HARDCOST_SCHEDULER_REFRESH_SECONDS`)"),
         ("README.md", f"(`HARDCOST_LEASE_SECONDS`, {int(float(lease)) // 60} minutes)"),
@@ -196,6 +197,7 @@ def _quoted() -> list[tuple[str, str]]:
         ("docs/operations.md", f"(`HARDCOST_IMPORT_THREADS`, {threads})"),
         ("docs/operations.md", f"(`HARDCOST_LEASE_SECONDS`, {lease} s)"),
         ("docs/operations.md", f"renewed every {renew} s"),
+        ("docs/operations.md", f"({stale} s with the default {refresh} s)"),
         ("docs/operations.md", f"every {outbox} seconds"),
         ("docs/operations.md", f"at most {cap} entries"),
         ("docs/scaling.md", f"`HARDCOST_IMPORT_THREADS` threads ({threads})"),
