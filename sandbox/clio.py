@@ -1,6 +1,6 @@
 """A fake Clio Manage API v4 that serves real HTTP.
 
-It behaves as ``docs/API_FACTS.md`` ("Clio Manage API v4") describes the real one: wrapped
+It behaves as Clio's documentation of Manage API v4 describes the real one: wrapped
 bodies, ``fields=`` selection (only ``id`` and ``etag`` without it), cursor paging with full
 ``next`` URLs, ETags with ``If-Match``, per-token rate limits, OAuth with reusable refresh
 tokens, and every request and every 2xx answer (its own and a fault's) checked against Clio's own
@@ -874,7 +874,8 @@ def spec_candidates() -> list[Path]:
 
 
 def default_spec_path() -> Path | None:
-    """``$HARDCOST_CLIO_OPENAPI``, else ``../shared/specs/`` beside the repo or the cwd."""
+    """``$HARDCOST_CLIO_OPENAPI``, else ``shared/specs/`` in the directory holding the
+    checkout, or holding the working directory (:func:`spec_candidates`)."""
     return next((path for path in spec_candidates() if path.is_file()), None)
 
 

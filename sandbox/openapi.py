@@ -23,8 +23,8 @@ document's schemas read for responses, and what was decided:
   Clio answers ``null`` for an empty value or a missing association (``"bill": null``,
   ``"reference": null``); the request side already needs the same leniency for associations.
   ``null`` is accepted for any property in a response; a present value must have its type.
-- The document gives list responses no ``meta``; Clio's paging documentation does (API_FACTS,
-  "Paging"): a list answer must also carry ``meta.paging`` (an object whose ``next`` and
+- The document gives list responses no ``meta``; Clio's paging documentation does
+  ("Paging"): a list answer must also carry ``meta.paging`` (an object whose ``next`` and
   ``previous``, when present, are URLs) and ``meta.records``, when present, is an integer.
 - A 2xx status the operation does not document, a body that is not JSON where the document
   gives a JSON schema, or a body where it gives none (``204 No Content``) is an error too.

@@ -2,9 +2,10 @@
 
 Tests, the demo and benchmarks seed companies through :class:`QboSandbox`; clients only talk
 HTTP to it (``sandbox.server.serve_in_thread(QboSandbox())``). It behaves as described in
-``API_FACTS.md``: query language subset, CDC with its 30-day / 1000-object limits, lower-case
-401 faults, rotating refresh tokens, an ``intuit_tid`` header on every response. Throttling and
-outages only happen when a test arms a fault (see the ``*_fault*`` helpers).
+Intuit's QuickBooks Online API documentation: query language subset, CDC with its 30-day /
+1000-object limits, lower-case 401 faults, rotating refresh tokens, an ``intuit_tid`` header on
+every response. Throttling and outages only happen when a test arms a fault (see the ``*_fault*``
+helpers).
 """
 
 from __future__ import annotations

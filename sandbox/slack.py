@@ -4,7 +4,7 @@
 method is ``POST /api/<method>`` (GET with query parameters works too), with the token in
 ``Authorization: Bearer`` (or a ``token`` parameter), the arguments form-encoded (``blocks`` /
 ``view`` then being JSON strings) or a JSON body. Answers are HTTP 200 with ``{"ok": true, ...}``
-or ``{"ok": false, "error": "..."}`` like Slack (``API_FACTS.md``, section "Slack").
+or ``{"ok": false, "error": "..."}`` like Slack (as Slack's Web API documentation says).
 
 Tests seed workspaces, users and channels through :class:`SlackSandbox` / :class:`SlackWorkspace`
 and read back what the app posted (``messages``, ``views_opened``, ``home_views``). A workspace's
@@ -19,7 +19,7 @@ Where the sandbox follows Slack rather than the obvious guess:
 - a trigger id is single-use and lives 3 s: unknown → ``invalid_trigger_id``, reused →
   ``exchanged_trigger_id``, older than 3 s (sandbox clock) → ``expired_trigger_id``;
 - ``blocks`` that are not JSON or not an array → ``invalid_blocks_format``; an array breaking
-  Block Kit rules (no ``type``, > 50 blocks, a limit from ``API_FACTS.md``) → ``invalid_blocks``
+  Block Kit rules (no ``type``, > 50 blocks, a limit Slack documents) → ``invalid_blocks``
   with ``response_metadata.messages`` naming the JSON pointer;
 - a ``thread_ts`` naming no message → ``invalid_thread_ts`` (unconfirmed); naming a reply → the
   reply joins the reply's parent thread;
@@ -197,7 +197,7 @@ def _block_text_total(value: Any) -> int:
 
 
 def _limit_errors(value: Any, pointer: str) -> Iterable[str]:
-    """Block Kit limits (``API_FACTS.md``) broken anywhere inside ``value``."""
+    """Block Kit limits (Slack's documentation) broken anywhere inside ``value``."""
 
     def too_long(text: Any, limit: int, where: str) -> Iterable[str]:
         if isinstance(text, str) and len(text) > limit:

@@ -1,7 +1,7 @@
 """Slack's Socket Mode side, on loopback: WebSocket URLs handed out by ``apps.connections.open``,
 envelopes sent over them, acks recorded.
 
-What Slack does, and the sandbox with it (``API_FACTS.md``, "Slack"; Slack's Socket Mode
+What Slack does, and the sandbox with it (Slack's Socket Mode
 documentation; slack-sdk's ``SocketModeClient``, which reads what is sent here unchanged):
 
 - ``apps.connections.open``, called with the app-level ``xapp-`` token, answers a URL; the

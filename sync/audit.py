@@ -1,4 +1,5 @@
-"""The firm's audit trail (SPEC §4): who changed what, when, and what it was before.
+"""The firm's audit trail (docs/operations.md, "The audit trail"): who changed what, when, and what
+it was before.
 
 Every import, update, deletion, kept-because-billed entry, choice, "not a client cost", retry,
 setting change, connect, disconnect, pause and resume adds one ``AuditEntry``. ``record`` only

@@ -1,4 +1,5 @@
-"""Vendor Bills (SPEC §2 rule 7) read as purchase-like documents, as pure functions.
+"""Vendor Bills (docs/purchases.md, "Vendor Bills") read as purchase-like documents, as pure
+functions.
 
 A QuickBooks ``Bill`` becomes a document shaped like a ``Purchase`` (id ``bill-<Bill id>``,
 payment type ``Bill``, the vendor as payee, the bill number as ``DocNumber``), so the purchase

@@ -1,4 +1,4 @@
-"""Process configuration from the environment (SPEC §6)."""
+"""Process configuration from the environment (README, "Configuration"; .env.example)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ DEFAULT_SQLITE_NAME = "hardcost.sqlite"
 
 
 class Settings(BaseSettings):
-    """Every variable SPEC §6 names, read once from the environment."""
+    """Every variable README's "Configuration" names, read once from the environment."""
 
     # An empty variable is an unset one: an env file (systemd's EnvironmentFile=, or
     # ``set -a; . .env``) sets every ``NAME=`` line it has, empty or not.
@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     clio_client_secret: str | None = Field(default=None, alias="CLIO_CLIENT_SECRET")
     clio_base_url: str | None = Field(default=None, alias="CLIO_BASE_URL")
 
-    # Not in SPEC §6: for tests and operations (README, "Configuration").
+    # For operations and tests (README, "Configuration", second table).
     schedule_unit_seconds: float = Field(default=60.0, gt=0,
                                          alias="HARDCOST_SCHEDULE_UNIT_SECONDS")
     """How long one minute of a firm's ``schedule_minutes`` lasts (tests shorten it)."""

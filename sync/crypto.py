@@ -1,4 +1,5 @@
-"""Encryption at rest of stored secrets (OAuth tokens), SPEC §6 ``HARDCOST_SECRET_KEY``.
+"""Encryption at rest of stored secrets (OAuth tokens), ``HARDCOST_SECRET_KEY`` (README,
+"Configuration"; docs/operations.md, "Key rotation").
 
 Keys are Fernet keys. ``HARDCOST_SECRET_KEY`` holds one, or several separated by commas,
 newest first: new values are encrypted with the first, and every key in the list can read. To

@@ -1,4 +1,5 @@
-"""Purchases edited in QuickBooks after their Clio entries were written (SPEC §4, first bullet).
+"""Purchases edited in QuickBooks after their Clio entries were written (docs/purchases.md, "Changes
+after import").
 
 A read that returns a purchase whose ``SyncToken`` differs from the one on its links plans it
 again. For each entry the purchase still calls for (same key: purchase, customer, line):

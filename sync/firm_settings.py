@@ -1,13 +1,14 @@
-"""Changing a firm's settings (SPEC §5 ``set``), each value checked against the real services.
+"""Changing a firm's settings (docs/commands.md, "Settings"), each value checked against the real
+services.
 
 Slack-free: the bot turns ``/hardcost set <key> <value>`` and the settings modal into calls
 here. A bad value raises :class:`SettingError` with a sentence naming the problem and the
 usage line; nothing is saved then.
 
-Every change is kept in the audit trail (SPEC §4): :func:`record_setting_changes` compares the
-settings with a :func:`stored_values` snapshot taken before and adds one ``setting`` row per
-key whose value changed, with readable before and after values, to the caller's session. A
-value saved again unchanged records nothing.
+Every change is kept in the audit trail (docs/operations.md, "The audit trail"):
+:func:`record_setting_changes` compares the settings with a :func:`stored_values` snapshot taken
+before and adds one ``setting`` row per key whose value changed, with readable before and after
+values, to the caller's session. A value saved again unchanged records nothing.
 """
 
 from __future__ import annotations

@@ -1279,7 +1279,8 @@ class Importer:
         except HardCostsDisabled:
             if state.entry_type != "HardCostEntry":
                 raise
-            # SPEC: fall back to an expense entry when the firm has not enabled hard costs.
+            # Fall back to an expense entry when the firm has not enabled hard costs
+            # (docs/purchases.md, "The Clio entry").
             log.warning("hard costs are off in Clio for firm %s; using ExpenseEntry",
                         self.firm_id)
             state.entry_type = "ExpenseEntry"

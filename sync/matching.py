@@ -1,4 +1,4 @@
-"""Which Clio contact and matter an expense belongs to (SPEC §3).
+"""Which Clio contact and matter an expense belongs to (docs/purchases.md, "Which matter").
 
 A :class:`MatterResolver` lives for one run. It answers from stored links first, then from Clio,
 and caches every Clio answer so a run never asks about the same contact or client twice. When

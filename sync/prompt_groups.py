@@ -1,4 +1,4 @@
-"""Grouped prompts: one answer for a client's backlog (SPEC §5 "Grouped prompts").
+"""Grouped prompts: one answer for a client's backlog (docs/purchases.md, "When staff are asked").
 
 Several expenses of one client waiting for the same matter choice (the same candidate
 matters) share one ``PromptGroup``. Slack-free: the bot decides when to post a group and shows

@@ -310,8 +310,8 @@ class QboClient:
                 if not isinstance(obj, dict) or obj.get("Id") is None:
                     continue
                 if entity == BILL_PAYMENT:
-                    # A payment changed: its Bills' balances did too (SPEC §2 rule 7). A
-                    # deleted one names no Bill (CDC gives only its id): flagged instead.
+                    # A payment changed: its Bills' balances did too (docs/purchases.md, "Vendor
+                    # Bills"). A deleted one names no Bill (CDC gives only its id): flagged instead.
                     paid.update(f"{BILL_PREFIX}{i}" for i in linked_ids(obj, "Bill"))
                     payments_gone |= str(obj.get("status") or "").lower() == "deleted"
                 else:

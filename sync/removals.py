@@ -1,5 +1,5 @@
-"""Deleted and voided purchases (SPEC §4): which ones left QuickBooks, and what is done with
-their Clio entries.
+"""Deleted and voided purchases (docs/purchases.md, "Deletions and voids"): which ones left
+QuickBooks, and what is done with their Clio entries.
 
 Three routes report a purchase gone: QuickBooks' change data capture (CDC), swept once per run;
 a webhook ``Delete``/``Void``; and a read that shows a void. Each is recorded once as a

@@ -1,4 +1,5 @@
-"""SPEC §2 as pure functions: which purchases and lines count, and what each entry looks like.
+"""docs/purchases.md ("Which purchases count", "Which lines count") as pure functions: which
+purchases and lines count, and what each entry looks like.
 
 No HTTP, no database, no clock. Input is a QBO ``Purchase`` as decoded JSON (numbers as
 ``Decimal``); output is a :class:`PurchasePlan` of planned entries, skips and failures.
@@ -288,7 +289,8 @@ def build_note(descriptions: list[str], memo: str | None, marker: str,
 
 def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
                   rules: ImportRules) -> PurchasePlan:
-    """Turn one QBO purchase into the Clio entries it should become (SPEC §2)."""
+    """Turn one QBO purchase into the Clio entries it should become (docs/purchases.md, "The Clio
+    entry")."""
     purchase_id = _text(purchase.get("Id")) if isinstance(purchase, Mapping) else None
     if purchase_id is None:
         return PurchasePlan("?", failures=[LineFailure(

@@ -109,7 +109,7 @@ class Firm(Base):
 
 
 class FirmSettings(Base):
-    """One row per firm: what and how to import (SPEC §5 ``set`` keys)."""
+    """One row per firm: what and how to import (docs/commands.md, "Settings")."""
 
     __tablename__ = "firm_settings"
 
@@ -228,7 +228,8 @@ class EntryLink(Base):
     entry that no longer reads so was changed in Clio by a person and is not overwritten."""
     superseded_at: Mapped[datetime | None] = mapped_column()
     """Set when the purchase no longer calls for this entry (its customer or lines changed):
-    the entry is removed as for a deleted purchase (SPEC §4), by this run or the next."""
+    the entry is removed as for a deleted purchase (docs/purchases.md, "Deletions and voids"), by
+    this run or the next."""
 
 
 class PurchaseRemoval(Base):

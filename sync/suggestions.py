@@ -1,4 +1,5 @@
-"""Which of a waiting expense's matters the firm's own history supports (SPEC §5, suggestions).
+"""Which of a waiting expense's matters the firm's own history supports (docs/purchases.md,
+"Suggestions").
 
 Evidence, strongest first: earlier choices for the same client and payee; for the same client
 and QuickBooks account; words of the memo or line descriptions that earlier choices shared; and

@@ -1,4 +1,5 @@
-"""Undo of a person's matter choice while its Clio entry is unbilled (SPEC §5 "Undo").
+"""Undo of a person's matter choice while its Clio entry is unbilled (docs/purchases.md, "When staff
+are asked", Undo).
 
 Slack-free: the bot checks who may undo (the chooser, an approver, a workspace admin) and
 shows what comes back. Undo is claimed atomically like a choice: the waiting expense moves

@@ -334,11 +334,11 @@ def process_pending(sessions: sessionmaker[Session], importer_for: Callable[[int
 
     The claim is a conditional UPDATE (only rows still unprocessed and due), so two workers or
     replicas never take the same event. ``Delete`` events are recorded as removals and handled
-    by the same run (SPEC §4: the unbilled Clio entry is deleted). A run that fails (an
-    exception, or a summary with an error) leaves its events unprocessed with ``attempts`` + 1
-    and ``last_error``, due again after a backoff. With a ``guard`` (``BotContext.claim_run``),
-    a firm whose import is already under way in this process keeps its events, due at the next
-    pass.
+    by the same run (docs/purchases.md, "Deletions and voids": the unbilled Clio entry is deleted).
+    A run that fails (an exception, or a summary with an error) leaves its events unprocessed with
+    ``attempts`` + 1 and ``last_error``, due again after a backoff. With a ``guard``
+    (``BotContext.claim_run``), a firm whose import is already under way in this process keeps its
+    events, due at the next pass.
     """
     result = Processed()
     claimed = _claim(sessions, clock(), limit)

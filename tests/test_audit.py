@@ -1,6 +1,6 @@
-"""The audit trail (SPEC §4, §5 ``history`` / ``export``, §6 ``hardcost audit``): who changed
-what and when, written with the change; read back in Slack, as a CSV file uploaded to Slack,
-and on the command line.
+"""The audit trail (docs/operations.md "The audit trail"; docs/commands.md "history", "export",
+"hardcost audit"): who changed what and when, written with the change; read back in Slack, as a CSV
+file uploaded to Slack, and on the command line.
 
 Everything a person does goes in as Slack sends it (signed requests over loopback HTTP into the
 real app, the sandbox QuickBooks, Clio and Slack behind it); the trail is read from the store.

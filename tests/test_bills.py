@@ -1,6 +1,6 @@
-"""Vendor Bills (SPEC §2 rule 7, issue 17), over real HTTP against the sandbox QuickBooks and
-Clio: imported on entry or once fully paid (dated the payment), edits, deletions and voids
-followed into Clio, nothing read from Bills with ``bills off``, and a quiet run stays at three
+"""Vendor Bills (docs/purchases.md "Vendor Bills", issue 17), over real HTTP against the sandbox
+QuickBooks and Clio: imported on entry or once fully paid (dated the payment), edits, deletions and
+voids followed into Clio, nothing read from Bills with ``bills off``, and a quiet run stays at three
 QuickBooks calls."""
 
 from __future__ import annotations
@@ -237,7 +237,7 @@ def test_on_entry_an_unpaid_bill_imports_dated_as_entered(firm: Firm) -> None:
     assert entry["date"] == "2026-02-03" and summary.updated == 0
 
 
-# -- changes after import (SPEC §4) ------------------------------------------------------------
+# -- changes after import (docs/purchases.md) ------------------------------------------------------
 
 def _imported_bill(firm: Firm, mode: str = "on-entry") -> dict[str, Any]:
     _with_bills(firm, mode)

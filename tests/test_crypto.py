@@ -1,4 +1,4 @@
-"""Stored tokens are encrypted at rest (SPEC §6 HARDCOST_SECRET_KEY), on both backends."""
+"""Stored tokens are encrypted at rest (HARDCOST_SECRET_KEY), on both backends."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Purchases edited in QuickBooks after import follow into Clio (SPEC §4, first bullet), over
-real HTTP against the sandbox QuickBooks and Clio: unbilled entries are patched in place with
-``If-Match``, billed ones are left and reported, entries a person changed in Clio are not
-overwritten, and a changed key (customer, lines) removes the old entry and writes the new one
+"""Purchases edited in QuickBooks after import follow into Clio (docs/purchases.md, "Changes after
+import"), over real HTTP against the sandbox QuickBooks and Clio: unbilled entries are patched in
+place with ``If-Match``, billed ones are left and reported, entries a person changed in Clio are
+not overwritten, and a changed key (customer, lines) removes the old entry and writes the new one
 exactly once."""
 
 from __future__ import annotations

@@ -128,8 +128,8 @@ sys.exit(main(sys.argv[1:]))
 def test_demo_runs_without_jsonschema_when_the_clio_openapi_document_is_found(
         tmp_path: Path) -> None:
     """A plain install (no dev extra: no jsonschema) in a checkout that has Clio's OpenAPI
-    document beside it (``../shared/specs/``, or ``HARDCOST_CLIO_OPENAPI``): the README's
-    first command, ``hardcost demo``, runs; the sandbox says in one line that it skips the
+    document beside it (``shared/specs/`` next to the checkout, or ``HARDCOST_CLIO_OPENAPI``): the
+    README's first command, ``hardcost demo``, runs; the sandbox says in one line that it skips the
     OpenAPI checks."""
     spec = tmp_path / "clio-openapi-4.0.13.json"
     spec.write_text("{}")

@@ -1,6 +1,7 @@
-"""Grouped prompts (SPEC §5): several expenses of one client waiting for the same matter choice
-share one message with one menu; each keeps its own prompt in the thread. End to end over
-signed requests into the real app, with the sandbox Slack, QuickBooks and Clio."""
+"""Grouped prompts (docs/purchases.md, "When staff are asked"): several expenses of one client
+waiting for the same matter choice share one message with one menu; each keeps its own prompt in the
+thread. End to end over signed requests into the real app, with the sandbox Slack, QuickBooks and
+Clio."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SPEC §2 and the baseline of §3, end to end over real HTTP against the sandboxes.
+"""docs/purchases.md ("Which purchases count" to "The Clio entry", and "Which matter"), end to end
+over real HTTP against the sandboxes.
 
 Each test names the rule it shows. The firm's database is a real SQLite file or the
 PostgreSQL server (see conftest); QuickBooks and Clio are the sandbox servers on loopback.

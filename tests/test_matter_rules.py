@@ -1,4 +1,4 @@
-"""Matter rules (SPEC §5 "Suggestions and rules"), over real HTTP with signed Slack requests:
+"""Matter rules (docs/purchases.md, "Matter rules"), over real HTTP with signed Slack requests:
 made from the button on an answered prompt, applied by later runs exactly once, listed and
 removed with ``/hardcost rules``, refused to non-approvers, and stopped by a closed matter."""
 

@@ -1,6 +1,6 @@
-"""SPEC §2 rule 3 with ``no-customer ask`` (the default): an import-account line with no
-customer waits, and Slack asks which matter, with a search over all the firm's open and
-pending matters. End to end: signed HTTP into the real Bolt app (the search menu's
+"""docs/purchases.md "Lines with no customer" with ``no-customer ask`` (the default): an
+import-account line with no customer waits, and Slack asks which matter, with a search over all the
+firm's open and pending matters. End to end: signed HTTP into the real Bolt app (the search menu's
 ``block_suggestion`` options request, then the pick), the sandbox QuickBooks and Clio behind
 it, and the store in between."""
 

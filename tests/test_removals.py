@@ -1,6 +1,7 @@
-"""Purchases deleted or voided in QuickBooks after import (SPEC §4), found by the CDC sweep of
-every run, by a reconciliation pass when CDC can't answer for the whole time, or by a read that
-shows a void: the unbilled Clio entry is deleted, a billed one is kept and reported."""
+"""Purchases deleted or voided in QuickBooks after import (docs/purchases.md, "Deletions and
+voids"), found by the CDC sweep of every run, by a reconciliation pass when CDC can't answer for the
+whole time, or by a read that shows a void: the unbilled Clio entry is deleted, a billed one is kept
+and reported."""
 
 from __future__ import annotations
 

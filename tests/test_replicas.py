@@ -1,4 +1,5 @@
-"""Several ``hardcost serve`` replicas on one PostgreSQL database (SPEC §6), one killed mid-run.
+"""Several ``hardcost serve`` replicas on one PostgreSQL database (docs/operations.md, "Several
+replicas"), one killed mid-run.
 
 Thirty firms with books in the sandbox QuickBooks, Clio and Slack (real HTTP on loopback), on
 schedules of 1, 2 and 3 schedule minutes of ``UNIT`` seconds each

@@ -1,4 +1,5 @@
-"""SPEC §2 (what gets imported) and §3.2 hints, as table-driven tests of the pure functions.
+"""docs/purchases.md (what gets imported, and the hints of "2. Contact → matter"), as table-driven
+tests of the pure functions.
 
 Purchases are plain dicts shaped like QBO JSON, amounts as ``Decimal`` (as the client decodes
 them). No database, no HTTP, no clock.
@@ -696,7 +697,8 @@ def test_malformed_customer_ref_with_empty_value_is_not_imported() -> None:
 ])
 def test_rule_2_3_empty_customer_ref_counts_as_no_customer_and_is_skipped(
         customer_ref: dict[str, Any]) -> None:
-    # SPEC §2.3: import-account lines without a customer are skipped with a reason.
+    # docs/purchases.md, "Lines with no customer": import-account lines without a customer are
+    # skipped with a reason.
     detail = {"AccountRef": {"value": IMPORT}, "CustomerRef": customer_ref}
     line = {"Id": "1", "Amount": D("10.00"), "DetailType": "AccountBasedExpenseLineDetail",
             "AccountBasedExpenseLineDetail": detail}

@@ -1,4 +1,4 @@
-"""The sandbox Clio behaves like Clio Manage API v4 (docs/API_FACTS.md), over real HTTP."""
+"""The sandbox Clio behaves like Clio Manage API v4 (as Clio documents it), over real HTTP."""
 
 from __future__ import annotations
 

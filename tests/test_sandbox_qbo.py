@@ -1,4 +1,4 @@
-"""The QuickBooks Online sandbox behaves like QBO (API_FACTS.md), over real HTTP."""
+"""The QuickBooks Online sandbox behaves like QBO (as Intuit documents it), over real HTTP."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Slack sandbox behaves like the Slack Web API (API_FACTS.md), over real HTTP, to slack_sdk."""
+"""The Slack sandbox behaves like the Slack Web API (as Slack documents it), over real HTTP, to
+slack_sdk."""
 
 from __future__ import annotations
 

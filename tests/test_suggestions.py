@@ -1,4 +1,4 @@
-"""Suggestions in the matter prompt (SPEC §5 "Suggestions and rules"): the matter the firm's
+"""Suggestions in the matter prompt (docs/purchases.md, "Suggestions"): the matter the firm's
 own earlier choices support comes first, marked *Suggested* with its reason; no evidence, no
 suggestion; a suggestion never imports anything. The ranking itself is a pure function, tested
 with tables of cases; the prompt is tested over real HTTP with signed Slack requests."""

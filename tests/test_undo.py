@@ -1,5 +1,5 @@
-"""Undo of a matter choice (SPEC §5 "Undo"), end to end: signed clicks into the real app,
-the sandbox Slack and Clio, the store in between."""
+"""Undo of a matter choice (docs/purchases.md, "When staff are asked", Undo), end to end: signed
+clicks into the real app, the sandbox Slack and Clio, the store in between."""
 
 from __future__ import annotations
 

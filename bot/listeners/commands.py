@@ -1,4 +1,4 @@
-"""``/hardcost`` and its subcommands (SPEC §5). Ack at once; slow work after the ack."""
+"""``/hardcost`` and its subcommands (docs/commands.md). Ack at once; slow work after the ack."""
 
 from __future__ import annotations
 

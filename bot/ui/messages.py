@@ -112,7 +112,7 @@ __all__ = [
 
 Block = dict[str, Any]
 
-# Slack's limits (API_FACTS "Slack") and the margins kept under them.
+# Slack's limits (Slack's documented Block Kit and message limits) and the margins kept under them.
 SECTION_TEXT = 3000
 FIELD_TEXT = 2000
 CONTEXT_TEXT = 2000

@@ -5,7 +5,7 @@ Revises: 0001
 Create Date: 2026-12-02 10:00:00.000000
 
 Data only: ``connections.access_token`` and ``refresh_token`` stay Text and now hold Fernet
-ciphertext (SPEC §6 ``HARDCOST_SECRET_KEY``). Upgrade encrypts plaintext values in place with
+ciphertext (``HARDCOST_SECRET_KEY``). Upgrade encrypts plaintext values in place with
 the newest key; downgrade decrypts them. Values already in the target form are left alone, so
 either direction can be re-run.
 """
