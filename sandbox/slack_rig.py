@@ -167,7 +167,8 @@ class SlackRig:
         return {
             "token": "legacy", "team_id": team, "team_domain": "sandbox",
             "channel_id": self.channel, "channel_name": "costs", "user_id": user,
-            "user_name": user, "command": "/hardcost", "text": slack_escape(text), "api_app_id": "A0APP",
+            "user_name": user, "command": "/hardcost", "text": slack_escape(text),
+            "api_app_id": "A0APP",
             "response_url": self.slack.response_url(team, user_id=user,
                                                     channel_id=self.channel),
             "trigger_id": self.ws.trigger_id()}
