@@ -18,6 +18,7 @@ browser-like :class:`requests.Session` and each becomes a firm.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -55,6 +56,28 @@ TRANSPORTS = ("http", "socket")
 SOCKET_PING_INTERVAL = 0.5
 """The app's pings in the rig: a dropped socket is noticed within about 2.5 s (four intervals
 without a pong), not the 40 s of the production setting."""
+
+SLACK_TOKEN = re.compile(r"<(?:[@#!]|https?://)[^<>]*>")
+"""Slack's own tokens in a command's text (``<@U…>``, ``<#C…|…>``, ``<!here>``,
+``<https://…|…>``): their ``<`` and ``>`` reach the app as they are."""
+
+
+def slack_escape(text: str) -> str:
+    """A slash command's text as Slack sends it: every ``&`` as ``&amp;``, and ``<``, ``>`` as
+    ``&lt;``, ``&gt;`` except where they delimit one of Slack's tokens
+    (https://api.slack.com/interactivity/slash-commands)."""
+    parts: list[str] = []
+    start = 0
+    for token in SLACK_TOKEN.finditer(text):
+        parts.append(_escape_typed(text[start:token.start()]))
+        parts.append(token.group().replace("&", "&amp;"))
+        start = token.end()
+    parts.append(_escape_typed(text[start:]))
+    return "".join(parts)
+
+
+def _escape_typed(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 @dataclass(frozen=True)
@@ -136,13 +159,16 @@ class SlackRig:
 
     def command_fields(self, text: str, user: str | None = None,
                        team: str | None = None) -> dict[str, str]:
-        """A slash command's fields: the form Slack posts, or a ``slash_commands`` payload."""
+        """A slash command's fields: the form Slack posts, or a ``slash_commands`` payload.
+        ``text`` is as the person typed it; it is sent escaped as Slack sends it
+        (:func:`slack_escape`)."""
         user = user or self.admin
         team = team or self.ws.team_id
         return {
             "token": "legacy", "team_id": team, "team_domain": "sandbox",
             "channel_id": self.channel, "channel_name": "costs", "user_id": user,
-            "user_name": user, "command": "/hardcost", "text": text, "api_app_id": "A0APP",
+            "user_name": user, "command": "/hardcost", "text": slack_escape(text),
+            "api_app_id": "A0APP",
             "response_url": self.slack.response_url(team, user_id=user,
                                                     channel_id=self.channel),
             "trigger_id": self.ws.trigger_id()}

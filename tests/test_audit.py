@@ -774,10 +774,10 @@ def test_history_finds_a_name_with_an_ampersand_as_slack_sends_it(rig: SlackRig)
           {"purchase_id": "201", "client": "A &lt; B", "amount": Decimal("13.00"),
            "matter": "00201 Other", "clio_activity_id": 991})
 
-    rig.command("history Quill &amp; Ink")
+    rig.command("history Quill & Ink")  # sent as "Quill &amp; Ink"
     body = _text(_reply(rig, "matching"))
     assert "purchase 200" in body and "purchase 201" not in body
 
-    rig.command("history A &amp;lt; B")  # typed "A &lt; B": unescaped once, not twice
+    rig.command("history A &lt; B")  # sent as "A &amp;lt; B": unescaped once, not twice
     body = _text(_reply(rig, "purchase 201"))
     assert "purchase 200" not in body

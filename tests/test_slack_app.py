@@ -275,9 +275,9 @@ def test_set_values_with_an_ampersand_are_read_as_typed(rig: SlackRig) -> None:
     rig.firm.qbo.add_account("Meals & Travel")
     rig.firm.clio.add_expense_category("Court & Filing", entry_type="hard_cost")
 
-    rig.command("set account +Meals &amp; Travel")
+    rig.command("set account +Meals & Travel")  # sent as "Meals &amp; Travel"
     _reply(rig, rig.admin, "Meals &amp; Travel")  # escaped again for mrkdwn in the reply
-    rig.command("set category Court &amp; Filing")
+    rig.command("set category Court & Filing")
     _reply(rig, rig.admin, "Court &amp; Filing")
 
     settings = _settings(rig)
