@@ -250,6 +250,7 @@ def test_sigterm_mid_import_stops_between_entries_and_loses_nothing(
 
 def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
     import signal
+    import time
 
     import requests
 
@@ -266,7 +267,12 @@ def test_serve_sandbox_starts_with_the_demo_books(database_url: str) -> None:
     env["SLACK_API_URL"] = f"{server.url}/api/"
     proc = start_serve(env, port, "--sandbox")
     try:
-        assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        # Healthy once the scheduler runs its jobs (a moment after the server listens).
+        deadline = time.monotonic() + 30
+        while (health := requests.get(f"http://127.0.0.1:{port}/healthz",
+                                      timeout=5)).status_code != 200:
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.2)
     finally:
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=20)
