@@ -611,30 +611,32 @@ def drain(rig: SlackRig, probe: Probe, timeout: float = DRAIN_TIMEOUT_S) -> str 
 
 def quiet(rig: SlackRig, timeout: float) -> None:
     """No prompt half-answered, no import still running (runs go to the scheduler's threads,
-    not Bolt's executor), no outbox message due, no Slack call for 0.3 s."""
+    not Bolt's executor), no outbox message left to send (each sent or given up), and nothing
+    new (outbox rows, Slack calls) for a whole second: a run's summary is queued a moment
+    after the run is recorded as finished, so one quiet look is not enough."""
     sessions = rig.firm.sessions
 
-    def settled() -> bool:
+    def state() -> tuple[bool, int, int]:
         with sessions() as session:
             claimed = session.scalar(select(func.count()).select_from(WaitingExpense).where(
                 WaitingExpense.resolution == "claimed")) or 0
             due = session.scalar(select(func.count()).select_from(SlackOutbox).where(
-                SlackOutbox.sent_at.is_(None), SlackOutbox.gave_up_at.is_(None),
-                SlackOutbox.attempts == 0)) or 0
+                SlackOutbox.sent_at.is_(None), SlackOutbox.gave_up_at.is_(None))) or 0
             running = session.scalar(select(func.count()).select_from(Run).where(
                 Run.finished_at.is_(None))) or 0
-        return claimed == 0 and due == 0 and running == 0
+            queued = session.scalar(select(func.count()).select_from(SlackOutbox)) or 0
+        return claimed == 0 and due == 0 and running == 0, queued, len(rig.slack.calls.all())
 
-    wait_for(settled, timeout=timeout, what="prompts, imports and the outbox to settle")
-    last = -1
     deadline = time.monotonic() + timeout
+    last: tuple[bool, int, int] | None = None
     while time.monotonic() < deadline:
-        count = len(rig.slack.calls.all())
-        if count == last:
+        now = state()
+        if now[0] and now == last:
             return
-        last = count
-        time.sleep(0.3)
-    raise AssertionError("the Slack sandbox kept getting calls")
+        last = now
+        time.sleep(1.0)
+    raise AssertionError("prompts, imports and the outbox did not settle: "
+                         f"settled={last and last[0]}, the Slack sandbox kept getting calls")
 
 
 class Collect(logging.Handler):
