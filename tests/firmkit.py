@@ -19,7 +19,7 @@ from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.qbo import QboCompany, account_line
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.importer import Importer
-from hardcost.sync.store import EntryLink, Failure, FirmSettings, WaitingExpense, utcnow
+from hardcost.sync.store import EntryLink, Failure, FirmSettings, Run, WaitingExpense, utcnow
 from hardcost.sync.summary import RunSummary
 
 START = date(2026, 1, 1)
@@ -187,3 +187,20 @@ def not_due(firm: Firm, hours: float = 24) -> None:
         session.execute(update(RunLease).where(RunLease.firm_id == firm.id)
                         .values(next_run_at=utcnow() + timedelta(hours=hours)))
         session.commit()
+
+
+def ghost_run(firm: Firm) -> int:
+    """A run row as a process killed mid-run leaves it (``running``, started 5 minutes ago)."""
+    with firm.sessions() as session:
+        run = Run(firm_id=firm.id, trigger="schedule", dry_run=False, status="running",
+                  started_at=utcnow() - timedelta(minutes=5))
+        session.add(run)
+        session.commit()
+        return run.id
+
+
+def run_row(firm: Firm, run_id: int) -> Run:
+    with firm.sessions() as session:
+        run = session.get(Run, run_id)
+        assert run is not None
+        return run

@@ -12,35 +12,26 @@ from sqlalchemy.engine import Engine
 
 from hardcost.sync.leases import Leases, settle_abandoned_runs
 from hardcost.sync.store import Run, RunLease, utcnow
-from tests.firmkit import Firm, free_port, make_firm, serve_env, start_serve
-
-
-def _ghost_run(firm: Firm) -> int:
-    """A run row as a process killed mid-run leaves it."""
-    with firm.sessions() as session:
-        run = Run(firm_id=firm.id, trigger="schedule", dry_run=False, status="running",
-                  started_at=utcnow() - timedelta(minutes=5))
-        session.add(run)
-        session.commit()
-        return run.id
-
-
-def _run(firm: Firm, run_id: int) -> Run:
-    with firm.sessions() as session:
-        run = session.get(Run, run_id)
-        assert run is not None
-        return run
+from tests.firmkit import (
+    Firm,
+    free_port,
+    ghost_run,
+    make_firm,
+    run_row,
+    serve_env,
+    start_serve,
+)
 
 
 def test_start_up_marks_every_run_of_a_dead_process_abandoned(
         firm: Firm, db_engine: Engine) -> None:
     other = make_firm(firm.world, firm.sessions)
-    ghosts = [_ghost_run(firm), _ghost_run(other)]
+    ghosts = [ghost_run(firm), ghost_run(other)]
 
     settle_abandoned_runs(db_engine)
 
     for run_id in ghosts:
-        run = _run(firm, run_id)
+        run = run_row(firm, run_id)
         assert run.status == "abandoned" and run.finished_at is not None
         assert run.error is not None and "stopped before it finished" in run.error
 
@@ -53,21 +44,21 @@ def test_finished_runs_are_left_as_they_are(firm: Firm, db_engine: Engine) -> No
 
     settle_abandoned_runs(db_engine)
 
-    assert _run(firm, summary.run_id).status == "ok"
+    assert run_row(firm, summary.run_id).status == "ok"
 
 
 @pytest.mark.postgres
 def test_a_run_another_replica_holds_is_not_abandoned(firm: Firm, db_engine: Engine) -> None:
     other = make_firm(firm.world, firm.sessions)
-    alive, dead = _ghost_run(firm), _ghost_run(other)
+    alive, dead = ghost_run(firm), ghost_run(other)
     replica = Leases(db_engine, holder="replica-2")  # another replica, running the first firm
     lease = replica.acquire(firm.id, "schedule")
     assert lease is not None
     try:
         settle_abandoned_runs(db_engine)
 
-        assert _run(firm, alive).status == "running"
-        assert _run(firm, dead).status == "abandoned"
+        assert run_row(firm, alive).status == "running"
+        assert run_row(firm, dead).status == "abandoned"
     finally:
         replica.release(lease)
         replica.close()
@@ -79,18 +70,18 @@ def test_taking_a_lapsed_lease_over_marks_the_firms_dead_runs_abandoned(
     lease = dead.acquire(firm.id, "schedule")
     dead.close()  # it renews nothing any more
     assert lease is not None
-    ghost = _ghost_run(firm)
+    ghost = ghost_run(firm)
     alive = Leases(db_engine, holder="replica-2")
 
     assert alive.acquire(firm.id, "slack") is None  # held until it lapses
-    assert _run(firm, ghost).status == "running"
+    assert run_row(firm, ghost).status == "running"
     with db_engine.begin() as conn:  # the dead replica's lease runs out
         conn.execute(update(RunLease).where(RunLease.firm_id == firm.id).values(
             lease_until=utcnow() - timedelta(seconds=1)))
 
     with alive.hold(firm.id, "slack") as taken:
         assert taken is not None
-        assert _run(firm, ghost).status == "abandoned"
+        assert run_row(firm, ghost).status == "abandoned"
     alive.close()
 
 
@@ -98,7 +89,7 @@ def test_serve_settles_abandoned_runs_when_it_starts(firm: Firm, database_url: s
     from hardcost.sandbox.server import serve_in_thread
     from hardcost.sandbox.slack import SlackSandbox
 
-    ghost = _ghost_run(firm)
+    ghost = ghost_run(firm)
     slack = SlackSandbox()
     slack_server = serve_in_thread(slack)
     workspace = slack.add_workspace("T0001")
@@ -107,7 +98,7 @@ def test_serve_settles_abandoned_runs_when_it_starts(firm: Firm, database_url: s
                     slack_url=slack_server.url, port=port)
     proc = start_serve(env, port)
     try:
-        assert _run(firm, ghost).status == "abandoned"
+        assert run_row(firm, ghost).status == "abandoned"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=30)

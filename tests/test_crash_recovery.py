@@ -22,16 +22,22 @@ from tests.firmkit import Firm
 PURCHASES = 5
 
 
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_the_first_run_after_a_crash_lands_every_purchase_once_at_once(
-        firm: Firm, database_url: str, serve_slack: tuple[str, str],
-        moment: str) -> None:
+def _purchases(firm: Firm) -> list[str]:
+    """``PURCHASES`` filing fees of Jane Smith's; their markers."""
     firm.client("Jane Smith", ["Smith estate"])
     markers = []
     for n in range(PURCHASES):
         purchase = firm.expense((f"{10 + n}.00", "Jane Smith", f"Filing {n}"))
         markers.append(f"[qbo {firm.qbo.realm_id}/{purchase['Id']}/"
                        f"{firm.customers['Jane Smith']}]")
+    return markers
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_the_first_run_after_a_crash_lands_every_purchase_once_at_once(
+        firm: Firm, database_url: str, serve_slack: tuple[str, str],
+        moment: str) -> None:
+    markers = _purchases(firm)
 
     statuses = crash_mid_write(firm, database_url, serve_slack, moment, markers)
 
@@ -85,12 +91,7 @@ def test_a_restart_on_the_same_host_takes_the_dead_process_s_lease_at_once(
     lease's holder (a pid of this host, gone) is dead and takes it at once, so the import is
     carried on straight away: every purchase in Clio exactly once within 30 s of the restart,
     not after the lease's 180 s."""
-    firm.client("Jane Smith", ["Smith estate"])
-    markers = []
-    for n in range(PURCHASES):
-        purchase = firm.expense((f"{10 + n}.00", "Jane Smith", f"Filing {n}"))
-        markers.append(f"[qbo {firm.qbo.realm_id}/{purchase['Id']}/"
-                       f"{firm.customers['Jane Smith']}]")
+    markers = _purchases(firm)
 
     statuses = crash_mid_write(firm, database_url, serve_slack, MOMENTS[0], markers,
                                lapse=False, within=30.0)

@@ -30,7 +30,7 @@ from hardcost.sync.store import (
     make_engine,
     utcnow,
 )
-from tests.firmkit import Firm, make_firm, price
+from tests.firmkit import Firm, ghost_run, make_firm, price, run_row
 
 UNIT = 60.0
 
@@ -305,22 +305,6 @@ def _held_by(firm: Firm, holder: str, *, start: str | None, claimed_at: datetime
         session.commit()
 
 
-def _ghost_run(firm: Firm) -> int:
-    with firm.sessions() as session:
-        run = Run(firm_id=firm.id, trigger="schedule", dry_run=False, status="running",
-                  started_at=utcnow() - timedelta(minutes=5))
-        session.add(run)
-        session.commit()
-        return run.id
-
-
-def _status(firm: Firm, run_id: int) -> str:
-    with firm.sessions() as session:
-        run = session.get(Run, run_id)
-        assert run is not None
-        return run.status
-
-
 def _pid_space() -> str:
     """This process's kernel boot id and pid namespace, as ``run_leases.holder_start`` ends."""
     import os
@@ -354,13 +338,13 @@ def test_a_lease_of_a_process_of_this_host_that_is_gone_is_taken_at_once(
     for holder in (holder_name_of(_gone_pid()), holder_name()):
         _held_by(firm, holder, start=f"{'e' * 32} {space}", claimed_at=now,
                  lease_until=now + timedelta(seconds=170))
-        ghost = _ghost_run(firm)
+        ghost = ghost_run(firm)
 
         lease = leases.acquire(firm.id, "slack")
 
         assert lease is not None, holder
         assert lease.taken_over
-        assert _status(firm, ghost) == "abandoned"
+        assert run_row(firm, ghost).status == "abandoned"
         leases.release(lease)
     leases.close()
 
@@ -401,7 +385,7 @@ def test_a_dead_replica_on_another_host_is_taken_over_after_its_lease_and_runs_a
     from tests.firmkit import not_due
 
     not_due(firm)
-    ghost = _ghost_run(firm)
+    ghost = ghost_run(firm)
     now = utcnow()
     _held_by(firm, "pid 4242 on replica-gone-for-good", start=f"{'d' * 32} boot pid:[9]",
              claimed_at=now - timedelta(minutes=5), lease_until=now + timedelta(seconds=60))
@@ -410,13 +394,13 @@ def test_a_dead_replica_on_another_host_is_taken_over_after_its_lease_and_runs_a
 
     assert leases.acquire(firm.id, "slack") is None  # its lease time is not up
     assert leases.claim_due(4, UNIT).leases == []
-    assert _status(firm, ghost) == "running"
+    assert run_row(firm, ghost).status == "running"
 
     clock[0] = now + timedelta(seconds=61)  # the dead replica's lease has run out
     claimed = leases.claim_due(4, UNIT)
 
     assert [(lease.firm_id, lease.taken_over) for lease in claimed.leases] == [(firm.id, True)]
-    assert _status(firm, ghost) == "abandoned"
+    assert run_row(firm, ghost).status == "abandoned"
     for lease in claimed.leases:
         leases.release(lease)
     leases.close()
