@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -27,24 +28,31 @@ def firm(firm: Firm) -> Firm:
     return firm
 
 
+def _kill_sync_once(firm: Firm, database_url: str, ready: Callable[[], bool],
+                    what: str) -> None:
+    """``hardcost sync`` for the firm, killed with SIGKILL as soon as ``ready()``."""
+    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
+                            env=env_for(firm.world, database_url),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.02)
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_process_killed_between_clio_post_and_link_commit_leaves_one_entry(
         firm: Firm, database_url: str) -> None:
     """`hardcost sync` dies after Clio created the entry but before it heard back."""
     firm.expense(("125.00", "Jane Smith", "Filing fee"))
     firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
                                      delay_after=20))
-    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
-                            env=env_for(firm.world, database_url),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 30
-        while not firm.entries():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "Clio never received the entry"
-            time.sleep(0.02)
-    finally:
-        proc.kill()
-        proc.wait()
+    _kill_sync_once(firm, database_url, lambda: bool(firm.entries()),
+                    "Clio to receive the entry")
     [pending] = firm.links()
     assert pending.state == LinkState.PENDING  # the write-ahead record survived the crash
 
@@ -308,18 +316,8 @@ def test_a_dead_runs_post_that_lands_late_is_found_not_posted_again(
     firm.expense(("125.00", "Jane Smith", "Filing fee"))
     firm.world.clio.faults.add(Fault(path=POST_ACTIVITY, method="POST", passthrough=True,
                                      delay=1.5))
-    proc = subprocess.Popen([sys.executable, "-m", "hardcost", "sync", "--firm", str(firm.id)],
-                            env=env_for(firm.world, database_url),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 30
-        while firm.world.clio.faults.pending():  # Clio holds the POST now
-            assert proc.poll() is None, "hardcost sync ended before its POST"
-            assert time.monotonic() < deadline, "the POST never reached Clio"
-            time.sleep(0.02)
-    finally:
-        proc.kill()
-        proc.wait()
+    _kill_sync_once(firm, database_url, lambda: not firm.world.clio.faults.pending(),
+                    "Clio to hold the POST")
     lapse_leases(firm)
     settle_abandoned_runs(db_engine)  # the dead run is over: its link is an orphan
     firm.engine.late_write = timedelta(seconds=3)
