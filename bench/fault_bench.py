@@ -60,9 +60,11 @@ from hardcost.sandbox.clio import (
 from hardcost.sandbox.faults import Call, RandomFaults
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.http import RetryPolicy
-from hardcost.sync.importer import CIRCUIT_BREAK_AFTER, HEAL_TRIES, Importer
+from hardcost.sync.importer import Importer
+from hardcost.sync.run_state import CIRCUIT_BREAK_AFTER
 from hardcost.sync.store import EntryLink, Failure, LinkState
 from hardcost.sync.summary import RunSummary
+from hardcost.sync.writer import HEAL_TRIES
 
 SEED = 7
 FAULT_SEED = 1
@@ -431,7 +433,7 @@ def render_section(results: list[FaultResult], *, command: str, database_shown: 
         + f". Retry-After is {args.retry_after} s; a timeout holds the reply {args.hang} s, "
         f"longer than the client's {args.read_timeout} s read timeout. QuickBooks, OAuth "
         "and the database have no faults.",
-        f"- **Client:** the importer as it runs in production (`Importer._post_healing`: up "
+        f"- **Client:** the importer as it runs in production (`Writer._post_healing`: up "
         f"to {HEAL_TRIES} tries per entry, a marker look-up after an ambiguous failure; "
         "`ApiSession` retries GETs and 429s), with its waits shortened: "
         f"`RetryPolicy(attempts={policy.attempts}, backoff={policy.backoff}, "

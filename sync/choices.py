@@ -27,10 +27,11 @@ from sqlalchemy.orm import Session
 from hardcost.sync import audit, matter_cache, suggestions
 from hardcost.sync.clio import Contact, Matter
 from hardcost.sync.http import ApiError
-from hardcost.sync.importer import AlreadyImported, Importer
+from hardcost.sync.importer import Importer
 from hardcost.sync.rules import PlannedEntry
 from hardcost.sync.store import AuditEntry, ContactLink, WaitingExpense, WaitReason, utcnow
 from hardcost.sync.summary import matter_label
+from hardcost.sync.writer import AlreadyImported
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +146,9 @@ def choose_matter(importer: Importer, waiting_id: int, matter_id: int,
                          str(chosen.get("description") or ""))
     entry = PlannedEntry.from_json(row.entry)
     try:
-        activity = importer.write(importer.writer_state("choice"), entry, matter_id,
-                                  resolution="linked", resolved_by=user_id, matter=label)
+        activity = importer.writer().write(importer.writer_state("choice"), entry,
+                                           matter_id, resolution="linked",
+                                           resolved_by=user_id, matter=label)
     except AlreadyImported:
         _settle(importer, waiting_id, "linked", user_id)
         return ChoiceResult("already_answered", "This expense is already in Clio.",
@@ -191,8 +193,8 @@ def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
         matter: Matter = resolution.matter
         label = matter_label(matter.display_number, matter.description)
         try:
-            activity = importer.write(state, entry, matter.id, resolution="linked",
-                                      resolved_by=user_id, matter=label)
+            activity = importer.writer().write(state, entry, matter.id, resolution="linked",
+                                               resolved_by=user_id, matter=label)
         except AlreadyImported:
             _settle(importer, waiting_id, "linked", user_id)
             return ChoiceResult("already_answered", "This expense is already in Clio.")

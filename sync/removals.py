@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -352,3 +353,13 @@ def bill_words(activity: Activity | None) -> str:
         return "a bill"
     state = f" ({activity.bill_state.replace('_', ' ')})" if activity.bill_state else ""
     return f"bill #{activity.bill_id}{state}"
+
+
+def note_voided(sessions: sessionmaker[Session], firm_id: int, realm_id: str,
+                purchases: list[dict[str, Any]], now: datetime) -> bool:
+    """Record the voided purchases of a page read (``note_removals``); True if there were."""
+    voided = {str(p["Id"]): "voided" for p in purchases
+              if isinstance(p, dict) and p.get("Id") is not None and is_voided(p)}
+    if voided:
+        note_removals(sessions, firm_id, realm_id, voided, "read", now)
+    return bool(voided)

@@ -8,6 +8,7 @@ Anything malformed becomes a failure with a sentence a bookkeeper can act on.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,6 +17,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from hardcost.sync.bounds import ID, NAME, SYNC_TOKEN, clean, clip, digest_key, fits
+
+log = logging.getLogger(__name__)
 
 CENT = Decimal("0.01")
 MAX_AMOUNT = Decimal("9999999999.99")
@@ -285,6 +288,19 @@ def build_note(descriptions: list[str], memo: str | None, marker: str,
     if len(body) > room:
         body = body[: max(room - 1, 0)].rstrip() + "…"
     return f"{body}\n{tail}" if body else tail
+
+
+def plan_safely(purchase: dict[str, Any], realm_id: str, rules: ImportRules) -> PurchasePlan:
+    """``plan_purchase``, with any surprise turned into a failure of that purchase alone."""
+    try:
+        return plan_purchase(purchase, realm_id, rules)
+    except Exception:
+        purchase_id = str(purchase.get("Id") or "?")
+        log.exception("could not plan purchase %s", purchase_id)
+        return PurchasePlan(purchase_id, failures=[LineFailure(
+            purchase_id, "unreadable", f"Expense #{purchase_id} could not be read by hardcost "
+            "(an unexpected shape). Check it in QuickBooks; the details are in the server "
+            "log.")])
 
 
 def plan_purchase(purchase: Mapping[str, Any], realm_id: str,

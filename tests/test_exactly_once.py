@@ -13,8 +13,8 @@ import pytest
 
 from hardcost.sandbox.clio import server_error_fault
 from hardcost.sandbox.faults import Fault
-from hardcost.sync.importer import HEAL_TRIES
 from hardcost.sync.store import LinkState
+from hardcost.sync.writer import HEAL_TRIES
 from tests.firmkit import Firm, env_for
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"

@@ -21,9 +21,9 @@ from hardcost.sandbox.clio import (
     server_error_fault,
 )
 from hardcost.sandbox.faults import Fault
-from hardcost.sync.importer import HEAL_TRIES
 from hardcost.sync.rules import QboKey
 from hardcost.sync.store import LinkState
+from hardcost.sync.writer import HEAL_TRIES
 from tests.firmkit import Firm
 
 POST_ACTIVITY = r"/api/v4/activities\.json$"
