@@ -82,7 +82,8 @@ def crash_mid_write(firm: Firm, database_url: str, slack: tuple[str, str], momen
 
     proc, base = serve(firm, database_url, slack)
     try:
-        assert run_command(base).status_code == 200
+        answer = run_command(base)
+        assert answer.status_code == 200, (answer.status_code, answer.text[:200])
         wait(lambda: firm.world.clio.faults.pending() == 0, "the POST to be held")
         if moment.startswith("after"):
             wait(lambda: len(firm.entries()) == 1, "Clio to create the entry")
