@@ -131,19 +131,24 @@ class Writer:
         dropped: list[int] = []
         stopped = False
         try:
+            taken: set[int] = set()  # links this batch has written (or dropped) already
             for n, item in enumerate(queued):
                 entry = item.entry
                 link_id = link_ids.get(key_tuple(entry.key))
-                if link_id is None:
-                    summary.unchanged += 1  # another run or a person recorded it first
+                if link_id is None or link_id in taken:
+                    # Another run or a person recorded it first; or the same line came twice
+                    # in the batch (a page that lists a purchase twice): one link, one POST.
+                    summary.unchanged += 1
                     state.handled += 1
                     continue
                 if self.stopping.is_set():
                     # Never sent: nothing can be in Clio, so the links simply go.
                     dropped += [i for q in queued[n:]
-                                if (i := link_ids.get(key_tuple(q.entry.key))) is not None]
+                                if (i := link_ids.get(key_tuple(q.entry.key))) is not None
+                                and i not in taken]
                     stopped = True
                     break
+                taken.add(link_id)
                 if state.clio_blocked is not None:
                     dropped.append(link_id)
                     self.failures.record_write(state, entry, state.clio_blocked)
