@@ -2,7 +2,7 @@
 
 A rule is made by a click after a person chose a matter (``create_from_choice``) and names the
 Clio client, the QuickBooks payee and, optionally, the QuickBooks account. On later runs the
-importer (``Importer._by_rule``) puts a matching expense whose client has several matters
+importer (``Placer.place``) puts a matching expense whose client has several matters
 straight on the rule's matter — only while that matter is still open or pending; otherwise the
 expense is asked again with a note saying why. Rules are listed and removed with
 ``/hardcost rules``. Making and removing one adds its audit row in the same transaction.

@@ -5,7 +5,7 @@ matters) share one ``PromptGroup``. Slack-free: the bot decides when to post a g
 what :func:`choose_for_group` returns.
 
 A group choice answers each member through ``sync.choices.choose_matter``: the member is
-claimed atomically, written by ``Importer.write`` (pending link, POST, record) and settled, as
+claimed atomically, written by ``Writer.write`` (pending link, POST, record) and settled, as
 for a single click. A click on one member at the same moment therefore either wins that member
 (the group skips it and says so) or finds it answered; no entry is ever written twice. A
 member Clio refuses stays open with its own prompt and is named in the group's outcome.

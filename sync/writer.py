@@ -224,7 +224,7 @@ class Writer:
 
     def _record_results(self, state: RunState, posted: list[tuple[Queued, int, Activity]],
                         dropped: list[int]) -> None:
-        """One transaction for a batch's outcome (see ``_flush_writes``)."""
+        """One transaction for a batch's outcome (see ``flush``)."""
         if not posted and not dropped:
             return
         now = self.clock()
