@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from hardcost.bot.notify import Notifier, to_group_view, to_prompt
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.content import DigestClient
+from hardcost.bot.ui.content import DigestClient, Message
 from hardcost.sync import prompt_groups
 from hardcost.sync.firm_settings import SettingError, zone_name
 from hardcost.sync.metrics import DIGEST_FAILURES
@@ -97,7 +97,7 @@ def _queue_digest(notifier: Notifier, firm_id: int, local: datetime) -> bool:
     return bool(parts)
 
 
-def _payload(message: messages.Message, channel: str) -> dict[str, object]:
+def _payload(message: Message, channel: str) -> dict[str, object]:
     return {"channel": channel, "text": message.text, "blocks": message.blocks,
             "unfurl_links": False, "unfurl_media": False}
 

@@ -13,7 +13,14 @@ from typing import Any
 import pytest
 
 from hardcost.bot.ui import messages
-from hardcost.bot.ui.content import Choice, FailureNotice, Prompt, PromptAnswer, SettingsForm
+from hardcost.bot.ui.content import (
+    Choice,
+    FailureNotice,
+    Message,
+    Prompt,
+    PromptAnswer,
+    SettingsForm,
+)
 from hardcost.bot.ui.content import StatusReport as Status
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.modals import saved_modal, settings_modal
@@ -71,7 +78,7 @@ def rendered(out: Any) -> list[str]:
     outs = out if isinstance(out, list) else [out]
     texts: list[str] = []
     for one in outs:
-        if isinstance(one, messages.Message):
+        if isinstance(one, Message):
             texts.append(one.text)  # the notification fallback is mrkdwn too
             texts += mrkdwn_texts(one.blocks)
         else:

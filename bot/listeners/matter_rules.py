@@ -20,6 +20,7 @@ from hardcost.bot.notify import to_prompt
 from hardcost.bot.payloads import row_id
 from hardcost.bot.ui import messages
 from hardcost.bot.ui import undo as undo_answer
+from hardcost.bot.ui.blocks import LIST_ITEMS
 from hardcost.bot.ui.content import (
     ACTION_MAKE_RULE,
     ACTION_REMOVE_RULE,
@@ -109,7 +110,7 @@ def register(app: App, ctx: BotContext) -> None:
         log.info("firm %s: %s removed matter rule %s", firm_id, user_id, value)
         rules = service.rule_views(ctx, firm_id)
         # the page the rule was on (rules are listed oldest first)
-        number = sum(1 for r in rules if r.id < row_id(value)) // messages.LIST_ITEMS + 1
+        number = sum(1 for r in rules if r.id < row_id(value)) // LIST_ITEMS + 1
         page = messages.rules_list(rules, page=number)[0]
         respond(text=page.text, blocks=page.blocks, response_type="ephemeral",
                 replace_original=True)

@@ -11,7 +11,7 @@ The settings modal lives in ``bot.ui.modals``, App Home in ``bot.ui.home``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -20,16 +20,33 @@ from slack_sdk.models.blocks import (
     ActionsBlock,
     ButtonElement,
     ConfirmObject,
-    ContextBlock,
-    DividerBlock,
     ExternalDataSelectElement,
-    HeaderBlock,
     LinkButtonElement,
     MarkdownTextObject,
     SectionBlock,
     StaticSelectElement,
 )
 
+from hardcost.bot.ui.blocks import (
+    CONFIRM_TEXT,
+    LIST_ITEMS,
+    MESSAGE_BLOCKS,
+    MESSAGE_CHARS,
+    QBO_LINK,
+    SECTION_TEXT,
+    STATIC_OPTIONS,
+    Block,
+    _button_text,
+    _confirmed_button,
+    _context,
+    _fallback,
+    _fields,
+    _header,
+    _pack,
+    _part,
+    _qbo_button,
+    _section,
+)
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
     ACTION_CHOOSE_MATTER,
@@ -80,9 +97,7 @@ from hardcost.bot.ui.text import (
     slack_date,
     time_left,
 )
-from hardcost.bot.ui.text import (
-    channel as channel_ref,
-)
+from hardcost.bot.ui.text import channel as channel_ref
 from hardcost.sync.live import LiveFigures
 from hardcost.sync.report import REASONS, money
 from hardcost.sync.store import WaitReason
@@ -110,114 +125,13 @@ __all__ = [
     "usage_error",
 ]
 
-Block = dict[str, Any]
-
-# Slack's limits (Slack's documented Block Kit and message limits) and the margins kept under them.
-SECTION_TEXT = 3000
-FIELD_TEXT = 2000
-CONTEXT_TEXT = 2000
-HEADER_TEXT = 150
-BUTTON_TEXT = 75
-CONFIRM_TEXT = 300
-STATIC_OPTIONS = 100
-FALLBACK_TEXT = 3000
-MESSAGE_BLOCKS = 45  # under the 50 a message may hold
-MESSAGE_CHARS = 12_000  # visible block text per message, under msg_blocks_too_long (~13k)
 DETAIL_LINES = 40  # lines per section block in the run details
 DETAIL_CHARS = 2500  # characters per section block in the run details
 DETAIL_ROWS = 200  # rows across all of a run's details; the rest is "and N more"
-LIST_ITEMS = 50  # prompts or failures listed by /hardcost pending|failures
 PROMPT_BUTTONS = 5  # up to this many choices are buttons; then a select
 MEMO_CHARS = 300
-QBO_LINK = "Open in QuickBooks"
 GROUP_LINES = 10  # members a grouped message lists; the rest are "and N more"
 GROUP_BLOCK_PREFIX = "hc_group:"
-
-# ---------------------------------------------------------------------------------------------
-# small builders
-
-
-def _section(text: str, *, fields: Sequence[str] = (), block_id: str | None = None) -> Block:
-    return SectionBlock(
-        text=MarkdownTextObject(text=fit(text, SECTION_TEXT)) if text else None,
-        fields=[MarkdownTextObject(text=fit(f, FIELD_TEXT)) for f in fields] or None,
-        block_id=block_id,
-    ).to_dict()
-
-
-def _fields(fields: Sequence[str]) -> Block:
-    return SectionBlock(fields=[MarkdownTextObject(text=fit(f, FIELD_TEXT))
-                                for f in fields[:10]]).to_dict()
-
-
-def _context(*parts: str) -> Block:
-    return ContextBlock(elements=[MarkdownTextObject(text=fit(p, CONTEXT_TEXT))
-                                  for p in parts if p][:10]).to_dict()
-
-
-def _header(text: str) -> Block:
-    return HeaderBlock(text=clip(one_line(text), HEADER_TEXT)).to_dict()
-
-
-def _divider() -> Block:
-    return DividerBlock().to_dict()
-
-
-def _fallback(text: str) -> str:
-    return fit(text, FALLBACK_TEXT) or "hardcost"
-
-
-def _button_text(label: str) -> str:
-    return clip(one_line(label), BUTTON_TEXT) or "(no name)"
-
-
-def _qbo_button(url: str | None) -> LinkButtonElement | None:
-    if not is_http_url(url):
-        return None
-    return LinkButtonElement(text=QBO_LINK, url=str(url), action_id=ACTION_OPEN_QBO)
-
-
-def _block_chars(block: Block) -> int:
-    """The visible text of a block, for the per-message budget."""
-    size = 0
-    text = block.get("text")
-    if isinstance(text, dict):
-        size += len(text.get("text", ""))
-    for f in block.get("fields") or ():
-        size += len(f.get("text", ""))
-    if block.get("type") == "context":
-        size += sum(len(e.get("text", "")) for e in block.get("elements", ()))
-    return size
-
-
-def _pack(groups: Iterable[list[Block]], *, limit_blocks: int = MESSAGE_BLOCKS,
-          limit_chars: int = MESSAGE_CHARS, separator: bool = True) -> list[list[Block]]:
-    """Groups of blocks (one prompt, one failure...) packed into messages; a group is never
-    split. Dividers separate groups within a message."""
-    pages: list[list[Block]] = []
-    page: list[Block] = []
-    chars = 0
-    for group in groups:
-        size = sum(_block_chars(b) for b in group)
-        extra = 1 if (page and separator) else 0
-        if page and (len(page) + extra + len(group) > limit_blocks or chars + size > limit_chars):
-            pages.append(page)
-            page, chars, extra = [], 0, 0
-        if extra:
-            page.append(_divider())
-        page.extend(group)
-        chars += size
-    if page:
-        pages.append(page)
-    return pages
-
-
-def _part(text: str, index: int, count: int) -> str:
-    return text if count == 1 else f"{text} (part {index} of {count})"
-
-
-# ---------------------------------------------------------------------------------------------
-# run summary and details
 
 
 def _details_exist(summary: RunSummary) -> bool:
@@ -583,10 +497,6 @@ def run_details(summary: RunSummary) -> list[Message]:
             for i, blocks in enumerate(pages, start=1)]
 
 
-# ---------------------------------------------------------------------------------------------
-# failures
-
-
 def _kind_words(failure: FailureNotice) -> str:
     if failure.kind == "data" and failure.refused_by_clio:
         return "Clio refused the entry"
@@ -663,10 +573,6 @@ def failures_list(failures: Sequence[FailureNotice]) -> list[Message]:
                     blocks=blocks) for i, blocks in enumerate(pages, start=1)]
 
 
-# ---------------------------------------------------------------------------------------------
-# matter and contact prompts
-
-
 NO_CUSTOMER_REASON = WaitReason.NO_CUSTOMER.value
 NO_CLIENT = "_none in QuickBooks_"
 NO_CLIENT_QUESTION = "No client on this expense: which matter?"
@@ -733,15 +639,6 @@ def _prompt_question(p: Prompt) -> tuple[str, str]:
     return (f":mag: *Which matter is this expense for?*\n"
             f"Waiting because {escape(REASONS.get(p.reason, p.reason))}.",
             f"Which matter? {what}")
-
-
-def _confirmed_button(label: str, action_id: str, value: str, *, title: str, text: str,
-                      confirm: str, deny: str = "Cancel") -> ButtonElement:
-    """A button that asks "are you sure?" first (``text`` is mrkdwn, already escaped)."""
-    return ButtonElement(
-        text=_button_text(label), action_id=action_id, value=value,
-        confirm=ConfirmObject(title=title, text=fit(text, CONFIRM_TEXT), confirm=confirm,
-                              deny=deny))
 
 
 def _not_client_cost(p: Prompt) -> ButtonElement:
@@ -929,10 +826,6 @@ def prompt_reminder(prompt: Prompt, *, now: datetime) -> Message:
     block = (f":bell: Still waiting for a choice since {slack_date(prompt.waiting_since)} "
              f"({age}): {what}.")
     return Message(text=_fallback(text), blocks=[_section(block)])
-
-
-# ---------------------------------------------------------------------------------------------
-# grouped prompts
 
 
 def group_headline(client: str, count: int, total: Decimal) -> str:
@@ -1155,9 +1048,6 @@ def pending_list(prompts: Sequence[Prompt]) -> list[Message]:
     return [Message(text=_part(title, i, len(pages)), blocks=blocks)
             for i, blocks in enumerate(pages, start=1)]
 
-
-# ---------------------------------------------------------------------------------------------
-# commands, status, notices
 
 COMMANDS: tuple[tuple[str, str], ...] = (
     ("help", "this list"),
