@@ -25,6 +25,7 @@ from hardcost.bot.ui.content import (
     PromptAnswer,
     PromptGroupView,
 )
+from hardcost.bot.ui.notices import expiry_warning, reconnect_notice
 from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry, is_bill
@@ -159,12 +160,12 @@ class Notifier:
         for row in session.scalars(select(Connection).where(Connection.firm_id == firm_id)):
             service = PROVIDER_NAMES.get(row.provider, row.provider)
             if row.broken_at is not None and row.broken_notified_at is None:
-                message = messages.reconnect_notice(service, row.provider, row.broken_reason)
+                message = reconnect_notice(service, row.provider, row.broken_reason)
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel))
                 row.broken_notified_at = now
             if row.hard_expires_at is not None and row.expiry_warned_at is None and \
                     row.hard_expires_at - now <= EXPIRY_WARNING:
-                message = messages.expiry_warning(service, row.provider, row.hard_expires_at)
+                message = expiry_warning(service, row.provider, row.hard_expires_at)
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel))
                 row.expiry_warned_at = now
 

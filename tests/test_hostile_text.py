@@ -24,6 +24,7 @@ from hardcost.bot.ui.content import (
 from hardcost.bot.ui.content import StatusReport as Status
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.modals import saved_modal, settings_modal
+from hardcost.bot.ui.notices import connect_link, expiry_warning, notice, reconnect_notice
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -131,11 +132,11 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "pending_list": lambda: messages.pending_list([poison(PROMPT)]),
     "usage_error": lambda: messages.usage_error(HOSTILE, HOSTILE),
     "status": lambda: messages.status_blocks(poison(STATUS)),
-    "notice": lambda: messages.notice(HOSTILE),
-    "connect_link": lambda: messages.connect_link(HOSTILE, HOSTILE_URL),
-    "reconnect_notice": lambda: messages.reconnect_notice(HOSTILE, "clio", HOSTILE),
-    "expiry_warning": lambda: messages.expiry_warning(HOSTILE, "quickbooks",
-                                                      datetime(2026, 4, 1)),
+    "notice": lambda: notice(HOSTILE),
+    "connect_link": lambda: connect_link(HOSTILE, HOSTILE_URL),
+    "reconnect_notice": lambda: reconnect_notice(HOSTILE, "clio", HOSTILE),
+    "expiry_warning": lambda: expiry_warning(HOSTILE, "quickbooks",
+                                             datetime(2026, 4, 1)),
     "home": lambda: home_view(poison(STATUS)),
     "prompt_no_customer": lambda: messages.prompt(poison(dataclasses.replace(
         PROMPT, reason="no_customer", choices=()))),

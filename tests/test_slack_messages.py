@@ -55,7 +55,6 @@ from hardcost.bot.ui.messages import (
     help_message,
     matter_options,
     matter_search_options,
-    notice,
     pending_list,
     prompt,
     prompt_answered,
@@ -69,6 +68,7 @@ from hardcost.bot.ui.messages import (
     usage_error,
 )
 from hardcost.bot.ui.modals import settings_modal, settings_values
+from hardcost.bot.ui.notices import notice
 from hardcost.bot.ui.text import channel, md, mention
 from hardcost.bot.ui.trail import history
 from hardcost.sync.summary import (

@@ -47,6 +47,7 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
+from hardcost.bot.ui.notices import connect_link, notice
 from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, choices, matter_cache, matter_rules, oauth, prompt_groups, undo
@@ -86,7 +87,7 @@ def _may_choose(ctx: BotContext, firm_id: int, user_id: str, respond: Respond, *
 def _ephemeral(respond: Respond, text: str) -> None:
     """Tell only the clicker. Plain ``text`` (a Clio error, a failure's message) is escaped;
     ``Mrkdwn`` keeps its mentions."""
-    message = messages.notice(text)
+    message = notice(text)
     respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
             replace_original=False)
 
@@ -97,7 +98,7 @@ def _tell(respond: Respond | None, client: WebClient, user_id: str, text: str) -
     if respond is not None and getattr(respond, "response_url", None):
         _ephemeral(respond, text)
         return
-    message = messages.notice(text)
+    message = notice(text)
     client.chat_postMessage(channel=user_id, text=message.text, blocks=message.blocks)
 
 
@@ -349,7 +350,7 @@ def register(app: App, ctx: BotContext) -> None:
         link = oauth.start(ctx.sessions, ctx.config, firm_id, provider,
                            slack_team_id=(body.get("team") or {}).get("id"),
                            slack_user_id=user_id, region=region, now=ctx.clock())
-        message = messages.connect_link(PROVIDER_NAMES[provider], link)
+        message = connect_link(PROVIDER_NAMES[provider], link)
         respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
                 replace_original=False)
 

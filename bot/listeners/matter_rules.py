@@ -29,6 +29,7 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
+from hardcost.bot.ui.notices import notice
 from hardcost.bot.ui.text import md, mention
 from hardcost.sync import matter_rules
 from hardcost.sync.store import WaitingExpense
@@ -37,7 +38,7 @@ log = logging.getLogger(__name__)
 
 
 def _ephemeral(respond: Respond, text: str) -> None:
-    message = messages.notice(text)
+    message = notice(text)
     respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
             replace_original=False)
 

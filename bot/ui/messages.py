@@ -21,7 +21,6 @@ from slack_sdk.models.blocks import (
     ButtonElement,
     ConfirmObject,
     ExternalDataSelectElement,
-    LinkButtonElement,
     MarkdownTextObject,
     SectionBlock,
     StaticSelectElement,
@@ -53,8 +52,6 @@ from hardcost.bot.ui.content import (
     ACTION_GROUP_MATTER,
     ACTION_MAKE_RULE,
     ACTION_NOT_CLIENT_COST,
-    ACTION_OPEN_QBO,
-    ACTION_RECONNECT,
     ACTION_REMOVE_RULE,
     ACTION_RETRY_FAILURE,
     ACTION_RULES_PAGE,
@@ -77,9 +74,9 @@ from hardcost.bot.ui.content import (
     RuleView,
     StatusReport,
 )
+from hardcost.bot.ui.notices import notice
 from hardcost.bot.ui.text import (
     OPTION_TEXT,
-    Mrkdwn,
     as_utc,
     clip,
     day,
@@ -102,28 +99,6 @@ from hardcost.sync.live import LiveFigures
 from hardcost.sync.report import REASONS, money
 from hardcost.sync.store import WaitReason
 from hardcost.sync.summary import RunSummary
-
-__all__ = [
-    "digest",
-    "failure_alert",
-    "failure_retried",
-    "failures_list",
-    "help_message",
-    "matter_options",
-    "notice",
-    "pending_list",
-    "prompt",
-    "prompt_answered",
-    "prompt_group",
-    "prompt_group_answered",
-    "prompt_group_done",
-    "replace_group_blocks",
-    "prompt_reminder",
-    "run_details",
-    "run_summary",
-    "status_blocks",
-    "usage_error",
-]
 
 DETAIL_LINES = 40  # lines per section block in the run details
 DETAIL_CHARS = 2500  # characters per section block in the run details
@@ -1182,51 +1157,3 @@ def status_blocks(status: StatusReport) -> Message:
     if status.live:
         text += f"; import under way: {name(status.live, 500)}"
     return Message(text=_fallback(text), blocks=blocks)
-
-
-def notice(text: str) -> Message:
-    """A one-section message ("QuickBooks connected", ...). Plain ``text`` is shown as it is
-    written: its ``&``, ``<`` and ``>`` are escaped, so a link, mention or ``<!here>`` that came
-    from QuickBooks, Clio or a person is shown, never live. Mentions and links the code means
-    come as ``Mrkdwn`` (``md(...)``, ``mention(...)``) and are kept."""
-    body = fit(text if isinstance(text, Mrkdwn) else escape(text),
-               SECTION_TEXT) or "(nothing to say)"
-    return Message(text=_fallback(body), blocks=[_section(body)])
-
-
-def connect_link(service: str, url: str, *, expires_minutes: int = 10) -> Message:
-    """The ephemeral answer to ``/hardcost connect``: a button that opens the consent screen."""
-    text = (f"Connect *{escape(service)}*: the button opens {escape(service)}'s sign-in, "
-            f"where you approve hardcost. The link works once, for {expires_minutes} minutes.")
-    blocks = [
-        _section(text),
-        ActionsBlock(elements=[LinkButtonElement(text=f"Connect {service}"[:75], url=url,
-                                                 action_id=ACTION_OPEN_QBO)]).to_dict(),
-    ]
-    return Message(text=_fallback(f"Connect {escape(service)}: {escape(url)}"), blocks=blocks)
-
-
-def reconnect_notice(service: str, provider: str, reason: str | None) -> Message:
-    """Posted once when QuickBooks or Clio refuses hardcost's connection for good."""
-    why = f" ({mrkdwn(reason, 300)})" if reason else ""
-    text = (f":electric_plug: *Reconnect {escape(service)}.* {escape(service)} no longer "
-            f"accepts hardcost's connection{why}. Imports are paused; nothing is lost — once "
-            "reconnected, hardcost picks up where it stopped.")
-    blocks = [_section(text), ActionsBlock(elements=[ButtonElement(
-        text=f"Reconnect {service}"[:75], action_id=ACTION_RECONNECT, value=provider,
-        style="primary")]).to_dict()]
-    return Message(text=_fallback(f"Reconnect {escape(service)}: imports are paused"),
-                   blocks=blocks)
-
-
-def expiry_warning(service: str, provider: str, expires: datetime) -> Message:
-    """Posted once, 30 days before QuickBooks' 5-year limit on a connection."""
-    when = as_utc(expires).strftime("%B %-d, %Y")
-    text = (f":hourglass_flowing_sand: {escape(service)}'s connection to hardcost ends on "
-            f"*{when}* (QuickBooks limits a connection to five years). Reconnect before then "
-            "to keep imports running.")
-    blocks = [_section(text), ActionsBlock(elements=[ButtonElement(
-        text=f"Reconnect {service}"[:75], action_id=ACTION_RECONNECT,
-        value=provider)]).to_dict()]
-    return Message(text=_fallback(f"{escape(service)} connection ends on {when}"),
-                   blocks=blocks)
