@@ -25,6 +25,7 @@ from hardcost.bot.ui.content import (
     PromptAnswer,
     PromptGroupView,
 )
+from hardcost.bot.ui.failures import failure_alert
 from hardcost.bot.ui.notices import expiry_warning, reconnect_notice
 from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
@@ -175,8 +176,8 @@ class Notifier:
                 Failure.firm_id == firm_id, Failure.resolved_at.is_(None),
                 Failure.slack_ts.is_(None)).order_by(Failure.id)):
             if row.id not in queued:
-                message = messages.failure_alert(to_failure_notice(row,
-                                                              sandbox_links=self.sandbox_links))
+                message = failure_alert(to_failure_notice(row,
+                                                     sandbox_links=self.sandbox_links))
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
                         ref_kind="failure", ref_id=row.id)
 

@@ -22,6 +22,7 @@ from hardcost.bot.ui.content import (
     SettingsForm,
 )
 from hardcost.bot.ui.content import StatusReport as Status
+from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_list
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.modals import saved_modal, settings_modal
 from hardcost.bot.ui.notices import connect_link, expiry_warning, notice, reconnect_notice
@@ -117,10 +118,10 @@ SUMMARY = RunSummary(
 BUILDERS: dict[str, Callable[[], Any]] = {
     "run_summary": lambda: messages.run_summary(poison(SUMMARY), firm_name=HOSTILE),
     "run_details": lambda: messages.run_details(poison(SUMMARY)),
-    "failure_alert": lambda: messages.failure_alert(poison(FAILURE)),
-    "failure_retried": lambda: messages.failure_retried(poison(FAILURE), by_user=HOSTILE,
-                                                        outcome=HOSTILE),
-    "failures_list": lambda: messages.failures_list([poison(FAILURE)]),
+    "failure_alert": lambda: failure_alert(poison(FAILURE)),
+    "failure_retried": lambda: failure_retried(poison(FAILURE), by_user=HOSTILE,
+                                               outcome=HOSTILE),
+    "failures_list": lambda: failures_list([poison(FAILURE)]),
     "prompt": lambda: messages.prompt(poison(PROMPT)),
     "prompt_contact": lambda: messages.prompt(poison(dataclasses.replace(
         PROMPT, kind="contact", reason="several_contacts"))),

@@ -47,11 +47,9 @@ from hardcost.bot.ui.content import (
     StatusReport,
     TrailEntry,
 )
+from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_list
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.messages import (
-    failure_alert,
-    failure_retried,
-    failures_list,
     help_message,
     matter_options,
     matter_search_options,

@@ -47,6 +47,7 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
+from hardcost.bot.ui.failures import failure_retried
 from hardcost.bot.ui.notices import connect_link, notice
 from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
 from hardcost.bot.ui.trail import history
@@ -295,8 +296,8 @@ def register(app: App, ctx: BotContext) -> None:
             notifier = ctx.notifier(client)
             if fixed:
                 notifier.update_message(session, firm_id, "failure", failure.id,
-                                        messages.failure_retried(view, by_user=user_id,
-                                                                 outcome=outcome))
+                                        failure_retried(view, by_user=user_id,
+                                                        outcome=outcome))
             session.commit()
         notifier.after_run(firm_id, summary)
         if not fixed:

@@ -21,6 +21,7 @@ from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
+from hardcost.bot.ui.failures import failures_list
 from hardcost.bot.ui.notices import connect_link, notice
 from hardcost.bot.ui.text import Mrkdwn, link, md, mention, mrkdwn
 from hardcost.bot.ui.trail import history
@@ -206,7 +207,7 @@ def _pending(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, 
 
 def _failures(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
               respond: Respond, client: WebClient) -> None:
-    for message in messages.failures_list(service.open_failures(ctx, firm_id)):
+    for message in failures_list(service.open_failures(ctx, firm_id)):
         _reply(respond, message)
 
 
