@@ -27,6 +27,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.bot.ui.failures import failure_alert
 from hardcost.bot.ui.notices import expiry_warning, reconnect_notice
+from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
 from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry, is_bill
@@ -248,7 +249,7 @@ class Notifier:
             parent = found
             self.update_group(session, group)
         for row in rows:
-            message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+            message = prompt(to_prompt(row, sandbox_links=self.sandbox_links))
             enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
                     parent=parent, ref_kind="prompt", ref_id=row.id)
 
@@ -291,7 +292,7 @@ class Notifier:
                 continue
             answer = PromptAnswer(by_user="hardcost", outcome=str(row.resolution),
                                   clio_entry_id=row.clio_activity_id)
-            message = messages.prompt_answered(
+            message = prompt_answered(
                 to_prompt(row, sandbox_links=self.sandbox_links), answer)
             self.update_message(session, firm_id, "prompt", row.id, message)
 
@@ -301,12 +302,12 @@ class Notifier:
                 WaitingExpense.firm_id == firm_id, WaitingExpense.prompt_stale.is_(True),
                 WaitingExpense.resolved_at.is_(None), WaitingExpense.resolution.is_(None),
                 WaitingExpense.slack_ts.is_not(None))):
-            message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+            message = prompt(to_prompt(row, sandbox_links=self.sandbox_links))
             self.update_message(session, firm_id, "prompt", row.id, message)
             row.prompt_stale = False
 
     def queue_prompt(self, session: Session, row: WaitingExpense, channel: str) -> None:
-        message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+        message = prompt(to_prompt(row, sandbox_links=self.sandbox_links))
         enqueue(session, row.firm_id, "chat.postMessage", _post(message, channel),
                 ref_kind="prompt", ref_id=row.id)
 
@@ -318,9 +319,9 @@ class Notifier:
                 WaitingExpense.resolution.is_(None), WaitingExpense.slack_ts.is_not(None),
                 WaitingExpense.created_at <= due,
                 or_(WaitingExpense.reminded_at.is_(None), WaitingExpense.reminded_at <= due))):
-            message = messages.prompt_reminder(to_prompt(row,
-                                                           sandbox_links=self.sandbox_links),
-                                               now=now)
+            message = prompt_reminder(to_prompt(row,
+                                                  sandbox_links=self.sandbox_links),
+                                      now=now)
             enqueue(session, firm_id, "chat.postMessage",
                     _post(message, str(row.slack_channel), thread_ts=row.slack_ts))
             row.reminded_at = now

@@ -26,6 +26,7 @@ from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_li
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.modals import saved_modal, settings_modal
 from hardcost.bot.ui.notices import connect_link, expiry_warning, notice, reconnect_notice
+from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -122,14 +123,14 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "failure_retried": lambda: failure_retried(poison(FAILURE), by_user=HOSTILE,
                                                outcome=HOSTILE),
     "failures_list": lambda: failures_list([poison(FAILURE)]),
-    "prompt": lambda: messages.prompt(poison(PROMPT)),
-    "prompt_contact": lambda: messages.prompt(poison(dataclasses.replace(
+    "prompt": lambda: prompt(poison(PROMPT)),
+    "prompt_contact": lambda: prompt(poison(dataclasses.replace(
         PROMPT, kind="contact", reason="several_contacts"))),
-    "prompt_answered": lambda: messages.prompt_answered(
+    "prompt_answered": lambda: prompt_answered(
         poison(PROMPT), poison(PromptAnswer(by_user="U1", outcome="linked", label="l",
                                             clio_entry_id=4))),
-    "prompt_reminder": lambda: messages.prompt_reminder(poison(PROMPT),
-                                                        now=datetime(2026, 3, 3)),
+    "prompt_reminder": lambda: prompt_reminder(poison(PROMPT),
+                                               now=datetime(2026, 3, 3)),
     "pending_list": lambda: messages.pending_list([poison(PROMPT)]),
     "usage_error": lambda: messages.usage_error(HOSTILE, HOSTILE),
     "status": lambda: messages.status_blocks(poison(STATUS)),
@@ -139,7 +140,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "expiry_warning": lambda: expiry_warning(HOSTILE, "quickbooks",
                                              datetime(2026, 4, 1)),
     "home": lambda: home_view(poison(STATUS)),
-    "prompt_no_customer": lambda: messages.prompt(poison(dataclasses.replace(
+    "prompt_no_customer": lambda: prompt(poison(dataclasses.replace(
         PROMPT, reason="no_customer", choices=()))),
     "settings_modal": lambda: settings_modal(poison(SETTINGS)),
     "settings_modal_refused": lambda: settings_modal(poison(SETTINGS), problems={
@@ -150,10 +151,10 @@ BUILDERS: dict[str, Callable[[], Any]] = {
 
 def test_the_poisoning_reaches_the_content() -> None:
     # The checks below mean something only if the builders really got the hostile text.
-    prompt = poison(PROMPT)
-    assert prompt.client == HOSTILE and prompt.choices[0].label == HOSTILE
-    assert prompt.kind == "matter" and prompt.qbo_url == HOSTILE_URL
-    assert any("&lt;!here&gt;" in text for text in rendered(messages.prompt(prompt)))
+    poisoned = poison(PROMPT)
+    assert poisoned.client == HOSTILE and poisoned.choices[0].label == HOSTILE
+    assert poisoned.kind == "matter" and poisoned.qbo_url == HOSTILE_URL
+    assert any("&lt;!here&gt;" in text for text in rendered(prompt(poisoned)))
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

@@ -51,14 +51,9 @@ from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_li
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.messages import (
     help_message,
-    matter_options,
-    matter_search_options,
     pending_list,
-    prompt,
-    prompt_answered,
     prompt_group,
     prompt_group_answered,
-    prompt_reminder,
     rules_list,
     run_details,
     run_summary,
@@ -67,6 +62,13 @@ from hardcost.bot.ui.messages import (
 )
 from hardcost.bot.ui.modals import settings_modal, settings_values
 from hardcost.bot.ui.notices import notice
+from hardcost.bot.ui.prompts import (
+    matter_options,
+    matter_search_options,
+    prompt,
+    prompt_answered,
+    prompt_reminder,
+)
 from hardcost.bot.ui.text import channel, md, mention
 from hardcost.bot.ui.trail import history
 from hardcost.sync.summary import (

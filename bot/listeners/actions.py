@@ -49,6 +49,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.bot.ui.failures import failure_retried
 from hardcost.bot.ui.notices import connect_link, notice
+from hardcost.bot.ui.prompts import matter_options, matter_search_options, prompt, prompt_answered
 from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, choices, matter_cache, matter_rules, oauth, prompt_groups, undo
@@ -219,7 +220,7 @@ def register(app: App, ctx: BotContext) -> None:
         with ctx.sessions() as session:
             row = session.get(WaitingExpense, waiting_id)
             assert row is not None
-            reopened = messages.prompt(to_prompt(row, sandbox_links=ctx.sandbox_links))
+            reopened = prompt(to_prompt(row, sandbox_links=ctx.sandbox_links))
             if row.slack_ts is not None:
                 notifier.update_message(session, firm_id, "prompt", waiting_id, reopened)
             session.commit()
@@ -245,14 +246,14 @@ def register(app: App, ctx: BotContext) -> None:
             if row.reason == WaitReason.NO_CUSTOMER.value:
                 # Any of the firm's open and pending matters: searched in the local copy.
                 found = matter_cache.search(session, firm_id, str(payload.get("value") or ""))
-                ack(options=messages.matter_search_options(waiting_id, [
+                ack(options=matter_search_options(waiting_id, [
                     (Choice(m.id, matter_label(m.display_number, m.description)),
                      m.client_name) for m in found]))
                 return
             view = to_prompt(row, sandbox_links=ctx.sandbox_links)
-        ack(options=messages.matter_options(waiting_id, view.choices,
-                                            str(payload.get("value") or ""),
-                                            suggested=view.suggested))
+        ack(options=matter_options(waiting_id, view.choices,
+                                   str(payload.get("value") or ""),
+                                   suggested=view.suggested))
 
     def on_retry(body: dict[str, Any], action: dict[str, Any], respond: Respond,
                  client: WebClient) -> None:
@@ -451,7 +452,7 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
                               label=result.label, clio_entry_id=result.clio_entry_id,
                               undoable=result.outcome == "linked",
                               rule_offer=matter_rules.offer_for(row) is not None)
-        answered = messages.prompt_answered(view, answer)
+        answered = prompt_answered(view, answer)
         if result.still_waiting is not None:
             # The contact is settled, the matter is not: the old message records the answer
             # and a new prompt asks the next question.
@@ -483,7 +484,7 @@ def _show_group_result(ctx: BotContext, client: WebClient, body: dict[str, Any],
             row = session.get(WaitingExpense, waiting_id)
             if row is None:
                 continue
-            answered = messages.prompt_answered(
+            answered = prompt_answered(
                 to_prompt(row, sandbox_links=ctx.sandbox_links),
                 PromptAnswer(by_user=str(result.answered_by), outcome="linked",
                              label=result.label, clio_entry_id=row.clio_activity_id,

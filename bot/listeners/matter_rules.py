@@ -30,6 +30,7 @@ from hardcost.bot.ui.content import (
     PromptAnswer,
 )
 from hardcost.bot.ui.notices import notice
+from hardcost.bot.ui.prompts import prompt_answered
 from hardcost.bot.ui.text import md, mention
 from hardcost.sync import matter_rules
 from hardcost.sync.store import WaitingExpense
@@ -85,7 +86,7 @@ def register(app: App, ctx: BotContext) -> None:
                                   undoable=row.resolution == "linked",  # Undo stays
                                   rule=matter_rules.describe(result.rule),
                                   rule_by=result.rule.created_by)
-            answered = messages.prompt_answered(
+            answered = prompt_answered(
                 to_prompt(row, sandbox_links=ctx.sandbox_links), answer)
             notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
             session.commit()
