@@ -26,6 +26,7 @@ from hardcost.bot.ui.content import (
     PromptGroupView,
 )
 from hardcost.bot.ui.failures import failure_alert
+from hardcost.bot.ui.groups import prompt_group, prompt_group_done
 from hardcost.bot.ui.notices import expiry_warning, reconnect_notice
 from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
 from hardcost.sync import prompt_groups
@@ -236,7 +237,7 @@ class Notifier:
             session.flush()
             view = to_group_view(session, group, sandbox_links=self.sandbox_links)
             parent = enqueue(session, firm_id, "chat.postMessage",
-                             _post(messages.prompt_group(view), channel),
+                             _post(prompt_group(view), channel),
                              ref_kind="group", ref_id=group.id)
         else:
             for row in rows:
@@ -267,12 +268,12 @@ class Notifier:
         view = to_group_view(session, group, sandbox_links=self.sandbox_links)
         if view.members:
             self.update_message(session, group.firm_id, "group", group.id,
-                                messages.prompt_group(view))
+                                prompt_group(view))
         elif group.resolution is None:
             group.resolution = "answered"
             group.resolved_at = self.clock()
             self.update_message(session, group.firm_id, "group", group.id,
-                                messages.prompt_group_done(group.customer_name))
+                                prompt_group_done(group.customer_name))
 
     def _queue_settled_prompts(self, session: Session, firm_id: int) -> None:
         """Prompts a run settled by itself (a matter appeared, the purchase was deleted or

@@ -348,7 +348,8 @@ def test_reminders_digests_and_run_details_say_there_is_no_client() -> None:
     from datetime import UTC, date, datetime
 
     from hardcost.bot.ui.content import DigestClient, Prompt
-    from hardcost.bot.ui.messages import digest, run_details
+    from hardcost.bot.ui.groups import digest
+    from hardcost.bot.ui.messages import run_details
     from hardcost.bot.ui.prompts import prompt_reminder
     from hardcost.sync.summary import WaitingItem
 

@@ -48,12 +48,11 @@ from hardcost.bot.ui.content import (
     TrailEntry,
 )
 from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_list
+from hardcost.bot.ui.groups import prompt_group, prompt_group_answered
 from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.messages import (
     help_message,
     pending_list,
-    prompt_group,
-    prompt_group_answered,
     rules_list,
     run_details,
     run_summary,

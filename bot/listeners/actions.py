@@ -48,6 +48,7 @@ from hardcost.bot.ui.content import (
     PromptAnswer,
 )
 from hardcost.bot.ui.failures import failure_retried
+from hardcost.bot.ui.groups import prompt_group_answered, replace_group_blocks
 from hardcost.bot.ui.notices import connect_link, notice
 from hardcost.bot.ui.prompts import matter_options, matter_search_options, prompt, prompt_answered
 from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
@@ -506,13 +507,13 @@ def _show_group_result(ctx: BotContext, client: WebClient, body: dict[str, Any],
         if group.slack_ts is not None:
             view = to_group_view(session, group, sandbox_links=ctx.sandbox_links)
             notifier.update_message(session, firm_id, "group", group_id,
-                                    messages.prompt_group_answered(view, answer))
+                                    prompt_group_answered(view, answer))
         else:
             clicked = _clicked_message(body)
             if clicked is not None:
                 where, blocks, text = clicked
-                replaced = messages.replace_group_blocks(blocks, group_id,
-                                                         group.customer_name, answer)
+                replaced = replace_group_blocks(blocks, group_id,
+                                                group.customer_name, answer)
                 notifier.update_message_at(session, firm_id, where,
                                            Message(text=text, blocks=replaced))
                 # A digest's expenses have no message of their own: each one linked gets one
