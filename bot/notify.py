@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.live import run_post
 from hardcost.bot.outbox import ClientFor, deliver, enqueue
-from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
     Choice,
     FailureNotice,
@@ -29,6 +28,7 @@ from hardcost.bot.ui.failures import failure_alert
 from hardcost.bot.ui.groups import prompt_group, prompt_group_done
 from hardcost.bot.ui.notices import expiry_warning, reconnect_notice
 from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
+from hardcost.bot.ui.runs import run_details, run_summary
 from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry, is_bill
@@ -142,7 +142,7 @@ class Notifier:
         progress = run_post(session, firm_id, run.id) if run is not None else None
         if progress is None and not summary.did_something:
             return
-        message = messages.run_summary(
+        message = run_summary(
             summary, firm_name=firm_name,
             stopped_by=run.stop_requested_by if run is not None else None,
             handled_of=(summary.handled, summary.entries_expected))
@@ -154,7 +154,7 @@ class Notifier:
             enqueue(session, firm_id, "chat.update",
                     {"text": message.text, "blocks": message.blocks},
                     ref_kind="run", ref_id=summary.run_id, now=self.clock())
-        for reply in messages.run_details(summary):
+        for reply in run_details(summary):
             enqueue(session, firm_id, "chat.postMessage", _post(reply, channel), parent=top)
 
     def _queue_connection_notices(self, session: Session, firm_id: int, channel: str) -> None:

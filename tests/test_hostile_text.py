@@ -27,6 +27,7 @@ from hardcost.bot.ui.home import home_view
 from hardcost.bot.ui.modals import saved_modal, settings_modal
 from hardcost.bot.ui.notices import connect_link, expiry_warning, notice, reconnect_notice
 from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
+from hardcost.bot.ui.runs import run_details, run_summary
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -117,8 +118,8 @@ SUMMARY = RunSummary(
     reconciled=ReconcileNote("offline", "2026-01-01T00:00:00", 3, 1))
 
 BUILDERS: dict[str, Callable[[], Any]] = {
-    "run_summary": lambda: messages.run_summary(poison(SUMMARY), firm_name=HOSTILE),
-    "run_details": lambda: messages.run_details(poison(SUMMARY)),
+    "run_summary": lambda: run_summary(poison(SUMMARY), firm_name=HOSTILE),
+    "run_details": lambda: run_details(poison(SUMMARY)),
     "failure_alert": lambda: failure_alert(poison(FAILURE)),
     "failure_retried": lambda: failure_retried(poison(FAILURE), by_user=HOSTILE,
                                                outcome=HOSTILE),

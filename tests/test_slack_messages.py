@@ -54,8 +54,6 @@ from hardcost.bot.ui.messages import (
     help_message,
     pending_list,
     rules_list,
-    run_details,
-    run_summary,
     status_blocks,
     usage_error,
 )
@@ -68,6 +66,7 @@ from hardcost.bot.ui.prompts import (
     prompt_answered,
     prompt_reminder,
 )
+from hardcost.bot.ui.runs import run_details, run_summary
 from hardcost.bot.ui.text import channel, md, mention
 from hardcost.bot.ui.trail import history
 from hardcost.sync.summary import (

@@ -51,6 +51,7 @@ from hardcost.bot.ui.failures import failure_retried
 from hardcost.bot.ui.groups import prompt_group_answered, replace_group_blocks
 from hardcost.bot.ui.notices import connect_link, notice
 from hardcost.bot.ui.prompts import matter_options, matter_search_options, prompt, prompt_answered
+from hardcost.bot.ui.runs import run_progress
 from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, choices, matter_cache, matter_rules, oauth, prompt_groups, undo
@@ -393,7 +394,7 @@ def register(app: App, ctx: BotContext) -> None:
             figures = LiveFigures.from_json(run.progress)
             firm = session.get(Firm, firm_id)
             if figures is not None and firm is not None:
-                shown = messages.run_progress(
+                shown = run_progress(
                     LiveFigures(**{**figures.to_json(), "stop_requested_by": asked_by}),
                     firm_name=firm.name)
                 queue_run_update(session, firm_id, run_id, shown.text, shown.blocks,
