@@ -24,6 +24,7 @@ from hardcost.bot.ui.content import (
 from hardcost.bot.ui.content import StatusReport as Status
 from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_list
 from hardcost.bot.ui.home import home_view
+from hardcost.bot.ui.lists import pending_list
 from hardcost.bot.ui.modals import saved_modal, settings_modal
 from hardcost.bot.ui.notices import connect_link, expiry_warning, notice, reconnect_notice
 from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
@@ -132,7 +133,7 @@ BUILDERS: dict[str, Callable[[], Any]] = {
                                             clio_entry_id=4))),
     "prompt_reminder": lambda: prompt_reminder(poison(PROMPT),
                                                now=datetime(2026, 3, 3)),
-    "pending_list": lambda: messages.pending_list([poison(PROMPT)]),
+    "pending_list": lambda: pending_list([poison(PROMPT)]),
     "usage_error": lambda: messages.usage_error(HOSTILE, HOSTILE),
     "status": lambda: messages.status_blocks(poison(STATUS)),
     "notice": lambda: notice(HOSTILE),

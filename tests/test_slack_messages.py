@@ -50,13 +50,8 @@ from hardcost.bot.ui.content import (
 from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_list
 from hardcost.bot.ui.groups import prompt_group, prompt_group_answered
 from hardcost.bot.ui.home import home_view
-from hardcost.bot.ui.messages import (
-    help_message,
-    pending_list,
-    rules_list,
-    status_blocks,
-    usage_error,
-)
+from hardcost.bot.ui.lists import pending_list, rules_list
+from hardcost.bot.ui.messages import help_message, status_blocks, usage_error
 from hardcost.bot.ui.modals import settings_modal, settings_values
 from hardcost.bot.ui.notices import notice
 from hardcost.bot.ui.prompts import (

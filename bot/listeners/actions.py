@@ -21,7 +21,6 @@ from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.payloads import id_pair, row_id
 from hardcost.bot.surfaces import open_settings_modal, publish_home
-from hardcost.bot.ui import messages
 from hardcost.bot.ui import undo as undo_answer
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
@@ -49,6 +48,7 @@ from hardcost.bot.ui.content import (
 )
 from hardcost.bot.ui.failures import failure_retried
 from hardcost.bot.ui.groups import prompt_group_answered, replace_group_blocks
+from hardcost.bot.ui.lists import pending_list
 from hardcost.bot.ui.notices import connect_link, notice
 from hardcost.bot.ui.prompts import matter_options, matter_search_options, prompt, prompt_answered
 from hardcost.bot.ui.runs import run_progress
@@ -333,7 +333,7 @@ def register(app: App, ctx: BotContext) -> None:
         channel = settings.slack_channel_id
         if not channel:
             return
-        for message in messages.pending_list(service.open_prompts(ctx, firm_id)):
+        for message in pending_list(service.open_prompts(ctx, firm_id)):
             client.chat_postEphemeral(channel=channel, user=user_id, text=message.text,
                                       blocks=message.blocks)
 

@@ -22,6 +22,7 @@ from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
 from hardcost.bot.ui.failures import failures_list
+from hardcost.bot.ui.lists import pending_list, rules_list
 from hardcost.bot.ui.notices import connect_link, notice
 from hardcost.bot.ui.text import Mrkdwn, link, md, mention, mrkdwn
 from hardcost.bot.ui.trail import history
@@ -201,7 +202,7 @@ def _span(span: timedelta) -> str:
 
 def _pending(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
              respond: Respond, client: WebClient) -> None:
-    for message in messages.pending_list(service.open_prompts(ctx, firm_id)):
+    for message in pending_list(service.open_prompts(ctx, firm_id)):
         _reply(respond, message)
 
 
@@ -406,8 +407,8 @@ def _export(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, A
 
 def _rules(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
-    for message in messages.rules_list(service.rule_views(ctx, firm_id),
-                                       page=rules_page(args)):
+    for message in rules_list(service.rule_views(ctx, firm_id),
+                              page=rules_page(args)):
         _reply(respond, message)
 
 

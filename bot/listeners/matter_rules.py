@@ -18,7 +18,6 @@ from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_prompt
 from hardcost.bot.payloads import row_id
-from hardcost.bot.ui import messages
 from hardcost.bot.ui import undo as undo_answer
 from hardcost.bot.ui.blocks import LIST_ITEMS
 from hardcost.bot.ui.content import (
@@ -29,6 +28,7 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
+from hardcost.bot.ui.lists import rules_list
 from hardcost.bot.ui.notices import notice
 from hardcost.bot.ui.prompts import prompt_answered
 from hardcost.bot.ui.text import md, mention
@@ -113,7 +113,7 @@ def register(app: App, ctx: BotContext) -> None:
         rules = service.rule_views(ctx, firm_id)
         # the page the rule was on (rules are listed oldest first)
         number = sum(1 for r in rules if r.id < row_id(value)) // LIST_ITEMS + 1
-        page = messages.rules_list(rules, page=number)[0]
+        page = rules_list(rules, page=number)[0]
         respond(text=page.text, blocks=page.blocks, response_type="ephemeral",
                 replace_original=True)
         _ephemeral(respond, result.message)
@@ -155,7 +155,7 @@ def register(app: App, ctx: BotContext) -> None:
         if firm_id is None or not number:
             _ephemeral(respond, "That list is not one this workspace can page.")
             return
-        for message in messages.rules_list(service.rule_views(ctx, firm_id), page=number):
+        for message in rules_list(service.rule_views(ctx, firm_id), page=number):
             respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
                     replace_original=False)
 
