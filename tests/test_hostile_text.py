@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
     Choice,
     FailureNotice,
@@ -29,6 +28,7 @@ from hardcost.bot.ui.modals import saved_modal, settings_modal
 from hardcost.bot.ui.notices import connect_link, expiry_warning, notice, reconnect_notice
 from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
 from hardcost.bot.ui.runs import run_details, run_summary
+from hardcost.bot.ui.status import status_blocks, usage_error
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -134,8 +134,8 @@ BUILDERS: dict[str, Callable[[], Any]] = {
     "prompt_reminder": lambda: prompt_reminder(poison(PROMPT),
                                                now=datetime(2026, 3, 3)),
     "pending_list": lambda: pending_list([poison(PROMPT)]),
-    "usage_error": lambda: messages.usage_error(HOSTILE, HOSTILE),
-    "status": lambda: messages.status_blocks(poison(STATUS)),
+    "usage_error": lambda: usage_error(HOSTILE, HOSTILE),
+    "status": lambda: status_blocks(poison(STATUS)),
     "notice": lambda: notice(HOSTILE),
     "connect_link": lambda: connect_link(HOSTILE, HOSTILE_URL),
     "reconnect_notice": lambda: reconnect_notice(HOSTILE, "clio", HOSTILE),

@@ -19,11 +19,11 @@ from hardcost.bot.digest import local_now
 from hardcost.bot.export import upload_trail
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
-from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
 from hardcost.bot.ui.failures import failures_list
 from hardcost.bot.ui.lists import pending_list, rules_list
 from hardcost.bot.ui.notices import connect_link, notice
+from hardcost.bot.ui.status import help_message, status_blocks, usage_error
 from hardcost.bot.ui.text import Mrkdwn, link, md, mention, mrkdwn
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, oauth
@@ -82,10 +82,10 @@ def register(app: App, ctx: BotContext) -> None:
                     client: WebClient) -> None:
         sub, args = _parse(command.get("text"))
         if sub == "help":
-            help_message = messages.help_message()
-            ack(text=help_message.text, blocks=help_message.blocks)
+            listing = help_message()
+            ack(text=listing.text, blocks=listing.blocks)
         elif sub not in SUBCOMMANDS:
-            usage = messages.usage_error(f"There is no /hardcost {sub}.", "/hardcost help")
+            usage = usage_error(f"There is no /hardcost {sub}.", "/hardcost help")
             ack(text=usage.text, blocks=usage.blocks)
         elif sub == "run":
             # Decided here, so the person hears one thing: started, or already under way.
@@ -111,13 +111,13 @@ def register(app: App, ctx: BotContext) -> None:
                 "settings. Ask one of them."))
             return
         if any("\x00" in arg for arg in args):  # no name or value holds one; no database keeps it
-            _reply(respond, messages.usage_error(
+            _reply(respond, usage_error(
                 "A command cannot hold a NUL character.", USAGES.get(sub, "/hardcost help")))
             return
         try:
             HANDLERS[sub](ctx, firm_id, args, command, respond, client)
         except SettingError as exc:
-            _reply(respond, messages.usage_error(exc.problem, exc.usage))
+            _reply(respond, usage_error(exc.problem, exc.usage))
         except (ApiError, FirmNotReady) as exc:
             _reply(respond, notice(str(exc)))
 
@@ -129,7 +129,7 @@ Handler = Any
 
 def _status(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
             respond: Respond, client: WebClient) -> None:
-    _reply(respond, messages.status_blocks(service.status_report(ctx, client, firm_id)))
+    _reply(respond, status_blocks(service.status_report(ctx, client, firm_id)))
 
 
 def _start_run(ctx: BotContext, command: dict[str, Any], respond: Respond,

@@ -1,12 +1,5 @@
-"""Every Slack message hardcost posts, as pure builders: plain data in, ``Message`` out.
-
-No HTTP, no database, no clock (``now`` is passed in). Blocks are built with
-``slack_sdk.models.blocks`` and returned as dicts (``to_dict()`` checks Slack's limits). User
-data (names, memos, messages) is escaped and clipped before it reaches mrkdwn; every message
-carries a ``text`` notification fallback.
-
-The settings modal lives in ``bot.ui.modals``, App Home in ``bot.ui.home``.
-"""
+"""``/hardcost status``, ``/hardcost help`` and the answer to a bad command (pure builders,
+see ``bot.ui.blocks``)."""
 
 from __future__ import annotations
 
