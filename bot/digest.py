@@ -20,8 +20,8 @@ from sqlalchemy.orm import Session
 
 from hardcost.bot.notify import Notifier, to_group_view, to_prompt
 from hardcost.bot.outbox import enqueue
-from hardcost.bot.ui import messages
-from hardcost.bot.ui.content import DigestClient
+from hardcost.bot.ui.content import DigestClient, Message
+from hardcost.bot.ui.groups import digest
 from hardcost.sync import prompt_groups
 from hardcost.sync.firm_settings import SettingError, zone_name
 from hardcost.sync.metrics import DIGEST_FAILURES
@@ -86,7 +86,7 @@ def _queue_digest(notifier: Notifier, firm_id: int, local: datetime) -> bool:
         assert settings is not None and settings.slack_channel_id
         parts = _clients(session, notifier, firm_id)
         if parts:  # nothing waits: nothing to say (the day is still marked done)
-            pages = messages.digest(parts, on=today)
+            pages = digest(parts, on=today)
             top = enqueue(session, firm_id, "chat.postMessage",
                           _payload(pages[0], settings.slack_channel_id))
             for page in pages[1:]:
@@ -97,7 +97,7 @@ def _queue_digest(notifier: Notifier, firm_id: int, local: datetime) -> bool:
     return bool(parts)
 
 
-def _payload(message: messages.Message, channel: str) -> dict[str, object]:
+def _payload(message: Message, channel: str) -> dict[str, object]:
     return {"channel": channel, "text": message.text, "blocks": message.blocks,
             "unfurl_links": False, "unfurl_media": False}
 

@@ -25,7 +25,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.outbox import ClientFor, enqueue
-from hardcost.bot.ui import messages
+from hardcost.bot.ui.runs import run_progress
 from hardcost.sync.live import STOP_POLL_EVERY, LiveFigures, LiveProgress
 from hardcost.sync.store import Firm, FirmSettings, Run, SlackOutbox
 
@@ -92,7 +92,7 @@ class SlackProgress:
             channel = settings.slack_channel_id if settings is not None else None
             if firm is None or not channel:
                 return
-            message = messages.run_progress(figures, firm_name=firm.name)
+            message = run_progress(figures, firm_name=firm.name)
             if run_post(session, self.firm_id, figures.run_id) is None:
                 enqueue(session, self.firm_id, "chat.postMessage",
                         {"channel": channel, "text": message.text, "blocks": message.blocks,

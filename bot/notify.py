@@ -16,7 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.live import run_post
 from hardcost.bot.outbox import ClientFor, deliver, enqueue
-from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
     Choice,
     FailureNotice,
@@ -25,6 +24,11 @@ from hardcost.bot.ui.content import (
     PromptAnswer,
     PromptGroupView,
 )
+from hardcost.bot.ui.failures import failure_alert
+from hardcost.bot.ui.groups import prompt_group, prompt_group_done
+from hardcost.bot.ui.notices import expiry_warning, reconnect_notice
+from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
+from hardcost.bot.ui.runs import run_details, run_summary
 from hardcost.sync import prompt_groups
 from hardcost.sync.qbo import transaction_url
 from hardcost.sync.rules import PlannedEntry, is_bill
@@ -138,7 +142,7 @@ class Notifier:
         progress = run_post(session, firm_id, run.id) if run is not None else None
         if progress is None and not summary.did_something:
             return
-        message = messages.run_summary(
+        message = run_summary(
             summary, firm_name=firm_name,
             stopped_by=run.stop_requested_by if run is not None else None,
             handled_of=(summary.handled, summary.entries_expected))
@@ -150,7 +154,7 @@ class Notifier:
             enqueue(session, firm_id, "chat.update",
                     {"text": message.text, "blocks": message.blocks},
                     ref_kind="run", ref_id=summary.run_id, now=self.clock())
-        for reply in messages.run_details(summary):
+        for reply in run_details(summary):
             enqueue(session, firm_id, "chat.postMessage", _post(reply, channel), parent=top)
 
     def _queue_connection_notices(self, session: Session, firm_id: int, channel: str) -> None:
@@ -159,12 +163,12 @@ class Notifier:
         for row in session.scalars(select(Connection).where(Connection.firm_id == firm_id)):
             service = PROVIDER_NAMES.get(row.provider, row.provider)
             if row.broken_at is not None and row.broken_notified_at is None:
-                message = messages.reconnect_notice(service, row.provider, row.broken_reason)
+                message = reconnect_notice(service, row.provider, row.broken_reason)
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel))
                 row.broken_notified_at = now
             if row.hard_expires_at is not None and row.expiry_warned_at is None and \
                     row.hard_expires_at - now <= EXPIRY_WARNING:
-                message = messages.expiry_warning(service, row.provider, row.hard_expires_at)
+                message = expiry_warning(service, row.provider, row.hard_expires_at)
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel))
                 row.expiry_warned_at = now
 
@@ -174,8 +178,8 @@ class Notifier:
                 Failure.firm_id == firm_id, Failure.resolved_at.is_(None),
                 Failure.slack_ts.is_(None)).order_by(Failure.id)):
             if row.id not in queued:
-                message = messages.failure_alert(to_failure_notice(row,
-                                                              sandbox_links=self.sandbox_links))
+                message = failure_alert(to_failure_notice(row,
+                                                     sandbox_links=self.sandbox_links))
                 enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
                         ref_kind="failure", ref_id=row.id)
 
@@ -233,7 +237,7 @@ class Notifier:
             session.flush()
             view = to_group_view(session, group, sandbox_links=self.sandbox_links)
             parent = enqueue(session, firm_id, "chat.postMessage",
-                             _post(messages.prompt_group(view), channel),
+                             _post(prompt_group(view), channel),
                              ref_kind="group", ref_id=group.id)
         else:
             for row in rows:
@@ -246,7 +250,7 @@ class Notifier:
             parent = found
             self.update_group(session, group)
         for row in rows:
-            message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+            message = prompt(to_prompt(row, sandbox_links=self.sandbox_links))
             enqueue(session, firm_id, "chat.postMessage", _post(message, channel),
                     parent=parent, ref_kind="prompt", ref_id=row.id)
 
@@ -264,12 +268,12 @@ class Notifier:
         view = to_group_view(session, group, sandbox_links=self.sandbox_links)
         if view.members:
             self.update_message(session, group.firm_id, "group", group.id,
-                                messages.prompt_group(view))
+                                prompt_group(view))
         elif group.resolution is None:
             group.resolution = "answered"
             group.resolved_at = self.clock()
             self.update_message(session, group.firm_id, "group", group.id,
-                                messages.prompt_group_done(group.customer_name))
+                                prompt_group_done(group.customer_name))
 
     def _queue_settled_prompts(self, session: Session, firm_id: int) -> None:
         """Prompts a run settled by itself (a matter appeared, the purchase was deleted or
@@ -289,7 +293,7 @@ class Notifier:
                 continue
             answer = PromptAnswer(by_user="hardcost", outcome=str(row.resolution),
                                   clio_entry_id=row.clio_activity_id)
-            message = messages.prompt_answered(
+            message = prompt_answered(
                 to_prompt(row, sandbox_links=self.sandbox_links), answer)
             self.update_message(session, firm_id, "prompt", row.id, message)
 
@@ -299,12 +303,12 @@ class Notifier:
                 WaitingExpense.firm_id == firm_id, WaitingExpense.prompt_stale.is_(True),
                 WaitingExpense.resolved_at.is_(None), WaitingExpense.resolution.is_(None),
                 WaitingExpense.slack_ts.is_not(None))):
-            message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+            message = prompt(to_prompt(row, sandbox_links=self.sandbox_links))
             self.update_message(session, firm_id, "prompt", row.id, message)
             row.prompt_stale = False
 
     def queue_prompt(self, session: Session, row: WaitingExpense, channel: str) -> None:
-        message = messages.prompt(to_prompt(row, sandbox_links=self.sandbox_links))
+        message = prompt(to_prompt(row, sandbox_links=self.sandbox_links))
         enqueue(session, row.firm_id, "chat.postMessage", _post(message, channel),
                 ref_kind="prompt", ref_id=row.id)
 
@@ -316,9 +320,9 @@ class Notifier:
                 WaitingExpense.resolution.is_(None), WaitingExpense.slack_ts.is_not(None),
                 WaitingExpense.created_at <= due,
                 or_(WaitingExpense.reminded_at.is_(None), WaitingExpense.reminded_at <= due))):
-            message = messages.prompt_reminder(to_prompt(row,
-                                                           sandbox_links=self.sandbox_links),
-                                               now=now)
+            message = prompt_reminder(to_prompt(row,
+                                                  sandbox_links=self.sandbox_links),
+                                      now=now)
             enqueue(session, firm_id, "chat.postMessage",
                     _post(message, str(row.slack_channel), thread_ts=row.slack_ts))
             row.reminded_at = now

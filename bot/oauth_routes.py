@@ -13,7 +13,7 @@ from werkzeug.wrappers import Request, Response
 
 from hardcost.bot.context import BotContext
 from hardcost.bot.outbox import ClientFor
-from hardcost.bot.ui import messages
+from hardcost.bot.ui.notices import notice
 from hardcost.bot.ui.pages import oauth_page
 from hardcost.bot.ui.text import md, mention
 from hardcost.sync.oauth import finish
@@ -29,7 +29,7 @@ def oauth_callback(ctx: BotContext, client: ClientFor,
                          realm_id=args.get("realmId"), now=ctx.clock())
         if outcome.ok and outcome.firm_id is not None:
             name = PROVIDER_NAMES[provider]
-            ctx.notifier(client).tell(outcome.firm_id, messages.notice(
+            ctx.notifier(client).tell(outcome.firm_id, notice(
                 md(f"{name} connected by ", mention(outcome.slack_user_id), ".")
                 if outcome.slack_user_id else f"{name} connected."))
         page = oauth_page(outcome.title, outcome.message, ok=outcome.ok)

@@ -33,7 +33,7 @@ from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
 from hardcost.bot.socket_mode import SocketModeLink
-from hardcost.bot.ui import messages
+from hardcost.bot.ui.notices import notice
 from hardcost.bot.web import make_wsgi_app, serve_forever
 from hardcost.bot.webhooks import WebhookWorker, webhook_routes
 from hardcost.sync.config import Settings
@@ -106,7 +106,7 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
         refresh_every=config.scheduler_refresh_seconds,
         threads=config.scheduler_threads,
         on_problem=lambda firm_id, problem: ctx.notifier(clients).tell(
-            firm_id, messages.notice(problem)),
+            firm_id, notice(problem)),
         daily=lambda now: send_due_digests(ctx.notifier(clients), now),
         housekeeping=lambda: prune(engine, config.retention_days))
     # SQLite: SchedulerRefused when another serve runs on this file. Then the runs of a

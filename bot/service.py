@@ -13,7 +13,6 @@ from sqlalchemy import func, select
 from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_failure_notice, to_prompt
 from hardcost.bot.outbox import undelivered
-from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import (
     Choice,
     FailureNotice,
@@ -24,6 +23,7 @@ from hardcost.bot.ui.content import (
     StatusReport,
     TrailEntry,
 )
+from hardcost.bot.ui.runs import live_line
 from hardcost.sync import audit, matter_rules
 from hardcost.sync.bounds import ID, fits
 from hardcost.sync.firm_settings import Lookups, SettingError
@@ -205,7 +205,7 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         problems=tuple(problems),
         webhooks=bool(ctx.config.qbo_webhook_verifier), bills=settings.bills or "off",
         waiting_for_payment=int(for_payment),
-        live=messages.live_line(live) if live is not None else None,
+        live=live_line(live) if live is not None else None,
         stopping_by=live.stop_requested_by if live is not None else None)
 
 

@@ -360,7 +360,7 @@ def test_on_payment_a_paid_bill_no_longer_paid_is_reported_and_its_entry_kept(
 def test_the_slack_summary_shows_a_bill_no_longer_paid() -> None:
     from datetime import UTC, datetime
 
-    from hardcost.bot.ui.messages import run_details, run_summary
+    from hardcost.bot.ui.runs import run_details, run_summary
     from hardcost.sync.summary import ChangedItem, RunSummary
 
     summary = RunSummary(firm_id=1, run_id=7, dry_run=False,

@@ -12,11 +12,23 @@ from typing import Any
 
 import pytest
 
-from hardcost.bot.ui import messages
-from hardcost.bot.ui.content import Choice, FailureNotice, Prompt, PromptAnswer, SettingsForm
+from hardcost.bot.ui.content import (
+    Choice,
+    FailureNotice,
+    Message,
+    Prompt,
+    PromptAnswer,
+    SettingsForm,
+)
 from hardcost.bot.ui.content import StatusReport as Status
+from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_list
 from hardcost.bot.ui.home import home_view
+from hardcost.bot.ui.lists import pending_list
 from hardcost.bot.ui.modals import saved_modal, settings_modal
+from hardcost.bot.ui.notices import connect_link, expiry_warning, notice, reconnect_notice
+from hardcost.bot.ui.prompts import prompt, prompt_answered, prompt_reminder
+from hardcost.bot.ui.runs import run_details, run_summary
+from hardcost.bot.ui.status import status_blocks, usage_error
 from hardcost.sync.summary import (
     FailureItem,
     ImportedEntry,
@@ -71,7 +83,7 @@ def rendered(out: Any) -> list[str]:
     outs = out if isinstance(out, list) else [out]
     texts: list[str] = []
     for one in outs:
-        if isinstance(one, messages.Message):
+        if isinstance(one, Message):
             texts.append(one.text)  # the notification fallback is mrkdwn too
             texts += mrkdwn_texts(one.blocks)
         else:
@@ -107,30 +119,30 @@ SUMMARY = RunSummary(
     reconciled=ReconcileNote("offline", "2026-01-01T00:00:00", 3, 1))
 
 BUILDERS: dict[str, Callable[[], Any]] = {
-    "run_summary": lambda: messages.run_summary(poison(SUMMARY), firm_name=HOSTILE),
-    "run_details": lambda: messages.run_details(poison(SUMMARY)),
-    "failure_alert": lambda: messages.failure_alert(poison(FAILURE)),
-    "failure_retried": lambda: messages.failure_retried(poison(FAILURE), by_user=HOSTILE,
-                                                        outcome=HOSTILE),
-    "failures_list": lambda: messages.failures_list([poison(FAILURE)]),
-    "prompt": lambda: messages.prompt(poison(PROMPT)),
-    "prompt_contact": lambda: messages.prompt(poison(dataclasses.replace(
+    "run_summary": lambda: run_summary(poison(SUMMARY), firm_name=HOSTILE),
+    "run_details": lambda: run_details(poison(SUMMARY)),
+    "failure_alert": lambda: failure_alert(poison(FAILURE)),
+    "failure_retried": lambda: failure_retried(poison(FAILURE), by_user=HOSTILE,
+                                               outcome=HOSTILE),
+    "failures_list": lambda: failures_list([poison(FAILURE)]),
+    "prompt": lambda: prompt(poison(PROMPT)),
+    "prompt_contact": lambda: prompt(poison(dataclasses.replace(
         PROMPT, kind="contact", reason="several_contacts"))),
-    "prompt_answered": lambda: messages.prompt_answered(
+    "prompt_answered": lambda: prompt_answered(
         poison(PROMPT), poison(PromptAnswer(by_user="U1", outcome="linked", label="l",
                                             clio_entry_id=4))),
-    "prompt_reminder": lambda: messages.prompt_reminder(poison(PROMPT),
-                                                        now=datetime(2026, 3, 3)),
-    "pending_list": lambda: messages.pending_list([poison(PROMPT)]),
-    "usage_error": lambda: messages.usage_error(HOSTILE, HOSTILE),
-    "status": lambda: messages.status_blocks(poison(STATUS)),
-    "notice": lambda: messages.notice(HOSTILE),
-    "connect_link": lambda: messages.connect_link(HOSTILE, HOSTILE_URL),
-    "reconnect_notice": lambda: messages.reconnect_notice(HOSTILE, "clio", HOSTILE),
-    "expiry_warning": lambda: messages.expiry_warning(HOSTILE, "quickbooks",
-                                                      datetime(2026, 4, 1)),
+    "prompt_reminder": lambda: prompt_reminder(poison(PROMPT),
+                                               now=datetime(2026, 3, 3)),
+    "pending_list": lambda: pending_list([poison(PROMPT)]),
+    "usage_error": lambda: usage_error(HOSTILE, HOSTILE),
+    "status": lambda: status_blocks(poison(STATUS)),
+    "notice": lambda: notice(HOSTILE),
+    "connect_link": lambda: connect_link(HOSTILE, HOSTILE_URL),
+    "reconnect_notice": lambda: reconnect_notice(HOSTILE, "clio", HOSTILE),
+    "expiry_warning": lambda: expiry_warning(HOSTILE, "quickbooks",
+                                             datetime(2026, 4, 1)),
     "home": lambda: home_view(poison(STATUS)),
-    "prompt_no_customer": lambda: messages.prompt(poison(dataclasses.replace(
+    "prompt_no_customer": lambda: prompt(poison(dataclasses.replace(
         PROMPT, reason="no_customer", choices=()))),
     "settings_modal": lambda: settings_modal(poison(SETTINGS)),
     "settings_modal_refused": lambda: settings_modal(poison(SETTINGS), problems={
@@ -141,10 +153,10 @@ BUILDERS: dict[str, Callable[[], Any]] = {
 
 def test_the_poisoning_reaches_the_content() -> None:
     # The checks below mean something only if the builders really got the hostile text.
-    prompt = poison(PROMPT)
-    assert prompt.client == HOSTILE and prompt.choices[0].label == HOSTILE
-    assert prompt.kind == "matter" and prompt.qbo_url == HOSTILE_URL
-    assert any("&lt;!here&gt;" in text for text in rendered(messages.prompt(prompt)))
+    poisoned = poison(PROMPT)
+    assert poisoned.client == HOSTILE and poisoned.choices[0].label == HOSTILE
+    assert poisoned.kind == "matter" and poisoned.qbo_url == HOSTILE_URL
+    assert any("&lt;!here&gt;" in text for text in rendered(prompt(poisoned)))
 
 
 @pytest.mark.parametrize("name", sorted(BUILDERS))

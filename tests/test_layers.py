@@ -134,3 +134,13 @@ def test_no_import_cycle(part: str) -> None:
     inside = {m: {d for d in deps if _part(d) == part}
               for m, deps in GRAPH.items() if _part(m) == part}
     assert _cycles(inside) == []
+
+
+def test_the_run_conductor_and_the_message_builders_stay_small() -> None:
+    """A run is conducted by a short ``Importer`` over parts with one job each, and messages
+    are built by surface (docs/design.md, "One run, in parts"): a module that grows past its
+    bound is a sign that a new job landed in the wrong room."""
+    sizes = {module: len(path.read_text().splitlines()) for module, path in MODULES.items()}
+    assert sizes["hardcost.sync.importer"] < 400, sizes["hardcost.sync.importer"]
+    ui = {m: n for m, n in sizes.items() if m.startswith("hardcost.bot.ui.")}
+    assert ui and max(ui.values()) <= 500, ui

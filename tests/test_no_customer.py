@@ -348,7 +348,9 @@ def test_reminders_digests_and_run_details_say_there_is_no_client() -> None:
     from datetime import UTC, date, datetime
 
     from hardcost.bot.ui.content import DigestClient, Prompt
-    from hardcost.bot.ui.messages import digest, prompt_reminder, run_details
+    from hardcost.bot.ui.groups import digest
+    from hardcost.bot.ui.prompts import prompt_reminder
+    from hardcost.bot.ui.runs import run_details
     from hardcost.sync.summary import WaitingItem
 
     untagged = Prompt(id=9, kind="matter", reason="no_customer", amount=Decimal("19.99"),

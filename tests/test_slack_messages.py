@@ -47,28 +47,21 @@ from hardcost.bot.ui.content import (
     StatusReport,
     TrailEntry,
 )
+from hardcost.bot.ui.failures import failure_alert, failure_retried, failures_list
+from hardcost.bot.ui.groups import prompt_group, prompt_group_answered
 from hardcost.bot.ui.home import home_view
-from hardcost.bot.ui.messages import (
-    failure_alert,
-    failure_retried,
-    failures_list,
-    help_message,
+from hardcost.bot.ui.lists import pending_list, rules_list
+from hardcost.bot.ui.modals import settings_modal, settings_values
+from hardcost.bot.ui.notices import notice
+from hardcost.bot.ui.prompts import (
     matter_options,
     matter_search_options,
-    notice,
-    pending_list,
     prompt,
     prompt_answered,
-    prompt_group,
-    prompt_group_answered,
     prompt_reminder,
-    rules_list,
-    run_details,
-    run_summary,
-    status_blocks,
-    usage_error,
 )
-from hardcost.bot.ui.modals import settings_modal, settings_values
+from hardcost.bot.ui.runs import run_details, run_summary
+from hardcost.bot.ui.status import help_message, status_blocks, usage_error
 from hardcost.bot.ui.text import channel, md, mention
 from hardcost.bot.ui.trail import history
 from hardcost.sync.summary import (

@@ -21,7 +21,6 @@ from hardcost.bot.notify import to_failure_notice, to_group_view, to_prompt
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.payloads import id_pair, row_id
 from hardcost.bot.surfaces import open_settings_modal, publish_home
-from hardcost.bot.ui import messages
 from hardcost.bot.ui import undo as undo_answer
 from hardcost.bot.ui.content import (
     ACTION_CHOOSE_CONTACT,
@@ -47,6 +46,12 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
+from hardcost.bot.ui.failures import failure_retried
+from hardcost.bot.ui.groups import prompt_group_answered, replace_group_blocks
+from hardcost.bot.ui.lists import pending_list
+from hardcost.bot.ui.notices import connect_link, notice
+from hardcost.bot.ui.prompts import matter_options, matter_search_options, prompt, prompt_answered
+from hardcost.bot.ui.runs import run_progress
 from hardcost.bot.ui.text import Mrkdwn, md, mention, slack_time
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, choices, matter_cache, matter_rules, oauth, prompt_groups, undo
@@ -86,7 +91,7 @@ def _may_choose(ctx: BotContext, firm_id: int, user_id: str, respond: Respond, *
 def _ephemeral(respond: Respond, text: str) -> None:
     """Tell only the clicker. Plain ``text`` (a Clio error, a failure's message) is escaped;
     ``Mrkdwn`` keeps its mentions."""
-    message = messages.notice(text)
+    message = notice(text)
     respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
             replace_original=False)
 
@@ -97,7 +102,7 @@ def _tell(respond: Respond | None, client: WebClient, user_id: str, text: str) -
     if respond is not None and getattr(respond, "response_url", None):
         _ephemeral(respond, text)
         return
-    message = messages.notice(text)
+    message = notice(text)
     client.chat_postMessage(channel=user_id, text=message.text, blocks=message.blocks)
 
 
@@ -217,7 +222,7 @@ def register(app: App, ctx: BotContext) -> None:
         with ctx.sessions() as session:
             row = session.get(WaitingExpense, waiting_id)
             assert row is not None
-            reopened = messages.prompt(to_prompt(row, sandbox_links=ctx.sandbox_links))
+            reopened = prompt(to_prompt(row, sandbox_links=ctx.sandbox_links))
             if row.slack_ts is not None:
                 notifier.update_message(session, firm_id, "prompt", waiting_id, reopened)
             session.commit()
@@ -243,14 +248,14 @@ def register(app: App, ctx: BotContext) -> None:
             if row.reason == WaitReason.NO_CUSTOMER.value:
                 # Any of the firm's open and pending matters: searched in the local copy.
                 found = matter_cache.search(session, firm_id, str(payload.get("value") or ""))
-                ack(options=messages.matter_search_options(waiting_id, [
+                ack(options=matter_search_options(waiting_id, [
                     (Choice(m.id, matter_label(m.display_number, m.description)),
                      m.client_name) for m in found]))
                 return
             view = to_prompt(row, sandbox_links=ctx.sandbox_links)
-        ack(options=messages.matter_options(waiting_id, view.choices,
-                                            str(payload.get("value") or ""),
-                                            suggested=view.suggested))
+        ack(options=matter_options(waiting_id, view.choices,
+                                   str(payload.get("value") or ""),
+                                   suggested=view.suggested))
 
     def on_retry(body: dict[str, Any], action: dict[str, Any], respond: Respond,
                  client: WebClient) -> None:
@@ -294,8 +299,8 @@ def register(app: App, ctx: BotContext) -> None:
             notifier = ctx.notifier(client)
             if fixed:
                 notifier.update_message(session, firm_id, "failure", failure.id,
-                                        messages.failure_retried(view, by_user=user_id,
-                                                                 outcome=outcome))
+                                        failure_retried(view, by_user=user_id,
+                                                        outcome=outcome))
             session.commit()
         notifier.after_run(firm_id, summary)
         if not fixed:
@@ -328,7 +333,7 @@ def register(app: App, ctx: BotContext) -> None:
         channel = settings.slack_channel_id
         if not channel:
             return
-        for message in messages.pending_list(service.open_prompts(ctx, firm_id)):
+        for message in pending_list(service.open_prompts(ctx, firm_id)):
             client.chat_postEphemeral(channel=channel, user=user_id, text=message.text,
                                       blocks=message.blocks)
 
@@ -349,7 +354,7 @@ def register(app: App, ctx: BotContext) -> None:
         link = oauth.start(ctx.sessions, ctx.config, firm_id, provider,
                            slack_team_id=(body.get("team") or {}).get("id"),
                            slack_user_id=user_id, region=region, now=ctx.clock())
-        message = messages.connect_link(PROVIDER_NAMES[provider], link)
+        message = connect_link(PROVIDER_NAMES[provider], link)
         respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
                 replace_original=False)
 
@@ -389,7 +394,7 @@ def register(app: App, ctx: BotContext) -> None:
             figures = LiveFigures.from_json(run.progress)
             firm = session.get(Firm, firm_id)
             if figures is not None and firm is not None:
-                shown = messages.run_progress(
+                shown = run_progress(
                     LiveFigures(**{**figures.to_json(), "stop_requested_by": asked_by}),
                     firm_name=firm.name)
                 queue_run_update(session, firm_id, run_id, shown.text, shown.blocks,
@@ -449,7 +454,7 @@ def _show_result(ctx: BotContext, client: WebClient, respond: Respond, firm_id: 
                               label=result.label, clio_entry_id=result.clio_entry_id,
                               undoable=result.outcome == "linked",
                               rule_offer=matter_rules.offer_for(row) is not None)
-        answered = messages.prompt_answered(view, answer)
+        answered = prompt_answered(view, answer)
         if result.still_waiting is not None:
             # The contact is settled, the matter is not: the old message records the answer
             # and a new prompt asks the next question.
@@ -481,7 +486,7 @@ def _show_group_result(ctx: BotContext, client: WebClient, body: dict[str, Any],
             row = session.get(WaitingExpense, waiting_id)
             if row is None:
                 continue
-            answered = messages.prompt_answered(
+            answered = prompt_answered(
                 to_prompt(row, sandbox_links=ctx.sandbox_links),
                 PromptAnswer(by_user=str(result.answered_by), outcome="linked",
                              label=result.label, clio_entry_id=row.clio_activity_id,
@@ -503,13 +508,13 @@ def _show_group_result(ctx: BotContext, client: WebClient, body: dict[str, Any],
         if group.slack_ts is not None:
             view = to_group_view(session, group, sandbox_links=ctx.sandbox_links)
             notifier.update_message(session, firm_id, "group", group_id,
-                                    messages.prompt_group_answered(view, answer))
+                                    prompt_group_answered(view, answer))
         else:
             clicked = _clicked_message(body)
             if clicked is not None:
                 where, blocks, text = clicked
-                replaced = messages.replace_group_blocks(blocks, group_id,
-                                                         group.customer_name, answer)
+                replaced = replace_group_blocks(blocks, group_id,
+                                                group.customer_name, answer)
                 notifier.update_message_at(session, firm_id, where,
                                            Message(text=text, blocks=replaced))
                 # A digest's expenses have no message of their own: each one linked gets one

@@ -19,8 +19,11 @@ from hardcost.bot.digest import local_now
 from hardcost.bot.export import upload_trail
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
-from hardcost.bot.ui import messages
 from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
+from hardcost.bot.ui.failures import failures_list
+from hardcost.bot.ui.lists import pending_list, rules_list
+from hardcost.bot.ui.notices import connect_link, notice
+from hardcost.bot.ui.status import help_message, status_blocks, usage_error
 from hardcost.bot.ui.text import Mrkdwn, link, md, mention, mrkdwn
 from hardcost.bot.ui.trail import history
 from hardcost.sync import audit, oauth
@@ -79,10 +82,10 @@ def register(app: App, ctx: BotContext) -> None:
                     client: WebClient) -> None:
         sub, args = _parse(command.get("text"))
         if sub == "help":
-            help_message = messages.help_message()
-            ack(text=help_message.text, blocks=help_message.blocks)
+            listing = help_message()
+            ack(text=listing.text, blocks=listing.blocks)
         elif sub not in SUBCOMMANDS:
-            usage = messages.usage_error(f"There is no /hardcost {sub}.", "/hardcost help")
+            usage = usage_error(f"There is no /hardcost {sub}.", "/hardcost help")
             ack(text=usage.text, blocks=usage.blocks)
         elif sub == "run":
             # Decided here, so the person hears one thing: started, or already under way.
@@ -99,24 +102,24 @@ def register(app: App, ctx: BotContext) -> None:
         if firm_id is None and sub == "connect" and _is_workspace_admin(client, user_id):
             firm_id = _create_firm(ctx, command)
         if firm_id is None:
-            _reply(respond, messages.notice(NOT_SET_UP))
+            _reply(respond, notice(NOT_SET_UP))
             return
         settings = ctx.settings(firm_id)
         if sub in ADMIN_ONLY and not service.is_settings_admin(client, settings, user_id):
-            _reply(respond, messages.notice(
+            _reply(respond, notice(
                 "Only workspace admins and hardcost's approvers can change hardcost's "
                 "settings. Ask one of them."))
             return
         if any("\x00" in arg for arg in args):  # no name or value holds one; no database keeps it
-            _reply(respond, messages.usage_error(
+            _reply(respond, usage_error(
                 "A command cannot hold a NUL character.", USAGES.get(sub, "/hardcost help")))
             return
         try:
             HANDLERS[sub](ctx, firm_id, args, command, respond, client)
         except SettingError as exc:
-            _reply(respond, messages.usage_error(exc.problem, exc.usage))
+            _reply(respond, usage_error(exc.problem, exc.usage))
         except (ApiError, FirmNotReady) as exc:
-            _reply(respond, messages.notice(str(exc)))
+            _reply(respond, notice(str(exc)))
 
     app.command("/hardcost")(ack=ack_command, lazy=[run_command])
 
@@ -126,7 +129,7 @@ Handler = Any
 
 def _status(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
             respond: Respond, client: WebClient) -> None:
-    _reply(respond, messages.status_blocks(service.status_report(ctx, client, firm_id)))
+    _reply(respond, status_blocks(service.status_report(ctx, client, firm_id)))
 
 
 def _start_run(ctx: BotContext, command: dict[str, Any], respond: Respond,
@@ -139,15 +142,15 @@ def _start_run(ctx: BotContext, command: dict[str, Any], respond: Respond,
     def then(summary: RunSummary) -> None:
         ctx.notifier(client).after_run(firm_id, summary)
         if summary.error:
-            _reply(respond, messages.notice(f"The import stopped: {summary.error}"))
+            _reply(respond, notice(f"The import stopped: {summary.error}"))
         elif not summary.did_something:
-            _reply(respond, messages.notice("Nothing new to import."))
+            _reply(respond, notice("Nothing new to import."))
 
     def failed(sentence: str) -> None:
-        _reply(respond, messages.notice(sentence))
+        _reply(respond, notice(sentence))
 
     def watch(url: str) -> None:  # a long run: where its progress shows
-        _reply(respond, messages.notice(md(
+        _reply(respond, notice(md(
             "This import will take a while: ", Mrkdwn(link(url, "follow its progress here")),
             ". It says how far it has got and when it will be done, and approvers can stop "
             "it there.")))
@@ -199,13 +202,13 @@ def _span(span: timedelta) -> str:
 
 def _pending(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
              respond: Respond, client: WebClient) -> None:
-    for message in messages.pending_list(service.open_prompts(ctx, firm_id)):
+    for message in pending_list(service.open_prompts(ctx, firm_id)):
         _reply(respond, message)
 
 
 def _failures(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
               respond: Respond, client: WebClient) -> None:
-    for message in messages.failures_list(service.open_failures(ctx, firm_id)):
+    for message in failures_list(service.open_failures(ctx, firm_id)):
         _reply(respond, message)
 
 
@@ -245,22 +248,22 @@ def _set(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any]
     log.info("firm %s: %s set %s", firm_id, user_id, key)
     if key == "approvers" and ctx.settings(firm_id).approvers:
         people = [part for u in ctx.settings(firm_id).approvers for part in (mention(u), " ")]
-        _reply(respond, messages.notice(md("Approvers: ", *people[:-1], ".")))
+        _reply(respond, notice(md("Approvers: ", *people[:-1], ".")))
         return
-    _reply(respond, messages.notice(done))
+    _reply(respond, notice(done))
 
 
 def _pause(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
     _set_paused(ctx, firm_id, True, str(command.get("user_id")))
-    _reply(respond, messages.notice("Scheduled imports are paused. `/hardcost resume` "
-                                    "restarts them; `/hardcost run` still works."))
+    _reply(respond, notice("Scheduled imports are paused. `/hardcost resume` "
+                           "restarts them; `/hardcost run` still works."))
 
 
 def _resume(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
             respond: Respond, client: WebClient) -> None:
     _set_paused(ctx, firm_id, False, str(command.get("user_id")))
-    _reply(respond, messages.notice("Scheduled imports are running again."))
+    _reply(respond, notice("Scheduled imports are running again."))
 
 
 def _set_paused(ctx: BotContext, firm_id: int, paused: bool, user_id: str) -> None:
@@ -324,7 +327,7 @@ def _connect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, 
     link = oauth.start(ctx.sessions, ctx.config, firm_id, provider,
                        slack_team_id=command.get("team_id"),
                        slack_user_id=command.get("user_id"), region=region, now=ctx.clock())
-    _reply(respond, messages.connect_link(PROVIDER_NAMES[provider], link))
+    _reply(respond, connect_link(PROVIDER_NAMES[provider], link))
 
 
 def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
@@ -332,25 +335,25 @@ def _disconnect(ctx: BotContext, firm_id: int, args: list[str], command: dict[st
     provider = _provider(args, "/hardcost disconnect quickbooks|clio")
     done = oauth.disconnect(ctx.sessions, ctx.config, firm_id, provider,
                             actor=str(command.get("user_id")), now=ctx.clock())
-    _reply(respond, messages.notice(done))
+    _reply(respond, notice(done))
     notifier = ctx.notifier(client)
     with ctx.sessions() as session:
         settings = session.get(FirmSettings, firm_id)
         if settings is not None and settings.slack_channel_id:
-            notice = messages.notice(md(
+            told = notice(md(
                 f"{PROVIDER_NAMES[provider]} was disconnected by ",
                 mention(str(command.get("user_id"))),
                 ": imports stop until it is connected again."))
             enqueue(session, firm_id, "chat.postMessage",
-                    {"channel": settings.slack_channel_id, "text": notice.text,
-                     "blocks": notice.blocks})
+                    {"channel": settings.slack_channel_id, "text": told.text,
+                     "blocks": told.blocks})
             session.commit()
     notifier.send(firm_id)
 
 
 def _check(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
-    _reply(respond, messages.notice(run_checks(ctx, client, firm_id)))
+    _reply(respond, notice(run_checks(ctx, client, firm_id)))
 
 
 def history_query(args: list[str]) -> HistoryQuery:
@@ -398,14 +401,14 @@ def _export(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, A
     settings = ctx.settings(firm_id)
     channel_id = settings.slack_channel_id \
         if service.is_settings_admin(client, settings, user_id) else None
-    _reply(respond, messages.notice(upload_trail(ctx, client, firm_id, user_id, period,
-                                                 channel_id=channel_id)))
+    _reply(respond, notice(upload_trail(ctx, client, firm_id, user_id, period,
+                                        channel_id=channel_id)))
 
 
 def _rules(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
-    for message in messages.rules_list(service.rule_views(ctx, firm_id),
-                                       page=rules_page(args)):
+    for message in rules_list(service.rule_views(ctx, firm_id),
+                              page=rules_page(args)):
         _reply(respond, message)
 
 

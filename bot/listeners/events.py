@@ -9,7 +9,7 @@ from slack_sdk import WebClient
 
 from hardcost.bot.context import BotContext
 from hardcost.bot.surfaces import publish_home
-from hardcost.bot.ui.messages import notice
+from hardcost.bot.ui.notices import notice
 
 
 def register(app: App, ctx: BotContext) -> None:

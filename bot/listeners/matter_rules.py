@@ -18,8 +18,8 @@ from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.notify import to_prompt
 from hardcost.bot.payloads import row_id
-from hardcost.bot.ui import messages
 from hardcost.bot.ui import undo as undo_answer
+from hardcost.bot.ui.blocks import LIST_ITEMS
 from hardcost.bot.ui.content import (
     ACTION_MAKE_RULE,
     ACTION_REMOVE_RULE,
@@ -28,6 +28,9 @@ from hardcost.bot.ui.content import (
     Message,
     PromptAnswer,
 )
+from hardcost.bot.ui.lists import rules_list
+from hardcost.bot.ui.notices import notice
+from hardcost.bot.ui.prompts import prompt_answered
 from hardcost.bot.ui.text import md, mention
 from hardcost.sync import matter_rules
 from hardcost.sync.store import WaitingExpense
@@ -36,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 def _ephemeral(respond: Respond, text: str) -> None:
-    message = messages.notice(text)
+    message = notice(text)
     respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
             replace_original=False)
 
@@ -83,7 +86,7 @@ def register(app: App, ctx: BotContext) -> None:
                                   undoable=row.resolution == "linked",  # Undo stays
                                   rule=matter_rules.describe(result.rule),
                                   rule_by=result.rule.created_by)
-            answered = messages.prompt_answered(
+            answered = prompt_answered(
                 to_prompt(row, sandbox_links=ctx.sandbox_links), answer)
             notifier.update_message(session, firm_id, "prompt", waiting_id, answered)
             session.commit()
@@ -109,8 +112,8 @@ def register(app: App, ctx: BotContext) -> None:
         log.info("firm %s: %s removed matter rule %s", firm_id, user_id, value)
         rules = service.rule_views(ctx, firm_id)
         # the page the rule was on (rules are listed oldest first)
-        number = sum(1 for r in rules if r.id < row_id(value)) // messages.LIST_ITEMS + 1
-        page = messages.rules_list(rules, page=number)[0]
+        number = sum(1 for r in rules if r.id < row_id(value)) // LIST_ITEMS + 1
+        page = rules_list(rules, page=number)[0]
         respond(text=page.text, blocks=page.blocks, response_type="ephemeral",
                 replace_original=True)
         _ephemeral(respond, result.message)
@@ -152,7 +155,7 @@ def register(app: App, ctx: BotContext) -> None:
         if firm_id is None or not number:
             _ephemeral(respond, "That list is not one this workspace can page.")
             return
-        for message in messages.rules_list(service.rule_views(ctx, firm_id), page=number):
+        for message in rules_list(service.rule_views(ctx, firm_id), page=number):
             respond(text=message.text, blocks=message.blocks, response_type="ephemeral",
                     replace_original=False)
 

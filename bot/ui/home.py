@@ -16,7 +16,7 @@ from hardcost.bot.ui.content import (
     StatusReport,
     TrailEntry,
 )
-from hardcost.bot.ui.messages import status_blocks
+from hardcost.bot.ui.status import status_blocks
 from hardcost.bot.ui.trail import home_trail
 
 

@@ -1,8 +1,9 @@
 """The audit trail in Slack: ``/hardcost history`` and App Home's latest changes.
 
-Pure builders like ``bot.ui.messages``: plain ``TrailEntry`` rows in, blocks out. One entry is
-one line; everything that came from outside (client names, matters, details, setting values) is
-escaped, and people are shown as mentions, system actors as words ("schedule", "webhook").
+Pure builders like the message modules of ``bot.ui`` (``bot.ui.blocks``): plain ``TrailEntry``
+rows in, blocks out. One entry is one line; everything that came from outside (client names,
+matters, details, setting values) is escaped, and people are shown as mentions, system actors as
+words ("schedule", "webhook").
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Undo's answer, visible only to the clicker: what was deleted, and each matter rule that
 still sends this kind of expense to the undone matter, with a button that removes it.
 
-Pure builders, like ``bot.ui.messages``: plain data in, ``Message`` (or blocks) out.
+Pure builders, like the message modules of ``bot.ui``: plain data in, ``Message`` (or blocks) out.
 """
 
 from __future__ import annotations
