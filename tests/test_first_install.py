@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -195,6 +196,30 @@ def test_a_common_mistake_is_named_in_a_line_not_a_traceback(case: str, tmp_path
     assert 1 <= len(lines) <= 3, result.stderr[-3000:]
     assert name in result.stderr, result.stderr
     assert "pw@" not in result.stderr  # a password in the URL is never shown
+
+
+def test_a_port_in_use_is_named_in_a_line_not_a_traceback(tmp_path: Path) -> None:
+    """``hardcost serve`` on a port another program listens on ends with one line naming the
+    port and PORT, status non-zero, no traceback, before it starts anything else (nor calls
+    Slack)."""
+    upgraded = subprocess.run([sys.executable, "-m", "hardcost", "db", "upgrade"],
+                              env=_mistake_env(tmp_path), capture_output=True, text=True,
+                              timeout=120)
+    assert upgraded.returncode == 0, upgraded.stderr
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "hardcost", "serve"], capture_output=True, text=True,
+            env=_mistake_env(tmp_path, PORT=str(port), SLACK_API_URL="http://127.0.0.1:9/api/"),
+            timeout=120)
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines() == [
+        f"hardcost serve: port {port} is already in use (another program, or another hardcost "
+        "serve, listens on it): stop it, or set PORT to a free port"]
 
 
 def test_an_empty_variable_is_its_default(monkeypatch: pytest.MonkeyPatch) -> None:
