@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import socket
 import threading
 import time
 from types import FrameType
@@ -34,7 +35,7 @@ from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
 from hardcost.bot.socket_mode import SocketModeLink
 from hardcost.bot.ui.notices import notice
-from hardcost.bot.web import make_wsgi_app, serve_forever
+from hardcost.bot.web import listen_socket, make_wsgi_app, serve_forever
 from hardcost.bot.webhooks import WebhookWorker, webhook_routes
 from hardcost.sync.config import Settings
 from hardcost.sync.db import alembic_config
@@ -89,6 +90,15 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
     Intuit's sandbox company app instead of the production one."""
     engine = make_engine(config.resolved_database_url())
     check_schema(engine)
+    listener = listen_socket("0.0.0.0", config.port)  # PortUnavailable before anything starts
+    try:
+        return _serve(config, engine, listener, sandbox_links=sandbox_links)
+    finally:
+        listener.close()
+
+
+def _serve(config: Settings, engine: Engine, listener: socket.socket, *,
+           sandbox_links: bool) -> int:
     sessions = make_session_factory(engine)
     ctx = BotContext(sessions=sessions, config=config,
                      importer_for=lambda firm_id: build_importer(
@@ -139,7 +149,7 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
             try:
                 serve_forever(make_wsgi_app(app, sessions, routes=routes,
                                             scheduler=ctx.scheduler, socket_mode=socket_mode),
-                              "0.0.0.0", config.port)
+                              listener)
             finally:
                 socket_mode.close()
             return 0
@@ -149,7 +159,7 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
                      config.public_url.rstrip("/"), INSTALL_PATH)
         serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler,
                                     signing_secret=config.slack_signing_secret),
-                      "0.0.0.0", config.port)
+                      listener)
         return 0
     finally:
         webhook_worker.stopped.set()  # QuickBooks webhooks: no new pass; a run under way

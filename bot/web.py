@@ -6,10 +6,12 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
 import re
+import socket
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -197,6 +199,34 @@ def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1"
     return WebServer(f"http://{host}:{actual}", server, thread, stopping)
 
 
-def serve_forever(app: Callable[..., Iterable[bytes]], host: str, port: int,
+class PortUnavailable(RuntimeError):
+    """``hardcost serve`` cannot listen on its port (``PORT``): another program holds it, or
+    the port needs privileges the process lacks."""
+
+
+def listen_socket(host: str, port: int, variable: str = "PORT") -> socket.socket:
+    """A socket bound to ``host:port`` for :func:`serve_forever`; taken before anything else
+    starts, so that a port in use ends ``hardcost serve`` with one line naming ``variable``
+    (:class:`PortUnavailable`) instead of a traceback after the scheduler has started."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise PortUnavailable(
+                f"port {port} is already in use (another program, or another hardcost serve, "
+                f"listens on it): stop it, or set {variable} to a free port") from None
+        if exc.errno == errno.EACCES:
+            raise PortUnavailable(
+                f"port {port} needs privileges this process does not have: set {variable} "
+                "to a port above 1023") from None
+        raise
+    return sock
+
+
+def serve_forever(app: Callable[..., Iterable[bytes]], listener: socket.socket,
                   threads: int = 32) -> None:
-    create_server(app, host=host, port=port, threads=threads, ident="hardcost").run()
+    """Serve ``app`` on ``listener`` (:func:`listen_socket`) until the process is stopped."""
+    create_server(app, sockets=[listener], threads=threads, ident="hardcost").run()

@@ -19,7 +19,6 @@ import itertools
 import json
 import logging
 import math
-import os
 import re
 import secrets
 import threading
@@ -53,8 +52,9 @@ ACCESS_TOKEN_SECONDS = 2_592_000
 RATE_WINDOW_SECONDS = 60
 DEFAULT_LIMIT = 200
 OFFSET_PAGING_CAP = 10_000
-SPEC_FILENAME = "clio-openapi-4.0.13.json"
-SPEC_ENV = "HARDCOST_CLIO_OPENAPI"
+CLIO_SCHEMA = Path(__file__).resolve().with_name("clio_schema.json")
+"""The facts of Clio's OpenAPI document every request and answer is checked against (made by
+``scripts/clio_schema_extract.py``; see docs/api-fidelity.md)."""
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -864,28 +864,12 @@ URL_MAP = Map([
 ])
 
 
-def spec_candidates() -> list[Path]:
-    """Where the Clio OpenAPI document may be, in the order :func:`default_spec_path` looks."""
-    if os.environ.get(SPEC_ENV):
-        return [Path(os.environ[SPEC_ENV])]
-    repo_root = Path(__file__).resolve().parents[1]
-    return [repo_root.parent / "shared" / "specs" / SPEC_FILENAME,
-            Path.cwd().parent / "shared" / "specs" / SPEC_FILENAME]
-
-
-def default_spec_path() -> Path | None:
-    """``$HARDCOST_CLIO_OPENAPI``, else ``shared/specs/`` in the directory holding the
-    checkout, or holding the working directory (:func:`spec_candidates`)."""
-    return next((path for path in spec_candidates() if path.is_file()), None)
-
-
 class ClioSandbox:
     """A fake Clio Manage (API v4 + OAuth) as a WSGI app; serve it with ``serve_in_thread``."""
 
     def __init__(self, *, client_id: str = "sandbox-clio-client",
                  client_secret: str = "sandbox-clio-secret", clock: SandboxClock | None = None,
-                 rate_limit_per_minute: int = 50, spec_path: str | Path | None = None,
-                 validate: bool = True) -> None:
+                 rate_limit_per_minute: int = 50, validate: bool = True) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.clock = clock or SandboxClock()
@@ -905,7 +889,7 @@ class ClioSandbox:
         self._windows: dict[str, RateWindow] = {}
         self._spec: OpenApiDocument | None = None
         self.validation_disabled_reason: str | None = None
-        self._load_spec(spec_path, validate)
+        self._load_spec(validate)
         self._dispatch = with_faults(self.faults, self.calls, self._handle)
 
     @property
@@ -954,16 +938,9 @@ class ClioSandbox:
 
     # -- set-up
 
-    def _load_spec(self, spec_path: str | Path | None, validate: bool) -> None:
+    def _load_spec(self, validate: bool) -> None:
         if not validate:
             self.validation_disabled_reason = "request validation was turned off (validate=False)"
-            return
-        path = Path(spec_path) if spec_path is not None else default_spec_path()
-        if path is None or not path.is_file():
-            looked = [str(path)] if path is not None else [str(p) for p in spec_candidates()]
-            self.validation_disabled_reason = (
-                f"Clio OpenAPI spec not found at {' or '.join(looked)}; "
-                "request validation is off")
             return
         # Request validation needs the dev extra's jsonschema packages; it is test tooling, so
         # a plain install (the demo) never imports them, and skips it without them.
@@ -972,11 +949,12 @@ class ClioSandbox:
         except ModuleNotFoundError as exc:
             self.validation_disabled_reason = (
                 f"{exc.name or 'a package'} is not installed (pip install 'hardcost[dev]'), so "
-                f"requests are not checked against the Clio OpenAPI document {path}")
+                "requests are not checked against Clio's OpenAPI document (its extract "
+                f"{CLIO_SCHEMA.name})")
             log.warning("Sandbox Clio: %s.", self.validation_disabled_reason)
             return
 
-        self._spec = load_openapi(path)
+        self._spec = load_openapi(CLIO_SCHEMA)
 
     def _new_access(self, grant: Grant) -> dict[str, Any]:
         token = secrets.token_urlsafe(32)

@@ -1,12 +1,17 @@
 """Check requests against an OpenAPI 3.0 document, the way a strict real service would.
 
-The sandbox Clio validates every request it receives against Clio's own OpenAPI document, so a
-client that sends what Clio would refuse fails in tests rather than in production. The document
-is large (3 MB), so it is parsed once per process and per file; the validators each operation
+The sandbox Clio validates every request it receives against the facts of Clio's own OpenAPI
+document, so a client that sends what Clio would refuse fails in tests rather than in
+production. It reads them from the extract committed beside it (``clio_schema.json``, made by
+``scripts/clio_schema_extract.py`` from Clio's document: the endpoints hardcost calls, their
+parameters and schemas with every ``$ref`` resolved, no prose), so every checkout checks the
+same way. The extract is parsed once per process and per file; the validators each operation
 needs are built on first use and kept.
 
 Where Clio's document and Clio's documented behaviour differ, the behaviour wins, and each such
-place is marked "leniency" below.
+place is marked "leniency" below. What the document says only in prose the extract states as
+``nullable``: a query parameter that takes the keyword ``null`` (``matter_id=null``) and an
+association id a body may set to ``null`` (``"vendor": {"id": null}``).
 
 Responses are checked too (``validate_response``): the body of every 2xx answer is validated
 against the schema the document gives for that operation and status, so a sandbox that answers
@@ -23,7 +28,8 @@ document's schemas read for responses, and what was decided:
   Clio answers ``null`` for an empty value or a missing association (``"bill": null``,
   ``"reference": null``); the request side already needs the same leniency for associations.
   ``null`` is accepted for any property in a response; a present value must have its type.
-- The document gives list responses no ``meta``; Clio's paging documentation does
+- A list answer is one whose schema's ``data`` is an array (the document's ``*_List``
+  schemas). The document gives list responses no ``meta``; Clio's paging documentation does
   ("Paging"): a list answer must also carry ``meta.paging`` (an object whose ``next`` and
   ``previous``, when present, are URLs) and ``meta.records``, when present, is an integer.
 - A 2xx status the operation does not document, a body that is not JSON where the document
@@ -55,7 +61,6 @@ from hardcost.sandbox.body import NO_BODY
 DOCUMENT_URI = "urn:hardcost:openapi-document"
 """Passed as ``body`` when the request carries none."""
 
-_NULL_KEYWORD = re.compile(r"keyword `null`")
 _OPERATOR_ENUM = re.compile(r"[<>=]")
 _METHODS = ("get", "put", "post", "patch", "delete", "head", "options")
 
@@ -189,7 +194,6 @@ class OpenApiDocument:
     def __init__(self, document: dict[str, Any], *, source: Path, load_seconds: float) -> None:
         self.source = source
         self.load_seconds = load_seconds
-        _mark_nullable_associations(document)
         self._registry: Registry[Any] = Registry().with_resource(
             DOCUMENT_URI, DRAFT4.create_resource(document)
         )
@@ -366,7 +370,7 @@ def _operation(method: str, template: str, item: Mapping[str, Any], op: Mapping[
                 location=raw["in"],
                 schema=raw.get("schema", {}),
                 required=bool(raw.get("required")),
-                accepts_null_keyword=bool(_NULL_KEYWORD.search(raw.get("description", ""))),
+                accepts_null_keyword=bool(raw.get("schema", {}).get("nullable")),
             )
     body_pointer = None
     if "application/json" in op.get("requestBody", {}).get("content", {}):
@@ -385,8 +389,7 @@ def _operation(method: str, template: str, item: Mapping[str, Any], op: Mapping[
             "", "paths", _escape(template), method, "responses", str(code), "content",
             _escape(json_type), "schema",
         ])
-        if json_type is not None and str(content[json_type].get("schema", {}).get(
-                "$ref", "")).endswith("_List"):
+        if json_type is not None and _is_list(content[json_type].get("schema", {})):
             lists.add(int(code))
     return Operation(method, template, by_location["query"], by_location["path"], body_pointer,
                      responses, frozenset(lists))
@@ -406,19 +409,9 @@ def _escape(token: str) -> str:
     return token.replace("~", "~0").replace("/", "~1")
 
 
-def _mark_nullable_associations(node: Any) -> None:
-    """leniency: ids Clio documents as accepting ``null`` ("Use the keyword `null` to specify no
-    association") are typed plain ``integer`` in the document; allow ``null`` there."""
-    if isinstance(node, dict):
-        if "type" in node and _NULL_KEYWORD.search(str(node.get("description", ""))) and (
-            "to specify no association" in str(node.get("description", ""))
-        ):
-            node["nullable"] = True
-        for value in node.values():
-            _mark_nullable_associations(value)
-    elif isinstance(node, list):
-        for value in node:
-            _mark_nullable_associations(value)
+def _is_list(schema: Mapping[str, Any]) -> bool:
+    """A list answer's schema: its ``data`` is an array (Clio's ``*_List`` schemas)."""
+    return schema.get("properties", {}).get("data", {}).get("type") == "array"
 
 
 def _enum_member(members: Sequence[Any], value: str) -> str:

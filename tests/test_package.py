@@ -89,7 +89,6 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, 
 def _env(tmp: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("QBO_", "CLIO_", "SLACK_", "HARDCOST_", "DATABASE_URL"))}
-    env["HARDCOST_CLIO_OPENAPI"] = str(tmp / "absent.json")  # no request checks: a user's box
     env["PYTHONNOUSERSITE"] = "1"
     return env
 
@@ -101,6 +100,7 @@ def test_the_wheel_holds_only_the_hardcost_namespace(installed: tuple[Path, Path
         names = set(archive.namelist())
     assert {t for t in tops if not t.endswith(".dist-info")} == {"hardcost"}
     assert {"hardcost/sync/importer.py", "hardcost/bot/app.py", "hardcost/sandbox/world.py",
+            "hardcost/sandbox/clio_schema.json",
             "hardcost/cli.py", "hardcost/py.typed",
             "hardcost/sync/migrations/env.py",
             "hardcost/sync/migrations/script.py.mako",

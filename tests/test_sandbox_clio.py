@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -14,6 +13,7 @@ import requests
 
 from hardcost.sandbox.clio import (
     BAD_GATEWAY,
+    CLIO_SCHEMA,
     FAULT_KINDS,
     FIELDS,
     LATE_REPLY,
@@ -24,10 +24,8 @@ from hardcost.sandbox.clio import (
     TIMEOUT,
     ClioAccount,
     ClioSandbox,
-    default_spec_path,
     random_faults,
     rate_limit_fault,
-    spec_candidates,
 )
 from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.openapi import OpenApiDocument, load_openapi
@@ -76,11 +74,8 @@ def session(access_token: str) -> requests.Session:
 
 @pytest.fixture(scope="module")
 def openapi() -> OpenApiDocument:
-    path = default_spec_path()
-    if path is None:
-        looked = " or ".join(str(p) for p in spec_candidates())
-        pytest.skip(f"Clio OpenAPI spec not found at {looked}: request validation is not checked")
-    return load_openapi(path)
+    """What the sandbox checks against: the committed extract of Clio's OpenAPI document."""
+    return load_openapi(CLIO_SCHEMA)
 
 
 @pytest.fixture
@@ -494,6 +489,15 @@ def test_query_parameters_are_checked_against_the_schema(
     assert len(clio.sandbox.schema_errors) == 2
 
 
+def test_the_keyword_null_is_taken_where_the_document_says_so(
+        openapi: OpenApiDocument) -> None:
+    """``matter_id=null`` ("Use the keyword `null` to match those without ..."), but not
+    ``client_id=null`` on matters ("The keyword `null` is not valid for this field")."""
+    assert openapi.validate_request("GET", "/activities.json", {"matter_id": ["null"]}) == []
+    assert openapi.validate_request("GET", "/matters.json", {"client_id": ["null"]}) == [
+        "Invalid query parameter client_id: 'null' is not of type 'integer'"]
+
+
 def test_valid_requests_leave_no_schema_errors(
         openapi: OpenApiDocument, clio: Clio, matter: dict[str, Any]) -> None:
     vendor = clio.account.add_contact("Courier Co", type="Company")
@@ -621,13 +625,14 @@ def test_every_answer_the_sandbox_gives_hardcost_matches_the_schema(
     assert clio.sandbox.schema_errors == []
 
 
-def test_validation_is_off_without_the_spec(tmp_path: Path) -> None:
-    missing = tmp_path / "clio-openapi.json"
-    sandbox = ClioSandbox(spec_path=missing)
+def test_the_sandbox_checks_against_the_committed_extract() -> None:
+    """Every checkout checks the same way: the sandbox reads the extract committed beside it
+    (no document outside the repository), unless told not to check at all."""
+    sandbox = ClioSandbox()
 
-    assert not sandbox.validation_enabled
-    assert sandbox.validation_disabled_reason is not None
-    assert str(missing) in sandbox.validation_disabled_reason
+    assert sandbox.validation_enabled
+    assert sandbox.spec is not None and sandbox.spec.source == CLIO_SCHEMA.resolve()
+    assert not ClioSandbox(validate=False).validation_enabled
 
 
 def test_a_normal_run_gets_no_answer_that_breaks_the_schema(firm: Any) -> None:
