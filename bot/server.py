@@ -30,12 +30,13 @@ from sqlalchemy.engine import Engine
 from hardcost.bot.app import build_app
 from hardcost.bot.context import BotContext
 from hardcost.bot.digest import send_due_digests
+from hardcost.bot.exposure import METRICS_HOST, metrics_gate, metrics_only, serve_in_background
 from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
 from hardcost.bot.socket_mode import SocketModeLink
 from hardcost.bot.ui.notices import notice
-from hardcost.bot.web import listen_socket, make_wsgi_app, serve_forever
+from hardcost.bot.web import PortUnavailable, WSGIApp, listen_socket, make_wsgi_app, serve_forever
 from hardcost.bot.webhooks import WebhookWorker, webhook_routes
 from hardcost.sync.config import Settings
 from hardcost.sync.db import alembic_config
@@ -90,15 +91,45 @@ def serve(config: Settings, *, sandbox_links: bool = False) -> int:
     Intuit's sandbox company app instead of the production one."""
     engine = make_engine(config.resolved_database_url())
     check_schema(engine)
-    listener = listen_socket("0.0.0.0", config.port)  # PortUnavailable before anything starts
+    if config.metrics_port is not None and config.metrics_port == config.port:
+        raise PortUnavailable(f"HARDCOST_METRICS_PORT is PORT's port ({config.port}): give "
+                              "/metrics a port of its own, or unset HARDCOST_METRICS_PORT")
+    # PortUnavailable before anything starts
+    listener = listen_socket(config.host, config.port)
+    metrics_listener = None
     try:
-        return _serve(config, engine, listener, sandbox_links=sandbox_links)
+        if config.metrics_port is not None:
+            metrics_listener = listen_socket(METRICS_HOST, config.metrics_port,
+                                             variable="HARDCOST_METRICS_PORT")
+        return _serve(config, engine, listener, metrics_listener,
+                      sandbox_links=sandbox_links)
     finally:
         listener.close()
+        if metrics_listener is not None:
+            metrics_listener.close()
 
 
-def _serve(config: Settings, engine: Engine, listener: socket.socket, *,
-           sandbox_links: bool) -> int:
+def shown_address(host: str, port: int) -> str:
+    """``host:port`` as in a URL: an IPv6 address in brackets."""
+    bare = host.strip().strip("[]")
+    return f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
+
+
+def _exposed(config: Settings, app: WSGIApp, metrics_listener: socket.socket | None) -> WSGIApp:
+    """``app`` as ``PORT`` serves it: ``/metrics`` behind ``HARDCOST_METRICS_TOKEN``, or only
+    on ``HARDCOST_METRICS_PORT`` (then served from here, in a thread of its own)."""
+    token = config.metrics_token.get_secret_value().strip() if config.metrics_token else None
+    if metrics_listener is not None:
+        serve_in_background(metrics_only(app, token=token or None), metrics_listener,
+                            name="metrics")
+        log.info("serving /metrics on http://%s only%s",
+                 shown_address(METRICS_HOST, config.metrics_port or 0),
+                 " (bearer token required)" if token else "")
+    return metrics_gate(app, token=token or None, serve_metrics=metrics_listener is None)
+
+
+def _serve(config: Settings, engine: Engine, listener: socket.socket,
+           metrics_listener: socket.socket | None, *, sandbox_links: bool) -> int:
     sessions = make_session_factory(engine)
     ctx = BotContext(sessions=sessions, config=config,
                      importer_for=lambda firm_id: build_importer(
@@ -139,27 +170,28 @@ def _serve(config: Settings, engine: Engine, listener: socket.socket, *,
     try:
         routes = {**oauth_routes(ctx, clients), **webhook_routes(ctx)}
         if config.slack_app_token:
-            log.info("Slack over Socket Mode; serving http://0.0.0.0:%s for the OAuth "
-                     "callbacks, /webhooks/quickbooks, /healthz and /metrics", config.port)
+            log.info("Slack over Socket Mode; serving http://%s for the OAuth "
+                     "callbacks, /webhooks/quickbooks, /healthz and /metrics",
+                     shown_address(config.host, config.port))
             if multi_workspace(config):
                 log.warning("%s is served over HTTP only: install workspaces while "
                             "serving over HTTP (without SLACK_APP_TOKEN)", INSTALL_PATH)
             socket_mode = SocketModeLink(app, config.slack_app_token)
             socket_mode.connect()
             try:
-                serve_forever(make_wsgi_app(app, sessions, routes=routes,
-                                            scheduler=ctx.scheduler, socket_mode=socket_mode),
-                              listener)
+                serve_forever(_exposed(config, make_wsgi_app(
+                    app, sessions, routes=routes, scheduler=ctx.scheduler,
+                    socket_mode=socket_mode), metrics_listener), listener)
             finally:
                 socket_mode.close()
             return 0
-        log.info("serving http://0.0.0.0:%s/slack/events", config.port)
+        log.info("serving http://%s/slack/events", shown_address(config.host, config.port))
         if multi_workspace(config):
             log.info("multi-workspace mode, install at %s%s",
                      config.public_url.rstrip("/"), INSTALL_PATH)
-        serve_forever(make_wsgi_app(app, sessions, routes=routes, scheduler=ctx.scheduler,
-                                    signing_secret=config.slack_signing_secret),
-                      listener)
+        serve_forever(_exposed(config, make_wsgi_app(
+            app, sessions, routes=routes, scheduler=ctx.scheduler,
+            signing_secret=config.slack_signing_secret), metrics_listener), listener)
         return 0
     finally:
         webhook_worker.stopped.set()  # QuickBooks webhooks: no new pass; a run under way

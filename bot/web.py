@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import json
@@ -204,14 +205,36 @@ class PortUnavailable(RuntimeError):
     the port needs privileges the process lacks."""
 
 
-def listen_socket(host: str, port: int, variable: str = "PORT") -> socket.socket:
+def listen_socket(host: str, port: int, variable: str = "PORT",
+                  host_variable: str = "HARDCOST_HOST") -> socket.socket:
     """A socket bound to ``host:port`` for :func:`serve_forever`; taken before anything else
     starts, so that a port in use ends ``hardcost serve`` with one line naming ``variable``
-    (:class:`PortUnavailable`) instead of a traceback after the scheduler has started."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+    (:class:`PortUnavailable`) instead of a traceback after the scheduler has started.
+
+    ``host`` is an IPv4 or IPv6 address (``0.0.0.0``, ``127.0.0.1``, ``::``, ``::1``; brackets
+    allowed) or a name resolving to one; ``::`` also takes IPv4 where the system allows it."""
+    address = host.strip()
+    if address.startswith("[") and address.endswith("]"):
+        address = address[1:-1]
     try:
-        sock.bind((host, port))
+        family, _, _, _, sockaddr = socket.getaddrinfo(
+            address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError, ValueError):
+        raise PortUnavailable(f"{host_variable}={host[:60]!r} is not an address to listen on: "
+                              "use an address of this machine such as 0.0.0.0, 127.0.0.1, "
+                              ":: or ::1") from None
+    try:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError:  # IPv6 turned off on this machine
+        raise PortUnavailable(f"{host_variable}={host[:60]!r}: this machine cannot listen on "
+                              "that kind of address (IPv6 turned off?)") from None
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does
+    if family == socket.AF_INET6 and sockaddr[0] == "::":
+        # "::" means every address: IPv4 ones too (dual stack), where the system allows it
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    try:
+        sock.bind(sockaddr)
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
@@ -222,6 +245,10 @@ def listen_socket(host: str, port: int, variable: str = "PORT") -> socket.socket
             raise PortUnavailable(
                 f"port {port} needs privileges this process does not have: set {variable} "
                 "to a port above 1023") from None
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise PortUnavailable(
+                f"{host_variable}={host[:60]!r} is not an address of this machine: use one it "
+                "has, such as 0.0.0.0, 127.0.0.1, :: or ::1") from None
         raise
     return sock
 

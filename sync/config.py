@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 INTUIT_AUTH_URL = "https://appcenter.intuit.com/connect/oauth2"
@@ -36,7 +36,15 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", alias="DATABASE_URL")
     hardcost_secret_key: str | None = Field(default=None, alias="HARDCOST_SECRET_KEY")
     public_url: str = Field(default="http://localhost:3000", alias="PUBLIC_URL")
-    port: int = Field(default=3000, alias="PORT")
+    port: int = Field(default=3000, ge=0, le=65535, alias="PORT")
+    host: str = Field(default="0.0.0.0", min_length=1, max_length=255, alias="HARDCOST_HOST")
+    """The address ``hardcost serve`` listens on: ``0.0.0.0`` (every IPv4 address),
+    ``127.0.0.1``, ``::`` (every IPv6 address, and IPv4 too where the system allows), ``::1``..."""
+    metrics_port: int | None = Field(default=None, ge=1, le=65535,
+                                     alias="HARDCOST_METRICS_PORT")
+    """When set, ``/metrics`` is served on this port of 127.0.0.1 only, not on ``PORT``."""
+    metrics_token: SecretStr | None = Field(default=None, alias="HARDCOST_METRICS_TOKEN")
+    """When set, ``/metrics`` answers only ``Authorization: Bearer <this token>`` (401)."""
 
     slack_bot_token: str | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: str | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
