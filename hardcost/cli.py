@@ -1,4 +1,4 @@
-"""``hardcost`` command line: db upgrade, keys, sync, audit, serve, demo.
+"""``hardcost`` command line: db upgrade, keys, sync, audit, backup, serve, demo.
 
 The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
 Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import date
+from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
@@ -24,6 +25,7 @@ from hardcost.progress import ProgressDisplay
 from hardcost.sandbox.demo import run_demo, start_sandbox
 from hardcost.sync import audit
 from hardcost.sync.audit_period import PeriodError, parse_day
+from hardcost.sync.backup import BackupError, backup
 from hardcost.sync.config import SettingsError, get_settings, unset_empty_variables
 from hardcost.sync.crypto import (
     ENV_VAR,
@@ -139,6 +141,20 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backup(args: argparse.Namespace) -> int:
+    """A consistent copy of the database in ``args.file`` (sync.backup); never the key."""
+    try:
+        made = backup(get_settings().resolved_database_url(), Path(args.file))
+    except BackupError as exc:
+        print(f"hardcost backup: {exc}", file=sys.stderr)
+        return 1
+    what = "SQLite copy" if made.kind == "sqlite" else "pg_dump archive (custom format)"
+    print(f"Backed up {made.source} to {made.path}: {what}, {made.size:,} bytes.")
+    print("The encryption key is not in it: keep HARDCOST_SECRET_KEY (or hardcost.key) "
+          "apart from the backups.")
+    return 0
+
+
 FIRM_ID_MAX = 2 ** 31 - 1
 """A firm's id is a row id (a PostgreSQL integer): a larger number names no firm, and SQLite
 cannot even look it up (OverflowError past 2**63)."""
@@ -220,6 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     trail.add_argument("--csv", action="store_true", required=True,
                        help="CSV (the only format): a header, then one row per entry")
     trail.set_defaults(func=_cmd_audit)
+
+    saved = commands.add_parser(
+        "backup", help="a consistent copy of the database while hardcost serve runs (SQLite: "
+        "a copy of the file; PostgreSQL: pg_dump's custom format)")
+    saved.add_argument("file", help="the new file (an existing one is never overwritten)")
+    saved.set_defaults(func=_cmd_backup)
 
     serve = commands.add_parser(
         "serve", help="the Slack app: /slack/events over HTTP (PORT), or Socket Mode with "
