@@ -1,4 +1,4 @@
-"""``hardcost`` command line: db upgrade, keys, sync, audit, serve, demo.
+"""``hardcost`` command line: db, keys, sync, audit, serve, demo.
 
 The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
 Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date
 
+from alembic.util import CommandError
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -33,7 +34,7 @@ from hardcost.sync.crypto import (
     keyring_for,
     rotate_secrets,
 )
-from hardcost.sync.db import upgrade
+from hardcost.sync.db import downgrade, history, schema_state, upgrade
 from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import SHUTDOWN, FirmNotReady
@@ -54,6 +55,44 @@ def _cmd_db(args: argparse.Namespace) -> int:
     url = get_settings().resolved_database_url()
     upgrade(make_engine(url))
     print(f"Database is up to date ({make_engine(url).url.render_as_string()}).")
+    return 0
+
+
+def _cmd_db_current(args: argparse.Namespace) -> int:
+    """The database's revision, and what to do when it is not the newest."""
+    engine = make_engine(get_settings().resolved_database_url())
+    try:
+        state = schema_state(engine)
+    finally:
+        engine.dispose()
+    if state.current is None:
+        print(f"No schema yet (the newest revision is {state.head}): run `hardcost db upgrade`.")
+    elif state.at_head:
+        print(f"{state.current} (head)")
+    else:
+        print(f"{state.current} (the newest revision is {state.head}: run "
+              "`hardcost db upgrade`)")
+    return 0
+
+
+def _cmd_db_history(args: argparse.Namespace) -> int:
+    sys.stdout.write(history())
+    return 0
+
+
+def _cmd_db_downgrade(args: argparse.Namespace) -> int:
+    engine = make_engine(get_settings().resolved_database_url())
+    try:
+        downgrade(engine, args.revision)
+        state = schema_state(engine)
+    except CommandError as exc:
+        print(f"hardcost db downgrade: {_first_line(exc)} (see `hardcost db history`)",
+              file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"Database is at revision {state.current or 'base (the schema is gone)'} "
+          f"({engine.url.render_as_string()}).")
     return 0
 
 
@@ -193,6 +232,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="create or migrate the schema").set_defaults(
         func=_cmd_db)
+    db_commands.add_parser("current", help="the database's schema revision").set_defaults(
+        func=_cmd_db_current)
+    db_commands.add_parser("history", help="every schema revision, newest first").set_defaults(
+        func=_cmd_db_history)
+    down = db_commands.add_parser(
+        "downgrade", help="take the schema back to an older revision (drops what the later "
+        "migrations added; stop every server and back up first)")
+    down.add_argument("revision", help="a revision of `hardcost db history`, e.g. 0020, or -1 "
+                      "for one step back")
+    down.set_defaults(func=_cmd_db_downgrade)
 
     keys = commands.add_parser("keys", help=f"the key that encrypts stored tokens ({ENV_VAR})")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
