@@ -16,10 +16,16 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
 from sqlalchemy.engine import Engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+
+MIGRATION_LOCK_KEY = 0x68617264636F7374  # "hardcost" in ASCII: a fixed bigint
+"""The PostgreSQL advisory lock held while the schema changes (``pg_advisory_xact_lock``):
+replicas that start at once run ``hardcost db upgrade`` one after the other; the first
+migrates, the others then find the schema at head and do nothing."""
+
 
 def alembic_config(url: str) -> Config:
     config = Config()
@@ -35,8 +41,19 @@ def head_revision() -> str | None:
 
 @contextmanager
 def _migrating(engine: Engine) -> Iterator[Connection]:
-    """A connection in a transaction for a schema change."""
+    """A connection in a transaction for a schema change; on PostgreSQL the transaction first
+    takes the migration lock and holds it until it commits or rolls back.
+
+    A transaction-level lock (``pg_advisory_xact_lock``) rather than a session-level one: it
+    cannot outlive the migration, and it works through PgBouncer in transaction mode, where a
+    session lock could be taken on one server connection and "released" on another. A process
+    that waited reads the schema afresh once it has the lock (each statement of a READ
+    COMMITTED transaction sees what was committed before it began), so it finds the first
+    process's migrations done and does nothing."""
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+                               {"key": MIGRATION_LOCK_KEY})
         yield connection
 
 
