@@ -1,4 +1,4 @@
-"""``hardcost`` command line: db, keys, sync, audit, serve, demo.
+"""``hardcost`` command line: db, keys, sync, audit, firms, serve, demo.
 
 The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
 Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
@@ -7,10 +7,11 @@ Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 
 from alembic.util import CommandError
 from sqlalchemy import select
@@ -39,6 +40,7 @@ from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import SHUTDOWN, FirmNotReady
 from hardcost.sync.leases import Leases, RunStop
+from hardcost.sync.overview import FirmOverview, firm_overviews
 from hardcost.sync.report import render_summary
 from hardcost.sync.slack_tables import SLACK_METADATA
 from hardcost.sync.store import (
@@ -178,6 +180,63 @@ def _cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_firms(args: argparse.Namespace) -> int:
+    """Every firm, one row each; exit 1 when a connection was refused or a last run failed."""
+    engine = make_engine(get_settings().resolved_database_url())
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            firms = firm_overviews(session)
+    finally:
+        engine.dispose()
+    troubled = any(firm.problems for firm in firms)
+    if args.json:
+        json.dump([firm.as_json() for firm in firms], sys.stdout, indent=2)
+        print()
+        return 1 if troubled else 0
+    if not firms:
+        print("No firm yet: a firm is made by the first /hardcost connect in Slack.")
+        return 0
+    rows = [("id", "name", "workspace", "channel", "quickbooks", "clio", "last run", "next run",
+             "waiting", "failures")]
+    rows += [(str(f.id), _cell(f.name, 30), f.slack_team_id or "-", f.slack_channel_id or "-",
+              f.quickbooks.state, f.clio.state, _last_run(f), _when(f.next_run),
+              str(f.waiting), str(f.open_failures)) for f in firms]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    for firm in firms:
+        for problem in firm.problems:
+            print(f"Firm {firm.id}: {_cell(problem, 300)}")
+    return 1 if troubled else 0
+
+
+def _cell(text: str, limit: int) -> str:
+    """One line of printable text, cut at ``limit`` characters."""
+    line = "".join(ch if ch.isprintable() else " " for ch in " ".join(text.split()))
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _when(value: str | datetime | None) -> str:
+    """A stored UTC time as "2026-03-06 09:15 UTC"; words as they are."""
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    elif value is None:
+        return "-"
+    else:
+        when = value
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _last_run(firm: FirmOverview) -> str:
+    return "never" if firm.last_run_at is None else \
+        f"{_when(firm.last_run_at)} {firm.last_run_status}"
+
+
 FIRM_ID_MAX = 2 ** 31 - 1
 """A firm's id is a row id (a PostgreSQL integer): a larger number names no firm, and SQLite
 cannot even look it up (OverflowError past 2**63)."""
@@ -269,6 +328,13 @@ def build_parser() -> argparse.ArgumentParser:
     trail.add_argument("--csv", action="store_true", required=True,
                        help="CSV (the only format): a header, then one row per entry")
     trail.set_defaults(func=_cmd_audit)
+
+    firms = commands.add_parser(
+        "firms", help="every firm: Slack channel, QuickBooks and Clio connections, last and "
+        "next run, waiting expenses, open failures (exit 1 when a connection was refused or a "
+        "last run failed)")
+    firms.add_argument("--json", action="store_true", help="as JSON, a list of objects")
+    firms.set_defaults(func=_cmd_firms)
 
     serve = commands.add_parser(
         "serve", help="the Slack app: /slack/events over HTTP (PORT), or Socket Mode with "
