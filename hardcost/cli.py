@@ -1,4 +1,4 @@
-"""``hardcost`` command line: db, keys, sync, audit, firms, serve, demo.
+"""``hardcost`` command line: db, keys, sync, audit, firms, doctor, serve, demo.
 
 The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
 Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from hardcost import __version__
+from hardcost import __version__, doctor
 from hardcost.bot.server import SchemaOutOfDate, serve
 from hardcost.logs import LogSettingError
 from hardcost.logs import configure as configure_logging
@@ -335,6 +335,11 @@ def build_parser() -> argparse.ArgumentParser:
         "last run failed)")
     firms.add_argument("--json", action="store_true", help="as JSON, a list of objects")
     firms.set_defaults(func=_cmd_firms)
+
+    commands.add_parser(
+        "doctor", help="check the configuration, the database, Slack, each firm's QuickBooks "
+        "and Clio, and PUBLIC_URL: one line each, exit 1 when any fails").set_defaults(
+        func=lambda args: doctor.run(sys.stdout))
 
     serve = commands.add_parser(
         "serve", help="the Slack app: /slack/events over HTTP (PORT), or Socket Mode with "
