@@ -281,15 +281,7 @@ class ImportScheduler:
     # -- readiness --------------------------------------------------------------------------
 
     def _ready_query(self) -> Any:
-        connected = (select(func.count()).select_from(Connection).where(
-            Connection.firm_id == Firm.id, Connection.provider.in_(list(PROVIDER_NAMES)),
-            Connection.broken_at.is_(None)).scalar_subquery())
-        return (select(Firm.id, FirmSettings.schedule_minutes)
-                .join(FirmSettings, FirmSettings.firm_id == Firm.id)
-                .where(Firm.active.is_(True), FirmSettings.paused.is_(False),
-                       Firm.qbo_realm_id.is_not(None), Firm.qbo_realm_id != "",
-                       FirmSettings.start_date.is_not(None),
-                       connected == len(PROVIDER_NAMES)))
+        return ready_query()
 
     def _ready(self, firm_id: int) -> float | None:
         with self.sessions() as session:
@@ -488,6 +480,22 @@ class ImportScheduler:
         if handle is not None:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             handle.close()
+
+
+def ready_query() -> Any:
+    """(firm id, schedule minutes) of the firms ready to be scheduled, but for their import
+    accounts (a JSON list: add ``FirmSettings.import_account_ids`` and check it is not empty):
+    active, not paused, a QuickBooks company, a start date, both services connected and not
+    refused."""
+    connected = (select(func.count()).select_from(Connection).where(
+        Connection.firm_id == Firm.id, Connection.provider.in_(list(PROVIDER_NAMES)),
+        Connection.broken_at.is_(None)).scalar_subquery())
+    return (select(Firm.id, FirmSettings.schedule_minutes)
+            .join(FirmSettings, FirmSettings.firm_id == Firm.id)
+            .where(Firm.active.is_(True), FirmSettings.paused.is_(False),
+                   Firm.qbo_realm_id.is_not(None), Firm.qbo_realm_id != "",
+                   FirmSettings.start_date.is_not(None),
+                   connected == len(PROVIDER_NAMES)))
 
 
 def _holder() -> str:
