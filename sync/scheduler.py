@@ -64,7 +64,7 @@ DAILY_JOB = "daily"
 DAILY_EVERY = 60.0  # seconds between two looks for daily work due (the digest)
 HOUSEKEEPING_JOB = "housekeeping"
 HOUSEKEEPING_EVERY = 3600.0  # seconds between two prunings of old rows
-IMPORT_THREADS = 10  # scheduled imports at once in one process
+IMPORT_THREADS = 8  # scheduled imports at once in one process (HARDCOST_IMPORT_THREADS's default)
 STALE_PERIODS = 3  # claim passes missed in a row before health says the scheduler is stuck
 STALE_SLACK = 5.0  # seconds on top: a busy machine or a slow database delays a pass
 

@@ -196,3 +196,11 @@ def test_health_stays_ok_while_every_import_thread_is_busy(
     firms[-1].update_settings(paused=True)  # and the refresh still sees changes
     _wait_for(lambda: _health(url)[1]["scheduler"]["firms"] == len(firms) - 1, timeout=0.8)
     assert under_way() == IMPORT_THREADS  # the imports were all under way meanwhile
+
+
+def test_the_schedulers_own_default_is_the_settings_default() -> None:
+    """An ``ImportScheduler`` made without a thread count (benchmarks, tests, embedders) runs
+    as many imports at once as ``hardcost serve`` does by default."""
+    from hardcost.sync.config import Settings
+
+    assert IMPORT_THREADS == Settings.model_fields["scheduler_threads"].default

@@ -765,6 +765,31 @@ def _outbox(rig: SlackRig) -> list[SlackOutbox]:
         return list(session.scalars(select(SlackOutbox)))
 
 
+def test_a_message_slack_took_with_an_odd_answer_is_sent_once(rig: SlackRig) -> None:
+    """Slack took the message (200, ``ok``) but its answer's ``message`` is not an object: the
+    row is recorded as sent, never posted again once its claim lapses."""
+    from hardcost.bot.outbox import deliver, enqueue
+    from hardcost.sandbox.faults import Fault
+
+    with rig.firm.sessions() as session:
+        enqueue(session, rig.firm.id, "chat.postMessage",
+                {"channel": rig.channel, "text": "odd answer"}, now=rig.firm.world.clock.now())
+        session.commit()
+    rig.slack.faults.add(Fault(path=r"^/api/chat\.postMessage$", method="POST", status=200,
+                               after_handler=True,
+                               body=json.dumps({"ok": True, "message": ["not", "a", "message"]})))
+    deliver(rig.firm.sessions, rig.app.client, clock=rig.firm.world.clock.now)
+    assert rig.slack.faults.pending() == 0
+    [row] = [r for r in _outbox(rig) if r.payload.get("text") == "odd answer"]
+    assert row.sent_at is not None and row.result_ts is None and row.attempts == 1
+
+    rig.firm.world.clock.advance(3600)  # long past any claim
+    deliver(rig.firm.sessions, rig.app.client, clock=rig.firm.world.clock.now)
+    assert [m["text"] for m in rig.channel_messages()].count("odd answer") == 1
+    [row] = [r for r in _outbox(rig) if r.payload.get("text") == "odd answer"]
+    assert row.attempts == 1
+
+
 def test_concurrent_deliveries_post_each_message_once(rig: SlackRig) -> None:
     from hardcost.bot.outbox import deliver, enqueue
 
