@@ -822,19 +822,29 @@ def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
     lease = rig.firm.matters["Lease"]
     firm = rig.firm
 
+    clicked: list[str] = []
+
     class ClickDuringRun(Importer):
-        def _known(self, realm_id: str, purchase_ids: list[str]) -> dict[str, Any]:
-            found = super()._known(realm_id, purchase_ids)
-            result = choices.choose_matter(firm.world.importer(firm.sessions, firm.id),
-                                           waiting.id, lease, rig.staff)
-            assert result.outcome == "linked"
-            return found
+        def _parts(self) -> Any:
+            parts = super()._parts()
+            read = parts.waits.open_of
+
+            def open_of(session: Any, realm_id: str, purchase_ids: list[str]) -> Any:
+                found = read(session, realm_id, purchase_ids)  # the page's links read too
+                result = choices.choose_matter(firm.world.importer(firm.sessions, firm.id),
+                                               waiting.id, lease, rig.staff)
+                clicked.append(result.outcome)
+                return found
+
+            parts.waits.open_of = open_of  # type: ignore[method-assign]
+            return parts
 
     base = firm.world.importer(firm.sessions, firm.id)
     engine = ClickDuringRun(firm.sessions, firm.id, qbo=base.qbo, clio=base.clio,
                             clock=firm.world.clock.now, sandbox_links=True)
     summary = engine.run(trigger="test")  # inside the margin: the purchase is read again
 
+    assert clicked == ["linked"]  # the click landed between the run's read and its record
     assert summary.waiting == 0
     assert firm.waiting() == [] and len(firm.entries()) == 1
     rig.ctx.notifier(rig.app.client).after_run(firm.id, summary)
