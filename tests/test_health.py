@@ -203,4 +203,4 @@ def test_the_schedulers_own_default_is_the_settings_default() -> None:
     as many imports at once as ``hardcost serve`` does by default."""
     from hardcost.sync.config import Settings
 
-    assert IMPORT_THREADS == Settings.model_fields["scheduler_threads"].default
+    assert Settings.model_fields["scheduler_threads"].default == IMPORT_THREADS
