@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor as Pool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -56,7 +56,7 @@ from hardcost.sync.leases import (
     schedule_interval,
     settle_abandoned_runs,
 )
-from hardcost.sync.metrics import SCHEDULER_LATENESS
+from hardcost.sync.metrics import FIGURES_EVERY, SCHEDULER_LATENESS, Fleet, read_fleet
 from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, FirmSettings, RunLease, utcnow
 from hardcost.sync.summary import RunSummary
 
@@ -68,8 +68,7 @@ DAILY_JOB = "daily"
 DAILY_EVERY = 60.0  # seconds between two looks for daily work due (the digest)
 HOUSEKEEPING_JOB = "housekeeping"
 HOUSEKEEPING_EVERY = 3600.0  # seconds between two prunings of old rows
-FIGURES_JOB = "figures"
-FIGURES_EVERY = 30.0  # seconds between two counts of the scheduled firms (/healthz's "firms")
+FIGURES_JOB = "figures"  # the scheduled firms (/healthz's "firms") and the fleet's gauges
 IMPORT_THREADS = 10  # scheduled imports at once in one process
 STALE_PERIODS = 3  # claim passes missed in a row before health says the scheduler is stuck
 STALE_SLACK = 5.0  # seconds on top: a busy machine or a slow database delays a pass
@@ -123,7 +122,8 @@ class ImportScheduler:
     later; every other firm keeps its schedule). ``daily(now)``: work due once a day per firm
     (the digest). ``housekeeping()``: pruning of old rows, every ``housekeeping_every``.
     ``figures_every``: seconds between two counts of the scheduled firms (``health``'s
-    ``firms``; one read of every ready firm, in a job of its own, never in a probe).
+    ``firms``; one read of every ready firm, in a job of its own, never in a probe) and two
+    readings of the fleet's figures for ``/metrics`` (``fleet``, ``sync.metrics.read_fleet``).
     """
 
     def __init__(self, sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
@@ -179,6 +179,7 @@ class ImportScheduler:
         self.claimed = 0  # scheduled runs this process has claimed since it started
         self._saturated = False  # the last claim pass filled every free thread
         self._scheduled: int | None = None  # the figures job's count of scheduled firms
+        self._fleet: Fleet | None = None  # and its reading of the fleet's figures
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -453,15 +454,24 @@ class ImportScheduler:
             log.exception("scheduler: housekeeping failed")
 
     def refresh_figures(self) -> None:
-        """The figures job: count the scheduled firms for ``health``. A failure keeps the
-        last count (the claim pass fails too, and ``health`` says so)."""
+        """The figures job: count the scheduled firms for ``health`` and read the fleet's
+        figures for ``/metrics``. A failure keeps the last ones (the claim pass fails too, and
+        ``health`` says so; ``hardcost_fleet_figures_age_seconds`` grows)."""
         if self._stopped or SHUTDOWN.is_set():
             return
         try:
-            self._scheduled = self.scheduled_firms()
+            scheduled = self.scheduled_firms()
+            with self.sessions() as session:
+                fleet = read_fleet(session, utcnow())
         except Exception as exc:  # noqa: BLE001 - the next pass tries again
-            log.warning("scheduler: counting the scheduled firms failed (%s)",
-                        type(exc).__name__)
+            log.warning("scheduler: reading the figures failed (%s)", type(exc).__name__)
+            return
+        self._scheduled = scheduled
+        self._fleet = replace(fleet, firms_scheduled=scheduled)
+
+    def fleet(self) -> Fleet | None:
+        """The figures job's latest reading (None before the first)."""
+        return self._fleet
 
     def _refresh(self) -> None:
         try:
