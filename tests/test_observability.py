@@ -1,14 +1,25 @@
 """Is every firm syncing? ``/metrics`` from start-up (every labelled series at 0, the build, the
-process, no ``_created``) and the fleet's gauges (sync/metrics.py, sync/scheduler.py)."""
+process, no ``_created``) and the fleet's gauges (sync/metrics.py, sync/scheduler.py); logs that
+say something once (hardcost/logs.py, sync/tokens.py)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
+import re
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event, update
 from werkzeug.test import Client
@@ -16,7 +27,9 @@ from werkzeug.test import Client
 from bench.health_bench import ThreadStatements, bolt_app
 from hardcost import __version__
 from hardcost.bot.web import make_wsgi_app
+from hardcost.logs import QUIET_LOGGERS, configure
 from hardcost.sync.metrics import OUTCOMES, TRIGGERS
+from hardcost.sync.run_record import FirmNotReady
 from hardcost.sync.scheduler import ImportScheduler
 from hardcost.sync.store import Failure, RunLease, WaitingExpense
 from hardcost.sync.tokens import mark_broken
@@ -157,3 +170,85 @@ def test_without_a_scheduler_a_scrape_reads_the_fleet_at_most_every_30_seconds(
     assert first[("hardcost_connections_broken", ())] == 1
     assert second[("hardcost_connections_broken", ())] == 1
     assert not any("connections" in statement for statement, _ in again)
+
+
+# -- logs --------------------------------------------------------------------------------------
+
+@pytest.fixture
+def root_logging() -> Iterator[None]:
+    """``configure`` sets up the process's root logger: put back what pytest had."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    quiet = {name: logging.getLogger(name).level for name in QUIET_LOGGERS}
+    yield
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+    for name, was in quiet.items():
+        logging.getLogger(name).setLevel(was)
+
+
+def _apscheduler_lines(level: str) -> str:
+    out = io.StringIO()
+    configure(level, "text", default_level="INFO", stream=out)
+    ran = threading.Event()
+    runs: list[float] = []
+
+    def job() -> None:
+        runs.append(time.monotonic())
+        if len(runs) >= 3:
+            ran.set()
+
+    scheduler = BackgroundScheduler(timezone=UTC)
+    scheduler.add_job(job, "interval", seconds=0.05, id="pass")
+    scheduler.start()
+    try:
+        assert ran.wait(10)
+    finally:
+        scheduler.shutdown(wait=True)
+    logging.getLogger("apscheduler.scheduler").warning("a warning still shows")
+    return out.getvalue()
+
+
+def test_apschedulers_line_per_job_run_is_gone_unless_debug(root_logging: None) -> None:
+    """A claim pass every 10 s was two INFO lines every 10 s per replica ("Running job …",
+    "… executed successfully"): 17,000 lines a day that say nothing."""
+    info = _apscheduler_lines("INFO")
+    assert "executed successfully" not in info and "Running job" not in info, info
+    assert "a warning still shows" in info
+    debug = _apscheduler_lines("DEBUG")
+    assert "executed successfully" in debug
+
+
+def test_json_log_lines_carry_milliseconds(root_logging: None) -> None:
+    out = io.StringIO()
+    configure("INFO", "json", default_level="INFO", stream=out)
+    logging.getLogger("hardcost.test").info("one line")
+    record = json.loads(out.getvalue().splitlines()[-1])
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d{4}", record["time"]), record
+    assert record["message"] == "one line" and record["level"] == "INFO"
+
+
+def test_a_broken_connection_is_logged_once_when_it_breaks(
+        firm: Firm, caplog: pytest.LogCaptureFixture) -> None:
+    """The token refresh that meets ``invalid_grant`` records the break, and the run that
+    stopped on it records it again (a no-op): one line, not one per caller, and none for the
+    runs after."""
+    from hardcost.sandbox.faults import Fault
+
+    firm.world.qbo.refresh_grace_seconds = 0
+    firm.world.qbo.expire_access_tokens()
+    firm.world.qbo.faults.add(Fault(path=r"/tokens/bearer$", method="POST", status=400,
+                                    body='{"error": "invalid_grant"}', times=1))
+    caplog.set_level(logging.WARNING, logger="hardcost.sync.tokens")
+
+    first = firm.run()
+    with contextlib.suppress(FirmNotReady):  # the next run refuses to start: reconnect first
+        firm.run()
+    mark_broken(firm.sessions, firm.id, "quickbooks", "invalid_grant", datetime.now(UTC))
+
+    assert first.error is not None and "reconnect QuickBooks" in first.error
+    broken = [r.getMessage() for r in caplog.records if "is broken" in r.getMessage()]
+    assert broken == [f"quickbooks connection of firm {firm.id} is broken: invalid_grant"]
