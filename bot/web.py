@@ -27,7 +27,7 @@ from waitress.server import create_server
 from werkzeug.wrappers import Request, Response
 
 from hardcost.bot.payloads import payload_problem
-from hardcost.sync.metrics import REGISTRY, StoreCollector
+from hardcost.sync.metrics import REGISTRY, FleetCollector, FleetReader, StoreCollector
 
 if TYPE_CHECKING:
     from hardcost.bot.socket_mode import SocketModeLink
@@ -92,10 +92,14 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
     extra = routes or {}
     from_store = CollectorRegistry(auto_describe=True)
     from_store.register(StoreCollector(sessions))
+    # The fleet's gauges: the scheduler's figures job reads them every 30 s; without a
+    # scheduler a scrape reads them, at most every 30 s. Never a table scan per scrape.
+    from_store.register(FleetCollector(scheduler.fleet if scheduler is not None
+                                       else FleetReader(sessions).latest))
 
     def metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """This process's counters, then what the database holds (the outbox, the webhook
-        queue), in Prometheus' text format."""
+        queue; the fleet's figures as last read), in Prometheus' text format."""
         try:
             body = generate_latest(REGISTRY) + generate_latest(from_store)
         except Exception as exc:  # noqa: BLE001 - a scrape must not take the process down
