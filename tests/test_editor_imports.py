@@ -117,7 +117,7 @@ def test_mypy_on_one_file_sees_the_importer_class() -> None:
     result = _mypy("from hardcost.sync.importer import Importer\n\n"
                    "Importer.this_does_not_exist\n")
 
-    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.returncode == 1, f"{result.stdout}{result.stderr}\n{REINSTALL}"
     assert '"type[Importer]" has no attribute "this_does_not_exist"' in result.stdout
     assert "[attr-defined]" in result.stdout
     assert "import-not-found" not in result.stdout
