@@ -23,7 +23,7 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, create_server
 from werkzeug.wrappers import Request, Response
 
 from hardcost.bot.payloads import payload_problem
@@ -188,7 +188,12 @@ def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1"
     # The loop's select wakes every 0.1 s (waitress: 1 s) so that ``stop`` returns at once.
     server = create_server(app, host=host, port=port, threads=threads, ident="hardcost",
                            asyncore_loop_timeout=0.1)
-    actual = server.socket.getsockname()[1]
+    # One host and port: one listening socket, never waitress's MultiSocketServer (which
+    # create_server returns for several `listen` addresses)
+    if not isinstance(server, BaseWSGIServer):
+        server.close()
+        raise RuntimeError(f"waitress opened several sockets for {host}:{port}")
+    actual = int(server.getsockname()[1])
     stopping = threading.Event()
 
     def run() -> None:
