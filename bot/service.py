@@ -79,7 +79,9 @@ def lookups(importer: Importer) -> Lookups:
     """Where setting values are checked; each list is read at most once per lookups."""
     return Lookups(qbo_accounts=importer.qbo.accounts,
                    clio_categories=importer.clio.hard_cost_categories,
-                   clio_users=importer.clio.users).cached()
+                   clio_users=importer.clio.users,
+                   clio_utbms_codes=importer.clio.utbms_expense_codes,
+                   clio_utbms_sets=importer.clio.utbms_sets).cached()
 
 
 def resolve_channel(client: WebClient, raw: str) -> tuple[str, str]:

@@ -96,6 +96,13 @@ class UtbmsCode:
 
 
 @dataclass(frozen=True)
+class UtbmsSet:
+    id: int
+    name: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
 class CostCoding:
     """What an entry carries besides its figures: category, UTBMS code, billable or not."""
 
@@ -405,19 +412,19 @@ class ClioClient:
 
     def utbms_expense_codes(self) -> list[UtbmsCode]:
         """Every UTBMS expense code of the account, whatever its set (see
-        :meth:`enabled_utbms_sets`)."""
+        :meth:`utbms_sets`)."""
         params = {"type": UTBMS_EXPENSE, "fields": UTBMS_CODE_FIELDS}
         return shaped(SERVICE, "its UTBMS codes", lambda: [
-            UtbmsCode(_id(r["id"]), str(r.get("code") or ""), str(r.get("name") or ""),
-                      str(r.get("type") or ""),
+            UtbmsCode(_id(r["id"]), _str(r.get("code")), _str(r.get("name")),
+                      _str(r.get("type")),
                       None if r.get("utbms_set_id") is None else _id(r["utbms_set_id"]))
             for r in self._paged("utbms/codes.json", params)])
 
-    def enabled_utbms_sets(self) -> set[int]:
-        """Ids of the UTBMS sets enabled for the account."""
-        return shaped(SERVICE, "its UTBMS sets", lambda: {
-            _id(r["id"]) for r in self._paged("utbms/sets.json", {"fields": UTBMS_SET_FIELDS})
-            if r.get("enabled") is True})
+    def utbms_sets(self) -> list[UtbmsSet]:
+        """The account's UTBMS code sets, enabled or not."""
+        return shaped(SERVICE, "its UTBMS sets", lambda: [
+            UtbmsSet(_id(r["id"]), _str(r.get("name")), r.get("enabled") is True)
+            for r in self._paged("utbms/sets.json", {"fields": UTBMS_SET_FIELDS})])
 
     def create_entry(self, *, entry_type: str, on: date, price: Decimal, matter_id: int,
                      note: str, reference: str | None, expense_category_id: int | None,
