@@ -316,8 +316,9 @@ class Edits:
             return 0
         failing = {f.customer_id for f in plan.failures}
         # Billed in QuickBooks since: the entry is reported (``Changes.billed_in_quickbooks``),
-        # never removed by itself.
-        planned = {(e.key.customer_id, e.key.line_id) for e in plan.entries} | plan.billed_keys
+        # never removed by itself; one skipped as not billable now stays as it was written.
+        planned = ({(e.key.customer_id, e.key.line_id) for e in plan.entries}
+                   | plan.billed_keys | plan.unbillable_keys)
         gone = [link for link in links
                 if link.state == LinkState.CREATED and link.removed_at is None
                 and link.superseded_at is None

@@ -189,6 +189,9 @@ class PurchasePlan:
     billed_keys: set[tuple[str, str]] = field(default_factory=set)
     """(customer id, line id) of entries whose lines are all billed in QuickBooks already: an
     entry imported before under such a key is reported, never removed."""
+    unbillable_keys: set[tuple[str, str]] = field(default_factory=set)
+    """(customer id, line id) of entries whose lines are all skipped as ``NotBillable``
+    (``not-billable skip``): an entry imported before under such a key is left as it is."""
 
 
 class _Malformed(Exception):
@@ -394,6 +397,7 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
             continue
         key = QboKey(realm_id, purchase_id, group.customer_id, group.line_id)
         plan.billed_keys.discard((group.customer_id, group.line_id))
+        plan.unbillable_keys.discard((group.customer_id, group.line_id))
         if group.customer_id == NO_CUSTOMER:
             who = f"{label} (no customer)"
         else:
@@ -509,13 +513,14 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
         line_account = None  # kept as "any import account" (it is only a rule's scope)
     if not account_ok:
         return  # another account: not a client cost
+    tagged = customer is not None  # BillableStatus means something only with a customer
     if customer is None:
         if not rules.ask_without_customer:
             plan.skips.append(Skip(purchase_id, f"{line_label} is in the import account but "
                                    "has no customer, so no matter can be charged", "", line_id))
             return
         customer = (NO_CUSTOMER, "")  # waits for a person to pick the matter
-    status = _text(detail.get(BILLABLE_STATUS))
+    status = _text(detail.get(BILLABLE_STATUS)) if tagged else None
     if status == HAS_BEEN_BILLED:  # on a QuickBooks invoice: never billed a second time
         plan.skips.append(Skip(purchase_id, f"{line_label} is {ALREADY_BILLED}",
                                customer[0], line_id))
@@ -525,6 +530,7 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
         plan.skips.append(Skip(purchase_id, f"{line_label} is marked not billable in "
                                "QuickBooks (not-billable is set to skip)", customer[0],
                                line_id))
+        plan.unbillable_keys.add((customer[0], line_id if rules.split_lines else ""))
         return
     group = _group(groups, customer, line_id, rules)
     try:
