@@ -260,6 +260,7 @@ def apply_account_setting(session: Session, settings: FirmSettings, key: str, va
         row = _coding_row(session, settings.firm_id, account)
         before = row.expense_category_id
         row.expense_category_id = category.id
+        row.category_name = clip(category.name, NAME)
         return (f"Entries of {row.account_name} now go under {category.name}.", name,
                 before, {"id": category.id, "name": category.name})
     existing = session.scalars(select(AccountCoding).where(

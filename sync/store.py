@@ -163,6 +163,7 @@ class AccountCoding(Base):
     account_id: Mapped[str] = mapped_column(String(40))  # the QuickBooks account's id
     account_name: Mapped[str] = mapped_column(String(300))  # as QuickBooks named it then
     expense_category_id: Mapped[int | None] = mapped_column(BigInteger)  # None = the default
+    category_name: Mapped[str | None] = mapped_column(String(300))  # as Clio named it then
     utbms_code_id: Mapped[int | None] = mapped_column(BigInteger)  # None = the default
     utbms_code: Mapped[str | None] = mapped_column(String(20))  # its code, e.g. "E112"
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -6,6 +6,7 @@ sets, and a LEDES matter's refusal told as what to set."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from sqlalchemy import select
 
 from hardcost.bot.service import lookups
 from hardcost.sandbox.qbo import account_line, item_line
+from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.firm_settings import SettingError, apply_setting
 from hardcost.sync.store import AccountCoding, AuditEntry, FirmSettings
 from tests.firmkit import Firm
@@ -247,3 +249,43 @@ def test_a_ledes_matter_refusing_an_entry_without_a_code_is_a_configuration_fail
     firm.later()
     firm.run()
     assert len(firm.entries()) == 1 and firm.open_failures() == []
+
+
+# -- in Slack: set, status, check --------------------------------------------------------------
+
+def _answer(rig: SlackRig, text: str) -> str:
+    before = len(rig.replies_to(rig.admin))
+    rig.command(text)
+    reply = wait_for(lambda: rig.replies_to(rig.admin)[before:] and
+                     rig.replies_to(rig.admin)[-1], what=f"the answer to {text!r}")
+    return json.dumps(reply.get("blocks") or [], ensure_ascii=False) + reply.get("text", "")
+
+
+def test_set_status_and_check_in_slack_and_a_deleted_category_reported(rig: SlackRig) -> None:
+    firm = rig.firm
+    _utbms(firm)
+    firm.qbo.add_account("Court Costs")
+    filing = firm.clio.add_expense_category("Filing fees")
+    _answer(rig, "set account +Court Costs")
+
+    assert "Entries of Court Costs now go under Filing fees." in _answer(
+        rig, "set category Filing fees for Court Costs")
+    assert "Entries of Court Costs now carry UTBMS code E112 (Court fees)." in _answer(
+        rig, "set utbms E112 for Court Costs")
+    refused = _answer(rig, "set utbms E199")
+    assert "E199 is in the UTBMS set “Old codes”, which is not enabled in Clio" in refused
+    assert "/hardcost set utbms" in refused  # the usage line
+    assert "imported as non-billable entries" in _answer(rig, "set not-billable import")
+
+    status = _answer(rig, "status")
+    assert "*Category and UTBMS code*" in status
+    assert "Court Costs — Filing fees · UTBMS E112" in status
+
+    checked = _answer(rig, "check")
+    assert "✅ Court Costs: Filing fees · UTBMS E112" in checked
+
+    firm.clio.delete_expense_category(filing["id"])
+    checked = _answer(rig, "check")
+    assert ("❌ Court Costs: the Clio category Filing fees was deleted or is no longer a "
+            "hard-cost category: /hardcost set category &lt;category&gt; for Court Costs"
+            in checked)

@@ -35,6 +35,7 @@ def upgrade() -> None:
         sa.Column("account_id", sa.String(40), nullable=False),
         sa.Column("account_name", sa.String(300), nullable=False),
         sa.Column("expense_category_id", sa.BigInteger(), nullable=True),
+        sa.Column("category_name", sa.String(300), nullable=True),
         sa.Column("utbms_code_id", sa.BigInteger(), nullable=True),
         sa.Column("utbms_code", sa.String(20), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
