@@ -871,7 +871,8 @@ def check_utbms(account: ClioAccount, activity: Record) -> None:
     set; a matter with LEDES billing on needs one on every cost entry."""
     ref = activity.get("utbms_expense")
     if ref is None:
-        matter = account.matters.get((activity.get("matter") or {}).get("id"))
+        matter_ref = activity.get("matter") or {}
+        matter = account.matters.get(int(matter_ref.get("id") or 0))
         if matter is not None and matter.get("ledes") and activity["type"] in COST_TYPES:
             raise unprocessable("Utbms expense can't be blank for a matter with LEDES billing")
         return
