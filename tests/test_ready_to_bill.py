@@ -71,8 +71,8 @@ def test_a_line_billed_in_quickbooks_already_is_not_imported_and_the_run_says_wh
     assert summary.imported == 1
     assert [a["note"].splitlines()[-1] for a in firm.entries()] == [
         f"[qbo {firm.qbo.realm_id}/{fresh['Id']}/{firm.customers['Acme Corp']}]"]
-    assert any("already billed in QuickBooks" in s and billed["Id"] in s or
-               "already billed in QuickBooks" in s for s in summary.skips)
+    assert [s for s in summary.skips if "already billed in QuickBooks" in s] == [
+        f"Check #{billed['Id']} line {billed['Line'][0]['Id']} is already billed in QuickBooks"]
     assert summary.skipped == 1
 
 
