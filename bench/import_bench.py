@@ -39,6 +39,7 @@ from bench.sections import (
     BACKFILL_SECTION,
     EXPORT_SECTION,
     FAULT_SECTION,
+    HEALTH_SECTION,
     MATTER_SEARCH_SECTION,
     PROGRESS_SECTION,
     PROMPT_SECTION,
@@ -720,7 +721,7 @@ def main(argv: list[str] | None = None) -> int:
                                                         BACKFILL_SECTION, SCALE_SECTION,
                                                         PROGRESS_SECTION,
                                                         MATTER_SEARCH_SECTION,
-                                                        EXPORT_SECTION])
+                                                        EXPORT_SECTION, HEALTH_SECTION])
     print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")

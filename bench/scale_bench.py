@@ -1248,10 +1248,10 @@ def render(result: Result, command: str) -> str:
         "",
         f"**`/healthz`** (after the intervals, {HEALTH_PROBES} requests to one replica): "
         f"{f0(result.health[0])} rows read per request ({result.health[1] * 1000:,.0f} ms), "
-        f"for {n:,} firms: `ImportScheduler.health()` counts the scheduled firms with "
-        "`scheduled_firms()`, which reads every ready firm (firms, settings, connections) on "
-        "each probe. It is O(firms) per probe, not per interval: a load balancer probing every "
-        "few seconds on every replica pays it each time.",
+        f"for {n:,} firms (every client's reads in those moments, the replicas' own work "
+        "included): `ImportScheduler.health()` answers from the scheduler's own figures (its "
+        "count of the scheduled firms every 30 s), so a probe itself sends `SELECT 1` only "
+        "(`bench.health_bench` counts it alone: *Health probe*).",
         "",
         "**Replicas' logs:** "
         + "; ".join(f"{name}: {lost} “lease … taken over while its import ran here” errors "

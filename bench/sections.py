@@ -25,6 +25,8 @@ HAND_PASS_SECTION = "## Hand-tried pass"
 """The heading (its start) of the hand-written sections of ``docs/reliability.md``: one per pass
 of people trying hardcost as hostile and careless users would (what was tried, what held, what was
 fixed). ``bench.reliability`` rewrites the file and carries them over."""
+HEALTH_SECTION = "## Health probe"
+"""The heading (its start) of ``bench.health_bench``'s section of ``docs/benchmarks.md``."""
 SCALE_SECTION = "## Scale"
 """The heading (its start) of ``bench.scale_bench``'s sections of ``docs/benchmarks.md``: one
 per number of firms (``## Scale: 10,000 firms …``), so that two sizes side by side show how the

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from slack_sdk import WebClient
 
 from hardcost.bot import service
 from hardcost.bot.context import BotContext
+from hardcost.bot.ui.status import check_coding_lines
 from hardcost.bot.ui.text import Mrkdwn, channel, md
+from hardcost.sync.coding import codings_of
 from hardcost.sync.firm_settings import SettingError
 from hardcost.sync.http import ApiError
 
@@ -56,6 +60,9 @@ def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> Mrkdwn:
         verdict(True, "Clio connection works")
     except ApiError as exc:
         verdict(False, f"Clio: {exc.message}")
+    coding = coding_problems(ctx, importer, firm_id)
+    if coding:
+        lines.append(Mrkdwn(check_coding_lines(coding)))
     if settings.slack_channel_id:
         try:
             service.resolve_channel(client, f"<#{settings.slack_channel_id}>")
@@ -66,3 +73,55 @@ def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> Mrkdwn:
     else:
         verdict(False, "no channel chosen: /hardcost set channel #channel")
     return Mrkdwn("\n".join(lines))
+
+
+def coding_problems(ctx: BotContext, importer: Any, firm_id: int) -> list[tuple[bool, str]]:
+    """Each category and UTBMS code mapping checked again in Clio: the category still exists
+    and is a hard-cost category, the code is still in an enabled set; what to fix if not."""
+    settings = ctx.settings(firm_id)
+    with ctx.sessions() as session:
+        rows = list(codings_of(session, firm_id).values())
+    mapped = [r for r in rows if r.expense_category_id is not None or r.utbms_code_id is not None]
+    if not mapped and settings.utbms_code_id is None:
+        return []
+    try:
+        categories = {c.id: c for c in importer.clio.hard_cost_categories()}
+        codes = {c.id: c for c in importer.clio.utbms_expense_codes()}
+        enabled = {s.id for s in importer.clio.utbms_sets() if s.enabled}
+    except ApiError as exc:
+        return [(False, f"Clio: the category and UTBMS code mappings could not be checked: "
+                 f"{exc.message}")]
+
+    def code_problem(code_id: int | None, code: str | None) -> str | None:
+        if code_id is None:
+            return None
+        found = codes.get(code_id)
+        if found is None:
+            return f"UTBMS code {code or code_id} is no longer in Clio"
+        if found.set_id not in enabled:
+            return f"UTBMS code {found.code} is in a set no longer enabled in Clio"
+        return None
+
+    out: list[tuple[bool, str]] = []
+    for row in mapped:
+        wrong = []
+        if row.expense_category_id is not None and row.expense_category_id not in categories:
+            wrong.append((f"the Clio category {row.category_name or row.expense_category_id} "
+                          "was deleted or is no longer a hard-cost category",
+                          f"/hardcost set category <category> for {row.account_name}"))
+        problem = code_problem(row.utbms_code_id, row.utbms_code)
+        if problem:
+            wrong.append((problem, f"/hardcost set utbms <code> for {row.account_name}"))
+        if wrong:
+            out += [(False, f"{row.account_name}: {why}: {fix}") for why, fix in wrong]
+        else:
+            shown = [categories[row.expense_category_id].name
+                     if row.expense_category_id is not None else "default category",
+                     f"UTBMS {row.utbms_code}" if row.utbms_code else "no code of its own"]
+            out.append((True, f"{row.account_name}: {' · '.join(shown)}"))
+    problem = code_problem(settings.utbms_code_id, settings.utbms_code)
+    if problem:
+        out.append((False, f"default: {problem}: /hardcost set utbms <code>"))
+    elif settings.utbms_code:
+        out.append((True, f"default UTBMS code {settings.utbms_code}"))
+    return out

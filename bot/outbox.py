@@ -158,7 +158,11 @@ def _send(sessions: sessionmaker[Session], client: WebClient, row: SlackOutbox,
         _failed(sessions, row, type(exc).__name__, now, True)
         return False
     channel = _slack_value(response.get("channel"))
-    sent_ts = _slack_value(response.get("ts") or (response.get("message") or {}).get("ts"))
+    # A 2xx whose ``message`` is not an object is still a message Slack took: it is recorded
+    # as sent (without a ts to edit later), never sent again.
+    message = response.get("message")
+    sent_ts = _slack_value(response.get("ts") or
+                           (message.get("ts") if isinstance(message, dict) else None))
     with sessions() as session:
         stored = session.get(SlackOutbox, row.id)
         assert stored is not None

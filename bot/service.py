@@ -26,6 +26,7 @@ from hardcost.bot.ui.content import (
 from hardcost.bot.ui.runs import live_line
 from hardcost.sync import audit, matter_rules
 from hardcost.sync.bounds import ID, fits
+from hardcost.sync.coding import codings_of
 from hardcost.sync.firm_settings import Lookups, SettingError
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import Importer
@@ -79,7 +80,9 @@ def lookups(importer: Importer) -> Lookups:
     """Where setting values are checked; each list is read at most once per lookups."""
     return Lookups(qbo_accounts=importer.qbo.accounts,
                    clio_categories=importer.clio.hard_cost_categories,
-                   clio_users=importer.clio.users).cached()
+                   clio_users=importer.clio.users,
+                   clio_utbms_codes=importer.clio.utbms_expense_codes,
+                   clio_utbms_sets=importer.clio.utbms_sets).cached()
 
 
 def resolve_channel(client: WebClient, raw: str) -> tuple[str, str]:
@@ -148,6 +151,8 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         stuck_removals = session.scalar(select(func.count()).select_from(PurchaseRemoval).where(
             PurchaseRemoval.firm_id == firm_id, PurchaseRemoval.handled_at.is_(None),
             PurchaseRemoval.attempts > 0)) or 0
+        codings = [c for c in codings_of(session, firm_id).values()
+                   if c.expense_category_id is not None or c.utbms_code_id is not None]
     problems = []
     if not settings.slack_channel_id:
         problems.append("choose the channel: /hardcost set channel #channel")
@@ -205,6 +210,9 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         problems=tuple(problems),
         webhooks=bool(ctx.config.qbo_webhook_verifier), bills=settings.bills or "off",
         waiting_for_payment=int(for_payment),
+        codings=tuple((c.account_name, c.category_name if c.expense_category_id else None,
+                       c.utbms_code) for c in codings),
+        default_code=settings.utbms_code, not_billable=settings.not_billable or "import",
         live=live_line(live) if live is not None else None,
         stopping_by=live.stop_requested_by if live is not None else None)
 

@@ -24,11 +24,11 @@ from slack_bolt.adapter.wsgi import SlackRequestHandler
 from slack_sdk.signature import SignatureVerifier
 from sqlalchemy import text
 from sqlalchemy.orm import Session, sessionmaker
-from waitress.server import create_server
+from waitress.server import BaseWSGIServer, create_server
 from werkzeug.wrappers import Request, Response
 
 from hardcost.bot.payloads import payload_problem
-from hardcost.sync.metrics import REGISTRY, StoreCollector
+from hardcost.sync.metrics import REGISTRY, FleetCollector, FleetReader, StoreCollector
 
 if TYPE_CHECKING:
     from hardcost.bot.socket_mode import SocketModeLink
@@ -93,10 +93,14 @@ def make_wsgi_app(bolt_app: App, sessions: sessionmaker[Session], *,
     extra = routes or {}
     from_store = CollectorRegistry(auto_describe=True)
     from_store.register(StoreCollector(sessions))
+    # The fleet's gauges: the scheduler's figures job reads them every 30 s; without a
+    # scheduler a scrape reads them, at most every 30 s. Never a table scan per scrape.
+    from_store.register(FleetCollector(scheduler.fleet if scheduler is not None
+                                       else FleetReader(sessions).latest))
 
     def metrics(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """This process's counters, then what the database holds (the outbox, the webhook
-        queue), in Prometheus' text format."""
+        queue; the fleet's figures as last read), in Prometheus' text format."""
         try:
             body = generate_latest(REGISTRY) + generate_latest(from_store)
         except Exception as exc:  # noqa: BLE001 - a scrape must not take the process down
@@ -185,7 +189,12 @@ def serve_in_thread(app: Callable[..., Iterable[bytes]], host: str = "127.0.0.1"
     # The loop's select wakes every 0.1 s (waitress: 1 s) so that ``stop`` returns at once.
     server = create_server(app, host=host, port=port, threads=threads, ident="hardcost",
                            asyncore_loop_timeout=0.1)
-    actual = server.socket.getsockname()[1]
+    # One host and port: one listening socket, never waitress's MultiSocketServer (which
+    # create_server returns for several `listen` addresses)
+    if not isinstance(server, BaseWSGIServer):
+        server.close()
+        raise RuntimeError(f"waitress opened several sockets for {host}:{port}")
+    actual = int(server.getsockname()[1])
     stopping = threading.Event()
 
     def run() -> None:

@@ -1,4 +1,4 @@
-"""``hardcost`` command line: db upgrade, keys, sync, audit, backup, serve, demo.
+"""``hardcost`` command line: db, keys, sync, audit, backup, firms, doctor, serve, demo.
 
 The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
 Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
@@ -7,17 +7,19 @@ Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
+from alembic.util import CommandError
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from hardcost import __version__
+from hardcost import __version__, doctor
 from hardcost.bot.server import SchemaOutOfDate, serve
 from hardcost.logs import LogSettingError
 from hardcost.logs import configure as configure_logging
@@ -35,11 +37,12 @@ from hardcost.sync.crypto import (
     keyring_for,
     rotate_secrets,
 )
-from hardcost.sync.db import upgrade
+from hardcost.sync.db import downgrade, history, schema_state, upgrade
 from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import SHUTDOWN, FirmNotReady
 from hardcost.sync.leases import Leases, RunStop
+from hardcost.sync.overview import FirmOverview, firm_overviews
 from hardcost.sync.report import render_summary
 from hardcost.sync.slack_tables import SLACK_METADATA
 from hardcost.sync.store import (
@@ -56,6 +59,44 @@ def _cmd_db(args: argparse.Namespace) -> int:
     url = get_settings().resolved_database_url()
     upgrade(make_engine(url))
     print(f"Database is up to date ({make_engine(url).url.render_as_string()}).")
+    return 0
+
+
+def _cmd_db_current(args: argparse.Namespace) -> int:
+    """The database's revision, and what to do when it is not the newest."""
+    engine = make_engine(get_settings().resolved_database_url())
+    try:
+        state = schema_state(engine)
+    finally:
+        engine.dispose()
+    if state.current is None:
+        print(f"No schema yet (the newest revision is {state.head}): run `hardcost db upgrade`.")
+    elif state.at_head:
+        print(f"{state.current} (head)")
+    else:
+        print(f"{state.current} (the newest revision is {state.head}: run "
+              "`hardcost db upgrade`)")
+    return 0
+
+
+def _cmd_db_history(args: argparse.Namespace) -> int:
+    sys.stdout.write(history())
+    return 0
+
+
+def _cmd_db_downgrade(args: argparse.Namespace) -> int:
+    engine = make_engine(get_settings().resolved_database_url())
+    try:
+        downgrade(engine, args.revision)
+        state = schema_state(engine)
+    except CommandError as exc:
+        print(f"hardcost db downgrade: {_first_line(exc)} (see `hardcost db history`)",
+              file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(f"Database is at revision {state.current or 'base (the schema is gone)'} "
+          f"({engine.url.render_as_string()}).")
     return 0
 
 
@@ -155,6 +196,63 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_firms(args: argparse.Namespace) -> int:
+    """Every firm, one row each; exit 1 when a connection was refused or a last run failed."""
+    engine = make_engine(get_settings().resolved_database_url())
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            firms = firm_overviews(session)
+    finally:
+        engine.dispose()
+    troubled = any(firm.problems for firm in firms)
+    if args.json:
+        json.dump([firm.as_json() for firm in firms], sys.stdout, indent=2)
+        print()
+        return 1 if troubled else 0
+    if not firms:
+        print("No firm yet: a firm is made by the first /hardcost connect in Slack.")
+        return 0
+    rows = [("id", "name", "workspace", "channel", "quickbooks", "clio", "last run", "next run",
+             "waiting", "failures")]
+    rows += [(str(f.id), _cell(f.name, 30), f.slack_team_id or "-", f.slack_channel_id or "-",
+              f.quickbooks.state, f.clio.state, _last_run(f), _when(f.next_run),
+              str(f.waiting), str(f.open_failures)) for f in firms]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+              .rstrip())
+    for firm in firms:
+        for problem in firm.problems:
+            print(f"Firm {firm.id}: {_cell(problem, 300)}")
+    return 1 if troubled else 0
+
+
+def _cell(text: str, limit: int) -> str:
+    """One line of printable text, cut at ``limit`` characters."""
+    line = "".join(ch if ch.isprintable() else " " for ch in " ".join(text.split()))
+    return line if len(line) <= limit else line[:limit - 1] + "…"
+
+
+def _when(value: str | datetime | None) -> str:
+    """A stored UTC time as "2026-03-06 09:15 UTC"; words as they are."""
+    if isinstance(value, str):
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    elif value is None:
+        return "-"
+    else:
+        when = value
+    return when.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _last_run(firm: FirmOverview) -> str:
+    return "never" if firm.last_run_at is None else \
+        f"{_when(firm.last_run_at)} {firm.last_run_status}"
+
+
 FIRM_ID_MAX = 2 ** 31 - 1
 """A firm's id is a row id (a PostgreSQL integer): a larger number names no firm, and SQLite
 cannot even look it up (OverflowError past 2**63)."""
@@ -209,6 +307,16 @@ def build_parser() -> argparse.ArgumentParser:
     db_commands = db.add_subparsers(dest="db_command", required=True)
     db_commands.add_parser("upgrade", help="create or migrate the schema").set_defaults(
         func=_cmd_db)
+    db_commands.add_parser("current", help="the database's schema revision").set_defaults(
+        func=_cmd_db_current)
+    db_commands.add_parser("history", help="every schema revision, newest first").set_defaults(
+        func=_cmd_db_history)
+    down = db_commands.add_parser(
+        "downgrade", help="take the schema back to an older revision (drops what the later "
+        "migrations added; stop every server and back up first)")
+    down.add_argument("revision", help="a revision of `hardcost db history`, e.g. 0020, or -1 "
+                      "for one step back")
+    down.set_defaults(func=_cmd_db_downgrade)
 
     keys = commands.add_parser("keys", help=f"the key that encrypts stored tokens ({ENV_VAR})")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -242,6 +350,18 @@ def build_parser() -> argparse.ArgumentParser:
         "a copy of the file; PostgreSQL: pg_dump's custom format)")
     saved.add_argument("file", help="the new file (an existing one is never overwritten)")
     saved.set_defaults(func=_cmd_backup)
+
+    firms = commands.add_parser(
+        "firms", help="every firm: Slack channel, QuickBooks and Clio connections, last and "
+        "next run, waiting expenses, open failures (exit 1 when a connection was refused or a "
+        "last run failed)")
+    firms.add_argument("--json", action="store_true", help="as JSON, a list of objects")
+    firms.set_defaults(func=_cmd_firms)
+
+    commands.add_parser(
+        "doctor", help="check the configuration, the database, Slack, each firm's QuickBooks "
+        "and Clio, and PUBLIC_URL: one line each, exit 1 when any fails").set_defaults(
+        func=lambda args: doctor.run(sys.stdout))
 
     serve = commands.add_parser(
         "serve", help="the Slack app: /slack/events over HTTP (PORT), or Socket Mode with "

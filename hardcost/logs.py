@@ -1,11 +1,14 @@
 """Logging of every ``hardcost`` command: timestamps, level, logger, and the firm and run a
 line belongs to; plain text for people or one JSON object per line for log collectors
-(``HARDCOST_LOG_FORMAT=json``). Stored tokens and bearer tokens are redacted on every line."""
+(``HARDCOST_LOG_FORMAT=json``). Stored tokens and bearer tokens are redacted on every line.
+APScheduler's own INFO lines (a line per job run: "Running job …", "… executed successfully",
+every claim pass every 10 s) are dropped unless the level is DEBUG."""
 
 from __future__ import annotations
 
 import logging
 import sys
+import time
 from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
@@ -15,6 +18,9 @@ from hardcost.sync.log_context import RunContextFilter
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 FORMATS = ("text", "json")
+QUIET_LOGGERS = ("apscheduler",)
+"""Libraries whose INFO lines are routine (APScheduler logs every job run): WARNING and above,
+unless ``HARDCOST_LOG_LEVEL=DEBUG``."""
 
 
 class LogSettingError(ValueError):
@@ -36,11 +42,21 @@ class TextFormatter(logging.Formatter):
         return super().format(record)
 
 
+class _JsonFormatter(JsonFormatter):
+    """``time`` with milliseconds: ``2026-11-28T10:15:02.113+0000`` (lines of one second
+    stay in order once a collector sorts them)."""
+
+    def formatTime(self, record: logging.LogRecord,  # noqa: N802 - logging's name
+                   datefmt: str | None = None) -> str:
+        when = self.converter(record.created)
+        return (f"{time.strftime('%Y-%m-%dT%H:%M:%S', when)}.{int(record.msecs):03d}"
+                f"{time.strftime('%z', when)}")
+
+
 def json_formatter() -> logging.Formatter:
-    return JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(firm_id)s %(run_id)s",
-                         rename_fields={"asctime": "time", "levelname": "level",
-                                        "name": "logger"},
-                         datefmt="%Y-%m-%dT%H:%M:%S%z")
+    return _JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s %(firm_id)s "
+                          "%(run_id)s", rename_fields={"asctime": "time", "levelname": "level",
+                                                       "name": "logger"})
 
 
 def configure(level: str | None, fmt: str | None, *, default_level: str,
@@ -63,3 +79,5 @@ def configure(level: str | None, fmt: str | None, *, default_level: str,
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(chosen)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if chosen == "DEBUG" else logging.WARNING)

@@ -63,7 +63,8 @@ COST_TYPES = ("ExpenseEntry", "HardCostEntry", "SoftCostEntry")
 BILL_STATES = ("draft", "awaiting_approval", "awaiting_payment", "paid")
 BILLED_STATES = ("awaiting_payment", "paid")
 ASSOCIATIONS = {"matter": "Matter", "user": "User", "vendor": "Vendor",
-                "expense_category": "Expense category"}
+                "expense_category": "Expense category", "utbms_expense": "Utbms expense"}
+UTBMS_TYPES = ("UtbmsTask", "UtbmsExpense", "UtbmsActivity")
 
 Record = dict[str, Any]
 FieldTree = list[tuple[str, "FieldTree | None"]]
@@ -77,6 +78,7 @@ FIELDS: dict[str, dict[str, str | None]] = {
         "total": None, "note": None, "reference": None, "billed": None, "on_bill": None,
         "created_at": None, "updated_at": None, "matter": "matter", "user": "user",
         "vendor": "contact", "expense_category": "expense_category", "bill": "bill",
+        "non_billable": None, "utbms_expense": "utbms_code",
     },
     "matter": {
         "id": None, "etag": None, "display_number": None, "description": None, "status": None,
@@ -94,7 +96,15 @@ FIELDS: dict[str, dict[str, str | None]] = {
     },
     "expense_category": {
         "id": None, "etag": None, "name": None, "rate": None, "entry_type": None,
-        "created_at": None, "updated_at": None,
+        "created_at": None, "updated_at": None, "utbms_code": "utbms_code",
+    },
+    "utbms_code": {
+        "id": None, "etag": None, "name": None, "code": None, "description": None, "type": None,
+        "utbms_set_id": None, "created_at": None, "updated_at": None,
+    },
+    "utbms_set": {
+        "id": None, "etag": None, "name": None, "enabled": None, "created_at": None,
+        "updated_at": None,
     },
     "bill": {"id": None, "etag": None, "state": None},
 }
@@ -260,6 +270,8 @@ class ClioAccount:
         self.matters: dict[int, Record] = {}
         self.expense_categories: dict[int, Record] = {}
         self.activities: dict[int, Record] = {}
+        self.utbms_sets: dict[int, Record] = {}
+        self.utbms_codes: dict[int, Record] = {}
         self._matter_numbers = itertools.count(1)
         # Every firm has a primary subscriber; the first owner added takes this record over.
         self._placeholder_owner = True
@@ -315,14 +327,53 @@ class ClioAccount:
             return matter
 
     def add_expense_category(self, name: str, *, entry_type: str = "hard_cost",
-                             rate: Decimal | str = "0") -> Record:
+                             rate: Decimal | str = "0", utbms_code_id: int | None = None
+                             ) -> Record:
         if entry_type not in ("hard_cost", "soft_cost", "unassociated"):
             raise ValueError(f"unknown expense category entry_type {entry_type!r}")
+        if utbms_code_id is not None and utbms_code_id not in self.utbms_codes:
+            raise ValueError(f"UTBMS code {utbms_code_id} is not in account {self.id}")
         with self._ledger.lock:
-            category = self._ledger.new_record(name=name, rate=Decimal(str(rate)),
-                                               entry_type=entry_type)
+            category = self._ledger.new_record(
+                name=name, rate=Decimal(str(rate)), entry_type=entry_type,
+                utbms_code=None if utbms_code_id is None else {"id": utbms_code_id})
             self.expense_categories[category["id"]] = category
             return category
+
+    def delete_expense_category(self, category_id: int) -> None:
+        """A person deletes the category in Clio (entries that name it keep their copy)."""
+        with self._ledger.lock:
+            del self.expense_categories[category_id]
+
+    def add_utbms_set(self, name: str, *, enabled: bool = True) -> Record:
+        """A UTBMS code set (Clio lists the sets with ``enabled`` for this account)."""
+        with self._ledger.lock:
+            utbms_set = self._ledger.new_record(name=name, enabled=enabled)
+            self.utbms_sets[utbms_set["id"]] = utbms_set
+            return utbms_set
+
+    def set_utbms_set_enabled(self, set_id: int, enabled: bool) -> None:
+        with self._ledger.lock:
+            self.utbms_sets[set_id]["enabled"] = enabled
+            self._ledger.touch(self.utbms_sets[set_id])
+
+    def add_utbms_code(self, set_id: int, code: str, name: str, *,
+                       type: str = "UtbmsExpense", description: str | None = None) -> Record:
+        if set_id not in self.utbms_sets:
+            raise ValueError(f"UTBMS set {set_id} is not in account {self.id}")
+        if type not in UTBMS_TYPES:
+            raise ValueError(f"UTBMS code type must be one of {UTBMS_TYPES}, not {type!r}")
+        with self._ledger.lock:
+            utbms_code = self._ledger.new_record(code=code, name=name,
+                                                 description=description or name, type=type,
+                                                 utbms_set_id=set_id)
+            self.utbms_codes[utbms_code["id"]] = utbms_code
+            return utbms_code
+
+    def require_utbms(self, matter_id: int, required: bool = True) -> None:
+        """LEDES billing on the matter: Clio refuses an expense without a UTBMS code."""
+        with self._ledger.lock:
+            self.matters[matter_id]["ledes"] = required
 
     def mark_billed(self, activity_id: int, *, state: str = "awaiting_payment") -> None:
         """Put the activity on a bill in ``state`` (``draft`` = on a bill but not billed)."""
@@ -353,6 +404,7 @@ class ClioAccount:
         return {
             "activity": self.activities, "matter": self.matters, "contact": self.contacts,
             "user": self.users, "expense_category": self.expense_categories,
+            "utbms_code": self.utbms_codes, "utbms_set": self.utbms_sets,
         }[resource]
 
     def resolve(self, resource: str, reference: Record | None) -> Record | None:
@@ -571,6 +623,19 @@ def user_predicates(args: MultiDict[str, str]) -> list[Predicate]:
     return predicates
 
 
+def utbms_code_predicates(args: MultiDict[str, str]) -> list[Predicate]:
+    predicates = common_predicates(args)
+    if "type" in args:
+        kind = args["type"]
+        if kind not in UTBMS_TYPES:
+            raise bad_argument(f"Invalid type: {kind}")
+        predicates.append(lambda r: r["type"] == kind)
+    if "utbms_set_id" in args:
+        set_id = int_arg(args, "utbms_set_id")
+        predicates.append(lambda r: r["utbms_set_id"] == set_id)
+    return predicates
+
+
 def expense_category_predicates(args: MultiDict[str, str]) -> list[Predicate]:
     predicates = common_predicates(args)
     if "entry_type" in args:
@@ -598,6 +663,11 @@ COLLECTIONS: dict[str, Collection] = {
     "expense_categories": Collection("expense_category", "ExpenseCategory", 200,
                                      lambda a, _: expense_category_predicates(a)),
 }
+UTBMS_COLLECTIONS: dict[str, Collection] = {
+    "codes": Collection("utbms_code", "UtbmsCode", 200, lambda a, _: utbms_code_predicates(a)),
+    "sets": Collection("utbms_set", "UtbmsSet", 200, lambda a, _: common_predicates(a)),
+}
+"""``/utbms/codes.json`` and ``/utbms/sets.json`` (read only)."""
 
 
 # -- ordering and paging -----------------------------------------------------------------------
@@ -727,6 +797,10 @@ def activity_changes(data: Mapping[str, Any]) -> Record:
     for key in ("type", "note", "reference"):
         if key in data:
             changes[key] = data[key]
+    if "non_billable" in data:
+        if not isinstance(data["non_billable"], bool):
+            raise unprocessable("Non billable is invalid")
+        changes["non_billable"] = data["non_billable"]
     if "date" in data:
         try:
             changes["date"] = date.fromisoformat(str(data["date"])).isoformat()
@@ -780,6 +854,7 @@ def check_references(account: ClioAccount, activity: Record) -> None:
     vendor = activity.get("vendor")
     if vendor is not None and vendor["id"] not in account.contacts:
         raise unprocessable("Vendor is invalid")
+    check_utbms(account, activity)
     category_ref = activity.get("expense_category")
     if category_ref is None:
         return
@@ -789,6 +864,25 @@ def check_references(account: ClioAccount, activity: Record) -> None:
     for kind, entry_type in (("HardCostEntry", "soft_cost"), ("SoftCostEntry", "hard_cost")):
         if activity["type"] == kind and category["entry_type"] == entry_type:
             raise unprocessable(f"Expense category is a {entry_type.replace('_', ' ')} category")
+
+
+def check_utbms(account: ClioAccount, activity: Record) -> None:
+    """A UTBMS expense code must be one of the account's, of the expense type, in an enabled
+    set; a matter with LEDES billing on needs one on every cost entry."""
+    ref = activity.get("utbms_expense")
+    if ref is None:
+        matter_ref = activity.get("matter") or {}
+        matter = account.matters.get(int(matter_ref.get("id") or 0))
+        if matter is not None and matter.get("ledes") and activity["type"] in COST_TYPES:
+            raise unprocessable("Utbms expense can't be blank for a matter with LEDES billing")
+        return
+    code = account.utbms_codes.get(ref["id"])
+    if code is None:
+        raise unprocessable("Utbms expense is invalid")
+    if code["type"] != "UtbmsExpense":
+        raise unprocessable(f"Utbms expense {code['code']} is not an expense code")
+    if not account.utbms_sets.get(code["utbms_set_id"], {}).get("enabled"):
+        raise unprocessable(f"Utbms expense {code['code']} is in a set that is not enabled")
 
 
 def activity_total(activity: Record) -> Decimal | None:
@@ -858,6 +952,8 @@ URL_MAP = Map([
     Rule("/api/v4/activities/<int:record_id>.json", methods=["DELETE"],
          endpoint="delete_activity"),
     Rule(f"/api/v4/<any({','.join(COLLECTIONS)}):collection>.json", methods=["GET"],
+         endpoint="index"),
+    Rule(f"/api/v4/utbms/<any({','.join(UTBMS_COLLECTIONS)}):utbms>.json", methods=["GET"],
          endpoint="index"),
     Rule(f"/api/v4/<any({','.join(COLLECTIONS)}):collection>/<int:record_id>.json",
          methods=["GET"], endpoint="show"),
@@ -1087,7 +1183,8 @@ class ClioSandbox:
 
     def _index(self, context: Context) -> Response:
         request, account = context.request, context.account
-        collection = COLLECTIONS[context.args["collection"]]
+        collection = (UTBMS_COLLECTIONS[context.args["utbms"]] if "utbms" in context.args
+                      else COLLECTIONS[context.args["collection"]])
         tree = self._fields(request, collection.resource)
         predicates = collection.predicates(request.args, account)
         records = [r for r in account.store(collection.resource).values()
@@ -1116,6 +1213,7 @@ class ClioSandbox:
             "type": None, "date": None, "price": None, "quantity": None, "note": None,
             "reference": None, "billed": False, "on_bill": False, "bill": None, "matter": None,
             "user": {"id": context.user_id}, "vendor": None, "expense_category": None,
+            "non_billable": False, "utbms_expense": None,
             **activity_changes(body_data(context.body)),
         }
         check_activity(account, activity)

@@ -291,6 +291,18 @@ class QboCompany:
         return self._touch(purchase)
 
     @_locked
+    def set_billable_status(self, entity: str, record_id: str, line_id: str,
+                            status: str) -> Record:
+        """A line's ``BillableStatus`` changes: ``HasBeenBilled`` when the firm puts it on a
+        QuickBooks invoice (the record's SyncToken moves, as any change moves it)."""
+        if status not in ("Billable", "NotBillable", "HasBeenBilled"):
+            raise ValueError(f"unknown BillableStatus {status!r}")
+        record = self._get(entity, record_id)
+        line = next(x for x in record["Line"] if x.get("Id") == line_id)
+        line[line["DetailType"]]["BillableStatus"] = status
+        return self._touch(record)
+
+    @_locked
     def delete_purchase(self, purchase_id: str) -> None:
         self._delete("Purchase", purchase_id)
 

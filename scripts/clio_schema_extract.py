@@ -48,6 +48,8 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/expense_categories/{id}.json": ("get",),
     "/activities.json": ("get", "post"),
     "/activities/{id}.json": ("get", "patch", "delete"),
+    "/utbms/codes.json": ("get",),
+    "/utbms/sets.json": ("get",),
 }
 
 SCHEMA_KEYWORDS = (

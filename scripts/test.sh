@@ -13,16 +13,16 @@ if [ ! -x .venv/bin/python ]; then
 fi
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
+# Editable in setuptools' strict mode (setup.cfg): a tree of links laid out as installed
+# (hardcost/sync/... → sync/...) under build/__editable__.hardcost-*/, rebuilt by every run of
+# this line, so that modules added or removed since the last run are seen.
 python -m pip install --quiet -e '.[dev]'
 
 echo "== ruff"; ruff check hardcost sync bot sandbox tests bench
-# mypy reads the package as it is installed (hardcost.sync is the folder sync/, ...): a tree of
-# links with that layout, rebuilt each time so that added and removed modules are seen.
+# mypy checks the package as it is installed: hardcost, hardcost.sync, .bot and .sandbox, in
+# that tree (error lines name its links; each leads to the file in hardcost/, sync/, ...).
 echo "== mypy"
-rm -rf build/typecheck && mkdir -p build/typecheck/hardcost
-ln -s "$PWD"/hardcost/* build/typecheck/hardcost/
-for part in sync bot sandbox; do ln -s "$PWD/$part" "build/typecheck/hardcost/$part"; done
-mypy build/typecheck/hardcost
+mypy "$(python -c 'import hardcost.sync as s, pathlib; print(pathlib.Path(s.__file__).parents[1])')"
 
 pg_dir=""
 cleanup() {

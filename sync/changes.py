@@ -18,6 +18,7 @@ from hardcost.sync import audit
 from hardcost.sync.audit import Action
 from hardcost.sync.bills import bill_id_of
 from hardcost.sync.clio import ClioClient
+from hardcost.sync.coding import run_coding
 from hardcost.sync.edits import Edits
 from hardcost.sync.failures import Failures
 from hardcost.sync.http import ApiError, ReconnectRequired
@@ -30,6 +31,8 @@ from hardcost.sync.summary import ChangedItem
 log = logging.getLogger(__name__)
 
 NO_LONGER_PAID = "paid Bill "
+BILLED_TOO = "billed in QuickBooks too"
+"""How the audit trail's note on an imported line QuickBooks has since billed starts."""
 """How the audit trail's note on a Bill that owes again starts (said once per change)."""
 
 
@@ -89,7 +92,8 @@ class Changes:
 
     def _edits(self, state: RunState) -> Edits:
         return Edits(self.sessions, self.firm_id, self.clio, state.summary, state.actor,
-                     self.clock)
+                     self.clock, coding=lambda entry: run_coding(
+                         self.sessions, self.firm_id, self.clio, state, entry))
 
     def follow_edit(self, state: RunState, entry: PlannedEntry, link: EntryLink,
                     dry_run: bool) -> None:
@@ -154,6 +158,36 @@ class Changes:
                     link.state == LinkState.CREATED:
                 state.obsolete.setdefault((link.purchase_id, link.line_id), []).append(link)
 
+    def billed_in_quickbooks(self, state: RunState, plan: PurchasePlan,
+                             links: list[EntryLink], dry_run: bool) -> None:
+        """Lines imported before that QuickBooks has since put on one of its own invoices
+        (``HasBeenBilled``): the client may be billed twice. The Clio entry is kept (a person
+        decides); the run and the audit trail say so, once until the key changes again."""
+        for link in links:
+            if (link.customer_id, link.line_id) not in plan.billed_keys or \
+                    link.state != LinkState.CREATED or link.removed_at is not None or \
+                    link.clio_activity_id is None:
+                continue
+            note = (f"{BILLED_TOO}: check Clio entry #{link.clio_activity_id} (it may be "
+                    "billed to the client twice)")
+            if not dry_run:
+                with self.sessions() as session:
+                    if _said_last(session, self.firm_id, link, BILLED_TOO):
+                        state.summary.unchanged += 1
+                        continue
+                    audit.record(session, self.firm_id, Action.KEPT, state.actor,
+                                 realm_id=link.realm_id, purchase_id=link.purchase_id,
+                                 customer_id=link.customer_id, line_id=link.line_id,
+                                 amount=link.amount, clio_activity_id=link.clio_activity_id,
+                                 clio_matter_id=link.clio_matter_id, detail=note,
+                                 run_id=state.summary.run_id, at=self.clock())
+                    session.commit()
+                log.info("firm %s: %s %s", self.firm_id, link.marker, note)
+            figures = {"amount": f"{link.amount:.2f}", "date": link.txn_date.isoformat()}
+            state.summary.changed_items.append(ChangedItem(
+                link.marker, link.purchase_id, "billed_in_qbo", link.clio_activity_id, None,
+                figures, figures, None, note, self.clio.matter_url(link.clio_matter_id)))
+
     def no_longer_paid(self, state: RunState, entry: PlannedEntry, link: EntryLink,
                        bill: dict[str, Any] | None, dry_run: bool) -> None:
         """An imported Bill (``bills on-payment``) owes again: a payment was deleted or made
@@ -191,6 +225,17 @@ class Changes:
         state.summary.changed_items.append(ChangedItem(
             link.marker, link.purchase_id, "unpaid", link.clio_activity_id, None, figures,
             figures, None, note, self.clio.matter_url(link.clio_matter_id)))
+
+
+def _said_last(session: Session, firm_id: int, link: EntryLink, prefix: str) -> bool:
+    """The key's latest audit row is a ``kept`` note starting with ``prefix``: said before,
+    and nothing happened to the key since."""
+    last = session.scalars(select(AuditEntry).where(
+        AuditEntry.firm_id == firm_id, AuditEntry.purchase_id == link.purchase_id,
+        AuditEntry.customer_id == link.customer_id,
+        AuditEntry.line_id == link.line_id).order_by(AuditEntry.id.desc()).limit(1)).first()
+    return last is not None and last.action == Action.KEPT.value and \
+        (last.detail or "").startswith(prefix)
 
 
 def edited(link: EntryLink, entry: PlannedEntry) -> bool:

@@ -29,6 +29,7 @@ from hardcost.sync.http import (
     parse_json,
     shaped,
 )
+from hardcost.sync.store import FailureKind
 
 log = logging.getLogger(__name__)
 ETAG = 100  # EntryLink.clio_etag
@@ -40,7 +41,10 @@ SERVICE = "Clio"
 CONTACT_FIELDS = "id,name,type,primary_email_address"
 MATTER_FIELDS = "id,display_number,description,status,client{id,name}"
 USER_FIELDS = "id,name,email,account_owner,enabled"
-CATEGORY_FIELDS = "id,name,rate,entry_type"
+CATEGORY_FIELDS = "id,name,rate,entry_type,utbms_code{id,code}"
+UTBMS_CODE_FIELDS = "id,code,name,description,type,utbms_set_id"
+UTBMS_SET_FIELDS = "id,name,enabled"
+UTBMS_EXPENSE = "UtbmsExpense"
 ACTIVITY_FIELDS = ("id,etag,type,date,price,total,note,reference,billed,on_bill,"
                    "matter{id,display_number},bill{id,state}")
 
@@ -77,6 +81,34 @@ class ExpenseCategory:
     id: int
     name: str
     entry_type: str
+    utbms_code_id: int | None = None
+    """The UTBMS expense code the category carries, if any (it applies where no code is
+    mapped: docs/purchases.md, "Category and UTBMS code")."""
+
+
+@dataclass(frozen=True)
+class UtbmsCode:
+    id: int
+    code: str
+    name: str
+    type: str
+    set_id: int | None
+
+
+@dataclass(frozen=True)
+class UtbmsSet:
+    id: int
+    name: str
+    enabled: bool
+
+
+@dataclass(frozen=True)
+class CostCoding:
+    """What an entry carries besides its figures: category, UTBMS code, billable or not."""
+
+    category_id: int | None = None
+    utbms_code_id: int | None = None
+    non_billable: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +172,8 @@ def decode_error(response: requests.Response) -> ApiError:
     if status == 412:
         return PreconditionFailed(SERVICE, "The Clio entry changed since hardcost last read it.",
                                   **kwargs)
+    if status == 422 and message and "utbms" in message.lower():
+        return UtbmsRefused(SERVICE, f"Clio wants a UTBMS expense code: {message}", **kwargs)
     if status == 422 and message and "hard cost" in message.lower():
         return HardCostsDisabled(SERVICE, "Hard costs are not enabled in Clio (Settings → "
                                  "Billing → enable recording of soft and hard costs).", **kwargs)
@@ -148,6 +182,14 @@ def decode_error(response: requests.Response) -> ApiError:
 
 class HardCostsDisabled(ConfigError):
     pass
+
+
+class UtbmsRefused(RequestRejected):
+    """422 over the entry's UTBMS expense code (none on a LEDES matter, or one Clio no longer
+    takes): the firm must set a code for the account. A configuration failure of that entry
+    alone: other entries are still written."""
+
+    kind = FailureKind.CONFIG
 
 
 class PreconditionFailed(RequestRejected):
@@ -363,12 +405,31 @@ class ClioClient:
         params = {"entry_type": "hard_cost", "fields": CATEGORY_FIELDS}
         return shaped(SERVICE, "its expense categories", lambda: [
             ExpenseCategory(_id(r["id"]), str(r.get("name") or ""),
-                            str(r.get("entry_type") or ""))
+                            str(r.get("entry_type") or ""),
+                            _id(r["utbms_code"]["id"]) if isinstance(r.get("utbms_code"), dict)
+                            and r["utbms_code"].get("id") is not None else None)
             for r in self._paged("expense_categories.json", params)])
+
+    def utbms_expense_codes(self) -> list[UtbmsCode]:
+        """Every UTBMS expense code of the account, whatever its set (see
+        :meth:`utbms_sets`)."""
+        params = {"type": UTBMS_EXPENSE, "fields": UTBMS_CODE_FIELDS}
+        return shaped(SERVICE, "its UTBMS codes", lambda: [
+            UtbmsCode(_id(r["id"]), _str(r.get("code")), _str(r.get("name")),
+                      _str(r.get("type")),
+                      None if r.get("utbms_set_id") is None else _id(r["utbms_set_id"]))
+            for r in self._paged("utbms/codes.json", params)])
+
+    def utbms_sets(self) -> list[UtbmsSet]:
+        """The account's UTBMS code sets, enabled or not."""
+        return shaped(SERVICE, "its UTBMS sets", lambda: [
+            UtbmsSet(_id(r["id"]), _str(r.get("name")), r.get("enabled") is True)
+            for r in self._paged("utbms/sets.json", {"fields": UTBMS_SET_FIELDS})])
 
     def create_entry(self, *, entry_type: str, on: date, price: Decimal, matter_id: int,
                      note: str, reference: str | None, expense_category_id: int | None,
-                     user_id: int | None, vendor_id: int | None) -> Activity:
+                     user_id: int | None, vendor_id: int | None,
+                     utbms_code_id: int | None = None, non_billable: bool = False) -> Activity:
         """POST one cost entry. Not retried on an ambiguous failure: see ``find_by_marker``."""
         data: dict[str, Any] = {
             "type": entry_type,
@@ -385,6 +446,10 @@ class ClioClient:
             data["user"] = {"id": user_id}
         if vendor_id is not None and entry_type == "HardCostEntry":
             data["vendor"] = {"id": vendor_id}
+        if utbms_code_id is not None:
+            data["utbms_expense"] = {"id": utbms_code_id}
+        if non_billable:
+            data["non_billable"] = True
         if entry_type == "ExpenseEntry":
             data["quantity"] = Decimal("1")
         response = self.api.request("POST", f"{self.base}/activities.json",
@@ -401,12 +466,20 @@ class ClioClient:
                       ambiguous=True)
 
     def update_entry(self, activity_id: int, *, etag: str | None, on: date, price: Decimal,
-                     note: str, reference: str | None, matter_id: int) -> Activity:
+                     note: str, reference: str | None, matter_id: int,
+                     coding: CostCoding | None = None) -> Activity:
         """PATCH the fields hardcost writes, with ``If-Match: etag`` (412 →
-        :class:`PreconditionFailed`). Not retried on an ambiguous failure: re-read the entry
-        to learn whether it took."""
+        :class:`PreconditionFailed`); with ``coding``, the category, UTBMS code and billable
+        status of the entry's account now. Not retried on an ambiguous failure: re-read the
+        entry to learn whether it took."""
         data: dict[str, Any] = {"date": on.isoformat(), "price": price, "note": note,
                                 "reference": reference or "", "matter": {"id": matter_id}}
+        if coding is not None:
+            if coding.category_id is not None:
+                data["expense_category"] = {"id": coding.category_id}
+            if coding.utbms_code_id is not None:
+                data["utbms_expense"] = {"id": coding.utbms_code_id}
+            data["non_billable"] = coding.non_billable
         headers = {"If-Match": etag} if etag else None
         response = self.api.request("PATCH", f"{self.base}/activities/{activity_id}.json",
                                     params={"fields": ACTIVITY_FIELDS},

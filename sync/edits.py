@@ -39,7 +39,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
 from hardcost.sync.audit import Action
-from hardcost.sync.clio import Activity, ClioClient, PreconditionFailed, holds_marker
+from hardcost.sync.clio import (
+    Activity,
+    ClioClient,
+    CostCoding,
+    PreconditionFailed,
+    holds_marker,
+)
 from hardcost.sync.http import NotFound, ServiceDown
 from hardcost.sync.metrics import ENTRIES
 from hardcost.sync.removals import bill_words
@@ -62,6 +68,9 @@ class Edits:
     summary: RunSummary
     actor: str
     clock: Callable[[], datetime]
+    coding: Callable[[PlannedEntry], CostCoding] | None = None
+    """The category, UTBMS code and billable status of an entry's account now: a re-written
+    entry takes them (``sync/coding.py``)."""
 
     # -- same key: follow the edit ---------------------------------------------------------
 
@@ -94,7 +103,8 @@ class Edits:
                 updated = self.clio.update_entry(
                     link.clio_activity_id, etag=etag, on=entry.date, price=entry.amount,
                     note=entry.note, reference=entry.reference,
-                    matter_id=int(wanted["matter_id"] or activity.matter_id or 0))
+                    matter_id=int(wanted["matter_id"] or activity.matter_id or 0),
+                    coding=None if self.coding is None else self.coding(entry))
             except PreconditionFailed:
                 if attempt == 2:
                     raise
@@ -305,7 +315,10 @@ class Edits:
         if any(not f.customer_id for f in plan.failures):
             return 0
         failing = {f.customer_id for f in plan.failures}
-        planned = {(e.key.customer_id, e.key.line_id) for e in plan.entries}
+        # Billed in QuickBooks since: the entry is reported (``Changes.billed_in_quickbooks``),
+        # never removed by itself; one skipped as not billable now stays as it was written.
+        planned = ({(e.key.customer_id, e.key.line_id) for e in plan.entries}
+                   | plan.billed_keys | plan.unbillable_keys)
         gone = [link for link in links
                 if link.state == LinkState.CREATED and link.removed_at is None
                 and link.superseded_at is None

@@ -21,19 +21,24 @@ from datetime import date, datetime
 from functools import cache
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hardcost.sync import audit
-from hardcost.sync.clio import ExpenseCategory, User
+from hardcost.sync.bounds import ID, NAME, clip, fits
+from hardcost.sync.clio import ExpenseCategory, User, UtbmsCode, UtbmsSet
 from hardcost.sync.http import ApiError
 from hardcost.sync.leases import run_soon
-from hardcost.sync.store import AuditEntry, FirmSettings
+from hardcost.sync.store import AccountCoding, AuditEntry, FirmSettings
 
 USAGE = {
     "channel": "/hardcost set channel #channel",
     "start-date": "/hardcost set start-date YYYY-MM-DD",
     "account": "/hardcost set account <QuickBooks account name or id>  (or +name / -name)",
-    "category": "/hardcost set category <Clio hard-cost category name or id>",
+    "category": "/hardcost set category <Clio hard-cost category name or id> "
+                "[for <QuickBooks account>]",
+    "utbms": "/hardcost set utbms <UTBMS expense code, e.g. E112>|off [for <QuickBooks account>]",
+    "not-billable": "/hardcost set not-billable import|skip",
     "user": "/hardcost set user <Clio user name or id | owner>",
     "schedule": "/hardcost set schedule <minutes, 5 to 10080>",
     "split-lines": "/hardcost set split-lines on|off",
@@ -82,13 +87,17 @@ class Lookups:
     qbo_accounts: Callable[[], list[dict[str, Any]]]
     clio_categories: Callable[[], list[ExpenseCategory]]
     clio_users: Callable[[], list[User]]
+    clio_utbms_codes: Callable[[], list[UtbmsCode]] = list
+    clio_utbms_sets: Callable[[], list[UtbmsSet]] = list
 
     def cached(self) -> Lookups:
         """The same lookups, each asked at most once (checking a value and naming it in the
         audit trail need the same list)."""
         return Lookups(qbo_accounts=cache(self.qbo_accounts),
                        clio_categories=cache(self.clio_categories),
-                       clio_users=cache(self.clio_users))
+                       clio_users=cache(self.clio_users),
+                       clio_utbms_codes=cache(self.clio_utbms_codes),
+                       clio_utbms_sets=cache(self.clio_utbms_sets))
 
 
 def _on_off(raw: str, key: str) -> bool:
@@ -167,6 +176,120 @@ def approver_ids(users: Sequence[str]) -> list[str]:
     return unique
 
 
+UTBMS_CODE = 20  # FirmSettings.utbms_code, AccountCoding.utbms_code: "E112" and the like
+UTBMS_HINT = ("UTBMS expense codes look like E101 (copying), E107 (delivery), E112 (court "
+              "fees), E124 (other); Clio lists them, and the sets enabled, under Settings → "
+              "Billing → UTBMS.")
+PER_ACCOUNT_KEYS = frozenset({"category", "utbms"})
+"""Settings that may name one import account: ``set category <name> for <account>``."""
+_FOR = re.compile(r"\s+for\s+", re.IGNORECASE)
+
+
+def split_for(raw: str) -> tuple[str, str | None]:
+    """``"Filing fees for Court costs"`` → (``"Filing fees"``, ``"Court costs"``): the value,
+    and the QuickBooks account after the last " for " (None without one)."""
+    text = raw.strip()
+    found = list(_FOR.finditer(text))
+    if not found:
+        return text, None
+    last = found[-1]
+    return text[:last.start()].strip(), text[last.end():].strip()
+
+
+def find_utbms_code(raw: str, codes: Sequence[UtbmsCode], sets: Sequence[UtbmsSet],
+                    key: str = "utbms") -> UtbmsCode:
+    """A UTBMS expense code of the firm's Clio, in an enabled set; SettingError with the
+    reason and a hint otherwise."""
+    wanted = raw.strip()
+    matches = [c for c in codes
+               if c.code.casefold() == wanted.casefold() or str(c.id) == wanted]
+    expense = [c for c in matches if c.type in ("", "UtbmsExpense")]
+    if not expense:
+        shown = wanted if len(wanted) <= 40 else wanted[:39] + "…"
+        why = ("is not an expense code" if matches
+               else "is not a UTBMS expense code in this Clio account")
+        raise SettingError(f"“{shown}” {why}. {UTBMS_HINT}", key)
+    enabled = {s.id for s in sets if s.enabled}
+    usable = [c for c in expense if c.set_id in enabled]
+    if not usable:
+        code = expense[0]
+        set_name = next((s.name for s in sets if s.id == code.set_id), None)
+        where = f"the UTBMS set “{set_name}”" if set_name else "a UTBMS set"
+        raise SettingError(f"{code.code} is in {where}, which is not enabled in Clio: enable "
+                           "the set in Clio (Settings → Billing → UTBMS) or choose a code of "
+                           "an enabled set.", key)
+    return usable[0]
+
+
+def _coding_row(session: Session, firm_id: int, account: Mapping[str, Any]) -> AccountCoding:
+    account_id = str(account["Id"])
+    row = session.scalars(select(AccountCoding).where(
+        AccountCoding.firm_id == firm_id, AccountCoding.account_id == account_id)).first()
+    name = clip(str(account.get("FullyQualifiedName") or account.get("Name") or account_id),
+                NAME)
+    if row is None:
+        row = AccountCoding(firm_id=firm_id, account_id=account_id, account_name=name)
+        session.add(row)
+    row.account_name = name
+    return row
+
+
+def _coding_value(row: AccountCoding | None, key: str) -> str | None:
+    if row is None:
+        return None
+    return (str(row.expense_category_id) if key == "category"
+            and row.expense_category_id is not None else row.utbms_code if key == "utbms"
+            else None)
+
+
+def apply_account_setting(session: Session, settings: FirmSettings, key: str, value: str,
+                          account_raw: str, lookups: Lookups) -> tuple[str, str, Any, Any]:
+    """``set category|utbms <value> for <account>``: the account's own category or code.
+    Returns (sentence, account name, value before, value after) for the audit trail."""
+    check_value(key, value)
+    account = _find_account(lookups.qbo_accounts(), account_raw)
+    account_id = str(account["Id"])
+    if not fits(account_id, ID):
+        raise SettingError(f"QuickBooks has no account named “{account_raw}”.", key)
+    name = str(account.get("FullyQualifiedName") or account.get("Name") or account_id)
+    if account_id not in [str(i) for i in settings.import_account_ids or []]:
+        raise SettingError(f"“{name}” is not an import account; add it first with "
+                           f"/hardcost set account +{name}.", key)
+    if key == "category":
+        category = _hard_cost_category(lookups, value, key)
+        row = _coding_row(session, settings.firm_id, account)
+        before = row.expense_category_id
+        row.expense_category_id = category.id
+        row.category_name = clip(category.name, NAME)
+        return (f"Entries of {row.account_name} now go under {category.name}.", name,
+                before, {"id": category.id, "name": category.name})
+    existing = session.scalars(select(AccountCoding).where(
+        AccountCoding.firm_id == settings.firm_id,
+        AccountCoding.account_id == account_id)).first()
+    before_code = existing.utbms_code if existing is not None else None
+    if value.lower() == "off":
+        if existing is not None:
+            existing.utbms_code_id = None
+            existing.utbms_code = None
+        return (f"Entries of {name} carry no UTBMS code of their own: their category's, or "
+                "the default, applies.", name, before_code, None)
+    code = find_utbms_code(value, lookups.clio_utbms_codes(), lookups.clio_utbms_sets(), key)
+    row = existing or _coding_row(session, settings.firm_id, account)
+    row.utbms_code_id = code.id
+    row.utbms_code = clip(code.code, UTBMS_CODE)
+    return (f"Entries of {row.account_name} now carry UTBMS code {row.utbms_code}"
+            f"{' (' + code.name + ')' if code.name else ''}.", name, before_code, row.utbms_code)
+
+
+def _hard_cost_category(lookups: Lookups, raw: str, key: str) -> ExpenseCategory:
+    category: ExpenseCategory = _find_by_name_or_id(lookups.clio_categories(), raw,
+                                                    "hard-cost category", key,
+                                                    "hard-cost categories")
+    if category.entry_type != "hard_cost":
+        raise SettingError(f"“{category.name}” is not a hard-cost category.", key)
+    return category
+
+
 SCHEDULING_KEYS = frozenset({"schedule", "start-date", "account"})
 """Settings that change when (or whether) scheduled imports run."""
 
@@ -184,6 +307,18 @@ def apply_setting(session: Session, firm_id: int, key: str, raw: str,
         raise SettingError("This workspace has no hardcost firm yet.")
     if key in SCHEDULING_KEYS:  # a new schedule, or a firm now ready: its next run soon
         run_soon(session, firm_id)
+    value, account_raw = split_for(raw) if key in PER_ACCOUNT_KEYS else (raw, None)
+    if account_raw is not None:
+        lookups = lookups.cached()
+        sentence, account, old, new = apply_account_setting(session, settings, key, value,
+                                                            account_raw, lookups)
+        if actor is not None and old != new and \
+                not (isinstance(new, dict) and new.get("id") == old):
+            audit.record(session, firm_id, audit.Action.SETTING, actor,
+                         before={key: {"account": account, "value": old}},
+                         after={key: {"account": account, "value": new}}, detail=sentence,
+                         at=at)
+        return sentence
     if actor is None:
         return _apply(settings, key, raw, lookups)
     lookups = lookups.cached()
@@ -208,13 +343,27 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
         shown = ", ".join(str(names.get(i, i)) for i in settings.import_account_ids)
         return f"Import account(s): {shown}."
     if key == "category":
-        categories = lookups.clio_categories()
-        category = _find_by_name_or_id(categories, raw, "hard-cost category", key,
-                                       "hard-cost categories")
-        if category.entry_type != "hard_cost":
-            raise SettingError(f"“{category.name}” is not a hard-cost category.", key)
+        category = _hard_cost_category(lookups, raw, key)
         settings.expense_category_id = category.id
         return f"Expense category is now {category.name}."
+    if key == "utbms":
+        if raw.lower() == "off":
+            settings.utbms_code_id = None
+            settings.utbms_code = None
+            return ("No default UTBMS code: entries carry their account's or their "
+                    "category's, if any.")
+        code = find_utbms_code(raw, lookups.clio_utbms_codes(), lookups.clio_utbms_sets(), key)
+        settings.utbms_code_id = code.id
+        settings.utbms_code = clip(code.code, UTBMS_CODE)
+        return (f"Default UTBMS code is now {settings.utbms_code}"
+                f"{' (' + code.name + ')' if code.name else ''}: entries whose account and "
+                "category carry none get it.")
+    if key == "not-billable":
+        settings.not_billable = raw.lower()
+        if settings.not_billable == "skip":
+            return ("Lines marked not billable in QuickBooks are now skipped, with the reason "
+                    "in the run's details.")
+        return "Lines marked not billable in QuickBooks are imported as non-billable entries."
     if key == "user":
         if raw.lower() == "owner":
             settings.clio_user_id = None
@@ -274,7 +423,7 @@ SETTING_FIELDS = {
     "category": "expense_category_id", "user": "clio_user_id", "schedule": "schedule_minutes",
     "split-lines": "split_lines", "item-lines": "item_lines", "deletions": "deletions",
     "bills": "bills",
-    "no-customer": "no_customer",
+    "no-customer": "no_customer", "utbms": "utbms_code", "not-billable": "not_billable",
     "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
     "timezone": "timezone",
 }
@@ -371,6 +520,8 @@ def check_value(key: str, raw: str) -> None:
         raise SettingError(f"“{raw}” is neither delete nor alert.", key)
     elif key == "bills" and raw.lower() not in BILLS_MODES:
         raise SettingError(f"“{raw}” is not off, on-entry or on-payment.", key)
+    elif key == "not-billable" and raw.lower() not in {"import", "skip"}:
+        raise SettingError(f"“{raw}” is neither import nor skip.", key)
     elif key == "no-customer" and raw.lower() not in {"ask", "skip"}:
         raise SettingError(f"“{raw}” is neither ask nor skip.", key)
     elif key in {"split-lines", "item-lines"}:

@@ -339,6 +339,8 @@ class Importer:
             links = links_of.get(plan.purchase_id, [])
             waiting = waiting_of.get(plan.purchase_id, [])
             sort_entries(state, plan, links, waiting, by_id.get(plan.purchase_id), work)
+            if plan.billed_keys and links:
+                parts.changes.billed_in_quickbooks(state, plan, links, dry_run)
             if not dry_run and (links or waiting):
                 superseding = True
                 parts.changes.supersede(state, plan, by_id.get(plan.purchase_id), links,

@@ -287,7 +287,8 @@ class Reader:
                            split_lines=bool(settings.split_lines),
                            item_lines=bool(settings.item_lines),
                            item_expense_accounts=dict(item_accounts),
-                           ask_without_customer=settings.no_customer != "skip")
+                           ask_without_customer=settings.no_customer != "skip",
+                           skip_not_billable=settings.not_billable == "skip")
 
     def customer_info(self, customer_ids: set[str]) -> dict[str, CustomerInfo]:
         """Emails of customers (and their parents) that names alone did not settle."""

@@ -43,6 +43,12 @@ NO_CUSTOMER = "-"
 ``[qbo <realm>/<purchase id>/-[/<line id>]]``. QuickBooks ids are digits, so it never names a
 real customer, and the marker stays unique and findable in Clio."""
 
+BILLABLE_STATUS = "BillableStatus"
+HAS_BEEN_BILLED = "HasBeenBilled"
+NOT_BILLABLE = "NotBillable"
+ALREADY_BILLED = "already billed in QuickBooks"
+"""The reason a line QuickBooks has put on one of its own invoices is not imported."""
+
 ITEM_DETAILS_MESSAGE = ("Item details are not supported — re-enter this line under Category "
                         "details in QuickBooks")
 
@@ -60,6 +66,9 @@ class ImportRules:
     ask_without_customer: bool = False
     """``no-customer ask``: import-account lines with no customer become entries keyed by
     :data:`NO_CUSTOMER` (they wait for a person to pick the matter) instead of skips."""
+    skip_not_billable: bool = False
+    """``not-billable skip``: lines QuickBooks marks ``NotBillable`` are skipped instead of
+    imported as non-billable entries."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +112,9 @@ class PlannedEntry:
     payment_type: str
     account_id: str | None = None
     """The QuickBooks account of the entry's lines, when they share one (matter rules may
-    name it)."""
+    name it, and its category and UTBMS code apply)."""
+    non_billable: bool = False
+    """Every line of the entry is ``NotBillable`` in QuickBooks: written non-billable."""
 
     @property
     def marker(self) -> str:
@@ -124,6 +135,7 @@ class PlannedEntry:
             "descriptions": list(self.descriptions),
             "payment_type": self.payment_type,
             "account_id": self.account_id,
+            **({"non_billable": True} if self.non_billable else {}),
         }
 
     @classmethod
@@ -142,6 +154,7 @@ class PlannedEntry:
             descriptions=tuple(data.get("descriptions") or ()),
             payment_type=data.get("payment_type", ""),
             account_id=data.get("account_id"),
+            non_billable=bool(data.get("non_billable")),
         )
 
 
@@ -173,6 +186,12 @@ class PurchasePlan:
     skips: list[Skip] = field(default_factory=list)
     failures: list[LineFailure] = field(default_factory=list)
     out_of_scope: bool = False  # before the start date: neither imported nor reported
+    billed_keys: set[tuple[str, str]] = field(default_factory=set)
+    """(customer id, line id) of entries whose lines are all billed in QuickBooks already: an
+    entry imported before under such a key is reported, never removed."""
+    unbillable_keys: set[tuple[str, str]] = field(default_factory=set)
+    """(customer id, line id) of entries whose lines are all skipped as ``NotBillable``
+    (``not-billable skip``): an entry imported before under such a key is left as it is."""
 
 
 class _Malformed(Exception):
@@ -258,6 +277,7 @@ class _Group:
     descriptions: list[str] = field(default_factory=list)
     failed: bool = False
     accounts: set[str] = field(default_factory=set)
+    billable_lines: int = 0  # lines not marked NotBillable in QuickBooks
 
 
 _MARKER_OPENING = re.compile(r"\[(?=qbo\s)", re.IGNORECASE)
@@ -376,6 +396,8 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
         if group.failed:
             continue
         key = QboKey(realm_id, purchase_id, group.customer_id, group.line_id)
+        plan.billed_keys.discard((group.customer_id, group.line_id))
+        plan.unbillable_keys.discard((group.customer_id, group.line_id))
         if group.customer_id == NO_CUSTOMER:
             who = f"{label} (no customer)"
         else:
@@ -416,6 +438,7 @@ def plan_purchase(purchase: Mapping[str, Any], realm_id: str,
             customer_name=group.customer_name, payee=payee, memo=memo,
             descriptions=tuple(group.descriptions), payment_type=payment_type,
             account_id=next(iter(group.accounts)) if len(group.accounts) == 1 else None,
+            non_billable=group.billable_lines == 0,
         ))
     return plan
 
@@ -490,12 +513,25 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
         line_account = None  # kept as "any import account" (it is only a rule's scope)
     if not account_ok:
         return  # another account: not a client cost
+    tagged = customer is not None  # BillableStatus means something only with a customer
     if customer is None:
         if not rules.ask_without_customer:
             plan.skips.append(Skip(purchase_id, f"{line_label} is in the import account but "
                                    "has no customer, so no matter can be charged", "", line_id))
             return
         customer = (NO_CUSTOMER, "")  # waits for a person to pick the matter
+    status = _text(detail.get(BILLABLE_STATUS)) if tagged else None
+    if status == HAS_BEEN_BILLED:  # on a QuickBooks invoice: never billed a second time
+        plan.skips.append(Skip(purchase_id, f"{line_label} is {ALREADY_BILLED}",
+                               customer[0], line_id))
+        plan.billed_keys.add((customer[0], line_id if rules.split_lines else ""))
+        return
+    if status == NOT_BILLABLE and rules.skip_not_billable:
+        plan.skips.append(Skip(purchase_id, f"{line_label} is marked not billable in "
+                               "QuickBooks (not-billable is set to skip)", customer[0],
+                               line_id))
+        plan.unbillable_keys.add((customer[0], line_id if rules.split_lines else ""))
+        return
     group = _group(groups, customer, line_id, rules)
     try:
         amount = to_amount(line.get("Amount"), line_label)
@@ -513,6 +549,8 @@ def _plan_line(plan: PurchasePlan, groups: dict[tuple[str, str], _Group], line: 
         group.failed = True
         return
     group.amount += amount
+    if status != NOT_BILLABLE:
+        group.billable_lines += 1
     if line_account:
         group.accounts.add(line_account)
     description = _text(line.get("Description"))

@@ -15,7 +15,7 @@ from hardcost.sync.bills import OFF, bill_id_of
 from hardcost.sync.http import ApiError, ConfigError, TransientError
 from hardcost.sync.matching import MatterResolver
 from hardcost.sync.rules import PlannedEntry, QboKey, is_bill
-from hardcost.sync.store import EntryLink, Firm, FirmSettings, MatterRule
+from hardcost.sync.store import AccountCoding, EntryLink, Firm, FirmSettings, MatterRule
 from hardcost.sync.summary import RunSummary
 
 CIRCUIT_BREAK_AFTER = 3  # consecutive transient Clio failures before the rest wait for next run
@@ -63,6 +63,10 @@ class RunState:
     """Bills read this run that are not fully paid (``bills on-payment``): new entries wait."""
     asked_untagged: bool = False  # an expense with no customer waits: the matter search needs
     # the firm's matters (``matter_cache``)
+    codings: dict[str, AccountCoding] | None = None
+    """The firm's category and UTBMS code per import account, read at the first write."""
+    category_codes: dict[int, int | None] | None = None
+    """Clio category id → its own UTBMS code, asked at most once a run (``sync/coding.py``)."""
 
     def entries_expected(self) -> int | None:
         """The entries this run will write or ask about: known once its one page is planned;

@@ -21,7 +21,11 @@ database file and raises ``SchedulerRefused`` when another process (another ``ha
 holds it.
 
 ``health()`` says whether the scheduler is doing its job, for ``/healthz``: started, not
-stopped, and its claim pass has read the table recently (``stale_after`` seconds).
+stopped, and its claim pass has read the table recently (``stale_after`` seconds). It reads
+nothing from the database: ``/healthz`` is probed every few seconds on every replica, so what it
+reports is kept by the scheduler itself (the claim passes' times, and the figures job's count of
+the scheduled firms every ``figures_every`` seconds): a probe costs the same for 10 firms and
+for 10,000.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor as Pool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -52,7 +56,7 @@ from hardcost.sync.leases import (
     schedule_interval,
     settle_abandoned_runs,
 )
-from hardcost.sync.metrics import SCHEDULER_LATENESS
+from hardcost.sync.metrics import FIGURES_EVERY, SCHEDULER_LATENESS, Fleet, read_fleet
 from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm, FirmSettings, RunLease, utcnow
 from hardcost.sync.summary import RunSummary
 
@@ -64,7 +68,8 @@ DAILY_JOB = "daily"
 DAILY_EVERY = 60.0  # seconds between two looks for daily work due (the digest)
 HOUSEKEEPING_JOB = "housekeeping"
 HOUSEKEEPING_EVERY = 3600.0  # seconds between two prunings of old rows
-IMPORT_THREADS = 10  # scheduled imports at once in one process
+FIGURES_JOB = "figures"  # the scheduled firms (/healthz's "firms") and the fleet's gauges
+IMPORT_THREADS = 8  # scheduled imports at once in one process (HARDCOST_IMPORT_THREADS's default)
 STALE_PERIODS = 3  # claim passes missed in a row before health says the scheduler is stuck
 STALE_SLACK = 5.0  # seconds on top: a busy machine or a slow database delays a pass
 
@@ -116,6 +121,9 @@ class ImportScheduler:
     per problem, when a firm's schedule cannot be computed (that firm is looked at again a day
     later; every other firm keeps its schedule). ``daily(now)``: work due once a day per firm
     (the digest). ``housekeeping()``: pruning of old rows, every ``housekeeping_every``.
+    ``figures_every``: seconds between two counts of the scheduled firms (``health``'s
+    ``firms``; one read of every ready firm, in a job of its own, never in a probe) and two
+    readings of the fleet's figures for ``/metrics`` (``fleet``, ``sync.metrics.read_fleet``).
     """
 
     def __init__(self, sessions: sessionmaker[Session], importer_for: Callable[[int], Importer],
@@ -129,6 +137,7 @@ class ImportScheduler:
                  daily_every: float = DAILY_EVERY,
                  housekeeping: Callable[[], object] | None = None,
                  housekeeping_every: float = HOUSEKEEPING_EVERY,
+                 figures_every: float = FIGURES_EVERY,
                  threads: int = IMPORT_THREADS) -> None:
         bind = sessions.kw.get("bind")
         if not isinstance(bind, Engine):
@@ -144,6 +153,7 @@ class ImportScheduler:
         self.daily_every = daily_every
         self.housekeeping = housekeeping
         self.housekeeping_every = housekeeping_every
+        self.figures_every = figures_every
         self.threads = max(int(threads), 1)
         self._skipped: dict[int, str] = {}  # firm id → why its schedule cannot be computed
         self.unit_seconds = unit_seconds
@@ -151,7 +161,8 @@ class ImportScheduler:
         self.clock = clock
         self._scheduler = BackgroundScheduler(timezone=UTC, executors={
             "default": ThreadPoolExecutor(1), REFRESH_JOB: ThreadPoolExecutor(1),
-            DAILY_JOB: ThreadPoolExecutor(1), HOUSEKEEPING_JOB: ThreadPoolExecutor(1)})
+            DAILY_JOB: ThreadPoolExecutor(1), HOUSEKEEPING_JOB: ThreadPoolExecutor(1),
+            FIGURES_JOB: ThreadPoolExecutor(1)})
         self._pool = Pool(max_workers=self.threads, thread_name_prefix="hardcost-schedule")
         self._state_lock = threading.Lock()
         self._active = 0  # scheduled runs claimed and not yet over
@@ -167,7 +178,8 @@ class ImportScheduler:
         self._last_tick: datetime | None = None
         self.claimed = 0  # scheduled runs this process has claimed since it started
         self._saturated = False  # the last claim pass filled every free thread
-        self._firms_counted: tuple[float, int] | None = None  # health's count, and when
+        self._scheduled: int | None = None  # the figures job's count of scheduled firms
+        self._fleet: Fleet | None = None  # and its reading of the fleet's figures
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -182,6 +194,11 @@ class ImportScheduler:
         try:
             settle_abandoned_runs(self.db)  # a dead predecessor's runs, before any claim
             self.sync()
+            self.refresh_figures()
+            self._scheduler.add_job(self.refresh_figures, "interval",
+                                    seconds=self.figures_every, id=FIGURES_JOB,
+                                    executor=FIGURES_JOB, max_instances=1, coalesce=True,
+                                    misfire_grace_time=max(1, int(self.figures_every)))
             self._scheduler.add_job(self._refresh, "interval", seconds=self.refresh_every,
                                     id=REFRESH_JOB, executor=REFRESH_JOB,
                                     max_instances=1, coalesce=True,
@@ -238,7 +255,8 @@ class ImportScheduler:
                 RunLease.firm_id == firm_id))
 
     def health(self) -> SchedulerHealth:
-        """Started, not stopped, and a claim pass made within ``stale_after`` seconds."""
+        """Started, not stopped, and a claim pass made within ``stale_after`` seconds. Reads
+        nothing from the database (``firms`` is the figures job's latest count)."""
         with self._state_lock:
             skipped = set(self._skipped)
             refreshed = self._refreshed
@@ -256,17 +274,7 @@ class ImportScheduler:
                       f"should every {self.refresh_every:g} s)")
             if self._refresh_error:
                 reason += f"; the last attempt failed: {self._refresh_error}"
-        firms = 0
-        if running:
-            counted = self._firms_counted
-            if counted is not None and time.monotonic() - counted[0] < self.refresh_every:
-                firms = counted[1]  # /healthz is polled often: one count per pass at most
-            else:
-                try:
-                    firms = self.scheduled_firms()
-                    self._firms_counted = (time.monotonic(), firms)
-                except Exception:  # noqa: BLE001 - the claim pass fails too: staleness says
-                    log.debug("scheduler: counting scheduled firms failed", exc_info=True)
+        firms = (self._scheduled or 0) if running else 0
         return SchedulerHealth(
             ok=reason is None, running=running, firms=firms, skipped=tuple(sorted(skipped)),
             last_refresh=refreshed[1] if refreshed is not None else None,
@@ -281,15 +289,7 @@ class ImportScheduler:
     # -- readiness --------------------------------------------------------------------------
 
     def _ready_query(self) -> Any:
-        connected = (select(func.count()).select_from(Connection).where(
-            Connection.firm_id == Firm.id, Connection.provider.in_(list(PROVIDER_NAMES)),
-            Connection.broken_at.is_(None)).scalar_subquery())
-        return (select(Firm.id, FirmSettings.schedule_minutes)
-                .join(FirmSettings, FirmSettings.firm_id == Firm.id)
-                .where(Firm.active.is_(True), FirmSettings.paused.is_(False),
-                       Firm.qbo_realm_id.is_not(None), Firm.qbo_realm_id != "",
-                       FirmSettings.start_date.is_not(None),
-                       connected == len(PROVIDER_NAMES)))
+        return ready_query()
 
     def _ready(self, firm_id: int) -> float | None:
         with self.sessions() as session:
@@ -305,7 +305,8 @@ class ImportScheduler:
         return interval.total_seconds()
 
     def scheduled_firms(self) -> int:
-        """How many firms have scheduled imports (for ``/healthz``; one count)."""
+        """How many firms have scheduled imports (one read of every ready firm: the figures
+        job's, never ``/healthz``'s)."""
         with self.sessions() as session:
             rows = session.execute(self._ready_query().add_columns(
                 FirmSettings.import_account_ids)).all()
@@ -444,6 +445,26 @@ class ImportScheduler:
         except Exception:  # noqa: BLE001 - the next pass tries again
             log.exception("scheduler: housekeeping failed")
 
+    def refresh_figures(self) -> None:
+        """The figures job: count the scheduled firms for ``health`` and read the fleet's
+        figures for ``/metrics``. A failure keeps the last ones (the claim pass fails too, and
+        ``health`` says so; ``hardcost_fleet_figures_age_seconds`` grows)."""
+        if self._stopped or SHUTDOWN.is_set():
+            return
+        try:
+            scheduled = self.scheduled_firms()
+            with self.sessions() as session:
+                fleet = read_fleet(session, utcnow())
+        except Exception as exc:  # noqa: BLE001 - the next pass tries again
+            log.warning("scheduler: reading the figures failed (%s)", type(exc).__name__)
+            return
+        self._scheduled = scheduled
+        self._fleet = replace(fleet, firms_scheduled=scheduled)
+
+    def fleet(self) -> Fleet | None:
+        """The figures job's latest reading (None before the first)."""
+        return self._fleet
+
     def _refresh(self) -> None:
         try:
             self.sync()
@@ -488,6 +509,22 @@ class ImportScheduler:
         if handle is not None:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
             handle.close()
+
+
+def ready_query() -> Any:
+    """(firm id, schedule minutes) of the firms ready to be scheduled, but for their import
+    accounts (a JSON list: add ``FirmSettings.import_account_ids`` and check it is not empty):
+    active, not paused, a QuickBooks company, a start date, both services connected and not
+    refused."""
+    connected = (select(func.count()).select_from(Connection).where(
+        Connection.firm_id == Firm.id, Connection.provider.in_(list(PROVIDER_NAMES)),
+        Connection.broken_at.is_(None)).scalar_subquery())
+    return (select(Firm.id, FirmSettings.schedule_minutes)
+            .join(FirmSettings, FirmSettings.firm_id == Firm.id)
+            .where(Firm.active.is_(True), FirmSettings.paused.is_(False),
+                   Firm.qbo_realm_id.is_not(None), Firm.qbo_realm_id != "",
+                   FirmSettings.start_date.is_not(None),
+                   connected == len(PROVIDER_NAMES)))
 
 
 def _holder() -> str:

@@ -134,12 +134,38 @@ class FirmSettings(Base):
     digest_hour: Mapped[int] = mapped_column(Integer, default=9)  # 0-23, in ``timezone``
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")  # an IANA name
     no_customer: Mapped[str] = mapped_column(String(10), default="ask")  # ask | skip
+    not_billable: Mapped[str] = mapped_column(String(10), default="import",
+                                              server_default="import")
+    """QuickBooks lines marked ``NotBillable``: ``import`` (as non-billable entries) | ``skip``."""
+    utbms_code_id: Mapped[int | None] = mapped_column(BigInteger)
+    """The default UTBMS expense code (Clio's id); None = none unless an account or the
+    category has one."""
+    utbms_code: Mapped[str | None] = mapped_column(String(20))  # its code, e.g. "E124"
     matters_cached_at: Mapped[datetime | None] = mapped_column()
     """When ``matter_cache`` last held every open and pending Clio matter of the firm
     (``hardcost.sync.matter_cache``); None = never read."""
     digest_sent_on: Mapped[date | None] = mapped_column(Date)
     """The firm's local day whose digest was sent (claimed with the post, in one transaction):
     a restart, a second replica or a second tick that day sends nothing more."""
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class AccountCoding(Base):
+    """The Clio category and UTBMS expense code of one QuickBooks import account (``set
+    category … for <account>``, ``set utbms … for <account>``); an entry of that account
+    is written with them, the firm's defaults apply to the rest."""
+
+    __tablename__ = "account_codings"
+    __table_args__ = (UniqueConstraint("firm_id", "account_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    account_id: Mapped[str] = mapped_column(String(40))  # the QuickBooks account's id
+    account_name: Mapped[str] = mapped_column(String(300))  # as QuickBooks named it then
+    expense_category_id: Mapped[int | None] = mapped_column(BigInteger)  # None = the default
+    category_name: Mapped[str | None] = mapped_column(String(300))  # as Clio named it then
+    utbms_code_id: Mapped[int | None] = mapped_column(BigInteger)  # None = the default
+    utbms_code: Mapped[str | None] = mapped_column(String(20))  # its code, e.g. "E112"
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

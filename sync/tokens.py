@@ -142,13 +142,16 @@ def broken_reason(exc: ReconnectRequired) -> str:
 
 def mark_broken(sessions: sessionmaker[Session], firm_id: int, provider: str, reason: str,
                 now: datetime) -> None:
-    """Record that the provider refused the connection for good (once; keeps the first time)."""
+    """Record that the provider refused the connection for good (once; keeps the first time),
+    and log it then: a connection already broken is not logged again by each run or pass that
+    meets it (the token refresh and the run that stopped on it both call this)."""
     with sessions() as session:
-        session.execute(update(Connection).where(
+        broke = session.execute(update(Connection).where(
             Connection.firm_id == firm_id, Connection.provider == provider,
             Connection.broken_at.is_(None)).values(broken_at=now, broken_reason=reason[:500]))
         session.commit()
-    log.warning("%s connection of firm %s is broken: %s", provider, firm_id, reason)
+    if getattr(broke, "rowcount", 0):
+        log.warning("%s connection of firm %s is broken: %s", provider, firm_id, reason)
 
 
 def store_grant(session: Session, firm_id: int, provider: str, grant: TokenGrant,

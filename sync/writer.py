@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from hardcost.sync import audit, matter_rules, waits
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
-from hardcost.sync.clio import Activity, ClioClient, HardCostsDisabled
+from hardcost.sync.clio import Activity, ClioClient, CostCoding, HardCostsDisabled, UtbmsRefused
+from hardcost.sync.coding import run_coding
 from hardcost.sync.failures import Failures
 from hardcost.sync.http import ApiError, ServiceDown, TransientError
 from hardcost.sync.metrics import ENTRIES
@@ -357,12 +358,14 @@ class Writer:
                       note=entry.note, reference=entry.reference,
                       user_id=resolver.user_for(entry, state.settings.clio_user_id),
                       vendor_id=resolver.vendor_for(entry))
-        category = state.settings.expense_category_id
+        coding = self.coding(state, entry)
         try:
             return self.clio.create_entry(
-                entry_type=state.entry_type,
-                expense_category_id=category if state.entry_type == "HardCostEntry" else None,
+                entry_type=state.entry_type, expense_category_id=coding.category_id,
+                utbms_code_id=coding.utbms_code_id, non_billable=coding.non_billable,
                 **kwargs)  # type: ignore[arg-type]
+        except UtbmsRefused as exc:
+            raise self.utbms_refused(state, entry, exc) from None
         except HardCostsDisabled:
             if state.entry_type != "HardCostEntry":
                 raise
@@ -377,7 +380,27 @@ class Writer:
                     settings.clio_entry_type = "ExpenseEntry"
                     session.commit()
             return self.clio.create_entry(entry_type="ExpenseEntry", expense_category_id=None,
+                                          utbms_code_id=coding.utbms_code_id,
+                                          non_billable=coding.non_billable,
                                           **kwargs)  # type: ignore[arg-type]
+
+    def coding(self, state: RunState, entry: PlannedEntry) -> CostCoding:
+        """The category, UTBMS code and billable status the entry is written with: its
+        account's mapping as it is now (``sync/coding.py``)."""
+        return run_coding(self.sessions, self.firm_id, self.clio, state, entry)
+
+    def utbms_refused(self, state: RunState, entry: PlannedEntry,
+                      exc: UtbmsRefused) -> UtbmsRefused:
+        """Clio's refusal over a UTBMS code, told as what to set, for which account."""
+        mapped = (state.codings or {}).get(entry.account_id or "")
+        account = (mapped.account_name if mapped is not None
+                   else f"account {entry.account_id}" if entry.account_id else None)
+        where = f" for {account}" if account else ""
+        command = f"/hardcost set utbms <code>{where}"
+        return UtbmsRefused(exc.service, f"Clio needs a UTBMS expense code on this matter "
+                            f"(LEDES billing): {command} (e.g. E124), then retry",
+                            status=exc.status, code="utbms_required", detail=exc.detail,
+                            request_id=exc.request_id)
 
     def _insert_pending(self, entry: PlannedEntry, matter_id: int,
                         run_id: int | None) -> int | None:

@@ -71,6 +71,20 @@ def test_db_upgrade_creates_the_schema_and_is_repeatable(tmp_path: Path) -> None
     assert {"firms", "entry_links", "failures", "waiting_expenses", "runs"} <= tables
 
 
+def test_db_downgrade_to_an_unknown_revision_says_so_and_changes_nothing(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite'}"}
+    assert hardcost("db", "upgrade", env=env).returncode == 0
+
+    refused = hardcost("db", "downgrade", "0999", env=env)
+    current = hardcost("db", "current", env=env)
+
+    assert refused.returncode == 1
+    assert refused.stderr.startswith("hardcost db downgrade: ") and "0999" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert current.stdout.strip().endswith("(head)")
+
+
 def test_default_database_is_a_sqlite_file_in_the_working_directory(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
 

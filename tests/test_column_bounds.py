@@ -29,7 +29,7 @@ from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.bounds import clip
 from hardcost.sync.slack_tables import SLACK_METADATA
-from hardcost.sync.store import Base, PromptGroup, WaitingExpense, WebhookEvent
+from hardcost.sync.store import AccountCoding, Base, PromptGroup, WaitingExpense, WebhookEvent
 from hardcost.sync.webhooks import process_pending
 
 NUL = "\x00"
@@ -206,11 +206,31 @@ def settings_values(rig: SlackRig) -> None:
                         ("bills", "firm_settings.bills"),
                         ("prompts", "firm_settings.prompts"),
                         ("no-customer", "firm_settings.no_customer"),
+                        ("not-billable", "firm_settings.not_billable"),
                         ("channel", "firm_settings.slack_channel_id")):
         value = over(column, "A") if key != "channel" else f"<#C{over(column, 'A')}>"
         assert rig.command(f"set {key} {value}").status_code == 200
     assert rig.command("connect clio " + over("oauth_states.region", "e")).status_code == 200
-    wait_for(lambda: len(rig.replies_to(rig.admin)) >= 7, what="every refusal")
+    wait_for(lambda: len(rig.replies_to(rig.admin)) >= 8, what="every refusal")
+
+
+def account_codings(rig: SlackRig) -> None:
+    """A QuickBooks account, a Clio category and a UTBMS code with names one longer than the
+    columns that keep them, mapped with ``set category|utbms … for <account>``: clipped."""
+    firm = rig.firm
+    account = firm.qbo.add_account(over("account_codings.account_name"))["Id"]
+    category = firm.clio.add_expense_category(over("account_codings.category_name"))["id"]
+    codes = firm.clio.add_utbms_set("LEDES")
+    code = firm.clio.add_utbms_code(codes["id"], over("account_codings.utbms_code", "E"),
+                                    "Long")["id"]
+    for text in (f"set account +{account}", f"set category {category} for {account}",
+                 f"set utbms {code} for {account}", f"set utbms {code}"):
+        before = len(rig.replies_to(rig.admin))
+        assert rig.command(text).status_code == 200
+        wait_for(lambda n=before: len(rig.replies_to(rig.admin)) > n, what=text)
+    with firm.sessions() as session:
+        row = session.scalars(select(AccountCoding)).one()
+        assert row.utbms_code_id == code and row.expense_category_id == category
 
 
 CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
@@ -247,7 +267,11 @@ CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
     "settings": (settings_values, frozenset({
         "firm_settings.timezone", "firm_settings.deletions", "firm_settings.bills",
         "firm_settings.prompts", "firm_settings.no_customer", "firm_settings.slack_channel_id",
-        "oauth_states.region", "firms.clio_region"})),
+        "firm_settings.not_billable", "oauth_states.region", "firms.clio_region"})),
+    "codings": (account_codings, frozenset({
+        "account_codings.account_id", "account_codings.account_name",
+        "account_codings.category_name", "account_codings.utbms_code",
+        "firm_settings.utbms_code"})),
 }
 
 INTERNAL: dict[str, str] = {

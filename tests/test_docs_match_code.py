@@ -143,7 +143,7 @@ def test_readme_table_shows_each_numeric_default(field: str) -> None:
 
 SET_KEY_COLUMNS = {"schedule": "schedule_minutes", "channel": "slack_channel_id",
                    "account": "import_account_ids", "category": "expense_category_id",
-                   "user": "clio_user_id"}
+                   "user": "clio_user_id", "utbms": "utbms_code_id"}
 
 
 def _shown_default(key: str) -> str | None:

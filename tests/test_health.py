@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import func, select, text
+from sqlalchemy import event, func, select, text
+from werkzeug.test import Client
 
+from bench.health_bench import ThreadStatements, seed_firms
 from hardcost.bot.web import WebServer, make_wsgi_app, serve_in_thread
 from hardcost.sync.scheduler import IMPORT_THREADS, ImportScheduler, SchedulerRefused
 from hardcost.sync.store import Run
@@ -24,6 +26,7 @@ from tests.firmkit import Firm
 def _scheduler(firm: Firm, **kwargs: Any) -> ImportScheduler:
     options: dict[str, Any] = {"unit_seconds": 60, "refresh_every": 3600,
                                "clock": firm.world.clock.now, **kwargs}
+    options.setdefault("figures_every", options["refresh_every"])  # the firms count's period
     return ImportScheduler(firm.sessions, lambda firm_id: firm.world.importer(firm.sessions,
                                                                             firm_id), **options)
 
@@ -196,3 +199,44 @@ def test_health_stays_ok_while_every_import_thread_is_busy(
     firms[-1].update_settings(paused=True)  # and the refresh still sees changes
     _wait_for(lambda: _health(url)[1]["scheduler"]["firms"] == len(firms) - 1, timeout=0.8)
     assert under_way() == IMPORT_THREADS  # the imports were all under way meanwhile
+
+
+def test_the_schedulers_own_default_is_the_settings_default() -> None:
+    """An ``ImportScheduler`` made without a thread count (benchmarks, tests, embedders) runs
+    as many imports at once as ``hardcost serve`` does by default."""
+    from hardcost.sync.config import Settings
+
+    assert Settings.model_fields["scheduler_threads"].default == IMPORT_THREADS
+
+
+def test_a_probe_reads_as_much_for_200_firms_as_for_10(
+        rig: Any, schedulers: list[ImportScheduler]) -> None:
+    """``/healthz`` is probed every few seconds on every replica: it sends the database check
+    and nothing else, whatever the number of firms (it read every ready firm before, once its
+    cache of one claim period had run out: 33,000 rows a probe at 10,000 firms)."""
+    engine = rig.firm.sessions.kw["bind"]
+    scheduler = _scheduler(rig.firm, refresh_every=0.05, figures_every=3600)
+    schedulers.append(scheduler)
+    scheduler.start()
+    client = Client(make_wsgi_app(rig.app, rig.firm.sessions, scheduler=scheduler))
+    counter = ThreadStatements(engine)  # the statements this thread (the probe's) sends
+
+    def probes() -> list[list[tuple[str, int | None]]]:
+        seen = []
+        for _ in range(3):
+            time.sleep(0.1)  # more than a claim period: no probe leans on an earlier one's
+            mark = counter.mark()
+            assert client.get("/healthz").status_code == 200
+            seen.append(counter.since(mark))
+        return seen
+
+    try:
+        seed_firms(engine, 1, 9)  # 10 firms with the rig's
+        few = probes()
+        seed_firms(engine, 10, 190)  # 200
+        many = probes()
+    finally:
+        event.remove(engine, "after_cursor_execute", counter._seen)
+    assert [len(p) for p in few] == [len(p) for p in many] == [1, 1, 1]
+    assert few == many  # the same statements, and (PostgreSQL says) the same rows returned
+    assert {statement for probe in many for statement, _ in probe} == {"SELECT 1"}

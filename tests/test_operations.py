@@ -315,8 +315,8 @@ def test_a_run_that_crashes_is_recorded_and_counted_as_such(
         firm: Firm, monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever escapes a run (a full disk, a bug), its row must not say ``ok``. The failure
     is injected: what is tested is the run's record, not the cause."""
-    from hardcost.sync.importer import Importer
     from hardcost.sync.metrics import REGISTRY
+    from hardcost.sync.placer import Placer
 
     firm.client("Jane Smith", ["Smith estate"])
     firm.expense(("125.00", "Jane Smith"))
@@ -324,7 +324,7 @@ def test_a_run_that_crashes_is_recorded_and_counted_as_such(
     def disk_full(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(Importer, "_resolve_and_write", disk_full)
+    monkeypatch.setattr(Placer, "place_all", disk_full)
     before = REGISTRY.get_sample_value(
         "hardcost_runs_total", {"trigger": "manual", "outcome": "crashed"}) or 0.0
 

@@ -144,3 +144,42 @@ def test_the_dev_extra_is_really_absent_there(installed: tuple[Path, Path],
                             cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr
+
+
+def test_every_migration_is_in_the_wheel(installed: tuple[Path, Path]) -> None:
+    _, wheel = installed
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    versions = sorted(p.name for p in (ROOT / "sync/migrations/versions").glob("*.py"))
+    assert versions
+    missing = [v for v in versions if f"hardcost/sync/migrations/versions/{v}" not in names]
+    assert not missing, missing
+
+
+def test_db_current_history_and_downgrade_run_from_a_plain_install(
+        installed: tuple[Path, Path], tmp_path: Path) -> None:
+    """No alembic.ini, no checkout: run from a folder outside the repository."""
+    bin_dir, _ = installed
+    env = {**_env(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'firm.sqlite'}"}
+    heads = sorted(p.name[:4] for p in (ROOT / "sync/migrations/versions").glob("0*.py"))
+    head, before = heads[-1], heads[-2]
+
+    def db(*args: str) -> str:
+        return _run(bin_dir / "hardcost", "db", *args, cwd=tmp_path, env=env).stdout
+
+    empty = db("current")
+    db("upgrade")
+    current = db("current")
+    listed = db("history")
+    down = db("downgrade", "-1")
+    after = db("current")
+    db("upgrade")
+
+    assert "No schema yet" in empty and "run `hardcost db upgrade`" in empty
+    assert current.strip() == f"{head} (head)"
+    assert listed.splitlines()[0].startswith(f"{before} -> {head} (head), ")
+    assert len(listed.splitlines()) == len(heads)
+    assert f"Database is at revision {before}" in down
+    assert after.strip().startswith(f"{before} (the newest revision is {head}")
+    assert db("current").strip() == f"{head} (head)"
+    assert not (tmp_path / "alembic.ini").exists()

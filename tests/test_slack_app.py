@@ -765,6 +765,31 @@ def _outbox(rig: SlackRig) -> list[SlackOutbox]:
         return list(session.scalars(select(SlackOutbox)))
 
 
+def test_a_message_slack_took_with_an_odd_answer_is_sent_once(rig: SlackRig) -> None:
+    """Slack took the message (200, ``ok``) but its answer's ``message`` is not an object: the
+    row is recorded as sent, never posted again once its claim lapses."""
+    from hardcost.bot.outbox import deliver, enqueue
+    from hardcost.sandbox.faults import Fault
+
+    with rig.firm.sessions() as session:
+        enqueue(session, rig.firm.id, "chat.postMessage",
+                {"channel": rig.channel, "text": "odd answer"}, now=rig.firm.world.clock.now())
+        session.commit()
+    rig.slack.faults.add(Fault(path=r"^/api/chat\.postMessage$", method="POST", status=200,
+                               after_handler=True,
+                               body=json.dumps({"ok": True, "message": ["not", "a", "message"]})))
+    deliver(rig.firm.sessions, rig.app.client, clock=rig.firm.world.clock.now)
+    assert rig.slack.faults.pending() == 0
+    [row] = [r for r in _outbox(rig) if r.payload.get("text") == "odd answer"]
+    assert row.sent_at is not None and row.result_ts is None and row.attempts == 1
+
+    rig.firm.world.clock.advance(3600)  # long past any claim
+    deliver(rig.firm.sessions, rig.app.client, clock=rig.firm.world.clock.now)
+    assert [m["text"] for m in rig.channel_messages()].count("odd answer") == 1
+    [row] = [r for r in _outbox(rig) if r.payload.get("text") == "odd answer"]
+    assert row.attempts == 1
+
+
 def test_concurrent_deliveries_post_each_message_once(rig: SlackRig) -> None:
     from hardcost.bot.outbox import deliver, enqueue
 
@@ -797,19 +822,29 @@ def test_choice_landing_during_a_run_is_not_asked_again(rig: SlackRig) -> None:
     lease = rig.firm.matters["Lease"]
     firm = rig.firm
 
+    clicked: list[str] = []
+
     class ClickDuringRun(Importer):
-        def _known(self, realm_id: str, purchase_ids: list[str]) -> dict[str, Any]:
-            found = super()._known(realm_id, purchase_ids)
-            result = choices.choose_matter(firm.world.importer(firm.sessions, firm.id),
-                                           waiting.id, lease, rig.staff)
-            assert result.outcome == "linked"
-            return found
+        def _parts(self) -> Any:
+            parts = super()._parts()
+            read = parts.waits.open_of
+
+            def open_of(session: Any, realm_id: str, purchase_ids: list[str]) -> Any:
+                found = read(session, realm_id, purchase_ids)  # the page's links read too
+                result = choices.choose_matter(firm.world.importer(firm.sessions, firm.id),
+                                               waiting.id, lease, rig.staff)
+                clicked.append(result.outcome)
+                return found
+
+            parts.waits.open_of = open_of  # type: ignore[method-assign]
+            return parts
 
     base = firm.world.importer(firm.sessions, firm.id)
     engine = ClickDuringRun(firm.sessions, firm.id, qbo=base.qbo, clio=base.clio,
                             clock=firm.world.clock.now, sandbox_links=True)
     summary = engine.run(trigger="test")  # inside the margin: the purchase is read again
 
+    assert clicked == ["linked"]  # the click landed between the run's read and its record
     assert summary.waiting == 0
     assert firm.waiting() == [] and len(firm.entries()) == 1
     rig.ctx.notifier(rig.app.client).after_run(firm.id, summary)

@@ -61,10 +61,17 @@ from hardcost.bot.ui.prompts import (
     prompt_reminder,
 )
 from hardcost.bot.ui.runs import run_details, run_summary
-from hardcost.bot.ui.status import help_message, status_blocks, usage_error
-from hardcost.bot.ui.text import channel, md, mention
+from hardcost.bot.ui.status import (
+    check_coding_lines,
+    help_message,
+    status_blocks,
+    usage_error,
+)
+from hardcost.bot.ui.text import Mrkdwn, channel, md, mention
 from hardcost.bot.ui.trail import history
+from hardcost.sync.firm_settings import USAGE
 from hardcost.sync.summary import (
+    ChangedItem,
     FailureItem,
     ImportedEntry,
     ReconcileNote,
@@ -287,6 +294,25 @@ GOLDEN_CASES: dict[str, Any] = {
         a_summary(dry_run=True, run_id=None, unchanged=4, still_failing=1,
                   error="Clio refused the token: reconnect Clio."), firm_name="Smith LLP"),
     "run_details": lambda: run_details(a_summary()),
+    "status_codings": lambda: status_blocks(a_status(
+        codings=(("Court Costs", "Filing fees", "E112"), ("Copies & Prints", None, "E101")),
+        default_code="E124", not_billable="skip")),
+    "check_codings": lambda: notice(Mrkdwn(check_coding_lines([
+        (True, "Copies & Prints: Copying · UTBMS E101"),
+        (False, "Court Costs: the Clio category Filing fees was deleted or is no longer a "
+                "hard-cost category: /hardcost set category <category> for Court Costs"),
+        (True, "default UTBMS code E124")]))),
+    "setting_account_category": lambda: notice(
+        "Entries of Court Costs now go under Filing fees."),
+    "setting_utbms_disabled": lambda: usage_error(
+        "E199 is in the UTBMS set “Old codes”, which is not enabled in Clio: enable the set in "
+        "Clio (Settings → Billing → UTBMS) or choose a code of an enabled set.",
+        USAGE["utbms"]),
+    "run_details_billed_in_qbo": lambda: run_details(a_summary(changed_items=[ChangedItem(
+        "[qbo 9130/1042/58]", "1042", "billed_in_qbo", 9001, None,
+        {"amount": "80.00", "date": "2026-02-03"}, {"amount": "80.00", "date": "2026-02-03"},
+        None, "billed in QuickBooks too: check Clio entry #9001 (it may be billed to the "
+        "client twice)", "https://app.clio.com/nc/#/matters/77")])),
     "failure_alert": lambda: failure_alert(a_failure()),
     "failure_alert_config_repeated": lambda: failure_alert(a_failure(
         kind="config", message="QuickBooks is disconnected: reconnect it.", qbo_url=None,

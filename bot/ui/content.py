@@ -186,6 +186,11 @@ class StatusReport:
     stopping_by: str | None = None  # ... which this person asked to stop (Slack user id)
     bills: str = "off"  # the firm's ``bills`` setting: off | on-entry | on-payment
     waiting_for_payment: int = 0  # of ``waiting``, Bills waiting to be paid (nobody is asked)
+    codings: tuple[tuple[str, str | None, str | None], ...] = ()
+    """(QuickBooks account, Clio category, UTBMS code) of each import account with its own;
+    None where the default applies."""
+    default_code: str | None = None  # the default UTBMS expense code ("E124")
+    not_billable: str = "import"  # the firm's ``not-billable`` setting
 
 
 @dataclass(frozen=True)

@@ -233,6 +233,7 @@ _CHANGE_WORDS = {
     "not_overwritten": "Changed in Clio, not overwritten",
     "gone": "Deleted in Clio, not re-created",
     "unpaid": "No longer paid in QuickBooks, check it",
+    "billed_in_qbo": "Billed in QuickBooks too, check it",
 }
 
 
@@ -338,7 +339,7 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
             row = (f"• {escape(_CHANGE_WORDS.get(c.outcome, c.outcome))} · expense "
                    f"#{escape(c.purchase_id)} → Clio #{c.clio_id}"
                    + (f" ({escape(c.matter)})" if c.matter else ""))
-            if c.outcome != "unpaid":  # a Bill owing again: no figure changed
+            if c.outcome not in ("unpaid", "billed_in_qbo"):  # no figure changed
                 row += f": {_difference(c.before, c.after)}"
             if c.outcome not in ("updated", "moved"):
                 row += f" — {escape(c.note)}"

@@ -36,7 +36,13 @@ SET_KEYS: tuple[tuple[str, str], ...] = (
     ("account <QBO account name or id>",
      "the QuickBooks expense account whose lines are client costs; "
      "`account +name` adds one, `account -name` removes one"),
-    ("category <Clio category name or id>", "the Clio hard-cost category for new entries"),
+    ("category <Clio category name or id> [for <QBO account>]",
+     "the Clio hard-cost category for new entries; with `for`, for one import account's"),
+    ("utbms <code>|off [for <QBO account>]",
+     "the UTBMS expense code (E101, E112, E124, …) new entries carry (LEDES billing); "
+     "with `for`, one import account's"),
+    ("not-billable import|skip", "lines QuickBooks marks not billable: imported as "
+                                 "non-billable entries, or skipped"),
     ("user <Clio user name or id | owner>", "the Clio user entries are recorded under"),
     ("schedule <minutes>", "how often scheduled runs happen"),
     ("split-lines on|off", "one Clio entry per QuickBooks line, instead of per customer"),
@@ -91,6 +97,32 @@ def _waiting_count(status: StatusReport) -> str:
     return text
 
 
+def coding_lines(status: StatusReport) -> str:
+    """"Category and UTBMS code": each import account with its own, then the rest; empty
+    when the firm uses one category, no code and imports not-billable lines."""
+    if not status.codings and status.default_code is None and status.not_billable == "import":
+        return ""
+    rows = []
+    for account, category, code in status.codings[:20]:
+        parts = [name(category, 200) if category else "default category",
+                 f"UTBMS {name(code, 20)}" if code else "no code of its own"]
+        rows.append(f"• {name(account, 200)} — {' · '.join(parts)}")
+    default = f"UTBMS {name(status.default_code, 20)}" if status.default_code else "no UTBMS code"
+    rows.append(f"• {'other accounts' if status.codings else 'every account'} — default "
+                f"category · {default}")
+    billable = ("skipped" if status.not_billable == "skip"
+                else "imported as non-billable entries")
+    rows.append(f"Lines marked not billable in QuickBooks are {billable}; lines already billed "
+                "there are not imported.")
+    return "*Category and UTBMS code*\n" + "\n".join(rows)
+
+
+def check_coding_lines(problems: list[tuple[bool, str]]) -> str:
+    """``/hardcost check``'s lines on the category and UTBMS code mappings: ✅ or ❌ and what
+    to fix (escaped)."""
+    return "\n".join(("✅ " if ok else "❌ ") + escape(text) for ok, text in problems)
+
+
 def status_blocks(status: StatusReport) -> Message:
     """``/hardcost status``: connections, channel, schedule, last/next run, waiting, failures,
     and anything that needs attention."""
@@ -115,6 +147,9 @@ def status_blocks(status: StatusReport) -> Message:
         fields.append(f"*Vendor Bills*\nimported {BILLS_WORDS.get(status.bills, 'off')}; "
                       f"{status.waiting_for_payment:,} waiting for payment")
     blocks = [_header(f"hardcost — {one_line(status.firm_name)}"), _fields(fields)]
+    coding = coding_lines(status)
+    if coding:
+        blocks.append(_section(coding))
     if status.live:
         line = f":hourglass_flowing_sand: *Import under way:* {name(status.live, 500)}"
         if status.stopping_by:
