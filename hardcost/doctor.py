@@ -5,8 +5,8 @@ Checks, in order: the configuration loads; the database answers and its schema i
 Slack accepts ``SLACK_BOT_TOKEN`` (``auth.test``; skipped in multi-workspace mode, where each
 workspace's token comes from its install); each active firm's QuickBooks and Clio connections
 answer a cheap call (the company's preferences; Clio's users) through the same clients as
-imports; the QuickBooks webhook verifier is set when webhooks are used; ``PUBLIC_URL/healthz``
-answers when ``PUBLIC_URL`` is set. No line shows a token or a password."""
+imports; the QuickBooks webhook verifier is set when webhooks are used; a public path of
+``PUBLIC_URL`` reaches hardcost when it is set. No line shows a token or a password."""
 
 from __future__ import annotations
 
@@ -207,20 +207,28 @@ def _webhooks(config: Settings, report: Callable[[Check], None]) -> None:
                      "changes come with scheduled runs", skipped=True))
 
 
+PUBLIC_PROBE = "/oauth/clio/callback"
+"""A path Clio's browser redirect must reach through the proxy (docs/operations.md, "Behind a
+TLS reverse proxy"), so it is forwarded; ``/healthz`` is not public. Without parameters
+hardcost answers it with its own page (a 4xx saying the link is not valid): any such page
+shows that the public URL reaches this service."""
+
+
 def _public_url(config: Settings, report: Callable[[Check], None]) -> None:
     name = "public URL"
     if "public_url" not in config.model_fields_set:
         report(Check(name, True, "PUBLIC_URL is not set", skipped=True))
         return
-    url = config.public_url.rstrip("/") + "/healthz"
+    url = config.public_url.rstrip("/") + PUBLIC_PROBE
     try:
-        answer = requests.get(url, timeout=TIMEOUT)
+        answer = requests.get(url, timeout=TIMEOUT, allow_redirects=False)
     except requests.RequestException as exc:
         report(Check(name, False, f"{url} did not answer ({type(exc).__name__}): check that "
                      "hardcost serve is running and that the proxy forwards PUBLIC_URL to it."))
         return
-    if answer.status_code != 200:
-        report(Check(name, False, f"{url} answered {answer.status_code}: see "
-                     "docs/troubleshooting.md (/healthz answers 503) and the service's log."))
+    if "<title>hardcost" not in answer.text[:2000]:
+        report(Check(name, False, f"{url} answered {answer.status_code} but not with "
+                     "hardcost's page: the proxy must forward the public paths to hardcost "
+                     "serve (docs/operations.md, \"Behind a TLS reverse proxy\")."))
         return
-    report(Check(name, True, f"{url} answered 200"))
+    report(Check(name, True, f"{url} reaches hardcost"))

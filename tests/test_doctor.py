@@ -1,6 +1,6 @@
 """``hardcost doctor``: one line per check, ``ok`` or ``FAIL: <what to do>``, exit 1 when any
 check fails (issue 27). Against the sandbox QuickBooks, Clio and Slack, and a stand-in for the
-public URL's ``/healthz``."""
+public URL (as the shipped proxy serves it)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import requests
 from sqlalchemy import select
 
 from hardcost import cli
+from hardcost.bot.ui.pages import oauth_page
 from hardcost.sandbox.server import serve_in_thread
 from hardcost.sync.config import get_settings
 from hardcost.sync.store import Connection
@@ -22,11 +23,20 @@ from tests.firmkit import Firm, env_for
 Doctor = Callable[..., tuple[int, list[str]]]
 
 
-def _healthz(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
-    """What ``hardcost serve`` answers at ``/healthz`` when all is well (the rest: 404)."""
-    if environ.get("PATH_INFO") == "/healthz":
-        start_response("200 OK", [("Content-Type", "application/json")])
-        return [b'{"ok": true}']
+def _proxy(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+    """A stand-in for the public URL as deploy/Caddyfile serves it: Clio's OAuth redirect
+    comes back with hardcost's own page (no parameters: the link is not valid); anything
+    else, ``/healthz`` included, is 404."""
+    if environ.get("PATH_INFO") == "/oauth/clio/callback":
+        start_response("400 Bad Request", [("Content-Type", "text/html; charset=utf-8")])
+        return [oauth_page("This link is not valid", "Start again from Slack.",
+                           ok=False).encode()]
+    start_response("404 Not Found", [("Content-Type", "text/plain")])
+    return [b"not found"]
+
+
+def _not_forwarded(environ: dict[str, Any],
+                   start_response: Callable[..., Any]) -> Iterable[bytes]:
     start_response("404 Not Found", [("Content-Type", "text/plain")])
     return [b"not found"]
 
@@ -36,9 +46,9 @@ def doctor(firm: Firm, database_url: str, serve_slack: tuple[str, str],
            monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
            ) -> Iterator[Doctor]:
     """``hardcost doctor`` in this process, with a sandbox world's environment: the conftest
-    firm, the sandbox Slack's bot token and a public URL that answers ``/healthz``."""
+    firm, the sandbox Slack's bot token and a public URL that reaches hardcost."""
     bot_token, slack_url = serve_slack
-    public = serve_in_thread(_healthz)
+    public = serve_in_thread(_proxy)
     base = {**env_for(firm.world, database_url), "SLACK_BOT_TOKEN": bot_token,
             "SLACK_API_URL": f"{slack_url}/api/", "SLACK_SIGNING_SECRET": "s3cret",
             "PUBLIC_URL": public.url}
@@ -74,8 +84,8 @@ def test_all_ok_against_the_sandbox_world(doctor: Doctor, firm: Firm) -> None:
                      f"firm {firm.id} Clio", "QuickBooks webhooks", "public URL"]
     assert all(": ok" in line for line in lines), lines
     assert any(line.startswith("Slack: ok (workspace ") for line in lines)
-    assert any(line.startswith("public URL: ok (") and "/healthz answered 200" in line
-               for line in lines)
+    assert any(line.startswith("public URL: ok (") and "/oauth/clio/callback reaches hardcost"
+               in line for line in lines)
 
 
 def test_a_database_that_is_not_migrated_fails_its_line(doctor: Doctor, tmp_path: Path) -> None:
@@ -133,3 +143,15 @@ def _head() -> str:
     head = head_revision()
     assert head is not None
     return head
+
+
+def test_a_proxy_that_does_not_forward_the_public_paths_fails(doctor: Doctor) -> None:
+    elsewhere = serve_in_thread(_not_forwarded)
+    try:
+        status, lines = doctor(PUBLIC_URL=elsewhere.url)
+    finally:
+        elsewhere.stop()
+    assert status == 1
+    [line] = _fails(lines)
+    assert line.startswith("public URL: FAIL: ") and "answered 404 but not with hardcost's page" \
+        in line, line
