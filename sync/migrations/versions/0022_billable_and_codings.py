@@ -1,5 +1,4 @@
-"""Entries that arrive ready to bill: QuickBooks' billable status, a category and a UTBMS code
-per import account
+"""Ready to bill: QuickBooks' billable status, a category and a UTBMS code per import account
 
 ``firm_settings.not_billable`` says what happens to QuickBooks lines marked ``NotBillable``:
 ``import`` (the default, also for existing firms: as non-billable Clio entries) or ``skip``.
