@@ -1141,7 +1141,8 @@ class ClioSandbox:
         activity: Record = {
             "type": None, "date": None, "price": None, "quantity": None, "note": None,
             "reference": None, "billed": False, "on_bill": False, "bill": None, "matter": None,
-            "non_billable": False, "no_charge": False, "user": {"id": context.user_id}, "vendor": None, "expense_category": None,
+            "non_billable": False, "no_charge": False, "user": {"id": context.user_id},
+            "vendor": None, "expense_category": None,
             **activity_changes(body_data(context.body)),
         }
         check_activity(account, activity)

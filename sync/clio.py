@@ -368,12 +368,11 @@ class ClioClient:
     def matters_by_id(self, ids: Iterable[int]) -> list[Matter]:
         """The matters (with their client's name), ``MATTER_IDS_PER_CALL`` ids a call."""
         wanted = sorted(set(ids))
-        found: list[Matter] = []
+        rows: list[dict[str, Any]] = []
         for at in range(0, len(wanted), MATTER_IDS_PER_CALL):
             params = {"ids[]": wanted[at:at + MATTER_IDS_PER_CALL], "fields": MATTER_FIELDS}
-            rows = list(self._paged("matters.json", params))
-            found.extend(shaped(SERVICE, "its matters", lambda: [_matter(r) for r in rows]))
-        return found
+            rows.extend(self._paged("matters.json", params))
+        return shaped(SERVICE, "its matters", lambda: [_matter(r) for r in rows])
 
     def users(self) -> list[User]:
         return shaped(SERVICE, "its users", lambda: [
