@@ -642,3 +642,39 @@ def write_csv(report: MonthReport, out: IO[str]) -> int:
         out.write(line.getvalue()[:-2] + "\n")
         count += 1
     return count
+
+
+def render_text(report: MonthReport) -> str:
+    """The report for a terminal (``hardcost report``, the demo)."""
+    money, split = report.money, report.split
+    lines = [f"Hard costs for {report.month} — {report.firm_name} (read from Clio on "
+             f"{report.as_of.isoformat()})",
+             f"  imported: {split.count} entries, {money(split.total)}"]
+    for state in STATES:
+        lines.append(f"    {STATE_WORDS[state]}: {money(split[state])} "
+                     f"({split.counts[state]})")
+    if report.matters:
+        lines.append("  by matter, most unbilled first:")
+        for line in report.matters[:TOP_MATTERS]:
+            lines.append(f"    {line.client} — {line.matter}: "
+                         f"{money(line.split['unbilled'])} unbilled, "
+                         f"{money(line.split['draft'])} draft, "
+                         f"{money(line.split['billed'])} billed")
+    lines.append(f"  unbilled, all months ({money(report.unbilled_total)}): " + ", ".join(
+        f"{b.label} {money(b.amount)}" for b in report.ageing))
+    for old in report.oldest:
+        lines.append(f"    oldest: {old.client} — {old.matter}: {old.days} days, "
+                     f"{money(old.amount)}")
+    out = report.outstanding
+    lines.append(f"  not in Clio yet: {out.waiting} waiting ({money(out.waiting_total)}), "
+                 f"{out.failures} open failures ({money(out.failures_total)}), "
+                 f"{out.payment} Bills waiting for payment ({money(out.payment_total)})")
+    rec = report.reconciliation
+    if rec is not None:
+        why = [f"{money(rec.waiting)} waiting", f"{money(rec.failed)} failed",
+               *(f"{money(a)} skipped ({r})" for r, a in rec.skipped),
+               f"{money(rec.not_yet)} not read yet"]
+        lines.append(f"  QuickBooks {money(rec.qbo_total)} in the import accounts, "
+                     f"{money(rec.reached)} in Clio; difference {money(rec.difference)}: "
+                     + ", ".join(why))
+    return "\n".join(lines)

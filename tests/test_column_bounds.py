@@ -206,11 +206,12 @@ def settings_values(rig: SlackRig) -> None:
                         ("bills", "firm_settings.bills"),
                         ("prompts", "firm_settings.prompts"),
                         ("no-customer", "firm_settings.no_customer"),
+                        ("report", "firm_settings.report"),
                         ("channel", "firm_settings.slack_channel_id")):
         value = over(column, "A") if key != "channel" else f"<#C{over(column, 'A')}>"
         assert rig.command(f"set {key} {value}").status_code == 200
     assert rig.command("connect clio " + over("oauth_states.region", "e")).status_code == 200
-    wait_for(lambda: len(rig.replies_to(rig.admin)) >= 7, what="every refusal")
+    wait_for(lambda: len(rig.replies_to(rig.admin)) >= 8, what="every refusal")
 
 
 CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
@@ -247,10 +248,11 @@ CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
     "settings": (settings_values, frozenset({
         "firm_settings.timezone", "firm_settings.deletions", "firm_settings.bills",
         "firm_settings.prompts", "firm_settings.no_customer", "firm_settings.slack_channel_id",
-        "oauth_states.region", "firms.clio_region"})),
+        "firm_settings.report", "oauth_states.region", "firms.clio_region"})),
 }
 
 INTERNAL: dict[str, str] = {
+    "firm_settings.report_month": "a month as bot.month_report writes it (YYYY-MM)",
     **{f"{table}.{column}": "hardcost's own vocabulary (an enum or a fixed word)"
        for table, column in [
            ("connections", "provider"), ("contact_links", "qbo_type"),
