@@ -422,7 +422,8 @@ def _matter_names(clio: ClioClient, ids: set[int]) -> dict[int, tuple[str, str]]
     """Matter id → (client name, display number)."""
     if not ids:
         return {}
-    return {m.id: (m.client_name, m.display_number) for m in clio.matters_by_id(ids)}
+    return {m.id: (m.client_name, f"{m.display_number} {m.description}".strip())
+            for m in clio.matters_by_id(ids)}
 
 
 def _ageing(unbilled: list[Entry]) -> tuple[list[Bucket], list[OldMatter]]:
@@ -481,9 +482,11 @@ def _rules(settings: FirmSettings) -> ImportRules:
                        ask_without_customer=settings.no_customer != "skip")
 
 
-def _import_lines(document: Mapping[str, Any], accounts: frozenset[str]
-                  ) -> list[tuple[str, str, Decimal]]:
-    """(customer id, line id, home amount) of each line in an import account."""
+def _import_lines(document: Mapping[str, Any], accounts: frozenset[str], *,
+                  items: bool = False) -> list[tuple[str, str, Decimal]]:
+    """(customer id, line id, home amount) of each line in an import account; with
+    ``items``, also each Item details line with a customer (what an ``item_details`` failure
+    holds back)."""
     try:
         rate = Decimal(str(document["ExchangeRate"])) if document.get("ExchangeRate") \
             else None
@@ -494,10 +497,14 @@ def _import_lines(document: Mapping[str, Any], accounts: frozenset[str]
         if not isinstance(line, dict):
             continue
         detail = line.get("AccountBasedExpenseLineDetail")
-        if not isinstance(detail, dict):
-            continue
-        account = str((detail.get("AccountRef") or {}).get("value") or "")
-        if account not in accounts:
+        item = line.get("ItemBasedExpenseLineDetail") if items else None
+        if isinstance(detail, dict):
+            account = str((detail.get("AccountRef") or {}).get("value") or "")
+            if account not in accounts:
+                continue
+        elif isinstance(item, dict) and (item.get("CustomerRef") or {}).get("value"):
+            detail = item
+        else:
             continue
         customer = str((detail.get("CustomerRef") or {}).get("value") or "")
         try:
@@ -601,7 +608,7 @@ def _failure_amounts(qbo: QboClient, settings: FirmSettings, failures: list[Fail
         if document is None:
             continue
         total = ZERO
-        for customer, line_id, amount in _import_lines(document, accounts):
+        for customer, line_id, amount in _import_lines(document, accounts, items=True):
             if failure.customer_id and customer != failure.customer_id:
                 continue
             if failure.line_id and line_id != failure.line_id:
