@@ -6,9 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +24,7 @@ from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync import month_report
 from hardcost.sync.month_report import Month, first_working_day
 from hardcost.sync.store import FirmSettings
-from tests.firmkit import Firm
+from tests.firmkit import Firm, env_for
 from tests.reportkit import march_firm
 
 D = Decimal
@@ -239,3 +242,25 @@ def test_report_off_posts_nothing_and_first_working_day_skips_the_weekend(
     assert first_working_day(Month(2026, 8)) == date(2026, 8, 3)
     assert _due(rig, datetime(2026, 8, 1, 12, 0, tzinfo=UTC)) == 0
     assert _due(rig, datetime(2026, 8, 3, 12, 0, tzinfo=UTC)) == 1
+
+
+def test_hardcost_report_on_the_server_prints_and_writes_the_files(
+        firm: Firm, database_url: str, tmp_path: Path) -> None:
+    march_firm(firm)
+    png, data = tmp_path / "march.png", tmp_path / "march.csv"
+
+    result = subprocess.run(
+        [sys.executable, "-m", "hardcost", "report", "--firm", str(firm.id), "--month",
+         "2026-03", "--png", str(png), "--csv", str(data)],
+        env=env_for(firm.world, database_url), capture_output=True, text=True, timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert "imported: 5 entries, $485.74" in result.stdout
+    assert "billed: $100.00 (1)" in result.stdout and "on a draft bill: $250.50 (1)" in \
+        result.stdout and "unbilled: $95.24 (2)" in result.stdout
+    assert Image.open(png).size[0] >= 1200
+    assert len(data.read_text(encoding="utf-8-sig").splitlines()) == 6
+    bad = subprocess.run([sys.executable, "-m", "hardcost", "report", "--firm", str(firm.id),
+                          "--month", "2026-3"], env=env_for(firm.world, database_url),
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "not a month like 2026-03" in bad.stderr
