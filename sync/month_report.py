@@ -295,6 +295,10 @@ def _amount(row: Mapping[str, Any]) -> Decimal:
         return ZERO
 
 
+def _object(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _day(value: object) -> date | None:
     try:
         return date.fromisoformat(str(value)[:10])
@@ -309,7 +313,7 @@ def _links(session: Session, firm_id: int) -> dict[int, EntryLink]:
         or_(EntryLink.state == LinkState.KEPT.value,
             (EntryLink.state == LinkState.CREATED.value)
             & EntryLink.superseded_at.is_(None))))
-    return {int(link.clio_activity_id): link for link in rows  # type: ignore[arg-type]
+    return {link.clio_activity_id: link for link in rows
             if link.clio_activity_id is not None}
 
 
@@ -402,9 +406,7 @@ def _read_clio(clio: ClioClient, entry_type: str, links: Mapping[int, EntryLink]
         if activity_id not in links:
             continue
         day = _day(raw.get("date")) or links[activity_id].txn_date
-        matter = raw.get("matter") if isinstance(raw.get("matter"), dict) else {}
-        vendor = raw.get("vendor") if isinstance(raw.get("vendor"), dict) else {}
-        bill = raw.get("bill") if isinstance(raw.get("bill"), dict) else {}
+        matter, vendor, bill = (_object(raw.get(key)) for key in ("matter", "vendor", "bill"))
         matter_id = matter.get("id") if isinstance(matter.get("id"), int) else None
         kept.append({
             "id": activity_id, "date": day, "amount": _amount(raw), "matter": matter_id,

@@ -69,7 +69,7 @@ def draw(history: Sequence[HistoryMonth], ageing: Sequence[tuple[str, Decimal]],
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter
 
-    with matplotlib.rc_context(STYLE):
+    with matplotlib.rc_context(STYLE):  # type: ignore[arg-type]
         figure = Figure(figsize=(WIDTH_PX / DPI, HEIGHT_PX / DPI), dpi=DPI)
         FigureCanvasAgg(figure)
         months, ages = figure.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
