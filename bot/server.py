@@ -32,6 +32,7 @@ from hardcost.bot.context import BotContext
 from hardcost.bot.digest import send_due_digests
 from hardcost.bot.exposure import METRICS_HOST, metrics_gate, metrics_only, serve_in_background
 from hardcost.bot.install import INSTALL_PATH, multi_workspace, slack_clients
+from hardcost.bot.month_report import send_due_reports
 from hardcost.bot.oauth_routes import oauth_routes
 from hardcost.bot.outbox import deliver
 from hardcost.bot.socket_mode import SocketModeLink
@@ -148,7 +149,8 @@ def _serve(config: Settings, engine: Engine, listener: socket.socket,
         threads=config.scheduler_threads,
         on_problem=lambda firm_id, problem: ctx.notifier(clients).tell(
             firm_id, notice(problem)),
-        daily=lambda now: send_due_digests(ctx.notifier(clients), now),
+        daily=lambda now: (send_due_digests(ctx.notifier(clients), now),
+                           send_due_reports(sessions, ctx.importer_for, clients, now)),
         housekeeping=lambda: prune(engine, config.retention_days))
     # SQLite: SchedulerRefused when another serve runs on this file. Then the runs of a
     # process that died are marked abandoned (``settle_abandoned_runs``), before any claim.

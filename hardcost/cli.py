@@ -1,4 +1,5 @@
-"""``hardcost`` command line: db, keys, sync, audit, backup, firms, doctor, serve, demo.
+"""``hardcost`` command line: db, keys, sync, audit, backup, report, firms, doctor, serve,
+demo.
 
 The composition root: the only module that wires ``sync`` (the import engine), ``bot`` (the
 Slack app) and ``sandbox`` (the built-in QuickBooks, Clio and Slack of ``demo`` and
@@ -20,12 +21,13 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
 from hardcost import __version__, doctor
+from hardcost.bot.digest import local_now
 from hardcost.bot.server import SchemaOutOfDate, serve
 from hardcost.logs import LogSettingError
 from hardcost.logs import configure as configure_logging
 from hardcost.progress import ProgressDisplay
 from hardcost.sandbox.demo import run_demo, start_sandbox
-from hardcost.sync import audit
+from hardcost.sync import audit, month_report, report_chart
 from hardcost.sync.audit_period import PeriodError, parse_day
 from hardcost.sync.backup import BackupError, backup
 from hardcost.sync.config import SettingsError, get_settings, unset_empty_variables
@@ -52,6 +54,7 @@ from hardcost.sync.store import (
     FirmSettings,
     make_engine,
     make_session_factory,
+    utcnow,
 )
 
 
@@ -193,6 +196,40 @@ def _cmd_backup(args: argparse.Namespace) -> int:
     print(f"Backed up {made.source} to {made.path}: {what}, {made.size:,} bytes.")
     print("The encryption key is not in it: keep HARDCOST_SECRET_KEY (or hardcost.key) "
           "apart from the backups.")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    """The month's hard-cost report on stdout; the chart and the CSV to files when asked."""
+    config = get_settings()
+    engine = make_engine(config.resolved_database_url())
+    sessions = make_session_factory(engine)
+    try:
+        with sessions() as session:
+            settings = session.get(FirmSettings, args.firm)
+            if settings is None:
+                print(f"hardcost report: there is no firm {args.firm}.", file=sys.stderr)
+                return 1
+        today = local_now(settings, utcnow()).date()
+        try:
+            month = month_report.parse_month(args.month, today)
+        except month_report.MonthError as exc:
+            print(f"hardcost report: {exc}", file=sys.stderr)
+            return 2
+        importer = build_importer(sessions, args.firm, config)
+        report = month_report.build(
+            sessions, args.firm, month, clio=importer.clio, qbo=importer.qbo, today=today,
+            progress=lambda read: print(f"  read {read:,} Clio entries…", file=sys.stderr))
+        print(month_report.render_text(report))
+        if args.png:
+            Path(args.png).write_bytes(report_chart.render_png(report))
+            print(f"chart: {args.png}")
+        if args.csv:
+            with open(args.csv, "w", encoding="utf-8", newline="") as out:
+                month_report.write_csv(report, out)
+            print(f"CSV: {args.csv}")
+    finally:
+        engine.dispose()
     return 0
 
 
@@ -350,6 +387,15 @@ def build_parser() -> argparse.ArgumentParser:
         "a copy of the file; PostgreSQL: pg_dump's custom format)")
     saved.add_argument("file", help="the new file (an existing one is never overwritten)")
     saved.set_defaults(func=_cmd_backup)
+
+    report = commands.add_parser(
+        "report", help="a firm's monthly hard-cost report (billed, draft, unbilled, ageing, "
+        "waiting, failures, reconciliation) read from Clio now")
+    report.add_argument("--firm", type=_firm_id, required=True, help="the firm's id")
+    report.add_argument("--month", metavar="YYYY-MM", help="the month (default: last month)")
+    report.add_argument("--png", metavar="FILE", help="write the chart (PNG) here")
+    report.add_argument("--csv", metavar="FILE", help="write one row per entry (CSV) here")
+    report.set_defaults(func=_cmd_report)
 
     firms = commands.add_parser(
         "firms", help="every firm: Slack channel, QuickBooks and Clio connections, last and "

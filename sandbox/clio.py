@@ -23,7 +23,7 @@ import re
 import secrets
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
@@ -76,9 +76,10 @@ FIELDS: dict[str, dict[str, str | None]] = {
     "activity": {
         "id": None, "etag": None, "type": None, "date": None, "price": None, "quantity": None,
         "total": None, "note": None, "reference": None, "billed": None, "on_bill": None,
-        "created_at": None, "updated_at": None, "matter": "matter", "user": "user",
+        "non_billable": None, "no_charge": None, "created_at": None, "updated_at": None,
+        "matter": "matter", "user": "user",
         "vendor": "contact", "expense_category": "expense_category", "bill": "bill",
-        "non_billable": None, "utbms_expense": "utbms_code",
+        "utbms_expense": "utbms_code",
     },
     "matter": {
         "id": None, "etag": None, "display_number": None, "description": None, "status": None,
@@ -106,7 +107,7 @@ FIELDS: dict[str, dict[str, str | None]] = {
         "id": None, "etag": None, "name": None, "enabled": None, "created_at": None,
         "updated_at": None,
     },
-    "bill": {"id": None, "etag": None, "state": None},
+    "bill": {"id": None, "etag": None, "state": None, "number": None, "issued_at": None},
 }
 
 
@@ -377,13 +378,38 @@ class ClioAccount:
 
     def mark_billed(self, activity_id: int, *, state: str = "awaiting_payment") -> None:
         """Put the activity on a bill in ``state`` (``draft`` = on a bill but not billed)."""
+        self.add_bill([activity_id], state=state)
+
+    def add_bill(self, activity_ids: Sequence[int], *, state: str = "awaiting_payment",
+                 number: str | None = None, issued_at: str | None = None) -> Record:
+        """A bill in ``state`` holding the activities (as a person makes one in Clio's web
+        app): each gets ``bill {id, number, state, issued_at}``, ``on_bill`` true and
+        ``billed`` true once the bill is issued (``awaiting_payment``, ``paid``). A draft or
+        one awaiting approval has no ``issued_at``; an issued one is dated today unless
+        given. Returns the bill (embedded in its activities, as Clio shows it)."""
         if state not in BILL_STATES:
             raise ValueError(f"bill state must be one of {BILL_STATES}, not {state!r}")
         with self._ledger.lock:
+            bill_id = self._ledger.next_id()
+            issued = state in BILLED_STATES
+            bill: Record = {"id": bill_id, "etag": new_etag(), "state": state,
+                            "number": number or str(bill_id),
+                            "issued_at": (issued_at or self._ledger.now()[:10]) if issued
+                            else None}
+            for activity_id in activity_ids:
+                activity = self.activities[activity_id]
+                activity["bill"] = dict(bill)
+                activity["on_bill"] = True
+                activity["billed"] = issued
+                self._ledger.touch(activity)
+            return bill
+
+    def set_non_billable(self, activity_id: int, *, no_charge: bool = False) -> None:
+        """A person marks the activity non-billable in Clio (``no_charge``: billable but
+        shown on the bill at no charge, a write-off)."""
+        with self._ledger.lock:
             activity = self.activities[activity_id]
-            activity["bill"] = {"id": self._ledger.next_id(), "etag": new_etag(), "state": state}
-            activity["on_bill"] = True
-            activity["billed"] = state in BILLED_STATES
+            activity["non_billable" if not no_charge else "no_charge"] = True
             self._ledger.touch(activity)
 
     def edit_activity(self, activity_id: int, **changes: Any) -> None:
@@ -570,10 +596,10 @@ def activity_status(status: str) -> Predicate:
     checks: dict[str, Predicate] = {
         "billed": lambda r: r["billed"],
         "draft": lambda r: r["on_bill"] and not r["billed"],
-        "unbilled": lambda r: not r["on_bill"],
-        "billable": lambda r: not r["on_bill"],
-        "non_billable": lambda r: False,
-        "written_off": lambda r: False,
+        "unbilled": lambda r: not (r["on_bill"] or r.get("non_billable") or r.get("no_charge")),
+        "billable": lambda r: not (r["on_bill"] or r.get("non_billable")),
+        "non_billable": lambda r: bool(r.get("non_billable")),
+        "written_off": lambda r: bool(r.get("no_charge")),
     }
     if status not in checks:
         raise bad_argument(f"Invalid value for status: {status!r}")
@@ -1213,7 +1239,7 @@ class ClioSandbox:
             "type": None, "date": None, "price": None, "quantity": None, "note": None,
             "reference": None, "billed": False, "on_bill": False, "bill": None, "matter": None,
             "user": {"id": context.user_id}, "vendor": None, "expense_category": None,
-            "non_billable": False, "utbms_expense": None,
+            "non_billable": False, "no_charge": False, "utbms_expense": None,
             **activity_changes(body_data(context.body)),
         }
         check_activity(account, activity)

@@ -1,6 +1,7 @@
 """``hardcost demo``: a realistic small firm in the sandbox, imported, a choice made in Slack,
 a quiet run, then a purchase deleted in QuickBooks and its Clio entry removed, and an expense with
-no customer given its matter through the search menu; all printed.
+no customer given its matter through the search menu; all printed. It ends with the month's
+hard-cost report (docs/reports.md), its chart written to a file it names.
 
 Everything is real except the two services: the sandbox QuickBooks and Clio serve HTTP on
 loopback, the importer is the one ``hardcost serve`` runs, the database is a real SQLite file
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.bot.month_report import share
 from hardcost.sandbox.clio import ClioAccount
 from hardcost.sandbox.qbo import QboCompany, account_line, item_line
 from hardcost.sandbox.server import RunningServer, serve_in_thread
@@ -28,9 +30,11 @@ from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_render import render
 from hardcost.sandbox.slack_rig import SlackRig, make_rig, wait_for
 from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync import month_report, report_chart
 from hardcost.sync.config import Settings
 from hardcost.sync.db import upgrade
 from hardcost.sync.importer import Importer
+from hardcost.sync.month_report import Month
 from hardcost.sync.report import money, render_summary
 from hardcost.sync.store import EntryLink, WaitingExpense, make_engine, make_session_factory
 from hardcost.sync.summary import RunSummary
@@ -249,8 +253,10 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         out.write(render(history, names=names) + "\n\n")
         entries = demo.account.activities
         out.write(f"Clio now holds {len(entries)} hard-cost entries, each on its client's "
-                  "matter and none twice. Next: hardcost serve --sandbox tries the same books "
-                  "in your own Slack workspace (docs/setup.md).\n")
+                  "matter and none twice.\n\n")
+        reported = _demo_report(demo, importer, rig, sessions, firm_id, out)
+        out.write("Next: hardcost serve --sandbox tries the same books in your own Slack "
+                  "workspace (docs/setup.md).\n")
         if verbose:  # test tooling: the sandbox Clio's check of hardcost's requests
             if world.clio.validation_enabled:
                 check = (f"{len(world.clio.schema_errors)} requests failed the check against "
@@ -264,8 +270,38 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
     ok = not first.error and not second.error and second.imported == 0 and \
         not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1 \
         and not fifth.error and fifth.by_rule == 1 and not sixth.error \
-        and sixth.imported_bills == 1 and untagged
+        and sixth.imported_bills == 1 and untagged and reported
     return 0 if ok else 1
+
+
+REPORT_MONTH = Month(2026, 10)
+
+
+def _demo_report(demo: DemoFirm, importer: Importer, rig: SlackRig,
+                 sessions: sessionmaker[Session], firm_id: int, out: TextIO) -> bool:
+    """The month's report: two entries put on bills in Clio first (one issued, one draft),
+    then the report as the firm's channel gets it, and its chart written to a file named."""
+    entries = sorted(demo.account.activities.values(), key=lambda a: a["id"])
+    issued, draft = entries[0], entries[1]
+    demo.account.add_bill([issued["id"]], state="awaiting_payment", number="1001")
+    demo.account.add_bill([draft["id"]], state="draft", number="1002")
+    out.write(f"In Clio, someone bills the ${issued['price']:.2f} entry (bill 1001, issued) and "
+              f"puts the ${draft['price']:.2f} one on a draft bill. The month's report, as "
+              f"/hardcost report {REPORT_MONTH.slug} posts it in #costs:\n\n")
+    today = date(2026, 11, 16)
+    report = month_report.build(sessions, firm_id, REPORT_MONTH, clio=importer.clio,
+                                qbo=importer.qbo, today=today)
+    share(rig.app.client, report, to=rig.channel)
+    top = next(m for m in reversed(rig.channel_messages())
+               if "Hard costs for" in (m.get("text") or ""))
+    out.write(render(top) + "\n")
+    files = [f for f in rig.ws.files_in(rig.channel) if f.get("thread_ts") == top["ts"]]
+    out.write(f"  └ in the thread: the details, {', '.join(f['name'] for f in files)}\n\n")
+    png = Path(tempfile.gettempdir()) / f"hardcost-demo-report-{REPORT_MONTH.slug}.png"
+    png.write_bytes(report_chart.render_png(report))
+    out.write(f"The chart is written to {png} (open it to see the six months and the "
+              "unbilled by age).\n\n")
+    return len(files) == 2 and report.split.count > 0
 
 
 def _courier_run(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: SlackRig,

@@ -184,14 +184,20 @@ def between(session: Session, firm_id: int, start: date | None, end: date | None
         session.expunge_all()
 
 
+def safe_cell(value: object) -> str:
+    """``value`` as a CSV cell a spreadsheet shows as text: a leading ``=``, ``+``, ``-``,
+    ``@``, tab or carriage return (and the same after a line break inside) gets an
+    apostrophe first, so it is never run as a formula."""
+    shown = "" if value is None else str(value)
+    shown = "'" + shown if shown.startswith(_FORMULA_START) else shown
+    return _FORMULA_AFTER_BREAK.sub("'", shown)
+
+
 def csv_row(row: AuditEntry) -> list[str]:
     """One row as the CSV has it. Text that a spreadsheet would run as a formula (``=``,
     ``+``, ``-``, ``@``, a tab or a carriage return first) is quoted with a leading
     apostrophe, and so is every line inside a cell that starts so."""
-    def text(value: object) -> str:
-        shown = "" if value is None else str(value)
-        shown = "'" + shown if shown.startswith(_FORMULA_START) else shown
-        return _FORMULA_AFTER_BREAK.sub("'", shown)
+    text = safe_cell
 
     def data(value: dict[str, Any] | None) -> str:
         return "" if value is None else text(json.dumps(value, sort_keys=True,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
@@ -47,6 +47,10 @@ UTBMS_SET_FIELDS = "id,name,enabled"
 UTBMS_EXPENSE = "UtbmsExpense"
 ACTIVITY_FIELDS = ("id,etag,type,date,price,total,note,reference,billed,on_bill,"
                    "matter{id,display_number},bill{id,state}")
+REPORT_FIELDS = ("id,date,price,total,billed,on_bill,non_billable,no_charge,"
+                 "matter{id,display_number},vendor{id,name},bill{id,number,state,issued_at}")
+"""What the monthly report reads of each entry (``sync.month_report``)."""
+MATTER_IDS_PER_CALL = 100  # ``ids[]`` per matters.json call: the URL stays short
 
 
 @dataclass(frozen=True)
@@ -390,6 +394,27 @@ class ClioClient:
             params["client_id"] = client_id
         return shaped(SERVICE, "its matters", lambda: [
             _matter(r) for r in self._paged("matters.json", params)])
+
+    def cost_entries(self, *, entry_type: str, start: date | None = None,
+                     end: date | None = None) -> Iterator[dict[str, Any]]:
+        """Every entry of ``entry_type`` dated ``start``..``end`` (either open), as Clio
+        answers it with :data:`REPORT_FIELDS`, one page (200) at a time through the client's
+        pacing; the report (``sync.month_report``) reads its figures from these rows."""
+        params: dict[str, Any] = {"type": entry_type, "fields": REPORT_FIELDS}
+        if start is not None:
+            params["start_date"] = start.isoformat()
+        if end is not None:
+            params["end_date"] = end.isoformat()
+        return self._paged("activities.json", params)
+
+    def matters_by_id(self, ids: Iterable[int]) -> list[Matter]:
+        """The matters (with their client's name), ``MATTER_IDS_PER_CALL`` ids a call."""
+        wanted = sorted(set(ids))
+        rows: list[dict[str, Any]] = []
+        for at in range(0, len(wanted), MATTER_IDS_PER_CALL):
+            params = {"ids[]": wanted[at:at + MATTER_IDS_PER_CALL], "fields": MATTER_FIELDS}
+            rows.extend(self._paged("matters.json", params))
+        return shaped(SERVICE, "its matters", lambda: [_matter(r) for r in rows])
 
     def users(self) -> list[User]:
         return shaped(SERVICE, "its users", lambda: [

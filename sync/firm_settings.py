@@ -50,6 +50,7 @@ USAGE = {
     "prompts": "/hardcost set prompts each|digest",
     "digest-hour": "/hardcost set digest-hour <0-23>",
     "timezone": "/hardcost set timezone <IANA name, e.g. America/New_York>",
+    "report": "/hardcost set report monthly|off",
 }
 BILLS_MODES = ("off", "on-entry", "on-payment")
 BILLS_SAID = {
@@ -413,6 +414,12 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
     if key == "timezone":
         settings.timezone = zone_name(raw)
         return f"The firm's time zone is now {settings.timezone}."
+    if key == "report":
+        settings.report = raw.lower()
+        if settings.report == "monthly":
+            return ("The month's hard-cost report goes to the channel on the first working day "
+                    f"of each month at {settings.digest_hour:02d}:00 ({settings.timezone}).")
+        return "No monthly report is posted; /hardcost report still makes one on demand."
     if key == "channel":
         raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
     raise SettingError(f"There is no setting called “{key}”.")
@@ -425,7 +432,7 @@ SETTING_FIELDS = {
     "bills": "bills",
     "no-customer": "no_customer", "utbms": "utbms_code", "not-billable": "not_billable",
     "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
-    "timezone": "timezone",
+    "timezone": "timezone", "report": "report",
 }
 """Each setting a person changes (``set`` key) → its ``FirmSettings`` column."""
 _LISTS = frozenset({"account", "approvers"})
@@ -532,6 +539,8 @@ def check_value(key: str, raw: str) -> None:
         raise SettingError(f"“{raw}” is not an hour from 0 to 23.", key)
     elif key == "timezone":
         zone_name(raw)
+    elif key == "report" and raw.lower() not in {"monthly", "off"}:
+        raise SettingError(f"“{raw}” is neither monthly nor off.", key)
 
 
 NOT_ZONES = frozenset({"localtime", "posixrules", "Factory"})

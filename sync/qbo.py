@@ -242,6 +242,13 @@ class QboClient:
                                              order_by="MetaData.LastUpdatedTime"):
             yield PurchasePage(rows, server_time)
 
+    def dated(self, entity: str, start: date, end: date) -> Iterator[list[dict[str, Any]]]:
+        """Pages of ``entity`` (``Purchase``, ``Bill``) whose ``TxnDate`` is ``start``..``end``
+        (the monthly report's reconciliation)."""
+        where = f"TxnDate >= {quote(start.isoformat())} AND TxnDate <= {quote(end.isoformat())}"
+        for rows, _ in self._pages(entity, where):
+            yield rows
+
     def bills_by_id(self, ids: Iterable[str]) -> list[dict[str, Any]]:
         return self._by_ids("Bill", ids)
 

@@ -147,6 +147,12 @@ class FirmSettings(Base):
     digest_sent_on: Mapped[date | None] = mapped_column(Date)
     """The firm's local day whose digest was sent (claimed with the post, in one transaction):
     a restart, a second replica or a second tick that day sends nothing more."""
+    report: Mapped[str] = mapped_column(String(8), default="monthly",
+                                        server_default="monthly")  # monthly | off
+    report_month: Mapped[str | None] = mapped_column(String(7))
+    """``YYYY-MM``: the latest month whose automatic report was claimed (bot/month_report.py);
+    with ``report_claimed_at`` while it is being made, NULL once it is posted."""
+    report_claimed_at: Mapped[datetime | None] = mapped_column()
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

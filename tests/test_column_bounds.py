@@ -207,6 +207,7 @@ def settings_values(rig: SlackRig) -> None:
                         ("prompts", "firm_settings.prompts"),
                         ("no-customer", "firm_settings.no_customer"),
                         ("not-billable", "firm_settings.not_billable"),
+                        ("report", "firm_settings.report"),
                         ("channel", "firm_settings.slack_channel_id")):
         value = over(column, "A") if key != "channel" else f"<#C{over(column, 'A')}>"
         assert rig.command(f"set {key} {value}").status_code == 200
@@ -267,7 +268,8 @@ CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
     "settings": (settings_values, frozenset({
         "firm_settings.timezone", "firm_settings.deletions", "firm_settings.bills",
         "firm_settings.prompts", "firm_settings.no_customer", "firm_settings.slack_channel_id",
-        "firm_settings.not_billable", "oauth_states.region", "firms.clio_region"})),
+        "firm_settings.not_billable", "firm_settings.report",
+        "oauth_states.region", "firms.clio_region"})),
     "codings": (account_codings, frozenset({
         "account_codings.account_id", "account_codings.account_name",
         "account_codings.category_name", "account_codings.utbms_code",
@@ -275,6 +277,7 @@ CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
 }
 
 INTERNAL: dict[str, str] = {
+    "firm_settings.report_month": "a month as bot.month_report writes it (YYYY-MM)",
     **{f"{table}.{column}": "hardcost's own vocabulary (an enum or a fixed word)"
        for table, column in [
            ("connections", "provider"), ("contact_links", "qbo_type"),

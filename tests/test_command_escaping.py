@@ -38,6 +38,7 @@ CASES: dict[str, tuple[str, str | None]] = {
     "history": ("history Quill & <Ink>", "Quill & <Ink>"),
     "export": ("export 2026-01-01 <2026&01>", "<2026&01>"),
     "rules": ("rules page <2>&", None),
+    "report": ("report <2026&03>", "<2026&03>"),
 }
 """Every subcommand that takes an argument has one holding ``&``, ``<`` or ``>``."""
 

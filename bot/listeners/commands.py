@@ -17,6 +17,7 @@ from hardcost.bot.checks import run_checks
 from hardcost.bot.context import BotContext
 from hardcost.bot.digest import local_now
 from hardcost.bot.export import upload_trail
+from hardcost.bot.month_report import on_demand
 from hardcost.bot.outbox import enqueue
 from hardcost.bot.surfaces import open_settings_modal
 from hardcost.bot.ui.content import HISTORY_CLIENT_CHARS, HISTORY_MAX, HistoryQuery, Message
@@ -38,20 +39,24 @@ from hardcost.sync.firm_settings import (
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import FirmNotReady
 from hardcost.sync.leases import run_soon
+from hardcost.sync.month_report import MonthError, parse_month
 from hardcost.sync.store import PROVIDER_NAMES, Firm, FirmSettings
 from hardcost.sync.summary import RunSummary
 
 log = logging.getLogger(__name__)
 
 SUBCOMMANDS = {"help", "status", "run", "pending", "failures", "connect", "disconnect",
-               "settings", "set", "pause", "resume", "check", "history", "export", "rules"}
+               "settings", "set", "pause", "resume", "check", "history", "export", "rules",
+               "report"}
 ADMIN_ONLY = {"set", "settings", "pause", "resume", "connect", "disconnect"}
 NOT_SET_UP = ("This workspace is not set up with hardcost yet. The person who installed "
               "hardcost connects QuickBooks and Clio first.")
 HISTORY_USAGE = "/hardcost history [purchase id | client name | last N]"
 EXPORT_USAGE = "/hardcost export [from YYYY-MM-DD] [to YYYY-MM-DD]"
 RULES_USAGE = "/hardcost rules [page N]"
-USAGES = {"history": HISTORY_USAGE, "export": EXPORT_USAGE, "rules": RULES_USAGE}
+REPORT_USAGE = "/hardcost report [YYYY-MM]"
+USAGES = {"history": HISTORY_USAGE, "export": EXPORT_USAGE, "rules": RULES_USAGE,
+          "report": REPORT_USAGE}
 _PURCHASE_ID = re.compile(r"#?((?:bill-)?[0-9]{1,40})", re.IGNORECASE)  # a Bill: bill-<id>
 
 
@@ -405,6 +410,28 @@ def _export(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, A
                                         channel_id=channel_id)))
 
 
+def _report(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
+            respond: Respond, client: WebClient) -> None:
+    """The month's hard-cost report (last month by default): in the firm's channel when an
+    approver or a workspace admin asks, to the person alone otherwise."""
+    settings = ctx.settings(firm_id)
+    today = local_now(settings, ctx.clock()).date()
+    if len(args) > 1:
+        raise SettingError("Name at most one month.", usage=REPORT_USAGE)
+    try:
+        month = parse_month(args[0] if args else None, today)
+    except MonthError as exc:
+        raise SettingError(str(exc), usage=REPORT_USAGE) from None
+    user_id = str(command.get("user_id"))
+    channel_id = settings.slack_channel_id \
+        if service.is_settings_admin(client, settings, user_id) else None
+    _reply(respond, notice(f"Making the hard-cost report for {month}: reading Clio…"))
+    sentence = on_demand(ctx.importer_for(firm_id), ctx.sessions, client, firm_id, user_id,
+                         month, today, channel_id=channel_id,
+                         tell=lambda text: _reply(respond, notice(text)))
+    _reply(respond, notice(sentence))
+
+
 def _rules(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any],
            respond: Respond, client: WebClient) -> None:
     for message in rules_list(service.rule_views(ctx, firm_id),
@@ -427,5 +454,5 @@ HANDLERS: dict[str, Handler] = {
     "status": _status, "pending": _pending, "failures": _failures,
     "settings": _settings, "set": _set, "pause": _pause, "resume": _resume,
     "connect": _connect, "disconnect": _disconnect, "check": _check,
-    "history": _history, "export": _export, "rules": _rules,
+    "history": _history, "export": _export, "rules": _rules, "report": _report,
 }

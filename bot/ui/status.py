@@ -29,6 +29,8 @@ COMMANDS: tuple[tuple[str, str], ...] = (
                            "if none) as a CSV file"),
     ("rules [page N]", "the matter rules staff made (“Always do this for a payee → a "
                        "client”): who made each, when, how often used, with Remove"),
+    ("report [YYYY-MM]", "the month's hard costs (last month if none): billed, on draft bills, "
+                         "unbilled, ageing, what is not in Clio yet; a chart and a CSV"),
 )
 SET_KEYS: tuple[tuple[str, str], ...] = (
     ("channel #name", "where summaries, alerts and prompts are posted"),
@@ -61,6 +63,8 @@ SET_KEYS: tuple[tuple[str, str], ...] = (
                             "listing what waits, by client (digest)"),
     ("digest-hour <0-23>", "when the daily digest goes out, in the firm's time zone"),
     ("timezone <IANA name>", "the firm's time zone, like America/New_York"),
+    ("report monthly|off", "the month's hard-cost report in the channel on the first working "
+                           "day of each month, at the digest hour (monthly), or only on demand"),
 )
 
 
