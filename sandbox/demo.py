@@ -54,6 +54,8 @@ class DemoFirm:
     acme_id: str = ""  # Acme Holdings (a QuickBooks customer with three matters in Clio)
     expert_id: str = ""  # Dr. Alan Expert (a QuickBooks vendor who sends Bills)
     jane_id: str = ""  # Jane Smith (a QuickBooks customer with one matter in Clio)
+    court_id: str = ""  # Superior Court Clerk (a QuickBooks vendor)
+    checking_id: str = ""  # the firm's operating account (QuickBooks), which pays by check
 
 
 def seed_demo(world: SandboxWorld) -> DemoFirm:
@@ -148,7 +150,7 @@ def seed_demo(world: SandboxWorld) -> DemoFirm:
         entity=(court["Id"], "Vendor"), paying_account_id=checking["Id"],
         lines=[account_line("120.00", ra, customer_id=jid, description="Old filing")])
     return DemoFirm(qbo, clio, ra, category["id"], courier["Id"], c_acme["Id"], expert["Id"],
-                    jid)
+                    jid, court["Id"], checking["Id"])
 
 
 def run_demo(*, database_url: str | None, out: TextIO, verbose: bool = False) -> int:
@@ -244,6 +246,7 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
         fifth = _demo_rule(world, demo, importer, rig, sessions, firm_id, out, names)
         sixth = _demo_bill(world, demo, importer, rig, firm_id, out, names)
         untagged = _demo_untagged(demo, rig, sessions, firm_id, out, names)
+        coded = _demo_coding(world, demo, importer, rig, firm_id, out, names)
         out.write("Who put which cost where, and when? Anyone can ask: /hardcost history "
                   "last 6 (only they see the answer):\n\n")
         asked = len(rig.replies_to(rig.admin))
@@ -270,8 +273,52 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
     ok = not first.error and not second.error and second.imported == 0 and \
         not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1 \
         and not fifth.error and fifth.by_rule == 1 and not sixth.error \
-        and sixth.imported_bills == 1 and untagged and reported
+        and sixth.imported_bills == 1 and untagged and coded and reported
     return 0 if ok else 1
+
+
+def _demo_coding(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: SlackRig,
+                 firm_id: int, out: TextIO, names: dict[str, str]) -> bool:
+    """A court fee booked to a QuickBooks account of its own arrives in Clio under "Filing
+    fees" with the UTBMS expense code E112 (Court fees), by two settings per account."""
+    clio = demo.account
+    ledes = clio.add_utbms_set("LEDES 1998B")
+    codes = {code: clio.add_utbms_code(ledes["id"], code, name)
+             for code, name in (("E101", "Copying"), ("E107", "Delivery services/messengers"),
+                                ("E112", "Court fees"), ("E124", "Other"))}
+    filing = clio.add_expense_category("Filing fees", entry_type="hard_cost")
+    court_costs = demo.company.add_account("Court Costs", account_type="Expense")["Id"]
+    out.write("Acme's insurer is billed by LEDES: every expense needs a UTBMS code, and court "
+              "fees print under their own category. The bookkeeper books court fees to a "
+              "QuickBooks account of their own; an admin maps it in Slack:\n\n")
+    for text in ("set account +Court Costs", "set category Filing fees for Court Costs",
+                 "set utbms E112 for Court Costs"):
+        asked = len(rig.replies_to(rig.admin))
+        rig.command(text)
+        reply = wait_for(lambda n=asked: rig.replies_to(rig.admin)[n:] or None,
+                         what=f"the reply to {text}")[0]
+        out.write(f"/hardcost {text}\n{render(reply, names=names)}\n\n")
+    demo.company.add_purchase(
+        payment_type="Check", doc_number="1045", txn_date="2026-10-28",
+        entity=(demo.court_id, "Vendor"), paying_account_id=demo.checking_id,
+        lines=[account_line("350.00", court_costs, customer_id=demo.jane_id,
+                            description="Motion filing fee")])
+    world.clock.advance(15 * 60)
+    summary = importer.run(trigger="demo")
+    rig.ctx.notifier(rig.app.client).after_run(firm_id, summary)
+    entry = next((a for a in clio.activities.values() if Decimal(str(a["price"])) ==
+                  Decimal("350.00")), None)
+    if entry is None or summary.error:
+        out.write("The court fee did not reach Clio.\n\n")
+        return False
+    category = (entry.get("expense_category") or {}).get("id")
+    code = (entry.get("utbms_expense") or {}).get("id")
+    out.write(f"Check 1045 ($350.00, motion filing fee for Jane Smith) arrives as Clio entry "
+              f"#{entry['id']} under "
+              f"{filing['name'] if category == filing['id'] else 'another category'}, "
+              f"UTBMS {'E112 (Court fees)' if code == codes['E112']['id'] else 'code missing'}; "
+              "the other accounts keep the firm's default category.\n\n")
+    return category == filing["id"] and code == codes["E112"]["id"]
 
 
 REPORT_MONTH = Month(2026, 10)

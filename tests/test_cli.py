@@ -55,10 +55,13 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
     assert "No client on this expense: which matter?" in out
     assert "• 00001 Smith – Estate of Harold Smith (Jane Smith)" in out  # the search's answer
     assert "Linked to 00001 Smith – Estate of Harold Smith by @Sam Staff" in out
-    # 5, a choice, a rule's import, the expense with no customer, a Bill's
-    assert "Clio now holds 9 hard-cost entries" in out
+    # a court fee under its account's category and UTBMS code (issue 29)
+    assert "Entries of Court Costs now carry UTBMS code E112 (Court fees)." in out
+    assert "under Filing fees, UTBMS E112 (Court fees)" in out
+    # 5, a choice, a rule's import, the expense with no customer, a Bill's, the court fee
+    assert "Clio now holds 10 hard-cost entries" in out
     # it ends with the month's report, its chart written to a file it names
-    assert "Hard costs for October 2026: 8 entries imported" in out
+    assert "Hard costs for October 2026: 9 entries imported" in out
     assert "hardcost-report-2026-10.png, hardcost-report-2026-10.csv" in out
     png = re.search(r"The chart is written to (\S+\.png)", out)
     assert png is not None and Path(png.group(1)).read_bytes().startswith(b"\x89PNG")

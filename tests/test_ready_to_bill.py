@@ -277,6 +277,10 @@ def test_set_status_and_check_in_slack_and_a_deleted_category_reported(rig: Slac
     assert "/hardcost set utbms" in refused  # the usage line
     assert "imported as non-billable entries" in _answer(rig, "set not-billable import")
 
+    trail = _answer(rig, "history last 3")  # each mapping change, named with its account
+    assert "utbms: _none_ for Court Costs → E112 for Court Costs" in trail, trail
+    assert "category: _none_ for Court Costs → Filing fees for Court Costs" in trail, trail
+
     status = _answer(rig, "status")
     assert "*Category and UTBMS code*" in status
     assert "Court Costs — Filing fees · UTBMS E112" in status

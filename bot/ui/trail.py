@@ -76,6 +76,9 @@ def _value(key: str, value: Any) -> str:
         return ", ".join(_value(key, v) for v in value[:5]) + (
             f" +{len(value) - 5}" if len(value) > 5 else "")
     if isinstance(value, dict):
+        if "account" in value:  # a per-account setting (``set category|utbms … for <account>``)
+            return (f"{_value(key, value.get('value'))} for "
+                    f"{name(str(value.get('account')), VALUE_CHARS)}")
         ident, label = value.get("id"), value.get("name")
         if key == "channel" and isinstance(ident, str):
             return channel(ident) or "_none_"
