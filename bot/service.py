@@ -257,6 +257,9 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
     except ApiError as exc:
         log.warning("settings: Clio lists unavailable: %s", exc)
     chosen = set(settings.import_account_ids or [])
+    with ctx.sessions() as session:
+        codings = [c for c in codings_of(session, firm_id).values()
+                   if c.expense_category_id is not None or c.utbms_code_id is not None]
     return SettingsForm(
         channel_id=settings.slack_channel_id, start_date=settings.start_date,
         import_accounts=tuple(a for a in accounts if str(a.id) in chosen),
@@ -267,7 +270,10 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         user_options=tuple(users), schedule_minutes=settings.schedule_minutes,
         split_lines=settings.split_lines, item_lines=settings.item_lines,
         deletions=settings.deletions, approvers=tuple(settings.approvers or []),
-        bills=settings.bills or "off", no_customer=settings.no_customer)
+        bills=settings.bills or "off", no_customer=settings.no_customer,
+        codings=tuple((c.account_name, c.category_name if c.expense_category_id else None,
+                       c.utbms_code) for c in codings),
+        default_code=settings.utbms_code)
 
 
 def to_trail_entry(row: AuditEntry) -> TrailEntry:

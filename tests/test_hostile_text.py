@@ -105,7 +105,8 @@ SETTINGS = SettingsForm(channel_id="C0HARDCOST", start_date=date(2026, 1, 1),
                         category=Choice(5, "c"), category_options=(Choice(5, "c"),),
                         user=Choice(3, "u"), user_options=(Choice(3, "u"),),
                         schedule_minutes=15, split_lines=False, item_lines=False,
-                        deletions="delete", approvers=("U0JANE",))
+                        deletions="delete", approvers=("U0JANE",),
+                        codings=(("a", "c", "E1"),), default_code="E2")
 SUMMARY = RunSummary(
     firm_id=1, run_id=2, dry_run=False, started_at=datetime(2026, 3, 1), imported=1,
     imported_total=Decimal("1.00"), waiting=1, failed=1, skipped=1, deleted=1, kept=1,

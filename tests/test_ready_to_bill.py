@@ -281,6 +281,10 @@ def test_set_status_and_check_in_slack_and_a_deleted_category_reported(rig: Slac
     assert "utbms: _none_ for Court Costs → E112 for Court Costs" in trail, trail
     assert "category: _none_ for Court Costs → Filing fees for Court Costs" in trail, trail
 
+    rig.command("settings")  # the form shows each account's mapping under the category
+    form = json.dumps(rig.settings_form(), ensure_ascii=False)
+    assert "Court Costs — Filing fees · UTBMS E112" in form, form
+
     status = _answer(rig, "status")
     assert "*Category and UTBMS code*" in status
     assert "Court Costs — Filing fees · UTBMS E112" in status

@@ -407,6 +407,9 @@ GOLDEN_CASES: dict[str, Any] = {
     "settings_modal_typed": lambda: settings_modal(a_settings(
         account_options=(), category_options=(), category=None, user=None, user_options=(),
         approvers=(), split_lines=False, deletions="delete", start_date=None, channel_id=None)),
+    "settings_modal_codings": lambda: settings_modal(a_settings(
+        codings=(("Court Fees", "Filing fees", "E112"), ("Copies & Printing", None, "E101")),
+        default_code="E124")),
     "notice": lambda: notice(md("QuickBooks connected. ", mention("U0JANE"),
                                 " can now run `/hardcost check`.")),
 }

@@ -165,6 +165,10 @@ class SettingsForm:
     approvers: tuple[str, ...]  # Slack user ids; empty = anyone
     bills: str = "off"  # off | on-entry | on-payment
     no_customer: str = "ask"  # ask | skip: import-account lines with no customer
+    codings: tuple[tuple[str, str | None, str | None], ...] = ()
+    """Import accounts with a category or UTBMS code of their own: (account, category name or
+    None, code or None), set with ``/hardcost set category|utbms … for <account>``."""
+    default_code: str | None = None  # the default UTBMS expense code ("E124"), if any
 
 
 @dataclass(frozen=True)

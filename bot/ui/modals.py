@@ -71,6 +71,28 @@ FIELD_NAMES = {"channel": "Channel", "start_date": "Start date", "accounts": "Im
                "no_customer": "Lines with no customer", "approvers": "Approvers"}
 
 
+MAX_CODINGS_SHOWN = 10
+
+
+def coding_context(settings: SettingsForm) -> str:
+    """Under the category: the import accounts with a category or UTBMS code of their own, and
+    the default code; they are set with ``/hardcost set category|utbms … for <account>``."""
+    rows = []
+    for account, category, code in settings.codings[:MAX_CODINGS_SHOWN]:
+        parts = [escape(clip(category, 100)) if category else "default category",
+                 f"UTBMS {escape(clip(code, 20))}" if code else "no code of its own"]
+        rows.append(f"• {escape(clip(account, 100))} — {' · '.join(parts)}")
+    if len(settings.codings) > MAX_CODINGS_SHOWN:
+        rows.append(f"• … {len(settings.codings) - MAX_CODINGS_SHOWN} more "
+                    "(`/hardcost status` lists them)")
+    default = (f"UTBMS {escape(clip(settings.default_code, 20))}" if settings.default_code
+               else "no UTBMS code")
+    rows.append(f"• {'other accounts' if settings.codings else 'every account'}: the category "
+                f"above · {default}")
+    return fit("*Per import account* (change with `/hardcost set category|utbms … for "
+               "&lt;account&gt;`)\n" + "\n".join(rows), 2000)
+
+
 def settings_modal(settings: SettingsForm,
                    problems: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The settings form (``views.open``). Nothing secret in it: no private_metadata.
@@ -127,6 +149,7 @@ def settings_modal(settings: SettingsForm,
             initial_value=(clip(one_line(settings.category.label), 3000)
                            if settings.category else None))
     blocks.append(_input("category", "Clio hard-cost category", category, optional=True))
+    blocks.append(ContextBlock(elements=[MarkdownTextObject(text=coding_context(settings))]))
 
     chosen_user = [settings.user] if settings.user else []
     user_options, user_initial, _ = _options(settings.user_options, chosen_user,
