@@ -129,7 +129,7 @@ def test_version_demo_and_db_upgrade_run_from_a_plain_install(
                    env={**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'firm.sqlite'}"})
 
     assert version.stdout.strip() == f"hardcost {wheel.name.split('-')[1]}"
-    assert "Clio now holds 9 hard-cost entries" in demo.stdout
+    assert "Clio now holds 10 hard-cost entries" in demo.stdout
     assert "Traceback" not in demo.stderr
     assert "Database is up to date" in upgrade.stdout
     assert (tmp_path / "firm.sqlite").is_file()
