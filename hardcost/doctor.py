@@ -10,6 +10,7 @@ imports; the QuickBooks webhook verifier is set when webhooks are used; a public
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
@@ -69,6 +70,10 @@ def run(out: TextIO) -> int:
         nonlocal failed
         failed = failed or not (check.ok or check.skipped)
         print(check.line(), file=out, flush=True)
+
+    # Each check says in its own line what failed; the Slack SDK's own error lines about the
+    # same failure would only repeat it (with a traceback-like noise) on stderr.
+    logging.getLogger("slack_sdk").setLevel(logging.CRITICAL)
 
     try:
         get_settings.cache_clear()

@@ -135,6 +135,27 @@ def test_version_demo_and_db_upgrade_run_from_a_plain_install(
     assert (tmp_path / "firm.sqlite").is_file()
 
 
+def test_firms_and_doctor_run_from_a_plain_install(installed: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    """The operator commands need no checkout: ``firms`` on a new database, and ``doctor``
+    naming the one thing wrong (Slack cannot be reached) in its own line."""
+    bin_dir, _ = installed
+    env = {**_env(tmp_path), "DATABASE_URL": f"sqlite:///{tmp_path / 'firm.sqlite'}",
+           "SLACK_SIGNING_SECRET": "s3cret", "SLACK_BOT_TOKEN": "xoxb-1",
+           "SLACK_API_URL": "http://127.0.0.1:9/api/"}
+    _run(bin_dir / "hardcost", "db", "upgrade", cwd=tmp_path, env=env)
+    firms = _run(bin_dir / "hardcost", "firms", cwd=tmp_path, env=env)
+    doctor = subprocess.run([str(bin_dir / "hardcost"), "doctor"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+
+    assert firms.stdout.startswith("No firm yet")
+    assert doctor.returncode == 1, doctor.stdout + doctor.stderr
+    lines = doctor.stdout.splitlines()
+    assert lines[:2] == ["configuration: ok", lines[1]] and lines[1].startswith("database: ok")
+    assert [line.split(":")[0] for line in lines if ": FAIL: " in line] == ["Slack"]
+    assert doctor.stderr == "" and "xoxb-1" not in doctor.stdout
+
+
 def test_the_dev_extra_is_really_absent_there(installed: tuple[Path, Path],
                                                tmp_path: Path) -> None:
     """The demo test above means something only if request validation's packages could not
