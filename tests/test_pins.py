@@ -77,7 +77,8 @@ def test_both_files_say_how_they_were_made() -> None:
 def test_the_venv_holds_exactly_the_pinned_versions() -> None:
     """Where scripts/test.sh installed it; in CI (a fresh venv) nothing unpinned either."""
     wanted = {**pins(RUNTIME), **pins(DEV)}
-    have = {canonicalize_name(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    have: dict[str, str] = {canonicalize_name(d.metadata["Name"]): d.version
+                            for d in metadata.distributions()}
     wrong = {n: (have.get(n), v) for n, v in wanted.items() if have.get(n) != v}
     assert not wrong, f"installed, pinned: {wrong}"
     if os.environ.get("CI") == "true":
