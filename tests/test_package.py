@@ -1,6 +1,7 @@
 """The package a firm's IT installs: one wheel whose only top-level package is ``hardcost``, so
 it lives beside PyPI's own ``sync`` (or any other ``bot``/``sandbox``) without either
-overwriting the other; and a plain install, without the dev extra, runs the demo.
+overwriting the other; a plain install, without the dev extra, runs the demo; and the wheel
+installs with constraints.txt, as docs/setup.md installs it in production.
 
 Built and installed without the network: the wheel is built with the build tools already in
 this environment, and the fresh virtual environment borrows this one's declared dependencies
