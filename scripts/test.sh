@@ -12,11 +12,15 @@ if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
 . .venv/bin/activate
-python -m pip install --quiet --upgrade pip
+# Every version pinned: constraints.txt (runtime) and dev-constraints.txt (the dev tools and
+# pip itself), written by scripts/lock.py. A venv that had other versions is brought to the pins.
+python -m pip install --quiet -c dev-constraints.txt pip
 # Editable in setuptools' strict mode (setup.cfg): a tree of links laid out as installed
 # (hardcost/sync/... → sync/...) under build/__editable__.hardcost-*/, rebuilt by every run of
 # this line, so that modules added or removed since the last run are seen.
-python -m pip install --quiet -e '.[dev]'
+python -m pip install --quiet -e '.[dev]' -c constraints.txt -c dev-constraints.txt
+# tests/test_pins.py checks the installed versions against the pins only when this says so.
+export HARDCOST_PINNED_VENV=1
 
 echo "== ruff"; ruff check hardcost sync bot sandbox tests bench
 # mypy checks the package as it is installed: hardcost, hardcost.sync, .bot and .sandbox, in

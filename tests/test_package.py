@@ -1,6 +1,7 @@
 """The package a firm's IT installs: one wheel whose only top-level package is ``hardcost``, so
 it lives beside PyPI's own ``sync`` (or any other ``bot``/``sandbox``) without either
-overwriting the other; and a plain install, without the dev extra, runs the demo.
+overwriting the other; a plain install, without the dev extra, runs the demo; and the wheel
+installs with constraints.txt, as docs/setup.md installs it in production.
 
 Built and installed without the network: the wheel is built with the build tools already in
 this environment, and the fresh virtual environment borrows this one's declared dependencies
@@ -19,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.test_pins import NOT_PINNED, PINNED_VENV
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV_ONLY = ("jsonschema", "openapi_schema_validator", "referencing", "pytest", "yaml", "mypy")
@@ -165,6 +168,35 @@ def test_the_dev_extra_is_really_absent_there(installed: tuple[Path, Path],
                             cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True,
                             timeout=60)
     assert result.returncode != 0 and "ModuleNotFoundError" in result.stderr
+
+
+@pytest.mark.skipif(not PINNED_VENV, reason=NOT_PINNED)
+def test_the_wheel_installs_with_the_pins(installed: tuple[Path, Path], tmp_path: Path) -> None:
+    """docs/setup.md's production install, `pip install -c constraints.txt <the wheel>` in a
+    fresh venv, without the network: the venv borrows this one's packages (scripts/test.sh
+    installed them at the pins) and pip may take nothing from an index or a folder, so it
+    installs only if the wheel's requirements, held to the pins, are met by those versions."""
+    _, wheel = installed
+    venv = tmp_path / "venv"
+    _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    bin_dir = venv / "bin"
+    purelib = Path(_run(bin_dir / "python", "-c",
+                        "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+                        cwd=tmp_path).stdout.strip())
+    (purelib / "borrowed.pth").write_text(f"{sysconfig.get_paths()['purelib']}\n")
+    env = {k: v for k, v in _env(tmp_path).items() if not k.startswith("PIP_")}
+    env["PIP_CONFIG_FILE"] = os.devnull  # no configured index, extra index or wheel folder
+
+    _run(bin_dir / "python", "-m", "pip", "install", "--no-index", "-q",
+         "-c", ROOT / "constraints.txt", wheel, cwd=tmp_path, env=env)
+    own = _run(bin_dir / "python", "-m", "pip", "list", "--path", purelib, "--format=freeze",
+               cwd=tmp_path, env=env).stdout.split()
+    version = _run(bin_dir / "hardcost", "--version", cwd=tmp_path, env=env)
+    check = _run(bin_dir / "python", "-m", "pip", "check", cwd=tmp_path, env=env)
+
+    assert {line.split("==")[0] for line in own} - {"pip", "setuptools"} == {"hardcost"}, own
+    assert version.stdout.strip() == f"hardcost {wheel.name.split('-')[1]}"
+    assert "No broken requirements" in check.stdout
 
 
 def test_every_migration_is_in_the_wheel(installed: tuple[Path, Path]) -> None:
