@@ -277,6 +277,15 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
     return 0 if ok else 1
 
 
+def _answer(rig: SlackRig, text: str) -> dict[str, Any]:
+    """``/hardcost <text>`` from the admin, and the app's (ephemeral) reply to it."""
+    asked = len(rig.replies_to(rig.admin))
+    rig.command(text)
+    replies: list[dict[str, Any]] = wait_for(lambda: rig.replies_to(rig.admin)[asked:] or None,
+                                             what=f"the reply to {text}")
+    return replies[0]
+
+
 def _demo_coding(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: SlackRig,
                  firm_id: int, out: TextIO, names: dict[str, str]) -> bool:
     """A court fee booked to a QuickBooks account of its own arrives in Clio under "Filing
@@ -293,10 +302,7 @@ def _demo_coding(world: SandboxWorld, demo: DemoFirm, importer: Importer, rig: S
               "QuickBooks account of their own; an admin maps it in Slack:\n\n")
     for text in ("set account +Court Costs", "set category Filing fees for Court Costs",
                  "set utbms E112 for Court Costs"):
-        asked = len(rig.replies_to(rig.admin))
-        rig.command(text)
-        reply = wait_for(lambda n=asked: rig.replies_to(rig.admin)[n:] or None,
-                         what=f"the reply to {text}")[0]
+        reply = _answer(rig, text)
         out.write(f"/hardcost {text}\n{render(reply, names=names)}\n\n")
     demo.company.add_purchase(
         payment_type="Check", doc_number="1045", txn_date="2026-10-28",
