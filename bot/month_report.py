@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import partial
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
@@ -66,13 +67,17 @@ def make_report(importer: Importer, sessions: sessionmaker[Session], firm_id: in
 
 
 def share(client: WebClient, report: MonthReport, *, to: str,
-          comment: str | None = None) -> Shared:
+          comment: str | None = None, posted: Callable[[], None] | None = None) -> Shared:
     """Post the report to ``to`` (a channel id, or a user id for their DM): the message, its
-    details in the thread, then the chart and the CSV in the thread."""
+    details in the thread, then the chart and the CSV in the thread. ``posted`` is called
+    once the message is out: a failure after it (the thread, the files) must not post the
+    report a second time."""
     top = report_message(report)
     answer = client.chat_postMessage(channel=to, text=top.text, blocks=top.blocks,
                                      unfurl_links=False, unfurl_media=False)
     where, ts = str(answer["channel"]), str(answer["ts"])
+    if posted is not None:
+        posted()
     for detail in report_details(report):
         client.chat_postMessage(channel=where, thread_ts=ts, text=detail.text,
                                 blocks=detail.blocks, unfurl_links=False, unfurl_media=False)
@@ -194,8 +199,8 @@ def send_due_reports(sessions: sessionmaker[Session], importer_for: Callable[[in
                 raise RuntimeError("no Slack client for the firm")
             today = local_now(settings, now).date()
             report = make_report(importer_for(firm_id), sessions, firm_id, month, today)
-            share(client, report, to=str(settings.slack_channel_id))
-            _posted(sessions, firm_id, month)
+            share(client, report, to=str(settings.slack_channel_id),
+                  posted=partial(_posted, sessions, firm_id, month))
             sent += 1
             log.info("firm %s: monthly report %s posted", firm_id, month.slug)
         except Exception:  # noqa: BLE001 - one firm's failure never stops another's report

@@ -220,6 +220,20 @@ def test_the_monthly_report_is_posted_once_per_month_across_replicas(rig: SlackR
         assert (settings.report_month, settings.report_claimed_at) == ("2026-03", None)
 
 
+def test_a_report_whose_files_fail_is_not_posted_again(rig: SlackRig) -> None:
+    """Slack took the report's message, then refused its files: the report is not posted a
+    second time when the claim lapses (never a duplicate; the failure is in the log)."""
+    from hardcost.sandbox.faults import Fault
+
+    march_firm(rig.firm)
+    rig.slack.faults.add(Fault(path=r"^/api/files\.getUploadURLExternal$", status=500,
+                               times=10))
+    now = datetime(2026, 4, 1, 12, 5, tzinfo=UTC)
+    assert _due(rig, now) == 0  # not posted whole
+    assert _due(rig, now + CLAIM_LEASE + timedelta(minutes=1)) == 0
+    assert len([m for m in rig.channel_messages() if "Hard costs for" in m["text"]]) == 1
+
+
 def test_a_claim_whose_process_died_is_taken_over_later(rig: SlackRig) -> None:
     march_firm(rig.firm)
     now = datetime(2026, 4, 1, 12, 5, tzinfo=UTC)
