@@ -97,14 +97,18 @@ def start(session: Session, firm_id: int) -> RunStart:
     firm, settings = rows[0][0], rows[0][1]
     broken = {row[2].provider: row[2].broken_reason for row in rows
               if row[2] is not None and row[2].broken_at is not None}
-    values = rows[0][3:]
+    values: list[Any] = list(rows[0][3:])
     stored: dict[str, tuple[str, date | None]] = {}
     for n, stream in enumerate(STREAMS):
         value, start_date = values[len(flags) + 2 * n], values[len(flags) + 1 + 2 * n]
         if value is not None:
-            stored[stream] = (value, start_date)
-    return RunStart(firm, settings, broken,
-                    OpenWork(*(bool(v) for v in values[:len(flags)]), marks=stored))
+            stored[stream] = (str(value), start_date)
+    pending, superseded, failures, matter_waits, payment_waits, removals = \
+        (bool(v) for v in values[:len(flags)])
+    return RunStart(firm, settings, broken, OpenWork(
+        pending_links=pending, superseded=superseded, failures=failures,
+        matter_waits=matter_waits, payment_waits=payment_waits, removals=removals,
+        marks=stored))
 
 
 class FirmNotReady(Exception):
