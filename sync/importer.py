@@ -255,14 +255,8 @@ class Importer:
         after each page past what is recorded (``PageReader``), so a run that dies carries
         on from its last whole page."""
         reading, writer = parts.reader, parts.writer
-        work = state.open  # what the run's first statement found open: nothing else is looked for
-        reading.marks = work.marks
-        refetch: set[str] = set()
-        if not dry_run:
-            if work.pending_links:
-                refetch |= writer.recover_pending(state)
-            if work.superseded:
-                refetch |= writer.superseded()
+        reading.marks = state.open.marks  # read with the firm (``run_record.start``)
+        refetch = set() if dry_run else writer.recover_pending(state) | writer.superseded(state)
         if purchase_ids is not None:
             by_id: dict[str, dict[str, Any]] = {}
             unkeyed: list[dict[str, Any]] = []
@@ -270,18 +264,15 @@ class Importer:
             purchases = [*by_id.values(), *unkeyed]
             del by_id, unkeyed
             if not dry_run:
-                if note_voided(self.sessions, self.firm_id, state.firm.qbo_realm_id or "",
-                               purchases, self.clock()):
-                    state.open.removals = True
+                state.open.removals |= bool(note_voided(
+                    self.sessions, self.firm_id, state.firm.qbo_realm_id or "", purchases,
+                    self.clock()))
                 self._removals(parts, state).handle()
             self._handle_page(parts, state, purchases, dry_run)
             del purchases
             self._finish_pages(parts, state, dry_run, targeted=True)
             return
-        if work.failures:
-            refetch |= parts.failures.to_retry()
-        if work.payment_waits:
-            refetch |= parts.waits.no_longer_awaiting_payment(state)
+        refetch |= parts.failures.to_retry(state) | parts.waits.no_longer_awaiting_payment(state)
         reader = PageReader(*reading.watermark(), state.settings.start_date, refetch)
         bill_reader = None
         if bills_on(state):
@@ -293,13 +284,11 @@ class Importer:
             if not dry_run:
                 voided = note_voided(self.sessions, self.firm_id, state.firm.qbo_realm_id or "",
                                      purchases, self.clock())
-                if voided:
-                    state.open.removals = True
+                state.open.removals |= bool(voided)
                 if not reader.swept:
                     reader.swept = True
                     removals = self._removals(parts, state)
                     removals.sweep(reader.server_time)
-                    state.open.removals |= removals.open
                     swept_quiet = removals.quiet
                     if state.settings.bills == ON_PAYMENT:
                         # Bills whose payments changed are read again: their balance, hence
@@ -321,14 +310,11 @@ class Importer:
         if not dry_run and not reader.swept:  # nothing read at all (no page came back)
             removals = self._removals(parts, state)
             removals.sweep(None)
-            state.open.removals |= removals.open
             swept_quiet = removals.quiet
             removals.handle()
         self._finish_pages(parts, state, dry_run, targeted=False)
         if not dry_run:
-            # A run that read nothing and whose sweep found nothing leaves the marks where
-            # they are unless they fell behind (``Reader.save_watermark``'s ``quiet``).
-            quiet = swept_quiet and not state.summary.purchases_read
+            quiet = swept_quiet and not state.summary.purchases_read  # see save_watermark
             reading.save_watermark(reader.final_mark(self.clock()), state.settings.start_date,
                                    quiet=quiet)
             if bill_reader is not None:
@@ -391,10 +377,8 @@ class Importer:
     def _finish_pages(self, parts: _Parts, state: RunState, dry_run: bool, *,
                       targeted: bool) -> None:
         if not dry_run and not targeted:
-            # Expenses waiting for a client's matter import by themselves once one exists
-            # (those this run asked about are not: none waited when it began, none looks).
-            for entry, resolution in (parts.waits.where_a_matter_appeared(state)
-                                      if state.open.matter_waits else ()):
+            # Expenses waiting for a client's matter import by themselves once one exists.
+            for entry, resolution in parts.waits.where_a_matter_appeared(state):
                 parts.placer.place(state, entry, resolution, dry_run=False)
             parts.writer.flush(state)
         if not dry_run:
@@ -411,4 +395,4 @@ class Importer:
         return Removals(self.sessions, self.firm_id, state.firm.qbo_realm_id or "", self.qbo,
                         self.clio, state.summary, state.settings.deletions, record, self.clock,
                         self.stopping, state.actor, bills=bills_on(state),
-                        open=state.open.removals, marks=state.open.marks)
+                        work=state.open)
