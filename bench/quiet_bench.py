@@ -710,10 +710,16 @@ def render(result: Result, command: str) -> str:
         "purchase, so the run asks QuickBooks one query (`MetaData.LastUpdatedTime >=` the "
         "watermark) and one CDC call (purchases deleted or voided since the last check), gets "
         "nothing back and makes no Clio call. What it costs beyond those two calls is "
-        "database work: the firm's readiness and its lease (taken and given back), building "
-        "the engine (firm row, stored tokens), the run row, the two marks, and the notifier's "
-        "look for prompts, alerts and queued messages; its writes are the lease (twice), the "
-        "run row (inserted, then finished) and the two marks moved on.",
+        "database work: the firm's readiness and its lease, building the engine (firm and its "
+        "Clio connection), one read of what the run starts from (firm, settings, connections, "
+        "open work as `EXISTS`, watermarks), the run row inserted, the matched contacts, the "
+        "QuickBooks token, the run row finished with the lease given back in the same "
+        "transaction, and the notifier's one look for anything to post or send. Its writes are "
+        "the lease (taken, given back) and the run row (inserted, finished); the watermarks "
+        "stay where they are until 6 hours behind. On PostgreSQL the shared pacing adds a "
+        "grant of QuickBooks tokens (two statements, one commit) whenever the process has "
+        "none left (`sync/pacing.py`): here, where passes follow each other within seconds, "
+        "about every second or third run; in production, 15 minutes apart, every run.",
         "",
         "The *bare round trip* is the same QuickBooks query sent with plain `requests` to the "
         "same sandbox server, measured just before and just after each pass: the ratio *quiet "
