@@ -194,11 +194,13 @@ class Statements:
         self._lock = threading.Lock()
         self.total = 0
         self.writes = 0
+        self.commits = 0
         self.out = 0
         self.peak = 0
         size, overflow = getattr(db.pool, "size", None), getattr(db.pool, "_max_overflow", None)
         self.limit = size() + overflow if callable(size) and isinstance(overflow, int) else None
         event.listen(db, "before_cursor_execute", self._seen)
+        event.listen(db, "commit", self._committed)
         event.listen(db.pool, "checkout", self._checkout)
         event.listen(db.pool, "checkin", self._checkin)
 
@@ -210,6 +212,10 @@ class Statements:
     def _checkin(self, *args: Any) -> None:
         with self._lock:
             self.out -= 1
+
+    def _committed(self, *args: Any) -> None:
+        with self._lock:
+            self.commits += 1
 
     def reset_peak(self) -> None:
         with self._lock:
@@ -232,12 +238,14 @@ class Logs:
 
     def mark(self) -> tuple[int, ...]:
         return (len(self.world.qbo.calls.all()), len(self.world.clio.calls.all()),
-                len(self.slack.calls.all()), self.statements.total, self.statements.writes)
+                len(self.slack.calls.all()), self.statements.total, self.statements.writes,
+                self.statements.commits)
 
-    def since(self, mark: tuple[int, ...]) -> tuple[list[Call], list[Call], list[Call], int, int]:
+    def since(self, mark: tuple[int, ...]
+              ) -> tuple[list[Call], list[Call], list[Call], int, int, int]:
         return (self.world.qbo.calls.all()[mark[0]:], self.world.clio.calls.all()[mark[1]:],
                 self.slack.calls.all()[mark[2]:], self.statements.total - mark[3],
-                self.statements.writes - mark[4])
+                self.statements.writes - mark[4], self.statements.commits - mark[5])
 
 
 @dataclass
@@ -262,6 +270,7 @@ class Pass:
     baseline: list[float]  # bare round trips just before and just after the pass, seconds
     statements: int = 0  # SQL statements sent meanwhile
     writes: int = 0  # of which INSERT, UPDATE or DELETE
+    commits: int = 0  # transactions committed meanwhile
     peak_connections: int = 0  # pooled database connections checked out at once, at most
 
     @property
@@ -311,9 +320,9 @@ def run_pass(label: str, scheduler: ImportScheduler, firm_ids: list[int], worker
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="quiet") as pool:
             runs = list(pool.map(one, firm_ids))
     wall = time.perf_counter() - started
-    qbo, clio, slack, statements, writes = logs.since(mark)
+    qbo, clio, slack, statements, writes, commits = logs.since(mark)
     return Pass(label, workers, runs, wall, qbo, clio, slack, baseline, statements, writes,
-                logs.statements.peak)
+                commits, logs.statements.peak)
 
 
 def bare_round_trips(world: SandboxWorld, samples: int) -> list[float]:
@@ -575,6 +584,8 @@ def render(result: Result, command: str) -> str:
         row("OAuth token calls (refreshes)", lambda p: f"{p.token_calls}"),
         row("Database statements per quiet run (of which writes)",
             lambda p: f"{p.statements / len(p.runs):.1f} ({p.writes / len(p.runs):.1f})"),
+        row("Transactions committed per quiet run",
+            lambda p: f"{p.commits / len(p.runs):.1f}"),
         row("Database connections in use at once, at most (the pool's limit)",
             lambda p: f"{p.peak_connections} ({result.pool_limit or 'none'})"),
         row("Baseline: bare QuickBooks query round trip, p50 (just before and after the pass)",
@@ -699,10 +710,16 @@ def render(result: Result, command: str) -> str:
         "purchase, so the run asks QuickBooks one query (`MetaData.LastUpdatedTime >=` the "
         "watermark) and one CDC call (purchases deleted or voided since the last check), gets "
         "nothing back and makes no Clio call. What it costs beyond those two calls is "
-        "database work: the firm's readiness and its lease (taken and given back), building "
-        "the engine (firm row, stored tokens), the run row, the two marks, and the notifier's "
-        "look for prompts, alerts and queued messages; its writes are the lease (twice), the "
-        "run row (inserted, then finished) and the two marks moved on.",
+        "database work: the firm's readiness and its lease, building the engine (firm and its "
+        "Clio connection), one read of what the run starts from (firm, settings, connections, "
+        "open work as `EXISTS`, watermarks), the run row inserted, the matched contacts, the "
+        "QuickBooks token, the run row finished with the lease given back in the same "
+        "transaction, and the notifier's one look for anything to post or send. Its writes are "
+        "the lease (taken, given back) and the run row (inserted, finished); the watermarks "
+        "stay where they are until 6 hours behind. On PostgreSQL the shared pacing adds a "
+        "grant of QuickBooks tokens (two statements, one commit) whenever the process has "
+        "none left (`sync/pacing.py`): here, where passes follow each other within seconds, "
+        "about every second or third run; in production, 15 minutes apart, every run.",
         "",
         "The *bare round trip* is the same QuickBooks query sent with plain `requests` to the "
         "same sandbox server, measured just before and just after each pass: the ratio *quiet "

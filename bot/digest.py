@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import zoneinfo
-from datetime import datetime
+from datetime import UTC, datetime, time, timedelta
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select, union_all, update
 from sqlalchemy.orm import Session
 
 from hardcost.bot.notify import Notifier, to_group_view, to_prompt
@@ -52,24 +52,50 @@ def send_due_digests(notifier: Notifier, now: datetime) -> int:
     logged with the firm's id and counted (``hardcost_digest_failures``); the other firms get
     theirs all the same. A digest queued before its firm failed stays in the outbox, which
     sends it later; one not queued is tried again at the next tick (each minute) that day."""
+    # By index (prompts, digest_due_at), two ranges: the firms due, and those whose time is
+    # not known yet (their digest settings changed): never every firm's settings.
+    due = union_all(
+        select(FirmSettings.firm_id).where(FirmSettings.prompts == DIGEST,
+                                           FirmSettings.digest_due_at <= now),
+        select(FirmSettings.firm_id).where(FirmSettings.prompts == DIGEST,
+                                           FirmSettings.digest_due_at.is_(None)))
     with notifier.sessions() as session:
         firms = list(session.scalars(select(FirmSettings).where(
-            FirmSettings.prompts == DIGEST, FirmSettings.slack_channel_id.is_not(None))
+            FirmSettings.firm_id.in_(due), FirmSettings.slack_channel_id.is_not(None))
             .order_by(FirmSettings.firm_id)))
     sent = 0
     for settings in firms:
         firm_id = settings.firm_id
         try:
             local = local_now(settings, now)
-            if local.hour < settings.digest_hour:
-                continue
-            if _queue_digest(notifier, firm_id, local):
+            if local.hour >= settings.digest_hour and _queue_digest(notifier, firm_id, local):
                 sent += 1
                 notifier.send(firm_id)
+            _look_again(notifier, settings, local)
         except Exception:  # noqa: BLE001 - one firm's failure never stops another's digest
             DIGEST_FAILURES.inc()
             log.exception("firm %s: the daily digest failed; the other firms' go on", firm_id)
     return sent
+
+
+def next_digest_at(settings: FirmSettings, local: datetime) -> datetime:
+    """When the firm's next digest is due after the local time ``local`` (UTC): today at its
+    hour if that is still to come, else tomorrow at its hour (wall-clock, across DST)."""
+    day = local.date() if local.hour < settings.digest_hour else local.date() + timedelta(days=1)
+    hour = min(max(int(settings.digest_hour), 0), 23)
+    return datetime.combine(day, time(hour), tzinfo=local.tzinfo).astimezone(UTC)
+
+
+def _look_again(notifier: Notifier, settings: FirmSettings, local: datetime) -> None:
+    """The firm is looked at again at its next digest hour, unless its digest settings
+    changed meanwhile (a setter clears ``digest_due_at``: the next tick looks)."""
+    with notifier.sessions() as session:
+        session.execute(update(FirmSettings).where(
+            FirmSettings.firm_id == settings.firm_id, FirmSettings.prompts == DIGEST,
+            FirmSettings.digest_hour == settings.digest_hour,
+            FirmSettings.timezone == settings.timezone,
+        ).values(digest_due_at=next_digest_at(settings, local)))
+        session.commit()
 
 
 def _queue_digest(notifier: Notifier, firm_id: int, local: datetime) -> bool:

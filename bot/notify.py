@@ -11,7 +11,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select
+from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.live import run_post
@@ -115,12 +115,19 @@ class Notifier:
         self.clock = clock
 
     def after_run(self, firm_id: int, summary: RunSummary | None) -> int:
-        """Queue the run's summary (if it did something), new alerts and prompts; send."""
+        """Queue the run's summary (if it did something), new alerts and prompts; send.
+        One statement first says whether there is anything to queue or send at all (after a
+        quiet run there is not: nothing more is read, nothing committed, nothing sent)."""
         with self.sessions() as session:
-            firm = session.get(Firm, firm_id)
-            settings = session.get(FirmSettings, firm_id)
+            row = session.execute(self._anything_query(firm_id, summary)).first()
+            if row is None:
+                return 0
+            firm, settings, anything = row
             channel = settings.slack_channel_id if settings else None
             if firm is None or not channel:
+                return 0
+            if not anything and not (summary is not None and not summary.dry_run
+                                     and summary.did_something):
                 return 0
             if summary is not None and not summary.dry_run:
                 self._queue_summary(session, firm_id, firm.name, channel, summary)
@@ -132,6 +139,52 @@ class Notifier:
             self._queue_reminders(session, firm_id)
             session.commit()
         return deliver(self.sessions, self.client, firm_id=firm_id, clock=self.clock)
+
+    def _anything_query(self, firm_id: int, summary: RunSummary | None) -> Any:
+        """The firm, its settings, and whether any of ``after_run``'s steps has something to
+        do: each step's own condition as an ``EXISTS`` (a run's progress message to end,
+        a connection to tell about, an alert, a prompt to post, settle, show edited or
+        remind, a message due in the outbox)."""
+        now = self.clock()
+        due = now - REMIND_AFTER
+        waiting = (WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
+                   WaitingExpense.resolution.is_(None))
+        updated = (select(SlackOutbox.id).where(
+            SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "prompt",
+            SlackOutbox.method == "chat.update", SlackOutbox.ref_id == WaitingExpense.id,
+            or_(WaitingExpense.resolved_at.is_(None),
+                SlackOutbox.created_at >= WaitingExpense.resolved_at)).exists())
+        steps = [
+            exists().where(Connection.firm_id == firm_id, or_(
+                and_(Connection.broken_at.is_not(None), Connection.broken_notified_at.is_(None)),
+                and_(Connection.hard_expires_at.is_not(None),
+                     Connection.expiry_warned_at.is_(None),
+                     Connection.hard_expires_at <= now + EXPIRY_WARNING))),
+            exists().where(Failure.firm_id == firm_id, Failure.resolved_at.is_(None),
+                           Failure.slack_ts.is_(None)),
+            exists().where(*waiting, WaitingExpense.reason != WaitReason.PAYMENT.value,
+                           WaitingExpense.slack_ts.is_(None)),
+            exists().where(WaitingExpense.firm_id == firm_id,
+                           WaitingExpense.resolution.in_(SETTLED_BY_RUNS),
+                           WaitingExpense.slack_ts.is_not(None), ~updated),
+            exists().where(*waiting, WaitingExpense.prompt_stale.is_(True),
+                           WaitingExpense.slack_ts.is_not(None)),
+            exists().where(*waiting, WaitingExpense.slack_ts.is_not(None),
+                           WaitingExpense.created_at <= due,
+                           or_(WaitingExpense.reminded_at.is_(None),
+                               WaitingExpense.reminded_at <= due)),
+            exists().where(SlackOutbox.firm_id == firm_id, SlackOutbox.sent_at.is_(None),
+                           SlackOutbox.gave_up_at.is_(None),
+                           SlackOutbox.next_attempt_at <= now),
+        ]
+        if summary is not None and summary.run_id is not None and not summary.dry_run:
+            steps.append(exists().where(
+                SlackOutbox.firm_id == firm_id, SlackOutbox.ref_kind == "run",
+                SlackOutbox.ref_id == summary.run_id,
+                SlackOutbox.method == "chat.postMessage"))
+        return (select(Firm, FirmSettings, or_(*steps))
+                .outerjoin(FirmSettings, FirmSettings.firm_id == Firm.id)
+                .where(Firm.id == firm_id))
 
     def _queue_summary(self, session: Session, firm_id: int, firm_name: str, channel: str,
                        summary: RunSummary) -> None:

@@ -105,8 +105,11 @@ class Failures:
                     row.resolved_at = now
             session.commit()
 
-    def to_retry(self) -> set[str]:
-        """Purchases whose last failure was ours or a service's, not their data."""
+    def to_retry(self, state: RunState | None = None) -> set[str]:
+        """Purchases whose last failure was ours or a service's, not their data (not looked
+        for when the run's first statement found none: ``state.open``)."""
+        if state is not None and not state.open.failures:
+            return set()
         with self.sessions() as session:
             rows = session.scalars(select(Failure.purchase_id).where(
                 Failure.firm_id == self.firm_id, Failure.resolved_at.is_(None),

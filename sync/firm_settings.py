@@ -404,15 +404,18 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
         return f"Approvers: {len(users)} {'person' if len(users) == 1 else 'people'}."
     if key == "prompts":
         settings.prompts = raw.lower()
+        settings.digest_due_at = None  # the digest job looks at its next tick
         if settings.prompts == "digest":
             return (f"Prompts come as one digest a day at {settings.digest_hour:02d}:00 "
                     f"({settings.timezone}), instead of one message per expense.")
         return "Each waiting expense gets its own prompt as soon as a run finds it."
     if key == "digest-hour":
         settings.digest_hour = int(raw)
+        settings.digest_due_at = None  # the digest job looks at its next tick
         return f"The daily digest goes out at {int(raw):02d}:00 ({settings.timezone})."
     if key == "timezone":
         settings.timezone = zone_name(raw)
+        settings.digest_due_at = None  # the digest job looks at its next tick
         return f"The firm's time zone is now {settings.timezone}."
     if key == "report":
         settings.report = raw.lower()

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from sqlalchemy import select
+from sqlalchemy import and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.clio import ClioClient
@@ -61,13 +61,14 @@ def build_importer(sessions: sessionmaker[Session], firm_id: int, config: Settin
                  retry: RetryPolicy | None = None, sandbox_links: bool = False,
                  clock: Callable[[], datetime] = utcnow) -> Importer:
     """The engine for one firm, with clients that refresh tokens stored in the database."""
-    with sessions() as session:
-        firm = session.get(Firm, firm_id)
-        if firm is None:
+    with sessions() as session:  # the firm and its Clio connection: one round trip
+        row = session.execute(select(Firm.qbo_realm_id, Firm.clio_region, Connection.id)
+                              .outerjoin(Connection, and_(Connection.firm_id == Firm.id,
+                                                          Connection.provider == "clio"))
+                              .where(Firm.id == firm_id)).first()
+        if row is None:
             raise ConfigError("hardcost", f"There is no firm with id {firm_id}.")
-        realm_id, region = firm.qbo_realm_id, firm.clio_region
-        clio_connection = session.scalar(select(Connection.id).where(
-            Connection.firm_id == firm_id, Connection.provider == "clio"))
+        realm_id, region, clio_connection = row
     if not realm_id:
         raise ConfigError("hardcost", "This firm has not connected QuickBooks yet.")
     qbo_tokens = StoredTokens(sessions, firm_id, "quickbooks", qbo_refresher(

@@ -66,7 +66,7 @@ def prune(db: Engine, retention_days: int, *, now: datetime | None = None,
         or_(SlackOutbox.ref_kind.is_(None), SlackOutbox.ref_kind.not_in(KEPT_REFS)),
         ~exists().where(child.parent_id == SlackOutbox.id, child.sent_at.is_(None),
                         child.gave_up_at.is_(None)))
-        .order_by(SlackOutbox.id).limit(batch))
+        .order_by(SlackOutbox.created_at, SlackOutbox.id).limit(batch))  # by its index
     pruned.outbox = _in_batches(db, outbox_ids, lambda ids: delete(SlackOutbox).where(
         SlackOutbox.id.in_(ids)), batch)
 

@@ -48,7 +48,6 @@ from hardcost.sync.run_record import FirmNotReady, OneConnection, check_ready, c
 from hardcost.sync.run_state import RunState, bills_on
 from hardcost.sync.store import (
     PROVIDER_FOR_SERVICE,
-    Connection,
     ContactLink,
     FailureKind,
     Firm,
@@ -96,6 +95,10 @@ class Importer:
         self.late_write: timedelta = LATE_WRITE
         self.on_progress: Callable[[RunProgress], None] | None = None
         """Told how far each run has got (after each page read and each entry handled)."""
+        self.finish_with: Callable[[Session], object] | None = None
+        """More work for the transaction that finishes the run's row (the scheduler gives
+        the run's lease back in it); ``finished_with`` is True once that committed."""
+        self.finished_with = False
 
     def _parts(self) -> _Parts:
         failures = Failures(self.sessions, self.firm_id, clock=self.clock,
@@ -154,14 +157,9 @@ class Importer:
         started = time.monotonic()
         qbo_calls, clio_calls = self.qbo.calls, self.clio.calls
         with self.sessions() as session:
-            firm = session.get(Firm, self.firm_id)
-            settings = session.get(FirmSettings, self.firm_id)
-            if firm is None or settings is None:
-                raise FirmNotReady(f"There is no firm {self.firm_id}.")
-            broken = {c.provider: c.broken_reason for c in session.scalars(
-                select(Connection).where(Connection.firm_id == self.firm_id))
-                if c.broken_at is not None}
-            check_ready(firm, settings, broken)
+            begun = run_record.start(session, self.firm_id)  # one round trip
+            firm, settings = begun.firm, begun.settings
+            check_ready(firm, settings, begun.broken)
             run_id = None
             if not dry_run:
                 run = Run(firm_id=self.firm_id, trigger=trigger, dry_run=dry_run,
@@ -176,9 +174,10 @@ class Importer:
         outcome = "crashed"
         state = RunState(firm, settings, summary, MatterResolver(self.clio, stored),
                          settings.clio_entry_type or "HardCostEntry", actor=actor or trigger,
-                         waited_before=self.qbo.waited + self.clio.waited)
+                         waited_before=self.qbo.waited + self.clio.waited, open=begun.open)
         try:
             if removed and not dry_run:
+                state.open.removals = True
                 note_removals(self.sessions, self.firm_id, firm.qbo_realm_id or "", removed,
                               "webhook", self.clock())
             with self._one_connection():
@@ -203,7 +202,8 @@ class Importer:
             summary.qbo_calls = self.qbo.calls - qbo_calls
             summary.clio_calls = self.clio.calls - clio_calls
             if not dry_run:
-                run_record.finish(self.sessions, summary, self.clock)
+                self.finished_with = run_record.finish(self.sessions, summary, self.clock,
+                                                       also=self.finish_with)
             RUNS.labels(trigger, outcome).inc()
             RUN_SECONDS.labels(trigger).observe(summary.duration_s)
             self._progress(state, "done")
@@ -255,7 +255,8 @@ class Importer:
         after each page past what is recorded (``PageReader``), so a run that dies carries
         on from its last whole page."""
         reading, writer = parts.reader, parts.writer
-        refetch = set() if dry_run else writer.recover_pending(state) | writer.superseded()
+        reading.marks = state.open.marks  # read with the firm (``run_record.start``)
+        refetch = set() if dry_run else writer.recover_pending(state) | writer.superseded(state)
         if purchase_ids is not None:
             by_id: dict[str, dict[str, Any]] = {}
             unkeyed: list[dict[str, Any]] = []
@@ -263,28 +264,32 @@ class Importer:
             purchases = [*by_id.values(), *unkeyed]
             del by_id, unkeyed
             if not dry_run:
-                note_voided(self.sessions, self.firm_id, state.firm.qbo_realm_id or "",
-                                     purchases, self.clock())
+                state.open.removals |= bool(note_voided(
+                    self.sessions, self.firm_id, state.firm.qbo_realm_id or "", purchases,
+                    self.clock()))
                 self._removals(parts, state).handle()
             self._handle_page(parts, state, purchases, dry_run)
             del purchases
             self._finish_pages(parts, state, dry_run, targeted=True)
             return
-        refetch |= parts.failures.to_retry() | parts.waits.no_longer_awaiting_payment(state)
+        refetch |= parts.failures.to_retry(state) | parts.waits.no_longer_awaiting_payment(state)
         reader = PageReader(*reading.watermark(), state.settings.start_date, refetch)
         bill_reader = None
         if bills_on(state):
             # The same refetch set: a Bill its pages bring is not read again by id.
             bill_reader = PageReader(*reading.watermark(BILLS_STREAM),
                                      state.settings.start_date, refetch)
+        swept_quiet = True  # the CDC sweep found nothing at all
         for purchases, source in reading.pages(state, reader, bill_reader):
             if not dry_run:
                 voided = note_voided(self.sessions, self.firm_id, state.firm.qbo_realm_id or "",
                                      purchases, self.clock())
+                state.open.removals |= bool(voided)
                 if not reader.swept:
                     reader.swept = True
                     removals = self._removals(parts, state)
                     removals.sweep(reader.server_time)
+                    swept_quiet = removals.quiet
                     if state.settings.bills == ON_PAYMENT:
                         # Bills whose payments changed are read again: their balance, hence
                         # whether and when they import, may have moved. A deleted payment
@@ -305,15 +310,19 @@ class Importer:
         if not dry_run and not reader.swept:  # nothing read at all (no page came back)
             removals = self._removals(parts, state)
             removals.sweep(None)
+            swept_quiet = removals.quiet
             removals.handle()
         self._finish_pages(parts, state, dry_run, targeted=False)
         if not dry_run:
-            reading.save_watermark(reader.final_mark(self.clock()), state.settings.start_date)
+            quiet = swept_quiet and not state.summary.purchases_read  # see save_watermark
+            reading.save_watermark(reader.final_mark(self.clock()), state.settings.start_date,
+                                   quiet=quiet)
             if bill_reader is not None:
                 reading.save_watermark(bill_reader.final_mark(self.clock()),
-                                       state.settings.start_date, stream=BILLS_STREAM)
+                                       state.settings.start_date, stream=BILLS_STREAM,
+                                       quiet=quiet)
             reading.save_watermark(lagged(reader.server_time, self.clock()), None,
-                                   stream=REMOVALS_STREAM)
+                                   stream=REMOVALS_STREAM, quiet=quiet)
 
     def _handle_page(self, parts: _Parts, state: RunState, purchases: list[dict[str, Any]],
                      dry_run: bool) -> None:
@@ -385,4 +394,5 @@ class Importer:
 
         return Removals(self.sessions, self.firm_id, state.firm.qbo_realm_id or "", self.qbo,
                         self.clio, state.summary, state.settings.deletions, record, self.clock,
-                        self.stopping, state.actor, bills=bills_on(state))
+                        self.stopping, state.actor, bills=bills_on(state),
+                        work=state.open)

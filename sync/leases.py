@@ -156,6 +156,7 @@ class Lease:
     interval: timedelta | None = None
     lost: threading.Event = field(default_factory=threading.Event)
     taken_over: bool = False  # taken from a holder that died (its lease ran out, or it is gone)
+    given_back: bool = False  # given back in a transaction that committed (``give_back_in``)
 
     def held(self) -> bool:
         return not self.lost.is_set() and time.monotonic() < self.valid_until
@@ -267,9 +268,12 @@ class Leases:
         return True
 
     def release(self, lease: Lease, *, next_run_at: datetime | None = None) -> None:
-        """Give the lease back (and set when the firm's next scheduled run is due)."""
+        """Give the lease back (and set when the firm's next scheduled run is due); a lease
+        already given back in a committed transaction (``give_back_in``) is only forgotten."""
         with self._lock:
             self._held.pop(lease.token, None)
+        if lease.given_back:
+            return
         values: dict[str, object] = dict(_FREE)
         if next_run_at is not None:
             values["next_run_at"] = next_run_at
@@ -281,6 +285,22 @@ class Leases:
         except SQLAlchemyError:  # it runs out by itself; the firm waits at most ``ttl``
             log.warning("giving back the lease of firm %s failed; it lapses in %.0f s",
                         lease.firm_id, self.ttl, exc_info=True)
+
+    def give_back_in(self, session: Session, lease: Lease, *,
+                     next_run_at: datetime | None = None) -> None:
+        """Give the lease back inside the caller's transaction (the one that finishes the
+        run's row: ``Importer.finish_with``), so a run's end costs one commit, not two. It is
+        no longer renewed from here on; once that transaction has committed the caller sets
+        ``lease.given_back`` and ``release`` only forgets it. Should the commit fail, the
+        lease is still taken in the database and ``release`` gives it back as usual."""
+        with self._lock:
+            self._held.pop(lease.token, None)  # not renewed (nor reported lost) any more
+        values: dict[str, object] = dict(_FREE)
+        if next_run_at is not None:
+            values["next_run_at"] = next_run_at
+        session.execute(update(RunLease).where(
+            RunLease.firm_id == lease.firm_id, RunLease.claim_token == lease.token)
+            .values(**values))
 
     @contextmanager
     def hold(self, firm_id: int, kind: str) -> Iterator[Lease | None]:

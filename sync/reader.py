@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.batches import chunks
@@ -25,7 +25,7 @@ from hardcost.sync.matching import CustomerInfo
 from hardcost.sync.qbo import PAGE_SIZE, QboClient, instant
 from hardcost.sync.rules import ImportRules
 from hardcost.sync.run_state import RunState, bills_on
-from hardcost.sync.store import Watermark
+from hardcost.sync.store import Watermark, utcnow
 from hardcost.sync.summary import keep
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 WATERMARK_STREAM = "purchases"
 BILLS_STREAM = "bills"  # the Bills' own watermark: they are read by a query of their own
 WATERMARK_MARGIN = timedelta(seconds=60)
+QUIET_MARK_REFRESH = timedelta(hours=6)
+"""How far behind a quiet run lets a stored watermark fall before it writes the new one."""
 
 Progress = Callable[[RunState, str, int | None], None]
 """Told the run's stage, and how many purchases are read counting the page at hand."""
@@ -150,11 +152,16 @@ class Reader:
         self.qbo = qbo
         self.progress = progress
         self.counting = counting  # someone follows the run's progress: count a long backlog
+        self.marks: dict[str, tuple[str, date | None]] | None = None
+        """The stored watermarks as the run's first statement read them (``run_record.start``),
+        kept up to date by ``save_watermark``; None: each is read when asked for."""
 
     # -- watermarks -------------------------------------------------------------------------
 
     def watermark(self, stream: str = WATERMARK_STREAM) -> tuple[str | None, date | None]:
         """The stored watermark and the start date it was read with."""
+        if self.marks is not None:
+            return self.marks.get(stream, (None, None))
         with self.sessions() as session:
             mark = session.scalars(select(Watermark).where(
                 Watermark.firm_id == self.firm_id,
@@ -162,17 +169,33 @@ class Reader:
             return (mark.value, mark.start_date) if mark else (None, None)
 
     def save_watermark(self, value: str, start_date: date | None, *,
-                       stream: str = WATERMARK_STREAM) -> None:
+                       stream: str = WATERMARK_STREAM, quiet: bool = False) -> None:
+        """Store the stream's watermark. ``quiet``: the run read nothing and its sweep found
+        nothing, so the stored mark (read under the same start date) is as good as the new one
+        and is left alone, unless it is more than ``QUIET_MARK_REFRESH`` behind: a quiet run
+        writes nothing, and the CDC sweep's window stays far inside QuickBooks' 30 days."""
+        known = self.marks.get(stream) if self.marks is not None else None
+        if quiet and known is not None and known[1] == start_date:
+            old, new = instant(known[0]), instant(value)
+            if old is not None and new is not None and new - old < QUIET_MARK_REFRESH:
+                return
         with self.sessions() as session:
-            mark = session.scalars(select(Watermark).where(
-                Watermark.firm_id == self.firm_id,
-                Watermark.stream == stream)).one_or_none()
-            if mark is None:
-                mark = Watermark(firm_id=self.firm_id, stream=stream, value=value)
-                session.add(mark)
-            mark.value = value
-            mark.start_date = start_date
+            if self.marks is not None and known is not None:  # the row exists: one UPDATE
+                session.execute(update(Watermark).where(
+                    Watermark.firm_id == self.firm_id, Watermark.stream == stream).values(
+                    value=value, start_date=start_date, updated_at=utcnow()))
+            else:
+                mark = session.scalars(select(Watermark).where(
+                    Watermark.firm_id == self.firm_id,
+                    Watermark.stream == stream)).one_or_none()
+                if mark is None:
+                    mark = Watermark(firm_id=self.firm_id, stream=stream, value=value)
+                    session.add(mark)
+                mark.value = value
+                mark.start_date = start_date
             session.commit()
+        if self.marks is not None:
+            self.marks[stream] = (value, start_date)
 
     # -- pages ------------------------------------------------------------------------------
 

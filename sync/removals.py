@@ -38,6 +38,7 @@ from hardcost.sync.http import (
 from hardcost.sync.metrics import ENTRIES
 from hardcost.sync.qbo import QboClient, instant
 from hardcost.sync.rules import LineFailure, is_voided
+from hardcost.sync.run_record import OpenWork
 from hardcost.sync.store import (
     EntryLink,
     Failure,
@@ -80,6 +81,12 @@ class Removals:
     payments_gone: bool = False
     """A BillPayment was deleted since the last sweep (or the sweep could not tell): which
     Bills it paid is not known, so the imported Bills are read again."""
+    work: OpenWork = field(default_factory=OpenWork)
+    """What the run found open (``run_record.start``): ``handle`` looks for removals only
+    when some were open or have been recorded since (a sweep here sets ``removals``); the
+    stored watermarks (``marks``; None: read here)."""
+    quiet: bool = True
+    """The sweep found nothing at all (no removal, no payment, nothing compared)."""
 
     def sweep(self, server_time: str | None) -> None:
         """Ask CDC which purchases were deleted or voided since the last sweep and record
@@ -88,10 +95,14 @@ class Removals:
         The run saves the next sweep mark (QuickBooks' clock at its first answer, less the
         watermark margin) once it is over."""
         now = instant(server_time) or self.clock()
-        with self.sessions() as session:
-            mark = session.scalars(select(Watermark.value).where(
-                Watermark.firm_id == self.firm_id,
-                Watermark.stream == REMOVALS_STREAM)).one_or_none()
+        if self.work.marks is not None:
+            known = self.work.marks.get(REMOVALS_STREAM)
+            mark = known[0] if known is not None else None
+        else:
+            with self.sessions() as session:
+                mark = session.scalars(select(Watermark.value).where(
+                    Watermark.firm_id == self.firm_id,
+                    Watermark.stream == REMOVALS_STREAM)).one_or_none()
         if mark is None:
             # The first sweep: entries imported before sweeps existed are compared once
             # (a new firm has none: no call).
@@ -110,6 +121,10 @@ class Removals:
             self.payments_gone = True
             self.compare_all("refused", mark)
             return
+        if sweep.removed or sweep.paid or sweep.payments_gone or not sweep.complete:
+            self.quiet = False
+        if sweep.removed:
+            self.work.removals = True
         note_removals(self.sessions, self.firm_id, self.realm_id, sweep.removed, "cdc",
                       self.clock())
         self.paid |= sweep.paid
@@ -125,6 +140,8 @@ class Removals:
 
     def compare_all(self, reason: str, last_swept: str | None) -> None:
         """Read every imported purchase by id: the missing ones were deleted."""
+        self.quiet = False
+        self.work.removals = True
         ids = self._imported_purchase_ids()
         purchase_ids, bill_ids, _ = split_ids(ids)
         present = {str(p["Id"]): p for p in self.qbo.purchases_by_id(purchase_ids)
@@ -146,6 +163,8 @@ class Removals:
         ``deletions alert``, kept and reported), billed ones are kept and reported, waiting
         prompts and open failures of the purchase are settled. A Clio error leaves the removal
         open (and a failure alert) for the next run."""
+        if not self.work.removals:
+            return
         with self.sessions() as session:
             removals = list(session.scalars(select(PurchaseRemoval).where(
                 PurchaseRemoval.firm_id == self.firm_id,

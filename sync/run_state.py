@@ -15,6 +15,7 @@ from hardcost.sync.bills import OFF, bill_id_of
 from hardcost.sync.http import ApiError, ConfigError, TransientError
 from hardcost.sync.matching import MatterResolver
 from hardcost.sync.rules import PlannedEntry, QboKey, is_bill
+from hardcost.sync.run_record import OpenWork
 from hardcost.sync.store import AccountCoding, EntryLink, Firm, FirmSettings, MatterRule
 from hardcost.sync.summary import RunSummary
 
@@ -63,6 +64,9 @@ class RunState:
     """Bills read this run that are not fully paid (``bills on-payment``): new entries wait."""
     asked_untagged: bool = False  # an expense with no customer waits: the matter search needs
     # the firm's matters (``matter_cache``)
+    open: OpenWork = field(default_factory=OpenWork)
+    """What the run's first statement found open (``run_record.start``); all True outside a
+    run: every part looks."""
     codings: dict[str, AccountCoding] | None = None
     """The firm's category and UTBMS code per import account, read at the first write."""
     category_codes: dict[int, int | None] | None = None

@@ -381,16 +381,23 @@ class ImportScheduler:
     def _next(self, lease: Lease) -> datetime:
         return next_due(lease.due, lease.interval, utcnow())
 
-    def _run(self, lease: Lease) -> RunSummary | None:
+    def _run(self, lease: Lease, *, scheduled: bool = True) -> RunSummary | None:
+        """The firm's run under ``lease``, given back in the transaction that finishes the
+        run's row (with the next due time when ``scheduled``); ``release`` afterwards only
+        forgets it then, or gives it back when the run never got so far."""
         if SHUTDOWN.is_set() or self._stopped:
             return None
         importer = self.importer_for(lease.firm_id)
         importer.stopping = RunStop(lease, SHUTDOWN)
+        importer.finish_with = lambda session: self.leases.give_back_in(
+            session, lease, next_run_at=self._next(lease) if scheduled else None)
         try:
             return importer.run(trigger="schedule")
         except FirmNotReady as exc:
             log.info("scheduler: firm %s not ready: %s", lease.firm_id, exc)
             return None
+        finally:
+            lease.given_back = importer.finished_with
 
     def run_firm(self, firm_id: int) -> RunSummary | None:
         """One scheduled run of the firm now, unless its import is under way (here or in
@@ -405,7 +412,7 @@ class ImportScheduler:
         with self._idle:
             self._active += 1
         try:
-            summary = self._run(lease)
+            summary = self._run(lease, scheduled=False)
         finally:
             self.leases.release(lease)
             self._done()

@@ -112,6 +112,7 @@ class FirmSettings(Base):
     """One row per firm: what and how to import (docs/commands.md, "Settings")."""
 
     __tablename__ = "firm_settings"
+    __table_args__ = (Index("ix_firm_settings_digest_due", "prompts", "digest_due_at"),)
 
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"),
                                          primary_key=True)
@@ -153,6 +154,11 @@ class FirmSettings(Base):
     """``YYYY-MM``: the latest month whose automatic report was claimed (bot/month_report.py);
     with ``report_claimed_at`` while it is being made, NULL once it is posted."""
     report_claimed_at: Mapped[datetime | None] = mapped_column()
+    digest_due_at: Mapped[datetime | None] = mapped_column()
+    """When the daily digest job next looks at the firm (UTC; its next digest hour, kept by
+    the job); None while it has not looked since the firm's digest settings changed. The job
+    reads only firms in digest mode whose time has come or is unknown (index
+    ``ix_firm_settings_digest_due``), never every firm's settings."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -376,6 +382,7 @@ class SlackOutbox(Base):
         Index("ix_slack_outbox_firm_ref", "firm_id", "ref_kind", "method"),
         Index("ix_slack_outbox_firm_ref_id", "firm_id", "ref_kind", "ref_id"),
         Index("ix_slack_outbox_firm_unsent", "firm_id", "sent_at", "next_attempt_at"),
+        Index("ix_slack_outbox_created_at", "created_at"),  # housekeeping: the old rows only
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

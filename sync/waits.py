@@ -133,7 +133,10 @@ class Waits:
         one exists: each such expense with its client's matters now (one matter: resolved;
         several: asked again). Only the clients with such expenses are asked (once each,
         cached). Those this run already asked about (its own questions, and earlier ones it
-        read again) are left as they are."""
+        read again) are left as they are: none is looked for when none waited for a matter
+        as the run began (``state.open``)."""
+        if not state.open.matter_waits:
+            return
         with self.sessions() as session:
             rows = list(session.scalars(select(WaitingExpense).where(
                 WaitingExpense.firm_id == self.firm_id, WaitingExpense.resolved_at.is_(None),
@@ -154,7 +157,7 @@ class Waits:
 
     def no_longer_awaiting_payment(self, state: RunState) -> set[str]:
         """Bills waiting for payment when the firm now imports Bills on entry: read again."""
-        if state.settings.bills != ON_ENTRY:
+        if state.settings.bills != ON_ENTRY or not state.open.payment_waits:
             return set()
         with self.sessions() as session:
             return set(session.scalars(select(WaitingExpense.purchase_id).where(

@@ -459,7 +459,12 @@ class Writer:
         still marked ``running``; those are left alone for ``PENDING_GRACE``. An orphaned link
         written less than ``LATE_WRITE`` ago and not in Clio is looked up again once it is
         that old: the dead process's POST may still land.
+
+        Not looked for when the run's first statement found no pending link (``state.open``):
+        the run holds the firm's lease, so a dead run's link was there before it began.
         """
+        if not state.open.pending_links:
+            return set()
         now = self.clock()
         settled_before = now - PENDING_GRACE
         with self.sessions() as session:
@@ -519,9 +524,12 @@ class Writer:
                 EntryLink.purchase_id.startswith(BILL_PREFIX, autoescape=True)).distinct()))
 
 
-    def superseded(self) -> set[str]:
+    def superseded(self, state: RunState | None = None) -> set[str]:
         """Purchases with an entry a change made obsolete that is not removed yet (a run
-        stopped between the two): read again, so their new entries are written too."""
+        stopped between the two): read again, so their new entries are written too. Not
+        looked for when the run's first statement found none (``state.open``)."""
+        if state is not None and not state.open.superseded:
+            return set()
         with self.sessions() as session:
             return set(session.scalars(select(EntryLink.purchase_id).where(
                 EntryLink.firm_id == self.firm_id, EntryLink.superseded_at.is_not(None),

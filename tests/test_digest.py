@@ -171,3 +171,69 @@ def test_one_firms_failing_digest_does_not_stop_the_next_firms(
     assert DIGEST_FAILURES._value.get() == failures + 1
     assert any(f"firm {rig.firm.id}: the daily digest failed" in record.getMessage()
                for record in caplog.records)
+
+
+# -- the job reads the firms due, by index (issue 31) -------------------------------------------
+
+def test_the_digest_job_reads_only_the_firms_whose_digest_time_has_come(rig: SlackRig) -> None:
+    """Each tick (every minute, every replica) used to read every digest firm's settings; now
+    a firm is read when its ``digest_due_at`` (its next digest hour) has come: one statement,
+    no firm loaded, between two digests."""
+    from sqlalchemy import event
+
+    _digest_firm(rig)
+    notifier = _notifier(rig)
+    assert _settings(rig).digest_due_at is None  # set by the commands: looked at next tick
+    assert send_due_digests(notifier, datetime(2026, 2, 10, 13, 5, tzinfo=UTC)) == 1
+    # the next one: 08:00 in New York tomorrow, 13:00 UTC (EST)
+    assert _settings(rig).digest_due_at == datetime(2026, 2, 11, 13, 0, tzinfo=UTC)
+
+    engine = rig.firm.sessions.kw["bind"]
+    seen: list[str] = []
+    loaded: list[object] = []
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if "firm_settings" in sql:  # the app's own threads (outbox, leases) run meanwhile
+            seen.append(sql)
+
+    def rows(session: Any, instance: Any) -> None:
+        loaded.append(instance)
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(FirmSettings, "load", rows)
+    try:
+        for minute in range(3):  # later ticks the same day: nothing due
+            assert send_due_digests(notifier, datetime(2026, 2, 10, 14, minute,
+                                                       tzinfo=UTC)) == 0
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(FirmSettings, "load", rows)
+    assert len(seen) == 3 and loaded == []  # one query a tick, no firm read
+    assert send_due_digests(notifier, datetime(2026, 2, 11, 13, 0, tzinfo=UTC)) == 1
+
+
+def test_a_changed_digest_hour_is_taken_at_the_next_tick(rig: SlackRig) -> None:
+    _digest_firm(rig)
+    notifier = _notifier(rig)
+    # 06:00 in New York: not yet; looked at again at 08:00
+    assert send_due_digests(notifier, datetime(2026, 2, 10, 11, 0, tzinfo=UTC)) == 0
+    assert _settings(rig).digest_due_at == datetime(2026, 2, 10, 13, 0, tzinfo=UTC)
+    rig.command("set digest-hour 6")
+    _reply(rig, "goes out at 06:00")
+    assert _settings(rig).digest_due_at is None
+    assert send_due_digests(notifier, datetime(2026, 2, 10, 11, 1, tzinfo=UTC)) == 1
+
+
+def test_the_next_digest_keeps_the_firms_wall_clock_hour_across_daylight_saving() -> None:
+    from zoneinfo import ZoneInfo
+
+    from hardcost.bot.digest import next_digest_at
+
+    settings = FirmSettings(firm_id=1, digest_hour=9, timezone="America/New_York")
+    zone = ZoneInfo("America/New_York")
+    # Saturday 10:00 EST: next is Sunday 09:00, after clocks went forward (EDT, UTC-4)
+    assert next_digest_at(settings, datetime(2026, 3, 7, 10, 0, tzinfo=zone)) == \
+        datetime(2026, 3, 8, 13, 0, tzinfo=UTC)
+    # 08:59 the same day: today at 09:00
+    assert next_digest_at(settings, datetime(2026, 3, 7, 8, 59, tzinfo=zone)) == \
+        datetime(2026, 3, 7, 14, 0, tzinfo=UTC)
