@@ -204,3 +204,17 @@ def run_row(firm: Firm, run_id: int) -> Run:
         run = session.get(Run, run_id)
         assert run is not None
         return run
+
+
+def wait_answering(url: str, proc: subprocess.Popen[str], what: str,
+                   timeout: float = 30.0) -> None:
+    """Until ``url`` answers at all (any status): the process ``proc`` (``what``) listens."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            requests.get(url, timeout=2)
+            return
+        except requests.ConnectionError:
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"{what} never answered {url}"
+            time.sleep(0.1)

@@ -21,7 +21,7 @@ from hardcost.bot.exposure import metrics_gate, metrics_only
 from hardcost.bot.server import shown_address
 from hardcost.bot.web import PortUnavailable, listen_socket, serve_forever
 from hardcost.sync.config import Settings
-from tests.firmkit import free_port, serve_env
+from tests.firmkit import free_port, serve_env, wait_answering
 
 TOKEN = "metrics-token-9f3b1c7e5a"
 
@@ -155,22 +155,10 @@ def test_an_address_that_is_not_this_machines_is_named(host: str) -> None:
 
 # -- hardcost serve itself ---------------------------------------------------------------------
 
-def _wait_for(url: str, proc: subprocess.Popen[str]) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.ConnectionError:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, f"hardcost serve never answered {url}"
-            time.sleep(0.1)
-
-
 def _serve(env: dict[str, str], url: str) -> subprocess.Popen[str]:
     proc = subprocess.Popen([sys.executable, "-m", "hardcost", "serve"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _wait_for(url, proc)
+    wait_answering(url, proc, "hardcost serve")
     return proc
 
 
@@ -197,7 +185,7 @@ def test_serve_with_a_metrics_port_and_a_token(
         assert requests.get(f"{main}/metrics", timeout=10, headers={
             "Authorization": f"Bearer {TOKEN}"}).status_code == 404
         own = f"http://127.0.0.1:{metrics_port}"
-        _wait_for(f"{own}/metrics", proc)
+        wait_answering(f"{own}/metrics", proc, "hardcost serve")
         assert requests.get(f"{own}/metrics", timeout=10).status_code == 401
         assert requests.get(f"{own}/metrics", timeout=10, headers={
             "Authorization": "Bearer not-the-token"}).status_code == 401

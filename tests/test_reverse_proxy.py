@@ -15,7 +15,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.firmkit import free_port
+from tests.firmkit import free_port, wait_answering
 
 ROOT = Path(__file__).resolve().parents[1]
 CADDYFILE = ROOT / "deploy" / "Caddyfile"
@@ -174,18 +173,6 @@ def test_caddy_reads_the_example_as_forwarding_exactly_the_public_paths(
 
 # -- Caddy in front of hardcost serve ----------------------------------------------------------
 
-def _wait(url: str, proc: subprocess.Popen[str], what: str) -> None:
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            requests.get(url, timeout=2)
-            return
-        except requests.ConnectionError:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, f"{what} never answered {url}"
-            time.sleep(0.1)
-
-
 def _raw_get(port: int, target: str) -> tuple[int, str]:
     """GET ``target`` exactly as written (no client-side cleaning of ``..`` or ``//``)."""
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
@@ -213,7 +200,7 @@ def test_caddy_in_front_of_hardcost_serve_passes_the_public_paths_only(
                                 text=True)
     caddy: subprocess.Popen[str] | None = None
     try:
-        _wait(f"http://127.0.0.1:{port}/healthz", hardcost, "hardcost serve")
+        wait_answering(f"http://127.0.0.1:{port}/healthz", hardcost, "hardcost serve")
         # The example as shipped, on loopback: plain HTTP on a free port, no admin endpoint.
         text = CADDYFILE.read_text(encoding="utf-8")
         site, upstream = f"\n{EXAMPLE_HOST} {{", f"reverse_proxy {EXAMPLE_UPSTREAM}\n"
@@ -226,7 +213,7 @@ def test_caddy_in_front_of_hardcost_serve_passes_the_public_paths_only(
                                   "caddyfile"], env=_caddy_env(tmp_path),
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         proxy = f"http://127.0.0.1:{proxy_port}"
-        _wait(f"{proxy}/", caddy, "caddy")
+        wait_answering(f"{proxy}/", caddy, "caddy")
 
         # What hardcost itself answers each public path with, straight and through Caddy.
         def both(method: str, path: str, **kwargs: Any) -> tuple[requests.Response, ...]:
