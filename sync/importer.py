@@ -36,7 +36,7 @@ from hardcost.sync.changes import Changes, PageWork, sort_entries
 from hardcost.sync.clio import ClioClient
 from hardcost.sync.failures import Failures
 from hardcost.sync.http import ApiError, ReconnectRequired
-from hardcost.sync.log_context import run_context, set_run_id
+from hardcost.sync.log_context import run_context
 from hardcost.sync.matching import MatterResolver, Resolution
 from hardcost.sync.metrics import RUN_SECONDS, RUNS
 from hardcost.sync.placer import Placer
@@ -52,7 +52,6 @@ from hardcost.sync.store import (
     FailureKind,
     Firm,
     FirmSettings,
-    Run,
     WaitReason,
     utcnow,
 )
@@ -99,6 +98,7 @@ class Importer:
         """More work for the transaction that finishes the run's row (the scheduler gives
         the run's lease back in it); ``finished_with`` is True once that committed."""
         self.finished_with = False
+        self.began = False  # the run got past its readiness check (``run``'s ``run_id``)
 
     def _parts(self) -> _Parts:
         failures = Failures(self.sessions, self.firm_id, clock=self.clock,
@@ -143,31 +143,29 @@ class Importer:
 
     def run(self, *, trigger: str = "manual", dry_run: bool = False,
             purchase_ids: set[str] | None = None,
-            removed: dict[str, str] | None = None, actor: str | None = None) -> RunSummary:
+            removed: dict[str, str] | None = None, actor: str | None = None,
+            run_id: int | None = None) -> RunSummary:
         """One import. ``purchase_ids`` limits it to those purchases (a Retry button, a
         webhook): they are read by id, the watermark is left where it is and no CDC sweep is
         made. ``removed`` (purchase id → ``deleted``/``voided``) are purchases a webhook said
         left QuickBooks: recorded, then handled with any others still open. ``actor`` is the
-        Slack user who asked for the run, for the audit trail (default: the trigger)."""
+        Slack user who asked for the run, for the audit trail (default: the trigger).
+        ``run_id``: the run's row, made with its lease (``sync.leases.RunRow``)."""
         with run_context(self.firm_id):
-            return self._logged_run(trigger, dry_run, purchase_ids, removed, actor)
+            return self._logged_run(trigger, dry_run, purchase_ids, removed, actor, run_id)
 
     def _logged_run(self, trigger: str, dry_run: bool, purchase_ids: set[str] | None,
-                    removed: dict[str, str] | None, actor: str | None) -> RunSummary:
+                    removed: dict[str, str] | None, actor: str | None,
+                    made: int | None) -> RunSummary:
         started = time.monotonic()
         qbo_calls, clio_calls = self.qbo.calls, self.clio.calls
         with self.sessions() as session:
             begun = run_record.start(session, self.firm_id)  # one round trip
             firm, settings = begun.firm, begun.settings
             check_ready(firm, settings, begun.broken)
-            run_id = None
-            if not dry_run:
-                run = Run(firm_id=self.firm_id, trigger=trigger, dry_run=dry_run,
-                          started_at=self.clock())
-                session.add(run)
-                session.commit()
-                run_id = run.id
-                set_run_id(run_id)
+            self.began = True  # the run's row (its lease claim's, ``made``) is in use now
+            run_id = None if dry_run else run_record.open_row(
+                session, self.firm_id, trigger, self.clock(), made)
             stored = self._stored_contacts(session)
         log.debug("run %s started (%s%s)", run_id, trigger, ", dry run" if dry_run else "")
         summary = RunSummary(self.firm_id, run_id, dry_run, self.clock(), actor=actor)

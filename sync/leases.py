@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import and_, case, func, insert, or_, select, update
+from sqlalchemy import and_, case, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -157,9 +157,33 @@ class Lease:
     lost: threading.Event = field(default_factory=threading.Event)
     taken_over: bool = False  # taken from a holder that died (its lease ran out, or it is gone)
     given_back: bool = False  # given back in a transaction that committed (``give_back_in``)
+    run_id: int | None = None  # the run's ``runs`` row, made in the claim (``RunRow``)
+    run_began: bool = False  # the run got as far as using that row (``Importer.began``)
 
     def held(self) -> bool:
         return not self.lost.is_set() and time.monotonic() < self.valid_until
+
+
+@dataclass(frozen=True)
+class RunRow:
+    """The run a lease is taken for: its ``runs`` row is inserted in the claim's transaction
+    (``Lease.run_id``), so a scheduled run does not commit a transaction of its own for it
+    (issue 31: a quiet run's three commits are the claim, the pacing grant, the end). The row
+    says ``running`` until the run finishes it, never ``ok`` before: a run that never began
+    (not ready, the process shutting down) has it deleted with the lease given back
+    (``Leases.release``), and one whose process died has it marked ``abandoned`` by whoever
+    takes the lease over (``mark_abandoned``, before that claim inserts its own row)."""
+
+    trigger: str
+    started_at: datetime
+
+
+def _insert_run(conn: DbConnection, firm_id: int, run: RunRow) -> int:
+    made = conn.execute(insert(Run).values(firm_id=firm_id, trigger=run.trigger,
+                                           dry_run=False, started_at=run.started_at))
+    key = made.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 LEASE_LOST = ("This server lost touch with the database for too long to keep running the "
@@ -212,8 +236,9 @@ class Leases:
 
     # -- one firm ---------------------------------------------------------------------------
 
-    def acquire(self, firm_id: int, kind: str) -> Lease | None:
-        """The firm's lease, or None while another import of the firm holds it."""
+    def acquire(self, firm_id: int, kind: str, *, run: RunRow | None = None) -> Lease | None:
+        """The firm's lease, or None while another import of the firm holds it; with ``run``,
+        the run's row is inserted in the same transaction (``Lease.run_id``)."""
         token = uuid.uuid4().hex
         began = time.monotonic()
         now = self.clock()
@@ -232,8 +257,9 @@ class Leases:
                     mark_abandoned(conn, firm_id, now)  # its holder died: its run is over
                 elif not self._insert_missing(conn, firm_id, values):
                     return None
+            run_id = _insert_run(conn, firm_id, run) if run is not None else None
         return self._track(Lease(firm_id, token, kind, began + self.ttl * HOLD_FRACTION,
-                                 taken_over=taken_over))
+                                 taken_over=taken_over, run_id=run_id))
 
     def _take_from_the_dead(self, conn: DbConnection, firm_id: int,
                             values: dict[str, object]) -> bool:
@@ -269,7 +295,9 @@ class Leases:
 
     def release(self, lease: Lease, *, next_run_at: datetime | None = None) -> None:
         """Give the lease back (and set when the firm's next scheduled run is due); a lease
-        already given back in a committed transaction (``give_back_in``) is only forgotten."""
+        already given back in a committed transaction (``give_back_in``) is only forgotten.
+        The row its claim made for a run that never began (``RunRow``) goes with it: no run
+        happened."""
         with self._lock:
             self._held.pop(lease.token, None)
         if lease.given_back:
@@ -282,6 +310,9 @@ class Leases:
                 conn.execute(update(RunLease).where(
                     RunLease.firm_id == lease.firm_id, RunLease.claim_token == lease.token)
                     .values(**values))
+                if lease.run_id is not None and not lease.run_began:
+                    conn.execute(delete(Run).where(Run.id == lease.run_id,
+                                                   Run.status == "running"))
         except SQLAlchemyError:  # it runs out by itself; the firm waits at most ``ttl``
             log.warning("giving back the lease of firm %s failed; it lapses in %.0f s",
                         lease.firm_id, self.ttl, exc_info=True)
@@ -339,7 +370,8 @@ class Leases:
 
     # -- scheduled work ---------------------------------------------------------------------
 
-    def claim_due(self, limit: int, unit_seconds: float) -> Claimed:
+    def claim_due(self, limit: int, unit_seconds: float, *,
+                  run_started: datetime | None = None) -> Claimed:
         """Lease up to ``limit`` firms whose scheduled run is due, earliest first; firms due
         but not ready to import are put off by their interval, and firms whose interval
         cannot be computed (absurd ``schedule_minutes``) by ``PUT_OFF`` (``problems``). Each
@@ -347,7 +379,10 @@ class Leases:
 
         A firm whose lease ran out (its holder died: a replica gone for good) is due at once,
         whenever its next scheduled run would be: the dead holder's import is taken over and
-        carried on now, not at the firm's next slot."""
+        carried on now, not at the firm's next slot.
+
+        With ``run_started``, each leased firm's run row (``RunRow``, trigger ``schedule``) is
+        inserted in the same transaction: one commit for up to ``limit`` runs' starts."""
         result = Claimed([], [])
         if limit <= 0:
             return result
@@ -398,10 +433,13 @@ class Leases:
                 if previous is not None:
                     log.warning("firm %s: a lease that ran out is taken over; its import "
                                 "runs now", firm_id)
-                    mark_abandoned(conn, firm_id, now)
+                    mark_abandoned(conn, firm_id, now)  # before this run's row is made
+                run_id = None if run_started is None else _insert_run(
+                    conn, firm_id, RunRow("schedule", run_started))
                 claimed.append(Lease(firm_id, token, "schedule",
                                      began + self.ttl * HOLD_FRACTION, due=due,
-                                     interval=interval, taken_over=previous is not None))
+                                     interval=interval, taken_over=previous is not None,
+                                     run_id=run_id))
         for lease in claimed:
             self._track(lease)
         return result
@@ -610,6 +648,6 @@ def lease_holders(db: Engine) -> list[tuple[int, str, str]]:
 
 
 __all__ = ["ABANDONED", "LEASE_SECONDS", "PROCESS_START", "Claimed", "HeldBy", "Lease",
-           "Leases", "RunStop", "holder_host", "holder_name", "holder_name_of",
+           "Leases", "RunRow", "RunStop", "holder_host", "holder_name", "holder_name_of",
            "lease_holders", "mark_abandoned", "next_due", "run_soon", "schedule_interval",
            "settle_abandoned_runs"]

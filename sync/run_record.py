@@ -13,6 +13,7 @@ from sqlalchemy import exists, select, update
 from sqlalchemy.engine import Connection as SqlConnection
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.log_context import set_run_id
 from hardcost.sync.store import (
     PROVIDER_NAMES,
     Connection,
@@ -131,6 +132,19 @@ def check_ready(firm: Firm, settings: FirmSettings, broken: dict[str, str | None
         missing.append("choose the start date (/hardcost set start-date YYYY-MM-DD)")
     if missing:
         raise FirmNotReady("Nothing was imported: first " + "; ".join(missing) + ".")
+
+
+def open_row(session: Session, firm_id: int, trigger: str, started_at: datetime,
+             made: int | None) -> int:
+    """The run's ``runs`` row: the one its lease claim made (``made``: nothing more to write),
+    else a new one, committed (``running`` until ``finish``)."""
+    if made is None:
+        run = Run(firm_id=firm_id, trigger=trigger, dry_run=False, started_at=started_at)
+        session.add(run)
+        session.commit()
+        made = run.id
+    set_run_id(made)
+    return made
 
 
 def finish(sessions: sessionmaker[Session], summary: RunSummary,

@@ -51,6 +51,7 @@ from hardcost.sync.importer import SHUTDOWN, FirmNotReady, Importer
 from hardcost.sync.leases import (
     Lease,
     Leases,
+    RunRow,
     RunStop,
     next_due,
     schedule_interval,
@@ -320,7 +321,8 @@ class ImportScheduler:
             if self._stopped or SHUTDOWN.is_set():
                 return
             free = self.threads - self._active
-        claimed = self.leases.claim_due(free, self.unit_seconds)
+        # Each run's row is made in the claim's transaction (``RunRow``): no commit of its own.
+        claimed = self.leases.claim_due(free, self.unit_seconds, run_started=self.clock())
         # Every free thread got a firm: more may be due. Each run that ends claims again
         # (``_run_claimed``), so a replica's throughput is its threads' and not one pass's
         # worth of firms per ``refresh_every``.
@@ -392,12 +394,13 @@ class ImportScheduler:
         importer.finish_with = lambda session: self.leases.give_back_in(
             session, lease, next_run_at=self._next(lease) if scheduled else None)
         try:
-            return importer.run(trigger="schedule")
+            return importer.run(trigger="schedule", run_id=lease.run_id)
         except FirmNotReady as exc:
             log.info("scheduler: firm %s not ready: %s", lease.firm_id, exc)
             return None
         finally:
             lease.given_back = importer.finished_with
+            lease.run_began = importer.began  # else ``release`` deletes the claim's run row
 
     def run_firm(self, firm_id: int) -> RunSummary | None:
         """One scheduled run of the firm now, unless its import is under way (here or in
@@ -405,7 +408,7 @@ class ImportScheduler:
         if self._ready(firm_id) is None:
             log.debug("scheduler: firm %s is not ready (paused?); skipped", firm_id)
             return None
-        lease = self.leases.acquire(firm_id, "schedule")
+        lease = self.leases.acquire(firm_id, "schedule", run=RunRow("schedule", self.clock()))
         if lease is None:
             log.debug("scheduler: firm %s is running already; skipped", firm_id)
             return None

@@ -6,6 +6,12 @@ It is driven as ``hardcost serve`` drives it (``bench.quiet_bench.serve_wiring``
 ``run_firm`` (as a tick) and once by the claim pass (``sync``), and every statement sent on the
 engine is counted with an SQLAlchemy event. Runs on SQLite and, with
 ``HARDCOST_TEST_DATABASE_URL`` set, on PostgreSQL.
+
+In production a firm's runs are 15 minutes apart and a block of QuickBooks tokens lives 10 s,
+so every quiet run takes a pacing grant first (on PostgreSQL a transaction of its own,
+``sync.pacing``): the ``_grant_expired`` tests drop the process's blocks before each run, so
+that grant is counted too, and the three commits are the claim (the run's row made in it), the
+grant and the run's end (the lease given back in it).
 """
 
 from __future__ import annotations
@@ -22,9 +28,10 @@ from sqlalchemy.engine import Engine
 
 from bench import quiet_bench
 from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync import pacing
 from hardcost.sync.leases import lease_holders
 from hardcost.sync.scheduler import ImportScheduler
-from hardcost.sync.store import RunLease, Watermark, make_session_factory
+from hardcost.sync.store import Run, RunLease, Watermark, make_session_factory
 
 MAX_STATEMENTS = 20  # issue 31's target, per quiet run
 MAX_COMMITS = 3
@@ -93,11 +100,36 @@ def _report(counted: Counted) -> str:
         "\n".join(counted.statements)
 
 
-def test_a_quiet_run_stays_within_its_statements_and_commits(quiet: Quiet) -> None:
+def _grants() -> int:
+    """Blocks of tokens this process has asked the shared pacing for (PostgreSQL only)."""
+    return sum(pacer.grants for pacer in list(pacing._pacers.values()))
+
+
+def _expire_pacing_blocks() -> None:
+    """What 15 minutes between a firm's runs do: no block of tokens the process took is
+    still valid, so the run's first QuickBooks call takes a grant."""
+    for pacer in list(pacing._pacers.values()):
+        with pacer._lock:
+            pacer._block = None
+
+
+@pytest.fixture(params=[False, True], ids=["block-valid", "grant-expired"])
+def expired(request: pytest.FixtureRequest) -> bool:
+    return bool(request.param)
+
+
+def test_a_quiet_run_stays_within_its_statements_and_commits(quiet: Quiet,
+                                                             expired: bool) -> None:
     for firm_id in quiet.firms:
+        if expired:
+            _expire_pacing_blocks()
+        grants = _grants()
         counted = quiet.counter.count()
         summary = quiet.scheduler.run_firm(firm_id)
         quiet.counter.stop()
+        if expired and quiet.db.dialect.name == "postgresql":
+            assert _grants() > grants  # the production case: the grant is counted
+        assert summary is not None and summary.run_id is not None
         assert summary is not None and not summary.did_something and not summary.error
         assert summary.clio_calls == 0
         assert summary.qbo_calls <= (quiet_bench.QBO_TARGET_WITH_BILLS if quiet.bills
@@ -105,9 +137,21 @@ def test_a_quiet_run_stays_within_its_statements_and_commits(quiet: Quiet) -> No
         assert len(counted.statements) <= MAX_STATEMENTS, _report(counted)
         assert counted.commits <= MAX_COMMITS, _report(counted)
     assert lease_holders(quiet.db) == []  # every lease given back
+    _runs_say_ok(quiet)
 
 
-def test_a_quiet_run_claimed_by_the_claim_pass_stays_within_them_too(quiet: Quiet) -> None:
+def _runs_say_ok(quiet: Quiet) -> None:
+    """Every run row (the quiet runs' made in their lease's claim) was finished ``ok``: none
+    left ``running``, none deleted (the initial imports' and at least one quiet run a firm)."""
+    with make_session_factory(quiet.db)() as session:
+        runs = list(session.scalars(select(Run)))
+    assert len(runs) >= 2 * len(quiet.firms)
+    assert all(run.status == "ok" and run.finished_at is not None for run in runs)
+    assert sum(1 for run in runs if run.quiet) >= len(quiet.firms)
+
+
+def test_a_quiet_run_claimed_by_the_claim_pass_stays_within_them_too(quiet: Quiet,
+                                                                     expired: bool) -> None:
     """The production path: the claim pass leases the due firms in one transaction; each run
     gives its lease back, with the next due time, in the transaction that finishes its row."""
     sessions = make_session_factory(quiet.db)
@@ -120,6 +164,9 @@ def test_a_quiet_run_claimed_by_the_claim_pass_stays_within_them_too(quiet: Quie
     scheduler = quiet.scheduler
     scheduler.after_run = (lambda firm_id, summary, then=scheduler.after_run:
                            (then(firm_id, summary), done.append(summary)))
+    if expired:
+        _expire_pacing_blocks()
+    grants = _grants()
     counted = quiet.counter.count()
     scheduler.sync()
     deadline = time.monotonic() + 30
@@ -127,6 +174,8 @@ def test_a_quiet_run_claimed_by_the_claim_pass_stays_within_them_too(quiet: Quie
         time.sleep(0.02)  # the notifier runs after the run's thread is counted done
     assert scheduler.wait(30)
     quiet.counter.stop()
+    if expired and quiet.db.dialect.name == "postgresql":
+        assert _grants() >= grants + len(quiet.firms)  # one grant per firm's realm
     assert len(done) == len(quiet.firms)
     assert all(s is not None and not s.did_something and not s.error for s in done)
     per_run = len(counted.statements) / len(quiet.firms)
@@ -136,6 +185,7 @@ def test_a_quiet_run_claimed_by_the_claim_pass_stays_within_them_too(quiet: Quie
         leases = list(session.scalars(select(RunLease)))
     assert all(lease.claim_token is None for lease in leases)
     assert all(lease.next_run_at > due for lease in leases)
+    _runs_say_ok(quiet)
 
 
 def test_a_quiet_run_leaves_the_watermarks_until_they_fall_six_hours_behind(
