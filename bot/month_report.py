@@ -16,6 +16,12 @@ nothing. The claim's time is cleared once the report is posted; the claim of a r
 failed, or whose process died, lapses after ``CLAIM_LEASE`` and the next tick tries again
 (so a Clio outage costs one attempt every two hours, not one a minute). A process that was
 down on that day sends the report when it is back, that month.
+
+A tick reads only the firms whose ``firm_settings.report_due_at`` has come (or is unknown: the
+report, time zone, digest hour or channel changed), by index: the claim moves it to when its
+claim lapses, the post to next month's report time, and a firm looked at and not due to its
+own next report time (compare-and-set on what it was computed from). Between two reports a
+tick is one statement and reads no firm.
 """
 
 from __future__ import annotations
@@ -26,12 +32,13 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as clock_time
 from functools import partial
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackRequestError
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select, union_all, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.bot.digest import local_now
@@ -152,9 +159,24 @@ def due_month(settings: FirmSettings, now: datetime) -> Month | None:
     return this.shift(-1)
 
 
+def next_report_at(settings: FirmSettings, now: datetime) -> datetime:
+    """When the firm's next automatic report time comes after ``now`` (UTC): this month's
+    first working day at its digest hour if that is still to come, else next month's."""
+    local = local_now(settings, now)
+    hour = min(max(int(settings.digest_hour), 0), 23)
+    this = Month.of(local.date())
+    for month in (this, this.shift(1)):
+        at = datetime.combine(first_working_day(month), clock_time(hour),
+                              tzinfo=local.tzinfo).astimezone(UTC)
+        if at > now:
+            return at
+    return at  # not reached: next month's time is always to come
+
+
 def claim(sessions: sessionmaker[Session], firm_id: int, month: Month, now: datetime) -> bool:
     """Take the firm's report of ``month`` (compare-and-set, committed): True for one caller
-    only, until the claim is given back or lapses after ``CLAIM_LEASE``."""
+    only, until the claim is given back or lapses after ``CLAIM_LEASE`` (when the job looks
+    at the firm again: ``report_due_at``)."""
     with sessions() as session:
         taken = session.execute(update(FirmSettings).where(
             FirmSettings.firm_id == firm_id, FirmSettings.report == MONTHLY,
@@ -162,16 +184,34 @@ def claim(sessions: sessionmaker[Session], firm_id: int, month: Month, now: date
                 and_(FirmSettings.report_month == month.slug,
                      FirmSettings.report_claimed_at.is_not(None),
                      FirmSettings.report_claimed_at < now - CLAIM_LEASE)),
-        ).values(report_month=month.slug, report_claimed_at=now))
+        ).values(report_month=month.slug, report_claimed_at=now,
+                 report_due_at=now + CLAIM_LEASE + timedelta(minutes=1)))
         session.commit()
         return taken.rowcount == 1  # type: ignore[attr-defined]
 
 
-def _posted(sessions: sessionmaker[Session], firm_id: int, month: Month) -> None:
+def _posted(sessions: sessionmaker[Session], settings: FirmSettings, month: Month,
+            now: datetime) -> None:
     with sessions() as session:
         session.execute(update(FirmSettings).where(
-            FirmSettings.firm_id == firm_id, FirmSettings.report_month == month.slug,
-        ).values(report_claimed_at=None))
+            FirmSettings.firm_id == settings.firm_id, FirmSettings.report_month == month.slug,
+        ).values(report_claimed_at=None, report_due_at=next_report_at(settings, now)))
+        session.commit()
+
+
+def _look_again(sessions: sessionmaker[Session], settings: FirmSettings, now: datetime,
+                when: datetime | None = None) -> None:
+    """A firm looked at and not due: looked at again ``when`` (at its next report time by
+    default), unless its time or what it was computed from changed meanwhile (another
+    replica's claim, a setter clearing ``report_due_at``)."""
+    with sessions() as session:
+        session.execute(update(FirmSettings).where(
+            FirmSettings.firm_id == settings.firm_id, FirmSettings.report == MONTHLY,
+            FirmSettings.report_due_at.is_not_distinct_from(settings.report_due_at),
+            FirmSettings.digest_hour == settings.digest_hour,
+            FirmSettings.timezone == settings.timezone,
+            FirmSettings.slack_channel_id.is_not_distinct_from(settings.slack_channel_id),
+        ).values(report_due_at=when or next_report_at(settings, now)))
         session.commit()
 
 
@@ -180,18 +220,28 @@ def send_due_reports(sessions: sessionmaker[Session], importer_for: Callable[[in
     """Make and post every due monthly report (see the module docstring); returns how many
     were posted. One firm's failure is logged (its claim lapses later); the others go on."""
     now = now or utcnow()
+    # By index (report, report_due_at), two ranges: the firms whose time has come, and those
+    # whose time is not known yet (their settings changed): never every firm's settings.
+    due = union_all(
+        select(FirmSettings.firm_id).where(FirmSettings.report == MONTHLY,
+                                           FirmSettings.report_due_at <= now),
+        select(FirmSettings.firm_id).where(FirmSettings.report == MONTHLY,
+                                           FirmSettings.report_due_at.is_(None)))
     with sessions() as session:
         firms = list(session.scalars(select(FirmSettings).where(
-            FirmSettings.report == MONTHLY, FirmSettings.slack_channel_id.is_not(None))
-            .order_by(FirmSettings.firm_id)))
+            FirmSettings.firm_id.in_(due)).order_by(FirmSettings.firm_id)))
     sent = 0
     for settings in firms:
         firm_id = settings.firm_id
         month = due_month(settings, now)
-        if month is None or (settings.report_month or "") >= month.slug \
-                and settings.report_claimed_at is None:
+        if month is None or not settings.slack_channel_id or (
+                (settings.report_month or "") >= month.slug
+                and settings.report_claimed_at is None):
+            _look_again(sessions, settings, now)  # a channel set later clears the time
             continue
-        if not claim(sessions, firm_id, month, now):
+        if not claim(sessions, firm_id, month, now):  # another's, under way: when it lapses
+            _look_again(sessions, settings, now, (settings.report_claimed_at or now)
+                        + CLAIM_LEASE + timedelta(minutes=1))
             continue
         try:
             client = clients(firm_id) if callable(clients) else clients
@@ -200,7 +250,7 @@ def send_due_reports(sessions: sessionmaker[Session], importer_for: Callable[[in
             today = local_now(settings, now).date()
             report = make_report(importer_for(firm_id), sessions, firm_id, month, today)
             share(client, report, to=str(settings.slack_channel_id),
-                  posted=partial(_posted, sessions, firm_id, month))
+                  posted=partial(_posted, sessions, settings, month, now))
             sent += 1
             log.info("firm %s: monthly report %s posted", firm_id, month.slug)
         except Exception:  # noqa: BLE001 - one firm's failure never stops another's report

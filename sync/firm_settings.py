@@ -411,14 +411,15 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
         return "Each waiting expense gets its own prompt as soon as a run finds it."
     if key == "digest-hour":
         settings.digest_hour = int(raw)
-        settings.digest_due_at = None  # the digest job looks at its next tick
+        settings.digest_due_at = settings.report_due_at = None  # both jobs look next tick
         return f"The daily digest goes out at {int(raw):02d}:00 ({settings.timezone})."
     if key == "timezone":
         settings.timezone = zone_name(raw)
-        settings.digest_due_at = None  # the digest job looks at its next tick
+        settings.digest_due_at = settings.report_due_at = None  # both jobs look next tick
         return f"The firm's time zone is now {settings.timezone}."
     if key == "report":
         settings.report = raw.lower()
+        settings.report_due_at = None  # the report job looks at its next tick
         if settings.report == "monthly":
             return ("The month's hard-cost report goes to the channel on the first working day "
                     f"of each month at {settings.digest_hour:02d}:00 ({settings.timezone}).")

@@ -112,7 +112,8 @@ class FirmSettings(Base):
     """One row per firm: what and how to import (docs/commands.md, "Settings")."""
 
     __tablename__ = "firm_settings"
-    __table_args__ = (Index("ix_firm_settings_digest_due", "prompts", "digest_due_at"),)
+    __table_args__ = (Index("ix_firm_settings_digest_due", "prompts", "digest_due_at"),
+                      Index("ix_firm_settings_report_due", "report", "report_due_at"))
 
     firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"),
                                          primary_key=True)
@@ -159,6 +160,12 @@ class FirmSettings(Base):
     the job); None while it has not looked since the firm's digest settings changed. The job
     reads only firms in digest mode whose time has come or is unknown (index
     ``ix_firm_settings_digest_due``), never every firm's settings."""
+    report_due_at: Mapped[datetime | None] = mapped_column()
+    """When the monthly report job next looks at the firm (UTC; kept by the job and its
+    claim: the next first working day's digest hour, or when a claim not posted lapses);
+    None while it has not looked since the report settings changed. The job reads only
+    ``report monthly`` firms whose time has come or is unknown (index
+    ``ix_firm_settings_report_due``)."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 

@@ -278,3 +278,71 @@ def test_hardcost_report_on_the_server_prints_and_writes_the_files(
                           "--month", "2026-3"], env=env_for(firm.world, database_url),
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "not a month like 2026-03" in bad.stderr
+
+
+# -- the job reads the firms due, by index (issue 31) -------------------------------------------
+
+def _report_due_at(rig: SlackRig) -> datetime | None:
+    with rig.firm.sessions() as session:
+        settings = session.get(FirmSettings, rig.firm.id)
+        assert settings is not None
+        return settings.report_due_at
+
+
+def test_the_report_job_reads_only_the_firms_whose_report_time_has_come(
+        rig: SlackRig) -> None:
+    """Each tick (every minute, every replica) used to read every monthly firm's settings;
+    now a firm is read when its ``report_due_at`` has come: one statement, no firm loaded,
+    between two reports — and the report still goes out at its time."""
+    from sqlalchemy import event
+
+    march_firm(rig.firm)
+    rig.firm.update_settings(timezone="America/New_York", digest_hour=8)
+    assert _report_due_at(rig) is None  # not looked at yet: the next tick looks
+    # 07:30 in New York on Wednesday 1 April: not yet; looked at again at 08:00 (EDT)
+    assert _due(rig, datetime(2026, 4, 1, 11, 30, tzinfo=UTC)) == 0
+    assert _report_due_at(rig) == datetime(2026, 4, 1, 12, 0, tzinfo=UTC)
+
+    engine = rig.firm.sessions.kw["bind"]
+    seen: list[str] = []
+    loaded: list[object] = []
+
+    def statement(conn: Any, cursor: Any, sql: str, *args: Any) -> None:
+        if "firm_settings" in sql:  # the app's own threads (outbox, leases) run meanwhile
+            seen.append(sql)
+
+    def rows(session: Any, instance: Any) -> None:
+        loaded.append(instance)
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(FirmSettings, "load", rows)
+    try:
+        for minute in (31, 45, 59):  # later ticks before 08:00 New York: nothing due
+            assert _due(rig, datetime(2026, 4, 1, 11, minute, tzinfo=UTC)) == 0
+    finally:
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(FirmSettings, "load", rows)
+    assert len(seen) == 3 and loaded == []  # one query a tick, no firm read
+
+    assert _due(rig, datetime(2026, 4, 1, 12, 0, tzinfo=UTC)) == 1
+    _report_in(rig, rig.channel)
+    # posted: next looked at on May's first working day (Friday 1 May), 08:00 New York
+    assert _report_due_at(rig) == datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+    event.listen(FirmSettings, "load", rows)
+    try:
+        assert _due(rig, datetime(2026, 4, 20, 12, 0, tzinfo=UTC)) == 0
+    finally:
+        event.remove(FirmSettings, "load", rows)
+    assert loaded == []
+
+
+def test_a_changed_report_hour_is_taken_at_the_next_tick(
+        rig: SlackRig) -> None:
+    march_firm(rig.firm)
+    assert _due(rig, datetime(2026, 4, 1, 6, 0, tzinfo=UTC)) == 0  # 06:00 UTC: before 09:00
+    assert _report_due_at(rig) == datetime(2026, 4, 1, 9, 0, tzinfo=UTC)
+    rig.command("set digest-hour 6")
+    _reply(rig, "goes out at 06:00")
+    assert _report_due_at(rig) is None
+    assert _due(rig, datetime(2026, 4, 1, 6, 1, tzinfo=UTC)) == 1
+    _report_in(rig, rig.channel)

@@ -240,6 +240,7 @@ def _set(ctx: BotContext, firm_id: int, args: list[str], command: dict[str, Any]
             assert settings is not None
             before = stored_values(settings)
             settings.slack_channel_id = channel_id
+            settings.report_due_at = None  # the report job looks at its next tick
             record_setting_changes(session, firm_id, before, settings, user_id,
                                    names={channel_id: name}, details={key: done},
                                    at=ctx.clock())

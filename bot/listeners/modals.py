@@ -61,6 +61,7 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
             try:
                 channel_id, name = service.resolve_channel(client, f"<#{channel}>")
                 settings.slack_channel_id = channel_id
+                settings.report_due_at = None  # the report job looks at its next tick
                 names[channel_id] = name
                 said["channel"] = f"hardcost will post in #{name}."
             except SettingError as exc:
