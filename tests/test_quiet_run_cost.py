@@ -9,7 +9,7 @@ engine is counted with an SQLAlchemy event. Runs on SQLite and, with
 
 In production a firm's runs are 15 minutes apart and a block of QuickBooks tokens lives 10 s,
 so every quiet run takes a pacing grant first (on PostgreSQL a transaction of its own,
-``sync.pacing``): the ``_grant_expired`` tests drop the process's blocks before each run, so
+``sync.pacing``): the ``grant-expired`` cases drop the process's blocks before each run, so
 that grant is counted too, and the three commits are the claim (the run's row made in it), the
 grant and the run's end (the lease given back in it).
 """
@@ -28,7 +28,6 @@ from sqlalchemy.engine import Engine
 
 from bench import quiet_bench
 from hardcost.sandbox.world import SandboxWorld
-from hardcost.sync import pacing
 from hardcost.sync.leases import lease_holders
 from hardcost.sync.scheduler import ImportScheduler
 from hardcost.sync.store import Run, RunLease, Watermark, make_session_factory
@@ -100,19 +99,6 @@ def _report(counted: Counted) -> str:
         "\n".join(counted.statements)
 
 
-def _grants() -> int:
-    """Blocks of tokens this process has asked the shared pacing for (PostgreSQL only)."""
-    return sum(pacer.grants for pacer in list(pacing._pacers.values()))
-
-
-def _expire_pacing_blocks() -> None:
-    """What 15 minutes between a firm's runs do: no block of tokens the process took is
-    still valid, so the run's first QuickBooks call takes a grant."""
-    for pacer in list(pacing._pacers.values()):
-        with pacer._lock:
-            pacer._block = None
-
-
 @pytest.fixture(params=[False, True], ids=["block-valid", "grant-expired"])
 def expired(request: pytest.FixtureRequest) -> bool:
     return bool(request.param)
@@ -122,13 +108,13 @@ def test_a_quiet_run_stays_within_its_statements_and_commits(quiet: Quiet,
                                                              expired: bool) -> None:
     for firm_id in quiet.firms:
         if expired:
-            _expire_pacing_blocks()
-        grants = _grants()
+            quiet_bench.expire_pacing_blocks()
+        grants = quiet_bench.pacing_grants()
         counted = quiet.counter.count()
         summary = quiet.scheduler.run_firm(firm_id)
         quiet.counter.stop()
         if expired and quiet.db.dialect.name == "postgresql":
-            assert _grants() > grants  # the production case: the grant is counted
+            assert quiet_bench.pacing_grants() > grants  # the production case: counted
         assert summary is not None and summary.run_id is not None
         assert summary is not None and not summary.did_something and not summary.error
         assert summary.clio_calls == 0
@@ -165,8 +151,8 @@ def test_a_quiet_run_claimed_by_the_claim_pass_stays_within_them_too(quiet: Quie
     scheduler.after_run = (lambda firm_id, summary, then=scheduler.after_run:
                            (then(firm_id, summary), done.append(summary)))
     if expired:
-        _expire_pacing_blocks()
-    grants = _grants()
+        quiet_bench.expire_pacing_blocks()
+    grants = quiet_bench.pacing_grants()
     counted = quiet.counter.count()
     scheduler.sync()
     deadline = time.monotonic() + 30
@@ -175,7 +161,7 @@ def test_a_quiet_run_claimed_by_the_claim_pass_stays_within_them_too(quiet: Quie
     assert scheduler.wait(30)
     quiet.counter.stop()
     if expired and quiet.db.dialect.name == "postgresql":
-        assert _grants() >= grants + len(quiet.firms)  # one grant per firm's realm
+        assert quiet_bench.pacing_grants() >= grants + len(quiet.firms)  # one per realm
     assert len(done) == len(quiet.firms)
     assert all(s is not None and not s.did_something and not s.error for s in done)
     per_run = len(counted.statements) / len(quiet.firms)
