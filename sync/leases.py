@@ -43,9 +43,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import Connection as DbConnection
-from sqlalchemy import and_, case, delete, func, insert, or_, select, update
+from sqlalchemy import Select, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -72,6 +73,33 @@ PUT_OFF = timedelta(days=1)  # a firm whose schedule cannot be computed is looke
 SERVE_KINDS = ("schedule", "slack", "webhook")  # the kinds only `hardcost serve` takes
 _FREE: dict[str, object] = {"claim_token": None, "claimed_by": None, "claim_kind": None,
                             "claimed_at": None, "lease_until": None, "holder_start": None}
+
+
+def claim_candidates(now: datetime, limit: int, *, lapsed: bool = False) -> Select[Any]:
+    """The claim pass's candidates, with what readiness needs: firms due (``next_run_at``
+    passed, lease free), earliest first, or with ``lapsed`` the leases that ran out (their
+    holder died), the oldest first. Each is one range of its own index read in order and
+    cut at ``limit`` rows, so a pass reads about ``limit`` rows of each table however many
+    firms are due (docs/scaling.md): one query ordered by a ``CASE`` over both had to read
+    and sort every due firm, with its firm and settings rows, on every pass of a backlog."""
+    connected = (select(func.count()).select_from(Connection).where(
+        Connection.firm_id == RunLease.firm_id,
+        Connection.provider.in_(list(PROVIDER_NAMES)),
+        Connection.broken_at.is_(None)).scalar_subquery())
+    query = (
+        select(RunLease.firm_id, RunLease.next_run_at, RunLease.claim_token, Firm.active,
+               Firm.qbo_realm_id, FirmSettings.paused, FirmSettings.schedule_minutes,
+               FirmSettings.import_account_ids, FirmSettings.start_date,
+               connected.label("connected"))
+        .join(Firm, Firm.id == RunLease.firm_id)
+        .outerjoin(FirmSettings, FirmSettings.firm_id == RunLease.firm_id))
+    if lapsed:
+        query = query.where(RunLease.claim_token.is_not(None), RunLease.lease_until < now
+                            ).order_by(RunLease.lease_until)
+    else:
+        query = query.where(RunLease.claim_token.is_(None), RunLease.next_run_at <= now
+                            ).order_by(RunLease.next_run_at)
+    return query.limit(limit).with_for_update(skip_locked=True, of=RunLease)
 
 
 def holder_name() -> str:
@@ -388,27 +416,13 @@ class Leases:
             return result
         began = time.monotonic()
         now = self.clock()
-        connected = (select(func.count()).select_from(Connection).where(
-            Connection.firm_id == RunLease.firm_id,
-            Connection.provider.in_(list(PROVIDER_NAMES)),
-            Connection.broken_at.is_(None)).scalar_subquery())
-        query = (
-            select(RunLease.firm_id, RunLease.next_run_at, RunLease.claim_token, Firm.active,
-                   Firm.qbo_realm_id, FirmSettings.paused, FirmSettings.schedule_minutes,
-                   FirmSettings.import_account_ids, FirmSettings.start_date,
-                   connected.label("connected"))
-            .join(Firm, Firm.id == RunLease.firm_id)
-            .outerjoin(FirmSettings, FirmSettings.firm_id == RunLease.firm_id)
-            .where(or_(RunLease.next_run_at <= now,
-                       and_(RunLease.claim_token.is_not(None), RunLease.lease_until < now)),
-                   or_(RunLease.claim_token.is_(None), RunLease.lease_until < now))
-            .order_by(case((RunLease.next_run_at <= now, RunLease.next_run_at),
-                           else_=RunLease.lease_until)).limit(limit)
-            .with_for_update(skip_locked=True, of=RunLease))
         claimed = result.leases
         with self.db.begin() as conn:
+            rows = list(conn.execute(claim_candidates(now, limit, lapsed=True)).all())
+            if len(rows) < limit:
+                rows += conn.execute(claim_candidates(now, limit - len(rows))).all()
             for (firm_id, due, previous, active, realm, paused, minutes, accounts, start,
-                 services) in conn.execute(query).all():
+                 services) in rows:
                 try:
                     interval = schedule_interval(minutes, unit_seconds)
                     (now + interval).isoformat()

@@ -12,9 +12,10 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.engine import Engine
 
 from hardcost.sandbox.faults import Fault
@@ -23,6 +24,7 @@ from hardcost.sync.importer import SHUTDOWN
 from hardcost.sync.leases import LEASE_LOST, Leases, RunStop, next_due, run_soon
 from hardcost.sync.store import (
     Connection,
+    FirmSettings,
     PoolSettings,
     Run,
     RunLease,
@@ -30,6 +32,7 @@ from hardcost.sync.store import (
     make_engine,
     utcnow,
 )
+from hardcost.sync.store import Firm as FirmRow
 from tests.firmkit import Firm, ghost_run, make_firm, price, run_row
 
 UNIT = 60.0
@@ -432,3 +435,65 @@ def test_run_says_who_holds_the_lease_and_when_it_will_be_taken_over(rig: SlackR
                              "replica-b has not reported for 4"), answer
     assert f"will be taken over by {by:%H:%M}" in answer, answer
     assert rig.firm.entries() == []  # nothing started beside it
+
+
+def _rows_read(plan: dict[str, Any]) -> dict[str, float]:
+    """Rows each table's scans returned in an ``EXPLAIN (ANALYZE, FORMAT JSON)`` plan."""
+    found: dict[str, float] = {}
+    if "Relation Name" in plan and "Scan" in plan.get("Node Type", ""):
+        found[plan["Relation Name"]] = (plan.get("Actual Rows", 0) + plan.get(
+            "Rows Removed by Filter", 0)) * plan.get("Actual Loops", 1)
+    for child in plan.get("Plans", []):
+        for table, rows in _rows_read(child).items():
+            found[table] = found.get(table, 0) + rows
+    return found
+
+
+def test_a_claim_pass_reads_about_its_limit_of_rows_however_many_firms_are_due(
+        firm: Firm, db_engine: Engine) -> None:
+    """A backlog (thousands of firms due at once: replicas down, a slow database) must not
+    make each claim pass read every due firm with its firm and settings rows: that is what
+    made a 10,000-firm fleet's backlog feed on itself (docs/scaling.md). Each statement the
+    pass sends is run again under EXPLAIN ANALYZE (rolled back) and its rows read counted."""
+    if db_engine.dialect.name != "postgresql":
+        pytest.skip("rows read by plan: PostgreSQL's planner is the one production uses")
+    due = utcnow() - timedelta(hours=1)
+    with db_engine.begin() as conn:
+        ids = list(conn.scalars(insert(FirmRow.__table__).returning(
+            FirmRow.__table__.c.id, sort_by_parameter_order=True),
+            [{"name": f"Backlog {n}", "active": True, "created_at": due}
+             for n in range(4000)]))
+        conn.execute(insert(FirmSettings.__table__), [
+            {"firm_id": i, "schedule_minutes": 15, "updated_at": due} for i in ids])
+        conn.execute(insert(RunLease.__table__), [
+            {"firm_id": i, "next_run_at": due + timedelta(seconds=n)}
+            for n, i in enumerate(ids)])
+        for table in ("firms", "firm_settings", "run_leases", "connections"):
+            conn.exec_driver_sql(f"ANALYZE {table}")
+    selects: list[tuple[str, Any]] = []
+
+    def note(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any,
+             executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "run_leases" in statement:
+            selects.append((statement, parameters))
+
+    leases = Leases(db_engine)
+    event.listen(db_engine, "before_cursor_execute", note)
+    try:
+        claimed = leases.claim_due(8, UNIT)
+    finally:
+        event.remove(db_engine, "before_cursor_execute", note)
+    # the backlog's firms have no realm or connections: each is put off, none claimed
+    assert claimed.leases == [] and selects
+    read: dict[str, float] = {}
+    with db_engine.connect() as conn:
+        for statement, parameters in selects:
+            with conn.begin() as tx:
+                plan = conn.exec_driver_sql(
+                    "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters).scalar_one()
+                tx.rollback()
+            for table, rows in _rows_read(plan[0]["Plan"]).items():
+                read[table] = read.get(table, 0) + rows
+    leases.close()
+    assert read.get("run_leases", 0) <= 100, read
+    assert read.get("firms", 0) <= 100 and read.get("firm_settings", 0) <= 100, read
