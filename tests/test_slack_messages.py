@@ -182,6 +182,24 @@ def a_trail() -> list[TrailEntry]:
     ]
 
 
+HOSTILE_FILE = "<!channel> *rcpt* <https://evil.example|x> & co.pdf"
+
+
+def a_receipt_trail() -> list[TrailEntry]:
+    """One purchase's trail: imported, then its receipt filed on the matter (a hostile file
+    name, as QuickBooks may send one)."""
+    at = datetime(2026, 3, 9, 14, 30, tzinfo=UTC)
+    return [
+        TrailEntry(9, at, "schedule", "receipt_filed", purchase_id="345", client="Smith, John",
+                   amount=D("1197.10"), matter="00042 Smith v. Jones",
+                   after={"document_id": 5501,
+                          "name": f"2026-03-02 Acme Couriers 1197.10 – {HOSTILE_FILE}"},
+                   url="https://app.clio.com/nc/#/matters/77"),
+        TrailEntry(4, at, "schedule", "imported", purchase_id="345", client="Smith, John",
+                   amount=D("1197.10"), matter="00042 Smith v. Jones", clio_entry_id=981),
+    ]
+
+
 def a_settings(**changes: Any) -> SettingsForm:
     accounts = (Choice(80, "Reimbursable Expenses"), Choice(81, "Court Fees"),
                 Choice(60, "Office Supplies"))
@@ -375,6 +393,9 @@ GOLDEN_CASES: dict[str, Any] = {
         (Choice(43, "00043 " + "A very long description " * 5), "Acme\nHoldings\u202e"),
         (Choice(44, ""), "")]),
     "status_untagged": lambda: status_blocks(a_status(waiting=3, untagged_waiting=1)),
+    "status_receipts_off": lambda: status_blocks(a_status(receipts=False)),
+    "history_receipt_filed": lambda: history(a_receipt_trail(), HistoryQuery(purchase_id="345"),
+                                             more=False),
     "help": help_message,
     "usage_error": lambda: usage_error("“soon” is not a date.",
                                        "/hardcost set start-date YYYY-MM-DD"),
@@ -762,9 +783,32 @@ def test_help_lists_every_subcommand_and_set_key() -> None:
                 "`account +name`", "`account -name`", "category <Clio category name or id>",
                 "user <Clio user name or id | owner>", "schedule <minutes>",
                 "split-lines on|off", "item-lines on|off", "deletions delete|alert",
-                "approvers @a @b | anyone"):
+                "approvers @a @b | anyone", "receipts on|off"):
         assert key in text
     assert "<QBO" not in all_text(message)  # escaped in the real JSON
+
+
+def test_a_filed_receipt_in_the_history_names_its_document_shown_not_live() -> None:
+    """``/hardcost history <purchase>``: the receipt's line names the Clio document and links
+    the matter holding it; a file name from QuickBooks never becomes a link or a ping."""
+    message = history(a_receipt_trail(), HistoryQuery(purchase_id="345"), more=False)
+    check_message(message)
+    line = message.blocks[1]["text"]["text"].splitlines()[0]
+    assert "Clio document #5501" in line
+    assert "<https://app.clio.com/nc/#/matters/77|its matter in Clio>" in line
+    assert "&lt;!channel&gt;" in line and "&lt;https://evil.example|x&gt; &amp; co.pdf" in line
+    assert "<!channel>" not in all_text(message) and "<https://evil" not in all_text(message)
+
+
+def test_receipts_in_status_and_its_setting_in_help() -> None:
+    on, off = status_blocks(a_status()), status_blocks(a_status(receipts=False))
+    assert "*Receipts*\\nfiled on each entry's matter in Clio" in all_text(on)
+    assert "`/hardcost set receipts on`" in all_text(off)
+    for message in (on, off):
+        check_message(message)
+        assert all(len(b.get("fields", [])) <= 10 for b in message.blocks)
+    full = status_blocks(a_status(bills="on-payment", waiting_for_payment=1))
+    assert all(len(b.get("fields", [])) <= 10 for b in full.blocks)
 
 
 def test_usage_error() -> None:
@@ -849,20 +893,20 @@ def test_settings_round_trip() -> None:
     assert values == {
         "channel": "C0HARDCOST", "start_date": "2026-01-01", "accounts": ["80", "81"],
         "category": "5", "user": "344", "schedule": "15", "split_lines": True,
-        "item_lines": False, "deletions": "alert", "bills": "off", "no_customer": "ask",
-        "approvers": ["U0JANE", "U0BOB"]}
+        "item_lines": False, "receipts": True, "deletions": "alert", "bills": "off",
+        "no_customer": "ask", "approvers": ["U0JANE", "U0BOB"]}
     # the whole view, or view["state"], are accepted too
     view = {"state": state_from_view(settings_modal(settings))}
     assert settings_values(view) == values
     bare = a_settings(account_options=(), category_options=(), category=None, user=None,
                       approvers=(), split_lines=False, item_lines=True, deletions="delete",
                       bills="on-payment", channel_id=None, start_date=None, schedule_minutes=60,
-                      no_customer="skip")
+                      no_customer="skip", receipts=False)
     assert settings_values(state_from_view(settings_modal(bare))) == {
         "channel": None, "start_date": None,
         "accounts": ["Reimbursable Expenses", "Court Fees"], "category": None,
         "user": "owner", "schedule": "60", "split_lines": False, "item_lines": True,
-        "deletions": "delete", "bills": "on-payment", "no_customer": "skip", "approvers": []}
+        "receipts": False, "deletions": "delete", "bills": "on-payment", "no_customer": "skip", "approvers": []}
 
 
 def test_settings_modal_keeps_chosen_options_among_many() -> None:
