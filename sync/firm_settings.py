@@ -51,6 +51,7 @@ USAGE = {
     "digest-hour": "/hardcost set digest-hour <0-23>",
     "timezone": "/hardcost set timezone <IANA name, e.g. America/New_York>",
     "report": "/hardcost set report monthly|off",
+    "receipts": "/hardcost set receipts on|off",
 }
 BILLS_MODES = ("off", "on-entry", "on-payment")
 BILLS_SAID = {
@@ -423,6 +424,14 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
             return ("The month's hard-cost report goes to the channel on the first working day "
                     f"of each month at {settings.digest_hour:02d}:00 ({settings.timezone}).")
         return "No monthly report is posted; /hardcost report still makes one on demand."
+    if key == "receipts":
+        value = _on_off(raw, key)
+        settings.receipts = value
+        if value:
+            return ("Files attached to imported expenses in QuickBooks are filed in the "
+                    "documents of their matters in Clio, those already imported since the "
+                    "start date too.")
+        return "Files attached in QuickBooks are no longer filed in Clio."
     if key == "channel":
         raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
     raise SettingError(f"There is no setting called “{key}”.")
@@ -435,7 +444,7 @@ SETTING_FIELDS = {
     "bills": "bills",
     "no-customer": "no_customer", "utbms": "utbms_code", "not-billable": "not_billable",
     "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
-    "timezone": "timezone", "report": "report",
+    "timezone": "timezone", "report": "report", "receipts": "receipts",
 }
 """Each setting a person changes (``set`` key) → its ``FirmSettings`` column."""
 _LISTS = frozenset({"account", "approvers"})
@@ -534,7 +543,7 @@ def check_value(key: str, raw: str) -> None:
         raise SettingError(f"“{raw}” is neither import nor skip.", key)
     elif key == "no-customer" and raw.lower() not in {"ask", "skip"}:
         raise SettingError(f"“{raw}” is neither ask nor skip.", key)
-    elif key in {"split-lines", "item-lines"}:
+    elif key in {"split-lines", "item-lines", "receipts"}:
         _on_off(raw, key)
     elif key == "prompts" and raw.lower() not in {"each", "digest"}:
         raise SettingError(f"“{raw}” is neither each nor digest.", key)
