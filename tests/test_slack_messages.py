@@ -906,7 +906,8 @@ def test_settings_round_trip() -> None:
         "channel": None, "start_date": None,
         "accounts": ["Reimbursable Expenses", "Court Fees"], "category": None,
         "user": "owner", "schedule": "60", "split_lines": False, "item_lines": True,
-        "receipts": False, "deletions": "delete", "bills": "on-payment", "no_customer": "skip", "approvers": []}
+        "receipts": False, "deletions": "delete", "bills": "on-payment", "no_customer": "skip",
+        "approvers": []}
 
 
 def test_settings_modal_keeps_chosen_options_among_many() -> None:

@@ -129,7 +129,8 @@ def _receipt(entry: TrailEntry) -> str | None:
     """The Clio document a receipt was filed as: its name, number and a link to the matter
     whose documents hold it (escaped: the name is made of QuickBooks' payee and file name)."""
     after = entry.after or {}
-    document = after.get("document") if isinstance(after.get("document"), dict) else after
+    nested = after.get("document")
+    document: dict[str, Any] = nested if isinstance(nested, dict) else after
     ident, label = document.get("id", document.get("document_id")), document.get("name")
     parts = []
     if label:
