@@ -187,6 +187,10 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
                 if details.get("imported_bills") else ""
             last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}"
                          f"{bills}), waiting {last.waiting}, failed {last.failed}")
+            filed = (details.get("receipts") or {}).get("filed") \
+                if isinstance(details.get("receipts"), dict) else None
+            if filed:
+                last_line += f", {filed} receipt{'' if filed == 1 else 's'} filed"
             if details.get("deleted") or details.get("kept"):
                 last_line += (f", {details.get('deleted', 0)} deleted from Clio, "
                               f"{details.get('kept', 0)} left in Clio")
@@ -278,7 +282,7 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         default_code=settings.utbms_code, receipts=bool(settings.receipts))
 
 
-LINKED_ACTIONS = frozenset({"receipt_filed"})
+LINKED_ACTIONS = frozenset({audit.Action.RECEIPT_FILED.value})
 """Trail rows shown with a link to their Clio matter (a filed receipt: the matter's documents
 hold it)."""
 

@@ -394,6 +394,15 @@ GOLDEN_CASES: dict[str, Any] = {
         (Choice(44, ""), "")]),
     "status_untagged": lambda: status_blocks(a_status(waiting=3, untagged_waiting=1)),
     "status_receipts_off": lambda: status_blocks(a_status(receipts=False)),
+    "run_summary_receipts": lambda: run_summary(a_summary(receipts_filed=3,
+                                                          receipt_bytes=1_250_000),
+                                                firm_name="Smith & Partners LLP"),
+    "run_summary_receipts_only": lambda: run_summary(a_summary(
+        imported=0, imported_total=D("0.00"), waiting=0, failed=0, skipped=0, still_waiting=0,
+        imported_entries=[], waiting_items=[], failures=[], skips=[], receipts_filed=1,
+        receipt_bytes=48_200), firm_name="Smith & Partners LLP"),
+    "run_details_receipts": lambda: run_details(a_summary(receipts_filed=3,
+                                                          receipt_bytes=1_250_000)),
     "history_receipt_filed": lambda: history(a_receipt_trail(), HistoryQuery(purchase_id="345"),
                                              more=False),
     "help": help_message,
@@ -794,7 +803,7 @@ def test_a_filed_receipt_in_the_history_names_its_document_shown_not_live() -> N
     message = history(a_receipt_trail(), HistoryQuery(purchase_id="345"), more=False)
     check_message(message)
     line = message.blocks[1]["text"]["text"].splitlines()[0]
-    assert "Clio document #5501" in line
+    assert "*receipt filed in Clio*" in line and "Clio document #5501" in line
     assert "<https://app.clio.com/nc/#/matters/77|its matter in Clio>" in line
     assert "&lt;!channel&gt;" in line and "&lt;https://evil.example|x&gt; &amp; co.pdf" in line
     assert "<!channel>" not in all_text(message) and "<https://evil" not in all_text(message)

@@ -121,7 +121,7 @@ def _entry_change(entry: TrailEntry) -> str | None:
     return ", ".join(parts) or None
 
 
-RECEIPT_FILED = "receipt_filed"  # sync.audit.Action.RECEIPT_FILED
+RECEIPT_FILED = Action.RECEIPT_FILED.value
 DOCUMENT_CHARS = 120  # a Clio document's name as shown
 
 
