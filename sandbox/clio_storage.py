@@ -40,7 +40,7 @@ READ_CHUNK = 64 * 1024
 DRAIN_LIMIT = 256 << 20
 """A refused upload's body is read and dropped up to this size before answering, so the
 client sees the answer rather than a connection reset."""
-_PATH = re.compile(r"^/storage/uploads/document_version/file/(?P<uuid>[0-9a-f-]{36})/[^/]+$")
+_PATH = re.compile(r"^/storage/uploads/document_version/file/(?P<uuid>[0-9a-f-]{36})/.+$")
 AMZ_DATE = "%Y%m%dT%H%M%SZ"
 
 

@@ -135,3 +135,56 @@ def test_the_settings_form_shows_and_saves_the_receipts_option(rig: SlackRig) ->
     again = rig.settings_form()
     rig.submit_view(again, _form_values(rig, ["receipts"]))
     wait_for(lambda: _receipts(rig), what="receipts on again")
+
+
+# -- /hardcost check ----------------------------------------------------------------------------
+
+def test_check_reports_a_clio_connection_without_documents_and_what_to_do(
+        rig: SlackRig) -> None:
+    rig.command("check")
+    allowed = _reply(rig, rig.admin, "Clio connection works")
+    assert "✅ Clio lets hardcost file receipts on matters (documents)" in _text(allowed)
+
+    rig.firm.clio.refuse_documents()
+    asked = len(rig.replies_to(rig.admin))
+    rig.command("check")
+    refused = _text(_reply(rig, rig.admin, "Clio connection works", after=asked))
+    assert "❌ Clio does not let hardcost file documents" in refused
+    assert "/hardcost connect clio" in refused and "/hardcost set receipts off" in refused
+
+    rig.firm.update_settings(receipts=False)  # not filing receipts: documents are no concern
+    asked = len(rig.replies_to(rig.admin))
+    rig.command("check")
+    off = _text(_reply(rig, rig.admin, "Clio connection works", after=asked))
+    assert "documents" not in off
+
+
+# -- /hardcost history <purchase> ---------------------------------------------------------------
+
+HOSTILE = "<!channel> <https://evil.example|open me> & rcpt.pdf"
+
+
+@pytest.mark.both_transports
+def test_history_of_a_purchase_names_its_filed_receipt_and_links_its_matter(
+        rig: SlackRig) -> None:
+    firm = rig.firm
+    firm.client("Jane Smith", ["Estate"])
+    purchase = firm.expense(("88.40", "Jane Smith", "Courier"))
+    data = b"%PDF-1.4 receipt\n" * 64
+    firm.qbo.attach("Purchase", purchase["Id"], HOSTILE, data=data,
+                    content_type="application/pdf")
+
+    assert rig.command("run").status_code == 200
+    summary = wait_for(lambda: next((m for m in rig.channel_messages()
+                                     if "Receipts filed in Clio" in _text(m)), None),
+                       what="the run summary counting the receipt")
+    assert "*Receipts filed in Clio*\\n1" in _text(summary)
+    [document] = firm.clio.documents_of(firm.matters["Estate"])
+    assert document["fully_uploaded"] and document["size"] == len(data)
+
+    rig.command(f"history {purchase['Id']}")
+    reply = _text(_reply(rig, rig.admin, "receipt filed in Clio"))
+    assert f"Clio document #{document['id']}" in reply
+    assert f"/nc/#/matters/{firm.matters['Estate']}|its matter in Clio>" in reply
+    assert "&lt;!channel&gt; &lt;https://evil.example|open me&gt; &amp; rcpt.pdf" in reply
+    assert "<!channel>" not in reply and "<https://evil.example" not in reply
