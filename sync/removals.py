@@ -22,7 +22,8 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync import audit, receipts
+from hardcost.sync import audit
+from hardcost.sync import receipts as receipt_files
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.bills import document_id, split_ids
@@ -127,7 +128,7 @@ class Removals:
             return
         if self.receipts and sweep.attachables:
             self.quiet = False
-            receipts.note(self.sessions, self.firm_id, self.realm_id, sweep.attachables,
+            receipt_files.note(self.sessions, self.firm_id, self.realm_id, sweep.attachables,
                           self.clock, self.actor)
             self.work.receipts = True  # the receipts step looks for what became due
         if not sweep.complete:
@@ -146,7 +147,7 @@ class Removals:
     def _attachables_by_query(self, mark: str | None) -> None:
         """CDC did not answer for the whole time: receipts read Attachables by query."""
         if self.receipts:
-            receipts.query_from(self.sessions, self.firm_id, mark)
+            receipt_files.query_from(self.sessions, self.firm_id, mark)
 
     def _imported_purchase_ids(self) -> list[str]:
         with self.sessions() as session:
