@@ -948,3 +948,20 @@ def test_a_large_group_stays_within_slack_limits() -> None:
     assert len(message.blocks) <= 50
     assert "400 expenses for Smith, John wait for a matter" in message.text
     assert "and 390 more" in json.dumps(message.blocks)
+
+
+def test_a_run_filing_receipts_says_how_many_in_its_progress_line() -> None:
+    """The receipts step of a long run (turning receipts on files a backlog) shows its count;
+    figures stored before receipts existed read back with none."""
+    from hardcost.bot.ui.runs import live_line, run_progress
+    from hardcost.sync.live import LiveFigures
+
+    figures = LiveFigures(7, "receipts", 400, 400, 400, 400, 380, 15, 5, 2.5, 300.0, None, 50,
+                          receipts_filed=12)
+    assert "12 receipts filed" in live_line(figures)
+    check_message(run_progress(figures, firm_name="Smith & Partners LLP"))
+    older = figures.to_json()
+    del older["receipts_filed"]
+    read = LiveFigures.from_json(older)
+    assert read is not None and read.receipts_filed == 0
+    assert "receipt" not in live_line(replace(read, stage="writing"))

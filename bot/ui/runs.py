@@ -179,6 +179,8 @@ def live_line(f: LiveFigures) -> str:
         parts = [f"{f.handled:,} of {total:,} expenses done" if total is not None
                  else f"{plural(f.handled, 'expense')} done",
                  time_left(f.remaining_s)]
+    if f.receipts_filed or f.stage == "receipts":
+        parts.append(f"{plural(f.receipts_filed, 'receipt')} filed")
     if f.clio_rate_limit:
         parts.append(f"Clio allows {plural(f.clio_rate_limit, 'request')} a minute")
     return " · ".join(parts)
