@@ -9,13 +9,16 @@ import dataclasses
 import io
 import signal
 import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
+import requests
 from sqlalchemy import select, update
 
 from hardcost.sandbox.faults import Fault
+from hardcost.sandbox.slack_rig import SlackRig
 from hardcost.sync import audit, choices
 from hardcost.sync.receipts import EXTERNAL_NAME, RECEIPTS_STREAM, external_value
 from hardcost.sync.store import (
@@ -346,3 +349,25 @@ def test_a_serve_killed_while_filing_ends_with_exactly_one_complete_document(
     [link] = _links(firm)
     assert link.clio_document_id == complete[0]["id"]
     assert len(firm.entries()) == 1
+
+
+def test_an_attachable_webhook_brings_the_firms_next_run_forward(rig: SlackRig) -> None:
+    from hardcost.sync.leases import run_soon
+    from hardcost.sync.store import RunLease, WebhookEvent
+
+    firm = rig.firm
+    later = rig.ctx.clock() + timedelta(hours=6)
+    with firm.sessions() as session:
+        run_soon(session, firm.id, later)  # not due for hours
+        session.commit()
+    body, headers = firm.world.qbo.webhook_notification(
+        firm.qbo.realm_id, [("Attachable", "5001", "Create")])
+
+    answer = requests.post(rig.web.url + "/webhooks/quickbooks", data=body,
+                           headers=headers, timeout=10)
+
+    assert answer.status_code == 200
+    with firm.sessions() as session:
+        lease = session.get(RunLease, firm.id)
+        assert lease is not None and lease.next_run_at < later
+        assert list(session.scalars(select(WebhookEvent))) == []  # no event: a run reads it
