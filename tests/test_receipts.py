@@ -18,6 +18,7 @@ import requests
 from sqlalchemy import select, update
 
 from hardcost.sandbox.faults import Fault
+from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.slack_rig import SlackRig
 from hardcost.sync import audit, choices
 from hardcost.sync.receipts import EXTERNAL_NAME, RECEIPTS_STREAM, external_value
@@ -371,3 +372,24 @@ def test_an_attachable_webhook_brings_the_firms_next_run_forward(rig: SlackRig) 
         lease = session.get(RunLease, firm.id)
         assert lease is not None and lease.next_run_at < later
         assert list(session.scalars(select(WebhookEvent))) == []  # no event: a run reads it
+
+
+def test_an_entry_moved_to_another_matter_by_an_edit_gets_its_receipt_there_too(
+        firm: Firm) -> None:
+    purchase = _courier(firm)
+    attachable = firm.qbo.attach("Purchase", purchase["Id"], "r.pdf", data=PDF)
+    firm.run()
+    firm.client("Bob Brown", ["Brown contract"])
+    firm.later()
+    firm.qbo.update_purchase(str(purchase["Id"]), lines=[account_line(
+        "88.40", firm.import_account, customer_id=firm.customers["Bob Brown"])])
+
+    summary = firm.run()
+
+    assert summary.receipts_filed == 1
+    [moved] = firm.clio.documents_of(firm.matters["Brown contract"])
+    assert moved["sha256"] == firm.qbo.attachment_sha256(attachable)
+    # the first matter's copy is never deleted
+    assert len(firm.clio.documents_of(firm.matters["Smith estate"])) == 1
+    firm.later()
+    assert firm.run().receipts_filed == 0
