@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_sdk import WebClient
@@ -10,9 +11,11 @@ from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.ui.status import check_coding_lines
 from hardcost.bot.ui.text import Mrkdwn, channel, md
+from hardcost.sync.clio import DocumentsForbidden
 from hardcost.sync.coding import codings_of
 from hardcost.sync.firm_settings import SettingError
 from hardcost.sync.http import ApiError
+from hardcost.sync.receipts import EXTERNAL_NAME
 
 
 def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> Mrkdwn:
@@ -58,6 +61,8 @@ def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> Mrkdwn:
         verdict(category is not None, "Clio category: " + (
             category.name if category else "not chosen, or not a hard-cost category"))
         verdict(True, "Clio connection works")
+        if settings.receipts:
+            documents_check(importer, verdict)
     except ApiError as exc:
         verdict(False, f"Clio: {exc.message}")
     coding = coding_problems(ctx, importer, firm_id)
@@ -73,6 +78,27 @@ def run_checks(ctx: BotContext, client: WebClient, firm_id: int) -> Mrkdwn:
     else:
         verdict(False, "no channel chosen: /hardcost set channel #channel")
     return Mrkdwn("\n".join(lines))
+
+
+DOCUMENTS_OK = "Clio lets hardcost file receipts on matters (documents)"
+DOCUMENTS_REFUSED = (
+    "Clio does not let hardcost file documents, so the receipts attached in QuickBooks cannot "
+    "be filed on the matters (entries are still imported). Add documents to the Clio "
+    "application's permissions and reconnect Clio with /hardcost connect clio, granting "
+    "documents; or turn filing off with /hardcost set receipts off")
+
+
+def documents_check(importer: Any, verdict: Callable[..., None]) -> None:
+    """Only with ``receipts on``: one cheap documents call (a look-up by an external property
+    no document has) tells whether the Clio connection may read and file documents."""
+    try:
+        importer.clio.find_documents(name=EXTERNAL_NAME, value="hardcost-check")
+    except DocumentsForbidden:
+        verdict(False, DOCUMENTS_REFUSED)
+    except ApiError as exc:
+        verdict(False, f"Clio documents could not be checked: {exc.message}")
+    else:
+        verdict(True, DOCUMENTS_OK)
 
 
 def coding_problems(ctx: BotContext, importer: Any, firm_id: int) -> list[tuple[bool, str]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from datetime import timedelta
 
 from slack_sdk import WebClient
@@ -186,6 +187,10 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
                 if details.get("imported_bills") else ""
             last_line = (f"{when} — imported {last.imported} (${last.imported_total:,.2f}"
                          f"{bills}), waiting {last.waiting}, failed {last.failed}")
+            filed = (details.get("receipts") or {}).get("filed") \
+                if isinstance(details.get("receipts"), dict) else None
+            if filed:
+                last_line += f", {filed} receipt{'' if filed == 1 else 's'} filed"
             if details.get("deleted") or details.get("kept"):
                 last_line += (f", {details.get('deleted', 0)} deleted from Clio, "
                               f"{details.get('kept', 0)} left in Clio")
@@ -213,6 +218,7 @@ def status_report(ctx: BotContext, client: WebClient, firm_id: int) -> StatusRep
         codings=tuple((c.account_name, c.category_name if c.expense_category_id else None,
                        c.utbms_code) for c in codings),
         default_code=settings.utbms_code, not_billable=settings.not_billable or "import",
+        receipts=bool(settings.receipts),
         live=live_line(live) if live is not None else None,
         stopping_by=live.stop_requested_by if live is not None else None)
 
@@ -273,14 +279,31 @@ def settings_form(ctx: BotContext, firm_id: int) -> SettingsForm:
         bills=settings.bills or "off", no_customer=settings.no_customer,
         codings=tuple((c.account_name, c.category_name if c.expense_category_id else None,
                        c.utbms_code) for c in codings),
-        default_code=settings.utbms_code)
+        default_code=settings.utbms_code, receipts=bool(settings.receipts))
 
 
-def to_trail_entry(row: AuditEntry) -> TrailEntry:
+LINKED_ACTIONS = frozenset({audit.Action.RECEIPT_FILED.value})
+"""Trail rows shown with a link to their Clio matter (a filed receipt: the matter's documents
+hold it)."""
+
+
+def to_trail_entry(row: AuditEntry,
+                   matter_url: Callable[[int | None], str | None] | None = None) -> TrailEntry:
+    url = (matter_url(row.clio_matter_id) if matter_url is not None
+           and row.action in LINKED_ACTIONS and row.clio_matter_id is not None else None)
     return TrailEntry(id=row.id, at=row.at, actor=row.actor, action=row.action,
                       purchase_id=row.purchase_id, client=row.client, amount=row.amount,
                       matter=row.matter, clio_entry_id=row.clio_activity_id,
-                      before=row.before, after=row.after, detail=row.detail)
+                      before=row.before, after=row.after, detail=row.detail, url=url)
+
+
+def clio_matter_links(ctx: BotContext, firm_id: int) -> Callable[[int | None], str | None]:
+    """Matter id → its page in the firm's Clio (its region's host); no links when the firm's
+    connections are not there to say which host (nothing is asked of Clio)."""
+    try:
+        return ctx.importer_for(firm_id).clio.matter_url
+    except ApiError:
+        return lambda matter_id: None
 
 
 def history_page(ctx: BotContext, firm_id: int,
@@ -292,7 +315,9 @@ def history_page(ctx: BotContext, firm_id: int,
         more = bool(rows) and bool(audit.latest(
             session, firm_id, limit=1, purchase_id=query.purchase_id, client=query.client,
             before_id=rows[-1].id))
-        return [to_trail_entry(r) for r in rows], more
+        links = clio_matter_links(ctx, firm_id) \
+            if any(r.action in LINKED_ACTIONS for r in rows) else None
+        return [to_trail_entry(r, links) for r in rows], more
 
 
 def latest_trail(ctx: BotContext, firm_id: int, limit: int = 10) -> list[TrailEntry]:

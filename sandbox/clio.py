@@ -19,9 +19,11 @@ import itertools
 import json
 import logging
 import math
+import mimetypes
 import re
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +40,16 @@ from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
 from hardcost.sandbox.body import NO_BODY
+from hardcost.sandbox.clio_storage import STORAGE_PREFIX, Storage, drain, s3_error
 from hardcost.sandbox.clock import SandboxClock
-from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, RandomFaults, with_faults
+from hardcost.sandbox.faults import (
+    Call,
+    CallLog,
+    Fault,
+    FaultPlan,
+    RandomFaults,
+    with_faults,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -108,7 +118,30 @@ FIELDS: dict[str, dict[str, str | None]] = {
         "updated_at": None,
     },
     "bill": {"id": None, "etag": None, "state": None, "number": None, "issued_at": None},
+    "document": {
+        "id": None, "etag": None, "type": None, "name": None, "filename": None,
+        "content_type": None, "received_at": None, "size": None, "locked": None,
+        "created_at": None, "updated_at": None, "deleted_at": None, "matter": "matter",
+        "parent": "folder", "latest_document_version": "document_version",
+        "external_properties": "external_property",
+    },
+    "document_version": {
+        "id": None, "etag": None, "document_id": None, "uuid": None, "filename": None,
+        "size": None, "version_number": None, "content_type": None, "received_at": None,
+        "put_url": None, "fully_uploaded": None, "created_at": None, "updated_at": None,
+        "put_headers": "put_header",
+    },
+    "external_property": {"id": None, "etag": None, "name": None, "value": None,
+                          "created_at": None, "updated_at": None},
+    "put_header": {"name": None, "value": None},
+    "folder": {"id": None, "etag": None, "type": None, "name": None, "created_at": None,
+               "updated_at": None},
 }
+EMBEDDED = frozenset({"bill", "document_version", "external_property", "put_header", "folder"})
+"""Nested resources rendered from the copy inside their record (no store of their own)."""
+NESTED_DEFAULTS: dict[str, FieldTree] = {"put_header": [("name", None), ("value", None)]}
+"""A nested resource's fields when none are asked for (others: ``id`` and ``etag``)."""
+MAX_EXTERNAL_PROPERTIES = 5
 
 
 # -- errors and responses ----------------------------------------------------------------------
@@ -235,6 +268,7 @@ class Ledger:
         self.clock = clock
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
+        self.storage = Storage(clock)
 
     def next_id(self) -> int:
         return next(self._ids)
@@ -271,6 +305,11 @@ class ClioAccount:
         self.matters: dict[int, Record] = {}
         self.expense_categories: dict[int, Record] = {}
         self.activities: dict[int, Record] = {}
+        self.documents: dict[int, Record] = {}
+        self.folders: dict[int, Record] = {}
+        self.documents_allowed = True
+        """False: every ``/documents`` request answers 403, as for a connection whose user
+        (or app) lacks the documents permission."""
         self.utbms_sets: dict[int, Record] = {}
         self.utbms_codes: dict[int, Record] = {}
         self._matter_numbers = itertools.count(1)
@@ -425,17 +464,64 @@ class ClioAccount:
             activity["total"] = activity_total(activity)
             self._ledger.touch(activity)
 
+    # -- documents (test-facing)
+
+    def refuse_documents(self, refused: bool = True) -> None:
+        """Every ``/documents`` request of this account answers 403 (the connection lacks the
+        documents permission) until called again with ``False``."""
+        with self._ledger.lock:
+            self.documents_allowed = not refused
+
+    def documents_of(self, matter_id: int, *, uncompleted: bool = True) -> list[Record]:
+        """The matter's documents as a test checks them: ``id``, ``name``, ``fully_uploaded``
+        (the latest version's), ``uuid``, ``sha256`` and ``size`` of the bytes stored for
+        the latest version (None before a PUT), ``data`` (small files only),
+        ``content_type``, ``received_at``, ``external`` (name → value) and ``versions``."""
+        with self._ledger.lock:
+            found = []
+            for document in self.documents.values():
+                if (document["matter"] or {}).get("id") != matter_id or \
+                        (not uncompleted and not document_completed(document)):
+                    continue
+                version = document["latest_document_version"]
+                upload = self._ledger.storage.upload(version["uuid"])
+                found.append({
+                    "id": document["id"], "name": document["name"],
+                    "fully_uploaded": version["fully_uploaded"], "uuid": version["uuid"],
+                    "sha256": upload.sha256 if upload else None,
+                    "size": upload.size if upload else None,
+                    "data": upload.data if upload else None,
+                    "content_type": version["content_type"],
+                    "received_at": document["received_at"],
+                    "external": {p["name"]: p["value"] for p in document["external_properties"]},
+                    "versions": len(document["versions"]),
+                })
+            return found
+
+    def matter_folder(self, matter_id: int) -> Record:
+        """The matter's own document folder (made on first use)."""
+        with self._ledger.lock:
+            matter = self.matters[matter_id]
+            folder_id = matter.get("folder_id")
+            if folder_id is None:
+                folder = self._ledger.new_record(type="Folder", name=matter["display_number"],
+                                                 matter={"id": matter_id})
+                self.folders[folder["id"]] = folder
+                folder_id = matter["folder_id"] = folder["id"]
+            return self.folders[folder_id]
+
     def store(self, resource: str) -> dict[int, Record]:
         """The records of one resource kind (``activity``, ``matter``, ``contact``...)."""
         return {
             "activity": self.activities, "matter": self.matters, "contact": self.contacts,
+            "document": self.documents, "folder": self.folders,
             "user": self.users, "expense_category": self.expense_categories,
             "utbms_code": self.utbms_codes, "utbms_set": self.utbms_sets,
         }[resource]
 
     def resolve(self, resource: str, reference: Record | None) -> Record | None:
         """The record a nested reference (``{"id": 5}``) points at; bills are embedded."""
-        if reference is None or resource == "bill":
+        if reference is None or resource in EMBEDDED:
             return reference
         return self.store(resource).get(reference["id"], reference)
 
@@ -500,9 +586,14 @@ def render(resource: str, record: Record, tree: FieldTree, account: ClioAccount)
         if nested is None:
             shown[name] = record.get(name)
             continue
-        target = account.resolve(nested, record.get(name))
-        shown[name] = None if target is None else render(
-            nested, target, children or DEFAULT_FIELDS, account)
+        subtree = children or NESTED_DEFAULTS.get(nested, DEFAULT_FIELDS)
+        value = record.get(name)
+        if isinstance(value, list):  # a has-many association (external_properties, ...)
+            shown[name] = [render(nested, account.resolve(nested, item) or item, subtree,
+                                  account) for item in value]
+            continue
+        target = account.resolve(nested, value)
+        shown[name] = None if target is None else render(nested, target, subtree, account)
     return shown
 
 
@@ -673,6 +764,34 @@ def expense_category_predicates(args: MultiDict[str, str]) -> list[Predicate]:
     return predicates
 
 
+def document_completed(document: Record) -> bool:
+    """A document counts as uploaded once one of its versions is fully uploaded."""
+    return any(version["fully_uploaded"] for version in document["versions"])
+
+
+def document_predicates(args: MultiDict[str, str], account: ClioAccount) -> list[Predicate]:
+    predicates = common_predicates(args)
+    for name, key in (("matter_id", "matter"), ("parent_id", "parent")):
+        if name in args:
+            predicates.append(refers_to(key, int_arg(args, name)))
+    if "external_property_value" in args and "external_property_name" not in args:
+        raise bad_argument("external_property_value requires external_property_name")
+    if "external_property_name" in args:
+        wanted_name = args["external_property_name"]
+        wanted_value = args.get("external_property_value")
+        predicates.append(lambda r: any(
+            p["name"] == wanted_name and (wanted_value is None or p["value"] == wanted_value)
+            for p in r["external_properties"]))
+    if args.get("show_uncompleted", "false").lower() != "true":
+        predicates.append(document_completed)
+    if args.get("include_deleted", "false").lower() != "true":
+        predicates.append(lambda r: r.get("deleted_at") is None)
+    if "query" in args:
+        needle = args["query"]
+        predicates.append(lambda r: contains(r["name"], needle))
+    return predicates
+
+
 @dataclass(frozen=True)
 class Collection:
     resource: str
@@ -688,6 +807,7 @@ COLLECTIONS: dict[str, Collection] = {
     "users": Collection("user", "User", 2000, lambda a, _: user_predicates(a)),
     "expense_categories": Collection("expense_category", "ExpenseCategory", 200,
                                      lambda a, _: expense_category_predicates(a)),
+    "documents": Collection("document", "Document", 200, document_predicates),
 }
 UTBMS_COLLECTIONS: dict[str, Collection] = {
     "codes": Collection("utbms_code", "UtbmsCode", 200, lambda a, _: utbms_code_predicates(a)),
@@ -923,6 +1043,42 @@ def activity_total(activity: Record) -> Decimal | None:
     return price * (quantity if quantity is not None else Decimal(1))
 
 
+def external_properties(value: object) -> list[Record]:
+    """A request's ``external_properties`` (``[{name, value}]``, at most 5), checked."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_EXTERNAL_PROPERTIES:
+        raise unprocessable("External properties: there is a limit of 5 per document")
+    found = []
+    for prop in value:
+        name, text = prop.get("name"), prop.get("value")
+        if not isinstance(name, str) or not name or not isinstance(text, str) or not text:
+            raise unprocessable("External property name and value can't be blank")
+        found.append({"name": name, "value": text})
+    return found
+
+
+def storage_fault(status: int = 500, times: int = 1, *, after_handler: bool = False,
+                  delay: float = 0.0) -> Fault:
+    """The next ``times`` storage PUTs fail with ``status`` and an S3 error body; with
+    ``after_handler`` the bytes were stored and only the reply is lost. Arm with
+    ``sandbox.faults.add(...)``."""
+    code = {500: "InternalError", 503: "SlowDown", 403: "AccessDenied"}.get(status, "Error")
+    return Fault(path=r"^/storage/", method="PUT", status=status, times=times,
+                 body=s3_error(status, code, "sandbox fault").get_data(),
+                 content_type="application/xml", after_handler=after_handler, delay=delay)
+
+
+def finish_fault(status: int = 502, times: int = 1, *, after_handler: bool = True,
+                 delay: float = 0.0) -> Fault:
+    """The next ``times`` ``PATCH /documents/{id}.json`` answer ``status``; by default after
+    the PATCH took effect (the document is complete, the reply is lost)."""
+    body = {"error": {"type": "BadGateway", "message": "sandbox fault"}}
+    return Fault(path=r"^/api/v4/documents/\d+\.json$", method="PATCH", status=status,
+                 times=times, body=json.dumps(body), content_type=JSON_TYPE,
+                 after_handler=after_handler, delay=delay)
+
+
 def same_etag(given: str, etag: str) -> bool:
     def bare(tag: str) -> str:
         return tag.strip().removeprefix("W/").strip('"')
@@ -973,6 +1129,9 @@ URL_MAP = Map([
     Rule("/oauth/deauthorize", methods=["POST"], endpoint="deauthorize"),
     Rule("/api/v4/users/who_am_i.json", methods=["GET"], endpoint="who_am_i"),
     Rule("/api/v4/activities.json", methods=["POST"], endpoint="create_activity"),
+    Rule("/api/v4/documents.json", methods=["POST"], endpoint="create_document"),
+    Rule("/api/v4/documents/<int:record_id>.json", methods=["PATCH"],
+         endpoint="update_document"),
     Rule("/api/v4/activities/<int:record_id>.json", methods=["PATCH"],
          endpoint="update_activity"),
     Rule("/api/v4/activities/<int:record_id>.json", methods=["DELETE"],
@@ -1025,8 +1184,11 @@ class ClioSandbox:
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse
                  ) -> Iterable[bytes]:
         request = Request(environ)
-        response = self._dispatch(request)
-        self._check_response(request, response)
+        if request.path.startswith(STORAGE_PREFIX):
+            response = self._storage_put(request)
+        else:
+            response = self._dispatch(request)
+            self._check_response(request, response)
         return response(environ, start_response)
 
     # -- seeding
@@ -1120,6 +1282,10 @@ class ClioSandbox:
     def _answer(self, context: Context) -> Response:
         request = context.request
         try:
+            if request.path.startswith(f"{API_PREFIX}/documents") and \
+                    not context.account.documents_allowed:
+                raise ApiError(403, "Forbidden", "You do not have permission to access "
+                               "Documents")
             context.body = self._read_body(request)
             self._validate(request, context.body)
             endpoint, context.args = URL_MAP.bind_to_environ(request.environ).match()
@@ -1277,6 +1443,122 @@ class ClioSandbox:
             # Unconfirmed in Clio's docs (its UI freezes billed entries); the sandbox refuses.
             raise unprocessable("Activity is on a bill and can't be changed")
         return activity
+
+    # -- documents
+
+    def _create_document(self, context: Context) -> Response:
+        """A new document on a matter (or folder), or with ``parent {type: Document}`` a new
+        version of an existing one: its ``latest_document_version`` carries the ``uuid``,
+        ``put_url`` and ``put_headers`` of the upload (see ``sandbox.clio_storage``)."""
+        account = context.account
+        tree = self._fields(context.request, "document")
+        data = body_data(context.body)
+        name = data.get("name")
+        if not isinstance(name, str) or not name.strip():
+            raise unprocessable("Name can't be blank")
+        properties = external_properties(data.get("external_properties"))
+        parent = data.get("parent")
+        if not isinstance(parent, dict):
+            raise unprocessable("Parent can't be blank")
+        kind, raw_id = parent.get("type"), parent.get("id")
+        parent_id = raw_id if isinstance(raw_id, int) else 0
+        filename = data.get("filename") or name
+        content_type = data.get("content_type") or mimetypes.guess_type(filename)[0] or \
+            "application/octet-stream"
+        received_at = data.get("received_at")
+        if kind == "Document":
+            document = account.documents.get(parent_id)
+            if document is None:
+                raise unprocessable("Parent is invalid")
+        else:
+            if kind == "Matter" and parent_id in account.matters:
+                folder = account.matter_folder(parent_id)
+            elif kind == "Folder" and parent_id in account.folders:
+                folder = account.folders[parent_id]
+            else:
+                raise unprocessable("Parent is invalid")
+            document = self._ledger.new_record(
+                type="Document", name=name, filename=filename, content_type=content_type,
+                received_at=received_at, size=None, locked=False, deleted_at=None,
+                matter=folder.get("matter"), parent={"id": folder["id"]},
+                external_properties=[], versions=[])
+            account.documents[document["id"]] = document
+        for prop in properties:
+            document["external_properties"].append(self._ledger.new_record(**prop))
+        if len(document["external_properties"]) > MAX_EXTERNAL_PROPERTIES:
+            raise unprocessable("External properties: there is a limit of 5 per document")
+        self._new_version(context, document, filename, content_type, received_at)
+        return json_response({"data": render("document", document, tree, account)}, 201)
+
+    def _new_version(self, context: Context, document: Record, filename: str,
+                     content_type: str, received_at: str | None) -> Record:
+        version_uuid = str(uuid.uuid4())
+        put_url, put_headers = self._ledger.storage.issue(
+            context.request.host_url, version_uuid, filename, content_type)
+        version = self._ledger.new_record(
+            document_id=document["id"], uuid=version_uuid, filename=filename, size=None,
+            version_number=len(document["versions"]) + 1, content_type=content_type,
+            received_at=received_at, put_url=put_url, put_headers=put_headers,
+            fully_uploaded=False)
+        document["versions"].append(version)
+        document["latest_document_version"] = version
+        self._ledger.touch(document)
+        return version
+
+    def _update_document(self, context: Context) -> Response:
+        """PATCH: ``uuid`` + ``fully_uploaded: true`` completes an upload (422
+        ``UploadNotFoundError`` when no bytes reached the ``put_url``); ``name`` and
+        ``received_at`` change."""
+        account = context.account
+        tree = self._fields(context.request, "document")
+        document = self._find(context, COLLECTIONS["documents"], context.args["record_id"])
+        if_match = context.request.headers.get("If-Match")
+        if if_match is not None and not same_etag(if_match, document["etag"]):
+            raise ApiError(412, "PreconditionFailed",
+                           "The resource has changed since it was read (ETag mismatch)")
+        data = body_data(context.body)
+        if data.get("fully_uploaded") is True:
+            version = next((v for v in document["versions"] if v["uuid"] == data.get("uuid")),
+                           None)
+            if version is None:
+                raise unprocessable("Uuid is required to mark a document fully uploaded")
+            if version["fully_uploaded"]:
+                raise unprocessable("Document is already fully uploaded")
+            upload = self._ledger.storage.upload(version["uuid"])
+            if upload is None or upload.sha256 is None:
+                raise ApiError(422, "UploadNotFoundError",
+                               "The file was not found in storage; upload it again")
+            version.update(fully_uploaded=True, size=upload.size, put_url=None)
+            self._ledger.touch(version)
+            if document["latest_document_version"] is version:
+                document["size"] = upload.size
+                document["content_type"] = version["content_type"]
+        for key in ("name", "received_at"):
+            if isinstance(data.get(key), str) and data[key].strip():
+                document[key] = data[key]
+        self._ledger.touch(document)
+        return json_response({"data": render("document", document, tree, account)})
+
+    def _storage_put(self, request: Request) -> Response:
+        """The storage PUT with the sandbox's faults and call log (a refused or faulted body
+        is read and dropped first, so the client reads the answer)."""
+        fault = self.faults.take(request)
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        if fault is None or fault.passthrough:
+            response = self._ledger.storage.put(request)
+        else:
+            if fault.after_handler:
+                self._ledger.storage.put(request)
+            else:
+                drain(request)
+            response = Response(fault.body, status=fault.status, headers=fault.headers,
+                                content_type=fault.content_type)
+        if fault is not None and fault.delay_after:
+            time.sleep(fault.delay_after)
+        self.calls.record(Call(request.method, request.path, request.query_string.decode(),
+                               response.status_code, time.time()))
+        return response
 
     def _find(self, context: Context, collection: Collection, record_id: int) -> Record:
         record = context.account.store(collection.resource).get(record_id)

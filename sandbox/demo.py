@@ -10,6 +10,7 @@ loopback, the importer is the one ``hardcost serve`` runs, the database is a rea
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import tempfile
 from dataclasses import dataclass
@@ -40,6 +41,11 @@ from hardcost.sync.store import EntryLink, WaitingExpense, make_engine, make_ses
 from hardcost.sync.summary import RunSummary
 
 START_DATE = date(2026, 10, 1)
+RECEIPT_FILE = "clerk-receipt-1042.pdf"
+RECEIPT_BYTES = (b"%PDF-1.4\n% Superior Court Clerk, receipt for check 1042\n"
+                 + b"% petition and complaint filing fees, certified copies\n" * 40 + b"%%EOF\n")
+"""The filing check's receipt as the bookkeeper attached it in QuickBooks (the demo checks
+Clio ends up with exactly these bytes on each matter)."""
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +62,7 @@ class DemoFirm:
     jane_id: str = ""  # Jane Smith (a QuickBooks customer with one matter in Clio)
     court_id: str = ""  # Superior Court Clerk (a QuickBooks vendor)
     checking_id: str = ""  # the firm's operating account (QuickBooks), which pays by check
+    filing_check_id: str = ""  # Check 1042 (two clients' filing fees), with its receipt
 
 
 def seed_demo(world: SandboxWorld) -> DemoFirm:
@@ -94,7 +101,7 @@ def seed_demo(world: SandboxWorld) -> DemoFirm:
     maria = qbo.add_employee("Maria Lopez")
     ra, jid = reimbursable["Id"], c_jane["Id"]
 
-    qbo.add_purchase(  # one check, two clients, plus an office line that is not a client cost
+    filing_check = qbo.add_purchase(  # one check: two clients, an office line (no client)
         payment_type="Check", doc_number="1042", txn_date="2026-10-06",
         entity=(court["Id"], "Vendor"), paying_account_id=checking["Id"],
         private_note="Filing fees, October calendar",
@@ -149,8 +156,11 @@ def seed_demo(world: SandboxWorld) -> DemoFirm:
         payment_type="Check", doc_number="0999", txn_date="2026-09-15",
         entity=(court["Id"], "Vendor"), paying_account_id=checking["Id"],
         lines=[account_line("120.00", ra, customer_id=jid, description="Old filing")])
+    # The clerk's receipt for check 1042, scanned and attached to it in QuickBooks.
+    qbo.attach("Purchase", filing_check["Id"], RECEIPT_FILE, data=RECEIPT_BYTES,
+               content_type="application/pdf")
     return DemoFirm(qbo, clio, ra, category["id"], courier["Id"], c_acme["Id"], expert["Id"],
-                    jid, court["Id"], checking["Id"])
+                    jid, court["Id"], checking["Id"], filing_check["Id"])
 
 
 def run_demo(*, database_url: str | None, out: TextIO, verbose: bool = False) -> int:
@@ -201,6 +211,8 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
                 out.write(f"  └ {replies} repl{'y' if replies == 1 else 'ies'} in the thread "
                           "with the details\n")
             out.write("\n")
+
+        receipts_filed = _demo_receipt(demo, sessions, firm_id, first, out)
 
         prompt = next(m for m in rig.prompts() if "48.75" in (m.get("text") or ""))
         waiting = next(w for w in _waiting(sessions, firm_id) if w.amount == Decimal("48.75"))
@@ -270,11 +282,38 @@ def _demo(world: SandboxWorld, slack: SlackSandbox, slack_server: RunningServer,
             out.write(f"Sandbox Clio: {check}.\n")
     finally:
         rig.web.stop()
-    ok = not first.error and not second.error and second.imported == 0 and \
+    ok = not first.error and not second.error and second.imported == 0 and receipts_filed \
+        and second.receipts_filed == 0 and \
         not third.error and third.deleted >= 1 and not fourth.error and fourth.updated == 1 \
         and not fifth.error and fifth.by_rule == 1 and not sixth.error \
         and sixth.imported_bills == 1 and untagged and coded and reported
     return 0 if ok else 1
+
+
+def _demo_receipt(demo: DemoFirm, sessions: sessionmaker[Session], firm_id: int,
+                  first: RunSummary, out: TextIO) -> bool:
+    """Check 1042's receipt, attached in QuickBooks, filed in the documents of each matter
+    its entries went to, byte for byte, once each."""
+    matters = sorted({link.clio_matter_id for link in _links(sessions, firm_id)
+                      if link.purchase_id == demo.filing_check_id and link.state == "created"
+                      and link.clio_matter_id is not None})
+    digest = hashlib.sha256(RECEIPT_BYTES).hexdigest()
+    filed = []
+    for matter_id in matters:
+        documents = [d for d in demo.account.documents_of(matter_id)
+                     if d["name"].endswith(RECEIPT_FILE)]
+        matter = demo.account.matters[matter_id]
+        if len(documents) == 1 and documents[0]["fully_uploaded"] \
+                and documents[0]["sha256"] == digest:
+            filed.append(f"“{documents[0]['name']}” (document #{documents[0]['id']}) on "
+                         f"{matter['display_number']} {matter['description']}")
+    ok = bool(matters) and len(filed) == len(matters) and first.receipts_filed == len(matters)
+    out.write(f"Check 1042's receipt ({RECEIPT_FILE}, attached in QuickBooks) is filed in the "
+              "documents of each matter its entries went to, byte for byte:\n"
+              + "".join(f"  • {line}\n" for line in filed)
+              + ("" if ok else "  (not filed on every matter: see the run's failures)\n")
+              + "\n")
+    return ok
 
 
 def _answer(rig: SlackRig, text: str) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import simplejson
 from werkzeug.exceptions import HTTPException
@@ -30,6 +30,7 @@ from werkzeug.wrappers import Request, Response
 from hardcost.sandbox.clock import SandboxClock
 from hardcost.sandbox.faults import CallLog, Fault, FaultPlan, with_faults
 from hardcost.sandbox.qbo_company import (
+    ATTACHABLE,
     ENTITIES,
     NAME_LISTS,
     QboCompany,
@@ -38,6 +39,7 @@ from hardcost.sandbox.qbo_company import (
     item_line,
     last_updated,
 )
+from hardcost.sandbox.qbo_files import DOWNLOAD_SECONDS, download_signature
 from hardcost.sandbox.qbo_oauth import TokenBook
 from hardcost.sandbox.qbo_query import (
     COMPANY_TZ,
@@ -74,8 +76,13 @@ _URLS = Map([
     Rule("/v3/company/<realm>/companyinfo/<company_id>", endpoint="company_info",
          methods=["GET"]),
     Rule("/v3/company/<realm>/<any(purchase, bill, billpayment, customer, vendor, employee, "
-         "account, item):entity>"
+         "account, item, attachable):entity>"
          "/<record_id>", endpoint="read", methods=["GET"]),
+    Rule("/v3/company/<realm>/download/<attachable_id>", endpoint="download_uri",
+         methods=["GET"]),
+    # The pre-signed download links (TempDownloadUri): no Authorization, a signature instead.
+    Rule("/attachments/<file_realm>/<attachable_id>/<path:file_name>", endpoint="download_file",
+         methods=["GET"]),
     Rule("/oauth2/v1/tokens/bearer", endpoint="token", methods=["POST"]),
     Rule("/v2/oauth2/tokens/revoke", endpoint="revoke", methods=["POST"]),
     Rule("/connect/oauth2", endpoint="authorize", methods=["GET"]),
@@ -171,7 +178,12 @@ class QboSandbox:
             "query": self._query, "cdc": self._cdc, "preferences": self._preferences,
             "company_info": self._company_info, "read": self._read, "token": self._token,
             "revoke": self._revoke, "authorize": self._authorize,
+            "download_uri": self._download_uri, "download_file": self._download_file,
         }
+        self._download_key = secrets.token_bytes(32)
+        self._download_generation = 0
+        self.download_seconds = DOWNLOAD_SECONDS
+        """How long a ``TempDownloadUri`` works on the sandbox clock (15 minutes)."""
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         response = self._dispatch(Request(environ))
@@ -223,6 +235,28 @@ class QboSandbox:
         """The ``intuit-signature`` header Intuit would send with ``body``."""
         digest = hmac.new(self.webhook_verifier.encode(), body, hashlib.sha256).digest()
         return base64.b64encode(digest).decode()
+
+    def expire_downloads(self) -> None:
+        """Every ``TempDownloadUri`` handed out so far answers 403 from now on (as if its 15
+        minutes had passed); links handed out afterwards work."""
+        with self._lock:
+            self._download_generation += 1
+
+    def webhook_notification(self, realm_id: str, changes: list[tuple[str, str, str]]
+                             ) -> tuple[bytes, dict[str, str]]:
+        """A signed webhook delivery in Intuit's ``eventNotifications`` format naming
+        ``changes`` ((entity, id, operation): ``("Attachable", "1000…", "Create")``):
+        (the body, the headers to POST it with)."""
+        stamp = self.clock.now().isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        body = simplejson.dumps({"eventNotifications": [{
+            "realmId": realm_id,
+            "dataChangeEvent": {"entities": [
+                {"name": entity, "id": entity_id, "operation": operation,
+                 "lastUpdated": stamp}
+                for entity, entity_id, operation in changes]},
+        }]}).encode()
+        return body, {"Content-Type": "application/json",
+                      "intuit-signature": self.sign_webhook(body)}
 
     # --- dispatch -----------------------------------------------------------------------------
 
@@ -284,7 +318,7 @@ class QboSandbox:
         rows = run_query(query, company.records(entity))
         if query.count:
             return self._ok({"QueryResponse": {"totalCount": len(rows)}})
-        found = page(rows, query)
+        found = self._present(request, company, entity, page(rows, query))
         if not found:
             return self._ok({"QueryResponse": {}})
         return self._ok({"QueryResponse": {entity: found, "startPosition": query.start_position,
@@ -301,7 +335,7 @@ class QboSandbox:
                 f"Check the fields with accounts, customers, items, vendors or employees. "
                 f"({name} {record_id})",
                 "610")
-        return self._ok({name: record})
+        return self._ok({name: self._present(request, company, name, [record])[0]})
 
     def _cdc(self, request: Request, company: QboCompany) -> Response:
         names = [n.strip() for n in request.args.get("entities", "").split(",") if n.strip()]
@@ -317,9 +351,75 @@ class QboSandbox:
                                "2010")
         changes = _oldest_changes(company, list(dict.fromkeys(e for e in entities if e)), since)
         return self._ok({"CDCResponse": [{"QueryResponse": [
-            {entity: rows, "startPosition": 1, "maxResults": len(rows)}
+            {entity: self._present(request, company, entity, rows), "startPosition": 1,
+             "maxResults": len(rows)}
             for entity, rows in changes.items()
         ]}]})
+
+    # --- attachments --------------------------------------------------------------------------
+
+    def _present(self, request: Request, company: QboCompany, entity: str,
+                 rows: list[Record]) -> list[Record]:
+        """Rows as QuickBooks sends them: an Attachable with a file gets a fresh
+        ``TempDownloadUri`` on every read (query, read, CDC)."""
+        if entity != ATTACHABLE:
+            return rows
+        return [{**row, "TempDownloadUri": self._download_url(request, company, str(row["Id"]))}
+                if company.attachment(str(row.get("Id"))) is not None and
+                row.get("status") != "Deleted" else row for row in rows]
+
+    def _download_url(self, request: Request, company: QboCompany, attachable_id: str) -> str:
+        expires = int(self.clock.timestamp()) + self.download_seconds
+        generation = self._download_generation
+        signature = download_signature(self._download_key, company.realm_id, attachable_id,
+                                       expires, generation)
+        record = company.record(ATTACHABLE, attachable_id) or {}
+        name = quote(str(record.get("FileName") or "file"), safe="")
+        query = urlencode({"Expires": expires, "Generation": generation,
+                           "Signature": signature})
+        return (f"{request.host_url}attachments/{quote(company.realm_id, safe='')}/"
+                f"{quote(attachable_id, safe='')}/{name}?{query}")
+
+    def _download_uri(self, request: Request, company: QboCompany,
+                      attachable_id: str) -> Response:
+        """``GET /download/<id>``: the plain-text temporary URL Intuit documents."""
+        if company.attachment(attachable_id) is None or \
+                company.record(ATTACHABLE, attachable_id) is None:
+            return self._fault("Object Not Found",
+                               f"Object Not Found : Attachable {attachable_id}", "610")
+        return Response(self._download_url(request, company, attachable_id), status=200,
+                        content_type="text/plain")
+
+    def _download_file(self, request: Request, file_realm: str, attachable_id: str,
+                       file_name: str) -> Response:
+        """The pre-signed link: 403 once expired (sandbox clock) or tampered with, like S3."""
+        company = self._companies.get(file_realm)
+        args = request.args
+        if "Authorization" in request.headers:
+            return _s3_error(400, "InvalidArgument", "Only one auth mechanism allowed; only "
+                             "the X-Amz-Algorithm query parameter, Signature query string "
+                             "parameter or the Authorization header should be specified")
+        try:
+            expires, generation = int(args.get("Expires", "")), int(args.get("Generation", ""))
+        except ValueError:
+            return _s3_error(403, "AccessDenied", "Query-string authentication requires the "
+                             "Signature, Expires and AWSAccessKeyId parameters")
+        wanted = download_signature(self._download_key, file_realm, attachable_id, expires,
+                                    generation)
+        if company is None or not hmac.compare_digest(wanted, args.get("Signature", "")):
+            return _s3_error(403, "SignatureDoesNotMatch", "The request signature we "
+                             "calculated does not match the signature you provided.")
+        if expires <= self.clock.timestamp() or generation != self._download_generation:
+            return _s3_error(403, "AccessDenied", "Request has expired")
+        body = company.attachment(attachable_id)
+        record = company.record(ATTACHABLE, attachable_id)
+        if body is None or record is None:
+            return _s3_error(404, "NoSuchKey", "The specified key does not exist.")
+        response = Response(body.chunks(), status=200, direct_passthrough=True,
+                            content_type=str(record.get("ContentType") or
+                                             "application/octet-stream"))
+        response.headers["Content-Length"] = str(body.size)
+        return response
 
     def _preferences(self, request: Request, company: QboCompany) -> Response:
         return self._ok({"Preferences": company.preferences_body()})
@@ -394,6 +494,13 @@ class QboSandbox:
         separator = "&" if "?" in redirect_uri else "?"
         return Response(status=302, headers={"Location": redirect_uri + separator +
                                              urlencode(params)})
+
+
+def _s3_error(status: int, code: str, message: str) -> Response:
+    body = ('<?xml version="1.0" encoding="UTF-8"?>'
+            f"<Error><Code>{code}</Code><Message>{message}</Message>"
+            f"<RequestId>{secrets.token_hex(8).upper()}</RequestId></Error>")
+    return Response(body, status=status, content_type="application/xml")
 
 
 def _oldest_changes(company: QboCompany, entities: list[str],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import mimetypes
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -15,12 +16,18 @@ from decimal import Decimal
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from hardcost.sandbox.clock import SandboxClock
+from hardcost.sandbox.qbo_files import FileBody
 from hardcost.sandbox.qbo_query import COMPANY_TZ, parse_instant
 
 ENTITIES = ("Purchase", "Bill", "BillPayment", "Customer", "Vendor", "Employee", "Account",
-            "Item")
+            "Item", "Attachable")
 TRANSACTIONS = frozenset({"Purchase", "Bill", "BillPayment"})
+DELETABLE = TRANSACTIONS | {"Attachable"}
 """Entities whose deletions CDC reports (as ``status: Deleted`` stubs)."""
+ATTACHABLE = "Attachable"
+ATTACHABLE_ID_BASE = 100000000004190000
+"""Attachable ids run long in QuickBooks (Intuit's examples: ``100000000004190865``)."""
+ATTACHABLE_TARGETS = {"purchase": "Purchase", "bill": "Bill"}
 NAME_LISTS = frozenset({"Customer", "Vendor", "Employee", "Account", "Item"})
 PAYEE_TYPES = ("Customer", "Vendor", "Employee")
 CURRENCY_NAMES = {
@@ -159,7 +166,10 @@ class QboCompany:
         self.lock = lock
         self._records: dict[str, dict[str, Record]] = {entity: {} for entity in ENTITIES}
         self._counters: dict[str, int] = dict.fromkeys(ENTITIES, 0)
-        self._deleted: dict[str, dict[str, Record]] = {entity: {} for entity in TRANSACTIONS}
+        self._deleted: dict[str, dict[str, Record]] = {entity: {} for entity in DELETABLE}
+        self._counters[ATTACHABLE] = ATTACHABLE_ID_BASE
+        self._files: dict[str, FileBody] = {}
+        self.attachables: dict[str, Record] = self._records[ATTACHABLE]
         self.purchases: dict[str, Record] = self._records["Purchase"]
         self.bills: dict[str, Record] = self._records["Bill"]
         self.bill_payments: dict[str, Record] = self._records["BillPayment"]
@@ -414,6 +424,106 @@ class QboCompany:
                 if self.payments_touch_bills:
                     self._touch(bill)
 
+    # --- attachments (Attachable) --------------------------------------------------------------
+
+    @_locked
+    def attach(self, txn_type: str, txn_id: str, file_name: str, *, size: int | None = None,
+               data: bytes | None = None, content_type: str | None = None,
+               category: str = "Receipt", note: str | None = None,
+               id: str | None = None) -> str:
+        """A file attached to a purchase or Bill (``txn_type`` ``Purchase``/``Bill``), as the
+        QuickBooks UI's "Attachments" box makes one; returns the Attachable's id. Give the
+        bytes (``data``) or only a ``size``: the content is then generated from the id (the
+        same for the same id, never held whole in memory)."""
+        ref = self._attachable_ref(txn_type, txn_id)
+        record_id = id or self._next_id(ATTACHABLE)
+        body = FileBody.of(data, size if data is None else None,
+                           f"{self.realm_id}/{record_id}")
+        guessed = mimetypes.guess_type(file_name)[0]
+        record: Record = {"AttachableRef": [ref], "FileName": file_name}
+        if note is not None:
+            record["Note"] = note
+        record.update({
+            "Category": category,
+            "ContentType": content_type or guessed or "application/octet-stream",
+            "Size": body.size,
+            "FileAccessUri": f"/v3/company/{self.realm_id}/download/{record_id}",
+        })
+        stored = self._insert(ATTACHABLE, record, record_id)
+        self._files[stored["Id"]] = body
+        return str(stored["Id"])
+
+    @_locked
+    def link_attachable(self, attachable_id: str, txn_type: str, txn_id: str) -> Record:
+        """The file is attached to one more transaction (one Attachable, several refs)."""
+        record = self._get(ATTACHABLE, attachable_id)
+        record.setdefault("AttachableRef", []).append(self._attachable_ref(txn_type, txn_id))
+        return self._touch(record)
+
+    @_locked
+    def detach(self, attachable_id: str, txn_type: str, txn_id: str) -> Record:
+        """The file is taken off the transaction (it stays in the attachment list)."""
+        record = self._get(ATTACHABLE, attachable_id)
+        record["AttachableRef"] = [
+            ref for ref in record.get("AttachableRef", [])
+            if not _refers_to(ref, txn_type, txn_id)]
+        return self._touch(record)
+
+    @_locked
+    def set_attachment_inactive(self, attachable_id: str, txn_type: str, txn_id: str,
+                                inactive: bool = True) -> Record:
+        """The link to the transaction is kept but marked ``Inactive``."""
+        record = self._get(ATTACHABLE, attachable_id)
+        for ref in record.get("AttachableRef", []):
+            if _refers_to(ref, txn_type, txn_id):
+                ref["Inactive"] = inactive
+        return self._touch(record)
+
+    @_locked
+    def delete_attachable(self, attachable_id: str) -> None:
+        """The file is deleted: CDC reports a ``status: Deleted`` stub, reads answer 610."""
+        self._delete(ATTACHABLE, attachable_id)
+        self._files.pop(attachable_id, None)
+
+    @_locked
+    def put_attachable_raw(self, attachable: Record, *, data: bytes | None = None,
+                           size: int | None = None) -> Record:
+        """Store an Attachable verbatim (malformed ones too); fills Id/SyncToken/MetaData if
+        absent. With ``data`` or ``size`` it has a file to download."""
+        record = copy.deepcopy(attachable)
+        if "Id" not in record:
+            record["Id"] = self._next_id(ATTACHABLE)
+        else:
+            self._bump_counter(ATTACHABLE, str(record["Id"]))
+        record.setdefault("SyncToken", "0")
+        if "MetaData" not in record:
+            stamp = self._stamp()
+            record["MetaData"] = {"CreateTime": stamp, "LastUpdatedTime": stamp}
+        record_id = str(record["Id"])
+        self.attachables[record_id] = record
+        if data is not None or size is not None:
+            self._files[record_id] = FileBody.of(data, size, f"{self.realm_id}/{record_id}")
+        return copy.deepcopy(record)
+
+    def attachment(self, attachable_id: str) -> FileBody | None:
+        """The file's content (``chunks()``, ``sha256()``, ``size``), None when it has none."""
+        with self.lock:
+            return self._files.get(attachable_id)
+
+    def attachment_sha256(self, attachable_id: str) -> str:
+        body = self.attachment(attachable_id)
+        if body is None:
+            raise KeyError(f"Attachable {attachable_id!r} has no file")
+        return body.sha256()
+
+    def _attachable_ref(self, txn_type: str, txn_id: str) -> Record:
+        entity = ATTACHABLE_TARGETS.get(txn_type.lower())
+        if entity is None:
+            raise ValueError(f"attach to a Purchase or a Bill, not {txn_type!r}")
+        self._get(entity, txn_id)
+        return {"EntityRef": {"type": entity, "value": txn_id}, "IncludeOnSend": False,
+                "Inactive": False}
+
     # --- preferences --------------------------------------------------------------------------
 
     @_locked
@@ -456,7 +566,7 @@ class QboCompany:
     def changes_since(self, entity: str, since: datetime) -> list[Record]:
         """Current records and deletion stubs last updated at or after ``since``."""
         candidates = self.records(entity)
-        if entity in TRANSACTIONS:
+        if entity in DELETABLE:
             candidates += list(self._deleted[entity].values())
         return [r for r in candidates if (at := last_updated(r)) is not None and at >= since]
 
@@ -613,6 +723,12 @@ def _zero(transaction: Record) -> None:
     transaction["TotalAmt"] = Decimal(0)
     note = transaction.get("PrivateNote")
     transaction["PrivateNote"] = f"Voided - {note}" if note else "Voided"
+
+
+def _refers_to(ref: Any, txn_type: str, txn_id: str) -> bool:
+    entity = ref.get("EntityRef") if isinstance(ref, dict) else None
+    return isinstance(entity, dict) and str(entity.get("type", "")).lower() == \
+        txn_type.lower() and str(entity.get("value")) == txn_id
 
 
 def _set_or_drop(record: Record, key: str, value: Any) -> None:

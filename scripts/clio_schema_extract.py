@@ -50,6 +50,8 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/activities/{id}.json": ("get", "patch", "delete"),
     "/utbms/codes.json": ("get",),
     "/utbms/sets.json": ("get",),
+    "/documents.json": ("get", "post"),
+    "/documents/{id}.json": ("get", "patch"),
 }
 
 SCHEMA_KEYWORDS = (

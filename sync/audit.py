@@ -50,6 +50,8 @@ class Action(enum.StrEnum):
     RESUMED = "resumed"
     RULE_CREATED = "rule_created"  # a person made a matter rule (payee → client → matter)
     RULE_REMOVED = "rule_removed"  # a person removed one (or replaced it with a new one)
+    RECEIPT_FILED = "receipt_filed"  # a file attached in QuickBooks was filed on the matter
+    RECEIPT_KEPT = "receipt_kept"  # ... and removed in QuickBooks since: the document stays
 
 
 DESCRIPTIONS = {
@@ -73,6 +75,8 @@ DESCRIPTIONS = {
     Action.RESUMED: "resumed",
     Action.RULE_CREATED: "matter rule made",
     Action.RULE_REMOVED: "matter rule removed",
+    Action.RECEIPT_FILED: "receipt filed in Clio",
+    Action.RECEIPT_KEPT: "receipt removed in QuickBooks, kept in Clio",
 }
 
 SYSTEM_ACTORS = frozenset({"schedule", "webhook", "manual", "slack", "retry", "demo", "cli"})

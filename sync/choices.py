@@ -24,7 +24,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from hardcost.sync import audit, matter_cache, suggestions
+from hardcost.sync import audit, matter_cache, receipts, suggestions
 from hardcost.sync.clio import Contact, Matter
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import Importer
@@ -160,6 +160,7 @@ def choose_matter(importer: Importer, waiting_id: int, matter_id: int,
                             "Nothing was saved; you can choose again.", label=label)
     if row.contact_id is not None:
         _remember(importer, entry, row.contact_id, user_id, only_if_missing=True)
+    receipts.file_after_choice(importer, entry.key.purchase_id, user_id)
     return ChoiceResult("linked", f"Linked to {label}.", label=label,
                         clio_entry_id=activity.id, answered_by=user_id)
 
@@ -202,6 +203,7 @@ def choose_contact(importer: Importer, waiting_id: int, contact_id: int,
             _release(importer, waiting_id)
             return ChoiceResult("failed", f"Clio did not take the entry: {exc.message} "
                                 "Nothing was saved; you can choose again.")
+        receipts.file_after_choice(importer, entry.key.purchase_id, user_id)
         return ChoiceResult("linked", f"{name} remembered; linked to {label}.", label=label,
                             clio_entry_id=activity.id, answered_by=user_id)
     # Still a question, now about the matter: the old prompt is answered, a new one is asked.

@@ -1,13 +1,16 @@
-"""Clio Manage v4 client: contacts, matters, users, categories and hard-cost entries."""
+"""Clio Manage v4 client: contacts, matters, users, categories, hard-cost entries and the
+documents receipts are filed as."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any
+from typing import Any, BinaryIO, Protocol
 
 import requests
 
@@ -51,6 +54,14 @@ REPORT_FIELDS = ("id,date,price,total,billed,on_bill,non_billable,no_charge,"
                  "matter{id,display_number},vendor{id,name},bill{id,number,state,issued_at}")
 """What the monthly report reads of each entry (``sync.month_report``)."""
 MATTER_IDS_PER_CALL = 100  # ``ids[]`` per matters.json call: the URL stays short
+UPLOAD_FIELDS = "id,latest_document_version{uuid,put_url,put_headers,fully_uploaded}"
+"""What a new document (or version) is read for: where and how to PUT its bytes."""
+DOCUMENT_FIELDS = ("id,name,size,matter{id},latest_document_version{uuid,fully_uploaded,size},"
+                   "external_properties{name,value}")
+STORAGE_TIMEOUT = (10.0, 300.0)
+"""(connect, read) seconds for a PUT to the document storage (a large file's answer comes
+once all of it has arrived)."""
+STORAGE_CHUNK = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -200,6 +211,45 @@ class PreconditionFailed(RequestRejected):
     """412: the entry's etag is not the one sent in ``If-Match`` (someone changed it)."""
 
 
+class DocumentsForbidden(ConfigError):
+    """403 on ``/documents``: the Clio connection lacks the documents permission."""
+
+
+class UploadRefused(RequestRejected):
+    """The document storage refused the PUT (``status``; S3's error code in ``code`` and the
+    message), or Clio would not complete the document because of its upload."""
+
+
+class UploadNotFound(UploadRefused):
+    """``PATCH fully_uploaded`` answered ``UploadNotFoundError``: no bytes reached the
+    ``put_url`` (upload again, into a new version)."""
+
+
+@dataclass(frozen=True)
+class Upload:
+    """Where the bytes of a new document (version) go: PUT to ``put_url`` with exactly
+    ``put_headers``, then ``finish_document(document_id, uuid)``."""
+
+    document_id: int
+    uuid: str
+    put_url: str
+    put_headers: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Document:
+    id: int
+    name: str
+    matter_id: int | None
+    fully_uploaded: bool
+    """Whether the latest version's upload is complete."""
+    uuid: str | None
+    """The latest version's uuid."""
+    size: int | None
+    external: dict[str, str]
+    """The document's external properties, name → value."""
+
+
 MAX_ID = 2 ** 53  # Clio's ids are JSON numbers: beyond this they are not exact anywhere
 
 
@@ -250,6 +300,84 @@ def holds_marker(note: str | None, marker: str) -> bool:
     return note.rstrip().rsplit("\n", 1)[-1].strip() == marker
 
 
+def _upload(row: Mapping[str, Any]) -> Upload:
+    version = row["latest_document_version"]
+    headers: dict[str, str] = {}
+    for header in version.get("put_headers") or []:
+        name, value = header["name"], header["value"]
+        if not isinstance(name, str) or not isinstance(value, str) or \
+                not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}", name) or \
+                any(c in value for c in "\r\n\x00"):
+            raise ValueError(f"put_headers holds {header!r}")
+        headers[name] = value
+    put_url, uuid = version["put_url"], version["uuid"]
+    if not isinstance(put_url, str) or not put_url.startswith(("https://", "http://")):
+        raise ValueError("put_url is not a URL")
+    if not isinstance(uuid, str) or not fits(uuid, 100) or not uuid:
+        raise ValueError("uuid is not a uuid")
+    return Upload(_id(row["id"]), uuid, put_url, headers)
+
+
+def _document(row: Mapping[str, Any]) -> Document:
+    version = row.get("latest_document_version") or {}
+    matter = row.get("matter") or {}
+    external: dict[str, str] = {}
+    for prop in row.get("external_properties") or []:
+        if isinstance(prop, dict) and isinstance(prop.get("name"), str) and \
+                isinstance(prop.get("value"), str):
+            external[_str(prop["name"])] = _str(prop["value"])
+    size = row.get("size") if row.get("size") is not None else version.get("size")
+    uuid = version.get("uuid")
+    return Document(
+        id=_id(row["id"]), name=_str(row.get("name")),
+        matter_id=_id(matter["id"]) if matter.get("id") is not None else None,
+        fully_uploaded=version.get("fully_uploaded") is True,
+        uuid=_str(uuid) if isinstance(uuid, str) and uuid else None,
+        size=size if isinstance(size, int) and not isinstance(size, bool) and size >= 0
+        else None,
+        external=external)
+
+
+class Readable(Protocol):
+    """What ``put_bytes`` reads a file from: a binary file, a spooled temporary file, or a
+    streamed download's raw body (``requests.Response.raw``)."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
+class _Body:
+    """``length`` bytes of ``raw``, read a chunk at a time as the request is sent (never
+    whole); ``len()`` gives requests the ``Content-Length``, so it is never chunked."""
+
+    def __init__(self, raw: Readable, length: int) -> None:
+        self.raw, self.length, self.sent = raw, length, 0
+
+    def __len__(self) -> int:
+        return self.length
+
+    def read(self, size: int = -1) -> bytes:
+        left = self.length - self.sent
+        if left <= 0:
+            return b""
+        chunk = self.raw.read(left if size is None or size < 0 else min(size, left))
+        if not chunk:
+            raise ValueError(f"the file ended after {self.sent} of {self.length} bytes")
+        self.sent += len(chunk)
+        return chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self.read(STORAGE_CHUNK):
+            yield chunk
+
+
+def _storage_error(response: requests.Response) -> tuple[str | None, str | None]:
+    """S3's ``<Code>`` and ``<Message>`` of a storage error body."""
+    text = (response.text or "")[:4000]
+    found = [m.group(1) if (m := re.search(f"<{tag}>([^<]{{1,300}})</{tag}>", text)) else None
+             for tag in ("Code", "Message")]
+    return found[0], found[1]
+
+
 def _activity(row: Mapping[str, Any]) -> Activity:
     matter = row.get("matter") or {}
     bill = row.get("bill") or {}
@@ -281,6 +409,8 @@ class ClioClient:
         self.api = ApiSession(SERVICE, tokens=tokens, pacer=pacer or HeaderPacer(),
                               decode_error=decode_error, retry=retry, timeout=timeout,
                               default_headers={"X-API-VERSION": API_VERSION}, session=session)
+        self._storage = requests.Session()  # the document storage: no token, no API headers
+        self._storage.trust_env = False
 
     def matter_url(self, matter_id: int | None) -> str | None:
         """The matter's page in Clio's web app (where its entries are listed)."""
@@ -549,3 +679,128 @@ class ClioClient:
         response = self.api.request("GET", f"{self.base}/activities/{activity_id}.json",
                                     params={"fields": ACTIVITY_FIELDS})
         return shaped(SERVICE, "an entry", lambda: _activity(self._json(response)["data"]))
+
+    # -- documents (receipts) ------------------------------------------------------------------
+
+    @contextmanager
+    def _documents_allowed(self) -> Iterator[None]:
+        """A 403 on ``/documents`` becomes :class:`DocumentsForbidden`."""
+        try:
+            yield
+        except ConfigError as exc:
+            if exc.status != 403 or isinstance(exc, ReconnectRequired):
+                raise
+            raise DocumentsForbidden(
+                SERVICE, "The Clio connection may not add documents: reconnect Clio as a user "
+                "allowed to manage documents (and with the app's documents permission).",
+                status=exc.status, code=exc.code, detail=exc.detail,
+                request_id=exc.request_id) from None
+
+    def _post_document(self, data: dict[str, Any], what: str) -> Upload:
+        with self._documents_allowed():
+            response = self.api.request("POST", f"{self.base}/documents.json",
+                                        params={"fields": UPLOAD_FIELDS},
+                                        json_body={"data": data}, idempotent=False)
+        try:
+            body = self._json(response)
+        except MalformedAnswer as exc:  # Clio took the POST: the document may exist
+            exc.ambiguous = True
+            raise
+        return shaped(SERVICE, what, lambda: _upload(body["data"]), ambiguous=True)
+
+    def create_document(self, *, name: str, matter_id: int, content_type: str | None,
+                        received_at: date | None, external: Mapping[str, str]) -> Upload:
+        """``POST /documents.json`` on the matter (``parent {type: Matter}``) with its
+        external properties (at most 5); the answer says where to PUT the bytes. Not retried
+        on an ambiguous failure: look it up with :meth:`find_documents`."""
+        if len(external) > 5:
+            raise ValueError("Clio keeps at most 5 external properties per document")
+        data: dict[str, Any] = {"name": name, "parent": {"id": matter_id, "type": "Matter"}}
+        if content_type:
+            data["content_type"] = content_type
+        if received_at is not None:
+            data["received_at"] = f"{received_at.isoformat()}T00:00:00+00:00"
+        if external:
+            data["external_properties"] = [{"name": k, "value": v} for k, v in external.items()]
+        return self._post_document(data, "the new document")
+
+    def new_version(self, document_id: int, *, name: str, content_type: str | None) -> Upload:
+        """A new upload into an existing (half-finished) document: Clio's documented way is
+        ``POST /documents.json`` with ``parent {id: document_id, type: "Document"}``, which
+        adds a version with its own ``uuid``/``put_url``; then PUT and
+        :meth:`finish_document` as for a new document. (``PATCH /documents/{id}`` has no
+        field that hands out a new ``put_url`` for a single-part upload.)"""
+        data: dict[str, Any] = {"name": name, "parent": {"id": document_id, "type": "Document"}}
+        if content_type:
+            data["content_type"] = content_type
+        return self._post_document(data, "the new document version")
+
+    def put_bytes(self, upload: Upload, body: BinaryIO | Readable, length: int) -> None:
+        """PUT ``length`` bytes of ``body`` to the storage ``put_url``, streamed (64 KiB at a
+        time, never read whole) with exactly ``put_headers`` and a ``Content-Length``; no
+        ``Authorization``, and outside the API's pacing and token refresh (it is S3, not
+        Clio's API). A refusal raises :class:`UploadRefused`; no answer or a 5xx raises
+        ``ServiceDown`` (not retried here: the body has been read; upload again)."""
+        if length < 0:
+            raise ValueError("length must be 0 or more")
+        headers = dict(upload.put_headers)
+        headers.pop("Authorization", None)
+        headers["Content-Length"] = str(length)
+        try:
+            response = self._storage.put(upload.put_url, data=_Body(body, length) if length
+                                         else b"", headers=headers, timeout=STORAGE_TIMEOUT,
+                                         proxies=self.api._proxies_for(upload.put_url))
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise ServiceDown(SERVICE, f"Clio's document storage did not answer "
+                              f"({type(exc).__name__}).", unanswered=True) from None
+        with response:
+            if response.status_code < 300:
+                return
+            code, message = _storage_error(response)
+            status = response.status_code
+        log.warning("Clio document storage refused an upload: %s %s %s", status, code, message)
+        if status >= 500:
+            raise ServiceDown(SERVICE, "Clio's document storage had an internal error.",
+                              status=status, code=code, detail=message)
+        raise UploadRefused(SERVICE, f"Clio's document storage refused the file ({status} "
+                            f"{code or 'error'}).", status=status, code=code, detail=message)
+
+    def finish_document(self, document_id: int, uuid: str) -> Document:
+        """``PATCH /documents/{id}.json {uuid, fully_uploaded: true}``: the upload is complete.
+        Safe to repeat: when Clio says the version is already complete (a retry after a lost
+        answer), the document is read and returned. No bytes at the ``put_url`` raises
+        :class:`UploadNotFound`."""
+        try:
+            with self._documents_allowed():
+                response = self.api.request(
+                    "PATCH", f"{self.base}/documents/{document_id}.json",
+                    params={"fields": DOCUMENT_FIELDS},
+                    json_body={"data": {"uuid": uuid, "fully_uploaded": True}},
+                    idempotent=True)
+        except RequestRejected as exc:
+            if exc.code == "UploadNotFoundError":
+                raise UploadNotFound(SERVICE, "Clio did not find the uploaded file; hardcost "
+                                     "uploads it again.", status=exc.status, code=exc.code,
+                                     detail=exc.detail, request_id=exc.request_id) from None
+            if exc.status == 422 and "already" in str(exc.detail or "").lower():
+                done = self.document(document_id)
+                if done.fully_uploaded and done.uuid == uuid:
+                    return done
+            raise
+        body = self._json(response)
+        return shaped(SERVICE, "the finished document", lambda: _document(body["data"]))
+
+    def find_documents(self, *, name: str, value: str) -> list[Document]:
+        """Documents whose external property ``name`` is ``value``, half-finished ones too
+        (``show_uncompleted=true``): what an earlier attempt may have left."""
+        params = {"external_property_name": name, "external_property_value": value,
+                  "show_uncompleted": "true", "fields": DOCUMENT_FIELDS}
+        with self._documents_allowed():
+            rows = list(self._paged("documents.json", params))
+        return shaped(SERVICE, "a search of documents", lambda: [_document(r) for r in rows])
+
+    def document(self, document_id: int) -> Document:
+        with self._documents_allowed():
+            response = self.api.request("GET", f"{self.base}/documents/{document_id}.json",
+                                        params={"fields": DOCUMENT_FIELDS})
+        return shaped(SERVICE, "a document", lambda: _document(self._json(response)["data"]))

@@ -22,6 +22,10 @@ from hardcost.sync.run_state import RunState, entry_label
 from hardcost.sync.store import EntryLink, Failure, FailureKind
 from hardcost.sync.summary import FailureItem, keep
 
+RECEIPT_CODES = "receipt_"
+"""The code prefix of receipts' failures (``sync/receipts.py``): the receipts step retries them
+and closes them once filed; reading the purchase again neither retries nor closes them."""
+
 
 class Failures:
     """Records and closes one firm's failures."""
@@ -100,8 +104,9 @@ class Failures:
                     Failure.firm_id == self.firm_id, Failure.resolved_at.is_(None),
                     Failure.purchase_id.in_(chunk)))
                 for row in rows:
-                    if (row.purchase_id, row.customer_id, row.line_id, row.code) in state.raised:
-                        continue
+                    if (row.purchase_id, row.customer_id, row.line_id, row.code) in state.raised \
+                            or row.code.startswith(RECEIPT_CODES):
+                        continue  # a receipt's failure closes once it is filed (receipts.py)
                     row.resolved_at = now
             session.commit()
 
@@ -114,5 +119,5 @@ class Failures:
             rows = session.scalars(select(Failure.purchase_id).where(
                 Failure.firm_id == self.firm_id, Failure.resolved_at.is_(None),
                 Failure.kind.in_([FailureKind.TRANSIENT.value, FailureKind.CONFIG.value]),
-                Failure.purchase_id != "?"))
+                Failure.purchase_id != "?", Failure.code.not_like(RECEIPT_CODES + "%")))
             return set(rows)

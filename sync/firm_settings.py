@@ -22,7 +22,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from hardcost.sync import audit
 from hardcost.sync.bounds import ID, NAME, clip, fits
@@ -51,6 +51,7 @@ USAGE = {
     "digest-hour": "/hardcost set digest-hour <0-23>",
     "timezone": "/hardcost set timezone <IANA name, e.g. America/New_York>",
     "report": "/hardcost set report monthly|off",
+    "receipts": "/hardcost set receipts on|off",
 }
 BILLS_MODES = ("off", "on-entry", "on-payment")
 BILLS_SAID = {
@@ -424,9 +425,32 @@ def _apply(settings: FirmSettings, key: str, raw: str, lookups: Lookups) -> str:
             return ("The month's hard-cost report goes to the channel on the first working day "
                     f"of each month at {settings.digest_hour:02d}:00 ({settings.timezone}).")
         return "No monthly report is posted; /hardcost report still makes one on demand."
+    if key == "receipts":
+        return _receipts(settings, _on_off(raw, key))
     if key == "channel":
         raise SettingError("The channel is set through Slack.", key)  # bot.settings does it
     raise SettingError(f"There is no setting called “{key}”.")
+
+
+def _receipts(settings: FirmSettings, on: bool) -> str:
+    """``set receipts on|off``: turning it on also files the receipts of the entries already
+    imported since the start date, over the next runs."""
+    was = settings.receipts
+    settings.receipts = on
+    if not on:
+        return ("Receipts are no longer filed in Clio; those already filed stay on their "
+                "matters.")
+    since = (f" since {settings.start_date.isoformat()}" if settings.start_date is not None
+             else "")
+    if was:
+        return ("Receipts attached in QuickBooks are filed in the documents of each entry's "
+                "matter in Clio.")
+    session = object_session(settings)
+    if session is not None:  # the filing starts with the next run: make it come soon
+        run_soon(session, settings.firm_id)
+    return ("Receipts attached in QuickBooks are now filed in the documents of each entry's "
+            f"matter in Clio. Those of the entries already imported{since} are filed by the "
+            "next runs, paced like a backfill.")
 
 
 SETTING_FIELDS = {
@@ -436,7 +460,7 @@ SETTING_FIELDS = {
     "bills": "bills",
     "no-customer": "no_customer", "utbms": "utbms_code", "not-billable": "not_billable",
     "approvers": "approvers", "prompts": "prompts", "digest-hour": "digest_hour",
-    "timezone": "timezone", "report": "report",
+    "timezone": "timezone", "report": "report", "receipts": "receipts",
 }
 """Each setting a person changes (``set`` key) → its ``FirmSettings`` column."""
 _LISTS = frozenset({"account", "approvers"})
@@ -535,7 +559,7 @@ def check_value(key: str, raw: str) -> None:
         raise SettingError(f"“{raw}” is neither import nor skip.", key)
     elif key == "no-customer" and raw.lower() not in {"ask", "skip"}:
         raise SettingError(f"“{raw}” is neither ask nor skip.", key)
-    elif key in {"split-lines", "item-lines"}:
+    elif key in {"split-lines", "item-lines", "receipts"}:
         _on_off(raw, key)
     elif key == "prompts" and raw.lower() not in {"each", "digest"}:
         raise SettingError(f"“{raw}” is neither each nor digest.", key)

@@ -30,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync import run_record
+from hardcost.sync import receipts, run_record
 from hardcost.sync.bills import ON_PAYMENT
 from hardcost.sync.changes import Changes, PageWork, sort_entries
 from hardcost.sync.clio import ClioClient
@@ -118,8 +118,7 @@ class Importer:
         return _Parts(reader, writer, waits, failures, changes, placer)
 
     def writer(self) -> Writer:
-        """The exactly-once writer, for a write outside a run (a person's choice in Slack,
-        a grouped answer): ``writer().write(writer_state(...), ...)``."""
+        """The writer outside a run (a choice, a group): ``writer().write(writer_state(…), …)``."""
         return self._parts().writer
 
     def writer_state(self, trigger: str) -> RunState:
@@ -381,6 +380,7 @@ class Importer:
             parts.writer.flush(state)
         if not dry_run:
             parts.placer.remember_contacts(state)
+            receipts.run_step(self, parts.failures, state)  # after the entries: never holds them
         if not dry_run and state.clio_blocked is None and (
                 state.asked_untagged or (state.summary.purchases_read
                                          and parts.waits.untagged_waiting())):
@@ -393,4 +393,5 @@ class Importer:
         return Removals(self.sessions, self.firm_id, state.firm.qbo_realm_id or "", self.qbo,
                         self.clio, state.summary, state.settings.deletions, record, self.clock,
                         self.stopping, state.actor, bills=bills_on(state),
+                        receipts=state.settings.receipts,
                         work=state.open)

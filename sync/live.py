@@ -71,6 +71,7 @@ class LiveFigures:
     remaining_s: float | None  # the estimate; None until the pace is known
     clio_rate_limit: int | None  # requests a minute Clio allows, as it last said
     stop_requested_by: str | None = None
+    receipts_filed: int = 0  # files attached in QuickBooks filed in Clio so far (issue 28)
     updated_at: str = ""  # ISO time of this publication
 
     def to_json(self) -> dict[str, Any]:
@@ -100,6 +101,8 @@ class LiveFigures:
                 elif value is None and f.name in ("purchases_expected", "entries_expected",
                                                   "clio_rate_limit"):
                     values[f.name] = None
+                elif value is None and f.name == "receipts_filed":  # stored before receipts
+                    values[f.name] = 0
                 else:
                     if isinstance(value, bool) or not isinstance(value, int):
                         return None
@@ -257,6 +260,7 @@ class LiveProgress:
             rate_limit_wait_s=round(p.rate_limit_wait_s, 1), elapsed_s=round(elapsed, 1),
             remaining_s=None if remaining is None else round(remaining, 1),
             clio_rate_limit=p.clio_rate_limit, stop_requested_by=self._stop_by,
+            receipts_filed=p.receipts_filed,
             updated_at=self.now().isoformat(timespec="seconds"))
 
     def _store(self, figures: LiveFigures) -> None:

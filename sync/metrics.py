@@ -80,6 +80,10 @@ ENTRIES = Counter("hardcost_entries", "Clio hard-cost entries written, by action
 FAILURES = Counter("hardcost_failures", "New sync failures recorded, by class "
                    "(config: a person must act; transient: retried; data: the expense).",
                    ["kind"], registry=REGISTRY)
+RECEIPTS = Counter("hardcost_receipts", "Receipts (files attached in QuickBooks) filed in the "
+                   "documents of their matters in Clio.", registry=REGISTRY)
+RECEIPT_BYTES = Counter("hardcost_receipt_bytes", "Bytes of the receipts filed in Clio.",
+                        registry=REGISTRY)
 API_REQUESTS = Counter("hardcost_api_requests", "Requests sent to QuickBooks and Clio.",
                        ["service"], registry=REGISTRY)
 API_RATE_LIMITED = Counter("hardcost_api_rate_limited", "Answers that said the rate limit was "

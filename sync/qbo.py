@@ -1,11 +1,12 @@
-"""QuickBooks Online client: purchases, names, preferences and CDC, in the domain's words."""
+"""QuickBooks Online client: purchases, names, preferences, CDC and attachments (receipts), in
+the domain's words."""
 
 from __future__ import annotations
 
 import logging
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -14,6 +15,7 @@ import requests
 
 from hardcost.sync.batches import chunks
 from hardcost.sync.bills import linked_ids
+from hardcost.sync.bounds import ID, fits
 from hardcost.sync.http import (
     ApiError,
     ApiSession,
@@ -32,6 +34,7 @@ from hardcost.sync.http import (
     rate_pacer_for,
 )
 from hardcost.sync.rules import BILL_PREFIX, is_voided
+from hardcost.sync.store import FailureKind
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,18 @@ CDC_LIMIT = 1000  # objects in one CDC answer at most
 CDC_MAX_ANSWERS = 50  # saturated answers followed before giving up on one sweep
 PURCHASE, BILL, BILL_PAYMENT = "Purchase", "Bill", "BillPayment"
 CDC_WITH_BILLS = (PURCHASE, BILL, BILL_PAYMENT)  # one CDC call reads all three
+ATTACHABLE = "Attachable"
+ATTACHABLE_TARGETS = {"purchase": PURCHASE, "bill": BILL}
+"""The transactions whose attachments hardcost files (``AttachableRef.EntityRef.type``)."""
+DOWNLOAD_TIMEOUT = (10.0, 60.0)
+"""(connect, read) seconds for a ``TempDownloadUri``: the read timeout is per chunk."""
+
+
+class DownloadExpired(ApiError):
+    """The ``TempDownloadUri`` answered 403: its 15 minutes are over (or it was tampered
+    with). Read the Attachable again (``QboClient.attachable``) for a fresh link."""
+
+    kind = FailureKind.TRANSIENT
 
 
 @dataclass(frozen=True)
@@ -292,10 +307,80 @@ class QboClient:
         prefs = self.preferences().get("VendorAndPurchasesPrefs") or {}
         return bool(prefs.get("TrackingByCustomer"))
 
-    def purchase_removals_since(self, changed_since: str, *, bills: bool = False) -> CdcSweep:
+    # --- attachments (receipts) ---------------------------------------------------------------
+
+    def attachables_since(self, since: str | None) -> Iterator[list[dict[str, Any]]]:
+        """Pages of Attachables (``select * from Attachable``), all of them when ``since`` is
+        None, else those whose ``MetaData.LastUpdatedTime`` is at or after it (``>=``: a
+        file changed in the watermark's own second is read again rather than missed), oldest
+        change first, 1,000 a page; each a raw dict as QuickBooks sends it."""
+        where = f"MetaData.LastUpdatedTime >= {quote(since)}" if since else ""
+        for rows, _ in self._pages(ATTACHABLE, where, order_by="MetaData.LastUpdatedTime"):
+            yield rows
+
+    def attachable(self, attachable_id: str) -> dict[str, Any] | None:
+        """``GET /attachable/<id>``: the Attachable with a fresh ``TempDownloadUri``; None when
+        QuickBooks no longer has it (deleted: fault 610 or 404)."""
+        if not fits(attachable_id, ID) or not attachable_id.isdigit():
+            return None
+        try:
+            body = self._get(f"attachable/{attachable_id}")
+        except NotFound:
+            return None
+        found = body.get(ATTACHABLE)
+        if not isinstance(found, dict):
+            raise MalformedAnswer(SERVICE, "QuickBooks answered an attachment in a form "
+                                  "hardcost does not understand; the next run tries again.")
+        return found
+
+    def open_download(self, url: str) -> requests.Response:
+        """A streamed GET (``stream=True``) of a ``TempDownloadUri``, without ``Authorization``
+        (it is a pre-signed storage link) and outside the API's pacing. Raises
+        :class:`DownloadExpired` on 403, another :class:`ApiError` otherwise (connection
+        failures and 5xx are tried again as the retry policy says). The caller closes the
+        response (``with client.open_download(url) as response: ...``)."""
+        retry = self.api.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                response = self.api.http.get(url, stream=True, timeout=DOWNLOAD_TIMEOUT,
+                                             headers={"Accept": "*/*"},
+                                             proxies=self.api._proxies_for(url))
+            except (requests.Timeout, requests.ConnectionError) as exc:
+                if attempt < retry.attempts:
+                    retry.sleep(retry.backoff_wait(attempt))
+                    continue
+                raise ServiceDown(SERVICE, f"QuickBooks' file storage did not answer "
+                                  f"({type(exc).__name__}).") from None
+            if response.status_code < 400:
+                return response
+            status = response.status_code
+            detail = _storage_error(response)
+            response.close()
+            if status == 403:
+                raise DownloadExpired(SERVICE, "The receipt's download link from QuickBooks "
+                                      "has expired; hardcost asks QuickBooks for a new one.",
+                                      status=status, detail=detail)
+            if status >= 500 and attempt < retry.attempts:
+                retry.sleep(retry.backoff_wait(attempt))
+                continue
+            if status >= 500:
+                raise ServiceDown(SERVICE, "QuickBooks' file storage had an internal error.",
+                                  status=status, detail=detail)
+            if status == 404:
+                raise NotFound(SERVICE, "QuickBooks no longer has this receipt's file.",
+                               status=status, detail=detail)
+            raise RequestRejected(SERVICE, f"QuickBooks' file storage refused the download "
+                                  f"({status}).", status=status, detail=detail)
+
+    def purchase_removals_since(self, changed_since: str, *, bills: bool = False,
+                                attachables: bool = False) -> CdcSweep:
         """Purchases (and with ``bills``, Bills as ``bill-<id>``) deleted (``status:
         Deleted``) or voided since ``changed_since`` (≤ 30 days back), by CDC; with ``bills``
-        the same call reads BillPayments, whose Bills are named in ``paid``.
+        the same call reads BillPayments, whose Bills are named in ``paid``. With
+        ``attachables`` the same call reads Attachables too (``attachables``: the raw objects,
+        deleted ones as ``status: Deleted`` stubs, the newest of each id).
 
         One answer holds at most 1,000 objects. A saturated answer is followed by another from
         the newest ``LastUpdatedTime`` it held (objects come oldest first), so the window is
@@ -304,11 +389,14 @@ class QboClient:
         must check its purchases another way.
         """
         removed: dict[str, str] = {}
+        files: dict[str, dict[str, Any]] = {}
         paid: set[str] = set()
         payments_gone = False
         server_time: str | None = None
         since = changed_since
         entities = CDC_WITH_BILLS if bills else (PURCHASE,)
+        if attachables:
+            entities = (*entities, ATTACHABLE)
         for _ in range(CDC_MAX_ANSWERS):
             objects, answered = self.changed_cdc(since, entities)
             server_time = server_time or answered
@@ -316,7 +404,9 @@ class QboClient:
             for entity, obj in objects:
                 if not isinstance(obj, dict) or obj.get("Id") is None:
                     continue
-                if entity == BILL_PAYMENT:
+                if entity == ATTACHABLE:
+                    files[str(obj["Id"])] = obj
+                elif entity == BILL_PAYMENT:
                     # A payment changed: its Bills' balances did too (docs/purchases.md, "Vendor
                     # Bills"). A deleted one names no Bill (CDC gives only its id): flagged instead.
                     paid.update(f"{BILL_PREFIX}{i}" for i in linked_ids(obj, "Bill"))
@@ -333,14 +423,15 @@ class QboClient:
                 if moment is not None and (newest is None or moment > newest):
                     newest = moment
             if len(objects) < CDC_LIMIT:
-                return CdcSweep(removed, server_time, True, paid, payments_gone)
+                return CdcSweep(removed, server_time, True, paid, payments_gone,
+                                list(files.values()))
             start = instant(since)
             if newest is None or start is None or newest <= start:
                 break
             since = newest.isoformat()
         log.warning("CDC stayed saturated from %s; the caller checks purchases one by one",
                     changed_since)
-        return CdcSweep(removed, server_time, False, paid, payments_gone)
+        return CdcSweep(removed, server_time, False, paid, payments_gone, list(files.values()))
 
     def changed_purchases_cdc(self, changed_since: str) -> tuple[list[dict[str, Any]], str | None]:
         """One CDC answer for Purchase (≤ 1000 objects, deletions as ``status: Deleted``)."""
@@ -376,6 +467,41 @@ class CdcSweep:
     """``bill-<id>`` of the Bills a changed BillPayment links to: their balances moved."""
     payments_gone: bool = False
     """A BillPayment was deleted: CDC does not say which Bills it paid."""
+    attachables: list[dict[str, Any]] = field(default_factory=list)
+    """Attachables changed (with ``attachables=True``): raw objects, deleted ones as
+    ``{"Id", "status": "Deleted"}`` stubs."""
+
+
+def attachable_refs(obj: Mapping[str, Any]) -> list[tuple[str, str, bool]]:
+    """(entity type, transaction id, inactive) of each of an Attachable's ``AttachableRef``s
+    that names a purchase or a Bill with a well-formed ``EntityRef`` (the type as
+    ``Purchase``/``Bill`` whatever its case; an id of digits that fits ``bounds.ID``); other
+    refs (invoices, customers, malformed ones) are passed over."""
+    refs = obj.get("AttachableRef")
+    found: list[tuple[str, str, bool]] = []
+    for ref in refs if isinstance(refs, list) else []:
+        entity = ref.get("EntityRef") if isinstance(ref, dict) else None
+        if not isinstance(entity, dict):
+            continue
+        kind, value = entity.get("type"), entity.get("value")
+        target = ATTACHABLE_TARGETS.get(kind.lower()) if isinstance(kind, str) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if target is None or not isinstance(value, str) or not value.isdigit() or \
+                not fits(value, ID):
+            continue
+        inactive = ref.get("Inactive")
+        found.append((target, value, inactive is True or
+                      (isinstance(inactive, str) and inactive.lower() == "true")))
+    return found
+
+
+def _storage_error(response: requests.Response) -> str | None:
+    """``<Code>: <Message>`` of an S3-style storage error body, if it has them."""
+    text = (response.text or "")[:4000]
+    parts = [m.group(1) for tag in ("Code", "Message")
+             if (m := re.search(f"<{tag}>([^<]{{1,200}})</{tag}>", text))]
+    return ": ".join(parts) or None
 
 
 def _changed_where(since: str | None, start_date: date | None,

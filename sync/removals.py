@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
+from hardcost.sync import receipts as receipt_files
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.bills import document_id, split_ids
@@ -76,6 +77,7 @@ class Removals:
     stopping: threading.Event
     actor: str = "schedule"  # who the audit trail names: the run's trigger or its asker
     bills: bool = False  # the firm imports Bills: CDC reads Bills and BillPayments too
+    receipts: bool = False  # the firm files receipts: CDC reads Attachables too
     paid: set[str] = field(default_factory=set)
     """``bill-<id>`` of Bills whose payments changed since the last sweep (to read again)."""
     payments_gone: bool = False
@@ -111,16 +113,26 @@ class Removals:
         last = instant(mark)
         if last is None or last < now - CDC_REACH:
             self.payments_gone = True
+            self._attachables_by_query(mark)
             self.compare_all("offline", mark)
             return
         try:
-            sweep = self.qbo.purchase_removals_since(mark, bills=self.bills)
+            sweep = self.qbo.purchase_removals_since(mark, bills=self.bills,
+                                                     attachables=self.receipts)
         except RequestRejected as exc:  # QuickBooks refused the window: its clock disagrees
             log.warning("firm %s: CDC refused %s (%s); comparing purchases instead",
                         self.firm_id, mark, exc)
             self.payments_gone = True
+            self._attachables_by_query(mark)
             self.compare_all("refused", mark)
             return
+        if self.receipts and sweep.attachables:
+            self.quiet = False
+            receipt_files.note(self.sessions, self.firm_id, self.realm_id, sweep.attachables,
+                          self.clock, self.actor)
+            self.work.receipts = True  # the receipts step looks for what became due
+        if not sweep.complete:
+            self._attachables_by_query(mark)
         if sweep.removed or sweep.paid or sweep.payments_gone or not sweep.complete:
             self.quiet = False
         if sweep.removed:
@@ -131,6 +143,11 @@ class Removals:
         self.payments_gone |= sweep.payments_gone or not sweep.complete
         if not sweep.complete:
             self.compare_all("saturated", mark)
+
+    def _attachables_by_query(self, mark: str | None) -> None:
+        """CDC did not answer for the whole time: receipts read Attachables by query."""
+        if self.receipts:
+            receipt_files.query_from(self.sessions, self.firm_id, mark)
 
     def _imported_purchase_ids(self) -> list[str]:
         with self.sessions() as session:

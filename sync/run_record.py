@@ -24,6 +24,8 @@ from hardcost.sync.store import (
     FirmSettings,
     LinkState,
     PurchaseRemoval,
+    ReceiptLink,
+    ReceiptState,
     Run,
     WaitingExpense,
     WaitReason,
@@ -31,7 +33,8 @@ from hardcost.sync.store import (
 )
 from hardcost.sync.summary import RunSummary
 
-STREAMS = ("purchases", "bills", "removals")  # the watermark rows a run reads (reader, removals)
+STREAMS = ("purchases", "bills", "removals", "receipts")
+"""The watermark rows a run reads (reader, removals, receipts)."""
 
 
 @dataclass
@@ -49,6 +52,7 @@ class OpenWork:
     matter_waits: bool = True  # expenses waiting for their client's matter (it may appear)
     payment_waits: bool = True  # Bills waiting for payment (read again under on-entry)
     removals: bool = True  # deletions and voids not handled yet
+    receipts: bool = True  # receipt links pending or failed (``sync/receipts.py``)
     marks: dict[str, tuple[str, date | None]] | None = None
     """Each stream's stored watermark and start date (None: not read; a missing stream: none
     stored)."""
@@ -74,7 +78,7 @@ def start(session: Session, firm_id: int) -> RunStart:
                        EntryLink.removed_at.is_(None)),
         exists().where(Failure.firm_id == firm_id, Failure.resolved_at.is_(None),
                        Failure.kind.in_([FailureKind.TRANSIENT.value, FailureKind.CONFIG.value]),
-                       Failure.purchase_id != "?"),
+                       Failure.purchase_id != "?", Failure.code.not_like("receipt_%")),
         exists().where(WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
                        WaitingExpense.resolution.is_(None),
                        WaitingExpense.reason == WaitReason.NO_MATTER.value,
@@ -82,6 +86,8 @@ def start(session: Session, firm_id: int) -> RunStart:
         exists().where(WaitingExpense.firm_id == firm_id, WaitingExpense.resolved_at.is_(None),
                        WaitingExpense.reason == WaitReason.PAYMENT.value),
         exists().where(PurchaseRemoval.firm_id == firm_id, PurchaseRemoval.handled_at.is_(None)),
+        exists().where(ReceiptLink.firm_id == firm_id, ReceiptLink.state.in_(
+            [ReceiptState.PENDING.value, ReceiptState.FAILED.value])),
     ]
     marks = []
     for stream in STREAMS:
@@ -104,12 +110,12 @@ def start(session: Session, firm_id: int) -> RunStart:
         value, start_date = values[len(flags) + 2 * n], values[len(flags) + 1 + 2 * n]
         if value is not None:
             stored[stream] = (str(value), start_date)
-    pending, superseded, failures, matter_waits, payment_waits, removals = \
+    pending, superseded, failures, matter_waits, payment_waits, removals, receipts = \
         (bool(v) for v in values[:len(flags)])
     return RunStart(firm, settings, broken, OpenWork(
         pending_links=pending, superseded=superseded, failures=failures,
         matter_waits=matter_waits, payment_waits=payment_waits, removals=removals,
-        marks=stored))
+        receipts=receipts, marks=stored))
 
 
 class FirmNotReady(Exception):

@@ -166,6 +166,9 @@ class FirmSettings(Base):
     None while it has not looked since the report settings changed. The job reads only
     ``report monthly`` firms whose time has come or is unknown (index
     ``ix_firm_settings_report_due``)."""
+    receipts: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    """Files attached in QuickBooks are filed in the documents of the entries' matters
+    (``hardcost.sync.receipts``); on by default."""
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
@@ -275,6 +278,72 @@ class EntryLink(Base):
     """Set when the purchase no longer calls for this entry (its customer or lines changed):
     the entry is removed as for a deleted purchase (docs/purchases.md, "Deletions and voids"), by
     this run or the next."""
+
+
+class ReceiptState(enum.StrEnum):
+    PENDING = "pending"  # intent recorded, the Clio document may or may not exist yet
+    CREATED = "created"  # a complete Clio document holds the file, id recorded
+    SKIPPED = "skipped"  # not filed, for a reason (``reason``: too large, no file)
+    FAILED = "failed"  # the last try failed (a failure row says why); retried by later runs
+
+
+class ReceiptFile(Base):
+    """A file attached in QuickBooks (an ``Attachable``) to a transaction hardcost imports.
+
+    One row per Attachable and transaction (``txn_key``: the purchase id, or ``bill-<id>``
+    as ``entry_links`` keep Bills), noted from CDC, a query or a read; ``removed`` once the
+    Attachable is deleted or its reference made inactive in QuickBooks (the filed document
+    stays in Clio)."""
+
+    __tablename__ = "receipt_files"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "realm_id", "attachable_id", "txn_key",
+                         name="uq_receipt_files_key"),
+        Index("ix_receipt_files_firm_txn", "firm_id", "txn_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    realm_id: Mapped[str] = mapped_column(String(40))
+    attachable_id: Mapped[str] = mapped_column(String(40))
+    txn_key: Mapped[str] = mapped_column(String(40))
+    file_name: Mapped[str] = mapped_column(String(300))
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    size: Mapped[int | None] = mapped_column(BigInteger)  # bytes, as QuickBooks says
+    removed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    removed_at: Mapped[datetime | None] = mapped_column()
+    qbo_updated_at: Mapped[str | None] = mapped_column(String(40))  # its LastUpdatedTime
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReceiptLink(Base):
+    """One file filed on one matter: written ``pending`` before the upload and settled
+    ``created`` with the Clio document, so a file reaches each matter once across crashes,
+    retries, replicas and reruns (``hardcost.sync.receipts``)."""
+
+    __tablename__ = "receipt_links"
+    __table_args__ = (
+        UniqueConstraint("firm_id", "realm_id", "attachable_id", "matter_id",
+                         name="uq_receipt_links_key"),
+        Index("ix_receipt_links_firm_state", "firm_id", "state"),
+        Index("ix_receipt_links_firm_txn", "firm_id", "txn_key"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    firm_id: Mapped[int] = mapped_column(ForeignKey("firms.id", ondelete="CASCADE"))
+    realm_id: Mapped[str] = mapped_column(String(40))
+    attachable_id: Mapped[str] = mapped_column(String(40))
+    matter_id: Mapped[int] = mapped_column(BigInteger)
+    txn_key: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(10))  # ReceiptState
+    clio_document_id: Mapped[int | None] = mapped_column(BigInteger)
+    uuid: Mapped[str | None] = mapped_column(String(100))
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
+    name: Mapped[str | None] = mapped_column(String(300))  # the document's name in Clio
+    reason: Mapped[str | None] = mapped_column(Text)  # why skipped or failed, in words
+    run_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class PurchaseRemoval(Base):

@@ -130,6 +130,7 @@ class RunProgress:
     entries_expected: int | None = None  # this run's entries in all (estimated on long runs)
     purchases_expected: int | None = None  # a long run's count of the purchases it reads
     clio_rate_limit: int | None = None  # requests a minute Clio allows, as it last said
+    receipts_filed: int = 0  # receipts filed in Clio so far (stage ``receipts``)
 
 
 @dataclass
@@ -173,6 +174,9 @@ class RunSummary:
     clio_calls: int = 0
     handled: int = 0  # entries written, waiting or failed (the progress message's "400 of")
     entries_expected: int | None = None  # "… of 2,000" (estimated on a run of several pages)
+    receipts_filed: int = 0  # files attached in QuickBooks, filed on their matters in Clio
+    receipt_bytes: int = 0  # their bytes
+    receipts_failed: int = 0  # receipts not filed this run (a failure says why)
 
     @property
     def stopped_by_hand(self) -> bool:
@@ -182,6 +186,7 @@ class RunSummary:
     @property
     def did_something(self) -> bool:
         return bool(self.imported or self.waiting or self.failed or self.error or
+                    self.receipts_filed or
                     self.removed_items or self.changed_items or (self.reconciled is not None and
                                            self.reconciled.reason != "first"))
 
@@ -223,4 +228,7 @@ class RunSummary:
             "still_failing": self.still_failing,
             "qbo_calls": self.qbo_calls,
             "clio_calls": self.clio_calls,
+            **({"receipts": {"filed": self.receipts_filed, "bytes": self.receipt_bytes,
+                             "failed": self.receipts_failed}}
+               if self.receipts_filed or self.receipts_failed else {}),
         }

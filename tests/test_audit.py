@@ -155,7 +155,7 @@ def test_the_settings_form_records_one_row_per_changed_setting(rig: SlackRig) ->
         "schedule": {"schedule": {"type": "plain_text_input",
                                   "value": str(start.schedule_minutes)}},
         "options": {"options": {"type": "checkboxes", "selected_options": [
-            {"value": "split_lines"}]}},
+            {"value": "split_lines"}, {"value": "receipts"}]}},  # receipts: ticked, kept
         "deletions": {"deletions": {"type": "radio_buttons", "selected_option": {
             "value": "alert"}}},
         "approvers": {"approvers": {"type": "multi_users_select",

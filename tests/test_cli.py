@@ -37,6 +37,10 @@ def test_demo_runs_the_whole_flow_and_second_run_is_quiet() -> None:
     # waiting 4: three matter or contact questions, and check 1044, whose line has no customer
     assert "Run 1: imported 5 ($1,197.10), waiting 4, failed 1, skipped 1" in out
     assert "Item details are not supported" in out
+    # check 1042's receipt, attached in QuickBooks, on both matters its entries went to
+    assert "Check 1042's receipt (clerk-receipt-1042.pdf, attached in QuickBooks) is filed" in out
+    assert "“2026-10-06 Superior Court Clerk 447.50 – clerk-receipt-1042.pdf” (document #" in out
+    assert "on 00002 Acme v. Beta Logistics" in out and "Receipts filed" in out
     assert "finds nothing new" in out and "Run 2: imported 0" in out
     assert "What #costs sees in Slack" in out and "Which matter is this expense for?" in out
     assert "Linked to 00004 Acme – Employment claim (Reyes) by @Sam Staff" in out

@@ -143,7 +143,7 @@ def test_the_extract_covers_every_route_the_sandbox_clio_serves() -> None:
             routes += [(method, path) for method in sorted(rule.methods or ())
                        if method not in ("HEAD", "OPTIONS")]
 
-    assert len(routes) == 16  # with /utbms/codes.json and /utbms/sets.json
+    assert len(routes) == 20  # with /utbms/codes.json, /utbms/sets.json and /documents
     assert [route for route in routes if openapi.operation(*route) is None] == []
     documented = {(method.upper(), template) for template, methods in
                   json.loads(CLIO_SCHEMA.read_text(encoding="utf-8"))["paths"].items()

@@ -182,6 +182,24 @@ def a_trail() -> list[TrailEntry]:
     ]
 
 
+HOSTILE_FILE = "<!channel> *rcpt* <https://evil.example|x> & co.pdf"
+
+
+def a_receipt_trail() -> list[TrailEntry]:
+    """One purchase's trail: imported, then its receipt filed on the matter (a hostile file
+    name, as QuickBooks may send one)."""
+    at = datetime(2026, 3, 9, 14, 30, tzinfo=UTC)
+    return [
+        TrailEntry(9, at, "schedule", "receipt_filed", purchase_id="345", client="Smith, John",
+                   amount=D("1197.10"), matter="00042 Smith v. Jones",
+                   after={"document_id": 5501,
+                          "name": f"2026-03-02 Acme Couriers 1197.10 – {HOSTILE_FILE}"},
+                   url="https://app.clio.com/nc/#/matters/77"),
+        TrailEntry(4, at, "schedule", "imported", purchase_id="345", client="Smith, John",
+                   amount=D("1197.10"), matter="00042 Smith v. Jones", clio_entry_id=981),
+    ]
+
+
 def a_settings(**changes: Any) -> SettingsForm:
     accounts = (Choice(80, "Reimbursable Expenses"), Choice(81, "Court Fees"),
                 Choice(60, "Office Supplies"))
@@ -375,6 +393,18 @@ GOLDEN_CASES: dict[str, Any] = {
         (Choice(43, "00043 " + "A very long description " * 5), "Acme\nHoldings\u202e"),
         (Choice(44, ""), "")]),
     "status_untagged": lambda: status_blocks(a_status(waiting=3, untagged_waiting=1)),
+    "status_receipts_off": lambda: status_blocks(a_status(receipts=False)),
+    "run_summary_receipts": lambda: run_summary(a_summary(receipts_filed=3,
+                                                          receipt_bytes=1_250_000),
+                                                firm_name="Smith & Partners LLP"),
+    "run_summary_receipts_only": lambda: run_summary(a_summary(
+        imported=0, imported_total=D("0.00"), waiting=0, failed=0, skipped=0, still_waiting=0,
+        imported_entries=[], waiting_items=[], failures=[], skips=[], receipts_filed=1,
+        receipt_bytes=48_200), firm_name="Smith & Partners LLP"),
+    "run_details_receipts": lambda: run_details(a_summary(receipts_filed=3,
+                                                          receipt_bytes=1_250_000)),
+    "history_receipt_filed": lambda: history(a_receipt_trail(), HistoryQuery(purchase_id="345"),
+                                             more=False),
     "help": help_message,
     "usage_error": lambda: usage_error("“soon” is not a date.",
                                        "/hardcost set start-date YYYY-MM-DD"),
@@ -762,9 +792,32 @@ def test_help_lists_every_subcommand_and_set_key() -> None:
                 "`account +name`", "`account -name`", "category <Clio category name or id>",
                 "user <Clio user name or id | owner>", "schedule <minutes>",
                 "split-lines on|off", "item-lines on|off", "deletions delete|alert",
-                "approvers @a @b | anyone"):
+                "approvers @a @b | anyone", "receipts on|off"):
         assert key in text
     assert "<QBO" not in all_text(message)  # escaped in the real JSON
+
+
+def test_a_filed_receipt_in_the_history_names_its_document_shown_not_live() -> None:
+    """``/hardcost history <purchase>``: the receipt's line names the Clio document and links
+    the matter holding it; a file name from QuickBooks never becomes a link or a ping."""
+    message = history(a_receipt_trail(), HistoryQuery(purchase_id="345"), more=False)
+    check_message(message)
+    line = message.blocks[1]["text"]["text"].splitlines()[0]
+    assert "*receipt filed in Clio*" in line and "Clio document #5501" in line
+    assert "<https://app.clio.com/nc/#/matters/77|its matter in Clio>" in line
+    assert "&lt;!channel&gt;" in line and "&lt;https://evil.example|x&gt; &amp; co.pdf" in line
+    assert "<!channel>" not in all_text(message) and "<https://evil" not in all_text(message)
+
+
+def test_receipts_in_status_and_its_setting_in_help() -> None:
+    on, off = status_blocks(a_status()), status_blocks(a_status(receipts=False))
+    assert "*Receipts*\\nfiled on each entry's matter in Clio" in all_text(on)
+    assert "`/hardcost set receipts on`" in all_text(off)
+    for message in (on, off):
+        check_message(message)
+        assert all(len(b.get("fields", [])) <= 10 for b in message.blocks)
+    full = status_blocks(a_status(bills="on-payment", waiting_for_payment=1))
+    assert all(len(b.get("fields", [])) <= 10 for b in full.blocks)
 
 
 def test_usage_error() -> None:
@@ -849,20 +902,21 @@ def test_settings_round_trip() -> None:
     assert values == {
         "channel": "C0HARDCOST", "start_date": "2026-01-01", "accounts": ["80", "81"],
         "category": "5", "user": "344", "schedule": "15", "split_lines": True,
-        "item_lines": False, "deletions": "alert", "bills": "off", "no_customer": "ask",
-        "approvers": ["U0JANE", "U0BOB"]}
+        "item_lines": False, "receipts": True, "deletions": "alert", "bills": "off",
+        "no_customer": "ask", "approvers": ["U0JANE", "U0BOB"]}
     # the whole view, or view["state"], are accepted too
     view = {"state": state_from_view(settings_modal(settings))}
     assert settings_values(view) == values
     bare = a_settings(account_options=(), category_options=(), category=None, user=None,
                       approvers=(), split_lines=False, item_lines=True, deletions="delete",
                       bills="on-payment", channel_id=None, start_date=None, schedule_minutes=60,
-                      no_customer="skip")
+                      no_customer="skip", receipts=False)
     assert settings_values(state_from_view(settings_modal(bare))) == {
         "channel": None, "start_date": None,
         "accounts": ["Reimbursable Expenses", "Court Fees"], "category": None,
         "user": "owner", "schedule": "60", "split_lines": False, "item_lines": True,
-        "deletions": "delete", "bills": "on-payment", "no_customer": "skip", "approvers": []}
+        "receipts": False, "deletions": "delete", "bills": "on-payment", "no_customer": "skip",
+        "approvers": []}
 
 
 def test_settings_modal_keeps_chosen_options_among_many() -> None:
@@ -894,3 +948,20 @@ def test_a_large_group_stays_within_slack_limits() -> None:
     assert len(message.blocks) <= 50
     assert "400 expenses for Smith, John wait for a matter" in message.text
     assert "and 390 more" in json.dumps(message.blocks)
+
+
+def test_a_run_filing_receipts_says_how_many_in_its_progress_line() -> None:
+    """The receipts step of a long run (turning receipts on files a backlog) shows its count;
+    figures stored before receipts existed read back with none."""
+    from hardcost.bot.ui.runs import live_line, run_progress
+    from hardcost.sync.live import LiveFigures
+
+    figures = LiveFigures(7, "receipts", 400, 400, 400, 400, 380, 15, 5, 2.5, 300.0, None, 50,
+                          receipts_filed=12)
+    assert "12 receipts filed" in live_line(figures)
+    check_message(run_progress(figures, firm_name="Smith & Partners LLP"))
+    older = figures.to_json()
+    del older["receipts_filed"]
+    read = LiveFigures.from_json(older)
+    assert read is not None and read.receipts_filed == 0
+    assert "receipt" not in live_line(replace(read, stage="writing"))

@@ -83,6 +83,7 @@ def save_settings(ctx: BotContext, client: WebClient, firm_id: int,
         attempt("schedule", "schedule", values.get("schedule"))
         settings.split_lines = bool(values.get("split_lines"))
         settings.item_lines = bool(values.get("item_lines"))
+        attempt("options", "receipts", "on" if values.get("receipts") else "off")
         attempt("deletions", "deletions", values.get("deletions"))
         attempt("bills", "bills", values.get("bills"))
         attempt("no_customer", "no-customer", values.get("no_customer"))  # absent: kept
@@ -187,6 +188,7 @@ def _as_submitted(form: SettingsForm, values: dict[str, Any]) -> SettingsForm:
         and len(schedule) <= 5 else form.schedule_minutes,
         split_lines=bool(values.get("split_lines")),
         item_lines=bool(values.get("item_lines")),
+        receipts=bool(values.get("receipts")),
         deletions=str(values.get("deletions") or form.deletions),
         bills=str(values.get("bills") or form.bills),
         no_customer=str(values.get("no_customer") or form.no_customer),

@@ -169,6 +169,7 @@ class SettingsForm:
     """Import accounts with a category or UTBMS code of their own: (account, category name or
     None, code or None), set with ``/hardcost set category|utbms … for <account>``."""
     default_code: str | None = None  # the default UTBMS expense code ("E124"), if any
+    receipts: bool = True  # the firm's ``receipts`` setting: file QuickBooks receipts in Clio
 
 
 @dataclass(frozen=True)
@@ -195,6 +196,7 @@ class StatusReport:
     None where the default applies."""
     default_code: str | None = None  # the default UTBMS expense code ("E124")
     not_billable: str = "import"  # the firm's ``not-billable`` setting
+    receipts: bool = True  # the firm's ``receipts`` setting: file QuickBooks receipts in Clio
 
 
 @dataclass(frozen=True)
@@ -221,6 +223,7 @@ class TrailEntry:
     before: dict[str, Any] | None = None
     after: dict[str, Any] | None = None
     detail: str | None = None
+    url: str | None = None  # the Clio matter's page, for a receipt filed on it
 
 
 HISTORY_LIMIT = 10  # entries /hardcost history shows unless asked for "last N"

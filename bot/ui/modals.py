@@ -171,9 +171,12 @@ def settings_modal(settings: SettingsForm,
                     "Instead of one entry per purchase and customer")
     items = option("Import Item details lines", "item_lines",
                     "When the item's expense account is an import account")
-    checked = [o for o, on in ((split, settings.split_lines), (items, settings.item_lines)) if on]
+    receipts = option("File receipts on the matter", "receipts",
+                      "Files attached in QuickBooks go to each entry's matter's documents")
+    checked = [o for o, on in ((split, settings.split_lines), (items, settings.item_lines),
+                               (receipts, settings.receipts)) if on]
     blocks.append(_input("options", "Options",
-                         CheckboxesElement(action_id="options", options=[split, items],
+                         CheckboxesElement(action_id="options", options=[split, items, receipts],
                                            initial_options=checked or None),
                          optional=True))
 
@@ -273,6 +276,7 @@ def settings_values(view_state: Mapping[str, Any]) -> dict[str, object]:
         "schedule": _single(_element(values, "schedule")) or "",
         "split_lines": "split_lines" in options,
         "item_lines": "item_lines" in options,
+        "receipts": "receipts" in options,
         "deletions": _single(_element(values, "deletions")) or "",
         "bills": _single(_element(values, "bills")) or "",
         "no_customer": _single(_element(values, "no_customer")) or "",

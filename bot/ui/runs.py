@@ -49,7 +49,22 @@ DETAIL_ROWS = 200  # rows across all of a run's details; the rest is "and N more
 
 def _details_exist(summary: RunSummary) -> bool:
     return bool(summary.imported_entries or summary.waiting_items or summary.failures
-                or summary.skips or summary.removed_items or summary.changed_items)
+                or summary.skips or summary.removed_items or summary.changed_items
+                or summary.receipts_filed)
+
+
+def size_words(count: int) -> str:
+    """Bytes as a person reads them: "640 bytes", "48 KB", "1.2 MB"."""
+    if count < 1024:
+        return plural(count, "byte")
+    if count < 1024 * 1024:
+        return f"{count / 1024:,.0f} KB"
+    return f"{count / 1024 / 1024:,.1f} MB"
+
+
+def _receipts_field(summary: RunSummary) -> str:
+    return (f"*Receipts filed in Clio*\n{summary.receipts_filed:,} "
+            f"({size_words(summary.receipt_bytes)})")
 
 
 def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None = None,
@@ -75,6 +90,9 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
     elif not summary.imported and summary.changed_items:
         head = f"*{firm}* — nothing new to import; expenses edited in QuickBooks were " \
                "followed into Clio"
+    elif not summary.imported and summary.receipts_filed:
+        head = f"*{firm}* — nothing new to import; files attached in QuickBooks were filed " \
+               "on their matters in Clio"
     else:
         head = f"*{firm}* — imported *{count}* into Clio, *{total}*"
     for_payment = summary.waiting_for_payment
@@ -91,6 +109,8 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
     if for_payment:
         fields.append(f"*Bills waiting for payment*\n{for_payment:,} new (they import once "
                       "paid)")
+    if summary.receipts_filed:
+        fields.append(_receipts_field(summary))
     if summary.unchanged:
         fields.append(f"*Already in Clio*\n{summary.unchanged:,}")
     if summary.deleted:
@@ -138,6 +158,8 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
         text += f", {summary.deleted:,} deleted, {summary.kept:,} left in Clio"
     if summary.unpaid:
         text += f", {summary.unpaid:,} no longer paid (kept)"
+    if summary.receipts_filed:
+        text += f", {plural(summary.receipts_filed, 'receipt')} filed"
     if summary.changed_items:
         text += (f", {summary.updated:,} updated, {summary.changed_after_billing:,} changed "
                  "after billing")
@@ -157,6 +179,8 @@ def live_line(f: LiveFigures) -> str:
         parts = [f"{f.handled:,} of {total:,} expenses done" if total is not None
                  else f"{plural(f.handled, 'expense')} done",
                  time_left(f.remaining_s)]
+    if f.receipts_filed or f.stage == "receipts":
+        parts.append(f"{plural(f.receipts_filed, 'receipt')} filed")
     if f.clio_rate_limit:
         parts.append(f"Clio allows {plural(f.clio_rate_limit, 'request')} a minute")
     return " · ".join(parts)
@@ -295,6 +319,11 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
         total = sum((e.amount for e in summary.imported_entries), Decimal("0.00"))
         out.append((f"*Imported into Clio* — {plural(sizes['imported'], 'entry', 'entries')}, "
                     f"{money(total)}", rows + more("imported")))
+    if summary.receipts_filed:  # counted only: /hardcost history names each document
+        out.append((f"*Receipts filed in Clio* — {summary.receipts_filed:,}", [
+            f"• {plural(summary.receipts_filed, 'file')} attached in QuickBooks "
+            f"({size_words(summary.receipt_bytes)}) filed in the documents of their entries' "
+            "matters; `/hardcost history &lt;purchase&gt;` names each document"]))
     if sizes["waiting"]:
         rows = []
         for w in summary.waiting_items[: shown["waiting"]]:

@@ -65,6 +65,8 @@ SET_KEYS: tuple[tuple[str, str], ...] = (
     ("timezone <IANA name>", "the firm's time zone, like America/New_York"),
     ("report monthly|off", "the month's hard-cost report in the channel on the first working "
                            "day of each month, at the digest hour (monthly), or only on demand"),
+    ("receipts on|off", "files attached to an imported expense in QuickBooks are filed in the "
+                        "documents of each matter its entries went to (on), or not (off)"),
 )
 
 
@@ -147,6 +149,8 @@ def status_blocks(status: StatusReport) -> Message:
         f"*Waiting for a choice*\n{_waiting_count(status)}",
         f"*Open failures*\n{status.open_failures:,}",
     ]
+    fields.append("*Receipts*\n" + ("filed on each entry's matter in Clio" if status.receipts
+                                    else "not filed (`/hardcost set receipts on`)"))
     if status.bills != "off":
         fields.append(f"*Vendor Bills*\nimported {BILLS_WORDS.get(status.bills, 'off')}; "
                       f"{status.waiting_for_payment:,} waiting for payment")

@@ -31,6 +31,8 @@ from hardcost.bot.ui.text import (
     channel,
     escape,
     fit,
+    is_http_url,
+    link,
     mention,
     name,
     plural,
@@ -42,6 +44,7 @@ from hardcost.sync.report import money
 Block = dict[str, Any]
 
 LINE_CHARS = 320  # one entry's line, at most
+RECEIPT_LINE_CHARS = 520  # ... a receipt's, with its document's name and link
 SECTION_CHARS = 2900  # lines per section block, under Slack's 3000
 MESSAGE_CHARS = 11_000  # every line of one history message, under msg_blocks_too_long (~13k)
 VALUE_CHARS = 80  # one setting value as shown
@@ -118,6 +121,33 @@ def _entry_change(entry: TrailEntry) -> str | None:
     return ", ".join(parts) or None
 
 
+RECEIPT_FILED = Action.RECEIPT_FILED.value
+DOCUMENT_CHARS = 120  # a Clio document's name as shown
+
+
+def _receipt(entry: TrailEntry) -> str | None:
+    """The Clio document a receipt was filed as: its name, number and a link to the matter
+    whose documents hold it (escaped: the name is made of QuickBooks' payee and file name)."""
+    after = entry.after or {}
+    nested = after.get("document")
+    document: dict[str, Any] = nested if isinstance(nested, dict) else after
+    ident, label = document.get("id", document.get("document_id")), document.get("name")
+    parts = []
+    if label:
+        parts.append(f"“{name(str(label), DOCUMENT_CHARS)}”")
+    if isinstance(ident, int) and not isinstance(ident, bool):
+        parts.append(f"Clio document #{ident}")
+    if not parts:
+        return None
+    shown = " · ".join(parts)
+    if is_http_url(entry.url):
+        shown += f" · {link(entry.url, CLIO_MATTER_LINK)}"
+    return shown
+
+
+CLIO_MATTER_LINK = "its matter in Clio"
+
+
 def trail_line(entry: TrailEntry) -> str:
     """One entry as one mrkdwn line: when, what, who, then what it was about."""
     try:
@@ -141,6 +171,8 @@ def trail_line(entry: TrailEntry) -> str:
         about.append(f"({', '.join(ids)})")
     if entry.action == Action.SETTING:
         change = _change(entry)
+    elif entry.action == RECEIPT_FILED:
+        change = _receipt(entry)
     elif entry.action in _ENTRY_CHANGES:
         change = _entry_change(entry)
         if change and entry.detail:
@@ -153,7 +185,7 @@ def trail_line(entry: TrailEntry) -> str:
         about.append(f"_{name(entry.detail, DETAIL_CHARS)}_")
     if about:
         line += " — " + " ".join(about)
-    return fit(line, LINE_CHARS)
+    return fit(line, RECEIPT_LINE_CHARS if entry.action == RECEIPT_FILED else LINE_CHARS)
 
 
 def _sections(lines: Sequence[str]) -> list[Block]:

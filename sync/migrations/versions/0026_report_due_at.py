@@ -8,7 +8,7 @@ yet: None, as for every firm after this migration, looked at once by the next ti
 every monthly firm's settings.
 
 Revision ID: 0026
-Revises: 0024 (on this branch; 0025 once merged after it)
+Revises: 0025
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0026"
-down_revision = "0024"
+down_revision = "0025"
 branch_labels = None
 depends_on = None
 
