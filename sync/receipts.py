@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, Any, Protocol
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -574,7 +574,7 @@ class _Spool:
         self.file = file
         self.spool: IO[bytes] | None = None
 
-    def __enter__(self) -> tuple[BinaryIO, int]:
+    def __enter__(self) -> tuple[IO[bytes], int]:
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         self.spool = spool
         for attempt in (1, 2):
@@ -593,7 +593,7 @@ class _Spool:
                 spool.truncate()
                 continue
             spool.seek(0)
-            return cast(BinaryIO, spool), length
+            return spool, length
         raise AssertionError("unreachable")
 
     def _copy(self, url: str, spool: IO[bytes]) -> int:
