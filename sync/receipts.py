@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
-from typing import IO, Any, BinaryIO, Protocol, cast
+from typing import IO, Any, Protocol
 
 from sqlalchemy import and_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
 from hardcost.sync.audit import Action
+from hardcost.sync.batches import chunks
 from hardcost.sync.bounds import ID, NAME, clip, clip_or_none, fits
 from hardcost.sync.clio import ClioClient, Document, DocumentsForbidden
 from hardcost.sync.failures import RECEIPT_CODES, Failures
@@ -140,16 +141,18 @@ def note(sessions: sessionmaker[Session], firm_id: int, realm_id: str,
     many rows changed."""
     changed = 0
     now = clock()
+    objects = {str(obj["Id"]): obj for obj in attachables
+               if isinstance(obj, Mapping) and obj.get("Id") is not None
+               and fits(str(obj["Id"]), ID) and str(obj["Id"]).isdigit()}
     with sessions() as session:
-        for obj in attachables:
-            if not isinstance(obj, Mapping) or obj.get("Id") is None:
-                continue
-            attachable_id = str(obj["Id"])
-            if not fits(attachable_id, ID) or not attachable_id.isdigit():
-                continue
-            rows = {r.txn_key: r for r in session.scalars(select(ReceiptFile).where(
-                ReceiptFile.firm_id == firm_id, ReceiptFile.realm_id == realm_id,
-                ReceiptFile.attachable_id == attachable_id))}
+        stored: dict[str, dict[str, ReceiptFile]] = {}
+        for chunk in chunks(sorted(objects), 500):  # the page's rows, read at once
+            for known_row in session.scalars(select(ReceiptFile).where(
+                    ReceiptFile.firm_id == firm_id, ReceiptFile.realm_id == realm_id,
+                    ReceiptFile.attachable_id.in_(chunk))):
+                stored.setdefault(known_row.attachable_id, {})[known_row.txn_key] = known_row
+        for attachable_id, obj in objects.items():
+            rows = stored.get(attachable_id, {})
             deleted = str(obj.get("status") or "").lower() == "deleted"
             name = _text(obj.get("FileName"))
             refs: dict[str, bool] = {}
@@ -574,7 +577,7 @@ class _Spool:
         self.file = file
         self.spool: IO[bytes] | None = None
 
-    def __enter__(self) -> tuple[BinaryIO, int]:
+    def __enter__(self) -> tuple[IO[bytes], int]:
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         self.spool = spool
         for attempt in (1, 2):
@@ -593,7 +596,7 @@ class _Spool:
                 spool.truncate()
                 continue
             spool.seek(0)
-            return cast(BinaryIO, spool), length
+            return spool, length
         raise AssertionError("unreachable")
 
     def _copy(self, url: str, spool: IO[bytes]) -> int:
