@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol
 
 import requests
 
@@ -338,11 +338,18 @@ def _document(row: Mapping[str, Any]) -> Document:
         external=external)
 
 
+class Readable(Protocol):
+    """What ``put_bytes`` reads a file from: a binary file, a spooled temporary file, or a
+    streamed download's raw body (``requests.Response.raw``)."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+
 class _Body:
     """``length`` bytes of ``raw``, read a chunk at a time as the request is sent (never
     whole); ``len()`` gives requests the ``Content-Length``, so it is never chunked."""
 
-    def __init__(self, raw: BinaryIO, length: int) -> None:
+    def __init__(self, raw: Readable, length: int) -> None:
         self.raw, self.length, self.sent = raw, length, 0
 
     def __len__(self) -> int:
@@ -728,7 +735,7 @@ class ClioClient:
             data["content_type"] = content_type
         return self._post_document(data, "the new document version")
 
-    def put_bytes(self, upload: Upload, body: BinaryIO, length: int) -> None:
+    def put_bytes(self, upload: Upload, body: BinaryIO | Readable, length: int) -> None:
         """PUT ``length`` bytes of ``body`` to the storage ``put_url``, streamed (64 KiB at a
         time, never read whole) with exactly ``put_headers`` and a ``Content-Length``; no
         ``Authorization``, and outside the API's pacing and token refresh (it is S3, not

@@ -299,3 +299,22 @@ def test_the_sandbox_sends_attachable_webhooks(world: SandboxWorld,
         (company.realm_id, ATTACHABLE, attachable_id, "Create")
     assert json.loads(body)["eventNotifications"][0]["dataChangeEvent"]["entities"][0][
         "lastUpdated"].endswith("Z")
+
+
+def test_linking_detaching_and_inactive_links_show_as_changes(world: SandboxWorld,
+                                                              company: QboCompany,
+                                                              qbo: QboClient) -> None:
+    first, second = _purchase(company), _purchase(company)
+    attachable_id = company.attach("Purchase", first, "r.pdf", data=b"x")
+    company.link_attachable(attachable_id, "Purchase", second)
+    [[both]] = list(qbo.attachables_since(None))
+    assert attachable_refs(both) == [("Purchase", first, False), ("Purchase", second, False)]
+
+    world.clock.advance(30)
+    since = world.clock.now().isoformat()
+    world.clock.advance(30)
+    company.detach(attachable_id, "Purchase", first)
+    [[changed]] = list(qbo.attachables_since(since))
+
+    assert attachable_refs(changed) == [("Purchase", second, False)]
+    assert changed["SyncToken"] == "2"
