@@ -32,6 +32,7 @@ a first import (or a firm from before receipts): it catches up as if just turned
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -126,7 +127,8 @@ def _text(value: Any) -> str | None:
 def _updated(obj: Mapping[str, Any]) -> str | None:
     meta = obj.get("MetaData")
     value = meta.get("LastUpdatedTime") if isinstance(meta, Mapping) else None
-    return value if isinstance(value, str) and fits(value, 40) else None
+    # kept only when it fits the column, and the ``query:<time>`` state with it
+    return value if isinstance(value, str) and fits(value, 40 - len(QUERY)) else None
 
 
 def note(sessions: sessionmaker[Session], firm_id: int, realm_id: str,
@@ -170,7 +172,7 @@ def note(sessions: sessionmaker[Session], firm_id: int, realm_id: str,
                                       attachable_id=attachable_id, txn_key=key, seen_at=now)
                     session.add(row)
                 row.file_name = clip(name or "receipt", FILE_NAME)
-                row.content_type = clip_or_none(_text(obj.get("ContentType")), CONTENT_TYPE)
+                row.content_type = _content_type(obj.get("ContentType"))
                 row.size = size_value
                 row.removed, row.removed_at = False, None
                 row.qbo_updated_at = _updated(obj)
@@ -178,6 +180,18 @@ def note(sessions: sessionmaker[Session], firm_id: int, realm_id: str,
                 changed += 1
         session.commit()
     return changed
+
+
+_MIME = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*")
+
+
+def _content_type(value: Any) -> str | None:
+    """A MIME type as QuickBooks gives it when it is one (it becomes a header of the upload:
+    ASCII, no parameters), else None (Clio's default)."""
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    return value if len(value) <= CONTENT_TYPE and _MIME.fullmatch(value) else None
 
 
 def _mark_removed(session: Session, row: ReceiptFile, now: datetime, actor: str) -> int:

@@ -32,7 +32,7 @@ from hardcost.sync.batches import chunks
 from hardcost.sync.bills import OFF, PAYMENT_PREFIX, document_id
 from hardcost.sync.bounds import ID, clean, clip, digest_key, fits
 from hardcost.sync.importer import SHUTDOWN, Importer
-from hardcost.sync.leases import Lease, RunStop
+from hardcost.sync.leases import Lease, RunStop, run_soon
 from hardcost.sync.qbo import instant
 from hardcost.sync.removals import note_removals
 from hardcost.sync.store import Firm, FirmSettings, WebhookEvent, utcnow
@@ -44,9 +44,12 @@ PURCHASE = "Purchase"
 BILL = "Bill"
 BILL_PAYMENT = "BillPayment"
 IMPORTED_ENTITIES = frozenset({PURCHASE, BILL, BILL_PAYMENT})
+ATTACHABLE = "Attachable"
+"""A file attached or changed: not stored as an event; the firm's next run is brought forward
+(its CDC call reads Attachables, ``sync/receipts.py``)."""
 """Entities whose changes are stored: Bills and their payments matter to firms that import
 Bills (``bills on-entry|on-payment``); for the others they are dropped when processed."""
-_ENTITY_NAMES = {name.lower(): name for name in IMPORTED_ENTITIES}
+_ENTITY_NAMES = {name.lower(): name for name in (*IMPORTED_ENTITIES, ATTACHABLE)}
 IMPORTED_OPERATIONS = frozenset({"Create", "Update", "Void"})
 DELETE = "Delete"
 LEASE = timedelta(minutes=15)
@@ -245,7 +248,8 @@ def record_changes(sessions: sessionmaker[Session], changes: list[EntityChange],
     thousands of entities is stored with one bulk insert, and a change already stored (a
     redelivery, or a concurrent delivery of the same event) is skipped by the unique key."""
     result = Recorded()
-    realms = {c.realm_id for c in changes if c.entity in IMPORTED_ENTITIES}
+    realms = {c.realm_id for c in changes if c.entity in IMPORTED_ENTITIES
+              or c.entity == ATTACHABLE}
     ignored: Counter[str] = Counter()
     wanted: dict[tuple[int, str], EntityChange] = {}
     with sessions() as session:
@@ -254,8 +258,11 @@ def record_changes(sessions: sessionmaker[Session], changes: list[EntityChange],
             for firm_id, realm in session.execute(select(Firm.id, Firm.qbo_realm_id).where(
                     Firm.qbo_realm_id.in_(realms), Firm.active.is_(True))):
                 firms[str(realm)].append(firm_id)
+        due: set[int] = set()
         for change in changes:
-            if change.entity not in IMPORTED_ENTITIES:
+            if change.entity == ATTACHABLE and firms.get(change.realm_id):
+                due.update(firms[change.realm_id])  # its next run reads the file's change
+            elif change.entity not in IMPORTED_ENTITIES:
                 ignored[f"{change.entity} (only purchases and Bills are imported)"] += 1
             elif not firms.get(change.realm_id):
                 ignored[f"company {change.realm_id} (no active firm has it)"] += 1
@@ -273,6 +280,8 @@ def record_changes(sessions: sessionmaker[Session], changes: list[EntityChange],
                 for (firm_id, key), change in wanted.items() if (firm_id, key) not in known]
         if rows:
             session.execute(_insert_new(session), rows)
+        for firm_id in sorted(due):
+            run_soon(session, firm_id, now)
         session.commit()
     result.duplicates += len(known)
     result.stored += len(rows)

@@ -29,7 +29,14 @@ from hardcost.sandbox.qbo import account_line
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
 from hardcost.sync.bounds import clip
 from hardcost.sync.slack_tables import SLACK_METADATA
-from hardcost.sync.store import AccountCoding, Base, PromptGroup, WaitingExpense, WebhookEvent
+from hardcost.sync.store import (
+    AccountCoding,
+    Base,
+    PromptGroup,
+    ReceiptLink,
+    WaitingExpense,
+    WebhookEvent,
+)
 from hardcost.sync.webhooks import process_pending
 
 NUL = "\x00"
@@ -234,6 +241,33 @@ def account_codings(rig: SlackRig) -> None:
         assert row.utbms_code_id == code and row.expense_category_id == category
 
 
+def receipts_data(rig: SlackRig) -> None:
+    """Attachables whose file name and content type run past their columns (and hold NULs),
+    one whose id and one whose transaction id are longer than an id (refused), filed by an
+    import through ``/hardcost run``: the document's name is clipped too."""
+    firm = rig.firm
+    firm.client("Jane Smith", ["Smith estate"])
+    purchase = firm.expense(("12.00", "Jane Smith"))
+    ref = [{"EntityRef": {"type": "Purchase", "value": purchase["Id"]}}]
+    firm.qbo.put_attachable_raw({
+        "AttachableRef": ref, "FileName": NUL + over("receipt_files.file_name", "f"),
+        "ContentType": over("receipt_files.content_type", "t") + NUL}, data=b"receipt")
+    firm.qbo.put_attachable_raw({"Id": over("receipt_files.attachable_id", "9"),
+                                 "AttachableRef": ref, "FileName": "a.pdf"}, data=b"a")
+    firm.qbo.put_attachable_raw({
+        "AttachableRef": [{"EntityRef": {"type": "Purchase",
+                                         "value": over("receipt_files.txn_key", "8")}}],
+        "FileName": "b.pdf"}, data=b"b")
+    firm.later()
+
+    def filed() -> bool:
+        with firm.sessions() as session:
+            return session.scalars(select(ReceiptLink.state)).all() == ["created"]
+
+    assert rig.command("run").status_code == 200
+    wait_for(filed, what="the receipt filed")
+
+
 CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
     "quickbooks": (quickbooks_data, frozenset({
         "entry_links.realm_id", "entry_links.purchase_id", "entry_links.customer_id",
@@ -270,6 +304,10 @@ CASES: dict[str, tuple[Callable[[SlackRig], None], frozenset[str]]] = {
         "firm_settings.prompts", "firm_settings.no_customer", "firm_settings.slack_channel_id",
         "firm_settings.not_billable", "firm_settings.report",
         "oauth_states.region", "firms.clio_region"})),
+    "receipts": (receipts_data, frozenset({
+        "receipt_files.file_name", "receipt_files.content_type", "receipt_files.attachable_id",
+        "receipt_files.txn_key", "receipt_files.realm_id", "receipt_links.realm_id",
+        "receipt_links.attachable_id", "receipt_links.txn_key", "receipt_links.name"})),
     "codings": (account_codings, frozenset({
         "account_codings.account_id", "account_codings.account_name",
         "account_codings.category_name", "account_codings.utbms_code",
@@ -288,7 +326,10 @@ INTERNAL: dict[str, str] = {
            ("waiting_expenses", "reason"), ("waiting_expenses", "resolution"),
            ("prompt_groups", "resolution"), ("oauth_states", "provider"),
            ("oauth_states", "outcome"), ("watermarks", "stream"), ("audit_log", "action"),
-           ("firm_settings", "clio_entry_type")]},
+           ("firm_settings", "clio_entry_type"), ("receipt_links", "state")]},
+    "receipt_links.uuid": "Clio's version uuid, clipped in sync.receipts (a uuid: 36)",
+    "receipt_files.qbo_updated_at": "QuickBooks' LastUpdatedTime, kept only when it fits "
+                                    "(sync.receipts), else none",
     **{f"{table}.{column}": "a random token hardcost makes (uuid4 hex, token_urlsafe)"
        for table, column in [("run_leases", "claim_token"), ("webhook_events", "claim_token"),
                              ("oauth_states", "state"), ("slack_oauth_states", "state")]},

@@ -156,5 +156,6 @@ def test_a_quiet_run_leaves_the_watermarks_until_they_fall_six_hours_behind(
     assert quiet.scheduler.run_firm(firm_id) is not None
     after = marks()
     assert set(after) == set(before)
-    assert all(after[stream] > before[stream] for stream in before)
+    # times move on; the receipts row is a state (``live``), not a time
+    assert all(after[stream] > before[stream] for stream in before if stream != "receipts")
 

@@ -5,13 +5,21 @@ storage). The database is SQLite or PostgreSQL (``HARDCOST_TEST_DATABASE_URL``).
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import signal
+import time
+from datetime import timedelta
 from typing import Any
 from urllib.parse import unquote_plus
 
+import pytest
+import requests
 from sqlalchemy import select, update
 
 from hardcost.sandbox.faults import Fault
+from hardcost.sandbox.qbo import account_line
+from hardcost.sandbox.slack_rig import SlackRig
 from hardcost.sync import audit, choices
 from hardcost.sync.receipts import EXTERNAL_NAME, RECEIPTS_STREAM, external_value
 from hardcost.sync.store import (
@@ -21,7 +29,9 @@ from hardcost.sync.store import (
     ReceiptState,
     Watermark,
 )
-from tests.firmkit import Firm
+from hardcost.sync.store import Firm as FirmRow
+from tests import crashkit
+from tests.firmkit import Firm, lapse_leases, not_due
 
 PDF = b"%PDF-1.4\n" + bytes(range(256)) * 300 + b"\n%%EOF\n"
 
@@ -281,3 +291,105 @@ def test_a_file_over_the_limit_is_skipped_with_a_reason(firm: Firm,
     assert firm.clio.documents_of(firm.matters["Smith estate"]) == []
     [link] = _links(firm)
     assert link.state == ReceiptState.SKIPPED.value and "huge.pdf" in (link.reason or "")
+
+
+# -- SIGKILL mid-filing: exactly one complete document after a rerun ---------------------------
+
+DOCUMENTS_POST = r"^/api/v4/documents\.json$"
+DOCUMENT_PATCH = r"^/api/v4/documents/\d+\.json$"
+KILL_MOMENTS = {
+    "before the upload": Fault(path=DOCUMENTS_POST, method="POST", passthrough=True, delay=60),
+    "between the PUT and the PATCH": Fault(path=DOCUMENT_PATCH, method="PATCH",
+                                           passthrough=True, delay=60),
+    "after the PATCH": Fault(path=DOCUMENT_PATCH, method="PATCH", passthrough=True,
+                             delay_after=60),
+}
+
+
+@pytest.mark.parametrize("moment", sorted(KILL_MOMENTS))
+def test_a_serve_killed_while_filing_ends_with_exactly_one_complete_document(
+        firm: Firm, database_url: str, serve_slack: tuple[str, str], moment: str) -> None:
+    with firm.sessions() as session:
+        row = session.get(FirmRow, firm.id)
+        assert row is not None
+        row.slack_team_id = "T0001"
+        session.commit()
+    purchase = _courier(firm)
+    attachable = firm.qbo.attach("Purchase", purchase["Id"], "r.pdf", data=PDF)
+    matter = firm.matters["Smith estate"]
+    firm.world.clio.faults.add(dataclasses.replace(KILL_MOMENTS[moment]))
+    not_due(firm)  # only /hardcost run files here
+
+    proc, base = crashkit.serve(firm, database_url, serve_slack)
+    try:
+        assert crashkit.run_command(base).status_code == 200
+        crashkit.wait(lambda: firm.world.clio.faults.pending() == 0, "the call to be held")
+        if moment == "after the PATCH":
+            crashkit.wait(lambda: [d["fully_uploaded"] for d in firm.clio.documents_of(matter)]
+                          == [True], "Clio to complete the document")
+        time.sleep(0.2)
+        assert [link.state for link in _links(firm)] == [ReceiptState.PENDING.value]
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    lapse_leases(firm)
+    firm.world.clio.faults.clear()
+
+    proc, base = crashkit.serve(firm, database_url, serve_slack)  # restarted
+    try:
+        assert crashkit.run_command(base).status_code == 200
+        crashkit.wait(lambda: [link.state for link in _links(firm)]
+                      == [ReceiptState.CREATED.value], "the receipt filed")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+    complete = [d for d in firm.clio.documents_of(matter) if d["fully_uploaded"]]
+    assert len(complete) == 1
+    assert complete[0]["sha256"] == firm.qbo.attachment_sha256(attachable)
+    [link] = _links(firm)
+    assert link.clio_document_id == complete[0]["id"]
+    assert len(firm.entries()) == 1
+
+
+def test_an_attachable_webhook_brings_the_firms_next_run_forward(rig: SlackRig) -> None:
+    from hardcost.sync.leases import run_soon
+    from hardcost.sync.store import RunLease, WebhookEvent
+
+    firm = rig.firm
+    later = rig.ctx.clock() + timedelta(hours=6)
+    with firm.sessions() as session:
+        run_soon(session, firm.id, later)  # not due for hours
+        session.commit()
+    body, headers = firm.world.qbo.webhook_notification(
+        firm.qbo.realm_id, [("Attachable", "5001", "Create")])
+
+    answer = requests.post(rig.web.url + "/webhooks/quickbooks", data=body,
+                           headers=headers, timeout=10)
+
+    assert answer.status_code == 200
+    with firm.sessions() as session:
+        lease = session.get(RunLease, firm.id)
+        assert lease is not None and lease.next_run_at < later
+        assert list(session.scalars(select(WebhookEvent))) == []  # no event: a run reads it
+
+
+def test_an_entry_moved_to_another_matter_by_an_edit_gets_its_receipt_there_too(
+        firm: Firm) -> None:
+    purchase = _courier(firm)
+    attachable = firm.qbo.attach("Purchase", purchase["Id"], "r.pdf", data=PDF)
+    firm.run()
+    firm.client("Bob Brown", ["Brown contract"])
+    firm.later()
+    firm.qbo.update_purchase(str(purchase["Id"]), lines=[account_line(
+        "88.40", firm.import_account, customer_id=firm.customers["Bob Brown"])])
+
+    summary = firm.run()
+
+    assert summary.receipts_filed == 1
+    [moved] = firm.clio.documents_of(firm.matters["Brown contract"])
+    assert moved["sha256"] == firm.qbo.attachment_sha256(attachable)
+    # the first matter's copy is never deleted
+    assert len(firm.clio.documents_of(firm.matters["Smith estate"])) == 1
+    firm.later()
+    assert firm.run().receipts_filed == 0
