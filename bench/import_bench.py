@@ -43,6 +43,7 @@ from bench.sections import (
     MATTER_SEARCH_SECTION,
     PROGRESS_SECTION,
     PROMPT_SECTION,
+    RECEIPTS_SECTION,
     SCALE_SECTION,
     carry_over,
 )
@@ -721,7 +722,8 @@ def main(argv: list[str] | None = None) -> int:
                                                         BACKFILL_SECTION, SCALE_SECTION,
                                                         PROGRESS_SECTION,
                                                         MATTER_SEARCH_SECTION,
-                                                        EXPORT_SECTION, HEALTH_SECTION])
+                                                        EXPORT_SECTION, HEALTH_SECTION,
+                                                        RECEIPTS_SECTION])
     print(report)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(report, encoding="utf-8")

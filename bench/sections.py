@@ -27,6 +27,8 @@ of people trying hardcost as hostile and careless users would (what was tried, w
 fixed). ``bench.reliability`` rewrites the file and carries them over."""
 HEALTH_SECTION = "## Health probe"
 """The heading (its start) of ``bench.health_bench``'s section of ``docs/benchmarks.md``."""
+RECEIPTS_SECTION = "## Receipts: files filed on the matter"
+"""The heading (its start) of ``bench.receipts_bench``'s section of ``docs/benchmarks.md``."""
 SCALE_SECTION = "## Scale"
 """The heading (its start) of ``bench.scale_bench``'s sections of ``docs/benchmarks.md``: one
 per number of firms (``## Scale: 10,000 firms …``), so that two sizes side by side show how the

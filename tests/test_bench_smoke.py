@@ -256,3 +256,20 @@ def test_the_export_benchmark_runs_small_and_writes_only_its_section(tmp_path: P
     assert "## Export: memory while `/hardcost export` writes its CSV" in report
     rows = [line for line in report.splitlines() if line.startswith("| ") and "MB" in line]
     assert [row.split("|")[1].strip() for row in rows] == ["50", "120"]
+
+
+def test_receipts_bench_files_each_receipt_once_and_reports_its_targets(
+        tmp_path: Path) -> None:
+    from bench import receipts_bench
+
+    out = tmp_path / "receipts.md"
+
+    assert receipts_bench.main(["--purchases", "12", "--with-files", "4", "--largest-mb", "1",
+                                "--big-mb", "2", "--speedup", "600", "--out", str(out)]) == 0
+
+    report = out.read_text(encoding="utf-8")
+    assert report.startswith("## Receipts: files filed on the matter (issue 28)")
+    assert _row(report, "every check above") == ["all hold", "yes"]
+    quiet = _row(report, "quiet run with receipts on ≤ 2 QuickBooks calls, 0 Clio")
+    assert quiet[-1] == "yes", quiet
+    assert "NO" not in report
