@@ -75,7 +75,7 @@ RECEIPTS_STREAM = "receipts"
 LIVE, LIVE_DUE, OFF, QUERY = "live", "live:due", "off", "query:"
 EXTERNAL_NAME = "hardcost_receipt"
 """The external property that ties a Clio document to ``<realm>:<Attachable id>:<matter id>``."""
-MAX_BYTES = 100 * 1024 * 1024
+MAX_BYTES = 250 * 1024 * 1024
 """Files larger than this are not filed (skipped with a reason)."""
 SPOOL_BYTES = 4 * 1024 * 1024
 """A download is held in memory up to this size, in a temporary file past it."""
@@ -424,9 +424,11 @@ class Receipts:
                 labels.payees[key] = clip(name.strip(), NAME)
         return labels
 
-    def _pending(self, realm_id: str, item: Due, run_id: int | None) -> ReceiptLink | None:
-        """The link row, pending and committed before the upload; None when it is settled
-        already (another process filed it meanwhile)."""
+    def _pending(self, realm_id: str, item: Due, run_id: int | None
+                 ) -> tuple[ReceiptLink, bool] | None:
+        """The link row, pending and committed before the upload, and whether this call made
+        it (no earlier attempt, so no document of it can be in Clio: the look-up is skipped);
+        None when it is settled already (another process filed it meanwhile)."""
         file = item.file
         with self.sessions() as session:
             link = session.scalars(select(ReceiptLink).where(
@@ -444,22 +446,26 @@ class Receipts:
                 except IntegrityError:
                     session.rollback()
                     return None
-                return link
+                return link, True
             if link.state in (ReceiptState.CREATED.value, ReceiptState.SKIPPED.value):
                 return None
             link.state = ReceiptState.PENDING.value
             link.run_id = run_id
             session.commit()
-            return link
+            return link, False
 
     def _file(self, state: RunState, realm_id: str, item: Due, labels: _Labels) -> None:
         file = item.file
-        link = self._pending(realm_id, item, state.summary.run_id)
-        if link is None:
+        pending = self._pending(realm_id, item, state.summary.run_id)
+        if pending is None:
             return
+        link, first = pending
         value = external_value(realm_id, file.attachable_id, item.matter_id)
-        found = [d for d in self.clio.find_documents(name=EXTERNAL_NAME, value=value)
-                 if d.external.get(EXTERNAL_NAME, value) == value]
+        # An earlier attempt (a crash, a failure) may have left a document in Clio, complete
+        # or not: looked up by its external property first. A row this call made has none.
+        found = [] if first else [
+            d for d in self.clio.find_documents(name=EXTERNAL_NAME, value=value)
+            if d.external.get(EXTERNAL_NAME, value) == value]
         complete = next((d for d in found if d.fully_uploaded), None)
         name = document_name(item.txn_date, labels.payees.get(file.txn_key), item.amount,
                              file.file_name)

@@ -28,18 +28,15 @@ PATCH = r"^/api/v4/documents/\d+\.json$"
 
 
 @contextmanager
-def serve(firm: Firm, database_url: str, slack: tuple[str, str], *,
-          max_bytes: int | None = None) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """``hardcost serve`` in a process of its own for ``firm``; (the process, its URL).
-    ``max_bytes``: the receipts size limit raised in that process (the production limit,
-    ``receipts.MAX_BYTES``, is 100 MB: a larger file is skipped, never downloaded)."""
+def serve(firm: Firm, database_url: str, slack: tuple[str, str]
+          ) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``hardcost serve`` in a process of its own for ``firm``; (the process, its URL), with
+    the production size limit (``receipts.MAX_BYTES``, 250 MB)."""
     token, url = slack
     port = free_port()
     env = serve_env(firm.world, database_url, bot_token=token, slack_url=url, port=port,
                     signing_secret=SECRET)
-    code = ("import sys\nfrom hardcost.sync import receipts\n"
-            f"receipts.MAX_BYTES = {max_bytes or 'receipts.MAX_BYTES'}\n"
-            "from hardcost.cli import main\nsys.exit(main(['serve']))\n")
+    code = "import sys\nfrom hardcost.cli import main\nsys.exit(main(['serve']))\n"
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen([sys.executable, "-c", code], env=env, text=True,
                                 stdout=subprocess.DEVNULL, stderr=log)
@@ -96,7 +93,7 @@ def test_serve_files_a_200_mb_receipt_with_its_rss_growing_less_than_20_mb(
     purchase = _courier(firm)
     matter = firm.matters["Smith estate"]
     _ready(firm)
-    with serve(firm, database_url, serve_slack, max_bytes=BIG + MB) as (proc, base):
+    with serve(firm, database_url, serve_slack) as (proc, base):
         _run(base, firm)  # the entry, and the code paths of a run, before the measure
         assert len(firm.entries()) == 1
         firm.later()

@@ -65,10 +65,17 @@ def test_a_purchases_receipt_is_filed_byte_identical_on_its_matter_once(firm: Fi
     purchase = _courier(firm)
     attachable = firm.qbo.attach("Purchase", purchase["Id"], "speedy-5101.pdf", data=PDF)
 
+    firm.world.clio.calls.clear()
     summary = firm.run()
 
     assert summary.imported == 1 and summary.receipts_filed == 1
     assert summary.receipt_bytes == len(PDF)
+    # two Clio API calls for a receipt filed the first time (create, finish) and the storage
+    # PUT: no look-up by external property, since no earlier attempt can have left a document
+    assert firm.world.clio.calls.count("POST", r"/documents\.json$") == 1
+    assert firm.world.clio.calls.count("PATCH", r"/documents/\d+\.json$") == 1
+    assert firm.world.clio.calls.count("GET", r"/documents\.json$") == 0
+    assert firm.world.clio.calls.count("PUT", r"^/storage/") == 1
     [document] = firm.clio.documents_of(firm.matters["Smith estate"])
     assert document["fully_uploaded"] is True
     assert document["sha256"] == firm.qbo.attachment_sha256(attachable)
