@@ -16,7 +16,8 @@ the rate-limit bound (Clio calls ÷ 50 windows) and the 429s Clio sent. With
 ``--database-url`` it repeats them on PostgreSQL too, imported by ``--paced-replicas`` app
 processes at once (alternate purchase ids each, one firm, so one Clio account and one shared
 ``rate_buckets`` row), with ``HARDCOST_PACING_UNIT_SECONDS`` set to the compressed window.
-Rewrites only its own section of ``docs/benchmarks.md``; always exits 0 unless the benchmark itself crashes.
+Rewrites only its own section of ``docs/benchmarks.md``; always exits 0 unless the benchmark
+itself crashes.
 """
 
 from __future__ import annotations
