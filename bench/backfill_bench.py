@@ -122,9 +122,19 @@ def app_main(firm_id: int, ids_file: str | None = None) -> int:
         "imported": summary.imported, "waiting": summary.waiting, "failed": summary.failed,
         "read": summary.purchases_read, "qbo_calls": summary.qbo_calls,
         "clio_calls": summary.clio_calls, "error": summary.error,
-        "rate_limit_wait_s": importer.clio.waited,
+        "rate_limit_wait_s": importer.clio.waited, "pacing": _pacing_stats(importer.clio),
     }))
     return 0
+
+
+def _pacing_stats(clio: Any) -> dict[str, float]:
+    """What the Clio pacer counted: a shared pacer's grants, tokens and waits (PostgreSQL), or
+    the header pacer's waits for a reset (SQLite)."""
+    pacer = clio.api.pacer
+    if hasattr(pacer, "stats"):
+        return dict(pacer.stats())
+    return {"header_waits": getattr(pacer, "waits", 0),
+            "header_wait_s": getattr(pacer, "waited", 0.0)}
 
 
 def _peak_rss_mb() -> float:
@@ -246,6 +256,10 @@ def run_apps(env: dict[str, str], firm_id: int, ids: list[str],
         if proc.returncode != 0:
             raise RuntimeError(f"the app failed: {err[-3000:]}")
         apps.append(json.loads(out.strip().splitlines()[-1]))
+    for index, app in enumerate(apps):  # where each replica's time and Clio tokens went
+        progress(f"  replica {index}: wall {app['wall_s']:.1f} s, cpu {app['cpu_s']:.1f} s, "
+                 f"Clio calls {app['clio_calls']}, waited {app['rate_limit_wait_s']:.1f} s, "
+                 f"pacing {json.dumps(app['pacing'], sort_keys=True)}")
     if len(apps) == 1:
         return apps[0]
     summed: dict[str, Any] = {key: sum(a[key] for a in apps) for key in (

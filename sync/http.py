@@ -220,6 +220,8 @@ class HeaderPacer:
         self._lock = threading.Lock()
         self._sleep = sleep
         self._clock = clock
+        self.waits = 0  # waits for a reset, and their seconds (benchmarks)
+        self.waited = 0.0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -230,6 +232,8 @@ class HeaderPacer:
             if wait > 0:
                 log.info("rate limit nearly spent; waiting %.1fs for the window to reset", wait)
                 self._sleep(wait)
+                self.waits += 1
+                self.waited += wait
             with self._lock:
                 self._remaining = None
         yield

@@ -397,6 +397,14 @@ class SharedPacer:
         self._known_reset: float | None = None
         self._reset_step = float(getattr(policy, "resolution", RESET_RESOLUTION_SECONDS))
         self.given_back = 0  # unused tokens returned to the bucket (see give_back)
+        # What became of the tokens, and where the time went (benchmarks read :meth:`stats`).
+        self.granted = 0  # tokens granted by the store
+        self.empty_grants = 0  # grants of none (the window spent): a wait for the next
+        self.sent = 0  # tokens a request went out on
+        self.expired = 0  # tokens that expired here unsent
+        self.store_seconds = 0.0  # in the store's transactions (taking blocks)
+        self.window_wait_seconds = 0.0  # asleep for the next window (grants of none)
+        self.ready_wait_seconds = 0.0  # asleep until a granted token became valid
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -448,6 +456,21 @@ class SharedPacer:
         self.store.give_back(self.key, self.policy, count)
         return count
 
+    def stats(self) -> dict[str, float]:
+        """The counters above, and the header pacer's waits (benchmarks, debugging)."""
+        with self._lock:
+            unsent = 0 if self._block is None else \
+                self._block.grant.count - self._block.next
+            return {"grants": self.grants, "empty_grants": self.empty_grants,
+                    "granted": self.granted, "sent": self.sent, "expired": self.expired,
+                    "given_back": self.given_back, "unsent": unsent,
+                    "block_size": self.block_size,
+                    "store_s": self.store_seconds,
+                    "window_wait_s": self.window_wait_seconds,
+                    "ready_wait_s": self.ready_wait_seconds,
+                    "header_wait_s": self._headers.waited if self._headers else 0.0,
+                    "header_waits": self._headers.waits if self._headers else 0}
+
     def _claim_local(self, now: float) -> float | None:
         """Seconds to wait for this caller's token of the current block, or None if none."""
         block = self._block
@@ -457,8 +480,10 @@ class SharedPacer:
             index = block.next
             block.next += 1
             if block.start + block.grant.expires(index) > now:
+                self.sent += 1
                 return max(0.0, block.start + block.grant.ready(index) - now)
             block.wasted += 1
+            self.expired += 1
         return None
 
     def _acquire(self) -> None:
@@ -468,6 +493,7 @@ class SharedPacer:
             if wait is not None:
                 if wait > 0:
                     self._sleep(wait)
+                    self.ready_wait_seconds += wait
                 return
             with self._fetch:
                 with self._lock:
@@ -475,14 +501,19 @@ class SharedPacer:
                         continue  # another thread fetched a block meanwhile
                     self._resize()
                     want = self.block_size
+                asked = self._clock()
                 grant = self.store.take(self.key, self.policy, want)
                 self.grants += 1
                 with self._lock:
                     self._block = _Block(grant, self._clock())
+                    self.store_seconds += self._block.start - asked
+                    self.granted += grant.count
                 if grant.count == 0:
+                    self.empty_grants += 1
                     wait = min(max(grant.retry_in, 0.05), self.max_wait)
                     log.info("shared rate limit spent; waiting %.1fs for the next window", wait)
                     self._sleep(wait)
+                    self.window_wait_seconds += wait
 
     def _resize(self) -> None:
         # Larger blocks while they are used up (fewer statements), smaller when tokens expire.
