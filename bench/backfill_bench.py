@@ -226,10 +226,30 @@ def bench_one(purchases: int, database_url: str | None, *, paced: bool,
         result.replicas = replicas
         if paced:
             result.bound_s = math.ceil(len(clio_calls) / CLIO_LIMIT) * 60.0 / speedup
+            progress("  " + windows_seen([c.at for c in clio_calls], 60.0 / speedup))
         progress(f"  {app['imported']:,} entries in {app['wall_s']:.1f} s, peak RSS "
                  f"{app['peak_rss_mb']:.0f} MB, {result.per_entry('statements'):.2f} "
                  f"statements and {result.per_entry('commits'):.3f} commits per entry")
         return result
+
+
+def windows_seen(times: list[float], window: float) -> str:
+    """Clio's windows as the sandbox counted them (each opens with the first request after
+    the last one ended): how many, how full, and the time between one's end and the next's
+    first request (where a paced run's wall goes beyond the bound)."""
+    fills: list[int] = []
+    idle, ends = 0.0, float("-inf")
+    for at in sorted(times):
+        if at >= ends:
+            if fills:
+                idle += at - ends
+            ends = at + window
+            fills.append(0)
+        fills[-1] += 1
+    full = sum(1 for f in fills if f >= CLIO_LIMIT - 1)
+    return (f"Clio windows: {len(fills)} ({full} with ≥ {CLIO_LIMIT - 1} requests, mean "
+            f"{sum(fills) / max(len(fills), 1):.1f}), idle between windows {idle:.1f} s, "
+            f"fills {sorted(Counter(fills).items())}")
 
 
 def run_apps(env: dict[str, str], firm_id: int, ids: list[str],

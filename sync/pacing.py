@@ -58,11 +58,19 @@ MARGIN_SECONDS = 0.5
 MAX_WAIT_SECONDS = 65.0
 """The longest one wait for tokens lasts (a window and its slack)."""
 
+MIN_LIFETIME_SECONDS = 1.0
+"""The shortest a Clio token's ``lifetime`` is compressed to. A lifetime is the time a process
+takes to spend a block: its own requests and database work between them, which a compressed
+clock does not shorten (a block of 10 at up to 100 ms each). Production's is 10 s; at 60×
+a sixtieth (0.17 s) made tokens expire while a replica was busy, and the window's budget ran
+out before the window did. Tokens still never outlive their window (``deadline``)."""
+
 MINUTE = 60.0
 """A minute of the services' limits; ``HARDCOST_PACING_UNIT_SECONDS`` makes pacing's shorter
 (tests and benchmarks compress time with the sandbox's Clio window): every duration of a policy
-then scales by ``unit ÷ 60`` (:meth:`SlidingPolicy.compressed`). The database's clock still
-runs at its own pace; only the lengths measured on it shrink."""
+then scales by ``unit ÷ 60`` (:meth:`SlidingPolicy.compressed`), but for a Clio token's lifetime
+(:data:`MIN_LIFETIME_SECONDS`). The database's clock still runs at its own pace; only the
+lengths measured on it shrink."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,8 @@ class SlidingPolicy:
         return (self.limit - self.margin - self.burst) / (self.period + self.lifetime)
 
     def compressed(self, unit_seconds: float) -> SlidingPolicy:
-        """This policy with every duration scaled so that a minute lasts ``unit_seconds``."""
+        """This policy with every duration scaled so that a minute lasts ``unit_seconds`` (the
+        lifetime too: it sets the refill rate, which must compress with the period)."""
         if unit_seconds == MINUTE:
             return self
         f = unit_seconds / MINUTE
@@ -184,11 +193,14 @@ class WindowPolicy:
     margin: float = MARGIN_SECONDS
 
     def compressed(self, unit_seconds: float) -> WindowPolicy:
-        """This policy with every duration scaled so that a minute lasts ``unit_seconds``."""
+        """This policy with every duration scaled so that a minute lasts ``unit_seconds``; the
+        tokens' lifetime not below :data:`MIN_LIFETIME_SECONDS` (the process's own pace; here
+        it bounds no count: the deadline keeps tokens in their window)."""
         if unit_seconds == MINUTE:
             return self
         f = unit_seconds / MINUTE
-        return replace(self, period=self.period * f, lifetime=self.lifetime * f,
+        lifetime = max(self.lifetime * f, min(self.lifetime, MIN_LIFETIME_SECONDS))
+        return replace(self, period=self.period * f, lifetime=lifetime,
                        slack=self.slack * f, resolution=self.resolution * f,
                        margin=self.margin * f)
 

@@ -281,14 +281,49 @@ def _most_in_server_windows(times: list[float], period: float) -> int:
 def test_pacing_at_the_default_unit_is_production_pacing() -> None:
     """Unchanged at the default: the policies are the very objects production uses."""
     from hardcost.sync.config import Settings
-    from hardcost.sync.pacing import CLIO_POLICY, MAX_WAIT_SECONDS, QBO_POLICY, Pacing
+    from hardcost.sync.pacing import (
+        CLIO_POLICY,
+        MAX_WAIT_SECONDS,
+        MIN_LIFETIME_SECONDS,
+        QBO_POLICY,
+        Pacing,
+    )
 
     assert Settings().pacing_unit_seconds == 60.0
     assert CLIO_POLICY.compressed(60.0) is CLIO_POLICY and QBO_POLICY.compressed(60.0) is QBO_POLICY
     assert Pacing(None, 1).unit_seconds == 60.0 and Pacing(None, 1)._max_wait == MAX_WAIT_SECONDS
     fast = CLIO_POLICY.compressed(1.0)  # 60×: every duration a sixtieth, the budget the same
-    assert (fast.period, fast.lifetime, fast.limit) == (1.0, CLIO_POLICY.lifetime / 60, 50)
+    assert (fast.period, fast.margin, fast.limit) == (1.0, CLIO_POLICY.margin / 60, 50)
+    assert fast.lifetime == MIN_LIFETIME_SECONDS < CLIO_POLICY.lifetime  # the app's own pace
     assert QBO_POLICY.compressed(1.0).rate == pytest.approx(QBO_POLICY.rate * 60)
+
+
+def test_on_a_compressed_clock_clio_tokens_outlive_the_replicas_own_work() -> None:
+    """At 60× two replicas share Clio's 1 s window, each spending 40 ms of its own work per
+    request (the database and HTTP, which compression does not shorten). Their blocks grow to
+    10 tokens, 0.4 s of that work: none may expire before it is sent, or the window's budget
+    runs out before the window does and the replicas wait for the next one."""
+    from hardcost.sync.pacing import CLIO_POLICY
+
+    now = [1_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = LocalBuckets(clock=lambda: now[0])
+    policy = CLIO_POLICY.compressed(1.0)
+    replicas = [SharedPacer(store, "clio:1", policy, clock=lambda: now[0],
+                            wall_clock=lambda: now[0], sleep=sleep) for _ in range(2)]
+    for turn in range(44):  # 0.88 s of work, 44 of the window's 49 requests
+        with replicas[turn % 2].slot():
+            pass
+        now[0] += 0.02  # each replica's turn comes every 40 ms
+
+    counts = [r.stats() for r in replicas]
+    assert [c["sent"] for c in counts] == [22, 22]
+    assert [c["expired"] for c in counts] == [0, 0]
+    assert [c["empty_grants"] for c in counts] == [0, 0]
+    assert [c["block_size"] for c in counts] == [10, 10]  # the blocks did grow
 
 
 WINDOW = 0.5  # the sandbox Clio's window, and pacing's minute: 120× compressed
