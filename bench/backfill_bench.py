@@ -98,6 +98,10 @@ def app_main(firm_id: int, ids_file: str | None = None) -> int:
         import tracemalloc
         tracemalloc.start(8)
     ids = set(json.loads(Path(ids_file).read_text())) if ids_file else None
+    if os.environ.get("HARDCOST_BENCH_STACKS"):  # where the time goes (every few seconds)
+        import faulthandler
+        faulthandler.dump_traceback_later(float(os.environ["HARDCOST_BENCH_STACKS"]),
+                                          repeat=True)
     cpu_before = time.process_time()
     began = time.time()
     started = time.perf_counter()
@@ -226,7 +230,11 @@ def bench_one(purchases: int, database_url: str | None, *, paced: bool,
         result.replicas = replicas
         if paced:
             result.bound_s = math.ceil(len(clio_calls) / CLIO_LIMIT) * 60.0 / speedup
-            progress("  " + windows_seen([c.at for c in clio_calls], 60.0 / speedup))
+            times = [c.at for c in clio_calls]
+            progress("  " + windows_seen(times, 60.0 / speedup))
+            if times:
+                progress(f"  before the first Clio call {min(times) - app['began']:.1f} s, "
+                         f"after the last {app['ended'] - max(times):.1f} s")
         progress(f"  {app['imported']:,} entries in {app['wall_s']:.1f} s, peak RSS "
                  f"{app['peak_rss_mb']:.0f} MB, {result.per_entry('statements'):.2f} "
                  f"statements and {result.per_entry('commits'):.3f} commits per entry")
@@ -271,8 +279,9 @@ def run_apps(env: dict[str, str], firm_id: int, ids: list[str],
         outputs = [p.communicate() for p in procs]
     apps = []
     for proc, (out, err) in zip(procs, outputs, strict=True):
-        if os.environ.get("HARDCOST_BENCH_SQL") or os.environ.get("HARDCOST_BENCH_TRACE"):
-            progress(err[-9000:])
+        if os.environ.get("HARDCOST_BENCH_SQL") or os.environ.get("HARDCOST_BENCH_TRACE") \
+                or os.environ.get("HARDCOST_BENCH_STACKS"):
+            progress(err[-int(os.environ.get('HARDCOST_BENCH_ERR', 9000)):])
         if proc.returncode != 0:
             raise RuntimeError(f"the app failed: {err[-3000:]}")
         apps.append(json.loads(out.strip().splitlines()[-1]))
@@ -285,7 +294,9 @@ def run_apps(env: dict[str, str], firm_id: int, ids: list[str],
     summed: dict[str, Any] = {key: sum(a[key] for a in apps) for key in (
         "cpu_s", "statements", "commits", "imported", "waiting", "failed", "read",
         "qbo_calls", "clio_calls", "rate_limit_wait_s")}
-    summed["wall_s"] = max(a["ended"] for a in apps) - min(a["began"] for a in apps)
+    summed["began"] = min(a["began"] for a in apps)
+    summed["ended"] = max(a["ended"] for a in apps)
+    summed["wall_s"] = summed["ended"] - summed["began"]
     summed["peak_rss_mb"] = max(a["peak_rss_mb"] for a in apps)
     summed["error"] = next((a["error"] for a in apps if a["error"]), None)
     return summed
