@@ -12,8 +12,12 @@ its rows) and commits, and reports them with its QuickBooks and Clio calls.
 
 ``--paced N`` repeats N purchases on SQLite with Clio's real limit of 50 requests per window on
 a compressed clock (the sandbox's window is 60 s ÷ ``--speedup``), and reports the wall time ÷
-the rate-limit bound (Clio calls ÷ 50 windows) and the 429s Clio sent. Rewrites only its own
-section of ``docs/benchmarks.md``; always exits 0 unless the benchmark itself crashes.
+the rate-limit bound (Clio calls ÷ 50 windows) and the 429s Clio sent. With
+``--database-url`` it repeats them on PostgreSQL too, imported by ``--paced-replicas`` app
+processes at once (alternate purchase ids each, one firm, so one Clio account and one shared
+``rate_buckets`` row), with ``HARDCOST_PACING_UNIT_SECONDS`` set to the compressed window.
+Rewrites only its own section of ``docs/benchmarks.md``; always exits 0 unless the benchmark
+itself crashes.
 """
 
 from __future__ import annotations
@@ -56,8 +60,9 @@ TARGETS = {
 
 # -- the app's side: one run in its own process -------------------------------------------
 
-def app_main(firm_id: int) -> int:
-    """One import of ``firm_id`` at ``DATABASE_URL``; prints what it measured as JSON."""
+def app_main(firm_id: int, ids_file: str | None = None) -> int:
+    """One import of ``firm_id`` at ``DATABASE_URL`` (of the purchases listed in ``ids_file``
+    when given: one replica's share); prints what it measured as JSON."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -92,10 +97,17 @@ def app_main(firm_id: int) -> int:
     if os.environ.get("HARDCOST_BENCH_TRACE"):  # where the memory goes (slow)
         import tracemalloc
         tracemalloc.start(8)
+    ids = set(json.loads(Path(ids_file).read_text())) if ids_file else None
+    if os.environ.get("HARDCOST_BENCH_STACKS"):  # where the time goes (every few seconds)
+        import faulthandler
+        faulthandler.dump_traceback_later(float(os.environ["HARDCOST_BENCH_STACKS"]),
+                                          repeat=True)
     cpu_before = time.process_time()
+    began = time.time()
     started = time.perf_counter()
-    summary = importer.run(trigger="bench")
+    summary = importer.run(trigger="bench", purchase_ids=ids)
     wall = time.perf_counter() - started
+    ended = time.time()
     cpu = time.process_time() - cpu_before
     if os.environ.get("HARDCOST_BENCH_TRACE"):
         import tracemalloc
@@ -108,15 +120,25 @@ def app_main(firm_id: int) -> int:
         for text, times in kinds.most_common(15):
             print(f"{times:7d}  {text}", file=sys.stderr)
     print(json.dumps({
-        "wall_s": wall, "cpu_s": cpu,
+        "wall_s": wall, "cpu_s": cpu, "began": began, "ended": ended,
         "peak_rss_mb": _peak_rss_mb(),
         "statements": counts["statements"], "commits": counts["commits"],
         "imported": summary.imported, "waiting": summary.waiting, "failed": summary.failed,
         "read": summary.purchases_read, "qbo_calls": summary.qbo_calls,
         "clio_calls": summary.clio_calls, "error": summary.error,
-        "rate_limit_wait_s": importer.clio.waited,
+        "rate_limit_wait_s": importer.clio.waited, "pacing": _pacing_stats(importer.clio),
     }))
     return 0
+
+
+def _pacing_stats(clio: Any) -> dict[str, float]:
+    """What the Clio pacer counted: a shared pacer's grants, tokens and waits (PostgreSQL), or
+    the header pacer's waits for a reset (SQLite)."""
+    pacer = clio.api.pacer
+    if hasattr(pacer, "stats"):
+        return dict(pacer.stats())
+    return {"header_waits": getattr(pacer, "waits", 0),
+            "header_wait_s": getattr(pacer, "waited", 0.0)}
 
 
 def _peak_rss_mb() -> float:
@@ -145,6 +167,7 @@ class Result:
     clio_api: int
     qbo_api: int
     bound_s: float | None = None
+    replicas: int = 1
 
     @property
     def created(self) -> int:
@@ -177,7 +200,7 @@ def database(url: str | None) -> Iterator[str]:
 
 
 def bench_one(purchases: int, database_url: str | None, *, paced: bool,
-              speedup: float) -> Result:
+              speedup: float, replicas: int = 1) -> Result:
     label = "PostgreSQL" if database_url else "SQLite"
     with database(database_url) as url, SandboxWorld.start() as world:
         engine = make_engine(url)
@@ -188,33 +211,95 @@ def bench_one(purchases: int, database_url: str | None, *, paced: bool,
         progress(f"{label}: seeding {purchases:,} purchases …")
         started = time.perf_counter()
         world.clock.advance(-300)  # the bookkeeper entered these five minutes ago
-        _, firm_id = connect_seeded(world, sessions, purchases=purchases,
+        seeded, firm_id = connect_seeded(world, sessions, purchases=purchases,
                                     clients=CLIENTS, seed=SEED)
         world.clock.advance(300)  # back to real time: Clio's reset times are the app's
         engine.dispose()
         seed_s = time.perf_counter() - started
         env = world.environment(url)
+        if paced:  # shared pacing (PostgreSQL) counts the sandbox's compressed minute
+            env["HARDCOST_PACING_UNIT_SECONDS"] = f"{60.0 / speedup:g}"
         progress(f"{label}: importing {purchases:,} in the app's own process"
-                 f"{' (Clio paced)' if paced else ''} …")
-        done = subprocess.run([sys.executable, "-m", "bench.backfill_bench", "app",
-                               "--firm", str(firm_id)], env=env, capture_output=True,
-                              text=True, check=False)
-        if os.environ.get("HARDCOST_BENCH_SQL") or os.environ.get("HARDCOST_BENCH_TRACE"):
-            progress(done.stderr[-9000:])
-        if done.returncode != 0:
-            raise RuntimeError(f"the app failed: {done.stderr[-3000:]}")
-        app = json.loads(done.stdout.strip().splitlines()[-1])
+                 f"{'es' if replicas > 1 else ''}{' (Clio paced)' if paced else ''} …")
+        app = run_apps(env, firm_id, sorted(seeded.company.purchases, key=int), replicas)
         clio_calls = [c for c in world.clio.calls.all() if "/api/v4/" in c.path]
         qbo_calls = [c for c in world.qbo.calls.all() if "/v3/company/" in c.path]
         result = Result(label, purchases, paced, app, seed_s,
                         sum(1 for c in clio_calls if c.status == 429), len(clio_calls),
                         len(qbo_calls))
+        result.replicas = replicas
         if paced:
             result.bound_s = math.ceil(len(clio_calls) / CLIO_LIMIT) * 60.0 / speedup
+            times = [c.at for c in clio_calls]
+            progress("  " + windows_seen(times, 60.0 / speedup))
+            if times:
+                progress(f"  before the first Clio call {min(times) - app['began']:.1f} s, "
+                         f"after the last {app['ended'] - max(times):.1f} s")
         progress(f"  {app['imported']:,} entries in {app['wall_s']:.1f} s, peak RSS "
                  f"{app['peak_rss_mb']:.0f} MB, {result.per_entry('statements'):.2f} "
                  f"statements and {result.per_entry('commits'):.3f} commits per entry")
         return result
+
+
+def windows_seen(times: list[float], window: float) -> str:
+    """Clio's windows as the sandbox counted them (each opens with the first request after
+    the last one ended): how many, how full, and the time between one's end and the next's
+    first request (where a paced run's wall goes beyond the bound)."""
+    fills: list[int] = []
+    idle, ends = 0.0, float("-inf")
+    for at in sorted(times):
+        if at >= ends:
+            if fills:
+                idle += at - ends
+            ends = at + window
+            fills.append(0)
+        fills[-1] += 1
+    full = sum(1 for f in fills if f >= CLIO_LIMIT - 1)
+    return (f"Clio windows: {len(fills)} ({full} with ≥ {CLIO_LIMIT - 1} requests, mean "
+            f"{sum(fills) / max(len(fills), 1):.1f}), idle between windows {idle:.1f} s, "
+            f"fills {sorted(Counter(fills).items())}")
+
+
+def run_apps(env: dict[str, str], firm_id: int, ids: list[str],
+             replicas: int) -> dict[str, Any]:
+    """The import in ``replicas`` app processes at once (each a replica importing its share
+    of the purchases, alternate ids, for the same Clio account); their figures summed, the
+    wall from the first one's start to the last one's end."""
+    command = [sys.executable, "-m", "bench.backfill_bench", "app", "--firm", str(firm_id)]
+    with tempfile.TemporaryDirectory(prefix="hardcost-replicas-") as tmp:
+        commands = [command]
+        if replicas > 1:
+            commands = []
+            for index in range(replicas):
+                share = Path(tmp) / f"ids-{index}.json"
+                share.write_text(json.dumps(ids[index::replicas]))
+                commands.append([*command, "--ids", str(share)])
+        procs = [subprocess.Popen(c, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for c in commands]
+        outputs = [p.communicate() for p in procs]
+    apps = []
+    for proc, (out, err) in zip(procs, outputs, strict=True):
+        if os.environ.get("HARDCOST_BENCH_SQL") or os.environ.get("HARDCOST_BENCH_TRACE") \
+                or os.environ.get("HARDCOST_BENCH_STACKS"):
+            progress(err[-int(os.environ.get('HARDCOST_BENCH_ERR', 9000)):])
+        if proc.returncode != 0:
+            raise RuntimeError(f"the app failed: {err[-3000:]}")
+        apps.append(json.loads(out.strip().splitlines()[-1]))
+    for index, app in enumerate(apps):  # where each replica's time and Clio tokens went
+        progress(f"  replica {index}: wall {app['wall_s']:.1f} s, cpu {app['cpu_s']:.1f} s, "
+                 f"Clio calls {app['clio_calls']}, waited {app['rate_limit_wait_s']:.1f} s, "
+                 f"pacing {json.dumps(app['pacing'], sort_keys=True)}")
+    if len(apps) == 1:
+        return apps[0]
+    summed: dict[str, Any] = {key: sum(a[key] for a in apps) for key in (
+        "cpu_s", "statements", "commits", "imported", "waiting", "failed", "read",
+        "qbo_calls", "clio_calls", "rate_limit_wait_s")}
+    summed["began"] = min(a["began"] for a in apps)
+    summed["ended"] = max(a["ended"] for a in apps)
+    summed["wall_s"] = summed["ended"] - summed["began"]
+    summed["peak_rss_mb"] = max(a["peak_rss_mb"] for a in apps)
+    summed["error"] = next((a["error"] for a in apps if a["error"]), None)
+    return summed
 
 
 def _fmt(value: float, places: int = 2) -> str:
@@ -247,9 +332,13 @@ def render(results: list[Result], *, command: str, speedup: float) -> str:
     paced = [r for r in results if r.paced]
     for r in paced:
         assert r.bound_s is not None
+        shared = f" by {r.replicas} replicas at once (a share each, one Clio account)" \
+            if r.replicas > 1 else ""
         lines += [
             "",
-            f"Paced: {r.purchases:,} purchases on {r.database} with Clio at {CLIO_LIMIT} "
+            f"Paced: {r.purchases:,} purchases on {r.database}"
+            f"{shared}"
+            f" with Clio at {CLIO_LIMIT} "
             f"requests per window, the window compressed {speedup:g}× "
             f"({60 / speedup:g} s): {r.clio_api:,} Clio calls, bound "
             f"{_fmt(r.bound_s, 1)} s (⌈calls ÷ {CLIO_LIMIT}⌉ windows), wall "
@@ -311,7 +400,8 @@ def targets(results: list[Result]) -> list[str]:
             ratio = r.app["wall_s"] / r.bound_s
             ok = ratio <= TARGETS["paced_ratio"] and r.clio_429 == 0
             rows.append(f"| paced wall ÷ bound ≤ {TARGETS['paced_ratio']}, no 429 "
-                        f"({r.purchases:,}) | {ratio:.3f}, {r.clio_429} × 429 | "
+                        f"({r.database}, {r.replicas} replica{'s' if r.replicas > 1 else ''}, "
+                        f"{r.purchases:,}) | {ratio:.3f}, {r.clio_429} × 429 | "
                         f"{'yes' if ok else 'no'} |")
     return rows
 
@@ -321,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     if args[:1] == ["app"]:
         parser = argparse.ArgumentParser(prog="bench.backfill_bench app")
         parser.add_argument("--firm", type=int, required=True)
-        return app_main(parser.parse_args(args[1:]).firm)
+        parser.add_argument("--ids", help="a JSON file of the purchase ids to import")
+        parsed = parser.parse_args(args[1:])
+        return app_main(parsed.firm, parsed.ids)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(str(n) for n in SIZES))
     parser.add_argument("--database-url", default=os.environ.get("HARDCOST_BENCH_PG_URL"),
@@ -330,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="purchases for the paced run (0: none)")
     parser.add_argument("--speedup", type=float, default=60.0,
                         help="how much the paced run's rate-limit window is compressed")
+    parser.add_argument("--paced-replicas", type=int, default=2,
+                        help="app processes importing the paced run at once on PostgreSQL")
     parser.add_argument("--out", default="docs/benchmarks.md")
     options = parser.parse_args(args)
     os.environ.setdefault("HARDCOST_SECRET_KEY", generate_key())
@@ -340,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
             results.append(bench_one(size, url, paced=False, speedup=options.speedup))
     if options.paced:
         results.append(bench_one(options.paced, None, paced=True, speedup=options.speedup))
+        if options.database_url:  # replicas sharing the Clio account's pacing in PostgreSQL
+            results.append(bench_one(options.paced, options.database_url, paced=True,
+                                     speedup=options.speedup,
+                                     replicas=options.paced_replicas))
     shown = ["<PostgreSQL>" if "://" in a else a for a in args]
     command = "python -m bench.backfill_bench " + shlex.join(shown)
     report = render(results, command=command.strip(), speedup=options.speedup)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
@@ -261,7 +261,8 @@ _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T")
 
 def run_query(query: Query, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Every row matching the conditions, sorted (default: Id ascending), before paging."""
-    matching = [row for row in rows if all(_holds(c, row) for c in query.conditions)]
+    tests = [_matcher(c) for c in query.conditions]
+    matching = [row for row in rows if all(test(row) for test in tests)]
     matching.sort(key=lambda row: _sort_key("Id", field_value(row, "Id")))
     for key in reversed(query.order_by):
         matching.sort(key=functools.partial(_order_key, key), reverse=key.descending)
@@ -297,6 +298,34 @@ def parse_instant(text: str) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=COMPANY_TZ)
+
+
+def _matcher(condition: Condition) -> Callable[[dict[str, Any]], bool]:
+    """The condition as a test of one row. ``Id IN (…)`` is a set lookup: the same answers
+    as comparing with each listed id (numbers as numbers, other text as text), without
+    ``rows × ids`` comparisons (a replica's share of a backfill lists 200 ids a query)."""
+    if condition.op == "IN" and isinstance(condition.value, tuple) \
+            and condition.field.split(".")[-1].lower() == "id":
+        numbers: set[int] = set()
+        texts: set[str] = set()
+        for literal in condition.value:
+            try:
+                numbers.add(int(str(literal)))
+            except ValueError:
+                texts.add(str(literal))
+        return functools.partial(_id_in, condition.field, frozenset(numbers), frozenset(texts))
+    return functools.partial(_holds, condition)
+
+
+def _id_in(name: str, numbers: frozenset[int], texts: frozenset[str],
+           row: dict[str, Any]) -> bool:
+    stored = field_value(row, name)
+    if stored is _MISSING or stored is None:
+        return False
+    try:
+        return int(str(stored)) in numbers
+    except ValueError:
+        return str(stored) in texts
 
 
 def _holds(condition: Condition, row: dict[str, Any]) -> bool:

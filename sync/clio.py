@@ -430,6 +430,12 @@ class ClioClient:
         """Requests Clio allows per minute on this connection, as it last said."""
         return self.api.rate_limit
 
+    def give_back(self) -> None:
+        """Unsent tokens of a shared pacer's block back to the bucket (a run ended)."""
+        give_back = getattr(self.api.pacer, "give_back", None)
+        if give_back is not None:
+            give_back()
+
     def _json(self, response: requests.Response) -> dict[str, Any]:
         try:
             body = parse_json(response)

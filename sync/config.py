@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     schedule_unit_seconds: float = Field(default=60.0, gt=0,
                                          alias="HARDCOST_SCHEDULE_UNIT_SECONDS")
     """How long one minute of a firm's ``schedule_minutes`` lasts (tests shorten it)."""
+    pacing_unit_seconds: float = Field(default=60.0, ge=0.01, le=60.0,
+                                       alias="HARDCOST_PACING_UNIT_SECONDS")
+    """How long one minute of QuickBooks' and Clio's rate limits lasts for the shared pacing
+    (PostgreSQL): tests and benchmarks shorten it with the sandbox's Clio window."""
     scheduler_refresh_seconds: float = Field(
         default=10.0, gt=0, validation_alias=AliasChoices(
             "HARDCOST_SCHEDULER_REFRESH_SECONDS",

@@ -79,7 +79,7 @@ def build_importer(sessions: sessionmaker[Session], firm_id: int, config: Settin
         clio_host, _require(config.clio_client_id, "CLIO_CLIENT_ID"),
         _require(config.clio_client_secret, "CLIO_CLIENT_SECRET")))
     # Shared with every replica on PostgreSQL (rate_buckets), in-process on SQLite.
-    pacing = Pacing(sessions.kw.get("bind"), firm_id)
+    pacing = Pacing(sessions.kw.get("bind"), firm_id, config.pacing_unit_seconds)
     qbo = QboClient(base_url=config.qbo_api_base, realm_id=realm_id, tokens=qbo_tokens,
                     retry=retry, pacer=pacing.qbo(realm_id))
     clio = ClioClient(host=clio_host, tokens=clio_tokens, retry=retry,

@@ -220,6 +220,8 @@ class HeaderPacer:
         self._lock = threading.Lock()
         self._sleep = sleep
         self._clock = clock
+        self.waits = 0  # waits for a reset, and their seconds (benchmarks)
+        self.waited = 0.0
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -230,6 +232,8 @@ class HeaderPacer:
             if wait > 0:
                 log.info("rate limit nearly spent; waiting %.1fs for the window to reset", wait)
                 self._sleep(wait)
+                self.waits += 1
+                self.waited += wait
             with self._lock:
                 self._remaining = None
         yield
@@ -365,7 +369,7 @@ class ApiSession:
                 sent = not isinstance(exc, requests.ConnectTimeout) and \
                     not _is_refused(exc)
                 if (idempotent or not sent) and attempt < self.retry.attempts:
-                    self.retry.sleep(self.retry.backoff_wait(attempt))
+                    self._pause(self.retry.backoff_wait(attempt))
                     continue
                 raise ServiceDown(
                     self.service,
@@ -386,7 +390,7 @@ class ApiSession:
                     asked_wait = retry_after_seconds(response.headers)
                     wait = self.retry.clamp(
                         self.retry.throttle_wait if asked_wait is None else asked_wait)
-                    self.retry.sleep(wait)
+                    self._pause(wait)
                     self.waited += wait
                     continue
                 decoded = self.decode_error(response)  # the service's own words and code
@@ -398,7 +402,7 @@ class ApiSession:
                                 request_id=_request_id(response))
             if response.status_code >= 500:
                 if idempotent and attempt < self.retry.attempts:
-                    self.retry.sleep(self.retry.backoff_wait(attempt))
+                    self._pause(self.retry.backoff_wait(attempt))
                     continue
                 error = self.decode_error(response)
                 raise ServiceDown(self.service, error.message, status=response.status_code,
@@ -408,6 +412,13 @@ class ApiSession:
                 raise self.decode_error(response)
             return response
 
+
+    def _pause(self, seconds: float) -> None:
+        """A retry's wait; a shared pacer first gives back the tokens it would outlast."""
+        give_back = getattr(self.pacer, "give_back", None)
+        if give_back is not None:
+            give_back(outlasting=seconds)
+        self.retry.sleep(seconds)
 
     def _proxies_for(self, url: str) -> dict[str, str]:
         """``HTTPS_PROXY``/``HTTP_PROXY``/``ALL_PROXY`` and ``NO_PROXY`` for this URL's host,

@@ -198,6 +198,7 @@ class Importer:
             summary.entries_expected = state.entries_expected()
             summary.qbo_calls = self.qbo.calls - qbo_calls
             summary.clio_calls = self.clio.calls - clio_calls
+            self.clio.give_back()  # the rest of its Clio block, for the next run or replica
             if not dry_run:
                 self.finished_with = run_record.finish(self.sessions, summary, self.clock,
                                                        also=self.finish_with)

@@ -55,6 +55,23 @@ RESET_RESOLUTION_SECONDS = 1.0
 MARGIN_SECONDS = 0.5
 """Tokens of a Clio window expire this long before the window's end (a request in flight)."""
 
+MAX_WAIT_SECONDS = 65.0
+"""The longest one wait for tokens lasts (a window and its slack)."""
+
+MIN_LIFETIME_SECONDS = 1.0
+"""The shortest a Clio token's ``lifetime`` is compressed to. A lifetime is the time a process
+takes to spend a block: its own requests and database work between them, which a compressed
+clock does not shorten (a block of 10 at up to 100 ms each). Production's is 10 s; at 60×
+a sixtieth (0.17 s) made tokens expire while a replica was busy, and the window's budget ran
+out before the window did. Tokens still never outlive their window (``deadline``)."""
+
+MINUTE = 60.0
+"""A minute of the services' limits; ``HARDCOST_PACING_UNIT_SECONDS`` makes pacing's shorter
+(tests and benchmarks compress time with the sandbox's Clio window): every duration of a policy
+then scales by ``unit ÷ 60`` (:meth:`SlidingPolicy.compressed`), but for a Clio token's lifetime
+(:data:`MIN_LIFETIME_SECONDS`). The database's clock still runs at its own pace; only the
+lengths measured on it shrink."""
+
 
 @dataclass(frozen=True)
 class BucketState:
@@ -107,6 +124,10 @@ class Policy(Protocol):
         """The state after a response's rate-limit headers, or None when nothing changes."""
         ...
 
+    def give_back(self, state: BucketState, now: datetime, count: int) -> BucketState | None:
+        """The state with ``count`` unused tokens of a grant returned, or None (none taken)."""
+        ...
+
 
 @dataclass(frozen=True)
 class SlidingPolicy:
@@ -127,6 +148,14 @@ class SlidingPolicy:
     def rate(self) -> float:
         return (self.limit - self.margin - self.burst) / (self.period + self.lifetime)
 
+    def compressed(self, unit_seconds: float) -> SlidingPolicy:
+        """This policy with every duration scaled so that a minute lasts ``unit_seconds`` (the
+        lifetime too: it sets the refill rate, which must compress with the period)."""
+        if unit_seconds == MINUTE:
+            return self
+        f = unit_seconds / MINUTE
+        return replace(self, period=self.period * f, lifetime=self.lifetime * f)
+
     def fresh(self, now: datetime, capacity: int | None = None) -> BucketState:
         return BucketState(capacity=self.limit, tokens=float(self.burst), updated_at=now)
 
@@ -140,6 +169,9 @@ class SlidingPolicy:
     def steer(self, state: BucketState, now: datetime, limit: int | None,
               reset_in: float | None) -> BucketState | None:
         return None
+
+    def give_back(self, state: BucketState, now: datetime, count: int) -> BucketState | None:
+        return None  # reserved tokens become valid one by one; QuickBooks' are not handed back
 
 
 @dataclass(frozen=True)
@@ -155,7 +187,22 @@ class WindowPolicy:
     period: float = 60.0
     reserve: int = 1
     lifetime: float = 10.0
-    block: int = 10  # 20 starved other replicas: the rest of a block is lost when a run ends
+    block: int = 10
+    slack: float = RESET_SLACK_SECONDS
+    resolution: float = RESET_RESOLUTION_SECONDS
+    margin: float = MARGIN_SECONDS
+
+    def compressed(self, unit_seconds: float) -> WindowPolicy:
+        """This policy with every duration scaled so that a minute lasts ``unit_seconds``; the
+        tokens' lifetime not below :data:`MIN_LIFETIME_SECONDS` (the process's own pace; here
+        it bounds no count: the deadline keeps tokens in their window)."""
+        if unit_seconds == MINUTE:
+            return self
+        f = unit_seconds / MINUTE
+        lifetime = max(self.lifetime * f, min(self.lifetime, MIN_LIFETIME_SECONDS))
+        return replace(self, period=self.period * f, lifetime=lifetime,
+                       slack=self.slack * f, resolution=self.resolution * f,
+                       margin=self.margin * f)
 
     def fresh(self, now: datetime, capacity: int | None = None) -> BucketState:
         capacity = capacity or self.limit
@@ -175,7 +222,14 @@ class WindowPolicy:
         # The reported reset is whole seconds (rounded up): the window may really end up to a
         # second before it, and a token sent after the real end would count in the next one.
         return after, Grant(count=count, lifetime=self.lifetime,
-                            deadline=max(0.0, left - RESET_RESOLUTION_SECONDS - MARGIN_SECONDS))
+                            deadline=max(0.0, left - self.resolution - self.margin))
+
+    def give_back(self, state: BucketState, now: datetime, count: int) -> BucketState | None:
+        # Only into the window the tokens came from: a window that ended is fresh next time.
+        if count <= 0 or state.window_ends_at is None or state.window_ends_at <= now:
+            return None
+        tokens = min(float(state.capacity - self.reserve), state.tokens + count)
+        return replace(state, tokens=tokens, updated_at=now) if tokens > state.tokens else None
 
     def steer(self, state: BucketState, now: datetime, limit: int | None,
               reset_in: float | None) -> BucketState | None:
@@ -187,7 +241,7 @@ class WindowPolicy:
         if reset_in is not None and changed.window_ends_at is not None \
                 and changed.window_ends_at > now:
             # A reset further off than a window is a clock out of step, not a longer window.
-            reset_at = now + timedelta(seconds=min(reset_in, self.period + RESET_SLACK_SECONDS))
+            reset_at = now + timedelta(seconds=min(reset_in, self.period + self.slack))
             if reset_at > changed.window_ends_at:  # even by a little: ours must not end first
                 changed = replace(changed, window_ends_at=reset_at)
         return None if changed == state else replace(changed, updated_at=now)
@@ -202,6 +256,8 @@ class BucketStore(Protocol):
 
     def steer(self, key: str, policy: Policy, limit: int | None,
               reset_in: float | None) -> None: ...
+
+    def give_back(self, key: str, policy: Policy, count: int) -> None: ...
 
 
 class LocalBuckets:
@@ -228,6 +284,13 @@ class LocalBuckets:
             now = self._now()
             state = self._states.get(key) or policy.fresh(now, limit)
             changed = policy.steer(state, now, limit, reset_in)
+            if changed is not None:
+                self._states[key] = changed
+
+    def give_back(self, key: str, policy: Policy, count: int) -> None:
+        with self._lock:
+            state = self._states.get(key)
+            changed = None if state is None else policy.give_back(state, self._now(), count)
             if changed is not None:
                 self._states[key] = changed
 
@@ -286,6 +349,14 @@ class PostgresBuckets:
                 conn.execute(_UPDATE, {"firm_id": self.firm_id, "key": key,
                                        **_columns(changed)})
 
+    def give_back(self, key: str, policy: Policy, count: int) -> None:
+        with self.engine.begin() as conn:
+            state, now = self._locked(conn, key, policy)
+            changed = policy.give_back(state, now, count)
+            if changed is not None:
+                conn.execute(_UPDATE, {"firm_id": self.firm_id, "key": key,
+                                       **_columns(changed)})
+
 
 def _aware(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
@@ -315,7 +386,7 @@ class SharedPacer:
 
     def __init__(self, store: BucketStore, key: str, policy: Policy, *,
                  concurrent: int | None = None, steer_by_headers: bool = False,
-                 max_wait: float = 65.0, first_block: int = 2,
+                 max_wait: float = MAX_WAIT_SECONDS, first_block: int = 2,
                  clock: Callable[[], float] = time.monotonic,
                  wall_clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], None] = time.sleep) -> None:
@@ -326,8 +397,8 @@ class SharedPacer:
         self.grants = 0  # blocks asked of the store (statements ≈ 2 × grants)
         self.block_size = max(1, min(first_block, policy.block))
         self._slots = threading.BoundedSemaphore(concurrent) if concurrent else None
-        self._headers = HeaderPacer(sleep=sleep, clock=wall_clock) if steer_by_headers \
-            else None
+        self._headers = HeaderPacer(max_wait=max_wait, sleep=sleep, clock=wall_clock) \
+            if steer_by_headers else None
         self._block: _Block | None = None
         self._lock = threading.Lock()
         self._fetch = threading.Lock()
@@ -336,6 +407,16 @@ class SharedPacer:
         self._sleep = sleep
         self._known_limit: int | None = None
         self._known_reset: float | None = None
+        self._reset_step = float(getattr(policy, "resolution", RESET_RESOLUTION_SECONDS))
+        self.given_back = 0  # unused tokens returned to the bucket (see give_back)
+        # What became of the tokens, and where the time went (benchmarks read :meth:`stats`).
+        self.granted = 0  # tokens granted by the store
+        self.empty_grants = 0  # grants of none (the window spent): a wait for the next
+        self.sent = 0  # tokens a request went out on
+        self.expired = 0  # tokens that expired here unsent
+        self.store_seconds = 0.0  # in the store's transactions (taking blocks)
+        self.window_wait_seconds = 0.0  # asleep for the next window (grants of none)
+        self.ready_wait_seconds = 0.0  # asleep until a granted token became valid
 
     @contextmanager
     def slot(self) -> Iterator[None]:
@@ -354,7 +435,8 @@ class SharedPacer:
             # Write only what moves the bucket: a new limit, or a later window end.
             new_limit = limit if limit is not None and limit != self._known_limit else None
             new_reset = reset if reset is not None and (
-                self._known_reset is None or reset > self._known_reset + 1) else None
+                self._known_reset is None or reset > self._known_reset + self._reset_step
+            ) else None
             if new_limit is None and new_reset is None:
                 return
             if new_limit is not None:
@@ -363,6 +445,43 @@ class SharedPacer:
                 self._known_reset = new_reset
         reset_in = None if new_reset is None else max(0.0, new_reset - self._wall_clock())
         self.store.steer(self.key, self.policy, new_limit, reset_in)
+
+    def give_back(self, outlasting: float = 0.0) -> int:
+        """Return the current block's unsent tokens to the shared bucket, so another process
+        (or this one's next run) spends them in this window instead of their expiring here:
+        when a run ends, or before a wait of ``outlasting`` seconds that they would not
+        survive. Only tokens of a window that has not ended go back; returns how many."""
+        with self._fetch, self._lock:
+            block = self._block
+            if block is None or block.next >= block.grant.count:
+                return 0
+            now = self._clock()
+            deadline = block.grant.deadline
+            if deadline is None or block.start + deadline <= now:
+                return 0  # no window end known to be still ahead (or QuickBooks' reservations)
+            left = block.start + deadline - now
+            if outlasting and outlasting < left:
+                return 0  # they outlive the wait: keep them
+            count = block.grant.count - block.next
+            block.next = block.grant.count  # none of them is sent from here
+            self.given_back += count
+        self.store.give_back(self.key, self.policy, count)
+        return count
+
+    def stats(self) -> dict[str, float]:
+        """The counters above, and the header pacer's waits (benchmarks, debugging)."""
+        with self._lock:
+            unsent = 0 if self._block is None else \
+                self._block.grant.count - self._block.next
+            return {"grants": self.grants, "empty_grants": self.empty_grants,
+                    "granted": self.granted, "sent": self.sent, "expired": self.expired,
+                    "given_back": self.given_back, "unsent": unsent,
+                    "block_size": self.block_size,
+                    "store_s": self.store_seconds,
+                    "window_wait_s": self.window_wait_seconds,
+                    "ready_wait_s": self.ready_wait_seconds,
+                    "header_wait_s": self._headers.waited if self._headers else 0.0,
+                    "header_waits": self._headers.waits if self._headers else 0}
 
     def _claim_local(self, now: float) -> float | None:
         """Seconds to wait for this caller's token of the current block, or None if none."""
@@ -373,8 +492,10 @@ class SharedPacer:
             index = block.next
             block.next += 1
             if block.start + block.grant.expires(index) > now:
+                self.sent += 1
                 return max(0.0, block.start + block.grant.ready(index) - now)
             block.wasted += 1
+            self.expired += 1
         return None
 
     def _acquire(self) -> None:
@@ -384,6 +505,7 @@ class SharedPacer:
             if wait is not None:
                 if wait > 0:
                     self._sleep(wait)
+                    self.ready_wait_seconds += wait
                 return
             with self._fetch:
                 with self._lock:
@@ -391,14 +513,19 @@ class SharedPacer:
                         continue  # another thread fetched a block meanwhile
                     self._resize()
                     want = self.block_size
+                asked = self._clock()
                 grant = self.store.take(self.key, self.policy, want)
                 self.grants += 1
                 with self._lock:
                     self._block = _Block(grant, self._clock())
+                    self.store_seconds += self._block.start - asked
+                    self.granted += grant.count
                 if grant.count == 0:
+                    self.empty_grants += 1
                     wait = min(max(grant.retry_in, 0.05), self.max_wait)
                     log.info("shared rate limit spent; waiting %.1fs for the next window", wait)
                     self._sleep(wait)
+                    self.window_wait_seconds += wait
 
     def _resize(self) -> None:
         # Larger blocks while they are used up (fewer statements), smaller when tokens expire.
@@ -432,8 +559,10 @@ class Pacing:
     on SQLite (one process) the pacers are the in-process ones of ``sync/http.py``.
     """
 
-    def __init__(self, engine: Engine | None, firm_id: int) -> None:
+    def __init__(self, engine: Engine | None, firm_id: int,
+                 unit_seconds: float = MINUTE) -> None:
         self.firm_id = firm_id
+        self.unit_seconds = unit_seconds  # HARDCOST_PACING_UNIT_SECONDS: a compressed minute
         shared = engine is not None and engine.dialect.name == "postgresql"
         self.store: BucketStore | None = PostgresBuckets(engine, firm_id) \
             if shared and engine is not None else None
@@ -444,14 +573,19 @@ class Pacing:
         key = f"qbo:{realm_id}"
         if self.store is None:
             return rate_pacer_for(key)
-        return pacer_for(self.store, self.firm_id, key, QBO_POLICY, concurrent=10,
-                         first_block=10)
+        return pacer_for(self.store, self.firm_id, key, QBO_POLICY.compressed(self.unit_seconds),
+                         concurrent=10, first_block=10, max_wait=self._max_wait)
 
     def clio(self, connection_id: int | None) -> Pacer:
         if self.store is None or connection_id is None:
             return HeaderPacer()
-        return pacer_for(self.store, self.firm_id, f"clio:{connection_id}", CLIO_POLICY,
-                         steer_by_headers=True)
+        return pacer_for(self.store, self.firm_id, f"clio:{connection_id}",
+                         CLIO_POLICY.compressed(self.unit_seconds), steer_by_headers=True,
+                         max_wait=self._max_wait)
+
+    @property
+    def _max_wait(self) -> float:
+        return MAX_WAIT_SECONDS * self.unit_seconds / MINUTE
 
 
 _pacers: dict[tuple[object, int, str], SharedPacer] = {}

@@ -274,3 +274,164 @@ def _most_in_server_windows(times: list[float], period: float) -> int:
         used += 1
         most = max(most, used)
     return most
+
+
+# -- A compressed pacing clock (HARDCOST_PACING_UNIT_SECONDS) -------------------------------------
+
+def test_pacing_at_the_default_unit_is_production_pacing() -> None:
+    """Unchanged at the default: the policies are the very objects production uses."""
+    from hardcost.sync.config import Settings
+    from hardcost.sync.pacing import (
+        CLIO_POLICY,
+        MAX_WAIT_SECONDS,
+        MIN_LIFETIME_SECONDS,
+        QBO_POLICY,
+        Pacing,
+    )
+
+    assert Settings().pacing_unit_seconds == 60.0
+    assert CLIO_POLICY.compressed(60.0) is CLIO_POLICY and QBO_POLICY.compressed(60.0) is QBO_POLICY
+    assert Pacing(None, 1).unit_seconds == 60.0 and Pacing(None, 1)._max_wait == MAX_WAIT_SECONDS
+    fast = CLIO_POLICY.compressed(1.0)  # 60×: every duration a sixtieth, the budget the same
+    assert (fast.period, fast.margin, fast.limit) == (1.0, CLIO_POLICY.margin / 60, 50)
+    assert fast.lifetime == MIN_LIFETIME_SECONDS < CLIO_POLICY.lifetime  # the app's own pace
+    assert QBO_POLICY.compressed(1.0).rate == pytest.approx(QBO_POLICY.rate * 60)
+
+
+def test_on_a_compressed_clock_clio_tokens_outlive_the_replicas_own_work() -> None:
+    """At 60× two replicas share Clio's 1 s window, each spending 40 ms of its own work per
+    request (the database and HTTP, which compression does not shorten). Their blocks grow to
+    10 tokens, 0.4 s of that work: none may expire before it is sent, or the window's budget
+    runs out before the window does and the replicas wait for the next one."""
+    from hardcost.sync.pacing import CLIO_POLICY
+
+    now = [1_000.0]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = LocalBuckets(clock=lambda: now[0])
+    policy = CLIO_POLICY.compressed(1.0)
+    replicas = [SharedPacer(store, "clio:1", policy, clock=lambda: now[0],
+                            wall_clock=lambda: now[0], sleep=sleep) for _ in range(2)]
+    for turn in range(44):  # 0.88 s of work, 44 of the window's 49 requests
+        with replicas[turn % 2].slot():
+            pass
+        now[0] += 0.02  # each replica's turn comes every 40 ms
+
+    counts = [r.stats() for r in replicas]
+    assert [c["sent"] for c in counts] == [22, 22]
+    assert [c["expired"] for c in counts] == [0, 0]
+    assert [c["empty_grants"] for c in counts] == [0, 0]
+    assert [c["block_size"] for c in counts] == [10, 10]  # the blocks did grow
+
+
+WINDOW = 0.5  # the sandbox Clio's window, and pacing's minute: 120× compressed
+LIMIT = 5  # requests per window
+
+
+@postgres
+def test_two_replicas_importing_for_one_clio_account_on_a_compressed_window_get_no_429(
+        firm: Firm, engines: list[Engine]) -> None:
+    """Two replicas (engines, importers and pacers of their own) import one firm's purchases
+    at once, half each, through the same Clio token; pacing's minute is the sandbox's window.
+    The sandbox counts: no 429, and no window held more than the limit."""
+    from hardcost.sync.store import Run, make_session_factory
+
+    world = firm.world
+    world.clio.rate_limit_per_minute = LIMIT
+    world.clio.rate_window_seconds = WINDOW
+    halves: list[set[str]] = [set(), set()]
+    for number in range(6):
+        name = f"Client {number}"
+        firm.client(name, [f"Matter {number}"])
+        for amount in ("10.00", "20.00"):
+            halves[number % 2].add(str(firm.expense((amount, name))["Id"]))
+    settings = world.settings().model_copy(update={"pacing_unit_seconds": WINDOW})
+    importers = [build_importer(make_session_factory(engine), firm.id, settings,
+                                retry=RetryPolicy(attempts=3, backoff=0.01, max_wait=0.2),
+                                sandbox_links=True) for engine in engines[:2]]
+    world.clio.calls.clear()
+    start = threading.Barrier(2)
+    summaries: list[Any] = [None, None]
+
+    def replica(index: int) -> None:
+        start.wait()
+        summaries[index] = importers[index].run(trigger="replica", purchase_ids=halves[index])
+
+    _hammer([lambda: replica(0), lambda: replica(1)], calls_each=1)
+
+    assert [s.imported for s in summaries] == [6, 6] and [s.error for s in summaries] == [None] * 2
+    assert len(firm.entries()) == 12
+    calls = [c for c in world.clio.calls.all() if "/api/v4/" in c.path]
+    assert [c.status for c in calls].count(429) == 0
+    assert _most_in_server_windows([c.at for c in calls], WINDOW) <= LIMIT
+    assert len(calls) > 3 * LIMIT  # several windows' worth, shared by the two
+    with firm.sessions() as session:  # the runs overlapped
+        runs = session.scalars(select(Run).where(Run.firm_id == firm.id)).all()
+    assert len(runs) == 2 and all(r.finished_at is not None for r in runs)
+    a, b = runs
+    assert a.started_at < b.finished_at and b.started_at < a.finished_at
+
+
+# -- Unused Clio tokens go back to the bucket ------------------------------------------------------
+
+GIVE_BACK = WindowPolicy(limit=6, period=30.0, lifetime=30.0, block=5)
+
+
+def _no_wait(seconds: float) -> None:
+    raise AssertionError(f"had to wait {seconds:.1f} s for the next window")
+
+
+@pytest.mark.parametrize("store", ["local", "postgres"])
+def test_a_block_left_unused_goes_back_for_another_engine_in_the_same_window(
+        firm: Firm, engines: list[Engine], database_url: str, store: str) -> None:
+    """A takes a whole window's budget (5 of 6, one kept in reserve), sends one request and
+    stops: what it gives back lets B send the other four in the same window instead of
+    waiting for the next (B's sleep fails the test)."""
+    if store == "postgres" and not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL only (HARDCOST_TEST_DATABASE_URL)")
+    world = firm.world
+    world.clio.rate_limit_per_minute = GIVE_BACK.limit
+    world.clio.rate_window_seconds = GIVE_BACK.period
+    token = world.clio.issue_tokens(firm.clio)["access_token"]
+    key = f"clio:{_clio_connection(firm)}"
+    local = LocalBuckets()
+    stores = [local, local] if store == "local" else \
+        [PostgresBuckets(engine, firm.id) for engine in engines[:2]]
+    a, b = (SharedPacer(s, key, GIVE_BACK, steer_by_headers=True, first_block=5,
+                        sleep=_no_wait) for s in stores)
+    clients = [ClioClient(host=world.clio_server.url, tokens=StaticTokens(token),
+                          retry=NO_RETRY, pacer=pacer) for pacer in (a, b)]
+    world.clio.calls.clear()
+
+    clients[0].users()
+    clients[0].give_back()  # A's run ends with 4 tokens unsent
+    for _ in range(4):
+        clients[1].users()
+
+    assert a.given_back == 4
+    statuses = [call.status for call in world.clio.calls.all()]
+    assert statuses == [200] * 5
+
+
+@postgres
+def test_a_run_that_ends_gives_its_unsent_clio_tokens_back(
+        firm: Firm, db_engine: Engine) -> None:
+    """After a run, the bucket holds the window's budget less only what was sent."""
+    world = firm.world
+    world.clio.rate_limit_per_minute = 50
+    for number in range(3):
+        firm.client(f"Client {number}", [f"Matter {number}"])
+        firm.expense(("10.00", f"Client {number}"))
+
+    summary = firm.run()
+
+    pacer = firm.engine.clio.api.pacer
+    assert isinstance(pacer, SharedPacer) and summary.imported == 3
+    sent = sum(1 for c in world.clio.calls.all() if "/api/v4/" in c.path)
+    assert pacer.given_back > 0  # the last block was not used up (else this proves nothing)
+    with db_engine.connect() as conn:
+        bucket = conn.execute(select(RateBucket.capacity, RateBucket.tokens).where(
+            RateBucket.firm_id == firm.id, RateBucket.key == pacer.key)).one()
+    assert bucket.capacity - 1 - bucket.tokens == sent
