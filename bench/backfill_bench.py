@@ -92,11 +92,20 @@ def app_main(firm_id: int) -> int:
     if os.environ.get("HARDCOST_BENCH_TRACE"):  # where the memory goes (slow)
         import tracemalloc
         tracemalloc.start(8)
+    profile_to = os.environ.get("HARDCOST_BENCH_PROFILE")  # where the CPU goes (pstats file)
+    profiler = None
+    if profile_to:
+        import cProfile
+        profiler = cProfile.Profile(time.process_time)
+        profiler.enable()
     cpu_before = time.process_time()
     started = time.perf_counter()
     summary = importer.run(trigger="bench")
     wall = time.perf_counter() - started
     cpu = time.process_time() - cpu_before
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile_to)
     if os.environ.get("HARDCOST_BENCH_TRACE"):
         import tracemalloc
         top = tracemalloc.take_snapshot().statistics("traceback")[:6]
