@@ -258,7 +258,7 @@ def _per_entry_cell(r: Result, key: str, places: int) -> str:
 def render(results: list[Result], *, command: str, speedup: float) -> str:
     unpaced = [r for r in results if not r.paced]
     lines = [
-        f"{BACKFILL_SECTION}: a first run of thousands of purchases (issue 14)",
+        f"{BACKFILL_SECTION}: a first run of thousands of purchases (issues 14 and 31)",
         "",
         f"`{command}` — {platform.python_version()} on {platform.machine()}, "
         f"{os.cpu_count()} cores (shared), sandbox QuickBooks and Clio on loopback in the "
