@@ -121,8 +121,9 @@ def record(session: Session, firm_id: int, action: Action, actor: str | None,
 
 def values(firm_id: int, action: Action, actor: str | None,
            **fields: Unpack[Fields]) -> dict[str, Any]:
-    """One row of the trail as column values, for many rows in one INSERT
-    (``session.execute(insert(AuditEntry).values(rows))``: a batch of imported entries)."""
+    """One row of the trail as column values, for many rows in one INSERT (a batch of
+    imported entries: ``sync/writer.py`` sends them to one cached INSERT … RETURNING, which
+    SQLAlchemy sends as one multi-row VALUES)."""
     return {
         "firm_id": firm_id, "at": fields.get("at") or utcnow(),
         "actor": (actor or "unknown")[:60], "action": action.value,

@@ -361,7 +361,7 @@ class Importer:
         for entry, link, bill in work.unpaid:
             parts.changes.no_longer_paid(state, entry, link, bill, dry_run)
         for entry in work.held:  # nobody is asked: it imports by itself once paid
-            parts.waits.ask(state, entry, Resolution(reason=WaitReason.PAYMENT), dry_run)
+            parts.waits.queue(state, entry, Resolution(reason=WaitReason.PAYMENT), dry_run)
         parts.placer.place_all(state, work.new, dry_run)
         if not dry_run and superseding:
             self._removals(parts, state).handle_superseded()
@@ -378,7 +378,7 @@ class Importer:
             # Expenses waiting for a client's matter import by themselves once one exists.
             for entry, resolution in parts.waits.where_a_matter_appeared(state):
                 parts.placer.place(state, entry, resolution, dry_run=False)
-            parts.writer.flush(state)
+            parts.placer.flush(state)
         if not dry_run:
             parts.placer.remember_contacts(state)
             receipts.run_step(self, parts.failures, state)  # after the entries: never holds them

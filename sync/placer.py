@@ -49,14 +49,25 @@ class Placer:
 
     def place_all(self, state: RunState, entries: list[PlannedEntry], dry_run: bool) -> None:
         """A page's new entries: resolved in bulk (contacts, then matters), then each placed;
-        the writes go in batches of ``WRITE_BATCH``."""
+        the writes go in batches of ``WRITE_BATCH``, the questions with them. Every write
+        and question the page queued (its held ones too) is recorded when this returns."""
+        self._place_all(state, entries, dry_run)
+        self.flush(state)
+
+    def flush(self, state: RunState) -> None:
+        """Record the queued questions, then write the queued entries."""
+        self.waits.flush(state)
+        self.writer.flush(state)
+
+    def _place_all(self, state: RunState, entries: list[PlannedEntry], dry_run: bool) -> None:
         untagged = [e for e in entries if e.key.customer_id == NO_CUSTOMER]
         if untagged:
             # No customer, so no contact to match: a person picks among all the firm's matters.
             entries = [e for e in entries if e.key.customer_id != NO_CUSTOMER]
             state.to_write += len(untagged)
             for entry in untagged:
-                self.waits.ask(state, entry, Resolution(reason=WaitReason.NO_CUSTOMER), dry_run)
+                self.waits.queue(state, entry, Resolution(reason=WaitReason.NO_CUSTOMER),
+                                 dry_run)
                 state.handled += 1
             state.asked_untagged = True
         if not entries:
@@ -77,7 +88,7 @@ class Placer:
                 # Between two entries: every write so far is complete and recorded (the
                 # batch's unsent ones are dropped), and the watermark is not moved past this
                 # page, so the next run carries on from here.
-                self.writer.flush(state)
+                self.flush(state)
                 raise RunStopped.by(self.stopping)
             resolution = found if found.contact is None else resolver.choose_matter(
                 entry, found.contact, found.contact_source)
@@ -87,8 +98,7 @@ class Placer:
                 state.handled += 1
                 self.progress(state, "writing", None)
             elif len(state.batch) >= WRITE_BATCH:
-                self.writer.flush(state)
-        self.writer.flush(state)
+                self.flush(state)
 
     def place(self, state: RunState, entry: PlannedEntry, resolution: Resolution,
               dry_run: bool) -> None:
@@ -111,7 +121,7 @@ class Placer:
                 note = (f"The rule {matter_rules.describe(rule)} sends these to "
                         f"{rule.matter_label}, which is no longer open or pending in Clio, "
                         "so this one is asked.")
-        self.waits.ask(state, entry, resolution, dry_run, note=note)
+        self.waits.queue(state, entry, resolution, dry_run, note=note)
 
     def _rule_for(self, state: RunState, contact_id: int,
                   entry: PlannedEntry) -> MatterRule | None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from hardcost.sync.bills import OFF, bill_id_of
 from hardcost.sync.http import ApiError, ConfigError, TransientError
-from hardcost.sync.matching import MatterResolver
+from hardcost.sync.matching import MatterResolver, Resolution
 from hardcost.sync.rules import PlannedEntry, QboKey, is_bill
 from hardcost.sync.run_record import OpenWork
 from hardcost.sync.store import AccountCoding, EntryLink, Firm, FirmSettings, MatterRule
@@ -33,6 +33,17 @@ class Queued:
     matter_id: int
     label: str  # the matter as the run's details and the audit trail name it
     rule: MatterRule | None  # the matter rule that chose the matter, if one did
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A question for a person, queued for the run's next batch of questions
+    (``Waits.flush``)."""
+
+    entry: PlannedEntry
+    resolution: Resolution
+    dry_run: bool
+    note: str | None  # why a rule did not apply
 
 
 @dataclass
@@ -56,6 +67,7 @@ class RunState:
     waited_before: float = 0.0  # the clients' rate-limit waits when the run started
     rules: list[MatterRule] | None = None  # the firm's active matter rules, read when needed
     batch: list[Queued] = field(default_factory=list)  # entries waiting for their POST
+    questions: list[Asked] = field(default_factory=list)  # questions waiting to be recorded
     asked_before: set[tuple[str, str, str, str]] = field(default_factory=set)
     """Keys read this run that were already waiting (a question asked in an earlier run)."""
     item_accounts: dict[str, str] = field(default_factory=dict)  # item id → expense account

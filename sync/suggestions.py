@@ -167,3 +167,13 @@ def suggest(session: Session, firm_id: int, entry: PlannedEntry, contact_id: int
     if contact_id is None or len(candidates) < 2:
         return list(candidates), None
     return rank(entry, entry.customer_name, candidates, history(session, firm_id, contact_id))
+
+
+def suggest_from(entry: PlannedEntry, contact_id: int | None,
+                 candidates: Sequence[dict[str, Any]], past: Iterable[PastChoice] | None
+                 ) -> tuple[list[dict[str, Any]], Suggestion | None]:
+    """``suggest`` with the client's history read already (``past``: None when there is
+    no client or fewer than two candidates, where nothing is suggested)."""
+    if contact_id is None or len(candidates) < 2 or past is None:
+        return list(candidates), None
+    return rank(entry, entry.customer_name, candidates, past)

@@ -13,6 +13,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select, update
@@ -26,11 +27,14 @@ from hardcost.sync.clio import ClioClient, Contact
 from hardcost.sync.http import ApiError, ReconnectRequired
 from hardcost.sync.matching import Resolution
 from hardcost.sync.rules import PlannedEntry, QboKey
-from hardcost.sync.run_state import Key, RunState, key_tuple
+from hardcost.sync.run_state import Asked, Key, RunState, key_tuple
 from hardcost.sync.store import WaitingExpense, WaitReason
-from hardcost.sync.summary import WaitingItem, keep
+from hardcost.sync.summary import RunSummary, WaitingItem, keep
 
 log = logging.getLogger(__name__)
+
+QUESTION_BATCH = 100
+"""Questions recorded together, in one transaction (as ``WRITE_BATCH`` writes are)."""
 
 
 class Waits:
@@ -46,50 +50,92 @@ class Waits:
 
     def ask(self, state: RunState, entry: PlannedEntry, resolution: Resolution,
             dry_run: bool, *, note: str | None = None) -> None:
-        """Record the question; a matter question carries the suggestion the firm's history
-        supports (its matter first among the candidates) and ``note`` (why a rule did not
-        apply)."""
+        """Record the question now (``queue`` and ``flush``)."""
+        self.queue(state, entry, resolution, dry_run, note=note)
+        self.flush(state)
+
+    def queue(self, state: RunState, entry: PlannedEntry, resolution: Resolution,
+              dry_run: bool, *, note: str | None = None) -> None:
+        """A question for the run's next batch (``flush`` records it; the run flushes its
+        questions with its writes, and once it holds ``QUESTION_BATCH``). A matter question
+        carries the suggestion the firm's history supports (its matter first among the
+        candidates) and ``note`` (why a rule did not apply)."""
         assert resolution.reason is not None
-        summary = state.summary
         state.raised.add((entry.key.purchase_id, entry.key.customer_id, entry.key.line_id, "*"))
+        state.questions.append(Asked(entry, resolution, dry_run, note))
+        if len(state.questions) >= QUESTION_BATCH:
+            self.flush(state)
+
+    def flush(self, state: RunState) -> None:
+        """Record the queued questions: one read of their rows, one commit for the batch
+        (as each was recorded by itself before: a key another process recorded a moment ago
+        makes the batch go again one question at a time, as it did)."""
+        asked, state.questions = state.questions, []
+        if not asked:
+            return
         with self.sessions() as session:
-            row = session.scalars(select(WaitingExpense).where(
-                *waiting_key(self.firm_id, entry.key))).one_or_none()
+            counted = self._record(session, state, asked)
+            if not any(a.dry_run for a in asked):
+                try:
+                    session.commit()
+                except IntegrityError:
+                    session.rollback()
+                    counted = []
+                    for one in asked:
+                        counted += self._record(session, state, [one])
+                        try:
+                            session.commit()
+                        except IntegrityError:  # recorded by another process meanwhile
+                            session.rollback()
+        for count in counted:
+            count()
+
+    def _record(self, session: Session, state: RunState, asked: list[Asked]
+                ) -> list[Callable[[], None]]:
+        """The questions' rows, added or updated in ``session`` (not committed); what each
+        adds to the run's summary, to count once they are recorded."""
+        summary = state.summary
+        rows = self._rows_of(session, [a.entry.key for a in asked])
+        # The history of each client asked about which matter, read before any row changes
+        # (one read a client, not a question).
+        histories = {contact_id: suggestions.history(session, self.firm_id, contact_id)
+                     for contact_id in dict.fromkeys(
+                         a.resolution.contact.id for a in asked
+                         if a.resolution.reason == WaitReason.SEVERAL_MATTERS
+                         and a.resolution.contact is not None
+                         and len(a.resolution.candidates) >= 2)}
+        counted: list[Callable[[], None]] = []
+        for one in asked:
+            entry, resolution = one.entry, one.resolution
+            assert resolution.reason is not None
+            row = rows.get(key_tuple(entry.key))
             if row is not None and answered_for_good(row, entry):
-                summary.unchanged += 1
-                return
+                counted.append(partial(_count_unchanged, summary))
+                continue
             candidates, suggestion = list(resolution.candidates), None
+            contact_id = resolution.contact.id if resolution.contact else None
             if resolution.reason == WaitReason.SEVERAL_MATTERS:
-                candidates, suggestion = suggestions.suggest(
-                    session, self.firm_id, entry,
-                    resolution.contact.id if resolution.contact else None, candidates)
+                candidates, suggestion = suggestions.suggest_from(
+                    entry, contact_id, candidates, histories.get(contact_id or 0))
             hints = {**(suggestion.to_json() if suggestion else {}),
-                     **({"note": note} if note else {})} or None
+                     **({"note": one.note} if one.note else {})} or None
             # The same matters in another order (a new suggestion) are the same question.
             new = row is None or row.resolved_at is not None or \
                 row.reason != resolution.reason.value or \
                 _choice_ids(row.candidates) != _choice_ids(candidates)
-            if new:
-                summary.waiting += 1
-                summary.waiting_for_payment += resolution.reason == WaitReason.PAYMENT
-            else:
-                summary.still_waiting += 1
-            if resolution.reason == WaitReason.NO_CUSTOMER:
-                summary.untagged_waiting += 1
-            keep(summary.waiting_items, WaitingItem(
-                entry.marker, entry.amount, entry.date, entry.customer_name,
-                resolution.reason.value, len(resolution.candidates), new))
-            if dry_run:
-                return
+            counted.append(partial(_count_asked, summary, entry, resolution, new))
+            if one.dry_run:
+                continue
             if row is None:
                 row = WaitingExpense(firm_id=self.firm_id, realm_id=entry.key.realm_id,
                                      purchase_id=entry.key.purchase_id,
                                      customer_id=entry.key.customer_id,
                                      line_id=entry.key.line_id)
                 session.add(row)
+                rows[key_tuple(entry.key)] = row
             shown_before = _shown(row)
             row.reason = resolution.reason.value
-            row.contact_id = resolution.contact.id if resolution.contact else None
+            row.contact_id = contact_id
             row.candidates = candidates
             row.suggestion = hints
             row.entry = entry.to_json()
@@ -107,10 +153,23 @@ class Waits:
                 row.prompt_stale = False
             elif row.slack_ts is not None and shown_before != _shown(row):
                 row.prompt_stale = True  # edited in QuickBooks: the prompt follows in place
-            try:
-                session.commit()
-            except IntegrityError:  # another process recorded the same wait a moment ago
-                session.rollback()
+        return counted
+
+    def _rows_of(self, session: Session, keys: list[QboKey]) -> dict[Key, WaitingExpense]:
+        """The question rows (open or answered) of these keys, in one read a chunk."""
+        wanted = {key_tuple(k) for k in keys}
+        found: dict[Key, WaitingExpense] = {}
+        for realm_id in sorted({k.realm_id for k in keys}):
+            ids = sorted({k.purchase_id for k in keys if k.realm_id == realm_id})
+            for chunk in chunks(ids, 500):
+                for row in session.scalars(select(WaitingExpense).where(
+                        WaitingExpense.firm_id == self.firm_id,
+                        WaitingExpense.realm_id == realm_id,
+                        WaitingExpense.purchase_id.in_(chunk))):
+                    key = (row.realm_id, row.purchase_id, row.customer_id, row.line_id)
+                    if key in wanted:
+                        found[key] = row
+        return found
 
     def open_of(self, session: Session, realm_id: str, purchase_ids: list[str]
                 ) -> dict[str, list[WaitingExpense]]:
@@ -238,6 +297,25 @@ def _shown(row: WaitingExpense) -> tuple[Any, ...]:
     return (row.amount, row.txn_date, row.customer_name, entry.get("memo"),
             entry.get("reference"), entry.get("payee"),
             [c.get("id") for c in row.candidates or []], row.suggestion)
+
+
+def _count_unchanged(summary: RunSummary) -> None:
+    summary.unchanged += 1
+
+
+def _count_asked(summary: RunSummary, entry: PlannedEntry, resolution: Resolution,
+                 new: bool) -> None:
+    assert resolution.reason is not None
+    if new:
+        summary.waiting += 1
+        summary.waiting_for_payment += resolution.reason == WaitReason.PAYMENT
+    else:
+        summary.still_waiting += 1
+    if resolution.reason == WaitReason.NO_CUSTOMER:
+        summary.untagged_waiting += 1
+    keep(summary.waiting_items, WaitingItem(
+        entry.marker, entry.amount, entry.date, entry.customer_name,
+        resolution.reason.value, len(resolution.candidates), new))
 
 
 def _choice_ids(candidates: list[dict[str, Any]] | None) -> list[tuple[Any, Any]]:

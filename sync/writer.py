@@ -28,9 +28,9 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, or_, select, update
+from sqlalchemy import Table, bindparam, delete, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
@@ -69,6 +69,15 @@ WRITE_BATCH = 100
 """Entries whose pending links are committed together before their POSTs, and whose results
 are recorded together after them. A crash leaves at most this many links for the next run to
 look up by marker (one Clio call each)."""
+
+
+_LINKS = cast(Table, EntryLink.__table__)
+_CREATED = update(_LINKS).where(_LINKS.c.id == bindparam("link_id"))
+"""A batch's links recorded as created: one row of parameters a link (the columns set)."""
+_AUDIT = cast(Table, AuditEntry.__table__)
+_AUDIT_INSERT = insert(_AUDIT).returning(_AUDIT.c.id)
+"""A batch's audit rows: with RETURNING, SQLAlchemy sends the rows as one multi-row VALUES
+("insertmanyvalues") from one cached compiled statement, whatever the batch's size."""
 
 
 class AlreadyImported(Exception):
@@ -231,8 +240,11 @@ class Writer:
         now = self.clock()
         with self.sessions() as session:
             if posted:
-                session.execute(update(EntryLink), [
-                    {"id": link_id, "state": LinkState.CREATED,
+                # Core statements on the tables (the ORM's bulk paths rebuild each row's
+                # parameters, and a multi-row VALUES compiles afresh per batch): the same
+                # rows, a compiled statement cached once.
+                session.execute(_CREATED, [
+                    {"link_id": link_id, "state": LinkState.CREATED,
                      "clio_activity_id": activity.id, "clio_etag": activity.etag,
                      "written": activity.written_fields(), "updated_at": now}
                     for _, link_id, activity in posted])
@@ -256,8 +268,8 @@ class Writer:
                         run_id=state.summary.run_id, at=now))
                     if rule is not None:
                         uses[rule.id] = uses.get(rule.id, 0) + 1
-                if trail:  # one multi-row INSERT for the batch (no ids needed back)
-                    session.execute(insert(AuditEntry).values(trail))
+                if trail:  # one multi-row INSERT for the batch ("insertmanyvalues")
+                    session.execute(_AUDIT_INSERT, trail).all()
                 for rule_id, times in uses.items():
                     matter_rules.mark_used(session, rule_id, now, times=times)
             if dropped:
