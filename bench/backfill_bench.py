@@ -200,7 +200,9 @@ class Result:
 
     @property
     def qbo_floor(self) -> int:
-        return math.ceil(self.purchases / 1000) + (1 if self.purchases % 1000 == 0 else 0)
+        """Pages of 1,000 purchases (one more when the last is full), and the one read of
+        Attachables a first import makes with receipts on (docs/purchases.md, Receipts)."""
+        return math.ceil(self.purchases / 1000) + (1 if self.purchases % 1000 == 0 else 0) + 1
 
 
 def progress(message: str) -> None:
