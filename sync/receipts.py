@@ -6,9 +6,11 @@ import or a "turned on" catches up, or from a read); ``receipt_links`` holds one
 (Attachable, matter), the same discipline as ``entry_links`` for entries:
 
 1. a ``pending`` row is committed before anything is uploaded;
-2. Clio is asked for a document carrying the receipt's external property (uncompleted ones
-   too) before uploading: a complete one settles the row, a half-finished one is completed
-   with a fresh upload of the bytes, none is created;
+2. when an earlier attempt left the row (a crash, a failure), Clio is asked for a document
+   carrying the receipt's external property (uncompleted ones too) before uploading: a
+   complete one settles the row, a half-finished one is completed with a fresh upload of the
+   bytes, none is created; a row this run has just made skips the look-up (no attempt before
+   it can have left a document);
 3. the bytes are streamed from QuickBooks' ``TempDownloadUri`` into a spooled temporary file
    (memory up to ``SPOOL_BYTES``, disk past it) while counted, so the storage PUT carries a
    known ``Content-Length`` and a file of any size never sits in memory; an expired link is
