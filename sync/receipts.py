@@ -325,7 +325,7 @@ class Receipts:
                 if isinstance(obj, Mapping) and (moment := _updated(obj)) is not None:
                     last = moment
             pages += 1
-            if self.progress is not None:
+            if self.progress is not None and page:  # an empty read is no news
                 self.progress(state, "receipts")
             if pages >= QUERY_PAGES and len(page) >= 1000:
                 if last == since:
