@@ -179,6 +179,8 @@ def test_the_digest_job_reads_only_the_firms_whose_digest_time_has_come(rig: Sla
     """Each tick (every minute, every replica) used to read every digest firm's settings; now
     a firm is read when its ``digest_due_at`` (its next digest hour) has come: one statement,
     no firm loaded, between two digests."""
+    import threading
+
     from sqlalchemy import event
 
     _digest_firm(rig)
@@ -196,8 +198,11 @@ def test_the_digest_job_reads_only_the_firms_whose_digest_time_has_come(rig: Sla
         if "firm_settings" in sql:  # the app's own threads (outbox, leases) run meanwhile
             seen.append(sql)
 
+    here = threading.get_ident()
+
     def rows(session: Any, instance: Any) -> None:
-        loaded.append(instance)
+        if threading.get_ident() == here:  # the app's own threads load settings meanwhile
+            loaded.append(instance)
 
     event.listen(engine, "before_cursor_execute", statement)
     event.listen(FirmSettings, "load", rows)
