@@ -399,7 +399,7 @@ class Leases:
     # -- scheduled work ---------------------------------------------------------------------
 
     def claim_due(self, limit: int, unit_seconds: float, *,
-                  run_started: datetime | None = None) -> Claimed:
+                  run_started: Callable[[], datetime] | None = None) -> Claimed:
         """Lease up to ``limit`` firms whose scheduled run is due, earliest first; firms due
         but not ready to import are put off by their interval, and firms whose interval
         cannot be computed (absurd ``schedule_minutes``) by ``PUT_OFF`` (``problems``). Each
@@ -409,7 +409,9 @@ class Leases:
         whenever its next scheduled run would be: the dead holder's import is taken over and
         carried on now, not at the firm's next slot.
 
-        With ``run_started``, each leased firm's run row (``RunRow``, trigger ``schedule``) is
+        With ``run_started`` (the run's clock, read once the firms are claimed: a time read
+        before the claim could fall before the previous run's end), each leased firm's run
+        row (``RunRow``, trigger ``schedule``) is
         inserted in the same transaction: one commit for up to ``limit`` runs' starts."""
         result = Claimed([], [])
         if limit <= 0:
@@ -449,7 +451,7 @@ class Leases:
                                 "runs now", firm_id)
                     mark_abandoned(conn, firm_id, now)  # before this run's row is made
                 run_id = None if run_started is None else _insert_run(
-                    conn, firm_id, RunRow("schedule", run_started))
+                    conn, firm_id, RunRow("schedule", run_started()))
                 claimed.append(Lease(firm_id, token, "schedule",
                                      began + self.ttl * HOLD_FRACTION, due=due,
                                      interval=interval, taken_over=previous is not None,

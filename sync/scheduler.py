@@ -322,7 +322,7 @@ class ImportScheduler:
                 return
             free = self.threads - self._active
         # Each run's row is made in the claim's transaction (``RunRow``): no commit of its own.
-        claimed = self.leases.claim_due(free, self.unit_seconds, run_started=self.clock())
+        claimed = self.leases.claim_due(free, self.unit_seconds, run_started=self.clock)
         # Every free thread got a firm: more may be due. Each run that ends claims again
         # (``_run_claimed``), so a replica's throughput is its threads' and not one pass's
         # worth of firms per ``refresh_every``.

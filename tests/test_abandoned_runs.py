@@ -98,13 +98,13 @@ def test_a_run_row_made_in_the_claim_of_a_process_that_died_says_abandoned(
     ``abandoned`` (never ``ok``) before making its own run's row."""
     _lapse(db_engine, firm.id)
     dead = Leases(db_engine, holder="a replica that died")
-    [lease] = dead.claim_due(1, 60.0, run_started=utcnow()).leases
+    [lease] = dead.claim_due(1, 60.0, run_started=utcnow).leases
     dead.close()
     assert lease.run_id is not None and run_row(firm, lease.run_id).status == "running"
     _lapse(db_engine, firm.id)
 
     alive = Leases(db_engine, holder="replica-2")
-    [taken] = alive.claim_due(1, 60.0, run_started=utcnow()).leases
+    [taken] = alive.claim_due(1, 60.0, run_started=utcnow).leases
     try:
         assert taken.taken_over and taken.run_id not in (None, lease.run_id)
         gone = run_row(firm, lease.run_id)
