@@ -662,7 +662,8 @@ class Collect(logging.Handler):
             text = re.sub(r"\d+", "N", message.splitlines()[0] if message else "")[:160]
             if r.exc_info and r.exc_info[1] is not None:
                 exc = r.exc_info[1]
-                text += f" [{type(exc).__name__}: {str(exc).splitlines()[0][:120]}]"
+                first = (str(exc).splitlines() or [""])[0]  # an AssertionError has no message
+                text += f" [{type(exc).__name__}: {first[:120]}]"
             counts[(phase, f"{r.levelname} {r.name}: {text}")] += 1
         return [(phase, text, n) for (phase, text), n in counts.most_common()]
 

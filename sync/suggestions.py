@@ -70,16 +70,15 @@ def past_choice(entry: PlannedEntry, matter_id: int) -> PastChoice:
 
 def history(session: Session, firm_id: int, contact_id: int) -> list[PastChoice]:
     """The client's latest expenses a person put on a matter (newest first)."""
-    rows = session.scalars(select(WaitingExpense).where(
+    # Columns, not rows: a row the caller's session loaded earlier keeps the values it had then
+    # (a person may have answered it since), and the query's own values are the ones wanted.
+    rows = session.execute(select(WaitingExpense.entry, WaitingExpense.clio_matter_id).where(
         WaitingExpense.firm_id == firm_id, WaitingExpense.contact_id == contact_id,
         WaitingExpense.resolution == "linked", WaitingExpense.clio_matter_id.is_not(None))
         .order_by(WaitingExpense.resolved_at.desc(), WaitingExpense.id.desc())
         .limit(HISTORY_DEPTH))
-    out = []
-    for row in rows:
-        assert row.clio_matter_id is not None
-        out.append(past_choice(PlannedEntry.from_json(row.entry), row.clio_matter_id))
-    return out
+    return [past_choice(PlannedEntry.from_json(entry), matter_id)
+            for entry, matter_id in rows if matter_id is not None]
 
 
 def _named(entry: PlannedEntry, candidate: dict[str, Any]) -> bool:

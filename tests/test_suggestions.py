@@ -149,3 +149,37 @@ def test_the_suggestion_reason_escapes_a_hostile_payee_name(rig: SlackRig) -> No
     text = _text(second)
     assert "Suggested" in text and "&lt;!channel&gt;" in text
     assert "<!channel>" not in text and "<!here>" not in text and "<@U0BOSS>" not in text
+
+
+def test_history_reads_an_answer_given_after_the_session_loaded_the_row(firm: Any) -> None:
+    """A run's question batch loads its rows, then reads the client's history in the same
+    session; a person who answered one of those rows meanwhile made the history query return
+    it while the session still held it unanswered (an assertion failed and the run crashed,
+    found by the Slack benchmark). The history takes the query's own values."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import select, update
+
+    from hardcost.sync.store import WaitingExpense
+    from hardcost.sync.suggestions import history
+
+    entry = _entry(payee="V9", memo="courier").to_json()
+    with firm.sessions() as session:
+        row = WaitingExpense(firm_id=firm.id, realm_id=firm.qbo.realm_id, purchase_id="77",
+                             customer_id="5", reason="matter", contact_id=41, entry=entry,
+                             amount=Decimal("10.00"), txn_date=date(2026, 3, 2),
+                             customer_name="Acme")
+        session.add(row)
+        session.commit()
+        row_id = row.id
+    with firm.sessions() as run_session:
+        loaded = run_session.scalars(select(WaitingExpense).where(
+            WaitingExpense.id == row_id)).one()
+        assert loaded.clio_matter_id is None
+        with firm.sessions() as person:  # the answer, committed by another session
+            person.execute(update(WaitingExpense).where(WaitingExpense.id == row_id).values(
+                resolution="linked", clio_matter_id=2,
+                resolved_at=datetime(2026, 3, 3, tzinfo=UTC)))
+            person.commit()
+        past = history(run_session, firm.id, 41)
+    assert [(p.matter_id, p.payee_id) for p in past] == [(2, "V9")]
