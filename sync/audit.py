@@ -52,6 +52,7 @@ class Action(enum.StrEnum):
     RULE_REMOVED = "rule_removed"  # a person removed one (or replaced it with a new one)
     RECEIPT_FILED = "receipt_filed"  # a file attached in QuickBooks was filed on the matter
     RECEIPT_KEPT = "receipt_kept"  # ... and removed in QuickBooks since: the document stays
+    RECEIPT_SKIPPED = "receipt_skipped"  # not filed (too large, gone): a person files it
 
 
 DESCRIPTIONS = {
@@ -77,6 +78,7 @@ DESCRIPTIONS = {
     Action.RULE_REMOVED: "matter rule removed",
     Action.RECEIPT_FILED: "receipt filed in Clio",
     Action.RECEIPT_KEPT: "receipt removed in QuickBooks, kept in Clio",
+    Action.RECEIPT_SKIPPED: "receipt not filed, add it by hand",
 }
 
 SYSTEM_ACTORS = frozenset({"schedule", "webhook", "manual", "slack", "retry", "demo", "cli"})

@@ -69,7 +69,7 @@ from hardcost.sync.store import (
     Watermark,
     utcnow,
 )
-from hardcost.sync.summary import RunProgress, RunStopped
+from hardcost.sync.summary import RunProgress, RunStopped, SkippedReceipt
 
 log = logging.getLogger(__name__)
 
@@ -475,7 +475,7 @@ class Receipts:
             self._settle(state, link, item, complete, complete.size, complete.name)
             return
         if file.size is not None and file.size > MAX_BYTES:
-            self._skip(link, item, _too_large(file.file_name, file.size))
+            self._skip(state, link, item, _too_large(file.file_name, file.size))
             return
         half = found[0] if found else None
         try:
@@ -490,7 +490,7 @@ class Receipts:
                 self.clio.put_bytes(upload, body, length)
                 document = self.clio.finish_document(upload.document_id, upload.uuid)
         except Skipped as exc:
-            self._skip(link, item, str(exc))
+            self._skip(state, link, item, str(exc))
             return
         self._settle(state, link, item, document, length, name)
 
@@ -519,11 +519,22 @@ class Receipts:
         RECEIPTS.inc()
         RECEIPT_BYTES.inc(length or 0)
 
-    def _skip(self, link: ReceiptLink, item: Due, reason: str) -> None:
+    def _skip(self, state: RunState, link: ReceiptLink, item: Due, reason: str) -> None:
+        """Not filed, for good: the record keeps the reason, the trail and the run's summary
+        say it so a person adds the file by hand (once: a skipped record is not tried again)."""
+        now = self.clock()
+        reason = clip(reason, 1000)
         with self.sessions() as session:
             session.execute(update(ReceiptLink).where(ReceiptLink.id == link.id).values(
-                state=ReceiptState.SKIPPED.value, reason=reason, updated_at=self.clock()))
+                state=ReceiptState.SKIPPED.value, reason=reason, updated_at=now))
+            audit.record(session, self.firm_id, Action.RECEIPT_SKIPPED, state.actor,
+                         realm_id=link.realm_id, purchase_id=item.file.txn_key,
+                         amount=item.amount, clio_matter_id=item.matter_id,
+                         after={"file": item.file.file_name, "bytes": item.file.size},
+                         detail=reason, at=now)
             session.commit()
+        state.summary.receipts_skipped.append(
+            SkippedReceipt(item.file.txn_key, item.file.file_name, reason))
 
     def _failed(self, state: RunState, item: Due, exc: ApiError, code: str,
                 sentence: str) -> None:

@@ -105,6 +105,16 @@ class ChangedItem:
 
 
 @dataclass(frozen=True)
+class SkippedReceipt:
+    """A file attached in QuickBooks that hardcost will not file (too large, gone): a person
+    adds it to the matter by hand (docs/purchases.md, "Receipts")."""
+
+    purchase_id: str  # the transaction's key (``Bill:`` before a Bill's id)
+    file_name: str
+    reason: str  # a sentence that says what to do
+
+
+@dataclass(frozen=True)
 class ReconcileNote:
     """The run compared every imported purchase with QuickBooks instead of asking CDC."""
 
@@ -177,6 +187,7 @@ class RunSummary:
     receipts_filed: int = 0  # files attached in QuickBooks, filed on their matters in Clio
     receipt_bytes: int = 0  # their bytes
     receipts_failed: int = 0  # receipts not filed this run (a failure says why)
+    receipts_skipped: list[SkippedReceipt] = field(default_factory=list)  # filed by hand
 
     @property
     def stopped_by_hand(self) -> bool:
@@ -186,7 +197,7 @@ class RunSummary:
     @property
     def did_something(self) -> bool:
         return bool(self.imported or self.waiting or self.failed or self.error or
-                    self.receipts_filed or
+                    self.receipts_filed or self.receipts_skipped or
                     self.removed_items or self.changed_items or (self.reconciled is not None and
                                            self.reconciled.reason != "first"))
 
@@ -229,6 +240,11 @@ class RunSummary:
             "qbo_calls": self.qbo_calls,
             "clio_calls": self.clio_calls,
             **({"receipts": {"filed": self.receipts_filed, "bytes": self.receipt_bytes,
-                             "failed": self.receipts_failed}}
-               if self.receipts_filed or self.receipts_failed else {}),
+                             "failed": self.receipts_failed,
+                             **({"skipped": [{"purchase_id": s.purchase_id, "file": s.file_name,
+                                              "reason": s.reason}
+                                             for s in self.receipts_skipped[:DETAIL_LIMIT]]}
+                                if self.receipts_skipped else {})}}
+               if self.receipts_filed or self.receipts_failed or self.receipts_skipped
+               else {}),
         }

@@ -298,6 +298,16 @@ def test_a_file_over_the_limit_is_skipped_with_a_reason(firm: Firm,
     assert firm.clio.documents_of(firm.matters["Smith estate"]) == []
     [link] = _links(firm)
     assert link.state == ReceiptState.SKIPPED.value and "huge.pdf" in (link.reason or "")
+    [skipped] = summary.receipts_skipped
+    assert skipped.purchase_id == purchase["Id"] and skipped.file_name == "huge.pdf"
+    assert "by hand" in skipped.reason
+    assert summary.details()["receipts"]["skipped"] == [
+        {"purchase_id": purchase["Id"], "file": "huge.pdf", "reason": skipped.reason}]
+    [noted] = _trail(firm, audit.Action.RECEIPT_SKIPPED)
+    assert noted.detail == skipped.reason and noted.clio_matter_id == firm.matters["Smith estate"]
+
+    again = firm.run()  # said once: a skipped file is not tried, nor reported, again
+    assert again.receipts_skipped == [] and len(_trail(firm, audit.Action.RECEIPT_SKIPPED)) == 1
 
 
 # -- SIGKILL mid-filing: exactly one complete document after a rerun ---------------------------

@@ -188,3 +188,37 @@ def test_history_of_a_purchase_names_its_filed_receipt_and_links_its_matter(
     assert f"/nc/#/matters/{firm.matters['Estate']}|its matter in Clio>" in reply
     assert "&lt;!channel&gt; &lt;https://evil.example|open me&gt; &amp; rcpt.pdf" in reply
     assert "<!channel>" not in reply and "<https://evil.example" not in reply
+
+
+def test_a_receipt_too_large_to_file_is_shown_in_the_summary_thread_and_history(
+        rig: SlackRig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A file hardcost will not file (over the size limit) is not only a reason on its
+    record: the run summary counts it, the thread names it with what to do, and the
+    purchase's history has it, each with the outside file name escaped."""
+    from hardcost.sync import receipts
+
+    monkeypatch.setattr(receipts, "MAX_BYTES", 1000)
+    firm = rig.firm
+    firm.client("Jane Smith", ["Estate"])
+    purchase = firm.expense(("88.40", "Jane Smith", "Courier"))
+    firm.qbo.attach("Purchase", purchase["Id"], HOSTILE, size=5000)
+
+    assert rig.command("run").status_code == 200
+    summary = wait_for(lambda: next((m for m in rig.channel_messages()
+                                     if "Receipts to add by hand" in _text(m)), None),
+                       what="the run summary counting the receipt not filed")
+    assert "*Receipts to add by hand*\\n1 (see the thread)" in _text(summary)
+    thread = _text(wait_for(lambda: next(
+        (m for m in rig.ws.channel_messages(rig.channel, top_level_only=False)
+         if m.get("thread_ts") == summary["ts"]
+         and "add them to the matter by hand" in _text(m)), None),
+        what="the run's thread naming the receipt not filed"))
+    assert f"purchase {purchase['Id']}" in thread
+    assert "&lt;!channel&gt; &lt;https://evil.example|open me&gt; &amp; rcpt.pdf is 0 MB, " \
+           "over the 0 MB hardcost files" in thread
+    assert "<!channel>" not in thread and "<https://evil.example" not in thread
+    assert firm.clio.documents_of(firm.matters["Estate"]) == []
+
+    rig.command(f"history {purchase['Id']}")
+    reply = _text(_reply(rig, rig.admin, "receipt not filed, add it by hand"))
+    assert "add it to the matter in Clio by hand" in reply and "<!channel>" not in reply

@@ -50,7 +50,7 @@ DETAIL_ROWS = 200  # rows across all of a run's details; the rest is "and N more
 def _details_exist(summary: RunSummary) -> bool:
     return bool(summary.imported_entries or summary.waiting_items or summary.failures
                 or summary.skips or summary.removed_items or summary.changed_items
-                or summary.receipts_filed)
+                or summary.receipts_filed or summary.receipts_skipped)
 
 
 def size_words(count: int) -> str:
@@ -106,6 +106,9 @@ def run_summary(summary: RunSummary, *, firm_name: str, stopped_by: str | None =
         failed += f", {summary.still_failing:,} still open"
     fields = [f"*Waiting for a choice*\n{waiting}", f"*Failed*\n{failed}",
               f"*Skipped*\n{summary.skipped:,}"]
+    if summary.receipts_skipped:
+        fields.append(f"*Receipts to add by hand*\n{len(summary.receipts_skipped):,} "
+                      "(see the thread)")  # among the first ten: Slack shows no more
     if for_payment:
         fields.append(f"*Bills waiting for payment*\n{for_payment:,} new (they import once "
                       "paid)")
@@ -324,6 +327,14 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
             f"• {plural(summary.receipts_filed, 'file')} attached in QuickBooks "
             f"({size_words(summary.receipt_bytes)}) filed in the documents of their entries' "
             "matters; `/hardcost history &lt;purchase&gt;` names each document"]))
+    if summary.receipts_skipped:  # few: each is a file over the size limit, or gone
+        skipped = summary.receipts_skipped
+        out.append((f"*Receipts not filed, add them to the matter by hand* — "
+                    f"{len(skipped):,}", [
+                        f"• purchase {name(s.purchase_id, 40)} · {name(s.reason, 400)}"
+                        for s in skipped[:DETAIL_ROWS]]
+                    + ([f"_…and {len(skipped) - DETAIL_ROWS:,} more_"]
+                       if len(skipped) > DETAIL_ROWS else [])))
     if sizes["waiting"]:
         rows = []
         for w in summary.waiting_items[: shown["waiting"]]:
