@@ -5,7 +5,8 @@ whichever replica sends them. Each bucket is one ``rate_buckets`` row (``firm_id
 ``qbo:<realm>`` or ``clio:<connection id>``, never a token). A process does not ask the row for
 every request: it takes a *block* of tokens in one short transaction (``SELECT … FOR UPDATE``,
 then ``UPDATE``) and spends them locally; the block grows while it is used up and shrinks when
-tokens expire unused, so a busy process makes about one statement per 10-20 requests.
+tokens expire unused, so a busy process makes about one statement per 10-20 requests (Clio's
+block is a fifth of the window's budget, 10 at its peak limit of 50, up to ``MAX_BLOCK``).
 
 Every time in a row is the database's (``clock_timestamp()``), read in the same transaction;
 a process turns the answer into *durations* at once and waits on its own monotonic clock, so
@@ -57,6 +58,14 @@ MARGIN_SECONDS = 0.5
 
 MAX_WAIT_SECONDS = 65.0
 """The longest one wait for tokens lasts (a window and its slack)."""
+
+BLOCK_SHARE = 5
+"""A Clio block is at most a fifth of the window's budget as Clio last reported it (10 of the
+50 at peak), but never less than the policy's ``block``."""
+
+MAX_BLOCK = 50
+"""The most tokens one process takes at once, however large the budget Clio reports (the
+statements a busy process makes: one grant per 10 calls at peak's 50, per 50 off-peak)."""
 
 MIN_LIFETIME_SECONDS = 1.0
 """The shortest a Clio token's ``lifetime`` is compressed to. A lifetime is the time a process
@@ -215,14 +224,18 @@ class WindowPolicy:
             state = self.fresh(now, state.capacity)
         assert state.window_ends_at is not None
         left = (state.window_ends_at - now).total_seconds()
-        count = max(0, min(want, int(state.tokens)))
-        if count == 0:
-            return state, Grant(count=0, retry_in=left)
-        after = replace(state, tokens=state.tokens - count, updated_at=now)
         # The reported reset is whole seconds (rounded up): the window may really end up to a
         # second before it, and a token sent after the real end would count in the next one.
-        return after, Grant(count=count, lifetime=self.lifetime,
-                            deadline=max(0.0, left - self.resolution - self.margin))
+        deadline = left - self.resolution - self.margin
+        count = max(0, min(want, int(state.tokens)))
+        if count == 0 or deadline < self.resolution / 10:
+            # Spent, or in the window's last moments, where a token would expire before it
+            # could be sent (0.1 s left for it at Clio's pace): none until the reset. Granting
+            # them anyway had a process take block after expired block, a transaction each,
+            # until the window ended.
+            return state, Grant(count=0, retry_in=left)
+        after = replace(state, tokens=state.tokens - count, updated_at=now)
+        return after, Grant(count=count, lifetime=self.lifetime, deadline=deadline)
 
     def give_back(self, state: BucketState, now: datetime, count: int) -> BucketState | None:
         # Only into the window the tokens came from: a window that ended is fresh next time.
@@ -535,7 +548,15 @@ class SharedPacer:
         if block.wasted:
             self.block_size = max(1, self.block_size // 2)
         else:
-            self.block_size = min(self.policy.block, self.block_size * 2)
+            self.block_size = min(self._largest_block(), self.block_size * 2)
+
+    def _largest_block(self) -> int:
+        """The policy's block, or a fifth of the budget Clio reports when that is larger (its
+        limit is higher off-peak): the same share of the window, fewer statements."""
+        limit = self._known_limit
+        if limit is None:
+            return self.policy.block
+        return max(self.policy.block, min(MAX_BLOCK, limit // BLOCK_SHARE))
 
 
 def _int(value: str | None) -> int | None:

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+import requests
 from sqlalchemy import event, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import sessionmaker
@@ -435,3 +438,86 @@ def test_a_run_that_ends_gives_its_unsent_clio_tokens_back(
         bucket = conn.execute(select(RateBucket.capacity, RateBucket.tokens).where(
             RateBucket.firm_id == firm.id, RateBucket.key == pacer.key)).one()
     assert bucket.capacity - 1 - bucket.tokens == sent
+
+
+# -- A window's last moments, and a budget larger than peak's ------------------------------------
+
+class _CountingStore(LocalBuckets):
+    """LocalBuckets that fails a test asking it for more grants than it should, instead of
+    letting a pacer that asks in a loop spin the test forever."""
+
+    def __init__(self, clock: Callable[[], float], most: int) -> None:
+        super().__init__(clock=clock)
+        self.takes = 0
+        self.most = most
+
+    def take(self, key: str, policy: Any, want: int) -> Any:
+        self.takes += 1
+        if self.takes > self.most:
+            raise AssertionError(f"more than {self.most} grants asked")
+        return super().take(key, policy, want)
+
+
+def test_in_a_windows_last_moments_no_tokens_are_granted_only_to_expire() -> None:
+    """Tokens expire 1.5 s (compressed: 25 ms) before a Clio window ends, so none spills into
+    the next. A grant in those last moments was all expired tokens, and the pacer asked again
+    at once, a transaction each, until the window ended (a third of the grants of a 50,000
+    purchase backfill on PostgreSQL). It is now "none until the reset", and one wait."""
+    from hardcost.sync.pacing import CLIO_POLICY
+
+    policy = replace(CLIO_POLICY, limit=100_000).compressed(1.0)  # 1 s windows, plentiful
+    now = [1_000.0]
+    state = policy.fresh(datetime.fromtimestamp(now[0], UTC))
+    late = datetime.fromtimestamp(now[0] + 0.99, UTC)  # 10 ms before the window's end
+    after, grant = policy.take(state, late, 10)
+    assert grant.count == 0 and grant.retry_in == pytest.approx(0.01)
+    assert after.tokens == state.tokens  # nothing taken from the bucket
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    store = _CountingStore(clock=lambda: now[0], most=400)
+    pacer = SharedPacer(store, "clio:1", policy, clock=lambda: now[0],
+                        wall_clock=lambda: now[0], sleep=sleep)
+    for _ in range(3_000):  # a request every millisecond, for about three windows
+        with pacer.slot():
+            pass
+        now[0] += 0.001
+    stats = pacer.stats()
+    assert stats["sent"] == 3_000
+    assert stats["expired"] <= 3 * 10  # at most part of a block, a window
+    assert stats["empty_grants"] <= 3  # one wait for each window's reset
+    assert store.takes <= 3_000 / 10 + 20  # blocks of 10 (the policy's), a few cut short
+
+
+def test_a_clio_block_is_a_fifth_of_the_budget_clio_reports_up_to_a_cap() -> None:
+    """At peak (50 a window) a block is 10 tokens, as before; off-peak, when Clio reports a
+    larger budget, a fifth of it, up to MAX_BLOCK: fewer grants for the same calls."""
+    from hardcost.sync.pacing import CLIO_POLICY, MAX_BLOCK
+
+    def blocks_after(limit: int) -> int:
+        now = [1_000.0]
+
+        def sleep(seconds: float) -> None:
+            now[0] += seconds
+
+        store = LocalBuckets(clock=lambda: now[0])
+        pacer = SharedPacer(store, "clio:1", CLIO_POLICY, steer_by_headers=True,
+                            clock=lambda: now[0], wall_clock=lambda: now[0], sleep=sleep)
+        with pacer.slot():  # the first request, and Clio's answer to it
+            pass
+        response = requests.Response()
+        response.status_code = 200
+        response.headers["X-RateLimit-Limit"] = str(limit)
+        response.headers["X-RateLimit-Remaining"] = str(limit - 1)
+        response.headers["X-RateLimit-Reset"] = str(int(now[0]) + 60)
+        pacer.observe(response)
+        for _ in range(min(limit - 3, 400)):
+            with pacer.slot():
+                pass
+            now[0] += 0.001
+        return pacer.block_size
+
+    assert blocks_after(50) == CLIO_POLICY.block == 10
+    assert blocks_after(150) == 30
+    assert blocks_after(100_000) == MAX_BLOCK
