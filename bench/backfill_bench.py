@@ -45,7 +45,7 @@ from bench.sections import BACKFILL_SECTION, write_section
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
-from hardcost.sync.store import make_engine, make_session_factory
+from hardcost.sync.engine import make_engine, make_session_factory
 
 SIZES = (1_000, 5_000, 20_000, 50_000)
 CLIENTS = 150

@@ -34,8 +34,9 @@ from bench.sections import EXPORT_SECTION, write_section
 from hardcost.bot.export import MAX_ROWS, trail_file
 from hardcost.sync import audit
 from hardcost.sync.audit_period import Period
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.firms import FirmSetup, create_firm
-from hardcost.sync.store import AuditEntry, make_engine, make_session_factory
+from hardcost.sync.store import AuditEntry
 
 DAY = date(2026, 3, 10)
 

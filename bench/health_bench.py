@@ -44,15 +44,9 @@ from bench.sections import HEALTH_SECTION, write_section
 from hardcost.bot.web import make_wsgi_app
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.scheduler import ImportScheduler
-from hardcost.sync.store import (
-    Connection,
-    Firm,
-    FirmSettings,
-    RunLease,
-    make_engine,
-    make_session_factory,
-)
+from hardcost.sync.store import Connection, Firm, FirmSettings, RunLease
 
 SIZES = (1_000, 10_000)
 PROBES = 20

@@ -52,11 +52,11 @@ from hardcost.sandbox.faults import Call
 from hardcost.sandbox.qbo import QboCompany, account_line
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.importer import Importer
 from hardcost.sync.matching import BULK_THRESHOLD, normalise_name
 from hardcost.sync.qbo import PAGE_SIZE
 from hardcost.sync.rules import QboKey
-from hardcost.sync.store import make_engine, make_session_factory
 from hardcost.sync.summary import RunSummary
 
 START_DATE = date(2026, 1, 1)

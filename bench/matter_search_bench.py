@@ -45,7 +45,8 @@ from hardcost.sandbox.slack_rig import SlackRig, make_rig
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync import matter_cache
 from hardcost.sync.db import upgrade
-from hardcost.sync.store import WaitingExpense, WaitReason, make_engine, make_session_factory
+from hardcost.sync.engine import make_engine, make_session_factory
+from hardcost.sync.store import WaitingExpense, WaitReason
 
 START_DATE = date(2026, 1, 1)
 RATE_LIMIT = 1_000_000  # Clio's sandbox limit (50/min) raised: the copy's calls are counted

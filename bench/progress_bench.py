@@ -29,8 +29,8 @@ from bench.import_bench import connect_seeded
 from bench.sections import PROGRESS_SECTION, write_section
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.crypto import generate_key
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.live import PROGRESS_AFTER, PROGRESS_EVERY, LiveFigures, LiveProgress
-from hardcost.sync.store import make_engine, make_session_factory
 
 PURCHASES = 2_000
 CLIENTS = 150

@@ -47,8 +47,9 @@ from hardcost.sandbox.qbo import QboCompany, account_line
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync import choices, matter_rules
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.importer import Importer
-from hardcost.sync.store import WaitingExpense, WaitReason, make_engine, make_session_factory
+from hardcost.sync.store import WaitingExpense, WaitReason
 
 SEED = 12
 START = date(2026, 1, 5)  # a Monday

@@ -61,11 +61,12 @@ from hardcost.sync import pacing
 from hardcost.sync.config import Settings
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.firms import build_importer
 from hardcost.sync.importer import Importer
 from hardcost.sync.qbo import MINOR_VERSION
 from hardcost.sync.scheduler import ImportScheduler
-from hardcost.sync.store import EntryLink, FirmSettings, make_engine, make_session_factory
+from hardcost.sync.store import EntryLink, FirmSettings
 from hardcost.sync.summary import RunSummary
 
 FIRMS = 500

@@ -57,8 +57,9 @@ from hardcost.sandbox.faults import Call
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.rules import QboKey
-from hardcost.sync.store import FirmSettings, make_engine, make_session_factory
+from hardcost.sync.store import FirmSettings
 
 CLIENTS = 150
 SEED = 28

@@ -42,15 +42,9 @@ from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_rig import SIGNING_SECRET, SlackRig, make_rig
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.leases import settle_abandoned_runs
-from hardcost.sync.store import (
-    Connection,
-    EntryLink,
-    LinkState,
-    Run,
-    make_engine,
-    make_session_factory,
-)
+from hardcost.sync.store import Connection, EntryLink, LinkState, Run
 
 SEED = 10
 POST = r"/api/v4/activities\.json$"

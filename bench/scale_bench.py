@@ -79,6 +79,7 @@ from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.store import (
     Connection,
     ContactLink,
@@ -89,8 +90,6 @@ from hardcost.sync.store import (
     RunLease,
     SlackOutbox,
     Watermark,
-    make_engine,
-    make_session_factory,
 )
 
 REPO = Path(__file__).resolve().parent.parent

@@ -78,7 +78,8 @@ from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_rig import SlackRig, SocketAck, make_rig, wait_for
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
-from hardcost.sync.store import Run, SlackOutbox, WaitingExpense, make_engine, make_session_factory
+from hardcost.sync.engine import make_engine, make_session_factory
+from hardcost.sync.store import Run, SlackOutbox, WaitingExpense
 
 START_DATE = date(2026, 1, 1)
 SEED = 7

@@ -40,7 +40,8 @@ from hardcost.sandbox.slack import SlackSandbox
 from hardcost.sandbox.slack_rig import make_rig
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.db import upgrade
-from hardcost.sync.store import Run, WebhookEvent, make_engine, make_session_factory
+from hardcost.sync.engine import make_engine, make_session_factory
+from hardcost.sync.store import Run, WebhookEvent
 
 START_DATE = date(2026, 1, 1)
 CLIENTS = 20

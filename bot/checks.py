@@ -11,7 +11,7 @@ from hardcost.bot import service
 from hardcost.bot.context import BotContext
 from hardcost.bot.ui.status import check_coding_lines
 from hardcost.bot.ui.text import Mrkdwn, channel, md
-from hardcost.sync.clio import DocumentsForbidden
+from hardcost.sync.clio_errors import DocumentsForbidden
 from hardcost.sync.coding import codings_of
 from hardcost.sync.firm_settings import SettingError
 from hardcost.sync.http import ApiError

@@ -41,12 +41,12 @@ from hardcost.bot.web import PortUnavailable, WSGIApp, listen_socket, make_wsgi_
 from hardcost.bot.webhooks import WebhookWorker, webhook_routes
 from hardcost.sync.config import Settings
 from hardcost.sync.db import alembic_config
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.firms import build_importer
 from hardcost.sync.housekeeping import prune
 from hardcost.sync.importer import SHUTDOWN
 from hardcost.sync.leases import Leases
 from hardcost.sync.scheduler import ImportScheduler
-from hardcost.sync.store import make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 

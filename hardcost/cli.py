@@ -40,6 +40,7 @@ from hardcost.sync.crypto import (
     rotate_secrets,
 )
 from hardcost.sync.db import downgrade, history, schema_state, upgrade
+from hardcost.sync.engine import DatabaseUrlError, make_engine, make_session_factory
 from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError
 from hardcost.sync.importer import SHUTDOWN, FirmNotReady
@@ -47,15 +48,7 @@ from hardcost.sync.leases import Leases, RunStop
 from hardcost.sync.overview import FirmOverview, firm_overviews
 from hardcost.sync.report import render_summary
 from hardcost.sync.slack_tables import SLACK_METADATA
-from hardcost.sync.store import (
-    Base,
-    DatabaseUrlError,
-    Firm,
-    FirmSettings,
-    make_engine,
-    make_session_factory,
-    utcnow,
-)
+from hardcost.sync.store import Base, Firm, FirmSettings, utcnow
 
 
 def _cmd_db(args: argparse.Namespace) -> int:

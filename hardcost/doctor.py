@@ -26,16 +26,10 @@ from hardcost.bot.install import multi_workspace
 from hardcost.sync.config import Settings, SettingsError, get_settings
 from hardcost.sync.crypto import SecretDecryptError, SecretKeyError
 from hardcost.sync.db import schema_state
+from hardcost.sync.engine import DatabaseUrlError, make_engine, make_session_factory
 from hardcost.sync.firms import build_importer
 from hardcost.sync.http import ApiError, ReconnectRequired, RetryPolicy
-from hardcost.sync.store import (
-    PROVIDER_NAMES,
-    Connection,
-    DatabaseUrlError,
-    Firm,
-    make_engine,
-    make_session_factory,
-)
+from hardcost.sync.store import PROVIDER_NAMES, Connection, Firm
 
 TIMEOUT = 10.0  # seconds for each HTTP check
 RETRY = RetryPolicy(attempts=2, backoff=0.5, max_wait=5.0, throttle_wait=5.0)

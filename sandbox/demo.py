@@ -34,10 +34,11 @@ from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync import month_report, report_chart
 from hardcost.sync.config import Settings
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.importer import Importer
 from hardcost.sync.month_report import Month
 from hardcost.sync.report import money, render_summary
-from hardcost.sync.store import EntryLink, WaitingExpense, make_engine, make_session_factory
+from hardcost.sync.store import EntryLink, WaitingExpense
 from hardcost.sync.summary import RunSummary
 
 START_DATE = date(2026, 10, 1)

@@ -43,8 +43,9 @@ from hardcost.bot.web import WebServer, WSGIApp, make_wsgi_app, serve_in_thread
 from hardcost.bot.webhooks import webhook_routes
 from hardcost.sandbox.server import RunningServer
 from hardcost.sandbox.slack import SlackSandbox, SlackWorkspace
+from hardcost.sync.engine import make_session_factory
 from hardcost.sync.store import Firm as FirmRow
-from hardcost.sync.store import FirmSettings, make_session_factory
+from hardcost.sync.store import FirmSettings
 
 if TYPE_CHECKING:  # websockets, under the sandbox's Socket Mode, is a dev dependency only:
     # ``hardcost demo`` (HTTP) runs on a plain install

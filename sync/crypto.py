@@ -9,7 +9,7 @@ process, run ``hardcost keys rotate``, then drop the old key.
 Without the variable, a SQLite database gets a key generated once into ``hardcost.key`` beside
 the database file (mode 0600); PostgreSQL (any other database) refuses to start.
 
-``sync.store.make_engine`` configures the key ring for the engine it makes (and as the
+``sync.engine.make_engine`` configures the key ring for the engine it makes (and as the
 process-wide default), so nothing else needs setting up. ``EncryptedText`` columns encrypt on
 the way in and decrypt on the way out. Error messages never include a key or a secret.
 """
@@ -228,7 +228,7 @@ def _ring(dialect: Dialect) -> KeyRing:
     ring = _by_dialect.get(dialect) or _default
     if ring is None:
         raise SecretKeyError("Encryption of stored secrets is not configured: make engines "
-                             "with sync.store.make_engine (or call configure_encryption).")
+                             "with sync.engine.make_engine (or call configure_encryption).")
     return ring
 
 

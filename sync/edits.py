@@ -39,13 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync import audit
 from hardcost.sync.audit import Action
-from hardcost.sync.clio import (
-    Activity,
-    ClioClient,
-    CostCoding,
-    PreconditionFailed,
-    holds_marker,
-)
+from hardcost.sync.clio import Activity, ClioClient, CostCoding, holds_marker
+from hardcost.sync.clio_errors import PreconditionFailed
 from hardcost.sync.http import NotFound, ServiceDown
 from hardcost.sync.metrics import ENTRIES
 from hardcost.sync.removals import bill_words

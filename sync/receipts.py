@@ -51,7 +51,8 @@ from hardcost.sync import audit
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
 from hardcost.sync.bounds import ID, NAME, clip, clip_or_none, fits
-from hardcost.sync.clio import ClioClient, Document, DocumentsForbidden
+from hardcost.sync.clio import ClioClient, Document
+from hardcost.sync.clio_errors import DocumentsForbidden
 from hardcost.sync.failures import RECEIPT_CODES, Failures
 from hardcost.sync.http import ApiError, NotFound
 from hardcost.sync.metrics import RECEIPT_BYTES, RECEIPTS

@@ -39,7 +39,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from hardcost.sync import audit, matter_rules, waits
 from hardcost.sync.audit import Action
 from hardcost.sync.batches import chunks
-from hardcost.sync.clio import Activity, ClioClient, CostCoding, HardCostsDisabled, UtbmsRefused
+from hardcost.sync.clio import Activity, ClioClient, CostCoding
+from hardcost.sync.clio_errors import HardCostsDisabled, UtbmsRefused
 from hardcost.sync.coding import run_coding
 from hardcost.sync.failures import Failures
 from hardcost.sync.http import ApiError, ServiceDown, TransientError

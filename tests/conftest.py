@@ -24,8 +24,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.crypto import generate_key
 from hardcost.sync.db import upgrade
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.slack_tables import SLACK_METADATA
-from hardcost.sync.store import Base, make_engine, make_session_factory
+from hardcost.sync.store import Base
 
 POSTGRES_URL = os.environ.get("HARDCOST_TEST_DATABASE_URL", "")
 if POSTGRES_URL and not os.environ.get("HARDCOST_SECRET_KEY"):

@@ -22,9 +22,10 @@ from sqlalchemy.engine import Engine
 
 from bench.import_bench import connect_seeded
 from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.firms import build_importer
 from hardcost.sync.http import RetryPolicy
-from hardcost.sync.store import WaitingExpense, make_engine, make_session_factory
+from hardcost.sync.store import WaitingExpense
 
 MAX_COMMITS_PER_ENTRY = 0.1  # issue 31's target for a backfill
 PURCHASES = 800

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import inspect
 from sqlalchemy.orm import Session, sessionmaker
 
-from hardcost.sync.store import make_engine
+from hardcost.sync.engine import make_engine
 from tests.firmkit import Firm, env_for, free_port, serve_env, start_serve
 
 

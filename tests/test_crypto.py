@@ -28,7 +28,8 @@ from hardcost.sync.crypto import (
     read_or_create_key_file,
 )
 from hardcost.sync.db import alembic_config
-from hardcost.sync.store import Connection, make_engine, make_session_factory
+from hardcost.sync.engine import make_engine, make_session_factory
+from hardcost.sync.store import Connection
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.tokens import StoredTokens, TokenGrant, qbo_refresher, store_grant
 from tests.firmkit import Firm

@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from hardcost.sync.db import head_revision
-from hardcost.sync.store import make_engine
+from hardcost.sync.engine import make_engine
 from tests.conftest import POSTGRES_URL
 
 pytestmark = pytest.mark.postgres

@@ -19,14 +19,8 @@ import requests
 from hardcost.sandbox.clio import ClioAccount, finish_fault, storage_fault
 from hardcost.sandbox.clio_storage import PUT_URL_SECONDS
 from hardcost.sandbox.world import SandboxWorld
-from hardcost.sync.clio import (
-    ClioClient,
-    Document,
-    DocumentsForbidden,
-    Upload,
-    UploadNotFound,
-    UploadRefused,
-)
+from hardcost.sync.clio import ClioClient, Document, Upload
+from hardcost.sync.clio_errors import DocumentsForbidden, UploadNotFound, UploadRefused
 from hardcost.sync.http import RetryPolicy, ServiceDown, StaticTokens
 
 FAST = RetryPolicy(attempts=3, backoff=0.01, max_wait=0.05, throttle_wait=0.01)

@@ -20,18 +20,10 @@ from sqlalchemy.engine import Engine
 
 from hardcost.sandbox.faults import Fault
 from hardcost.sandbox.slack_rig import SlackRig, wait_for
+from hardcost.sync.engine import PoolSettings, _create_engine, make_engine
 from hardcost.sync.importer import SHUTDOWN
 from hardcost.sync.leases import LEASE_LOST, Leases, RunStop, next_due, run_soon
-from hardcost.sync.store import (
-    Connection,
-    FirmSettings,
-    PoolSettings,
-    Run,
-    RunLease,
-    _create_engine,
-    make_engine,
-    utcnow,
-)
+from hardcost.sync.store import Connection, FirmSettings, Run, RunLease, utcnow
 from hardcost.sync.store import Firm as FirmRow
 from tests.firmkit import Firm, ghost_run, make_firm, price, run_row
 

@@ -28,9 +28,10 @@ from sqlalchemy.engine import Engine
 
 from bench import quiet_bench
 from hardcost.sandbox.world import SandboxWorld
+from hardcost.sync.engine import make_session_factory
 from hardcost.sync.leases import lease_holders
 from hardcost.sync.scheduler import ImportScheduler
-from hardcost.sync.store import Run, RunLease, Watermark, make_session_factory
+from hardcost.sync.store import Run, RunLease, Watermark
 
 MAX_STATEMENTS = 20  # issue 31's target, per quiet run
 MAX_COMMITS = 3

@@ -110,7 +110,7 @@ def test_connecting_records_the_hard_expiry_and_warns_30_days_before(rig: SlackR
 WORKER = """
 import sys
 from hardcost.sync.config import Settings
-from hardcost.sync.store import make_engine, make_session_factory
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.tokens import StoredTokens, qbo_refresher
 
 config = Settings()

@@ -24,7 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sandbox.slack_rig import SlackRig, button_value, wait_for
 from hardcost.sync.db import alembic_config
-from hardcost.sync.store import AuditEntry, MatterRule, make_engine, utcnow
+from hardcost.sync.engine import make_engine
+from hardcost.sync.store import AuditEntry, MatterRule, utcnow
 from hardcost.sync.store import Firm as FirmRow
 
 OFFER = "Always do this for"

@@ -21,10 +21,11 @@ import pytest
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hardcost.sync.engine import make_engine, make_session_factory
 from hardcost.sync.importer import Importer
 from hardcost.sync.leases import run_soon
 from hardcost.sync.scheduler import ImportScheduler, SchedulerRefused
-from hardcost.sync.store import Connection, EntryLink, Run, make_engine, make_session_factory
+from hardcost.sync.store import Connection, EntryLink, Run
 from hardcost.sync.store import Firm as FirmRow
 from hardcost.sync.summary import RunSummary
 from tests.conftest import POSTGRES_URL

@@ -22,6 +22,7 @@ from sqlalchemy.orm import sessionmaker
 
 from hardcost.sandbox.world import SandboxWorld
 from hardcost.sync.clio import ClioClient
+from hardcost.sync.engine import make_engine
 from hardcost.sync.firms import build_importer
 from hardcost.sync.http import HeaderPacer, RatePacer, RetryPolicy, StaticTokens
 from hardcost.sync.pacing import (
@@ -32,7 +33,7 @@ from hardcost.sync.pacing import (
     WindowPolicy,
 )
 from hardcost.sync.qbo import QboClient
-from hardcost.sync.store import Connection, RateBucket, make_engine
+from hardcost.sync.store import Connection, RateBucket
 from tests.firmkit import Firm, make_firm
 
 postgres = pytest.mark.postgres

@@ -9,8 +9,9 @@ from alembic import context
 
 from hardcost.sync.config import Settings
 from hardcost.sync.crypto import EncryptedText
+from hardcost.sync.engine import make_engine
 from hardcost.sync.slack_tables import SLACK_METADATA
-from hardcost.sync.store import Base, UTCDateTime, make_engine
+from hardcost.sync.store import Base, UTCDateTime
 
 config = context.config
 if config.config_file_name is not None:  # the alembic command with alembic.ini: its logging
