@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from decimal import Decimal
 
@@ -62,6 +63,10 @@ def render_summary(summary: RunSummary) -> str:
         lines.append(f"  compared all {note.checked} imported purchases with QuickBooks "
                      f"({note.reason}; last deletion check {note.last_swept or 'never'}): "
                      f"{note.removed} deleted or voided")
+    if summary.receipts_filed or summary.receipts_failed or summary.receipts_skipped:
+        lines.append(f"  receipts: {summary.receipts_filed} filed in Clio "
+                     f"({summary.receipt_bytes:,} bytes), {summary.receipts_failed} failed, "
+                     f"{len(summary.receipts_skipped)} to add by hand (see below)")
     if summary.error:
         lines.append(f"  Stopped: {summary.error}")
     if summary.removed_items:
@@ -104,4 +109,14 @@ def render_summary(summary: RunSummary) -> str:
     if summary.skips:
         lines += ["", "Skipped:"]
         lines += [f"  {reason}" for reason in summary.skips]
+    if summary.receipts_skipped:
+        lines += ["", "Receipts not filed (add them to the matter in Clio by hand):"]
+        lines += [f"  purchase {_plain(s.purchase_id)}: {_plain(s.reason)}"
+                  for s in summary.receipts_skipped]
     return "\n".join(lines)
+
+
+def _plain(text: str) -> str:
+    """Outside text (a file name from QuickBooks) on one terminal line: control characters,
+    escape sequences' ESC included, shown as ``?``."""
+    return "".join("?" if unicodedata.category(c) in ("Cc", "Cf") else c for c in text)

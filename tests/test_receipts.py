@@ -306,6 +306,13 @@ def test_a_file_over_the_limit_is_skipped_with_a_reason(firm: Firm,
     [noted] = _trail(firm, audit.Action.RECEIPT_SKIPPED)
     assert noted.detail == skipped.reason and noted.clio_matter_id == firm.matters["Smith estate"]
 
+    from hardcost.sync.report import render_summary
+
+    printed = render_summary(summary)  # what `hardcost sync` prints
+    assert "receipts: 0 filed in Clio (0 bytes), 0 failed, 1 to add by hand" in printed
+    assert f"  purchase {purchase['Id']}: huge.pdf is 0 MB, over the 0 MB hardcost files" \
+        in printed
+
     again = firm.run()  # said once: a skipped file is not tried, nor reported, again
     assert again.receipts_skipped == [] and len(_trail(firm, audit.Action.RECEIPT_SKIPPED)) == 1
 
@@ -410,3 +417,20 @@ def test_an_entry_moved_to_another_matter_by_an_edit_gets_its_receipt_there_too(
     assert len(firm.clio.documents_of(firm.matters["Smith estate"])) == 1
     firm.later()
     assert firm.run().receipts_filed == 0
+
+
+def test_the_command_line_shows_a_skipped_receipts_outside_name_on_one_safe_line() -> None:
+    from datetime import UTC, datetime
+
+    from hardcost.sync.report import render_summary
+    from hardcost.sync.summary import RunSummary, SkippedReceipt
+
+    summary = RunSummary(firm_id=1, run_id=7, dry_run=False,
+                         started_at=datetime(2026, 3, 2, tzinfo=UTC))
+    summary.receipts_skipped.append(SkippedReceipt(
+        "77", "x\x1b[2J.pdf", "x\x1b[2J\n.pdf is 300 MB, over the 250 MB hardcost files."))
+
+    printed = render_summary(summary)
+
+    assert "\x1b" not in printed
+    assert "  purchase 77: x?[2J?.pdf is 300 MB, over the 250 MB hardcost files." in printed
