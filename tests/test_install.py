@@ -407,7 +407,7 @@ def test_hardcost_serve_installs_workspaces_and_answers_them(world: SandboxWorld
     import requests
     from slack_sdk.signature import SignatureVerifier
 
-    from hardcost.sync.store import make_engine, make_session_factory
+    from hardcost.sync.engine import make_engine, make_session_factory
     from tests.firmkit import env_for
 
     slack = SlackSandbox(clock=world.clock)

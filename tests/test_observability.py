@@ -43,7 +43,7 @@ FRESH_SCRAPE = textwrap.dedent("""
     from werkzeug.test import Client
     from hardcost.bot.web import make_wsgi_app
     from hardcost.sync.db import upgrade
-    from hardcost.sync.store import make_engine, make_session_factory
+    from hardcost.sync.engine import make_engine, make_session_factory
 
     db = make_engine(f"sqlite:///{tempfile.mkdtemp()}/fresh.sqlite")
     upgrade(db)

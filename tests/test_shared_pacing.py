@@ -340,7 +340,8 @@ def test_two_replicas_importing_for_one_clio_account_on_a_compressed_window_get_
     """Two replicas (engines, importers and pacers of their own) import one firm's purchases
     at once, half each, through the same Clio token; pacing's minute is the sandbox's window.
     The sandbox counts: no 429, and no window held more than the limit."""
-    from hardcost.sync.store import Run, make_session_factory
+    from hardcost.sync.engine import make_session_factory
+    from hardcost.sync.store import Run
 
     world = firm.world
     world.clio.rate_limit_per_minute = LIMIT
