@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from hardcost.sync.crypto import generate_key
@@ -63,8 +65,17 @@ def database_url(_migrated_template: str, tmp_path: Path) -> Iterator[str]:
         engine = make_engine(POSTGRES_URL)
         tables = ", ".join(t.name for t in [*Base.metadata.sorted_tables,
                                             *SLACK_METADATA.sorted_tables])
-        with engine.begin() as conn:
-            conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        for attempt in range(1, 6):
+            try:
+                with engine.begin() as conn:
+                    conn.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+                break
+            except OperationalError as exc:
+                # A background thread of the test before (a server's last write) may still
+                # hold a table: PostgreSQL picks the TRUNCATE as a deadlock's victim. Again.
+                if getattr(exc.orig, "sqlstate", None) != "40P01" or attempt == 5:
+                    raise
+                time.sleep(0.2 * attempt)
         engine.dispose()
         yield POSTGRES_URL
     else:
