@@ -296,10 +296,11 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
     changed = sorted(summary.changed_items, key=lambda c: c.outcome == "updated")
     sizes = {"failed": len(summary.failures), "removed": len(removed), "changed": len(changed),
              "waiting": len(summary.waiting_items), "skipped": len(skips),
+             "receipts": len(summary.receipts_skipped),
              "imported": len(summary.imported_entries)}
     room = DETAIL_ROWS
     shown: dict[str, int] = {}
-    for key in ("failed", "removed", "changed", "waiting", "skipped", "imported"):
+    for key in ("failed", "removed", "changed", "waiting", "skipped", "receipts", "imported"):
         shown[key] = min(sizes[key], room)
         room -= shown[key]
 
@@ -327,14 +328,12 @@ def _detail_rows(summary: RunSummary) -> list[tuple[str, list[str]]]:
             f"• {plural(summary.receipts_filed, 'file')} attached in QuickBooks "
             f"({size_words(summary.receipt_bytes)}) filed in the documents of their entries' "
             "matters; `/hardcost history &lt;purchase&gt;` names each document"]))
-    if summary.receipts_skipped:  # few: each is a file over the size limit, or gone
-        skipped = summary.receipts_skipped
+    if sizes["receipts"]:  # files over the size limit, or gone: a person adds them
         out.append((f"*Receipts not filed, add them to the matter by hand* — "
-                    f"{len(skipped):,}", [
+                    f"{sizes['receipts']:,}", [
                         f"• purchase {name(s.purchase_id, 40)} · {name(s.reason, 400)}"
-                        for s in skipped[:DETAIL_ROWS]]
-                    + ([f"_…and {len(skipped) - DETAIL_ROWS:,} more_"]
-                       if len(skipped) > DETAIL_ROWS else [])))
+                        for s in summary.receipts_skipped[: shown["receipts"]]]
+                    + more("receipts")))
     if sizes["waiting"]:
         rows = []
         for w in summary.waiting_items[: shown["waiting"]]:
